@@ -1,0 +1,544 @@
+//! One persistent stdio child process, shared by many sessions.
+//!
+//! Three threads per child, none per request:
+//!
+//! * the **writer** takes newline-terminated lines from a bounded channel (256) and writes
+//!   them to stdin; a child that stops reading makes senders wait, never longer than the
+//!   request's deadline ([`Child::call_deadline`] uses `send_deadline`);
+//! * the **reader** reads stdout lines (each at most `--max-message` bytes), routes responses
+//!   by id to the caller's channel, progress by token to the call it belongs to, and anything
+//!   else to the owner's event handler; at EOF it fails every call in flight at once;
+//! * the **stderr** thread copies stderr lines into the log with the child's name.
+//!
+//! Every request id is rewritten to a child-unique number and restored exactly on the way back
+//! (string ids stay strings, numbers of any size keep their digits); `_meta.progressToken` is
+//! rewritten to the same number. The child runs in its own process group and is stopped by
+//! closing stdin, then SIGTERM to the group, then SIGKILL, and is always reaped.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded, unbounded};
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::jsonrpc::{self, Kind, Message};
+use crate::session::lock;
+use crate::upstream::Item;
+
+/// Something the child said that no call in flight was waiting for, or its death.
+#[derive(Debug)]
+pub enum Event {
+    /// A notification not tied to a call (list changes, resource updates, logs).
+    Notification(Message),
+    /// A server-to-client request (sampling, elicitation, roots, ping).
+    Request(Message),
+    /// The child's stdout ended or it printed an over-long line: it is gone.
+    Exited,
+}
+
+/// Receives a child's [`Event`]s, with the child's index and generation.
+pub type EventSink = Arc<dyn Fn(usize, u64, Event) + Send + Sync>;
+
+struct Pending {
+    reply: Sender<Item>,
+    client_id: Box<RawValue>,
+    client_token: Option<Box<RawValue>>,
+}
+
+struct Shared {
+    name: String,
+    pending: Mutex<HashMap<u64, Pending>>,
+    alive: AtomicBool,
+}
+
+/// A running child process and its three threads.
+pub struct Child {
+    /// Position in the upstream's set of children.
+    pub index: usize,
+    /// Incremented on each restart of that position.
+    pub generation: u64,
+    /// Process id (also the process group id).
+    pub pid: u32,
+    shared: Arc<Shared>,
+    next_id: AtomicU64,
+    tx: Mutex<Option<Sender<Vec<u8>>>>,
+    process: Mutex<Option<std::process::Child>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Child {
+    /// Spawns `argv` (no shell) in a new process group and starts its threads.
+    pub fn spawn(
+        argv: &[String],
+        index: usize,
+        generation: u64,
+        max_message: usize,
+        events: EventSink,
+    ) -> Result<Child, Error> {
+        let program = argv
+            .first()
+            .ok_or_else(|| Error::Config("empty stdio command".into()))?;
+        let mut cmd = Command::new(program);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut process = cmd
+            .spawn()
+            .map_err(|e| Error::Config(format!("cannot start stdio upstream {program:?}: {e}")))?;
+        let pid = process.id();
+        let base = program.rsplit('/').next().unwrap_or(program);
+        let name = format!("{base}#{index}");
+        let (stdin, stdout, stderr) = match (
+            process.stdin.take(),
+            process.stdout.take(),
+            process.stderr.take(),
+        ) {
+            (Some(a), Some(b), Some(c)) => (a, b, c),
+            _ => return Err(Error::Internal("child pipes missing".into())),
+        };
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            pending: Mutex::new(HashMap::new()),
+            alive: AtomicBool::new(true),
+        });
+        let (tx, rx) = bounded::<Vec<u8>>(256);
+        let mut threads = Vec::with_capacity(3);
+        let s = shared.clone();
+        threads.push(spawn_thread("shadowcat-cin", move || {
+            writer(stdin, rx, &s)
+        })?);
+        let s = shared.clone();
+        threads.push(spawn_thread("shadowcat-cout", move || {
+            reader(stdout, max_message, &s, index, generation, &events)
+        })?);
+        let n = name.clone();
+        threads.push(spawn_thread("shadowcat-cerr", move || {
+            stderr_lines(stderr, &n)
+        })?);
+        log::info!("started stdio upstream {name} (pid {pid})");
+        Ok(Child {
+            index,
+            generation,
+            pid,
+            shared,
+            next_id: AtomicU64::new(1),
+            tx: Mutex::new(Some(tx)),
+            process: Mutex::new(Some(process)),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The child's name for logs: program basename and index, e.g. `node#1`.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// True until stdout ends.
+    pub fn is_alive(&self) -> bool {
+        self.shared.alive.load(Ordering::Acquire)
+    }
+
+    /// Calls in flight.
+    pub fn inflight(&self) -> usize {
+        lock(&self.shared.pending).len()
+    }
+
+    /// Sends request `msg` with a fresh id and returns that id and the channel on which its
+    /// related messages and then its response ([`Item::Final`]) arrive. Blocks at most until
+    /// `deadline` if the child is not reading stdin. The channel disconnects without a final
+    /// item if the child dies.
+    pub fn call_deadline(
+        &self,
+        mut msg: Message,
+        deadline: Instant,
+    ) -> Result<(u64, Receiver<Item>), Error> {
+        if !self.is_alive() {
+            return Err(Error::ChildExited(self.name().to_owned()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let client_id = msg
+            .id
+            .replace(jsonrpc::raw_u64(id))
+            .unwrap_or_else(jsonrpc::null);
+        let client_token = rewrite_progress_token(&mut msg, id);
+        let (reply, rx) = unbounded();
+        lock(&self.shared.pending).insert(
+            id,
+            Pending {
+                reply,
+                client_id,
+                client_token,
+            },
+        );
+        if let Err(e) = self.send_deadline(line(&msg), deadline) {
+            lock(&self.shared.pending).remove(&id);
+            return Err(e);
+        }
+        Ok((id, rx))
+    }
+
+    /// Sends a notification (or a response to the child's own request) as it is.
+    pub fn send_message_deadline(&self, msg: &Message, deadline: Instant) -> Result<(), Error> {
+        self.send_deadline(line(msg), deadline)
+    }
+
+    /// Gives up on call `id`: forgets it and tells the child with `notifications/cancelled`.
+    pub fn cancel(&self, id: u64, reason: &str) {
+        let Some(p) = lock(&self.shared.pending).remove(&id) else {
+            return;
+        };
+        // Whoever still reads the call's channel learns it ended, and why.
+        let body = jsonrpc::error_body(Some(&p.client_id), -32603, reason);
+        let _ = p.reply.send(Item::Final(body));
+        let reason = serde_json::to_string(reason).unwrap_or_else(|_| "\"\"".into());
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{id},"reason":{reason}}}}}"#
+        );
+        let mut bytes = text.into_bytes();
+        bytes.push(b'\n');
+        let deadline = Instant::now() + Duration::from_millis(100);
+        if let Err(e) = self.send_deadline(bytes, deadline) {
+            log::debug!("{}: could not send cancellation for {id}: {e}", self.name());
+        }
+    }
+
+    fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant) -> Result<(), Error> {
+        let tx = lock(&self.tx).clone();
+        let Some(tx) = tx else {
+            return Err(Error::ChildExited(self.name().to_owned()));
+        };
+        match tx.send_deadline(bytes, deadline) {
+            Ok(()) => Ok(()),
+            Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout),
+            Err(SendTimeoutError::Disconnected(_)) => {
+                Err(Error::ChildExited(self.name().to_owned()))
+            }
+        }
+    }
+
+    /// Stops the child: closes stdin and waits up to `patience`, then SIGTERM to its process
+    /// group and waits up to `patience`, then SIGKILL; reaps it and joins its threads.
+    /// Returns at once on a second call.
+    pub fn stop(&self, patience: Duration) {
+        lock(&self.tx).take();
+        let process = lock(&self.process).take();
+        if let Some(mut p) = process {
+            let pgid = self.pid as libc::pid_t;
+            if !wait_exit(&mut p, patience) {
+                // SAFETY: kill(2) with a negative pid signals our child's own process group.
+                unsafe { libc::kill(-pgid, libc::SIGTERM) };
+                if !wait_exit(&mut p, patience) {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                    let _ = p.wait();
+                }
+            }
+            // Grandchildren left in the group would keep our pipes open.
+            // SAFETY: as above; ESRCH when the group is empty is fine.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            log::info!("stopped stdio upstream {}", self.name());
+        }
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.stop(Duration::from_millis(200));
+    }
+}
+
+fn wait_exit(p: &mut std::process::Child, patience: Duration) -> bool {
+    let until = Instant::now() + patience;
+    loop {
+        match p.try_wait() {
+            Ok(Some(_)) | Err(_) => return true,
+            Ok(None) if Instant::now() >= until => return false,
+            Ok(None) => thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, Error> {
+    thread::Builder::new()
+        .name(name.into())
+        .stack_size(128 * 1024)
+        .spawn(f)
+        .map_err(Error::Io)
+}
+
+fn line(msg: &Message) -> Vec<u8> {
+    let mut v = msg.to_vec();
+    v.push(b'\n');
+    v
+}
+
+/// Replaces `params._meta.progressToken` with `id`, returning the client's token.
+fn rewrite_progress_token(msg: &mut Message, id: u64) -> Option<Box<RawValue>> {
+    let params = msg.params.as_ref()?;
+    if !params.get().contains("progressToken") {
+        return None;
+    }
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(params.get()).ok()?;
+    let meta = v.get_mut("_meta")?.as_object_mut()?;
+    let old = meta.insert("progressToken".into(), id.into())?;
+    let old = jsonrpc::raw(old.to_string());
+    msg.params = Some(jsonrpc::raw(serde_json::Value::Object(v).to_string()));
+    Some(old)
+}
+
+fn writer(mut stdin: std::process::ChildStdin, rx: Receiver<Vec<u8>>, shared: &Shared) {
+    for bytes in rx {
+        if let Err(e) = stdin.write_all(&bytes).and_then(|_| stdin.flush()) {
+            log::warn!("{}: stdin write failed: {e}", shared.name);
+            return;
+        }
+    }
+    // All senders gone: dropping stdin sends EOF, the polite way to ask the child to exit.
+}
+
+fn reader(
+    stdout: std::process::ChildStdout,
+    max: usize,
+    shared: &Shared,
+    index: usize,
+    generation: u64,
+    events: &EventSink,
+) {
+    let mut r = BufReader::with_capacity(64 * 1024, stdout);
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        buf.clear();
+        match read_line_bounded(&mut r, &mut buf, max) {
+            Ok(0) => break,
+            Ok(_) => route(&buf, shared, index, generation, events),
+            Err(e) => {
+                log::warn!("{}: stdout: {e}; treating the child as broken", shared.name);
+                break;
+            }
+        }
+    }
+    shared.alive.store(false, Ordering::Release);
+    // Dropping every pending sender wakes every waiter with "disconnected" at once.
+    lock(&shared.pending).clear();
+    events(index, generation, Event::Exited);
+}
+
+fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &EventSink) {
+    let line = trim_line(line);
+    if line.is_empty() {
+        return;
+    }
+    let mut msg = match Message::parse(line) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn!("{}: skipping non-JSON-RPC stdout line: {e}", shared.name);
+            return;
+        }
+    };
+    match msg.kind() {
+        Ok(Kind::Response) => {
+            let id = msg.id.as_deref().and_then(jsonrpc::id_u64);
+            let pending = id.and_then(|id| lock(&shared.pending).remove(&id));
+            match pending {
+                Some(p) => {
+                    msg.id = Some(p.client_id);
+                    let _ = p.reply.send(Item::Final(msg.to_vec()));
+                }
+                None => log::debug!("{}: response for unknown id dropped", shared.name),
+            }
+        }
+        Ok(Kind::Notification) if msg.method() == "notifications/progress" => {
+            if !route_progress(&mut msg, shared) {
+                events(index, generation, Event::Notification(msg));
+            }
+        }
+        Ok(Kind::Notification) => events(index, generation, Event::Notification(msg)),
+        Ok(Kind::Request) => events(index, generation, Event::Request(msg)),
+        Err(_) => {}
+    }
+}
+
+/// Sends a progress notification to the call that owns its token, restoring the client's
+/// token. False when no call owns it.
+fn route_progress(msg: &mut Message, shared: &Shared) -> bool {
+    let Some(mut v) = msg.params_value() else {
+        return false;
+    };
+    let Some(id) = v.get("progressToken").and_then(|t| t.as_u64()) else {
+        return false;
+    };
+    let pending = lock(&shared.pending);
+    let Some(p) = pending.get(&id) else {
+        return false;
+    };
+    let Some(token) = &p.client_token else {
+        return false;
+    };
+    if let (Some(obj), Ok(t)) = (
+        v.as_object_mut(),
+        serde_json::from_str::<serde_json::Value>(token.get()),
+    ) {
+        obj.insert("progressToken".into(), t);
+    }
+    msg.params = Some(jsonrpc::raw(v.to_string()));
+    let _ = p.reply.send(Item::Message(msg.to_vec()));
+    true
+}
+
+fn trim_line(mut l: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = l {
+        l = rest;
+    }
+    l
+}
+
+/// Reads one line into `buf` (newline included), refusing lines longer than `max`.
+/// Returns the bytes read; 0 at EOF.
+pub fn read_line_bounded<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let mut n = 0;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(n);
+        }
+        let (take, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if buf.len() + take > max.saturating_add(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("line longer than {max} bytes"),
+            ));
+        }
+        buf.extend_from_slice(&available[..take]);
+        r.consume(take);
+        n += take;
+        if done {
+            return Ok(n);
+        }
+    }
+}
+
+fn stderr_lines(stderr: std::process::ChildStderr, name: &str) {
+    let mut r = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match read_line_bounded(&mut r, &mut buf, 64 * 1024) {
+            Ok(0) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(trim_line(&buf));
+                log::info!(target: "shadowcat::child", "[{name}] {text}");
+            }
+            Err(_) => {
+                // Over-long stderr line: skip the rest of it and go on.
+                let mut sink = [0u8; 4096];
+                if r.read(&mut sink).map(|n| n == 0).unwrap_or(true) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn sink() -> EventSink {
+        Arc::new(|_, _, _| {})
+    }
+
+    #[test]
+    fn bounded_lines() {
+        let mut r = Cursor::new(b"ab\ncdef\n".to_vec());
+        let mut buf = Vec::new();
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 10).unwrap(), 3);
+        buf.clear();
+        assert!(read_line_bounded(&mut r, &mut buf, 3).is_err());
+        let mut r = Cursor::new(b"".to_vec());
+        assert_eq!(read_line_bounded(&mut r, &mut buf, 3).unwrap(), 0);
+    }
+
+    #[test]
+    fn cat_round_trip_restores_ids() {
+        // `cat` echoes each request back; a request echoed is not a response, so use a shell
+        // one-liner that turns requests into responses instead.
+        let script = r#"while IFS= read -r l; do printf '%s\n' "$l" | sed 's/"method":"[^"]*",//; s/"params":{[^}]*}/"result":{}/'; done"#;
+        let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        let child = Child::spawn(&argv, 0, 0, 1 << 20, sink()).unwrap();
+        for id in [
+            r#""abc""#,
+            "18446744073709551615",
+            "123456789012345678901234567890",
+        ] {
+            let msg = Message::parse(
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"x","params":{{}}}}"#).as_bytes(),
+            )
+            .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let (_, rx) = child.call_deadline(msg, deadline).unwrap();
+            match rx.recv_deadline(deadline).unwrap() {
+                Item::Final(bytes) => {
+                    let m = Message::parse(&bytes).unwrap();
+                    assert_eq!(m.id.unwrap().get(), id);
+                }
+                Item::Message(_) => panic!("expected the response"),
+            }
+        }
+        child.stop(Duration::from_millis(500));
+        assert!(!child.is_alive() || child.inflight() == 0);
+    }
+
+    #[test]
+    fn death_fails_calls_at_once() {
+        let argv = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "read l; exit 1".to_string(),
+        ];
+        let child = Child::spawn(&argv, 0, 0, 1 << 20, sink()).unwrap();
+        let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (_, rx) = child.call_deadline(msg, deadline).unwrap();
+        let started = Instant::now();
+        assert!(rx.recv_deadline(deadline).is_err());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(!child.is_alive());
+    }
+
+    #[test]
+    fn progress_token_rewritten() {
+        let mut m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","_meta":{"progressToken":"tok"}}}"#,
+        )
+        .unwrap();
+        let old = rewrite_progress_token(&mut m, 42).unwrap();
+        assert_eq!(old.get(), "\"tok\"");
+        assert!(m.params.unwrap().get().contains("\"progressToken\":42"));
+    }
+}

@@ -1,0 +1,449 @@
+//! Command line and configuration.
+//!
+//! The argh structs below are the `--help` text. [`ReverseArgs::into_config`] validates them once
+//! at start-up into a [`Config`] and fails with one clear line; nothing re-checks later.
+//!
+//! Durations accept `500ms`, `10s`, `5m`, `1h` or a bare number of seconds. Sizes accept a bare
+//! number of bytes or a `KiB`/`MiB` suffix.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::error::Error;
+
+/// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(FromArgs, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
+#[argh(subcommand)]
+pub enum Command {
+    /// Serve Streamable HTTP in front of an upstream MCP server.
+    Reverse(ReverseArgs),
+    /// Run the built-in demo MCP server on stdin/stdout.
+    DemoServer(DemoServerArgs),
+}
+
+/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "demo-server")]
+pub struct DemoServerArgs {}
+
+/// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP
+/// server), --stdio "CMD ARGS" (persistent child processes), or neither (the built-in demo server)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reverse")]
+pub struct ReverseArgs {
+    /// address to listen on (default 127.0.0.1:8080); use port 0 for any free port
+    #[argh(option, default = "default_bind()")]
+    pub bind: SocketAddr,
+
+    /// path of the MCP endpoint (default /mcp)
+    #[argh(option, default = "String::from(\"/mcp\")")]
+    pub path: String,
+
+    /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp)
+    #[argh(option)]
+    pub upstream: Option<String>,
+
+    /// upstream stdio server command, split into argv without a shell: whitespace separates
+    /// words, 'single' and "double" quotes group them, backslash escapes the next character
+    #[argh(option)]
+    pub stdio: Option<String>,
+
+    /// how sessions share stdio children: shared (default; sessions pinned to a fixed set of
+    /// children, JSON-RPC ids rewritten)
+    #[argh(option, default = "String::from(\"shared\")")]
+    pub stdio_mode: String,
+
+    /// number of persistent stdio children (default 2)
+    #[argh(option, default = "2")]
+    pub stdio_children: usize,
+
+    /// requests handled at once (default 64); more wait for a free worker
+    #[argh(option, default = "64")]
+    pub workers: usize,
+
+    /// open client connections allowed (default 1024); beyond, a new connection gets 503
+    #[argh(option, default = "1024")]
+    pub max_connections: usize,
+
+    /// streaming (SSE) responses open at once (default 1024); beyond, 503
+    #[argh(option, default = "1024")]
+    pub max_streams: usize,
+
+    /// largest request body in bytes, or with KiB/MiB (default 4MiB); larger gets 413
+    #[argh(option, default = "String::from(\"4MiB\")")]
+    pub max_body: String,
+
+    /// largest line a stdio child may print, bytes or KiB/MiB (default 16MiB)
+    #[argh(option, default = "String::from(\"16MiB\")")]
+    pub max_message: String,
+
+    /// sessions kept at once (default 10000); when full, expired ones are dropped, else 503
+    #[argh(option, default = "10_000")]
+    pub max_sessions: usize,
+
+    /// a session unused this long is ended (default 30m)
+    #[argh(option, default = "String::from(\"30m\")")]
+    pub session_idle: String,
+
+    /// an idle keep-alive client connection is closed after this (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub client_idle_timeout: String,
+
+    /// deadline for one upstream request, from arrival to the upstream's answer (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub request_timeout: String,
+
+    /// connection slots per HTTP upstream (default 32); a checkout waits at most 2s, then 503
+    #[argh(option, default = "32")]
+    pub upstream_pool: u32,
+
+    /// TCP connect timeout to an HTTP upstream (default 5s)
+    #[argh(option, default = "String::from(\"5s\")")]
+    pub upstream_connect_timeout: String,
+
+    /// extra allowed Origin, exact (e.g. https://app.example.com); repeatable. Loopback origins
+    /// (http/https on localhost, 127.0.0.1, [::1], any port) are always allowed
+    #[argh(option)]
+    pub allowed_origin: Vec<String>,
+
+    /// how long in-flight requests may take to finish on shutdown (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub shutdown_grace: String,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// Where requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// A Streamable HTTP server at this URL.
+    Http {
+        /// The endpoint, used verbatim.
+        url: String,
+    },
+    /// Persistent stdio children running this argv.
+    Stdio {
+        /// Program and arguments; no shell involved.
+        argv: Vec<String>,
+        /// How many children.
+        children: usize,
+    },
+}
+
+/// The validated configuration of `shadowcat reverse`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Listen address. Default 127.0.0.1:8080.
+    pub bind: SocketAddr,
+    /// MCP endpoint path. Default `/mcp`.
+    pub path: String,
+    /// The upstream. Default: the built-in demo server over stdio, 2 children.
+    pub upstream: UpstreamConfig,
+    /// Concurrent request handlers. Default 64.
+    pub workers: usize,
+    /// Open client connections. Default 1,024.
+    pub max_connections: usize,
+    /// Open streaming responses. Default 1,024.
+    pub max_streams: usize,
+    /// Request body limit in bytes. Default 4 MiB.
+    pub max_body: usize,
+    /// Child stdout line limit in bytes. Default 16 MiB.
+    pub max_message: usize,
+    /// Session cap. Default 10,000.
+    pub max_sessions: usize,
+    /// Session idle expiry. Default 30 min.
+    pub session_idle: Duration,
+    /// Keep-alive idle timeout for client connections. Default 60 s.
+    pub client_idle_timeout: Duration,
+    /// Per-request deadline. Default 60 s.
+    pub request_timeout: Duration,
+    /// r2d2 slots per HTTP upstream. Default 32.
+    pub upstream_pool: u32,
+    /// Upstream connect timeout. Default 5 s.
+    pub upstream_connect_timeout: Duration,
+    /// Extra allowed origins, normalised to lowercase without a trailing slash.
+    pub allowed_origins: Vec<String>,
+    /// Shutdown grace. Default 10 s.
+    pub shutdown_grace: Duration,
+}
+
+impl ReverseArgs {
+    /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
+    pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
+        let upstream = match (self.upstream, self.stdio) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either --upstream or --stdio, not both".into(),
+                ));
+            }
+            (Some(url), None) => {
+                if !url.starts_with("http://") {
+                    return Err(Error::Config(format!(
+                        "--upstream must be an http:// URL (got {url:?}); https needs a TLS build"
+                    )));
+                }
+                UpstreamConfig::Http { url }
+            }
+            (None, cmd) => {
+                let argv = match cmd {
+                    Some(cmd) => {
+                        split_command(&cmd).map_err(|e| Error::Config(format!("--stdio: {e}")))?
+                    }
+                    None => vec![self_exe.to_string(), "demo-server".to_string()],
+                };
+                if argv.is_empty() {
+                    return Err(Error::Config("--stdio: empty command".into()));
+                }
+                if self.stdio_mode != "shared" {
+                    return Err(Error::Config(format!(
+                        "--stdio-mode {:?}: only \"shared\" is implemented",
+                        self.stdio_mode
+                    )));
+                }
+                if self.stdio_children == 0 || self.stdio_children > 256 {
+                    return Err(Error::Config("--stdio-children must be 1..=256".into()));
+                }
+                UpstreamConfig::Stdio {
+                    argv,
+                    children: self.stdio_children,
+                }
+            }
+        };
+        if !self.path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "--path must start with '/' (got {:?})",
+                self.path
+            )));
+        }
+        positive("--workers", self.workers)?;
+        positive("--max-connections", self.max_connections)?;
+        positive("--max-streams", self.max_streams)?;
+        positive("--max-sessions", self.max_sessions)?;
+        positive("--upstream-pool", self.upstream_pool as usize)?;
+        let allowed_origins = self
+            .allowed_origin
+            .iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect();
+        Ok(Config {
+            bind: self.bind,
+            path: self.path,
+            upstream,
+            workers: self.workers,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            max_body: size("--max-body", &self.max_body)?,
+            max_message: size("--max-message", &self.max_message)?,
+            max_sessions: self.max_sessions,
+            session_idle: duration("--session-idle", &self.session_idle)?,
+            client_idle_timeout: duration("--client-idle-timeout", &self.client_idle_timeout)?,
+            request_timeout: duration("--request-timeout", &self.request_timeout)?,
+            upstream_pool: self.upstream_pool,
+            upstream_connect_timeout: duration(
+                "--upstream-connect-timeout",
+                &self.upstream_connect_timeout,
+            )?,
+            allowed_origins,
+            shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
+        })
+    }
+}
+
+fn positive(flag: &str, v: usize) -> Result<(), Error> {
+    if v == 0 {
+        return Err(Error::Config(format!("{flag} must be at least 1")));
+    }
+    Ok(())
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` or bare seconds. Zero is refused.
+pub fn duration(flag: &str, s: &str) -> Result<Duration, Error> {
+    let s = s.trim();
+    let (num, unit) = split_unit(s);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::Config(format!("{flag}: bad duration {s:?} (try 500ms, 10s, 5m)")))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(Error::Config(format!(
+                "{flag}: bad duration unit in {s:?} (ms, s, m or h)"
+            )));
+        }
+    };
+    if d.is_zero() {
+        return Err(Error::Config(format!("{flag} must be more than zero")));
+    }
+    Ok(d)
+}
+
+/// Parses bytes, `KiB` or `MiB` (also `K`, `M`). Zero is refused.
+pub fn size(flag: &str, s: &str) -> Result<usize, Error> {
+    let s = s.trim();
+    let (num, unit) = split_unit(s);
+    let n: usize = num
+        .parse()
+        .map_err(|_| Error::Config(format!("{flag}: bad size {s:?} (try 65536, 64KiB, 4MiB)")))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => 1024 * 1024,
+        _ => return Err(Error::Config(format!("{flag}: bad size unit in {s:?}"))),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| Error::Config(format!("{flag}: {s:?} is too large")))?;
+    if v == 0 {
+        return Err(Error::Config(format!("{flag} must be more than zero")));
+    }
+    Ok(v)
+}
+
+fn split_unit(s: &str) -> (&str, &str) {
+    let at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    (&s[..at], s[at..].trim())
+}
+
+/// Splits a command line into argv without a shell.
+///
+/// Rules: unquoted whitespace separates words; `'…'` keeps everything literally; `"…"` keeps
+/// everything but lets `\` escape `"` and `\`; outside quotes `\` escapes any character. No
+/// variables, globs, pipes or redirections: `$HOME` is passed as the five characters.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, Error> {
+        let cli = Cli::from_args(&["shadowcat"], args).map_err(|e| Error::Config(e.output))?;
+        match cli.command {
+            Command::Reverse(r) => r.into_config("/bin/shadowcat"),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["reverse"]).unwrap();
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.path, "/mcp");
+        assert_eq!(
+            c.upstream,
+            UpstreamConfig::Stdio {
+                argv: vec!["/bin/shadowcat".into(), "demo-server".into()],
+                children: 2
+            }
+        );
+        assert_eq!(c.workers, 64);
+        assert_eq!(c.max_body, 4 * 1024 * 1024);
+        assert_eq!(c.max_message, 16 * 1024 * 1024);
+        assert_eq!(c.session_idle, Duration::from_secs(1800));
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.upstream_pool, 32);
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(&["reverse", "--upstream", "http://a/", "--stdio", "x"]).is_err());
+        assert!(parse(&["reverse", "--upstream", "ftp://a/"]).is_err());
+        assert!(parse(&["reverse", "--workers", "0"]).is_err());
+        assert!(parse(&["reverse", "--request-timeout", "0s"]).is_err());
+        assert!(parse(&["reverse", "--max-body", "12XB"]).is_err());
+        assert!(parse(&["reverse", "--path", "mcp"]).is_err());
+        assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(duration("x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("x", "7").unwrap(), Duration::from_secs(7));
+        assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(size("x", "64KiB").unwrap(), 65536);
+        assert_eq!(size("x", "100").unwrap(), 100);
+    }
+
+    #[test]
+    fn argv_splitting() {
+        assert_eq!(
+            split_command(r#"node "my server.js" --name 'a b' x\ y "q\"q""#).unwrap(),
+            vec!["node", "my server.js", "--name", "a b", "x y", "q\"q"]
+        );
+        assert_eq!(split_command("  a   b ").unwrap(), vec!["a", "b"]);
+        assert_eq!(split_command("''").unwrap(), vec![""]);
+        assert!(split_command("'open").is_err());
+    }
+}

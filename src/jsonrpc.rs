@@ -1,0 +1,246 @@
+//! JSON-RPC 2.0 envelopes, parsed lazily.
+//!
+//! Only the envelope is parsed: `id`, `params`, `result` and `error` stay raw JSON text
+//! ([`RawValue`]), so a large tool result is copied, never re-parsed, and an id keeps its exact
+//! spelling: a string stays a string and a number of any size stays the same digits.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+
+/// The `_meta` key that marks a 2026-07-28 ("modern") request.
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// One JSON-RPC message.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Message {
+    /// Must be `"2.0"`.
+    pub jsonrpc: String,
+    /// Request or response id, kept as written (an explicit `null` is kept too, and refused).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub id: Option<Box<RawValue>>,
+    /// Request or notification method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Request or notification parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Box<RawValue>>,
+    /// A successful response's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Box<RawValue>>,
+    /// A failed response's error object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Box<RawValue>>,
+}
+
+/// Keeps a present field, even `null`, as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+/// What a message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `method` and `id`: expects a response.
+    Request,
+    /// `method`, no `id`.
+    Notification,
+    /// `id` and `result` or `error`, no `method`.
+    Response,
+}
+
+impl Message {
+    /// Parses and validates one message from a body or a line.
+    ///
+    /// A top-level array (a 2025-03-26 batch) is refused: batching was removed in 2025-06-18.
+    pub fn parse(bytes: &[u8]) -> Result<Message, Error> {
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        match first {
+            Some(b'[') => {
+                // Still has to be valid JSON to deserve -32600 rather than -32700.
+                serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(Error::Parse)?;
+                return Err(Error::InvalidMessage("batches are not supported"));
+            }
+            Some(b'{') => {}
+            _ => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(Error::Parse)?;
+                return Err(Error::InvalidMessage("not a JSON-RPC object"));
+            }
+        }
+        let msg: Message = match serde_json::from_slice(bytes) {
+            Ok(m) => m,
+            Err(e) if e.is_syntax() || e.is_eof() => return Err(Error::Parse(e)),
+            Err(_) => return Err(Error::InvalidMessage("not a JSON-RPC 2.0 message")),
+        };
+        msg.kind()?;
+        Ok(msg)
+    }
+
+    /// Classifies the message, refusing shapes JSON-RPC does not allow.
+    pub fn kind(&self) -> Result<Kind, Error> {
+        if self.jsonrpc != "2.0" {
+            return Err(Error::InvalidMessage("jsonrpc must be \"2.0\""));
+        }
+        if let Some(id) = &self.id {
+            let t = id.get().as_bytes().first().copied().unwrap_or(b'n');
+            if !(t == b'"' || t == b'-' || t.is_ascii_digit()) {
+                return Err(Error::InvalidMessage("id must be a string or a number"));
+            }
+        }
+        match (&self.method, &self.id, &self.result, &self.error) {
+            (Some(_), Some(_), None, None) => Ok(Kind::Request),
+            (Some(_), None, None, None) => Ok(Kind::Notification),
+            (None, Some(_), Some(_), None) | (None, Some(_), None, Some(_)) => Ok(Kind::Response),
+            _ => Err(Error::InvalidMessage(
+                "need method (request/notification) or id with result or error (response)",
+            )),
+        }
+    }
+
+    /// The method, or "" for a response.
+    pub fn method(&self) -> &str {
+        self.method.as_deref().unwrap_or("")
+    }
+
+    /// Serialises to bytes (never fails for a parsed message).
+    pub fn to_vec(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The params as a generic value, for the few places that look inside.
+    pub fn params_value(&self) -> Option<serde_json::Value> {
+        self.params
+            .as_ref()
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+    }
+
+    /// `params._meta["io.modelcontextprotocol/protocolVersion"]`, set on 2026-07-28 requests.
+    pub fn modern_version(&self) -> Option<String> {
+        let p = self.params.as_ref()?;
+        if !p.get().contains(META_VERSION) {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(p.get()).ok()?;
+        v.get("_meta")?
+            .get(META_VERSION)?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read), for logs and
+    /// the `Mcp-Name` header.
+    pub fn target_name(&self) -> Option<String> {
+        let v = self.params_value()?;
+        v.get("name")
+            .or_else(|| v.get("uri"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+    }
+}
+
+/// Builds a raw JSON value from text known to be valid JSON.
+pub fn raw(text: String) -> Box<RawValue> {
+    RawValue::from_string(text).unwrap_or_else(|_| null())
+}
+
+/// The raw `null` value.
+pub fn null() -> Box<RawValue> {
+    RawValue::from_string("null".to_string()).expect("null is JSON")
+}
+
+/// A raw number.
+pub fn raw_u64(n: u64) -> Box<RawValue> {
+    raw(n.to_string())
+}
+
+/// Reads a raw id as the unsigned number the proxy assigned, if it is one.
+pub fn id_u64(id: &RawValue) -> Option<u64> {
+    id.get().parse().ok()
+}
+
+/// A JSON-RPC error response body.
+pub fn error_body(id: Option<&RawValue>, code: i64, message: &str) -> Vec<u8> {
+    let id = id.map(|i| i.get()).unwrap_or("null");
+    let msg = serde_json::to_string(message).unwrap_or_else(|_| "\"error\"".into());
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{{"code":{code},"message":{msg}}}}}"#)
+        .into_bytes()
+}
+
+/// A JSON-RPC success response body around raw result text.
+pub fn result_body(id: &RawValue, result: &str) -> Vec<u8> {
+    format!(r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#, id.get()).into_bytes()
+}
+
+/// The error response for `err`, with the id of the request it answers.
+pub fn error_for(id: Option<&RawValue>, err: &Error) -> Vec<u8> {
+    error_body(id, err.rpc_code(), &err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
+        assert_eq!(m.kind().unwrap(), Kind::Request);
+        let m = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/x"}"#).unwrap();
+        assert_eq!(m.kind().unwrap(), Kind::Notification);
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
+        assert_eq!(m.kind().unwrap(), Kind::Response);
+    }
+
+    #[test]
+    fn refuses_bad_shapes() {
+        assert!(matches!(Message::parse(b"{"), Err(Error::Parse(_))));
+        assert!(matches!(Message::parse(b"nope"), Err(Error::Parse(_))));
+        for bad in [
+            &br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#[..],
+            br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","id":null,"method":"ping","x":1}"#,
+            br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+            br#"{"jsonrpc":"2.0","method":7}"#,
+            br#"{"jsonrpc":"2.0","id":1}"#,
+            br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#,
+            br#"42"#,
+            br#"{}"#,
+        ] {
+            assert!(
+                matches!(Message::parse(bad), Err(Error::InvalidMessage(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn ids_keep_their_spelling() {
+        let big = r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"ping"}"#;
+        let m = Message::parse(big.as_bytes()).unwrap();
+        assert_eq!(
+            m.id.as_ref().unwrap().get(),
+            "123456789012345678901234567890"
+        );
+        assert_eq!(String::from_utf8(m.to_vec()).unwrap(), big);
+        let s = Message::parse(br#"{"jsonrpc":"2.0","id":"7","method":"ping"}"#).unwrap();
+        assert_eq!(s.id.unwrap().get(), "\"7\"");
+    }
+
+    #[test]
+    fn modern_detection() {
+        let m = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.modern_version().as_deref(), Some("2026-07-28"));
+        let e = error_body(m.id.as_deref(), -32600, "bad \"x\"");
+        let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["error"]["message"], "bad \"x\"");
+        assert_eq!(v["id"], 1);
+    }
+}

@@ -1,0 +1,229 @@
+//! # shadowcat
+//!
+//! A small, fast reverse proxy for the Model Context Protocol (MCP). Clients speak Streamable
+//! HTTP to shadowcat; shadowcat forwards to one upstream MCP server, either an HTTP server
+//! (through a pool of keep-alive connections) or a fixed set of **persistent stdio child
+//! processes** that it starts once, keeps alive, restarts when they die and shares between
+//! sessions by rewriting JSON-RPC ids.
+//!
+//! ```text
+//! shadowcat reverse                                  # in front of the built-in demo server
+//! shadowcat reverse --stdio "npx -y @modelcontextprotocol/server-everything"
+//! shadowcat reverse --upstream http://127.0.0.1:3001/mcp
+//! ```
+//!
+//! ## Architecture
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`server`], [`http`] | our own strict HTTP/1.1 layer on `httparse` and std sockets |
+//! | [`proxy`] | the one request pipeline: validation, sessions, forwarding, error mapping, access log |
+//! | [`session`] | session ids (128 bits from `/dev/urandom`), table, idle expiry, cap |
+//! | [`jsonrpc`] | lazily parsed envelopes; ids and results stay raw text |
+//! | [`upstream`] | the [`upstream::Upstream`] trait and its two implementations |
+//! | [`child`] | one stdio child: writer, reader and stderr threads, id rewriting, stop |
+//! | [`demo`] | the built-in demo MCP server (`shadowcat demo-server`) |
+//! | [`error`] | the one error enum and its mapping to HTTP status and JSON-RPC code |
+//! | [`config`] | flags, defaults, validation |
+//!
+//! ## Threads
+//!
+//! * 1 accept thread. Each client connection is served by one pooled connection thread
+//!   (at most `--max-connections`), which reads and parses requests with timeouts. Handling a
+//!   request takes one of `--workers` permits, so slow or idle clients never hold a worker.
+//!   An SSE response gives its worker permit back and holds a stream permit
+//!   (`--max-streams`) instead: streams never occupy a request worker.
+//! * 3 threads per stdio child (stdin writer, stdout reader, stderr logger) and one
+//!   supervisor per stdio upstream. No thread, process or channel is created per request.
+//! * r2d2 runs its own small maintenance pool per HTTP upstream.
+//! * 1 session reaper.
+//!
+//! ## Timeouts
+//!
+//! | what | default | flag | on expiry |
+//! |---|---|---|---|
+//! | idle keep-alive connection | 60 s | `--client-idle-timeout` | connection closed |
+//! | reading one request's head | 10 s | — | 408, closed |
+//! | one upstream request | 60 s | `--request-timeout` | 504 (JSON) or an error event (SSE); stdio child gets `notifications/cancelled` |
+//! | HTTP upstream connect | 5 s | `--upstream-connect-timeout` | 502 |
+//! | HTTP upstream slot checkout | 2 s | — | 503 + `Retry-After` |
+//! | idle session | 30 min | `--session-idle` | session ended, next use 404 |
+//! | shutdown grace | 10 s | `--shutdown-grace` | remaining connections closed |
+//!
+//! ## Shutdown order
+//!
+//! On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
+//! grace; close remaining connections and join every server thread; end all sessions
+//! (upstream DELETE for HTTP); stop each child (close stdin, wait 2 s, SIGTERM its process
+//! group, wait 2 s, SIGKILL, reap). [`Shadowcat::shutdown`] does the same and is idempotent;
+//! dropping a [`Shadowcat`] runs it with a short grace.
+//!
+//! ## Logging
+//!
+//! `RUST_LOG` (env_logger), default `info`. One access line per request at info (target
+//! `shadowcat::access`). Client disconnects are debug; an upstream that is down is warn;
+//! stdio children's stderr is info (target `shadowcat::child`). Tokens, header values and
+//! JSON-RPC params or results are never logged.
+
+pub mod child;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod jsonrpc;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod upstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Sender, bounded};
+
+use crate::config::{Config, UpstreamConfig};
+use crate::error::Error;
+use crate::proxy::Proxy;
+use crate::server::{Server, ServerConfig};
+use crate::session::lock;
+use crate::upstream::Upstream;
+use crate::upstream::http::HttpUpstream;
+use crate::upstream::stdio::StdioUpstream;
+
+/// A running proxy: listener, pipeline, upstream and reaper.
+pub struct Shadowcat {
+    server: Server,
+    proxy: Arc<Proxy>,
+    reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+    stopped: AtomicBool,
+    grace: Duration,
+}
+
+impl Shadowcat {
+    /// Starts the upstream, binds `config.bind` and begins serving. Returns once ready.
+    pub fn start(config: Config) -> Result<Shadowcat, Error> {
+        let upstream: Arc<dyn Upstream> = match &config.upstream {
+            UpstreamConfig::Http { url } => Arc::new(HttpUpstream::new(
+                url,
+                config.upstream_pool,
+                config.upstream_connect_timeout,
+                config.request_timeout,
+            )?),
+            UpstreamConfig::Stdio { argv, children } => Arc::new(StdioUpstream::start(
+                argv.clone(),
+                *children,
+                config.max_message,
+            )?),
+        };
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
+        let server_config = ServerConfig {
+            workers: config.workers,
+            max_connections: config.max_connections,
+            max_streams: config.max_streams,
+            max_body: config.max_body,
+            idle_timeout: config.client_idle_timeout,
+            ..ServerConfig::default()
+        };
+        let grace = config.shutdown_grace;
+        let sweep =
+            (config.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream));
+        let server = Server::start(listener, server_config, proxy.clone())?;
+        let (stop, stopped) = bounded::<()>(1);
+        let p = proxy.clone();
+        let reaper = std::thread::Builder::new()
+            .name("shadowcat-reaper".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(sweep)
+                {
+                    p.expire_sessions();
+                }
+            })?;
+        Ok(Shadowcat {
+            server,
+            proxy,
+            reaper: Mutex::new(Some((stop, reaper))),
+            stopped: AtomicBool::new(false),
+            grace,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Process ids of the stdio children by slot (empty for an HTTP upstream).
+    pub fn stdio_child_pids(&self) -> Vec<Option<u32>> {
+        self.proxy.upstream().child_pids()
+    }
+
+    /// The request pipeline (sessions, upstream), for tests and operators.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Stops in the documented order, waiting at most about `grace` for requests in flight.
+    /// A second call returns at once.
+    pub fn shutdown(&self, grace: Duration) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.server.shutdown(grace);
+        if let Some((stop, handle)) = lock(&self.reaper).take() {
+            drop(stop);
+            let _ = handle.join();
+        }
+        self.proxy.close_all();
+        self.proxy.upstream().shutdown(Duration::from_secs(2));
+    }
+}
+
+impl Drop for Shadowcat {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_secs(1));
+    }
+}
+
+/// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
+/// shuts down gracefully.
+pub fn run(config: Config) -> Result<(), Error> {
+    let signals = block_signals();
+    let proxy = Shadowcat::start(config)?;
+    log::info!(
+        "shadowcat listening on http://{}{} (upstream {})",
+        proxy.local_addr(),
+        proxy.proxy.cfg_path(),
+        proxy.proxy.upstream().name()
+    );
+    let sig = wait_signal(&signals);
+    log::info!("signal {sig}: shutting down (grace {:?})", proxy.grace);
+    proxy.shutdown(proxy.grace);
+    Ok(())
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it starts later), so they
+/// can be taken synchronously with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: plain libc calls on a zeroed, initialised sigset owned by this frame.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is initialised; sigwait writes the signal number into `sig`.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}

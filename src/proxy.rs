@@ -1,0 +1,567 @@
+//! The request pipeline: the one place where every request is validated, tied to its session,
+//! forwarded, logged and, when it fails, mapped to an answer.
+//!
+//! Order of checks on the MCP endpoint (each failure answers at once):
+//!
+//! 1. path (404), then `Origin` allow-list and, on a loopback listener, `Host` (403);
+//! 2. method: POST, GET, DELETE, anything else 405 with `Allow`;
+//! 3. POST: `Content-Type` (415), `Accept` (406), body size (413, in the HTTP layer), JSON
+//!    (400 -32700), JSON-RPC shape (400 -32600), `MCP-Protocol-Version` (400);
+//! 4. era: a request carrying `_meta["io.modelcontextprotocol/protocolVersion"]` or
+//!    `MCP-Protocol-Version: 2026-07-28` is forwarded statelessly; `initialize` creates a
+//!    session; anything else needs a live session (400 without, 404 unknown or expired);
+//! 5. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::http::{Request, Response};
+use crate::jsonrpc::{self, Kind, Message};
+use crate::server::{Handler, Responder, StreamError};
+use crate::session::{Session, Sessions};
+use crate::upstream::stdio::LEGACY_VERSIONS;
+use crate::upstream::{Call, Item, MessageStream, Reply, Upstream};
+
+/// The stateless protocol revision.
+pub const MODERN_VERSION: &str = "2026-07-28";
+
+/// Headers a client may send that go upstream. Everything else (notably `Authorization`,
+/// `Cookie`, `X-Api-Key`, `X-Forwarded-*`) stays here.
+fn forwardable(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "mcp-protocol-version" | "mcp-method" | "mcp-name" | "last-event-id"
+    ) || n.starts_with("mcp-param-")
+}
+
+/// The MCP endpoint handler.
+pub struct Proxy {
+    cfg: Arc<Config>,
+    sessions: Sessions,
+    upstream: Arc<dyn Upstream>,
+    loopback: bool,
+}
+
+/// What the pipeline decided to send.
+enum Outcome {
+    Response(Response),
+    Stream {
+        stream: Box<dyn MessageStream>,
+        first: Option<Item>,
+        deadline: Instant,
+        session: Option<String>,
+        id: Option<Box<RawValue>>,
+    },
+}
+
+/// Fields of the access log line.
+#[derive(Default)]
+struct Access {
+    mcp_method: String,
+    session: String,
+    id: Option<Box<RawValue>>,
+}
+
+impl Proxy {
+    /// A pipeline in front of `upstream`.
+    pub fn new(cfg: Arc<Config>, upstream: Arc<dyn Upstream>) -> Proxy {
+        Proxy {
+            sessions: Sessions::new(cfg.max_sessions, cfg.session_idle),
+            loopback: cfg.bind.ip().is_loopback(),
+            cfg,
+            upstream,
+        }
+    }
+
+    /// The session table.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// The MCP endpoint path.
+    pub fn cfg_path(&self) -> &str {
+        &self.cfg.path
+    }
+
+    /// The upstream.
+    pub fn upstream(&self) -> &Arc<dyn Upstream> {
+        &self.upstream
+    }
+
+    /// Ends idle sessions; called periodically.
+    pub fn expire_sessions(&self) {
+        for s in self.sessions.expire() {
+            log::debug!("session {} expired", s.short_id());
+            self.upstream.close(&s);
+        }
+    }
+
+    /// Ends every session (shutdown).
+    pub fn close_all(&self) {
+        for s in self.sessions.drain() {
+            self.upstream.close(&s);
+        }
+    }
+
+    fn end_session(&self, s: &Session) {
+        if self.sessions.remove(&s.id).is_some() {
+            self.upstream.close(s);
+        }
+    }
+
+    fn route(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+        let path = req.path();
+        if path == "/healthz" && req.method == "GET" {
+            return Ok(Outcome::Response(
+                Response::new(200).with_body("text/plain", b"ok\n".to_vec()),
+            ));
+        }
+        if path != self.cfg.path {
+            return Err(Error::NotFound);
+        }
+        self.check_origin(req)?;
+        match req.method.as_str() {
+            "POST" => self.post(req, acc),
+            "GET" => self.get(req, acc),
+            "DELETE" => self.delete(req, acc),
+            _ => Err(Error::MethodNotAllowed),
+        }
+    }
+
+    fn check_origin(&self, req: &Request) -> Result<(), Error> {
+        if self.loopback {
+            if let Some(host) = req.header("host") {
+                if !is_loopback_host(host) {
+                    return Err(Error::Forbidden("host is not a loopback name"));
+                }
+            }
+        }
+        if let Some(origin) = req.header("origin") {
+            let o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+            let ok = loopback_origin(&o) || self.cfg.allowed_origins.contains(&o);
+            if !ok {
+                return Err(Error::Forbidden("origin not allowed"));
+            }
+        }
+        Ok(())
+    }
+
+    fn post(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        let ct = req.header("content-type").unwrap_or("");
+        if !media_is(ct, "application/json") {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let accept = req.header_all("accept").collect::<Vec<_>>().join(",");
+        if !accepts(&accept, "application/json") || !accepts(&accept, "text/event-stream") {
+            return Err(Error::NotAcceptable);
+        }
+        let msg = Message::parse(&req.body)?;
+        let kind = msg.kind()?;
+        acc.mcp_method = msg.method().to_owned();
+        acc.id = msg.id.clone();
+        let header_version = req.header("mcp-protocol-version").map(str::trim);
+        if let Some(v) = header_version {
+            if v != MODERN_VERSION && !LEGACY_VERSIONS.contains(&v) {
+                return Err(Error::UnsupportedVersion(v.to_owned()));
+            }
+        }
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| forwardable(k) && !k.eq_ignore_ascii_case("last-event-id"))
+            .cloned()
+            .collect();
+        let modern = header_version == Some(MODERN_VERSION) || msg.modern_version().is_some();
+        if modern && msg.method() != "initialize" {
+            let call = Call {
+                msg,
+                session: None,
+                deadline,
+                headers,
+            };
+            let reply = self.upstream.forward(call)?;
+            return self.outcome(reply, kind, deadline, None, acc);
+        }
+        if msg.method() == "initialize" {
+            if kind != Kind::Request {
+                return Err(Error::InvalidMessage("initialize must be a request"));
+            }
+            return self.initialize(msg, deadline, headers, acc);
+        }
+        let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        let session = self.sessions.get(sid.trim()).ok_or(Error::UnknownSession)?;
+        acc.session = session.short_id().to_owned();
+        let call = Call {
+            msg,
+            session: Some(&session),
+            deadline,
+            headers,
+        };
+        match self.upstream.forward(call) {
+            Ok(reply) => self.outcome(reply, kind, deadline, None, acc),
+            Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
+                log::info!("session {} ended: {e}", session.short_id());
+                self.end_session(&session);
+                Err(Error::UnknownSession)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn initialize(
+        &self,
+        msg: Message,
+        deadline: Instant,
+        headers: Vec<(String, String)>,
+        acc: &mut Access,
+    ) -> Result<Outcome, Error> {
+        for s in self.sessions.check_room()? {
+            self.upstream.close(&s);
+        }
+        let requested = msg
+            .params_value()
+            .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let call = Call {
+            msg,
+            session: None,
+            deadline,
+            headers,
+        };
+        let (binding, reply) = self.upstream.initialize(call)?;
+        if !matches!(reply, Reply::Message(_) | Reply::Stream(_)) {
+            return self.outcome(reply, Kind::Request, deadline, None, acc);
+        }
+        let session = self.sessions.create(requested, binding)?;
+        acc.session = session.short_id().to_owned();
+        log::debug!("session {} created", session.short_id());
+        let sid = session.id.clone();
+        self.outcome(reply, Kind::Request, deadline, Some(sid), acc)
+    }
+
+    fn get(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+        let accept = req.header_all("accept").collect::<Vec<_>>().join(",");
+        if !accepts(&accept, "text/event-stream") {
+            return Err(Error::NotAcceptable);
+        }
+        let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        let session = self.sessions.get(sid.trim()).ok_or(Error::UnknownSession)?;
+        acc.session = session.short_id().to_owned();
+        // The standalone server-to-client stream is not offered (the spec allows 405 here).
+        Err(Error::MethodNotAllowed)
+    }
+
+    fn delete(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+        let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        let session = self
+            .sessions
+            .remove(sid.trim())
+            .ok_or(Error::UnknownSession)?;
+        acc.session = session.short_id().to_owned();
+        self.upstream.close(&session);
+        log::debug!("session {} deleted", session.short_id());
+        Ok(Outcome::Response(Response::new(200)))
+    }
+
+    /// Turns an upstream reply into what the client gets.
+    fn outcome(
+        &self,
+        reply: Reply,
+        kind: Kind,
+        deadline: Instant,
+        session: Option<String>,
+        acc: &Access,
+    ) -> Result<Outcome, Error> {
+        let with_session = |mut r: Response| {
+            if let Some(sid) = &session {
+                r = r.with_header("mcp-session-id", sid);
+            }
+            r
+        };
+        match reply {
+            Reply::Accepted if kind != Kind::Request => Ok(Outcome::Response(Response::new(202))),
+            Reply::Accepted => Err(Error::UpstreamProtocol(
+                "upstream accepted a request without answering it".into(),
+            )),
+            Reply::Message(body) if kind == Kind::Request => Ok(Outcome::Response(with_session(
+                Response::new(200).with_body("application/json", body),
+            ))),
+            Reply::Message(_) => Ok(Outcome::Response(Response::new(202))),
+            Reply::Relay {
+                status,
+                content_type,
+                body,
+            } => {
+                let ct = if media_is(&content_type, "application/json") {
+                    "application/json"
+                } else {
+                    "text/plain"
+                };
+                Ok(Outcome::Response(Response::new(status).with_body(ct, body)))
+            }
+            Reply::Stream(mut stream) => {
+                let first = if stream.must_stream() {
+                    None
+                } else {
+                    match stream.next_deadline(deadline)? {
+                        Some(Item::Final(body)) => {
+                            return Ok(Outcome::Response(with_session(
+                                Response::new(200).with_body("application/json", body),
+                            )));
+                        }
+                        other => other,
+                    }
+                };
+                Ok(Outcome::Stream {
+                    stream,
+                    first,
+                    deadline,
+                    session,
+                    id: acc.id.clone(),
+                })
+            }
+        }
+    }
+
+    /// Writes an SSE response on the stream thread. Returns the status sent.
+    fn pump(
+        &self,
+        res: &mut Responder<'_>,
+        mut stream: Box<dyn MessageStream>,
+        first: Option<Item>,
+        deadline: Instant,
+        session: Option<String>,
+        id: Option<Box<RawValue>>,
+    ) -> u16 {
+        let mut headers = vec![
+            ("content-type".to_string(), "text/event-stream".to_string()),
+            ("cache-control".to_string(), "no-cache".to_string()),
+            ("x-accel-buffering".to_string(), "no".to_string()),
+        ];
+        if let Some(sid) = session {
+            headers.push(("mcp-session-id".to_string(), sid));
+        }
+        let err = match res.stream(200, &headers) {
+            Ok(mut w) => {
+                let mut next = first;
+                loop {
+                    let item = match next.take() {
+                        Some(item) => Some(Ok(item)),
+                        None => stream.next_deadline(deadline).transpose(),
+                    };
+                    let data = match item {
+                        None => break,
+                        Some(Ok(Item::Message(d) | Item::Final(d))) => d,
+                        Some(Err(e)) => {
+                            log::debug!("stream ended early: {e}");
+                            jsonrpc::error_for(id.as_deref(), &e)
+                        }
+                    };
+                    if w.write_chunk(&sse_event(&data)).is_err() {
+                        log::debug!("client went away mid-stream");
+                        return 200;
+                    }
+                    if jsonrpc_is_final(&data) {
+                        break;
+                    }
+                }
+                let _ = w.finish();
+                return 200;
+            }
+            Err(e) => e,
+        };
+        let e = match err {
+            StreamError::Busy => Error::TooManyStreams,
+            StreamError::Http10 => Error::InvalidMessage("streaming needs HTTP/1.1"),
+            StreamError::Io(_) => return 0,
+        };
+        let _ = res.send(error_response(&e, id.as_deref()));
+        e.status()
+    }
+}
+
+/// True for a JSON-RPC response (the end of a request's stream).
+fn jsonrpc_is_final(data: &[u8]) -> bool {
+    Message::parse(data)
+        .ok()
+        .and_then(|m| m.kind().ok())
+        .is_some_and(|k| k == Kind::Response)
+}
+
+/// Frames one SSE event carrying a JSON message.
+pub fn sse_event(json: &[u8]) -> Vec<u8> {
+    let mut ev = Vec::with_capacity(json.len() + 24);
+    ev.extend_from_slice(b"event: message\ndata: ");
+    // JSON text from serde has no raw newlines; be safe with upstream-provided text anyway.
+    for &b in json {
+        if b == b'\n' {
+            ev.extend_from_slice(b"\ndata: ");
+        } else if b != b'\r' {
+            ev.push(b);
+        }
+    }
+    ev.extend_from_slice(b"\n\n");
+    ev
+}
+
+/// The HTTP answer for an error, with a JSON-RPC error body.
+pub fn error_response(e: &Error, id: Option<&RawValue>) -> Response {
+    let mut r = Response::new(e.status()).with_body("application/json", jsonrpc::error_for(id, e));
+    if let Some(secs) = e.retry_after() {
+        r = r.with_header("retry-after", &secs.to_string());
+    }
+    if matches!(e, Error::MethodNotAllowed) {
+        r = r.with_header("allow", "GET, POST, DELETE");
+    }
+    r
+}
+
+impl Handler for Proxy {
+    fn handle(&self, req: Request, res: &mut Responder<'_>) {
+        let started = Instant::now();
+        let mut acc = Access::default();
+        let status = match self.route(&req, &mut acc) {
+            Ok(Outcome::Response(r)) => {
+                let s = r.status;
+                let _ = res.send(r);
+                s
+            }
+            Ok(Outcome::Stream {
+                stream,
+                first,
+                deadline,
+                session,
+                id,
+            }) => self.pump(res, stream, first, deadline, session, id),
+            Err(e) => {
+                if e.status() >= 500 {
+                    log::warn!("{} {}: {e}", req.method, acc.mcp_method);
+                }
+                let _ = res.send(error_response(&e, acc.id.as_deref()));
+                e.status()
+            }
+        };
+        log::info!(
+            target: "shadowcat::access",
+            "{} {} {} {} {}ms session={} upstream={}",
+            req.remote,
+            req.method,
+            if acc.mcp_method.is_empty() { "-" } else { &acc.mcp_method },
+            status,
+            started.elapsed().as_millis(),
+            if acc.session.is_empty() { "-" } else { &acc.session },
+            self.upstream.name(),
+        );
+    }
+
+    fn error_response(&self, status: u16, message: &str) -> Response {
+        let code = if status >= 500 { -32603 } else { -32600 };
+        Response::new(status)
+            .with_body("application/json", jsonrpc::error_body(None, code, message))
+    }
+}
+
+/// True when a `Content-Type` value is `want` (parameters ignored).
+fn media_is(value: &str, want: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(want))
+}
+
+/// True when an `Accept` value lists `want` explicitly (a bare `*/*` is not enough, as the
+/// MCP transport requires clients to name both types).
+fn accepts(accept: &str, want: &str) -> bool {
+    accept.split(',').any(|part| media_is(part, want))
+}
+
+fn host_part(authority: &str) -> &str {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    a.split(':').next().unwrap_or("")
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`, with or without a port.
+fn is_loopback_host(authority: &str) -> bool {
+    let h = host_part(authority).to_ascii_lowercase();
+    h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn loopback_origin(origin: &str) -> bool {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.contains('/') && is_loopback_host(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_and_host_rules() {
+        assert!(is_loopback_host("localhost:8080"));
+        assert!(is_loopback_host("127.0.0.1"));
+        assert!(is_loopback_host("[::1]:9"));
+        assert!(!is_loopback_host("evil.example"));
+        assert!(!is_loopback_host("localhost.evil.example:80"));
+        assert!(loopback_origin("http://localhost:3000"));
+        assert!(loopback_origin("https://127.0.0.1"));
+        assert!(!loopback_origin("http://evil.example"));
+        assert!(!loopback_origin("null"));
+        assert!(!loopback_origin("file://localhost"));
+    }
+
+    #[test]
+    fn media_types() {
+        assert!(media_is(
+            "application/json; charset=utf-8",
+            "application/json"
+        ));
+        assert!(!media_is("text/plain", "application/json"));
+        assert!(accepts(
+            "application/json, text/event-stream",
+            "text/event-stream"
+        ));
+        assert!(!accepts("*/*", "application/json"));
+    }
+
+    #[test]
+    fn header_allow_list() {
+        for ok in [
+            "MCP-Protocol-Version",
+            "mcp-method",
+            "Mcp-Name",
+            "Mcp-Param-Region",
+        ] {
+            assert!(forwardable(ok), "{ok}");
+        }
+        for no in [
+            "Authorization",
+            "Cookie",
+            "X-Api-Key",
+            "X-Forwarded-For",
+            "Proxy-Authorization",
+        ] {
+            assert!(!forwardable(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn sse_framing() {
+        assert_eq!(
+            sse_event(b"{\"a\":1}"),
+            b"event: message\ndata: {\"a\":1}\n\n"
+        );
+        assert_eq!(sse_event(b"a\nb"), b"event: message\ndata: a\ndata: b\n\n");
+    }
+}

@@ -1,0 +1,276 @@
+//! Client sessions: ids, the table, idle expiry and the cap.
+//!
+//! A session is created when a client's `initialize` succeeds upstream and ends on DELETE, on
+//! idle expiry (`--session-idle`), when its stdio child restarts, or when the HTTP upstream
+//! forgets its own session. When `--max-sessions` are live, expired ones are dropped first; if
+//! none has expired the new client gets 503. Live sessions are never evicted to make room, so a
+//! flood of `initialize` calls cannot push out clients that are working.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+
+/// How a session is tied to the upstream, decided by [`crate::upstream::Upstream::initialize`].
+#[derive(Debug, Default)]
+pub struct Binding {
+    /// stdio: index of the child the session is pinned to.
+    pub child: usize,
+    /// stdio: that child's generation when pinned; a restart makes the session stale.
+    pub generation: u64,
+    /// HTTP: the upstream's own `Mcp-Session-Id`, never shown to the client.
+    pub upstream_id: Mutex<Option<String>>,
+}
+
+/// One client session.
+#[derive(Debug)]
+pub struct Session {
+    /// The id the client sends as `Mcp-Session-Id`: 128 random bits as 32 hex digits.
+    pub id: String,
+    /// When `initialize` succeeded.
+    pub created: Instant,
+    /// The protocol version the client asked for in `initialize`.
+    pub protocol_version: String,
+    /// The upstream side.
+    pub binding: Binding,
+    /// Milliseconds since `created` at the last request.
+    last_used_ms: AtomicU64,
+    /// Client request id (raw JSON text) to the upstream id it was rewritten to, while in
+    /// flight; used to translate `notifications/cancelled`.
+    inflight: Mutex<HashMap<String, u64>>,
+}
+
+impl Session {
+    /// The first 8 characters of the id, for logs.
+    pub fn short_id(&self) -> &str {
+        &self.id[..8.min(self.id.len())]
+    }
+
+    /// Marks the session used now.
+    pub fn touch(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_used_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the last request.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(last)
+    }
+
+    /// Records that client request `client_id` went upstream as `upstream_id`.
+    pub fn begin_call(&self, client_id: &str, upstream_id: u64) {
+        lock(&self.inflight).insert(client_id.to_owned(), upstream_id);
+    }
+
+    /// Forgets a finished call.
+    pub fn end_call(&self, client_id: &str) {
+        lock(&self.inflight).remove(client_id);
+    }
+
+    /// The upstream id of an in-flight client request.
+    pub fn upstream_call_id(&self, client_id: &str) -> Option<u64> {
+        lock(&self.inflight).get(client_id).copied()
+    }
+
+    /// Requests in flight.
+    pub fn inflight(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves its data consistent.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The session table.
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    max: usize,
+    idle: Duration,
+    random: Mutex<Option<File>>,
+}
+
+impl Sessions {
+    /// An empty table holding at most `max` sessions, each expiring after `idle` unused.
+    pub fn new(max: usize, idle: Duration) -> Sessions {
+        Sessions {
+            map: Mutex::new(HashMap::new()),
+            max,
+            idle,
+            random: Mutex::new(None),
+        }
+    }
+
+    /// Refuses early when the table is full of live sessions (expired ones are dropped first
+    /// and returned so the caller can close them upstream).
+    pub fn check_room(&self) -> Result<Vec<Arc<Session>>, Error> {
+        let mut map = lock(&self.map);
+        if map.len() < self.max {
+            return Ok(Vec::new());
+        }
+        let expired = take_expired(&mut map, self.idle);
+        if map.len() >= self.max {
+            return Err(Error::TooManySessions);
+        }
+        Ok(expired)
+    }
+
+    /// Creates a session with a fresh random id.
+    pub fn create(
+        &self,
+        protocol_version: String,
+        binding: Binding,
+    ) -> Result<Arc<Session>, Error> {
+        let id = self.new_id()?;
+        let s = Arc::new(Session {
+            id: id.clone(),
+            created: Instant::now(),
+            protocol_version,
+            binding,
+            last_used_ms: AtomicU64::new(0),
+            inflight: Mutex::new(HashMap::new()),
+        });
+        let mut map = lock(&self.map);
+        if map.len() >= self.max {
+            return Err(Error::TooManySessions);
+        }
+        map.insert(id, s.clone());
+        Ok(s)
+    }
+
+    /// Looks a session up and marks it used. Expired sessions are removed and not found.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        let mut map = lock(&self.map);
+        let s = map.get(id)?.clone();
+        if s.idle_for() >= self.idle {
+            map.remove(id);
+            return None;
+        }
+        s.touch();
+        Some(s)
+    }
+
+    /// Removes a session, returning it if it existed.
+    pub fn remove(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.map).remove(id)
+    }
+
+    /// Removes every session idle past the limit, returning them.
+    pub fn expire(&self) -> Vec<Arc<Session>> {
+        take_expired(&mut lock(&self.map), self.idle)
+    }
+
+    /// Removes every session matching `pred` (e.g. pinned to a restarted child).
+    pub fn remove_where(&self, pred: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
+        let mut map = lock(&self.map);
+        let ids: Vec<String> = map
+            .values()
+            .filter(|s| pred(s))
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| map.remove(id)).collect()
+    }
+
+    /// Removes and returns all sessions (shutdown).
+    pub fn drain(&self) -> Vec<Arc<Session>> {
+        lock(&self.map).drain().map(|(_, s)| s).collect()
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        lock(&self.map).len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sessions pinned to each stdio child index (for least-loaded placement).
+    pub fn count_by_child(&self, children: usize) -> Vec<usize> {
+        let mut counts = vec![0; children];
+        for s in lock(&self.map).values() {
+            if let Some(c) = counts.get_mut(s.binding.child) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// 128 bits from the OS CSPRNG (`/dev/urandom`), as 32 lowercase hex digits.
+    fn new_id(&self) -> Result<String, Error> {
+        let mut bytes = [0u8; 16];
+        let mut f = lock(&self.random);
+        if f.is_none() {
+            *f = Some(File::open("/dev/urandom")?);
+        }
+        if let Some(file) = f.as_mut() {
+            file.read_exact(&mut bytes)?;
+        }
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
+fn take_expired(map: &mut HashMap<String, Arc<Session>>, idle: Duration) -> Vec<Arc<Session>> {
+    let ids: Vec<String> = map
+        .values()
+        .filter(|s| s.idle_for() >= idle)
+        .map(|s| s.id.clone())
+        .collect();
+    ids.iter().filter_map(|id| map.remove(id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_random_hex() {
+        let t = Sessions::new(10, Duration::from_secs(60));
+        let a = t.create("2025-11-25".into(), Binding::default()).unwrap();
+        let b = t.create("2025-11-25".into(), Binding::default()).unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 32);
+        assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(t.get(&a.id).is_some());
+        assert!(t.remove(&a.id).is_some());
+        assert!(t.get(&a.id).is_none());
+    }
+
+    #[test]
+    fn cap_refuses_when_all_live() {
+        let t = Sessions::new(1, Duration::from_secs(60));
+        t.create("v".into(), Binding::default()).unwrap();
+        assert!(matches!(t.check_room(), Err(Error::TooManySessions)));
+        assert!(matches!(
+            t.create("v".into(), Binding::default()),
+            Err(Error::TooManySessions)
+        ));
+    }
+
+    #[test]
+    fn expired_sessions_make_room_and_vanish() {
+        let t = Sessions::new(1, Duration::from_millis(30));
+        let a = t.create("v".into(), Binding::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(t.check_room().unwrap().len(), 1);
+        assert!(t.get(&a.id).is_none());
+        assert!(t.create("v".into(), Binding::default()).is_ok());
+    }
+
+    #[test]
+    fn inflight_map() {
+        let t = Sessions::new(1, Duration::from_secs(60));
+        let s = t.create("v".into(), Binding::default()).unwrap();
+        s.begin_call("\"a\"", 7);
+        assert_eq!(s.upstream_call_id("\"a\""), Some(7));
+        s.end_call("\"a\"");
+        assert_eq!(s.inflight(), 0);
+    }
+}

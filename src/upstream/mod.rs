@@ -1,0 +1,95 @@
+//! Upstreams: where requests go once the pipeline in [`crate::proxy`] has validated them.
+//!
+//! Both kinds sit behind the one small [`Upstream`] trait: start a session, forward a message,
+//! end a session. Everything else (validation, sessions, logging, error mapping, streaming to
+//! the client) happens once, in the pipeline.
+
+pub mod http;
+pub mod stdio;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::jsonrpc::Message;
+use crate::session::{Binding, Session};
+
+/// One message on its way upstream.
+pub struct Call<'a> {
+    /// The validated message.
+    pub msg: Message,
+    /// The client's session; `None` for stateless (2026-07-28) requests.
+    pub session: Option<&'a Arc<Session>>,
+    /// When the upstream must have answered.
+    pub deadline: Instant,
+    /// MCP headers from the client that may go upstream (allow-listed by the pipeline):
+    /// `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`, `Last-Event-ID`.
+    pub headers: Vec<(String, String)>,
+}
+
+/// What the upstream answered.
+pub enum Reply {
+    /// A notification or response was taken: HTTP 202, no body.
+    Accepted,
+    /// One JSON-RPC message: sent as `application/json`.
+    Message(Vec<u8>),
+    /// Messages that arrive over time, ending with the response.
+    Stream(Box<dyn MessageStream>),
+    /// The upstream's own non-2xx answer, relayed as it is (modern-era errors such as 404
+    /// -32601 must reach dual-era clients unchanged).
+    Relay {
+        /// Upstream HTTP status.
+        status: u16,
+        /// Upstream content type.
+        content_type: String,
+        /// Upstream body.
+        body: Vec<u8>,
+    },
+}
+
+/// One item of a [`MessageStream`].
+pub enum Item {
+    /// A message related to the request (progress, log, server-to-client request) or, on an
+    /// HTTP upstream stream, any event data.
+    Message(Vec<u8>),
+    /// The response to the request; the stream ends after it.
+    Final(Vec<u8>),
+}
+
+/// Messages of one request, in order.
+pub trait MessageStream: Send {
+    /// Waits for the next item until `deadline`. `Ok(None)` means the stream ended cleanly.
+    fn next_deadline(&mut self, deadline: Instant) -> Result<Option<Item>, Error>;
+
+    /// True when the client must get an SSE stream even if the first item is the final
+    /// response (an HTTP upstream that answered with `text/event-stream`).
+    fn must_stream(&self) -> bool {
+        false
+    }
+}
+
+/// An upstream MCP server, as the pipeline sees it.
+pub trait Upstream: Send + Sync {
+    /// A short name for logs and error messages.
+    fn name(&self) -> &str;
+
+    /// Answers a client's `initialize` and decides the new session's [`Binding`].
+    fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error>;
+
+    /// Forwards any other message, within `call.session` or statelessly.
+    fn forward(&self, call: Call<'_>) -> Result<Reply, Error>;
+
+    /// Releases the upstream side of a session that ended (DELETE, expiry, restart).
+    fn close(&self, session: &Session);
+
+    /// Process ids of stdio children by slot (`None` while one restarts); empty for HTTP.
+    fn child_pids(&self) -> Vec<Option<u32>> {
+        Vec::new()
+    }
+
+    /// `Ok` when the upstream can take traffic, else what is wrong.
+    fn ready(&self) -> Result<(), String>;
+
+    /// Stops everything the upstream owns (children, pools), waiting at most `grace`.
+    fn shutdown(&self, grace: Duration);
+}

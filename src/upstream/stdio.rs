@@ -1,0 +1,579 @@
+//! The stdio upstream in shared mode: a fixed set of persistent children.
+//!
+//! * `--stdio-children` children are spawned at start, without a shell. The proxy performs
+//!   `initialize` + `notifications/initialized` with each child once, caches the result, and
+//!   probes `server/discover` to learn whether the child also speaks 2026-07-28.
+//! * A client's `initialize` is answered from that cache. **Version rule:** the answer carries
+//!   the client's requested version when the proxy knows it (2024-11-05 … 2025-11-25) and it is
+//!   not newer than what the child negotiated with the proxy; otherwise the child's version.
+//!   So a client is never moved off a version it offered that the child supports.
+//! * Each session is pinned to the child with the fewest sessions. Requests are rewritten by
+//!   [`Child`] (ids, progress tokens) and answered on the caller's own channel.
+//! * A child that dies fails its calls at once (in [`Child`]); the supervisor thread restarts
+//!   it with exponential backoff (100 ms doubling to 30 s, reset after 60 s healthy). Sessions
+//!   pinned to the dead child get 404 on their next request, so their clients re-initialize.
+//! * Modern requests (no session) go to the least busy live child that speaks 2026-07-28; if
+//!   none does, the client gets a legacy-only 400 that makes dual-era clients fall back.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use serde_json::{Value, json};
+
+use crate::child::{Child, Event, EventSink};
+use crate::error::Error;
+use crate::jsonrpc::{self, Kind, Message};
+use crate::session::{Binding, Session, lock};
+use crate::upstream::{Call, Item, MessageStream, Reply, Upstream};
+
+/// Protocol versions of the session-based ("legacy") era, oldest first.
+pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+/// The version the proxy asks children for.
+const PROXY_VERSION: &str = "2025-11-25";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+
+/// What the proxy learned from a child's handshake.
+struct Handshake {
+    /// The child's `initialize` result.
+    result: serde_json::Map<String, Value>,
+    /// The version it negotiated with the proxy.
+    version: String,
+    /// Whether `server/discover` listed 2026-07-28.
+    modern: bool,
+}
+
+#[derive(Default)]
+struct Slot {
+    child: RwLock<Option<Arc<Child>>>,
+    handshake: RwLock<Option<Arc<Handshake>>>,
+    generation: AtomicU64,
+    sessions: AtomicUsize,
+}
+
+enum Control {
+    Died(usize, u64),
+    ChildRequest(usize, u64, Message),
+    Stop,
+}
+
+struct Inner {
+    name: String,
+    argv: Vec<String>,
+    max_message: usize,
+    slots: Vec<Slot>,
+    control: Sender<Control>,
+}
+
+/// Persistent stdio children shared by all sessions.
+pub struct StdioUpstream {
+    inner: Arc<Inner>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl StdioUpstream {
+    /// Spawns and initializes `children` copies of `argv`. Fails if none comes up.
+    pub fn start(argv: Vec<String>, children: usize, max_message: usize) -> Result<Self, Error> {
+        let (control, rx) = unbounded();
+        let base = argv.first().map(String::as_str).unwrap_or("stdio");
+        let inner = Arc::new(Inner {
+            name: base.rsplit('/').next().unwrap_or(base).to_owned(),
+            argv,
+            max_message,
+            slots: (0..children).map(|_| Slot::default()).collect(),
+            control,
+        });
+        let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..children)
+                .map(|i| {
+                    let inner = &inner;
+                    s.spawn(move || inner.launch(i))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Internal("spawn panicked".into())))
+                })
+                .collect()
+        });
+        let mut failed = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            if let Err(e) = r {
+                log::warn!("stdio upstream {}#{i} did not start: {e}", inner.name);
+                failed.push((i, e));
+            }
+        }
+        if failed.len() == children {
+            let (_, e) = failed.remove(0);
+            inner.stop_children(Duration::from_millis(200));
+            return Err(e);
+        }
+        let sup_inner = inner.clone();
+        let failed: Vec<usize> = failed.into_iter().map(|(i, _)| i).collect();
+        let supervisor = std::thread::Builder::new()
+            .name("shadowcat-super".into())
+            .spawn(move || supervise(&sup_inner, rx, failed))
+            .map_err(Error::Io)?;
+        Ok(StdioUpstream {
+            inner,
+            supervisor: Mutex::new(Some(supervisor)),
+        })
+    }
+}
+
+impl Inner {
+    /// Spawns slot `i`'s next generation and performs the handshake.
+    fn launch(self: &Arc<Self>, i: usize) -> Result<(), Error> {
+        let slot = &self.slots[i];
+        let generation = slot.generation.load(Ordering::Acquire) + 1;
+        let control = self.control.clone();
+        let sink: EventSink = Arc::new(move |index, generation, ev| {
+            let msg = match ev {
+                Event::Exited => Control::Died(index, generation),
+                Event::Request(m) => Control::ChildRequest(index, generation, m),
+                Event::Notification(m) => {
+                    log::debug!(
+                        "stdio child #{index}: notification {} not routed",
+                        m.method()
+                    );
+                    return;
+                }
+            };
+            let _ = control.send(msg);
+        });
+        let child = Arc::new(Child::spawn(
+            &self.argv,
+            i,
+            generation,
+            self.max_message,
+            sink,
+        )?);
+        let hs = match handshake(&child) {
+            Ok(hs) => hs,
+            Err(e) => {
+                child.stop(Duration::from_millis(500));
+                return Err(e);
+            }
+        };
+        *write(&slot.handshake) = Some(Arc::new(hs));
+        slot.generation.store(generation, Ordering::Release);
+        *write(&slot.child) = Some(child);
+        Ok(())
+    }
+
+    fn stop_children(&self, patience: Duration) {
+        std::thread::scope(|s| {
+            for slot in &self.slots {
+                let child = write(&slot.child).take();
+                if let Some(c) = child {
+                    s.spawn(move || c.stop(patience));
+                }
+            }
+        });
+    }
+
+    fn live(&self, i: usize) -> Option<Arc<Child>> {
+        read(&self.slots.get(i)?.child)
+            .clone()
+            .filter(|c| c.is_alive())
+    }
+}
+
+/// `initialize`, `notifications/initialized`, then a `server/discover` probe.
+fn handshake(child: &Child) -> Result<Handshake, Error> {
+    let init = json!({
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {
+            "protocolVersion": PROXY_VERSION,
+            "capabilities": {},
+            "clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
+        }
+    });
+    let reply = request(child, &init)?;
+    let result = match reply.get("result").and_then(Value::as_object) {
+        Some(r) => r.clone(),
+        None => {
+            return Err(Error::UpstreamProtocol(format!(
+                "{} refused initialize: {}",
+                child.name(),
+                reply.get("error").unwrap_or(&Value::Null)
+            )));
+        }
+    };
+    let version = result
+        .get("protocolVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(PROXY_VERSION)
+        .to_owned();
+    let note = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
+    child.send_message_deadline(&note, Instant::now() + HANDSHAKE_TIMEOUT)?;
+    let discover = json!({
+        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
+        "params": {"_meta": {
+            jsonrpc::META_VERSION: "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
+        }}
+    });
+    let modern = request(child, &discover)
+        .ok()
+        .and_then(|r| {
+            r.get("result")?
+                .get("supportedVersions")?
+                .as_array()
+                .cloned()
+        })
+        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"));
+    log::info!(
+        "{}: initialized, protocol {version}{}",
+        child.name(),
+        if modern { ", also 2026-07-28" } else { "" }
+    );
+    Ok(Handshake {
+        result,
+        version,
+        modern,
+    })
+}
+
+/// One proxy-originated request to a child, waiting for its response.
+fn request(child: &Child, v: &Value) -> Result<Value, Error> {
+    let msg = Message::parse(v.to_string().as_bytes())?;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let (id, rx) = child.call_deadline(msg, deadline)?;
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(Item::Final(bytes)) => {
+                return serde_json::from_slice(&bytes).map_err(Error::Parse);
+            }
+            Ok(Item::Message(_)) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                child.cancel(id, "handshake timed out");
+                return Err(Error::Timeout);
+            }
+            Err(_) => return Err(Error::ChildExited(child.name().to_owned())),
+        }
+    }
+}
+
+/// Restarts dead children with backoff and answers server-to-client requests.
+fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, initially_failed: Vec<usize>) {
+    let n = inner.slots.len();
+    let mut backoff = vec![BACKOFF_MIN; n];
+    let mut due: Vec<Option<Instant>> = vec![None; n];
+    let mut started: Vec<Instant> = vec![Instant::now(); n];
+    for i in initially_failed {
+        due[i] = Some(Instant::now() + backoff[i]);
+    }
+    loop {
+        let next = due.iter().flatten().min().copied();
+        let wait = next
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Control::Died(i, generation)) => {
+                let slot = &inner.slots[i];
+                if slot.generation.load(Ordering::Acquire) != generation {
+                    continue;
+                }
+                let dead = write(&slot.child).take();
+                if let Some(c) = dead {
+                    log::warn!("stdio upstream {} exited; restarting", c.name());
+                    std::thread::spawn(move || c.stop(Duration::from_secs(2)));
+                }
+                if started[i].elapsed() >= HEALTHY_RESET {
+                    backoff[i] = BACKOFF_MIN;
+                }
+                due[i] = Some(Instant::now() + backoff[i]);
+            }
+            Ok(Control::ChildRequest(i, generation, msg)) => {
+                if inner.slots[i].generation.load(Ordering::Acquire) == generation {
+                    refuse_child_request(inner, i, &msg);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        let now = Instant::now();
+        for i in 0..n {
+            if due[i].is_some_and(|t| t <= now) {
+                match inner.launch(i) {
+                    Ok(()) => {
+                        due[i] = None;
+                        started[i] = Instant::now();
+                    }
+                    Err(e) => {
+                        log::warn!("restarting {}#{i} failed: {e}", inner.name);
+                        due[i] = Some(Instant::now() + backoff[i]);
+                    }
+                }
+                backoff[i] = (backoff[i] * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Server-to-client requests are not routed to clients in shared mode yet: answer the child
+/// with an error at once rather than leave it waiting.
+fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
+    let Some(child) = inner.live(i) else { return };
+    log::warn!(
+        "{}: server-to-client request {} refused (not routed in shared mode)",
+        child.name(),
+        msg.method()
+    );
+    let body = jsonrpc::error_body(
+        msg.id.as_deref(),
+        -32601,
+        "shadowcat: server-to-client requests are not routed in shared stdio mode",
+    );
+    if let Ok(reply) = Message::parse(&body) {
+        let _ = child.send_message_deadline(&reply, Instant::now() + Duration::from_secs(1));
+    }
+}
+
+impl Upstream for StdioUpstream {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
+        let inner = &self.inner;
+        let pick = (0..inner.slots.len())
+            .filter(|&i| inner.live(i).is_some())
+            .min_by_key(|&i| inner.slots[i].sessions.load(Ordering::Relaxed))
+            .ok_or_else(|| Error::Unavailable(format!("no live {} child", inner.name)))?;
+        let slot = &inner.slots[pick];
+        let hs = read(&slot.handshake)
+            .clone()
+            .ok_or_else(|| Error::Unavailable("child not initialized".into()))?;
+        let requested = call
+            .msg
+            .params_value()
+            .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let version = negotiate(&requested, &hs.version);
+        let mut result = hs.result.clone();
+        result.insert("protocolVersion".into(), Value::String(version.to_owned()));
+        let id = call.msg.id.as_deref().map(|i| i.get()).unwrap_or("null");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
+            Value::Object(result)
+        );
+        slot.sessions.fetch_add(1, Ordering::Relaxed);
+        let binding = Binding {
+            child: pick,
+            generation: slot.generation.load(Ordering::Acquire),
+            ..Binding::default()
+        };
+        Ok((binding, Reply::Message(body.into_bytes())))
+    }
+
+    fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
+        let inner = &self.inner;
+        let child = match call.session {
+            Some(s) => {
+                let slot = inner
+                    .slots
+                    .get(s.binding.child)
+                    .ok_or(Error::UnknownSession)?;
+                if slot.generation.load(Ordering::Acquire) != s.binding.generation {
+                    return Err(Error::UnknownSession);
+                }
+                inner.live(s.binding.child).ok_or_else(|| {
+                    Error::ChildExited(format!("{}#{}", inner.name, s.binding.child))
+                })?
+            }
+            None => {
+                let modern = (0..inner.slots.len())
+                    .filter(|&i| {
+                        read(&inner.slots[i].handshake)
+                            .as_ref()
+                            .is_some_and(|h| h.modern)
+                    })
+                    .filter_map(|i| inner.live(i))
+                    .min_by_key(|c| c.inflight());
+                match modern {
+                    Some(c) => c,
+                    None if (0..inner.slots.len()).any(|i| inner.live(i).is_some()) => {
+                        return Err(Error::LegacyOnly);
+                    }
+                    None => {
+                        return Err(Error::Unavailable(format!("no live {} child", inner.name)));
+                    }
+                }
+            }
+        };
+        match call.msg.kind()? {
+            Kind::Request => {
+                let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
+                let (id, rx) = child.call_deadline(call.msg, call.deadline)?;
+                if let (Some(s), Some(cid)) = (call.session, &client_id) {
+                    s.begin_call(cid, id);
+                }
+                Ok(Reply::Stream(Box::new(ChildStream {
+                    rx,
+                    child,
+                    id,
+                    done: false,
+                    session: call.session.cloned(),
+                    client_id,
+                })))
+            }
+            Kind::Notification => {
+                match call.msg.method() {
+                    // The proxy already initialized the child.
+                    "notifications/initialized" => {}
+                    "notifications/cancelled" => cancel(&child, call.session, &call.msg),
+                    _ => child.send_message_deadline(&call.msg, call.deadline)?,
+                }
+                Ok(Reply::Accepted)
+            }
+            Kind::Response => {
+                log::debug!(
+                    "{}: client response dropped (no request routed)",
+                    child.name()
+                );
+                Ok(Reply::Accepted)
+            }
+        }
+    }
+
+    fn close(&self, session: &Session) {
+        if let Some(slot) = self.inner.slots.get(session.binding.child) {
+            let _ = slot
+                .sessions
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    fn child_pids(&self) -> Vec<Option<u32>> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| read(&s.child).as_ref().map(|c| c.pid))
+            .collect()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let live = (0..self.inner.slots.len())
+            .filter(|&i| self.inner.live(i).is_some())
+            .count();
+        if live == 0 {
+            return Err(format!("no live {} child", self.inner.name));
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self, grace: Duration) {
+        let _ = self.inner.control.send(Control::Stop);
+        if let Some(h) = lock(&self.supervisor).take() {
+            let _ = h.join();
+        }
+        self.inner
+            .stop_children(grace.clamp(Duration::from_millis(100), Duration::from_secs(2)));
+    }
+}
+
+impl Drop for StdioUpstream {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_millis(500));
+    }
+}
+
+/// Translates a client's `notifications/cancelled` to the rewritten id and cancels the call.
+fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Message) {
+    let (Some(s), Some(p)) = (session, msg.params_value()) else {
+        return;
+    };
+    let Some(rid) = p.get("requestId") else {
+        return;
+    };
+    if let Some(id) = s.upstream_call_id(&rid.to_string()) {
+        let reason = p
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("cancelled by client");
+        child.cancel(id, reason);
+    }
+}
+
+/// The version rule described in the module docs.
+pub fn negotiate<'a>(requested: &'a str, child: &'a str) -> &'a str {
+    if LEGACY_VERSIONS.contains(&requested) && requested <= child {
+        requested
+    } else {
+        child
+    }
+}
+
+/// The messages of one call on a child.
+struct ChildStream {
+    rx: Receiver<Item>,
+    child: Arc<Child>,
+    id: u64,
+    done: bool,
+    session: Option<Arc<Session>>,
+    client_id: Option<String>,
+}
+
+impl MessageStream for ChildStream {
+    fn next_deadline(&mut self, deadline: Instant) -> Result<Option<Item>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.rx.recv_deadline(deadline) {
+            Ok(Item::Final(b)) => {
+                self.done = true;
+                Ok(Some(Item::Final(b)))
+            }
+            Ok(item) => Ok(Some(item)),
+            Err(RecvTimeoutError::Timeout) => {
+                self.done = true;
+                self.child.cancel(self.id, "request timed out");
+                Err(Error::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.done = true;
+                Err(Error::ChildExited(self.child.name().to_owned()))
+            }
+        }
+    }
+}
+
+impl Drop for ChildStream {
+    fn drop(&mut self) {
+        if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {
+            s.end_call(cid);
+        }
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_rule() {
+        assert_eq!(negotiate("2025-06-18", "2025-11-25"), "2025-06-18");
+        assert_eq!(negotiate("2025-11-25", "2025-11-25"), "2025-11-25");
+        assert_eq!(negotiate("2025-11-25", "2025-06-18"), "2025-06-18");
+        assert_eq!(negotiate("2099-01-01", "2025-11-25"), "2025-11-25");
+        assert_eq!(negotiate("", "2025-03-26"), "2025-03-26");
+    }
+}

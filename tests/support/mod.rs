@@ -1,0 +1,356 @@
+//! Test utilities: an in-process proxy on 127.0.0.1:0, a small keep-alive HTTP client over raw
+//! sockets, and the real peers installed by `scripts/test`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+use serde_json::Value;
+use shadowcat::Shadowcat;
+use shadowcat::config::{Cli, Command as Sub, Config};
+
+/// Path of the built binary.
+pub fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_shadowcat")
+}
+
+/// Parses `reverse` flags the way the binary does, on port 0 unless `--bind` is given.
+pub fn config(args: &[&str]) -> Config {
+    let mut all = vec!["reverse"];
+    if !args.contains(&"--bind") {
+        all.extend(["--bind", "127.0.0.1:0"]);
+    }
+    all.extend(args);
+    let cli = Cli::from_args(&["shadowcat"], &all).expect("flags parse");
+    match cli.command {
+        Sub::Reverse(r) => r.into_config(exe()).expect("config valid"),
+        _ => unreachable!(),
+    }
+}
+
+/// A proxy in front of the built-in demo server with extra flags.
+pub fn demo_proxy(args: &[&str]) -> Shadowcat {
+    init_log();
+    Shadowcat::start(config(args)).expect("proxy starts")
+}
+
+pub fn init_log() {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .is_test(true)
+        .try_init();
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// JSON-RPC messages in an SSE body (or the one JSON body).
+    pub fn messages(&self) -> Vec<Value> {
+        if self
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("text/event-stream"))
+        {
+            sse_data(&self.body)
+                .into_iter()
+                .filter(|d| !d.is_empty())
+                .map(|d| serde_json::from_str(&d).expect("event data is JSON"))
+                .collect()
+        } else {
+            vec![self.json()]
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The `data:` payloads of an SSE body, one per event.
+pub fn sse_data(body: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            if let Some(d) = cur.take() {
+                out.push(d);
+            }
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            let rest = rest.strip_prefix(' ').unwrap_or(rest);
+            match &mut cur {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(rest);
+                }
+                None => cur = Some(rest.to_string()),
+            }
+        }
+    }
+    out
+}
+
+/// A keep-alive client connection.
+pub struct Conn {
+    r: BufReader<TcpStream>,
+    pub addr: SocketAddr,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+        s.set_nodelay(true).ok();
+        Conn {
+            r: BufReader::new(s),
+            addr,
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.r.get_mut().write_all(bytes).expect("write");
+    }
+
+    /// Sends a request with Host and Content-Length added.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Resp {
+        let mut head = format!("{method} {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            head.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(body);
+        self.send_raw(&bytes);
+        self.read_response().expect("a response")
+    }
+
+    /// Reads one response (Content-Length, chunked, or until close).
+    pub fn read_response(&mut self) -> Option<Resp> {
+        let mut line = String::new();
+        if self.r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let status: u16 = line.split_whitespace().nth(1)?.parse().ok()?;
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            self.r.read_line(&mut h).ok()?;
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':')?;
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _): &&(String, String)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let mut body = Vec::new();
+        if status == 100 {
+            return self.read_response();
+        }
+        if get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+            loop {
+                let mut size = String::new();
+                self.r.read_line(&mut size).ok()?;
+                let n = usize::from_str_radix(size.trim(), 16).ok()?;
+                let mut chunk = vec![0; n + 2];
+                self.r.read_exact(&mut chunk).ok()?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            body.resize(n, 0);
+            self.r.read_exact(&mut body).ok()?;
+        } else if status != 204 && status != 304 && !(100..200).contains(&status) {
+            self.r.read_to_end(&mut body).ok()?;
+        }
+        Some(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// True when the server closed the connection (read returns EOF within `wait`).
+    pub fn is_closed(&mut self, wait: Duration) -> bool {
+        self.r.get_ref().set_read_timeout(Some(wait)).ok();
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0) | Err(_))
+    }
+}
+
+/// MCP POST headers.
+pub const JSON_HEADERS: [(&str, &str); 2] = [
+    ("Content-Type", "application/json"),
+    ("Accept", "application/json, text/event-stream"),
+];
+
+/// POSTs a JSON-RPC body within a session (if any) on a new connection.
+pub fn post(addr: SocketAddr, session: Option<&str>, body: &str) -> Resp {
+    Conn::open(addr).post(session, body)
+}
+
+impl Conn {
+    /// POSTs a JSON-RPC body on this connection.
+    pub fn post(&mut self, session: Option<&str>, body: &str) -> Resp {
+        let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
+        if let Some(s) = session {
+            h.push(("Mcp-Session-Id", s));
+            h.push(("MCP-Protocol-Version", "2025-11-25"));
+        }
+        self.request("POST", "/mcp", &h, body.as_bytes())
+    }
+
+    /// initialize + notifications/initialized; returns the session id.
+    pub fn initialize(&mut self) -> String {
+        let r = self.post(None, INIT);
+        assert_eq!(r.status, 200, "initialize: {}", r.text());
+        let sid = r.header("mcp-session-id").expect("session id").to_string();
+        let n = self.post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        );
+        assert_eq!(n.status, 202);
+        sid
+    }
+}
+
+/// A 2025-11-25 initialize request.
+pub const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}"#;
+
+/// Where `scripts/test` installed the real peers.
+pub fn peers() -> PathBuf {
+    let p = std::env::var_os("SHADOWCAT_PEERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers"));
+    assert!(
+        p.join("npm/node_modules").is_dir() && p.join("venv/bin/python").exists(),
+        "real MCP peers are missing under {}: run scripts/test, which installs them",
+        p.display()
+    );
+    p
+}
+
+/// server-everything's entry point.
+pub fn everything_js() -> String {
+    peers()
+        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The venv's Python.
+pub fn python() -> PathBuf {
+    peers().join("venv/bin/python")
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A child process killed (with its process group) on drop.
+pub struct Peer(pub Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts server-everything in streamableHttp mode and waits until it accepts connections.
+pub fn everything_http() -> (Peer, SocketAddr) {
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(everything_js())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node starts");
+    let peer = Peer(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_listening(addr);
+    (peer, addr)
+}
+
+/// Waits up to 20 s for `addr` to accept a connection.
+pub fn wait_listening(addr: SocketAddr) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < until, "{addr} never started listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a Python driver from tests/py against `url`; returns its JSON output.
+pub fn run_py(script: &str, url: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/py")
+        .join(script);
+    let out = Command::new(python())
+        .arg(path)
+        .arg(url)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{script} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
