@@ -29,7 +29,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
-use crate::session::lock;
+use crate::session::{Session, lock};
 use crate::upstream::Item;
 
 /// Something the child said that no call in flight was waiting for, or its death.
@@ -50,11 +50,21 @@ struct Pending {
     reply: Sender<Item>,
     client_id: Box<RawValue>,
     client_token: Option<Box<RawValue>>,
+    /// The session that sent the call; `None` for the proxy's own and stateless calls.
+    owner: Option<Arc<Session>>,
+}
+
+/// A server-to-client request handed to a client under a proxy-assigned id.
+struct Ask {
+    child_id: Box<RawValue>,
+    owner: String,
 }
 
 struct Shared {
     name: String,
     pending: Mutex<HashMap<u64, Pending>>,
+    asks: Mutex<HashMap<String, Ask>>,
+    next_ask: AtomicU64,
     alive: AtomicBool,
 }
 
@@ -74,7 +84,9 @@ pub struct Child {
 }
 
 impl Child {
-    /// Spawns `argv` (no shell) in a new process group and starts its threads.
+    /// Spawns `argv` (no shell) in a new process group and starts its threads. The child gets
+    /// SIGKILL from the kernel when the spawning thread ends (`PR_SET_PDEATHSIG`), so call
+    /// this from a thread that lives as long as the child should.
     pub fn spawn(
         argv: &[String],
         index: usize,
@@ -91,6 +103,23 @@ impl Child {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // calls (sigprocmask, prctl).
+        unsafe {
+            cmd.pre_exec(|| {
+                // The proxy blocks SIGINT/SIGTERM to take them with sigwait; exec keeps the
+                // mask, so give the child a clean one or it could not be stopped politely.
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                // If the proxy dies, even by SIGKILL, the kernel kills the child (the signal
+                // follows the spawning thread, which is why the supervisor spawns).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut process = cmd
             .spawn()
             .map_err(|e| Error::Config(format!("cannot start stdio upstream {program:?}: {e}")))?;
@@ -108,6 +137,8 @@ impl Child {
         let shared = Arc::new(Shared {
             name: name.clone(),
             pending: Mutex::new(HashMap::new()),
+            asks: Mutex::new(HashMap::new()),
+            next_ask: AtomicU64::new(1),
             alive: AtomicBool::new(true),
         });
         let (tx, rx) = bounded::<Vec<u8>>(256);
@@ -156,10 +187,15 @@ impl Child {
     /// related messages and then its response ([`Item::Final`]) arrive. Blocks at most until
     /// `deadline` if the child is not reading stdin. The channel disconnects without a final
     /// item if the child dies.
+    ///
+    /// `owner` is the session the call belongs to: messages the child sends while only that
+    /// session has calls in flight (logs, server-to-client requests) are routed to its newest
+    /// call.
     pub fn call_deadline(
         &self,
         mut msg: Message,
         deadline: Instant,
+        owner: Option<Arc<Session>>,
     ) -> Result<(u64, Receiver<Item>), Error> {
         if !self.is_alive() {
             return Err(Error::ChildExited(self.name().to_owned()));
@@ -177,6 +213,7 @@ impl Child {
                 reply,
                 client_id,
                 client_token,
+                owner,
             },
         );
         if let Err(e) = self.send_deadline(line(&msg), deadline) {
@@ -189,6 +226,34 @@ impl Child {
     /// Sends a notification (or a response to the child's own request) as it is.
     pub fn send_message_deadline(&self, msg: &Message, deadline: Instant) -> Result<(), Error> {
         self.send_deadline(line(msg), deadline)
+    }
+
+    /// Delivers a client's response to a server-to-client request, restoring the child's id.
+    /// Responses to unknown ids, or from another session than the one asked, are dropped.
+    pub fn respond(
+        &self,
+        mut msg: Message,
+        session: &Session,
+        deadline: Instant,
+    ) -> Result<(), Error> {
+        let key = msg
+            .id
+            .as_deref()
+            .and_then(|id| serde_json::from_str::<String>(id.get()).ok())
+            .unwrap_or_default();
+        let ask = {
+            let mut asks = lock(&self.shared.asks);
+            match asks.get(&key) {
+                Some(a) if a.owner == session.id => asks.remove(&key),
+                _ => None,
+            }
+        };
+        let Some(ask) = ask else {
+            log::debug!("{}: response to an unknown request dropped", self.name());
+            return Ok(());
+        };
+        msg.id = Some(ask.child_id);
+        self.send_deadline(line(&msg), deadline)
     }
 
     /// Gives up on call `id`: forgets it and tells the child with `notifications/cancelled`.
@@ -334,6 +399,7 @@ fn reader(
     shared.alive.store(false, Ordering::Release);
     // Dropping every pending sender wakes every waiter with "disconnected" at once.
     lock(&shared.pending).clear();
+    lock(&shared.asks).clear();
     events(index, generation, Event::Exited);
 }
 
@@ -366,10 +432,62 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
                 events(index, generation, Event::Notification(msg));
             }
         }
-        Ok(Kind::Notification) => events(index, generation, Event::Notification(msg)),
-        Ok(Kind::Request) => events(index, generation, Event::Request(msg)),
+        Ok(Kind::Notification) if session_wide(msg.method()) => {
+            events(index, generation, Event::Notification(msg));
+        }
+        Ok(Kind::Notification) => {
+            // Logs and the like: to the sole caller's newest call, when there is one.
+            let pending = lock(&shared.pending);
+            match sole_owner_call(&pending) {
+                Some(p) => {
+                    let _ = p.reply.send(Item::Message(msg.to_vec()));
+                }
+                None => {
+                    drop(pending);
+                    events(index, generation, Event::Notification(msg));
+                }
+            }
+        }
+        Ok(Kind::Request) => {
+            let pending = lock(&shared.pending);
+            match sole_owner_call(&pending) {
+                Some(p) => {
+                    let owner = p.owner.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+                    let n = shared.next_ask.fetch_add(1, Ordering::Relaxed);
+                    let ask = format!("shadowcat-{index}-{n}");
+                    let child_id = msg
+                        .id
+                        .replace(jsonrpc::raw(format!("\"{ask}\"")))
+                        .unwrap_or_else(jsonrpc::null);
+                    lock(&shared.asks).insert(ask, Ask { child_id, owner });
+                    let _ = p.reply.send(Item::Message(msg.to_vec()));
+                }
+                None => {
+                    drop(pending);
+                    events(index, generation, Event::Request(msg));
+                }
+            }
+        }
         Err(_) => {}
     }
+}
+
+/// Notifications about the server as a whole, never tied to one request.
+fn session_wide(method: &str) -> bool {
+    method.ends_with("/list_changed") || method == "notifications/resources/updated"
+}
+
+/// The newest call in flight, if every call in flight belongs to one and the same session.
+fn sole_owner_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
+    let mut owner: Option<&Arc<Session>> = None;
+    for p in pending.values() {
+        let o = p.owner.as_ref()?;
+        match owner {
+            Some(prev) if !Arc::ptr_eq(prev, o) => return None,
+            _ => owner = Some(o),
+        }
+    }
+    pending.iter().max_by_key(|(id, _)| **id).map(|(_, p)| p)
 }
 
 /// Sends a progress notification to the call that owns its token, restoring the client's
@@ -501,7 +619,7 @@ mod tests {
             )
             .unwrap();
             let deadline = Instant::now() + Duration::from_secs(5);
-            let (_, rx) = child.call_deadline(msg, deadline).unwrap();
+            let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();
             match rx.recv_deadline(deadline).unwrap() {
                 Item::Final(bytes) => {
                     let m = Message::parse(&bytes).unwrap();
@@ -524,7 +642,7 @@ mod tests {
         let child = Child::spawn(&argv, 0, 0, 1 << 20, sink()).unwrap();
         let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (_, rx) = child.call_deadline(msg, deadline).unwrap();
+        let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();
         let started = Instant::now();
         assert!(rx.recv_deadline(deadline).is_err());
         assert!(started.elapsed() < Duration::from_secs(5));

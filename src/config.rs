@@ -29,12 +29,34 @@ pub enum Command {
     Reverse(ReverseArgs),
     /// Run the built-in demo MCP server on stdin/stdout.
     DemoServer(DemoServerArgs),
+    /// Load-test a Streamable HTTP MCP endpoint.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "demo-server")]
-pub struct DemoServerArgs {}
+pub struct DemoServerArgs {
+    /// fault injection: exit at once with this status, before reading stdin (default: serve)
+    #[argh(option)]
+    pub exit_at_start: Option<i32>,
+
+    /// fault injection: sleep this long before serving, e.g. 500ms (default: no delay)
+    #[argh(option)]
+    pub startup_delay: Option<String>,
+
+    /// fault injection: answer initialize with a JSON-RPC error (default off)
+    #[argh(switch)]
+    pub fail_initialize: bool,
+
+    /// fault injection: at stdin EOF keep running, sleeping, instead of exiting (default off)
+    #[argh(switch)]
+    pub ignore_eof: bool,
+
+    /// fault injection: ignore SIGTERM, so only SIGKILL stops the process (default off)
+    #[argh(switch)]
+    pub ignore_sigterm: bool,
+}
 
 /// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP
 /// server), --stdio "CMD ARGS" (persistent child processes), or neither (the built-in demo server)
@@ -111,6 +133,26 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"5s\")")]
     pub upstream_connect_timeout: String,
 
+    /// comment keep-alive interval on open SSE streams (default 15s)
+    #[argh(option, default = "String::from(\"15s\")")]
+    pub sse_keepalive: String,
+
+    /// events kept per SSE stream for resumption with Last-Event-ID (default 256)
+    #[argh(option, default = "256")]
+    pub replay_events: usize,
+
+    /// how long an ended SSE stream stays resumable (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub replay_ttl: String,
+
+    /// how long to keep reconnecting a broken upstream SSE stream, with backoff (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub upstream_reconnect_max: String,
+
+    /// longest silence allowed between two reads of an upstream HTTP stream (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub sse_idle_timeout: String,
+
     /// extra allowed Origin, exact (e.g. https://app.example.com); repeatable. Loopback origins
     /// (http/https on localhost, 127.0.0.1, [::1], any port) are always allowed
     #[argh(option)]
@@ -173,6 +215,14 @@ pub struct Config {
     pub upstream_pool: u32,
     /// Upstream connect timeout. Default 5 s.
     pub upstream_connect_timeout: Duration,
+    /// SSE keep-alive interval. Default 15 s.
+    pub sse_keepalive: Duration,
+    /// Replay buffers. Default 256 events, 4 MiB, 5 min after the stream ends.
+    pub replay: crate::stream::ReplayLimits,
+    /// Give up reconnecting a broken upstream stream after this. Default 60 s.
+    pub upstream_reconnect_max: Duration,
+    /// Upstream SSE per-read idle timeout. Default 5 min.
+    pub sse_idle_timeout: Duration,
     /// Extra allowed origins, normalised to lowercase without a trailing slash.
     pub allowed_origins: Vec<String>,
     /// Shutdown grace. Default 10 s.
@@ -232,6 +282,7 @@ impl ReverseArgs {
         positive("--max-streams", self.max_streams)?;
         positive("--max-sessions", self.max_sessions)?;
         positive("--upstream-pool", self.upstream_pool as usize)?;
+        positive("--replay-events", self.replay_events)?;
         let allowed_origins = self
             .allowed_origin
             .iter()
@@ -254,6 +305,17 @@ impl ReverseArgs {
             upstream_connect_timeout: duration(
                 "--upstream-connect-timeout",
                 &self.upstream_connect_timeout,
+            )?,
+            sse_keepalive: duration("--sse-keepalive", &self.sse_keepalive)?,
+            sse_idle_timeout: duration("--sse-idle-timeout", &self.sse_idle_timeout)?,
+            replay: crate::stream::ReplayLimits {
+                events: self.replay_events,
+                bytes: crate::stream::MAX_REPLAY_BYTES,
+                ttl: duration("--replay-ttl", &self.replay_ttl)?,
+            },
+            upstream_reconnect_max: duration(
+                "--upstream-reconnect-max",
+                &self.upstream_reconnect_max,
             )?,
             allowed_origins,
             shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,

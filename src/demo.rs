@@ -14,7 +14,9 @@
 //!   `_meta["io.modelcontextprotocol/serverInfo"]`. An unknown `_meta` version gets -32022.
 //!   Modern requests that would need a server→client request (sampling, elicitation) get -32601,
 //!   because the demo does not implement MRTR (`input_required` results).
-//! * **Benchmark tools:** `echo`, `slow_echo`, `stream_events`, `crash` and `update_watched`.
+//! * **Benchmark tools:** `echo`, `slow_echo`, `stream_events` and `update_watched`.
+//! * **Fault injection** for testing proxies and clients against a misbehaving stdio child (see
+//!   below).
 //! * **Every fixture the conformance server scenarios call:** `test_*` tools, `test://` resources
 //!   and the resource template, the `test_*` prompts, `completion/complete` and logging.
 //!
@@ -27,12 +29,41 @@
 //! and so are requests whose `_meta` names a legacy revision. After an `initialize` that lacks
 //! the `sampling` / `elicitation` capability, the tools needing it answer an `isError` result
 //! instead of asking the client. An unknown resource is -32002 (legacy) or -32602 (modern).
+//!
+//! # Fault injection
+//!
+//! These tools and `demo-server` flags make the real binary misbehave on purpose, so the failure
+//! handling of a proxy or client can be tested without a hand-written fake child. Tools (all
+//! listed in `tools/list`; integer arguments are optional):
+//!
+//! | tool | what it does |
+//! |---|---|
+//! | `crash` | exits at once with status 3, without answering |
+//! | `exit` `{code: 0}` | answers `"exiting with status <code>"`, flushes, then exits with `code` |
+//! | `hang` | never answers; `notifications/cancelled` ends it, and then nothing is sent |
+//! | `garbage` `{lines: 3}` | writes `lines` lines `this is not json`, then `{"hello":1}` (JSON but not JSON-RPC), then answers `"garbage sent"` |
+//! | `huge_line` `{bytes: 20971520}` | writes one line of exactly `bytes` bytes plus `\n` (a `notifications/message` whose `data` is `x`s; just `x`s if `bytes` is too small for that envelope), in 64 KiB pieces, then answers `"huge line sent (<bytes> bytes)"` |
+//! | `close_stdout` | answers `"closing stdout"`, then closes stdout at the OS level (the reader sees EOF) and keeps running, discarding output, until stdin reaches EOF |
+//! | `stop_reading` | answers `"no longer reading stdin"`, then never reads stdin again (the writer eventually blocks on a full pipe); only a signal ends the process |
+//!
+//! Flags (see `shadowcat demo-server --help`): `--startup-delay D` sleeps before serving (a slow
+//! starter); `--exit-at-start CODE` exits with `CODE` before reading anything (after the startup
+//! delay, if both are given); `--fail-initialize` answers `initialize` with a JSON-RPC error
+//! (-32603); `--ignore-eof` keeps the process alive (sleeping, stdout still open) after stdin
+//! EOF; `--ignore-sigterm` sets SIGTERM to `SIG_IGN`, so only SIGKILL stops it.
+//!
+//! Over the real stdout, "closing" means fd 1 is atomically re-pointed at `/dev/null` with
+//! `dup2`: the pipe's write end is released (the parent reads EOF) while fd 1 can never be reused
+//! by an unrelated file. [`serve`] itself only drops the writer it was given.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +71,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+
+use crate::config::DemoServerArgs;
+use crate::error::Error;
 
 /// The `serverInfo.name` the demo server reports.
 pub const SERVER_NAME: &str = "shadowcat-demo";
@@ -88,24 +122,89 @@ const INTERNAL_ERROR: i64 = -32603;
 const RESOURCE_NOT_FOUND: i64 = -32002;
 const UNSUPPORTED_VERSION: i64 = -32022;
 
-/// Serves MCP on this process's stdin and stdout until stdin reaches EOF.
+/// The default size of the `huge_line` tool's line: 20 MiB.
+pub const HUGE_LINE_DEFAULT: u64 = 20 << 20;
+const HUGE_LINE_PREFIX: &str = concat!(
+    r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"debug","#,
+    r#""logger":"shadowcat-demo","data":""#
+);
+const HUGE_LINE_SUFFIX: &str = r#""}}"#;
+const HUGE_LINE_PIECE: usize = 64 << 10;
+
+/// How [`serve_with`] misbehaves on purpose (see the module docs). The default is a well-behaved
+/// server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Answer `initialize` with a JSON-RPC error (`--fail-initialize`).
+    pub fail_initialize: bool,
+    /// At stdin EOF, sleep forever instead of returning (`--ignore-eof`). Running jobs go on.
+    pub ignore_eof: bool,
+}
+
+/// Serves MCP on this process's stdin and stdout until stdin reaches EOF, with no faults.
 pub fn run() -> io::Result<()> {
-    serve(io::stdin().lock(), io::stdout())
+    serve(io::stdin().lock(), StdoutFd::new())
+}
+
+/// `shadowcat demo-server ARGS`: applies the process-level fault flags (`--ignore-sigterm`,
+/// `--startup-delay`, `--exit-at-start`), then serves stdin/stdout with the rest. A bad
+/// `--startup-delay` is [`Error::Config`].
+pub fn run_with(args: &DemoServerArgs) -> Result<(), Error> {
+    let delay = args
+        .startup_delay
+        .as_deref()
+        .map(|d| crate::config::duration("--startup-delay", d))
+        .transpose()?;
+    if args.ignore_sigterm {
+        // SAFETY: installing SIG_IGN touches no Rust state; it is done before any thread starts.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+    if let Some(delay) = delay {
+        std::thread::sleep(delay);
+    }
+    if let Some(code) = args.exit_at_start {
+        log::warn!("demo-server: --exit-at-start, exiting with status {code}");
+        std::process::exit(code);
+    }
+    let options = Options {
+        fail_initialize: args.fail_initialize,
+        ignore_eof: args.ignore_eof,
+    };
+    serve_with(io::stdin().lock(), StdoutFd::new(), options).map_err(Error::Io)
 }
 
 /// Serves one MCP connection: reads newline-delimited JSON-RPC from `input` and writes whole,
 /// flushed lines to `output` (shared under a mutex with the job threads) until `input` reaches
 /// EOF. Jobs still running then are cancelled and send nothing more.
-pub fn serve<R: BufRead, W: Write + Send + 'static>(mut input: R, output: W) -> io::Result<()> {
-    let shared = Arc::new(Shared::new(Box::new(output)));
+pub fn serve<R: BufRead, W: Write + Send + 'static>(input: R, output: W) -> io::Result<()> {
+    serve_with(input, output, Options::default())
+}
+
+/// [`serve`] with fault injection. The `close_stdout` tool drops `output` (so a writer that owns
+/// a file descriptor closes it); `stop_reading` and, with [`Options::ignore_eof`], stdin EOF
+/// make this never return.
+pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
+    mut input: R,
+    output: W,
+    options: Options,
+) -> io::Result<()> {
+    let shared = Arc::new(Shared::new(Box::new(output), options));
     let mut line = Vec::with_capacity(4096);
     let result = loop {
         line.clear();
         match input.read_until(b'\n', &mut line) {
+            Ok(0) if options.ignore_eof => {
+                log::warn!("demo-server: stdin EOF ignored (--ignore-eof); sleeping forever");
+                sleep_forever();
+            }
             Ok(0) => break Ok(()),
             Ok(_) => {
                 if let Err(e) = handle_line(&shared, &line) {
                     break Err(e);
+                }
+                if shared.stop_reading.load(Ordering::Relaxed) {
+                    log::warn!("demo-server: stop_reading called; no longer reading stdin");
+                    sleep_forever();
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -115,6 +214,57 @@ pub fn serve<R: BufRead, W: Write + Send + 'static>(mut input: R, output: W) -> 
     lock(&shared.inflight).clear();
     lock(&shared.pending).clear();
     result
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// This process's stdout as the raw fd 1, unbuffered (every message is one flushed write
+/// anyway). Dropping it closes the pipe: fd 1 is atomically re-pointed at `/dev/null` with
+/// `dup2`, so the reader sees EOF and no later `open` can land on fd 1. Only if `/dev/null`
+/// cannot be opened is fd 1 simply closed.
+struct StdoutFd(ManuallyDrop<File>);
+
+impl StdoutFd {
+    fn new() -> Self {
+        // SAFETY: fd 1 is open for the life of the process and this `File` never closes it
+        // (`ManuallyDrop`; `Drop` re-points it). The demo server writes nothing through std's
+        // `Stdout`, so nothing else interleaves on the fd.
+        StdoutFd(ManuallyDrop::new(unsafe { File::from_raw_fd(1) }))
+    }
+}
+
+impl Write for StdoutFd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.0.write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Drop for StdoutFd {
+    fn drop(&mut self) {
+        let null = OpenOptions::new().write(true).open("/dev/null");
+        // SAFETY: plain fd syscalls on fd 1, which this value stands for; `null` stays open
+        // across the call and is closed by its own drop afterwards.
+        let rc = match &null {
+            Ok(null) => unsafe { libc::dup2(null.as_raw_fd(), 1) },
+            Err(_) => unsafe { libc::close(1) },
+        };
+        if rc < 0 {
+            log::warn!(
+                "demo-server: cannot close stdout: {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -164,6 +314,9 @@ struct Shared {
     serial: AtomicU64,
     subscriptions: Mutex<HashSet<String>>,
     watched: Mutex<String>,
+    options: Options,
+    /// Set by the `stop_reading` tool; the reader thread then sleeps forever.
+    stop_reading: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -222,7 +375,7 @@ struct ModernMeta {
 struct Empty {}
 
 impl Shared {
-    fn new(out: Box<dyn Write + Send>) -> Self {
+    fn new(out: Box<dyn Write + Send>, options: Options) -> Self {
         Shared {
             out: Mutex::new(out),
             min_level: AtomicU8::new(0),
@@ -232,7 +385,23 @@ impl Shared {
             serial: AtomicU64::new(1),
             subscriptions: Mutex::new(HashSet::new()),
             watched: Mutex::new("Watched resource content".to_owned()),
+            options,
+            stop_reading: AtomicBool::new(false),
         }
+    }
+
+    /// Writes raw bytes (not necessarily JSON) through `fill` under the output lock, then
+    /// flushes, so nothing else interleaves.
+    fn write_raw(&self, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+        let mut out = lock(&self.out);
+        fill(&mut **out)?;
+        out.flush()
+    }
+
+    /// Drops the output writer (closing its fd, if it owns one); later writes are discarded.
+    fn close_output(&self) {
+        let old = std::mem::replace(&mut *lock(&self.out), Box::new(io::sink()));
+        drop(old);
     }
 
     /// Writes one message as a single flushed line.
@@ -580,6 +749,10 @@ fn initialize(req: &Req) -> Handled {
         #[serde(default)]
         capabilities: Value,
     }
+    if req.sh.options.fail_initialize {
+        let msg = "initialize refused: demo-server runs with --fail-initialize";
+        return Err(RpcError::new(INTERNAL_ERROR, msg).into());
+    }
     let init: Init = req.parse()?;
     let version = match LEGACY_VERSIONS
         .iter()
@@ -680,6 +853,15 @@ fn tools_list() -> &'static Value {
             "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
             "additionalProperties": false,
         });
+        let mut exit_code = int(0, "Exit status");
+        exit_code["maximum"] = json!(255);
+        let exit = json!({"type": "object", "properties": {"code": exit_code}});
+        let garbage = json!({"type": "object", "properties": {
+            "lines": int(3, "Number of non-JSON lines"),
+        }});
+        let huge = json!({"type": "object", "properties": {
+            "bytes": int(HUGE_LINE_DEFAULT, "Length of the line in bytes, without the newline"),
+        }});
         let plain = |name: &str, description: &str| tool(name, description, no_args());
         json!({"tools": [
             tool("echo", "Echoes the message back as \"Echo: <message>\"",
@@ -688,6 +870,16 @@ fn tools_list() -> &'static Value {
             tool("stream_events", "Sends count progress notifications (if _meta.progressToken \
                 is set) and log messages, intervalMs apart", streams),
             plain("crash", "Exits the demo server at once with status 3, without answering"),
+            tool("exit", "Answers, flushes, then exits the demo server with status code",
+                exit),
+            plain("hang", "Never answers; notifications/cancelled ends it silently"),
+            tool("garbage", "Writes lines non-JSON lines and one non-JSON-RPC JSON line to \
+                stdout, then answers", garbage),
+            tool("huge_line", "Writes one stdout line of exactly bytes bytes (a \
+                notifications/message padded with x), then answers", huge),
+            plain("close_stdout", "Answers, then closes stdout but keeps running until stdin \
+                EOF"),
+            plain("stop_reading", "Answers, then never reads stdin again (runs until killed)"),
             tool("update_watched", "Changes test://watched-resource and notifies subscribers",
                 content),
             plain("test_simple_text", "Tests simple text content response"),
@@ -838,6 +1030,9 @@ fn call_tool(req: &Req) -> Handled {
         count: Option<u64>,
         #[serde(rename = "intervalMs")]
         interval_ms: Option<u64>,
+        lines: Option<u64>,
+        bytes: Option<u64>,
+        code: Option<i32>,
     }
     let call: Call = req.parse()?;
     let name = &*call.name;
@@ -891,6 +1086,44 @@ fn call_tool(req: &Req) -> Handled {
         "crash" => {
             log::warn!("demo-server: crash tool called, exiting with status 3");
             std::process::exit(3)
+        }
+        "exit" => {
+            let code = a.code.unwrap_or(0);
+            req.reply(&text_result(format!("exiting with status {code}")))?;
+            log::warn!("demo-server: exit tool called, exiting with status {code}");
+            std::process::exit(code)
+        }
+        "hang" => spawn_job(req, |job| {
+            // Nothing is ever sent on the channel: this returns when the sender is dropped,
+            // i.e. on notifications/cancelled or at stdin EOF.
+            let _ = job.cancel.recv();
+            None
+        }),
+        "garbage" => {
+            let lines = a.lines.unwrap_or(3);
+            req.sh.write_raw(|out| {
+                for _ in 0..lines {
+                    out.write_all(b"this is not json\n")?;
+                }
+                out.write_all(b"{\"hello\":1}\n")
+            })?;
+            req.reply(&text_result("garbage sent"))
+        }
+        "huge_line" => {
+            let bytes = a.bytes.unwrap_or(HUGE_LINE_DEFAULT);
+            req.sh.write_raw(|out| write_huge_line(out, bytes))?;
+            req.reply(&text_result(format!("huge line sent ({bytes} bytes)")))
+        }
+        "close_stdout" => {
+            req.reply(&text_result("closing stdout"))?;
+            log::warn!("demo-server: close_stdout called; serving on until stdin EOF");
+            req.sh.close_output();
+            Ok(())
+        }
+        "stop_reading" => {
+            req.reply(&text_result("no longer reading stdin"))?;
+            req.sh.stop_reading.store(true, Ordering::Relaxed);
+            Ok(())
         }
         "update_watched" => {
             let serial = req.sh.serial.fetch_add(1, Ordering::Relaxed);
@@ -964,6 +1197,28 @@ fn call_tool(req: &Req) -> Handled {
         }
         other => Err(RpcError::params(format!("Unknown tool: {other}")).into()),
     }
+}
+
+/// Writes one line of exactly `bytes` bytes plus `\n`, a piece at a time: a
+/// `notifications/message` whose `data` is padding, or bare padding if `bytes` is too small for
+/// the envelope.
+fn write_huge_line(out: &mut dyn Write, bytes: u64) -> io::Result<()> {
+    let envelope = (HUGE_LINE_PREFIX.len() + HUGE_LINE_SUFFIX.len()) as u64;
+    let framed = bytes >= envelope;
+    let mut padding = if framed { bytes - envelope } else { bytes };
+    if framed {
+        out.write_all(HUGE_LINE_PREFIX.as_bytes())?;
+    }
+    static PIECE: [u8; HUGE_LINE_PIECE] = [b'x'; HUGE_LINE_PIECE];
+    while padding > 0 {
+        let n = padding.min(HUGE_LINE_PIECE as u64) as usize;
+        out.write_all(&PIECE[..n])?;
+        padding -= n as u64;
+    }
+    if framed {
+        out.write_all(HUGE_LINE_SUFFIX.as_bytes())?;
+    }
+    out.write_all(b"\n")
 }
 
 fn elicit(req: &Req, message: &str, schema: Value, label: &'static str) -> Handled {
@@ -1375,13 +1630,17 @@ mod tests {
 
     impl Peer {
         fn start() -> Peer {
+            Peer::start_with(Options::default())
+        }
+        fn start_with(options: Options) -> Peer {
             let (reader, writer) = io::pipe().expect("pipe");
             let (tx, rx) = unbounded();
             let sink = LineSink {
                 buf: Vec::new(),
                 tx,
             };
-            let server = std::thread::spawn(move || serve(BufReader::new(reader), sink));
+            let server =
+                std::thread::spawn(move || serve_with(BufReader::new(reader), sink, options));
             Peer {
                 input: Some(writer),
                 lines: rx,
@@ -1476,6 +1735,12 @@ mod tests {
             "slow_echo",
             "stream_events",
             "crash",
+            "exit",
+            "hang",
+            "garbage",
+            "huge_line",
+            "close_stdout",
+            "stop_reading",
             "update_watched",
             "test_simple_text",
             "test_image_content",
@@ -1651,6 +1916,131 @@ mod tests {
         );
         let reply = peer.tool(7, "slow_echo", json!({"message": "soon", "delayMs": 10}));
         assert_eq!(text(&reply), "Echo: soon");
+        peer.close();
+    }
+
+    #[test]
+    fn hang_never_answers_until_cancelled() {
+        let mut peer = Peer::start();
+        peer.send(&tool_call(5, "hang", json!({})));
+        assert_eq!(
+            peer.call(6, "ping", json!({}))["id"],
+            6,
+            "others still served"
+        );
+        assert!(peer.silent_for(200), "hang must not answer");
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": 5, "reason": "test"}});
+        peer.send(&cancel.to_string());
+        assert!(peer.silent_for(100), "a cancelled hang sends nothing");
+        // A second hang is still running at EOF; serve must return anyway.
+        peer.send(&tool_call(7, "hang", json!({})));
+        assert_eq!(peer.call(8, "ping", json!({}))["id"], 8);
+        peer.close();
+    }
+
+    #[test]
+    fn garbage_then_a_normal_answer() {
+        let mut peer = Peer::start();
+        peer.send(&tool_call(1, "garbage", json!({})));
+        for _ in 0..3 {
+            assert_eq!(peer.raw(), "this is not json");
+        }
+        assert_eq!(peer.raw(), r#"{"hello":1}"#);
+        let reply = peer.recv();
+        assert_eq!(
+            (reply["id"].clone(), text(&reply)),
+            (json!(1), "garbage sent")
+        );
+        peer.send(&tool_call(2, "garbage", json!({"lines": 0})));
+        assert_eq!(peer.raw(), r#"{"hello":1}"#);
+        assert_eq!(peer.recv()["id"], 2);
+        peer.close();
+    }
+
+    #[test]
+    fn huge_line_has_the_exact_length() {
+        let mut peer = Peer::start();
+        // Several 64 KiB pieces plus a ragged end.
+        let bytes = 3 * HUGE_LINE_PIECE as u64 + 1234;
+        peer.send(&tool_call(1, "huge_line", json!({"bytes": bytes})));
+        let line = peer.raw();
+        assert_eq!(line.len() as u64, bytes);
+        let note: Value = serde_json::from_str(&line).expect("json");
+        assert_eq!(note["method"], "notifications/message");
+        let data = note["params"]["data"].as_str().expect("data");
+        assert!(data.bytes().all(|b| b == b'x'));
+        assert_eq!(
+            text(&peer.recv()),
+            format!("huge line sent ({bytes} bytes)")
+        );
+        // Too small for the envelope: bare padding of exactly that length.
+        peer.send(&tool_call(2, "huge_line", json!({"bytes": 10})));
+        assert_eq!(peer.raw(), "x".repeat(10));
+        assert_eq!(peer.recv()["id"], 2);
+        peer.close();
+
+        let mut out = Vec::new();
+        write_huge_line(&mut out, HUGE_LINE_DEFAULT).expect("write");
+        assert_eq!(out.len() as u64, HUGE_LINE_DEFAULT + 1);
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+        assert_eq!(out.last(), Some(&b'\n'));
+    }
+
+    #[test]
+    fn close_stdout_drops_the_writer_and_serves_on_until_eof() {
+        let mut peer = Peer::start();
+        assert_eq!(
+            text(&peer.tool(1, "close_stdout", json!({}))),
+            "closing stdout"
+        );
+        // The writer (and with it the channel's only sender) is gone.
+        let next = peer.lines.recv_timeout(Duration::from_secs(2));
+        assert_eq!(next, Err(RecvTimeoutError::Disconnected));
+        peer.send(&request(2, "ping", json!({})));
+        peer.close();
+    }
+
+    #[test]
+    fn stop_reading_and_ignore_eof_never_return() {
+        let mut peer = Peer::start();
+        let reply = peer.tool(1, "stop_reading", json!({}));
+        assert_eq!(text(&reply), "no longer reading stdin");
+        peer.send(&request(2, "ping", json!({})));
+        assert!(peer.silent_for(200), "stdin is no longer read");
+        let server = peer.server.take().expect("server");
+        drop(peer); // EOF: still nothing, the reader thread sleeps (and leaks).
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!server.is_finished());
+
+        let options = Options {
+            ignore_eof: true,
+            ..Options::default()
+        };
+        let mut peer = Peer::start_with(options);
+        assert_eq!(peer.call(1, "ping", json!({}))["id"], 1);
+        let server = peer.server.take().expect("server");
+        peer.input = None;
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!server.is_finished(), "--ignore-eof must not return at EOF");
+    }
+
+    #[test]
+    fn fail_initialize_refuses_the_handshake() {
+        let options = Options {
+            fail_initialize: true,
+            ..Options::default()
+        };
+        let mut peer = Peer::start_with(options);
+        let params = json!({"protocolVersion": "2025-11-25", "capabilities": {}});
+        let reply = peer.call(1, "initialize", params);
+        assert_eq!(reply["error"]["code"], INTERNAL_ERROR);
+        assert!(reply.get("result").is_none());
+        assert_eq!(
+            peer.call(2, "ping", json!({}))["id"],
+            2,
+            "the rest still works"
+        );
         peer.close();
     }
 

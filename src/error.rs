@@ -28,6 +28,9 @@ pub enum Error {
     UnknownSession,
     /// `MCP-Protocol-Version` names a version the proxy does not speak.
     UnsupportedVersion(String),
+    /// A GET's `Last-Event-ID` names no stream of the session, or events after it were
+    /// already dropped from the replay buffer.
+    UnknownEventId(String),
     /// The HTTP method is not one the endpoint serves.
     MethodNotAllowed,
     /// The path is not the MCP endpoint.
@@ -73,7 +76,10 @@ impl Error {
             Error::UnsupportedMediaType => 415,
             Error::NotAcceptable => 406,
             Error::Forbidden(_) => 403,
-            Error::MissingSession | Error::UnsupportedVersion(_) | Error::LegacyOnly => 400,
+            Error::MissingSession
+            | Error::UnsupportedVersion(_)
+            | Error::LegacyOnly
+            | Error::UnknownEventId(_) => 400,
             Error::UnknownSession | Error::UpstreamSessionLost | Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::TooManySessions | Error::TooManyStreams | Error::UpstreamBusy => 503,
@@ -99,6 +105,7 @@ impl Error {
             | Error::Forbidden(_)
             | Error::MissingSession
             | Error::UnsupportedVersion(_)
+            | Error::UnknownEventId(_)
             | Error::LegacyOnly => -32600,
             Error::NotFound | Error::MethodNotAllowed => -32601,
             Error::UnknownSession | Error::UpstreamSessionLost => -32001,
@@ -129,6 +136,12 @@ impl fmt::Display for Error {
             Error::MissingSession => write!(f, "bad request: missing mcp-session-id"),
             Error::UnknownSession => write!(f, "session not found"),
             Error::UnsupportedVersion(v) => write!(f, "unsupported protocol version: {v}"),
+            Error::UnknownEventId(id) => {
+                write!(
+                    f,
+                    "unknown or expired last-event-id {id:?}: nothing to resume"
+                )
+            }
             Error::MethodNotAllowed => write!(f, "method not allowed"),
             Error::NotFound => write!(f, "not found"),
             Error::LegacyOnly => write!(

@@ -65,6 +65,7 @@
 //! stdio children's stderr is info (target `shadowcat::child`). Tokens, header values and
 //! JSON-RPC params or results are never logged.
 
+pub mod bench;
 pub mod child;
 pub mod config;
 pub mod demo;
@@ -74,6 +75,7 @@ pub mod jsonrpc;
 pub mod proxy;
 pub mod server;
 pub mod session;
+pub mod stream;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -111,6 +113,7 @@ impl Shadowcat {
                 config.upstream_pool,
                 config.upstream_connect_timeout,
                 config.request_timeout,
+                config.sse_idle_timeout,
             )?),
             UpstreamConfig::Stdio { argv, children } => Arc::new(StdioUpstream::start(
                 argv.clone(),
@@ -118,6 +121,12 @@ impl Shadowcat {
                 config.max_message,
             )?),
         };
+        Shadowcat::start_with(config, upstream)
+    }
+
+    /// Like [`Shadowcat::start`], with an upstream built elsewhere (`config.upstream` is not
+    /// used). Tests use it to put a faulty upstream behind the real pipeline.
+    pub fn start_with(config: Config, upstream: Arc<dyn Upstream>) -> Result<Shadowcat, Error> {
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
         let server_config = ServerConfig {
@@ -168,6 +177,11 @@ impl Shadowcat {
         &self.proxy
     }
 
+    /// Ends the grace of a running [`Shadowcat::shutdown`] now (the second signal).
+    pub fn hurry(&self) {
+        self.server.hurry();
+    }
+
     /// Stops in the documented order, waiting at most about `grace` for requests in flight.
     /// A second call returns at once.
     pub fn shutdown(&self, grace: Duration) {
@@ -191,19 +205,30 @@ impl Drop for Shadowcat {
 }
 
 /// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
-/// shuts down gracefully.
+/// shuts down gracefully. A second signal during the shutdown skips what is left of the grace.
 pub fn run(config: Config) -> Result<(), Error> {
     let signals = block_signals();
-    let proxy = Shadowcat::start(config)?;
+    let proxy = Arc::new(Shadowcat::start(config)?);
     log::info!(
         "shadowcat listening on http://{}{} (upstream {})",
         proxy.local_addr(),
         proxy.proxy.cfg_path(),
         proxy.proxy.upstream().name()
     );
-    let sig = wait_signal(&signals);
+    let sig = wait_signal(&signals, None).unwrap_or(0);
     log::info!("signal {sig}: shutting down (grace {:?})", proxy.grace);
-    proxy.shutdown(proxy.grace);
+    let p = proxy.clone();
+    let stopper = std::thread::Builder::new()
+        .name("shadowcat-stop".into())
+        .spawn(move || p.shutdown(p.grace))?;
+    while !stopper.is_finished() {
+        if let Some(sig) = wait_signal(&signals, Some(Duration::from_millis(100))) {
+            log::warn!("signal {sig} again: skipping the rest of the grace");
+            proxy.hurry();
+        }
+    }
+    let _ = stopper.join();
+    log::info!("stopped");
     Ok(())
 }
 
@@ -221,9 +246,23 @@ fn block_signals() -> libc::sigset_t {
     }
 }
 
-fn wait_signal(set: &libc::sigset_t) -> i32 {
-    let mut sig: libc::c_int = 0;
-    // SAFETY: `set` is initialised; sigwait writes the signal number into `sig`.
-    unsafe { libc::sigwait(set, &mut sig) };
-    sig
+/// Waits for one of the blocked signals, at most `timeout` if given.
+fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<i32> {
+    match timeout {
+        None => {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` is initialised; sigwait writes the signal number into `sig`.
+            let rc = unsafe { libc::sigwait(set, &mut sig) };
+            (rc == 0).then_some(sig)
+        }
+        Some(t) => {
+            let ts = libc::timespec {
+                tv_sec: t.as_secs() as libc::time_t,
+                tv_nsec: t.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: `set` and `ts` are initialised; a null siginfo pointer is allowed.
+            let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+            (sig > 0).then_some(sig)
+        }
+    }
 }

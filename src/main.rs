@@ -10,12 +10,30 @@ use shadowcat::error::Error;
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
     match cli.command {
-        Command::DemoServer(_) => {
+        Command::DemoServer(args) => {
             init_logging("warn");
-            match shadowcat::demo::run() {
+            match shadowcat::demo::run_with(&args) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e @ Error::Config(_)) => {
+                    eprintln!("shadowcat demo-server: {e}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("shadowcat demo-server: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Bench(args) => {
+            init_logging("warn");
+            match shadowcat::bench::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ Error::Config(_)) => {
+                    eprintln!("shadowcat bench: {e}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("shadowcat bench: {e}");
                     ExitCode::from(1)
                 }
             }

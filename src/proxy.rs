@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
@@ -24,8 +24,14 @@ use crate::http::{Request, Response};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::server::{Handler, Responder, StreamError};
 use crate::session::{Session, Sessions};
+use crate::stream::EventLog;
 use crate::upstream::stdio::LEGACY_VERSIONS;
-use crate::upstream::{Call, Item, MessageStream, Reply, Upstream};
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
+
+/// How long a request may take and still be answered as plain JSON.
+const IMMEDIATE: Duration = Duration::from_millis(200);
+/// How often a waiting stream checks for shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 /// The stateless protocol revision.
 pub const MODERN_VERSION: &str = "2026-07-28";
@@ -46,18 +52,44 @@ pub struct Proxy {
     sessions: Sessions,
     upstream: Arc<dyn Upstream>,
     loopback: bool,
+    warn_gate: Gate,
+}
+
+/// Lets one event through per second: upstream-down warnings are rate-limited.
+#[derive(Default)]
+struct Gate {
+    last_ms: std::sync::atomic::AtomicU64,
+    born: std::sync::OnceLock<Instant>,
+}
+
+impl Gate {
+    fn open(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.born.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+        let last = self.last_ms.load(Relaxed);
+        now >= last + 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
 }
 
 /// What the pipeline decided to send.
 enum Outcome {
+    /// A complete response.
     Response(Response),
+    /// A request's SSE stream, pumped from the upstream (and logged for resumption when the
+    /// request belongs to a session).
     Stream {
         stream: Box<dyn MessageStream>,
         first: Option<Item>,
-        deadline: Instant,
-        session: Option<String>,
+        session: Option<Arc<Session>>,
+        announce: bool,
         id: Option<Box<RawValue>>,
     },
+    /// A GET: follow a stream's log from `after` (standalone stream or resumption).
+    Follow { log: Arc<EventLog>, after: u64 },
 }
 
 /// Fields of the access log line.
@@ -72,8 +104,9 @@ impl Proxy {
     /// A pipeline in front of `upstream`.
     pub fn new(cfg: Arc<Config>, upstream: Arc<dyn Upstream>) -> Proxy {
         Proxy {
-            sessions: Sessions::new(cfg.max_sessions, cfg.session_idle),
+            sessions: Sessions::new(cfg.max_sessions, cfg.session_idle, cfg.replay),
             loopback: cfg.bind.ip().is_loopback(),
+            warn_gate: Gate::default(),
             cfg,
             upstream,
         }
@@ -98,21 +131,28 @@ impl Proxy {
     pub fn expire_sessions(&self) {
         for s in self.sessions.expire() {
             log::debug!("session {} expired", s.short_id());
-            self.upstream.close(&s);
+            self.retire(&s);
         }
     }
 
     /// Ends every session (shutdown).
     pub fn close_all(&self) {
         for s in self.sessions.drain() {
-            self.upstream.close(&s);
+            self.retire(&s);
         }
     }
 
     fn end_session(&self, s: &Session) {
         if self.sessions.remove(&s.id).is_some() {
-            self.upstream.close(s);
+            self.retire(s);
         }
+    }
+
+    /// The one place a session that left the table is wound down: its streams end (open
+    /// GETs finish) and the upstream releases its side.
+    fn retire(&self, s: &Session) {
+        s.streams.end_all();
+        self.upstream.close(s);
     }
 
     fn route(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
@@ -187,7 +227,7 @@ impl Proxy {
                 headers,
             };
             let reply = self.upstream.forward(call)?;
-            return self.outcome(reply, kind, deadline, None, acc);
+            return self.outcome(reply, kind, deadline, None, false, acc);
         }
         if msg.method() == "initialize" {
             if kind != Kind::Request {
@@ -205,7 +245,7 @@ impl Proxy {
             headers,
         };
         match self.upstream.forward(call) {
-            Ok(reply) => self.outcome(reply, kind, deadline, None, acc),
+            Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
             Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
                 log::info!("session {} ended: {e}", session.short_id());
                 self.end_session(&session);
@@ -223,7 +263,7 @@ impl Proxy {
         acc: &mut Access,
     ) -> Result<Outcome, Error> {
         for s in self.sessions.check_room()? {
-            self.upstream.close(&s);
+            self.retire(&s);
         }
         let requested = msg
             .params_value()
@@ -237,13 +277,13 @@ impl Proxy {
         };
         let (binding, reply) = self.upstream.initialize(call)?;
         if !matches!(reply, Reply::Message(_) | Reply::Stream(_)) {
-            return self.outcome(reply, Kind::Request, deadline, None, acc);
+            return self.outcome(reply, Kind::Request, deadline, None, false, acc);
         }
         let session = self.sessions.create(requested, binding)?;
+        self.upstream.attach(&session);
         acc.session = session.short_id().to_owned();
         log::debug!("session {} created", session.short_id());
-        let sid = session.id.clone();
-        self.outcome(reply, Kind::Request, deadline, Some(sid), acc)
+        self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)
     }
 
     fn get(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
@@ -254,8 +294,25 @@ impl Proxy {
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
         let session = self.sessions.get(sid.trim()).ok_or(Error::UnknownSession)?;
         acc.session = session.short_id().to_owned();
-        // The standalone server-to-client stream is not offered (the spec allows 405 here).
-        Err(Error::MethodNotAllowed)
+        let (log, after) = match req.header("last-event-id") {
+            Some(last) => session
+                .streams
+                .resume(last)
+                .map_err(|_| Error::UnknownEventId(last.chars().take(64).collect()))?,
+            None => {
+                let log = session.streams.standalone();
+                let after = log.last_seq();
+                (log, after)
+            }
+        };
+        if session
+            .streams
+            .standalone_if_open()
+            .is_some_and(|s| Arc::ptr_eq(&s, &log))
+        {
+            self.upstream.listen(&session)?;
+        }
+        Ok(Outcome::Follow { log, after })
     }
 
     fn delete(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
@@ -265,23 +322,25 @@ impl Proxy {
             .remove(sid.trim())
             .ok_or(Error::UnknownSession)?;
         acc.session = session.short_id().to_owned();
-        self.upstream.close(&session);
+        self.retire(&session);
         log::debug!("session {} deleted", session.short_id());
         Ok(Outcome::Response(Response::new(200)))
     }
 
-    /// Turns an upstream reply into what the client gets.
+    /// Turns an upstream reply into what the client gets. `announce` adds the session's id
+    /// header (the answer to `initialize`).
     fn outcome(
         &self,
         reply: Reply,
         kind: Kind,
         deadline: Instant,
-        session: Option<String>,
+        session: Option<&Arc<Session>>,
+        announce: bool,
         acc: &Access,
     ) -> Result<Outcome, Error> {
         let with_session = |mut r: Response| {
-            if let Some(sid) = &session {
-                r = r.with_header("mcp-session-id", sid);
+            if let (true, Some(s)) = (announce, session) {
+                r = r.with_header("mcp-session-id", &s.id);
             }
             r
         };
@@ -299,77 +358,185 @@ impl Proxy {
                 content_type,
                 body,
             } => {
-                let ct = if media_is(&content_type, "application/json") {
-                    "application/json"
+                // A JSON error body (e.g. a 2026-07-28 404 -32601) goes back as it is, so
+                // dual-era clients can read it; anything else becomes a JSON-RPC error.
+                let json = media_is(&content_type, "application/json")
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+                if json && status < 500 {
+                    return Ok(Outcome::Response(
+                        Response::new(status).with_body("application/json", body),
+                    ));
+                }
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                let msg = format!(
+                    "upstream {} answered HTTP {status}: {text}",
+                    self.upstream.name()
+                );
+                let (status, code) = if status >= 500 {
+                    (502, -32603)
                 } else {
-                    "text/plain"
+                    (status, -32600)
                 };
-                Ok(Outcome::Response(Response::new(status).with_body(ct, body)))
+                Ok(Outcome::Response(Response::new(status).with_body(
+                    "application/json",
+                    jsonrpc::error_body(acc.id.as_deref(), code, &msg),
+                )))
             }
             Reply::Stream(mut stream) => {
-                let first = if stream.must_stream() {
-                    None
-                } else {
-                    match stream.next_deadline(deadline)? {
-                        Some(Item::Final(body)) => {
+                let mut first = None;
+                if !stream.must_stream() {
+                    // An answer that comes at once goes back as plain JSON; anything slower
+                    // becomes a stream, which frees the worker and can carry progress.
+                    let until = deadline.min(Instant::now() + IMMEDIATE);
+                    match stream.poll_until(until)? {
+                        Poll::Item(Item::Final(body)) => {
                             return Ok(Outcome::Response(with_session(
                                 Response::new(200).with_body("application/json", body),
                             )));
                         }
-                        other => other,
+                        Poll::Item(item) => first = Some(item),
+                        Poll::Idle => {}
+                        Poll::End => {
+                            return Err(Error::UpstreamProtocol(
+                                "upstream ended the request without answering".into(),
+                            ));
+                        }
                     }
-                };
+                }
                 Ok(Outcome::Stream {
                     stream,
                     first,
-                    deadline,
-                    session,
+                    session: session.cloned(),
+                    announce,
                     id: acc.id.clone(),
                 })
             }
         }
     }
 
-    /// Writes an SSE response on the stream thread. Returns the status sent.
+    /// Pumps a request's messages to the client (on the stream thread) and into the
+    /// session's replay log. A client that goes away does not stop the request: the rest is
+    /// still logged, for a GET with `Last-Event-ID`. Returns the status sent.
     fn pump(
         &self,
         res: &mut Responder<'_>,
         mut stream: Box<dyn MessageStream>,
         first: Option<Item>,
-        deadline: Instant,
-        session: Option<String>,
+        session: Option<Arc<Session>>,
+        announce: bool,
         id: Option<Box<RawValue>>,
     ) -> u16 {
-        let mut headers = vec![
-            ("content-type".to_string(), "text/event-stream".to_string()),
-            ("cache-control".to_string(), "no-cache".to_string()),
-            ("x-accel-buffering".to_string(), "no".to_string()),
-        ];
-        if let Some(sid) = session {
-            headers.push(("mcp-session-id".to_string(), sid));
+        let mut headers = sse_headers();
+        if let (true, Some(s)) = (announce, &session) {
+            headers.push(("mcp-session-id".to_string(), s.id.clone()));
         }
+        let log = session.as_ref().map(|s| s.streams.open());
         let err = match res.stream(200, &headers) {
             Ok(mut w) => {
-                let mut next = first;
+                let keepalive = self.cfg.sse_keepalive;
+                let mut next_keepalive = Instant::now() + keepalive;
+                let mut attached = true;
+                if let (Some(log), Some(s)) = (&log, &session) {
+                    if s.protocol_version.as_str() >= "2025-11-25" {
+                        // Priming event: gives the client an id to resume from at once.
+                        attached = w.write_chunk(&log.push(b"").frame).is_ok();
+                    }
+                }
+                let mut next = first.map(Poll::Item);
                 loop {
-                    let item = match next.take() {
-                        Some(item) => Some(Ok(item)),
-                        None => stream.next_deadline(deadline).transpose(),
+                    if w.shutting_down() {
+                        log::debug!("ending stream: shutting down");
+                        break;
+                    }
+                    let wake = next_keepalive.min(Instant::now() + SHUTDOWN_POLL);
+                    let polled = match next.take() {
+                        Some(p) => Ok(p),
+                        None => stream.poll_until(wake),
                     };
-                    let data = match item {
-                        None => break,
-                        Some(Ok(Item::Message(d) | Item::Final(d))) => d,
-                        Some(Err(e)) => {
+                    let data = match polled {
+                        Ok(Poll::End) => break,
+                        Ok(Poll::Idle) => {
+                            if attached && Instant::now() >= next_keepalive {
+                                attached = w.write_chunk(b": keepalive\n\n").is_ok();
+                                next_keepalive = Instant::now() + keepalive;
+                            }
+                            continue;
+                        }
+                        Ok(Poll::Item(Item::Message(d))) => d,
+                        Ok(Poll::Item(Item::Final(d))) => {
+                            next = Some(Poll::End);
+                            d
+                        }
+                        Err(e) => {
                             log::debug!("stream ended early: {e}");
+                            next = Some(Poll::End);
                             jsonrpc::error_for(id.as_deref(), &e)
                         }
                     };
-                    if w.write_chunk(&sse_event(&data)).is_err() {
-                        log::debug!("client went away mid-stream");
-                        return 200;
+                    let chunk = match &log {
+                        Some(log) => log.push(&data).frame,
+                        None => Arc::new(sse_event(&data)),
+                    };
+                    if attached && w.write_chunk(&chunk).is_err() {
+                        log::debug!("client went away mid-stream; the request goes on");
+                        attached = false;
                     }
-                    if jsonrpc_is_final(&data) {
+                    if !attached && log.is_none() {
+                        break; // nothing to keep it for
+                    }
+                    next_keepalive = Instant::now() + keepalive;
+                }
+                if let Some(log) = &log {
+                    log.end();
+                }
+                if attached {
+                    let _ = w.finish();
+                }
+                return 200;
+            }
+            Err(e) => e,
+        };
+        if let Some(log) = &log {
+            log.end();
+        }
+        self.stream_refused(res, err, id.as_deref())
+    }
+
+    /// Follows a stream's log for a GET: replays what came after `after`, then live events,
+    /// until the stream ends, another GET takes it over, or the client leaves.
+    fn follow(&self, res: &mut Responder<'_>, log: Arc<EventLog>, after: u64) -> u16 {
+        let token = log.take_over();
+        let err = match res.stream(200, &sse_headers()) {
+            Ok(mut w) => {
+                let keepalive = self.cfg.sse_keepalive;
+                let mut next_keepalive = Instant::now() + keepalive;
+                let mut cursor = after;
+                loop {
+                    if w.shutting_down() {
                         break;
+                    }
+                    let until = next_keepalive.min(Instant::now() + SHUTDOWN_POLL);
+                    let got = log.wait(cursor, token, until);
+                    for ev in &got.events {
+                        if w.write_chunk(&ev.frame).is_err() {
+                            log::debug!("client went away from its stream");
+                            return 200;
+                        }
+                        cursor = ev.seq;
+                        next_keepalive = Instant::now() + keepalive;
+                    }
+                    if got.replaced {
+                        log::debug!("stream taken over by a newer GET");
+                        break;
+                    }
+                    if got.ended {
+                        break;
+                    }
+                    if Instant::now() >= next_keepalive {
+                        if w.write_chunk(b": keepalive\n\n").is_err() {
+                            return 200;
+                        }
+                        next_keepalive = Instant::now() + keepalive;
                     }
                 }
                 let _ = w.finish();
@@ -377,22 +544,31 @@ impl Proxy {
             }
             Err(e) => e,
         };
+        self.stream_refused(res, err, None)
+    }
+
+    fn stream_refused(
+        &self,
+        res: &mut Responder<'_>,
+        err: StreamError,
+        id: Option<&RawValue>,
+    ) -> u16 {
         let e = match err {
             StreamError::Busy => Error::TooManyStreams,
             StreamError::Http10 => Error::InvalidMessage("streaming needs HTTP/1.1"),
             StreamError::Io(_) => return 0,
         };
-        let _ = res.send(error_response(&e, id.as_deref()));
+        let _ = res.send(error_response(&e, id));
         e.status()
     }
 }
 
-/// True for a JSON-RPC response (the end of a request's stream).
-fn jsonrpc_is_final(data: &[u8]) -> bool {
-    Message::parse(data)
-        .ok()
-        .and_then(|m| m.kind().ok())
-        .is_some_and(|k| k == Kind::Response)
+fn sse_headers() -> Vec<(String, String)> {
+    vec![
+        ("content-type".to_string(), "text/event-stream".to_string()),
+        ("cache-control".to_string(), "no-cache".to_string()),
+        ("x-accel-buffering".to_string(), "no".to_string()),
+    ]
 }
 
 /// Frames one SSE event carrying a JSON message.
@@ -436,13 +612,18 @@ impl Handler for Proxy {
             Ok(Outcome::Stream {
                 stream,
                 first,
-                deadline,
                 session,
+                announce,
                 id,
-            }) => self.pump(res, stream, first, deadline, session, id),
+            }) => self.pump(res, stream, first, session, announce, id),
+            Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
             Err(e) => {
                 if e.status() >= 500 {
-                    log::warn!("{} {}: {e}", req.method, acc.mcp_method);
+                    if self.warn_gate.open() {
+                        log::warn!("{} {}: {e}", req.method, acc.mcp_method);
+                    } else {
+                        log::debug!("{} {}: {e}", req.method, acc.mcp_method);
+                    }
                 }
                 let _ = res.send(error_response(&e, acc.id.as_deref()));
                 e.status()

@@ -235,6 +235,8 @@ struct Shared {
     config: ServerConfig,
     handler: Arc<dyn Handler>,
     shutting_down: AtomicBool,
+    /// Set by [`Server::hurry`]: the shutdown grace ends now.
+    hurry: AtomicBool,
     registry: Mutex<Registry>,
     /// Notified whenever a connection is deregistered.
     drained: Condvar,
@@ -333,6 +335,7 @@ impl Server {
             config,
             handler,
             shutting_down: AtomicBool::new(false),
+            hurry: AtomicBool::new(false),
             registry: Mutex::new(Registry::default()),
             drained: Condvar::new(),
             threads: AtomicUsize::new(1),
@@ -400,7 +403,7 @@ impl Server {
         }
         while !reg.conns.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || shared.hurry.load(Ordering::SeqCst) {
                 log::warn!(
                     "grace period over: closing {} connection(s)",
                     reg.conns.len()
@@ -428,6 +431,14 @@ impl Server {
             log::warn!("shutdown: {stuck} thread(s) still busy in a handler; detached");
         }
         *done = true;
+    }
+
+    /// Cuts a running (or later) [`Server::shutdown`]'s grace short: connections still busy
+    /// are closed at once. Safe to call from any thread, any number of times.
+    pub fn hurry(&self) {
+        self.shared.hurry.store(true, Ordering::SeqCst);
+        let _reg = lock(&self.shared.registry);
+        self.shared.drained.notify_all();
     }
 
     /// Wakes the blocking `accept()` by connecting to the listener.

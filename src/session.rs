@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::stream::{ReplayLimits, Streams};
 
 /// How a session is tied to the upstream, decided by [`crate::upstream::Upstream::initialize`].
 #[derive(Debug, Default)]
@@ -42,6 +43,10 @@ pub struct Session {
     /// Client request id (raw JSON text) to the upstream id it was rewritten to, while in
     /// flight; used to translate `notifications/cancelled`.
     inflight: Mutex<HashMap<String, u64>>,
+    /// The session's SSE streams and their replay logs.
+    pub streams: Streams,
+    /// Resource URIs the client subscribed to.
+    pub subscriptions: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Session {
@@ -93,16 +98,19 @@ pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     max: usize,
     idle: Duration,
+    replay: ReplayLimits,
     random: Mutex<Option<File>>,
 }
 
 impl Sessions {
-    /// An empty table holding at most `max` sessions, each expiring after `idle` unused.
-    pub fn new(max: usize, idle: Duration) -> Sessions {
+    /// An empty table holding at most `max` sessions, each expiring after `idle` unused, their
+    /// streams replayable within `replay`.
+    pub fn new(max: usize, idle: Duration, replay: ReplayLimits) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             max,
             idle,
+            replay,
             random: Mutex::new(None),
         }
     }
@@ -135,6 +143,8 @@ impl Sessions {
             binding,
             last_used_ms: AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
+            streams: Streams::new(self.replay),
+            subscriptions: Mutex::new(std::collections::HashSet::new()),
         });
         let mut map = lock(&self.map);
         if map.len() >= self.max {
@@ -232,7 +242,7 @@ mod tests {
 
     #[test]
     fn ids_are_random_hex() {
-        let t = Sessions::new(10, Duration::from_secs(60));
+        let t = Sessions::new(10, Duration::from_secs(60), ReplayLimits::default());
         let a = t.create("2025-11-25".into(), Binding::default()).unwrap();
         let b = t.create("2025-11-25".into(), Binding::default()).unwrap();
         assert_ne!(a.id, b.id);
@@ -245,7 +255,7 @@ mod tests {
 
     #[test]
     fn cap_refuses_when_all_live() {
-        let t = Sessions::new(1, Duration::from_secs(60));
+        let t = Sessions::new(1, Duration::from_secs(60), ReplayLimits::default());
         t.create("v".into(), Binding::default()).unwrap();
         assert!(matches!(t.check_room(), Err(Error::TooManySessions)));
         assert!(matches!(
@@ -256,7 +266,7 @@ mod tests {
 
     #[test]
     fn expired_sessions_make_room_and_vanish() {
-        let t = Sessions::new(1, Duration::from_millis(30));
+        let t = Sessions::new(1, Duration::from_millis(30), ReplayLimits::default());
         let a = t.create("v".into(), Binding::default()).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(t.check_room().unwrap().len(), 1);
@@ -266,7 +276,7 @@ mod tests {
 
     #[test]
     fn inflight_map() {
-        let t = Sessions::new(1, Duration::from_secs(60));
+        let t = Sessions::new(1, Duration::from_secs(60), ReplayLimits::default());
         let s = t.create("v".into(), Binding::default()).unwrap();
         s.begin_call("\"a\"", 7);
         assert_eq!(s.upstream_call_id("\"a\""), Some(7));

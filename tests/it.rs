@@ -14,3 +14,15 @@ mod http_upstream;
 // The official Python SDK as a client, through the proxy.
 #[path = "it/python.rs"]
 mod python;
+// `shadowcat bench` against the demo proxy.
+#[path = "it/bench.rs"]
+mod bench;
+// Lifecycle and failure: shutdown, leaks, crashes, hangs, panics, idle clients.
+#[path = "it/lifecycle.rs"]
+mod lifecycle;
+// An HTTP upstream that fails 30 % of requests in five ways.
+#[path = "it/faults.rs"]
+mod faults;
+// Streams: resumption, routing of server-to-client traffic.
+#[path = "it/streams.rs"]
+mod streams;

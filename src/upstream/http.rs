@@ -22,18 +22,16 @@ use crate::child::read_line_bounded;
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::session::{Binding, Session, lock};
-use crate::upstream::{Call, Item, MessageStream, Reply, Upstream};
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest JSON body or SSE line accepted from the upstream.
 const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
-/// Idle gap allowed between two reads of an upstream stream.
-const STREAM_IDLE: Duration = Duration::from_secs(300);
-
 /// Makes pool slots.
 pub struct SlotManager {
     connect_timeout: Duration,
     request_timeout: Duration,
+    stream_idle: Duration,
 }
 
 /// One upstream connection slot.
@@ -58,7 +56,7 @@ impl ManageConnection for SlotManager {
             .max_redirects(0)
             .timeout_connect(Some(self.connect_timeout))
             .timeout_recv_response(Some(self.request_timeout))
-            .timeout_per_read(Some(STREAM_IDLE.max(self.request_timeout)))
+            .timeout_per_read(Some(self.stream_idle))
             .user_agent(concat!("shadowcat/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -89,11 +87,16 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     /// Builds the pool; connects nothing yet, so a down upstream does not stop start-up.
+    ///
+    /// Timeouts: `connect_timeout` for TCP connect, `request_timeout` until the response
+    /// headers and for a whole JSON body, `stream_idle` between two reads of a body (an SSE
+    /// stream has no whole-body limit, only this).
     pub fn new(
         url: &str,
         slots: u32,
         connect_timeout: Duration,
         request_timeout: Duration,
+        stream_idle: Duration,
     ) -> Result<Self, Error> {
         let pool = Pool::builder()
             .max_size(slots)
@@ -105,6 +108,7 @@ impl HttpUpstream {
             .build_unchecked(SlotManager {
                 connect_timeout,
                 request_timeout,
+                stream_idle,
             });
         let name = url
             .trim_start_matches("http://")
@@ -119,12 +123,6 @@ impl HttpUpstream {
         })
     }
 
-    /// (connections, idle) of the slot pool.
-    pub fn pool_state(&self) -> (u32, u32) {
-        let s = self.pool.state();
-        (s.connections, s.idle_connections)
-    }
-
     fn checkout(&self) -> Result<PooledConnection<SlotManager>, Error> {
         self.pool
             .get_timeout(CHECKOUT_TIMEOUT)
@@ -136,6 +134,19 @@ impl HttpUpstream {
             ureq::Error::Timeout(_) => Error::Timeout,
             ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => Error::Timeout,
             e => Error::UpstreamUnreachable {
+                upstream: self.name.clone(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    fn io_err(&self, e: std::io::Error) -> Error {
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => Error::Timeout,
+            std::io::ErrorKind::InvalidData => {
+                Error::UpstreamProtocol(format!("{}: {e}", self.name))
+            }
+            _ => Error::UpstreamUnreachable {
                 upstream: self.name.clone(),
                 source: Box::new(e),
             },
@@ -185,12 +196,8 @@ impl HttpUpstream {
                 status,
             });
         }
-        let body = resp
-            .into_body()
-            .into_with_config()
-            .limit(MAX_UPSTREAM_MESSAGE as u64)
-            .read_to_vec()
-            .map_err(|e| self.map_err(e))?;
+        let body =
+            read_body(resp.into_body().into_reader(), call.deadline).map_err(|e| self.io_err(e))?;
         slot.poisoned = false;
         let reply = match status {
             202 => Reply::Accepted,
@@ -207,6 +214,34 @@ impl HttpUpstream {
             session,
             status,
         })
+    }
+}
+
+/// Reads a whole (non-stream) body: at most [`MAX_UPSTREAM_MESSAGE`] bytes, finished by
+/// `deadline` (each read is also bounded by the per-read timeout).
+fn read_body(mut r: impl Read, deadline: Instant) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "upstream body not finished by the request deadline",
+            ));
+        }
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(body),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if body.len() + n > MAX_UPSTREAM_MESSAGE {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "upstream body too large",
+            ));
+        }
+        body.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -284,6 +319,11 @@ impl Upstream for HttpUpstream {
         }
     }
 
+    fn pool_state(&self) -> Option<(u32, u32)> {
+        let s = self.pool.state();
+        Some((s.connections, s.idle_connections))
+    }
+
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }
@@ -301,7 +341,8 @@ struct SseStream {
 }
 
 impl MessageStream for SseStream {
-    fn next_deadline(&mut self, _deadline: Instant) -> Result<Option<Item>, Error> {
+    /// Blocks in the upstream read (bounded by the per-read idle timeout), not until `wake`.
+    fn poll_until(&mut self, _wake: Instant) -> Result<Poll, Error> {
         let mut data: Vec<u8> = Vec::new();
         loop {
             self.buf.clear();
@@ -319,9 +360,9 @@ impl MessageStream for SseStream {
                     slot.poisoned = false;
                 }
                 return Ok(if data.is_empty() {
-                    None
+                    Poll::End
                 } else {
-                    Some(Item::Message(data))
+                    Poll::Item(Item::Message(data))
                 });
             }
             let line = trim(&self.buf);
@@ -329,7 +370,7 @@ impl MessageStream for SseStream {
                 if data.is_empty() {
                     continue; // priming event or comment-only block
                 }
-                return Ok(Some(classify(data)));
+                return Ok(Poll::Item(classify(data)));
             }
             if let Some(rest) = line.strip_prefix(b"data:") {
                 let rest = rest.strip_prefix(b" ").unwrap_or(rest);
@@ -384,6 +425,7 @@ mod tests {
         let m = SlotManager {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
+            stream_idle: Duration::from_secs(1),
         };
         let mut s = m.connect().unwrap();
         assert!(!m.has_broken(&mut s));

@@ -56,10 +56,23 @@ pub enum Item {
     Final(Vec<u8>),
 }
 
-/// Messages of one request, in order.
+/// What waiting on a [`MessageStream`] gave.
+pub enum Poll {
+    /// The next item.
+    Item(Item),
+    /// Nothing arrived before the wake-up time; the request is still running.
+    Idle,
+    /// The stream ended cleanly.
+    End,
+}
+
+/// Messages of one request, in order. The stream enforces its own request deadline (given
+/// when it was created) and fails with [`Error::Timeout`] once it passes.
 pub trait MessageStream: Send {
-    /// Waits for the next item until `deadline`. `Ok(None)` means the stream ended cleanly.
-    fn next_deadline(&mut self, deadline: Instant) -> Result<Option<Item>, Error>;
+    /// Waits for the next item, but not past `wake` (then [`Poll::Idle`]), so the caller can
+    /// send keep-alives and notice shutdown. Streams that cannot wait with a timeout may block
+    /// past `wake`.
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error>;
 
     /// True when the client must get an SSE stream even if the first item is the final
     /// response (an HTTP upstream that answered with `text/event-stream`).
@@ -79,12 +92,27 @@ pub trait Upstream: Send + Sync {
     /// Forwards any other message, within `call.session` or statelessly.
     fn forward(&self, call: Call<'_>) -> Result<Reply, Error>;
 
+    /// Called once the session `initialize` bound is in the table.
+    fn attach(&self, _session: &Arc<Session>) {}
+
+    /// The client opened its standalone (GET) stream: make sure what the upstream sends
+    /// outside requests reaches `session.streams.standalone()`. Called on every GET; must be
+    /// cheap when already listening.
+    fn listen(&self, _session: &Arc<Session>) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Releases the upstream side of a session that ended (DELETE, expiry, restart).
     fn close(&self, session: &Session);
 
     /// Process ids of stdio children by slot (`None` while one restarts); empty for HTTP.
     fn child_pids(&self) -> Vec<Option<u32>> {
         Vec::new()
+    }
+
+    /// (connections, idle) of an HTTP upstream's slot pool; `None` for stdio.
+    fn pool_state(&self) -> Option<(u32, u32)> {
+        None
     }
 
     /// `Ok` when the upstream can take traffic, else what is wrong.

@@ -15,8 +15,9 @@
 //! * Modern requests (no session) go to the least busy live child that speaks 2026-07-28; if
 //!   none does, the client gets a legacy-only 400 that makes dual-era clients fall back.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,7 @@ use crate::child::{Child, Event, EventSink};
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session, lock};
-use crate::upstream::{Call, Item, MessageStream, Reply, Upstream};
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
 
 /// Protocol versions of the session-based ("legacy") era, oldest first.
 pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -54,6 +55,11 @@ struct Slot {
     handshake: RwLock<Option<Arc<Handshake>>>,
     generation: AtomicU64,
     sessions: AtomicUsize,
+    /// Sessions pinned here, for notifications that concern all or some of them.
+    members: Mutex<Vec<Weak<Session>>>,
+    /// Resource URI to the number of pinned sessions subscribed to it; the child itself is
+    /// subscribed once, while the count is above zero.
+    subscriptions: Mutex<HashMap<String, usize>>,
 }
 
 enum Control {
@@ -68,6 +74,7 @@ struct Inner {
     max_message: usize,
     slots: Vec<Slot>,
     control: Sender<Control>,
+    stopping: AtomicBool,
 }
 
 /// Persistent stdio children shared by all sessions.
@@ -78,6 +85,9 @@ pub struct StdioUpstream {
 
 impl StdioUpstream {
     /// Spawns and initializes `children` copies of `argv`. Fails if none comes up.
+    ///
+    /// Children are spawned by the supervisor thread, which lives as long as the upstream:
+    /// the parent-death signal (see [`Child::spawn`]) is tied to the spawning thread.
     pub fn start(argv: Vec<String>, children: usize, max_message: usize) -> Result<Self, Error> {
         let (control, rx) = unbounded();
         let base = argv.first().map(String::as_str).unwrap_or("stdio");
@@ -87,40 +97,21 @@ impl StdioUpstream {
             max_message,
             slots: (0..children).map(|_| Slot::default()).collect(),
             control,
+            stopping: AtomicBool::new(false),
         });
-        let results: Vec<Result<(), Error>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..children)
-                .map(|i| {
-                    let inner = &inner;
-                    s.spawn(move || inner.launch(i))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Internal("spawn panicked".into())))
-                })
-                .collect()
-        });
-        let mut failed = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
-            if let Err(e) = r {
-                log::warn!("stdio upstream {}#{i} did not start: {e}", inner.name);
-                failed.push((i, e));
-            }
-        }
-        if failed.len() == children {
-            let (_, e) = failed.remove(0);
-            inner.stop_children(Duration::from_millis(200));
-            return Err(e);
-        }
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sup_inner = inner.clone();
-        let failed: Vec<usize> = failed.into_iter().map(|(i, _)| i).collect();
         let supervisor = std::thread::Builder::new()
             .name("shadowcat-super".into())
-            .spawn(move || supervise(&sup_inner, rx, failed))
+            .spawn(move || supervise(&sup_inner, rx, ready_tx))
             .map_err(Error::Io)?;
+        let started = ready_rx
+            .recv()
+            .unwrap_or_else(|_| Err(Error::Internal("supervisor died at start".into())));
+        if let Err(e) = started {
+            let _ = supervisor.join();
+            return Err(e);
+        }
         Ok(StdioUpstream {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
@@ -129,32 +120,98 @@ impl StdioUpstream {
 }
 
 impl Inner {
-    /// Spawns slot `i`'s next generation and performs the handshake.
-    fn launch(self: &Arc<Self>, i: usize) -> Result<(), Error> {
-        let slot = &self.slots[i];
-        let generation = slot.generation.load(Ordering::Acquire) + 1;
+    /// Spawns the next generation of each slot in `slots` (on the calling thread, which must
+    /// be the supervisor), then performs the handshakes in parallel and installs the children
+    /// that succeeded.
+    fn launch(self: &Arc<Self>, slots: &[usize]) -> Vec<Result<(), Error>> {
+        let spawned: Vec<Result<Arc<Child>, Error>> = slots
+            .iter()
+            .map(|&i| {
+                if self.stopping.load(Ordering::Acquire) {
+                    return Err(Error::Unavailable("shutting down".into()));
+                }
+                let generation = self.slots[i].generation.load(Ordering::Acquire) + 1;
+                Child::spawn(&self.argv, i, generation, self.max_message, self.sink()).map(Arc::new)
+            })
+            .collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = spawned
+                .into_iter()
+                .map(|c| s.spawn(move || c.and_then(|c| self.install(c))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Internal("handshake panicked".into())))
+                })
+                .collect()
+        })
+    }
+
+    /// Where a child's events go: requests nobody can own to the supervisor (which refuses
+    /// them), notifications to the sessions they concern.
+    fn sink(self: &Arc<Self>) -> EventSink {
         let control = self.control.clone();
-        let sink: EventSink = Arc::new(move |index, generation, ev| {
+        let inner = Arc::downgrade(self);
+        Arc::new(move |index, generation, ev| {
             let msg = match ev {
                 Event::Exited => Control::Died(index, generation),
                 Event::Request(m) => Control::ChildRequest(index, generation, m),
                 Event::Notification(m) => {
-                    log::debug!(
-                        "stdio child #{index}: notification {} not routed",
-                        m.method()
-                    );
+                    if let Some(inner) = inner.upgrade() {
+                        inner.notify_sessions(index, &m);
+                    }
                     return;
                 }
             };
             let _ = control.send(msg);
-        });
-        let child = Arc::new(Child::spawn(
-            &self.argv,
-            i,
-            generation,
-            self.max_message,
-            sink,
-        )?);
+        })
+    }
+
+    /// Routes a notification that no call in flight could take: list changes to every
+    /// session on the child, resource updates to the sessions subscribed to that URI,
+    /// anything else to the child's only session if it has just one. Each goes to the
+    /// session's standalone (GET) stream, if the client opened one.
+    fn notify_sessions(&self, index: usize, msg: &Message) {
+        let Some(slot) = self.slots.get(index) else {
+            return;
+        };
+        let members: Vec<Arc<Session>> = lock(&slot.members)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        let method = msg.method();
+        let targets: Vec<&Arc<Session>> = if method.ends_with("/list_changed") {
+            members.iter().collect()
+        } else if method == "notifications/resources/updated" {
+            let uri = msg
+                .params_value()
+                .and_then(|p| p.get("uri")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            members
+                .iter()
+                .filter(|s| lock(&s.subscriptions).contains(&uri))
+                .collect()
+        } else if members.len() == 1 {
+            members.iter().collect()
+        } else {
+            log::debug!(
+                "{}#{index}: {method} concerns no single session; dropped",
+                self.name
+            );
+            Vec::new()
+        };
+        let bytes = msg.to_vec();
+        for s in targets {
+            if let Some(log) = s.streams.standalone_if_open() {
+                log.push(&bytes);
+            }
+        }
+    }
+
+    /// Performs the handshake and makes the child its slot's current one.
+    fn install(&self, child: Arc<Child>) -> Result<(), Error> {
         let hs = match handshake(&child) {
             Ok(hs) => hs,
             Err(e) => {
@@ -162,8 +219,9 @@ impl Inner {
                 return Err(e);
             }
         };
+        let slot = &self.slots[child.index];
         *write(&slot.handshake) = Some(Arc::new(hs));
-        slot.generation.store(generation, Ordering::Release);
+        slot.generation.store(child.generation, Ordering::Release);
         *write(&slot.child) = Some(child);
         Ok(())
     }
@@ -192,7 +250,8 @@ fn handshake(child: &Child) -> Result<Handshake, Error> {
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {
             "protocolVersion": PROXY_VERSION,
-            "capabilities": {},
+            // Server-to-client requests are routed to the session that owns them.
+            "capabilities": {"sampling": {}, "elicitation": {}},
             "clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
         }
     });
@@ -247,7 +306,7 @@ fn handshake(child: &Child) -> Result<Handshake, Error> {
 fn request(child: &Child, v: &Value) -> Result<Value, Error> {
     let msg = Message::parse(v.to_string().as_bytes())?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let (id, rx) = child.call_deadline(msg, deadline)?;
+    let (id, rx) = child.call_deadline(msg, deadline, None)?;
     loop {
         match rx.recv_deadline(deadline) {
             Ok(Item::Final(bytes)) => {
@@ -263,22 +322,37 @@ fn request(child: &Child, v: &Value) -> Result<Value, Error> {
     }
 }
 
-/// Restarts dead children with backoff and answers server-to-client requests.
-fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, initially_failed: Vec<usize>) {
+/// Starts the children, then restarts dead ones with backoff and answers server-to-client
+/// requests, until told to stop.
+fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Error>>) {
     let n = inner.slots.len();
+    let all: Vec<usize> = (0..n).collect();
     let mut backoff = vec![BACKOFF_MIN; n];
     let mut due: Vec<Option<Instant>> = vec![None; n];
     let mut started: Vec<Instant> = vec![Instant::now(); n];
-    for i in initially_failed {
-        due[i] = Some(Instant::now() + backoff[i]);
+    let mut first_error = None;
+    for (i, r) in inner.launch(&all).into_iter().enumerate() {
+        if let Err(e) = r {
+            log::warn!("stdio upstream {}#{i} did not start: {e}", inner.name);
+            due[i] = Some(Instant::now() + backoff[i]);
+            first_error.get_or_insert(e);
+        }
     }
+    if due.iter().all(Option::is_some) {
+        inner.stop_children(Duration::from_millis(200));
+        let e = first_error.unwrap_or_else(|| Error::Unavailable("no child".into()));
+        let _ = ready.send(Err(e));
+        return;
+    }
+    let _ = ready.send(Ok(()));
+    let mut reapers: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let next = due.iter().flatten().min().copied();
         let wait = next
             .map(|t| t.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
-            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Ok(Control::Died(i, generation)) => {
                 let slot = &inner.slots[i];
                 if slot.generation.load(Ordering::Acquire) != generation {
@@ -287,7 +361,10 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, initially_failed: Vec<us
                 let dead = write(&slot.child).take();
                 if let Some(c) = dead {
                     log::warn!("stdio upstream {} exited; restarting", c.name());
-                    std::thread::spawn(move || c.stop(Duration::from_secs(2)));
+                    let reaper = std::thread::Builder::new()
+                        .name("shadowcat-reap".into())
+                        .spawn(move || c.stop(Duration::from_secs(2)));
+                    reapers.extend(reaper.ok());
                 }
                 if started[i].elapsed() >= HEALTHY_RESET {
                     backoff[i] = BACKOFF_MIN;
@@ -301,22 +378,33 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, initially_failed: Vec<us
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
-        let now = Instant::now();
-        for i in 0..n {
-            if due[i].is_some_and(|t| t <= now) {
-                match inner.launch(i) {
-                    Ok(()) => {
-                        due[i] = None;
-                        started[i] = Instant::now();
-                    }
-                    Err(e) => {
-                        log::warn!("restarting {}#{i} failed: {e}", inner.name);
-                        due[i] = Some(Instant::now() + backoff[i]);
-                    }
-                }
-                backoff[i] = (backoff[i] * 2).min(BACKOFF_MAX);
-            }
+        reapers.retain(|h| !h.is_finished());
+        if inner.stopping.load(Ordering::Acquire) {
+            break;
         }
+        let now = Instant::now();
+        let ready_now: Vec<usize> = (0..n)
+            .filter(|&i| due[i].is_some_and(|t| t <= now))
+            .collect();
+        if ready_now.is_empty() {
+            continue;
+        }
+        for (&i, r) in ready_now.iter().zip(inner.launch(&ready_now)) {
+            match r {
+                Ok(()) => {
+                    due[i] = None;
+                    started[i] = Instant::now();
+                }
+                Err(e) => {
+                    log::warn!("restarting {}#{i} failed: {e}", inner.name);
+                    due[i] = Some(Instant::now() + backoff[i]);
+                }
+            }
+            backoff[i] = (backoff[i] * 2).min(BACKOFF_MAX);
+        }
+    }
+    for r in reapers {
+        let _ = r.join();
     }
 }
 
@@ -387,9 +475,8 @@ impl Upstream for StdioUpstream {
                 if slot.generation.load(Ordering::Acquire) != s.binding.generation {
                     return Err(Error::UnknownSession);
                 }
-                inner.live(s.binding.child).ok_or_else(|| {
-                    Error::ChildExited(format!("{}#{}", inner.name, s.binding.child))
-                })?
+                // A dead child took the session's state with it: the client must re-initialize.
+                inner.live(s.binding.child).ok_or(Error::UnknownSession)?
             }
             None => {
                 let modern = (0..inner.slots.len())
@@ -411,10 +498,20 @@ impl Upstream for StdioUpstream {
                 }
             }
         };
-        match call.msg.kind()? {
+        let kind = call.msg.kind()?;
+        if let (Kind::Request, Some(s)) = (kind, call.session) {
+            let method = call.msg.method();
+            if method == "resources/subscribe" || method == "resources/unsubscribe" {
+                if let Some(local) = self.subscription(s, &call.msg) {
+                    return Ok(local);
+                }
+            }
+        }
+        match kind {
             Kind::Request => {
                 let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
-                let (id, rx) = child.call_deadline(call.msg, call.deadline)?;
+                let (id, rx) =
+                    child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
                 if let (Some(s), Some(cid)) = (call.session, &client_id) {
                     s.begin_call(cid, id);
                 }
@@ -422,6 +519,7 @@ impl Upstream for StdioUpstream {
                     rx,
                     child,
                     id,
+                    deadline: call.deadline,
                     done: false,
                     session: call.session.cloned(),
                     client_id,
@@ -437,20 +535,36 @@ impl Upstream for StdioUpstream {
                 Ok(Reply::Accepted)
             }
             Kind::Response => {
-                log::debug!(
-                    "{}: client response dropped (no request routed)",
-                    child.name()
-                );
+                if let Some(s) = call.session {
+                    child.respond(call.msg, s, call.deadline)?;
+                }
                 Ok(Reply::Accepted)
             }
         }
     }
 
-    fn close(&self, session: &Session) {
+    fn attach(&self, session: &Arc<Session>) {
         if let Some(slot) = self.inner.slots.get(session.binding.child) {
-            let _ = slot
-                .sessions
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let mut m = lock(&slot.members);
+            m.retain(|w| w.strong_count() > 0);
+            m.push(Arc::downgrade(session));
+        }
+    }
+
+    fn close(&self, session: &Session) {
+        let Some(slot) = self.inner.slots.get(session.binding.child) else {
+            return;
+        };
+        let _ = slot
+            .sessions
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        lock(&slot.members).retain(|w| w.upgrade().is_some_and(|s| s.id != session.id));
+        let uris: Vec<String> = lock(&session.subscriptions).drain().collect();
+        let generation = slot.generation.load(Ordering::Acquire);
+        for uri in uris {
+            if release(&slot.subscriptions, &uri) && generation == session.binding.generation {
+                self.inner.unsubscribe_child(session.binding.child, &uri);
+            }
         }
     }
 
@@ -473,18 +587,81 @@ impl Upstream for StdioUpstream {
     }
 
     fn shutdown(&self, grace: Duration) {
+        let patience = grace.clamp(Duration::from_millis(100), Duration::from_secs(2));
+        // Children first, politely; the supervisor's exit would SIGKILL them otherwise.
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.stop_children(patience);
         let _ = self.inner.control.send(Control::Stop);
         if let Some(h) = lock(&self.supervisor).take() {
             let _ = h.join();
         }
-        self.inner
-            .stop_children(grace.clamp(Duration::from_millis(100), Duration::from_secs(2)));
+        self.inner.stop_children(patience);
     }
 }
 
 impl Drop for StdioUpstream {
     fn drop(&mut self) {
         self.shutdown(Duration::from_millis(500));
+    }
+}
+
+impl StdioUpstream {
+    /// Tracks `resources/subscribe` and `unsubscribe` per session and subscribes the child
+    /// once per URI. Returns the answer when the child need not be asked.
+    fn subscription(&self, s: &Arc<Session>, msg: &Message) -> Option<Reply> {
+        let slot = self.inner.slots.get(s.binding.child)?;
+        let uri = msg
+            .params_value()
+            .and_then(|p| p.get("uri")?.as_str().map(str::to_owned))?;
+        let id = msg.id.as_deref()?;
+        let ask_child = if msg.method() == "resources/subscribe" {
+            if !lock(&s.subscriptions).insert(uri.clone()) {
+                false
+            } else {
+                let mut subs = lock(&slot.subscriptions);
+                let n = subs.entry(uri).or_insert(0);
+                *n += 1;
+                *n == 1
+            }
+        } else if lock(&s.subscriptions).remove(&uri) {
+            release(&slot.subscriptions, &uri)
+        } else {
+            false
+        };
+        if ask_child {
+            None
+        } else {
+            Some(Reply::Message(jsonrpc::result_body(id, "{}")))
+        }
+    }
+}
+
+impl Inner {
+    /// Tells child `i` nobody wants updates about `uri` any more (answer ignored).
+    fn unsubscribe_child(&self, i: usize, uri: &str) {
+        let Some(child) = self.live(i) else { return };
+        let v =
+            json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});
+        if let Ok(msg) = Message::parse(v.to_string().as_bytes()) {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let _ = child.call_deadline(msg, deadline, None);
+        }
+    }
+}
+
+/// Drops one subscriber of `uri`; true when it was the last.
+fn release(subs: &Mutex<HashMap<String, usize>>, uri: &str) -> bool {
+    let mut subs = lock(subs);
+    match subs.get_mut(uri) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            false
+        }
+        Some(_) => {
+            subs.remove(uri);
+            true
+        }
+        None => false,
     }
 }
 
@@ -519,22 +696,24 @@ struct ChildStream {
     rx: Receiver<Item>,
     child: Arc<Child>,
     id: u64,
+    deadline: Instant,
     done: bool,
     session: Option<Arc<Session>>,
     client_id: Option<String>,
 }
 
 impl MessageStream for ChildStream {
-    fn next_deadline(&mut self, deadline: Instant) -> Result<Option<Item>, Error> {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
         if self.done {
-            return Ok(None);
+            return Ok(Poll::End);
         }
-        match self.rx.recv_deadline(deadline) {
+        match self.rx.recv_deadline(wake.min(self.deadline)) {
             Ok(Item::Final(b)) => {
                 self.done = true;
-                Ok(Some(Item::Final(b)))
+                Ok(Poll::Item(Item::Final(b)))
             }
-            Ok(item) => Ok(Some(item)),
+            Ok(item) => Ok(Poll::Item(item)),
+            Err(RecvTimeoutError::Timeout) if Instant::now() < self.deadline => Ok(Poll::Idle),
             Err(RecvTimeoutError::Timeout) => {
                 self.done = true;
                 self.child.cancel(self.id, "request timed out");

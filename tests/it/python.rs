@@ -29,7 +29,14 @@ fn python_sdk_everything_stdio() {
     let p = demo_proxy(&["--stdio", &cmd]);
     let url = format!("http://{}/mcp", p.local_addr());
     let out = smoke(&url);
-    assert_eq!(out["tools"].as_array().unwrap().len(), 13, "{out}");
+    // 13 tools, plus the sampling and elicitation ones server-everything registers because
+    // the proxy tells children it can route those requests.
+    let tools = out["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 15, "{out}");
+    assert!(
+        tools.iter().any(|t| t == "trigger-sampling-request"),
+        "{out}"
+    );
     assert_eq!(out["resources"], 7, "{out}");
 }
 

@@ -354,3 +354,144 @@ pub fn run_py(script: &str, url: &str) -> Value {
         )
     })
 }
+
+/// One SSE event as read off the wire.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// A streaming response read event by event (chunked transfer decoded on the fly).
+pub struct SseConn {
+    r: BufReader<TcpStream>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    buf: String,
+    done: bool,
+}
+
+impl SseConn {
+    /// Sends a request and reads the response head.
+    pub fn open(addr: SocketAddr, method: &str, headers: &[(&str, &str)], body: &[u8]) -> SseConn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let mut head = format!("{method} /mcp HTTP/1.1\r\nHost: {addr}\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        let mut w = s.try_clone().unwrap();
+        w.write_all(head.as_bytes()).unwrap();
+        w.write_all(body).unwrap();
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            r.read_line(&mut h).unwrap();
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap();
+            headers.push((k.trim().to_lowercase(), v.trim().to_string()));
+        }
+        SseConn {
+            r,
+            status,
+            headers,
+            buf: String::new(),
+            done: false,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets the read timeout (a read that times out ends [`SseConn::next_event`] with None).
+    pub fn r_timeout(&mut self, d: Duration) {
+        self.r.get_ref().set_read_timeout(Some(d)).ok();
+    }
+
+    /// The next event with data or an id (comments skipped); `None` at the end of the body.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            while let Some(at) = self.buf.find("\n\n") {
+                let block: String = self.buf[..at].to_string();
+                self.buf.drain(..at + 2);
+                let mut id = None;
+                let mut data: Option<String> = None;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        let v = v.strip_prefix(' ').unwrap_or(v);
+                        match &mut data {
+                            Some(d) => {
+                                d.push('\n');
+                                d.push_str(v);
+                            }
+                            None => data = Some(v.to_string()),
+                        }
+                    }
+                }
+                if id.is_some() || data.is_some() {
+                    return Some(SseEvent {
+                        id,
+                        data: data.unwrap_or_default(),
+                    });
+                }
+            }
+            if self.done {
+                return None;
+            }
+            let mut size = String::new();
+            if self.r.read_line(&mut size).ok()? == 0 {
+                self.done = true;
+                continue;
+            }
+            let n = usize::from_str_radix(size.trim(), 16).ok()?;
+            let mut chunk = vec![0; n + 2];
+            self.r.read_exact(&mut chunk).ok()?;
+            if n == 0 {
+                self.done = true;
+                continue;
+            }
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+    }
+
+    /// Reads events until one holds a JSON-RPC response (or the stream ends).
+    pub fn until_response(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        while let Some(ev) = self.next_event() {
+            let is_response = ev.json().get("result").is_some() || ev.json().get("error").is_some();
+            out.push(ev);
+            if is_response {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Headers of a request within session `sid`.
+pub fn session_headers(sid: &str) -> Vec<(&str, &str)> {
+    let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
+    h.push(("Mcp-Session-Id", sid));
+    h.push(("MCP-Protocol-Version", "2025-11-25"));
+    h
+}

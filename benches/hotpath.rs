@@ -1,0 +1,152 @@
+//! Micro benchmarks of the proxy's hot path, in ns per operation.
+//!
+//! `cargo bench --bench hotpath` runs each case 5 times for about 100 ms and prints the median
+//! (with min and max). Under `cargo test` (no `--bench` argument) each case runs once, briefly,
+//! as a smoke test.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use shadowcat::jsonrpc::{self, Message};
+use shadowcat::proxy::sse_event;
+use shadowcat::session::{Binding, Sessions};
+use shadowcat::stream::ReplayLimits;
+
+/// A typical client request.
+const REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}"#;
+/// The child's reply to it, carrying the proxy's rewritten id.
+const CHILD_REPLY: &[u8] =
+    br#"{"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":"Echo: hello"}]}}"#;
+
+struct Bench {
+    runs: usize,
+    target: Duration,
+}
+
+impl Bench {
+    /// Times `f`: calibrates an iteration count that takes about `target`, then runs that many
+    /// iterations `runs` times and prints the median ns/op.
+    fn run(&self, name: &str, mut f: impl FnMut()) {
+        let mut iters: u64 = 1;
+        loop {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            let e = t.elapsed();
+            if e >= self.target / 10 || iters >= 1 << 30 {
+                let scale = self.target.as_secs_f64() / e.as_secs_f64().max(1e-9);
+                iters = ((iters as f64 * scale).ceil() as u64).max(1);
+                break;
+            }
+            iters *= 2;
+        }
+        let mut ns: Vec<f64> = (0..self.runs)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..iters {
+                    f();
+                }
+                t.elapsed().as_nanos() as f64 / iters as f64
+            })
+            .collect();
+        ns.sort_by(f64::total_cmp);
+        println!(
+            "{name:<52} {:>9.1} ns/op   (min {:.1}, max {:.1}; {iters} iters x {})",
+            ns[ns.len() / 2],
+            ns[0],
+            ns[ns.len() - 1],
+            self.runs
+        );
+    }
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let b = if full {
+        Bench {
+            runs: 5,
+            target: Duration::from_millis(100),
+        }
+    } else {
+        Bench {
+            runs: 1,
+            target: Duration::from_millis(1),
+        }
+    };
+    if full {
+        println!(
+            "hotpath: median of {} runs of ~{:?} each, ns/op",
+            b.runs, b.target
+        );
+    } else {
+        println!("hotpath: smoke run (numbers meaningless); measure with cargo bench");
+    }
+
+    b.run("jsonrpc::Message::parse (tools/call request)", || {
+        black_box(Message::parse(black_box(REQUEST)).is_ok());
+    });
+
+    // What src/child.rs does per call: swap in a child-unique id, serialise the line ...
+    let mut msg = Message::parse(REQUEST).expect("valid request");
+    let mut next = 1u64;
+    b.run("id rewrite: id.replace(raw_u64) + to_vec", || {
+        let client_id = msg.id.replace(jsonrpc::raw_u64(next));
+        next += 1;
+        black_box(msg.to_vec());
+        msg.id = client_id;
+    });
+
+    // ... and on the way back: parse the reply, look at its id, restore the client's id.
+    let client_id = msg.id.clone().expect("request has an id");
+    b.run(
+        "id restore: parse reply + id_u64 + restore + to_vec",
+        || {
+            let mut reply = Message::parse(black_box(CHILD_REPLY)).expect("valid reply");
+            black_box(reply.id.as_deref().and_then(jsonrpc::id_u64));
+            reply.id = Some(client_id.clone());
+            black_box(reply.to_vec());
+        },
+    );
+
+    b.run("id round trip: parse + rewrite + to_vec + restore", || {
+        let mut req = Message::parse(black_box(REQUEST)).expect("valid request");
+        let original = req.id.replace(jsonrpc::raw_u64(next));
+        next += 1;
+        black_box(req.to_vec());
+        let mut reply = Message::parse(black_box(CHILD_REPLY)).expect("valid reply");
+        black_box(reply.id.as_deref().and_then(jsonrpc::id_u64));
+        reply.id = original;
+        black_box(reply.to_vec());
+    });
+
+    println!(
+        "{:<52} {:>9}   (child::rewrite_progress_token is private)",
+        "progress-token rewrite", "skipped"
+    );
+
+    b.run("proxy::sse_event (framing one reply)", || {
+        black_box(sse_event(black_box(CHILD_REPLY)));
+    });
+
+    let sessions = Sessions::new(20_000, Duration::from_secs(3600), ReplayLimits::default());
+    let ids: Vec<String> = (0..10_000)
+        .map(|_| {
+            sessions
+                .create("2025-11-25".into(), Binding::default())
+                .expect("room for 10,000 sessions")
+                .id
+                .clone()
+        })
+        .collect();
+    let mut i = 0usize;
+    b.run("session::Sessions::get (hit, 10,000 sessions)", || {
+        // A stride co-prime to 10,000 walks all sessions in a cache-unfriendly order.
+        i = (i + 7_919) % ids.len();
+        black_box(sessions.get(black_box(&ids[i])).is_some());
+    });
+    let missing = "0123456789abcdef0123456789abcdef";
+    b.run("session::Sessions::get (miss, 10,000 sessions)", || {
+        black_box(sessions.get(black_box(missing)).is_none());
+    });
+}

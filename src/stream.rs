@@ -1,0 +1,431 @@
+//! Resumable SSE streams: every event the proxy sends is kept, briefly, in the log of the
+//! stream it belongs to, under an id the proxy owns.
+//!
+//! * An event id is `<stream>-<seq>`: the stream's number within its session and the event's
+//!   sequence number within the stream. Ids are therefore unique across a session's streams
+//!   and say which stream they belong to.
+//! * Each stream keeps at most `--replay-events` events (default 256) and [`MAX_REPLAY_BYTES`]
+//!   bytes; an ended stream is kept `--replay-ttl` (default 5 min), then forgotten.
+//! * The writer of a stream pushes events whether or not a client is attached: a client that
+//!   disconnects does not cancel the request, and a later GET with `Last-Event-ID` gets
+//!   exactly the events after that id, then the live ones.
+//! * A session has one standalone (GET) stream. A second GET **replaces** the first: the old
+//!   connection is ended and the new one continues the same log (a client that reconnects
+//!   after a silent network drop must not be locked out until the old socket times out).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::session::lock;
+
+/// Byte cap of one stream's replay buffer.
+pub const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Replay limits, from the configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayLimits {
+    /// Events kept per stream.
+    pub events: usize,
+    /// Bytes kept per stream.
+    pub bytes: usize,
+    /// How long an ended stream stays resumable.
+    pub ttl: Duration,
+}
+
+impl Default for ReplayLimits {
+    fn default() -> Self {
+        ReplayLimits {
+            events: 256,
+            bytes: MAX_REPLAY_BYTES,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One framed SSE event and its sequence number.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Position in the stream.
+    pub seq: u64,
+    /// The bytes to write: `id:`, `event:` and `data:` lines and the blank line.
+    pub frame: Arc<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct LogInner {
+    events: VecDeque<Event>,
+    next_seq: u64,
+    bytes: usize,
+    ended: Option<Instant>,
+    /// Incremented each time a new reader takes the stream over.
+    reader: u64,
+}
+
+/// The replay log of one stream.
+#[derive(Debug)]
+pub struct EventLog {
+    /// The stream's number within its session.
+    pub id: u64,
+    limits: ReplayLimits,
+    inner: Mutex<LogInner>,
+    cond: Condvar,
+}
+
+/// Why a `Last-Event-ID` cannot be honoured.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResumeError {
+    /// Not an id this proxy wrote, or its stream is forgotten.
+    Unknown,
+    /// Events after it were already dropped from the buffer.
+    Expired,
+}
+
+/// What [`EventLog::wait`] found.
+pub struct Waited {
+    /// New events, in order.
+    pub events: Vec<Event>,
+    /// The stream has ended and everything was delivered.
+    pub ended: bool,
+    /// Another reader took the stream over.
+    pub replaced: bool,
+}
+
+impl EventLog {
+    fn new(id: u64, limits: ReplayLimits) -> EventLog {
+        EventLog {
+            id,
+            limits,
+            inner: Mutex::new(LogInner {
+                events: VecDeque::new(),
+                next_seq: 1,
+                bytes: 0,
+                ended: None,
+                reader: 0,
+            }),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Appends one JSON message (or, with empty `data`, a priming event) and returns it
+    /// framed with its id.
+    pub fn push(&self, data: &[u8]) -> Event {
+        let mut g = lock(&self.inner);
+        let seq = g.next_seq;
+        g.next_seq += 1;
+        let frame = Arc::new(frame(&format!("{}-{seq}", self.id), data));
+        let ev = Event { seq, frame };
+        g.bytes += ev.frame.len();
+        g.events.push_back(ev.clone());
+        while g.events.len() > self.limits.events || g.bytes > self.limits.bytes {
+            match g.events.pop_front() {
+                Some(old) => g.bytes -= old.frame.len(),
+                None => break,
+            }
+        }
+        drop(g);
+        self.cond.notify_all();
+        ev
+    }
+
+    /// Marks the stream finished; readers drain what is left and stop.
+    pub fn end(&self) {
+        let mut g = lock(&self.inner);
+        if g.ended.is_none() {
+            g.ended = Some(Instant::now());
+        }
+        drop(g);
+        self.cond.notify_all();
+    }
+
+    /// True once ended.
+    pub fn is_ended(&self) -> bool {
+        lock(&self.inner).ended.is_some()
+    }
+
+    /// Bytes held for replay.
+    pub fn bytes(&self) -> usize {
+        lock(&self.inner).bytes
+    }
+
+    /// The sequence number of the newest event (0 if none).
+    pub fn last_seq(&self) -> u64 {
+        lock(&self.inner).next_seq - 1
+    }
+
+    /// Becomes the stream's reader, ending any previous one. Returns the reader token.
+    pub fn take_over(&self) -> u64 {
+        let mut g = lock(&self.inner);
+        g.reader += 1;
+        let token = g.reader;
+        drop(g);
+        self.cond.notify_all();
+        token
+    }
+
+    /// Checks that events after `seq` are all still held.
+    pub fn check_resume(&self, seq: u64) -> Result<(), ResumeError> {
+        let g = lock(&self.inner);
+        if seq >= g.next_seq {
+            return Err(ResumeError::Unknown);
+        }
+        match g.events.front() {
+            Some(first) if first.seq > seq + 1 => Err(ResumeError::Expired),
+            None if seq + 1 < g.next_seq => Err(ResumeError::Expired),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until there are events after `seq`, the stream ends, reader `token` is replaced,
+    /// or `until` passes.
+    pub fn wait(&self, seq: u64, token: u64, until: Instant) -> Waited {
+        let mut g = lock(&self.inner);
+        loop {
+            let events: Vec<Event> = g.events.iter().filter(|e| e.seq > seq).cloned().collect();
+            let replaced = g.reader != token;
+            let caught_up = events.last().map_or(seq, |e| e.seq) + 1 >= g.next_seq;
+            let ended = g.ended.is_some() && caught_up;
+            if !events.is_empty() || ended || replaced {
+                return Waited {
+                    events,
+                    ended,
+                    replaced,
+                };
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Waited {
+                    events,
+                    ended,
+                    replaced,
+                };
+            }
+            g = self
+                .cond
+                .wait_timeout(g, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        lock(&self.inner)
+            .ended
+            .is_some_and(|t| now.duration_since(t) >= self.limits.ttl)
+    }
+}
+
+/// Frames one SSE event: `id`, `event: message`, the data (split on newlines), blank line.
+pub fn frame(id: &str, data: &[u8]) -> Vec<u8> {
+    let mut ev = Vec::with_capacity(data.len() + id.len() + 32);
+    ev.extend_from_slice(b"id: ");
+    ev.extend_from_slice(id.as_bytes());
+    ev.push(b'\n');
+    if !data.is_empty() {
+        ev.extend_from_slice(b"event: message\n");
+    }
+    ev.extend_from_slice(b"data: ");
+    for &b in data {
+        if b == b'\n' {
+            ev.extend_from_slice(b"\ndata: ");
+        } else if b != b'\r' {
+            ev.push(b);
+        }
+    }
+    ev.extend_from_slice(b"\n\n");
+    ev
+}
+
+/// Splits a `Last-Event-ID` into (stream, seq).
+pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (s, n) = id.trim().split_once('-')?;
+    Some((s.parse().ok()?, n.parse().ok()?))
+}
+
+/// A session's streams.
+#[derive(Debug)]
+pub struct Streams {
+    limits: ReplayLimits,
+    inner: Mutex<StreamsInner>,
+}
+
+#[derive(Debug)]
+struct StreamsInner {
+    next: u64,
+    logs: HashMap<u64, Arc<EventLog>>,
+    standalone: Option<Arc<EventLog>>,
+}
+
+impl Streams {
+    /// No streams yet.
+    pub fn new(limits: ReplayLimits) -> Streams {
+        Streams {
+            limits,
+            inner: Mutex::new(StreamsInner {
+                next: 1,
+                logs: HashMap::new(),
+                standalone: None,
+            }),
+        }
+    }
+
+    /// A new request stream (also forgets streams past their TTL).
+    pub fn open(&self) -> Arc<EventLog> {
+        let now = Instant::now();
+        let mut g = lock(&self.inner);
+        g.logs.retain(|_, l| !l.expired(now));
+        let id = g.next;
+        g.next += 1;
+        let log = Arc::new(EventLog::new(id, self.limits));
+        g.logs.insert(id, log.clone());
+        log
+    }
+
+    /// The session's standalone stream, created on first use.
+    pub fn standalone(&self) -> Arc<EventLog> {
+        let mut g = lock(&self.inner);
+        if let Some(l) = &g.standalone {
+            return l.clone();
+        }
+        let id = g.next;
+        g.next += 1;
+        let log = Arc::new(EventLog::new(id, self.limits));
+        g.logs.insert(id, log.clone());
+        g.standalone = Some(log.clone());
+        log
+    }
+
+    /// The standalone stream if a client ever opened it.
+    pub fn standalone_if_open(&self) -> Option<Arc<EventLog>> {
+        lock(&self.inner).standalone.clone()
+    }
+
+    /// Finds the stream a `Last-Event-ID` belongs to, checking the events after it are held.
+    pub fn resume(&self, last_event_id: &str) -> Result<(Arc<EventLog>, u64), ResumeError> {
+        let (stream, seq) = parse_event_id(last_event_id).ok_or(ResumeError::Unknown)?;
+        let log = lock(&self.inner)
+            .logs
+            .get(&stream)
+            .cloned()
+            .ok_or(ResumeError::Unknown)?;
+        if log.expired(Instant::now()) {
+            return Err(ResumeError::Unknown);
+        }
+        log.check_resume(seq)?;
+        Ok((log, seq))
+    }
+
+    /// Ends every stream (the session is over).
+    pub fn end_all(&self) {
+        for l in lock(&self.inner).logs.values() {
+            l.end();
+        }
+    }
+
+    /// Bytes held for replay across the session's streams.
+    pub fn bytes(&self) -> usize {
+        lock(&self.inner).logs.values().map(|l| l.bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(events: usize) -> ReplayLimits {
+        ReplayLimits {
+            events,
+            bytes: 1 << 20,
+            ttl: Duration::from_millis(50),
+        }
+    }
+
+    #[test]
+    fn ids_encode_stream_and_sequence() {
+        let s = Streams::new(limits(10));
+        let a = s.open();
+        let b = s.open();
+        let e = a.push(b"{}");
+        assert!(String::from_utf8_lossy(&e.frame).starts_with("id: 1-1\n"));
+        let e = b.push(b"{}");
+        assert!(String::from_utf8_lossy(&e.frame).starts_with("id: 2-1\n"));
+        assert_eq!(parse_event_id("2-1"), Some((2, 1)));
+        assert_eq!(parse_event_id("x"), None);
+    }
+
+    #[test]
+    fn resume_replays_only_that_stream_after_the_id() {
+        let s = Streams::new(limits(10));
+        let a = s.open();
+        let b = s.open();
+        for i in 0..5 {
+            a.push(format!("{{\"a\":{i}}}").as_bytes());
+            b.push(format!("{{\"b\":{i}}}").as_bytes());
+        }
+        let (log, seq) = s.resume("1-2").unwrap();
+        assert_eq!(log.id, 1);
+        let w = log.wait(seq, log.take_over(), Instant::now());
+        let seqs: Vec<u64> = w.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![3, 4, 5]);
+        assert!(
+            w.events
+                .iter()
+                .all(|e| String::from_utf8_lossy(&e.frame).contains("\"a\""))
+        );
+        assert_eq!(s.resume("9-1").err(), Some(ResumeError::Unknown));
+        assert_eq!(s.resume("1-99").err(), Some(ResumeError::Unknown));
+    }
+
+    #[test]
+    fn bounded_buffer_expires_old_ids() {
+        let s = Streams::new(limits(3));
+        let a = s.open();
+        for _ in 0..10 {
+            a.push(b"{}");
+        }
+        assert_eq!(s.resume("1-2").err(), Some(ResumeError::Expired));
+        assert!(s.resume("1-7").is_ok());
+        assert!(s.resume("1-10").is_ok());
+    }
+
+    #[test]
+    fn ended_streams_are_forgotten_after_ttl() {
+        let s = Streams::new(limits(3));
+        let a = s.open();
+        a.push(b"{}");
+        a.end();
+        assert!(s.resume("1-1").is_ok());
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(s.resume("1-1").err(), Some(ResumeError::Unknown));
+    }
+
+    #[test]
+    fn wait_wakes_on_push_end_and_takeover() {
+        let s = Arc::new(Streams::new(limits(10)));
+        let log = s.standalone();
+        let token = log.take_over();
+        let l2 = log.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            l2.push(b"{\"x\":1}");
+        });
+        let w = log.wait(0, token, Instant::now() + Duration::from_secs(5));
+        assert_eq!(w.events.len(), 1);
+        t.join().unwrap();
+        let newer = log.take_over();
+        let w = log.wait(1, token, Instant::now() + Duration::from_secs(5));
+        assert!(w.replaced);
+        log.end();
+        let w = log.wait(1, newer, Instant::now() + Duration::from_secs(5));
+        assert!(w.ended && w.events.is_empty());
+    }
+
+    #[test]
+    fn priming_event_has_empty_data() {
+        assert_eq!(frame("1-1", b""), b"id: 1-1\ndata: \n\n");
+        assert_eq!(
+            frame("1-2", b"{\"a\":1}"),
+            b"id: 1-2\nevent: message\ndata: {\"a\":1}\n\n"
+        );
+    }
+}
