@@ -501,9 +501,9 @@ pub struct Report {
     /// Failed requests by kind (`http_<status>`, `jsonrpc_error`, `timeout`, `connect`, `io`,
     /// `bad_response`).
     pub errors: BTreeMap<String, u64>,
-    /// Connections opened again after the first one (errors, or the server closing).
+    /// Connections opened again in the measured phase (after errors, or the server closing).
     pub reconnects: u64,
-    /// Sessions initialized again after a 404.
+    /// Sessions initialized again after a 404 in the measured phase.
     pub reinitialized: u64,
     /// Ok replies that came as `text/event-stream`.
     pub sse_replies: u64,
@@ -710,10 +710,15 @@ impl Target {
         }
         if !allow_remote {
             if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+                let ip = a.ip().to_string();
+                let resolved = if ip == host.trim_matches(['[', ']']) {
+                    String::new()
+                } else {
+                    format!(" (resolves to {ip})")
+                };
                 return Err(cfg(format!(
-                    "--url {url}: {host} is not a loopback address ({}); \
-                     pass --allow-remote to load a remote server",
-                    a.ip()
+                    "--url {url}: {host} is not a loopback address{resolved}; \
+                     pass --allow-remote to load a remote server"
                 )));
             }
         }
@@ -983,6 +988,8 @@ struct Client<'a> {
     sh: &'a Shared,
     conn: Option<Conn>,
     connected_once: bool,
+    /// In the measured phase: reconnects and re-initializations are counted.
+    measuring: bool,
     session_id: Option<String>,
     version: String,
     next_id: u64,
@@ -1023,6 +1030,7 @@ impl<'a> Client<'a> {
             sh,
             conn: None,
             connected_once: false,
+            measuring: false,
             session_id: None,
             version: sh.opts.protocol_version.clone(),
             next_id: 1,
@@ -1084,6 +1092,7 @@ impl<'a> Client<'a> {
                 break;
             }
             let measuring = now >= plan.measure_start;
+            self.measuring = measuring;
             if measuring {
                 if let Some(n) = self.sh.opts.requests {
                     if self.sh.tickets.fetch_add(1, Ordering::Relaxed) >= n {
@@ -1134,7 +1143,7 @@ impl<'a> Client<'a> {
         }
         match f {
             Fail::Http(404, _) if self.session_id.is_some() => {
-                self.stats.reinitialized += 1;
+                self.stats.reinitialized += u64::from(self.measuring);
                 if let Err(e) = self.initialize(deadline) {
                     log::debug!(
                         "bench session {}: re-initialize failed: {}",
@@ -1190,6 +1199,7 @@ impl<'a> Client<'a> {
 
     /// DELETEs the session (best effort) and closes the connection.
     fn close(&mut self) {
+        self.measuring = false;
         if self.session_id.is_some() {
             let deadline = Instant::now() + DELETE_TIMEOUT.min(self.sh.opts.timeout);
             if let Err(f) = self.exchange("DELETE", false, true, None, false, deadline) {
@@ -1213,7 +1223,7 @@ impl<'a> Client<'a> {
         self.build_http(method, with_body, with_session);
         if self.conn.is_none() {
             let c = Conn::connect(&self.sh.target.addrs, deadline, self.sh.opts.timeout)?;
-            if self.connected_once {
+            if self.connected_once && self.measuring {
                 self.stats.reconnects += 1;
             }
             self.connected_once = true;
@@ -2153,6 +2163,12 @@ mod tests {
         assert_eq!(seen[1], "POST notifications/initialized");
         assert_eq!(seen.len(), 14, "no DELETE without a session: {seen:?}");
         let j = r.to_json();
+        let line = r.to_json_line();
+        assert!(
+            line.starts_with(r#"{"url":"#) && !line.contains('\n'),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), j);
         for key in ["url", "sessions", "duration_s", "requests", "ok", "errors"] {
             assert!(j.get(key).is_some(), "{key} missing in {j}");
         }

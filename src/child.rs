@@ -256,6 +256,26 @@ impl Child {
         self.send_deadline(line(&msg), deadline)
     }
 
+    /// Takes a server-to-client request that arrived with no call in flight for a client that
+    /// is known anyway (a dedicated child has exactly one session): gives it a proxy id the
+    /// client's response will be matched by, and returns it ready to send to `owner`.
+    pub fn adopt_request(&self, mut msg: Message, owner: &Session) -> Message {
+        let n = self.shared.next_ask.fetch_add(1, Ordering::Relaxed);
+        let ask = format!("shadowcat-{}-{n}", self.index);
+        let child_id = msg
+            .id
+            .replace(jsonrpc::raw(format!("\"{ask}\"")))
+            .unwrap_or_else(jsonrpc::null);
+        lock(&self.shared.asks).insert(
+            ask,
+            Ask {
+                child_id,
+                owner: owner.id.clone(),
+            },
+        );
+        msg
+    }
+
     /// Gives up on call `id`: forgets it and tells the child with `notifications/cancelled`.
     pub fn cancel(&self, id: u64, reason: &str) {
         let Some(p) = lock(&self.shared.pending).remove(&id) else {

@@ -80,14 +80,20 @@ pub struct ReverseArgs {
     #[argh(option)]
     pub stdio: Option<String>,
 
-    /// how sessions share stdio children: shared (default; sessions pinned to a fixed set of
-    /// children, JSON-RPC ids rewritten)
+    /// how sessions use stdio children: shared (default; sessions pinned to a fixed set of
+    /// persistent children, JSON-RPC ids rewritten) or per-session (each session gets its own
+    /// child from a warm pool, killed when the session ends)
     #[argh(option, default = "String::from(\"shared\")")]
     pub stdio_mode: String,
 
-    /// number of persistent stdio children (default 2)
+    /// shared: number of persistent children (default 2); per-session: most children at
+    /// once, spares included (default 16)
+    #[argh(option)]
+    pub stdio_children: Option<usize>,
+
+    /// per-session: warm children kept ready for new sessions (default 2)
     #[argh(option, default = "2")]
-    pub stdio_children: usize,
+    pub stdio_spares: usize,
 
     /// requests handled at once (default 64); more wait for a free worker
     #[argh(option, default = "64")]
@@ -167,6 +173,18 @@ fn default_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+/// How sessions use stdio children.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StdioMode {
+    /// A fixed set of persistent children shared by all sessions.
+    Shared,
+    /// One dedicated child per session, from a warm pool.
+    PerSession {
+        /// Warm spares kept ready.
+        spares: usize,
+    },
+}
+
 /// Where requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UpstreamConfig {
@@ -179,8 +197,10 @@ pub enum UpstreamConfig {
     Stdio {
         /// Program and arguments; no shell involved.
         argv: Vec<String>,
-        /// How many children.
+        /// How many children (shared) or at most how many (per-session).
         children: usize,
+        /// Shared or per-session.
+        mode: StdioMode,
     },
 }
 
@@ -256,18 +276,29 @@ impl ReverseArgs {
                 if argv.is_empty() {
                     return Err(Error::Config("--stdio: empty command".into()));
                 }
-                if self.stdio_mode != "shared" {
-                    return Err(Error::Config(format!(
-                        "--stdio-mode {:?}: only \"shared\" is implemented",
-                        self.stdio_mode
-                    )));
-                }
-                if self.stdio_children == 0 || self.stdio_children > 256 {
-                    return Err(Error::Config("--stdio-children must be 1..=256".into()));
+                let (mode, default_children, cap) = match self.stdio_mode.as_str() {
+                    "shared" => (StdioMode::Shared, 2, 256),
+                    "per-session" => (
+                        StdioMode::PerSession {
+                            spares: self.stdio_spares,
+                        },
+                        16,
+                        4096,
+                    ),
+                    other => {
+                        return Err(Error::Config(format!(
+                            "--stdio-mode {other:?}: use shared or per-session"
+                        )));
+                    }
+                };
+                let children = self.stdio_children.unwrap_or(default_children);
+                if children == 0 || children > cap {
+                    return Err(Error::Config(format!("--stdio-children must be 1..={cap}")));
                 }
                 UpstreamConfig::Stdio {
                     argv,
-                    children: self.stdio_children,
+                    children,
+                    mode,
                 }
             }
         };
@@ -467,7 +498,8 @@ mod tests {
             c.upstream,
             UpstreamConfig::Stdio {
                 argv: vec!["/bin/shadowcat".into(), "demo-server".into()],
-                children: 2
+                children: 2,
+                mode: StdioMode::Shared,
             }
         );
         assert_eq!(c.workers, 64);

@@ -72,6 +72,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod jsonrpc;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod session;
@@ -86,13 +87,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
 use crate::proxy::Proxy;
 use crate::server::{Server, ServerConfig};
 use crate::session::lock;
 use crate::upstream::Upstream;
-use crate::upstream::http::HttpUpstream;
+use crate::upstream::dedicated::DedicatedUpstream;
+use crate::upstream::http::{HttpOptions, HttpUpstream};
 use crate::upstream::stdio::StdioUpstream;
 
 /// A running proxy: listener, pipeline, upstream and reaper.
@@ -110,14 +112,31 @@ impl Shadowcat {
         let upstream: Arc<dyn Upstream> = match &config.upstream {
             UpstreamConfig::Http { url } => Arc::new(HttpUpstream::new(
                 url,
-                config.upstream_pool,
-                config.upstream_connect_timeout,
-                config.request_timeout,
-                config.sse_idle_timeout,
+                HttpOptions {
+                    slots: config.upstream_pool,
+                    connect_timeout: config.upstream_connect_timeout,
+                    request_timeout: config.request_timeout,
+                    stream_idle: config.sse_idle_timeout,
+                    reconnect_max: config.upstream_reconnect_max,
+                },
             )?),
-            UpstreamConfig::Stdio { argv, children } => Arc::new(StdioUpstream::start(
+            UpstreamConfig::Stdio {
+                argv,
+                children,
+                mode: StdioMode::Shared,
+            } => Arc::new(StdioUpstream::start(
                 argv.clone(),
                 *children,
+                config.max_message,
+            )?),
+            UpstreamConfig::Stdio {
+                argv,
+                children,
+                mode: StdioMode::PerSession { spares },
+            } => Arc::new(DedicatedUpstream::start(
+                argv.clone(),
+                *children,
+                *spares,
                 config.max_message,
             )?),
         };

@@ -25,6 +25,8 @@ pub struct Binding {
     pub generation: u64,
     /// HTTP: the upstream's own `Mcp-Session-Id`, never shown to the client.
     pub upstream_id: Mutex<Option<String>>,
+    /// HTTP: the upstream's standalone stream is being relayed for this session.
+    pub listening: std::sync::atomic::AtomicBool,
 }
 
 /// One client session.

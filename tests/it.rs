@@ -26,3 +26,12 @@ mod faults;
 // Streams: resumption, routing of server-to-client traffic.
 #[path = "it/streams.rs"]
 mod streams;
+// stdio per-session mode: dedicated children from a warm pool.
+#[path = "it/per_session.rs"]
+mod per_session;
+// The official MCP conformance suite (server scenarios) through the proxy.
+#[path = "it/conformance.rs"]
+mod conformance;
+// HTTP upstream streams: resumption after a break, the standalone GET relay.
+#[path = "it/http_streams.rs"]
+mod http_streams;

@@ -13,7 +13,11 @@
 //!   ours. An upstream 404 (or the 400 "session not found" real servers send) on a session
 //!   ends our session too, and the client gets 404.
 
+use std::collections::HashSet;
 use std::io::{BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
@@ -80,36 +84,57 @@ impl ManageConnection for SlotManager {
 
 /// A Streamable HTTP upstream.
 pub struct HttpUpstream {
+    inner: Arc<HttpInner>,
+    /// Threads relaying upstream GET streams into sessions' standalone logs.
+    relays: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct HttpInner {
     name: String,
     url: String,
+    /// Slots for requests (POST, DELETE, resumption GETs of a request's stream).
     pool: Pool<SlotManager>,
+    /// Slots for long-lived standalone GET streams, so they never starve requests.
+    streams: Pool<SlotManager>,
+    reconnect_max: Duration,
+    /// Milliseconds since `born` of the last request that reached the upstream (0: none).
+    last_ok_ms: AtomicU64,
+    born: Instant,
+}
+
+/// Timeouts and limits of an HTTP upstream.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpOptions {
+    /// Request slots (and, separately, standalone-stream slots).
+    pub slots: u32,
+    /// TCP connect.
+    pub connect_timeout: Duration,
+    /// Until the response headers, and for a whole JSON body.
+    pub request_timeout: Duration,
+    /// Between two reads of a body (an SSE stream has no whole-body limit, only this).
+    pub stream_idle: Duration,
+    /// How long to keep trying to resume a broken request stream.
+    pub reconnect_max: Duration,
+}
+
+fn build_pool(o: &HttpOptions) -> Pool<SlotManager> {
+    Pool::builder()
+        .max_size(o.slots)
+        .min_idle(Some(0))
+        .test_on_check_out(true)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .build_unchecked(SlotManager {
+            connect_timeout: o.connect_timeout,
+            request_timeout: o.request_timeout,
+            stream_idle: o.stream_idle,
+        })
 }
 
 impl HttpUpstream {
-    /// Builds the pool; connects nothing yet, so a down upstream does not stop start-up.
-    ///
-    /// Timeouts: `connect_timeout` for TCP connect, `request_timeout` until the response
-    /// headers and for a whole JSON body, `stream_idle` between two reads of a body (an SSE
-    /// stream has no whole-body limit, only this).
-    pub fn new(
-        url: &str,
-        slots: u32,
-        connect_timeout: Duration,
-        request_timeout: Duration,
-        stream_idle: Duration,
-    ) -> Result<Self, Error> {
-        let pool = Pool::builder()
-            .max_size(slots)
-            .min_idle(Some(0))
-            .test_on_check_out(true)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            .build_unchecked(SlotManager {
-                connect_timeout,
-                request_timeout,
-                stream_idle,
-            });
+    /// Builds the pools; connects nothing yet, so a down upstream does not stop start-up.
+    pub fn new(url: &str, o: HttpOptions) -> Result<Self, Error> {
         let name = url
             .trim_start_matches("http://")
             .split('/')
@@ -117,15 +142,23 @@ impl HttpUpstream {
             .unwrap_or(url)
             .to_owned();
         Ok(HttpUpstream {
-            name,
-            url: url.to_owned(),
-            pool,
+            inner: Arc::new(HttpInner {
+                name,
+                url: url.to_owned(),
+                pool: build_pool(&o),
+                streams: build_pool(&o),
+                reconnect_max: o.reconnect_max,
+                last_ok_ms: AtomicU64::new(0),
+                born: Instant::now(),
+            }),
+            relays: Mutex::new(Vec::new()),
         })
     }
+}
 
-    fn checkout(&self) -> Result<PooledConnection<SlotManager>, Error> {
-        self.pool
-            .get_timeout(CHECKOUT_TIMEOUT)
+impl HttpInner {
+    fn checkout(&self, pool: &Pool<SlotManager>) -> Result<PooledConnection<SlotManager>, Error> {
+        pool.get_timeout(CHECKOUT_TIMEOUT)
             .map_err(|_| Error::UpstreamBusy)
     }
 
@@ -153,9 +186,14 @@ impl HttpUpstream {
         }
     }
 
+    fn reached(&self) {
+        let ms = self.born.elapsed().as_millis() as u64 + 1;
+        self.last_ok_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// POSTs one message and interprets the answer.
-    fn post(&self, call: &Call<'_>, session_id: Option<&str>) -> Result<Posted, Error> {
-        let mut slot = self.checkout()?;
+    fn post(self: &Arc<Self>, call: &Call<'_>, session_id: Option<&str>) -> Result<Posted, Error> {
+        let mut slot = self.checkout(&self.pool)?;
         slot.poisoned = true;
         let mut req = slot
             .agent
@@ -170,6 +208,7 @@ impl HttpUpstream {
         }
         let body = call.msg.to_vec();
         let resp = req.send(&body[..]).map_err(|e| self.map_err(e))?;
+        self.reached();
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers()
@@ -179,16 +218,23 @@ impl HttpUpstream {
         };
         let content_type = header("content-type").unwrap_or_default();
         let session = header("mcp-session-id");
-        let is_sse = content_type
-            .to_ascii_lowercase()
-            .starts_with("text/event-stream");
-        if (200..300).contains(&status) && is_sse {
-            let reader = BufReader::new(resp.into_body().into_reader());
+        if (200..300).contains(&status) && is_sse(&content_type) {
+            let version = call
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("mcp-protocol-version"))
+                .map(|(_, v)| v.clone());
             let stream = SseStream {
                 slot: Some(slot),
-                reader,
+                reader: BufReader::new(resp.into_body().into_reader()),
                 buf: Vec::new(),
-                name: self.name.clone(),
+                inner: self.clone(),
+                session: session.clone().or_else(|| session_id.map(str::to_owned)),
+                version,
+                last_id: None,
+                seen: HashSet::new(),
+                expect_final: true,
+                done: false,
             };
             return Ok(Posted {
                 reply: Reply::Stream(Box::new(stream)),
@@ -215,6 +261,63 @@ impl HttpUpstream {
             status,
         })
     }
+
+    /// GETs the endpoint for an SSE stream (`Last-Event-ID` when resuming). `Ok(None)` when
+    /// the upstream offers no stream (405, or another 4xx).
+    fn get_stream(
+        self: &Arc<Self>,
+        pool: &Pool<SlotManager>,
+        session: Option<&str>,
+        version: Option<&str>,
+        last_id: Option<&str>,
+    ) -> Result<Option<OpenStream>, Error> {
+        let mut slot = self.checkout(pool)?;
+        slot.poisoned = true;
+        let mut req = slot
+            .agent
+            .get(&self.url)
+            .header("accept", "text/event-stream");
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        if let Some(v) = version {
+            req = req.header("mcp-protocol-version", v);
+        }
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.call().map_err(|e| self.map_err(e))?;
+        self.reached();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if (200..300).contains(&status) && is_sse(&ct) {
+            return Ok(Some((slot, resp)));
+        }
+        if status >= 500 {
+            return Err(Error::UpstreamProtocol(format!(
+                "{} answered GET with {status}",
+                self.name
+            )));
+        }
+        Ok(None)
+    }
+}
+
+/// A slot and the response whose body is an open SSE stream on it.
+type OpenStream = (
+    PooledConnection<SlotManager>,
+    ureq::http::Response<ureq::Body>,
+);
+
+fn is_sse(content_type: &str) -> bool {
+    content_type
+        .to_ascii_lowercase()
+        .starts_with("text/event-stream")
 }
 
 /// Reads a whole (non-stream) body: at most [`MAX_UPSTREAM_MESSAGE`] bytes, finished by
@@ -269,13 +372,13 @@ fn session_lost(p: &Posted) -> bool {
 
 impl Upstream for HttpUpstream {
     fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
-        let posted = self.post(&call, None)?;
+        let posted = self.inner.post(&call, None)?;
         let binding = Binding {
-            upstream_id: std::sync::Mutex::new(posted.session),
+            upstream_id: Mutex::new(posted.session),
             ..Binding::default()
         };
         Ok((binding, posted.reply))
@@ -285,25 +388,45 @@ impl Upstream for HttpUpstream {
         let sid = call
             .session
             .and_then(|s| lock(&s.binding.upstream_id).clone());
-        let posted = self.post(&call, sid.as_deref())?;
+        let posted = self.inner.post(&call, sid.as_deref())?;
         if sid.is_some() && session_lost(&posted) {
             return Err(Error::UpstreamSessionLost);
         }
         Ok(posted.reply)
     }
 
+    /// Opens the upstream's GET stream for the session (once) on a relay thread that copies
+    /// its events into the session's standalone log until either side ends.
+    fn listen(&self, session: &Arc<Session>) -> Result<(), Error> {
+        if session.binding.listening.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let weak = Arc::downgrade(session);
+        let sid = lock(&session.binding.upstream_id).clone();
+        let version = Some(session.protocol_version.clone()).filter(|v| !v.is_empty());
+        let relay = std::thread::Builder::new()
+            .name("shadowcat-relay".into())
+            .spawn(move || relay(&inner, &weak, sid, version))
+            .map_err(Error::Io)?;
+        let mut relays = lock(&self.relays);
+        relays.retain(|h| !h.is_finished());
+        relays.push(relay);
+        Ok(())
+    }
+
     fn close(&self, session: &Session) {
         let Some(sid) = lock(&session.binding.upstream_id).take() else {
             return;
         };
-        let Ok(mut slot) = self.checkout() else {
+        let Ok(mut slot) = self.inner.checkout(&self.inner.pool) else {
             log::debug!("no slot free to end upstream session");
             return;
         };
         slot.poisoned = true;
         let res = slot
             .agent
-            .delete(&self.url)
+            .delete(&self.inner.url)
             .header("mcp-session-id", sid.as_str())
             .call();
         match res {
@@ -320,57 +443,139 @@ impl Upstream for HttpUpstream {
     }
 
     fn pool_state(&self) -> Option<(u32, u32)> {
-        let s = self.pool.state();
+        let s = self.inner.pool.state();
         Some((s.connections, s.idle_connections))
     }
 
+    /// Ready when a request reached the upstream in the last 30 s, or a TCP connect to it
+    /// succeeds now (1 s timeout).
     fn ready(&self) -> Result<(), String> {
-        Ok(())
+        let inner = &self.inner;
+        let last = inner.last_ok_ms.load(Ordering::Relaxed);
+        if last > 0 && inner.born.elapsed().as_millis() as u64 <= last + 30_000 {
+            return Ok(());
+        }
+        let host = inner.name.clone();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&host)
+            .ok()
+            .and_then(|mut a| a.next())
+            .or_else(|| format!("{host}:80").parse().ok());
+        match addr.map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(format!("upstream {host} unreachable: {e}")),
+            None => Err(format!("upstream {host}: cannot resolve")),
+        }
     }
 
-    fn shutdown(&self, _grace: Duration) {}
+    fn shutdown(&self, grace: Duration) {
+        // Relays end when their sessions' upstream streams end (sessions were closed first);
+        // wait a little, then leave stragglers to their read timeout.
+        let until = Instant::now() + grace.min(Duration::from_secs(2));
+        let relays = std::mem::take(&mut *lock(&self.relays));
+        for h in relays {
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
-/// An upstream `text/event-stream` body, read event by event.
+/// Copies an upstream GET stream into a session's standalone log.
+fn relay(
+    inner: &Arc<HttpInner>,
+    session: &Weak<Session>,
+    sid: Option<String>,
+    version: Option<String>,
+) {
+    let opened = inner.get_stream(&inner.streams, sid.as_deref(), version.as_deref(), None);
+    let (slot, resp) = match opened {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            log::debug!("{}: no standalone stream upstream", inner.name);
+            return;
+        }
+        Err(e) => {
+            log::debug!("{}: standalone stream not opened: {e}", inner.name);
+            if let Some(s) = session.upgrade() {
+                s.binding.listening.store(false, Ordering::Release);
+            }
+            return;
+        }
+    };
+    let mut stream = SseStream {
+        slot: Some(slot),
+        reader: BufReader::new(resp.into_body().into_reader()),
+        buf: Vec::new(),
+        inner: inner.clone(),
+        session: sid,
+        version,
+        last_id: None,
+        seen: HashSet::new(),
+        expect_final: false,
+        done: false,
+    };
+    loop {
+        let item = stream.poll_until(Instant::now());
+        let Some(s) = session.upgrade() else { return };
+        match item {
+            Ok(Poll::Item(Item::Message(d) | Item::Final(d))) => {
+                s.streams.standalone().push(&d);
+            }
+            Ok(Poll::Idle) => {}
+            Ok(Poll::End) | Err(_) => {
+                s.binding.listening.store(false, Ordering::Release);
+                return;
+            }
+        }
+    }
+}
+
+/// An upstream `text/event-stream` body, read event by event, resumed with `Last-Event-ID`
+/// if it breaks before the response.
 struct SseStream {
     /// Held until the body is read to its end; then cleared and returned to the pool.
     slot: Option<PooledConnection<SlotManager>>,
     reader: BufReader<ureq::BodyReader<'static>>,
     buf: Vec<u8>,
-    name: String,
+    inner: Arc<HttpInner>,
+    /// Upstream session id and protocol version, for resumption GETs.
+    session: Option<String>,
+    version: Option<String>,
+    /// The upstream's id of the last event seen, and every id seen (duplicates dropped).
+    last_id: Option<String>,
+    seen: HashSet<String>,
+    /// A request stream must end with a response; a standalone stream may just end.
+    expect_final: bool,
+    done: bool,
 }
 
-impl MessageStream for SseStream {
-    /// Blocks in the upstream read (bounded by the per-read idle timeout), not until `wake`.
-    fn poll_until(&mut self, _wake: Instant) -> Result<Poll, Error> {
+/// One event read off an upstream stream: its id and data.
+type RawEvent = (Option<String>, Vec<u8>);
+
+impl SseStream {
+    /// The next event, `Ok(None)` at a clean end of the body.
+    fn read_event(&mut self) -> std::io::Result<Option<RawEvent>> {
         let mut data: Vec<u8> = Vec::new();
+        let mut id = None;
+        let mut any = false;
         loop {
             self.buf.clear();
-            let n = read_line_bounded(&mut self.reader, &mut self.buf, MAX_UPSTREAM_MESSAGE)
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::TimedOut {
-                        Error::Timeout
-                    } else {
-                        Error::UpstreamProtocol(format!("{} stream: {e}", self.name))
-                    }
-                })?;
+            let n = read_line_bounded(&mut self.reader, &mut self.buf, MAX_UPSTREAM_MESSAGE)?;
             if n == 0 {
-                // Clean end of body: the connection is reusable.
                 if let Some(mut slot) = self.slot.take() {
-                    slot.poisoned = false;
+                    slot.poisoned = false; // read to the end: reusable
                 }
-                return Ok(if data.is_empty() {
-                    Poll::End
-                } else {
-                    Poll::Item(Item::Message(data))
-                });
+                return Ok(if any { Some((id, data)) } else { None });
             }
             let line = trim(&self.buf);
             if line.is_empty() {
-                if data.is_empty() {
-                    continue; // priming event or comment-only block
+                if any {
+                    return Ok(Some((id, data)));
                 }
-                return Ok(Poll::Item(classify(data)));
+                continue;
             }
             if let Some(rest) = line.strip_prefix(b"data:") {
                 let rest = rest.strip_prefix(b" ").unwrap_or(rest);
@@ -378,9 +583,118 @@ impl MessageStream for SseStream {
                     data.push(b'\n');
                 }
                 data.extend_from_slice(rest);
+                any = true;
+            } else if let Some(rest) = line.strip_prefix(b"id:") {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                id = Some(String::from_utf8_lossy(rest).into_owned());
+                any = true;
             }
-            // `id:`, `event:`, `retry:` and comments are the upstream's; the proxy owns the
-            // client stream's framing.
+            // `event:`, `retry:` and comments: the proxy owns the client stream's framing.
+        }
+    }
+
+    /// Reconnects with GET + `Last-Event-ID`, backing off exponentially with full jitter
+    /// (base 200 ms, cap 10 s) for at most `--upstream-reconnect-max`.
+    fn resume(&mut self, why: &str) -> Result<(), Error> {
+        let Some(last) = self.last_id.clone() else {
+            return Err(Error::UpstreamProtocol(format!(
+                "{} stream broke ({why}) before the response and cannot be resumed (no event ids)",
+                self.inner.name
+            )));
+        };
+        let give_up = Instant::now() + self.inner.reconnect_max;
+        let mut attempt = 0u32;
+        loop {
+            let cap = Duration::from_millis(200)
+                .saturating_mul(1 << attempt.min(16))
+                .min(Duration::from_secs(10));
+            let pause = cap.mul_f64(jitter());
+            if Instant::now() + pause > give_up {
+                return Err(Error::UpstreamProtocol(format!(
+                    "{} stream broke ({why}); resuming failed for {:?}",
+                    self.inner.name, self.inner.reconnect_max
+                )));
+            }
+            std::thread::sleep(pause);
+            attempt += 1;
+            let opened = self.inner.get_stream(
+                &self.inner.pool,
+                self.session.as_deref(),
+                self.version.as_deref(),
+                Some(&last),
+            );
+            match opened {
+                Ok(Some((slot, resp))) => {
+                    log::debug!("{}: stream resumed after {last}", self.inner.name);
+                    self.slot = Some(slot);
+                    self.reader = BufReader::new(resp.into_body().into_reader());
+                    return Ok(());
+                }
+                Ok(None) => {
+                    return Err(Error::UpstreamProtocol(format!(
+                        "{} stream broke ({why}) and the upstream refused to resume it",
+                        self.inner.name
+                    )));
+                }
+                Err(e) => log::debug!("{}: resume attempt {attempt} failed: {e}", self.inner.name),
+            }
+        }
+    }
+}
+
+/// A number in [0, 1) for backoff jitter; quality does not matter, only spread.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl MessageStream for SseStream {
+    /// Blocks in the upstream read (bounded by the per-read idle timeout), not until `wake`.
+    fn poll_until(&mut self, _wake: Instant) -> Result<Poll, Error> {
+        if self.done {
+            return Ok(Poll::End);
+        }
+        loop {
+            let why = match self.read_event() {
+                Ok(Some((id, data))) => {
+                    if let Some(id) = id {
+                        if !self.seen.insert(id.clone()) {
+                            continue; // already delivered before a resumption
+                        }
+                        self.last_id = Some(id);
+                    }
+                    if data.is_empty() {
+                        continue; // priming event
+                    }
+                    let item = classify(data);
+                    if matches!(item, Item::Final(_)) && self.expect_final {
+                        self.done = true;
+                    }
+                    return Ok(Poll::Item(item));
+                }
+                Ok(None) if !self.expect_final => {
+                    self.done = true;
+                    return Ok(Poll::End);
+                }
+                Ok(None) => "ended".to_string(),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.done = true;
+                    return Err(Error::UpstreamProtocol(format!("{}: {e}", self.inner.name)));
+                }
+                Err(e) => e.to_string(),
+            };
+            if !self.expect_final {
+                self.done = true;
+                return Ok(Poll::End);
+            }
+            // The connection is in an unknown state: drop it (poisoned) and resume.
+            self.slot = None;
+            if let Err(e) = self.resume(&why) {
+                self.done = true;
+                return Err(e);
+            }
         }
     }
 

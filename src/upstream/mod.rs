@@ -4,6 +4,7 @@
 //! end a session. Everything else (validation, sessions, logging, error mapping, streaming to
 //! the client) happens once, in the pipeline.
 
+pub mod dedicated;
 pub mod http;
 pub mod stdio;
 

@@ -303,7 +303,7 @@ fn handshake(child: &Child) -> Result<Handshake, Error> {
 }
 
 /// One proxy-originated request to a child, waiting for its response.
-fn request(child: &Child, v: &Value) -> Result<Value, Error> {
+pub(crate) fn request(child: &Child, v: &Value) -> Result<Value, Error> {
     let msg = Message::parse(v.to_string().as_bytes())?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let (id, rx) = child.call_deadline(msg, deadline, None)?;
@@ -413,14 +413,15 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(),
 fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
     let Some(child) = inner.live(i) else { return };
     log::warn!(
-        "{}: server-to-client request {} refused (not routed in shared mode)",
+        "{}: server-to-client request {} refused: no single session has calls in flight",
         child.name(),
         msg.method()
     );
     let body = jsonrpc::error_body(
         msg.id.as_deref(),
-        -32601,
-        "shadowcat: server-to-client requests are not routed in shared stdio mode",
+        -32603,
+        "shadowcat: cannot tell which client this request is for (shared child, \
+         no single session with calls in flight)",
     );
     if let Ok(reply) = Message::parse(&body) {
         let _ = child.send_message_deadline(&reply, Instant::now() + Duration::from_secs(1));
@@ -508,23 +509,7 @@ impl Upstream for StdioUpstream {
             }
         }
         match kind {
-            Kind::Request => {
-                let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
-                let (id, rx) =
-                    child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
-                if let (Some(s), Some(cid)) = (call.session, &client_id) {
-                    s.begin_call(cid, id);
-                }
-                Ok(Reply::Stream(Box::new(ChildStream {
-                    rx,
-                    child,
-                    id,
-                    deadline: call.deadline,
-                    done: false,
-                    session: call.session.cloned(),
-                    client_id,
-                })))
-            }
+            Kind::Request => call_stream(child, call),
             Kind::Notification => {
                 match call.msg.method() {
                     // The proxy already initialized the child.
@@ -665,8 +650,26 @@ fn release(subs: &Mutex<HashMap<String, usize>>, uri: &str) -> bool {
     }
 }
 
+/// Sends request `call` to `child` and returns the stream of its messages.
+pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Error> {
+    let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
+    let (id, rx) = child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
+    if let (Some(s), Some(cid)) = (call.session, &client_id) {
+        s.begin_call(cid, id);
+    }
+    Ok(Reply::Stream(Box::new(ChildStream {
+        rx,
+        child,
+        id,
+        deadline: call.deadline,
+        done: false,
+        session: call.session.cloned(),
+        client_id,
+    })))
+}
+
 /// Translates a client's `notifications/cancelled` to the rewritten id and cancels the call.
-fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Message) {
+pub(crate) fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Message) {
     let (Some(s), Some(p)) = (session, msg.params_value()) else {
         return;
     };

