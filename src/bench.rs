@@ -28,14 +28,34 @@
 //! stops by duration + `--timeout` at the latest; every request ends by its `--timeout`.
 //!
 //! Only loopback endpoints are driven unless `--allow-remote` is given.
+//!
+//! ## The direct pipe (`--pipe`)
+//!
+//! ```text
+//! shadowcat bench --pipe "shadowcat demo-server" --sessions 16 --duration 5s --json
+//! ```
+//!
+//! With `--pipe "CMD ARGS"` (split like `reverse --stdio`, no shell) there is no HTTP and no
+//! proxy: the bench starts that stdio MCP server once, initializes it, and writes the same
+//! requests straight to its stdin, one line each, reading the responses from its stdout. Each
+//! of `--sessions` becomes a *caller* with at most one request in flight; the callers share the
+//! one child. A single caller writes and reads the pipe itself (no other thread on the path); with
+//! more, writes are serialised by a lock and one reader thread routes each response to its caller
+//! by id. This is the ceiling the proxy's stdio path is measured against. Notifications and
+//! anything else that is not a response are skipped; stderr is discarded. A watchdog kills the
+//! child's process group when no response has arrived for `--timeout` (or at duration +
+//! `--timeout`), so a silent child cannot hang the run; the child is stopped at the end (stdin
+//! closed, 2 s, then SIGKILL to its group) and always reaped.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::os::unix::process::CommandExt;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -45,7 +65,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::config::duration as parse_duration;
+use crate::child::read_line_bounded;
+use crate::config::{duration as parse_duration, split_command};
 use crate::error::Error;
 
 /// Most sessions (threads) one run may use.
@@ -126,6 +147,12 @@ pub struct BenchArgs {
     /// deadline of one request (default 30s)
     #[argh(option, default = "String::from(\"30s\")")]
     pub timeout: String,
+
+    /// drive this stdio MCP server directly over its stdin/stdout instead of --url: no HTTP, no
+    /// proxy (the direct-pipe ceiling); split like `reverse --stdio`; sessions become callers
+    /// multiplexed on the one child (default: off, use --url)
+    #[argh(option)]
+    pub pipe: Option<String>,
 }
 
 const DEFAULT_URL: &str = "http://127.0.0.1:8080/mcp";
@@ -156,6 +183,8 @@ pub struct BenchOptions {
     pub allow_remote: bool,
     /// Deadline of one request.
     pub timeout: Duration,
+    /// Drive this stdio server (program and arguments) over a pipe instead of `url`.
+    pub pipe: Option<Vec<String>>,
 }
 
 impl Default for BenchOptions {
@@ -173,6 +202,7 @@ impl Default for BenchOptions {
             protocol_version: DEFAULT_VERSION.into(),
             allow_remote: false,
             timeout: Duration::from_secs(30),
+            pipe: None,
         }
     }
 }
@@ -204,6 +234,9 @@ impl BenchOptions {
         }
         if self.method.is_empty() {
             return Err(cfg("--method must not be empty"));
+        }
+        if self.pipe.as_ref().is_some_and(|p| p.is_empty()) {
+            return Err(cfg("--pipe: empty command"));
         }
         if !header_safe(&self.protocol_version) {
             return Err(cfg(format!(
@@ -299,6 +332,11 @@ impl BenchArgs {
                 ("tools/call".to_string(), Some(tool_params(&tool, args)))
             }
         };
+        let pipe = self
+            .pipe
+            .as_deref()
+            .map(|p| split_command(p).map_err(|e| cfg(format!("--pipe: {e}"))))
+            .transpose()?;
         let opts = BenchOptions {
             url: self.url,
             sessions: self.sessions,
@@ -311,6 +349,7 @@ impl BenchArgs {
             protocol_version: self.protocol_version,
             allow_remote: self.allow_remote,
             timeout,
+            pipe,
         };
         opts.validate()?;
         Ok(opts)
@@ -339,7 +378,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     if report.ok == 0 {
         return Err(Error::Unavailable(format!(
             "no request to {} succeeded",
-            opts.url
+            report.url
         )));
     }
     Ok(())
@@ -792,17 +831,11 @@ struct Stats {
 /// invalid or the URL is refused ([`Error::Config`]), or when a session cannot initialize.
 pub fn bench(opts: &BenchOptions) -> Result<Report, Error> {
     opts.validate()?;
+    if let Some(argv) = &opts.pipe {
+        return bench_pipe(opts, argv);
+    }
     let target = Target::parse(&opts.url, opts.allow_remote)?;
-    let method_json = serde_json::to_string(&opts.method).unwrap_or_default();
-    let tail = (!opts.progress).then(|| {
-        let mut t = format!("\"method\":{method_json}");
-        if let Some(p) = &opts.params {
-            t.push_str(",\"params\":");
-            t.push_str(&p.to_string());
-        }
-        t.push('}');
-        t.into_bytes()
-    });
+    let (method_json, tail) = request_parts(opts);
     let shared = Arc::new(Shared {
         target,
         opts: opts.clone(),
@@ -874,18 +907,7 @@ pub fn bench(opts: &BenchOptions) -> Result<Report, Error> {
     let mut panicked = false;
     for t in threads {
         match t.join() {
-            Ok(s) => {
-                total.requests += s.requests;
-                total.ok += s.ok;
-                for (k, v) in s.errors {
-                    *total.errors.entry(k).or_insert(0) += v;
-                }
-                total.reconnects += s.reconnects;
-                total.reinitialized += s.reinitialized;
-                total.sse_replies += s.sse_replies;
-                total.latency.merge(&s.latency);
-                total.last_done = total.last_done.max(s.last_done);
-            }
+            Ok(s) => merge_stats(&mut total, s),
             Err(_) => panicked = true,
         }
     }
@@ -910,6 +932,57 @@ pub fn bench(opts: &BenchOptions) -> Result<Report, Error> {
         sse_replies: total.sse_replies,
         latency: total.latency,
     })
+}
+
+/// The method as JSON, and the constant request tail after the id (`None` with `--progress`).
+fn request_parts(opts: &BenchOptions) -> (String, Option<Vec<u8>>) {
+    let method_json = serde_json::to_string(&opts.method).unwrap_or_default();
+    let tail = (!opts.progress).then(|| {
+        let mut t = format!("\"method\":{method_json}");
+        if let Some(p) = &opts.params {
+            t.push_str(",\"params\":");
+            t.push_str(&p.to_string());
+        }
+        t.push('}');
+        t.into_bytes()
+    });
+    (method_json, tail)
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"method":…,"params":…}` into `json` (cleared first); with
+/// `--progress` (no `tail`) the params get a `_meta.progressToken` unique to `index` and `id`.
+fn build_request(
+    json: &mut Vec<u8>,
+    opts: &BenchOptions,
+    tail: Option<&[u8]>,
+    method_json: &str,
+    index: usize,
+    id: u64,
+) {
+    json.clear();
+    let _ = write!(json, r#"{{"jsonrpc":"2.0","id":{id},"#);
+    if let Some(tail) = tail {
+        json.extend_from_slice(tail);
+        return;
+    }
+    let mut params = match &opts.params {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    let meta = params
+        .entry("_meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Some(m) = meta.as_object_mut() {
+        m.insert(
+            "progressToken".into(),
+            Value::String(format!("bench-{index}-{id}")),
+        );
+    }
+    let _ = write!(
+        json,
+        r#""method":{method_json},"params":{}}}"#,
+        Value::Object(params)
+    );
 }
 
 fn join_all(threads: Vec<JoinHandle<Stats>>) {
@@ -1160,30 +1233,14 @@ impl<'a> Client<'a> {
 
     /// `{"jsonrpc":"2.0","id":<id>,"method":…,"params":…}` into `self.json`.
     fn build_call(&mut self, id: u64) {
-        self.json.clear();
-        let _ = write!(self.json, r#"{{"jsonrpc":"2.0","id":{id},"#);
-        if let Some(tail) = &self.sh.tail {
-            self.json.extend_from_slice(tail);
-            return;
-        }
-        let mut params = match &self.sh.opts.params {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        let meta = params
-            .entry("_meta")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Some(m) = meta.as_object_mut() {
-            m.insert(
-                "progressToken".into(),
-                Value::String(format!("bench-{}-{id}", self.index)),
-            );
-        }
-        let _ = write!(
-            self.json,
-            r#""method":{},"params":{}}}"#,
-            self.sh.method_json,
-            Value::Object(params)
+        let sh = self.sh;
+        build_request(
+            &mut self.json,
+            &sh.opts,
+            sh.tail.as_deref(),
+            &sh.method_json,
+            self.index,
+            id,
         );
     }
 
@@ -1799,6 +1856,422 @@ fn check(bytes: &[u8], want: u64, want_version: bool) -> Check {
             Check::Mine(Verdict::Error(msg))
         }
         _ => Check::Invalid("response needs exactly one of result and error".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The direct pipe (--pipe)
+// ---------------------------------------------------------------------------------------------
+
+/// How often the pipe watchdog looks at the run.
+const WATCH: Duration = Duration::from_millis(20);
+/// How long a `--pipe` child may take to exit after its stdin closes before it is killed.
+const PIPE_EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// What the callers of a `--pipe` run share.
+struct PipeShared {
+    opts: BenchOptions,
+    tail: Option<Vec<u8>>,
+    method_json: String,
+    tickets: AtomicU64,
+    /// The child's stdin; `None` once closed.
+    stdin: Mutex<Option<ChildStdin>>,
+    /// Responses received so far (the initialize one included): the watchdog's sign of life.
+    answered: AtomicU64,
+    /// Callers still running: while any is, the watchdog watches.
+    running: AtomicU64,
+    /// Set when the watchdog killed the child.
+    killed: AtomicBool,
+}
+
+/// Where a caller's response lines come from.
+enum Lines {
+    /// The only caller reads stdout itself.
+    Direct(BufReader<ChildStdout>, Vec<u8>),
+    /// Lines routed by the reader thread.
+    Routed(Receiver<Vec<u8>>),
+}
+
+impl Lines {
+    /// The next line (without its newline), or why there is none.
+    fn next(&mut self) -> Result<Cow<'_, [u8]>, Fail> {
+        let gone = || Fail::Io("the child closed its stdout".into());
+        match self {
+            Lines::Direct(r, buf) => {
+                buf.clear();
+                match read_line_bounded(r, buf, MAX_BODY) {
+                    Ok(0) => Err(gone()),
+                    Ok(_) => Ok(Cow::Borrowed(trim_line(buf))),
+                    Err(e) => Err(Fail::Io(format!("read: {e}"))),
+                }
+            }
+            Lines::Routed(rx) => rx.recv().map(Cow::Owned).map_err(|_| gone()),
+        }
+    }
+}
+
+fn trim_line(mut l: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\n' | b'\r'] = l {
+        l = rest;
+    }
+    l
+}
+
+/// The id of a line if it is a JSON-RPC response with an integer id.
+fn response_id(line: &[u8]) -> Option<u64> {
+    let env: Envelope<'_> = serde_json::from_slice(line).ok()?;
+    if env.method.is_some() {
+        return None;
+    }
+    env.id?.get().parse().ok()
+}
+
+/// A `--pipe` run: spawn, initialize, run the callers, stop the child.
+fn bench_pipe(opts: &BenchOptions, argv: &[String]) -> Result<Report, Error> {
+    let program = argv.first().ok_or_else(|| cfg("--pipe: empty command"))?;
+    let label_url = format!("pipe:{}", argv.join(" "));
+    let mut process = Command::new(program)
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| cfg(format!("--pipe: cannot start {program:?}: {e}")))?;
+    let pid = process.id() as libc::pid_t;
+    let (Some(stdin), Some(stdout)) = (process.stdin.take(), process.stdout.take()) else {
+        kill_group(pid);
+        let _ = process.wait();
+        return Err(Error::Internal("child pipes missing".into()));
+    };
+    let (method_json, tail) = request_parts(opts);
+    let sh = Arc::new(PipeShared {
+        opts: opts.clone(),
+        tail,
+        method_json,
+        tickets: AtomicU64::new(0),
+        stdin: Mutex::new(Some(stdin)),
+        answered: AtomicU64::new(0),
+        running: AtomicU64::new(1),
+        killed: AtomicBool::new(false),
+    });
+    let (stop_tx, stop_rx) = bounded::<Option<Instant>>(1);
+    let watchdog = {
+        let sh = sh.clone();
+        thread::Builder::new()
+            .name("bench-watchdog".into())
+            .spawn(move || pipe_watchdog(&sh, pid, &stop_rx))
+    };
+    let result = match watchdog {
+        Ok(w) => {
+            let r = pipe_run(&sh, stdout, &stop_tx, &label_url);
+            drop(stop_tx);
+            let _ = w.join();
+            r
+        }
+        Err(e) => Err(Error::Io(e)),
+    };
+    // Stop the child: close stdin, give it a moment, then kill its group; always reap.
+    drop(sh.stdin.lock().ok().and_then(|mut s| s.take()));
+    let until = Instant::now() + PIPE_EXIT_GRACE;
+    while !exited(pid) && Instant::now() < until {
+        thread::sleep(Duration::from_millis(10));
+    }
+    kill_group(pid);
+    let _ = process.wait();
+    result
+}
+
+/// Initializes the child, then runs the callers; the reader thread (more than one caller) ends
+/// when the child's stdout does.
+fn pipe_run(
+    sh: &Arc<PipeShared>,
+    stdout: ChildStdout,
+    stop: &Sender<Option<Instant>>,
+    url: &str,
+) -> Result<Report, Error> {
+    let opts = &sh.opts;
+    let n = opts.sessions;
+    let mut lines = Lines::Direct(BufReader::with_capacity(BUF, stdout), Vec::new());
+    if let Err(f) = pipe_initialize(sh, &mut lines) {
+        let f = if sh.killed.load(Ordering::Acquire) {
+            Fail::Timeout
+        } else {
+            f
+        };
+        return Err(Error::Unavailable(format!(
+            "{url}: initialize failed: {}",
+            f.describe()
+        )));
+    }
+    // More than one caller: one reader thread routes responses by id (id % n is the caller).
+    let mut reader = None;
+    let mut sources: Vec<Lines> = Vec::with_capacity(n);
+    if n == 1 {
+        sources.push(lines);
+    } else {
+        let Lines::Direct(mut r, mut buf) = lines else {
+            unreachable!("initialize reads directly")
+        };
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded::<Vec<u8>>()).unzip();
+        sources.extend(rxs.into_iter().map(Lines::Routed));
+        let spawned = thread::Builder::new()
+            .name("bench-pipe-reader".into())
+            .spawn(move || {
+                loop {
+                    buf.clear();
+                    match read_line_bounded(&mut r, &mut buf, MAX_BODY) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    let line = trim_line(&buf);
+                    if let Some(id) = response_id(line) {
+                        let _ = txs[(id % txs.len() as u64) as usize].send(line.to_vec());
+                    }
+                }
+            });
+        reader = Some(spawned.map_err(Error::Io)?);
+    }
+    let go = Instant::now();
+    let measure_start = go + opts.warmup;
+    let measure_end = opts.duration.map(|d| measure_start + d);
+    let plan = Plan {
+        measure_start,
+        measure_end,
+        hard_stop: measure_end.map(|e| e + opts.timeout),
+    };
+    let _ = stop.send(plan.hard_stop);
+    sh.running.store(n as u64, Ordering::Release);
+    let mut total = Stats::default();
+    let mut panicked = false;
+    if n == 1 {
+        let src = sources.pop().expect("one source");
+        total = pipe_caller(0, 1, sh, src, &plan);
+    } else {
+        let mut threads = Vec::with_capacity(n);
+        for (index, src) in sources.into_iter().enumerate() {
+            let mine = sh.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("bench-{index}"))
+                .stack_size(256 * 1024)
+                .spawn(move || pipe_caller(index, n, &mine, src, &plan));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The watchdog ends the others (hard stop, or no answers).
+                    sh.running.fetch_sub((n - index) as u64, Ordering::AcqRel);
+                    join_all(threads);
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        for t in threads {
+            match t.join() {
+                Ok(s) => merge_stats(&mut total, s),
+                Err(_) => panicked = true,
+            }
+        }
+    }
+    drop(sh.stdin.lock().ok().and_then(|mut s| s.take()));
+    if let Some(r) = reader {
+        // The child ends at stdin EOF, or is killed by bench_pipe; either ends its stdout. Do not
+        // wait for that here: bench_pipe kills the group after the grace.
+        drop(r);
+    }
+    if panicked {
+        return Err(Error::Internal("a bench caller thread panicked".into()));
+    }
+    let elapsed = total
+        .last_done
+        .map(|t| t.saturating_duration_since(measure_start))
+        .unwrap_or_default();
+    Ok(Report {
+        url: url.to_string(),
+        sessions: n,
+        label: opts.label(),
+        warmup: opts.warmup,
+        elapsed,
+        requests: total.requests,
+        ok: total.ok,
+        errors: total.errors,
+        reconnects: 0,
+        reinitialized: 0,
+        sse_replies: 0,
+        latency: total.latency,
+    })
+}
+
+fn merge_stats(total: &mut Stats, s: Stats) {
+    total.requests += s.requests;
+    total.ok += s.ok;
+    for (k, v) in s.errors {
+        *total.errors.entry(k).or_insert(0) += v;
+    }
+    total.reconnects += s.reconnects;
+    total.reinitialized += s.reinitialized;
+    total.sse_replies += s.sse_replies;
+    total.latency.merge(&s.latency);
+    total.last_done = total.last_done.max(s.last_done);
+}
+
+/// Writes one line to the child's stdin.
+fn pipe_write(sh: &PipeShared, line: &[u8]) -> Result<(), Fail> {
+    let mut stdin = sh
+        .stdin
+        .lock()
+        .map_err(|_| Fail::Io("stdin lock poisoned".into()))?;
+    let w = stdin
+        .as_mut()
+        .ok_or_else(|| Fail::Io("stdin closed".into()))?;
+    w.write_all(line)
+        .map_err(|e| Fail::Io(format!("write: {e}")))
+}
+
+/// Reads lines until the response to `want` arrives.
+fn pipe_wait(lines: &mut Lines, want: u64, want_version: bool) -> Result<Verdict, Fail> {
+    loop {
+        let line = lines.next()?;
+        match check(&line, want, want_version) {
+            Check::Mine(v) => return Ok(v),
+            Check::NotMine => {}
+            Check::Invalid(e) => log::debug!("bench pipe: skipped a line: {e}"),
+        }
+    }
+}
+
+/// `initialize` (id 0) and `notifications/initialized`.
+fn pipe_initialize(sh: &PipeShared, lines: &mut Lines) -> Result<(), Fail> {
+    let params = json!({
+        "protocolVersion": sh.opts.protocol_version,
+        "capabilities": {},
+        "clientInfo": {"name": "shadowcat-bench", "version": env!("CARGO_PKG_VERSION")},
+    });
+    let msg = format!(r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{params}}}"#);
+    pipe_write(sh, format!("{msg}\n").as_bytes())?;
+    match pipe_wait(lines, 0, true)? {
+        Verdict::Result(_) => {}
+        Verdict::Error(e) => return Err(Fail::JsonRpc(format!("initialize: {e}"))),
+        Verdict::Unchecked => return Err(bad("initialize: no verdict")),
+    }
+    sh.answered.fetch_add(1, Ordering::AcqRel);
+    pipe_write(
+        sh,
+        b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n",
+    )
+}
+
+/// One caller's closed loop; its ids are `index + n * k`, k ≥ 1.
+fn pipe_caller(index: usize, n: usize, sh: &PipeShared, mut lines: Lines, plan: &Plan) -> Stats {
+    let mut stats = Stats::default();
+    let mut json = Vec::with_capacity(1024);
+    let mut k: u64 = 1;
+    loop {
+        let now = Instant::now();
+        if plan.measure_end.is_some_and(|e| now >= e) {
+            break;
+        }
+        let measuring = now >= plan.measure_start;
+        if measuring {
+            if let Some(limit) = sh.opts.requests {
+                if sh.tickets.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+            }
+        }
+        let id = index as u64 + n as u64 * k;
+        k += 1;
+        build_request(
+            &mut json,
+            &sh.opts,
+            sh.tail.as_deref(),
+            &sh.method_json,
+            index,
+            id,
+        );
+        json.push(b'\n');
+        let start = Instant::now();
+        let outcome = pipe_write(sh, &json).and_then(|()| pipe_wait(&mut lines, id, false));
+        let done_at = Instant::now();
+        if outcome.is_ok() {
+            sh.answered.fetch_add(1, Ordering::AcqRel);
+        }
+        let outcome = match outcome {
+            Ok(Verdict::Result(_)) => Ok(()),
+            Ok(Verdict::Error(e)) => Err(Fail::JsonRpc(e)),
+            Ok(Verdict::Unchecked) => Err(bad("no verdict")),
+            Err(_) if sh.killed.load(Ordering::Acquire) => Err(Fail::Timeout),
+            Err(f) => Err(f),
+        };
+        let fatal = matches!(outcome, Err(Fail::Io(_) | Fail::Timeout));
+        if measuring {
+            stats.requests += 1;
+            stats.last_done = Some(done_at);
+            match outcome {
+                Ok(()) => {
+                    stats.ok += 1;
+                    let ns = done_at.saturating_duration_since(start).as_nanos();
+                    stats.latency.record(ns.min(u128::from(u64::MAX)) as u64);
+                }
+                Err(f) => *stats.errors.entry(f.kind().into_owned()).or_insert(0) += 1,
+            }
+        }
+        if fatal {
+            // The child is gone (or killed): nothing more to send.
+            break;
+        }
+    }
+    sh.running.fetch_sub(1, Ordering::AcqRel);
+    stats
+}
+
+/// Kills the child's group when it has not answered for `--timeout` while callers wait, or at
+/// the hard stop. Ends when `stop` disconnects.
+fn pipe_watchdog(sh: &PipeShared, pid: libc::pid_t, stop: &Receiver<Option<Instant>>) {
+    let timeout = sh.opts.timeout;
+    let mut hard_stop: Option<Instant> = None;
+    let mut seen = sh.answered.load(Ordering::Acquire);
+    let mut since = Instant::now();
+    loop {
+        match stop.recv_timeout(WATCH) {
+            Ok(h) => hard_stop = h,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let answered = sh.answered.load(Ordering::Acquire);
+        if answered != seen || sh.running.load(Ordering::Acquire) == 0 {
+            seen = answered;
+            since = now;
+        }
+        let stalled = now.saturating_duration_since(since) >= timeout;
+        if stalled || hard_stop.is_some_and(|h| now >= h) {
+            sh.killed.store(true, Ordering::Release);
+            kill_group(pid);
+            return;
+        }
+    }
+}
+
+/// SIGKILL to the process group `pid` leads (which exists while the leader is unreaped).
+fn kill_group(pid: libc::pid_t) {
+    // SAFETY: plain syscall; the group id is our unreaped child's pid, so it cannot be reused.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
+/// Has child `pid` exited? Does not reap it.
+fn exited(pid: libc::pid_t) -> bool {
+    // SAFETY: waitid fills the zeroed siginfo_t; WNOWAIT leaves the child waitable.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        r != 0 || info.si_pid() != 0
     }
 }
 

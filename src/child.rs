@@ -76,6 +76,8 @@ pub struct Child {
     pub generation: u64,
     /// Process id (also the process group id).
     pub pid: u32,
+    /// When it was spawned.
+    pub started: Instant,
     shared: Arc<Shared>,
     next_id: AtomicU64,
     tx: Mutex<Option<Sender<Vec<u8>>>>,
@@ -160,6 +162,7 @@ impl Child {
             index,
             generation,
             pid,
+            started: Instant::now(),
             shared,
             next_id: AtomicU64::new(1),
             tx: Mutex::new(Some(tx)),

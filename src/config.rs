@@ -164,6 +164,18 @@ pub struct ReverseArgs {
     #[argh(option)]
     pub allowed_origin: Vec<String>,
 
+    /// admin API listener (off unless given); loopback only unless --admin-token is set
+    #[argh(option)]
+    pub admin_bind: Option<SocketAddr>,
+
+    /// bearer token the admin API requires (then it may listen on any address)
+    #[argh(option)]
+    pub admin_token: Option<String>,
+
+    /// log line format: text (default) or json (one JSON object per line)
+    #[argh(option, default = "String::from(\"text\")")]
+    pub log_format: String,
+
     /// how long in-flight requests may take to finish on shutdown (default 10s)
     #[argh(option, default = "String::from(\"10s\")")]
     pub shutdown_grace: String,
@@ -245,8 +257,36 @@ pub struct Config {
     pub sse_idle_timeout: Duration,
     /// Extra allowed origins, normalised to lowercase without a trailing slash.
     pub allowed_origins: Vec<String>,
+    /// Admin API listener. Default: none.
+    pub admin_bind: Option<SocketAddr>,
+    /// Bearer token for the admin API. Default: none (then loopback only).
+    pub admin_token: Option<String>,
+    /// Log lines as JSON objects. Default false (text).
+    pub log_json: bool,
     /// Shutdown grace. Default 10 s.
     pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The upstream's short name, as logs and metrics show it: `host:port` of an HTTP
+    /// upstream, the program's file name of a stdio one.
+    pub fn upstream_name(&self) -> String {
+        match &self.upstream {
+            UpstreamConfig::Http { url } => url
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or(url)
+                .rsplit('@')
+                .next()
+                .unwrap_or(url)
+                .to_owned(),
+            UpstreamConfig::Stdio { argv, .. } => {
+                let p = argv.first().map(String::as_str).unwrap_or("stdio");
+                p.rsplit('/').next().unwrap_or(p).to_owned()
+            }
+        }
+    }
 }
 
 impl ReverseArgs {
@@ -314,6 +354,27 @@ impl ReverseArgs {
         positive("--max-sessions", self.max_sessions)?;
         positive("--upstream-pool", self.upstream_pool as usize)?;
         positive("--replay-events", self.replay_events)?;
+        let log_json = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(Error::Config(format!(
+                    "--log-format {other:?}: use text or json"
+                )));
+            }
+        };
+        if let Some(a) = self.admin_bind {
+            if !a.ip().is_loopback() && self.admin_token.is_none() {
+                return Err(Error::Config(format!(
+                    "--admin-bind {a} is not loopback: set --admin-token too"
+                )));
+            }
+        }
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::Config(
+                "--admin-token must be at least 16 characters".into(),
+            ));
+        }
         let allowed_origins = self
             .allowed_origin
             .iter()
@@ -349,6 +410,9 @@ impl ReverseArgs {
                 &self.upstream_reconnect_max,
             )?,
             allowed_origins,
+            admin_bind: self.admin_bind,
+            admin_token: self.admin_token,
+            log_json,
             shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
         })
     }

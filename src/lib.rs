@@ -65,6 +65,7 @@
 //! stdio children's stderr is info (target `shadowcat::child`). Tokens, header values and
 //! JSON-RPC params or results are never logged.
 
+pub mod admin;
 pub mod bench;
 pub mod child;
 pub mod config;
@@ -87,8 +88,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::admin::Admin;
 use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{Server, ServerConfig};
 use crate::session::lock;
@@ -99,7 +102,8 @@ use crate::upstream::stdio::StdioUpstream;
 
 /// A running proxy: listener, pipeline, upstream and reaper.
 pub struct Shadowcat {
-    server: Server,
+    server: Arc<Server>,
+    admin: Option<Server>,
     proxy: Arc<Proxy>,
     reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     stopped: AtomicBool,
@@ -109,6 +113,7 @@ pub struct Shadowcat {
 impl Shadowcat {
     /// Starts the upstream, binds `config.bind` and begins serving. Returns once ready.
     pub fn start(config: Config) -> Result<Shadowcat, Error> {
+        let metrics = Arc::new(Metrics::new(&config.upstream_name()));
         let upstream: Arc<dyn Upstream> = match &config.upstream {
             UpstreamConfig::Http { url } => Arc::new(HttpUpstream::new(
                 url,
@@ -118,6 +123,7 @@ impl Shadowcat {
                     request_timeout: config.request_timeout,
                     stream_idle: config.sse_idle_timeout,
                     reconnect_max: config.upstream_reconnect_max,
+                    metrics: Some(metrics.clone()),
                 },
             )?),
             UpstreamConfig::Stdio {
@@ -140,12 +146,29 @@ impl Shadowcat {
                 config.max_message,
             )?),
         };
-        Shadowcat::start_with(config, upstream)
+        Shadowcat::launch(config, upstream, metrics)
     }
 
     /// Like [`Shadowcat::start`], with an upstream built elsewhere (`config.upstream` is not
     /// used). Tests use it to put a faulty upstream behind the real pipeline.
     pub fn start_with(config: Config, upstream: Arc<dyn Upstream>) -> Result<Shadowcat, Error> {
+        let metrics = Arc::new(Metrics::new(upstream.name()));
+        Shadowcat::launch(config, upstream, metrics)
+    }
+
+    fn launch(
+        config: Config,
+        upstream: Arc<dyn Upstream>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Shadowcat, Error> {
+        let admin_listener =
+            match config.admin_bind {
+                Some(a) => Some(TcpListener::bind(a).map_err(|e| {
+                    Error::Config(format!("cannot listen on --admin-bind {a}: {e}"))
+                })?),
+                None => None,
+            };
+        let admin_token = config.admin_token.clone();
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
         let server_config = ServerConfig {
@@ -159,8 +182,25 @@ impl Shadowcat {
         let grace = config.shutdown_grace;
         let sweep =
             (config.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream));
-        let server = Server::start(listener, server_config, proxy.clone())?;
+        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream, metrics));
+        let server = Arc::new(Server::start(listener, server_config, proxy.clone())?);
+        proxy.set_server(Arc::downgrade(&server));
+        let admin = match admin_listener {
+            Some(l) => {
+                let cfg = ServerConfig {
+                    workers: 4,
+                    max_connections: 64,
+                    max_streams: 1,
+                    max_body: 64 * 1024,
+                    ..ServerConfig::default()
+                };
+                let handler = Arc::new(Admin::new(proxy.clone(), admin_token));
+                let s = Server::start(l, cfg, handler)?;
+                log::info!("admin API on http://{}/admin/", s.local_addr());
+                Some(s)
+            }
+            None => None,
+        };
         let (stop, stopped) = bounded::<()>(1);
         let p = proxy.clone();
         let reaper = std::thread::Builder::new()
@@ -174,6 +214,7 @@ impl Shadowcat {
             })?;
         Ok(Shadowcat {
             server,
+            admin,
             proxy,
             reaper: Mutex::new(Some((stop, reaper))),
             stopped: AtomicBool::new(false),
@@ -186,9 +227,19 @@ impl Shadowcat {
         self.server.local_addr()
     }
 
+    /// The admin API's bound address, if `--admin-bind` was given.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.local_addr())
+    }
+
     /// Process ids of the stdio children by slot (empty for an HTTP upstream).
     pub fn stdio_child_pids(&self) -> Vec<Option<u32>> {
-        self.proxy.upstream().child_pids()
+        self.proxy
+            .upstream()
+            .children()
+            .iter()
+            .map(|c| c.pid)
+            .collect()
     }
 
     /// The request pipeline (sessions, upstream), for tests and operators.
@@ -208,6 +259,9 @@ impl Shadowcat {
             return;
         }
         self.server.shutdown(grace);
+        if let Some(a) = &self.admin {
+            a.shutdown(Duration::from_millis(500));
+        }
         if let Some((stop, handle)) = lock(&self.reaper).take() {
             drop(stop);
             let _ = handle.join();

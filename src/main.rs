@@ -9,57 +9,61 @@ use shadowcat::error::Error;
 
 fn main() -> ExitCode {
     let cli: Cli = argh::from_env();
-    match cli.command {
+    let (name, result) = match cli.command {
         Command::DemoServer(args) => {
-            init_logging("warn");
-            match shadowcat::demo::run_with(&args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e @ Error::Config(_)) => {
-                    eprintln!("shadowcat demo-server: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("shadowcat demo-server: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            init_logging("warn", false);
+            ("shadowcat demo-server", shadowcat::demo::run_with(&args))
         }
         Command::Bench(args) => {
-            init_logging("warn");
-            match shadowcat::bench::run(args) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e @ Error::Config(_)) => {
-                    eprintln!("shadowcat bench: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("shadowcat bench: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            init_logging("warn", false);
+            ("shadowcat bench", shadowcat::bench::run(args))
         }
         Command::Reverse(args) => {
-            init_logging("info");
+            init_logging("info", args.log_format == "json");
             let exe = std::env::current_exe()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "shadowcat".into());
-            match args.into_config(&exe).and_then(shadowcat::run) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e @ Error::Config(_)) => {
-                    eprintln!("shadowcat: {e}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("shadowcat: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            ("shadowcat", args.into_config(&exe).and_then(shadowcat::run))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Config(_)) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(1)
         }
     }
 }
 
-fn init_logging(default: &str) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_timestamp_millis()
-        .init();
+/// env_logger on stderr, `RUST_LOG` overriding `default`. With `json`, every line is one JSON
+/// object: access lines carry their fields, other lines `level`, `target` and `message`.
+fn init_logging(default: &str, json: bool) {
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default));
+    if json {
+        b.format(|buf, record| {
+            use std::io::Write;
+            let ts = buf.timestamp_millis().to_string();
+            let msg = record.args().to_string();
+            let mut obj = match serde_json::from_str::<serde_json::Value>(&msg) {
+                Ok(serde_json::Value::Object(o)) if record.target() == "shadowcat::access" => o,
+                _ => {
+                    let mut o = serde_json::Map::new();
+                    o.insert("message".into(), msg.into());
+                    o
+                }
+            };
+            obj.insert("ts".into(), ts.into());
+            obj.insert("level".into(), record.level().as_str().into());
+            obj.insert("target".into(), record.target().into());
+            writeln!(buf, "{}", serde_json::Value::Object(obj))
+        });
+    } else {
+        b.format_timestamp_millis();
+    }
+    b.init();
 }

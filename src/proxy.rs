@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::jsonrpc::{self, Kind, Message};
+use crate::metrics::{MethodClass, Metrics, Rejection};
 use crate::server::{Handler, Responder, StreamError};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
@@ -53,6 +54,9 @@ pub struct Proxy {
     upstream: Arc<dyn Upstream>,
     loopback: bool,
     warn_gate: Gate,
+    metrics: Arc<Metrics>,
+    open_streams: std::sync::atomic::AtomicUsize,
+    server: std::sync::OnceLock<std::sync::Weak<crate::server::Server>>,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -98,12 +102,16 @@ struct Access {
     mcp_method: String,
     session: String,
     id: Option<Box<RawValue>>,
+    kind: Option<Kind>,
 }
 
 impl Proxy {
-    /// A pipeline in front of `upstream`.
-    pub fn new(cfg: Arc<Config>, upstream: Arc<dyn Upstream>) -> Proxy {
+    /// A pipeline in front of `upstream`, counting into `metrics`.
+    pub fn new(cfg: Arc<Config>, upstream: Arc<dyn Upstream>, metrics: Arc<Metrics>) -> Proxy {
         Proxy {
+            metrics,
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
+            server: std::sync::OnceLock::new(),
             sessions: Sessions::new(cfg.max_sessions, cfg.session_idle, cfg.replay),
             loopback: cfg.bind.ip().is_loopback(),
             warn_gate: Gate::default(),
@@ -148,6 +156,103 @@ impl Proxy {
         }
     }
 
+    /// Counts an error answer in the metrics.
+    fn count_error(&self, e: &Error) {
+        use crate::metrics::UpstreamErrorKind as K;
+        match e {
+            Error::Timeout => self.metrics.upstream_error(K::Timeout),
+            Error::UpstreamUnreachable { .. } => self.metrics.upstream_error(K::Connect),
+            Error::ChildExited(_) => self.metrics.upstream_error(K::ChildExit),
+            Error::UpstreamProtocol(_) => self.metrics.upstream_error(K::Protocol),
+            Error::Unavailable(_) | Error::UpstreamBusy => {
+                self.metrics.upstream_error(K::Unavailable)
+            }
+            Error::TooManySessions => self.metrics.rejected(Rejection::Sessions),
+            Error::TooManyStreams => self.metrics.rejected(Rejection::Streams),
+            _ => {}
+        }
+    }
+
+    /// One line per request at info: client, HTTP method, MCP method, status, duration,
+    /// session prefix, upstream. Never params, results or header values.
+    fn access_log(&self, req: &Request, acc: &Access, status: u16, elapsed: Duration) {
+        if !log::log_enabled!(target: "shadowcat::access", log::Level::Info) {
+            return;
+        }
+        let mcp = if acc.mcp_method.is_empty() {
+            "-"
+        } else {
+            &acc.mcp_method
+        };
+        let session = if acc.session.is_empty() {
+            "-"
+        } else {
+            &acc.session
+        };
+        let micros = elapsed.as_micros();
+        if self.cfg.log_json {
+            let line = serde_json::json!({
+                "remote": req.remote.to_string(),
+                "method": req.method,
+                "mcp_method": mcp,
+                "status": status,
+                "duration_ms": micros as f64 / 1000.0,
+                "session": session,
+                "upstream": self.upstream.name(),
+            });
+            log::info!(target: "shadowcat::access", "{line}");
+        } else {
+            log::info!(
+                target: "shadowcat::access",
+                "{} {} {mcp} {status} {:.3}ms session={session} upstream={}",
+                req.remote,
+                req.method,
+                micros as f64 / 1000.0,
+                self.upstream.name(),
+            );
+        }
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Ends a session as if its client had sent DELETE; false if there was none.
+    pub fn kill_session(&self, id: &str) -> bool {
+        match self.sessions.remove(id) {
+            Some(s) => {
+                self.retire(&s);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Client connections open on the main listener, for metrics.
+    pub fn connections(&self) -> usize {
+        self.server
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map(|s| s.stats().connections)
+            .unwrap_or(0)
+    }
+
+    /// Tells the pipeline which server runs it (for connection counts).
+    pub fn set_server(&self, server: std::sync::Weak<crate::server::Server>) {
+        let _ = self.server.set(server);
+    }
+
+    /// Streams currently open (request and standalone), for metrics.
+    pub fn open_streams(&self) -> usize {
+        self.open_streams.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The one place a session that left the table is wound down: its streams end (open
     /// GETs finish) and the upstream releases its side.
     fn retire(&self, s: &Session) {
@@ -157,10 +262,18 @@ impl Proxy {
 
     fn route(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
         let path = req.path();
-        if path == "/healthz" && req.method == "GET" {
-            return Ok(Outcome::Response(
-                Response::new(200).with_body("text/plain", b"ok\n".to_vec()),
-            ));
+        if req.method == "GET" {
+            // Operations endpoints: no MCP validation, no Origin/Host checks.
+            match path {
+                "/healthz" => {
+                    return Ok(Outcome::Response(
+                        Response::new(200).with_body("text/plain", b"ok\n".to_vec()),
+                    ));
+                }
+                "/readyz" => return Ok(Outcome::Response(crate::admin::readyz(self))),
+                "/metrics" => return Ok(Outcome::Response(crate::admin::metrics(self))),
+                _ => {}
+            }
         }
         if path != self.cfg.path {
             return Err(Error::NotFound);
@@ -204,6 +317,7 @@ impl Proxy {
         }
         let msg = Message::parse(&req.body)?;
         let kind = msg.kind()?;
+        acc.kind = Some(kind);
         acc.mcp_method = msg.method().to_owned();
         acc.id = msg.id.clone();
         let header_version = req.header("mcp-protocol-version").map(str::trim);
@@ -433,6 +547,7 @@ impl Proxy {
         let log = session.as_ref().map(|s| s.streams.open());
         let err = match res.stream(200, &headers) {
             Ok(mut w) => {
+                let _open = StreamGauge::new(&self.open_streams);
                 let keepalive = self.cfg.sse_keepalive;
                 let mut next_keepalive = Instant::now() + keepalive;
                 let mut attached = true;
@@ -469,6 +584,7 @@ impl Proxy {
                         }
                         Err(e) => {
                             log::debug!("stream ended early: {e}");
+                            self.count_error(&e);
                             next = Some(Poll::End);
                             jsonrpc::error_for(id.as_deref(), &e)
                         }
@@ -477,6 +593,7 @@ impl Proxy {
                         Some(log) => log.push(&data).frame,
                         None => Arc::new(sse_event(&data)),
                     };
+                    self.metrics.bytes_out(chunk.len() as u64);
                     if attached && w.write_chunk(&chunk).is_err() {
                         log::debug!("client went away mid-stream; the request goes on");
                         attached = false;
@@ -508,6 +625,7 @@ impl Proxy {
         let token = log.take_over();
         let err = match res.stream(200, &sse_headers()) {
             Ok(mut w) => {
+                let _open = StreamGauge::new(&self.open_streams);
                 let keepalive = self.cfg.sse_keepalive;
                 let mut next_keepalive = Instant::now() + keepalive;
                 let mut cursor = after;
@@ -518,6 +636,7 @@ impl Proxy {
                     let until = next_keepalive.min(Instant::now() + SHUTDOWN_POLL);
                     let got = log.wait(cursor, token, until);
                     for ev in &got.events {
+                        self.metrics.bytes_out(ev.frame.len() as u64);
                         if w.write_chunk(&ev.frame).is_err() {
                             log::debug!("client went away from its stream");
                             return 200;
@@ -563,6 +682,22 @@ impl Proxy {
     }
 }
 
+/// Counts an open stream while alive.
+struct StreamGauge<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> StreamGauge<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamGauge(n)
+    }
+}
+
+impl Drop for StreamGauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn sse_headers() -> Vec<(String, String)> {
     vec![
         ("content-type".to_string(), "text/event-stream".to_string()),
@@ -603,9 +738,11 @@ impl Handler for Proxy {
     fn handle(&self, req: Request, res: &mut Responder<'_>) {
         let started = Instant::now();
         let mut acc = Access::default();
+        self.metrics.bytes_in(req.body.len() as u64);
         let status = match self.route(&req, &mut acc) {
             Ok(Outcome::Response(r)) => {
                 let s = r.status;
+                self.metrics.bytes_out(r.body.len() as u64);
                 let _ = res.send(r);
                 s
             }
@@ -625,24 +762,36 @@ impl Handler for Proxy {
                         log::debug!("{} {}: {e}", req.method, acc.mcp_method);
                     }
                 }
-                let _ = res.send(error_response(&e, acc.id.as_deref()));
+                self.count_error(&e);
+                let resp = error_response(&e, acc.id.as_deref());
+                self.metrics.bytes_out(resp.body.len() as u64);
+                let _ = res.send(resp);
                 e.status()
             }
         };
-        log::info!(
-            target: "shadowcat::access",
-            "{} {} {} {} {}ms session={} upstream={}",
-            req.remote,
-            req.method,
-            if acc.mcp_method.is_empty() { "-" } else { &acc.mcp_method },
-            status,
-            started.elapsed().as_millis(),
-            if acc.session.is_empty() { "-" } else { &acc.session },
-            self.upstream.name(),
-        );
+        let elapsed = started.elapsed();
+        let class = match (req.method.as_str(), acc.kind) {
+            ("GET", _) => MethodClass::Get,
+            ("DELETE", _) => MethodClass::Delete,
+            (_, None) => MethodClass::Invalid,
+            (_, Some(k)) => MethodClass::of(
+                &acc.mcp_method,
+                k == Kind::Notification,
+                k == Kind::Response,
+            ),
+        };
+        if !matches!(req.path(), "/metrics" | "/healthz" | "/readyz") {
+            self.metrics.request(class, status, elapsed);
+        }
+        self.access_log(&req, &acc, status, elapsed);
     }
 
     fn error_response(&self, status: u16, message: &str) -> Response {
+        match status {
+            413 => self.metrics.rejected(Rejection::Body),
+            503 => self.metrics.rejected(Rejection::Connections),
+            _ => {}
+        }
         let code = if status >= 500 { -32603 } else { -32600 };
         Response::new(status)
             .with_body("application/json", jsonrpc::error_body(None, code, message))

@@ -194,6 +194,11 @@ impl Sessions {
         lock(&self.map).drain().map(|(_, s)| s).collect()
     }
 
+    /// A snapshot of the live sessions.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        lock(&self.map).values().cloned().collect()
+    }
+
     /// Live sessions.
     pub fn len(&self) -> usize {
         lock(&self.map).len()

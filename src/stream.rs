@@ -322,6 +322,15 @@ impl Streams {
         }
     }
 
+    /// Streams not yet ended.
+    pub fn open_count(&self) -> usize {
+        lock(&self.inner)
+            .logs
+            .values()
+            .filter(|l| !l.is_ended())
+            .count()
+    }
+
     /// Bytes held for replay across the session's streams.
     pub fn bytes(&self) -> usize {
         lock(&self.inner).logs.values().map(|l| l.bytes()).sum()

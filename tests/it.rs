@@ -35,3 +35,6 @@ mod conformance;
 // HTTP upstream streams: resumption after a break, the standalone GET relay.
 #[path = "it/http_streams.rs"]
 mod http_streams;
+// Operating it: health, readiness, metrics, admin API, access log.
+#[path = "it/ops.rs"]
+mod ops;

@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session, lock};
 use crate::upstream::stdio::{call_stream, cancel, request};
-use crate::upstream::{Call, Reply, Upstream};
+use crate::upstream::{Call, ChildInfo, Reply, Upstream};
 
 const WARM_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_SPAWN: Duration = Duration::from_millis(500);
@@ -419,13 +419,46 @@ impl Upstream for DedicatedUpstream {
         }
     }
 
-    fn child_pids(&self) -> Vec<Option<u32>> {
-        let mut pids: Vec<Option<u32>> = lock(&self.inner.assigned)
+    fn kind(&self) -> &'static str {
+        "stdio"
+    }
+
+    fn mode(&self) -> &'static str {
+        "per-session"
+    }
+
+    fn children(&self) -> Vec<ChildInfo> {
+        let info = |c: &Arc<Child>, sessions: usize| ChildInfo {
+            index: c.index,
+            pid: Some(c.pid),
+            up: c.is_alive(),
+            age: c.started.elapsed(),
+            restarts: 0,
+            sessions,
+            inflight: c.inflight(),
+            last_error: None,
+        };
+        let mut out: Vec<ChildInfo> = lock(&self.inner.assigned)
             .values()
-            .map(|a| Some(a.child.pid))
+            .map(|a| info(&a.child, 1))
             .collect();
-        pids.extend(lock(&self.inner.spares).iter().map(|c| Some(c.pid)));
-        pids
+        out.extend(lock(&self.inner.spares).iter().map(|c| info(c, 0)));
+        out.sort_by_key(|c| c.index);
+        out
+    }
+
+    /// Per-session children hold their session's state and cannot be swapped under it; a
+    /// restart replaces the warm spares (so new sessions get the new binary or config).
+    fn restart(&self, _grace: Duration) -> Result<String, Error> {
+        let old: Vec<Arc<Child>> = lock(&self.inner.spares).drain(..).collect();
+        let n = old.len();
+        for c in old {
+            let _ = self.inner.control.send(Control::Retire(c));
+        }
+        let _ = self.inner.control.send(Control::Replenish);
+        Ok(format!(
+            "replaced {n} spare(s); children of live sessions are kept until their sessions end"
+        ))
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -26,7 +26,7 @@ use crate::child::read_line_bounded;
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::session::{Binding, Session, lock};
-use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
+use crate::upstream::{Call, Item, MessageStream, Poll, PoolInfo, Reply, Upstream};
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest JSON body or SSE line accepted from the upstream.
@@ -103,7 +103,7 @@ struct HttpInner {
 }
 
 /// Timeouts and limits of an HTTP upstream.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HttpOptions {
     /// Request slots (and, separately, standalone-stream slots).
     pub slots: u32,
@@ -115,11 +115,16 @@ pub struct HttpOptions {
     pub stream_idle: Duration,
     /// How long to keep trying to resume a broken request stream.
     pub reconnect_max: Duration,
+    /// Where the request pool reports checkouts (wait, timeouts).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-fn build_pool(o: &HttpOptions) -> Pool<SlotManager> {
-    Pool::builder()
-        .max_size(o.slots)
+fn build_pool(o: &HttpOptions, report: bool) -> Pool<SlotManager> {
+    let mut b = Pool::builder();
+    if let (true, Some(m)) = (report, &o.metrics) {
+        b = b.event_handler(Box::new(crate::metrics::PoolEvents(m.clone())));
+    }
+    b.max_size(o.slots)
         .min_idle(Some(0))
         .test_on_check_out(true)
         .idle_timeout(None)
@@ -140,13 +145,16 @@ impl HttpUpstream {
             .split('/')
             .next()
             .unwrap_or(url)
+            .rsplit('@')
+            .next()
+            .unwrap_or(url)
             .to_owned();
         Ok(HttpUpstream {
             inner: Arc::new(HttpInner {
                 name,
                 url: url.to_owned(),
-                pool: build_pool(&o),
-                streams: build_pool(&o),
+                pool: build_pool(&o, true),
+                streams: build_pool(&o, false),
                 reconnect_max: o.reconnect_max,
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
@@ -442,9 +450,21 @@ impl Upstream for HttpUpstream {
         }
     }
 
-    fn pool_state(&self) -> Option<(u32, u32)> {
+    fn kind(&self) -> &'static str {
+        "http"
+    }
+
+    fn mode(&self) -> &'static str {
+        "pooled"
+    }
+
+    fn pool(&self) -> Option<PoolInfo> {
         let s = self.inner.pool.state();
-        Some((s.connections, s.idle_connections))
+        Some(PoolInfo {
+            connections: s.connections,
+            idle: s.idle_connections,
+            max: self.inner.pool.max_size(),
+        })
     }
 
     /// Ready when a request reached the upstream in the last 30 s, or a TCP connect to it
@@ -705,11 +725,24 @@ impl MessageStream for SseStream {
 
 impl Drop for SseStream {
     fn drop(&mut self) {
-        // Anything left unread: drain a little so a finished stream can be reused, else the
-        // slot stays poisoned and is replaced.
-        if self.slot.is_some() {
+        // After the response a well-behaved server ends the stream at once (the chunked
+        // terminator follows the last event): read up to that end so the connection goes back
+        // to the pool. Anything else leaves the slot poisoned, and it is replaced.
+        if self.slot.is_some() && self.done && self.expect_final {
             let mut sink = [0u8; 4096];
-            let _ = self.reader.get_mut().read(&mut sink);
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                match self.reader.read(&mut sink) {
+                    Ok(0) => {
+                        if let Some(mut slot) = self.slot.take() {
+                            slot.poisoned = false;
+                        }
+                        break;
+                    }
+                    Ok(n) => left = left.saturating_sub(n),
+                    Err(_) => break,
+                }
+            }
         }
     }
 }

@@ -82,6 +82,38 @@ pub trait MessageStream: Send {
     }
 }
 
+/// What an operator sees of one stdio child.
+#[derive(Clone, Debug, Default)]
+pub struct ChildInfo {
+    /// Slot (shared) or child number (per-session).
+    pub index: usize,
+    /// Process id; `None` while the slot waits for a restart.
+    pub pid: Option<u32>,
+    /// Alive and initialized.
+    pub up: bool,
+    /// Since spawn.
+    pub age: Duration,
+    /// Restarts of this slot after crashes.
+    pub restarts: u64,
+    /// Sessions pinned to it.
+    pub sessions: usize,
+    /// Requests in flight on it.
+    pub inflight: usize,
+    /// Why it last went down, if it did.
+    pub last_error: Option<String>,
+}
+
+/// An HTTP upstream's slot pool.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PoolInfo {
+    /// Slots that exist (each holds at most one TCP connection).
+    pub connections: u32,
+    /// Slots not checked out.
+    pub idle: u32,
+    /// `--upstream-pool`.
+    pub max: u32,
+}
+
 /// An upstream MCP server, as the pipeline sees it.
 pub trait Upstream: Send + Sync {
     /// A short name for logs and error messages.
@@ -106,14 +138,28 @@ pub trait Upstream: Send + Sync {
     /// Releases the upstream side of a session that ended (DELETE, expiry, restart).
     fn close(&self, session: &Session);
 
-    /// Process ids of stdio children by slot (`None` while one restarts); empty for HTTP.
-    fn child_pids(&self) -> Vec<Option<u32>> {
+    /// `"stdio"` or `"http"`.
+    fn kind(&self) -> &'static str;
+
+    /// `"shared"`, `"per-session"` (stdio) or `"pooled"` (HTTP).
+    fn mode(&self) -> &'static str;
+
+    /// The stdio children, for operators (empty for HTTP).
+    fn children(&self) -> Vec<ChildInfo> {
         Vec::new()
     }
 
-    /// (connections, idle) of an HTTP upstream's slot pool; `None` for stdio.
-    fn pool_state(&self) -> Option<(u32, u32)> {
+    /// The HTTP upstream's request slot pool; `None` for stdio.
+    fn pool(&self) -> Option<PoolInfo> {
         None
+    }
+
+    /// Rolling restart: replaces each child once its requests in flight have finished (or
+    /// `grace` passed), so no request fails. Returns what was replaced.
+    fn restart(&self, _grace: Duration) -> Result<String, Error> {
+        Err(Error::InvalidMessage(
+            "this upstream has no children to restart",
+        ))
     }
 
     /// `Ok` when the upstream can take traffic, else what is wrong.

@@ -28,7 +28,7 @@ use crate::child::{Child, Event, EventSink};
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session, lock};
-use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
+use crate::upstream::{Call, ChildInfo, Item, MessageStream, Poll, Reply, Upstream};
 
 /// Protocol versions of the session-based ("legacy") era, oldest first.
 pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
@@ -54,6 +54,13 @@ struct Slot {
     child: RwLock<Option<Arc<Child>>>,
     handshake: RwLock<Option<Arc<Handshake>>>,
     generation: AtomicU64,
+    /// Bumped when the child crashes (not on a rolling restart): sessions pinned under an
+    /// older epoch lost their state and get 404.
+    epoch: AtomicU64,
+    /// Crash restarts so far.
+    restarts: AtomicU64,
+    /// Why the child last went down.
+    last_error: Mutex<Option<String>>,
     sessions: AtomicUsize,
     /// Sessions pinned here, for notifications that concern all or some of them.
     members: Mutex<Vec<Weak<Session>>>,
@@ -64,6 +71,8 @@ struct Slot {
 
 enum Control {
     Died(usize, u64),
+    /// Rolling restart: replace each child after its calls drain (at most the grace).
+    Roll(Duration, Sender<String>),
     ChildRequest(usize, u64, Message),
     Stop,
 }
@@ -358,8 +367,12 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(),
                 if slot.generation.load(Ordering::Acquire) != generation {
                     continue;
                 }
+                slot.epoch.fetch_add(1, Ordering::AcqRel);
+                slot.restarts.fetch_add(1, Ordering::Relaxed);
                 let dead = write(&slot.child).take();
                 if let Some(c) = dead {
+                    *lock(&slot.last_error) =
+                        Some(format!("exited after {}s", c.started.elapsed().as_secs()));
                     log::warn!("stdio upstream {} exited; restarting", c.name());
                     let reaper = std::thread::Builder::new()
                         .name("shadowcat-reap".into())
@@ -370,6 +383,9 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(),
                     backoff[i] = BACKOFF_MIN;
                 }
                 due[i] = Some(Instant::now() + backoff[i]);
+            }
+            Ok(Control::Roll(grace, reply)) => {
+                let _ = reply.send(roll(inner, grace, &mut reapers));
             }
             Ok(Control::ChildRequest(i, generation, msg)) => {
                 if inner.slots[i].generation.load(Ordering::Acquire) == generation {
@@ -406,6 +422,65 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(),
     for r in reapers {
         let _ = r.join();
     }
+}
+
+/// Replaces each live child in turn (supervisor thread): spawn and initialize the new one,
+/// re-subscribe what sessions subscribed to, swap it in for new calls, then stop the old one
+/// once its calls in flight are done (at most `grace`). Sessions stay pinned: the epoch is
+/// not bumped, because no session state was lost.
+fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) -> String {
+    let mut report = Vec::new();
+    for i in 0..inner.slots.len() {
+        let slot = &inner.slots[i];
+        let Some(old) = read(&slot.child).clone() else {
+            report.push(format!("#{i}: down, left to the restart backoff"));
+            continue;
+        };
+        let generation = slot.generation.load(Ordering::Acquire) + 1;
+        let fresh = Child::spawn(&inner.argv, i, generation, inner.max_message, inner.sink())
+            .map(Arc::new)
+            .and_then(|c| match handshake(&c) {
+                Ok(hs) => Ok((c, hs)),
+                Err(e) => {
+                    c.stop(Duration::from_millis(500));
+                    Err(e)
+                }
+            });
+        let (child, hs) = match fresh {
+            Ok(x) => x,
+            Err(e) => {
+                report.push(format!(
+                    "#{i}: kept pid {} (replacement failed: {e})",
+                    old.pid
+                ));
+                continue;
+            }
+        };
+        let uris: Vec<String> = lock(&slot.subscriptions).keys().cloned().collect();
+        for uri in uris {
+            let v =
+                json!({"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{"uri":uri}});
+            let _ = request(&child, &v);
+        }
+        let new_pid = child.pid;
+        *write(&slot.handshake) = Some(Arc::new(hs));
+        slot.generation.store(generation, Ordering::Release);
+        *write(&slot.child) = Some(child);
+        // Calls that picked the old child just before the swap get there a moment later.
+        std::thread::sleep(Duration::from_millis(20));
+        let until = Instant::now() + grace;
+        while old.inflight() > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        report.push(format!("#{i}: pid {} -> {new_pid}", old.pid));
+        reapers.extend(
+            std::thread::Builder::new()
+                .name("shadowcat-reap".into())
+                .spawn(move || old.stop(Duration::from_secs(2)))
+                .ok(),
+        );
+    }
+    report.join("; ")
 }
 
 /// Server-to-client requests are not routed to clients in shared mode yet: answer the child
@@ -459,7 +534,7 @@ impl Upstream for StdioUpstream {
         slot.sessions.fetch_add(1, Ordering::Relaxed);
         let binding = Binding {
             child: pick,
-            generation: slot.generation.load(Ordering::Acquire),
+            generation: slot.epoch.load(Ordering::Acquire),
             ..Binding::default()
         };
         Ok((binding, Reply::Message(body.into_bytes())))
@@ -473,7 +548,7 @@ impl Upstream for StdioUpstream {
                     .slots
                     .get(s.binding.child)
                     .ok_or(Error::UnknownSession)?;
-                if slot.generation.load(Ordering::Acquire) != s.binding.generation {
+                if slot.epoch.load(Ordering::Acquire) != s.binding.generation {
                     return Err(Error::UnknownSession);
                 }
                 // A dead child took the session's state with it: the client must re-initialize.
@@ -545,20 +620,54 @@ impl Upstream for StdioUpstream {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         lock(&slot.members).retain(|w| w.upgrade().is_some_and(|s| s.id != session.id));
         let uris: Vec<String> = lock(&session.subscriptions).drain().collect();
-        let generation = slot.generation.load(Ordering::Acquire);
+        let epoch = slot.epoch.load(Ordering::Acquire);
         for uri in uris {
-            if release(&slot.subscriptions, &uri) && generation == session.binding.generation {
+            if release(&slot.subscriptions, &uri) && epoch == session.binding.generation {
                 self.inner.unsubscribe_child(session.binding.child, &uri);
             }
         }
     }
 
-    fn child_pids(&self) -> Vec<Option<u32>> {
+    fn kind(&self) -> &'static str {
+        "stdio"
+    }
+
+    fn mode(&self) -> &'static str {
+        "shared"
+    }
+
+    fn children(&self) -> Vec<ChildInfo> {
         self.inner
             .slots
             .iter()
-            .map(|s| read(&s.child).as_ref().map(|c| c.pid))
+            .enumerate()
+            .map(|(index, s)| {
+                let child = read(&s.child).clone();
+                ChildInfo {
+                    index,
+                    pid: child.as_ref().map(|c| c.pid),
+                    up: child.as_ref().is_some_and(|c| c.is_alive()),
+                    age: child
+                        .as_ref()
+                        .map(|c| c.started.elapsed())
+                        .unwrap_or_default(),
+                    restarts: s.restarts.load(Ordering::Relaxed),
+                    sessions: s.sessions.load(Ordering::Relaxed),
+                    inflight: child.as_ref().map(|c| c.inflight()).unwrap_or(0),
+                    last_error: lock(&s.last_error).clone(),
+                }
+            })
             .collect()
+    }
+
+    fn restart(&self, grace: Duration) -> Result<String, Error> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner
+            .control
+            .send(Control::Roll(grace, tx))
+            .map_err(|_| Error::Unavailable("supervisor stopped".into()))?;
+        rx.recv()
+            .map_err(|_| Error::Unavailable("supervisor stopped".into()))
     }
 
     fn ready(&self) -> Result<(), String> {

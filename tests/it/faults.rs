@@ -192,7 +192,8 @@ fn ten_thousand_requests_thirty_percent_faults() {
     // The pool: nothing checked out, nothing over capacity.
     let until = Instant::now() + Duration::from_secs(5);
     loop {
-        let (conns, idle) = p.proxy().upstream().pool_state().unwrap();
+        let pool = p.proxy().upstream().pool().unwrap();
+        let (conns, idle) = (pool.connections, pool.idle);
         if conns == idle && conns <= 16 {
             break;
         }

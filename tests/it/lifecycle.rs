@@ -242,6 +242,12 @@ impl Upstream for Panicky {
     fn name(&self) -> &str {
         "panicky"
     }
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn mode(&self) -> &'static str {
+        "panics"
+    }
     fn initialize(&self, _call: Call<'_>) -> Result<(Binding, Reply), Error> {
         panic!("boom in initialize")
     }
