@@ -168,7 +168,8 @@ pub struct ReverseArgs {
     #[argh(option)]
     pub admin_bind: Option<SocketAddr>,
 
-    /// bearer token the admin API requires (then it may listen on any address)
+    /// bearer token the admin API requires (then it may listen on any address); the
+    /// environment variable SHADOWCAT_ADMIN_TOKEN works too and keeps it out of `ps`
     #[argh(option)]
     pub admin_token: Option<String>,
 
@@ -363,14 +364,18 @@ impl ReverseArgs {
                 )));
             }
         };
+        let admin_token = self
+            .admin_token
+            .or_else(|| std::env::var("SHADOWCAT_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty());
         if let Some(a) = self.admin_bind {
-            if !a.ip().is_loopback() && self.admin_token.is_none() {
+            if !a.ip().is_loopback() && admin_token.is_none() {
                 return Err(Error::Config(format!(
                     "--admin-bind {a} is not loopback: set --admin-token too"
                 )));
             }
         }
-        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+        if admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(Error::Config(
                 "--admin-token must be at least 16 characters".into(),
             ));
@@ -411,7 +416,7 @@ impl ReverseArgs {
             )?,
             allowed_origins,
             admin_bind: self.admin_bind,
-            admin_token: self.admin_token,
+            admin_token,
             log_json,
             shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
         })

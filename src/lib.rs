@@ -17,26 +17,38 @@
 //! | module | concept |
 //! |---|---|
 //! | [`server`], [`http`] | our own strict HTTP/1.1 layer on `httparse` and std sockets |
-//! | [`proxy`] | the one request pipeline: validation, sessions, forwarding, error mapping, access log |
+//! | [`proxy`] | the one request pipeline: validation, sessions, forwarding, streaming, error mapping, access log |
 //! | [`session`] | session ids (128 bits from `/dev/urandom`), table, idle expiry, cap |
+//! | [`stream`] | proxy-owned SSE event ids and bounded replay logs (`Last-Event-ID`) |
 //! | [`jsonrpc`] | lazily parsed envelopes; ids and results stay raw text |
-//! | [`upstream`] | the [`upstream::Upstream`] trait and its two implementations |
-//! | [`child`] | one stdio child: writer, reader and stderr threads, id rewriting, stop |
+//! | [`upstream`] | the [`upstream::Upstream`] trait: [`upstream::http`], [`upstream::stdio`] (shared children), [`upstream::dedicated`] (a child per session) |
+//! | [`child`] | one stdio child: writer, reader and stderr threads, id rewriting, routing, stop |
+//! | [`admin`], [`metrics`] | `/healthz`, `/readyz`, `/metrics`, the admin API |
 //! | [`demo`] | the built-in demo MCP server (`shadowcat demo-server`) |
+//! | [`mod@bench`] | `shadowcat bench`, a load generator for any MCP endpoint |
 //! | [`error`] | the one error enum and its mapping to HTTP status and JSON-RPC code |
 //! | [`config`] | flags, defaults, validation |
 //!
 //! ## Threads
 //!
-//! * 1 accept thread. Each client connection is served by one pooled connection thread
-//!   (at most `--max-connections`), which reads and parses requests with timeouts. Handling a
-//!   request takes one of `--workers` permits, so slow or idle clients never hold a worker.
-//!   An SSE response gives its worker permit back and holds a stream permit
-//!   (`--max-streams`) instead: streams never occupy a request worker.
-//! * 3 threads per stdio child (stdin writer, stdout reader, stderr logger) and one
-//!   supervisor per stdio upstream. No thread, process or channel is created per request.
-//! * r2d2 runs its own small maintenance pool per HTTP upstream.
-//! * 1 session reaper.
+//! * **Connections:** 1 accept thread. Each client connection is served by one pooled
+//!   connection thread (at most `--max-connections`), which reads and parses requests with
+//!   timeouts. Handling a request takes one of `--workers` permits, so slow or idle clients
+//!   never hold a worker, and 500 idle connections cost 500 parked threads, not the service.
+//! * **Streams:** an SSE response gives its worker permit back and holds one of
+//!   `--max-streams` stream permits on its connection thread instead: streams never occupy a
+//!   request worker. The thread keeps draining the upstream into the replay log if the client
+//!   leaves, until the request ends.
+//! * **stdio:** 3 threads per child (stdin writer, stdout reader, stderr logger) and one
+//!   supervisor (shared mode) or keeper (per-session mode) per upstream, which spawns every
+//!   child (the parent-death signal is tied to the spawning thread). No thread, process or
+//!   channel is created per request.
+//! * **HTTP:** r2d2 keeps a small maintenance pool per slot pool (requests, standalone
+//!   streams); one relay thread per session whose standalone GET stream is open.
+//! * 1 session reaper; the admin API, when enabled, is a second small server (4 workers).
+//!
+//! A stdio request crosses: connection thread → child writer thread → child → child reader
+//! thread → connection thread (two channel hand-offs, no locks held across I/O).
 //!
 //! ## Timeouts
 //!
@@ -44,26 +56,36 @@
 //! |---|---|---|---|
 //! | idle keep-alive connection | 60 s | `--client-idle-timeout` | connection closed |
 //! | reading one request's head | 10 s | — | 408, closed |
-//! | one upstream request | 60 s | `--request-timeout` | 504 (JSON) or an error event (SSE); stdio child gets `notifications/cancelled` |
+//! | one upstream request | 60 s | `--request-timeout` | 504 (JSON) or an error event (SSE); a stdio child gets `notifications/cancelled` |
 //! | HTTP upstream connect | 5 s | `--upstream-connect-timeout` | 502 |
 //! | HTTP upstream slot checkout | 2 s | — | 503 + `Retry-After` |
+//! | silence on an upstream stream | 5 min | `--sse-idle-timeout` | stream resumed or ended with an error |
+//! | resuming a broken upstream stream | 60 s | `--upstream-reconnect-max` | error event on the client stream |
+//! | keep-alive comment on a quiet stream | 15 s | `--sse-keepalive` | `: keepalive` sent |
 //! | idle session | 30 min | `--session-idle` | session ended, next use 404 |
+//! | replay of an ended stream | 5 min | `--replay-ttl` | its ids become unknown (400) |
+//! | child handshake / warm-up | 30 s | — | child replaced with backoff |
 //! | shutdown grace | 10 s | `--shutdown-grace` | remaining connections closed |
+//! | child stop | 2 s + 2 s | — | stdin closed, then SIGTERM, then SIGKILL to its group |
 //!
 //! ## Shutdown order
 //!
 //! On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
-//! grace; close remaining connections and join every server thread; end all sessions
-//! (upstream DELETE for HTTP); stop each child (close stdin, wait 2 s, SIGTERM its process
-//! group, wait 2 s, SIGKILL, reap). [`Shadowcat::shutdown`] does the same and is idempotent;
-//! dropping a [`Shadowcat`] runs it with a short grace.
+//! grace (open streams end with their final chunk; a second signal ends the grace at once);
+//! close remaining connections and join every server thread; end all sessions (upstream DELETE
+//! for HTTP); stop each child (close stdin, wait 2 s, SIGTERM its process group, wait 2 s,
+//! SIGKILL, reap); join the supervisor. [`Shadowcat::shutdown`] does the same and is
+//! idempotent; dropping a [`Shadowcat`] runs it with a short grace. If the proxy is killed
+//! outright, the kernel kills its children (`PR_SET_PDEATHSIG`).
 //!
 //! ## Logging
 //!
-//! `RUST_LOG` (env_logger), default `info`. One access line per request at info (target
-//! `shadowcat::access`). Client disconnects are debug; an upstream that is down is warn;
-//! stdio children's stderr is info (target `shadowcat::child`). Tokens, header values and
-//! JSON-RPC params or results are never logged.
+//! `RUST_LOG` (env_logger), default `info`; `--log-format json` for one JSON object per line.
+//! One access line per request at info (target `shadowcat::access`): client address, HTTP
+//! method, MCP method, status, duration, session id prefix, upstream. Client disconnects are
+//! debug; an upstream that is down is warn (at most one line per second); stdio children's
+//! stderr is info (target `shadowcat::child`). Tokens, header values and JSON-RPC params or
+//! results are never logged.
 
 pub mod admin;
 pub mod bench;

@@ -38,3 +38,6 @@ mod http_streams;
 // Operating it: health, readiness, metrics, admin API, access log.
 #[path = "it/ops.rs"]
 mod ops;
+// The official TypeScript SDK as a client, through the proxy.
+#[path = "it/typescript.rs"]
+mod typescript;

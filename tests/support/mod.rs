@@ -535,3 +535,26 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Runs the TypeScript SDK driver (tests/js/client.mjs) against `url`; returns its JSON output.
+pub fn run_js(url: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/client.mjs");
+    let out = Command::new("node")
+        .arg(path)
+        .arg(url)
+        .env("SHADOWCAT_PEERS", peers())
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "client.mjs failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client.mjs printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
