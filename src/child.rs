@@ -126,8 +126,7 @@ impl Child {
             .spawn()
             .map_err(|e| Error::Config(format!("cannot start stdio upstream {program:?}: {e}")))?;
         let pid = process.id();
-        let base = program.rsplit('/').next().unwrap_or(program);
-        let name = format!("{base}#{index}");
+        let name = format!("{}#{index}", crate::config::program_name(argv));
         let (stdin, stdout, stderr) = match (
             process.stdin.take(),
             process.stdout.take(),

@@ -273,21 +273,23 @@ impl Config {
     /// upstream, the program's file name of a stdio one.
     pub fn upstream_name(&self) -> String {
         match &self.upstream {
-            UpstreamConfig::Http { url } => url
-                .trim_start_matches("http://")
-                .split('/')
-                .next()
-                .unwrap_or(url)
-                .rsplit('@')
-                .next()
-                .unwrap_or(url)
-                .to_owned(),
-            UpstreamConfig::Stdio { argv, .. } => {
-                let p = argv.first().map(String::as_str).unwrap_or("stdio");
-                p.rsplit('/').next().unwrap_or(p).to_owned()
-            }
+            UpstreamConfig::Http { url } => url_authority(url).to_owned(),
+            UpstreamConfig::Stdio { argv, .. } => program_name(argv).to_owned(),
         }
     }
+}
+
+/// `host:port` of an `http://` URL, without any user info.
+pub fn url_authority(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    let auth = rest.split('/').next().unwrap_or(rest);
+    auth.rsplit('@').next().unwrap_or(auth)
+}
+
+/// The file name of a command's program (`node` for `/usr/bin/node x.js`).
+pub fn program_name(argv: &[String]) -> &str {
+    let p = argv.first().map(String::as_str).unwrap_or("stdio");
+    p.rsplit('/').next().unwrap_or(p)
 }
 
 impl ReverseArgs {

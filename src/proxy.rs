@@ -706,20 +706,10 @@ fn sse_headers() -> Vec<(String, String)> {
     ]
 }
 
-/// Frames one SSE event carrying a JSON message.
+/// Frames one SSE event carrying a JSON message, without an id (streams outside a session,
+/// which cannot be resumed).
 pub fn sse_event(json: &[u8]) -> Vec<u8> {
-    let mut ev = Vec::with_capacity(json.len() + 24);
-    ev.extend_from_slice(b"event: message\ndata: ");
-    // JSON text from serde has no raw newlines; be safe with upstream-provided text anyway.
-    for &b in json {
-        if b == b'\n' {
-            ev.extend_from_slice(b"\ndata: ");
-        } else if b != b'\r' {
-            ev.push(b);
-        }
-    }
-    ev.extend_from_slice(b"\n\n");
-    ev
+    crate::stream::frame(None, json)
 }
 
 /// The HTTP answer for an error, with a JSON-RPC error body.

@@ -113,7 +113,7 @@ impl EventLog {
         let mut g = lock(&self.inner);
         let seq = g.next_seq;
         g.next_seq += 1;
-        let frame = Arc::new(frame(&format!("{}-{seq}", self.id), data));
+        let frame = Arc::new(frame(Some(&format!("{}-{seq}", self.id)), data));
         let ev = Event { seq, frame };
         g.bytes += ev.frame.len();
         g.events.push_back(ev.clone());
@@ -215,12 +215,15 @@ impl EventLog {
     }
 }
 
-/// Frames one SSE event: `id`, `event: message`, the data (split on newlines), blank line.
-pub fn frame(id: &str, data: &[u8]) -> Vec<u8> {
-    let mut ev = Vec::with_capacity(data.len() + id.len() + 32);
-    ev.extend_from_slice(b"id: ");
-    ev.extend_from_slice(id.as_bytes());
-    ev.push(b'\n');
+/// Frames one SSE event: `id` (if any), `event: message` (unless the data is empty, as in a
+/// priming event), the data split on newlines, and the blank line.
+pub fn frame(id: Option<&str>, data: &[u8]) -> Vec<u8> {
+    let mut ev = Vec::with_capacity(data.len() + 48);
+    if let Some(id) = id {
+        ev.extend_from_slice(b"id: ");
+        ev.extend_from_slice(id.as_bytes());
+        ev.push(b'\n');
+    }
     if !data.is_empty() {
         ev.extend_from_slice(b"event: message\n");
     }
@@ -431,9 +434,9 @@ mod tests {
 
     #[test]
     fn priming_event_has_empty_data() {
-        assert_eq!(frame("1-1", b""), b"id: 1-1\ndata: \n\n");
+        assert_eq!(frame(Some("1-1"), b""), b"id: 1-1\ndata: \n\n");
         assert_eq!(
-            frame("1-2", b"{\"a\":1}"),
+            frame(Some("1-2"), b"{\"a\":1}"),
             b"id: 1-2\nevent: message\ndata: {\"a\":1}\n\n"
         );
     }

@@ -85,9 +85,8 @@ impl DedicatedUpstream {
         max_message: usize,
     ) -> Result<Self, Error> {
         let (control, rx) = unbounded();
-        let base = argv.first().map(String::as_str).unwrap_or("stdio");
         let inner = Arc::new(Inner {
-            name: base.rsplit('/').next().unwrap_or(base).to_owned(),
+            name: crate::config::program_name(&argv).to_owned(),
             argv,
             max_message,
             max_children,

@@ -140,15 +140,7 @@ fn build_pool(o: &HttpOptions, report: bool) -> Pool<SlotManager> {
 impl HttpUpstream {
     /// Builds the pools; connects nothing yet, so a down upstream does not stop start-up.
     pub fn new(url: &str, o: HttpOptions) -> Result<Self, Error> {
-        let name = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or(url)
-            .rsplit('@')
-            .next()
-            .unwrap_or(url)
-            .to_owned();
+        let name = crate::config::url_authority(url).to_owned();
         Ok(HttpUpstream {
             inner: Arc::new(HttpInner {
                 name,

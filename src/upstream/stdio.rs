@@ -99,9 +99,8 @@ impl StdioUpstream {
     /// the parent-death signal (see [`Child::spawn`]) is tied to the spawning thread.
     pub fn start(argv: Vec<String>, children: usize, max_message: usize) -> Result<Self, Error> {
         let (control, rx) = unbounded();
-        let base = argv.first().map(String::as_str).unwrap_or("stdio");
         let inner = Arc::new(Inner {
-            name: base.rsplit('/').next().unwrap_or(base).to_owned(),
+            name: crate::config::program_name(&argv).to_owned(),
             argv,
             max_message,
             slots: (0..children).map(|_| Slot::default()).collect(),

@@ -202,3 +202,28 @@ fn python_sdk_sampling_and_elicitation_callbacks() {
     assert_eq!(out["elicitation"]["requests"], 1);
     assert_eq!(out["elicitation"]["isError"], false, "{out}");
 }
+
+#[test]
+fn streams_beyond_the_cap_get_503() {
+    let p = demo_proxy(&["--stdio-children", "1", "--max-streams", "1"]);
+    let a = p.local_addr();
+    let s1 = Conn::open(a).initialize();
+    let s2 = Conn::open(a).initialize();
+    let get = |sid: &str| {
+        let mut h = session_headers(sid);
+        h.retain(|(k, _)| *k != "Content-Type");
+        SseConn::open(a, "GET", &h, b"")
+    };
+    let first = get(&s1);
+    assert_eq!(first.status, 200);
+    let mut second = Conn::open(a);
+    let mut h = session_headers(&s2);
+    h.retain(|(k, _)| *k != "Content-Type");
+    let r = second.request("GET", "/mcp", &h, b"");
+    assert_eq!(r.status, 503);
+    assert!(r.header("retry-after").is_some());
+    // Plain JSON requests are not streams: still served.
+    let r = post(a, Some(&s2), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
+    assert_eq!(r.status, 200);
+    drop(first);
+}
