@@ -2686,4 +2686,141 @@ mod tests {
         assert_eq!(fmt_ns(12_340_000.0), "12.34ms");
         assert_eq!(fmt_ns(1_234_000_000.0), "1.234s");
     }
+
+    /// A fake stdio MCP server in Python: answers initialize; before every other answer prints a
+    /// notification and a non-JSON line; ids ≡ 3 (mod 7) get a JSON-RPC error; after
+    /// `stop_after` calls it stays silent (keeps reading).
+    fn fake_child(stop_after: u64) -> Vec<String> {
+        let script = format!(
+            r#"
+import json, sys
+n = 0
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    if m["method"] == "initialize":
+        r = {{"protocolVersion": "2025-11-25", "capabilities": {{}},
+              "serverInfo": {{"name": "fake", "version": "1"}}}}
+        print(json.dumps({{"jsonrpc": "2.0", "id": m["id"], "result": r}}), flush=True)
+        continue
+    n += 1
+    if n > {stop_after}:
+        continue
+    print('{{"jsonrpc":"2.0","method":"notifications/message","params":{{}}}}')
+    print("not json")
+    if m["id"] % 7 == 3:
+        out = {{"jsonrpc": "2.0", "id": m["id"], "error": {{"code": -32000, "message": "no"}}}}
+    else:
+        out = {{"jsonrpc": "2.0", "id": m["id"], "result": m["params"]}}
+    print(json.dumps(out), flush=True)
+"#
+        );
+        vec!["python3".into(), "-c".into(), script]
+    }
+
+    fn pipe_options(argv: Vec<String>) -> BenchOptions {
+        BenchOptions {
+            pipe: Some(argv),
+            duration: None,
+            warmup: Duration::ZERO,
+            timeout: Duration::from_secs(10),
+            ..BenchOptions::default()
+        }
+    }
+
+    #[test]
+    fn pipe_single_caller_skips_other_lines_and_counts_errors() {
+        let opts = BenchOptions {
+            requests: Some(50),
+            ..pipe_options(fake_child(u64::MAX))
+        };
+        let r = bench(&opts).expect("pipe bench runs");
+        assert!(r.url.starts_with("pipe:python3 -c"), "{}", r.url);
+        assert_eq!(r.requests, 50);
+        // One caller sends ids 1..=50: 3, 10, 17, 24, 31, 38, 45 fail.
+        assert_eq!(r.ok, 43, "{:?}", r.errors);
+        assert_eq!(r.errors.get("jsonrpc_error"), Some(&7));
+        assert_eq!(r.latency.count(), 43);
+        assert_eq!((r.reconnects, r.reinitialized, r.sse_replies), (0, 0, 0));
+    }
+
+    #[test]
+    fn pipe_multiplexed_callers_get_their_own_responses() {
+        let opts = BenchOptions {
+            sessions: 4,
+            requests: Some(400),
+            progress: true,
+            ..pipe_options(fake_child(u64::MAX))
+        };
+        let r = bench(&opts).expect("pipe bench runs");
+        assert_eq!(r.requests, 400);
+        assert_eq!(
+            r.ok + r.errors.get("jsonrpc_error").copied().unwrap_or(0),
+            400
+        );
+        assert!(r.ok > 300, "{:?}", r.errors);
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(r.throughput() > 0.0);
+    }
+
+    #[test]
+    fn pipe_silent_child_is_killed_and_bounded() {
+        // Never answers initialize.
+        let t = Instant::now();
+        let opts = BenchOptions {
+            timeout: Duration::from_millis(500),
+            requests: Some(10),
+            ..pipe_options(fake_child(0))
+        };
+        let opts = BenchOptions {
+            pipe: Some(vec![
+                "python3".into(),
+                "-c".into(),
+                "import sys\nfor l in sys.stdin: pass".into(),
+            ]),
+            ..opts
+        };
+        let e = bench(&opts).unwrap_err();
+        assert!(e.to_string().contains("initialize failed: timeout"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+
+        // Answers 5 calls, then goes silent mid-run: the watchdog ends the run.
+        let t = Instant::now();
+        let opts = BenchOptions {
+            sessions: 2,
+            duration: Some(Duration::from_secs(30)),
+            timeout: Duration::from_secs(2),
+            ..pipe_options(fake_child(5))
+        };
+        let r = bench(&opts).expect("the run itself completes");
+        assert_eq!(r.requests, 7, "{r:?}");
+        assert!(r.ok >= 4, "{r:?}");
+        assert_eq!(r.errors.get("timeout"), Some(&2), "{:?}", r.errors);
+        assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+
+        // A program that does not exist.
+        let opts = pipe_options(vec!["/nonexistent/shadowcat-bench-child".into()]);
+        assert!(matches!(bench(&opts), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn pipe_flag() {
+        let o = parse(&["--pipe", r#"node "/a b/index.js" stdio"#]).unwrap();
+        assert_eq!(
+            o.pipe,
+            Some(vec![
+                "node".to_string(),
+                "/a b/index.js".into(),
+                "stdio".into()
+            ])
+        );
+        assert_eq!(parse(&[]).unwrap().pipe, None);
+        for bad in [&["--pipe", ""][..], &["--pipe", "'open"]] {
+            assert!(
+                matches!(parse(bad), Err(Error::Config(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
 }

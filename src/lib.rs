@@ -141,6 +141,7 @@ impl Shadowcat {
                 url,
                 HttpOptions {
                     slots: config.upstream_pool,
+                    stream_slots: config.max_streams as u32,
                     connect_timeout: config.upstream_connect_timeout,
                     request_timeout: config.request_timeout,
                     stream_idle: config.sse_idle_timeout,

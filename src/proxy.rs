@@ -603,18 +603,16 @@ impl Proxy {
                     }
                     next_keepalive = Instant::now() + keepalive;
                 }
-                if let Some(log) = &log {
-                    log.end();
-                }
-                if attached {
-                    let _ = w.finish();
+                let delivered = attached && w.finish().is_ok();
+                if let (Some(log), Some(s)) = (&log, &session) {
+                    s.streams.close(log, delivered);
                 }
                 return 200;
             }
             Err(e) => e,
         };
-        if let Some(log) = &log {
-            log.end();
+        if let (Some(log), Some(s)) = (&log, &session) {
+            s.streams.close(log, true);
         }
         self.stream_refused(res, err, id.as_deref())
     }

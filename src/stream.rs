@@ -257,6 +257,25 @@ struct StreamsInner {
     next: u64,
     logs: HashMap<u64, Arc<EventLog>>,
     standalone: Option<Arc<EventLog>>,
+    /// Ended, undelivered request streams kept for resumption, oldest first.
+    ended: VecDeque<(Instant, u64)>,
+}
+
+/// Ended request streams a session keeps for resumption at most (the oldest go first).
+pub const MAX_ENDED_STREAMS: usize = 16;
+
+impl StreamsInner {
+    /// Forgets ended streams past their TTL or beyond [`MAX_ENDED_STREAMS`]; cheap: only the
+    /// front of the queue is looked at.
+    fn prune(&mut self, ttl: Duration, now: Instant) {
+        while let Some(&(at, id)) = self.ended.front() {
+            if self.ended.len() <= MAX_ENDED_STREAMS && now.duration_since(at) < ttl {
+                break;
+            }
+            self.ended.pop_front();
+            self.logs.remove(&id);
+        }
+    }
 }
 
 impl Streams {
@@ -268,20 +287,36 @@ impl Streams {
                 next: 1,
                 logs: HashMap::new(),
                 standalone: None,
+                ended: VecDeque::new(),
             }),
         }
     }
 
-    /// A new request stream (also forgets streams past their TTL).
+    /// A new request stream (also forgets ended streams past their TTL).
     pub fn open(&self) -> Arc<EventLog> {
         let now = Instant::now();
         let mut g = lock(&self.inner);
-        g.logs.retain(|_, l| !l.expired(now));
+        g.prune(self.limits.ttl, now);
         let id = g.next;
         g.next += 1;
         let log = Arc::new(EventLog::new(id, self.limits));
         g.logs.insert(id, log.clone());
         log
+    }
+
+    /// Ends a request stream. One whose client received everything is forgotten at once;
+    /// one whose client left early is kept for resumption (`--replay-ttl`, at most
+    /// [`MAX_ENDED_STREAMS`] per session).
+    pub fn close(&self, log: &EventLog, delivered: bool) {
+        log.end();
+        let now = Instant::now();
+        let mut g = lock(&self.inner);
+        if delivered {
+            g.logs.remove(&log.id);
+        } else {
+            g.ended.push_back((now, log.id));
+        }
+        g.prune(self.limits.ttl, now);
     }
 
     /// The session's standalone stream, created on first use.
@@ -430,6 +465,27 @@ mod tests {
         log.end();
         let w = log.wait(1, newer, Instant::now() + Duration::from_secs(5));
         assert!(w.ended && w.events.is_empty());
+    }
+
+    #[test]
+    fn delivered_streams_are_forgotten_and_undelivered_ones_capped() {
+        let s = Streams::new(limits(10));
+        let a = s.open();
+        a.push(b"{}");
+        s.close(&a, true);
+        assert_eq!(s.resume("1-1").err(), Some(ResumeError::Unknown));
+        let logs: Vec<_> = (0..MAX_ENDED_STREAMS + 5).map(|_| s.open()).collect();
+        for l in &logs {
+            l.push(b"{}");
+            s.close(l, false);
+        }
+        // The oldest undelivered ones went first; the newest are still resumable.
+        assert_eq!(
+            s.resume(&format!("{}-1", logs[0].id)).err(),
+            Some(ResumeError::Unknown)
+        );
+        assert!(s.resume(&format!("{}-1", logs.last().unwrap().id)).is_ok());
+        assert_eq!(lock(&s.inner).logs.len(), MAX_ENDED_STREAMS);
     }
 
     #[test]

@@ -105,8 +105,10 @@ struct HttpInner {
 /// Timeouts and limits of an HTTP upstream.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
-    /// Request slots (and, separately, standalone-stream slots).
+    /// Request slots.
     pub slots: u32,
+    /// Standalone-stream slots: one per client GET stream relayed (`--max-streams`).
+    pub stream_slots: u32,
     /// TCP connect.
     pub connect_timeout: Duration,
     /// Until the response headers, and for a whole JSON body.
@@ -119,12 +121,12 @@ pub struct HttpOptions {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-fn build_pool(o: &HttpOptions, report: bool) -> Pool<SlotManager> {
+fn build_pool(o: &HttpOptions, report: bool, size: u32) -> Pool<SlotManager> {
     let mut b = Pool::builder();
     if let (true, Some(m)) = (report, &o.metrics) {
         b = b.event_handler(Box::new(crate::metrics::PoolEvents(m.clone())));
     }
-    b.max_size(o.slots)
+    b.max_size(size.max(1))
         .min_idle(Some(0))
         .test_on_check_out(true)
         .idle_timeout(None)
@@ -145,8 +147,8 @@ impl HttpUpstream {
             inner: Arc::new(HttpInner {
                 name,
                 url: url.to_owned(),
-                pool: build_pool(&o, true),
-                streams: build_pool(&o, false),
+                pool: build_pool(&o, true, o.slots),
+                streams: build_pool(&o, false, o.stream_slots),
                 reconnect_max: o.reconnect_max,
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
@@ -266,12 +268,15 @@ impl HttpInner {
     /// the upstream offers no stream (405, or another 4xx).
     fn get_stream(
         self: &Arc<Self>,
-        pool: &Pool<SlotManager>,
+        slot: Option<PooledConnection<SlotManager>>,
         session: Option<&str>,
         version: Option<&str>,
         last_id: Option<&str>,
     ) -> Result<Option<OpenStream>, Error> {
-        let mut slot = self.checkout(pool)?;
+        let mut slot = match slot {
+            Some(s) => s,
+            None => self.checkout(&self.pool)?,
+        };
         slot.poisoned = true;
         let mut req = slot
             .agent
@@ -401,13 +406,21 @@ impl Upstream for HttpUpstream {
         if session.binding.listening.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // A slot now, or the client learns at once (503) that no stream can be relayed.
+        let slot = match self.inner.checkout(&self.inner.streams) {
+            Ok(s) => s,
+            Err(_) => {
+                session.binding.listening.store(false, Ordering::Release);
+                return Err(Error::TooManyStreams);
+            }
+        };
         let inner = self.inner.clone();
         let weak = Arc::downgrade(session);
         let sid = lock(&session.binding.upstream_id).clone();
         let version = Some(session.protocol_version.clone()).filter(|v| !v.is_empty());
         let relay = std::thread::Builder::new()
             .name("shadowcat-relay".into())
-            .spawn(move || relay(&inner, &weak, sid, version))
+            .spawn(move || relay(&inner, slot, &weak, sid, version))
             .map_err(Error::Io)?;
         let mut relays = lock(&self.relays);
         relays.retain(|h| !h.is_finished());
@@ -498,11 +511,12 @@ impl Upstream for HttpUpstream {
 /// Copies an upstream GET stream into a session's standalone log.
 fn relay(
     inner: &Arc<HttpInner>,
+    slot: PooledConnection<SlotManager>,
     session: &Weak<Session>,
     sid: Option<String>,
     version: Option<String>,
 ) {
-    let opened = inner.get_stream(&inner.streams, sid.as_deref(), version.as_deref(), None);
+    let opened = inner.get_stream(Some(slot), sid.as_deref(), version.as_deref(), None);
     let (slot, resp) = match opened {
         Ok(Some(x)) => x,
         Ok(None) => {
@@ -630,7 +644,7 @@ impl SseStream {
             std::thread::sleep(pause);
             attempt += 1;
             let opened = self.inner.get_stream(
-                &self.inner.pool,
+                None,
                 self.session.as_deref(),
                 self.version.as_deref(),
                 Some(&last),
