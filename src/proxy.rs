@@ -613,6 +613,10 @@ impl Proxy {
         };
         if let (Some(log), Some(s)) = (&log, &session) {
             s.streams.close(log, true);
+            if announce {
+                // The client never learns this session's id: do not keep it.
+                self.end_session(s);
+            }
         }
         self.stream_refused(res, err, id.as_deref())
     }
@@ -651,6 +655,7 @@ impl Proxy {
                     }
                     if Instant::now() >= next_keepalive {
                         if w.write_chunk(b": keepalive\n\n").is_err() {
+                            log::debug!("client went away from its stream (keep-alive)");
                             return 200;
                         }
                         next_keepalive = Instant::now() + keepalive;

@@ -41,3 +41,6 @@ mod ops;
 // The official TypeScript SDK as a client, through the proxy.
 #[path = "it/typescript.rs"]
 mod typescript;
+// Regression tests, named after the issue whose work found them.
+#[path = "it/regression.rs"]
+mod regression;

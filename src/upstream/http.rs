@@ -29,6 +29,8 @@ use crate::session::{Binding, Session, lock};
 use crate::upstream::{Call, Item, MessageStream, Poll, PoolInfo, Reply, Upstream};
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client's GET waits for a standalone-stream slot before it gets 503.
+const STREAM_SLOT_WAIT: Duration = Duration::from_millis(100);
 /// Largest JSON body or SSE line accepted from the upstream.
 const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
 /// Makes pool slots.
@@ -406,8 +408,8 @@ impl Upstream for HttpUpstream {
         if session.binding.listening.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // A slot now, or the client learns at once (503) that no stream can be relayed.
-        let slot = match self.inner.checkout(&self.inner.streams) {
+        // A slot now, or the client learns within 100 ms (503) that no stream can be relayed.
+        let slot = match self.inner.streams.get_timeout(STREAM_SLOT_WAIT) {
             Ok(s) => s,
             Err(_) => {
                 session.binding.listening.store(false, Ordering::Release);

@@ -1,0 +1,44 @@
+//! Regression tests, named after the issue whose work found the bug.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// Issue #6 (found by the peer benchmark): every ended SSE request stream was kept for the
+/// replay TTL and scanned on each new stream, so CPU and memory grew with traffic. A stream
+/// whose client received everything must leave nothing behind.
+#[test]
+fn r6_delivered_streams_leave_no_replay_log() {
+    let p = demo_proxy(&["--stdio-children", "1"]);
+    let a = p.local_addr();
+    let sid = Conn::open(a).initialize();
+    for i in 0..50 {
+        let body = json!({"jsonrpc":"2.0","id":i,"method":"tools/call","params":{
+            "name":"test_tool_with_progress","arguments":{},"_meta":{"progressToken":i}}})
+        .to_string();
+        let mut s = SseConn::open(a, "POST", &session_headers(&sid), body.as_bytes());
+        let evs = s.until_response();
+        assert_eq!(evs.last().unwrap().json()["id"], i);
+        assert!(s.next_event().is_none());
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        let bytes: usize = p
+            .proxy()
+            .sessions()
+            .list()
+            .iter()
+            .map(|s| s.streams.bytes())
+            .sum();
+        if bytes == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{bytes} bytes of replay kept for delivered streams"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
