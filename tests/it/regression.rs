@@ -42,3 +42,32 @@ fn r6_delivered_streams_leave_no_replay_log() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Issue #4: "a client that disconnects is noticed on write and its thread ends", here for a
+/// standalone stream relayed from an HTTP upstream.
+#[test]
+fn r4_get_stream_ends_when_its_client_leaves() {
+    let (_peer, addr) = everything_http();
+    let url = format!("http://{addr}/mcp");
+    let p = demo_proxy(&["--upstream", &url, "--sse-keepalive", "50ms"]);
+    let a = p.local_addr();
+    let sid = Conn::open(a).initialize();
+    let mut h = session_headers(&sid);
+    h.retain(|(k, _)| *k != "Content-Type");
+    let g = SseConn::open(a, "GET", &h, b"");
+    assert_eq!(g.status, 200);
+    let until = Instant::now() + Duration::from_secs(2);
+    while p.proxy().open_streams() != 1 {
+        assert!(Instant::now() < until, "stream never counted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(g);
+    let until = Instant::now() + Duration::from_secs(2);
+    while p.proxy().open_streams() != 0 {
+        assert!(
+            Instant::now() < until,
+            "stream thread still running after its client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
