@@ -49,7 +49,14 @@ fn r6_delivered_streams_leave_no_replay_log() {
 fn r4_get_stream_ends_when_its_client_leaves() {
     let (_peer, addr) = everything_http();
     let url = format!("http://{addr}/mcp");
-    let p = demo_proxy(&["--upstream", &url, "--sse-keepalive", "50ms"]);
+    let p = demo_proxy(&[
+        "--upstream",
+        &url,
+        "--sse-keepalive",
+        "50ms",
+        "--max-streams",
+        "2",
+    ]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();
     let mut h = session_headers(&sid);
