@@ -341,15 +341,20 @@ pub fn run_py(script: &str, url: &str) -> Value {
         .arg(url)
         .output()
         .expect("python runs");
+    driver_json(script, &out)
+}
+
+/// A test driver's one JSON object, or a panic showing what it printed.
+fn driver_json(name: &str, out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
-        "{script} failed: {}\n{}",
+        "{name} failed: {}\n{}",
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "{script} printed no JSON ({e}): {}",
+            "{name} printed no JSON ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })
@@ -545,16 +550,5 @@ pub fn run_js(url: &str) -> Value {
         .env("SHADOWCAT_PEERS", peers())
         .output()
         .expect("node runs");
-    assert!(
-        out.status.success(),
-        "client.mjs failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "client.mjs printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    driver_json("client.mjs", &out)
 }
