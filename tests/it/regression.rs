@@ -78,3 +78,52 @@ fn r4_get_stream_ends_when_its_client_leaves() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Issue #6 (found by the peer benchmark): when no slot was left to relay an HTTP upstream's
+/// GET stream, the client still got a 200 stream that could never carry anything.
+#[test]
+fn r6_unrelayable_get_stream_is_refused() {
+    let (_peer, addr) = everything_http();
+    let url = format!("http://{addr}/mcp");
+    let p = demo_proxy(&[
+        "--upstream",
+        &url,
+        "--max-streams",
+        "2",
+        "--sse-keepalive",
+        "50ms",
+    ]);
+    let a = p.local_addr();
+    let open_get = |sid: &str| {
+        let mut h = session_headers(sid);
+        h.retain(|(k, _)| *k != "Content-Type");
+        SseConn::open(a, "GET", &h, b"")
+    };
+    let init = || {
+        // Departed clients' stream permits come back on the next keep-alive write.
+        let until = Instant::now() + Duration::from_secs(3);
+        loop {
+            let r = post(a, None, INIT);
+            if r.status == 200 {
+                return r.header("mcp-session-id").unwrap().to_string();
+            }
+            assert!(Instant::now() < until, "{}", r.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Two sessions' relays take both upstream stream slots; their clients leave, which frees
+    // the proxy's own stream permits but not the relays (the upstream streams stay open).
+    for _ in 0..2 {
+        let g = open_get(&init());
+        assert_eq!(g.status, 200);
+        drop(g);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let started = Instant::now();
+    let g = open_get(&init());
+    assert_eq!(
+        g.status, 503,
+        "no relay slot: refuse, do not hand out a dead stream"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
