@@ -341,6 +341,16 @@ impl Child {
     }
 }
 
+/// Stops `child` (as [`Child::stop`], 2 s patience per step) on a thread of its own, so the
+/// caller (a supervisor) is not held up by a stubborn process; the caller joins the handle. If
+/// no thread can be started, the child is stopped by its `Drop` on this thread instead.
+pub fn stop_in_background(child: Arc<Child>) -> Option<JoinHandle<()>> {
+    thread::Builder::new()
+        .name("shadowcat-reap".into())
+        .spawn(move || child.stop(Duration::from_secs(2)))
+        .ok()
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         self.stop(Duration::from_millis(200));

@@ -311,8 +311,7 @@ impl Proxy {
         if !media_is(ct, "application/json") {
             return Err(Error::UnsupportedMediaType);
         }
-        let accept = req.header_all("accept").collect::<Vec<_>>().join(",");
-        if !accepts(&accept, "application/json") || !accepts(&accept, "text/event-stream") {
+        if !accepts(req, "application/json") || !accepts(req, "text/event-stream") {
             return Err(Error::NotAcceptable);
         }
         let msg = Message::parse(&req.body)?;
@@ -401,8 +400,7 @@ impl Proxy {
     }
 
     fn get(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
-        let accept = req.header_all("accept").collect::<Vec<_>>().join(",");
-        if !accepts(&accept, "text/event-stream") {
+        if !accepts(req, "text/event-stream") {
             return Err(Error::NotAcceptable);
         }
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
@@ -799,9 +797,14 @@ fn media_is(value: &str, want: &str) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case(want))
 }
 
-/// True when an `Accept` value lists `want` explicitly (a bare `*/*` is not enough, as the
-/// MCP transport requires clients to name both types).
-fn accepts(accept: &str, want: &str) -> bool {
+/// True when the request's `Accept` headers list `want` explicitly (a bare `*/*` is not
+/// enough, as the MCP transport requires clients to name both types).
+fn accepts(req: &Request, want: &str) -> bool {
+    req.header_all("accept").any(|v| lists(v, want))
+}
+
+/// True when one `Accept` value lists `want`.
+fn lists(accept: &str, want: &str) -> bool {
     accept.split(',').any(|part| media_is(part, want))
 }
 
@@ -851,11 +854,11 @@ mod tests {
             "application/json"
         ));
         assert!(!media_is("text/plain", "application/json"));
-        assert!(accepts(
+        assert!(lists(
             "application/json, text/event-stream",
             "text/event-stream"
         ));
-        assert!(!accepts("*/*", "application/json"));
+        assert!(!lists("*/*", "application/json"));
     }
 
     #[test]

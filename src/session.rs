@@ -178,17 +178,6 @@ impl Sessions {
         take_expired(&mut lock(&self.map), self.idle)
     }
 
-    /// Removes every session matching `pred` (e.g. pinned to a restarted child).
-    pub fn remove_where(&self, pred: impl Fn(&Session) -> bool) -> Vec<Arc<Session>> {
-        let mut map = lock(&self.map);
-        let ids: Vec<String> = map
-            .values()
-            .filter(|s| pred(s))
-            .map(|s| s.id.clone())
-            .collect();
-        ids.iter().filter_map(|id| map.remove(id)).collect()
-    }
-
     /// Removes and returns all sessions (shutdown).
     pub fn drain(&self) -> Vec<Arc<Session>> {
         lock(&self.map).drain().map(|(_, s)| s).collect()
@@ -207,17 +196,6 @@ impl Sessions {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Sessions pinned to each stdio child index (for least-loaded placement).
-    pub fn count_by_child(&self, children: usize) -> Vec<usize> {
-        let mut counts = vec![0; children];
-        for s in lock(&self.map).values() {
-            if let Some(c) = counts.get_mut(s.binding.child) {
-                *c += 1;
-            }
-        }
-        counts
     }
 
     /// 128 bits from the OS CSPRNG (`/dev/urandom`), as 32 lowercase hex digits.

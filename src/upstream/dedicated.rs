@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use serde_json::json;
 
-use crate::child::{Child, Event, EventSink};
+use crate::child::{Child, Event, EventSink, stop_in_background};
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session, lock};
@@ -285,7 +285,7 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
             }
             Ok(Control::Retire(c)) => {
                 inner.release();
-                reapers.extend(reap(c));
+                reapers.extend(stop_in_background(c));
             }
             Ok(Control::Died(index)) => {
                 let dead = lock(&inner.assigned).remove(&index).map(|a| a.child);
@@ -297,7 +297,7 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
                 if let Some(c) = dead {
                     log::warn!("per-session upstream {} exited", c.name());
                     inner.release();
-                    reapers.extend(reap(c));
+                    reapers.extend(stop_in_background(c));
                 }
                 retry_at = Some(Instant::now());
             }
@@ -309,13 +309,6 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
     for r in reapers {
         let _ = r.join();
     }
-}
-
-fn reap(c: Arc<Child>) -> Option<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("shadowcat-reap".into())
-        .spawn(move || c.stop(Duration::from_secs(2)))
-        .ok()
 }
 
 impl Upstream for DedicatedUpstream {

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use serde_json::{Value, json};
 
-use crate::child::{Child, Event, EventSink};
+use crate::child::{Child, Event, EventSink, stop_in_background};
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session, lock};
@@ -145,7 +145,7 @@ impl Inner {
         std::thread::scope(|s| {
             let handles: Vec<_> = spawned
                 .into_iter()
-                .map(|c| s.spawn(move || c.and_then(|c| self.install(c))))
+                .map(|c| s.spawn(move || c.and_then(|c| self.install(c, false).map(drop))))
                 .collect();
             handles
                 .into_iter()
@@ -218,8 +218,10 @@ impl Inner {
         }
     }
 
-    /// Performs the handshake and makes the child its slot's current one.
-    fn install(&self, child: Arc<Child>) -> Result<(), Error> {
+    /// Performs the handshake (stopping the child if it fails), re-subscribes the slot's
+    /// resource URIs if asked, and makes the child its slot's current one. Returns the child
+    /// it replaced.
+    fn install(&self, child: Arc<Child>, resubscribe: bool) -> Result<Option<Arc<Child>>, Error> {
         let hs = match handshake(&child) {
             Ok(hs) => hs,
             Err(e) => {
@@ -228,10 +230,16 @@ impl Inner {
             }
         };
         let slot = &self.slots[child.index];
+        if resubscribe {
+            let uris: Vec<String> = lock(&slot.subscriptions).keys().cloned().collect();
+            for uri in uris {
+                let v = json!({"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{"uri":uri}});
+                let _ = request(&child, &v);
+            }
+        }
         *write(&slot.handshake) = Some(Arc::new(hs));
         slot.generation.store(child.generation, Ordering::Release);
-        *write(&slot.child) = Some(child);
-        Ok(())
+        Ok(write(&slot.child).replace(child))
     }
 
     fn stop_children(&self, patience: Duration) {
@@ -373,10 +381,7 @@ fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(),
                     *lock(&slot.last_error) =
                         Some(format!("exited after {}s", c.started.elapsed().as_secs()));
                     log::warn!("stdio upstream {} exited; restarting", c.name());
-                    let reaper = std::thread::Builder::new()
-                        .name("shadowcat-reap".into())
-                        .spawn(move || c.stop(Duration::from_secs(2)));
-                    reapers.extend(reaper.ok());
+                    reapers.extend(stop_in_background(c));
                 }
                 if started[i].elapsed() >= HEALTHY_RESET {
                     backoff[i] = BACKOFF_MIN;
@@ -438,15 +443,12 @@ fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) 
         let generation = slot.generation.load(Ordering::Acquire) + 1;
         let fresh = Child::spawn(&inner.argv, i, generation, inner.max_message, inner.sink())
             .map(Arc::new)
-            .and_then(|c| match handshake(&c) {
-                Ok(hs) => Ok((c, hs)),
-                Err(e) => {
-                    c.stop(Duration::from_millis(500));
-                    Err(e)
-                }
+            .and_then(|c| {
+                let pid = c.pid;
+                inner.install(c, true).map(|_| pid)
             });
-        let (child, hs) = match fresh {
-            Ok(x) => x,
+        let new_pid = match fresh {
+            Ok(pid) => pid,
             Err(e) => {
                 report.push(format!(
                     "#{i}: kept pid {} (replacement failed: {e})",
@@ -455,16 +457,6 @@ fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) 
                 continue;
             }
         };
-        let uris: Vec<String> = lock(&slot.subscriptions).keys().cloned().collect();
-        for uri in uris {
-            let v =
-                json!({"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{"uri":uri}});
-            let _ = request(&child, &v);
-        }
-        let new_pid = child.pid;
-        *write(&slot.handshake) = Some(Arc::new(hs));
-        slot.generation.store(generation, Ordering::Release);
-        *write(&slot.child) = Some(child);
         // Calls that picked the old child just before the swap get there a moment later.
         std::thread::sleep(Duration::from_millis(20));
         let until = Instant::now() + grace;
@@ -472,18 +464,14 @@ fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) 
             std::thread::sleep(Duration::from_millis(5));
         }
         report.push(format!("#{i}: pid {} -> {new_pid}", old.pid));
-        reapers.extend(
-            std::thread::Builder::new()
-                .name("shadowcat-reap".into())
-                .spawn(move || old.stop(Duration::from_secs(2)))
-                .ok(),
-        );
+        reapers.extend(stop_in_background(old));
     }
     report.join("; ")
 }
 
-/// Server-to-client requests are not routed to clients in shared mode yet: answer the child
-/// with an error at once rather than leave it waiting.
+/// A server-to-client request no single session can own (calls from several sessions, or
+/// none, in flight on the child): answer the child with an error at once rather than guess or
+/// leave it waiting.
 fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
     let Some(child) = inner.live(i) else { return };
     log::warn!(

@@ -219,9 +219,7 @@ fn client_get_opens_the_upstream_get_stream() {
     let p = demo_proxy(&["--upstream", &url]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();
-    let mut h = session_headers(&sid);
-    h.retain(|(k, _)| *k != "Content-Type");
-    let mut g = SseConn::open(a, "GET", &h, b"");
+    let mut g = open_get(a, &sid);
     assert_eq!(g.status, 200);
     let mut ns = Vec::new();
     while ns.len() < 3 {

@@ -59,9 +59,7 @@ fn r4_get_stream_ends_when_its_client_leaves() {
     ]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();
-    let mut h = session_headers(&sid);
-    h.retain(|(k, _)| *k != "Content-Type");
-    let g = SseConn::open(a, "GET", &h, b"");
+    let g = open_get(a, &sid);
     assert_eq!(g.status, 200);
     let until = Instant::now() + Duration::from_secs(2);
     while p.proxy().open_streams() != 1 {
@@ -94,11 +92,6 @@ fn r6_unrelayable_get_stream_is_refused() {
         "50ms",
     ]);
     let a = p.local_addr();
-    let open_get = |sid: &str| {
-        let mut h = session_headers(sid);
-        h.retain(|(k, _)| *k != "Content-Type");
-        SseConn::open(a, "GET", &h, b"")
-    };
     let init = || {
         // Departed clients' stream permits come back on the next keep-alive write.
         let until = Instant::now() + Duration::from_secs(3);
@@ -114,13 +107,13 @@ fn r6_unrelayable_get_stream_is_refused() {
     // Two sessions' relays take both upstream stream slots; their clients leave, which frees
     // the proxy's own stream permits but not the relays (the upstream streams stay open).
     for _ in 0..2 {
-        let g = open_get(&init());
+        let g = open_get(a, &init());
         assert_eq!(g.status, 200);
         drop(g);
         std::thread::sleep(Duration::from_millis(200));
     }
     let started = Instant::now();
-    let g = open_get(&init());
+    let g = open_get(a, &init());
     assert_eq!(
         g.status, 503,
         "no relay slot: refuse, do not hand out a dead stream"

@@ -108,14 +108,7 @@ fn resource_updates_reach_only_subscribers() {
     let a = p.local_addr();
     let sub = Conn::open(a).initialize();
     let other = Conn::open(a).initialize();
-    let mut gets: Vec<SseConn> = [&sub, &other]
-        .iter()
-        .map(|sid| {
-            let mut h = session_headers(sid);
-            h.retain(|(k, _)| *k != "Content-Type");
-            SseConn::open(a, "GET", &h, b"")
-        })
-        .collect();
+    let mut gets: Vec<SseConn> = [&sub, &other].iter().map(|sid| open_get(a, sid)).collect();
     assert!(gets.iter().all(|g| g.status == 200));
     let r = post(
         a,
@@ -143,8 +136,7 @@ fn second_get_replaces_the_first() {
     let p = demo_proxy(&["--stdio-children", "1"]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();
-    let mut h = session_headers(&sid);
-    h.retain(|(k, _)| *k != "Content-Type");
+    let h = get_headers(&sid);
     let mut g1 = SseConn::open(a, "GET", &h, b"");
     assert_eq!(g1.status, 200);
     let g2 = SseConn::open(a, "GET", &h, b"");
@@ -209,17 +201,10 @@ fn streams_beyond_the_cap_get_503() {
     let a = p.local_addr();
     let s1 = Conn::open(a).initialize();
     let s2 = Conn::open(a).initialize();
-    let get = |sid: &str| {
-        let mut h = session_headers(sid);
-        h.retain(|(k, _)| *k != "Content-Type");
-        SseConn::open(a, "GET", &h, b"")
-    };
-    let first = get(&s1);
+    let first = open_get(a, &s1);
     assert_eq!(first.status, 200);
     let mut second = Conn::open(a);
-    let mut h = session_headers(&s2);
-    h.retain(|(k, _)| *k != "Content-Type");
-    let r = second.request("GET", "/mcp", &h, b"");
+    let r = second.request("GET", "/mcp", &get_headers(&s2), b"");
     assert_eq!(r.status, 503);
     assert!(r.header("retry-after").is_some());
     // Plain JSON requests are not streams: still served.

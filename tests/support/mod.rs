@@ -552,3 +552,15 @@ pub fn run_js(url: &str) -> Value {
         .expect("node runs");
     driver_json("client.mjs", &out)
 }
+
+/// Headers of a GET within session `sid` (no Content-Type).
+pub fn get_headers(sid: &str) -> Vec<(&str, &str)> {
+    let mut h = session_headers(sid);
+    h.retain(|(k, _)| *k != "Content-Type");
+    h
+}
+
+/// Opens session `sid`'s standalone stream (`GET /mcp`).
+pub fn open_get(addr: SocketAddr, sid: &str) -> SseConn {
+    SseConn::open(addr, "GET", &get_headers(sid), b"")
+}
