@@ -133,7 +133,7 @@ fn main() {
     let ids: Vec<String> = (0..10_000)
         .map(|_| {
             sessions
-                .create("2025-11-25".into(), Binding::default())
+                .create("2025-11-25".into(), Binding::default(), None)
                 .expect("room for 10,000 sessions")
                 .id
                 .clone()

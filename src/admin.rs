@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::auth::constant_time_eq;
 use crate::config::{StdioMode, UpstreamConfig};
 use crate::http::{Request, Response};
 use crate::metrics::{ChildGauge, Gauges, PoolGauge};
@@ -134,6 +135,7 @@ impl Admin {
                     "upstream": p.upstream().name(),
                     "child": if p.upstream().kind() == "stdio" { json!(s.binding.child) } else { Value::Null },
                     "protocolVersion": s.protocol_version,
+                    "principal": s.principal,
                     "created": unix(now - age),
                     "ageSeconds": age.as_secs(),
                     "idleSeconds": s.idle_for().as_secs(),
@@ -260,6 +262,31 @@ impl Admin {
             "adminToken": c.admin_token.as_ref().map(|_| "<redacted>"),
             "logFormat": if c.log_json { "json" } else { "text" },
             "shutdownGraceSeconds": secs(c.shutdown_grace),
+            "auth": {
+                "tokensFile": c.auth.tokens_file.as_ref().map(|p| p.display().to_string()),
+                "jwt": c.auth.jwt,
+                "jwtSecretFile": c.auth.jwt_secret_file.as_ref().map(|p| p.display().to_string()),
+                "jwksFile": c.auth.jwks_file.as_ref().map(|p| p.display().to_string()),
+                "jwksUrl": c.auth.jwks_url.as_deref().map(redact_url),
+                "algorithms": c.auth.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                "issuer": c.auth.issuer,
+                "leewaySeconds": secs(c.auth.leeway),
+                "requiredScopes": c.auth.required_scopes,
+                "resource": self.proxy.gate().resource(),
+                "authorizationServers": c.auth.authorization_servers,
+            },
+            "metricsToken": c.metrics_token.as_ref().map(|_| "<redacted>"),
+            "upstreamHeaders": c.upstream_headers.iter()
+                .map(|(k, _)| (k.clone(), json!("<redacted>"))).collect::<serde_json::Map<_, _>>(),
+            "stdioEnv": c.stdio_env.vars.iter()
+                .map(|(k, _)| (k.clone(), json!("<redacted>"))).collect::<serde_json::Map<_, _>>(),
+            "stdioClearEnv": c.stdio_env.clear,
+            "rateLimit": c.limits.per_client.map(|r| r.to_string()),
+            "globalRateLimit": c.limits.global.map(|r| r.to_string()),
+            "toolLimits": c.limits.tools.iter()
+                .map(|t| format!("{}={}", t.tool, t.rate)).collect::<Vec<_>>(),
+            "rateLimitKeys": c.limits.max_keys,
+            "trustedProxies": c.trusted_proxies.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
         })
     }
 }
@@ -296,13 +323,6 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,12 +334,5 @@ mod tests {
             "http://<redacted>@h:1/mcp"
         );
         assert_eq!(redact_url("http://h:1/mcp"), "http://h:1/mcp");
-    }
-
-    #[test]
-    fn token_compare() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -148,6 +148,10 @@ pub struct BenchArgs {
     #[argh(option, default = "String::from(\"30s\")")]
     pub timeout: String,
 
+    /// extra request header, 'Name: value' (e.g. 'Authorization: Bearer T'); repeatable
+    #[argh(option)]
+    pub header: Vec<String>,
+
     /// drive this stdio MCP server directly over its stdin/stdout instead of --url: no HTTP, no
     /// proxy (the direct-pipe ceiling); split like `reverse --stdio`; sessions become callers
     /// multiplexed on the one child (default: off, use --url)
@@ -185,6 +189,8 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Drive this stdio server (program and arguments) over a pipe instead of `url`.
     pub pipe: Option<Vec<String>>,
+    /// Extra headers on every HTTP request (`Authorization`, say).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Default for BenchOptions {
@@ -203,6 +209,7 @@ impl Default for BenchOptions {
             allow_remote: false,
             timeout: Duration::from_secs(30),
             pipe: None,
+            headers: Vec::new(),
         }
     }
 }
@@ -337,7 +344,22 @@ impl BenchArgs {
             .as_deref()
             .map(|p| split_command(p).map_err(|e| cfg(format!("--pipe: {e}"))))
             .transpose()?;
+        let headers = self
+            .header
+            .iter()
+            .map(|h| {
+                let (n, v) = h
+                    .split_once(':')
+                    .ok_or_else(|| cfg("--header: expected 'Name: value'"))?;
+                let (n, v) = (n.trim(), v.trim());
+                if n.is_empty() || !crate::http::valid_header(n, v) {
+                    return Err(cfg("--header: not a valid header name or value"));
+                }
+                Ok((n.to_owned(), v.to_owned()))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let opts = BenchOptions {
+            headers,
             url: self.url,
             sessions: self.sessions,
             duration,
@@ -747,19 +769,17 @@ impl Target {
         if addrs.is_empty() {
             return Err(cfg(format!("--url: {host} resolves to no address")));
         }
-        if !allow_remote {
-            if let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-                let ip = a.ip().to_string();
-                let resolved = if ip == host.trim_matches(['[', ']']) {
-                    String::new()
-                } else {
-                    format!(" (resolves to {ip})")
-                };
-                return Err(cfg(format!(
-                    "--url {url}: {host} is not a loopback address{resolved}; \
+        if !allow_remote && let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            let ip = a.ip().to_string();
+            let resolved = if ip == host.trim_matches(['[', ']']) {
+                String::new()
+            } else {
+                format!(" (resolves to {ip})")
+            };
+            return Err(cfg(format!(
+                "--url {url}: {host} is not a loopback address{resolved}; \
                      pass --allow-remote to load a remote server"
-                )));
-            }
+            )));
         }
         Ok(Target {
             authority: authority.to_string(),
@@ -1003,10 +1023,8 @@ fn session_thread(
     let ok = init.is_ok();
     let _ = ready.send(init);
     drop(ready);
-    if ok {
-        if let Ok(plan) = go.recv() {
-            c.run(&plan);
-        }
+    if ok && let Ok(plan) = go.recv() {
+        c.run(&plan);
     }
     c.close();
     c.stats
@@ -1134,10 +1152,10 @@ impl<'a> Client<'a> {
             Verdict::Error(e) => return Err(Fail::JsonRpc(format!("initialize: {e}"))),
             Verdict::Unchecked => return Err(Fail::Http(a.status, a.excerpt)),
         };
-        if let Some(sid) = &a.session_id {
-            if !header_safe(sid) {
-                return Err(bad("mcp-session-id is not a valid header value"));
-            }
+        if let Some(sid) = &a.session_id
+            && !header_safe(sid)
+        {
+            return Err(bad("mcp-session-id is not a valid header value"));
         }
         self.session_id = a.session_id;
         if let Some(v) = version.filter(|v| header_safe(v)) {
@@ -1166,12 +1184,11 @@ impl<'a> Client<'a> {
             }
             let measuring = now >= plan.measure_start;
             self.measuring = measuring;
-            if measuring {
-                if let Some(n) = self.sh.opts.requests {
-                    if self.sh.tickets.fetch_add(1, Ordering::Relaxed) >= n {
-                        break;
-                    }
-                }
+            if measuring
+                && let Some(n) = self.sh.opts.requests
+                && self.sh.tickets.fetch_add(1, Ordering::Relaxed) >= n
+            {
+                break;
             }
             let mut deadline = now + timeout;
             if let Some(h) = plan.hard_stop {
@@ -1314,6 +1331,9 @@ impl<'a> Client<'a> {
             t.authority,
             env!("CARGO_PKG_VERSION")
         );
+        for (n, v) in &self.sh.opts.headers {
+            let _ = write!(self.req, "{n}: {v}\r\n");
+        }
         if with_session {
             if let Some(sid) = &self.session_id {
                 let _ = write!(self.req, "Mcp-Session-Id: {sid}\r\n");
@@ -2171,12 +2191,11 @@ fn pipe_caller(index: usize, n: usize, sh: &PipeShared, mut lines: Lines, plan: 
             break;
         }
         let measuring = now >= plan.measure_start;
-        if measuring {
-            if let Some(limit) = sh.opts.requests {
-                if sh.tickets.fetch_add(1, Ordering::Relaxed) >= limit {
-                    break;
-                }
-            }
+        if measuring
+            && let Some(limit) = sh.opts.requests
+            && sh.tickets.fetch_add(1, Ordering::Relaxed) >= limit
+        {
+            break;
         }
         let id = index as u64 + n as u64 * k;
         k += 1;

@@ -66,6 +66,33 @@ struct Shared {
     asks: Mutex<HashMap<String, Ask>>,
     next_ask: AtomicU64,
     alive: AtomicBool,
+    /// Non-JSON-RPC stdout lines skipped so far (logged at the 1st, 2nd, 4th, 8th, …).
+    skipped: AtomicU64,
+}
+
+/// What to run as a stdio child: argv (no shell) and its environment (`--stdio-env`,
+/// `--stdio-clear-env`).
+#[derive(Clone, Debug, Default)]
+pub struct Program {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Extra variables, and whether to start from an empty environment.
+    pub env: crate::config::ChildEnv,
+}
+
+impl Program {
+    /// `argv` with the proxy's own environment.
+    pub fn argv(argv: Vec<String>) -> Program {
+        Program {
+            argv,
+            env: Default::default(),
+        }
+    }
+
+    /// The program's file name, for logs and metrics.
+    pub fn name(&self) -> &str {
+        crate::config::program_name(&self.argv)
+    }
 }
 
 /// A running child process and its three threads.
@@ -90,16 +117,23 @@ impl Child {
     /// SIGKILL from the kernel when the spawning thread ends (`PR_SET_PDEATHSIG`), so call
     /// this from a thread that lives as long as the child should.
     pub fn spawn(
-        argv: &[String],
+        spec: &Program,
         index: usize,
         generation: u64,
         max_message: usize,
         events: EventSink,
     ) -> Result<Child, Error> {
+        let argv = &spec.argv;
         let program = argv
             .first()
             .ok_or_else(|| Error::Config("empty stdio command".into()))?;
         let mut cmd = Command::new(program);
+        if spec.env.clear {
+            cmd.env_clear();
+        }
+        for (k, v) in &spec.env.vars {
+            cmd.env(k, v.expose());
+        }
         cmd.args(&argv[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -141,6 +175,7 @@ impl Child {
             asks: Mutex::new(HashMap::new()),
             next_ask: AtomicU64::new(1),
             alive: AtomicBool::new(true),
+            skipped: AtomicU64::new(0),
         });
         let (tx, rx) = bounded::<Vec<u8>>(256);
         let mut threads = Vec::with_capacity(3);
@@ -203,11 +238,7 @@ impl Child {
             return Err(Error::ChildExited(self.name().to_owned()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let client_id = msg
-            .id
-            .replace(jsonrpc::raw_u64(id))
-            .unwrap_or_else(jsonrpc::null);
-        let client_token = rewrite_progress_token(&mut msg, id);
+        let (client_id, client_token) = rewrite_ids(&mut msg, id);
         let (reply, rx) = unbounded();
         lock(&self.shared.pending).insert(
             id,
@@ -376,24 +407,49 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHan
         .map_err(Error::Io)
 }
 
-fn line(msg: &Message) -> Vec<u8> {
+/// Frames a message as one stdio line.
+pub(crate) fn line(msg: &Message) -> Vec<u8> {
     let mut v = msg.to_vec();
+    // Raw params keep the client's whitespace, and a line break in it would end the line
+    // early. In JSON text CR and LF can only be whitespace (in strings they are escaped), so
+    // a space is an exact stand-in.
+    for b in v.iter_mut().filter(|b| matches!(**b, b'\n' | b'\r')) {
+        *b = b' ';
+    }
     v.push(b'\n');
     v
 }
 
-/// Replaces `params._meta.progressToken` with `id`, returning the client's token.
+/// Gives request `msg` the child-unique id `id` (and `id` as its `_meta.progressToken`, if it
+/// has one), returning the client's id and token for [`restore_progress_token`] and the
+/// response to put back.
+pub(crate) fn rewrite_ids(msg: &mut Message, id: u64) -> (Box<RawValue>, Option<Box<RawValue>>) {
+    let client_id = msg
+        .id
+        .replace(jsonrpc::raw_u64(id))
+        .unwrap_or_else(jsonrpc::null);
+    let client_token = rewrite_progress_token(msg, id);
+    (client_id, client_token)
+}
+
+/// A JSON object's members, each kept as raw text (numbers of any size keep their digits).
+type RawObject = std::collections::BTreeMap<String, Box<RawValue>>;
+
+/// Replaces `params._meta.progressToken` with `id`, returning the client's token. Everything
+/// else in `params` keeps its exact text.
 fn rewrite_progress_token(msg: &mut Message, id: u64) -> Option<Box<RawValue>> {
     let params = msg.params.as_ref()?;
     if !params.get().contains("progressToken") {
         return None;
     }
-    let mut v: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(params.get()).ok()?;
-    let meta = v.get_mut("_meta")?.as_object_mut()?;
-    let old = meta.insert("progressToken".into(), id.into())?;
-    let old = jsonrpc::raw(old.to_string());
-    msg.params = Some(jsonrpc::raw(serde_json::Value::Object(v).to_string()));
+    let mut v: RawObject = serde_json::from_str(params.get()).ok()?;
+    let mut meta: RawObject = serde_json::from_str(v.get("_meta")?.get()).ok()?;
+    let old = meta.insert("progressToken".into(), jsonrpc::raw_u64(id))?;
+    v.insert(
+        "_meta".into(),
+        jsonrpc::raw(serde_json::to_string(&meta).ok()?),
+    );
+    msg.params = Some(jsonrpc::raw(serde_json::to_string(&v).ok()?));
     Some(old)
 }
 
@@ -443,7 +499,16 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
     let mut msg = match Message::parse(line) {
         Ok(m) => m,
         Err(e) => {
-            log::warn!("{}: skipping non-JSON-RPC stdout line: {e}", shared.name);
+            // A flooding child must not flood the log: warn at powers of two only.
+            let n = shared.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                log::warn!(
+                    "{}: skipping non-JSON-RPC stdout line ({n} so far): {e}",
+                    shared.name
+                );
+            } else {
+                log::debug!("{}: skipping non-JSON-RPC stdout line: {e}", shared.name);
+            }
             return;
         }
     };
@@ -525,10 +590,7 @@ fn sole_owner_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
 /// Sends a progress notification to the call that owns its token, restoring the client's
 /// token. False when no call owns it.
 fn route_progress(msg: &mut Message, shared: &Shared) -> bool {
-    let Some(mut v) = msg.params_value() else {
-        return false;
-    };
-    let Some(id) = v.get("progressToken").and_then(|t| t.as_u64()) else {
+    let Some(id) = progress_token_id(msg) else {
         return false;
     };
     let pending = lock(&shared.pending);
@@ -538,18 +600,34 @@ fn route_progress(msg: &mut Message, shared: &Shared) -> bool {
     let Some(token) = &p.client_token else {
         return false;
     };
-    if let (Some(obj), Ok(t)) = (
-        v.as_object_mut(),
-        serde_json::from_str::<serde_json::Value>(token.get()),
-    ) {
-        obj.insert("progressToken".into(), t);
-    }
-    msg.params = Some(jsonrpc::raw(v.to_string()));
+    restore_progress_token(msg, token);
     let _ = p.reply.send(Item::Message(msg.to_vec()));
     true
 }
 
-fn trim_line(mut l: &[u8]) -> &[u8] {
+/// The call id a child's progress notification names in `params.progressToken`, if any.
+pub(crate) fn progress_token_id(msg: &Message) -> Option<u64> {
+    let params: RawObject = serde_json::from_str(msg.params.as_ref()?.get()).ok()?;
+    jsonrpc::id_u64(params.get("progressToken")?)
+}
+
+/// Puts the client's progress `token` back, exactly as the client wrote it, into a child's
+/// progress notification (the rest of `params` keeps its exact text).
+pub(crate) fn restore_progress_token(msg: &mut Message, token: &RawValue) {
+    let Some(params) = msg.params.as_ref() else {
+        return;
+    };
+    let Ok(mut v) = serde_json::from_str::<RawObject>(params.get()) else {
+        return;
+    };
+    v.insert("progressToken".into(), token.to_owned());
+    if let Ok(text) = serde_json::to_string(&v) {
+        msg.params = Some(jsonrpc::raw(text));
+    }
+}
+
+/// A line without its trailing CR and LF bytes.
+pub(crate) fn trim_line(mut l: &[u8]) -> &[u8] {
     while let [rest @ .., b'\n' | b'\r'] = l {
         l = rest;
     }
@@ -640,7 +718,7 @@ mod tests {
         // one-liner that turns requests into responses instead.
         let script = r#"while IFS= read -r l; do printf '%s\n' "$l" | sed 's/"method":"[^"]*",//; s/"params":{[^}]*}/"result":{}/'; done"#;
         let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
-        let child = Child::spawn(&argv, 0, 0, 1 << 20, sink()).unwrap();
+        let child = Child::spawn(&Program::argv(argv), 0, 0, 1 << 20, sink()).unwrap();
         for id in [
             r#""abc""#,
             "18446744073709551615",
@@ -671,7 +749,7 @@ mod tests {
             "-c".to_string(),
             "read l; exit 1".to_string(),
         ];
-        let child = Child::spawn(&argv, 0, 0, 1 << 20, sink()).unwrap();
+        let child = Child::spawn(&Program::argv(argv), 0, 0, 1 << 20, sink()).unwrap();
         let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();

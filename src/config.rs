@@ -180,6 +180,99 @@ pub struct ReverseArgs {
     /// how long in-flight requests may take to finish on shutdown (default 10s)
     #[argh(option, default = "String::from(\"10s\")")]
     pub shutdown_grace: String,
+
+    /// require a bearer token from this file on the MCP endpoint: one per line as
+    /// a TOKEN and an optional NAME, # comments, tokens of 16+ characters (default: no
+    /// inbound auth)
+    #[argh(option)]
+    pub auth_tokens: Option<String>,
+
+    /// require JWT bearer tokens, verified with --jwt-secret-file (HS256) or --jwks-file /
+    /// --jwks-url (RS256, ES256); aud must be --resource-url, exp and sub are required
+    #[argh(switch)]
+    pub auth_jwt: bool,
+
+    /// HMAC secret for HS256 JWTs, read from this file (16+ bytes, one trailing newline
+    /// ignored)
+    #[argh(option)]
+    pub jwt_secret_file: Option<String>,
+
+    /// JWK set for RS256/ES256 JWTs, read from this file (re-read for an unknown kid)
+    #[argh(option)]
+    pub jwks_file: Option<String>,
+
+    /// JWK set fetched from this http(s) URL at start-up, cached, refetched for an unknown
+    /// kid (at most every 10s) and after 1h
+    #[argh(option)]
+    pub jwks_url: Option<String>,
+
+    /// JWT algorithms accepted, comma-separated (default HS256 with a secret, RS256,ES256
+    /// with a JWK set)
+    #[argh(option)]
+    pub jwt_algorithms: Option<String>,
+
+    /// required JWT issuer (iss); default: not checked
+    #[argh(option)]
+    pub jwt_issuer: Option<String>,
+
+    /// clock skew allowed on JWT exp and nbf (default 30s; 0 for none)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub jwt_leeway: String,
+
+    /// scope every JWT must carry (in its scope or scp claim); repeatable; missing → 403
+    #[argh(option)]
+    pub required_scope: Vec<String>,
+
+    /// this proxy's MCP URL as clients reach it: the JWT audience and the metadata's
+    /// resource (default http://<bind address><path>)
+    #[argh(option)]
+    pub resource_url: Option<String>,
+
+    /// OAuth authorization server (issuer URL) listed in the protected resource metadata;
+    /// repeatable
+    #[argh(option)]
+    pub authorization_server: Vec<String>,
+
+    /// bearer token /metrics requires (default: open); SHADOWCAT_METRICS_TOKEN works too
+    #[argh(option)]
+    pub metrics_token: Option<String>,
+
+    /// header sent on every request to an HTTP upstream, as 'Name: value'; ${VAR} in the
+    /// value is taken from the environment at start-up; values never logged; repeatable
+    #[argh(option)]
+    pub upstream_header: Vec<String>,
+
+    /// environment variable for stdio children, KEY=VALUE, with ${VAR} expansion;
+    /// repeatable; values never logged
+    #[argh(option)]
+    pub stdio_env: Vec<String>,
+
+    /// start stdio children with only the --stdio-env variables (pass 'PATH=${PATH}' if the
+    /// command needs it)
+    #[argh(switch)]
+    pub stdio_clear_env: bool,
+
+    /// per-client rate limit, RATE/BURST: requests per second and bucket size, e.g. 20/40;
+    /// a client is its principal, or its IP when unauthenticated (default: none)
+    #[argh(option)]
+    pub rate_limit: Option<String>,
+
+    /// limit on all clients together, RATE/BURST (default: none)
+    #[argh(option)]
+    pub global_rate_limit: Option<String>,
+
+    /// per-client limit for one tool's tools/call, NAME=RATE/BURST; repeatable
+    #[argh(option)]
+    pub tool_limit: Vec<String>,
+
+    /// proxy address or CIDR whose X-Forwarded-For is believed, e.g. 10.0.0.0/8;
+    /// repeatable (default: none, the TCP peer is the client)
+    #[argh(option)]
+    pub trusted_proxy: Vec<String>,
+
+    /// most rate-limit buckets kept; idle (full) ones are evicted first (default 10000)
+    #[argh(option, default = "10_000")]
+    pub rate_limit_keys: usize,
 }
 
 fn default_bind() -> SocketAddr {
@@ -266,6 +359,49 @@ pub struct Config {
     pub log_json: bool,
     /// Shutdown grace. Default 10 s.
     pub shutdown_grace: Duration,
+    /// Inbound authentication. Default off.
+    pub auth: crate::auth::AuthConfig,
+    /// Bearer token `/metrics` requires. Default none (open).
+    pub metrics_token: Option<Secret>,
+    /// Headers added to every HTTP upstream request, environment already expanded.
+    pub upstream_headers: Vec<(String, Secret)>,
+    /// Environment of stdio children: extra variables, and whether to start from empty.
+    pub stdio_env: ChildEnv,
+    /// Rate limits. Default none.
+    pub limits: crate::ratelimit::Limits,
+    /// Peers whose `X-Forwarded-For` is believed. Default none.
+    pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
+}
+
+/// A configured secret: `Debug` prints `<redacted>`, so a config dump cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The environment stdio children start with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChildEnv {
+    /// Variables set (after expansion); values are secrets.
+    pub vars: Vec<(String, Secret)>,
+    /// Start from an empty environment instead of the proxy's.
+    pub clear: bool,
 }
 
 impl Config {
@@ -295,6 +431,7 @@ pub fn program_name(argv: &[String]) -> &str {
 impl ReverseArgs {
     /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
     pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
+        let auth = self.auth_config()?;
         let upstream = match (self.upstream, self.stdio) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -304,7 +441,7 @@ impl ReverseArgs {
             (Some(url), None) => {
                 if !url.starts_with("http://") {
                     return Err(Error::Config(format!(
-                        "--upstream must be an http:// URL (got {url:?}); https needs a TLS build"
+                        "--upstream must be an http:// URL (got {url:?}); https upstreams are not supported yet"
                     )));
                 }
                 UpstreamConfig::Http { url }
@@ -370,18 +507,81 @@ impl ReverseArgs {
             .admin_token
             .or_else(|| std::env::var("SHADOWCAT_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty());
-        if let Some(a) = self.admin_bind {
-            if !a.ip().is_loopback() && admin_token.is_none() {
-                return Err(Error::Config(format!(
-                    "--admin-bind {a} is not loopback: set --admin-token too"
-                )));
-            }
+        if let Some(a) = self.admin_bind
+            && !a.ip().is_loopback()
+            && admin_token.is_none()
+        {
+            return Err(Error::Config(format!(
+                "--admin-bind {a} is not loopback: set --admin-token too"
+            )));
         }
         if admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             return Err(Error::Config(
                 "--admin-token must be at least 16 characters".into(),
             ));
         }
+        let metrics_token = self
+            .metrics_token
+            .clone()
+            .or_else(|| std::env::var("SHADOWCAT_METRICS_TOKEN").ok())
+            .filter(|t| !t.is_empty());
+        if metrics_token.as_deref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::Config(
+                "--metrics-token must be at least 16 characters".into(),
+            ));
+        }
+        let upstream_headers = self
+            .upstream_header
+            .iter()
+            .map(|h| upstream_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !upstream_headers.is_empty() && !matches!(upstream, UpstreamConfig::Http { .. }) {
+            return Err(Error::Config(
+                "--upstream-header needs an HTTP --upstream".into(),
+            ));
+        }
+        let stdio_env = ChildEnv {
+            vars: self
+                .stdio_env
+                .iter()
+                .map(|kv| child_var(kv))
+                .collect::<Result<Vec<_>, _>>()?,
+            clear: self.stdio_clear_env,
+        };
+        if (stdio_env.clear || !stdio_env.vars.is_empty())
+            && !matches!(upstream, UpstreamConfig::Stdio { .. })
+        {
+            return Err(Error::Config(
+                "--stdio-env and --stdio-clear-env need a stdio upstream".into(),
+            ));
+        }
+        let rate = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|r| r.parse().map_err(|e| Error::Config(format!("{flag}: {e}"))))
+                .transpose()
+        };
+        positive("--rate-limit-keys", self.rate_limit_keys)?;
+        let limits = crate::ratelimit::Limits {
+            per_client: rate("--rate-limit", &self.rate_limit)?,
+            global: rate("--global-rate-limit", &self.global_rate_limit)?,
+            tools: self
+                .tool_limit
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e| Error::Config(format!("--tool-limit: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            max_keys: self.rate_limit_keys,
+        };
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| Error::Config(format!("--trusted-proxy: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let allowed_origins = self
             .allowed_origin
             .iter()
@@ -421,8 +621,185 @@ impl ReverseArgs {
             admin_token,
             log_json,
             shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
+            auth,
+            metrics_token: metrics_token.map(Secret::new),
+            upstream_headers,
+            stdio_env,
+            limits,
+            trusted_proxies,
         })
     }
+
+    /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
+    fn auth_config(&self) -> Result<crate::auth::AuthConfig, Error> {
+        use crate::auth::is_hmac;
+        let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
+        let jwt_flags = self.jwt_secret_file.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
+            || self.jwt_algorithms.is_some()
+            || self.jwt_issuer.is_some()
+            || !self.required_scope.is_empty();
+        if jwt_flags && !self.auth_jwt {
+            return Err(Error::Config(
+                "--jwt-*, --jwks-* and --required-scope need --auth-jwt".into(),
+            ));
+        }
+        let enabled = self.auth_jwt || self.auth_tokens.is_some();
+        if !enabled && (self.resource_url.is_some() || !self.authorization_server.is_empty()) {
+            return Err(Error::Config(
+                "--resource-url and --authorization-server need --auth-tokens or --auth-jwt".into(),
+            ));
+        }
+        if self.jwks_file.is_some() && self.jwks_url.is_some() {
+            return Err(Error::Config(
+                "give either --jwks-file or --jwks-url, not both".into(),
+            ));
+        }
+        if let Some(u) = &self.jwks_url
+            && !u.starts_with("http://")
+            && !u.starts_with("https://")
+        {
+            return Err(Error::Config(format!(
+                "--jwks-url must be an http:// or https:// URL (got {u:?})"
+            )));
+        }
+        let has_secret = self.jwt_secret_file.is_some();
+        let has_jwks = self.jwks_file.is_some() || self.jwks_url.is_some();
+        if self.auth_jwt && !has_secret && !has_jwks {
+            return Err(Error::Config(
+                "--auth-jwt needs --jwt-secret-file, --jwks-file or --jwks-url".into(),
+            ));
+        }
+        let algorithms = match &self.jwt_algorithms {
+            Some(list) => crate::auth::parse_algorithms(list)
+                .map_err(|e| Error::Config(format!("--jwt-algorithms: {e}")))?,
+            None => {
+                let mut v = Vec::new();
+                if has_secret {
+                    v.push(jsonwebtoken::Algorithm::HS256);
+                }
+                if has_jwks {
+                    v.extend([
+                        jsonwebtoken::Algorithm::RS256,
+                        jsonwebtoken::Algorithm::ES256,
+                    ]);
+                }
+                v
+            }
+        };
+        for a in &algorithms {
+            if is_hmac(*a) && !has_secret {
+                return Err(Error::Config(format!(
+                    "--jwt-algorithms: {a:?} needs --jwt-secret-file"
+                )));
+            }
+            if !is_hmac(*a) && !has_jwks {
+                return Err(Error::Config(format!(
+                    "--jwt-algorithms: {a:?} needs --jwks-file or --jwks-url"
+                )));
+            }
+        }
+        if let Some(r) = &self.resource_url
+            && !r.starts_with("http://")
+            && !r.starts_with("https://")
+        {
+            return Err(Error::Config(format!(
+                "--resource-url must be an http:// or https:// URL (got {r:?})"
+            )));
+        }
+        let leeway = match self.jwt_leeway.trim() {
+            "0" | "0s" => Duration::ZERO,
+            other => duration("--jwt-leeway", other)?,
+        };
+        Ok(crate::auth::AuthConfig {
+            tokens_file: path(&self.auth_tokens),
+            jwt: self.auth_jwt,
+            jwt_secret_file: path(&self.jwt_secret_file),
+            jwks_file: path(&self.jwks_file),
+            jwks_url: self.jwks_url.clone(),
+            algorithms,
+            issuer: self.jwt_issuer.clone(),
+            leeway,
+            required_scopes: self.required_scope.clone(),
+            resource_url: self.resource_url.clone(),
+            authorization_servers: self.authorization_server.clone(),
+            jwks_min_refresh: crate::auth::JWKS_MIN_REFRESH,
+        })
+    }
+}
+
+/// Replaces each `${NAME}` with the environment variable NAME; an unset variable is an error.
+/// A `$` not followed by `{` is kept as is.
+pub fn expand_env(flag: &str, s: &str) -> Result<String, Error> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::Config(format!("{flag}: unterminated ${{ in value")))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Config(format!("{flag}: bad variable name {name:?}")));
+        }
+        let v = std::env::var(name).map_err(|_| {
+            Error::Config(format!("{flag}: environment variable {name} is not set"))
+        })?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses `--upstream-header 'Name: value'`. Names the proxy sets itself are refused.
+fn upstream_header(h: &str) -> Result<(String, Secret), Error> {
+    let (name, value) = h.split_once(':').ok_or_else(|| {
+        Error::Config(format!(
+            "--upstream-header {:?}: expected 'Name: value'",
+            h.split(':').next().unwrap_or_default()
+        ))
+    })?;
+    let name = name.trim().to_ascii_lowercase();
+    let value = expand_env("--upstream-header", value.trim())?;
+    const OURS: [&str; 10] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "content-type",
+        "accept",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+        "te",
+    ];
+    if OURS.contains(&name.as_str()) {
+        return Err(Error::Config(format!(
+            "--upstream-header: {name} is set by the proxy itself"
+        )));
+    }
+    if name.is_empty() || !crate::http::valid_header(&name, &value) {
+        return Err(Error::Config(format!(
+            "--upstream-header {name:?}: not a valid header name or value"
+        )));
+    }
+    Ok((name, Secret::new(value)))
+}
+
+/// Parses `--stdio-env KEY=VALUE`.
+fn child_var(kv: &str) -> Result<(String, Secret), Error> {
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| Error::Config("--stdio-env: expected KEY=VALUE".into()))?;
+    if k.is_empty() || k.contains('\0') || v.contains('\0') {
+        return Err(Error::Config(format!(
+            "--stdio-env: bad variable name {k:?}"
+        )));
+    }
+    Ok((k.to_owned(), Secret::new(expand_env("--stdio-env", v)?)))
 }
 
 fn positive(flag: &str, v: usize) -> Result<(), Error> {
@@ -590,6 +967,72 @@ mod tests {
         assert!(parse(&["reverse", "--max-body", "12XB"]).is_err());
         assert!(parse(&["reverse", "--path", "mcp"]).is_err());
         assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
+    }
+
+    #[test]
+    fn gatekeeping_flags() {
+        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&["reverse", "--jwks-file", "x"]).contains("need --auth-jwt"));
+        assert!(err(&["reverse", "--auth-jwt"]).contains("needs --jwt-secret-file"));
+        assert!(
+            err(&[
+                "reverse",
+                "--auth-jwt",
+                "--jwks-file",
+                "a",
+                "--jwks-url",
+                "http://b/"
+            ])
+            .contains("not both")
+        );
+        assert!(
+            err(&[
+                "reverse",
+                "--auth-jwt",
+                "--jwks-file",
+                "a",
+                "--jwt-algorithms",
+                "HS256"
+            ])
+            .contains("HS256 needs --jwt-secret-file")
+        );
+        assert!(err(&["reverse", "--resource-url", "http://x/mcp"]).contains("need --auth"));
+        assert!(err(&["reverse", "--metrics-token", "short"]).contains("at least 16"));
+        assert!(err(&["reverse", "--rate-limit", "fast"]).starts_with("--rate-limit: "));
+        assert!(err(&["reverse", "--tool-limit", "echo"]).starts_with("--tool-limit: "));
+        assert!(err(&["reverse", "--trusted-proxy", "10.0.0.0/33"]).starts_with("--trusted-proxy"));
+        assert!(
+            err(&["reverse", "--upstream-header", "X: 1"]).contains("needs an HTTP --upstream")
+        );
+        let up = [
+            "reverse",
+            "--upstream",
+            "http://127.0.0.1:1/mcp",
+            "--upstream-header",
+        ];
+        assert!(err(&[&up[..], &["Host: x"]].concat()).contains("set by the proxy"));
+        assert!(err(&[&up[..], &["NoColon"]].concat()).contains("expected 'Name: value'"));
+        assert!(
+            err(&[&up[..], &["X-K: ${SHADOWCAT_SURELY_UNSET_VAR}"]].concat())
+                .contains("SHADOWCAT_SURELY_UNSET_VAR is not set")
+        );
+        let c = parse(&[&up[..], &["X-K: a-${CARGO_PKG_NAME}-$x"]].concat()).unwrap();
+        assert_eq!(c.upstream_headers[0].0, "x-k");
+        assert_eq!(c.upstream_headers[0].1.expose(), "a-shadowcat-$x");
+        assert_eq!(format!("{:?}", c.upstream_headers[0].1), "<redacted>");
+        let c = parse(&["reverse", "--auth-jwt", "--jwks-url", "https://idp/jwks"]).unwrap();
+        assert_eq!(
+            c.auth.algorithms,
+            [
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256
+            ]
+        );
+        assert_eq!(c.auth.leeway, Duration::from_secs(30));
+        let c = parse(&["reverse", "--stdio-env", "A=1", "--rate-limit", "20/40"]).unwrap();
+        assert_eq!(c.stdio_env.vars[0].0, "A");
+        assert_eq!(c.limits.per_client.map(|r| r.burst), Some(40));
+        assert!(!parse(&["reverse"]).unwrap().auth.enabled());
     }
 
     #[test]

@@ -22,6 +22,17 @@ pub enum Error {
     NotAcceptable,
     /// `Origin` is not allowed, or `Host` is not a loopback name on a loopback listener.
     Forbidden(&'static str),
+    /// Authentication is on and the bearer token is missing or invalid (401), or valid but
+    /// without a required scope (403). The answer carries `WWW-Authenticate`.
+    Auth(crate::auth::Denial),
+    /// A rate limit (`--rate-limit`, `--global-rate-limit`, `--tool-limit`) has no token left
+    /// for this request.
+    RateLimited {
+        /// Which limit: `client`, `global` or `tool`.
+        scope: &'static str,
+        /// Whole seconds until a retry can pass (at least 1).
+        retry_after: u64,
+    },
     /// A legacy request other than `initialize`, or a GET/DELETE, arrived without `Mcp-Session-Id`.
     MissingSession,
     /// `Mcp-Session-Id` names no live session: unknown, deleted, expired or its child restarted.
@@ -76,6 +87,9 @@ impl Error {
             Error::UnsupportedMediaType => 415,
             Error::NotAcceptable => 406,
             Error::Forbidden(_) => 403,
+            Error::Auth(crate::auth::Denial::Scope(_)) => 403,
+            Error::Auth(_) => 401,
+            Error::RateLimited { .. } => 429,
             Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::LegacyOnly
@@ -93,7 +107,8 @@ impl Error {
 
     /// The JSON-RPC error code in the body.
     ///
-    /// -32700 parse error, -32600 invalid request (transport-level refusals too), -32601 for an
+    /// -32700 parse error, -32600 invalid request (transport-level refusals too: 401, 403,
+    /// 429 included), -32601 for an
     /// unknown path or method, -32001 session not found (as the TypeScript SDK uses it), -32603
     /// for everything the upstream or the proxy itself failed at.
     pub fn rpc_code(&self) -> i64 {
@@ -103,6 +118,8 @@ impl Error {
             | Error::UnsupportedMediaType
             | Error::NotAcceptable
             | Error::Forbidden(_)
+            | Error::Auth(_)
+            | Error::RateLimited { .. }
             | Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::UnknownEventId(_)
@@ -118,6 +135,9 @@ impl Error {
         match self {
             Error::TooManySessions | Error::TooManyStreams | Error::UpstreamBusy => Some(1),
             Error::Unavailable(_) => Some(2),
+            Error::RateLimited { retry_after, .. } => {
+                Some(u32::try_from(*retry_after).unwrap_or(u32::MAX))
+            }
             _ => None,
         }
     }
@@ -133,6 +153,18 @@ impl fmt::Display for Error {
                 write!(f, "accept must list application/json and text/event-stream")
             }
             Error::Forbidden(why) => write!(f, "forbidden: {why}"),
+            Error::Auth(crate::auth::Denial::Missing) => {
+                write!(f, "unauthorized: bearer token required")
+            }
+            Error::Auth(crate::auth::Denial::Invalid(why)) => {
+                write!(f, "unauthorized: invalid token ({why})")
+            }
+            Error::Auth(crate::auth::Denial::Scope(scopes)) => {
+                write!(f, "forbidden: insufficient scope (needs {scopes})")
+            }
+            Error::RateLimited { scope, retry_after } => {
+                write!(f, "rate limited ({scope} limit): retry in {retry_after}s")
+            }
             Error::MissingSession => write!(f, "bad request: missing mcp-session-id"),
             Error::UnknownSession => write!(f, "session not found"),
             Error::UnsupportedVersion(v) => write!(f, "unsupported protocol version: {v}"),
@@ -196,6 +228,18 @@ mod tests {
         assert_eq!(Error::Timeout.status(), 504);
         assert_eq!(Error::UpstreamBusy.retry_after(), Some(1));
         assert_eq!(Error::ChildExited("x".into()).rpc_code(), -32603);
+        let denied = |d| Error::Auth(d);
+        assert_eq!(denied(crate::auth::Denial::Missing).status(), 401);
+        assert_eq!(
+            denied(crate::auth::Denial::Invalid("x".into())).status(),
+            401
+        );
+        assert_eq!(denied(crate::auth::Denial::Scope("a".into())).status(), 403);
+        let limited = Error::RateLimited {
+            scope: "client",
+            retry_after: 3,
+        };
+        assert_eq!((limited.status(), limited.retry_after()), (429, Some(3)));
         assert_eq!(
             Error::ChildExited("demo#0".into()).to_string(),
             "upstream process demo#0 exited"

@@ -314,6 +314,8 @@ pub(crate) struct Limits {
     pub header_timeout: Duration,
     /// Timeout of each read while reading a body.
     pub body_timeout: Duration,
+    /// Deadline for the whole body, from the end of the head.
+    pub body_deadline: Duration,
 }
 
 /// The read side of one connection: the socket plus bytes received but not yet consumed
@@ -324,6 +326,8 @@ pub(crate) struct Wire {
     buf: Vec<u8>,
     pos: usize,
     end: usize,
+    /// While a body is read: when it must be complete.
+    body_until: Option<Instant>,
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -347,6 +351,7 @@ impl Wire {
             buf: vec![0; READ_CHUNK],
             pos: 0,
             end: 0,
+            body_until: None,
         }
     }
 
@@ -387,14 +392,29 @@ impl Wire {
         }
     }
 
-    /// Like [`fill`](Self::fill) while reading a body: timeout → 408, EOF/error → closed.
+    /// Like [`fill`](Self::fill) while reading a body: timeout (of this read, or of the
+    /// whole body) → 408, EOF/error → closed.
     fn fill_body(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        let timeout = self.body_read_timeout(timeout)?;
         match self.fill(timeout) {
             Ok(0) => Err(closed("eof in body")),
             Ok(_) => Ok(()),
             Err(e) if is_timeout(&e) => Err(ReadError::Reject(408, "body read timed out")),
             Err(e) => Err(closed(&e.to_string())),
         }
+    }
+
+    /// The timeout of the next body read: `timeout`, cut to what is left of the whole-body
+    /// deadline; 408 once that has passed.
+    fn body_read_timeout(&self, timeout: Duration) -> Result<Duration, ReadError> {
+        let Some(until) = self.body_until else {
+            return Ok(timeout);
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ReadError::Reject(408, "body took too long"));
+        }
+        Ok(timeout.min(left))
     }
 
     /// Waits up to `idle` for the first byte of a next request. `false`: the client
@@ -427,13 +447,14 @@ impl Wire {
         {
             return Err(closed(&e.to_string()));
         }
-        match body {
-            BodyFraming::None => {}
-            BodyFraming::Length(n) => {
-                self.read_exact_body(n, &mut req.body, limits.body_timeout)?
-            }
-            BodyFraming::Chunked => self.read_chunked(&mut req.body, limits)?,
-        }
+        self.body_until = Some(Instant::now() + limits.body_deadline);
+        let read = match body {
+            BodyFraming::None => Ok(()),
+            BodyFraming::Length(n) => self.read_exact_body(n, &mut req.body, limits.body_timeout),
+            BodyFraming::Chunked => self.read_chunked(&mut req.body, limits),
+        };
+        self.body_until = None;
+        read?;
         Ok(req)
     }
 
@@ -473,19 +494,30 @@ impl Wire {
         let take = n.min(self.end - self.pos);
         out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
         self.pos += take;
-        let rest = (n - take) as u64;
-        if rest == 0 {
-            return Ok(());
+        let mut rest = n - take;
+        // Read in pieces (the body grows as it arrives, never by what the head declared),
+        // each read bounded by the per-read timeout and the whole-body deadline.
+        let mut piece = [0u8; READ_CHUNK];
+        while rest > 0 {
+            let t = self.body_read_timeout(timeout)?;
+            if let Err(e) = self.stream.set_read_timeout(Some(at_least_1ms(t))) {
+                return Err(closed(&e.to_string()));
+            }
+            let want = rest.min(piece.len());
+            match (&self.stream).read(&mut piece[..want]) {
+                Ok(0) => return Err(closed("eof in body")),
+                Ok(k) => {
+                    out.extend_from_slice(&piece[..k]);
+                    rest -= k;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    return Err(ReadError::Reject(408, "body read timed out"));
+                }
+                Err(e) => return Err(closed(&e.to_string())),
+            }
         }
-        if let Err(e) = self.stream.set_read_timeout(Some(at_least_1ms(timeout))) {
-            return Err(closed(&e.to_string()));
-        }
-        match (&self.stream).take(rest).read_to_end(out) {
-            Ok(got) if got as u64 == rest => Ok(()),
-            Ok(_) => Err(closed("eof in body")),
-            Err(e) if is_timeout(&e) => Err(ReadError::Reject(408, "body read timed out")),
-            Err(e) => Err(closed(&e.to_string())),
-        }
+        Ok(())
     }
 
     /// Takes one CRLF-terminated line (without the CRLF). A line longer than `max` is
@@ -583,7 +615,7 @@ fn closed(why: &str) -> ReadError {
 /// Incremental scanner over a partly received head: enforces line length, line count
 /// and total size without rescanning, and finds the blank line that ends the head.
 #[derive(Default)]
-struct HeadScan {
+pub(crate) struct HeadScan {
     scanned: usize,
     line_len: usize,
     lines: usize,
@@ -592,7 +624,7 @@ struct HeadScan {
 impl HeadScan {
     /// Scans newly arrived bytes of `head` (which starts at the head's first byte). Returns
     /// the head length once its terminating empty line has arrived.
-    fn scan(&mut self, head: &[u8]) -> Result<Option<usize>, ReadError> {
+    pub(crate) fn scan(&mut self, head: &[u8]) -> Result<Option<usize>, ReadError> {
         for (i, &b) in head.iter().enumerate().skip(self.scanned) {
             if i >= MAX_HEAD {
                 return Err(ReadError::Reject(431, "request head too large"));
@@ -623,7 +655,7 @@ impl HeadScan {
 }
 
 /// Parses a complete head with `httparse` into a [`Request`] with an empty body.
-fn parse_head(head: &[u8], remote: SocketAddr) -> Result<Request, ReadError> {
+pub(crate) fn parse_head(head: &[u8], remote: SocketAddr) -> Result<Request, ReadError> {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut slots);
     match parsed.parse(head) {
@@ -632,7 +664,9 @@ fn parse_head(head: &[u8], remote: SocketAddr) -> Result<Request, ReadError> {
         Err(httparse::Error::TooManyHeaders) => {
             return Err(ReadError::Reject(431, "too many header fields"));
         }
-        Err(httparse::Error::Version) => {
+        // httparse reports any request line it cannot split as a version error, e.g.
+        // `GET /a b HTTP/1.1`: only a well-formed but unsupported version is a 505.
+        Err(httparse::Error::Version) if has_version_token(head) => {
             return Err(ReadError::Reject(
                 505,
                 "only HTTP/1.0 and HTTP/1.1 are supported",
@@ -673,16 +707,37 @@ fn parse_head(head: &[u8], remote: SocketAddr) -> Result<Request, ReadError> {
     })
 }
 
+/// Whether the request line is `method SP target SP HTTP/d.d`, the shape in which an
+/// unsupported version is answered 505 (anything else malformed is a 400).
+fn has_version_token(head: &[u8]) -> bool {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n');
+    let line = head[start.unwrap_or(head.len())..]
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    match parts.as_slice() {
+        [method, target, version] => {
+            !method.is_empty()
+                && !target.is_empty()
+                && matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+                    if major.is_ascii_digit() && minor.is_ascii_digit())
+        }
+        _ => false,
+    }
+}
+
 /// How a request's body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BodyFraming {
+pub(crate) enum BodyFraming {
     None,
     Length(usize),
     Chunked,
 }
 
 /// Applies the strict framing rules to a parsed head.
-fn body_framing(req: &Request, max_body: usize) -> Result<BodyFraming, ReadError> {
+pub(crate) fn body_framing(req: &Request, max_body: usize) -> Result<BodyFraming, ReadError> {
     if req.header_all("host").count() > 1 {
         return Err(ReadError::Reject(400, "more than one Host header"));
     }
@@ -721,7 +776,7 @@ fn body_framing(req: &Request, max_body: usize) -> Result<BodyFraming, ReadError
 
 /// `Ok(true)` for `Expect: 100-continue` on HTTP/1.1; 417 for any other expectation.
 /// HTTP/1.0 expectations are ignored (RFC 9110 §10.1.1).
-fn expects_continue(req: &Request) -> Result<bool, ReadError> {
+pub(crate) fn expects_continue(req: &Request) -> Result<bool, ReadError> {
     if req.version == Version::Http10 {
         return Ok(false);
     }
@@ -740,7 +795,7 @@ fn expects_continue(req: &Request) -> Result<bool, ReadError> {
 
 /// Parses a chunk-size line: 1–16 hex digits, then nothing or `BWS ; extensions`
 /// (ignored, but free of control characters other than HTAB).
-fn parse_chunk_size(line: &[u8]) -> Result<u64, ReadError> {
+pub(crate) fn parse_chunk_size(line: &[u8]) -> Result<u64, ReadError> {
     let bad = || ReadError::Reject(400, "invalid chunk size");
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
@@ -927,6 +982,10 @@ mod tests {
             _ => 0,
         };
         assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(status(b"\r\nGET / HTTP/1.2\r\n\r\n"), 505);
+        assert_eq!(status(b"GET /a b HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET /  HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTX/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nA : x\r\n\r\n"), 400);
         assert_eq!(status(b"GET /\x01 HTTP/1.1\r\n\r\n"), 400);

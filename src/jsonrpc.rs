@@ -75,7 +75,12 @@ impl Message {
         let msg: Message = match serde_json::from_slice(bytes) {
             Ok(m) => m,
             Err(e) if e.is_syntax() || e.is_eof() => return Err(Error::Parse(e)),
-            Err(_) => return Err(Error::InvalidMessage("not a JSON-RPC 2.0 message")),
+            Err(_) => {
+                // A wrong field can stop the parse before a syntax error further on: only
+                // valid JSON earns -32600 rather than -32700.
+                serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(Error::Parse)?;
+                return Err(Error::InvalidMessage("not a JSON-RPC 2.0 message"));
+            }
         };
         msg.kind()?;
         Ok(msg)

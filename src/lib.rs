@@ -18,6 +18,7 @@
 //! |---|---|
 //! | [`server`], [`http`] | our own strict HTTP/1.1 layer on `httparse` and std sockets |
 //! | [`proxy`] | the one request pipeline: validation, sessions, forwarding, streaming, error mapping, access log |
+//! | [`gatekeeper`], [`auth`], [`ratelimit`] | who the caller is (static tokens, JWT) and whether it may go on now (token buckets) |
 //! | [`session`] | session ids (128 bits from `/dev/urandom`), table, idle expiry, cap |
 //! | [`stream`] | proxy-owned SSE event ids and bounded replay logs (`Last-Event-ID`) |
 //! | [`jsonrpc`] | lazily parsed envelopes; ids and results stay raw text |
@@ -78,25 +79,58 @@
 //! idempotent; dropping a [`Shadowcat`] runs it with a short grace. If the proxy is killed
 //! outright, the kernel kills its children (`PR_SET_PDEATHSIG`).
 //!
+//! ## Gatekeeping
+//!
+//! Off by default; each part is its own flag. In pipeline order, after the Origin/Host check:
+//!
+//! 1. **Authentication** ([`auth`]): `--auth-tokens FILE` (static bearer tokens, constant-time
+//!    compare) and/or `--auth-jwt` (HS256 with `--jwt-secret-file`, RS256/ES256 with
+//!    `--jwks-file` or `--jwks-url`; `aud` must be `--resource-url`, `exp` and `sub` required,
+//!    `iss` with `--jwt-issuer`, scopes with `--required-scope`). No or bad token: 401 with
+//!    `WWW-Authenticate: Bearer resource_metadata="…"`; missing scope: 403
+//!    `error="insufficient_scope"`. RFC 9728 metadata at `/.well-known/oauth-protected-resource`
+//!    (and with the MCP path appended). A session belongs to the principal that created it;
+//!    anyone else gets 404 for it.
+//! 2. **Rate limits** ([`ratelimit`]): token buckets per client (its principal, or its IP;
+//!    `X-Forwarded-For` only from `--trusted-proxy`), optionally global and per tool
+//!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once
+//!    (a failed authentication to the IP's bucket); over the limit: 429 with `Retry-After` and a
+//!    JSON-RPC error. At most `--rate-limit-keys` buckets; full ones are evicted first.
+//! 3. **Upstream credentials**: the client's `Authorization` (and `Cookie`, `X-Api-Key`, …) never
+//!    goes upstream. `--upstream-header 'Name: value'` adds configured headers to every HTTP
+//!    upstream request; `--stdio-env KEY=VALUE` and `--stdio-clear-env` set the children's
+//!    environment. `${VAR}` in those values is read from the environment at start-up, so secrets
+//!    stay out of `ps`. Values are [`config::Secret`]s: never logged, `<redacted>` in
+//!    `/admin/config`.
+//!
+//! `/healthz` and `/readyz` stay open; `/metrics` needs `--metrics-token` when one is set.
+//! `docs/security.md` lists each threat, its defence and the test that proves it.
+//!
 //! ## Logging
 //!
 //! `RUST_LOG` (env_logger), default `info`; `--log-format json` for one JSON object per line.
 //! One access line per request at info (target `shadowcat::access`): client address, HTTP
 //! method, MCP method, status, duration, session id prefix, upstream. Client disconnects are
 //! debug; an upstream that is down is warn (at most one line per second); stdio children's
-//! stderr is info (target `shadowcat::child`). Tokens, header values and JSON-RPC params or
+//! stderr is info (target `shadowcat::child`). Refused tokens are debug (with the reason, never
+//! the token); rate-limit refusals are debug. Tokens, header values and JSON-RPC params or
 //! results are never logged.
 
 pub mod admin;
+pub mod auth;
 pub mod bench;
 pub mod child;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod gatekeeper;
 pub mod http;
 pub mod jsonrpc;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod session;
 pub mod stream;
@@ -111,8 +145,10 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, bounded};
 
 use crate::admin::Admin;
+use crate::child::Program;
 use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
+use crate::gatekeeper::Gatekeeper;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::server::{Server, ServerConfig};
@@ -121,6 +157,13 @@ use crate::upstream::Upstream;
 use crate::upstream::dedicated::DedicatedUpstream;
 use crate::upstream::http::{HttpOptions, HttpUpstream};
 use crate::upstream::stdio::StdioUpstream;
+
+/// `127.0.0.1:port` (or `[::1]:port`) of a bound listener, for the default resource URL.
+fn local_name(l: &TcpListener) -> String {
+    l.local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
 
 /// A running proxy: listener, pipeline, upstream and reaper.
 pub struct Shadowcat {
@@ -147,6 +190,7 @@ impl Shadowcat {
                     stream_idle: config.sse_idle_timeout,
                     reconnect_max: config.upstream_reconnect_max,
                     metrics: Some(metrics.clone()),
+                    headers: config.upstream_headers.clone(),
                 },
             )?),
             UpstreamConfig::Stdio {
@@ -154,7 +198,10 @@ impl Shadowcat {
                 children,
                 mode: StdioMode::Shared,
             } => Arc::new(StdioUpstream::start(
-                argv.clone(),
+                Program {
+                    argv: argv.clone(),
+                    env: config.stdio_env.clone(),
+                },
                 *children,
                 config.max_message,
             )?),
@@ -163,7 +210,10 @@ impl Shadowcat {
                 children,
                 mode: StdioMode::PerSession { spares },
             } => Arc::new(DedicatedUpstream::start(
-                argv.clone(),
+                Program {
+                    argv: argv.clone(),
+                    env: config.stdio_env.clone(),
+                },
                 *children,
                 *spares,
                 config.max_message,
@@ -205,7 +255,13 @@ impl Shadowcat {
         let grace = config.shutdown_grace;
         let sweep =
             (config.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream, metrics));
+        let resource = config
+            .auth
+            .resource_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}{}", local_name(&listener), config.path));
+        let gate = Gatekeeper::new(&config, resource)?;
+        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream, metrics, gate));
         let server = Arc::new(Server::start(listener, server_config, proxy.clone())?);
         proxy.set_server(Arc::downgrade(&server));
         let admin = match admin_listener {

@@ -8,7 +8,10 @@ use shadowcat::config::{Cli, Command};
 use shadowcat::error::Error;
 
 fn main() -> ExitCode {
-    let cli: Cli = argh::from_env();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let (name, result) = match cli.command {
         Command::DemoServer(args) => {
             init_logging("warn", false);
@@ -37,6 +40,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Like `argh::from_env`, but `--help` or an error printed into a closed pipe
+/// (`shadowcat reverse --help | head`) ends quietly instead of panicking.
+fn parse_args() -> Result<Cli, ExitCode> {
+    use std::io::Write;
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .first()
+        .map_or("shadowcat", |a| a.rsplit('/').next().unwrap_or(a));
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    argh::FromArgs::from_args(&[name], &rest).map_err(|early| {
+        if early.status.is_ok() {
+            let _ = writeln!(std::io::stdout(), "{}", early.output);
+            ExitCode::SUCCESS
+        } else {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}\nRun {name} --help for more information.",
+                early.output
+            );
+            ExitCode::from(2)
+        }
+    })
 }
 
 /// env_logger on stderr, `RUST_LOG` overriding `default`. With `json`, every line is one JSON

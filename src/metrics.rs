@@ -259,19 +259,22 @@ pub enum Rejection {
     Sessions,
     /// `--max-streams` SSE responses open (503).
     Streams,
-    /// A rate limit (429 or 503).
+    /// A rate limit (429).
     Rate,
+    /// Authentication refused: no or bad bearer token, or a missing scope (401/403).
+    Auth,
     /// `--max-connections` client connections open (503 and close).
     Connections,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 5] = [
+    pub const ALL: [Rejection; 6] = [
         Rejection::Body,
         Rejection::Sessions,
         Rejection::Streams,
         Rejection::Rate,
+        Rejection::Auth,
         Rejection::Connections,
     ];
 
@@ -282,6 +285,7 @@ impl Rejection {
             Rejection::Sessions => "sessions",
             Rejection::Streams => "streams",
             Rejection::Rate => "rate",
+            Rejection::Auth => "auth",
             Rejection::Connections => "connections",
         }
     }

@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::gatekeeper::{Caller, Gatekeeper};
 use crate::http::{Request, Response};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::metrics::{MethodClass, Metrics, Rejection};
@@ -57,6 +58,7 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     open_streams: std::sync::atomic::AtomicUsize,
     server: std::sync::OnceLock<std::sync::Weak<crate::server::Server>>,
+    gate: Gatekeeper,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -106,10 +108,16 @@ struct Access {
 }
 
 impl Proxy {
-    /// A pipeline in front of `upstream`, counting into `metrics`.
-    pub fn new(cfg: Arc<Config>, upstream: Arc<dyn Upstream>, metrics: Arc<Metrics>) -> Proxy {
+    /// A pipeline in front of `upstream`, counting into `metrics`, behind `gate`.
+    pub fn new(
+        cfg: Arc<Config>,
+        upstream: Arc<dyn Upstream>,
+        metrics: Arc<Metrics>,
+        gate: Gatekeeper,
+    ) -> Proxy {
         Proxy {
             metrics,
+            gate,
             open_streams: std::sync::atomic::AtomicUsize::new(0),
             server: std::sync::OnceLock::new(),
             sessions: Sessions::new(cfg.max_sessions, cfg.session_idle, cfg.replay),
@@ -135,8 +143,14 @@ impl Proxy {
         &self.upstream
     }
 
-    /// Ends idle sessions; called periodically.
+    /// The authentication and rate-limit gate.
+    pub fn gate(&self) -> &Gatekeeper {
+        &self.gate
+    }
+
+    /// Ends idle sessions and drops idle rate-limit buckets; called periodically.
     pub fn expire_sessions(&self) {
+        self.gate.sweep();
         for s in self.sessions.expire() {
             log::debug!("session {} expired", s.short_id());
             self.retire(&s);
@@ -271,29 +285,45 @@ impl Proxy {
                     ));
                 }
                 "/readyz" => return Ok(Outcome::Response(crate::admin::readyz(self))),
-                "/metrics" => return Ok(Outcome::Response(crate::admin::metrics(self))),
-                _ => {}
+                "/metrics" => {
+                    let r = self
+                        .gate
+                        .metrics_refusal(req)
+                        .unwrap_or_else(|| crate::admin::metrics(self));
+                    return Ok(Outcome::Response(r));
+                }
+                _ => {
+                    if let Some(doc) = self.gate.metadata(path, &self.cfg.path) {
+                        return Ok(Outcome::Response(doc));
+                    }
+                }
             }
         }
         if path != self.cfg.path {
             return Err(Error::NotFound);
         }
         self.check_origin(req)?;
+        let caller = self.gate.identify(req, &self.metrics)?;
         match req.method.as_str() {
-            "POST" => self.post(req, acc),
-            "GET" => self.get(req, acc),
-            "DELETE" => self.delete(req, acc),
+            "POST" => self.post(req, &caller, acc),
+            "GET" => {
+                self.gate.charge(&caller, None, &self.metrics)?;
+                self.get(req, &caller, acc)
+            }
+            "DELETE" => {
+                self.gate.charge(&caller, None, &self.metrics)?;
+                self.delete(req, &caller, acc)
+            }
             _ => Err(Error::MethodNotAllowed),
         }
     }
 
     fn check_origin(&self, req: &Request) -> Result<(), Error> {
-        if self.loopback {
-            if let Some(host) = req.header("host") {
-                if !is_loopback_host(host) {
-                    return Err(Error::Forbidden("host is not a loopback name"));
-                }
-            }
+        if self.loopback
+            && let Some(host) = req.header("host")
+            && !is_loopback_host(host)
+        {
+            return Err(Error::Forbidden("host is not a loopback name"));
         }
         if let Some(origin) = req.header("origin") {
             let o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
@@ -305,8 +335,19 @@ impl Proxy {
         Ok(())
     }
 
-    fn post(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+    fn post(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
         let deadline = Instant::now() + self.cfg.request_timeout;
+        // Parsed before the header checks so that the charge knows the tool; every POST is
+        // charged once, malformed ones included.
+        let parsed = Message::parse(&req.body);
+        let tool = match &parsed {
+            Ok(m) if m.method() == "tools/call" => m.target_name(),
+            _ => None,
+        };
+        if let Ok(m) = &parsed {
+            acc.id = m.id.clone();
+        }
+        self.gate.charge(caller, tool.as_deref(), &self.metrics)?;
         let ct = req.header("content-type").unwrap_or("");
         if !media_is(ct, "application/json") {
             return Err(Error::UnsupportedMediaType);
@@ -314,16 +355,17 @@ impl Proxy {
         if !accepts(req, "application/json") || !accepts(req, "text/event-stream") {
             return Err(Error::NotAcceptable);
         }
-        let msg = Message::parse(&req.body)?;
+        let msg = parsed?;
         let kind = msg.kind()?;
         acc.kind = Some(kind);
         acc.mcp_method = msg.method().to_owned();
         acc.id = msg.id.clone();
         let header_version = req.header("mcp-protocol-version").map(str::trim);
-        if let Some(v) = header_version {
-            if v != MODERN_VERSION && !LEGACY_VERSIONS.contains(&v) {
-                return Err(Error::UnsupportedVersion(v.to_owned()));
-            }
+        if let Some(v) = header_version
+            && v != MODERN_VERSION
+            && !LEGACY_VERSIONS.contains(&v)
+        {
+            return Err(Error::UnsupportedVersion(v.to_owned()));
         }
         let headers: Vec<(String, String)> = req
             .headers
@@ -346,10 +388,10 @@ impl Proxy {
             if kind != Kind::Request {
                 return Err(Error::InvalidMessage("initialize must be a request"));
             }
-            return self.initialize(msg, deadline, headers, acc);
+            return self.initialize(msg, deadline, headers, caller, acc);
         }
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
-        let session = self.sessions.get(sid.trim()).ok_or(Error::UnknownSession)?;
+        let session = self.session(sid, caller)?;
         acc.session = session.short_id().to_owned();
         let call = Call {
             msg,
@@ -373,6 +415,7 @@ impl Proxy {
         msg: Message,
         deadline: Instant,
         headers: Vec<(String, String)>,
+        caller: &Caller,
         acc: &mut Access,
     ) -> Result<Outcome, Error> {
         for s in self.sessions.check_room()? {
@@ -392,19 +435,29 @@ impl Proxy {
         if !matches!(reply, Reply::Message(_) | Reply::Stream(_)) {
             return self.outcome(reply, Kind::Request, deadline, None, false, acc);
         }
-        let session = self.sessions.create(requested, binding)?;
+        let session = self
+            .sessions
+            .create(requested, binding, caller.principal.clone())?;
         self.upstream.attach(&session);
         acc.session = session.short_id().to_owned();
         log::debug!("session {} created", session.short_id());
         self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)
     }
 
-    fn get(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+    /// The live session `sid` names, if `caller` owns it: another principal's session is
+    /// not found, exactly as an unknown id.
+    fn session(&self, sid: &str, caller: &Caller) -> Result<Arc<Session>, Error> {
+        self.sessions
+            .get_as(sid.trim(), caller.principal.as_deref())
+            .ok_or(Error::UnknownSession)
+    }
+
+    fn get(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
         if !accepts(req, "text/event-stream") {
             return Err(Error::NotAcceptable);
         }
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
-        let session = self.sessions.get(sid.trim()).ok_or(Error::UnknownSession)?;
+        let session = self.session(sid, caller)?;
         acc.session = session.short_id().to_owned();
         let (log, after) = match req.header("last-event-id") {
             Some(last) => session
@@ -427,11 +480,11 @@ impl Proxy {
         Ok(Outcome::Follow { log, after })
     }
 
-    fn delete(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+    fn delete(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
         let session = self
             .sessions
-            .remove(sid.trim())
+            .remove_as(sid.trim(), caller.principal.as_deref())
             .ok_or(Error::UnknownSession)?;
         acc.session = session.short_id().to_owned();
         self.retire(&session);
@@ -549,11 +602,11 @@ impl Proxy {
                 let keepalive = self.cfg.sse_keepalive;
                 let mut next_keepalive = Instant::now() + keepalive;
                 let mut attached = true;
-                if let (Some(log), Some(s)) = (&log, &session) {
-                    if s.protocol_version.as_str() >= "2025-11-25" {
-                        // Priming event: gives the client an id to resume from at once.
-                        attached = w.write_chunk(&log.push(b"").frame).is_ok();
-                    }
+                if let (Some(log), Some(s)) = (&log, &session)
+                    && s.protocol_version.as_str() >= "2025-11-25"
+                {
+                    // Priming event: gives the client an id to resume from at once.
+                    attached = w.write_chunk(&log.push(b"").frame).is_ok();
                 }
                 let mut next = first.map(Poll::Item);
                 loop {
@@ -754,7 +807,13 @@ impl Handler for Proxy {
                     }
                 }
                 self.count_error(&e);
-                let resp = error_response(&e, acc.id.as_deref());
+                let mut resp = error_response(&e, acc.id.as_deref());
+                if let Some(c) = match &e {
+                    Error::Auth(d) => self.gate.challenge(d),
+                    _ => None,
+                } {
+                    resp = resp.with_header("www-authenticate", &c);
+                }
                 self.metrics.bytes_out(resp.body.len() as u64);
                 let _ = res.send(resp);
                 e.status()
@@ -790,7 +849,7 @@ impl Handler for Proxy {
 }
 
 /// True when a `Content-Type` value is `want` (parameters ignored).
-fn media_is(value: &str, want: &str) -> bool {
+pub(crate) fn media_is(value: &str, want: &str) -> bool {
     value
         .split(';')
         .next()
@@ -799,7 +858,7 @@ fn media_is(value: &str, want: &str) -> bool {
 
 /// True when the request's `Accept` headers list `want` explicitly (a bare `*/*` is not
 /// enough, as the MCP transport requires clients to name both types).
-fn accepts(req: &Request, want: &str) -> bool {
+pub(crate) fn accepts(req: &Request, want: &str) -> bool {
     req.header_all("accept").any(|v| lists(v, want))
 }
 
@@ -816,13 +875,15 @@ fn host_part(authority: &str) -> &str {
     a.split(':').next().unwrap_or("")
 }
 
-/// `localhost`, `127.0.0.0/8` or `::1`, with or without a port.
-fn is_loopback_host(authority: &str) -> bool {
+/// `localhost`, `127.0.0.0/8` or `::1`, with or without a port (and no userinfo: in
+/// `localhost:1@evil.example` the host is `evil.example`).
+pub(crate) fn is_loopback_host(authority: &str) -> bool {
     let h = host_part(authority).to_ascii_lowercase();
-    h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    !authority.contains('@')
+        && (h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
-fn loopback_origin(origin: &str) -> bool {
+pub(crate) fn loopback_origin(origin: &str) -> bool {
     let rest = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));

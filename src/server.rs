@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub header_timeout: Duration,
     /// Timeout of each read while reading a body (default 30 s) → 408.
     pub body_timeout: Duration,
+    /// Deadline for a whole body once the head is read (default 120 s) → 408, so a body
+    /// trickled just inside `body_timeout` cannot hold a connection thread for long.
+    pub body_deadline: Duration,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +93,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            body_deadline: Duration::from_secs(120),
         }
     }
 }
@@ -648,6 +652,7 @@ fn serve(shared: &Shared, job: Job) {
         max_body: cfg.max_body,
         header_timeout: cfg.header_timeout,
         body_timeout: cfg.body_timeout,
+        body_deadline: cfg.body_deadline,
     };
     let mut wire = Wire::new(stream, remote);
     loop {

@@ -49,6 +49,8 @@ pub struct Session {
     pub streams: Streams,
     /// Resource URIs the client subscribed to.
     pub subscriptions: Mutex<std::collections::HashSet<String>>,
+    /// The principal that created the session (authentication on); only it may use it.
+    pub principal: Option<String>,
 }
 
 impl Session {
@@ -131,11 +133,12 @@ impl Sessions {
         Ok(expired)
     }
 
-    /// Creates a session with a fresh random id.
+    /// Creates a session with a fresh random id, owned by `principal`.
     pub fn create(
         &self,
         protocol_version: String,
         binding: Binding,
+        principal: Option<String>,
     ) -> Result<Arc<Session>, Error> {
         let id = self.new_id()?;
         let s = Arc::new(Session {
@@ -147,6 +150,7 @@ impl Sessions {
             inflight: Mutex::new(HashMap::new()),
             streams: Streams::new(self.replay),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
+            principal,
         });
         let mut map = lock(&self.map);
         if map.len() >= self.max {
@@ -166,6 +170,31 @@ impl Sessions {
         }
         s.touch();
         Some(s)
+    }
+
+    /// Like [`Sessions::get`], but a session owned by another principal is not found (and
+    /// not marked used).
+    pub fn get_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
+        let mut map = lock(&self.map);
+        let s = map.get(id)?.clone();
+        if s.principal.as_deref() != principal {
+            return None;
+        }
+        if s.idle_for() >= self.idle {
+            map.remove(id);
+            return None;
+        }
+        s.touch();
+        Some(s)
+    }
+
+    /// Removes a session owned by `principal`, returning it if it existed.
+    pub fn remove_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
+        let mut map = lock(&self.map);
+        if map.get(id)?.principal.as_deref() != principal {
+            return None;
+        }
+        map.remove(id)
     }
 
     /// Removes a session, returning it if it existed.
@@ -228,8 +257,12 @@ mod tests {
     #[test]
     fn ids_are_random_hex() {
         let t = Sessions::new(10, Duration::from_secs(60), ReplayLimits::default());
-        let a = t.create("2025-11-25".into(), Binding::default()).unwrap();
-        let b = t.create("2025-11-25".into(), Binding::default()).unwrap();
+        let a = t
+            .create("2025-11-25".into(), Binding::default(), None)
+            .unwrap();
+        let b = t
+            .create("2025-11-25".into(), Binding::default(), None)
+            .unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(a.id.len(), 32);
         assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
@@ -241,10 +274,10 @@ mod tests {
     #[test]
     fn cap_refuses_when_all_live() {
         let t = Sessions::new(1, Duration::from_secs(60), ReplayLimits::default());
-        t.create("v".into(), Binding::default()).unwrap();
+        t.create("v".into(), Binding::default(), None).unwrap();
         assert!(matches!(t.check_room(), Err(Error::TooManySessions)));
         assert!(matches!(
-            t.create("v".into(), Binding::default()),
+            t.create("v".into(), Binding::default(), None),
             Err(Error::TooManySessions)
         ));
     }
@@ -252,17 +285,17 @@ mod tests {
     #[test]
     fn expired_sessions_make_room_and_vanish() {
         let t = Sessions::new(1, Duration::from_millis(30), ReplayLimits::default());
-        let a = t.create("v".into(), Binding::default()).unwrap();
+        let a = t.create("v".into(), Binding::default(), None).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(t.check_room().unwrap().len(), 1);
         assert!(t.get(&a.id).is_none());
-        assert!(t.create("v".into(), Binding::default()).is_ok());
+        assert!(t.create("v".into(), Binding::default(), None).is_ok());
     }
 
     #[test]
     fn inflight_map() {
         let t = Sessions::new(1, Duration::from_secs(60), ReplayLimits::default());
-        let s = t.create("v".into(), Binding::default()).unwrap();
+        let s = t.create("v".into(), Binding::default(), None).unwrap();
         s.begin_call("\"a\"", 7);
         assert_eq!(s.upstream_call_id("\"a\""), Some(7));
         s.end_call("\"a\"");

@@ -44,3 +44,13 @@ mod typescript;
 // Regression tests, named after the issue whose work found them.
 #[path = "it/regression.rs"]
 mod regression;
+
+// Hostile input: smuggling, header injection, oversized and slow requests, raw sockets.
+#[path = "it/hostile.rs"]
+mod hostile;
+// Inbound authentication, sessions bound to principals, upstream credentials.
+#[path = "it/auth.rs"]
+mod auth;
+// Rate limits: per client (principal or IP), global, per tool; 429 and Retry-After.
+#[path = "it/ratelimit.rs"]
+mod ratelimit;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use serde_json::json;
 
-use crate::child::{Child, Event, EventSink, stop_in_background};
+use crate::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session, lock};
@@ -48,7 +48,7 @@ enum Control {
 
 struct Inner {
     name: String,
-    argv: Vec<String>,
+    program: Program,
     max_message: usize,
     max_children: usize,
     spares_wanted: usize,
@@ -79,15 +79,15 @@ pub struct DedicatedUpstream {
 impl DedicatedUpstream {
     /// Starts the keeper and waits until the first spare is warm (or fails to be).
     pub fn start(
-        argv: Vec<String>,
+        program: Program,
         max_children: usize,
         spares: usize,
         max_message: usize,
     ) -> Result<Self, Error> {
         let (control, rx) = unbounded();
         let inner = Arc::new(Inner {
-            name: crate::config::program_name(&argv).to_owned(),
-            argv,
+            name: program.name().to_owned(),
+            program,
             max_message,
             max_children,
             spares_wanted: spares.min(max_children),
@@ -127,7 +127,7 @@ impl Inner {
     fn spawn_warm(self: &Arc<Self>) -> Result<Arc<Child>, Error> {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
         let child = Arc::new(Child::spawn(
-            &self.argv,
+            &self.program,
             index,
             0,
             self.max_message,
@@ -154,10 +154,10 @@ impl Inner {
                 Event::Exited => Control::Died(index),
                 Event::Request(m) => Control::ChildRequest(index, m),
                 Event::Notification(m) => {
-                    if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index)) {
-                        if let Some(log) = s.streams.standalone_if_open() {
-                            log.push(&m.to_vec());
-                        }
+                    if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index))
+                        && let Some(log) = s.streams.standalone_if_open()
+                    {
+                        log.push(&m.to_vec());
                     }
                     return;
                 }

@@ -14,7 +14,7 @@
 //!   ends our session too, and the client gets 404.
 
 use std::collections::HashSet;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use r2d2::{ManageConnection, Pool, PooledConnection};
 
 use crate::child::read_line_bounded;
+use crate::config::Secret;
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::session::{Binding, Session, lock};
@@ -99,6 +100,8 @@ struct HttpInner {
     /// Slots for long-lived standalone GET streams, so they never starve requests.
     streams: Pool<SlotManager>,
     reconnect_max: Duration,
+    /// `--upstream-header`s, sent on every request.
+    headers: Vec<(String, Secret)>,
     /// Milliseconds since `born` of the last request that reached the upstream (0: none).
     last_ok_ms: AtomicU64,
     born: Instant,
@@ -121,6 +124,8 @@ pub struct HttpOptions {
     pub reconnect_max: Duration,
     /// Where the request pool reports checkouts (wait, timeouts).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Headers sent on every request (`--upstream-header`), e.g. the upstream's credentials.
+    pub headers: Vec<(String, Secret)>,
 }
 
 fn build_pool(o: &HttpOptions, report: bool, size: u32) -> Pool<SlotManager> {
@@ -152,6 +157,7 @@ impl HttpUpstream {
                 pool: build_pool(&o, true, o.slots),
                 streams: build_pool(&o, false, o.stream_slots),
                 reconnect_max: o.reconnect_max,
+                headers: o.headers.clone(),
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
             }),
@@ -206,6 +212,9 @@ impl HttpInner {
             .header("accept", "application/json, text/event-stream");
         for (k, v) in &call.headers {
             req = req.header(k.as_str(), v.as_str());
+        }
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.expose());
         }
         if let Some(sid) = session_id {
             req = req.header("mcp-session-id", sid);
@@ -284,6 +293,9 @@ impl HttpInner {
             .agent
             .get(&self.url)
             .header("accept", "text/event-stream");
+        for (k, v) in &self.headers {
+            req = req.header(k.as_str(), v.expose());
+        }
         if let Some(s) = session {
             req = req.header("mcp-session-id", s);
         }
@@ -439,11 +451,14 @@ impl Upstream for HttpUpstream {
             return;
         };
         slot.poisoned = true;
-        let res = slot
+        let mut req = slot
             .agent
             .delete(&self.inner.url)
-            .header("mcp-session-id", sid.as_str())
-            .call();
+            .header("mcp-session-id", sid.as_str());
+        for (k, v) in &self.inner.headers {
+            req = req.header(k.as_str(), v.expose());
+        }
+        let res = req.call();
         match res {
             Ok(resp) => {
                 let drained = resp
@@ -581,44 +596,64 @@ struct SseStream {
 }
 
 /// One event read off an upstream stream: its id and data.
-type RawEvent = (Option<String>, Vec<u8>);
+pub(crate) type RawEvent = (Option<String>, Vec<u8>);
+
+/// Reads the next event's `id:` and `data:` fields off an SSE body, line by line (each line at
+/// most `max` bytes, `line` is scratch space). Returns the event, `None` at a clean end of the
+/// body, and whether the body was read to its end.
+pub(crate) fn read_sse_event<R: BufRead>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(Option<RawEvent>, bool)> {
+    let mut data: Vec<u8> = Vec::new();
+    let mut id = None;
+    let mut any = false;
+    loop {
+        line.clear();
+        let n = read_line_bounded(reader, line, max)?;
+        if n == 0 {
+            return Ok((if any { Some((id, data)) } else { None }, true));
+        }
+        let line = trim(line);
+        if line.is_empty() {
+            if any {
+                return Ok((Some((id, data)), false));
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix(b"data:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            // Each line is bounded by `max`; so is the whole event, or an upstream that never
+            // ends an event could grow it without limit.
+            if data.len() + 1 + rest.len() > max {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("SSE event larger than {max} bytes"),
+                ));
+            }
+            if !data.is_empty() {
+                data.push(b'\n');
+            }
+            data.extend_from_slice(rest);
+            any = true;
+        } else if let Some(rest) = line.strip_prefix(b"id:") {
+            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+            id = Some(String::from_utf8_lossy(rest).into_owned());
+            any = true;
+        }
+        // `event:`, `retry:` and comments: the proxy owns the client stream's framing.
+    }
+}
 
 impl SseStream {
     /// The next event, `Ok(None)` at a clean end of the body.
     fn read_event(&mut self) -> std::io::Result<Option<RawEvent>> {
-        let mut data: Vec<u8> = Vec::new();
-        let mut id = None;
-        let mut any = false;
-        loop {
-            self.buf.clear();
-            let n = read_line_bounded(&mut self.reader, &mut self.buf, MAX_UPSTREAM_MESSAGE)?;
-            if n == 0 {
-                if let Some(mut slot) = self.slot.take() {
-                    slot.poisoned = false; // read to the end: reusable
-                }
-                return Ok(if any { Some((id, data)) } else { None });
-            }
-            let line = trim(&self.buf);
-            if line.is_empty() {
-                if any {
-                    return Ok(Some((id, data)));
-                }
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix(b"data:") {
-                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-                if !data.is_empty() {
-                    data.push(b'\n');
-                }
-                data.extend_from_slice(rest);
-                any = true;
-            } else if let Some(rest) = line.strip_prefix(b"id:") {
-                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-                id = Some(String::from_utf8_lossy(rest).into_owned());
-                any = true;
-            }
-            // `event:`, `retry:` and comments: the proxy owns the client stream's framing.
+        let (event, ended) = read_sse_event(&mut self.reader, &mut self.buf, MAX_UPSTREAM_MESSAGE)?;
+        if ended && let Some(mut slot) = self.slot.take() {
+            slot.poisoned = false; // read to the end: reusable
         }
+        Ok(event)
     }
 
     /// Reconnects with GET + `Last-Event-ID`, backing off exponentially with full jitter
@@ -774,6 +809,19 @@ fn trim(l: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 7: an upstream event that never ends is bounded as a whole, not only per line.
+    #[test]
+    fn sse_events_are_bounded_as_a_whole() {
+        let mut line = Vec::new();
+        let ok = b"id: 1\ndata: abc\ndata: def\n\n";
+        let (ev, _) = read_sse_event(&mut &ok[..], &mut line, 16).unwrap();
+        assert_eq!(ev, Some((Some("1".into()), b"abc\ndef".to_vec())));
+        // Every line is short, but together they pass the limit.
+        let flood = b"data: 0123456789\n".repeat(100);
+        let e = read_sse_event(&mut &flood[..], &mut line, 64).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
 
     #[test]
     fn slots_poison_and_break() {

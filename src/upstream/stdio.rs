@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use serde_json::{Value, json};
 
-use crate::child::{Child, Event, EventSink, stop_in_background};
+use crate::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session, lock};
@@ -79,7 +79,7 @@ enum Control {
 
 struct Inner {
     name: String,
-    argv: Vec<String>,
+    program: Program,
     max_message: usize,
     slots: Vec<Slot>,
     control: Sender<Control>,
@@ -97,11 +97,11 @@ impl StdioUpstream {
     ///
     /// Children are spawned by the supervisor thread, which lives as long as the upstream:
     /// the parent-death signal (see [`Child::spawn`]) is tied to the spawning thread.
-    pub fn start(argv: Vec<String>, children: usize, max_message: usize) -> Result<Self, Error> {
+    pub fn start(program: Program, children: usize, max_message: usize) -> Result<Self, Error> {
         let (control, rx) = unbounded();
         let inner = Arc::new(Inner {
-            name: crate::config::program_name(&argv).to_owned(),
-            argv,
+            name: program.name().to_owned(),
+            program,
             max_message,
             slots: (0..children).map(|_| Slot::default()).collect(),
             control,
@@ -139,7 +139,8 @@ impl Inner {
                     return Err(Error::Unavailable("shutting down".into()));
                 }
                 let generation = self.slots[i].generation.load(Ordering::Acquire) + 1;
-                Child::spawn(&self.argv, i, generation, self.max_message, self.sink()).map(Arc::new)
+                Child::spawn(&self.program, i, generation, self.max_message, self.sink())
+                    .map(Arc::new)
             })
             .collect();
         std::thread::scope(|s| {
@@ -441,12 +442,18 @@ fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) 
             continue;
         };
         let generation = slot.generation.load(Ordering::Acquire) + 1;
-        let fresh = Child::spawn(&inner.argv, i, generation, inner.max_message, inner.sink())
-            .map(Arc::new)
-            .and_then(|c| {
-                let pid = c.pid;
-                inner.install(c, true).map(|_| pid)
-            });
+        let fresh = Child::spawn(
+            &inner.program,
+            i,
+            generation,
+            inner.max_message,
+            inner.sink(),
+        )
+        .map(Arc::new)
+        .and_then(|c| {
+            let pid = c.pid;
+            inner.install(c, true).map(|_| pid)
+        });
         let new_pid = match fresh {
             Ok(pid) => pid,
             Err(e) => {
@@ -564,10 +571,10 @@ impl Upstream for StdioUpstream {
         let kind = call.msg.kind()?;
         if let (Kind::Request, Some(s)) = (kind, call.session) {
             let method = call.msg.method();
-            if method == "resources/subscribe" || method == "resources/unsubscribe" {
-                if let Some(local) = self.subscription(s, &call.msg) {
-                    return Ok(local);
-                }
+            if (method == "resources/subscribe" || method == "resources/unsubscribe")
+                && let Some(local) = self.subscription(s, &call.msg)
+            {
+                return Ok(local);
             }
         }
         match kind {

@@ -17,6 +17,8 @@ struct Fixture {
     sessions: Mutex<HashSet<String>>,
     next: Mutex<u32>,
     deleted: Mutex<Vec<String>>,
+    /// The Authorization header of each DELETE.
+    delete_auth: Mutex<Vec<Option<String>>>,
 }
 
 impl Handler for Fixture {
@@ -25,6 +27,10 @@ impl Handler for Fixture {
             if let Some(s) = req.header("mcp-session-id") {
                 self.sessions.lock().unwrap().remove(s);
                 self.deleted.lock().unwrap().push(s.to_string());
+                self.delete_auth
+                    .lock()
+                    .unwrap()
+                    .push(req.header("authorization").map(str::to_owned));
             }
             let _ = res.send(Response::new(200));
             return;
@@ -168,6 +174,75 @@ fn headers_are_allow_listed_both_ways() {
             .any(|(k, v)| k == "mcp-param-region" && v == "eu")
     );
     assert!(has("mcp-protocol-version"));
+}
+
+/// Issue 7: the client's credentials never travel upstream; the upstream's come only from
+/// `--upstream-header` (with `${VAR}` expanded), on every request, and are never shown.
+#[test]
+fn upstream_credentials_come_from_configuration_only() {
+    let (_up, f, url) = fixture();
+    let dir = TempDir::new("upstream-cred");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "client-token-0123456789 client\n").unwrap();
+    let p = demo_proxy(&[
+        "--upstream",
+        &url,
+        "--auth-tokens",
+        &tokens.display().to_string(),
+        "--upstream-header",
+        "Authorization: Bearer upstream-${CARGO_PKG_NAME}",
+        "--upstream-header",
+        "X-Upstream-Key: key-${CARGO_PKG_NAME}",
+        "--admin-bind",
+        "127.0.0.1:0",
+    ]);
+    let addr = p.local_addr();
+    let auth = [("Authorization", "Bearer client-token-0123456789")];
+    let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
+    h.extend(auth);
+    let r = Conn::open(addr).request("POST", "/mcp", &h, INIT.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sid = r.header("mcp-session-id").unwrap().to_string();
+    h.extend([
+        ("Mcp-Session-Id", sid.as_str()),
+        ("MCP-Protocol-Version", "2025-11-25"),
+    ]);
+    let r = Conn::open(addr).request("POST", "/mcp", &h, call("headers", 1).as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen: Vec<(String, String)> = r.json()["result"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_lowercase(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let values = |n: &str| -> Vec<&str> {
+        seen.iter()
+            .filter(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(values("authorization"), ["Bearer upstream-shadowcat"]);
+    assert_eq!(values("x-upstream-key"), ["key-shadowcat"]);
+    // DELETE carries them too (the fixture records the session it ended).
+    let mut d: Vec<(&str, &str)> = auth.to_vec();
+    d.push(("Mcp-Session-Id", sid.as_str()));
+    assert_eq!(
+        Conn::open(addr).request("DELETE", "/mcp", &d, b"").status,
+        200
+    );
+    assert_eq!(
+        *f.delete_auth.lock().unwrap(),
+        [Some("Bearer upstream-shadowcat".to_string())]
+    );
+    let cfg = Conn::open(p.admin_addr().unwrap()).request("GET", "/admin/config", &[], b"");
+    assert!(!cfg.text().contains("shadowcat\""), "{}", cfg.text());
+    assert!(!cfg.text().contains("upstream-shadowcat"), "{}", cfg.text());
+    assert_eq!(cfg.json()["upstreamHeaders"]["authorization"], "<redacted>");
 }
 
 #[test]

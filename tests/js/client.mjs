@@ -1,6 +1,7 @@
 // The official TypeScript SDK as a client: node tests/js/client.mjs URL
 // Connects over Streamable HTTP, lists tools, calls echo (and a progress tool when the server has
 // it), pings, closes; prints one JSON object. Exits non-zero with a message on failure.
+// With MCP_BEARER_TOKEN set, every request carries "Authorization: Bearer <token>".
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -19,7 +20,11 @@ const timer = setTimeout(() => {
 
 try {
   const client = new Client({ name: "shadowcat-it", version: "1.0.0" });
-  const transport = new StreamableHTTPClientTransport(new URL(url));
+  const token = process.env.MCP_BEARER_TOKEN;
+  const transport = new StreamableHTTPClientTransport(
+    new URL(url),
+    token ? { requestInit: { headers: { Authorization: `Bearer ${token}` } } } : undefined,
+  );
   await client.connect(transport);
   const tools = (await client.listTools()).tools.map((t) => t.name);
   const echo = await client.callTool({ name: "echo", arguments: { message: "hello from TS" } });

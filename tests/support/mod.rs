@@ -333,12 +333,18 @@ pub fn wait_listening(addr: SocketAddr) {
 
 /// Runs a Python driver from tests/py against `url`; returns its JSON output.
 pub fn run_py(script: &str, url: &str) -> Value {
+    run_py_args(script, url, &[])
+}
+
+/// Runs a Python driver with extra arguments after the URL.
+pub fn run_py_args(script: &str, url: &str, args: &[&str]) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(script);
     let out = Command::new(python())
         .arg(path)
         .arg(url)
+        .args(args)
         .output()
         .expect("python runs");
     driver_json(script, &out)
@@ -543,13 +549,19 @@ impl Drop for TempDir {
 
 /// Runs the TypeScript SDK driver (tests/js/client.mjs) against `url`; returns its JSON output.
 pub fn run_js(url: &str) -> Value {
+    run_js_with_token(url, None)
+}
+
+/// The TypeScript SDK client, sending `Authorization: Bearer <token>` when given.
+pub fn run_js_with_token(url: &str, token: Option<&str>) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/client.mjs");
-    let out = Command::new("node")
-        .arg(path)
-        .arg(url)
-        .env("SHADOWCAT_PEERS", peers())
-        .output()
-        .expect("node runs");
+    let mut cmd = Command::new("node");
+    cmd.arg(path).arg(url).env("SHADOWCAT_PEERS", peers());
+    match token {
+        Some(t) => cmd.env("MCP_BEARER_TOKEN", t),
+        None => cmd.env_remove("MCP_BEARER_TOKEN"),
+    };
+    let out = cmd.output().expect("node runs");
     driver_json("client.mjs", &out)
 }
 

@@ -1,0 +1,535 @@
+//! Fuzz entry points. Not an API: each function takes arbitrary bytes, drives the production
+//! code on them and checks invariants with `assert!`, so a violated invariant is a crash.
+//!
+//! The cargo-fuzz targets in `fuzz/fuzz_targets/` call these (`scripts/fuzz` runs them) and
+//! `tests/it/fuzz_corpus.rs` replays the committed corpus (`fuzz/corpus/<target>/`) on stable.
+//! Everything here is deterministic: where a parameter is needed (a call id, where to split a
+//! stream), it is derived from a hash of the input.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{IpAddr, SocketAddr};
+
+use serde_json::value::RawValue;
+
+use crate::child;
+use crate::error::Error;
+use crate::http::{self, BodyFraming, ConnHeader, Framing, HeadScan, ReadError, Request, Version};
+use crate::jsonrpc::{self, Kind, Message};
+use crate::proxy;
+use crate::stream;
+use crate::upstream::http::{RawEvent, read_sse_event};
+
+/// `--max-body` for the framing checks (the default).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The JSON-RPC envelope parser and the stdio id rewrite/restore path, on one message.
+///
+/// Invariants:
+/// * [`Message::parse`] never panics; it fails only with [`Error::Parse`] (-32700) or
+///   [`Error::InvalidMessage`] (-32600), and always with -32700 when the bytes are not JSON;
+///   the error reply for either is a JSON-RPC error object with the error's code and message;
+/// * a parsed message is a JSON object with a valid kind and a string or number id, and
+///   serialising it gives the same message back (same kind, method, byte-identical id,
+///   params, result and error); replies built around its id keep that id byte for byte;
+/// * a request sent to a stdio child ([`child::rewrite_ids`], [`child::line`]) reaches it as
+///   exactly one line carrying the child-unique call id, the same method, `_meta.progressToken`
+///   rewritten to the call id when there was one, and every other params member unchanged
+///   (up to JSON whitespace); the child's response, once its id is restored, carries the
+///   client's id byte for byte; a progress notification for the call, once
+///   [`child::restore_progress_token`] ran, carries the client's token (up to whitespace).
+pub fn jsonrpc(data: &[u8]) {
+    let valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
+    let msg = match Message::parse(data) {
+        Ok(m) => m,
+        Err(e) => {
+            assert!(
+                matches!(e, Error::Parse(_) | Error::InvalidMessage(_)),
+                "unexpected error {e:?}"
+            );
+            assert!(
+                valid_json || matches!(e, Error::Parse(_)),
+                "bytes that are not JSON must get -32700, not {e}"
+            );
+            let reply: serde_json::Value = serde_json::from_slice(&jsonrpc::error_for(None, &e))
+                .expect("an error reply is JSON");
+            assert_eq!(reply["jsonrpc"], "2.0");
+            assert!(reply["id"].is_null());
+            assert_eq!(reply["error"]["code"], e.rpc_code());
+            assert_eq!(reply["error"]["message"], e.to_string());
+            return;
+        }
+    };
+    assert!(valid_json, "parsed bytes that are not JSON");
+    assert_eq!(
+        data.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(&b'{'),
+        "only a JSON object is a message"
+    );
+    let kind = msg.kind().expect("a parsed message has a kind");
+    if let Some(id) = msg.id.as_deref() {
+        let t = id.get().as_bytes().first().copied();
+        assert!(
+            matches!(t, Some(b'"' | b'-' | b'0'..=b'9')),
+            "id {:?} is not a string or a number",
+            id.get()
+        );
+        // Replies built around the id keep it byte for byte.
+        let text = String::from_utf8_lossy(data);
+        for body in [
+            jsonrpc::error_body(Some(id), -32603, &text),
+            jsonrpc::result_body(id, r#"{"ok":true}"#),
+        ] {
+            let r = Message::parse(&body).expect("a reply parses");
+            assert_eq!(r.kind().ok(), Some(Kind::Response));
+            assert_eq!(r.id.as_deref().map(RawValue::get), Some(id.get()));
+        }
+    }
+    let again = Message::parse(&msg.to_vec()).expect("a serialised message parses");
+    assert_eq!(again.kind().ok(), Some(kind));
+    assert_eq!(again.method, msg.method);
+    for (a, b) in [
+        (&again.id, &msg.id),
+        (&again.params, &msg.params),
+        (&again.result, &msg.result),
+        (&again.error, &msg.error),
+    ] {
+        assert_eq!(
+            a.as_deref().map(RawValue::get),
+            b.as_deref().map(RawValue::get)
+        );
+    }
+    let _ = msg.modern_version();
+    let _ = msg.target_name();
+    match kind {
+        Kind::Request => stdio_round_trip(msg, fnv(data)),
+        Kind::Notification => {
+            let _ = child::progress_token_id(&msg);
+        }
+        Kind::Response => {}
+    }
+}
+
+/// A request's trip to a stdio child as call `n` and its response's trip back.
+fn stdio_round_trip(mut msg: Message, n: u64) {
+    let client_id = msg
+        .id
+        .as_deref()
+        .map(|i| i.get().to_owned())
+        .expect("a request has an id");
+    let members_before = members(msg.params.as_deref().map(RawValue::get));
+    let meta_before = members(members_before.get("_meta").map(String::as_str));
+    let token_before = meta_before.get("progressToken").cloned();
+
+    let (saved_id, saved_token) = child::rewrite_ids(&mut msg, n);
+    assert_eq!(saved_id.get(), client_id);
+    if let Some(t) = &saved_token {
+        assert_eq!(
+            Some(squeeze(t.get())),
+            token_before.as_deref().map(squeeze),
+            "the saved progress token is not the client's"
+        );
+    }
+
+    // What the child reads: one line.
+    let line = child::line(&msg);
+    assert_eq!(line.last(), Some(&b'\n'));
+    assert!(
+        !line[..line.len() - 1].contains(&b'\n'),
+        "a request must reach a stdio child as one line: {:?}",
+        String::from_utf8_lossy(&line)
+    );
+    let seen = Message::parse(child::trim_line(&line)).expect("the child can parse the request");
+    assert_eq!(seen.kind().ok(), Some(Kind::Request));
+    assert_eq!(seen.method, msg.method);
+    assert_eq!(seen.id.as_deref().and_then(jsonrpc::id_u64), Some(n));
+    let members_after = members(seen.params.as_deref().map(RawValue::get));
+    let meta_after = members(members_after.get("_meta").map(String::as_str));
+    for (before, after) in [
+        (&members_before, &members_after),
+        (&meta_before, &meta_after),
+    ] {
+        for (k, v) in before {
+            if k == "_meta" || (k == "progressToken" && saved_token.is_some()) {
+                continue;
+            }
+            assert_eq!(
+                after.get(k).map(|a| squeeze(a)),
+                Some(squeeze(v)),
+                "params member {k:?} changed on the way to the child"
+            );
+        }
+    }
+    if saved_token.is_some() {
+        assert_eq!(
+            meta_after.get("progressToken").map(String::as_str),
+            Some(n.to_string().as_str()),
+            "the child must see the call id as progress token"
+        );
+    }
+
+    // The child answers; its reader puts the client's id back (as `child::route` does).
+    let reply = jsonrpc::result_body(seen.id.as_deref().expect("id"), r#"{"ok":true}"#);
+    let mut back = Message::parse(child::trim_line(&reply)).expect("the response parses");
+    assert_eq!(back.kind().ok(), Some(Kind::Response));
+    assert_eq!(back.id.as_deref().and_then(jsonrpc::id_u64), Some(n));
+    back.id = Some(saved_id);
+    let out = Message::parse(&back.to_vec()).expect("the restored response parses");
+    assert_eq!(
+        out.id.as_deref().map(RawValue::get),
+        Some(client_id.as_str()),
+        "the client's id must come back byte for byte"
+    );
+
+    // The child reports progress with the call id as token; the client gets its own token.
+    if let Some(token) = saved_token {
+        let note = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{n},"progress":1,"total":2}}}}"#
+        );
+        let mut note = Message::parse(note.as_bytes()).expect("progress parses");
+        assert_eq!(child::progress_token_id(&note), Some(n));
+        child::restore_progress_token(&mut note, &token);
+        let out = Message::parse(&note.to_vec()).expect("restored progress parses");
+        let restored = members(out.params.as_deref().map(RawValue::get));
+        assert_eq!(
+            restored.get("progressToken").map(|t| squeeze(t)),
+            token_before.as_deref().map(squeeze),
+            "the client's progress token must come back"
+        );
+    }
+}
+
+/// The members of a JSON object as raw text (empty if `raw` is not an object).
+fn members(raw: Option<&str>) -> BTreeMap<String, String> {
+    raw.and_then(|r| serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(r).ok())
+        .map(|m| {
+            m.into_iter()
+                .map(|(k, v)| (k, v.get().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Valid JSON text without the whitespace between tokens.
+fn squeeze(json: &str) -> String {
+    let (mut out, mut in_string, mut escaped) = (String::with_capacity(json.len()), false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The SSE parser that reads upstream streams ([`read_sse_event`]) and the proxy's framing.
+///
+/// Invariants:
+/// * the parser never panics, and yields the same events (and the same error, if any) whether
+///   the stream arrives in one piece or in pieces of arbitrary sizes;
+/// * an event's id never contains a line break;
+/// * an event's data re-framed by the proxy under its own id ([`stream::frame`]) parses back
+///   as exactly that id and data and nothing else (unless the data holds a CR, which framing
+///   drops), so upstream data can never inject SSE fields or events into a client stream;
+/// * [`stream::parse_event_id`] on any id never panics and round-trips what it accepts.
+pub fn sse(data: &[u8]) {
+    let h = fnv(data);
+    let max = 32 + (h % 2048) as usize;
+    let whole = events(data, max);
+    let pieces = Pieces { data, state: h | 1 };
+    let split = events(
+        BufReader::with_capacity(1 + (h >> 16) as usize % 64, pieces),
+        max,
+    );
+    assert_eq!(whole, split, "splitting the stream changed its events");
+    for (id, data) in &whole.0 {
+        if let Some(id) = id {
+            assert!(!id.contains('\n'), "event id {id:?} holds a line break");
+            if let Some((s, n)) = stream::parse_event_id(id) {
+                assert_eq!(stream::parse_event_id(&format!("{s}-{n}")), Some((s, n)));
+            }
+        }
+        if data.contains(&b'\r') {
+            continue;
+        }
+        let own = format!("{}-{}", h >> 48, h & 0xffff);
+        for id in [Some(own.as_str()), id.as_deref(), None] {
+            let framed = stream::frame(id, data);
+            let (got, err) = events(&framed[..], usize::MAX);
+            assert_eq!(err, None);
+            assert_eq!(
+                got,
+                vec![(id.map(str::to_owned), data.clone())],
+                "re-framed event does not parse back as itself: {:?}",
+                String::from_utf8_lossy(&framed)
+            );
+        }
+    }
+}
+
+/// Every event of an SSE body, and the error that ended it, if one did.
+fn events(mut r: impl BufRead, max: usize) -> (Vec<RawEvent>, Option<String>) {
+    let mut line = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        match read_sse_event(&mut r, &mut line, max) {
+            Ok((Some(ev), _)) => out.push(ev),
+            Ok((None, ended)) => {
+                assert!(ended, "no event but not at the end");
+                return (out, None);
+            }
+            Err(e) => return (out, Some(format!("{:?}: {e}", e.kind()))),
+        }
+    }
+}
+
+/// A reader that hands out its bytes in pieces of pseudo-random sizes (1 to 32 bytes).
+struct Pieces<'a> {
+    data: &'a [u8],
+    state: u64,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        // xorshift64: any sequence of piece sizes is as good as another.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let n = (1 + (self.state % 32) as usize)
+            .min(out.len())
+            .min(self.data.len());
+        out[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// The HTTP request-head layer and the header, `Origin` and `Host` checks.
+///
+/// The whole input is a request head; each of its lines is also tried on its own as an
+/// `Origin` value, a `Host` value, a chunk-size line and a `name: value` response header.
+///
+/// Invariants:
+/// * the head scanner ([`HeadScan`]) finds the same end (or the same error) whether the head
+///   arrives in one piece or two;
+/// * a parsed head ([`http::parse_head`]) has a token method, HTTP/1.0 or 1.1, and only
+///   headers the proxy could write back ([`http::valid_header`]: no CR, LF or NUL);
+/// * [`http::body_framing`] picks a length only from exactly one all-digit `Content-Length`
+///   within `max_body` and no `Transfer-Encoding`, chunked only from exactly one
+///   `Transfer-Encoding: chunked` on HTTP/1.1 and no `Content-Length`, and refuses with 400
+///   or 413 otherwise; [`http::expects_continue`] answers `true`, `false` or 417;
+/// * a header [`http::valid_header`] accepts has no CR, LF or NUL in its value and cannot
+///   add a line to a response head ([`http::encode_head`]);
+/// * an `Origin` accepted as loopback ([`proxy::loopback_origin`], after the normalisation
+///   of the pipeline) is `http` or `https`, and no URI parser that understands it names a
+///   host other than `localhost`, `127.0.0.0/8` or `::1`; likewise a `Host` accepted by
+///   [`proxy::is_loopback_host`];
+/// * an accepted chunk-size line is 1–16 hex digits (the size) then nothing or `;` and
+///   extensions, and the size written in hex parses back to itself;
+/// * content-type matching ([`proxy::media_is`]) agrees with `Accept` matching
+///   ([`proxy::accepts`]).
+pub fn headers(data: &[u8]) {
+    let h = fnv(data);
+    head(data, (h % (data.len() as u64 + 1)) as usize);
+    for raw in data.split(|&b| b == b'\n') {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        chunk_size(line);
+        let text = String::from_utf8_lossy(line);
+        origin(&text);
+        host(&text);
+        match text.split_once(':') {
+            Some((name, value)) => header(name, value.trim_start()),
+            None => header("X-Fuzz", &text),
+        }
+    }
+}
+
+fn head(data: &[u8], cut: usize) {
+    let whole = HeadScan::default().scan(data);
+    let mut scan = HeadScan::default();
+    let split = match scan.scan(&data[..cut]) {
+        Ok(None) => scan.scan(data),
+        other => other,
+    };
+    assert_eq!(whole, split, "splitting the head at {cut} changed the scan");
+    let Ok(Some(end)) = whole else { return };
+    let remote: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let req = match http::parse_head(&data[..end], remote) {
+        Ok(r) => r,
+        Err(ReadError::Reject(status, _)) => {
+            assert!(
+                matches!(status, 400 | 431 | 505),
+                "head refused with {status}"
+            );
+            return;
+        }
+        Err(ReadError::Closed) => panic!("parsing a head cannot close the connection"),
+    };
+    assert!(!req.method.is_empty() && http::valid_header(&req.method, ""));
+    assert!(matches!(req.version, Version::Http10 | Version::Http11));
+    for (n, v) in &req.headers {
+        assert!(
+            http::valid_header(n, v),
+            "parsed header {n:?}: {v:?} is invalid"
+        );
+    }
+    framing(&req);
+    match http::expects_continue(&req) {
+        Ok(_) | Err(ReadError::Reject(417, _)) => {}
+        Err(e) => panic!("expects_continue: {e:?}"),
+    }
+    if let Some(o) = req.header("origin") {
+        origin(o);
+    }
+    if let Some(h) = req.header("host") {
+        host(h);
+    }
+    for want in ["application/json", "text/event-stream"] {
+        if req.header_all("accept").any(|v| proxy::media_is(v, want)) {
+            assert!(proxy::accepts(&req, want), "Accept: {want} not seen");
+        }
+        if let Some(ct) = req.header("content-type") {
+            let _ = proxy::media_is(ct, want);
+        }
+    }
+}
+
+fn framing(req: &Request) {
+    let cl: Vec<&str> = req.header_all("content-length").collect();
+    let te: Vec<&str> = req.header_all("transfer-encoding").collect();
+    let hosts = req.header_all("host").count();
+    match http::body_framing(req, MAX_BODY) {
+        Ok(f) => {
+            assert!(hosts <= 1, "more than one Host accepted");
+            match f {
+                BodyFraming::None => assert!(cl.is_empty() && te.is_empty()),
+                BodyFraming::Length(n) => {
+                    assert!(te.is_empty() && cl.len() == 1 && n <= MAX_BODY);
+                    let v = cl[0].trim_matches([' ', '\t']);
+                    assert!(v.bytes().all(|b| b.is_ascii_digit()));
+                    assert_eq!(v.parse::<usize>().ok(), Some(n));
+                }
+                BodyFraming::Chunked => {
+                    assert!(cl.is_empty() && te.len() == 1 && req.version == Version::Http11);
+                    assert!(
+                        te[0]
+                            .trim_matches([' ', '\t'])
+                            .eq_ignore_ascii_case("chunked")
+                    );
+                }
+            }
+        }
+        Err(ReadError::Reject(400 | 413, _)) => {}
+        Err(e) => panic!("body_framing: {e:?}"),
+    }
+}
+
+fn header(name: &str, value: &str) {
+    if !http::valid_header(name, value) {
+        return;
+    }
+    assert!(
+        !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0),
+        "header value {value:?} accepted"
+    );
+    let mut out = Vec::new();
+    let headers = [(name.to_owned(), value.to_owned())];
+    http::encode_head(
+        &mut out,
+        200,
+        &headers,
+        Framing::Length(0),
+        ConnHeader::None,
+    )
+    .expect("a valid header encodes");
+    // Status line, the header (unless a framing header the layer drops), Content-Length.
+    let lines = out.split(|&b| b == b'\n').count() - 1;
+    let dropped = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "trailer",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h));
+    assert_eq!(
+        lines,
+        if dropped { 3 } else { 4 },
+        "header {name:?} split the head"
+    );
+    assert_eq!(
+        out.iter().filter(|&&b| b == b'\r').count(),
+        lines,
+        "a CR outside a CRLF"
+    );
+}
+
+fn origin(raw: &str) {
+    // Normalised as `Proxy::check_origin` does before the loopback test.
+    let o = raw.trim().trim_end_matches('/').to_ascii_lowercase();
+    if !proxy::loopback_origin(&o) {
+        return;
+    }
+    assert!(o.starts_with("http://") || o.starts_with("https://"));
+    let named = o
+        .parse::<ureq::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(loopback_name));
+    assert_ne!(named, Some(false), "{o:?} accepted as a loopback origin");
+}
+
+fn host(raw: &str) {
+    if !proxy::is_loopback_host(raw) {
+        return;
+    }
+    let named = raw
+        .trim()
+        .parse::<ureq::http::uri::Authority>()
+        .ok()
+        .map(|a| loopback_name(a.host()));
+    assert_ne!(named, Some(false), "{raw:?} accepted as a loopback host");
+}
+
+/// The oracle: `localhost` or a loopback address (IPv6 in brackets or not).
+fn loopback_name(host: &str) -> bool {
+    let h = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn chunk_size(line: &[u8]) {
+    let Ok(n) = http::parse_chunk_size(line) else {
+        return;
+    };
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    assert!((1..=16).contains(&digits), "{digits} hex digits accepted");
+    let hex = String::from_utf8_lossy(&line[..digits]);
+    assert_eq!(u64::from_str_radix(&hex, 16).ok(), Some(n));
+    let rest = &line[digits..];
+    let ext = rest.iter().position(|&b| b != b' ' && b != b'\t');
+    assert!(ext.is_none_or(|i| rest[i] == b';'), "junk after the size");
+    assert!(!line.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0));
+    assert_eq!(
+        http::parse_chunk_size(format!("{n:x}").as_bytes()).ok(),
+        Some(n)
+    );
+}
+
+/// FNV-1a, for deterministic parameters derived from the input.
+fn fnv(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

@@ -1,0 +1,168 @@
+//! The gate in front of the MCP endpoint: who the caller is ([`crate::auth`]) and whether it
+//! may go on now ([`crate::ratelimit`]). `proxy.rs` asks it once per request, after the
+//! Origin/Host checks and before any session or upstream work.
+//!
+//! Order: authenticate; on failure, charge the client's IP bucket first, so a flood of bad
+//! tokens is answered 429 once its budget is spent (it never reaches the JWT verifier more
+//! often than the rate allows). On success the caller's key is its principal
+//! (`principal:token:alice`, `principal:jwt:sub`); without authentication it is its IP
+//! (`ip:203.0.113.9`, from `X-Forwarded-For` only behind a `--trusted-proxy`). A POST is
+//! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
+
+use std::time::Instant;
+
+use crate::auth::{Auth, Denial};
+use crate::config::{Config, Secret};
+use crate::error::Error;
+use crate::http::{Request, Response};
+use crate::metrics::{Metrics, Rejection};
+use crate::ratelimit::{Cidr, Limiter, client_ip};
+
+/// Authentication, rate limits and the `/metrics` token, built once at start-up.
+pub struct Gatekeeper {
+    auth: Option<Auth>,
+    limiter: Limiter,
+    trusted: Vec<Cidr>,
+    metrics_token: Option<Secret>,
+}
+
+/// The identified caller of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The authenticated principal, when authentication is on.
+    pub principal: Option<String>,
+    /// The rate-limit key.
+    key: String,
+}
+
+impl Gatekeeper {
+    /// Builds the gate. `resource` is the effective resource URL (the JWT audience); JWKS keys
+    /// are loaded here, so a bad key source stops start-up.
+    pub fn new(cfg: &Config, resource: String) -> Result<Gatekeeper, Error> {
+        let auth = if cfg.auth.enabled() {
+            Some(Auth::new(&cfg.auth, resource)?)
+        } else {
+            None
+        };
+        Ok(Gatekeeper {
+            auth,
+            limiter: Limiter::new(cfg.limits.clone()),
+            trusted: cfg.trusted_proxies.clone(),
+            metrics_token: cfg.metrics_token.clone(),
+        })
+    }
+
+    /// Authenticates the request (when on) and names its rate-limit key. Does not charge a
+    /// successful caller; see [`Gatekeeper::charge`].
+    pub fn identify(&self, req: &Request, metrics: &Metrics) -> Result<Caller, Error> {
+        // The key is only built when a limit is on: no allocation per request otherwise.
+        let limited = !self.limiter.is_off();
+        let ip_key = || {
+            if !limited {
+                return String::new();
+            }
+            let ip = client_ip(
+                req.remote.ip(),
+                req.header_all("x-forwarded-for"),
+                &self.trusted,
+            );
+            format!("ip:{ip}")
+        };
+        let Some(auth) = &self.auth else {
+            return Ok(Caller {
+                principal: None,
+                key: ip_key(),
+            });
+        };
+        match auth.authenticate(req) {
+            Ok(p) => Ok(Caller {
+                key: if limited {
+                    format!("principal:{}", p.0)
+                } else {
+                    String::new()
+                },
+                principal: Some(p.0),
+            }),
+            Err(d) => {
+                let anonymous = Caller {
+                    principal: None,
+                    key: ip_key(),
+                };
+                self.charge(&anonymous, None, metrics)?;
+                if let Denial::Invalid(why) = &d {
+                    log::debug!("{}: token refused: {why}", req.remote);
+                }
+                metrics.rejected(Rejection::Auth);
+                Err(Error::Auth(d))
+            }
+        }
+    }
+
+    /// Takes one token from every bucket that applies (`tool`: the tool of a `tools/call`).
+    pub fn charge(
+        &self,
+        caller: &Caller,
+        tool: Option<&str>,
+        metrics: &Metrics,
+    ) -> Result<(), Error> {
+        if self.limiter.is_off() {
+            return Ok(());
+        }
+        self.limiter
+            .check(&caller.key, tool, Instant::now())
+            .map_err(|d| {
+                metrics.rejected(Rejection::Rate);
+                log::debug!("{}: {d}", caller.key);
+                Error::RateLimited {
+                    scope: d.scope.as_str(),
+                    retry_after: d.retry_after_secs(),
+                }
+            })
+    }
+
+    /// The resource URL (JWT audience, metadata `resource`), when authentication is on.
+    pub fn resource(&self) -> Option<&str> {
+        self.auth.as_ref().map(|a| a.resource())
+    }
+
+    /// Drops idle (full) rate-limit buckets; called from housekeeping.
+    pub fn sweep(&self) {
+        self.limiter.sweep(Instant::now());
+    }
+
+    /// Live rate-limit buckets.
+    pub fn buckets(&self) -> usize {
+        self.limiter.buckets()
+    }
+
+    /// The `WWW-Authenticate` value for an authentication refusal.
+    pub fn challenge(&self, d: &Denial) -> Option<String> {
+        self.auth.as_ref().map(|a| a.challenge(d))
+    }
+
+    /// The RFC 9728 document, when authentication is on and `path` is one of its paths.
+    pub fn metadata(&self, path: &str, mcp_path: &str) -> Option<Response> {
+        let auth = self.auth.as_ref()?;
+        auth.is_metadata_path(path, mcp_path)
+            .then(|| auth.metadata())
+    }
+
+    /// `None` when `/metrics` may be served to this request, else the 401 to send.
+    pub fn metrics_refusal(&self, req: &Request) -> Option<Response> {
+        let want = self.metrics_token.as_ref()?;
+        let ok = req.header("authorization").is_some_and(|v| {
+            v.trim().split_once(' ').is_some_and(|(scheme, t)| {
+                scheme.eq_ignore_ascii_case("bearer")
+                    && crate::auth::constant_time_eq(t.trim().as_bytes(), want.expose().as_bytes())
+            })
+        });
+        if ok {
+            return None;
+        }
+        Some(
+            Response::new(401)
+                .with_header("www-authenticate", "Bearer realm=\"metrics\"")
+                .with_body("text/plain", b"metrics token required\n".to_vec()),
+        )
+    }
+}
