@@ -160,20 +160,9 @@ impl Sessions {
         Ok(s)
     }
 
-    /// Looks a session up and marks it used. Expired sessions are removed and not found.
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
-        let mut map = lock(&self.map);
-        let s = map.get(id)?.clone();
-        if s.idle_for() >= self.idle {
-            map.remove(id);
-            return None;
-        }
-        s.touch();
-        Some(s)
-    }
-
-    /// Like [`Sessions::get`], but a session owned by another principal is not found (and
-    /// not marked used).
+    /// Looks up a session owned by `principal` (`None`: authentication is off) and marks it
+    /// used. Expired sessions are removed and not found; a session owned by another principal
+    /// is not found and not marked used.
     pub fn get_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
         let mut map = lock(&self.map);
         let s = map.get(id)?.clone();
@@ -255,6 +244,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sessions_belong_to_their_principal() {
+        let t = Sessions::new(10, Duration::from_secs(60), ReplayLimits::default());
+        let s = t
+            .create("v".into(), Binding::default(), Some("token:alice".into()))
+            .unwrap();
+        assert!(t.get_as(&s.id, Some("token:alice")).is_some());
+        assert!(t.get_as(&s.id, Some("token:bob")).is_none());
+        assert!(t.get_as(&s.id, None).is_none());
+        assert!(t.remove_as(&s.id, Some("token:bob")).is_none());
+        assert!(t.remove_as(&s.id, Some("token:alice")).is_some());
+        assert!(t.is_empty());
+    }
+
+    #[test]
     fn ids_are_random_hex() {
         let t = Sessions::new(10, Duration::from_secs(60), ReplayLimits::default());
         let a = t
@@ -266,9 +269,9 @@ mod tests {
         assert_ne!(a.id, b.id);
         assert_eq!(a.id.len(), 32);
         assert!(a.id.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert!(t.get(&a.id).is_some());
+        assert!(t.get_as(&a.id, None).is_some());
         assert!(t.remove(&a.id).is_some());
-        assert!(t.get(&a.id).is_none());
+        assert!(t.get_as(&a.id, None).is_none());
     }
 
     #[test]
@@ -288,7 +291,7 @@ mod tests {
         let a = t.create("v".into(), Binding::default(), None).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(t.check_room().unwrap().len(), 1);
-        assert!(t.get(&a.id).is_none());
+        assert!(t.get_as(&a.id, None).is_none());
         assert!(t.create("v".into(), Binding::default(), None).is_ok());
     }
 

@@ -110,6 +110,21 @@ fn fixture() -> (Server, Arc<Fixture>, String) {
     (s, f, url)
 }
 
+/// The request headers the fixture's `headers` tool saw, names lowercased.
+fn upstream_saw(r: &Resp) -> Vec<(String, String)> {
+    r.json()["result"]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_lowercase(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn call(name: &str, id: u32) -> String {
     json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":{}}})
         .to_string()
@@ -144,17 +159,7 @@ fn headers_are_allow_listed_both_ways() {
     assert_eq!(r.status, 200);
     assert!(r.header("set-cookie").is_none());
     assert!(r.header("mcp-session-id").is_none());
-    let seen: Vec<(String, String)> = r.json()["result"]["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_lowercase(),
-                p[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let seen = upstream_saw(&r);
     let has = |n: &str| seen.iter().any(|(k, _)| k == n);
     for banned in [
         "authorization",
@@ -209,17 +214,7 @@ fn upstream_credentials_come_from_configuration_only() {
     ]);
     let r = Conn::open(addr).request("POST", "/mcp", &h, call("headers", 1).as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
-    let seen: Vec<(String, String)> = r.json()["result"]["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p[0].as_str().unwrap().to_lowercase(),
-                p[1].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let seen = upstream_saw(&r);
     let values = |n: &str| -> Vec<&str> {
         seen.iter()
             .filter(|(k, _)| k == n)
