@@ -235,7 +235,8 @@ fn squeeze(json: &str) -> String {
 /// Invariants:
 /// * the parser never panics, and yields the same events (and the same error, if any) whether
 ///   the stream arrives in one piece or in pieces of arbitrary sizes;
-/// * an event's id never contains a line break;
+/// * no event's data is larger than the parser's bound (derived from the input), and an
+///   event's id never contains a line break;
 /// * an event's data re-framed by the proxy under its own id ([`stream::frame`]) parses back
 ///   as exactly that id and data and nothing else (unless the data holds a CR, which framing
 ///   drops), so upstream data can never inject SSE fields or events into a client stream;
@@ -251,6 +252,7 @@ pub fn sse(data: &[u8]) {
     );
     assert_eq!(whole, split, "splitting the stream changed its events");
     for (id, data) in &whole.0 {
+        assert!(data.len() <= max, "an event of {} bytes passed", data.len());
         if let Some(id) = id {
             assert!(!id.contains('\n'), "event id {id:?} holds a line break");
             if let Some((s, n)) = stream::parse_event_id(id) {

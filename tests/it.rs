@@ -54,3 +54,6 @@ mod auth;
 // Rate limits: per client (principal or IP), global, per tool; 429 and Retry-After.
 #[path = "it/ratelimit.rs"]
 mod ratelimit;
+// The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
+#[path = "it/fuzz_corpus.rs"]
+mod fuzz_corpus;
