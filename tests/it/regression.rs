@@ -120,3 +120,73 @@ fn r6_unrelayable_get_stream_is_refused() {
     );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// Issue #7 (found by the jsonrpc fuzz target): a pretty-printed request kept its newlines on
+/// the way to a stdio child, which reads one message per line: the child got broken JSON and
+/// the call hung until the request timeout.
+#[test]
+fn r7_pretty_printed_request_reaches_the_child_as_one_line() {
+    let p = demo_proxy(&["--stdio-children", "1", "--request-timeout", "5s"]);
+    let a = p.local_addr();
+    let sid = Conn::open(a).initialize();
+    let body = "{\n  \"jsonrpc\": \"2.0\",\r\n  \"id\": 9,\n  \"method\": \"tools/call\",\n  \
+                \"params\": {\n    \"name\": \"echo\",\n    \"arguments\": {\"message\": \"a\\nb\"}\n  }\n}\n";
+    let started = Instant::now();
+    let r = Conn::open(a).post(Some(&sid), body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"]["content"][0]["text"], "Echo: a\nb");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Issue #7 (found by the jsonrpc fuzz target): with a progress token, params went through a
+/// parsed JSON value, so a token like `-1.5e3` came back as `-1500.0` (and big numbers in
+/// arguments were rounded). The token must come back exactly as sent.
+#[test]
+fn r7_progress_token_comes_back_byte_identical() {
+    let p = demo_proxy(&["--stdio-children", "1"]);
+    let a = p.local_addr();
+    let sid = Conn::open(a).initialize();
+    for token in [
+        "-1.5e3",
+        "18446744073709551615",
+        "9007199254740993",
+        "\"t-1\"",
+    ] {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"test_tool_with_progress","arguments":{{}},"_meta":{{"progressToken":{token}}}}}}}"#
+        );
+        let mut s = SseConn::open(a, "POST", &session_headers(&sid), body.as_bytes());
+        let evs = s.until_response();
+        let progress: Vec<&SseEvent> = evs.iter().filter(|e| e.data.contains("progress")).collect();
+        assert!(progress.len() >= 2, "{evs:?}");
+        for e in progress.iter().filter(|e| e.json().get("method").is_some()) {
+            assert!(
+                e.data.contains(&format!("\"progressToken\":{token}")),
+                "{token} changed: {}",
+                e.data
+            );
+        }
+    }
+}
+
+/// Issue #7 (found by the headers fuzz target): a Host or Origin with userinfo
+/// (`localhost:1@evil.example`) passed the loopback check.
+#[test]
+fn r7_userinfo_in_host_or_origin_is_not_loopback() {
+    let p = demo_proxy(&[]);
+    let a = p.local_addr();
+    for (name, value) in [
+        ("Host", "localhost:1@evil.example"),
+        ("Host", "[::1]:@9"),
+        ("Origin", "http://localhost:80@evil.example"),
+    ] {
+        let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
+        h.push((name, value));
+        let r = Conn::open(a).request("POST", "/mcp", &h, INIT.as_bytes());
+        assert_eq!(r.status, 403, "{name}: {value}");
+    }
+}
