@@ -149,4 +149,125 @@ fn main() {
     b.run("session::Sessions::get (miss, 10,000 sessions)", || {
         black_box(sessions.get_as(black_box(missing), None).is_none());
     });
+
+    gate(&b);
+}
+
+/// Issue #7: what the gate costs per request. A JWT's signature is checked once, then the
+/// token is remembered (`auth::JWT_CACHE_TTL`); `jsonwebtoken::decode` alone is what a first
+/// sight (or a client minting a new token per request) costs.
+fn gate(b: &Bench) {
+    use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+    use shadowcat::auth::{Auth, AuthConfig};
+    use shadowcat::ratelimit::{Limiter, Limits};
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    let read = |name: &str| std::fs::read(fixtures.join(name)).expect("fixture");
+    let aud = "http://bench.invalid/mcp";
+    let claims = serde_json::json!({"sub": "bench", "aud": aud, "exp": 4_000_000_000u64});
+    let secret = b"bench-secret-0123456789abcdef0123";
+    let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &claims, key).expect("sign")
+    };
+    let hs = sign(Algorithm::HS256, "hs", &EncodingKey::from_secret(secret));
+    let rs = sign(
+        Algorithm::RS256,
+        "rsa1",
+        &EncodingKey::from_rsa_pem(&read("rsa1.pem")).expect("rsa key"),
+    );
+    let es = sign(
+        Algorithm::ES256,
+        "ec1",
+        &EncodingKey::from_ec_pem(&read("ec1.pem")).expect("ec key"),
+    );
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&read("jwks.json")).expect("jwks");
+    let key = |kid: &str| DecodingKey::from_jwk(set.find(kid).expect("kid")).expect("jwk");
+    let (rs_key, es_key) = (key("rsa1"), key("ec1"));
+    let hs_key = DecodingKey::from_secret(secret);
+    for (name, token, key, alg) in [
+        (
+            "jwt signature + claims, HS256 (jsonwebtoken::decode)",
+            &hs,
+            &hs_key,
+            Algorithm::HS256,
+        ),
+        (
+            "jwt signature + claims, RS256 2048 (jsonwebtoken::decode)",
+            &rs,
+            &rs_key,
+            Algorithm::RS256,
+        ),
+        (
+            "jwt signature + claims, ES256 P-256 (jsonwebtoken::decode)",
+            &es,
+            &es_key,
+            Algorithm::ES256,
+        ),
+    ] {
+        let mut v = Validation::new(alg);
+        v.set_audience(&[aud]);
+        b.run(name, || {
+            let ok = jsonwebtoken::decode::<serde_json::Value>(black_box(token), key, &v).is_ok();
+            assert!(ok);
+        });
+    }
+
+    let dir = std::env::temp_dir().join(format!("shadowcat-hotpath-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let tokens = dir.join("tokens");
+    let lines: String = (0..100)
+        .map(|i| format!("bench-token-{i:04}-0123456789 c{i}\n"))
+        .collect();
+    std::fs::write(&tokens, lines).expect("tokens file");
+    let jwks = fixtures.join("jwks.json");
+    let cfg = AuthConfig {
+        tokens_file: Some(tokens),
+        jwt: true,
+        jwks_file: Some(jwks),
+        algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+        leeway: Duration::from_secs(30),
+        jwks_min_refresh: Duration::from_secs(10),
+        ..AuthConfig::default()
+    };
+    let auth = Auth::new(&cfg, aud.into()).expect("auth");
+    let _ = std::fs::remove_dir_all(&dir);
+    let request = |token: &str| shadowcat::http::Request {
+        method: "POST".into(),
+        target: "/mcp".into(),
+        version: shadowcat::http::Version::Http11,
+        headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        body: Vec::new(),
+        remote: "127.0.0.1:9".parse().expect("addr"),
+    };
+    let last = request("bench-token-0099-0123456789");
+    b.run("auth: static token, last of 100 (constant time)", || {
+        black_box(auth.authenticate(black_box(&last)).is_ok());
+    });
+    let remembered = request(&rs);
+    b.run("auth: RS256 JWT already verified (cache hit)", || {
+        black_box(auth.authenticate(black_box(&remembered)).is_ok());
+    });
+    let limiter = Limiter::new(Limits {
+        per_client: "1000000000/1000000000".parse().ok(),
+        global: "1000000000/1000000000".parse().ok(),
+        tools: vec!["echo=1000000000/1000000000".parse().expect("tool limit")],
+        max_keys: 10_000,
+    });
+    let keys: Vec<String> = (0..1000)
+        .map(|i| format!("ip:10.0.{}.{}", i / 256, i % 256))
+        .collect();
+    let mut k = 0usize;
+    b.run(
+        "ratelimit: client + global + tool buckets, 1,000 keys",
+        || {
+            k = (k + 617) % keys.len();
+            black_box(
+                limiter
+                    .check(black_box(&keys[k]), Some("echo"), Instant::now())
+                    .is_ok(),
+            );
+        },
+    );
 }
