@@ -387,8 +387,10 @@ impl Auth {
         if !self.required_scopes.is_empty() {
             doc["scopes_supported"] = serde_json::json!(self.required_scopes);
         }
+        // Public by design; browser-based clients fetch it from another origin.
         Response::new(200)
             .with_header("cache-control", "max-age=300")
+            .with_header("access-control-allow-origin", "*")
             .with_body("application/json", doc.to_string().into_bytes())
     }
 }

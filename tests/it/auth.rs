@@ -132,6 +132,7 @@ fn static_tokens_gate_the_endpoint_and_bind_sessions() {
             json!(["https://auth.example.com"])
         );
         assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+        assert_eq!(r.header("access-control-allow-origin"), Some("*"));
     }
     assert_eq!(
         get(addr, "/.well-known/oauth-protected-resource/other", &[]).status,
