@@ -58,6 +58,7 @@ pub fn metrics(p: &Proxy) -> Response {
         streams: p.open_streams(),
         connections: p.connections(),
         replay_bytes: sessions.iter().map(|s| s.streams.bytes()).sum(),
+        rate_limit_keys: p.gate().keys(),
         children,
         pool: p.upstream().pool().map(|x| PoolGauge {
             connections: x.connections,

@@ -130,9 +130,9 @@ impl Gatekeeper {
         self.limiter.sweep(Instant::now());
     }
 
-    /// Live rate-limit buckets.
-    pub fn buckets(&self) -> usize {
-        self.limiter.buckets()
+    /// Clients the rate limiter tracks now.
+    pub fn keys(&self) -> usize {
+        self.limiter.keys()
     }
 
     /// The `WWW-Authenticate` value for an authentication refusal.

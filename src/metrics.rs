@@ -302,6 +302,8 @@ pub struct Gauges {
     pub connections: usize,
     /// Bytes held in SSE replay (resumption) buffers.
     pub replay_bytes: usize,
+    /// Clients (principals or IPs) the rate limiter tracks (0 with no limit configured).
+    pub rate_limit_keys: usize,
     /// One entry per stdio child slot (empty for an HTTP upstream: no child families).
     pub children: Vec<ChildGauge>,
     /// The HTTP upstream's r2d2 pool (`None` for a stdio upstream: no pool families).
@@ -578,6 +580,12 @@ impl Metrics {
             "shadowcat_replay_buffer_bytes",
             "Bytes held in SSE replay buffers for stream resumption.",
             g.replay_bytes as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_rate_limit_keys",
+            "Clients (principals or IPs) the rate limiter tracks; at most --rate-limit-keys.",
+            g.rate_limit_keys as u64,
         );
 
         counter(
@@ -881,6 +889,7 @@ mod tests {
             streams: 2,
             connections: 5,
             replay_bytes: 12345,
+            rate_limit_keys: 7,
             children: vec![
                 ChildGauge {
                     index: 1,
@@ -1022,6 +1031,7 @@ mod tests {
         has(&text, "shadowcat_streams_open 2");
         has(&text, "shadowcat_connections_open 5");
         has(&text, "shadowcat_replay_buffer_bytes 12345");
+        has(&text, "shadowcat_rate_limit_keys 7");
         has(&text, "shadowcat_bytes_received_total 1024");
         has(&text, "shadowcat_bytes_sent_total 4096");
 
@@ -1279,6 +1289,7 @@ mod tests {
             ("shadowcat_streams_open", "gauge"),
             ("shadowcat_connections_open", "gauge"),
             ("shadowcat_replay_buffer_bytes", "gauge"),
+            ("shadowcat_rate_limit_keys", "gauge"),
             ("shadowcat_bytes_received_total", "counter"),
             ("shadowcat_bytes_sent_total", "counter"),
             ("shadowcat_child_up", "gauge"),

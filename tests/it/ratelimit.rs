@@ -115,6 +115,11 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         post_with(addr, &[("X-Forwarded-For", "198.51.100.3")], None, INIT).status,
         200
     );
+    let m = Conn::open(addr).request("GET", "/metrics", &[], b"");
+    assert!(
+        m.text().contains("shadowcat_rate_limit_keys 3\n"),
+        "three clients tracked"
+    );
 }
 
 #[test]
