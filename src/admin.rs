@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::auth::constant_time_eq;
-use crate::config::{StdioMode, UpstreamConfig};
+use crate::auth::bearer_is;
+use crate::config::{Secret, StdioMode, UpstreamConfig};
 use crate::http::{Request, Response};
 use crate::metrics::{ChildGauge, Gauges, PoolGauge};
 use crate::proxy::Proxy;
@@ -85,12 +85,12 @@ fn unix(t: SystemTime) -> u64 {
 /// The admin API handler.
 pub struct Admin {
     proxy: Arc<Proxy>,
-    token: Option<String>,
+    token: Option<Secret>,
 }
 
 impl Admin {
     /// An admin API over `proxy`; `token`, if any, is required as a bearer token.
-    pub fn new(proxy: Arc<Proxy>, token: Option<String>) -> Admin {
+    pub fn new(proxy: Arc<Proxy>, token: Option<Secret>) -> Admin {
         Admin { proxy, token }
     }
 
@@ -98,14 +98,7 @@ impl Admin {
         let Some(want) = &self.token else {
             return req.remote.ip().is_loopback();
         };
-        let got = req
-            .header("authorization")
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .unwrap_or("");
-        constant_time_eq(got.as_bytes(), want.as_bytes())
+        bearer_is(req, want.expose())
     }
 
     fn route(&self, req: &Request) -> Response {

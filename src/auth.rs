@@ -121,7 +121,8 @@ pub struct Auth {
     required_scopes: Vec<String>,
     resource: String,
     metadata_url: String,
-    authorization_servers: Vec<String>,
+    /// The RFC 9728 document, built once.
+    metadata: Vec<u8>,
 }
 
 struct Jwt {
@@ -215,13 +216,25 @@ impl Auth {
         } else {
             None
         };
+        let mut doc = serde_json::json!({
+            "resource": resource,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "shadowcat MCP proxy",
+        });
+        // Optional in RFC 9728; MCP clients need at least one to start OAuth.
+        if !cfg.authorization_servers.is_empty() {
+            doc["authorization_servers"] = serde_json::json!(cfg.authorization_servers);
+        }
+        if !cfg.required_scopes.is_empty() {
+            doc["scopes_supported"] = serde_json::json!(cfg.required_scopes);
+        }
         Ok(Auth {
             tokens,
             jwt,
             required_scopes: cfg.required_scopes.clone(),
             metadata_url: metadata_url(&resource),
+            metadata: doc.to_string().into_bytes(),
             resource,
-            authorization_servers: cfg.authorization_servers.clone(),
         })
     }
 
@@ -233,17 +246,7 @@ impl Auth {
     /// Checks the request's bearer token. Blocks only when a JWKS refetch is due (at most
     /// [`JWKS_FETCH_TIMEOUT`], one thread at a time).
     pub fn authenticate(&self, req: &Request) -> Result<Principal, Denial> {
-        let mut values = req.header_all("authorization");
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(Denial::Missing);
-        };
-        let token = match value.trim().split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-            _ => return Err(Denial::Missing),
-        };
-        if token.is_empty() {
-            return Err(Denial::Missing);
-        }
+        let token = bearer_token(req).ok_or(Denial::Missing)?;
         let mut found = None;
         for (name, want) in &self.tokens {
             if constant_time_eq(token.as_bytes(), want) && found.is_none() {
@@ -294,10 +297,7 @@ impl Auth {
             )));
         }
         let key_from_set;
-        let key = if matches!(
-            header.alg,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
+        let key = if is_hmac(header.alg) {
             jwt.secret
                 .as_ref()
                 .ok_or_else(|| Denial::Invalid("no secret for HMAC".into()))?
@@ -332,13 +332,11 @@ impl Auth {
             Some(Scp::Many(v)) => scopes.extend(v.iter().map(String::as_str)),
             None => {}
         }
-        let missing: Vec<&str> = self
+        if self
             .required_scopes
             .iter()
-            .map(String::as_str)
-            .filter(|r| !scopes.contains(r))
-            .collect();
-        if !missing.is_empty() {
+            .any(|r| !scopes.contains(&r.as_str()))
+        {
             return Err(Denial::Scope(self.required_scopes.join(" ")));
         }
         // `exp` is a required claim, so it is there; 0 would only make the cache entry useless.
@@ -375,23 +373,11 @@ impl Auth {
 
     /// The RFC 9728 protected resource metadata document.
     pub fn metadata(&self) -> Response {
-        let mut doc = serde_json::json!({
-            "resource": self.resource,
-            "bearer_methods_supported": ["header"],
-            "resource_name": "shadowcat MCP proxy",
-        });
-        // Optional in RFC 9728; MCP clients need at least one to start OAuth.
-        if !self.authorization_servers.is_empty() {
-            doc["authorization_servers"] = serde_json::json!(self.authorization_servers);
-        }
-        if !self.required_scopes.is_empty() {
-            doc["scopes_supported"] = serde_json::json!(self.required_scopes);
-        }
         // Public by design; browser-based clients fetch it from another origin.
         Response::new(200)
             .with_header("cache-control", "max-age=300")
             .with_header("access-control-allow-origin", "*")
-            .with_body("application/json", doc.to_string().into_bytes())
+            .with_body("application/json", self.metadata.clone())
     }
 }
 
@@ -630,6 +616,26 @@ fn quoted(s: &str) -> String {
     s.chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
         .collect()
+}
+
+/// The token of the request's one `Authorization: Bearer` header (scheme case-insensitive).
+/// `None` without one, with two `Authorization` fields, another scheme, or an empty token.
+pub fn bearer_token(req: &Request) -> Option<&str> {
+    let mut values = req.header_all("authorization");
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    match value.trim().split_once(' ') {
+        Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") && !t.trim().is_empty() => {
+            Some(t.trim())
+        }
+        _ => None,
+    }
+}
+
+/// True when the request's bearer token is `want` (compared in constant time).
+pub fn bearer_is(req: &Request, want: &str) -> bool {
+    bearer_token(req).is_some_and(|t| constant_time_eq(t.as_bytes(), want.as_bytes()))
 }
 
 /// Compares two secrets in time that depends only on their lengths.

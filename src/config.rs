@@ -354,7 +354,7 @@ pub struct Config {
     /// Admin API listener. Default: none.
     pub admin_bind: Option<SocketAddr>,
     /// Bearer token for the admin API. Default: none (then loopback only).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Log lines as JSON objects. Default false (text).
     pub log_json: bool,
     /// Shutdown grace. Default 10 s.
@@ -503,10 +503,12 @@ impl ReverseArgs {
                 )));
             }
         };
-        let admin_token = self
-            .admin_token
-            .or_else(|| std::env::var("SHADOWCAT_ADMIN_TOKEN").ok())
-            .filter(|t| !t.is_empty());
+        let admin_token = token("--admin-token", self.admin_token, "SHADOWCAT_ADMIN_TOKEN")?;
+        let metrics_token = token(
+            "--metrics-token",
+            self.metrics_token.clone(),
+            "SHADOWCAT_METRICS_TOKEN",
+        )?;
         if let Some(a) = self.admin_bind
             && !a.ip().is_loopback()
             && admin_token.is_none()
@@ -514,21 +516,6 @@ impl ReverseArgs {
             return Err(Error::Config(format!(
                 "--admin-bind {a} is not loopback: set --admin-token too"
             )));
-        }
-        if admin_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(Error::Config(
-                "--admin-token must be at least 16 characters".into(),
-            ));
-        }
-        let metrics_token = self
-            .metrics_token
-            .clone()
-            .or_else(|| std::env::var("SHADOWCAT_METRICS_TOKEN").ok())
-            .filter(|t| !t.is_empty());
-        if metrics_token.as_deref().is_some_and(|t| t.len() < 16) {
-            return Err(Error::Config(
-                "--metrics-token must be at least 16 characters".into(),
-            ));
         }
         let upstream_headers = self
             .upstream_header
@@ -622,7 +609,7 @@ impl ReverseArgs {
             log_json,
             shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
             auth,
-            metrics_token: metrics_token.map(Secret::new),
+            metrics_token,
             upstream_headers,
             stdio_env,
             limits,
@@ -727,6 +714,20 @@ impl ReverseArgs {
             jwks_min_refresh: crate::auth::JWKS_MIN_REFRESH,
         })
     }
+}
+
+/// A bearer token from its flag, else from the environment variable `env`; empty means none,
+/// shorter than 16 characters is refused.
+fn token(flag: &str, given: Option<String>, env: &str) -> Result<Option<Secret>, Error> {
+    let t = given
+        .or_else(|| std::env::var(env).ok())
+        .filter(|t| !t.is_empty());
+    if t.as_deref().is_some_and(|t| t.len() < 16) {
+        return Err(Error::Config(format!(
+            "{flag} must be at least 16 characters"
+        )));
+    }
+    Ok(t.map(Secret::new))
 }
 
 /// Replaces each `${NAME}` with the environment variable NAME; an unset variable is an error.

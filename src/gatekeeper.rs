@@ -2,9 +2,9 @@
 //! may go on now ([`crate::ratelimit`]). `proxy.rs` asks it once per request, after the
 //! Origin/Host checks and before any session or upstream work.
 //!
-//! Order: authenticate; on failure, charge the client's IP bucket first, so a flood of bad
-//! tokens is answered 429 once its budget is spent (it never reaches the JWT verifier more
-//! often than the rate allows). On success the caller's key is its principal
+//! Order: authenticate; on failure, charge the client's IP bucket, so a flood of bad tokens is
+//! answered 429 once its budget is spent (each bad token is still verified first: about
+//! 0.12 ms for RS256). On success the caller's key is its principal
 //! (`principal:token:alice`, `principal:jwt:sub`); without authentication it is its IP
 //! (`ip:203.0.113.9`, from `X-Forwarded-For` only behind a `--trusted-proxy`). A POST is
 //! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
@@ -27,7 +27,7 @@ pub struct Gatekeeper {
 }
 
 /// The identified caller of one request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Caller {
     /// The authenticated principal, when authentication is on.
     pub principal: Option<String>,
@@ -150,13 +150,7 @@ impl Gatekeeper {
     /// `None` when `/metrics` may be served to this request, else the 401 to send.
     pub fn metrics_refusal(&self, req: &Request) -> Option<Response> {
         let want = self.metrics_token.as_ref()?;
-        let ok = req.header("authorization").is_some_and(|v| {
-            v.trim().split_once(' ').is_some_and(|(scheme, t)| {
-                scheme.eq_ignore_ascii_case("bearer")
-                    && crate::auth::constant_time_eq(t.trim().as_bytes(), want.expose().as_bytes())
-            })
-        });
-        if ok {
+        if crate::auth::bearer_is(req, want.expose()) {
             return None;
         }
         Some(

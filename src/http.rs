@@ -207,7 +207,7 @@ fn bodyless(status: u16) -> bool {
 }
 
 /// Headers the layer owns; a handler's copies are dropped.
-fn is_framing_header(name: &str) -> bool {
+pub(crate) fn is_framing_header(name: &str) -> bool {
     [
         "content-length",
         "transfer-encoding",

@@ -462,6 +462,16 @@ impl Bucket {
     fn take(&mut self) {
         self.tokens = (self.tokens - 1.0).max(0.0);
     }
+
+    /// Refills, then takes a token if there is one; else the wait for one.
+    fn try_take(&mut self, rate: &Rate, now: Instant) -> Result<(), Duration> {
+        self.refill(rate, now);
+        if let Some(wait) = self.wait(rate) {
+            return Err(wait);
+        }
+        self.take();
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,17 +641,13 @@ impl Limiter {
         let Some((rate, m)) = self.global.as_ref() else {
             return Ok(());
         };
-        let mut g = lock(m);
-        let b = g.get_or_insert_with(|| Bucket::full(rate, now));
-        b.refill(rate, now);
-        if let Some(wait) = b.wait(rate) {
-            return Err(Denied {
+        lock(m)
+            .get_or_insert_with(|| Bucket::full(rate, now))
+            .try_take(rate, now)
+            .map_err(|wait| Denied {
                 scope: Scope::Global,
                 retry_after: wait,
-            });
-        }
-        b.take();
-        Ok(())
+            })
     }
 
     /// Whether every bucket of `e` is full at `now` (the entry is the same as a new one).
@@ -688,8 +694,9 @@ impl Limiter {
         }
     }
 
-    /// Number of live keyed buckets (client and client×tool), for a metrics gauge.
-    pub fn buckets(&self) -> usize {
+    /// Number of live keyed buckets (client and client×tool).
+    #[cfg(test)]
+    fn buckets(&self) -> usize {
         self.shards
             .iter()
             .map(|s| {
