@@ -572,7 +572,7 @@ impl ReverseArgs {
         let allowed_origins = self
             .allowed_origin
             .iter()
-            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .map(|o| crate::proxy::normalize_origin(o))
             .collect();
         Ok(Config {
             bind: self.bind,

@@ -469,7 +469,7 @@ fn header(name: &str, value: &str) {
 
 fn origin(raw: &str) {
     // Normalised as `Proxy::check_origin` does before the loopback test.
-    let o = raw.trim().trim_end_matches('/').to_ascii_lowercase();
+    let o = proxy::normalize_origin(raw);
     if !proxy::loopback_origin(&o) {
         return;
     }

@@ -255,7 +255,8 @@ pub(crate) fn encode_head(
     if let Some((n, v)) = headers.iter().find(|(n, v)| !valid_header(n, v)) {
         return Err(format!("invalid header {n:?}: {v:?}"));
     }
-    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", reason(status)).as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason(status));
     for (n, v) in headers.iter().filter(|(n, _)| !is_framing_header(n)) {
         out.extend_from_slice(n.as_bytes());
         out.extend_from_slice(b": ");
@@ -264,7 +265,9 @@ pub(crate) fn encode_head(
     }
     match framing {
         Framing::Length(_) if bodyless(status) => {}
-        Framing::Length(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        Framing::Length(n) => {
+            let _ = write!(out, "Content-Length: {n}\r\n");
+        }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     match conn {
@@ -328,6 +331,8 @@ pub(crate) struct Wire {
     end: usize,
     /// While a body is read: when it must be complete.
     body_until: Option<Instant>,
+    /// The socket's read timeout as last set (one `setsockopt` only when it changes).
+    read_timeout: Option<Duration>,
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -352,6 +357,7 @@ impl Wire {
             pos: 0,
             end: 0,
             body_until: None,
+            read_timeout: None,
         }
     }
 
@@ -379,7 +385,11 @@ impl Wire {
                 self.buf.resize(self.end + READ_CHUNK, 0);
             }
         }
-        self.stream.set_read_timeout(Some(at_least_1ms(timeout)))?;
+        let timeout = Some(at_least_1ms(timeout));
+        if self.read_timeout != timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
         loop {
             match self.stream.read(&mut self.buf[self.end..]) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -447,11 +457,13 @@ impl Wire {
         {
             return Err(closed(&e.to_string()));
         }
+        if body == BodyFraming::None {
+            return Ok(req);
+        }
         self.body_until = Some(Instant::now() + limits.body_deadline);
         let read = match body {
-            BodyFraming::None => Ok(()),
             BodyFraming::Length(n) => self.read_exact_body(n, &mut req.body, limits.body_timeout),
-            BodyFraming::Chunked => self.read_chunked(&mut req.body, limits),
+            _ => self.read_chunked(&mut req.body, limits),
         };
         self.body_until = None;
         read?;
@@ -483,41 +495,25 @@ impl Wire {
         }
     }
 
-    /// Appends exactly `n` body bytes to `out`: buffered bytes first, then straight from
-    /// the socket (so nothing after the body is consumed).
+    /// Appends exactly `n` body bytes to `out`, through the buffer (bytes after the body stay
+    /// there for the next request). The body grows as it arrives, never by what the head
+    /// declared; each read is bounded by `timeout` and the whole-body deadline.
     fn read_exact_body(
         &mut self,
-        n: usize,
+        mut n: usize,
         out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<(), ReadError> {
-        let take = n.min(self.end - self.pos);
-        out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
-        self.pos += take;
-        let mut rest = n - take;
-        // Read in pieces (the body grows as it arrives, never by what the head declared),
-        // each read bounded by the per-read timeout and the whole-body deadline.
-        let mut piece = [0u8; READ_CHUNK];
-        while rest > 0 {
-            let t = self.body_read_timeout(timeout)?;
-            if let Err(e) = self.stream.set_read_timeout(Some(at_least_1ms(t))) {
-                return Err(closed(&e.to_string()));
+        loop {
+            let take = n.min(self.end - self.pos);
+            out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+            self.pos += take;
+            n -= take;
+            if n == 0 {
+                return Ok(());
             }
-            let want = rest.min(piece.len());
-            match (&self.stream).read(&mut piece[..want]) {
-                Ok(0) => return Err(closed("eof in body")),
-                Ok(k) => {
-                    out.extend_from_slice(&piece[..k]);
-                    rest -= k;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_timeout(&e) => {
-                    return Err(ReadError::Reject(408, "body read timed out"));
-                }
-                Err(e) => return Err(closed(&e.to_string())),
-            }
+            self.fill_body(timeout)?;
         }
-        Ok(())
     }
 
     /// Takes one CRLF-terminated line (without the CRLF). A line longer than `max` is

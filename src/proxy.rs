@@ -326,7 +326,7 @@ impl Proxy {
             return Err(Error::Forbidden("host is not a loopback name"));
         }
         if let Some(origin) = req.header("origin") {
-            let o = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+            let o = normalize_origin(origin);
             let ok = loopback_origin(&o) || self.cfg.allowed_origins.contains(&o);
             if !ok {
                 return Err(Error::Forbidden("origin not allowed"));
@@ -881,6 +881,11 @@ pub(crate) fn is_loopback_host(authority: &str) -> bool {
     let h = host_part(authority).to_ascii_lowercase();
     !authority.contains('@')
         && (h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
+/// An `Origin` (or `--allowed-origin`) as compared: trimmed, lowercase, no trailing slash.
+pub(crate) fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
 pub(crate) fn loopback_origin(origin: &str) -> bool {

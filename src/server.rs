@@ -929,7 +929,7 @@ impl StreamWriter<'_> {
             return self.write(&[]);
         }
         let mut buf = Vec::with_capacity(data.len() + 20);
-        buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        let _ = write!(buf, "{:x}\r\n", data.len()); // into a Vec: cannot fail
         buf.extend_from_slice(data);
         buf.extend_from_slice(b"\r\n");
         self.write(&buf)
