@@ -161,14 +161,6 @@ impl Child {
             .map_err(|e| Error::Config(format!("cannot start stdio upstream {program:?}: {e}")))?;
         let pid = process.id();
         let name = format!("{}#{index}", crate::config::program_name(argv));
-        let (stdin, stdout, stderr) = match (
-            process.stdin.take(),
-            process.stdout.take(),
-            process.stderr.take(),
-        ) {
-            (Some(a), Some(b), Some(c)) => (a, b, c),
-            _ => return Err(Error::Internal("child pipes missing".into())),
-        };
         let shared = Arc::new(Shared {
             name: name.clone(),
             pending: Mutex::new(HashMap::new()),
@@ -179,18 +171,35 @@ impl Child {
         });
         let (tx, rx) = bounded::<Vec<u8>>(256);
         let mut threads = Vec::with_capacity(3);
-        let s = shared.clone();
-        threads.push(spawn_thread("shadowcat-cin", move || {
-            writer(stdin, rx, &s)
-        })?);
-        let s = shared.clone();
-        threads.push(spawn_thread("shadowcat-cout", move || {
-            reader(stdout, max_message, &s, index, generation, &events)
-        })?);
-        let n = name.clone();
-        threads.push(spawn_thread("shadowcat-cerr", move || {
-            stderr_lines(stderr, &n)
-        })?);
+        let started = (|| {
+            let (Some(stdin), Some(stdout), Some(stderr)) = (
+                process.stdin.take(),
+                process.stdout.take(),
+                process.stderr.take(),
+            ) else {
+                return Err(Error::Internal("child pipes missing".into()));
+            };
+            let s = shared.clone();
+            threads.push(spawn_thread("shadowcat-cin", move || {
+                writer(stdin, rx, &s)
+            })?);
+            let s = shared.clone();
+            threads.push(spawn_thread("shadowcat-cout", move || {
+                reader(stdout, max_message, &s, index, generation, &events)
+            })?);
+            let n = name.clone();
+            threads.push(spawn_thread("shadowcat-cerr", move || {
+                stderr_lines(stderr, &n)
+            })?);
+            Ok(())
+        })();
+        if let Err(e) = started {
+            // Without its threads the child is of no use: kill and reap it here, or it would
+            // stay a zombie (threads already started end once its pipes close).
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(e);
+        }
         log::info!("started stdio upstream {name} (pid {pid})");
         Ok(Child {
             index,
@@ -327,6 +336,18 @@ impl Child {
         if let Err(e) = self.send_deadline(bytes, deadline) {
             log::debug!("{}: could not send cancellation for {id}: {e}", self.name());
         }
+    }
+
+    /// Drops the server-to-client requests handed to session `owner` (it ended, so their
+    /// answers will never come).
+    pub fn forget_asks(&self, owner: &str) {
+        lock(&self.shared.asks).retain(|_, a| a.owner != owner);
+    }
+
+    /// Stops waiting for call `id` without telling the child (its reader went away): the
+    /// pending entry goes, so it no longer counts as in flight or owns the child's traffic.
+    pub fn forget(&self, id: u64) {
+        lock(&self.shared.pending).remove(&id);
     }
 
     fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant) -> Result<(), Error> {

@@ -148,9 +148,13 @@ impl Proxy {
         &self.gate
     }
 
-    /// Ends idle sessions and drops idle rate-limit buckets; called periodically.
+    /// Ends idle sessions, forgets replay logs past their TTL and drops idle rate-limit
+    /// buckets; called periodically.
     pub fn expire_sessions(&self) {
         self.gate.sweep();
+        for s in self.sessions.list() {
+            s.streams.sweep();
+        }
         for s in self.sessions.expire() {
             log::debug!("session {} expired", s.short_id());
             self.retire(&s);
@@ -437,7 +441,12 @@ impl Proxy {
         }
         let session = self
             .sessions
-            .create(requested, binding, caller.principal.clone())?;
+            .build(requested, binding, caller.principal.clone())?;
+        if let Err(e) = self.sessions.insert(&session) {
+            // Filled up since `check_room`: the upstream side was set up, so wind it down.
+            self.upstream.close(&session);
+            return Err(e);
+        }
         self.upstream.attach(&session);
         acc.session = session.short_id().to_owned();
         log::debug!("session {} created", session.short_id());

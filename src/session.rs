@@ -133,16 +133,27 @@ impl Sessions {
         Ok(expired)
     }
 
-    /// Creates a session with a fresh random id, owned by `principal`.
+    /// Creates a session with a fresh random id, owned by `principal`, and adds it.
     pub fn create(
         &self,
         protocol_version: String,
         binding: Binding,
         principal: Option<String>,
     ) -> Result<Arc<Session>, Error> {
-        let id = self.new_id()?;
-        let s = Arc::new(Session {
-            id: id.clone(),
+        let s = self.build(protocol_version, binding, principal)?;
+        self.insert(&s)?;
+        Ok(s)
+    }
+
+    /// A session with a fresh random id, not yet in the table (see [`Sessions::insert`]).
+    pub fn build(
+        &self,
+        protocol_version: String,
+        binding: Binding,
+        principal: Option<String>,
+    ) -> Result<Arc<Session>, Error> {
+        Ok(Arc::new(Session {
+            id: self.new_id()?,
             created: Instant::now(),
             protocol_version,
             binding,
@@ -151,26 +162,27 @@ impl Sessions {
             streams: Streams::new(self.replay),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
             principal,
-        });
+        }))
+    }
+
+    /// Adds a built session, unless `--max-sessions` are live.
+    pub fn insert(&self, s: &Arc<Session>) -> Result<(), Error> {
         let mut map = lock(&self.map);
         if map.len() >= self.max {
             return Err(Error::TooManySessions);
         }
-        map.insert(id, s.clone());
-        Ok(s)
+        map.insert(s.id.clone(), s.clone());
+        Ok(())
     }
 
     /// Looks up a session owned by `principal` (`None`: authentication is off) and marks it
-    /// used. Expired sessions are removed and not found; a session owned by another principal
-    /// is not found and not marked used.
+    /// used. Expired sessions are not found; they stay in the table until [`Sessions::expire`]
+    /// or [`Sessions::check_room`] hand them to the caller that winds them down upstream. A
+    /// session owned by another principal is not found and not marked used.
     pub fn get_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
-        let mut map = lock(&self.map);
+        let map = lock(&self.map);
         let s = map.get(id)?.clone();
-        if s.principal.as_deref() != principal {
-            return None;
-        }
-        if s.idle_for() >= self.idle {
-            map.remove(id);
+        if s.principal.as_deref() != principal || s.idle_for() >= self.idle {
             return None;
         }
         s.touch();

@@ -276,6 +276,15 @@ impl StreamsInner {
             self.logs.remove(&id);
         }
     }
+
+    /// A new stream with the next id, registered.
+    fn new_log(&mut self, limits: ReplayLimits) -> Arc<EventLog> {
+        let id = self.next;
+        self.next += 1;
+        let log = Arc::new(EventLog::new(id, limits));
+        self.logs.insert(id, log.clone());
+        log
+    }
 }
 
 impl Streams {
@@ -294,14 +303,15 @@ impl Streams {
 
     /// A new request stream (also forgets ended streams past their TTL).
     pub fn open(&self) -> Arc<EventLog> {
-        let now = Instant::now();
         let mut g = lock(&self.inner);
-        g.prune(self.limits.ttl, now);
-        let id = g.next;
-        g.next += 1;
-        let log = Arc::new(EventLog::new(id, self.limits));
-        g.logs.insert(id, log.clone());
-        log
+        g.prune(self.limits.ttl, Instant::now());
+        g.new_log(self.limits)
+    }
+
+    /// Forgets ended streams past their TTL; called from housekeeping, so a session whose
+    /// client left mid-stream and never came back does not hold them until it expires.
+    pub fn sweep(&self) {
+        lock(&self.inner).prune(self.limits.ttl, Instant::now());
     }
 
     /// Ends a request stream. One whose client received everything is forgotten at once;
@@ -325,10 +335,7 @@ impl Streams {
         if let Some(l) = &g.standalone {
             return l.clone();
         }
-        let id = g.next;
-        g.next += 1;
-        let log = Arc::new(EventLog::new(id, self.limits));
-        g.logs.insert(id, log.clone());
+        let log = g.new_log(self.limits);
         g.standalone = Some(log.clone());
         log
     }

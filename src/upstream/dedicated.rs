@@ -322,7 +322,12 @@ impl Upstream for DedicatedUpstream {
             let spare = lock(&inner.spares).pop();
             match spare {
                 Some(c) if c.is_alive() => break c,
-                Some(_) => continue, // died as a spare; the keeper hears of it too
+                Some(c) => {
+                    // Died as a spare. Taken out of `spares`, the keeper's `Died` no longer
+                    // finds it, so hand it back here: its slot is released and it is reaped.
+                    let _ = inner.control.send(Control::Retire(c));
+                    continue;
+                }
                 None => {}
             }
             if inner.starting.load(Ordering::Acquire) > 0 {

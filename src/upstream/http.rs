@@ -641,8 +641,12 @@ pub(crate) fn read_sse_event<R: BufRead>(
             let rest = rest.strip_prefix(b" ").unwrap_or(rest);
             id = Some(String::from_utf8_lossy(rest).into_owned());
             any = true;
+        } else if line.starts_with(b":") {
+            // A comment (keep-alive) block comes back as an empty event, so a reader that
+            // only hears keep-alives still gets control back between them.
+            any = true;
         }
-        // `event:`, `retry:` and comments: the proxy owns the client stream's framing.
+        // `event:` and `retry:`: the proxy owns the client stream's framing.
     }
 }
 
@@ -729,7 +733,12 @@ impl MessageStream for SseStream {
                         self.last_id = Some(id);
                     }
                     if data.is_empty() {
-                        continue; // priming event
+                        // A priming event or a keep-alive. A standalone relay takes it as a
+                        // moment to check that its session still exists.
+                        if self.expect_final {
+                            continue;
+                        }
+                        return Ok(Poll::Idle);
                     }
                     let item = classify(data);
                     if matches!(item, Item::Final(_)) && self.expect_final {

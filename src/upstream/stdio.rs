@@ -613,6 +613,9 @@ impl Upstream for StdioUpstream {
             .sessions
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         lock(&slot.members).retain(|w| w.upgrade().is_some_and(|s| s.id != session.id));
+        if let Some(child) = self.inner.live(session.binding.child) {
+            child.forget_asks(&session.id);
+        }
         let uris: Vec<String> = lock(&session.subscriptions).drain().collect();
         let epoch = slot.epoch.load(Ordering::Acquire);
         for uri in uris {
@@ -835,6 +838,11 @@ impl MessageStream for ChildStream {
 
 impl Drop for ChildStream {
     fn drop(&mut self) {
+        if !self.done {
+            // Abandoned mid-call (a stateless client left, or shutdown): nobody reads the
+            // answer, so the child's pending entry must not outlive this stream.
+            self.child.forget(self.id);
+        }
         if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {
             s.end_call(cid);
         }
