@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded, unbounded};
 use serde_json::value::RawValue;
 
 use crate::error::Error;
-use crate::jsonrpc::{self, Kind, Message};
+use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::session::{Session, lock};
 use crate::upstream::Item;
 
@@ -452,9 +452,6 @@ pub(crate) fn rewrite_ids(msg: &mut Message, id: u64) -> (Box<RawValue>, Option<
     let client_token = rewrite_progress_token(msg, id);
     (client_id, client_token)
 }
-
-/// A JSON object's members, each kept as raw text (numbers of any size keep their digits).
-type RawObject = std::collections::BTreeMap<String, Box<RawValue>>;
 
 /// Replaces `params._meta.progressToken` with `id`, returning the client's token. Everything
 /// else in `params` keeps its exact text.

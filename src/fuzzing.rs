@@ -201,7 +201,7 @@ fn stdio_round_trip(mut msg: Message, n: u64) {
 
 /// The members of a JSON object as raw text (empty if `raw` is not an object).
 fn members(raw: Option<&str>) -> BTreeMap<String, String> {
-    raw.and_then(|r| serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(r).ok())
+    raw.and_then(|r| serde_json::from_str::<crate::jsonrpc::RawObject>(r).ok())
         .map(|m| {
             m.into_iter()
                 .map(|(k, v)| (k, v.get().to_owned()))

@@ -98,6 +98,11 @@ impl Gatekeeper {
         }
     }
 
+    /// True when `--tool-limit` is set: only then does [`Gatekeeper::charge`] need the tool.
+    pub fn limits_tools(&self) -> bool {
+        self.limiter.limits_tools()
+    }
+
     /// Takes one token from every bucket that applies (`tool`: the tool of a `tools/call`).
     pub fn charge(
         &self,

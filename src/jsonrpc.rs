@@ -140,13 +140,16 @@ impl Message {
     /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read), for logs and
     /// the `Mcp-Name` header.
     pub fn target_name(&self) -> Option<String> {
-        let v = self.params_value()?;
-        v.get("name")
-            .or_else(|| v.get("uri"))
-            .and_then(|n| n.as_str())
-            .map(str::to_owned)
+        // Members stay raw text: the arguments are not parsed into a tree.
+        let v: RawObject = serde_json::from_str(self.params.as_ref()?.get()).ok()?;
+        let n = v.get("name").or_else(|| v.get("uri"))?;
+        serde_json::from_str(n.get()).ok()
     }
 }
+
+/// A JSON object's members, each kept as raw text (numbers of any size keep their digits; a
+/// repeated key keeps its last value, as a parsed `Value` would).
+pub type RawObject = std::collections::BTreeMap<String, Box<RawValue>>;
 
 /// Builds a raw JSON value from text known to be valid JSON.
 pub fn raw(text: String) -> Box<RawValue> {

@@ -76,8 +76,11 @@ fn init_logging(default: &str, json: bool) {
             use std::io::Write;
             let ts = buf.timestamp_millis().to_string();
             let msg = record.args().to_string();
-            let mut obj = match serde_json::from_str::<serde_json::Value>(&msg) {
-                Ok(serde_json::Value::Object(o)) if record.target() == "shadowcat::access" => o,
+            // Access lines are JSON objects already; other lines are wrapped.
+            let access = record.target() == "shadowcat::access";
+            let parsed = access.then(|| serde_json::from_str::<serde_json::Value>(&msg));
+            let mut obj = match parsed {
+                Some(Ok(serde_json::Value::Object(o))) => o,
                 _ => {
                     let mut o = serde_json::Map::new();
                     o.insert("message".into(), msg.into());

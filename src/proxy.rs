@@ -40,12 +40,14 @@ pub const MODERN_VERSION: &str = "2026-07-28";
 
 /// Headers a client may send that go upstream. Everything else (notably `Authorization`,
 /// `Cookie`, `X-Api-Key`, `X-Forwarded-*`) stays here.
+/// (`Last-Event-ID` goes upstream only on the proxy's own resumption GETs.)
 fn forwardable(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "mcp-protocol-version" | "mcp-method" | "mcp-name" | "last-event-id"
-    ) || n.starts_with("mcp-param-")
+    ["mcp-protocol-version", "mcp-method", "mcp-name"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+        || name
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case("mcp-param-"))
 }
 
 /// The MCP endpoint handler.
@@ -345,7 +347,7 @@ impl Proxy {
         // charged once, malformed ones included.
         let parsed = Message::parse(&req.body);
         let tool = match &parsed {
-            Ok(m) if m.method() == "tools/call" => m.target_name(),
+            Ok(m) if self.gate.limits_tools() && m.method() == "tools/call" => m.target_name(),
             _ => None,
         };
         if let Ok(m) = &parsed {
@@ -363,7 +365,6 @@ impl Proxy {
         let kind = msg.kind()?;
         acc.kind = Some(kind);
         acc.mcp_method = msg.method().to_owned();
-        acc.id = msg.id.clone();
         let header_version = req.header("mcp-protocol-version").map(str::trim);
         if let Some(v) = header_version
             && v != MODERN_VERSION
@@ -374,7 +375,7 @@ impl Proxy {
         let headers: Vec<(String, String)> = req
             .headers
             .iter()
-            .filter(|(k, _)| forwardable(k) && !k.eq_ignore_ascii_case("last-event-id"))
+            .filter(|(k, _)| forwardable(k))
             .cloned()
             .collect();
         let modern = header_version == Some(MODERN_VERSION) || msg.modern_version().is_some();
@@ -887,9 +888,10 @@ fn host_part(authority: &str) -> &str {
 /// `localhost`, `127.0.0.0/8` or `::1`, with or without a port (and no userinfo: in
 /// `localhost:1@evil.example` the host is `evil.example`).
 pub(crate) fn is_loopback_host(authority: &str) -> bool {
-    let h = host_part(authority).to_ascii_lowercase();
+    let h = host_part(authority);
     !authority.contains('@')
-        && (h == "localhost" || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        && (h.eq_ignore_ascii_case("localhost")
+            || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
 /// An `Origin` (or `--allowed-origin`) as compared: trimmed, lowercase, no trailing slash.

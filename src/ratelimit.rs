@@ -540,6 +540,11 @@ impl Limiter {
         self.per_client.is_none() && self.global.is_none() && self.tool_index.is_empty()
     }
 
+    /// True when some tool has a limit (only then does a caller need the tool's name).
+    pub fn limits_tools(&self) -> bool {
+        !self.tool_index.is_empty()
+    }
+
     fn shard(&self, key: &str) -> &Mutex<Shard> {
         // The modulo keeps the index in range; truncating the hash first is harmless.
         let i = (self.hasher.hash_one(key) as usize) % self.shards.len();

@@ -335,8 +335,8 @@ type OpenStream = (
 
 fn is_sse(content_type: &str) -> bool {
     content_type
-        .to_ascii_lowercase()
-        .starts_with("text/event-stream")
+        .get(..17)
+        .is_some_and(|p| p.eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Reads a whole (non-stream) body: at most [`MAX_UPSTREAM_MESSAGE`] bytes, finished by
