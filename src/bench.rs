@@ -65,7 +65,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::child::read_line_bounded;
+use crate::child::{read_line_bounded, trim_line};
 use crate::config::{duration as parse_duration, split_command};
 use crate::error::Error;
 
@@ -1845,7 +1845,7 @@ fn check(bytes: &[u8], want: u64, want_version: bool) -> Check {
     if env.method.is_some() {
         return Check::NotMine;
     }
-    if env.id.and_then(|i| i.get().parse::<u64>().ok()) != Some(want) {
+    if env.id.and_then(crate::jsonrpc::id_u64) != Some(want) {
         return Check::NotMine;
     }
     match (env.result, env.error) {
@@ -1930,20 +1930,13 @@ impl Lines {
     }
 }
 
-fn trim_line(mut l: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\n' | b'\r'] = l {
-        l = rest;
-    }
-    l
-}
-
 /// The id of a line if it is a JSON-RPC response with an integer id.
 fn response_id(line: &[u8]) -> Option<u64> {
     let env: Envelope<'_> = serde_json::from_slice(line).ok()?;
     if env.method.is_some() {
         return None;
     }
-    env.id?.get().parse().ok()
+    crate::jsonrpc::id_u64(env.id?)
 }
 
 /// A `--pipe` run: spawn, initialize, run the callers, stop the child.

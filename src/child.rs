@@ -270,6 +270,14 @@ impl Child {
         self.send_deadline(line(msg), deadline)
     }
 
+    /// Answers a request from the child (`id`) with a JSON-RPC error at once (waits at most
+    /// 1 s to write it).
+    pub fn refuse(&self, id: Option<&RawValue>, reason: &str) {
+        let mut bytes = jsonrpc::error_body(id, -32603, reason);
+        bytes.push(b'\n');
+        let _ = self.send_deadline(bytes, Instant::now() + Duration::from_secs(1));
+    }
+
     /// Delivers a client's response to a server-to-client request, restoring the child's id.
     /// Responses to unknown ids, or from another session than the one asked, are dropped.
     pub fn respond(
@@ -301,21 +309,8 @@ impl Child {
     /// Takes a server-to-client request that arrived with no call in flight for a client that
     /// is known anyway (a dedicated child has exactly one session): gives it a proxy id the
     /// client's response will be matched by, and returns it ready to send to `owner`.
-    pub fn adopt_request(&self, mut msg: Message, owner: &Session) -> Message {
-        let n = self.shared.next_ask.fetch_add(1, Ordering::Relaxed);
-        let ask = format!("shadowcat-{}-{n}", self.index);
-        let child_id = msg
-            .id
-            .replace(jsonrpc::raw(format!("\"{ask}\"")))
-            .unwrap_or_else(jsonrpc::null);
-        lock(&self.shared.asks).insert(
-            ask,
-            Ask {
-                child_id,
-                owner: owner.id.clone(),
-            },
-        );
-        msg
+    pub fn adopt_request(&self, msg: Message, owner: &Session) -> Message {
+        adopt(&self.shared, self.index, msg, owner.id.clone())
     }
 
     /// Gives up on call `id`: forgets it and tells the child with `notifications/cancelled`.
@@ -568,13 +563,7 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
             match sole_owner_call(&pending) {
                 Some(p) => {
                     let owner = p.owner.as_ref().map(|s| s.id.clone()).unwrap_or_default();
-                    let n = shared.next_ask.fetch_add(1, Ordering::Relaxed);
-                    let ask = format!("shadowcat-{index}-{n}");
-                    let child_id = msg
-                        .id
-                        .replace(jsonrpc::raw(format!("\"{ask}\"")))
-                        .unwrap_or_else(jsonrpc::null);
-                    lock(&shared.asks).insert(ask, Ask { child_id, owner });
+                    let msg = adopt(shared, index, msg, owner);
                     let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
                 None => {
@@ -585,6 +574,19 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
         }
         Err(_) => {}
     }
+}
+
+/// Gives a child's request to a client a proxy id (`shadowcat-<child>-<n>`) that the client's
+/// response is matched by, remembering the child's own id and the owning session.
+fn adopt(shared: &Shared, index: usize, mut msg: Message, owner: String) -> Message {
+    let n = shared.next_ask.fetch_add(1, Ordering::Relaxed);
+    let ask = format!("shadowcat-{index}-{n}");
+    let child_id = msg
+        .id
+        .replace(jsonrpc::raw(format!("\"{ask}\"")))
+        .unwrap_or_else(jsonrpc::null);
+    lock(&shared.asks).insert(ask, Ask { child_id, owner });
+    msg
 }
 
 /// Notifications about the server as a whole, never tied to one request.

@@ -64,7 +64,7 @@ use std::io::{self, BufRead, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -74,13 +74,11 @@ use serde_json::{Value, json};
 
 use crate::config::DemoServerArgs;
 use crate::error::Error;
+use crate::session::lock;
 
 /// The `serverInfo.name` the demo server reports.
 pub const SERVER_NAME: &str = "shadowcat-demo";
-/// The stateless protocol revision served through `_meta` (no `initialize`).
-pub const MODERN_VERSION: &str = "2026-07-28";
-/// The handshake-era revisions `initialize` accepts and echoes back.
-pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub use crate::jsonrpc::{LEGACY_VERSIONS, MODERN_VERSION};
 const LATEST_LEGACY: &str = "2025-11-25";
 const SUPPORTED_VERSIONS: [&str; 5] = [
     MODERN_VERSION,
@@ -139,11 +137,6 @@ pub struct Options {
     pub fail_initialize: bool,
     /// At stdin EOF, sleep forever instead of returning (`--ignore-eof`). Running jobs go on.
     pub ignore_eof: bool,
-}
-
-/// Serves MCP on this process's stdin and stdout until stdin reaches EOF, with no faults.
-pub fn run() -> io::Result<()> {
-    serve(io::stdin().lock(), StdoutFd::new())
 }
 
 /// `shadowcat demo-server ARGS`: applies the process-level fault flags (`--ignore-sigterm`,
@@ -317,10 +310,6 @@ struct Shared {
     options: Options,
     /// Set by the `stop_reading` tool; the reader thread then sleeps forever.
     stop_reading: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 thread_local! {

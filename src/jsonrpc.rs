@@ -147,6 +147,11 @@ impl Message {
     }
 }
 
+/// The stateless protocol revision (no `initialize`, versions in `_meta`).
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// The handshake-era revisions, oldest first.
+pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+
 /// A JSON object's members, each kept as raw text (numbers of any size keep their digits; a
 /// repeated key keeps its last value, as a parsed `Value` would).
 pub type RawObject = std::collections::BTreeMap<String, Box<RawValue>>;

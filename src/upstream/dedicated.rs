@@ -31,7 +31,6 @@ use crate::session::{Binding, Session, lock};
 use crate::upstream::stdio::{call_stream, cancel, request};
 use crate::upstream::{Call, ChildInfo, Reply, Upstream};
 
-const WARM_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_SPAWN: Duration = Duration::from_millis(500);
 
 enum Control {
@@ -134,14 +133,10 @@ impl Inner {
             self.sink(),
         )?);
         let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
-        let deadline = Instant::now() + WARM_TIMEOUT;
-        let warmed = request(&child, &ping).map(|_| ());
-        if let Err(e) = warmed {
+        // `request` gives up after the handshake timeout (30 s).
+        if let Err(e) = request(&child, &ping) {
             child.stop(Duration::from_millis(500));
             return Err(e);
-        }
-        if Instant::now() > deadline {
-            log::warn!("{}: slow to answer its first ping", child.name());
         }
         Ok(child)
     }
@@ -205,15 +200,10 @@ impl Inner {
                 log.push(&msg.to_vec());
             }
             None => {
-                let body = crate::jsonrpc::error_body(
+                child.refuse(
                     msg.id.as_deref(),
-                    -32603,
                     "shadowcat: the client has no open stream to take this request",
                 );
-                if let Ok(reply) = Message::parse(&body) {
-                    let deadline = Instant::now() + Duration::from_secs(1);
-                    let _ = child.send_message_deadline(&reply, deadline);
-                }
             }
         }
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
 
-use crate::child::read_line_bounded;
+use crate::child::{read_line_bounded, trim_line};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::jsonrpc::Message;
@@ -615,7 +615,7 @@ pub(crate) fn read_sse_event<R: BufRead>(
         if n == 0 {
             return Ok((if any { Some((id, data)) } else { None }, true));
         }
-        let line = trim(line);
+        let line = trim_line(line);
         if line.is_empty() {
             if any {
                 return Ok((Some((id, data)), false));
@@ -805,14 +805,6 @@ fn classify(data: Vec<u8>) -> Item {
         Some(crate::jsonrpc::Kind::Response) => Item::Final(data),
         _ => Item::Message(data),
     }
-}
-
-fn trim(l: &[u8]) -> &[u8] {
-    let mut l = l;
-    while let [rest @ .., b'\n' | b'\r'] = l {
-        l = rest;
-    }
-    l
 }
 
 #[cfg(test)]

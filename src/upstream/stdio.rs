@@ -30,8 +30,7 @@ use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session, lock};
 use crate::upstream::{Call, ChildInfo, Item, MessageStream, Poll, Reply, Upstream};
 
-/// Protocol versions of the session-based ("legacy") era, oldest first.
-pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub use crate::jsonrpc::LEGACY_VERSIONS;
 /// The version the proxy asks children for.
 const PROXY_VERSION: &str = "2025-11-25";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -486,15 +485,11 @@ fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
         child.name(),
         msg.method()
     );
-    let body = jsonrpc::error_body(
+    child.refuse(
         msg.id.as_deref(),
-        -32603,
         "shadowcat: cannot tell which client this request is for (shared child, \
          no single session with calls in flight)",
     );
-    if let Ok(reply) = Message::parse(&body) {
-        let _ = child.send_message_deadline(&reply, Instant::now() + Duration::from_secs(1));
-    }
 }
 
 impl Upstream for StdioUpstream {
