@@ -2,7 +2,6 @@
 //! RFC 9728 metadata, sessions bound to their principal, the metrics token, the Python SDK
 //! with a bearer token, and the stdio children's environment.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use shadowcat::http::{Request, Response};
+use shadowcat::server::{Handler, Responder, Server, ServerConfig};
 
 use crate::support::*;
 
@@ -25,19 +26,8 @@ fn tokens_file(dir: &TempDir) -> String {
 /// POST with a bearer token (or none) and an optional session.
 fn post_as(addr: SocketAddr, token: Option<&str>, sid: Option<&str>, body: &str) -> Resp {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
-    if let Some(a) = &auth {
-        h.push(("Authorization", a));
-    }
-    if let Some(s) = sid {
-        h.push(("Mcp-Session-Id", s));
-        h.push(("MCP-Protocol-Version", "2025-11-25"));
-    }
-    Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
-}
-
-fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
-    Conn::open(addr).request("GET", path, headers, b"")
+    let extra: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    post_with(addr, &extra, sid, body)
 }
 
 const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
@@ -172,31 +162,28 @@ fn metrics_token_guards_metrics_only() {
     );
 }
 
-/// Serves `tests/fixtures/jwt/jwks.json` on loopback, counting fetches.
-fn jwks_server() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
-    let body = std::fs::read(fixture("jwks.json")).unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut line = String::new();
-            while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            h.fetch_add(1, Ordering::SeqCst);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(head.as_bytes());
-            let _ = s.write_all(&body);
-        }
+/// Serves `tests/fixtures/jwt/jwks.json`, counting fetches.
+struct Jwks {
+    body: Vec<u8>,
+    hits: AtomicUsize,
+}
+
+impl Handler for Jwks {
+    fn handle(&self, _req: Request, res: &mut Responder<'_>) {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let _ = res.send(Response::new(200).with_body("application/json", self.body.clone()));
+    }
+}
+
+/// A loopback JWKS server (stopped when the returned [`Server`] drops).
+fn jwks_server() -> (Server, Arc<Jwks>) {
+    let jwks = Arc::new(Jwks {
+        body: std::fs::read(fixture("jwks.json")).unwrap(),
+        hits: AtomicUsize::new(0),
     });
-    (addr, hits)
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = Server::start(l, ServerConfig::default(), jwks.clone()).unwrap();
+    (server, jwks)
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -229,8 +216,9 @@ fn claims(sub: &str, scope: &str, exp: u64) -> Value {
 
 #[test]
 fn jwt_bearer_tokens_from_a_jwks_url() {
-    let (jwks, hits) = jwks_server();
-    let url = format!("http://{jwks}/jwks.json");
+    let (jwks, fixture) = jwks_server();
+    let url = format!("http://{}/jwks.json", jwks.local_addr());
+    let hits = &fixture.hits;
     let p = demo_proxy(&[
         "--auth-jwt",
         "--jwks-url",

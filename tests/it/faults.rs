@@ -2,10 +2,10 @@
 //! whole and every client must get an answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -15,27 +15,16 @@ use crate::support::*;
 struct Faults {
     served: AtomicUsize,
     open: AtomicUsize,
-    stop: AtomicBool,
 }
 
-/// Serves until told to stop; request n is faulty when n % 10 < 3, the kind cycling through
-/// reset, stall past the deadline, 500, truncated body, never-ending body.
-fn fault_server(l: TcpListener, f: Arc<Faults>) {
-    l.set_nonblocking(true).unwrap();
-    while !f.stop.load(Ordering::Relaxed) {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).unwrap();
-                let f = f.clone();
-                std::thread::spawn(move || {
-                    f.open.fetch_add(1, Ordering::SeqCst);
-                    serve_conn(s, &f);
-                    f.open.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(2)),
-        }
-    }
+/// The fault server (stopped on drop): request n is faulty when n % 10 < 3, the kind cycling
+/// through reset, stall past the deadline, 500, truncated body, never-ending body.
+fn fault_server(f: Arc<Faults>) -> Acceptor {
+    Acceptor::start(move |s| {
+        f.open.fetch_add(1, Ordering::SeqCst);
+        serve_conn(s, &f);
+        f.open.fetch_sub(1, Ordering::SeqCst);
+    })
 }
 
 fn serve_conn(s: TcpStream, f: &Faults) {
@@ -133,13 +122,9 @@ const MODERN: &str = "2026-07-28";
 
 #[test]
 fn ten_thousand_requests_thirty_percent_faults() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let up = l.local_addr().unwrap();
     let f = Arc::new(Faults::default());
-    let server = {
-        let f = f.clone();
-        std::thread::spawn(move || fault_server(l, f))
-    };
+    let server = fault_server(f.clone());
+    let up = server.addr;
     let p = demo_proxy(&[
         "--upstream",
         &format!("http://{up}/mcp"),
@@ -224,6 +209,5 @@ fn ten_thousand_requests_thirty_percent_faults() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    f.stop.store(true, Ordering::Relaxed);
-    server.join().unwrap();
+    drop(server);
 }

@@ -1,7 +1,7 @@
 //! HTTP upstream streams: resumption of a broken upstream stream, the standalone GET relay.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -144,26 +144,18 @@ fn serve(s: TcpStream, f: &Flaky) {
     }
 }
 
-fn flaky() -> (Arc<Flaky>, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/mcp", l.local_addr().unwrap());
+/// The fixture, its server (stopped on drop) and its URL.
+fn flaky() -> (Arc<Flaky>, Acceptor, String) {
     let f = Arc::new(Flaky::default());
     let f2 = f.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            if f2.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let f3 = f2.clone();
-            std::thread::spawn(move || serve(s, &f3));
-        }
-    });
-    (f, url)
+    let up = Acceptor::start(move |s| serve(s, &f2));
+    let url = format!("http://{}/mcp", up.addr);
+    (f, up, url)
 }
 
 #[test]
 fn broken_upstream_stream_is_resumed_without_loss_or_duplicates() {
-    let (f, url) = flaky();
+    let (f, _up, url) = flaky();
     let p = demo_proxy(&["--upstream", &url]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();
@@ -189,7 +181,7 @@ fn broken_upstream_stream_is_resumed_without_loss_or_duplicates() {
 
 #[test]
 fn stream_without_ids_that_breaks_ends_with_an_error() {
-    let (f, url) = flaky();
+    let (f, _up, url) = flaky();
     let p = demo_proxy(&["--upstream", &url]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();
@@ -215,7 +207,7 @@ fn stream_without_ids_that_breaks_ends_with_an_error() {
 
 #[test]
 fn client_get_opens_the_upstream_get_stream() {
-    let (f, url) = flaky();
+    let (f, _up, url) = flaky();
     let p = demo_proxy(&["--upstream", &url]);
     let a = p.local_addr();
     let sid = Conn::open(a).initialize();

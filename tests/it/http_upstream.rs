@@ -287,6 +287,7 @@ fn sse_first_event_arrives_before_the_stream_ends() {
     let p = demo_proxy(&["--upstream", &url]);
     let sid = Conn::open(p.local_addr()).initialize();
     let mut s = std::net::TcpStream::connect(p.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let body = call("sse", 3);
     let req = format!(
         "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nMcp-Session-Id: {sid}\r\nContent-Length: {}\r\n\r\n{body}",

@@ -96,21 +96,13 @@ fn start_stop_20_times_leaks_nothing() {
 
 #[test]
 fn sigterm_stops_cleanly_with_exit_0() {
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut proxy = Command::new(exe())
-        .args(["reverse", "--bind", &bind])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr = bind.parse().unwrap();
-    wait_listening(addr);
+    let (mut proxy, addr) = spawn_proxy(&[], std::process::Stdio::null(), &[]);
     let sid = Conn::open(addr).initialize();
     assert!(!sid.is_empty());
-    let kids = child_pids(proxy.id());
+    let kids = child_pids(proxy.0.id());
     assert_eq!(kids.len(), 2);
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
-    let status = wait_timeout(&mut proxy, Duration::from_secs(10)).expect("exits");
+    unsafe { libc::kill(proxy.0.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut proxy.0, Duration::from_secs(10)).expect("exits");
     assert_eq!(status.code(), Some(0));
     for k in kids {
         assert!(!alive(k), "child {k} outlived the proxy");
@@ -313,19 +305,12 @@ fn call_tool(c: &mut Conn, sid: &str, id: u32, name: &str, args: &str) -> Resp {
 
 #[test]
 fn sigkilled_proxy_leaves_no_child_behind() {
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
     let stdio = demo_cmd("--ignore-eof --ignore-sigterm");
-    let mut proxy = Command::new(exe())
-        .args(["reverse", "--bind", &bind, "--stdio", &stdio])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(bind.parse().unwrap());
-    let kids = child_pids(proxy.id());
+    let (mut proxy, _) = spawn_proxy(&["--stdio", &stdio], std::process::Stdio::null(), &[]);
+    let kids = child_pids(proxy.0.id());
     assert_eq!(kids.len(), 2);
-    proxy.kill().unwrap(); // SIGKILL: no cleanup code runs
-    proxy.wait().unwrap();
+    proxy.0.kill().unwrap(); // SIGKILL: no cleanup code runs
+    proxy.0.wait().unwrap();
     let until = Instant::now() + Duration::from_secs(5);
     while kids.iter().any(|&k| alive(k)) {
         assert!(Instant::now() < until, "children outlived the proxy by 5 s");

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -128,14 +128,10 @@ fn http_upstream_pool_metrics() {
     assert!(waits >= 3.0, "checkouts counted: {waits}");
 }
 
-fn get(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
-    Conn::open(addr).request("GET", path, headers, b"")
-}
-
 #[test]
 fn readyz_flips_while_the_child_cannot_restart() {
-    let flag = std::env::temp_dir().join(format!("shadowcat-block-{}", std::process::id()));
-    let _ = std::fs::remove_file(&flag);
+    let dir = TempDir::new("readyz");
+    let flag = dir.path().join("block");
     let cmd = format!(
         "sh -c 'test -e {} && exit 1; exec {} demo-server'",
         flag.display(),
@@ -283,32 +279,23 @@ fn rolling_restart_loses_no_request() {
 
 #[test]
 fn access_log_as_json_lines() {
-    let port = free_port();
-    let bind = format!("127.0.0.1:{port}");
-    let mut proxy = Command::new(exe())
-        .args([
-            "reverse",
-            "--bind",
-            &bind,
-            "--log-format",
-            "json",
-            "--stdio-children",
-            "1",
-        ])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let addr = bind.parse().unwrap();
-    wait_listening(addr);
+    let (mut proxy, addr) = spawn_proxy(
+        &["--log-format", "json", "--stdio-children", "1"],
+        Stdio::piped(),
+        &[("RUST_LOG", "info")],
+    );
     let sid = Conn::open(addr).initialize();
-    unsafe { libc::kill(proxy.id() as i32, libc::SIGTERM) };
-    let stderr = proxy.stderr.take().unwrap();
-    let lines: Vec<String> = BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    proxy.wait().unwrap();
+    let stderr = proxy.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<String>>()
+    });
+    unsafe { libc::kill(proxy.0.id() as i32, libc::SIGTERM) };
+    // Bounded: killed after 20 s if it does not stop, which also ends the reader.
+    crate::lifecycle::wait_timeout(&mut proxy.0, Duration::from_secs(20)).expect("stops");
+    let lines = reader.join().expect("stderr reader");
     let access: Vec<HashMap<String, Value>> = lines
         .iter()
         .map(|l| serde_json::from_str::<HashMap<String, Value>>(l).expect("every line is JSON"))

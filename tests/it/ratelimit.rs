@@ -10,16 +10,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn post_with(addr: SocketAddr, extra: &[(&str, &str)], sid: Option<&str>, body: &str) -> Resp {
-    let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
-    h.extend_from_slice(extra);
-    if let Some(s) = sid {
-        h.push(("Mcp-Session-Id", s));
-        h.push(("MCP-Protocol-Version", "2025-11-25"));
-    }
-    Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
-}
-
 const PING: &str = r#"{"jsonrpc":"2.0","id":"p-7","method":"ping"}"#;
 
 fn echo(id: u32) -> String {
@@ -29,7 +19,7 @@ fn echo(id: u32) -> String {
 }
 
 fn rejected_rate(addr: SocketAddr) -> u64 {
-    let m = Conn::open(addr).request("GET", "/metrics", &[], b"");
+    let m = get(addr, "/metrics", &[]);
     m.text()
         .lines()
         .find_map(|l| l.strip_prefix("shadowcat_rejected_total{reason=\"rate\"} "))
@@ -67,10 +57,7 @@ fn client_limit_answers_429_with_retry_after_and_a_jsonrpc_error() {
     assert_eq!(post_with(addr, &[], None, "{not json").status, 429);
     assert_eq!(rejected_rate(addr), 3);
     // Operations endpoints are never limited.
-    assert_eq!(
-        Conn::open(addr).request("GET", "/healthz", &[], b"").status,
-        200
-    );
+    assert_eq!(get(addr, "/healthz", &[]).status, 200);
 }
 
 #[test]
@@ -115,7 +102,7 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
         post_with(addr, &[("X-Forwarded-For", "198.51.100.3")], None, INIT).status,
         200
     );
-    let m = Conn::open(addr).request("GET", "/metrics", &[], b"");
+    let m = get(addr, "/metrics", &[]);
     assert!(
         m.text().contains("shadowcat_rate_limit_keys 3\n"),
         "three clients tracked"

@@ -40,14 +40,7 @@ fn ts_sdk_with_a_bearer_token() {
     let url = format!("http://{}/mcp", p.local_addr());
     let out = run_js_with_token(&url, Some("ts-token-0123456789abcdef"));
     assert_eq!(out["echo"], "Echo: hello from TS", "{out}");
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/client.mjs");
-    let refused = std::process::Command::new("node")
-        .arg(path)
-        .arg(&url)
-        .env("SHADOWCAT_PEERS", peers())
-        .env_remove("MCP_BEARER_TOKEN")
-        .output()
-        .expect("node runs");
+    let refused = js_command(&url, None).output().expect("node runs");
     assert!(!refused.status.success(), "connected without a token");
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("bearer token required"), "{err}");

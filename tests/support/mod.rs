@@ -232,15 +232,22 @@ pub fn post(addr: SocketAddr, session: Option<&str>, body: &str) -> Resp {
     Conn::open(addr).post(session, body)
 }
 
+/// Like [`post`], with `extra` headers (e.g. `Authorization`, `X-Forwarded-For`).
+pub fn post_with(addr: SocketAddr, extra: &[(&str, &str)], sid: Option<&str>, body: &str) -> Resp {
+    let mut h = post_headers(sid);
+    h.extend_from_slice(extra);
+    Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
+}
+
+/// A GET on a new connection.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    Conn::open(addr).request("GET", path, headers, b"")
+}
+
 impl Conn {
     /// POSTs a JSON-RPC body on this connection.
     pub fn post(&mut self, session: Option<&str>, body: &str) -> Resp {
-        let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
-        if let Some(s) = session {
-            h.push(("Mcp-Session-Id", s));
-            h.push(("MCP-Protocol-Version", "2025-11-25"));
-        }
-        self.request("POST", "/mcp", &h, body.as_bytes())
+        self.request("POST", "/mcp", &post_headers(session), body.as_bytes())
     }
 
     /// initialize + notifications/initialized; returns the session id.
@@ -294,8 +301,71 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A child process killed (with its process group) on drop.
+/// A raw loopback fixture server: each connection is served by `serve` on its own thread
+/// (which ends when its socket does); the accept thread is stopped and joined on drop, so a
+/// failing test leaves no listener behind.
+pub struct Acceptor {
+    pub addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Acceptor {
+    pub fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Acceptor {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let serve = std::sync::Arc::new(serve);
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            for s in l.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(s) = s else { continue };
+                let serve = serve.clone();
+                std::thread::spawn(move || serve(s));
+            }
+        });
+        Acceptor {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr); // wakes the accept
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A child process killed and reaped on drop (a proxy's own children then die of their
+/// parent-death signal), so a failing test leaves nothing running.
 pub struct Peer(pub Child);
+
+/// Runs `shadowcat reverse ARGS` as a process on a free loopback port (owned by the returned
+/// [`Peer`]) and waits until it listens.
+pub fn spawn_proxy(args: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> (Peer, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let bind = addr.to_string();
+    let child = Command::new(exe())
+        .args(["reverse", "--bind", &bind])
+        .args(args)
+        .envs(env.iter().copied())
+        .stderr(stderr)
+        .spawn()
+        .expect("shadowcat starts");
+    let peer = Peer(child);
+    wait_listening(addr);
+    (peer, addr)
+}
 
 impl Drop for Peer {
     fn drop(&mut self) {
@@ -500,6 +570,14 @@ impl SseConn {
 }
 
 /// Headers of a request within session `sid`.
+/// Headers of a POST, within session `sid` if given.
+fn post_headers(sid: Option<&str>) -> Vec<(&str, &str)> {
+    match sid {
+        Some(s) => session_headers(s),
+        None => JSON_HEADERS.to_vec(),
+    }
+}
+
 pub fn session_headers(sid: &str) -> Vec<(&str, &str)> {
     let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
     h.push(("Mcp-Session-Id", sid));
@@ -554,6 +632,12 @@ pub fn run_js(url: &str) -> Value {
 
 /// The TypeScript SDK client, sending `Authorization: Bearer <token>` when given.
 pub fn run_js_with_token(url: &str, token: Option<&str>) -> Value {
+    let out = js_command(url, token).output().expect("node runs");
+    driver_json("client.mjs", &out)
+}
+
+/// The command that runs the TypeScript SDK client against `url`.
+pub fn js_command(url: &str, token: Option<&str>) -> Command {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/client.mjs");
     let mut cmd = Command::new("node");
     cmd.arg(path).arg(url).env("SHADOWCAT_PEERS", peers());
@@ -561,8 +645,7 @@ pub fn run_js_with_token(url: &str, token: Option<&str>) -> Value {
         Some(t) => cmd.env("MCP_BEARER_TOKEN", t),
         None => cmd.env_remove("MCP_BEARER_TOKEN"),
     };
-    let out = cmd.output().expect("node runs");
-    driver_json("client.mjs", &out)
+    cmd
 }
 
 /// Headers of a GET within session `sid` (no Content-Type).
