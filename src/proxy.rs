@@ -57,7 +57,6 @@ pub struct Proxy {
     loopback: bool,
     warn_gate: Gate,
     metrics: Arc<Metrics>,
-    open_streams: std::sync::atomic::AtomicUsize,
     server: std::sync::OnceLock<std::sync::Weak<crate::server::Server>>,
     gate: Gatekeeper,
 }
@@ -119,7 +118,6 @@ impl Proxy {
         Proxy {
             metrics,
             gate,
-            open_streams: std::sync::atomic::AtomicUsize::new(0),
             server: std::sync::OnceLock::new(),
             sessions: Sessions::new(cfg.max_sessions, cfg.session_idle, cfg.replay),
             loopback: cfg.bind.ip().is_loopback(),
@@ -255,11 +253,15 @@ impl Proxy {
 
     /// Client connections open on the main listener, for metrics.
     pub fn connections(&self) -> usize {
+        self.server_stats().connections
+    }
+
+    fn server_stats(&self) -> crate::server::ServerStats {
         self.server
             .get()
             .and_then(std::sync::Weak::upgrade)
-            .map(|s| s.stats().connections)
-            .unwrap_or(0)
+            .map(|s| s.stats())
+            .unwrap_or_default()
     }
 
     /// Tells the pipeline which server runs it (for connection counts).
@@ -267,9 +269,9 @@ impl Proxy {
         let _ = self.server.set(server);
     }
 
-    /// Streams currently open (request and standalone), for metrics.
+    /// Streams currently open (request and standalone): the server's stream permits in use.
     pub fn open_streams(&self) -> usize {
-        self.open_streams.load(std::sync::atomic::Ordering::Relaxed)
+        self.server_stats().streams
     }
 
     /// The one place a session that left the table is wound down: its streams end (open
@@ -607,7 +609,6 @@ impl Proxy {
         let log = session.as_ref().map(|s| s.streams.open());
         let err = match res.stream(200, &headers) {
             Ok(mut w) => {
-                let _open = StreamGauge::new(&self.open_streams);
                 let keepalive = self.cfg.sse_keepalive;
                 let mut next_keepalive = Instant::now() + keepalive;
                 let mut attached = true;
@@ -687,7 +688,6 @@ impl Proxy {
         let token = log.take_over();
         let err = match res.stream(200, &sse_headers()) {
             Ok(mut w) => {
-                let _open = StreamGauge::new(&self.open_streams);
                 let keepalive = self.cfg.sse_keepalive;
                 let mut next_keepalive = Instant::now() + keepalive;
                 let mut cursor = after;
@@ -742,22 +742,6 @@ impl Proxy {
         };
         let _ = res.send(error_response(&e, id));
         e.status()
-    }
-}
-
-/// Counts an open stream while alive.
-struct StreamGauge<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> StreamGauge<'a> {
-    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
-        n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        StreamGauge(n)
-    }
-}
-
-impl Drop for StreamGauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
