@@ -7,10 +7,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use shadowcat::jsonrpc::{self, Message};
-use shadowcat::proxy::sse_event;
-use shadowcat::session::{Binding, Sessions};
-use shadowcat::stream::ReplayLimits;
+use shadowcat::Binding;
+use shadowcat::internals::ReplayLimits;
+use shadowcat::internals::Sessions;
+use shadowcat::internals::sse_event;
+use shadowcat::internals::{Message, jsonrpc};
 
 /// A typical client request.
 const REQUEST: &[u8] = br#"{"jsonrpc":"2.0","id":42,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}"#;
@@ -158,8 +159,8 @@ fn main() {
 /// sight (or a client minting a new token per request) costs.
 fn gate(b: &Bench) {
     use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-    use shadowcat::auth::{Auth, AuthConfig};
-    use shadowcat::ratelimit::{Limiter, Limits};
+    use shadowcat::internals::{Auth, AuthConfig};
+    use shadowcat::internals::{Limiter, Limits};
 
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
     let read = |name: &str| std::fs::read(fixtures.join(name)).expect("fixture");

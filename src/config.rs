@@ -30,7 +30,7 @@ pub enum Command {
     /// Run the built-in demo MCP server on stdin/stdout.
     DemoServer(DemoServerArgs),
     /// Load-test a Streamable HTTP MCP endpoint.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
 }
 
 /// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
@@ -360,7 +360,7 @@ pub struct Config {
     /// Shutdown grace. Default 10 s.
     pub shutdown_grace: Duration,
     /// Inbound authentication. Default off.
-    pub auth: crate::auth::AuthConfig,
+    pub auth: crate::gate::auth::AuthConfig,
     /// Bearer token `/metrics` requires. Default none (open).
     pub metrics_token: Option<Secret>,
     /// Headers added to every HTTP upstream request, environment already expanded.
@@ -368,9 +368,9 @@ pub struct Config {
     /// Environment of stdio children: extra variables, and whether to start from empty.
     pub stdio_env: ChildEnv,
     /// Rate limits. Default none.
-    pub limits: crate::ratelimit::Limits,
+    pub limits: crate::gate::ratelimit::Limits,
     /// Peers whose `X-Forwarded-For` is believed. Default none.
-    pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
+    pub trusted_proxies: Vec<crate::gate::ratelimit::Cidr>,
 }
 
 /// A configured secret: `Debug` prints `<redacted>`, so a config dump cannot leak it.
@@ -548,7 +548,7 @@ impl ReverseArgs {
                 .transpose()
         };
         positive("--rate-limit-keys", self.rate_limit_keys)?;
-        let limits = crate::ratelimit::Limits {
+        let limits = crate::gate::ratelimit::Limits {
             per_client: rate("--rate-limit", &self.rate_limit)?,
             global: rate("--global-rate-limit", &self.global_rate_limit)?,
             tools: self
@@ -572,7 +572,7 @@ impl ReverseArgs {
         let allowed_origins = self
             .allowed_origin
             .iter()
-            .map(|o| crate::proxy::normalize_origin(o))
+            .map(|o| crate::http::origin::normalize_origin(o))
             .collect();
         Ok(Config {
             bind: self.bind,
@@ -618,8 +618,8 @@ impl ReverseArgs {
     }
 
     /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
-    fn auth_config(&self) -> Result<crate::auth::AuthConfig, Error> {
-        use crate::auth::is_hmac;
+    fn auth_config(&self) -> Result<crate::gate::auth::AuthConfig, Error> {
+        use crate::gate::auth::is_hmac;
         let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
         let jwt_flags = self.jwt_secret_file.is_some()
             || self.jwks_file.is_some()
@@ -659,7 +659,7 @@ impl ReverseArgs {
             ));
         }
         let algorithms = match &self.jwt_algorithms {
-            Some(list) => crate::auth::parse_algorithms(list)
+            Some(list) => crate::gate::auth::parse_algorithms(list)
                 .map_err(|e| Error::Config(format!("--jwt-algorithms: {e}")))?,
             None => {
                 let mut v = Vec::new();
@@ -699,7 +699,7 @@ impl ReverseArgs {
             "0" | "0s" => Duration::ZERO,
             other => duration("--jwt-leeway", other)?,
         };
-        Ok(crate::auth::AuthConfig {
+        Ok(crate::gate::auth::AuthConfig {
             tokens_file: path(&self.auth_tokens),
             jwt: self.auth_jwt,
             jwt_secret_file: path(&self.jwt_secret_file),
@@ -711,7 +711,7 @@ impl ReverseArgs {
             required_scopes: self.required_scope.clone(),
             resource_url: self.resource_url.clone(),
             authorization_servers: self.authorization_server.clone(),
-            jwks_min_refresh: crate::auth::JWKS_MIN_REFRESH,
+            jwks_min_refresh: crate::gate::auth::JWKS_MIN_REFRESH,
         })
     }
 }

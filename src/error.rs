@@ -24,7 +24,7 @@ pub enum Error {
     Forbidden(&'static str),
     /// Authentication is on and the bearer token is missing or invalid (401), or valid but
     /// without a required scope (403). The answer carries `WWW-Authenticate`.
-    Auth(crate::auth::Denial),
+    Auth(Denial),
     /// A rate limit (`--rate-limit`, `--global-rate-limit`, `--tool-limit`) has no token left
     /// for this request.
     RateLimited {
@@ -79,6 +79,17 @@ pub enum Error {
     Io(io::Error),
 }
 
+/// Why a request was refused (mapped by `error.rs`: 401 or 403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token was sent but is not valid (unknown, bad signature, expired, wrong audience).
+    Invalid(String),
+    /// A valid token lacks required scopes (listed).
+    Scope(String),
+}
+
 impl Error {
     /// The HTTP status the client gets for this error.
     pub fn status(&self) -> u16 {
@@ -87,7 +98,7 @@ impl Error {
             Error::UnsupportedMediaType => 415,
             Error::NotAcceptable => 406,
             Error::Forbidden(_) => 403,
-            Error::Auth(crate::auth::Denial::Scope(_)) => 403,
+            Error::Auth(Denial::Scope(_)) => 403,
             Error::Auth(_) => 401,
             Error::RateLimited { .. } => 429,
             Error::MissingSession
@@ -153,13 +164,13 @@ impl fmt::Display for Error {
                 write!(f, "accept must list application/json and text/event-stream")
             }
             Error::Forbidden(why) => write!(f, "forbidden: {why}"),
-            Error::Auth(crate::auth::Denial::Missing) => {
+            Error::Auth(Denial::Missing) => {
                 write!(f, "unauthorized: bearer token required")
             }
-            Error::Auth(crate::auth::Denial::Invalid(why)) => {
+            Error::Auth(Denial::Invalid(why)) => {
                 write!(f, "unauthorized: invalid token ({why})")
             }
-            Error::Auth(crate::auth::Denial::Scope(scopes)) => {
+            Error::Auth(Denial::Scope(scopes)) => {
                 write!(f, "forbidden: insufficient scope (needs {scopes})")
             }
             Error::RateLimited { scope, retry_after } => {
@@ -229,12 +240,9 @@ mod tests {
         assert_eq!(Error::UpstreamBusy.retry_after(), Some(1));
         assert_eq!(Error::ChildExited("x".into()).rpc_code(), -32603);
         let denied = |d| Error::Auth(d);
-        assert_eq!(denied(crate::auth::Denial::Missing).status(), 401);
-        assert_eq!(
-            denied(crate::auth::Denial::Invalid("x".into())).status(),
-            401
-        );
-        assert_eq!(denied(crate::auth::Denial::Scope("a".into())).status(), 403);
+        assert_eq!(denied(Denial::Missing).status(), 401);
+        assert_eq!(denied(Denial::Invalid("x".into())).status(), 401);
+        assert_eq!(denied(Denial::Scope("a".into())).status(), 403);
         let limited = Error::RateLimited {
             scope: "client",
             retry_after: 3,

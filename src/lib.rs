@@ -116,305 +116,40 @@
 //! the token); rate-limit refusals are debug. Tokens, header values and JSON-RPC params or
 //! results are never logged.
 
-pub mod admin;
-pub mod auth;
-pub mod bench;
-pub mod child;
-pub mod config;
-pub mod demo;
-pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod gatekeeper;
+mod app;
+mod config;
+mod error;
+mod gate;
 pub mod http;
-pub mod jsonrpc;
-pub mod metrics;
-pub mod proxy;
-pub mod ratelimit;
-pub mod server;
-pub mod session;
-pub mod stream;
-pub mod upstream;
+mod jsonrpc;
+mod metrics;
+mod ops;
+mod proxy;
+mod session;
+mod stream;
+pub mod tools;
+mod upstream;
+mod util;
 
-use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+pub use crate::app::{Shadowcat, run};
+pub use crate::config::{Cli, Command, Config};
+pub use crate::error::Error;
+pub use crate::proxy::Proxy;
+pub use crate::session::{Binding, Session};
+pub use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
 
-use crossbeam_channel::{Sender, bounded};
-
-use crate::admin::Admin;
-use crate::child::Program;
-use crate::config::{Config, StdioMode, UpstreamConfig};
-use crate::error::Error;
-use crate::gatekeeper::Gatekeeper;
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::server::{Server, ServerConfig};
-use crate::session::lock;
-use crate::upstream::Upstream;
-use crate::upstream::dedicated::DedicatedUpstream;
-use crate::upstream::http::{HttpOptions, HttpUpstream};
-use crate::upstream::stdio::StdioUpstream;
-
-/// `127.0.0.1:port` (or `[::1]:port`) of a bound listener, for the default resource URL.
-fn local_name(l: &TcpListener) -> String {
-    l.local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// A running proxy: listener, pipeline, upstream and reaper.
-pub struct Shadowcat {
-    server: Arc<Server>,
-    admin: Option<Server>,
-    proxy: Arc<Proxy>,
-    reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
-    stopped: AtomicBool,
-    grace: Duration,
-}
-
-impl Shadowcat {
-    /// Starts the upstream, binds `config.bind` and begins serving. Returns once ready.
-    pub fn start(config: Config) -> Result<Shadowcat, Error> {
-        let metrics = Arc::new(Metrics::new(&config.upstream_name()));
-        let upstream: Arc<dyn Upstream> = match &config.upstream {
-            UpstreamConfig::Http { url } => Arc::new(HttpUpstream::new(
-                url,
-                HttpOptions {
-                    slots: config.upstream_pool,
-                    stream_slots: config.max_streams as u32,
-                    connect_timeout: config.upstream_connect_timeout,
-                    request_timeout: config.request_timeout,
-                    stream_idle: config.sse_idle_timeout,
-                    reconnect_max: config.upstream_reconnect_max,
-                    metrics: Some(metrics.clone()),
-                    headers: config.upstream_headers.clone(),
-                },
-            )?),
-            UpstreamConfig::Stdio {
-                argv,
-                children,
-                mode: StdioMode::Shared,
-            } => Arc::new(StdioUpstream::start(
-                Program {
-                    argv: argv.clone(),
-                    env: config.stdio_env.clone(),
-                },
-                *children,
-                config.max_message,
-            )?),
-            UpstreamConfig::Stdio {
-                argv,
-                children,
-                mode: StdioMode::PerSession { spares },
-            } => Arc::new(DedicatedUpstream::start(
-                Program {
-                    argv: argv.clone(),
-                    env: config.stdio_env.clone(),
-                },
-                *children,
-                *spares,
-                config.max_message,
-            )?),
-        };
-        Shadowcat::launch(config, upstream, metrics)
+/// Internals the benchmarks and fuzz targets measure directly. Not a stable API: nothing
+/// here is promised to stay.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::gate::auth::{Auth, AuthConfig};
+    pub use crate::gate::ratelimit::{Limiter, Limits};
+    pub use crate::jsonrpc::Message;
+    /// JSON-RPC id helpers the id-rewriting benchmarks call.
+    pub mod jsonrpc {
+        pub use crate::jsonrpc::{Message, id_u64, raw_u64};
     }
-
-    /// Like [`Shadowcat::start`], with an upstream built elsewhere (`config.upstream` is not
-    /// used). Tests use it to put a faulty upstream behind the real pipeline.
-    pub fn start_with(config: Config, upstream: Arc<dyn Upstream>) -> Result<Shadowcat, Error> {
-        let metrics = Arc::new(Metrics::new(upstream.name()));
-        Shadowcat::launch(config, upstream, metrics)
-    }
-
-    fn launch(
-        config: Config,
-        upstream: Arc<dyn Upstream>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Shadowcat, Error> {
-        let admin_listener =
-            match config.admin_bind {
-                Some(a) => Some(TcpListener::bind(a).map_err(|e| {
-                    Error::Config(format!("cannot listen on --admin-bind {a}: {e}"))
-                })?),
-                None => None,
-            };
-        let admin_token = config.admin_token.clone();
-        let listener = TcpListener::bind(config.bind)
-            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
-        let server_config = ServerConfig {
-            workers: config.workers,
-            max_connections: config.max_connections,
-            max_streams: config.max_streams,
-            max_body: config.max_body,
-            idle_timeout: config.client_idle_timeout,
-            ..ServerConfig::default()
-        };
-        let grace = config.shutdown_grace;
-        let sweep =
-            (config.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
-        let resource = config
-            .auth
-            .resource_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}{}", local_name(&listener), config.path));
-        let gate = Gatekeeper::new(&config, resource)?;
-        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream, metrics, gate));
-        let server = Arc::new(Server::start(listener, server_config, proxy.clone())?);
-        proxy.set_server(Arc::downgrade(&server));
-        let admin = match admin_listener {
-            Some(l) => {
-                let cfg = ServerConfig {
-                    workers: 4,
-                    max_connections: 64,
-                    max_streams: 1,
-                    max_body: 64 * 1024,
-                    ..ServerConfig::default()
-                };
-                let handler = Arc::new(Admin::new(proxy.clone(), admin_token));
-                let s = Server::start(l, cfg, handler)?;
-                log::info!("admin API on http://{}/admin/", s.local_addr());
-                Some(s)
-            }
-            None => None,
-        };
-        let (stop, stopped) = bounded::<()>(1);
-        let p = proxy.clone();
-        let reaper = std::thread::Builder::new()
-            .name("shadowcat-reaper".into())
-            .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(sweep)
-                {
-                    p.expire_sessions();
-                }
-            })?;
-        Ok(Shadowcat {
-            server,
-            admin,
-            proxy,
-            reaper: Mutex::new(Some((stop, reaper))),
-            stopped: AtomicBool::new(false),
-            grace,
-        })
-    }
-
-    /// The bound address (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// The admin API's bound address, if `--admin-bind` was given.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(|a| a.local_addr())
-    }
-
-    /// Process ids of the stdio children by slot (empty for an HTTP upstream).
-    pub fn stdio_child_pids(&self) -> Vec<Option<u32>> {
-        self.proxy
-            .upstream()
-            .children()
-            .iter()
-            .map(|c| c.pid)
-            .collect()
-    }
-
-    /// The request pipeline (sessions, upstream), for tests and operators.
-    pub fn proxy(&self) -> &Proxy {
-        &self.proxy
-    }
-
-    /// Ends the grace of a running [`Shadowcat::shutdown`] now (the second signal).
-    pub fn hurry(&self) {
-        self.server.hurry();
-    }
-
-    /// Stops in the documented order, waiting at most about `grace` for requests in flight.
-    /// A second call returns at once.
-    pub fn shutdown(&self, grace: Duration) {
-        if self.stopped.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        self.server.shutdown(grace);
-        if let Some(a) = &self.admin {
-            a.shutdown(Duration::from_millis(500));
-        }
-        if let Some((stop, handle)) = lock(&self.reaper).take() {
-            drop(stop);
-            let _ = handle.join();
-        }
-        self.proxy.close_all();
-        self.proxy.upstream().shutdown(Duration::from_secs(2));
-    }
-}
-
-impl Drop for Shadowcat {
-    fn drop(&mut self) {
-        self.shutdown(Duration::from_secs(1));
-    }
-}
-
-/// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
-/// shuts down gracefully. A second signal during the shutdown skips what is left of the grace.
-pub fn run(config: Config) -> Result<(), Error> {
-    let signals = block_signals();
-    let proxy = Arc::new(Shadowcat::start(config)?);
-    log::info!(
-        "shadowcat listening on http://{}{} (upstream {})",
-        proxy.local_addr(),
-        proxy.proxy.cfg_path(),
-        proxy.proxy.upstream().name()
-    );
-    let sig = wait_signal(&signals, None).unwrap_or(0);
-    log::info!("signal {sig}: shutting down (grace {:?})", proxy.grace);
-    let p = proxy.clone();
-    let stopper = std::thread::Builder::new()
-        .name("shadowcat-stop".into())
-        .spawn(move || p.shutdown(p.grace))?;
-    while !stopper.is_finished() {
-        if let Some(sig) = wait_signal(&signals, Some(Duration::from_millis(100))) {
-            log::warn!("signal {sig} again: skipping the rest of the grace");
-            proxy.hurry();
-        }
-    }
-    let _ = stopper.join();
-    log::info!("stopped");
-    Ok(())
-}
-
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it starts later), so they
-/// can be taken synchronously with `sigwait`.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: plain libc calls on a zeroed, initialised sigset owned by this frame.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    }
-}
-
-/// Waits for one of the blocked signals, at most `timeout` if given.
-fn wait_signal(set: &libc::sigset_t, timeout: Option<Duration>) -> Option<i32> {
-    match timeout {
-        None => {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: `set` is initialised; sigwait writes the signal number into `sig`.
-            let rc = unsafe { libc::sigwait(set, &mut sig) };
-            (rc == 0).then_some(sig)
-        }
-        Some(t) => {
-            let ts = libc::timespec {
-                tv_sec: t.as_secs() as libc::time_t,
-                tv_nsec: t.subsec_nanos() as libc::c_long,
-            };
-            // SAFETY: `set` and `ts` are initialised; a null siginfo pointer is allowed.
-            let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-            (sig > 0).then_some(sig)
-        }
-    }
+    pub use crate::proxy::sse_event;
+    pub use crate::session::Sessions;
+    pub use crate::stream::ReplayLimits;
 }

@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
-use shadowcat::config::{Cli, Command};
-use shadowcat::error::Error;
+use shadowcat::Error;
+use shadowcat::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match parse_args() {
@@ -15,11 +15,14 @@ fn main() -> ExitCode {
     let (name, result) = match cli.command {
         Command::DemoServer(args) => {
             init_logging("warn", false);
-            ("shadowcat demo-server", shadowcat::demo::run_with(&args))
+            (
+                "shadowcat demo-server",
+                shadowcat::tools::demo::run_with(&args),
+            )
         }
         Command::Bench(args) => {
             init_logging("warn", false);
-            ("shadowcat bench", shadowcat::bench::run(args))
+            ("shadowcat bench", shadowcat::tools::bench::run(args))
         }
         Command::Reverse(args) => {
             init_logging("info", args.log_format == "json");

@@ -10,11 +10,12 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::stream::{ReplayLimits, Streams};
+use crate::util::lock;
 
 /// How a session is tied to the upstream, decided by [`crate::upstream::Upstream::initialize`].
 #[derive(Debug, Default)]
@@ -90,11 +91,6 @@ impl Session {
     pub fn inflight(&self) -> usize {
         lock(&self.inflight).len()
     }
-}
-
-/// Locks a mutex, ignoring poisoning: every critical section here leaves its data consistent.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The session table.

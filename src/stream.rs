@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::session::lock;
+use crate::util::lock;
 
 /// Byte cap of one stream's replay buffer.
 pub const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;

@@ -55,5 +55,6 @@ mod auth;
 #[path = "it/ratelimit.rs"]
 mod ratelimit;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
+#[cfg(feature = "fuzzing")]
 #[path = "it/fuzz_corpus.rs"]
 mod fuzz_corpus;

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| shadowcat::fuzzing::headers(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shadowcat::tools::fuzzing::headers(data));

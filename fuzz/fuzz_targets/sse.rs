@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| shadowcat::fuzzing::sse(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| shadowcat::tools::fuzzing::sse(data));

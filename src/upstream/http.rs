@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 
 use r2d2::{ManageConnection, Pool, PooledConnection};
 
-use crate::child::{read_line_bounded, trim_line};
 use crate::config::Secret;
 use crate::error::Error;
 use crate::jsonrpc::Message;
-use crate::session::{Binding, Session, lock};
+use crate::session::{Binding, Session};
 use crate::upstream::{Call, Item, MessageStream, Poll, PoolInfo, Reply, Upstream};
+use crate::util::lock;
+use crate::util::{read_line_bounded, trim_line};
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client's GET waits for a standalone-stream slot before it gets 503.

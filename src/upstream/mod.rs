@@ -4,7 +4,6 @@
 //! end a session. Everything else (validation, sessions, logging, error mapping, streaming to
 //! the client) happens once, in the pipeline.
 
-pub mod dedicated;
 pub mod http;
 pub mod stdio;
 

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use shadowcat::http::{Handler, Responder, Server, ServerConfig};
 use shadowcat::http::{Request, Response};
-use shadowcat::server::{Handler, Responder, Server, ServerConfig};
 
 use crate::support::*;
 

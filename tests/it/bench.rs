@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shadowcat::bench::{BenchOptions, bench};
+use shadowcat::tools::bench::{BenchOptions, bench};
 
 use crate::support::*;
 

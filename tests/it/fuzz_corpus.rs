@@ -32,15 +32,15 @@ fn replay(target: &str, entry: fn(&[u8])) {
 
 #[test]
 fn jsonrpc() {
-    replay("jsonrpc", shadowcat::fuzzing::jsonrpc);
+    replay("jsonrpc", shadowcat::tools::fuzzing::jsonrpc);
 }
 
 #[test]
 fn sse() {
-    replay("sse", shadowcat::fuzzing::sse);
+    replay("sse", shadowcat::tools::fuzzing::sse);
 }
 
 #[test]
 fn headers() {
-    replay("headers", shadowcat::fuzzing::headers);
+    replay("headers", shadowcat::tools::fuzzing::headers);
 }

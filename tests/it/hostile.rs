@@ -23,10 +23,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use shadowcat::Proxy;
 use shadowcat::Shadowcat;
+use shadowcat::http::{Handler, Responder, Server, ServerConfig};
 use shadowcat::http::{Request, Response};
-use shadowcat::proxy::Proxy;
-use shadowcat::server::{Handler, Responder, Server, ServerConfig};
 
 use crate::support::*;
 

@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shadowcat::http::{Handler, Responder, Server, ServerConfig};
 use shadowcat::http::{Request, Response};
-use shadowcat::server::{Handler, Responder, Server, ServerConfig};
 
 use crate::support::*;
 

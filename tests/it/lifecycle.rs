@@ -5,10 +5,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shadowcat::Error;
 use shadowcat::Shadowcat;
-use shadowcat::error::Error;
-use shadowcat::session::{Binding, Session};
-use shadowcat::upstream::{Call, Reply, Upstream};
+use shadowcat::{Binding, Session};
+use shadowcat::{Call, Reply, Upstream};
 
 use crate::support::*;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 use serde_json::Value;
 use shadowcat::Shadowcat;
-use shadowcat::config::{Cli, Command as Sub, Config};
+use shadowcat::{Cli, Command as Sub, Config};
 
 /// Path of the built binary.
 pub fn exe() -> &'static str {

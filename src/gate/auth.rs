@@ -39,7 +39,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::error::Error;
+use crate::error::{Denial, Error};
 use crate::http::{Request, Response};
 
 /// A JWKS is refetched for an unknown `kid` at most this often.
@@ -102,17 +102,6 @@ impl AuthConfig {
 /// Who a request comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal(pub String);
-
-/// Why a request was refused (mapped by `error.rs`: 401 or 403).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Denial {
-    /// No `Authorization: Bearer` header.
-    Missing,
-    /// A token was sent but is not valid (unknown, bad signature, expired, wrong audience).
-    Invalid(String),
-    /// A valid token lacks required scopes (listed).
-    Scope(String),
-}
 
 /// The authenticator: built once at start-up, shared by all workers.
 pub struct Auth {

@@ -12,13 +12,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde_json::value::RawValue;
 
-use crate::child;
 use crate::error::Error;
 use crate::http::{self, BodyFraming, ConnHeader, Framing, HeadScan, ReadError, Request, Version};
 use crate::jsonrpc::{self, Kind, Message};
 use crate::proxy;
 use crate::stream;
 use crate::upstream::http::{RawEvent, read_sse_event};
+use crate::upstream::stdio::child;
 
 /// `--max-body` for the framing checks (the default).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -139,7 +139,8 @@ fn stdio_round_trip(mut msg: Message, n: u64) {
         "a request must reach a stdio child as one line: {:?}",
         String::from_utf8_lossy(&line)
     );
-    let seen = Message::parse(child::trim_line(&line)).expect("the child can parse the request");
+    let seen =
+        Message::parse(crate::util::trim_line(&line)).expect("the child can parse the request");
     assert_eq!(seen.kind().ok(), Some(Kind::Request));
     assert_eq!(seen.method, msg.method);
     assert_eq!(seen.id.as_deref().and_then(jsonrpc::id_u64), Some(n));
@@ -170,7 +171,7 @@ fn stdio_round_trip(mut msg: Message, n: u64) {
 
     // The child answers; its reader puts the client's id back (as `child::route` does).
     let reply = jsonrpc::result_body(seen.id.as_deref().expect("id"), r#"{"ok":true}"#);
-    let mut back = Message::parse(child::trim_line(&reply)).expect("the response parses");
+    let mut back = Message::parse(crate::util::trim_line(&reply)).expect("the response parses");
     assert_eq!(back.kind().ok(), Some(Kind::Response));
     assert_eq!(back.id.as_deref().and_then(jsonrpc::id_u64), Some(n));
     back.id = Some(saved_id);
@@ -330,10 +331,10 @@ impl Read for Pieces<'_> {
 ///   or 413 otherwise; [`http::expects_continue`] answers `true`, `false` or 417;
 /// * a header [`http::valid_header`] accepts has no CR, LF or NUL in its value and cannot
 ///   add a line to a response head ([`http::encode_head`]);
-/// * an `Origin` accepted as loopback ([`proxy::loopback_origin`], after the normalisation
+/// * an `Origin` accepted as loopback ([`http::origin::loopback_origin`], after the normalisation
 ///   of the pipeline) is `http` or `https`, and no URI parser that understands it names a
 ///   host other than `localhost`, `127.0.0.0/8` or `::1`; likewise a `Host` accepted by
-///   [`proxy::is_loopback_host`];
+///   [`http::origin::is_loopback_host`];
 /// * an accepted chunk-size line is 1–16 hex digits (the size) then nothing or `;` and
 ///   extensions, and the size written in hex parses back to itself;
 /// * content-type matching ([`proxy::media_is`]) agrees with `Accept` matching
@@ -469,8 +470,8 @@ fn header(name: &str, value: &str) {
 
 fn origin(raw: &str) {
     // Normalised as `Proxy::check_origin` does before the loopback test.
-    let o = proxy::normalize_origin(raw);
-    if !proxy::loopback_origin(&o) {
+    let o = http::origin::normalize_origin(raw);
+    if !http::origin::loopback_origin(&o) {
         return;
     }
     assert!(o.starts_with("http://") || o.starts_with("https://"));
@@ -482,7 +483,7 @@ fn origin(raw: &str) {
 }
 
 fn host(raw: &str) {
-    if !proxy::is_loopback_host(raw) {
+    if !http::origin::is_loopback_host(raw) {
         return;
     }
     let named = raw

@@ -74,7 +74,7 @@ use serde_json::{Value, json};
 
 use crate::config::DemoServerArgs;
 use crate::error::Error;
-use crate::session::lock;
+use crate::util::lock;
 
 /// The `serverInfo.name` the demo server reports.
 pub const SERVER_NAME: &str = "shadowcat-demo";

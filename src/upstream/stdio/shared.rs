@@ -24,11 +24,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use serde_json::{Value, json};
 
-use crate::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
-use crate::session::{Binding, Session, lock};
+use crate::session::{Binding, Session};
+use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::upstream::{Call, ChildInfo, Item, MessageStream, Poll, Reply, Upstream};
+use crate::util::lock;
 
 pub use crate::jsonrpc::LEGACY_VERSIONS;
 /// The version the proxy asks children for.

@@ -31,13 +31,14 @@
 //!   logged: Rust cannot kill a thread).
 
 use crate::http::{self, ConnHeader, Framing, Limits, ReadError, Request, Response, Version, Wire};
+use crate::util::lock;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -140,10 +141,6 @@ fn plain_error(status: u16, message: &str) -> Response {
         "text/plain; charset=utf-8",
         format!("{message}\n").into_bytes(),
     )
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Counting semaphore; `close` makes waiting and later `acquire` calls fail.

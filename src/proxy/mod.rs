@@ -12,7 +12,6 @@
 //!    session; anything else needs a live session (400 without, 404 unknown or expired);
 //! 5. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,14 +19,15 @@ use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::gatekeeper::{Caller, Gatekeeper};
+use crate::gate::{Caller, Gatekeeper};
+use crate::http::origin::{is_loopback_host, loopback_origin, normalize_origin};
+use crate::http::{Handler, Responder, StreamError};
 use crate::http::{Request, Response};
+use crate::jsonrpc::LEGACY_VERSIONS;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::metrics::{MethodClass, Metrics, Rejection};
-use crate::server::{Handler, Responder, StreamError};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
-use crate::upstream::stdio::LEGACY_VERSIONS;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
 
 /// How long a request may take and still be answered as plain JSON.
@@ -57,7 +57,7 @@ pub struct Proxy {
     loopback: bool,
     warn_gate: Gate,
     metrics: Arc<Metrics>,
-    server: std::sync::OnceLock<std::sync::Weak<crate::server::Server>>,
+    server: std::sync::OnceLock<std::sync::Weak<crate::http::Server>>,
     gate: Gatekeeper,
 }
 
@@ -256,7 +256,7 @@ impl Proxy {
         self.server_stats().connections
     }
 
-    fn server_stats(&self) -> crate::server::ServerStats {
+    fn server_stats(&self) -> crate::http::ServerStats {
         self.server
             .get()
             .and_then(std::sync::Weak::upgrade)
@@ -265,13 +265,24 @@ impl Proxy {
     }
 
     /// Tells the pipeline which server runs it (for connection counts).
-    pub fn set_server(&self, server: std::sync::Weak<crate::server::Server>) {
+    pub fn set_server(&self, server: std::sync::Weak<crate::http::Server>) {
         let _ = self.server.set(server);
     }
 
     /// Streams currently open (request and standalone): the server's stream permits in use.
     pub fn open_streams(&self) -> usize {
         self.server_stats().streams
+    }
+
+    /// Sends a response built outside the pipeline (the operations endpoints), counted and
+    /// logged as any other answer, though not as an MCP request.
+    pub fn answer(&self, req: &Request, res: &mut Responder<'_>, resp: Response) {
+        let started = Instant::now();
+        self.metrics.bytes_in(req.body.len() as u64);
+        let status = resp.status;
+        self.metrics.bytes_out(resp.body.len() as u64);
+        let _ = res.send(resp);
+        self.access_log(req, &Access::default(), status, started.elapsed());
     }
 
     /// The one place a session that left the table is wound down: its streams end (open
@@ -283,28 +294,10 @@ impl Proxy {
 
     fn route(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
         let path = req.path();
-        if req.method == "GET" {
-            // Operations endpoints: no MCP validation, no Origin/Host checks.
-            match path {
-                "/healthz" => {
-                    return Ok(Outcome::Response(
-                        Response::new(200).with_body("text/plain", b"ok\n".to_vec()),
-                    ));
-                }
-                "/readyz" => return Ok(Outcome::Response(crate::admin::readyz(self))),
-                "/metrics" => {
-                    let r = self
-                        .gate
-                        .metrics_refusal(req)
-                        .unwrap_or_else(|| crate::admin::metrics(self));
-                    return Ok(Outcome::Response(r));
-                }
-                _ => {
-                    if let Some(doc) = self.gate.metadata(path, &self.cfg.path) {
-                        return Ok(Outcome::Response(doc));
-                    }
-                }
-            }
+        if req.method == "GET"
+            && let Some(doc) = self.gate.metadata(path, &self.cfg.path)
+        {
+            return Ok(Outcome::Response(doc));
         }
         if path != self.cfg.path {
             return Err(Error::NotFound);
@@ -860,52 +853,9 @@ fn lists(accept: &str, want: &str) -> bool {
     accept.split(',').any(|part| media_is(part, want))
 }
 
-fn host_part(authority: &str) -> &str {
-    let a = authority.trim();
-    if let Some(rest) = a.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or("");
-    }
-    a.split(':').next().unwrap_or("")
-}
-
-/// `localhost`, `127.0.0.0/8` or `::1`, with or without a port (and no userinfo: in
-/// `localhost:1@evil.example` the host is `evil.example`).
-pub(crate) fn is_loopback_host(authority: &str) -> bool {
-    let h = host_part(authority);
-    !authority.contains('@')
-        && (h.eq_ignore_ascii_case("localhost")
-            || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
-}
-
-/// An `Origin` (or `--allowed-origin`) as compared: trimmed, lowercase, no trailing slash.
-pub(crate) fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
-pub(crate) fn loopback_origin(origin: &str) -> bool {
-    let rest = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    rest.is_some_and(|r| !r.contains('/') && is_loopback_host(r))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn origin_and_host_rules() {
-        assert!(is_loopback_host("localhost:8080"));
-        assert!(is_loopback_host("127.0.0.1"));
-        assert!(is_loopback_host("[::1]:9"));
-        assert!(!is_loopback_host("evil.example"));
-        assert!(!is_loopback_host("localhost.evil.example:80"));
-        assert!(loopback_origin("http://localhost:3000"));
-        assert!(loopback_origin("https://127.0.0.1"));
-        assert!(!loopback_origin("http://evil.example"));
-        assert!(!loopback_origin("null"));
-        assert!(!loopback_origin("file://localhost"));
-    }
 
     #[test]
     fn media_types() {

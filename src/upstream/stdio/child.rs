@@ -16,7 +16,7 @@
 //! closing stdin, then SIGTERM to the group, then SIGKILL, and is always reaped.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,8 +29,9 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message, RawObject};
-use crate::session::{Session, lock};
+use crate::session::Session;
 use crate::upstream::Item;
+use crate::util::{lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
 #[derive(Debug)]
@@ -81,6 +82,7 @@ pub struct Program {
 }
 
 impl Program {
+    #[cfg(test)]
     /// `argv` with the proxy's own environment.
     pub fn argv(argv: Vec<String>) -> Program {
         Program {
@@ -643,50 +645,6 @@ pub(crate) fn restore_progress_token(msg: &mut Message, token: &RawValue) {
     v.insert("progressToken".into(), token.to_owned());
     if let Ok(text) = serde_json::to_string(&v) {
         msg.params = Some(jsonrpc::raw(text));
-    }
-}
-
-/// A line without its trailing CR and LF bytes.
-pub(crate) fn trim_line(mut l: &[u8]) -> &[u8] {
-    while let [rest @ .., b'\n' | b'\r'] = l {
-        l = rest;
-    }
-    l
-}
-
-/// Reads one line into `buf` (newline included), refusing lines longer than `max`.
-/// Returns the bytes read; 0 at EOF.
-pub fn read_line_bounded<R: BufRead>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<usize> {
-    let mut n = 0;
-    loop {
-        let available = match r.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
-            return Ok(n);
-        }
-        let (take, done) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (available.len(), false),
-        };
-        if buf.len() + take > max.saturating_add(1) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("line longer than {max} bytes"),
-            ));
-        }
-        buf.extend_from_slice(&available[..take]);
-        r.consume(take);
-        n += take;
-        if done {
-            return Ok(n);
-        }
     }
 }
 

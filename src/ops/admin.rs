@@ -20,12 +20,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::auth::bearer_is;
 use crate::config::{Secret, StdioMode, UpstreamConfig};
+use crate::gate::auth::bearer_is;
+use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
 use crate::metrics::{ChildGauge, Gauges, PoolGauge};
 use crate::proxy::Proxy;
-use crate::server::{Handler, Responder};
 
 /// `GET /readyz`.
 pub fn readyz(p: &Proxy) -> Response {

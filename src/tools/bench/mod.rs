@@ -65,9 +65,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::child::{read_line_bounded, trim_line};
 use crate::config::{duration as parse_duration, split_command};
 use crate::error::Error;
+use crate::util::{read_line_bounded, trim_line};
 
 /// Most sessions (threads) one run may use.
 pub const MAX_SESSIONS: usize = 10_000;

@@ -1,5 +1,5 @@
-//! The gate in front of the MCP endpoint: who the caller is ([`crate::auth`]) and whether it
-//! may go on now ([`crate::ratelimit`]). `proxy.rs` asks it once per request, after the
+//! The gate in front of the MCP endpoint: who the caller is ([`crate::gate::auth`]) and whether it
+//! may go on now ([`crate::gate::ratelimit`]). `proxy.rs` asks it once per request, after the
 //! Origin/Host checks and before any session or upstream work.
 //!
 //! Order: authenticate; on failure, charge the client's IP bucket, so a flood of bad tokens is
@@ -9,14 +9,18 @@
 //! (`ip:203.0.113.9`, from `X-Forwarded-For` only behind a `--trusted-proxy`). A POST is
 //! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
 
+pub mod auth;
+pub mod ratelimit;
+
 use std::time::Instant;
 
-use crate::auth::{Auth, Denial};
 use crate::config::{Config, Secret};
+use crate::error::Denial;
 use crate::error::Error;
+use crate::gate::auth::Auth;
+use crate::gate::ratelimit::{Cidr, Limiter, client_ip};
 use crate::http::{Request, Response};
 use crate::metrics::{Metrics, Rejection};
-use crate::ratelimit::{Cidr, Limiter, client_ip};
 
 /// Authentication, rate limits and the `/metrics` token, built once at start-up.
 pub struct Gatekeeper {
@@ -155,7 +159,7 @@ impl Gatekeeper {
     /// `None` when `/metrics` may be served to this request, else the 401 to send.
     pub fn metrics_refusal(&self, req: &Request) -> Option<Response> {
         let want = self.metrics_token.as_ref()?;
-        if crate::auth::bearer_is(req, want.expose()) {
+        if crate::gate::auth::bearer_is(req, want.expose()) {
             return None;
         }
         Some(

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use serde_json::json;
 
-use crate::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
-use crate::session::{Binding, Session, lock};
-use crate::upstream::stdio::{call_stream, cancel, request};
+use crate::session::{Binding, Session};
+use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
+use crate::upstream::stdio::shared::{call_stream, cancel, request};
 use crate::upstream::{Call, ChildInfo, Reply, Upstream};
+use crate::util::lock;
 
 const RETRY_SPAWN: Duration = Duration::from_millis(500);
 

@@ -50,8 +50,10 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::util::lock;
 
 /// Default for [`Limits::max_keys`]: the number of distinct keys tracked.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;
@@ -64,10 +66,6 @@ pub const TOKEN_EPSILON: f64 = 1e-9;
 
 /// Relative float noise ignored when a wait is rounded up to the nanosecond.
 const WAIT_SLACK: f64 = 1e-12;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Rate, ToolLimit

@@ -1,0 +1,13 @@
+//! Our own HTTP/1.1 layer, on `httparse` and std sockets.
+//!
+//! Owns: the wire (strict request parsing, response encoding), the server (accept thread,
+//! connection threads, worker and stream permits, graceful shutdown) and the `Host`/`Origin`
+//! syntax the rebinding checks compare. Must not touch: MCP, JSON-RPC, sessions or upstreams;
+//! the one thing it calls is the [`Handler`] it was given.
+
+mod message;
+pub mod origin;
+mod server;
+
+pub use message::*;
+pub use server::*;
