@@ -12,6 +12,7 @@ use std::time::Duration;
 use argh::FromArgs;
 
 use crate::error::Error;
+use crate::util::{duration, size, split_command};
 
 /// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
 #[derive(FromArgs, Debug)]
@@ -28,34 +29,9 @@ pub enum Command {
     /// Serve Streamable HTTP in front of an upstream MCP server.
     Reverse(ReverseArgs),
     /// Run the built-in demo MCP server on stdin/stdout.
-    DemoServer(DemoServerArgs),
+    DemoServer(crate::tools::demo::DemoServerArgs),
     /// Load-test a Streamable HTTP MCP endpoint.
     Bench(crate::tools::bench::BenchArgs),
-}
-
-/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "demo-server")]
-pub struct DemoServerArgs {
-    /// fault injection: exit at once with this status, before reading stdin (default: serve)
-    #[argh(option)]
-    pub exit_at_start: Option<i32>,
-
-    /// fault injection: sleep this long before serving, e.g. 500ms (default: no delay)
-    #[argh(option)]
-    pub startup_delay: Option<String>,
-
-    /// fault injection: answer initialize with a JSON-RPC error (default off)
-    #[argh(switch)]
-    pub fail_initialize: bool,
-
-    /// fault injection: at stdin EOF keep running, sleeping, instead of exiting (default off)
-    #[argh(switch)]
-    pub ignore_eof: bool,
-
-    /// fault injection: ignore SIGTERM, so only SIGKILL stops the process (default off)
-    #[argh(switch)]
-    pub ignore_sigterm: bool,
 }
 
 /// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP
@@ -810,122 +786,6 @@ fn positive(flag: &str, v: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h` or bare seconds. Zero is refused.
-pub fn duration(flag: &str, s: &str) -> Result<Duration, Error> {
-    let s = s.trim();
-    let (num, unit) = split_unit(s);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| Error::Config(format!("{flag}: bad duration {s:?} (try 500ms, 10s, 5m)")))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => {
-            return Err(Error::Config(format!(
-                "{flag}: bad duration unit in {s:?} (ms, s, m or h)"
-            )));
-        }
-    };
-    if d.is_zero() {
-        return Err(Error::Config(format!("{flag} must be more than zero")));
-    }
-    Ok(d)
-}
-
-/// Parses bytes, `KiB` or `MiB` (also `K`, `M`). Zero is refused.
-pub fn size(flag: &str, s: &str) -> Result<usize, Error> {
-    let s = s.trim();
-    let (num, unit) = split_unit(s);
-    let n: usize = num
-        .parse()
-        .map_err(|_| Error::Config(format!("{flag}: bad size {s:?} (try 65536, 64KiB, 4MiB)")))?;
-    let mult = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1024,
-        "m" | "mib" | "mb" => 1024 * 1024,
-        _ => return Err(Error::Config(format!("{flag}: bad size unit in {s:?}"))),
-    };
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| Error::Config(format!("{flag}: {s:?} is too large")))?;
-    if v == 0 {
-        return Err(Error::Config(format!("{flag} must be more than zero")));
-    }
-    Ok(v)
-}
-
-fn split_unit(s: &str) -> (&str, &str) {
-    let at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    (&s[..at], s[at..].trim())
-}
-
-/// Splits a command line into argv without a shell.
-///
-/// Rules: unquoted whitespace separates words; `'…'` keeps everything literally; `"…"` keeps
-/// everything but lets `\` escape `"` and `\`; outside quotes `\` escapes any character. No
-/// variables, globs, pipes or redirections: `$HOME` is passed as the five characters.
-pub fn split_command(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => cur.push(c),
-                        None => return Err("unterminated single quote".into()),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c @ ('"' | '\\')) => cur.push(c),
-                            Some(c) => {
-                                cur.push('\\');
-                                cur.push(c);
-                            }
-                            None => return Err("unterminated double quote".into()),
-                        },
-                        Some(c) => cur.push(c),
-                        None => return Err("unterminated double quote".into()),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => cur.push(c),
-                    None => return Err("trailing backslash".into()),
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1034,25 +894,5 @@ mod tests {
         assert_eq!(c.stdio_env.vars[0].0, "A");
         assert_eq!(c.limits.per_client.map(|r| r.burst), Some(40));
         assert!(!parse(&["reverse"]).unwrap().auth.enabled());
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(duration("x", "500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(duration("x", "7").unwrap(), Duration::from_secs(7));
-        assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(size("x", "64KiB").unwrap(), 65536);
-        assert_eq!(size("x", "100").unwrap(), 100);
-    }
-
-    #[test]
-    fn argv_splitting() {
-        assert_eq!(
-            split_command(r#"node "my server.js" --name 'a b' x\ y "q\"q""#).unwrap(),
-            vec!["node", "my server.js", "--name", "a b", "x y", "q\"q"]
-        );
-        assert_eq!(split_command("  a   b ").unwrap(), vec!["a", "b"]);
-        assert_eq!(split_command("''").unwrap(), vec![""]);
-        assert!(split_command("'open").is_err());
     }
 }

@@ -1,10 +1,14 @@
-//! Small helpers every part may use: they depend on nothing else in the crate.
+//! Small helpers every part may use: they depend on nothing in the crate but [`Error`].
 //!
-//! Owns: poison-tolerant locking and bounded line reading. Must not touch: anything of the
+//! Owns: poison-tolerant locking, bounded line reading, and the value syntax flags share
+//! (durations, sizes, command lines). Must not touch: anything of the
 //! proxy's own types; a helper that needs one belongs beside that type instead.
 
 use std::io::{self, BufRead};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::Error;
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data consistent.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -52,5 +56,146 @@ pub fn read_line_bounded<R: BufRead>(
         if done {
             return Ok(n);
         }
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` or bare seconds. Zero is refused.
+pub fn duration(flag: &str, s: &str) -> Result<Duration, Error> {
+    let s = s.trim();
+    let (num, unit) = split_unit(s);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| Error::Config(format!("{flag}: bad duration {s:?} (try 500ms, 10s, 5m)")))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(Error::Config(format!(
+                "{flag}: bad duration unit in {s:?} (ms, s, m or h)"
+            )));
+        }
+    };
+    if d.is_zero() {
+        return Err(Error::Config(format!("{flag} must be more than zero")));
+    }
+    Ok(d)
+}
+
+/// Parses bytes, `KiB` or `MiB` (also `K`, `M`). Zero is refused.
+pub fn size(flag: &str, s: &str) -> Result<usize, Error> {
+    let s = s.trim();
+    let (num, unit) = split_unit(s);
+    let n: usize = num
+        .parse()
+        .map_err(|_| Error::Config(format!("{flag}: bad size {s:?} (try 65536, 64KiB, 4MiB)")))?;
+    let mult = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1024,
+        "m" | "mib" | "mb" => 1024 * 1024,
+        _ => return Err(Error::Config(format!("{flag}: bad size unit in {s:?}"))),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| Error::Config(format!("{flag}: {s:?} is too large")))?;
+    if v == 0 {
+        return Err(Error::Config(format!("{flag} must be more than zero")));
+    }
+    Ok(v)
+}
+
+fn split_unit(s: &str) -> (&str, &str) {
+    let at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    (&s[..at], s[at..].trim())
+}
+
+/// Splits a command line into argv without a shell.
+///
+/// Rules: unquoted whitespace separates words; `'…'` keeps everything literally; `"…"` keeps
+/// everything but lets `\` escape `"` and `\`; outside quotes `\` escapes any character. No
+/// variables, globs, pipes or redirections: `$HOME` is passed as the five characters.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err("unterminated double quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unterminated double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(duration("x", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(duration("x", "7").unwrap(), Duration::from_secs(7));
+        assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(size("x", "64KiB").unwrap(), 65536);
+        assert_eq!(size("x", "100").unwrap(), 100);
+    }
+
+    #[test]
+    fn argv_splitting() {
+        assert_eq!(
+            split_command(r#"node "my server.js" --name 'a b' x\ y "q\"q""#).unwrap(),
+            vec!["node", "my server.js", "--name", "a b", "x y", "q\"q"]
+        );
+        assert_eq!(split_command("  a   b ").unwrap(), vec!["a", "b"]);
+        assert_eq!(split_command("''").unwrap(), vec![""]);
+        assert!(split_command("'open").is_err());
     }
 }

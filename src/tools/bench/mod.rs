@@ -65,8 +65,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::config::{duration as parse_duration, split_command};
 use crate::error::Error;
+use crate::util::{duration as parse_duration, split_command};
 use crate::util::{read_line_bounded, trim_line};
 
 /// Most sessions (threads) one run may use.
@@ -2290,7 +2290,7 @@ fn exited(pid: libc::pid_t) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Cli, Command};
+    use crate::{Cli, Command};
     use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
 

@@ -72,9 +72,33 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::config::DemoServerArgs;
 use crate::error::Error;
 use crate::util::lock;
+
+/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
+#[derive(argh::FromArgs, Debug)]
+#[argh(subcommand, name = "demo-server")]
+pub struct DemoServerArgs {
+    /// fault injection: exit at once with this status, before reading stdin (default: serve)
+    #[argh(option)]
+    pub exit_at_start: Option<i32>,
+
+    /// fault injection: sleep this long before serving, e.g. 500ms (default: no delay)
+    #[argh(option)]
+    pub startup_delay: Option<String>,
+
+    /// fault injection: answer initialize with a JSON-RPC error (default off)
+    #[argh(switch)]
+    pub fail_initialize: bool,
+
+    /// fault injection: at stdin EOF keep running, sleeping, instead of exiting (default off)
+    #[argh(switch)]
+    pub ignore_eof: bool,
+
+    /// fault injection: ignore SIGTERM, so only SIGKILL stops the process (default off)
+    #[argh(switch)]
+    pub ignore_sigterm: bool,
+}
 
 /// The `serverInfo.name` the demo server reports.
 pub const SERVER_NAME: &str = "shadowcat-demo";
@@ -146,7 +170,7 @@ pub fn run_with(args: &DemoServerArgs) -> Result<(), Error> {
     let delay = args
         .startup_delay
         .as_deref()
-        .map(|d| crate::config::duration("--startup-delay", d))
+        .map(|d| crate::util::duration("--startup-delay", d))
         .transpose()?;
     if args.ignore_sigterm {
         // SAFETY: installing SIG_IGN touches no Rust state; it is done before any thread starts.
