@@ -1,11 +1,51 @@
-//! The one error type of the proxy, and the one place that maps it to HTTP and JSON-RPC.
+//! The one error type of the proxy, and the one place that turns an error into its answer.
 //!
-//! Every failure a request can meet is a variant of [`Error`]. [`Error::status`] gives the HTTP
-//! status the client sees and [`Error::rpc_code`] the JSON-RPC error code in the body; nothing
-//! else in the crate decides either.
+//! Every failure a request can meet is a variant of [`Error`], each used only for what its doc
+//! says. [`Error::answer`] gives everything the client gets and the metrics count for it: the
+//! HTTP status, the JSON-RPC error code of the body, extra headers (`Retry-After`, `Allow`,
+//! `WWW-Authenticate`) and the metric it counts under; [`Error::source`] says whose fault it
+//! was. Nothing else in the crate decides any of these.
+//!
+//! Owns: the error enum and its mapping. Must not touch: how the body is framed (that is
+//! [`crate::jsonrpc::error_for`]) or how a response is written.
 
 use std::fmt;
 use std::io;
+
+use crate::metrics::{Rejection, UpstreamErrorKind};
+
+/// Whose fault an error is (after pingora's `ErrorSource`): logs and dashboards split on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The client sent something the proxy refuses (or is over a limit).
+    Downstream,
+    /// The upstream server (or a stdio child) failed, or is down or busy.
+    Upstream,
+    /// The proxy itself: a bug, its own capacity, or its configuration.
+    Internal,
+}
+
+/// What one error adds to the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Count {
+    /// `shadowcat_upstream_errors_total{kind}`.
+    Upstream(UpstreamErrorKind),
+    /// `shadowcat_rejected_total{reason}`.
+    Rejected(Rejection),
+}
+
+/// The whole answer for an error: built by [`Error::answer`], sent by the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON-RPC error code of the body.
+    pub code: i64,
+    /// Headers beside `Content-Type`.
+    pub headers: Vec<(&'static str, String)>,
+    /// What the metrics count, if anything.
+    pub count: Option<Count>,
+}
 
 /// Everything that can go wrong while serving one request, or while starting up.
 #[derive(Debug)]
@@ -23,8 +63,13 @@ pub enum Error {
     /// `Origin` is not allowed, or `Host` is not a loopback name on a loopback listener.
     Forbidden(&'static str),
     /// Authentication is on and the bearer token is missing or invalid (401), or valid but
-    /// without a required scope (403). The answer carries `WWW-Authenticate`.
-    Auth(Denial),
+    /// without a required scope (403).
+    Auth {
+        /// Why.
+        denial: Denial,
+        /// The `WWW-Authenticate` value the answer carries (it names the metadata URL).
+        challenge: String,
+    },
     /// A rate limit (`--rate-limit`, `--global-rate-limit`, `--tool-limit`) has no token left
     /// for this request.
     RateLimited {
@@ -44,6 +89,17 @@ pub enum Error {
     UnknownEventId(String),
     /// The HTTP method is not one the endpoint serves.
     MethodNotAllowed,
+    /// A response has to stream (SSE) but the client speaks HTTP/1.0, which cannot carry it.
+    StreamNeedsHttp11,
+    /// The HTTP layer refused the request before the pipeline saw it: bad framing (400), a
+    /// slow head (408), a body or head over its limit (413, 431), an HTTP version other than
+    /// 1.0/1.1 (505), no connection slot (503), or a handler that panicked (500).
+    Http {
+        /// The status the HTTP layer chose.
+        status: u16,
+        /// What it said.
+        message: String,
+    },
     /// The path is not the MCP endpoint.
     NotFound,
     /// A modern (2026-07-28) request reached an upstream that only speaks the legacy protocol.
@@ -65,14 +121,27 @@ pub enum Error {
     UpstreamProtocol(String),
     /// The upstream forgot our session (it answered 404, or 400 "session not found").
     UpstreamSessionLost,
+    /// The upstream answered a non-2xx status with a body that is not JSON (an error page):
+    /// a 4xx is passed on as it is, a 5xx becomes 502.
+    UpstreamStatus {
+        /// The upstream's status.
+        status: u16,
+        /// Which upstream, its status and the start of its body.
+        message: String,
+    },
     /// The stdio child serving the request exited (or closed stdout) before it answered.
     ChildExited(String),
     /// No live upstream can take the request (every child is down or restarting).
     Unavailable(String),
     /// The request did not finish within `--request-timeout`.
     Timeout,
-    /// A bug: a handler panicked or an invariant broke.
+    /// A bug: an invariant broke.
     Internal(String),
+    /// A stdio child could not be started (the program is missing or not executable).
+    Spawn(String),
+    /// An operator asked an upstream for something it does not do (a rolling restart of an
+    /// upstream without children).
+    NotSupported(&'static str),
     /// Invalid configuration, found at start-up.
     Config(String),
     /// An I/O error at start-up (bind, spawn).
@@ -91,37 +160,101 @@ pub enum Denial {
 }
 
 impl Error {
+    /// Everything the client gets and the metrics count for this error.
+    pub fn answer(&self) -> Answer {
+        let mut headers = Vec::new();
+        if let Some(secs) = self.retry_after() {
+            headers.push(("retry-after", secs.to_string()));
+        }
+        match self {
+            Error::MethodNotAllowed => headers.push(("allow", "GET, POST, DELETE".into())),
+            Error::Auth { challenge, .. } => headers.push(("www-authenticate", challenge.clone())),
+            _ => {}
+        }
+        Answer {
+            status: self.status(),
+            code: self.rpc_code(),
+            headers,
+            count: self.count(),
+        }
+    }
+
+    /// Whose fault it is.
+    pub fn source(&self) -> Source {
+        match self {
+            Error::Parse(_)
+            | Error::InvalidMessage(_)
+            | Error::UnsupportedMediaType
+            | Error::NotAcceptable
+            | Error::Forbidden(_)
+            | Error::Auth { .. }
+            | Error::RateLimited { .. }
+            | Error::MissingSession
+            | Error::UnknownSession
+            | Error::UnsupportedVersion(_)
+            | Error::UnknownEventId(_)
+            | Error::MethodNotAllowed
+            | Error::NotFound
+            | Error::StreamNeedsHttp11
+            | Error::LegacyOnly => Source::Downstream,
+            Error::Http { status, .. } if *status < 500 => Source::Downstream,
+            Error::UpstreamBusy
+            | Error::UpstreamUnreachable { .. }
+            | Error::UpstreamProtocol(_)
+            | Error::UpstreamSessionLost
+            | Error::UpstreamStatus { .. }
+            | Error::ChildExited(_)
+            | Error::Unavailable(_)
+            | Error::Spawn(_)
+            | Error::Timeout => Source::Upstream,
+            Error::TooManySessions
+            | Error::TooManyStreams
+            | Error::Http { .. }
+            | Error::Internal(_)
+            | Error::NotSupported(_)
+            | Error::Config(_)
+            | Error::Io(_) => Source::Internal,
+        }
+    }
+
     /// The HTTP status the client gets for this error.
     pub fn status(&self) -> u16 {
         match self {
-            Error::Parse(_) | Error::InvalidMessage(_) => 400,
+            Error::Parse(_) | Error::InvalidMessage(_) | Error::StreamNeedsHttp11 => 400,
             Error::UnsupportedMediaType => 415,
             Error::NotAcceptable => 406,
             Error::Forbidden(_) => 403,
-            Error::Auth(Denial::Scope(_)) => 403,
-            Error::Auth(_) => 401,
+            Error::Auth {
+                denial: Denial::Scope(_),
+                ..
+            } => 403,
+            Error::Auth { .. } => 401,
             Error::RateLimited { .. } => 429,
             Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::LegacyOnly
+            | Error::NotSupported(_)
             | Error::UnknownEventId(_) => 400,
             Error::UnknownSession | Error::UpstreamSessionLost | Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::TooManySessions | Error::TooManyStreams | Error::UpstreamBusy => 503,
             Error::Unavailable(_) => 503,
             Error::UpstreamUnreachable { .. } | Error::UpstreamProtocol(_) => 502,
+            Error::UpstreamStatus { status, .. } if *status >= 500 => 502,
+            Error::UpstreamStatus { status, .. } | Error::Http { status, .. } => *status,
             Error::ChildExited(_) => 502,
             Error::Timeout => 504,
-            Error::Internal(_) | Error::Config(_) | Error::Io(_) => 500,
+            Error::Internal(_) | Error::Spawn(_) | Error::Config(_) | Error::Io(_) => 500,
         }
     }
 
     /// The JSON-RPC error code in the body.
     ///
     /// -32700 parse error, -32600 invalid request (transport-level refusals too: 401, 403,
-    /// 429 included), -32601 for an
-    /// unknown path or method, -32001 session not found (as the TypeScript SDK uses it), -32603
-    /// for everything the upstream or the proxy itself failed at.
+    /// 429 included), -32601 for an unknown path or method, -32001 session not found (as the
+    /// TypeScript SDK uses it), -32603 for everything the upstream or the proxy itself failed
+    /// at. An answer the HTTP layer or the upstream chose follows its status: -32603 from 500
+    /// on, else -32600.
     pub fn rpc_code(&self) -> i64 {
         match self {
             Error::Parse(_) => -32700,
@@ -129,14 +262,19 @@ impl Error {
             | Error::UnsupportedMediaType
             | Error::NotAcceptable
             | Error::Forbidden(_)
-            | Error::Auth(_)
+            | Error::Auth { .. }
             | Error::RateLimited { .. }
             | Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::UnknownEventId(_)
+            | Error::StreamNeedsHttp11
+            | Error::NotSupported(_)
             | Error::LegacyOnly => -32600,
             Error::NotFound | Error::MethodNotAllowed => -32601,
             Error::UnknownSession | Error::UpstreamSessionLost => -32001,
+            Error::Http { status, .. } | Error::UpstreamStatus { status, .. } if *status < 500 => {
+                -32600
+            }
             _ => -32603,
         }
     }
@@ -152,6 +290,35 @@ impl Error {
             _ => None,
         }
     }
+
+    /// What the metrics count for it.
+    fn count(&self) -> Option<Count> {
+        use UpstreamErrorKind as K;
+        Some(match self {
+            Error::Timeout => Count::Upstream(K::Timeout),
+            Error::UpstreamUnreachable { .. } => Count::Upstream(K::Connect),
+            Error::ChildExited(_) => Count::Upstream(K::ChildExit),
+            Error::UpstreamProtocol(_) => Count::Upstream(K::Protocol),
+            Error::Unavailable(_) | Error::UpstreamBusy => Count::Upstream(K::Unavailable),
+            Error::TooManySessions => Count::Rejected(Rejection::Sessions),
+            Error::TooManyStreams => Count::Rejected(Rejection::Streams),
+            Error::Auth { .. } => Count::Rejected(Rejection::Auth),
+            Error::RateLimited { .. } => Count::Rejected(Rejection::Rate),
+            Error::Http { status: 413, .. } => Count::Rejected(Rejection::Body),
+            Error::Http { status: 503, .. } => Count::Rejected(Rejection::Connections),
+            _ => return None,
+        })
+    }
+
+    /// The process exit code when this error stops `shadowcat` before it serves: 2 for a
+    /// configuration the operator must fix (including a stdio program that cannot be started),
+    /// 1 for anything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) | Error::Spawn(_) => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -164,15 +331,13 @@ impl fmt::Display for Error {
                 write!(f, "accept must list application/json and text/event-stream")
             }
             Error::Forbidden(why) => write!(f, "forbidden: {why}"),
-            Error::Auth(Denial::Missing) => {
-                write!(f, "unauthorized: bearer token required")
-            }
-            Error::Auth(Denial::Invalid(why)) => {
-                write!(f, "unauthorized: invalid token ({why})")
-            }
-            Error::Auth(Denial::Scope(scopes)) => {
-                write!(f, "forbidden: insufficient scope (needs {scopes})")
-            }
+            Error::Auth { denial, .. } => match denial {
+                Denial::Missing => write!(f, "unauthorized: bearer token required"),
+                Denial::Invalid(why) => write!(f, "unauthorized: invalid token ({why})"),
+                Denial::Scope(scopes) => {
+                    write!(f, "forbidden: insufficient scope (needs {scopes})")
+                }
+            },
             Error::RateLimited { scope, retry_after } => {
                 write!(f, "rate limited ({scope} limit): retry in {retry_after}s")
             }
@@ -186,6 +351,8 @@ impl fmt::Display for Error {
                 )
             }
             Error::MethodNotAllowed => write!(f, "method not allowed"),
+            Error::StreamNeedsHttp11 => write!(f, "invalid request: streaming needs HTTP/1.1"),
+            Error::Http { message, .. } => write!(f, "{message}"),
             Error::NotFound => write!(f, "not found"),
             Error::LegacyOnly => write!(
                 f,
@@ -199,10 +366,13 @@ impl fmt::Display for Error {
             }
             Error::UpstreamProtocol(why) => write!(f, "upstream protocol error: {why}"),
             Error::UpstreamSessionLost => write!(f, "session not found (upstream ended it)"),
+            Error::UpstreamStatus { message, .. } => write!(f, "{message}"),
             Error::ChildExited(name) => write!(f, "upstream process {name} exited"),
             Error::Unavailable(what) => write!(f, "upstream unavailable: {what}"),
             Error::Timeout => write!(f, "request timed out"),
             Error::Internal(why) => write!(f, "internal error: {why}"),
+            Error::Spawn(why) => write!(f, "{why}"),
+            Error::NotSupported(what) => write!(f, "invalid request: {what}"),
             Error::Config(why) => write!(f, "{why}"),
             Error::Io(e) => write!(f, "io: {e}"),
         }
@@ -239,7 +409,10 @@ mod tests {
         assert_eq!(Error::Timeout.status(), 504);
         assert_eq!(Error::UpstreamBusy.retry_after(), Some(1));
         assert_eq!(Error::ChildExited("x".into()).rpc_code(), -32603);
-        let denied = |d| Error::Auth(d);
+        let denied = |denial| Error::Auth {
+            denial,
+            challenge: "Bearer".into(),
+        };
         assert_eq!(denied(Denial::Missing).status(), 401);
         assert_eq!(denied(Denial::Invalid("x".into())).status(), 401);
         assert_eq!(denied(Denial::Scope("a".into())).status(), 403);
@@ -252,5 +425,43 @@ mod tests {
             Error::ChildExited("demo#0".into()).to_string(),
             "upstream process demo#0 exited"
         );
+    }
+
+    #[test]
+    fn answers_carry_their_headers_and_counts() {
+        let a = Error::MethodNotAllowed.answer();
+        assert_eq!((a.status, a.code), (405, -32601));
+        assert_eq!(a.headers, vec![("allow", "GET, POST, DELETE".to_string())]);
+        let a = Error::TooManySessions.answer();
+        assert_eq!(a.headers, vec![("retry-after", "1".to_string())]);
+        assert_eq!(a.count, Some(Count::Rejected(Rejection::Sessions)));
+        let a = Error::Auth {
+            denial: Denial::Missing,
+            challenge: "Bearer x".into(),
+        }
+        .answer();
+        assert_eq!(
+            a.headers,
+            vec![("www-authenticate", "Bearer x".to_string())]
+        );
+        let relay = |status| Error::UpstreamStatus {
+            status,
+            message: String::new(),
+        };
+        assert_eq!((relay(503).status(), relay(503).rpc_code()), (502, -32603));
+        assert_eq!((relay(401).status(), relay(401).rpc_code()), (401, -32600));
+        let http = |status| Error::Http {
+            status,
+            message: String::new(),
+        };
+        assert_eq!(
+            http(413).answer().count,
+            Some(Count::Rejected(Rejection::Body))
+        );
+        assert_eq!((http(431).status(), http(431).rpc_code()), (431, -32600));
+        assert_eq!(http(500).rpc_code(), -32603);
+        assert_eq!(Error::Timeout.source(), Source::Upstream);
+        assert_eq!(http(400).source(), Source::Downstream);
+        assert_eq!(Error::Spawn(String::new()).exit_code(), 2);
     }
 }

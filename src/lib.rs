@@ -136,7 +136,7 @@ pub use crate::config::{Cli, Command, Config};
 pub use crate::error::Error;
 pub use crate::proxy::Proxy;
 pub use crate::session::{Binding, Session};
-pub use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
+pub use crate::upstream::{Call, Item, MessageStream, Operate, Poll, Reply, Upstream};
 
 /// Internals the benchmarks and fuzz targets measure directly. Not a stable API: nothing
 /// here is promised to stay.

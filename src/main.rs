@@ -4,7 +4,6 @@
 
 use std::process::ExitCode;
 
-use shadowcat::Error;
 use shadowcat::{Cli, Command};
 
 fn main() -> ExitCode {
@@ -34,13 +33,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ Error::Config(_)) => {
-            eprintln!("{name}: {e}");
-            ExitCode::from(2)
-        }
         Err(e) => {
             eprintln!("{name}: {e}");
-            ExitCode::from(1)
+            ExitCode::from(e.exit_code())
         }
     }
 }

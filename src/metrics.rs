@@ -7,8 +7,7 @@
 //!   three adds: the `{class,status}` counter, one histogram bucket and the histogram sum.
 //! * **Events are pushed, levels are pulled.** Counters and histograms are fed by one call per
 //!   event ([`Metrics::request`], [`Metrics::upstream_error`], [`Metrics::rejected`],
-//!   [`Metrics::bytes_in`], [`Metrics::bytes_out`], [`Metrics::child_restarted`] and the r2d2
-//!   handler [`PoolEvents`]). Point-in-time levels (sessions, open streams, children, pool
+//!   [`Metrics::bytes_in`], [`Metrics::bytes_out`] and the r2d2 handler [`PoolEvents`]). Point-in-time levels (sessions, open streams, children, pool
 //!   state) already live elsewhere, so the caller reads them at scrape time into a [`Gauges`]
 //!   and passes it to [`Metrics::render`].
 //! * **Bounded label sets.** No label value comes from a client: the method class is the
@@ -24,10 +23,10 @@
 //! `shadowcat_pool_*` families only when [`Gauges::pool`] is `Some` (HTTP upstream). Every other
 //! family is always present (with `# HELP` and `# TYPE`, possibly without samples).
 //!
-//! ```
+//! ```ignore
 //! use std::sync::Arc;
 //! use std::time::Duration;
-//! use shadowcat::metrics::{Gauges, MethodClass, Metrics};
+//! use crate::metrics::{Gauges, MethodClass, Metrics};
 //!
 //! let m = Arc::new(Metrics::new("demo"));
 //! m.request(MethodClass::of("tools/call", false, false), 200, Duration::from_millis(3));
@@ -305,35 +304,39 @@ pub struct Gauges {
     /// Clients (principals or IPs) the rate limiter tracks (0 with no limit configured).
     pub rate_limit_keys: usize,
     /// One entry per stdio child slot (empty for an HTTP upstream: no child families).
-    pub children: Vec<ChildGauge>,
+    pub children: Vec<ChildInfo>,
     /// The HTTP upstream's r2d2 pool (`None` for a stdio upstream: no pool families).
-    pub pool: Option<PoolGauge>,
+    pub pool: Option<PoolInfo>,
 }
 
-/// The state of one stdio child slot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChildGauge {
-    /// The slot index, `0..--stdio-children` (the `child` label; must be < [`MAX_CHILDREN`]).
+/// What an operator sees of one stdio child: the admin API lists it, `/metrics` renders it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Slot (shared) or child number (per-session): the `child` label, rendered only below
+    /// [`MAX_CHILDREN`].
     pub index: usize,
-    /// Whether a live process serves the slot now.
+    /// Process id; `None` while the slot waits for a restart.
+    pub pid: Option<u32>,
+    /// Alive and initialized.
     pub up: bool,
-    /// Requests forwarded to the child and not yet answered.
-    pub inflight: usize,
-    /// Sessions pinned to the slot.
-    pub sessions: usize,
-    /// Restarts of the slot so far, if the caller tracks them (e.g. its generation − 1);
-    /// otherwise 0. The rendered `shadowcat_child_restarts_total` is the larger of this and
-    /// the count of [`Metrics::child_restarted`] calls, so feeding either (or both) is right.
+    /// Since spawn.
+    pub age: Duration,
+    /// Restarts of this slot after crashes.
     pub restarts: u64,
+    /// Sessions pinned to it.
+    pub sessions: usize,
+    /// Requests forwarded to it and not yet answered.
+    pub inflight: usize,
+    /// Why it last went down, if it did.
+    pub last_error: Option<String>,
 }
 
-/// The state of the HTTP upstream's r2d2 pool: `pool.state().connections`,
-/// `pool.state().idle_connections` and `pool.max_size()`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolGauge {
-    /// Pool connections (slots) that exist, idle or checked out.
+/// What an operator sees of an HTTP upstream's slot pool (r2d2's `state()` and `max_size()`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// Slots that exist (each holds at most one TCP connection), idle or checked out.
     pub connections: u32,
-    /// Pool connections idle in the pool.
+    /// Slots not checked out.
     pub idle: u32,
     /// The pool's maximum size (`--upstream-pool`).
     pub max: u32,
@@ -384,7 +387,6 @@ pub struct Metrics {
     rejected: [AtomicU64; Rejection::ALL.len()],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    child_restarts: [AtomicU64; MAX_CHILDREN],
     pool_checkout_wait: Histogram,
     pool_checkout_timeouts: AtomicU64,
     pool_opened: AtomicU64,
@@ -411,7 +413,6 @@ impl Metrics {
             rejected: [const { AtomicU64::new(0) }; Rejection::ALL.len()],
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            child_restarts: [const { AtomicU64::new(0) }; MAX_CHILDREN],
             pool_checkout_wait: Histogram::new(),
             pool_checkout_timeouts: AtomicU64::new(0),
             pool_opened: AtomicU64::new(0),
@@ -455,14 +456,6 @@ impl Metrics {
     #[inline]
     pub fn bytes_out(&self, n: u64) {
         self.bytes_out.fetch_add(n, Relaxed);
-    }
-
-    /// The stdio child slot `child` was restarted. Indexes ≥ [`MAX_CHILDREN`] are ignored.
-    #[inline]
-    pub fn child_restarted(&self, child: usize) {
-        if let Some(c) = self.child_restarts.get(child) {
-            c.fetch_add(1, Relaxed);
-        }
     }
 
     /// Renders every family in the Prometheus text format 0.0.4, with the point-in-time
@@ -610,8 +603,8 @@ impl Metrics {
         out
     }
 
-    fn render_children(&self, w: &mut String, children: &[ChildGauge]) {
-        let mut kids: Vec<&ChildGauge> =
+    fn render_children(&self, w: &mut String, children: &[ChildInfo]) {
+        let mut kids: Vec<&ChildInfo> =
             children.iter().filter(|c| c.index < MAX_CHILDREN).collect();
         kids.sort_by_key(|c| c.index);
         kids.dedup_by_key(|c| c.index);
@@ -636,7 +629,7 @@ impl Metrics {
             "Restarts of the stdio child slot since the proxy started.",
         );
         for c in &kids {
-            let n = self.child_restarts[c.index].load(Relaxed).max(c.restarts);
+            let n = c.restarts;
             line(
                 w,
                 format_args!(
@@ -677,7 +670,7 @@ impl Metrics {
         }
     }
 
-    fn render_pool(&self, w: &mut String, pool: &PoolGauge) {
+    fn render_pool(&self, w: &mut String, pool: &PoolInfo) {
         gauge(
             w,
             "shadowcat_pool_connections",
@@ -881,9 +874,6 @@ mod tests {
         m.bytes_in(1000);
         m.bytes_in(24);
         m.bytes_out(4096);
-        m.child_restarted(1);
-        m.child_restarted(1);
-        m.child_restarted(MAX_CHILDREN); // ignored
         let g = Gauges {
             sessions: 3,
             streams: 2,
@@ -891,26 +881,28 @@ mod tests {
             replay_bytes: 12345,
             rate_limit_keys: 7,
             children: vec![
-                ChildGauge {
+                ChildInfo {
                     index: 1,
                     up: false,
                     inflight: 0,
                     sessions: 1,
-                    restarts: 1,
+                    restarts: 2,
+                    ..ChildInfo::default()
                 },
-                ChildGauge {
+                ChildInfo {
                     index: 0,
                     up: true,
                     inflight: 4,
                     sessions: 2,
                     restarts: 3,
+                    ..ChildInfo::default()
                 },
-                ChildGauge {
+                ChildInfo {
                     index: MAX_CHILDREN,
-                    ..ChildGauge::default()
+                    ..ChildInfo::default()
                 },
             ],
-            pool: Some(PoolGauge {
+            pool: Some(PoolInfo {
                 connections: 3,
                 idle: 1,
                 max: 32,
@@ -1124,7 +1116,7 @@ mod tests {
         let _again = pool.get().unwrap();
         let state = pool.state();
         let text = m.render(&Gauges {
-            pool: Some(PoolGauge {
+            pool: Some(PoolInfo {
                 connections: state.connections,
                 idle: state.idle_connections,
                 max: pool.max_size(),

@@ -20,7 +20,6 @@ use crate::error::Error;
 use crate::gate::auth::Auth;
 use crate::gate::ratelimit::{Cidr, Limiter, client_ip};
 use crate::http::{Request, Response};
-use crate::metrics::{Metrics, Rejection};
 
 /// Authentication, rate limits and the `/metrics` token, built once at start-up.
 pub struct Gatekeeper {
@@ -58,7 +57,7 @@ impl Gatekeeper {
 
     /// Authenticates the request (when on) and names its rate-limit key. Does not charge a
     /// successful caller; see [`Gatekeeper::charge`].
-    pub fn identify(&self, req: &Request, metrics: &Metrics) -> Result<Caller, Error> {
+    pub fn identify(&self, req: &Request) -> Result<Caller, Error> {
         // The key is only built when a limit is on: no allocation per request otherwise.
         let limited = !self.limiter.is_off();
         let ip_key = || {
@@ -92,12 +91,14 @@ impl Gatekeeper {
                     principal: None,
                     key: ip_key(),
                 };
-                self.charge(&anonymous, None, metrics)?;
+                self.charge(&anonymous, None)?;
                 if let Denial::Invalid(why) = &d {
                     log::debug!("{}: token refused: {why}", req.remote);
                 }
-                metrics.rejected(Rejection::Auth);
-                Err(Error::Auth(d))
+                Err(Error::Auth {
+                    challenge: auth.challenge(&d),
+                    denial: d,
+                })
             }
         }
     }
@@ -108,19 +109,13 @@ impl Gatekeeper {
     }
 
     /// Takes one token from every bucket that applies (`tool`: the tool of a `tools/call`).
-    pub fn charge(
-        &self,
-        caller: &Caller,
-        tool: Option<&str>,
-        metrics: &Metrics,
-    ) -> Result<(), Error> {
+    pub fn charge(&self, caller: &Caller, tool: Option<&str>) -> Result<(), Error> {
         if self.limiter.is_off() {
             return Ok(());
         }
         self.limiter
             .check(&caller.key, tool, Instant::now())
             .map_err(|d| {
-                metrics.rejected(Rejection::Rate);
                 log::debug!("{}: {d}", caller.key);
                 Error::RateLimited {
                     scope: d.scope.as_str(),
@@ -142,11 +137,6 @@ impl Gatekeeper {
     /// Clients the rate limiter tracks now.
     pub fn keys(&self) -> usize {
         self.limiter.keys()
-    }
-
-    /// The `WWW-Authenticate` value for an authentication refusal.
-    pub fn challenge(&self, d: &Denial) -> Option<String> {
-        self.auth.as_ref().map(|a| a.challenge(d))
     }
 
     /// The RFC 9728 document, when authentication is on and `path` is one of its paths.

@@ -24,7 +24,7 @@ use crate::config::{Secret, StdioMode, UpstreamConfig};
 use crate::gate::auth::bearer_is;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
-use crate::metrics::{ChildGauge, Gauges, PoolGauge};
+use crate::metrics::Gauges;
 use crate::proxy::Proxy;
 
 /// `GET /readyz`.
@@ -40,18 +40,7 @@ pub fn readyz(p: &Proxy) -> Response {
 
 /// `GET /metrics`.
 pub fn metrics(p: &Proxy) -> Response {
-    let children = p
-        .upstream()
-        .children()
-        .iter()
-        .map(|c| ChildGauge {
-            index: c.index,
-            up: c.up,
-            inflight: c.inflight,
-            sessions: c.sessions,
-            restarts: c.restarts,
-        })
-        .collect();
+    let children = p.upstream().children();
     let sessions = p.sessions().list();
     let g = Gauges {
         sessions: sessions.len(),
@@ -60,11 +49,7 @@ pub fn metrics(p: &Proxy) -> Response {
         replay_bytes: sessions.iter().map(|s| s.streams.bytes()).sum(),
         rate_limit_keys: p.gate().keys(),
         children,
-        pool: p.upstream().pool().map(|x| PoolGauge {
-            connections: x.connections,
-            idle: x.idle,
-            max: x.max,
-        }),
+        pool: p.upstream().pool(),
     };
     Response::new(200).with_body(
         crate::metrics::CONTENT_TYPE,

@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Count, Error};
 use crate::gate::{Caller, Gatekeeper};
 use crate::http::origin::{is_loopback_host, loopback_origin, normalize_origin};
 use crate::http::{Handler, Responder, StreamError};
 use crate::http::{Request, Response};
 use crate::jsonrpc::LEGACY_VERSIONS;
 use crate::jsonrpc::{self, Kind, Message};
-use crate::metrics::{MethodClass, Metrics, Rejection};
+use crate::metrics::{MethodClass, Metrics};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
@@ -55,7 +55,7 @@ pub struct Proxy {
     sessions: Sessions,
     upstream: Arc<dyn Upstream>,
     loopback: bool,
-    warn_gate: Gate,
+    warn_throttle: Throttle,
     metrics: Arc<Metrics>,
     server: std::sync::OnceLock<std::sync::Weak<crate::http::Server>>,
     gate: Gatekeeper,
@@ -63,12 +63,12 @@ pub struct Proxy {
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
 #[derive(Default)]
-struct Gate {
+struct Throttle {
     last_ms: std::sync::atomic::AtomicU64,
     born: std::sync::OnceLock<Instant>,
 }
 
-impl Gate {
+impl Throttle {
     fn open(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let now = self.born.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
@@ -121,7 +121,7 @@ impl Proxy {
             server: std::sync::OnceLock::new(),
             sessions: Sessions::new(cfg.max_sessions, cfg.session_idle, cfg.replay),
             loopback: cfg.bind.ip().is_loopback(),
-            warn_gate: Gate::default(),
+            warn_throttle: Throttle::default(),
             cfg,
             upstream,
         }
@@ -173,20 +173,12 @@ impl Proxy {
         }
     }
 
-    /// Counts an error answer in the metrics.
+    /// Counts an error in the metrics, as its answer says.
     fn count_error(&self, e: &Error) {
-        use crate::metrics::UpstreamErrorKind as K;
-        match e {
-            Error::Timeout => self.metrics.upstream_error(K::Timeout),
-            Error::UpstreamUnreachable { .. } => self.metrics.upstream_error(K::Connect),
-            Error::ChildExited(_) => self.metrics.upstream_error(K::ChildExit),
-            Error::UpstreamProtocol(_) => self.metrics.upstream_error(K::Protocol),
-            Error::Unavailable(_) | Error::UpstreamBusy => {
-                self.metrics.upstream_error(K::Unavailable)
-            }
-            Error::TooManySessions => self.metrics.rejected(Rejection::Sessions),
-            Error::TooManyStreams => self.metrics.rejected(Rejection::Streams),
-            _ => {}
+        match e.answer().count {
+            Some(Count::Upstream(kind)) => self.metrics.upstream_error(kind),
+            Some(Count::Rejected(why)) => self.metrics.rejected(why),
+            None => {}
         }
     }
 
@@ -303,15 +295,15 @@ impl Proxy {
             return Err(Error::NotFound);
         }
         self.check_origin(req)?;
-        let caller = self.gate.identify(req, &self.metrics)?;
+        let caller = self.gate.identify(req)?;
         match req.method.as_str() {
             "POST" => self.post(req, &caller, acc),
             "GET" => {
-                self.gate.charge(&caller, None, &self.metrics)?;
+                self.gate.charge(&caller, None)?;
                 self.get(req, &caller, acc)
             }
             "DELETE" => {
-                self.gate.charge(&caller, None, &self.metrics)?;
+                self.gate.charge(&caller, None)?;
                 self.delete(req, &caller, acc)
             }
             _ => Err(Error::MethodNotAllowed),
@@ -347,7 +339,7 @@ impl Proxy {
         if let Ok(m) = &parsed {
             acc.id = m.id.clone();
         }
-        self.gate.charge(caller, tool.as_deref(), &self.metrics)?;
+        self.gate.charge(caller, tool.as_deref())?;
         let ct = req.header("content-type").unwrap_or("");
         if !media_is(ct, "application/json") {
             return Err(Error::UnsupportedMediaType);
@@ -537,19 +529,14 @@ impl Proxy {
                     ));
                 }
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                let msg = format!(
-                    "upstream {} answered HTTP {status}: {text}",
-                    self.upstream.name()
-                );
-                let (status, code) = if status >= 500 {
-                    (502, -32603)
-                } else {
-                    (status, -32600)
+                let e = Error::UpstreamStatus {
+                    status,
+                    message: format!(
+                        "upstream {} answered HTTP {status}: {text}",
+                        self.upstream.name()
+                    ),
                 };
-                Ok(Outcome::Response(Response::new(status).with_body(
-                    "application/json",
-                    jsonrpc::error_body(acc.id.as_deref(), code, &msg),
-                )))
+                Ok(Outcome::Response(error_response(&e, acc.id.as_deref())))
             }
             Reply::Stream(mut stream) => {
                 let mut first = None;
@@ -730,7 +717,7 @@ impl Proxy {
     ) -> u16 {
         let e = match err {
             StreamError::Busy => Error::TooManyStreams,
-            StreamError::Http10 => Error::InvalidMessage("streaming needs HTTP/1.1"),
+            StreamError::Http10 => Error::StreamNeedsHttp11,
             StreamError::Io(_) => return 0,
         };
         let _ = res.send(error_response(&e, id));
@@ -752,14 +739,13 @@ pub fn sse_event(json: &[u8]) -> Vec<u8> {
     crate::stream::frame(None, json)
 }
 
-/// The HTTP answer for an error, with a JSON-RPC error body.
+/// The HTTP answer for an error: [`Error::answer`] with a JSON-RPC error body.
 pub fn error_response(e: &Error, id: Option<&RawValue>) -> Response {
-    let mut r = Response::new(e.status()).with_body("application/json", jsonrpc::error_for(id, e));
-    if let Some(secs) = e.retry_after() {
-        r = r.with_header("retry-after", &secs.to_string());
-    }
-    if matches!(e, Error::MethodNotAllowed) {
-        r = r.with_header("allow", "GET, POST, DELETE");
+    let answer = e.answer();
+    let mut r =
+        Response::new(answer.status).with_body("application/json", jsonrpc::error_for(id, e));
+    for (name, value) in &answer.headers {
+        r = r.with_header(name, value);
     }
     r
 }
@@ -786,20 +772,14 @@ impl Handler for Proxy {
             Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
             Err(e) => {
                 if e.status() >= 500 {
-                    if self.warn_gate.open() {
+                    if self.warn_throttle.open() {
                         log::warn!("{} {}: {e}", req.method, acc.mcp_method);
                     } else {
                         log::debug!("{} {}: {e}", req.method, acc.mcp_method);
                     }
                 }
                 self.count_error(&e);
-                let mut resp = error_response(&e, acc.id.as_deref());
-                if let Some(c) = match &e {
-                    Error::Auth(d) => self.gate.challenge(d),
-                    _ => None,
-                } {
-                    resp = resp.with_header("www-authenticate", &c);
-                }
+                let resp = error_response(&e, acc.id.as_deref());
                 self.metrics.bytes_out(resp.body.len() as u64);
                 let _ = res.send(resp);
                 e.status()
@@ -823,14 +803,12 @@ impl Handler for Proxy {
     }
 
     fn error_response(&self, status: u16, message: &str) -> Response {
-        match status {
-            413 => self.metrics.rejected(Rejection::Body),
-            503 => self.metrics.rejected(Rejection::Connections),
-            _ => {}
-        }
-        let code = if status >= 500 { -32603 } else { -32600 };
-        Response::new(status)
-            .with_body("application/json", jsonrpc::error_body(None, code, message))
+        let e = Error::Http {
+            status,
+            message: message.to_owned(),
+        };
+        self.count_error(&e);
+        error_response(&e, None)
     }
 }
 

@@ -26,7 +26,7 @@ use crate::config::Secret;
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::session::{Binding, Session};
-use crate::upstream::{Call, Item, MessageStream, Poll, PoolInfo, Reply, Upstream};
+use crate::upstream::{Call, Item, MessageStream, Operate, Poll, PoolInfo, Reply, Upstream};
 use crate::util::lock;
 use crate::util::{read_line_bounded, trim_line};
 
@@ -391,10 +391,6 @@ fn session_lost(p: &Posted) -> bool {
 }
 
 impl Upstream for HttpUpstream {
-    fn name(&self) -> &str {
-        &self.inner.name
-    }
-
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let posted = self.inner.post(&call, None)?;
         let binding = Binding {
@@ -471,6 +467,12 @@ impl Upstream for HttpUpstream {
             }
             Err(e) => log::debug!("upstream DELETE failed: {e}"),
         }
+    }
+}
+
+impl Operate for HttpUpstream {
+    fn name(&self) -> &str {
+        &self.inner.name
     }
 
     fn kind(&self) -> &'static str {

@@ -1,8 +1,10 @@
 //! Upstreams: where requests go once the pipeline in [`crate::proxy`] has validated them.
 //!
-//! Both kinds sit behind the one small [`Upstream`] trait: start a session, forward a message,
-//! end a session. Everything else (validation, sessions, logging, error mapping, streaming to
-//! the client) happens once, in the pipeline.
+//! Owns: every kind of upstream behind the one small [`Upstream`] trait (start a session,
+//! forward a message, end a session), with what operators see of it in [`Operate`]: the HTTP
+//! upstream ([`http`]: pooled keep-alive connections) and stdio children ([`stdio`]). Must not
+//! touch: the client side. Validation, sessions, logging, error answers and streaming to the
+//! client happen once, in the pipeline ([`crate::proxy`]).
 
 pub mod http;
 pub mod stdio;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::jsonrpc::Message;
+pub use crate::metrics::{ChildInfo, PoolInfo};
 use crate::session::{Binding, Session};
 
 /// One message on its way upstream.
@@ -81,48 +84,20 @@ pub trait MessageStream: Send {
     }
 }
 
-/// What an operator sees of one stdio child.
-#[derive(Clone, Debug, Default)]
-pub struct ChildInfo {
-    /// Slot (shared) or child number (per-session).
-    pub index: usize,
-    /// Process id; `None` while the slot waits for a restart.
-    pub pid: Option<u32>,
-    /// Alive and initialized.
-    pub up: bool,
-    /// Since spawn.
-    pub age: Duration,
-    /// Restarts of this slot after crashes.
-    pub restarts: u64,
-    /// Sessions pinned to it.
-    pub sessions: usize,
-    /// Requests in flight on it.
-    pub inflight: usize,
-    /// Why it last went down, if it did.
-    pub last_error: Option<String>,
-}
-
-/// An HTTP upstream's slot pool.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct PoolInfo {
-    /// Slots that exist (each holds at most one TCP connection).
-    pub connections: u32,
-    /// Slots not checked out.
-    pub idle: u32,
-    /// `--upstream-pool`.
-    pub max: u32,
-}
-
-/// An upstream MCP server, as the pipeline sees it.
-pub trait Upstream: Send + Sync {
-    /// A short name for logs and error messages.
-    fn name(&self) -> &str;
-
+/// An upstream MCP server, as the pipeline sees it: the request path, and nothing else.
+///
+/// Three calls are required: answer `initialize`, forward a message, release a session. The
+/// two session hooks are optional. What operators see and do is the separate [`Operate`]
+/// trait, which every upstream also implements.
+pub trait Upstream: Operate {
     /// Answers a client's `initialize` and decides the new session's [`Binding`].
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error>;
 
     /// Forwards any other message, within `call.session` or statelessly.
     fn forward(&self, call: Call<'_>) -> Result<Reply, Error>;
+
+    /// Releases the upstream side of a session that ended (DELETE, expiry, restart).
+    fn close(&self, session: &Session);
 
     /// Called once the session `initialize` bound is in the table.
     fn attach(&self, _session: &Arc<Session>) {}
@@ -133,9 +108,13 @@ pub trait Upstream: Send + Sync {
     fn listen(&self, _session: &Arc<Session>) -> Result<(), Error> {
         Ok(())
     }
+}
 
-    /// Releases the upstream side of a session that ended (DELETE, expiry, restart).
-    fn close(&self, session: &Session);
+/// What operators see of an upstream and do to it: the admin API, `/readyz`, `/metrics` and
+/// shutdown. Never called on the request path except [`Operate::name`] (for logs).
+pub trait Operate: Send + Sync {
+    /// A short name for logs, metrics and error messages.
+    fn name(&self) -> &str;
 
     /// `"stdio"` or `"http"`.
     fn kind(&self) -> &'static str;
@@ -143,7 +122,13 @@ pub trait Upstream: Send + Sync {
     /// `"shared"`, `"per-session"` (stdio) or `"pooled"` (HTTP).
     fn mode(&self) -> &'static str;
 
-    /// The stdio children, for operators (empty for HTTP).
+    /// `Ok` when the upstream can take traffic, else what is wrong.
+    fn ready(&self) -> Result<(), String>;
+
+    /// Stops everything the upstream owns (children, pools), waiting at most `grace`.
+    fn shutdown(&self, grace: Duration);
+
+    /// The stdio children (empty for HTTP).
     fn children(&self) -> Vec<ChildInfo> {
         Vec::new()
     }
@@ -156,14 +141,8 @@ pub trait Upstream: Send + Sync {
     /// Rolling restart: replaces each child once its requests in flight have finished (or
     /// `grace` passed), so no request fails. Returns what was replaced.
     fn restart(&self, _grace: Duration) -> Result<String, Error> {
-        Err(Error::InvalidMessage(
+        Err(Error::NotSupported(
             "this upstream has no children to restart",
         ))
     }
-
-    /// `Ok` when the upstream can take traffic, else what is wrong.
-    fn ready(&self) -> Result<(), String>;
-
-    /// Stops everything the upstream owns (children, pools), waiting at most `grace`.
-    fn shutdown(&self, grace: Duration);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use shadowcat::Error;
 use shadowcat::Shadowcat;
 use shadowcat::{Binding, Session};
-use shadowcat::{Call, Reply, Upstream};
+use shadowcat::{Call, Operate, Reply, Upstream};
 
 use crate::support::*;
 
@@ -231,6 +231,16 @@ fn json_reply_timeout_is_504() {
 struct Panicky;
 
 impl Upstream for Panicky {
+    fn initialize(&self, _call: Call<'_>) -> Result<(Binding, Reply), Error> {
+        panic!("boom in initialize")
+    }
+    fn forward(&self, _call: Call<'_>) -> Result<Reply, Error> {
+        panic!("boom")
+    }
+    fn close(&self, _session: &Session) {}
+}
+
+impl Operate for Panicky {
     fn name(&self) -> &str {
         "panicky"
     }
@@ -240,13 +250,6 @@ impl Upstream for Panicky {
     fn mode(&self) -> &'static str {
         "panics"
     }
-    fn initialize(&self, _call: Call<'_>) -> Result<(Binding, Reply), Error> {
-        panic!("boom in initialize")
-    }
-    fn forward(&self, _call: Call<'_>) -> Result<Reply, Error> {
-        panic!("boom")
-    }
-    fn close(&self, _session: &Session) {}
     fn ready(&self) -> Result<(), String> {
         Ok(())
     }

@@ -160,7 +160,7 @@ impl Child {
         }
         let mut process = cmd
             .spawn()
-            .map_err(|e| Error::Config(format!("cannot start stdio upstream {program:?}: {e}")))?;
+            .map_err(|e| Error::Spawn(format!("cannot start stdio upstream {program:?}: {e}")))?;
         let pid = process.id();
         let name = format!("{}#{index}", crate::config::program_name(argv));
         let shared = Arc::new(Shared {

@@ -29,7 +29,7 @@ use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::upstream::stdio::shared::{call_stream, cancel, request};
-use crate::upstream::{Call, ChildInfo, Reply, Upstream};
+use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 
 const RETRY_SPAWN: Duration = Duration::from_millis(500);
@@ -303,10 +303,6 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
 }
 
 impl Upstream for DedicatedUpstream {
-    fn name(&self) -> &str {
-        &self.inner.name
-    }
-
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let inner = &self.inner;
         let child = loop {
@@ -405,6 +401,12 @@ impl Upstream for DedicatedUpstream {
             let _ = self.inner.control.send(Control::Retire(a.child));
             let _ = self.inner.control.send(Control::Replenish);
         }
+    }
+}
+
+impl Operate for DedicatedUpstream {
+    fn name(&self) -> &str {
+        &self.inner.name
     }
 
     fn kind(&self) -> &'static str {

@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
-use crate::upstream::{Call, ChildInfo, Item, MessageStream, Poll, Reply, Upstream};
+use crate::upstream::{Call, ChildInfo, Item, MessageStream, Operate, Poll, Reply, Upstream};
 use crate::util::lock;
 
 pub use crate::jsonrpc::LEGACY_VERSIONS;
@@ -494,10 +494,6 @@ fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
 }
 
 impl Upstream for StdioUpstream {
-    fn name(&self) -> &str {
-        &self.inner.name
-    }
-
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let inner = &self.inner;
         let pick = (0..inner.slots.len())
@@ -619,6 +615,12 @@ impl Upstream for StdioUpstream {
                 self.inner.unsubscribe_child(session.binding.child, &uri);
             }
         }
+    }
+}
+
+impl Operate for StdioUpstream {
+    fn name(&self) -> &str {
+        &self.inner.name
     }
 
     fn kind(&self) -> &'static str {
