@@ -1,0 +1,353 @@
+//! The Prometheus text exposition format 0.0.4: [`Metrics::render`] and its line writers.
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{
+    BOUND_LABELS, ChildInfo, Gauges, Histogram, MAX_CHILDREN, MethodClass, Metrics, N_BUCKETS,
+    PoolInfo, Rejection, STATUS_LABELS, UpstreamErrorKind,
+};
+
+impl Metrics {
+    /// Renders every family in the Prometheus text format 0.0.4, with the point-in-time
+    /// gauges `g`. Allocates; meant for the scrape, not the request path.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let w = &mut out;
+
+        family(
+            w,
+            "shadowcat_build_info",
+            "gauge",
+            "Build information; the value is always 1.",
+        );
+        line(
+            w,
+            format_args!(
+                "shadowcat_build_info{{version=\"{}\"}} 1",
+                escape_label(env!("CARGO_PKG_VERSION"))
+            ),
+        );
+
+        family(
+            w,
+            "shadowcat_requests_total",
+            "counter",
+            "Finished client requests by MCP method class and HTTP status code \
+             (status \"other\" for codes outside the fixed table). Only non-zero series are shown.",
+        );
+        for class in MethodClass::ALL {
+            for (s, status) in STATUS_LABELS.iter().enumerate() {
+                let n = self.requests[class as usize][s].load(Relaxed);
+                if n > 0 {
+                    line(
+                        w,
+                        format_args!(
+                            "shadowcat_requests_total{{class=\"{}\",status=\"{status}\"}} {n}",
+                            class.label()
+                        ),
+                    );
+                }
+            }
+        }
+
+        family(
+            w,
+            "shadowcat_request_duration_seconds",
+            "histogram",
+            "Time in seconds from a request's head being read to its response being complete \
+             (SSE: the end of the stream), by upstream and MCP method class. \
+             Only classes seen at least once are shown.",
+        );
+        for class in MethodClass::ALL {
+            let h = &self.durations[class as usize];
+            let labels = format!("upstream=\"{}\",class=\"{}\"", self.upstream, class.label());
+            histogram(w, "shadowcat_request_duration_seconds", &labels, h, true);
+        }
+
+        family(
+            w,
+            "shadowcat_upstream_errors_total",
+            "counter",
+            "Failed upstream exchanges by kind: timeout (request timeout passed), connect \
+             (HTTP upstream refused, reset or unreachable), child_exit (stdio child exited with \
+             the request in flight), protocol (invalid answer), unavailable (no live child or \
+             no pool slot).",
+        );
+        for kind in UpstreamErrorKind::ALL {
+            let n = self.upstream_errors[kind as usize].load(Relaxed);
+            line(
+                w,
+                format_args!(
+                    "shadowcat_upstream_errors_total{{kind=\"{}\"}} {n}",
+                    kind.label()
+                ),
+            );
+        }
+
+        family(
+            w,
+            "shadowcat_rejected_total",
+            "counter",
+            "Requests or connections turned away by a limit: body (--max-body), sessions \
+             (--max-sessions), streams (--max-streams), rate (rate limit), connections \
+             (--max-connections).",
+        );
+        for why in Rejection::ALL {
+            let n = self.rejected[why as usize].load(Relaxed);
+            line(
+                w,
+                format_args!("shadowcat_rejected_total{{reason=\"{}\"}} {n}", why.label()),
+            );
+        }
+
+        gauge(
+            w,
+            "shadowcat_sessions",
+            "Live MCP sessions.",
+            g.sessions as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_streams_open",
+            "SSE responses open now.",
+            g.streams as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_connections_open",
+            "Client TCP connections open now.",
+            g.connections as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_replay_buffer_bytes",
+            "Bytes held in SSE replay buffers for stream resumption.",
+            g.replay_bytes as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_rate_limit_keys",
+            "Clients (principals or IPs) the rate limiter tracks; at most --rate-limit-keys.",
+            g.rate_limit_keys as u64,
+        );
+
+        counter(
+            w,
+            "shadowcat_bytes_received_total",
+            "Bytes read from clients (request heads and bodies).",
+            self.bytes_in.load(Relaxed),
+        );
+        counter(
+            w,
+            "shadowcat_bytes_sent_total",
+            "Bytes written to clients (response heads, bodies and stream events).",
+            self.bytes_out.load(Relaxed),
+        );
+
+        if !g.children.is_empty() {
+            self.render_children(w, &g.children);
+        }
+        if let Some(pool) = &g.pool {
+            self.render_pool(w, pool);
+        }
+        out
+    }
+
+    fn render_children(&self, w: &mut String, children: &[ChildInfo]) {
+        let mut kids: Vec<&ChildInfo> =
+            children.iter().filter(|c| c.index < MAX_CHILDREN).collect();
+        kids.sort_by_key(|c| c.index);
+        kids.dedup_by_key(|c| c.index);
+
+        family(
+            w,
+            "shadowcat_child_up",
+            "gauge",
+            "1 if a live process serves the stdio child slot, else 0.",
+        );
+        for c in &kids {
+            let up = u8::from(c.up);
+            line(
+                w,
+                format_args!("shadowcat_child_up{{child=\"{}\"}} {up}", c.index),
+            );
+        }
+        family(
+            w,
+            "shadowcat_child_restarts_total",
+            "counter",
+            "Restarts of the stdio child slot since the proxy started.",
+        );
+        for c in &kids {
+            let n = c.restarts;
+            line(
+                w,
+                format_args!(
+                    "shadowcat_child_restarts_total{{child=\"{}\"}} {n}",
+                    c.index
+                ),
+            );
+        }
+        family(
+            w,
+            "shadowcat_child_inflight",
+            "gauge",
+            "Requests forwarded to the stdio child slot and not yet answered.",
+        );
+        for c in &kids {
+            line(
+                w,
+                format_args!(
+                    "shadowcat_child_inflight{{child=\"{}\"}} {}",
+                    c.index, c.inflight
+                ),
+            );
+        }
+        family(
+            w,
+            "shadowcat_child_sessions",
+            "gauge",
+            "Sessions pinned to the stdio child slot.",
+        );
+        for c in &kids {
+            line(
+                w,
+                format_args!(
+                    "shadowcat_child_sessions{{child=\"{}\"}} {}",
+                    c.index, c.sessions
+                ),
+            );
+        }
+    }
+
+    fn render_pool(&self, w: &mut String, pool: &PoolInfo) {
+        gauge(
+            w,
+            "shadowcat_pool_connections",
+            "Upstream pool connections (slots) that exist, idle or checked out.",
+            u64::from(pool.connections),
+        );
+        gauge(
+            w,
+            "shadowcat_pool_idle_connections",
+            "Upstream pool connections (slots) idle in the pool.",
+            u64::from(pool.idle),
+        );
+        gauge(
+            w,
+            "shadowcat_pool_max_connections",
+            "Maximum upstream pool connections (--upstream-pool).",
+            u64::from(pool.max),
+        );
+        family(
+            w,
+            "shadowcat_pool_checkout_wait_seconds",
+            "histogram",
+            "Time in seconds a successful upstream pool checkout waited for a connection.",
+        );
+        histogram(
+            w,
+            "shadowcat_pool_checkout_wait_seconds",
+            "",
+            &self.pool_checkout_wait,
+            false,
+        );
+        counter(
+            w,
+            "shadowcat_pool_checkout_timeouts_total",
+            "Upstream pool checkouts that gave up waiting for a connection (client got 503).",
+            self.pool_checkout_timeouts.load(Relaxed),
+        );
+        counter(
+            w,
+            "shadowcat_pool_connections_opened_total",
+            "Upstream pool connections (slots) created.",
+            self.pool_opened.load(Relaxed),
+        );
+        counter(
+            w,
+            "shadowcat_pool_connections_closed_total",
+            "Upstream pool connections (slots) dropped (broken, poisoned, or the pool closed).",
+            self.pool_closed.load(Relaxed),
+        );
+    }
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+pub fn escape_label(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for ch in v.chars() {
+        match ch {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+/// Escapes HELP text: backslash and line feed.
+pub(super) fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn line(w: &mut String, args: fmt::Arguments<'_>) {
+    // Writing into a String cannot fail.
+    let _ = w.write_fmt(args);
+    w.push('\n');
+}
+
+fn family(w: &mut String, name: &str, kind: &str, help: &str) {
+    line(w, format_args!("# HELP {name} {}", escape_help(help)));
+    line(w, format_args!("# TYPE {name} {kind}"));
+}
+
+fn gauge(w: &mut String, name: &str, help: &str, v: u64) {
+    family(w, name, "gauge", help);
+    line(w, format_args!("{name} {v}"));
+}
+
+fn counter(w: &mut String, name: &str, help: &str, v: u64) {
+    family(w, name, "counter", help);
+    line(w, format_args!("{name} {v}"));
+}
+
+/// The sample lines of one histogram series; `labels` without braces, possibly empty. With
+/// `skip_empty`, a series that never observed anything is left out.
+fn histogram(w: &mut String, name: &str, labels: &str, h: &Histogram, skip_empty: bool) {
+    let (cumulative, sum_ns) = h.snapshot();
+    let count = cumulative[N_BUCKETS - 1];
+    if skip_empty && count == 0 {
+        return;
+    }
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, n) in BOUND_LABELS.iter().zip(cumulative) {
+        line(
+            w,
+            format_args!("{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}"),
+        );
+    }
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    line(w, format_args!("{name}_sum{braced} {}", Seconds(sum_ns)));
+    line(w, format_args!("{name}_count{braced} {count}"));
+}
+
+/// Nanoseconds displayed as exact decimal seconds (`1.5`, `0.002`, `0`).
+pub(super) struct Seconds(pub(super) u64);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (secs, nanos) = (self.0 / 1_000_000_000, self.0 % 1_000_000_000);
+        if nanos == 0 {
+            return write!(f, "{secs}");
+        }
+        let frac = format!("{nanos:09}");
+        write!(f, "{secs}.{}", frac.trim_end_matches('0'))
+    }
+}
