@@ -12,79 +12,38 @@
 //! * The upstream's `Mcp-Session-Id` lives in our session's [`Binding`]; the client only sees
 //!   ours. An upstream 404 (or the 400 "session not found" real servers send) on a session
 //!   ends our session too, and the client gets 404.
+//!
+//! Owns: the upstream (this file), its pool slots (`slot.rs`) and its event streams
+//! (`sse.rs`). Must not touch: the client side; what the client sees is the pipeline's.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use r2d2::{ManageConnection, Pool, PooledConnection};
+use r2d2::{Pool, PooledConnection};
 
 use crate::config::Secret;
 use crate::error::Error;
-use crate::jsonrpc::Message;
 use crate::session::{Binding, Session};
-use crate::upstream::{Call, Item, MessageStream, Operate, Poll, PoolInfo, Reply, Upstream};
+use crate::upstream::{Call, Operate, PoolInfo, Reply, Upstream};
 use crate::util::lock;
-use crate::util::{read_line_bounded, trim_line};
+
+mod slot;
+mod sse;
+
+use slot::SlotManager;
+#[cfg(feature = "fuzzing")]
+pub(crate) use sse::{RawEvent, read_sse_event};
+use sse::{SseStream, relay};
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client's GET waits for a standalone-stream slot before it gets 503.
 const STREAM_SLOT_WAIT: Duration = Duration::from_millis(100);
 /// Largest JSON body or SSE line accepted from the upstream.
 const MAX_UPSTREAM_MESSAGE: usize = 16 * 1024 * 1024;
-/// Makes pool slots.
-pub struct SlotManager {
-    connect_timeout: Duration,
-    request_timeout: Duration,
-    stream_idle: Duration,
-}
-
-/// One upstream connection slot.
-pub struct Slot {
-    agent: ureq::Agent,
-    /// Set while the slot's connection is in an unknown state.
-    poisoned: bool,
-}
-
-impl ManageConnection for SlotManager {
-    type Connection = Slot;
-    type Error = Error;
-
-    /// Lazy: the TCP connection is made on first use.
-    fn connect(&self) -> Result<Slot, Error> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .proxy(None)
-            .http_status_as_error(false)
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
-            .max_idle_age(Duration::from_secs(4))
-            .max_redirects(0)
-            .timeout_connect(Some(self.connect_timeout))
-            .timeout_recv_response(Some(self.request_timeout))
-            .timeout_per_read(Some(self.stream_idle))
-            .user_agent(concat!("shadowcat/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
-        Ok(Slot {
-            agent,
-            poisoned: false,
-        })
-    }
-
-    fn is_valid(&self, slot: &mut Slot) -> Result<(), Error> {
-        if slot.poisoned {
-            return Err(Error::Internal("poisoned slot".into()));
-        }
-        Ok(())
-    }
-
-    fn has_broken(&self, slot: &mut Slot) -> bool {
-        slot.poisoned
-    }
-}
 
 /// A Streamable HTTP upstream.
 pub struct HttpUpstream {
@@ -528,318 +487,9 @@ impl Operate for HttpUpstream {
     }
 }
 
-/// Copies an upstream GET stream into a session's standalone log.
-fn relay(
-    inner: &Arc<HttpInner>,
-    slot: PooledConnection<SlotManager>,
-    session: &Weak<Session>,
-    sid: Option<String>,
-    version: Option<String>,
-) {
-    let opened = inner.get_stream(Some(slot), sid.as_deref(), version.as_deref(), None);
-    let (slot, resp) = match opened {
-        Ok(Some(x)) => x,
-        Ok(None) => {
-            log::debug!("{}: no standalone stream upstream", inner.name);
-            return;
-        }
-        Err(e) => {
-            log::debug!("{}: standalone stream not opened: {e}", inner.name);
-            if let Some(s) = session.upgrade() {
-                s.binding.listening.store(false, Ordering::Release);
-            }
-            return;
-        }
-    };
-    let mut stream = SseStream {
-        slot: Some(slot),
-        reader: BufReader::new(resp.into_body().into_reader()),
-        buf: Vec::new(),
-        inner: inner.clone(),
-        session: sid,
-        version,
-        last_id: None,
-        seen: HashSet::new(),
-        expect_final: false,
-        done: false,
-    };
-    loop {
-        let item = stream.poll_until(Instant::now());
-        let Some(s) = session.upgrade() else { return };
-        match item {
-            Ok(Poll::Item(Item::Message(d) | Item::Final(d))) => {
-                s.streams.standalone().push(&d);
-            }
-            Ok(Poll::Idle) => {}
-            Ok(Poll::End) | Err(_) => {
-                s.binding.listening.store(false, Ordering::Release);
-                return;
-            }
-        }
-    }
-}
-
-/// An upstream `text/event-stream` body, read event by event, resumed with `Last-Event-ID`
-/// if it breaks before the response.
-struct SseStream {
-    /// Held until the body is read to its end; then cleared and returned to the pool.
-    slot: Option<PooledConnection<SlotManager>>,
-    reader: BufReader<ureq::BodyReader<'static>>,
-    buf: Vec<u8>,
-    inner: Arc<HttpInner>,
-    /// Upstream session id and protocol version, for resumption GETs.
-    session: Option<String>,
-    version: Option<String>,
-    /// The upstream's id of the last event seen, and every id seen (duplicates dropped).
-    last_id: Option<String>,
-    seen: HashSet<String>,
-    /// A request stream must end with a response; a standalone stream may just end.
-    expect_final: bool,
-    done: bool,
-}
-
-/// One event read off an upstream stream: its id and data.
-pub(crate) type RawEvent = (Option<String>, Vec<u8>);
-
-/// Reads the next event's `id:` and `data:` fields off an SSE body, line by line (each line at
-/// most `max` bytes, `line` is scratch space). Returns the event, `None` at a clean end of the
-/// body, and whether the body was read to its end.
-pub(crate) fn read_sse_event<R: BufRead>(
-    reader: &mut R,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<(Option<RawEvent>, bool)> {
-    let mut data: Vec<u8> = Vec::new();
-    let mut id = None;
-    let mut any = false;
-    loop {
-        line.clear();
-        let n = read_line_bounded(reader, line, max)?;
-        if n == 0 {
-            return Ok((if any { Some((id, data)) } else { None }, true));
-        }
-        let line = trim_line(line);
-        if line.is_empty() {
-            if any {
-                return Ok((Some((id, data)), false));
-            }
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            // Each line is bounded by `max`; so is the whole event, or an upstream that never
-            // ends an event could grow it without limit.
-            if data.len() + 1 + rest.len() > max {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("SSE event larger than {max} bytes"),
-                ));
-            }
-            if !data.is_empty() {
-                data.push(b'\n');
-            }
-            data.extend_from_slice(rest);
-            any = true;
-        } else if let Some(rest) = line.strip_prefix(b"id:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            id = Some(String::from_utf8_lossy(rest).into_owned());
-            any = true;
-        } else if line.starts_with(b":") {
-            // A comment (keep-alive) block comes back as an empty event, so a reader that
-            // only hears keep-alives still gets control back between them.
-            any = true;
-        }
-        // `event:` and `retry:`: the proxy owns the client stream's framing.
-    }
-}
-
-impl SseStream {
-    /// The next event, `Ok(None)` at a clean end of the body.
-    fn read_event(&mut self) -> std::io::Result<Option<RawEvent>> {
-        let (event, ended) = read_sse_event(&mut self.reader, &mut self.buf, MAX_UPSTREAM_MESSAGE)?;
-        if ended && let Some(mut slot) = self.slot.take() {
-            slot.poisoned = false; // read to the end: reusable
-        }
-        Ok(event)
-    }
-
-    /// Reconnects with GET + `Last-Event-ID`, backing off exponentially with full jitter
-    /// (base 200 ms, cap 10 s) for at most `--upstream-reconnect-max`.
-    fn resume(&mut self, why: &str) -> Result<(), Error> {
-        let Some(last) = self.last_id.clone() else {
-            return Err(Error::UpstreamProtocol(format!(
-                "{} stream broke ({why}) before the response and cannot be resumed (no event ids)",
-                self.inner.name
-            )));
-        };
-        let give_up = Instant::now() + self.inner.reconnect_max;
-        let mut attempt = 0u32;
-        loop {
-            let cap = Duration::from_millis(200)
-                .saturating_mul(1 << attempt.min(16))
-                .min(Duration::from_secs(10));
-            let pause = cap.mul_f64(jitter());
-            if Instant::now() + pause > give_up {
-                return Err(Error::UpstreamProtocol(format!(
-                    "{} stream broke ({why}); resuming failed for {:?}",
-                    self.inner.name, self.inner.reconnect_max
-                )));
-            }
-            std::thread::sleep(pause);
-            attempt += 1;
-            let opened = self.inner.get_stream(
-                None,
-                self.session.as_deref(),
-                self.version.as_deref(),
-                Some(&last),
-            );
-            match opened {
-                Ok(Some((slot, resp))) => {
-                    log::debug!("{}: stream resumed after {last}", self.inner.name);
-                    self.slot = Some(slot);
-                    self.reader = BufReader::new(resp.into_body().into_reader());
-                    return Ok(());
-                }
-                Ok(None) => {
-                    return Err(Error::UpstreamProtocol(format!(
-                        "{} stream broke ({why}) and the upstream refused to resume it",
-                        self.inner.name
-                    )));
-                }
-                Err(e) => log::debug!("{}: resume attempt {attempt} failed: {e}", self.inner.name),
-            }
-        }
-    }
-}
-
-/// A number in [0, 1) for backoff jitter; quality does not matter, only spread.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-impl MessageStream for SseStream {
-    /// Blocks in the upstream read (bounded by the per-read idle timeout), not until `wake`.
-    fn poll_until(&mut self, _wake: Instant) -> Result<Poll, Error> {
-        if self.done {
-            return Ok(Poll::End);
-        }
-        loop {
-            let why = match self.read_event() {
-                Ok(Some((id, data))) => {
-                    if let Some(id) = id {
-                        if !self.seen.insert(id.clone()) {
-                            continue; // already delivered before a resumption
-                        }
-                        self.last_id = Some(id);
-                    }
-                    if data.is_empty() {
-                        // A priming event or a keep-alive. A standalone relay takes it as a
-                        // moment to check that its session still exists.
-                        if self.expect_final {
-                            continue;
-                        }
-                        return Ok(Poll::Idle);
-                    }
-                    let item = classify(data);
-                    if matches!(item, Item::Final(_)) && self.expect_final {
-                        self.done = true;
-                    }
-                    return Ok(Poll::Item(item));
-                }
-                Ok(None) if !self.expect_final => {
-                    self.done = true;
-                    return Ok(Poll::End);
-                }
-                Ok(None) => "ended".to_string(),
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    self.done = true;
-                    return Err(Error::UpstreamProtocol(format!("{}: {e}", self.inner.name)));
-                }
-                Err(e) => e.to_string(),
-            };
-            if !self.expect_final {
-                self.done = true;
-                return Ok(Poll::End);
-            }
-            // The connection is in an unknown state: drop it (poisoned) and resume.
-            self.slot = None;
-            if let Err(e) = self.resume(&why) {
-                self.done = true;
-                return Err(e);
-            }
-        }
-    }
-
-    fn must_stream(&self) -> bool {
-        true
-    }
-}
-
-impl Drop for SseStream {
-    fn drop(&mut self) {
-        // After the response a well-behaved server ends the stream at once (the chunked
-        // terminator follows the last event): read up to that end so the connection goes back
-        // to the pool. Anything else leaves the slot poisoned, and it is replaced.
-        if self.slot.is_some() && self.done && self.expect_final {
-            let mut sink = [0u8; 4096];
-            let mut left: usize = 64 * 1024;
-            while left > 0 {
-                match self.reader.read(&mut sink) {
-                    Ok(0) => {
-                        if let Some(mut slot) = self.slot.take() {
-                            slot.poisoned = false;
-                        }
-                        break;
-                    }
-                    Ok(n) => left = left.saturating_sub(n),
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-}
-
-/// A response message ends the request's stream; anything else is related traffic.
-fn classify(data: Vec<u8>) -> Item {
-    match Message::parse(&data).ok().and_then(|m| m.kind().ok()) {
-        Some(crate::jsonrpc::Kind::Response) => Item::Final(data),
-        _ => Item::Message(data),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Issue 7: an upstream event that never ends is bounded as a whole, not only per line.
-    #[test]
-    fn sse_events_are_bounded_as_a_whole() {
-        let mut line = Vec::new();
-        let ok = b"id: 1\ndata: abc\ndata: def\n\n";
-        let (ev, _) = read_sse_event(&mut &ok[..], &mut line, 16).unwrap();
-        assert_eq!(ev, Some((Some("1".into()), b"abc\ndef".to_vec())));
-        // Every line is short, but together they pass the limit.
-        let flood = b"data: 0123456789\n".repeat(100);
-        let e = read_sse_event(&mut &flood[..], &mut line, 64).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
-    }
-
-    #[test]
-    fn slots_poison_and_break() {
-        let m = SlotManager {
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            stream_idle: Duration::from_secs(1),
-        };
-        let mut s = m.connect().unwrap();
-        assert!(!m.has_broken(&mut s));
-        s.poisoned = true;
-        assert!(m.has_broken(&mut s));
-        assert!(m.is_valid(&mut s).is_err());
-    }
 
     #[test]
     fn session_lost_detection() {
