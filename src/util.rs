@@ -5,7 +5,7 @@
 //! proxy's own types; a helper that needs one belongs beside that type instead.
 
 use std::io::{self, BufRead};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use crate::error::Error;
@@ -13,6 +13,16 @@ use crate::error::Error;
 /// Locks a mutex, ignoring poisoning: every critical section here leaves its data consistent.
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Read-locks an `RwLock`, ignoring poisoning (as [`lock`]).
+pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write-locks an `RwLock`, ignoring poisoning (as [`lock`]).
+pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A line without its trailing CR and LF bytes.

@@ -35,7 +35,7 @@ const IMMEDIATE: Duration = Duration::from_millis(200);
 /// How often a waiting stream checks for shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
-pub use crate::jsonrpc::MODERN_VERSION;
+use crate::jsonrpc::MODERN_VERSION;
 
 /// Headers a client may send that go upstream. Everything else (notably `Authorization`,
 /// `Cookie`, `X-Api-Key`, `X-Forwarded-*`) stays here.

@@ -27,8 +27,8 @@ use serde_json::json;
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session};
+use crate::upstream::stdio::call::{call_stream, cancel, request};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
-use crate::upstream::stdio::shared::{call_stream, cancel, request};
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 

@@ -1,11 +1,14 @@
 //! stdio upstreams: MCP servers run as child processes that shadowcat starts, keeps alive,
 //! restarts and stops.
 //!
-//! Owns: one child's threads, id rewriting and routing ([`child`]); a fixed set of children
-//! shared by every session ([`shared`]); a child per session from a warm pool
-//! ([`dedicated`]). Must not touch: the client side (HTTP, sessions' streams beyond
+//! Owns: one child's threads, id rewriting and routing ([`child`]); one call on a child, the
+//! same in both modes (`call.rs`); a fixed set of children shared by every session
+//! ([`shared`]) and its supervisor thread (`supervisor.rs`); a child per session from a warm
+//! pool ([`dedicated`]). Must not touch: the client side (HTTP, sessions' streams beyond
 //! delivering into them) or any other upstream kind.
 
+mod call;
 pub mod child;
 pub mod dedicated;
 pub mod shared;
+mod supervisor;

@@ -21,55 +21,45 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use crossbeam_channel::{Sender, unbounded};
 use serde_json::{Value, json};
 
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session};
-use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
-use crate::upstream::{Call, ChildInfo, Item, MessageStream, Operate, Poll, Reply, Upstream};
-use crate::util::lock;
+use crate::upstream::stdio::child::{Child, Event, EventSink, Program};
+use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
+use crate::util::{lock, read, write};
 
-pub use crate::jsonrpc::LEGACY_VERSIONS;
+use super::call::request;
+use super::call::{call_stream, cancel};
+use super::supervisor::{Handshake, handshake, supervise};
+
+use crate::jsonrpc::LEGACY_VERSIONS;
 /// The version the proxy asks children for.
-const PROXY_VERSION: &str = "2025-11-25";
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-const HEALTHY_RESET: Duration = Duration::from_secs(60);
-
-/// What the proxy learned from a child's handshake.
-struct Handshake {
-    /// The child's `initialize` result.
-    result: serde_json::Map<String, Value>,
-    /// The version it negotiated with the proxy.
-    version: String,
-    /// Whether `server/discover` listed 2026-07-28.
-    modern: bool,
-}
+pub(super) const PROXY_VERSION: &str = "2025-11-25";
 
 #[derive(Default)]
-struct Slot {
-    child: RwLock<Option<Arc<Child>>>,
-    handshake: RwLock<Option<Arc<Handshake>>>,
-    generation: AtomicU64,
+pub(super) struct Slot {
+    pub(super) child: RwLock<Option<Arc<Child>>>,
+    pub(super) handshake: RwLock<Option<Arc<Handshake>>>,
+    pub(super) generation: AtomicU64,
     /// Bumped when the child crashes (not on a rolling restart): sessions pinned under an
     /// older epoch lost their state and get 404.
-    epoch: AtomicU64,
+    pub(super) epoch: AtomicU64,
     /// Crash restarts so far.
-    restarts: AtomicU64,
+    pub(super) restarts: AtomicU64,
     /// Why the child last went down.
-    last_error: Mutex<Option<String>>,
-    sessions: AtomicUsize,
+    pub(super) last_error: Mutex<Option<String>>,
+    pub(super) sessions: AtomicUsize,
     /// Sessions pinned here, for notifications that concern all or some of them.
-    members: Mutex<Vec<Weak<Session>>>,
+    pub(super) members: Mutex<Vec<Weak<Session>>>,
     /// Resource URI to the number of pinned sessions subscribed to it; the child itself is
     /// subscribed once, while the count is above zero.
-    subscriptions: Mutex<HashMap<String, usize>>,
+    pub(super) subscriptions: Mutex<HashMap<String, usize>>,
 }
 
-enum Control {
+pub(super) enum Control {
     Died(usize, u64),
     /// Rolling restart: replace each child after its calls drain (at most the grace).
     Roll(Duration, Sender<String>),
@@ -77,13 +67,13 @@ enum Control {
     Stop,
 }
 
-struct Inner {
-    name: String,
-    program: Program,
-    max_message: usize,
-    slots: Vec<Slot>,
-    control: Sender<Control>,
-    stopping: AtomicBool,
+pub(super) struct Inner {
+    pub(super) name: String,
+    pub(super) program: Program,
+    pub(super) max_message: usize,
+    pub(super) slots: Vec<Slot>,
+    pub(super) control: Sender<Control>,
+    pub(super) stopping: AtomicBool,
 }
 
 /// Persistent stdio children shared by all sessions.
@@ -131,7 +121,7 @@ impl Inner {
     /// Spawns the next generation of each slot in `slots` (on the calling thread, which must
     /// be the supervisor), then performs the handshakes in parallel and installs the children
     /// that succeeded.
-    fn launch(self: &Arc<Self>, slots: &[usize]) -> Vec<Result<(), Error>> {
+    pub(super) fn launch(self: &Arc<Self>, slots: &[usize]) -> Vec<Result<(), Error>> {
         let spawned: Vec<Result<Arc<Child>, Error>> = slots
             .iter()
             .map(|&i| {
@@ -160,7 +150,7 @@ impl Inner {
 
     /// Where a child's events go: requests nobody can own to the supervisor (which refuses
     /// them), notifications to the sessions they concern.
-    fn sink(self: &Arc<Self>) -> EventSink {
+    pub(super) fn sink(self: &Arc<Self>) -> EventSink {
         let control = self.control.clone();
         let inner = Arc::downgrade(self);
         Arc::new(move |index, generation, ev| {
@@ -182,7 +172,7 @@ impl Inner {
     /// session on the child, resource updates to the sessions subscribed to that URI,
     /// anything else to the child's only session if it has just one. Each goes to the
     /// session's standalone (GET) stream, if the client opened one.
-    fn notify_sessions(&self, index: usize, msg: &Message) {
+    pub(super) fn notify_sessions(&self, index: usize, msg: &Message) {
         let Some(slot) = self.slots.get(index) else {
             return;
         };
@@ -222,7 +212,11 @@ impl Inner {
     /// Performs the handshake (stopping the child if it fails), re-subscribes the slot's
     /// resource URIs if asked, and makes the child its slot's current one. Returns the child
     /// it replaced.
-    fn install(&self, child: Arc<Child>, resubscribe: bool) -> Result<Option<Arc<Child>>, Error> {
+    pub(super) fn install(
+        &self,
+        child: Arc<Child>,
+        resubscribe: bool,
+    ) -> Result<Option<Arc<Child>>, Error> {
         let hs = match handshake(&child) {
             Ok(hs) => hs,
             Err(e) => {
@@ -243,7 +237,7 @@ impl Inner {
         Ok(write(&slot.child).replace(child))
     }
 
-    fn stop_children(&self, patience: Duration) {
+    pub(super) fn stop_children(&self, patience: Duration) {
         std::thread::scope(|s| {
             for slot in &self.slots {
                 let child = write(&slot.child).take();
@@ -254,243 +248,11 @@ impl Inner {
         });
     }
 
-    fn live(&self, i: usize) -> Option<Arc<Child>> {
+    pub(super) fn live(&self, i: usize) -> Option<Arc<Child>> {
         read(&self.slots.get(i)?.child)
             .clone()
             .filter(|c| c.is_alive())
     }
-}
-
-/// `initialize`, `notifications/initialized`, then a `server/discover` probe.
-fn handshake(child: &Child) -> Result<Handshake, Error> {
-    let init = json!({
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {
-            "protocolVersion": PROXY_VERSION,
-            // Server-to-client requests are routed to the session that owns them.
-            "capabilities": {"sampling": {}, "elicitation": {}},
-            "clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }
-    });
-    let reply = request(child, &init)?;
-    let result = match reply.get("result").and_then(Value::as_object) {
-        Some(r) => r.clone(),
-        None => {
-            return Err(Error::UpstreamProtocol(format!(
-                "{} refused initialize: {}",
-                child.name(),
-                reply.get("error").unwrap_or(&Value::Null)
-            )));
-        }
-    };
-    let version = result
-        .get("protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or(PROXY_VERSION)
-        .to_owned();
-    let note = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
-    child.send_message_deadline(&note, Instant::now() + HANDSHAKE_TIMEOUT)?;
-    let discover = json!({
-        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
-        "params": {"_meta": {
-            jsonrpc::META_VERSION: "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }}
-    });
-    let modern = request(child, &discover)
-        .ok()
-        .and_then(|r| {
-            r.get("result")?
-                .get("supportedVersions")?
-                .as_array()
-                .cloned()
-        })
-        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"));
-    log::info!(
-        "{}: initialized, protocol {version}{}",
-        child.name(),
-        if modern { ", also 2026-07-28" } else { "" }
-    );
-    Ok(Handshake {
-        result,
-        version,
-        modern,
-    })
-}
-
-/// One proxy-originated request to a child, waiting for its response.
-pub(crate) fn request(child: &Child, v: &Value) -> Result<Value, Error> {
-    let msg = Message::parse(v.to_string().as_bytes())?;
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let (id, rx) = child.call_deadline(msg, deadline, None)?;
-    loop {
-        match rx.recv_deadline(deadline) {
-            Ok(Item::Final(bytes)) => {
-                return serde_json::from_slice(&bytes).map_err(Error::Parse);
-            }
-            Ok(Item::Message(_)) => continue,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                child.cancel(id, "handshake timed out");
-                return Err(Error::Timeout);
-            }
-            Err(_) => return Err(Error::ChildExited(child.name().to_owned())),
-        }
-    }
-}
-
-/// Starts the children, then restarts dead ones with backoff and answers server-to-client
-/// requests, until told to stop.
-fn supervise(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Error>>) {
-    let n = inner.slots.len();
-    let all: Vec<usize> = (0..n).collect();
-    let mut backoff = vec![BACKOFF_MIN; n];
-    let mut due: Vec<Option<Instant>> = vec![None; n];
-    let mut started: Vec<Instant> = vec![Instant::now(); n];
-    let mut first_error = None;
-    for (i, r) in inner.launch(&all).into_iter().enumerate() {
-        if let Err(e) = r {
-            log::warn!("stdio upstream {}#{i} did not start: {e}", inner.name);
-            due[i] = Some(Instant::now() + backoff[i]);
-            first_error.get_or_insert(e);
-        }
-    }
-    if due.iter().all(Option::is_some) {
-        inner.stop_children(Duration::from_millis(200));
-        let e = first_error.unwrap_or_else(|| Error::Unavailable("no child".into()));
-        let _ = ready.send(Err(e));
-        return;
-    }
-    let _ = ready.send(Ok(()));
-    let mut reapers: Vec<JoinHandle<()>> = Vec::new();
-    loop {
-        let next = due.iter().flatten().min().copied();
-        let wait = next
-            .map(|t| t.saturating_duration_since(Instant::now()))
-            .unwrap_or(Duration::from_secs(3600));
-        match rx.recv_timeout(wait) {
-            Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-            Ok(Control::Died(i, generation)) => {
-                let slot = &inner.slots[i];
-                if slot.generation.load(Ordering::Acquire) != generation {
-                    continue;
-                }
-                slot.epoch.fetch_add(1, Ordering::AcqRel);
-                slot.restarts.fetch_add(1, Ordering::Relaxed);
-                let dead = write(&slot.child).take();
-                if let Some(c) = dead {
-                    *lock(&slot.last_error) =
-                        Some(format!("exited after {}s", c.started.elapsed().as_secs()));
-                    log::warn!("stdio upstream {} exited; restarting", c.name());
-                    reapers.extend(stop_in_background(c));
-                }
-                if started[i].elapsed() >= HEALTHY_RESET {
-                    backoff[i] = BACKOFF_MIN;
-                }
-                due[i] = Some(Instant::now() + backoff[i]);
-            }
-            Ok(Control::Roll(grace, reply)) => {
-                let _ = reply.send(roll(inner, grace, &mut reapers));
-            }
-            Ok(Control::ChildRequest(i, generation, msg)) => {
-                if inner.slots[i].generation.load(Ordering::Acquire) == generation {
-                    refuse_child_request(inner, i, &msg);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-        }
-        reapers.retain(|h| !h.is_finished());
-        if inner.stopping.load(Ordering::Acquire) {
-            break;
-        }
-        let now = Instant::now();
-        let ready_now: Vec<usize> = (0..n)
-            .filter(|&i| due[i].is_some_and(|t| t <= now))
-            .collect();
-        if ready_now.is_empty() {
-            continue;
-        }
-        for (&i, r) in ready_now.iter().zip(inner.launch(&ready_now)) {
-            match r {
-                Ok(()) => {
-                    due[i] = None;
-                    started[i] = Instant::now();
-                }
-                Err(e) => {
-                    log::warn!("restarting {}#{i} failed: {e}", inner.name);
-                    due[i] = Some(Instant::now() + backoff[i]);
-                }
-            }
-            backoff[i] = (backoff[i] * 2).min(BACKOFF_MAX);
-        }
-    }
-    for r in reapers {
-        let _ = r.join();
-    }
-}
-
-/// Replaces each live child in turn (supervisor thread): spawn and initialize the new one,
-/// re-subscribe what sessions subscribed to, swap it in for new calls, then stop the old one
-/// once its calls in flight are done (at most `grace`). Sessions stay pinned: the epoch is
-/// not bumped, because no session state was lost.
-fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) -> String {
-    let mut report = Vec::new();
-    for i in 0..inner.slots.len() {
-        let slot = &inner.slots[i];
-        let Some(old) = read(&slot.child).clone() else {
-            report.push(format!("#{i}: down, left to the restart backoff"));
-            continue;
-        };
-        let generation = slot.generation.load(Ordering::Acquire) + 1;
-        let fresh = Child::spawn(
-            &inner.program,
-            i,
-            generation,
-            inner.max_message,
-            inner.sink(),
-        )
-        .map(Arc::new)
-        .and_then(|c| {
-            let pid = c.pid;
-            inner.install(c, true).map(|_| pid)
-        });
-        let new_pid = match fresh {
-            Ok(pid) => pid,
-            Err(e) => {
-                report.push(format!(
-                    "#{i}: kept pid {} (replacement failed: {e})",
-                    old.pid
-                ));
-                continue;
-            }
-        };
-        // Calls that picked the old child just before the swap get there a moment later.
-        std::thread::sleep(Duration::from_millis(20));
-        let until = Instant::now() + grace;
-        while old.inflight() > 0 && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        report.push(format!("#{i}: pid {} -> {new_pid}", old.pid));
-        reapers.extend(stop_in_background(old));
-    }
-    report.join("; ")
-}
-
-/// A server-to-client request no single session can own (calls from several sessions, or
-/// none, in flight on the child): answer the child with an error at once rather than guess or
-/// leave it waiting.
-fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
-    let Some(child) = inner.live(i) else { return };
-    log::warn!(
-        "{}: server-to-client request {} refused: no single session has calls in flight",
-        child.name(),
-        msg.method()
-    );
-    child.refuse(
-        msg.id.as_deref(),
-        "shadowcat: cannot tell which client this request is for (shared child, \
-         no single session with calls in flight)",
-    );
 }
 
 impl Upstream for StdioUpstream {
@@ -727,7 +489,7 @@ impl StdioUpstream {
 
 impl Inner {
     /// Tells child `i` nobody wants updates about `uri` any more (answer ignored).
-    fn unsubscribe_child(&self, i: usize, uri: &str) {
+    pub(super) fn unsubscribe_child(&self, i: usize, uri: &str) {
         let Some(child) = self.live(i) else { return };
         let v =
             json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});
@@ -754,41 +516,6 @@ fn release(subs: &Mutex<HashMap<String, usize>>, uri: &str) -> bool {
     }
 }
 
-/// Sends request `call` to `child` and returns the stream of its messages.
-pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Error> {
-    let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
-    let (id, rx) = child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
-    if let (Some(s), Some(cid)) = (call.session, &client_id) {
-        s.begin_call(cid, id);
-    }
-    Ok(Reply::Stream(Box::new(ChildStream {
-        rx,
-        child,
-        id,
-        deadline: call.deadline,
-        done: false,
-        session: call.session.cloned(),
-        client_id,
-    })))
-}
-
-/// Translates a client's `notifications/cancelled` to the rewritten id and cancels the call.
-pub(crate) fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Message) {
-    let (Some(s), Some(p)) = (session, msg.params_value()) else {
-        return;
-    };
-    let Some(rid) = p.get("requestId") else {
-        return;
-    };
-    if let Some(id) = s.upstream_call_id(&rid.to_string()) {
-        let reason = p
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("cancelled by client");
-        child.cancel(id, reason);
-    }
-}
-
 /// The version rule described in the module docs.
 pub fn negotiate<'a>(requested: &'a str, child: &'a str) -> &'a str {
     if LEGACY_VERSIONS.contains(&requested) && requested <= child {
@@ -796,63 +523,6 @@ pub fn negotiate<'a>(requested: &'a str, child: &'a str) -> &'a str {
     } else {
         child
     }
-}
-
-/// The messages of one call on a child.
-struct ChildStream {
-    rx: Receiver<Item>,
-    child: Arc<Child>,
-    id: u64,
-    deadline: Instant,
-    done: bool,
-    session: Option<Arc<Session>>,
-    client_id: Option<String>,
-}
-
-impl MessageStream for ChildStream {
-    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
-        if self.done {
-            return Ok(Poll::End);
-        }
-        match self.rx.recv_deadline(wake.min(self.deadline)) {
-            Ok(Item::Final(b)) => {
-                self.done = true;
-                Ok(Poll::Item(Item::Final(b)))
-            }
-            Ok(item) => Ok(Poll::Item(item)),
-            Err(RecvTimeoutError::Timeout) if Instant::now() < self.deadline => Ok(Poll::Idle),
-            Err(RecvTimeoutError::Timeout) => {
-                self.done = true;
-                self.child.cancel(self.id, "request timed out");
-                Err(Error::Timeout)
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                self.done = true;
-                Err(Error::ChildExited(self.child.name().to_owned()))
-            }
-        }
-    }
-}
-
-impl Drop for ChildStream {
-    fn drop(&mut self) {
-        if !self.done {
-            // Abandoned mid-call (a stateless client left, or shutdown): nobody reads the
-            // answer, so the child's pending entry must not outlive this stream.
-            self.child.forget(self.id);
-        }
-        if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {
-            s.end_call(cid);
-        }
-    }
-}
-
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

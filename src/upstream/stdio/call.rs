@@ -1,0 +1,121 @@
+//! One call on one child, the same in both modes: a request sent and its messages read back
+//! as a [`MessageStream`], a cancellation, and the proxy's own requests to a child.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::jsonrpc::Message;
+use crate::session::Session;
+use crate::upstream::stdio::child::Child;
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
+
+/// How long the proxy waits for a child to answer one of its own requests.
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One proxy-originated request to a child, waiting for its response.
+pub(crate) fn request(child: &Child, v: &Value) -> Result<Value, Error> {
+    let msg = Message::parse(v.to_string().as_bytes())?;
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let (id, rx) = child.call_deadline(msg, deadline, None)?;
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(Item::Final(bytes)) => {
+                return serde_json::from_slice(&bytes).map_err(Error::Parse);
+            }
+            Ok(Item::Message(_)) => continue,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                child.cancel(id, "handshake timed out");
+                return Err(Error::Timeout);
+            }
+            Err(_) => return Err(Error::ChildExited(child.name().to_owned())),
+        }
+    }
+}
+
+/// Sends request `call` to `child` and returns the stream of its messages.
+pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Error> {
+    let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
+    let (id, rx) = child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
+    if let (Some(s), Some(cid)) = (call.session, &client_id) {
+        s.begin_call(cid, id);
+    }
+    Ok(Reply::Stream(Box::new(ChildStream {
+        rx,
+        child,
+        id,
+        deadline: call.deadline,
+        done: false,
+        session: call.session.cloned(),
+        client_id,
+    })))
+}
+
+/// Translates a client's `notifications/cancelled` to the rewritten id and cancels the call.
+pub(crate) fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Message) {
+    let (Some(s), Some(p)) = (session, msg.params_value()) else {
+        return;
+    };
+    let Some(rid) = p.get("requestId") else {
+        return;
+    };
+    if let Some(id) = s.upstream_call_id(&rid.to_string()) {
+        let reason = p
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("cancelled by client");
+        child.cancel(id, reason);
+    }
+}
+
+/// The messages of one call on a child.
+struct ChildStream {
+    rx: Receiver<Item>,
+    child: Arc<Child>,
+    id: u64,
+    deadline: Instant,
+    done: bool,
+    session: Option<Arc<Session>>,
+    client_id: Option<String>,
+}
+
+impl MessageStream for ChildStream {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        if self.done {
+            return Ok(Poll::End);
+        }
+        match self.rx.recv_deadline(wake.min(self.deadline)) {
+            Ok(Item::Final(b)) => {
+                self.done = true;
+                Ok(Poll::Item(Item::Final(b)))
+            }
+            Ok(item) => Ok(Poll::Item(item)),
+            Err(RecvTimeoutError::Timeout) if Instant::now() < self.deadline => Ok(Poll::Idle),
+            Err(RecvTimeoutError::Timeout) => {
+                self.done = true;
+                self.child.cancel(self.id, "request timed out");
+                Err(Error::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.done = true;
+                Err(Error::ChildExited(self.child.name().to_owned()))
+            }
+        }
+    }
+}
+
+impl Drop for ChildStream {
+    fn drop(&mut self) {
+        if !self.done {
+            // Abandoned mid-call (a stateless client left, or shutdown): nobody reads the
+            // answer, so the child's pending entry must not outlive this stream.
+            self.child.forget(self.id);
+        }
+        if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {
+            s.end_call(cid);
+        }
+    }
+}
