@@ -116,6 +116,8 @@
 //! the token); rate-limit refusals are debug. Tokens, header values and JSON-RPC params or
 //! results are never logged.
 
+#![deny(missing_docs)]
+
 mod app;
 mod config;
 mod error;

@@ -24,6 +24,7 @@ pub fn normalize_origin(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
+/// True for an `http` or `https` origin (already normalised) on a loopback host.
 pub fn loopback_origin(origin: &str) -> bool {
     let rest = origin
         .strip_prefix("http://")
