@@ -17,7 +17,7 @@ use crate::util::{duration, size, split_command};
 /// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
-    /// The subcommand.
+    /// what to run
     #[argh(subcommand)]
     pub command: Command,
 }
