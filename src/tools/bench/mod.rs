@@ -59,7 +59,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `mod.rs` | flags ([`BenchArgs`]), options ([`BenchOptions`]) and their checks, [`run`], [`bench`] |
+//! | `mod.rs` | flags ([`BenchArgs`]), options ([`BenchOptions`]) and their checks, [`run`], [`bench()`] |
 //! | `error.rs` | [`BenchError`] |
 //! | `load.rs` | the HTTP run: session threads, the start together, the plan of phases |
 //! | `session.rs` | one HTTP session: initialize, the closed loop, recovery, DELETE |
@@ -244,7 +244,7 @@ impl BenchOptions {
         self
     }
 
-    /// Checks everything but the URL (see [`bench`]).
+    /// Checks everything but the URL (see [`bench()`]).
     pub fn validate(&self) -> Result<(), BenchError> {
         if self.sessions == 0 || self.sessions > MAX_SESSIONS {
             return Err(cfg(format!("--sessions must be 1..={MAX_SESSIONS}")));
