@@ -3,7 +3,11 @@
 //! feature, the fuzz entry points.
 //!
 //! Owns: everything those tools need of their own. Must not touch: the proxy's internals;
-//! the tools speak to a proxy over HTTP like any client, and the proxy never imports them.
+//! the demo server and the load generator speak to a proxy over the wire (stdio, HTTP) like any
+//! peer, and the proxy never imports them. From the crate they use only `crate::util` and the
+//! protocol constants and id helpers of `crate::jsonrpc` (see each tool's module docs). The
+//! exception is `fuzzing`, whose purpose is to drive the proxy's parsers directly; it is
+//! compiled only with the `fuzzing` feature.
 
 pub mod bench;
 pub mod demo;

@@ -1,0 +1,566 @@
+//! The bench's own minimal HTTP/1.1 client: the [`Target`] parsed from `--url`, one keep-alive
+//! [`Conn`] per session (`TCP_NODELAY`, deadlines polled every [`POLL`]), Content-Length,
+//! chunked and read-to-close bodies, and `text/event-stream` bodies read event by event until
+//! the response to the request arrives ([`roundtrip`]).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use super::error::BenchError;
+use super::rpc::{Check, Fail, Verdict, bad, check};
+use super::{BUF, DRAIN_GRACE, MAX_BODY, POLL, cfg, header_safe};
+
+/// Where requests go.
+#[derive(Debug)]
+pub(super) struct Target {
+    /// `host[:port]` as written, for the Host header.
+    pub(super) authority: String,
+    /// Path and query.
+    pub(super) path: String,
+    /// Resolved addresses, tried in order.
+    pub(super) addrs: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/path]`, resolves it, and refuses non-loopback addresses unless
+    /// `allow_remote`.
+    pub(super) fn parse(url: &str, allow_remote: bool) -> Result<Target, BenchError> {
+        let rest = url
+            .get(..7)
+            .filter(|s| s.eq_ignore_ascii_case("http://"))
+            .map(|_| &url[7..])
+            .ok_or_else(|| cfg(format!("--url must be an http:// URL (got {url:?})")))?;
+        let rest = rest.split('#').next().unwrap_or("");
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
+            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+            None => (rest, "/".to_string()),
+        };
+        if authority.is_empty() || authority.contains('@') || !header_safe(authority) {
+            return Err(cfg(format!("--url {url:?}: bad host")));
+        }
+        if !header_safe(&path) || path.contains(' ') {
+            return Err(cfg(format!("--url {url:?}: bad path")));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| cfg(format!("--url {url:?}: bad host or port")))?;
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| cfg(format!("--url: cannot resolve {host}: {e}")))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(cfg(format!("--url: {host} resolves to no address")));
+        }
+        if !allow_remote && let Some(a) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            let ip = a.ip().to_string();
+            let resolved = if ip == host.trim_matches(['[', ']']) {
+                String::new()
+            } else {
+                format!(" (resolves to {ip})")
+            };
+            return Err(cfg(format!(
+                "--url {url}: {host} is not a loopback address{resolved}; \
+                     pass --allow-remote to load a remote server"
+            )));
+        }
+        Ok(Target {
+            authority: authority.to_string(),
+            path,
+            addrs,
+        })
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port` (default port 80).
+fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => 80,
+    };
+    Some((host, port))
+}
+
+/// What the response to one exchange said.
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) session_id: Option<String>,
+    pub(super) verdict: Verdict,
+    pub(super) sse: bool,
+    pub(super) done_at: Instant,
+    pub(super) close: bool,
+    pub(super) excerpt: String,
+}
+
+/// A keep-alive connection with its read buffer.
+pub(super) struct Conn {
+    stream: TcpStream,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+}
+
+/// A parsed response head.
+#[derive(Debug, Default)]
+struct Head {
+    status: u16,
+    content_length: Option<u64>,
+    chunked: bool,
+    json: bool,
+    sse: bool,
+    close: bool,
+    session_id: Option<String>,
+}
+
+/// Where the body reader is.
+#[derive(Clone, Copy, Debug)]
+enum Body {
+    Length(u64),
+    Chunked(Chunk),
+    ToClose,
+    Done,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Chunk {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+impl Conn {
+    pub(super) fn connect(
+        addrs: &[SocketAddr],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Conn, Fail> {
+        let mut last = String::from("no address");
+        for a in addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Fail::Timeout);
+            }
+            match TcpStream::connect_timeout(a, left) {
+                Ok(stream) => {
+                    let setup = stream
+                        .set_nodelay(true)
+                        .and_then(|_| stream.set_read_timeout(Some(POLL.min(timeout))))
+                        .and_then(|_| stream.set_write_timeout(Some(timeout)));
+                    if let Err(e) = setup {
+                        return Err(Fail::Connect(e.to_string()));
+                    }
+                    return Ok(Conn {
+                        stream,
+                        buf: vec![0; BUF].into_boxed_slice(),
+                        pos: 0,
+                        len: 0,
+                    });
+                }
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+        Err(Fail::Connect(last))
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
+        self.stream.write_all(bytes).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Fail::Timeout,
+            _ => Fail::Io(format!("write: {e}")),
+        })
+    }
+
+    /// Reads more bytes into the buffer. False at EOF.
+    fn fill_or_eof(&mut self, deadline: Instant) -> Result<bool, Fail> {
+        if self.pos == self.len {
+            self.pos = 0;
+            self.len = 0;
+        } else if self.len == self.buf.len() {
+            if self.pos == 0 {
+                return Err(bad("response head or line longer than 64 KiB"));
+            }
+            self.buf.copy_within(self.pos..self.len, 0);
+            self.len -= self.pos;
+            self.pos = 0;
+        }
+        loop {
+            if Instant::now() >= deadline {
+                return Err(Fail::Timeout);
+            }
+            match self.stream.read(&mut self.buf[self.len..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.len += n;
+                    return Ok(true);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(Fail::Io(format!("read: {e}"))),
+            }
+        }
+    }
+
+    fn fill(&mut self, deadline: Instant) -> Result<(), Fail> {
+        if self.fill_or_eof(deadline)? {
+            Ok(())
+        } else {
+            Err(Fail::Io("connection closed by the server".into()))
+        }
+    }
+
+    fn read_head(&mut self, deadline: Instant) -> Result<Head, Fail> {
+        loop {
+            let avail = &self.buf[self.pos..self.len];
+            if let Some(end) = avail.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = parse_head(&avail[..end])?;
+                self.pos += end + 4;
+                return Ok(head);
+            }
+            self.fill(deadline)?;
+        }
+    }
+
+    /// Reads one CRLF- (or LF-) terminated line and hands it to `f` without the terminator.
+    fn read_line<T>(&mut self, deadline: Instant, f: impl FnOnce(&[u8]) -> T) -> Result<T, Fail> {
+        loop {
+            let avail = &self.buf[self.pos..self.len];
+            if let Some(i) = avail.iter().position(|&b| b == b'\n') {
+                let line = &avail[..i];
+                let t = f(line.strip_suffix(b"\r").unwrap_or(line));
+                self.pos += i + 1;
+                return Ok(t);
+            }
+            self.fill(deadline)?;
+        }
+    }
+
+    /// Moves up to `max` body bytes (at least one) into `out`.
+    fn take(&mut self, max: u64, out: &mut Vec<u8>, deadline: Instant) -> Result<u64, Fail> {
+        if self.pos == self.len {
+            self.fill(deadline)?;
+        }
+        let n = (self.len - self.pos).min(usize::try_from(max).unwrap_or(usize::MAX));
+        out.extend_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n as u64)
+    }
+}
+
+fn parse_head(bytes: &[u8]) -> Result<Head, Fail> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or("");
+    if !version.starts_with("HTTP/1.") {
+        return Err(bad(format!("not an HTTP/1.x status line: {status_line:?}")));
+    }
+    let status = parts
+        .next()
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|s| (100..600).contains(s))
+        .ok_or_else(|| bad(format!("bad status line: {status_line:?}")))?;
+    let mut head = Head {
+        status,
+        close: version == "HTTP/1.0",
+        ..Head::default()
+    };
+    for line in lines {
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("bad header line: {line:?}")))?;
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = value
+                .parse()
+                .map_err(|_| bad(format!("bad content-length: {value:?}")))?;
+            if head.content_length.is_some_and(|m| m != n) {
+                return Err(bad("conflicting content-length"));
+            }
+            head.content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.rsplit(',').next().unwrap_or("").trim();
+            if !last.eq_ignore_ascii_case("chunked") {
+                return Err(bad(format!("unsupported transfer-encoding: {value:?}")));
+            }
+            head.chunked = true;
+        } else if name.eq_ignore_ascii_case("content-type") {
+            let media = value.split(';').next().unwrap_or("").trim();
+            head.json = media.eq_ignore_ascii_case("application/json");
+            head.sse = media.eq_ignore_ascii_case("text/event-stream");
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") && version == "HTTP/1.0" {
+                    head.close = false;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("mcp-session-id") {
+            head.session_id = Some(value.to_string());
+        }
+    }
+    Ok(head)
+}
+
+impl Body {
+    fn new(head: &Head) -> Body {
+        if (100..200).contains(&head.status) || head.status == 204 || head.status == 304 {
+            Body::Done
+        } else if head.chunked {
+            Body::Chunked(Chunk::Size)
+        } else {
+            match head.content_length {
+                Some(0) => Body::Done,
+                Some(n) => Body::Length(n),
+                None => Body::ToClose,
+            }
+        }
+    }
+
+    /// Appends some body bytes to `out` (or reads framing). True once the body is complete.
+    fn read_some(
+        &mut self,
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<bool, Fail> {
+        loop {
+            match *self {
+                Body::Done => return Ok(true),
+                Body::Length(left) => {
+                    let n = conn.take(left, out, deadline)?;
+                    *self = if n == left {
+                        Body::Done
+                    } else {
+                        Body::Length(left - n)
+                    };
+                    return Ok(matches!(self, Body::Done));
+                }
+                Body::ToClose => {
+                    if conn.pos == conn.len && !conn.fill_or_eof(deadline)? {
+                        *self = Body::Done;
+                        return Ok(true);
+                    }
+                    out.extend_from_slice(&conn.buf[conn.pos..conn.len]);
+                    conn.pos = conn.len;
+                    return Ok(false);
+                }
+                Body::Chunked(Chunk::Size) => {
+                    let size = conn.read_line(deadline, |l| {
+                        let hex = String::from_utf8_lossy(l);
+                        let hex = hex.split(';').next().unwrap_or("").trim().to_string();
+                        u64::from_str_radix(&hex, 16).ok()
+                    })?;
+                    *self = match size {
+                        Some(0) => Body::Chunked(Chunk::Trailer),
+                        Some(n) => Body::Chunked(Chunk::Data(n)),
+                        None => return Err(bad("bad chunk size")),
+                    };
+                }
+                Body::Chunked(Chunk::Data(left)) => {
+                    let n = conn.take(left, out, deadline)?;
+                    *self = Body::Chunked(if n == left {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - n)
+                    });
+                    return Ok(false);
+                }
+                Body::Chunked(Chunk::DataEnd) => {
+                    if !conn.read_line(deadline, |l| l.is_empty())? {
+                        return Err(bad("chunk data longer than its size"));
+                    }
+                    *self = Body::Chunked(Chunk::Size);
+                }
+                Body::Chunked(Chunk::Trailer) => {
+                    if conn.read_line(deadline, |l| l.is_empty())? {
+                        *self = Body::Done;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the rest of the body into `out`.
+    fn read_all(
+        &mut self,
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> Result<(), Fail> {
+        while !self.read_some(conn, out, deadline)? {
+            if out.len() > MAX_BODY {
+                return Err(bad("response body over 64 MiB"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `req`, reads the response, and (with `want`) checks that it answers request `want`.
+pub(super) fn roundtrip(
+    conn: &mut Conn,
+    req: &[u8],
+    want: Option<u64>,
+    want_version: bool,
+    body: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<Answer, Fail> {
+    conn.send(req)?;
+    let mut head = loop {
+        let h = conn.read_head(deadline)?;
+        if !(100..200).contains(&h.status) {
+            break h;
+        }
+    };
+    let mut state = Body::new(&head);
+    body.clear();
+    let mut answer = Answer {
+        status: head.status,
+        session_id: head.session_id.take(),
+        verdict: Verdict::Unchecked,
+        sse: head.sse,
+        done_at: Instant::now(),
+        close: head.close || matches!(state, Body::ToClose),
+        excerpt: String::new(),
+    };
+    let ok_status = (200..300).contains(&head.status);
+    let want = match want {
+        Some(w) if ok_status => w,
+        _ => {
+            state.read_all(conn, body, deadline)?;
+            answer.done_at = Instant::now();
+            answer.excerpt = excerpt(body);
+            return Ok(answer);
+        }
+    };
+    if head.sse {
+        let mut events = SseParser::default();
+        loop {
+            let finished = state.read_some(conn, body, deadline)?;
+            if let Some(v) = events.feed(body, want, want_version) {
+                answer.verdict = v;
+                answer.done_at = Instant::now();
+                if !finished {
+                    // The server should end the stream now; if it does not, drop the connection.
+                    let grace = deadline.min(answer.done_at + DRAIN_GRACE);
+                    loop {
+                        body.clear();
+                        match state.read_some(conn, body, grace) {
+                            Ok(true) => break,
+                            Ok(false) => {}
+                            Err(_) => {
+                                answer.close = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                return Ok(answer);
+            }
+            if finished {
+                return Err(bad(format!(
+                    "event stream ended without the response to request {want}"
+                )));
+            }
+            if body.len() > MAX_BODY {
+                return Err(bad("event over 64 MiB"));
+            }
+        }
+    }
+    state.read_all(conn, body, deadline)?;
+    answer.done_at = Instant::now();
+    if !head.json {
+        return Err(bad(format!(
+            "status {} without a JSON or event-stream body: {}",
+            head.status,
+            excerpt(body)
+        )));
+    }
+    match check(body, want, want_version) {
+        Check::Mine(v) => {
+            answer.verdict = v;
+            Ok(answer)
+        }
+        Check::NotMine => Err(bad(format!(
+            "reply is not the response to request {want}: {}",
+            excerpt(body)
+        ))),
+        Check::Invalid(e) => Err(bad(format!("{e}: {}", excerpt(body)))),
+    }
+}
+
+/// The first 200 characters of a body, for error messages.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.trim().replace(['\r', '\n'], " ")
+}
+
+/// Collects `data:` lines per event and checks each complete event.
+#[derive(Default)]
+pub(super) struct SseParser {
+    data: Vec<u8>,
+    has_data: bool,
+}
+
+impl SseParser {
+    /// Consumes the complete lines at the start of `body`; returns the verdict once an event
+    /// holds the response to `want`. Other events (notifications, server requests, non-JSON)
+    /// are skipped.
+    pub(super) fn feed(
+        &mut self,
+        body: &mut Vec<u8>,
+        want: u64,
+        want_version: bool,
+    ) -> Option<Verdict> {
+        let mut start = 0;
+        let mut found = None;
+        while let Some(i) = body[start..].iter().position(|&b| b == b'\n') {
+            let raw = &body[start..start + i];
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            start += i + 1;
+            if line.is_empty() {
+                if self.has_data {
+                    let c = check(&self.data, want, want_version);
+                    self.data.clear();
+                    self.has_data = false;
+                    if let Check::Mine(v) = c {
+                        found = Some(v);
+                        break;
+                    }
+                }
+            } else if let Some(rest) = line.strip_prefix(b"data:") {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(rest);
+                self.has_data = true;
+            }
+        }
+        body.drain(..start);
+        found
+    }
+}

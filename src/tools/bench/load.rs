@@ -1,0 +1,142 @@
+//! The HTTP run: one thread per session, all initialized before anything is measured, then
+//! released together with the [`Plan`] of phases (warm-up, measured, hard stop) that the
+//! `--pipe` run shares.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, unbounded};
+
+use super::BenchOptions;
+use super::client::Target;
+use super::error::BenchError;
+use super::report::Report;
+use super::rpc::{Fail, request_parts};
+use super::session::session_thread;
+use super::stats::{Stats, merge_stats};
+
+/// What every session thread shares.
+pub(super) struct Shared {
+    pub(super) target: Target,
+    pub(super) opts: BenchOptions,
+    /// `"method":…,"params":…}`, the request body after the id; `None` with `--progress`
+    /// (built per request).
+    pub(super) tail: Option<Vec<u8>>,
+    /// `"method":…` alone, for `--progress`.
+    pub(super) method_json: String,
+    /// Tickets taken in the measured phase (with `--requests`).
+    pub(super) tickets: AtomicU64,
+}
+
+/// The phases, decided once every session is initialized.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plan {
+    pub(super) measure_start: Instant,
+    pub(super) measure_end: Option<Instant>,
+    pub(super) hard_stop: Option<Instant>,
+}
+
+impl Plan {
+    /// The phases of a run whose warm-up starts now.
+    pub(super) fn starting_now(opts: &BenchOptions) -> Plan {
+        let go = Instant::now();
+        let measure_start = go + opts.warmup;
+        let measure_end = opts.duration.map(|d| measure_start + d);
+        Plan {
+            measure_start,
+            measure_end,
+            hard_stop: measure_end.map(|e| e + opts.timeout),
+        }
+    }
+}
+
+/// An HTTP run (no `--pipe`) of validated `opts`.
+pub(super) fn bench_http(opts: &BenchOptions) -> Result<Report, BenchError> {
+    let target = Target::parse(&opts.url, opts.allow_remote)?;
+    let (method_json, tail) = request_parts(opts);
+    let shared = Arc::new(Shared {
+        target,
+        opts: opts.clone(),
+        tail,
+        method_json,
+        tickets: AtomicU64::new(0),
+    });
+    let n = opts.sessions;
+    let (ready_tx, ready_rx) = unbounded::<Result<(), Fail>>();
+    let (go_tx, go_rx) = bounded::<Plan>(n);
+    let mut threads: Vec<JoinHandle<Stats>> = Vec::with_capacity(n);
+    for index in 0..n {
+        let (sh, ready, go) = (shared.clone(), ready_tx.clone(), go_rx.clone());
+        let spawned = thread::Builder::new()
+            .name(format!("bench-{index}"))
+            .stack_size(256 * 1024)
+            .spawn(move || session_thread(index, &sh, ready, go));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                drop(go_tx);
+                join_all(threads);
+                return Err(BenchError::Io(e));
+            }
+        }
+    }
+    drop(ready_tx);
+    drop(go_rx);
+    let mut failures = Vec::new();
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(f)) => failures.push(f),
+            Err(_) => {
+                failures.push(Fail::Io("a session thread died".into()));
+                break;
+            }
+        }
+    }
+    if let Some(first) = failures.first() {
+        drop(go_tx);
+        join_all(threads);
+        let msg = format!(
+            "{} of {n} sessions could not initialize; first: {}",
+            failures.len(),
+            first.describe()
+        );
+        return Err(match first {
+            Fail::Connect(_) => BenchError::Unreachable {
+                url: opts.url.clone(),
+                detail: msg,
+            },
+            _ => BenchError::Initialize {
+                url: opts.url.clone(),
+                detail: msg,
+            },
+        });
+    }
+    let plan = Plan::starting_now(opts);
+    for _ in 0..n {
+        let _ = go_tx.send(plan);
+    }
+    drop(go_tx);
+    let mut total = Stats::default();
+    let mut panicked = false;
+    for t in threads {
+        match t.join() {
+            Ok(s) => merge_stats(&mut total, s),
+            Err(_) => panicked = true,
+        }
+    }
+    if panicked {
+        return Err(BenchError::Internal(
+            "a bench session thread panicked".into(),
+        ));
+    }
+    Ok(total.into_report(opts.url.clone(), opts, plan.measure_start))
+}
+
+pub(super) fn join_all(threads: Vec<JoinHandle<Stats>>) {
+    for t in threads {
+        let _ = t.join();
+    }
+}
