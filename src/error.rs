@@ -144,6 +144,9 @@ pub enum Error {
     NotSupported(&'static str),
     /// Invalid configuration, found at start-up.
     Config(String),
+    /// A tool shipped in the binary (the load generator) failed at run time; the text is the
+    /// tool's own. Never an answer to a client.
+    Tool(String),
     /// An I/O error at start-up (bind, spawn).
     Io(io::Error),
 }
@@ -213,6 +216,7 @@ impl Error {
             | Error::Internal(_)
             | Error::NotSupported(_)
             | Error::Config(_)
+            | Error::Tool(_)
             | Error::Io(_) => Source::Internal,
         }
     }
@@ -244,7 +248,11 @@ impl Error {
             Error::UpstreamStatus { status, .. } | Error::Http { status, .. } => *status,
             Error::ChildExited(_) => 502,
             Error::Timeout => 504,
-            Error::Internal(_) | Error::Spawn(_) | Error::Config(_) | Error::Io(_) => 500,
+            Error::Internal(_)
+            | Error::Spawn(_)
+            | Error::Config(_)
+            | Error::Tool(_)
+            | Error::Io(_) => 500,
         }
     }
 
@@ -373,7 +381,7 @@ impl fmt::Display for Error {
             Error::Internal(why) => write!(f, "internal error: {why}"),
             Error::Spawn(why) => write!(f, "{why}"),
             Error::NotSupported(what) => write!(f, "invalid request: {what}"),
-            Error::Config(why) => write!(f, "{why}"),
+            Error::Config(why) | Error::Tool(why) => write!(f, "{why}"),
             Error::Io(e) => write!(f, "io: {e}"),
         }
     }

@@ -1,6 +1,6 @@
 //! The load generator's own failures. They become a [`crate::Error`] only at [`super::run`],
 //! where `main` needs an exit code: [`BenchError::Config`] becomes [`crate::Error::Config`]
-//! (exit 2), everything else [`crate::Error::Io`] (exit 1).
+//! (exit 2), everything else [`crate::Error::Tool`] with the bench's own text (exit 1).
 
 use std::fmt;
 use std::io;
@@ -67,8 +67,7 @@ impl From<BenchError> for crate::Error {
     fn from(e: BenchError) -> crate::Error {
         match e {
             BenchError::Config(why) => crate::Error::Config(why),
-            BenchError::Io(e) => crate::Error::Io(e),
-            other => crate::Error::Io(io::Error::other(other.to_string())),
+            other => crate::Error::Tool(other.to_string()),
         }
     }
 }
