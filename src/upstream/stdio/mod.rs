@@ -3,7 +3,7 @@
 //!
 //! Owns: one child's threads, id rewriting and routing ([`child`]); one call on a child, the
 //! same in both modes (`call.rs`); a fixed set of children shared by every session
-//! ([`shared`]) and its supervisor thread (`supervisor.rs`); a child per session from a warm
+//! ([`shared`]), its slots (`slots.rs`) and its supervisor thread (`supervisor.rs`); a child per session from a warm
 //! pool ([`dedicated`]). Must not touch: the client side (HTTP, sessions' streams beyond
 //! delivering into them) or any other upstream kind.
 
@@ -11,4 +11,5 @@ mod call;
 pub mod child;
 pub mod dedicated;
 pub mod shared;
+mod slots;
 mod supervisor;

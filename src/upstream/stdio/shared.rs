@@ -15,66 +15,26 @@
 //! * Modern requests (no session) go to the least busy live child that speaks 2026-07-28; if
 //!   none does, the client gets a legacy-only 400 that makes dual-era clients fall back.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{Sender, unbounded};
-use serde_json::{Value, json};
+use crossbeam_channel::unbounded;
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session};
-use crate::upstream::stdio::child::{Child, Event, EventSink, Program};
+use crate::upstream::stdio::child::Program;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
-use crate::util::{lock, read, write};
+use crate::util::{lock, read};
 
-use super::call::request;
 use super::call::{call_stream, cancel};
-use super::supervisor::{Handshake, handshake, supervise};
+use super::slots::{Control, Inner, Slot, release};
+use super::supervisor::supervise;
 
 use crate::jsonrpc::LEGACY_VERSIONS;
-/// The version the proxy asks children for.
-pub(super) const PROXY_VERSION: &str = "2025-11-25";
-
-#[derive(Default)]
-pub(super) struct Slot {
-    pub(super) child: RwLock<Option<Arc<Child>>>,
-    pub(super) handshake: RwLock<Option<Arc<Handshake>>>,
-    pub(super) generation: AtomicU64,
-    /// Bumped when the child crashes (not on a rolling restart): sessions pinned under an
-    /// older epoch lost their state and get 404.
-    pub(super) epoch: AtomicU64,
-    /// Crash restarts so far.
-    pub(super) restarts: AtomicU64,
-    /// Why the child last went down.
-    pub(super) last_error: Mutex<Option<String>>,
-    pub(super) sessions: AtomicUsize,
-    /// Sessions pinned here, for notifications that concern all or some of them.
-    pub(super) members: Mutex<Vec<Weak<Session>>>,
-    /// Resource URI to the number of pinned sessions subscribed to it; the child itself is
-    /// subscribed once, while the count is above zero.
-    pub(super) subscriptions: Mutex<HashMap<String, usize>>,
-}
-
-pub(super) enum Control {
-    Died(usize, u64),
-    /// Rolling restart: replace each child after its calls drain (at most the grace).
-    Roll(Duration, Sender<String>),
-    ChildRequest(usize, u64, Message),
-    Stop,
-}
-
-pub(super) struct Inner {
-    pub(super) name: String,
-    pub(super) program: Program,
-    pub(super) max_message: usize,
-    pub(super) slots: Vec<Slot>,
-    pub(super) control: Sender<Control>,
-    pub(super) stopping: AtomicBool,
-}
 
 /// Persistent stdio children shared by all sessions.
 pub struct StdioUpstream {
@@ -114,144 +74,6 @@ impl StdioUpstream {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
         })
-    }
-}
-
-impl Inner {
-    /// Spawns the next generation of each slot in `slots` (on the calling thread, which must
-    /// be the supervisor), then performs the handshakes in parallel and installs the children
-    /// that succeeded.
-    pub(super) fn launch(self: &Arc<Self>, slots: &[usize]) -> Vec<Result<(), Error>> {
-        let spawned: Vec<Result<Arc<Child>, Error>> = slots
-            .iter()
-            .map(|&i| {
-                if self.stopping.load(Ordering::Acquire) {
-                    return Err(Error::Unavailable("shutting down".into()));
-                }
-                let generation = self.slots[i].generation.load(Ordering::Acquire) + 1;
-                Child::spawn(&self.program, i, generation, self.max_message, self.sink())
-                    .map(Arc::new)
-            })
-            .collect();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = spawned
-                .into_iter()
-                .map(|c| s.spawn(move || c.and_then(|c| self.install(c, false).map(drop))))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Internal("handshake panicked".into())))
-                })
-                .collect()
-        })
-    }
-
-    /// Where a child's events go: requests nobody can own to the supervisor (which refuses
-    /// them), notifications to the sessions they concern.
-    pub(super) fn sink(self: &Arc<Self>) -> EventSink {
-        let control = self.control.clone();
-        let inner = Arc::downgrade(self);
-        Arc::new(move |index, generation, ev| {
-            let msg = match ev {
-                Event::Exited => Control::Died(index, generation),
-                Event::Request(m) => Control::ChildRequest(index, generation, m),
-                Event::Notification(m) => {
-                    if let Some(inner) = inner.upgrade() {
-                        inner.notify_sessions(index, &m);
-                    }
-                    return;
-                }
-            };
-            let _ = control.send(msg);
-        })
-    }
-
-    /// Routes a notification that no call in flight could take: list changes to every
-    /// session on the child, resource updates to the sessions subscribed to that URI,
-    /// anything else to the child's only session if it has just one. Each goes to the
-    /// session's standalone (GET) stream, if the client opened one.
-    pub(super) fn notify_sessions(&self, index: usize, msg: &Message) {
-        let Some(slot) = self.slots.get(index) else {
-            return;
-        };
-        let members: Vec<Arc<Session>> = lock(&slot.members)
-            .iter()
-            .filter_map(Weak::upgrade)
-            .collect();
-        let method = msg.method();
-        let targets: Vec<&Arc<Session>> = if method.ends_with("/list_changed") {
-            members.iter().collect()
-        } else if method == "notifications/resources/updated" {
-            let uri = msg
-                .params_value()
-                .and_then(|p| p.get("uri")?.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            members
-                .iter()
-                .filter(|s| lock(&s.subscriptions).contains(&uri))
-                .collect()
-        } else if members.len() == 1 {
-            members.iter().collect()
-        } else {
-            log::debug!(
-                "{}#{index}: {method} concerns no single session; dropped",
-                self.name
-            );
-            Vec::new()
-        };
-        let bytes = msg.to_vec();
-        for s in targets {
-            if let Some(log) = s.streams.standalone_if_open() {
-                log.push(&bytes);
-            }
-        }
-    }
-
-    /// Performs the handshake (stopping the child if it fails), re-subscribes the slot's
-    /// resource URIs if asked, and makes the child its slot's current one. Returns the child
-    /// it replaced.
-    pub(super) fn install(
-        &self,
-        child: Arc<Child>,
-        resubscribe: bool,
-    ) -> Result<Option<Arc<Child>>, Error> {
-        let hs = match handshake(&child) {
-            Ok(hs) => hs,
-            Err(e) => {
-                child.stop(Duration::from_millis(500));
-                return Err(e);
-            }
-        };
-        let slot = &self.slots[child.index];
-        if resubscribe {
-            let uris: Vec<String> = lock(&slot.subscriptions).keys().cloned().collect();
-            for uri in uris {
-                let v = json!({"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{"uri":uri}});
-                let _ = request(&child, &v);
-            }
-        }
-        *write(&slot.handshake) = Some(Arc::new(hs));
-        slot.generation.store(child.generation, Ordering::Release);
-        Ok(write(&slot.child).replace(child))
-    }
-
-    pub(super) fn stop_children(&self, patience: Duration) {
-        std::thread::scope(|s| {
-            for slot in &self.slots {
-                let child = write(&slot.child).take();
-                if let Some(c) = child {
-                    s.spawn(move || c.stop(patience));
-                }
-            }
-        });
-    }
-
-    pub(super) fn live(&self, i: usize) -> Option<Arc<Child>> {
-        read(&self.slots.get(i)?.child)
-            .clone()
-            .filter(|c| c.is_alive())
     }
 }
 
@@ -484,35 +306,6 @@ impl StdioUpstream {
         } else {
             Some(Reply::Message(jsonrpc::result_body(id, "{}")))
         }
-    }
-}
-
-impl Inner {
-    /// Tells child `i` nobody wants updates about `uri` any more (answer ignored).
-    pub(super) fn unsubscribe_child(&self, i: usize, uri: &str) {
-        let Some(child) = self.live(i) else { return };
-        let v =
-            json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});
-        if let Ok(msg) = Message::parse(v.to_string().as_bytes()) {
-            let deadline = Instant::now() + Duration::from_secs(1);
-            let _ = child.call_deadline(msg, deadline, None);
-        }
-    }
-}
-
-/// Drops one subscriber of `uri`; true when it was the last.
-fn release(subs: &Mutex<HashMap<String, usize>>, uri: &str) -> bool {
-    let mut subs = lock(subs);
-    match subs.get_mut(uri) {
-        Some(n) if *n > 1 => {
-            *n -= 1;
-            false
-        }
-        Some(_) => {
-            subs.remove(uri);
-            true
-        }
-        None => false,
     }
 }
 

@@ -8,87 +8,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use serde_json::{Value, json};
 
-use super::call::HANDSHAKE_TIMEOUT;
-use super::call::request;
-use super::shared::{Control, Inner, PROXY_VERSION};
+use super::slots::{Control, Inner};
 use crate::error::Error;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::Message;
 use crate::upstream::stdio::child::{Child, stop_in_background};
 use crate::util::{lock, read, write};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
-
-/// What the proxy learned from a child's handshake.
-pub(super) struct Handshake {
-    /// The child's `initialize` result.
-    pub(super) result: serde_json::Map<String, Value>,
-    /// The version it negotiated with the proxy.
-    pub(super) version: String,
-    /// Whether `server/discover` listed 2026-07-28.
-    pub(super) modern: bool,
-}
-
-/// `initialize`, `notifications/initialized`, then a `server/discover` probe.
-pub(super) fn handshake(child: &Child) -> Result<Handshake, Error> {
-    let init = json!({
-        "jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {
-            "protocolVersion": PROXY_VERSION,
-            // Server-to-client requests are routed to the session that owns them.
-            "capabilities": {"sampling": {}, "elicitation": {}},
-            "clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }
-    });
-    let reply = request(child, &init)?;
-    let result = match reply.get("result").and_then(Value::as_object) {
-        Some(r) => r.clone(),
-        None => {
-            return Err(Error::UpstreamProtocol(format!(
-                "{} refused initialize: {}",
-                child.name(),
-                reply.get("error").unwrap_or(&Value::Null)
-            )));
-        }
-    };
-    let version = result
-        .get("protocolVersion")
-        .and_then(Value::as_str)
-        .unwrap_or(PROXY_VERSION)
-        .to_owned();
-    let note = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
-    child.send_message_deadline(&note, Instant::now() + HANDSHAKE_TIMEOUT)?;
-    let discover = json!({
-        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
-        "params": {"_meta": {
-            jsonrpc::META_VERSION: "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }}
-    });
-    let modern = request(child, &discover)
-        .ok()
-        .and_then(|r| {
-            r.get("result")?
-                .get("supportedVersions")?
-                .as_array()
-                .cloned()
-        })
-        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"));
-    log::info!(
-        "{}: initialized, protocol {version}{}",
-        child.name(),
-        if modern { ", also 2026-07-28" } else { "" }
-    );
-    Ok(Handshake {
-        result,
-        version,
-        modern,
-    })
-}
 
 /// Starts the children, then restarts dead ones with backoff and answers server-to-client
 /// requests, until told to stop.
