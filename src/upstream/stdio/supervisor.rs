@@ -1,6 +1,6 @@
-//! The shared mode's supervisor thread: the handshake with each child, restarts with
-//! backoff after a crash, rolling restarts, and refusing what children ask when nobody can
-//! answer.
+//! The shared mode's supervisor thread: spawns every child (the parent-death signal follows
+//! the spawning thread), restarts them with backoff after a crash, rolls them on request, and
+//! refuses what children ask when nobody can answer.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
