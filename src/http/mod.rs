@@ -5,9 +5,13 @@
 //! syntax the rebinding checks compare. Must not touch: MCP, JSON-RPC, sessions or upstreams;
 //! the one thing it calls is the [`Handler`] it was given.
 
-mod message;
+mod encode;
 pub mod origin;
+mod parse;
+mod request;
 mod server;
 
-pub use message::*;
+pub use encode::*;
+pub use parse::*;
+pub use request::*;
 pub use server::*;
