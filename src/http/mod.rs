@@ -8,10 +8,13 @@
 mod encode;
 pub mod origin;
 mod parse;
+mod permit;
 mod request;
+mod responder;
 mod server;
 
 pub use encode::*;
 pub use parse::*;
 pub use request::*;
+pub use responder::*;
 pub use server::*;
