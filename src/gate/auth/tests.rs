@@ -1,6 +1,7 @@
 use super::*;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
+use std::time::Instant;
 
 const RESOURCE: &str = "http://127.0.0.1:8080/mcp";
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
