@@ -1,0 +1,283 @@
+//! How a handler answers: the [`Handler`] trait, and the [`Responder`] it is handed with each
+//! request, which sends one fixed-length [`Response`] or opens a chunked [`StreamWriter`]
+//! (SSE). Also the call itself (`handle_one`): under a worker permit, under
+//! `catch_unwind`, with a 500 when the handler panics or returns without answering.
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::encode::{ConnHeader, Framing, Response, encode_head};
+use super::permit::Permit;
+use super::request::{Request, Version};
+use super::server::Shared;
+
+/// Application logic: answers each request through its [`Responder`].
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request. Must answer with [`Responder::send`] or
+    /// [`Responder::stream`]; if it does not, the layer answers 500.
+    fn handle(&self, req: Request, res: &mut Responder<'_>);
+
+    /// Body for errors the HTTP layer itself answers (400, 408, 413, 417, 431, 503, 505,
+    /// and 500 after a handler panic or an invalid response). The status of the returned
+    /// response is forced to `status`. Default: `text/plain` with `message`.
+    fn error_response(&self, status: u16, message: &str) -> Response {
+        plain_error(status, message)
+    }
+}
+
+/// Any `Fn(Request, &mut Responder)` closure is a handler.
+impl<F> Handler for F
+where
+    F: Fn(Request, &mut Responder<'_>) + Send + Sync + 'static,
+{
+    fn handle(&self, req: Request, res: &mut Responder<'_>) {
+        self(req, res)
+    }
+}
+
+pub(super) fn plain_error(status: u16, message: &str) -> Response {
+    Response::new(status).with_body(
+        "text/plain; charset=utf-8",
+        format!("{message}\n").into_bytes(),
+    )
+}
+
+/// Runs the handler for one request under a worker permit. Returns whether the
+/// connection may be reused.
+pub(super) fn handle_one(shared: &Shared, stream: &TcpStream, req: Request) -> bool {
+    let Some(permit) = shared.workers.acquire() else {
+        return false;
+    };
+    let remote = req.remote;
+    let mut res = Responder {
+        stream,
+        shared,
+        version: req.version,
+        head_only: req.method == "HEAD",
+        keep_alive: req.wants_keep_alive(),
+        sent: false,
+        worker: Some(permit),
+        stream_permit: None,
+        stream_open: false,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut res)));
+    if outcome.is_err() {
+        log::error!("{remote}: handler panicked");
+        res.keep_alive = false;
+        if !res.sent {
+            let _ = res.send(shared.error_response(500, "internal error"));
+        }
+        return false;
+    }
+    if !res.sent {
+        log::error!("{remote}: handler returned without responding");
+        let _ = res.send(shared.error_response(500, "no response"));
+    }
+    res.keep_alive && !res.stream_open
+}
+
+/// The way a handler answers one request: [`send`](Self::send) a whole response or
+/// [`stream`](Self::stream) a chunked one. Owned by the connection loop.
+pub struct Responder<'a> {
+    stream: &'a TcpStream,
+    shared: &'a Shared,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    sent: bool,
+    /// Held while the handler runs; released when a stream starts.
+    worker: Option<Permit>,
+    /// Held while a stream is open.
+    stream_permit: Option<Permit>,
+    /// A stream was started and not finished: the connection cannot be reused.
+    stream_open: bool,
+}
+
+/// Why [`Responder::stream`] could not start a stream.
+#[derive(Debug)]
+pub enum StreamError {
+    /// `max_streams` streams are open; nothing was written (answer 503 with `send`).
+    Busy,
+    /// The request is HTTP/1.0, which cannot take chunked responses; nothing was written.
+    Http10,
+    /// A response was already sent, the head was invalid (nothing written), or writing it
+    /// failed (client gone).
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamError::Busy => f.write_str("too many open streams"),
+            StreamError::Http10 => f.write_str("HTTP/1.0 cannot take a streaming response"),
+            StreamError::Io(e) => write!(f, "stream: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+impl From<io::Error> for StreamError {
+    fn from(e: io::Error) -> StreamError {
+        StreamError::Io(e)
+    }
+}
+
+impl<'a> Responder<'a> {
+    /// HTTP version of the request.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether a response (or a stream head) was already written.
+    pub fn is_sent(&self) -> bool {
+        self.sent
+    }
+
+    /// Whether the server is shutting down (streams should finish soon).
+    pub fn shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
+    /// The `Connection` header of the response; decides keep-alive for good.
+    fn conn_header(&mut self) -> ConnHeader {
+        if self.shared.is_shutting_down() {
+            self.keep_alive = false;
+        }
+        match (self.keep_alive, self.version) {
+            (false, _) => ConnHeader::Close,
+            (true, Version::Http10) => ConnHeader::KeepAlive,
+            (true, Version::Http11) => ConnHeader::None,
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut w = self.stream;
+        w.write_all(bytes).inspect_err(|e| {
+            self.keep_alive = false;
+            log::debug!("client gone while writing a response: {e}");
+        })
+    }
+
+    /// Writes a fixed-length response: `Content-Length` is set by the layer (handler copies
+    /// of `Content-Length`, `Transfer-Encoding` and `Connection` are dropped), head and body
+    /// go out in one write, and `Connection: close` is added when the connection will
+    /// close. An invalid header or status is logged at error and a 500 is sent instead.
+    /// Err: a response was already sent, or the client is gone.
+    pub fn send(&mut self, resp: Response) -> io::Result<()> {
+        if self.sent {
+            return Err(io::Error::other("response already sent"));
+        }
+        self.sent = true;
+        let conn = self.conn_header();
+        let bytes = self.shared.encode(&resp, self.head_only, conn);
+        self.write(&bytes)
+    }
+
+    /// Starts a chunked streaming response (for SSE): takes a stream permit in place of
+    /// this request's worker permit, writes the head with `Transfer-Encoding: chunked` and
+    /// flushes. Nothing is written on `Busy`, `Http10`, or an invalid head (`Io` with
+    /// `InvalidInput`, logged at error).
+    pub fn stream(
+        &mut self,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> Result<StreamWriter<'_>, StreamError> {
+        if self.sent {
+            return Err(StreamError::Io(io::Error::other("response already sent")));
+        }
+        if self.version == Version::Http10 {
+            return Err(StreamError::Http10);
+        }
+        let mut head = Vec::with_capacity(256);
+        let conn = self.conn_header();
+        let encoded = match status {
+            204 | 304 => Err(format!("status {status} cannot have a body")),
+            _ => encode_head(&mut head, status, headers, Framing::Chunked, conn),
+        };
+        if let Err(why) = encoded {
+            log::error!("invalid stream head: {why}");
+            return Err(StreamError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                why,
+            )));
+        }
+        let Some(permit) = self.shared.streams.try_acquire() else {
+            return Err(StreamError::Busy);
+        };
+        self.worker = None;
+        self.stream_permit = Some(permit);
+        self.sent = true;
+        self.stream_open = true;
+        self.write(&head)?;
+        Ok(StreamWriter {
+            stream: self.stream,
+            shared: self.shared,
+            open: &mut self.stream_open,
+            permit: &mut self.stream_permit,
+            head_only: self.head_only,
+            failed: false,
+        })
+    }
+}
+
+/// An open chunked response. Dropping it without [`finish`](Self::finish) closes the
+/// connection after the handler returns (it is never reused); the stream permit is then
+/// returned when the handler returns. (`StreamWriter` deliberately has no `Drop` impl, so
+/// that `match res.stream(..) { Err(_) => res.send(..), .. }` borrow-checks.)
+pub struct StreamWriter<'a> {
+    stream: &'a TcpStream,
+    shared: &'a Shared,
+    open: &'a mut bool,
+    permit: &'a mut Option<Permit>,
+    head_only: bool,
+    failed: bool,
+}
+
+impl StreamWriter<'_> {
+    /// Whether the server is shutting down (the stream should finish soon).
+    pub fn shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream already failed",
+            ));
+        }
+        let mut w = self.stream;
+        w.write_all(bytes)
+            .and_then(|()| w.flush())
+            .inspect_err(|e| {
+                self.failed = true;
+                log::debug!("client gone during a stream: {e}");
+            })
+    }
+
+    /// Writes `data` as one chunk (e.g. one whole SSE event) and flushes. Empty data is a
+    /// no-op. Err: the client is gone (broken pipe, reset, write timeout); stop streaming.
+    pub fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() || self.head_only {
+            return self.write(&[]);
+        }
+        let mut buf = Vec::with_capacity(data.len() + 20);
+        let _ = write!(buf, "{:x}\r\n", data.len()); // into a Vec: cannot fail
+        buf.extend_from_slice(data);
+        buf.extend_from_slice(b"\r\n");
+        self.write(&buf)
+    }
+
+    /// Writes the terminating zero-length chunk and returns the stream permit; the
+    /// connection may then be reused (keep-alive).
+    pub fn finish(mut self) -> io::Result<()> {
+        if !self.head_only {
+            self.write(b"0\r\n\r\n")?;
+        }
+        *self.open = false;
+        *self.permit = None;
+        Ok(())
+    }
+}

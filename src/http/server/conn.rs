@@ -1,0 +1,118 @@
+//! The body of a connection thread: waiting in the pool for a connection, the keep-alive
+//! loop that reads requests and hands each to the handler, error answers for requests that
+//! cannot be read, and lingering so that those answers reach the client.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Job, Shared, ThreadCount};
+use crate::http::encode::ConnHeader;
+use crate::http::parse::{Limits, ReadError, Wire};
+use crate::http::responder::handle_one;
+
+/// A pooled connection thread exits after this long without work.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// After an error answer, unread input is drained for at most this long / this much, so
+/// that closing does not reset the connection before the client has read the answer.
+const LINGER_TIME: Duration = Duration::from_millis(500);
+/// Most input drained while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Body of a connection thread: serves its first connection, then waits in the pool.
+pub(super) fn conn_thread(shared: Arc<Shared>, first: Job) {
+    let _count = ThreadCount(&shared.threads);
+    let mut job = first;
+    loop {
+        serve(&shared, job);
+        if shared.is_shutting_down() {
+            return;
+        }
+        crossbeam_channel::select! {
+            recv(shared.handoff) -> next => match next {
+                Ok(next) => job = next,
+                Err(_) => return,
+            },
+            recv(shared.stop) -> _ => return,
+            default(POOL_IDLE) => return,
+        }
+    }
+}
+
+/// Deregisters a connection when its serving ends (also on panic).
+struct Registered<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.shared.deregister(self.id);
+    }
+}
+
+/// The keep-alive loop of one connection.
+fn serve(shared: &Shared, job: Job) {
+    let Job { id, stream, remote } = job;
+    let _registered = Registered { shared, id };
+    let cfg = &shared.config;
+    let limits = Limits {
+        max_body: cfg.max_body,
+        header_timeout: cfg.header_timeout,
+        body_timeout: cfg.body_timeout,
+        body_deadline: cfg.body_deadline,
+    };
+    let mut wire = Wire::new(stream, remote);
+    loop {
+        if !wire.has_buffered() {
+            if !shared.set_idle(id, true) {
+                break;
+            }
+            let arrived = wire.wait_for_request(cfg.idle_timeout);
+            shared.set_idle(id, false);
+            if !arrived {
+                break;
+            }
+        }
+        match wire.read_request(&limits) {
+            Ok(req) => {
+                if !handle_one(shared, wire.stream(), req) {
+                    break;
+                }
+            }
+            Err(ReadError::Closed) => break,
+            Err(ReadError::Reject(status, message)) => {
+                log::debug!("{remote}: rejecting request: {status} {message}");
+                let resp = shared.error_response(status, message);
+                let mut w = wire.stream();
+                match w.write_all(&shared.encode(&resp, false, ConnHeader::Close)) {
+                    Ok(()) => linger(wire.stream()),
+                    Err(e) => log::debug!("{remote}: client gone: {e}"),
+                }
+                break;
+            }
+        }
+    }
+    log::debug!("{remote}: connection closed");
+}
+
+/// Half-closes and drains input for a short while, so the client can read an error
+/// answer before the connection is closed (closing with unread input sends a reset).
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    let mut r = stream;
+    while total < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match r.read(&mut buf) {
+            Ok(n) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
