@@ -10,12 +10,13 @@
 //! | `request.rs` | [`Request`] and [`Version`]: what a handler is given |
 //! | `parse.rs` | reading requests off a socket: head scanning and parsing, the body framing rules (`Content-Length`, chunked, `Expect`), the limits ([`MAX_LINE`], [`MAX_HEADERS`], [`MAX_HEAD`], body size and timeouts) and why a read failed |
 //! | `encode.rs` | [`Response`] and its bytes: response heads, framing headers, reason phrases ([`reason`]), header validity ([`valid_header`]) |
-//! | `server.rs` | [`Server`], [`ServerConfig`], [`ServerStats`]: the threading model, accept loop, connection threads, shutdown; `server/conn.rs` is the body of a connection thread (keep-alive loop, error answers) |
+//! | `server/` | [`Server`], [`ServerConfig`], [`ServerStats`]: the threading model, accept loop, connection threads, shutdown; `conn.rs` is the body of a connection thread (keep-alive loop, error answers) |
 //! | `permit.rs` | the counting semaphore behind worker and stream permits |
 //! | `responder.rs` | [`Handler`], [`Responder`], [`StreamWriter`], [`StreamError`]: how a handler answers, and the guarded call of it |
 //! | `origin.rs` | [`origin`]: `Host`/`Origin` syntax for the DNS-rebinding checks |
 //!
-//! Unit tests of `x.rs` are in `x/tests.rs`.
+//! Unit tests of `x.rs` are in `x/tests.rs`; a part with files of its own is a folder
+//! (`server/`).
 
 mod encode;
 pub mod origin;
