@@ -1,16 +1,15 @@
 //! How a handler answers: the [`Handler`] trait, and the [`Responder`] it is handed with each
 //! request, which sends one fixed-length [`Response`] or opens a chunked [`StreamWriter`]
 //! (SSE). Also the call itself (`handle_one`): under a worker permit, under
-//! `catch_unwind`, with a 500 when the handler panics or returns without answering.
+//! `catch_unwind` (in `server/conn.rs`), with a 500 when the handler panics or returns
+//! without answering.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::encode::{ConnHeader, Framing, Response, encode_head};
 use super::permit::Permit;
 use super::request::{Request, Version};
-use super::server::Shared;
 
 /// Application logic: answers each request through its [`Responder`].
 pub trait Handler: Send + Sync + 'static {
@@ -43,55 +42,32 @@ pub(super) fn plain_error(status: u16, message: &str) -> Response {
     )
 }
 
-/// Runs the handler for one request under a worker permit. Returns whether the
-/// connection may be reused.
-pub(super) fn handle_one(shared: &Shared, stream: &TcpStream, req: Request) -> bool {
-    let Some(permit) = shared.workers.acquire() else {
-        return false;
-    };
-    let remote = req.remote;
-    let mut res = Responder {
-        stream,
-        shared,
-        version: req.version,
-        head_only: req.method == "HEAD",
-        keep_alive: req.wants_keep_alive(),
-        sent: false,
-        worker: Some(permit),
-        stream_permit: None,
-        stream_open: false,
-    };
-    let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut res)));
-    if outcome.is_err() {
-        log::error!("{remote}: handler panicked");
-        res.keep_alive = false;
-        if !res.sent {
-            let _ = res.send(shared.error_response(500, "internal error"));
-        }
-        return false;
-    }
-    if !res.sent {
-        log::error!("{remote}: handler returned without responding");
-        let _ = res.send(shared.error_response(500, "no response"));
-    }
-    res.keep_alive && !res.stream_open
+/// What a [`Responder`] needs of the server it answers for (the server implements it): kept
+/// this small so the responder knows nothing else of the server.
+pub(super) trait Link: Sync {
+    /// Shutdown has started.
+    fn shutting_down(&self) -> bool;
+    /// The bytes of `resp` (an invalid response becomes a 500).
+    fn encode(&self, resp: &Response, head_only: bool, conn: ConnHeader) -> Vec<u8>;
+    /// One of the `max_streams` stream permits, if one is free.
+    fn stream_permit(&self) -> Option<Permit>;
 }
 
 /// The way a handler answers one request: [`send`](Self::send) a whole response or
 /// [`stream`](Self::stream) a chunked one. Owned by the connection loop.
 pub struct Responder<'a> {
-    stream: &'a TcpStream,
-    shared: &'a Shared,
-    version: Version,
-    head_only: bool,
-    keep_alive: bool,
-    sent: bool,
+    pub(super) stream: &'a TcpStream,
+    pub(super) link: &'a dyn Link,
+    pub(super) version: Version,
+    pub(super) head_only: bool,
+    pub(super) keep_alive: bool,
+    pub(super) sent: bool,
     /// Held while the handler runs; released when a stream starts.
-    worker: Option<Permit>,
+    pub(super) worker: Option<Permit>,
     /// Held while a stream is open.
-    stream_permit: Option<Permit>,
+    pub(super) stream_permit: Option<Permit>,
     /// A stream was started and not finished: the connection cannot be reused.
-    stream_open: bool,
+    pub(super) stream_open: bool,
 }
 
 /// Why [`Responder::stream`] could not start a stream.
@@ -137,12 +113,12 @@ impl<'a> Responder<'a> {
 
     /// Whether the server is shutting down (streams should finish soon).
     pub fn shutting_down(&self) -> bool {
-        self.shared.is_shutting_down()
+        self.link.shutting_down()
     }
 
     /// The `Connection` header of the response; decides keep-alive for good.
     fn conn_header(&mut self) -> ConnHeader {
-        if self.shared.is_shutting_down() {
+        if self.link.shutting_down() {
             self.keep_alive = false;
         }
         match (self.keep_alive, self.version) {
@@ -171,7 +147,7 @@ impl<'a> Responder<'a> {
         }
         self.sent = true;
         let conn = self.conn_header();
-        let bytes = self.shared.encode(&resp, self.head_only, conn);
+        let bytes = self.link.encode(&resp, self.head_only, conn);
         self.write(&bytes)
     }
 
@@ -203,7 +179,7 @@ impl<'a> Responder<'a> {
                 why,
             )));
         }
-        let Some(permit) = self.shared.streams.try_acquire() else {
+        let Some(permit) = self.link.stream_permit() else {
             return Err(StreamError::Busy);
         };
         self.worker = None;
@@ -213,7 +189,7 @@ impl<'a> Responder<'a> {
         self.write(&head)?;
         Ok(StreamWriter {
             stream: self.stream,
-            shared: self.shared,
+            link: self.link,
             open: &mut self.stream_open,
             permit: &mut self.stream_permit,
             head_only: self.head_only,
@@ -228,7 +204,7 @@ impl<'a> Responder<'a> {
 /// that `match res.stream(..) { Err(_) => res.send(..), .. }` borrow-checks.)
 pub struct StreamWriter<'a> {
     stream: &'a TcpStream,
-    shared: &'a Shared,
+    pub(super) link: &'a dyn Link,
     open: &'a mut bool,
     permit: &'a mut Option<Permit>,
     head_only: bool,
@@ -238,7 +214,7 @@ pub struct StreamWriter<'a> {
 impl StreamWriter<'_> {
     /// Whether the server is shutting down (the stream should finish soon).
     pub fn shutting_down(&self) -> bool {
-        self.shared.is_shutting_down()
+        self.link.shutting_down()
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -4,13 +4,15 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Job, Shared, ThreadCount};
 use crate::http::encode::ConnHeader;
 use crate::http::parse::{Limits, ReadError, Wire};
-use crate::http::responder::handle_one;
+use crate::http::request::Request;
+use crate::http::responder::Responder;
 
 /// A pooled connection thread exits after this long without work.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -115,4 +117,38 @@ fn linger(stream: &TcpStream) {
             _ => break,
         }
     }
+}
+
+/// Runs the handler for one request under a worker permit. Returns whether the
+/// connection may be reused.
+fn handle_one(shared: &Shared, stream: &TcpStream, req: Request) -> bool {
+    let Some(permit) = shared.workers.acquire() else {
+        return false;
+    };
+    let remote = req.remote;
+    let mut res = Responder {
+        stream,
+        link: shared,
+        version: req.version,
+        head_only: req.method == "HEAD",
+        keep_alive: req.wants_keep_alive(),
+        sent: false,
+        worker: Some(permit),
+        stream_permit: None,
+        stream_open: false,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut res)));
+    if outcome.is_err() {
+        log::error!("{remote}: handler panicked");
+        res.keep_alive = false;
+        if !res.sent {
+            let _ = res.send(shared.error_response(500, "internal error"));
+        }
+        return false;
+    }
+    if !res.sent {
+        log::error!("{remote}: handler returned without responding");
+        let _ = res.send(shared.error_response(500, "no response"));
+    }
+    res.keep_alive && !res.stream_open
 }

@@ -34,8 +34,9 @@
 //!   handler 1 s later is detached and logged: Rust cannot kill a thread).
 
 use super::encode::{ConnHeader, Response, encode_response};
+use super::permit::Permit;
 use super::permit::Semaphore;
-use super::responder::{Handler, plain_error};
+use super::responder::{Handler, Link, plain_error};
 use crate::util::lock;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
@@ -212,6 +213,20 @@ impl Shared {
                     .into_bytes()
             })
         })
+    }
+}
+
+impl Link for Shared {
+    fn shutting_down(&self) -> bool {
+        self.is_shutting_down()
+    }
+
+    fn encode(&self, resp: &Response, head_only: bool, conn: ConnHeader) -> Vec<u8> {
+        Shared::encode(self, resp, head_only, conn)
+    }
+
+    fn stream_permit(&self) -> Option<Permit> {
+        self.streams.try_acquire()
     }
 }
 
