@@ -1,56 +1,21 @@
 //! The HTTP run: one thread per session, all initialized before anything is measured, then
 //! released together with the [`Plan`] of phases (warm-up, measured, hard stop) that the
-//! `--pipe` run shares.
+//! `--pipe` run shares. Each thread runs [`session_thread`] over the one [`Shared`] state.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
 
 use crossbeam_channel::{bounded, unbounded};
 
 use super::BenchOptions;
 use super::client::Target;
 use super::error::BenchError;
+use super::plan::Plan;
 use super::report::Report;
 use super::rpc::{Fail, request_parts};
-use super::session::session_thread;
+use super::session::{Shared, session_thread};
 use super::stats::{Stats, merge_stats};
-
-/// What every session thread shares.
-pub(super) struct Shared {
-    pub(super) target: Target,
-    pub(super) opts: BenchOptions,
-    /// `"method":…,"params":…}`, the request body after the id; `None` with `--progress`
-    /// (built per request).
-    pub(super) tail: Option<Vec<u8>>,
-    /// `"method":…` alone, for `--progress`.
-    pub(super) method_json: String,
-    /// Tickets taken in the measured phase (with `--requests`).
-    pub(super) tickets: AtomicU64,
-}
-
-/// The phases, decided once every session is initialized.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Plan {
-    pub(super) measure_start: Instant,
-    pub(super) measure_end: Option<Instant>,
-    pub(super) hard_stop: Option<Instant>,
-}
-
-impl Plan {
-    /// The phases of a run whose warm-up starts now.
-    pub(super) fn starting_now(opts: &BenchOptions) -> Plan {
-        let go = Instant::now();
-        let measure_start = go + opts.warmup;
-        let measure_end = opts.duration.map(|d| measure_start + d);
-        Plan {
-            measure_start,
-            measure_end,
-            hard_stop: measure_end.map(|e| e + opts.timeout),
-        }
-    }
-}
 
 /// An HTTP run (no `--pipe`) of validated `opts`.
 pub(super) fn bench_http(opts: &BenchOptions) -> Result<Report, BenchError> {

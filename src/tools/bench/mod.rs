@@ -61,12 +61,14 @@
 //! |---|---|
 //! | `mod.rs` | flags ([`BenchArgs`]), options ([`BenchOptions`]) and their checks, [`run`], [`bench()`] |
 //! | `error.rs` | [`BenchError`] |
-//! | `load.rs` | the HTTP run: session threads, the start together, the plan of phases |
-//! | `session.rs` | one HTTP session: initialize, the closed loop, recovery, DELETE |
+//! | `load.rs` | the HTTP run: session threads, the start together |
+//! | `plan.rs` | the plan of phases (warm-up, measured, hard stop), for both kinds of run |
+//! | `session.rs` | one HTTP session: initialize, the closed loop, recovery, DELETE; what sessions share |
 //! | `client.rs` | the minimal HTTP/1.1 client: target, connection, bodies, SSE events |
 //! | `rpc.rs` | request bodies, the check of a response, failure kinds |
 //! | `pipe.rs` | the direct pipe (`--pipe`) |
-//! | `stats.rs` | the latency [`Histogram`] and per-session counts |
+//! | `histogram.rs` | the latency [`Histogram`] |
+//! | `stats.rs` | per-session counts, merged into the [`Report`] |
 //! | `report.rs` | the [`Report`], its table and its JSON |
 
 use std::time::Duration;
@@ -78,8 +80,10 @@ use crate::util::split_command;
 
 mod client;
 mod error;
+mod histogram;
 mod load;
 mod pipe;
+mod plan;
 mod report;
 mod rpc;
 mod session;
@@ -88,8 +92,8 @@ mod stats;
 mod tests;
 
 pub use error::BenchError;
+pub use histogram::Histogram;
 pub use report::Report;
-pub use stats::Histogram;
 
 /// Most sessions (threads) one run may use.
 pub const MAX_SESSIONS: usize = 10_000;

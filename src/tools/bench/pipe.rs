@@ -18,7 +18,8 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::util::{read_line_bounded, trim_line};
 
 use super::error::BenchError;
-use super::load::{Plan, join_all};
+use super::load::join_all;
+use super::plan::Plan;
 use super::report::Report;
 use super::rpc::{
     Check, Fail, Verdict, bad, build_request, check, initialize_request, request_parts, response_id,

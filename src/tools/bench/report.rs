@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::stats::Histogram;
+use super::histogram::Histogram;
 
 /// The outcome of a run.
 #[derive(Clone, Debug)]

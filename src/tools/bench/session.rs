@@ -1,19 +1,33 @@
 //! One HTTP session's client: `initialize` (keeping the session id and the negotiated
 //! version), the closed loop of requests over its keep-alive connection, recovery after a
-//! failure (reconnect, re-initialize after a 404), and the final DELETE.
+//! failure (reconnect, re-initialize after a 404), and the final DELETE; and [`Shared`], what
+//! every session thread of a run shares.
 
 use std::io::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::client::{Answer, Conn, roundtrip};
-use super::load::{Plan, Shared};
+use super::client::{Answer, Conn, Target, roundtrip};
+use super::plan::Plan;
 use super::rpc::{Fail, Verdict, bad, build_request, initialize_request};
 use super::stats::Stats;
-use super::{DELETE_TIMEOUT, header_safe};
+use super::{BenchOptions, DELETE_TIMEOUT, header_safe};
+
+/// What every session thread shares.
+pub(super) struct Shared {
+    pub(super) target: Target,
+    pub(super) opts: BenchOptions,
+    /// `"method":…,"params":…}`, the request body after the id; `None` with `--progress`
+    /// (built per request).
+    pub(super) tail: Option<Vec<u8>>,
+    /// `"method":…` alone, for `--progress`.
+    pub(super) method_json: String,
+    /// Tickets taken in the measured phase (with `--requests`).
+    pub(super) tickets: AtomicU64,
+}
 
 /// One session: initialize, report, wait for the plan, run it, DELETE.
 pub(super) fn session_thread(

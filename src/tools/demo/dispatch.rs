@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -16,6 +16,7 @@ use crate::util::lock;
 
 use super::connection::{CACHEABLE, Empty, Era, Fail, Handled, RpcError, Session, Shared};
 use super::prompts::{complete, get_prompt, prompts_list};
+use super::request::{Req, ReqMeta};
 use super::resources::{read_resource, resources_list, subscribe};
 use super::tools::{call_tool, tools_list};
 use super::{
@@ -36,14 +37,6 @@ struct Incoming<'a> {
     result: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize, Default)]
-pub(super) struct ReqMeta<'a> {
-    #[serde(rename = "progressToken", borrow, default)]
-    pub(super) progress_token: Option<&'a RawValue>,
-    #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
-    version: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -131,29 +124,6 @@ fn deliver(
     };
     // The job may have been cancelled meanwhile; then nobody listens and that is fine.
     let _ = waiter.send(answer);
-}
-
-/// One request being handled on the reader thread.
-pub(super) struct Req<'a> {
-    pub(super) sh: &'a Arc<Shared>,
-    pub(super) id: &'a RawValue,
-    pub(super) era: Era,
-    pub(super) params: Option<&'a RawValue>,
-}
-
-impl<'a> Req<'a> {
-    pub(super) fn reply<T: Serialize>(&self, result: &T) -> Handled {
-        Ok(self.sh.send_result(self.id, self.era, result)?)
-    }
-
-    pub(super) fn parse<T: Deserialize<'a>>(&self) -> Result<T, RpcError> {
-        parse_args(self.params)
-    }
-}
-
-pub(super) fn parse_args<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<T, RpcError> {
-    serde_json::from_str(raw.map_or("{}", RawValue::get))
-        .map_err(|e| RpcError::params(format!("Invalid params: {e}")))
 }
 
 fn handle_request(

@@ -10,9 +10,8 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::atomic::Ordering;
 
 use super::connection::Handled;
-use super::dispatch::Req;
 use super::jobs::spawn_job;
-use super::tools::text_result;
+use super::request::{Req, text_result};
 
 /// The default size of the `huge_line` tool's line: 20 MiB.
 pub const HUGE_LINE_DEFAULT: u64 = 20 << 20;

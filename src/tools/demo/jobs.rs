@@ -14,7 +14,7 @@ use crate::util::lock;
 
 use super::INTERNAL_ERROR;
 use super::connection::{ClientAnswer, Era, Handled, Message, RpcError, Shared};
-use super::dispatch::Req;
+use super::request::Req;
 
 /// A tool call running on its own thread. `None` from its body means "cancelled: send nothing".
 pub(super) struct Job {

@@ -69,6 +69,7 @@
 //! | `mod.rs` | flags ([`DemoServerArgs`]), identity and error-code constants, [`run_with`], [`serve`], the read loop |
 //! | `dispatch.rs` | each line read: era, routing, `initialize`, `ping`, `logging/setLevel`, `server/discover` |
 //! | `connection.rs` | one connection's shared state and every message written |
+//! | `request.rs` | one request as its handlers see it: params, `_meta`, the reply, plain tool results |
 //! | `tools.rs` | `tools/list` and `tools/call` |
 //! | `jobs.rs` | tool calls that wait, on their own thread, and their cancellation |
 //! | `resources.rs` | resources, the template, subscriptions |
@@ -93,6 +94,7 @@ mod dispatch;
 mod faults;
 mod jobs;
 mod prompts;
+mod request;
 mod resources;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::connection::{Handled, RpcError};
-use super::dispatch::Req;
+use super::request::Req;
 use super::{PNG_1X1, TEMPLATE_URI};
 
 pub(super) fn prompts_list() -> Value {

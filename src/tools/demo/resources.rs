@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::util::lock;
 
 use super::connection::{Empty, Era, Handled, RpcError};
-use super::dispatch::Req;
+use super::request::Req;
 use super::{INVALID_PARAMS, PNG_1X1, RESOURCE_NOT_FOUND, WATCHED_URI};
 
 pub(super) fn resources_list() -> Value {

@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 use crate::util::lock;
 
 use super::connection::{Era, Handled, RpcError};
-use super::dispatch::{Req, ReqMeta, parse_args};
 use super::faults::{self, HUGE_LINE_DEFAULT};
 use super::jobs::spawn_job;
+use super::request::{Req, ReqMeta, error_result, parse_args, text_result};
 use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, WATCHED_URI, WAV_MIN};
 
 /// Text content serialized as `prefix + body` without building the string.
@@ -38,14 +38,6 @@ struct TextContent<'a> {
 #[derive(Serialize)]
 struct TextResult<'a> {
     content: [TextContent<'a>; 1],
-}
-
-pub(super) fn text_result(text: impl Into<String>) -> Value {
-    json!({"content": [{"type": "text", "text": text.into()}]})
-}
-
-pub(super) fn error_result(text: impl Into<String>) -> Value {
-    json!({"isError": true, "content": [{"type": "text", "text": text.into()}]})
 }
 
 fn tool(name: &str, description: &str, schema: Value) -> Value {
