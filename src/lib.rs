@@ -117,6 +117,7 @@
 //! results are never logged.
 
 mod app;
+mod cli;
 mod config;
 mod error;
 mod gate;
@@ -132,7 +133,8 @@ mod upstream;
 mod util;
 
 pub use crate::app::{Shadowcat, run};
-pub use crate::config::{Cli, Command, Config};
+pub use crate::cli::{Cli, Command};
+pub use crate::config::Config;
 pub use crate::error::Error;
 pub use crate::proxy::Proxy;
 pub use crate::session::{Binding, Session};
