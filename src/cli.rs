@@ -13,8 +13,15 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
-use crate::config::{ChildEnv, Config, Secret, StdioMode, UpstreamConfig};
+use crate::config::{
+    AdminConfig, ChildEnv, Config, GateConfig, HttpUpstreamConfig, ListenConfig, ProxyConfig,
+    Secret, SessionConfig, StdioMode, StdioUpstreamConfig, UpstreamConfig,
+};
 use crate::error::Error;
+use crate::gate::auth::AuthConfig;
+use crate::gate::ratelimit::Limits;
+use crate::http::origin::normalize_origin;
+use crate::stream::{MAX_REPLAY_BYTES, ReplayLimits};
 use crate::util::{duration, size, split_command};
 
 /// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
@@ -258,11 +265,21 @@ fn default_bind() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+/// The upstream `--upstream` or `--stdio` chose, before the flags of its kind are read.
+enum Chosen {
+    Http(String),
+    Stdio {
+        argv: Vec<String>,
+        children: usize,
+        mode: StdioMode,
+    },
+}
+
 impl ReverseArgs {
     /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
     pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
         let auth = self.auth_config()?;
-        let upstream = match (self.upstream, self.stdio) {
+        let chosen = match (self.upstream, self.stdio) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
                     "give either --upstream or --stdio, not both".into(),
@@ -274,7 +291,7 @@ impl ReverseArgs {
                         "--upstream must be an http:// URL (got {url:?}); https upstreams are not supported yet"
                     )));
                 }
-                UpstreamConfig::Http { url }
+                Chosen::Http(url)
             }
             (None, cmd) => {
                 let argv = match cmd {
@@ -305,7 +322,7 @@ impl ReverseArgs {
                 if children == 0 || children > cap {
                     return Err(Error::Config(format!("--stdio-children must be 1..={cap}")));
                 }
-                UpstreamConfig::Stdio {
+                Chosen::Stdio {
                     argv,
                     children,
                     mode,
@@ -352,7 +369,7 @@ impl ReverseArgs {
             .iter()
             .map(|h| upstream_header(h))
             .collect::<Result<Vec<_>, _>>()?;
-        if !upstream_headers.is_empty() && !matches!(upstream, UpstreamConfig::Http { .. }) {
+        if !upstream_headers.is_empty() && !matches!(chosen, Chosen::Http(_)) {
             return Err(Error::Config(
                 "--upstream-header needs an HTTP --upstream".into(),
             ));
@@ -366,7 +383,7 @@ impl ReverseArgs {
             clear: self.stdio_clear_env,
         };
         if (stdio_env.clear || !stdio_env.vars.is_empty())
-            && !matches!(upstream, UpstreamConfig::Stdio { .. })
+            && !matches!(chosen, Chosen::Stdio { .. })
         {
             return Err(Error::Config(
                 "--stdio-env and --stdio-clear-env need a stdio upstream".into(),
@@ -378,7 +395,7 @@ impl ReverseArgs {
                 .transpose()
         };
         positive("--rate-limit-keys", self.rate_limit_keys)?;
-        let limits = crate::gate::ratelimit::Limits {
+        let limits = Limits {
             per_client: rate("--rate-limit", &self.rate_limit)?,
             global: rate("--global-rate-limit", &self.global_rate_limit)?,
             tools: self
@@ -402,53 +419,87 @@ impl ReverseArgs {
         let allowed_origins = self
             .allowed_origin
             .iter()
-            .map(|o| crate::http::origin::normalize_origin(o))
+            .map(|o| normalize_origin(o))
             .collect();
+        // Parsed in this order, so that of several bad values the same one is reported.
+        let max_body = size("--max-body", &self.max_body)?;
+        let max_message = size("--max-message", &self.max_message)?;
+        let session_idle = duration("--session-idle", &self.session_idle)?;
+        let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
+        let request_timeout = duration("--request-timeout", &self.request_timeout)?;
+        let connect_timeout =
+            duration("--upstream-connect-timeout", &self.upstream_connect_timeout)?;
+        let sse_keepalive = duration("--sse-keepalive", &self.sse_keepalive)?;
+        let stream_idle = duration("--sse-idle-timeout", &self.sse_idle_timeout)?;
+        let replay_ttl = duration("--replay-ttl", &self.replay_ttl)?;
+        let reconnect_max = duration("--upstream-reconnect-max", &self.upstream_reconnect_max)?;
+        let shutdown_grace = duration("--shutdown-grace", &self.shutdown_grace)?;
+        let upstream = match chosen {
+            Chosen::Http(url) => UpstreamConfig::Http(HttpUpstreamConfig {
+                url,
+                pool: self.upstream_pool,
+                stream_slots: self.max_streams as u32,
+                connect_timeout,
+                request_timeout,
+                stream_idle,
+                reconnect_max,
+                headers: upstream_headers,
+            }),
+            Chosen::Stdio {
+                argv,
+                children,
+                mode,
+            } => UpstreamConfig::Stdio(StdioUpstreamConfig {
+                argv,
+                children,
+                mode,
+                env: stdio_env,
+                max_message,
+            }),
+        };
         Ok(Config {
-            bind: self.bind,
-            path: self.path,
-            upstream,
-            workers: self.workers,
-            max_connections: self.max_connections,
-            max_streams: self.max_streams,
-            max_body: size("--max-body", &self.max_body)?,
-            max_message: size("--max-message", &self.max_message)?,
-            max_sessions: self.max_sessions,
-            session_idle: duration("--session-idle", &self.session_idle)?,
-            client_idle_timeout: duration("--client-idle-timeout", &self.client_idle_timeout)?,
-            request_timeout: duration("--request-timeout", &self.request_timeout)?,
-            upstream_pool: self.upstream_pool,
-            upstream_connect_timeout: duration(
-                "--upstream-connect-timeout",
-                &self.upstream_connect_timeout,
-            )?,
-            sse_keepalive: duration("--sse-keepalive", &self.sse_keepalive)?,
-            sse_idle_timeout: duration("--sse-idle-timeout", &self.sse_idle_timeout)?,
-            replay: crate::stream::ReplayLimits {
-                events: self.replay_events,
-                bytes: crate::stream::MAX_REPLAY_BYTES,
-                ttl: duration("--replay-ttl", &self.replay_ttl)?,
+            listen: ListenConfig {
+                bind: self.bind,
+                workers: self.workers,
+                max_connections: self.max_connections,
+                max_streams: self.max_streams,
+                max_body,
+                client_idle_timeout,
             },
-            upstream_reconnect_max: duration(
-                "--upstream-reconnect-max",
-                &self.upstream_reconnect_max,
-            )?,
-            allowed_origins,
-            admin_bind: self.admin_bind,
-            admin_token,
-            log_json,
-            shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
-            auth,
-            metrics_token,
-            upstream_headers,
-            stdio_env,
-            limits,
-            trusted_proxies,
+            proxy: ProxyConfig {
+                path: self.path,
+                allowed_origins,
+                request_timeout,
+                sse_keepalive,
+                log_json,
+                loopback: self.bind.ip().is_loopback(),
+            },
+            sessions: SessionConfig {
+                max: self.max_sessions,
+                idle: session_idle,
+                replay: ReplayLimits {
+                    events: self.replay_events,
+                    bytes: MAX_REPLAY_BYTES,
+                    ttl: replay_ttl,
+                },
+            },
+            upstream,
+            gate: GateConfig {
+                auth,
+                limits,
+                trusted_proxies,
+                metrics_token,
+            },
+            admin: self.admin_bind.map(|bind| AdminConfig {
+                bind,
+                token: admin_token,
+            }),
+            shutdown_grace,
         })
     }
 
     /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
-    fn auth_config(&self) -> Result<crate::gate::auth::AuthConfig, Error> {
+    fn auth_config(&self) -> Result<AuthConfig, Error> {
         use crate::gate::auth::is_hmac;
         let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
         let jwt_flags = self.jwt_secret_file.is_some()
@@ -529,7 +580,7 @@ impl ReverseArgs {
             "0" | "0s" => Duration::ZERO,
             other => duration("--jwt-leeway", other)?,
         };
-        Ok(crate::gate::auth::AuthConfig {
+        Ok(AuthConfig {
             tokens_file: path(&self.auth_tokens),
             jwt: self.auth_jwt,
             jwt_secret_file: path(&self.jwt_secret_file),
@@ -655,22 +706,28 @@ mod tests {
     #[test]
     fn defaults() {
         let c = parse(&["reverse"]).unwrap();
-        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.path, "/mcp");
+        assert_eq!(c.listen.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.proxy.path, "/mcp");
         assert_eq!(
             c.upstream,
-            UpstreamConfig::Stdio {
+            UpstreamConfig::Stdio(StdioUpstreamConfig {
                 argv: vec!["/bin/shadowcat".into(), "demo-server".into()],
                 children: 2,
                 mode: StdioMode::Shared,
-            }
+                env: ChildEnv::default(),
+                max_message: 16 * 1024 * 1024,
+            })
         );
-        assert_eq!(c.workers, 64);
-        assert_eq!(c.max_body, 4 * 1024 * 1024);
-        assert_eq!(c.max_message, 16 * 1024 * 1024);
-        assert_eq!(c.session_idle, Duration::from_secs(1800));
-        assert_eq!(c.request_timeout, Duration::from_secs(60));
-        assert_eq!(c.upstream_pool, 32);
+        assert_eq!(c.listen.workers, 64);
+        assert_eq!(c.listen.max_body, 4 * 1024 * 1024);
+        assert_eq!(c.sessions.idle, Duration::from_secs(1800));
+        assert_eq!(c.proxy.request_timeout, Duration::from_secs(60));
+        let c = parse(&["reverse", "--upstream", "http://127.0.0.1:1/mcp"]).unwrap();
+        let UpstreamConfig::Http(h) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(h.pool, 32);
+        assert_eq!(h.request_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -732,21 +789,27 @@ mod tests {
                 .contains("SHADOWCAT_SURELY_UNSET_VAR is not set")
         );
         let c = parse(&[&up[..], &["X-K: a-${CARGO_PKG_NAME}-$x"]].concat()).unwrap();
-        assert_eq!(c.upstream_headers[0].0, "x-k");
-        assert_eq!(c.upstream_headers[0].1.expose(), "a-shadowcat-$x");
-        assert_eq!(format!("{:?}", c.upstream_headers[0].1), "<redacted>");
+        let UpstreamConfig::Http(h) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(h.headers[0].0, "x-k");
+        assert_eq!(h.headers[0].1.expose(), "a-shadowcat-$x");
+        assert_eq!(format!("{:?}", h.headers[0].1), "<redacted>");
         let c = parse(&["reverse", "--auth-jwt", "--jwks-url", "https://idp/jwks"]).unwrap();
         assert_eq!(
-            c.auth.algorithms,
+            c.gate.auth.algorithms,
             [
                 jsonwebtoken::Algorithm::RS256,
                 jsonwebtoken::Algorithm::ES256
             ]
         );
-        assert_eq!(c.auth.leeway, Duration::from_secs(30));
+        assert_eq!(c.gate.auth.leeway, Duration::from_secs(30));
         let c = parse(&["reverse", "--stdio-env", "A=1", "--rate-limit", "20/40"]).unwrap();
-        assert_eq!(c.stdio_env.vars[0].0, "A");
-        assert_eq!(c.limits.per_client.map(|r| r.burst), Some(40));
-        assert!(!parse(&["reverse"]).unwrap().auth.enabled());
+        let UpstreamConfig::Stdio(s) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(s.env.vars[0].0, "A");
+        assert_eq!(c.gate.limits.per_client.map(|r| r.burst), Some(40));
+        assert!(!parse(&["reverse"]).unwrap().gate.auth.enabled());
     }
 }

@@ -151,6 +151,7 @@ pub mod internals {
     pub mod jsonrpc {
         pub use crate::jsonrpc::{Message, id_u64, raw_u64};
     }
+    pub use crate::config::SessionConfig;
     pub use crate::proxy::sse_event;
     pub use crate::session::Sessions;
     pub use crate::stream::ReplayLimits;

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::config::{Secret, StdioMode, UpstreamConfig};
+use crate::config::{Config, Secret, StdioMode, UpstreamConfig};
 use crate::gate::auth::bearer_is;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
@@ -86,12 +86,19 @@ fn unix(t: SystemTime) -> u64 {
 pub struct Admin {
     proxy: Arc<Proxy>,
     token: Option<Secret>,
+    config: Arc<Config>,
 }
 
 impl Admin {
-    /// An admin API over `proxy`; `token`, if any, is required as a bearer token.
-    pub fn new(proxy: Arc<Proxy>, token: Option<Secret>) -> Admin {
-        Admin { proxy, token }
+    /// An admin API over `proxy`, showing `config`; its admin token, if any, is required as a
+    /// bearer token.
+    pub fn new(proxy: Arc<Proxy>, config: Arc<Config>) -> Admin {
+        let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        Admin {
+            proxy,
+            token,
+            config,
+        }
     }
 
     fn authorized(&self, req: &Request) -> bool {
@@ -207,7 +214,7 @@ impl Admin {
                 &json!({"error": "no such upstream", "upstreams": [u.name()]}),
             );
         }
-        let grace = self.proxy.config().shutdown_grace;
+        let grace = self.config.shutdown_grace;
         match u.restart(grace) {
             Ok(report) => {
                 log::info!("admin: rolling restart of {name}: {report}");
@@ -218,70 +225,79 @@ impl Admin {
     }
 
     fn config(&self) -> Value {
-        let c = self.proxy.config();
+        let c = &*self.config;
         let secs = |d: Duration| d.as_secs_f64();
+        let names = |v: &[(String, Secret)]| {
+            v.iter()
+                .map(|(k, _)| (k.clone(), json!("<redacted>")))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        let (l, p, s, g) = (&c.listen, &c.proxy, &c.sessions, &c.gate);
+        let mut doc = json!({
+            "bind": l.bind.to_string(), "path": p.path,
+            "workers": l.workers, "maxConnections": l.max_connections, "maxStreams": l.max_streams,
+            "maxBodyBytes": l.max_body,
+            "maxSessions": s.max, "sessionIdleSeconds": secs(s.idle),
+            "clientIdleTimeoutSeconds": secs(l.client_idle_timeout),
+            "requestTimeoutSeconds": secs(p.request_timeout),
+            "sseKeepaliveSeconds": secs(p.sse_keepalive),
+            "replayEvents": s.replay.events, "replayBytes": s.replay.bytes,
+            "replayTtlSeconds": secs(s.replay.ttl),
+            "allowedOrigins": p.allowed_origins,
+            "adminBind": c.admin.as_ref().map(|a| a.bind.to_string()),
+            "adminToken": c.admin.as_ref().and_then(|a| a.token.as_ref()).map(|_| "<redacted>"),
+            "logFormat": if p.log_json { "json" } else { "text" },
+            "shutdownGraceSeconds": secs(c.shutdown_grace),
+            "auth": {
+                "tokensFile": g.auth.tokens_file.as_ref().map(|p| p.display().to_string()),
+                "jwt": g.auth.jwt,
+                "jwtSecretFile": g.auth.jwt_secret_file.as_ref().map(|p| p.display().to_string()),
+                "jwksFile": g.auth.jwks_file.as_ref().map(|p| p.display().to_string()),
+                "jwksUrl": g.auth.jwks_url.as_deref().map(redact_url),
+                "algorithms": g.auth.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
+                "issuer": g.auth.issuer,
+                "leewaySeconds": secs(g.auth.leeway),
+                "requiredScopes": g.auth.required_scopes,
+                "resource": self.proxy.gate().resource(),
+                "authorizationServers": g.auth.authorization_servers,
+            },
+            "metricsToken": g.metrics_token.as_ref().map(|_| "<redacted>"),
+            "rateLimit": g.limits.per_client.map(|r| r.to_string()),
+            "globalRateLimit": g.limits.global.map(|r| r.to_string()),
+            "toolLimits": g.limits.tools.iter()
+                .map(|t| format!("{}={}", t.tool, t.rate)).collect::<Vec<_>>(),
+            "rateLimitKeys": g.limits.max_keys,
+            "trustedProxies": g.trusted_proxies.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        });
         let upstream = match &c.upstream {
-            UpstreamConfig::Http { url } => json!({"kind": "http", "url": redact_url(url)}),
-            UpstreamConfig::Stdio {
-                argv,
-                children,
-                mode,
-            } => {
-                let (mode, spares) = match mode {
+            UpstreamConfig::Http(h) => json!({
+                "upstream": {"kind": "http", "url": redact_url(&h.url)},
+                "upstreamPool": h.pool,
+                "upstreamConnectTimeoutSeconds": secs(h.connect_timeout),
+                "sseIdleTimeoutSeconds": secs(h.stream_idle),
+                "upstreamReconnectMaxSeconds": secs(h.reconnect_max),
+                "upstreamHeaders": names(&h.headers),
+            }),
+            UpstreamConfig::Stdio(st) => {
+                let (mode, spares) = match st.mode {
                     StdioMode::Shared => ("shared", None),
-                    StdioMode::PerSession { spares } => ("per-session", Some(*spares)),
+                    StdioMode::PerSession { spares } => ("per-session", Some(spares)),
                 };
                 json!({
-                    "kind": "stdio", "argv": argv, "children": children, "mode": mode,
-                    "spares": spares,
+                    "upstream": {
+                        "kind": "stdio", "argv": st.argv, "children": st.children, "mode": mode,
+                        "spares": spares,
+                    },
+                    "maxMessageBytes": st.max_message,
+                    "stdioEnv": names(&st.env.vars),
+                    "stdioClearEnv": st.env.clear,
                 })
             }
         };
-        json!({
-            "bind": c.bind.to_string(), "path": c.path, "upstream": upstream,
-            "workers": c.workers, "maxConnections": c.max_connections, "maxStreams": c.max_streams,
-            "maxBodyBytes": c.max_body, "maxMessageBytes": c.max_message,
-            "maxSessions": c.max_sessions, "sessionIdleSeconds": secs(c.session_idle),
-            "clientIdleTimeoutSeconds": secs(c.client_idle_timeout),
-            "requestTimeoutSeconds": secs(c.request_timeout),
-            "upstreamPool": c.upstream_pool,
-            "upstreamConnectTimeoutSeconds": secs(c.upstream_connect_timeout),
-            "sseKeepaliveSeconds": secs(c.sse_keepalive),
-            "sseIdleTimeoutSeconds": secs(c.sse_idle_timeout),
-            "replayEvents": c.replay.events, "replayBytes": c.replay.bytes,
-            "replayTtlSeconds": secs(c.replay.ttl),
-            "upstreamReconnectMaxSeconds": secs(c.upstream_reconnect_max),
-            "allowedOrigins": c.allowed_origins,
-            "adminBind": c.admin_bind.map(|a| a.to_string()),
-            "adminToken": c.admin_token.as_ref().map(|_| "<redacted>"),
-            "logFormat": if c.log_json { "json" } else { "text" },
-            "shutdownGraceSeconds": secs(c.shutdown_grace),
-            "auth": {
-                "tokensFile": c.auth.tokens_file.as_ref().map(|p| p.display().to_string()),
-                "jwt": c.auth.jwt,
-                "jwtSecretFile": c.auth.jwt_secret_file.as_ref().map(|p| p.display().to_string()),
-                "jwksFile": c.auth.jwks_file.as_ref().map(|p| p.display().to_string()),
-                "jwksUrl": c.auth.jwks_url.as_deref().map(redact_url),
-                "algorithms": c.auth.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
-                "issuer": c.auth.issuer,
-                "leewaySeconds": secs(c.auth.leeway),
-                "requiredScopes": c.auth.required_scopes,
-                "resource": self.proxy.gate().resource(),
-                "authorizationServers": c.auth.authorization_servers,
-            },
-            "metricsToken": c.metrics_token.as_ref().map(|_| "<redacted>"),
-            "upstreamHeaders": c.upstream_headers.iter()
-                .map(|(k, _)| (k.clone(), json!("<redacted>"))).collect::<serde_json::Map<_, _>>(),
-            "stdioEnv": c.stdio_env.vars.iter()
-                .map(|(k, _)| (k.clone(), json!("<redacted>"))).collect::<serde_json::Map<_, _>>(),
-            "stdioClearEnv": c.stdio_env.clear,
-            "rateLimit": c.limits.per_client.map(|r| r.to_string()),
-            "globalRateLimit": c.limits.global.map(|r| r.to_string()),
-            "toolLimits": c.limits.tools.iter()
-                .map(|t| format!("{}={}", t.tool, t.rate)).collect::<Vec<_>>(),
-            "rateLimitKeys": c.limits.max_keys,
-            "trustedProxies": c.trusted_proxies.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        })
+        if let (Some(doc), Value::Object(more)) = (doc.as_object_mut(), upstream) {
+            doc.extend(more);
+        }
+        doc
     }
 }
 
