@@ -795,6 +795,10 @@ mod tests {
         assert_eq!(h.headers[0].0, "x-k");
         assert_eq!(h.headers[0].1.expose(), "a-shadowcat-$x");
         assert_eq!(format!("{:?}", h.headers[0].1), "<redacted>");
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["upstreamHeaders"]["x-k"],
+            "<redacted>"
+        );
         let c = parse(&["reverse", "--auth-jwt", "--jwks-url", "https://idp/jwks"]).unwrap();
         assert_eq!(
             c.gate.auth.algorithms,

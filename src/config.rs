@@ -11,9 +11,17 @@
 //! | [`UpstreamConfig`] | the upstream: [`HttpUpstreamConfig`] (`HttpUpstream::new`) or [`StdioUpstreamConfig`] (`StdioUpstream::start`, `DedicatedUpstream::start`) |
 //! | [`GateConfig`] | the gatekeeper (`Gatekeeper::new`) |
 //! | [`AdminConfig`] | the admin listener ([`AdminConfig::server_config`]) |
+//!
+//! `GET /admin/config` is this struct serialized: every part is flattened into one JSON object
+//! with camelCase keys; durations are fractional seconds (keys ending in `Seconds`), sizes bytes
+//! (`…Bytes`), secrets `"<redacted>"`, URLs shown without their user info. The upstream is
+//! summarised under `upstream` (`kind` and what it runs or reaches); the settings of the other
+//! upstream kind are absent.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use serde::{Serialize, Serializer};
 
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::{Cidr, Limits};
@@ -21,27 +29,35 @@ use crate::http::ServerConfig;
 use crate::stream::ReplayLimits;
 
 /// The validated configuration of `shadowcat reverse`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Config {
     /// The main listener and its limits.
+    #[serde(flatten)]
     pub listen: ListenConfig,
     /// The request pipeline.
+    #[serde(flatten)]
     pub proxy: ProxyConfig,
     /// The session table.
+    #[serde(flatten)]
     pub sessions: SessionConfig,
     /// Where requests go. Default: the built-in demo server over stdio, 2 shared children.
+    #[serde(flatten)]
     pub upstream: UpstreamConfig,
     /// Authentication, rate limits and the `/metrics` token. Default: all off.
+    #[serde(flatten)]
     pub gate: GateConfig,
     /// `--admin-bind`: the admin API. Default: none (off).
+    #[serde(flatten)]
     pub admin: Option<AdminConfig>,
     /// `--shutdown-grace`: how long in-flight requests may take to finish on shutdown.
     /// Default 10 s.
+    #[serde(rename = "shutdownGraceSeconds", serialize_with = "seconds")]
     pub shutdown_grace: Duration,
 }
 
 /// The main listener: where it listens and what it admits.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ListenConfig {
     /// `--bind`: the listen address. Default 127.0.0.1:8080.
     pub bind: SocketAddr,
@@ -52,8 +68,10 @@ pub struct ListenConfig {
     /// `--max-streams`: open streaming responses. Default 1,024.
     pub max_streams: usize,
     /// `--max-body`: request body limit in bytes. Default 4 MiB.
+    #[serde(rename = "maxBodyBytes")]
     pub max_body: usize,
     /// `--client-idle-timeout`: keep-alive idle timeout of client connections. Default 60 s.
+    #[serde(rename = "clientIdleTimeoutSeconds", serialize_with = "seconds")]
     pub client_idle_timeout: Duration,
 }
 
@@ -72,7 +90,8 @@ impl ListenConfig {
 }
 
 /// The request pipeline: the MCP endpoint, its checks, deadlines and access log.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ProxyConfig {
     /// `--path`: the MCP endpoint path. Default `/mcp`.
     pub path: String,
@@ -80,25 +99,32 @@ pub struct ProxyConfig {
     /// slash. Default none (loopback origins are always allowed).
     pub allowed_origins: Vec<String>,
     /// `--request-timeout`: deadline of one upstream request. Default 60 s.
+    #[serde(rename = "requestTimeoutSeconds", serialize_with = "seconds")]
     pub request_timeout: Duration,
     /// `--sse-keepalive`: comment keep-alive interval on open SSE streams. Default 15 s.
+    #[serde(rename = "sseKeepaliveSeconds", serialize_with = "seconds")]
     pub sse_keepalive: Duration,
     /// `--log-format json`: access lines as JSON objects. Default false (text).
+    #[serde(rename = "logFormat", serialize_with = "log_format")]
     pub log_json: bool,
     /// The listener is on a loopback address (`--bind`): then `Host` must name a loopback host
     /// too (DNS rebinding). Not shown (`bind` is).
+    #[serde(skip)]
     pub loopback: bool,
 }
 
 /// The session table: its cap, idle expiry and the replay logs of its streams.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize)]
 pub struct SessionConfig {
     /// `--max-sessions`: sessions kept at once. Default 10,000.
+    #[serde(rename = "maxSessions")]
     pub max: usize,
     /// `--session-idle`: a session unused this long is ended. Default 30 min.
+    #[serde(rename = "sessionIdleSeconds", serialize_with = "seconds")]
     pub idle: Duration,
     /// `--replay-events` (default 256), `--replay-ttl` (default 5 min) and
     /// `stream::MAX_REPLAY_BYTES` (4 MiB) per stream.
+    #[serde(flatten, serialize_with = "replay_limits")]
     pub replay: ReplayLimits,
 }
 
@@ -120,43 +146,56 @@ pub enum UpstreamConfig {
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HttpUpstreamConfig {
     /// `--upstream`: the endpoint, used verbatim (`http://` only). Shown in `upstream`.
+    #[serde(skip)]
     pub url: String,
     /// `--upstream-pool`: connection slots for requests. Default 32.
+    #[serde(rename = "upstreamPool")]
     pub pool: u32,
     /// Slots for standalone GET streams, one per client stream: `--max-streams` (shown as
     /// `maxStreams`). Default 1,024.
+    #[serde(skip)]
     pub stream_slots: u32,
     /// `--upstream-connect-timeout`: TCP connect timeout. Default 5 s.
+    #[serde(rename = "upstreamConnectTimeoutSeconds", serialize_with = "seconds")]
     pub connect_timeout: Duration,
     /// Until the response headers, and for a whole JSON body: `--request-timeout` (shown as
     /// `requestTimeoutSeconds`). Default 60 s.
+    #[serde(skip)]
     pub request_timeout: Duration,
     /// `--sse-idle-timeout`: longest silence between two reads of a body. Default 5 min.
+    #[serde(rename = "sseIdleTimeoutSeconds", serialize_with = "seconds")]
     pub stream_idle: Duration,
     /// `--upstream-reconnect-max`: how long to keep resuming a broken stream. Default 60 s.
+    #[serde(rename = "upstreamReconnectMaxSeconds", serialize_with = "seconds")]
     pub reconnect_max: Duration,
     /// `--upstream-header`: headers sent on every request, names lowercase, `${VAR}` already
     /// expanded. Default none. Shown as names only.
+    #[serde(rename = "upstreamHeaders", serialize_with = "secret_map")]
     pub headers: Vec<(String, Secret)>,
 }
 
 /// A stdio upstream: what its children run, how many, how sessions use them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StdioUpstreamConfig {
     /// `--stdio`: program and arguments, no shell. Default: this binary's `demo-server`.
     /// Shown in `upstream`.
+    #[serde(skip)]
     pub argv: Vec<String>,
     /// `--stdio-children`: how many children (shared, default 2, at most 256) or at most how
     /// many (per-session, default 16, at most 4,096). Shown in `upstream`.
+    #[serde(skip)]
     pub children: usize,
     /// `--stdio-mode` and `--stdio-spares`. Default shared. Shown in `upstream`.
+    #[serde(skip)]
     pub mode: StdioMode,
     /// `--stdio-env`, `--stdio-clear-env`: the children's environment. Default: the proxy's.
+    #[serde(flatten)]
     pub env: ChildEnv,
     /// `--max-message`: largest line a child may print, bytes. Default 16 MiB.
+    #[serde(rename = "maxMessageBytes")]
     pub max_message: usize,
 }
 
@@ -183,26 +222,32 @@ impl StdioMode {
 }
 
 /// The environment stdio children start with.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ChildEnv {
     /// Variables set (after expansion); values are secrets, shown as names only.
+    #[serde(rename = "stdioEnv", serialize_with = "secret_map")]
     pub vars: Vec<(String, Secret)>,
     /// Start from an empty environment instead of the proxy's.
+    #[serde(rename = "stdioClearEnv")]
     pub clear: bool,
 }
 
 /// The gate in front of the MCP endpoint: who may call, how often, and who may read
 /// `/metrics`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GateConfig {
     /// `--auth-*`, `--jwt-*`, `--jwks-*`, `--required-scope`, `--resource-url`,
     /// `--authorization-server`: inbound authentication. Default off. Its `resource` is the
     /// effective resource URL once [`GateConfig::resolve_resource`] ran.
+    #[serde(serialize_with = "auth")]
     pub auth: AuthConfig,
     /// `--rate-limit`, `--global-rate-limit`, `--tool-limit`, `--rate-limit-keys`. Default:
     /// no limit, 10,000 keys.
+    #[serde(flatten, serialize_with = "limits")]
     pub limits: Limits,
     /// `--trusted-proxy`: peers whose `X-Forwarded-For` is believed. Default none.
+    #[serde(serialize_with = "displayed")]
     pub trusted_proxies: Vec<Cidr>,
     /// `--metrics-token` or `SHADOWCAT_METRICS_TOKEN`: bearer token `/metrics` requires.
     /// Default none (open).
@@ -223,12 +268,14 @@ impl GateConfig {
 }
 
 /// The admin API listener.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AdminConfig {
     /// `--admin-bind`: where it listens; loopback unless a token is set.
+    #[serde(rename = "adminBind")]
     pub bind: SocketAddr,
     /// `--admin-token` or `SHADOWCAT_ADMIN_TOKEN`: bearer token every admin request needs.
     /// Default none: then only loopback clients are served.
+    #[serde(rename = "adminToken")]
     pub token: Option<Secret>,
 }
 
@@ -254,7 +301,8 @@ impl AdminConfig {
     }
 }
 
-/// A configured secret: `Debug` prints `<redacted>`, so a config dump cannot leak it.
+/// A configured secret: `Debug` prints `<redacted>` and it serializes as `"<redacted>"`, so a
+/// config dump cannot leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -276,6 +324,12 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
 impl UpstreamConfig {
     /// The upstream's short name, as logs and metrics show it: `host:port` of an HTTP
     /// upstream, the program's file name of a stdio one.
@@ -283,6 +337,53 @@ impl UpstreamConfig {
         match self {
             UpstreamConfig::Http(h) => url_authority(&h.url).to_owned(),
             UpstreamConfig::Stdio(s) => program_name(&s.argv).to_owned(),
+        }
+    }
+}
+
+/// `upstream` (the kind and what it reaches or runs) beside the kind's own settings.
+impl Serialize for UpstreamConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        enum Target<'a> {
+            Http {
+                url: String,
+            },
+            Stdio {
+                argv: &'a [String],
+                children: usize,
+                mode: &'static str,
+                spares: Option<usize>,
+            },
+        }
+        #[derive(Serialize)]
+        struct Shown<'a, T> {
+            upstream: Target<'a>,
+            #[serde(flatten)]
+            settings: &'a T,
+        }
+        match self {
+            UpstreamConfig::Http(h) => Shown {
+                upstream: Target::Http {
+                    url: redact_url(&h.url),
+                },
+                settings: h,
+            }
+            .serialize(s),
+            UpstreamConfig::Stdio(c) => Shown {
+                upstream: Target::Stdio {
+                    argv: &c.argv,
+                    children: c.children,
+                    mode: match c.mode {
+                        StdioMode::Shared => "shared",
+                        StdioMode::PerSession { .. } => "per-session",
+                    },
+                    spares: c.mode.spares(),
+                },
+                settings: c,
+            }
+            .serialize(s),
         }
     }
 }
@@ -298,4 +399,125 @@ pub fn url_authority(url: &str) -> &str {
 pub fn program_name(argv: &[String]) -> &str {
     let p = argv.first().map(String::as_str).unwrap_or("stdio");
     p.rsplit('/').next().unwrap_or(p)
+}
+
+/// `http://user:secret@host/…` → `http://<redacted>@host/…`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://<redacted>@{host}{}", &rest[host_end..]),
+        None => url.to_string(),
+    }
+}
+
+// How the parts look in `/admin/config` where serde's own form is not it (foreign types,
+// durations as seconds).
+
+/// A duration as fractional seconds.
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Named secrets as an object of names to `"<redacted>"`.
+fn secret_map<S: Serializer>(v: &[(String, Secret)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, v)| (k, v)))
+}
+
+/// `text` or `json`, as `--log-format` takes it.
+fn log_format<S: Serializer>(json: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *json { "json" } else { "text" })
+}
+
+/// Values as their flag syntax.
+fn displayed<S: Serializer>(v: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|c| c.to_string()))
+}
+
+/// `replayEvents`, `replayBytes`, `replayTtlSeconds`.
+fn replay_limits<S: Serializer>(r: &ReplayLimits, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown {
+        replay_events: usize,
+        replay_bytes: usize,
+        #[serde(rename = "replayTtlSeconds", serialize_with = "seconds")]
+        replay_ttl: Duration,
+    }
+    Shown {
+        replay_events: r.events,
+        replay_bytes: r.bytes,
+        replay_ttl: r.ttl,
+    }
+    .serialize(s)
+}
+
+/// `rateLimit`, `globalRateLimit`, `toolLimits` and `rateLimitKeys`, in flag syntax.
+fn limits<S: Serializer>(l: &Limits, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown {
+        rate_limit: Option<String>,
+        global_rate_limit: Option<String>,
+        tool_limits: Vec<String>,
+        rate_limit_keys: usize,
+    }
+    Shown {
+        rate_limit: l.per_client.map(|r| r.to_string()),
+        global_rate_limit: l.global.map(|r| r.to_string()),
+        tool_limits: l.tools.iter().map(|t| t.to_string()).collect(),
+        rate_limit_keys: l.max_keys,
+    }
+    .serialize(s)
+}
+
+/// The `auth` object: files by path, the JWKS URL without user info, algorithms by name.
+fn auth<S: Serializer>(a: &AuthConfig, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown<'a> {
+        tokens_file: Option<String>,
+        jwt: bool,
+        jwt_secret_file: Option<String>,
+        jwks_file: Option<String>,
+        jwks_url: Option<String>,
+        algorithms: Vec<String>,
+        issuer: &'a Option<String>,
+        #[serde(rename = "leewaySeconds", serialize_with = "seconds")]
+        leeway: Duration,
+        required_scopes: &'a [String],
+        resource: &'a Option<String>,
+        authorization_servers: &'a [String],
+    }
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    Shown {
+        tokens_file: path(&a.tokens_file),
+        jwt: a.jwt,
+        jwt_secret_file: path(&a.jwt_secret_file),
+        jwks_file: path(&a.jwks_file),
+        jwks_url: a.jwks_url.as_deref().map(redact_url),
+        algorithms: a.algorithms.iter().map(|a| format!("{a:?}")).collect(),
+        issuer: &a.issuer,
+        leeway: a.leeway,
+        required_scopes: &a.required_scopes,
+        resource: &a.resource_url,
+        authorization_servers: &a.authorization_servers,
+    }
+    .serialize(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_userinfo() {
+        assert_eq!(
+            redact_url("http://a:b@h:1/mcp"),
+            "http://<redacted>@h:1/mcp"
+        );
+        assert_eq!(redact_url("http://h:1/mcp"), "http://h:1/mcp");
+    }
 }

@@ -16,11 +16,11 @@
 //! request needs `Authorization: Bearer <token>` (compared in constant time; never logged).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::config::{Config, Secret, StdioMode, UpstreamConfig};
+use crate::config::{Config, Secret};
 use crate::gate::auth::bearer_is;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
@@ -116,7 +116,7 @@ impl Admin {
             ("DELETE", ["admin", "sessions", id]) => self.kill(id),
             ("GET", ["admin", "upstreams"]) => json_response(200, &json!([self.upstream()])),
             ("POST", ["admin", "upstreams", name, "restart"]) => self.restart(name),
-            ("GET", ["admin", "config"]) => json_response(200, &self.config()),
+            ("GET", ["admin", "config"]) => self.config(),
             (_, ["admin", ..]) => json_response(404, &json!({"error": "no such admin endpoint"})),
             _ => json_response(404, &json!({"error": "not found"})),
         }
@@ -224,80 +224,12 @@ impl Admin {
         }
     }
 
-    fn config(&self) -> Value {
-        let c = &*self.config;
-        let secs = |d: Duration| d.as_secs_f64();
-        let names = |v: &[(String, Secret)]| {
-            v.iter()
-                .map(|(k, _)| (k.clone(), json!("<redacted>")))
-                .collect::<serde_json::Map<_, _>>()
-        };
-        let (l, p, s, g) = (&c.listen, &c.proxy, &c.sessions, &c.gate);
-        let mut doc = json!({
-            "bind": l.bind.to_string(), "path": p.path,
-            "workers": l.workers, "maxConnections": l.max_connections, "maxStreams": l.max_streams,
-            "maxBodyBytes": l.max_body,
-            "maxSessions": s.max, "sessionIdleSeconds": secs(s.idle),
-            "clientIdleTimeoutSeconds": secs(l.client_idle_timeout),
-            "requestTimeoutSeconds": secs(p.request_timeout),
-            "sseKeepaliveSeconds": secs(p.sse_keepalive),
-            "replayEvents": s.replay.events, "replayBytes": s.replay.bytes,
-            "replayTtlSeconds": secs(s.replay.ttl),
-            "allowedOrigins": p.allowed_origins,
-            "adminBind": c.admin.as_ref().map(|a| a.bind.to_string()),
-            "adminToken": c.admin.as_ref().and_then(|a| a.token.as_ref()).map(|_| "<redacted>"),
-            "logFormat": if p.log_json { "json" } else { "text" },
-            "shutdownGraceSeconds": secs(c.shutdown_grace),
-            "auth": {
-                "tokensFile": g.auth.tokens_file.as_ref().map(|p| p.display().to_string()),
-                "jwt": g.auth.jwt,
-                "jwtSecretFile": g.auth.jwt_secret_file.as_ref().map(|p| p.display().to_string()),
-                "jwksFile": g.auth.jwks_file.as_ref().map(|p| p.display().to_string()),
-                "jwksUrl": g.auth.jwks_url.as_deref().map(redact_url),
-                "algorithms": g.auth.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
-                "issuer": g.auth.issuer,
-                "leewaySeconds": secs(g.auth.leeway),
-                "requiredScopes": g.auth.required_scopes,
-                "resource": self.proxy.gate().resource(),
-                "authorizationServers": g.auth.authorization_servers,
-            },
-            "metricsToken": g.metrics_token.as_ref().map(|_| "<redacted>"),
-            "rateLimit": g.limits.per_client.map(|r| r.to_string()),
-            "globalRateLimit": g.limits.global.map(|r| r.to_string()),
-            "toolLimits": g.limits.tools.iter()
-                .map(|t| format!("{}={}", t.tool, t.rate)).collect::<Vec<_>>(),
-            "rateLimitKeys": g.limits.max_keys,
-            "trustedProxies": g.trusted_proxies.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        });
-        let upstream = match &c.upstream {
-            UpstreamConfig::Http(h) => json!({
-                "upstream": {"kind": "http", "url": redact_url(&h.url)},
-                "upstreamPool": h.pool,
-                "upstreamConnectTimeoutSeconds": secs(h.connect_timeout),
-                "sseIdleTimeoutSeconds": secs(h.stream_idle),
-                "upstreamReconnectMaxSeconds": secs(h.reconnect_max),
-                "upstreamHeaders": names(&h.headers),
-            }),
-            UpstreamConfig::Stdio(st) => {
-                let (mode, spares) = match st.mode {
-                    StdioMode::Shared => ("shared", None),
-                    StdioMode::PerSession { spares } => ("per-session", Some(spares)),
-                };
-                json!({
-                    "upstream": {
-                        "kind": "stdio", "argv": st.argv, "children": st.children, "mode": mode,
-                        "spares": spares,
-                    },
-                    "maxMessageBytes": st.max_message,
-                    "stdioEnv": names(&st.env.vars),
-                    "stdioClearEnv": st.env.clear,
-                })
-            }
-        };
-        if let (Some(doc), Value::Object(more)) = (doc.as_object_mut(), upstream) {
-            doc.extend(more);
+    /// The effective configuration: [`Config`] serialized, secrets redacted.
+    fn config(&self) -> Response {
+        match serde_json::to_value(&*self.config) {
+            Ok(doc) => json_response(200, &doc),
+            Err(e) => json_response(500, &json!({"error": e.to_string()})),
         }
-        doc
     }
 }
 
@@ -318,31 +250,5 @@ impl Handler for Admin {
             resp.status
         );
         let _ = res.send(resp);
-    }
-}
-
-/// `http://user:secret@host/…` → `http://<redacted>@host/…`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_end].rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://<redacted>@{host}{}", &rest[host_end..]),
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact_url("http://a:b@h:1/mcp"),
-            "http://<redacted>@h:1/mcp"
-        );
-        assert_eq!(redact_url("http://h:1/mcp"), "http://h:1/mcp");
     }
 }
