@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use shadowcat::Binding;
 use shadowcat::internals::ReplayLimits;
+use shadowcat::internals::SessionConfig;
 use shadowcat::internals::Sessions;
 use shadowcat::internals::sse_event;
 use shadowcat::internals::{Message, jsonrpc};
@@ -130,7 +131,11 @@ fn main() {
         black_box(sse_event(black_box(CHILD_REPLY)));
     });
 
-    let sessions = Sessions::new(20_000, Duration::from_secs(3600), ReplayLimits::default());
+    let sessions = Sessions::new(&SessionConfig {
+        max: 20_000,
+        idle: Duration::from_secs(3600),
+        replay: ReplayLimits::default(),
+    });
     let ids: Vec<String> = (0..10_000)
         .map(|_| {
             sessions

@@ -15,14 +15,14 @@ use crossbeam_channel::{Sender, bounded};
 use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
 use crate::gate::Gatekeeper;
-use crate::http::{Server, ServerConfig};
+use crate::http::Server;
 use crate::metrics::Metrics;
 use crate::ops::Front;
 use crate::ops::admin::Admin;
 use crate::proxy::Proxy;
+use crate::session::Sessions;
 use crate::upstream::Upstream;
-use crate::upstream::http::{HttpOptions, HttpUpstream};
-use crate::upstream::stdio::child::Program;
+use crate::upstream::http::HttpUpstream;
 use crate::upstream::stdio::dedicated::DedicatedUpstream;
 use crate::upstream::stdio::shared::StdioUpstream;
 use crate::util::lock;
@@ -45,48 +45,15 @@ pub struct Shadowcat {
 }
 
 impl Shadowcat {
-    /// Starts the upstream, binds `config.bind` and begins serving. Returns once ready.
+    /// Starts the upstream, binds `config.listen.bind` and begins serving. Returns once ready.
     pub fn start(config: Config) -> Result<Shadowcat, Error> {
-        let metrics = Arc::new(Metrics::new(&config.upstream_name()));
+        let metrics = Arc::new(Metrics::new(&config.upstream.name()));
         let upstream: Arc<dyn Upstream> = match &config.upstream {
-            UpstreamConfig::Http { url } => Arc::new(HttpUpstream::new(
-                url,
-                HttpOptions {
-                    slots: config.upstream_pool,
-                    stream_slots: config.max_streams as u32,
-                    connect_timeout: config.upstream_connect_timeout,
-                    request_timeout: config.request_timeout,
-                    stream_idle: config.sse_idle_timeout,
-                    reconnect_max: config.upstream_reconnect_max,
-                    metrics: Some(metrics.clone()),
-                    headers: config.upstream_headers.clone(),
-                },
-            )?),
-            UpstreamConfig::Stdio {
-                argv,
-                children,
-                mode: StdioMode::Shared,
-            } => Arc::new(StdioUpstream::start(
-                Program {
-                    argv: argv.clone(),
-                    env: config.stdio_env.clone(),
-                },
-                *children,
-                config.max_message,
-            )?),
-            UpstreamConfig::Stdio {
-                argv,
-                children,
-                mode: StdioMode::PerSession { spares },
-            } => Arc::new(DedicatedUpstream::start(
-                Program {
-                    argv: argv.clone(),
-                    env: config.stdio_env.clone(),
-                },
-                *children,
-                *spares,
-                config.max_message,
-            )?),
+            UpstreamConfig::Http(http) => Arc::new(HttpUpstream::new(http, Some(metrics.clone()))?),
+            UpstreamConfig::Stdio(stdio) => match stdio.mode {
+                StdioMode::Shared => Arc::new(StdioUpstream::start(stdio)?),
+                StdioMode::PerSession { .. } => Arc::new(DedicatedUpstream::start(stdio)?),
+            },
         };
         Shadowcat::launch(config, upstream, metrics)
     }
@@ -99,57 +66,44 @@ impl Shadowcat {
     }
 
     fn launch(
-        config: Config,
+        mut config: Config,
         upstream: Arc<dyn Upstream>,
         metrics: Arc<Metrics>,
     ) -> Result<Shadowcat, Error> {
-        let admin_listener =
-            match config.admin_bind {
-                Some(a) => Some(TcpListener::bind(a).map_err(|e| {
-                    Error::Config(format!("cannot listen on --admin-bind {a}: {e}"))
-                })?),
-                None => None,
-            };
-        let admin_token = config.admin_token.clone();
-        let listener = TcpListener::bind(config.bind)
-            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.bind)))?;
-        let server_config = ServerConfig {
-            workers: config.workers,
-            max_connections: config.max_connections,
-            max_streams: config.max_streams,
-            max_body: config.max_body,
-            idle_timeout: config.client_idle_timeout,
-            ..ServerConfig::default()
+        let admin_listener = match &config.admin {
+            Some(a) => Some(TcpListener::bind(a.bind).map_err(|e| {
+                Error::Config(format!("cannot listen on --admin-bind {}: {e}", a.bind))
+            })?),
+            None => None,
         };
-        let grace = config.shutdown_grace;
-        let sweep =
-            (config.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        let bind = config.listen.bind;
+        let listener = TcpListener::bind(bind)
+            .map_err(|e| Error::Config(format!("cannot listen on {bind}: {e}")))?;
+        // The default resource URL names the bound address, known only now.
         let resource = config
-            .auth
-            .resource_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}{}", local_name(&listener), config.path));
-        let gate = Gatekeeper::new(&config, resource)?;
-        let proxy = Arc::new(Proxy::new(Arc::new(config), upstream, metrics, gate));
+            .gate
+            .resolve_resource(|| format!("http://{}{}", local_name(&listener), config.proxy.path));
+        let config = Arc::new(config);
+        let gate = Gatekeeper::new(&config.gate, resource)?;
+        let sessions = Sessions::new(&config.sessions);
+        let proxy = Arc::new(Proxy::new(&config.proxy, sessions, upstream, metrics, gate));
         let front = Arc::new(Front::new(proxy.clone()));
-        let server = Arc::new(Server::start(listener, server_config, front)?);
+        let server = Arc::new(Server::start(
+            listener,
+            config.listen.server_config(),
+            front,
+        )?);
         proxy.set_server(Arc::downgrade(&server));
-        let admin = match admin_listener {
-            Some(l) => {
-                let cfg = ServerConfig {
-                    workers: 4,
-                    max_connections: 64,
-                    max_streams: 1,
-                    max_body: 64 * 1024,
-                    ..ServerConfig::default()
-                };
-                let handler = Arc::new(Admin::new(proxy.clone(), admin_token));
-                let s = Server::start(l, cfg, handler)?;
+        let admin = match (admin_listener, &config.admin) {
+            (Some(l), Some(a)) => {
+                let handler = Arc::new(Admin::new(proxy.clone(), config.clone()));
+                let s = Server::start(l, a.server_config(), handler)?;
                 log::info!("admin API on http://{}/admin/", s.local_addr());
                 Some(s)
             }
-            None => None,
+            _ => None,
         };
+        let sweep = config.sessions.sweep_interval();
         let (stop, stopped) = bounded::<()>(1);
         let p = proxy.clone();
         let reaper = std::thread::Builder::new()
@@ -167,7 +121,7 @@ impl Shadowcat {
             proxy,
             reaper: Mutex::new(Some((stop, reaper))),
             stopped: AtomicBool::new(false),
-            grace,
+            grace: config.shutdown_grace,
         })
     }
 

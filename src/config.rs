@@ -1,259 +1,202 @@
-//! Command line and configuration.
+//! The validated configuration of `shadowcat reverse`, one part per component.
 //!
-//! The argh structs below are the `--help` text. [`ReverseArgs::into_config`] validates them once
-//! at start-up into a [`Config`] and fails with one clear line; nothing re-checks later.
+//! `cli.rs` turns the flags into a [`Config`] once at start-up and fails with one clear
+//! line; nothing re-checks later. Each part is then handed to the one component it configures:
 //!
-//! Durations accept `500ms`, `10s`, `5m`, `1h` or a bare number of seconds. Sizes accept a bare
-//! number of bytes or a `KiB`/`MiB` suffix.
+//! | part | consumed by |
+//! |---|---|
+//! | [`ListenConfig`] | the main HTTP server ([`ListenConfig::server_config`]) |
+//! | [`ProxyConfig`] | the request pipeline (`Proxy::new`) |
+//! | [`SessionConfig`] | the session table (`Sessions::new`) |
+//! | [`UpstreamConfig`] | the upstream: [`HttpUpstreamConfig`] (`HttpUpstream::new`) or [`StdioUpstreamConfig`] (`StdioUpstream::start`, `DedicatedUpstream::start`) |
+//! | [`GateConfig`] | the gatekeeper (`Gatekeeper::new`) |
+//! | [`AdminConfig`] | the admin listener ([`AdminConfig::server_config`]) |
+//!
+//! `GET /admin/config` is this struct serialized: every part is flattened into one JSON object
+//! with camelCase keys; durations are fractional seconds (keys ending in `Seconds`), sizes bytes
+//! (`…Bytes`), secrets `"<redacted>"`, URLs shown without their user info. The upstream is
+//! summarised under `upstream` (`kind` and what it runs or reaches); the settings of the other
+//! upstream kind are absent.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use argh::FromArgs;
+use serde::{Serialize, Serializer};
 
-use crate::error::Error;
-use crate::util::{duration, size, split_command};
+use crate::gate::auth::AuthConfig;
+use crate::gate::ratelimit::{Cidr, Limits};
+use crate::http::ServerConfig;
+use crate::stream::ReplayLimits;
 
-/// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
-#[derive(FromArgs, Debug)]
-pub struct Cli {
-    /// what to run
-    #[argh(subcommand)]
-    pub command: Command,
+/// The validated configuration of `shadowcat reverse`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// The main listener and its limits.
+    #[serde(flatten)]
+    pub listen: ListenConfig,
+    /// The request pipeline.
+    #[serde(flatten)]
+    pub proxy: ProxyConfig,
+    /// The session table.
+    #[serde(flatten)]
+    pub sessions: SessionConfig,
+    /// Where requests go. Default: the built-in demo server over stdio, 2 shared children.
+    #[serde(flatten)]
+    pub upstream: UpstreamConfig,
+    /// Authentication, rate limits and the `/metrics` token. Default: all off.
+    #[serde(flatten)]
+    pub gate: GateConfig,
+    /// `--admin-bind`: the admin API. Default: none (off).
+    #[serde(flatten)]
+    pub admin: Option<AdminConfig>,
+    /// `--shutdown-grace`: how long in-flight requests may take to finish on shutdown.
+    /// Default 10 s.
+    #[serde(rename = "shutdownGraceSeconds", serialize_with = "seconds")]
+    pub shutdown_grace: Duration,
 }
 
-/// What to run.
-#[derive(FromArgs, Debug)]
-#[allow(clippy::large_enum_variant)] // parsed once at start-up
-#[argh(subcommand)]
-pub enum Command {
-    /// Serve Streamable HTTP in front of an upstream MCP server.
-    Reverse(ReverseArgs),
-    /// Run the built-in demo MCP server on stdin/stdout.
-    DemoServer(crate::tools::demo::DemoServerArgs),
-    /// Load-test a Streamable HTTP MCP endpoint.
-    Bench(crate::tools::bench::BenchArgs),
-}
-
-/// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP
-/// server), --stdio "CMD ARGS" (persistent child processes), or neither (the built-in demo server)
-#[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "reverse")]
-pub struct ReverseArgs {
-    /// address to listen on (default 127.0.0.1:8080); use port 0 for any free port
-    #[argh(option, default = "default_bind()")]
+/// The main listener: where it listens and what it admits.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenConfig {
+    /// `--bind`: the listen address. Default 127.0.0.1:8080.
     pub bind: SocketAddr,
-
-    /// path of the MCP endpoint (default /mcp)
-    #[argh(option, default = "String::from(\"/mcp\")")]
-    pub path: String,
-
-    /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp)
-    #[argh(option)]
-    pub upstream: Option<String>,
-
-    /// upstream stdio server command, split into argv without a shell: whitespace separates
-    /// words, 'single' and "double" quotes group them, backslash escapes the next character
-    #[argh(option)]
-    pub stdio: Option<String>,
-
-    /// how sessions use stdio children: shared (default; sessions pinned to a fixed set of
-    /// persistent children, JSON-RPC ids rewritten) or per-session (each session gets its own
-    /// child from a warm pool, killed when the session ends)
-    #[argh(option, default = "String::from(\"shared\")")]
-    pub stdio_mode: String,
-
-    /// shared: number of persistent children (default 2); per-session: most children at
-    /// once, spares included (default 16)
-    #[argh(option)]
-    pub stdio_children: Option<usize>,
-
-    /// per-session: warm children kept ready for new sessions (default 2)
-    #[argh(option, default = "2")]
-    pub stdio_spares: usize,
-
-    /// requests handled at once (default 64); more wait for a free worker
-    #[argh(option, default = "64")]
+    /// `--workers`: requests handled at once. Default 64.
     pub workers: usize,
-
-    /// open client connections allowed (default 1024); beyond, a new connection gets 503
-    #[argh(option, default = "1024")]
+    /// `--max-connections`: open client connections. Default 1,024.
     pub max_connections: usize,
-
-    /// streaming (SSE) responses open at once (default 1024); beyond, 503
-    #[argh(option, default = "1024")]
+    /// `--max-streams`: open streaming responses. Default 1,024.
     pub max_streams: usize,
-
-    /// largest request body in bytes, or with KiB/MiB (default 4MiB); larger gets 413
-    #[argh(option, default = "String::from(\"4MiB\")")]
-    pub max_body: String,
-
-    /// largest line a stdio child may print, bytes or KiB/MiB (default 16MiB)
-    #[argh(option, default = "String::from(\"16MiB\")")]
-    pub max_message: String,
-
-    /// sessions kept at once (default 10000); when full, expired ones are dropped, else 503
-    #[argh(option, default = "10_000")]
-    pub max_sessions: usize,
-
-    /// a session unused this long is ended (default 30m)
-    #[argh(option, default = "String::from(\"30m\")")]
-    pub session_idle: String,
-
-    /// an idle keep-alive client connection is closed after this (default 60s)
-    #[argh(option, default = "String::from(\"60s\")")]
-    pub client_idle_timeout: String,
-
-    /// deadline for one upstream request, from arrival to the upstream's answer (default 60s)
-    #[argh(option, default = "String::from(\"60s\")")]
-    pub request_timeout: String,
-
-    /// connection slots per HTTP upstream (default 32); a checkout waits at most 2s, then 503
-    #[argh(option, default = "32")]
-    pub upstream_pool: u32,
-
-    /// TCP connect timeout to an HTTP upstream (default 5s)
-    #[argh(option, default = "String::from(\"5s\")")]
-    pub upstream_connect_timeout: String,
-
-    /// comment keep-alive interval on open SSE streams (default 15s)
-    #[argh(option, default = "String::from(\"15s\")")]
-    pub sse_keepalive: String,
-
-    /// events kept per SSE stream for resumption with Last-Event-ID (default 256)
-    #[argh(option, default = "256")]
-    pub replay_events: usize,
-
-    /// how long an ended SSE stream stays resumable (default 5m)
-    #[argh(option, default = "String::from(\"5m\")")]
-    pub replay_ttl: String,
-
-    /// how long to keep reconnecting a broken upstream SSE stream, with backoff (default 60s)
-    #[argh(option, default = "String::from(\"60s\")")]
-    pub upstream_reconnect_max: String,
-
-    /// longest silence allowed between two reads of an upstream HTTP stream (default 5m)
-    #[argh(option, default = "String::from(\"5m\")")]
-    pub sse_idle_timeout: String,
-
-    /// extra allowed Origin, exact (e.g. https://app.example.com); repeatable. Loopback origins
-    /// (http/https on localhost, 127.0.0.1, [::1], any port) are always allowed
-    #[argh(option)]
-    pub allowed_origin: Vec<String>,
-
-    /// admin API listener (off unless given); loopback only unless --admin-token is set
-    #[argh(option)]
-    pub admin_bind: Option<SocketAddr>,
-
-    /// bearer token the admin API requires (then it may listen on any address); the
-    /// environment variable SHADOWCAT_ADMIN_TOKEN works too and keeps it out of `ps`
-    #[argh(option)]
-    pub admin_token: Option<String>,
-
-    /// log line format: text (default) or json (one JSON object per line)
-    #[argh(option, default = "String::from(\"text\")")]
-    pub log_format: String,
-
-    /// how long in-flight requests may take to finish on shutdown (default 10s)
-    #[argh(option, default = "String::from(\"10s\")")]
-    pub shutdown_grace: String,
-
-    /// require a bearer token from this file on the MCP endpoint: one per line as
-    /// a TOKEN and an optional NAME, # comments, tokens of 16+ characters (default: no
-    /// inbound auth)
-    #[argh(option)]
-    pub auth_tokens: Option<String>,
-
-    /// require JWT bearer tokens, verified with --jwt-secret-file (HS256) or --jwks-file /
-    /// --jwks-url (RS256, ES256); aud must be --resource-url, exp and sub are required
-    #[argh(switch)]
-    pub auth_jwt: bool,
-
-    /// HMAC secret for HS256 JWTs, read from this file (16+ bytes, one trailing newline
-    /// ignored)
-    #[argh(option)]
-    pub jwt_secret_file: Option<String>,
-
-    /// JWK set for RS256/ES256 JWTs, read from this file (re-read for an unknown kid)
-    #[argh(option)]
-    pub jwks_file: Option<String>,
-
-    /// JWK set fetched from this http(s) URL at start-up, cached, refetched for an unknown
-    /// kid (at most every 10s) and after 1h
-    #[argh(option)]
-    pub jwks_url: Option<String>,
-
-    /// JWT algorithms accepted, comma-separated (default HS256 with a secret, RS256,ES256
-    /// with a JWK set)
-    #[argh(option)]
-    pub jwt_algorithms: Option<String>,
-
-    /// required JWT issuer (iss); default: not checked
-    #[argh(option)]
-    pub jwt_issuer: Option<String>,
-
-    /// clock skew allowed on JWT exp and nbf (default 30s; 0 for none)
-    #[argh(option, default = "String::from(\"30s\")")]
-    pub jwt_leeway: String,
-
-    /// scope every JWT must carry (in its scope or scp claim); repeatable; missing → 403
-    #[argh(option)]
-    pub required_scope: Vec<String>,
-
-    /// this proxy's MCP URL as clients reach it: the JWT audience and the metadata's
-    /// resource (default http://<bind address><path>)
-    #[argh(option)]
-    pub resource_url: Option<String>,
-
-    /// OAuth authorization server (issuer URL) listed in the protected resource metadata;
-    /// repeatable
-    #[argh(option)]
-    pub authorization_server: Vec<String>,
-
-    /// bearer token /metrics requires (default: open); SHADOWCAT_METRICS_TOKEN works too
-    #[argh(option)]
-    pub metrics_token: Option<String>,
-
-    /// header sent on every request to an HTTP upstream, as 'Name: value'; ${VAR} in the
-    /// value is taken from the environment at start-up; values never logged; repeatable
-    #[argh(option)]
-    pub upstream_header: Vec<String>,
-
-    /// environment variable for stdio children, KEY=VALUE, with ${VAR} expansion;
-    /// repeatable; values never logged
-    #[argh(option)]
-    pub stdio_env: Vec<String>,
-
-    /// start stdio children with only the --stdio-env variables (pass 'PATH=${PATH}' if the
-    /// command needs it)
-    #[argh(switch)]
-    pub stdio_clear_env: bool,
-
-    /// per-client rate limit, RATE/BURST: requests per second and bucket size, e.g. 20/40;
-    /// a client is its principal, or its IP when unauthenticated (default: none)
-    #[argh(option)]
-    pub rate_limit: Option<String>,
-
-    /// limit on all clients together, RATE/BURST (default: none)
-    #[argh(option)]
-    pub global_rate_limit: Option<String>,
-
-    /// per-client limit for one tool's tools/call, NAME=RATE/BURST; repeatable
-    #[argh(option)]
-    pub tool_limit: Vec<String>,
-
-    /// proxy address or CIDR whose X-Forwarded-For is believed, e.g. 10.0.0.0/8;
-    /// repeatable (default: none, the TCP peer is the client)
-    #[argh(option)]
-    pub trusted_proxy: Vec<String>,
-
-    /// most rate-limit buckets kept; idle (full) ones are evicted first (default 10000)
-    #[argh(option, default = "10_000")]
-    pub rate_limit_keys: usize,
+    /// `--max-body`: request body limit in bytes. Default 4 MiB.
+    #[serde(rename = "maxBodyBytes")]
+    pub max_body: usize,
+    /// `--client-idle-timeout`: keep-alive idle timeout of client connections. Default 60 s.
+    #[serde(rename = "clientIdleTimeoutSeconds", serialize_with = "seconds")]
+    pub client_idle_timeout: Duration,
 }
 
-fn default_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8080))
+impl ListenConfig {
+    /// The main server's limits; the timeouts no flag sets keep [`ServerConfig::default`].
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            workers: self.workers,
+            max_connections: self.max_connections,
+            max_streams: self.max_streams,
+            max_body: self.max_body,
+            idle_timeout: self.client_idle_timeout,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// The request pipeline: the MCP endpoint, its checks, deadlines and access log.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// `--path`: the MCP endpoint path. Default `/mcp`.
+    pub path: String,
+    /// `--allowed-origin`: extra allowed origins, normalised to lowercase without a trailing
+    /// slash. Default none (loopback origins are always allowed).
+    pub allowed_origins: Vec<String>,
+    /// `--request-timeout`: deadline of one upstream request. Default 60 s.
+    #[serde(rename = "requestTimeoutSeconds", serialize_with = "seconds")]
+    pub request_timeout: Duration,
+    /// `--sse-keepalive`: comment keep-alive interval on open SSE streams. Default 15 s.
+    #[serde(rename = "sseKeepaliveSeconds", serialize_with = "seconds")]
+    pub sse_keepalive: Duration,
+    /// `--log-format json`: access lines as JSON objects. Default false (text).
+    #[serde(rename = "logFormat", serialize_with = "log_format")]
+    pub log_json: bool,
+    /// The listener is on a loopback address (`--bind`): then `Host` must name a loopback host
+    /// too (DNS rebinding). Not shown (`bind` is).
+    #[serde(skip)]
+    pub loopback: bool,
+}
+
+/// The session table: its cap, idle expiry and the replay logs of its streams.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SessionConfig {
+    /// `--max-sessions`: sessions kept at once. Default 10,000.
+    #[serde(rename = "maxSessions")]
+    pub max: usize,
+    /// `--session-idle`: a session unused this long is ended. Default 30 min.
+    #[serde(rename = "sessionIdleSeconds", serialize_with = "seconds")]
+    pub idle: Duration,
+    /// `--replay-events` (default 256), `--replay-ttl` (default 5 min) and
+    /// `stream::MAX_REPLAY_BYTES` (4 MiB) per stream.
+    #[serde(flatten, serialize_with = "replay_limits")]
+    pub replay: ReplayLimits,
+}
+
+impl SessionConfig {
+    /// How often the reaper looks for idle sessions: a quarter of the idle time, within
+    /// 50 ms..=10 s.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(10))
+    }
+}
+
+/// Where requests go, with everything that kind of upstream needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamConfig {
+    /// `--upstream URL`: a Streamable HTTP server.
+    Http(HttpUpstreamConfig),
+    /// `--stdio CMD` or neither flag: persistent stdio children.
+    Stdio(StdioUpstreamConfig),
+}
+
+/// An HTTP upstream: its URL, connection pool, timeouts and headers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HttpUpstreamConfig {
+    /// `--upstream`: the endpoint, used verbatim (`http://` only). Shown in `upstream`.
+    #[serde(skip)]
+    pub url: String,
+    /// `--upstream-pool`: connection slots for requests. Default 32.
+    #[serde(rename = "upstreamPool")]
+    pub pool: u32,
+    /// Slots for standalone GET streams, one per client stream: `--max-streams` (shown as
+    /// `maxStreams`). Default 1,024.
+    #[serde(skip)]
+    pub stream_slots: u32,
+    /// `--upstream-connect-timeout`: TCP connect timeout. Default 5 s.
+    #[serde(rename = "upstreamConnectTimeoutSeconds", serialize_with = "seconds")]
+    pub connect_timeout: Duration,
+    /// Until the response headers, and for a whole JSON body: `--request-timeout` (shown as
+    /// `requestTimeoutSeconds`). Default 60 s.
+    #[serde(skip)]
+    pub request_timeout: Duration,
+    /// `--sse-idle-timeout`: longest silence between two reads of a body. Default 5 min.
+    #[serde(rename = "sseIdleTimeoutSeconds", serialize_with = "seconds")]
+    pub stream_idle: Duration,
+    /// `--upstream-reconnect-max`: how long to keep resuming a broken stream. Default 60 s.
+    #[serde(rename = "upstreamReconnectMaxSeconds", serialize_with = "seconds")]
+    pub reconnect_max: Duration,
+    /// `--upstream-header`: headers sent on every request, names lowercase, `${VAR}` already
+    /// expanded. Default none. Shown as names only.
+    #[serde(rename = "upstreamHeaders", serialize_with = "secret_map")]
+    pub headers: Vec<(String, Secret)>,
+}
+
+/// A stdio upstream: what its children run, how many, how sessions use them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StdioUpstreamConfig {
+    /// `--stdio`: program and arguments, no shell. Default: this binary's `demo-server`.
+    /// Shown in `upstream`.
+    #[serde(skip)]
+    pub argv: Vec<String>,
+    /// `--stdio-children`: how many children (shared, default 2, at most 256) or at most how
+    /// many (per-session, default 16, at most 4,096). Shown in `upstream`.
+    #[serde(skip)]
+    pub children: usize,
+    /// `--stdio-mode` and `--stdio-spares`. Default shared. Shown in `upstream`.
+    #[serde(skip)]
+    pub mode: StdioMode,
+    /// `--stdio-env`, `--stdio-clear-env`: the children's environment. Default: the proxy's.
+    #[serde(flatten)]
+    pub env: ChildEnv,
+    /// `--max-message`: largest line a child may print, bytes. Default 16 MiB.
+    #[serde(rename = "maxMessageBytes")]
+    pub max_message: usize,
 }
 
 /// How sessions use stdio children.
@@ -263,94 +206,103 @@ pub enum StdioMode {
     Shared,
     /// One dedicated child per session, from a warm pool.
     PerSession {
-        /// Warm spares kept ready.
+        /// `--stdio-spares`: warm spares kept ready. Default 2.
         spares: usize,
     },
 }
 
-/// Where requests go.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpstreamConfig {
-    /// A Streamable HTTP server at this URL.
-    Http {
-        /// The endpoint, used verbatim.
-        url: String,
-    },
-    /// Persistent stdio children running this argv.
-    Stdio {
-        /// Program and arguments; no shell involved.
-        argv: Vec<String>,
-        /// How many children (shared) or at most how many (per-session).
-        children: usize,
-        /// Shared or per-session.
-        mode: StdioMode,
-    },
+impl StdioMode {
+    /// Warm spares kept ready; none when shared.
+    pub fn spares(&self) -> Option<usize> {
+        match *self {
+            StdioMode::Shared => None,
+            StdioMode::PerSession { spares } => Some(spares),
+        }
+    }
 }
 
-/// The validated configuration of `shadowcat reverse`.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Listen address. Default 127.0.0.1:8080.
-    pub bind: SocketAddr,
-    /// MCP endpoint path. Default `/mcp`.
-    pub path: String,
-    /// The upstream. Default: the built-in demo server over stdio, 2 children.
-    pub upstream: UpstreamConfig,
-    /// Concurrent request handlers. Default 64.
-    pub workers: usize,
-    /// Open client connections. Default 1,024.
-    pub max_connections: usize,
-    /// Open streaming responses. Default 1,024.
-    pub max_streams: usize,
-    /// Request body limit in bytes. Default 4 MiB.
-    pub max_body: usize,
-    /// Child stdout line limit in bytes. Default 16 MiB.
-    pub max_message: usize,
-    /// Session cap. Default 10,000.
-    pub max_sessions: usize,
-    /// Session idle expiry. Default 30 min.
-    pub session_idle: Duration,
-    /// Keep-alive idle timeout for client connections. Default 60 s.
-    pub client_idle_timeout: Duration,
-    /// Per-request deadline. Default 60 s.
-    pub request_timeout: Duration,
-    /// r2d2 slots per HTTP upstream. Default 32.
-    pub upstream_pool: u32,
-    /// Upstream connect timeout. Default 5 s.
-    pub upstream_connect_timeout: Duration,
-    /// SSE keep-alive interval. Default 15 s.
-    pub sse_keepalive: Duration,
-    /// Replay buffers. Default 256 events, 4 MiB, 5 min after the stream ends.
-    pub replay: crate::stream::ReplayLimits,
-    /// Give up reconnecting a broken upstream stream after this. Default 60 s.
-    pub upstream_reconnect_max: Duration,
-    /// Upstream SSE per-read idle timeout. Default 5 min.
-    pub sse_idle_timeout: Duration,
-    /// Extra allowed origins, normalised to lowercase without a trailing slash.
-    pub allowed_origins: Vec<String>,
-    /// Admin API listener. Default: none.
-    pub admin_bind: Option<SocketAddr>,
-    /// Bearer token for the admin API. Default: none (then loopback only).
-    pub admin_token: Option<Secret>,
-    /// Log lines as JSON objects. Default false (text).
-    pub log_json: bool,
-    /// Shutdown grace. Default 10 s.
-    pub shutdown_grace: Duration,
-    /// Inbound authentication. Default off.
-    pub auth: crate::gate::auth::AuthConfig,
-    /// Bearer token `/metrics` requires. Default none (open).
+/// The environment stdio children start with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChildEnv {
+    /// Variables set (after expansion); values are secrets, shown as names only.
+    #[serde(rename = "stdioEnv", serialize_with = "secret_map")]
+    pub vars: Vec<(String, Secret)>,
+    /// Start from an empty environment instead of the proxy's.
+    #[serde(rename = "stdioClearEnv")]
+    pub clear: bool,
+}
+
+/// The gate in front of the MCP endpoint: who may call, how often, and who may read
+/// `/metrics`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateConfig {
+    /// `--auth-*`, `--jwt-*`, `--jwks-*`, `--required-scope`, `--resource-url`,
+    /// `--authorization-server`: inbound authentication. Default off. Its `resource` is the
+    /// effective resource URL once [`GateConfig::resolve_resource`] ran.
+    #[serde(serialize_with = "auth")]
+    pub auth: AuthConfig,
+    /// `--rate-limit`, `--global-rate-limit`, `--tool-limit`, `--rate-limit-keys`. Default:
+    /// no limit, 10,000 keys.
+    #[serde(flatten, serialize_with = "limits")]
+    pub limits: Limits,
+    /// `--trusted-proxy`: peers whose `X-Forwarded-For` is believed. Default none.
+    #[serde(serialize_with = "displayed")]
+    pub trusted_proxies: Vec<Cidr>,
+    /// `--metrics-token` or `SHADOWCAT_METRICS_TOKEN`: bearer token `/metrics` requires.
+    /// Default none (open).
     pub metrics_token: Option<Secret>,
-    /// Headers added to every HTTP upstream request, environment already expanded.
-    pub upstream_headers: Vec<(String, Secret)>,
-    /// Environment of stdio children: extra variables, and whether to start from empty.
-    pub stdio_env: ChildEnv,
-    /// Rate limits. Default none.
-    pub limits: crate::gate::ratelimit::Limits,
-    /// Peers whose `X-Forwarded-For` is believed. Default none.
-    pub trusted_proxies: Vec<crate::gate::ratelimit::Cidr>,
 }
 
-/// A configured secret: `Debug` prints `<redacted>`, so a config dump cannot leak it.
+impl GateConfig {
+    /// The resource URL (the JWT audience): `--resource-url`, else `default()` (the bound
+    /// address and path, known once the listener is bound). With authentication on it is
+    /// recorded in `auth`, so `/admin/config` shows the URL in force.
+    pub fn resolve_resource(&mut self, default: impl FnOnce() -> String) -> String {
+        let resource = self.auth.resource_url.clone().unwrap_or_else(default);
+        if self.auth.enabled() {
+            self.auth.resource_url = Some(resource.clone());
+        }
+        resource
+    }
+}
+
+/// The admin API listener.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdminConfig {
+    /// `--admin-bind`: where it listens; loopback unless a token is set.
+    #[serde(rename = "adminBind")]
+    pub bind: SocketAddr,
+    /// `--admin-token` or `SHADOWCAT_ADMIN_TOKEN`: bearer token every admin request needs.
+    /// Default none: then only loopback clients are served.
+    #[serde(rename = "adminToken")]
+    pub token: Option<Secret>,
+}
+
+impl AdminConfig {
+    /// Admin requests handled at once.
+    pub const WORKERS: usize = 4;
+    /// Open admin connections.
+    pub const MAX_CONNECTIONS: usize = 64;
+    /// Streaming responses (the admin API sends none).
+    pub const MAX_STREAMS: usize = 1;
+    /// Largest admin request body, bytes.
+    pub const MAX_BODY: usize = 64 * 1024;
+
+    /// The admin server's limits, small and fixed; the rest keep [`ServerConfig::default`].
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            workers: Self::WORKERS,
+            max_connections: Self::MAX_CONNECTIONS,
+            max_streams: Self::MAX_STREAMS,
+            max_body: Self::MAX_BODY,
+            ..ServerConfig::default()
+        }
+    }
+}
+
+/// A configured secret: `Debug` prints `<redacted>` and it serializes as `"<redacted>"`, so a
+/// config dump cannot leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -372,22 +324,66 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The environment stdio children start with.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChildEnv {
-    /// Variables set (after expansion); values are secrets.
-    pub vars: Vec<(String, Secret)>,
-    /// Start from an empty environment instead of the proxy's.
-    pub clear: bool,
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
 }
 
-impl Config {
+impl UpstreamConfig {
     /// The upstream's short name, as logs and metrics show it: `host:port` of an HTTP
     /// upstream, the program's file name of a stdio one.
-    pub fn upstream_name(&self) -> String {
-        match &self.upstream {
-            UpstreamConfig::Http { url } => url_authority(url).to_owned(),
-            UpstreamConfig::Stdio { argv, .. } => program_name(argv).to_owned(),
+    pub fn name(&self) -> String {
+        match self {
+            UpstreamConfig::Http(h) => url_authority(&h.url).to_owned(),
+            UpstreamConfig::Stdio(s) => program_name(&s.argv).to_owned(),
+        }
+    }
+}
+
+/// `upstream` (the kind and what it reaches or runs) beside the kind's own settings.
+impl Serialize for UpstreamConfig {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "lowercase")]
+        enum Target<'a> {
+            Http {
+                url: String,
+            },
+            Stdio {
+                argv: &'a [String],
+                children: usize,
+                mode: &'static str,
+                spares: Option<usize>,
+            },
+        }
+        #[derive(Serialize)]
+        struct Shown<'a, T> {
+            upstream: Target<'a>,
+            #[serde(flatten)]
+            settings: &'a T,
+        }
+        match self {
+            UpstreamConfig::Http(h) => Shown {
+                upstream: Target::Http {
+                    url: redact_url(&h.url),
+                },
+                settings: h,
+            }
+            .serialize(s),
+            UpstreamConfig::Stdio(c) => Shown {
+                upstream: Target::Stdio {
+                    argv: &c.argv,
+                    children: c.children,
+                    mode: match c.mode {
+                        StdioMode::Shared => "shared",
+                        StdioMode::PerSession { .. } => "per-session",
+                    },
+                    spares: c.mode.spares(),
+                },
+                settings: c,
+            }
+            .serialize(s),
         }
     }
 }
@@ -405,495 +401,123 @@ pub fn program_name(argv: &[String]) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-impl ReverseArgs {
-    /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
-    pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
-        let auth = self.auth_config()?;
-        let upstream = match (self.upstream, self.stdio) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config(
-                    "give either --upstream or --stdio, not both".into(),
-                ));
-            }
-            (Some(url), None) => {
-                if !url.starts_with("http://") {
-                    return Err(Error::Config(format!(
-                        "--upstream must be an http:// URL (got {url:?}); https upstreams are not supported yet"
-                    )));
-                }
-                UpstreamConfig::Http { url }
-            }
-            (None, cmd) => {
-                let argv = match cmd {
-                    Some(cmd) => {
-                        split_command(&cmd).map_err(|e| Error::Config(format!("--stdio: {e}")))?
-                    }
-                    None => vec![self_exe.to_string(), "demo-server".to_string()],
-                };
-                if argv.is_empty() {
-                    return Err(Error::Config("--stdio: empty command".into()));
-                }
-                let (mode, default_children, cap) = match self.stdio_mode.as_str() {
-                    "shared" => (StdioMode::Shared, 2, 256),
-                    "per-session" => (
-                        StdioMode::PerSession {
-                            spares: self.stdio_spares,
-                        },
-                        16,
-                        4096,
-                    ),
-                    other => {
-                        return Err(Error::Config(format!(
-                            "--stdio-mode {other:?}: use shared or per-session"
-                        )));
-                    }
-                };
-                let children = self.stdio_children.unwrap_or(default_children);
-                if children == 0 || children > cap {
-                    return Err(Error::Config(format!("--stdio-children must be 1..={cap}")));
-                }
-                UpstreamConfig::Stdio {
-                    argv,
-                    children,
-                    mode,
-                }
-            }
-        };
-        if !self.path.starts_with('/') {
-            return Err(Error::Config(format!(
-                "--path must start with '/' (got {:?})",
-                self.path
-            )));
-        }
-        positive("--workers", self.workers)?;
-        positive("--max-connections", self.max_connections)?;
-        positive("--max-streams", self.max_streams)?;
-        positive("--max-sessions", self.max_sessions)?;
-        positive("--upstream-pool", self.upstream_pool as usize)?;
-        positive("--replay-events", self.replay_events)?;
-        let log_json = match self.log_format.as_str() {
-            "text" => false,
-            "json" => true,
-            other => {
-                return Err(Error::Config(format!(
-                    "--log-format {other:?}: use text or json"
-                )));
-            }
-        };
-        let admin_token = token("--admin-token", self.admin_token, "SHADOWCAT_ADMIN_TOKEN")?;
-        let metrics_token = token(
-            "--metrics-token",
-            self.metrics_token.clone(),
-            "SHADOWCAT_METRICS_TOKEN",
-        )?;
-        if let Some(a) = self.admin_bind
-            && !a.ip().is_loopback()
-            && admin_token.is_none()
-        {
-            return Err(Error::Config(format!(
-                "--admin-bind {a} is not loopback: set --admin-token too"
-            )));
-        }
-        let upstream_headers = self
-            .upstream_header
-            .iter()
-            .map(|h| upstream_header(h))
-            .collect::<Result<Vec<_>, _>>()?;
-        if !upstream_headers.is_empty() && !matches!(upstream, UpstreamConfig::Http { .. }) {
-            return Err(Error::Config(
-                "--upstream-header needs an HTTP --upstream".into(),
-            ));
-        }
-        let stdio_env = ChildEnv {
-            vars: self
-                .stdio_env
-                .iter()
-                .map(|kv| child_var(kv))
-                .collect::<Result<Vec<_>, _>>()?,
-            clear: self.stdio_clear_env,
-        };
-        if (stdio_env.clear || !stdio_env.vars.is_empty())
-            && !matches!(upstream, UpstreamConfig::Stdio { .. })
-        {
-            return Err(Error::Config(
-                "--stdio-env and --stdio-clear-env need a stdio upstream".into(),
-            ));
-        }
-        let rate = |flag: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|r| r.parse().map_err(|e| Error::Config(format!("{flag}: {e}"))))
-                .transpose()
-        };
-        positive("--rate-limit-keys", self.rate_limit_keys)?;
-        let limits = crate::gate::ratelimit::Limits {
-            per_client: rate("--rate-limit", &self.rate_limit)?,
-            global: rate("--global-rate-limit", &self.global_rate_limit)?,
-            tools: self
-                .tool_limit
-                .iter()
-                .map(|t| {
-                    t.parse()
-                        .map_err(|e| Error::Config(format!("--tool-limit: {e}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            max_keys: self.rate_limit_keys,
-        };
-        let trusted_proxies = self
-            .trusted_proxy
-            .iter()
-            .map(|c| {
-                c.parse()
-                    .map_err(|e| Error::Config(format!("--trusted-proxy: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let allowed_origins = self
-            .allowed_origin
-            .iter()
-            .map(|o| crate::http::origin::normalize_origin(o))
-            .collect();
-        Ok(Config {
-            bind: self.bind,
-            path: self.path,
-            upstream,
-            workers: self.workers,
-            max_connections: self.max_connections,
-            max_streams: self.max_streams,
-            max_body: size("--max-body", &self.max_body)?,
-            max_message: size("--max-message", &self.max_message)?,
-            max_sessions: self.max_sessions,
-            session_idle: duration("--session-idle", &self.session_idle)?,
-            client_idle_timeout: duration("--client-idle-timeout", &self.client_idle_timeout)?,
-            request_timeout: duration("--request-timeout", &self.request_timeout)?,
-            upstream_pool: self.upstream_pool,
-            upstream_connect_timeout: duration(
-                "--upstream-connect-timeout",
-                &self.upstream_connect_timeout,
-            )?,
-            sse_keepalive: duration("--sse-keepalive", &self.sse_keepalive)?,
-            sse_idle_timeout: duration("--sse-idle-timeout", &self.sse_idle_timeout)?,
-            replay: crate::stream::ReplayLimits {
-                events: self.replay_events,
-                bytes: crate::stream::MAX_REPLAY_BYTES,
-                ttl: duration("--replay-ttl", &self.replay_ttl)?,
-            },
-            upstream_reconnect_max: duration(
-                "--upstream-reconnect-max",
-                &self.upstream_reconnect_max,
-            )?,
-            allowed_origins,
-            admin_bind: self.admin_bind,
-            admin_token,
-            log_json,
-            shutdown_grace: duration("--shutdown-grace", &self.shutdown_grace)?,
-            auth,
-            metrics_token,
-            upstream_headers,
-            stdio_env,
-            limits,
-            trusted_proxies,
-        })
-    }
-
-    /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
-    fn auth_config(&self) -> Result<crate::gate::auth::AuthConfig, Error> {
-        use crate::gate::auth::is_hmac;
-        let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
-        let jwt_flags = self.jwt_secret_file.is_some()
-            || self.jwks_file.is_some()
-            || self.jwks_url.is_some()
-            || self.jwt_algorithms.is_some()
-            || self.jwt_issuer.is_some()
-            || !self.required_scope.is_empty();
-        if jwt_flags && !self.auth_jwt {
-            return Err(Error::Config(
-                "--jwt-*, --jwks-* and --required-scope need --auth-jwt".into(),
-            ));
-        }
-        let enabled = self.auth_jwt || self.auth_tokens.is_some();
-        if !enabled && (self.resource_url.is_some() || !self.authorization_server.is_empty()) {
-            return Err(Error::Config(
-                "--resource-url and --authorization-server need --auth-tokens or --auth-jwt".into(),
-            ));
-        }
-        if self.jwks_file.is_some() && self.jwks_url.is_some() {
-            return Err(Error::Config(
-                "give either --jwks-file or --jwks-url, not both".into(),
-            ));
-        }
-        if let Some(u) = &self.jwks_url
-            && !u.starts_with("http://")
-            && !u.starts_with("https://")
-        {
-            return Err(Error::Config(format!(
-                "--jwks-url must be an http:// or https:// URL (got {u:?})"
-            )));
-        }
-        let has_secret = self.jwt_secret_file.is_some();
-        let has_jwks = self.jwks_file.is_some() || self.jwks_url.is_some();
-        if self.auth_jwt && !has_secret && !has_jwks {
-            return Err(Error::Config(
-                "--auth-jwt needs --jwt-secret-file, --jwks-file or --jwks-url".into(),
-            ));
-        }
-        let algorithms = match &self.jwt_algorithms {
-            Some(list) => crate::gate::auth::parse_algorithms(list)
-                .map_err(|e| Error::Config(format!("--jwt-algorithms: {e}")))?,
-            None => {
-                let mut v = Vec::new();
-                if has_secret {
-                    v.push(jsonwebtoken::Algorithm::HS256);
-                }
-                if has_jwks {
-                    v.extend([
-                        jsonwebtoken::Algorithm::RS256,
-                        jsonwebtoken::Algorithm::ES256,
-                    ]);
-                }
-                v
-            }
-        };
-        for a in &algorithms {
-            if is_hmac(*a) && !has_secret {
-                return Err(Error::Config(format!(
-                    "--jwt-algorithms: {a:?} needs --jwt-secret-file"
-                )));
-            }
-            if !is_hmac(*a) && !has_jwks {
-                return Err(Error::Config(format!(
-                    "--jwt-algorithms: {a:?} needs --jwks-file or --jwks-url"
-                )));
-            }
-        }
-        if let Some(r) = &self.resource_url
-            && !r.starts_with("http://")
-            && !r.starts_with("https://")
-        {
-            return Err(Error::Config(format!(
-                "--resource-url must be an http:// or https:// URL (got {r:?})"
-            )));
-        }
-        let leeway = match self.jwt_leeway.trim() {
-            "0" | "0s" => Duration::ZERO,
-            other => duration("--jwt-leeway", other)?,
-        };
-        Ok(crate::gate::auth::AuthConfig {
-            tokens_file: path(&self.auth_tokens),
-            jwt: self.auth_jwt,
-            jwt_secret_file: path(&self.jwt_secret_file),
-            jwks_file: path(&self.jwks_file),
-            jwks_url: self.jwks_url.clone(),
-            algorithms,
-            issuer: self.jwt_issuer.clone(),
-            leeway,
-            required_scopes: self.required_scope.clone(),
-            resource_url: self.resource_url.clone(),
-            authorization_servers: self.authorization_server.clone(),
-            jwks_min_refresh: crate::gate::auth::JWKS_MIN_REFRESH,
-        })
+/// `http://user:secret@host/…` → `http://<redacted>@host/…`.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..host_end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://<redacted>@{host}{}", &rest[host_end..]),
+        None => url.to_string(),
     }
 }
 
-/// A bearer token from its flag, else from the environment variable `env`; empty means none,
-/// shorter than 16 characters is refused.
-fn token(flag: &str, given: Option<String>, env: &str) -> Result<Option<Secret>, Error> {
-    let t = given
-        .or_else(|| std::env::var(env).ok())
-        .filter(|t| !t.is_empty());
-    if t.as_deref().is_some_and(|t| t.len() < 16) {
-        return Err(Error::Config(format!(
-            "{flag} must be at least 16 characters"
-        )));
-    }
-    Ok(t.map(Secret::new))
+// How the parts look in `/admin/config` where serde's own form is not it (foreign types,
+// durations as seconds).
+
+/// A duration as fractional seconds.
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
-/// Replaces each `${NAME}` with the environment variable NAME; an unset variable is an error.
-/// A `$` not followed by `{` is kept as is.
-pub fn expand_env(flag: &str, s: &str) -> Result<String, Error> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find("${") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| Error::Config(format!("{flag}: unterminated ${{ in value")))?;
-        let name = &after[..end];
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(Error::Config(format!("{flag}: bad variable name {name:?}")));
-        }
-        let v = std::env::var(name).map_err(|_| {
-            Error::Config(format!("{flag}: environment variable {name} is not set"))
-        })?;
-        out.push_str(&v);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+/// Named secrets as an object of names to `"<redacted>"`.
+fn secret_map<S: Serializer>(v: &[(String, Secret)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, v)| (k, v)))
 }
 
-/// Parses `--upstream-header 'Name: value'`. Names the proxy sets itself are refused.
-fn upstream_header(h: &str) -> Result<(String, Secret), Error> {
-    let (name, value) = h.split_once(':').ok_or_else(|| {
-        Error::Config(format!(
-            "--upstream-header {:?}: expected 'Name: value'",
-            h.split(':').next().unwrap_or_default()
-        ))
-    })?;
-    let name = name.trim().to_ascii_lowercase();
-    let value = expand_env("--upstream-header", value.trim())?;
-    const OURS: [&str; 10] = [
-        "host",
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "content-type",
-        "accept",
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "last-event-id",
-        "te",
-    ];
-    if OURS.contains(&name.as_str()) {
-        return Err(Error::Config(format!(
-            "--upstream-header: {name} is set by the proxy itself"
-        )));
-    }
-    if name.is_empty() || !crate::http::valid_header(&name, &value) {
-        return Err(Error::Config(format!(
-            "--upstream-header {name:?}: not a valid header name or value"
-        )));
-    }
-    Ok((name, Secret::new(value)))
+/// `text` or `json`, as `--log-format` takes it.
+fn log_format<S: Serializer>(json: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *json { "json" } else { "text" })
 }
 
-/// Parses `--stdio-env KEY=VALUE`.
-fn child_var(kv: &str) -> Result<(String, Secret), Error> {
-    let (k, v) = kv
-        .split_once('=')
-        .ok_or_else(|| Error::Config("--stdio-env: expected KEY=VALUE".into()))?;
-    if k.is_empty() || k.contains('\0') || v.contains('\0') {
-        return Err(Error::Config(format!(
-            "--stdio-env: bad variable name {k:?}"
-        )));
-    }
-    Ok((k.to_owned(), Secret::new(expand_env("--stdio-env", v)?)))
+/// Values as their flag syntax.
+fn displayed<S: Serializer>(v: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|c| c.to_string()))
 }
 
-fn positive(flag: &str, v: usize) -> Result<(), Error> {
-    if v == 0 {
-        return Err(Error::Config(format!("{flag} must be at least 1")));
+/// `replayEvents`, `replayBytes`, `replayTtlSeconds`.
+fn replay_limits<S: Serializer>(r: &ReplayLimits, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown {
+        replay_events: usize,
+        replay_bytes: usize,
+        #[serde(rename = "replayTtlSeconds", serialize_with = "seconds")]
+        replay_ttl: Duration,
     }
-    Ok(())
+    Shown {
+        replay_events: r.events,
+        replay_bytes: r.bytes,
+        replay_ttl: r.ttl,
+    }
+    .serialize(s)
+}
+
+/// `rateLimit`, `globalRateLimit`, `toolLimits` and `rateLimitKeys`, in flag syntax.
+fn limits<S: Serializer>(l: &Limits, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown {
+        rate_limit: Option<String>,
+        global_rate_limit: Option<String>,
+        tool_limits: Vec<String>,
+        rate_limit_keys: usize,
+    }
+    Shown {
+        rate_limit: l.per_client.map(|r| r.to_string()),
+        global_rate_limit: l.global.map(|r| r.to_string()),
+        tool_limits: l.tools.iter().map(|t| t.to_string()).collect(),
+        rate_limit_keys: l.max_keys,
+    }
+    .serialize(s)
+}
+
+/// The `auth` object: files by path, the JWKS URL without user info, algorithms by name.
+fn auth<S: Serializer>(a: &AuthConfig, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown<'a> {
+        tokens_file: Option<String>,
+        jwt: bool,
+        jwt_secret_file: Option<String>,
+        jwks_file: Option<String>,
+        jwks_url: Option<String>,
+        algorithms: Vec<String>,
+        issuer: &'a Option<String>,
+        #[serde(rename = "leewaySeconds", serialize_with = "seconds")]
+        leeway: Duration,
+        required_scopes: &'a [String],
+        resource: &'a Option<String>,
+        authorization_servers: &'a [String],
+    }
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    Shown {
+        tokens_file: path(&a.tokens_file),
+        jwt: a.jwt,
+        jwt_secret_file: path(&a.jwt_secret_file),
+        jwks_file: path(&a.jwks_file),
+        jwks_url: a.jwks_url.as_deref().map(redact_url),
+        algorithms: a.algorithms.iter().map(|a| format!("{a:?}")).collect(),
+        issuer: &a.issuer,
+        leeway: a.leeway,
+        required_scopes: &a.required_scopes,
+        resource: &a.resource_url,
+        authorization_servers: &a.authorization_servers,
+    }
+    .serialize(s)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, Error> {
-        let cli = Cli::from_args(&["shadowcat"], args).map_err(|e| Error::Config(e.output))?;
-        match cli.command {
-            Command::Reverse(r) => r.into_config("/bin/shadowcat"),
-            _ => unreachable!(),
-        }
-    }
-
     #[test]
-    fn defaults() {
-        let c = parse(&["reverse"]).unwrap();
-        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.path, "/mcp");
+    fn redacts_userinfo() {
         assert_eq!(
-            c.upstream,
-            UpstreamConfig::Stdio {
-                argv: vec!["/bin/shadowcat".into(), "demo-server".into()],
-                children: 2,
-                mode: StdioMode::Shared,
-            }
+            redact_url("http://a:b@h:1/mcp"),
+            "http://<redacted>@h:1/mcp"
         );
-        assert_eq!(c.workers, 64);
-        assert_eq!(c.max_body, 4 * 1024 * 1024);
-        assert_eq!(c.max_message, 16 * 1024 * 1024);
-        assert_eq!(c.session_idle, Duration::from_secs(1800));
-        assert_eq!(c.request_timeout, Duration::from_secs(60));
-        assert_eq!(c.upstream_pool, 32);
-    }
-
-    #[test]
-    fn rejects_bad_values() {
-        assert!(parse(&["reverse", "--upstream", "http://a/", "--stdio", "x"]).is_err());
-        assert!(parse(&["reverse", "--upstream", "ftp://a/"]).is_err());
-        assert!(parse(&["reverse", "--workers", "0"]).is_err());
-        assert!(parse(&["reverse", "--request-timeout", "0s"]).is_err());
-        assert!(parse(&["reverse", "--max-body", "12XB"]).is_err());
-        assert!(parse(&["reverse", "--path", "mcp"]).is_err());
-        assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
-    }
-
-    #[test]
-    fn gatekeeping_flags() {
-        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err(&["reverse", "--jwks-file", "x"]).contains("need --auth-jwt"));
-        assert!(err(&["reverse", "--auth-jwt"]).contains("needs --jwt-secret-file"));
-        assert!(
-            err(&[
-                "reverse",
-                "--auth-jwt",
-                "--jwks-file",
-                "a",
-                "--jwks-url",
-                "http://b/"
-            ])
-            .contains("not both")
-        );
-        assert!(
-            err(&[
-                "reverse",
-                "--auth-jwt",
-                "--jwks-file",
-                "a",
-                "--jwt-algorithms",
-                "HS256"
-            ])
-            .contains("HS256 needs --jwt-secret-file")
-        );
-        assert!(err(&["reverse", "--resource-url", "http://x/mcp"]).contains("need --auth"));
-        assert!(err(&["reverse", "--metrics-token", "short"]).contains("at least 16"));
-        assert!(err(&["reverse", "--rate-limit", "fast"]).starts_with("--rate-limit: "));
-        assert!(err(&["reverse", "--tool-limit", "echo"]).starts_with("--tool-limit: "));
-        assert!(err(&["reverse", "--trusted-proxy", "10.0.0.0/33"]).starts_with("--trusted-proxy"));
-        assert!(
-            err(&["reverse", "--upstream-header", "X: 1"]).contains("needs an HTTP --upstream")
-        );
-        let up = [
-            "reverse",
-            "--upstream",
-            "http://127.0.0.1:1/mcp",
-            "--upstream-header",
-        ];
-        assert!(err(&[&up[..], &["Host: x"]].concat()).contains("set by the proxy"));
-        assert!(err(&[&up[..], &["NoColon"]].concat()).contains("expected 'Name: value'"));
-        assert!(
-            err(&[&up[..], &["X-K: ${SHADOWCAT_SURELY_UNSET_VAR}"]].concat())
-                .contains("SHADOWCAT_SURELY_UNSET_VAR is not set")
-        );
-        let c = parse(&[&up[..], &["X-K: a-${CARGO_PKG_NAME}-$x"]].concat()).unwrap();
-        assert_eq!(c.upstream_headers[0].0, "x-k");
-        assert_eq!(c.upstream_headers[0].1.expose(), "a-shadowcat-$x");
-        assert_eq!(format!("{:?}", c.upstream_headers[0].1), "<redacted>");
-        let c = parse(&["reverse", "--auth-jwt", "--jwks-url", "https://idp/jwks"]).unwrap();
-        assert_eq!(
-            c.auth.algorithms,
-            [
-                jsonwebtoken::Algorithm::RS256,
-                jsonwebtoken::Algorithm::ES256
-            ]
-        );
-        assert_eq!(c.auth.leeway, Duration::from_secs(30));
-        let c = parse(&["reverse", "--stdio-env", "A=1", "--rate-limit", "20/40"]).unwrap();
-        assert_eq!(c.stdio_env.vars[0].0, "A");
-        assert_eq!(c.limits.per_client.map(|r| r.burst), Some(40));
-        assert!(!parse(&["reverse"]).unwrap().auth.enabled());
+        assert_eq!(redact_url("http://h:1/mcp"), "http://h:1/mcp");
     }
 }

@@ -119,6 +119,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod cli;
 mod config;
 mod error;
 mod gate;
@@ -134,7 +135,8 @@ mod upstream;
 mod util;
 
 pub use crate::app::{Shadowcat, run};
-pub use crate::config::{Cli, Command, Config};
+pub use crate::cli::{Cli, Command};
+pub use crate::config::Config;
 pub use crate::error::Error;
 pub use crate::proxy::Proxy;
 pub use crate::session::{Binding, Session};
@@ -151,6 +153,7 @@ pub mod internals {
     pub mod jsonrpc {
         pub use crate::jsonrpc::{Message, id_u64, raw_u64};
     }
+    pub use crate::config::SessionConfig;
     pub use crate::proxy::sse_event;
     pub use crate::session::Sessions;
     pub use crate::stream::ReplayLimits;

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::config::SessionConfig;
 use crate::error::Error;
 use crate::stream::{ReplayLimits, Streams};
 use crate::util::lock;
@@ -103,14 +104,14 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// An empty table holding at most `max` sessions, each expiring after `idle` unused, their
-    /// streams replayable within `replay`.
-    pub fn new(max: usize, idle: Duration, replay: ReplayLimits) -> Sessions {
+    /// An empty table holding at most `cfg.max` sessions, each expiring after `cfg.idle`
+    /// unused, their streams replayable within `cfg.replay`.
+    pub fn new(cfg: &SessionConfig) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
-            max,
-            idle,
-            replay,
+            max: cfg.max,
+            idle: cfg.idle,
+            replay: cfg.replay,
             random: Mutex::new(None),
         }
     }
@@ -251,9 +252,17 @@ fn take_expired(map: &mut HashMap<String, Arc<Session>>, idle: Duration) -> Vec<
 mod tests {
     use super::*;
 
+    fn table(max: usize, idle: Duration) -> Sessions {
+        Sessions::new(&SessionConfig {
+            max,
+            idle,
+            replay: ReplayLimits::default(),
+        })
+    }
+
     #[test]
     fn sessions_belong_to_their_principal() {
-        let t = Sessions::new(10, Duration::from_secs(60), ReplayLimits::default());
+        let t = table(10, Duration::from_secs(60));
         let s = t
             .create("v".into(), Binding::default(), Some("token:alice".into()))
             .unwrap();
@@ -267,7 +276,7 @@ mod tests {
 
     #[test]
     fn ids_are_random_hex() {
-        let t = Sessions::new(10, Duration::from_secs(60), ReplayLimits::default());
+        let t = table(10, Duration::from_secs(60));
         let a = t
             .create("2025-11-25".into(), Binding::default(), None)
             .unwrap();
@@ -284,7 +293,7 @@ mod tests {
 
     #[test]
     fn cap_refuses_when_all_live() {
-        let t = Sessions::new(1, Duration::from_secs(60), ReplayLimits::default());
+        let t = table(1, Duration::from_secs(60));
         t.create("v".into(), Binding::default(), None).unwrap();
         assert!(matches!(t.check_room(), Err(Error::TooManySessions)));
         assert!(matches!(
@@ -295,7 +304,7 @@ mod tests {
 
     #[test]
     fn expired_sessions_make_room_and_vanish() {
-        let t = Sessions::new(1, Duration::from_millis(30), ReplayLimits::default());
+        let t = table(1, Duration::from_millis(30));
         let a = t.create("v".into(), Binding::default(), None).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(t.check_room().unwrap().len(), 1);
@@ -305,7 +314,7 @@ mod tests {
 
     #[test]
     fn inflight_map() {
-        let t = Sessions::new(1, Duration::from_secs(60), ReplayLimits::default());
+        let t = table(1, Duration::from_secs(60));
         let s = t.create("v".into(), Binding::default(), None).unwrap();
         s.begin_call("\"a\"", 7);
         assert_eq!(s.upstream_call_id("\"a\""), Some(7));

@@ -14,7 +14,7 @@ pub mod ratelimit;
 
 use std::time::Instant;
 
-use crate::config::{Config, Secret};
+use crate::config::{GateConfig, Secret};
 use crate::error::Denial;
 use crate::error::Error;
 use crate::gate::auth::Auth;
@@ -41,7 +41,7 @@ pub struct Caller {
 impl Gatekeeper {
     /// Builds the gate. `resource` is the effective resource URL (the JWT audience); JWKS keys
     /// are loaded here, so a bad key source stops start-up.
-    pub fn new(cfg: &Config, resource: String) -> Result<Gatekeeper, Error> {
+    pub fn new(cfg: &GateConfig, resource: String) -> Result<Gatekeeper, Error> {
         let auth = if cfg.auth.enabled() {
             Some(Auth::new(&cfg.auth, resource)?)
         } else {

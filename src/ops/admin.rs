@@ -16,11 +16,11 @@
 //! request needs `Authorization: Bearer <token>` (compared in constant time; never logged).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::config::{Secret, StdioMode, UpstreamConfig};
+use crate::config::{Config, Secret};
 use crate::gate::auth::bearer_is;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
@@ -71,12 +71,19 @@ fn unix(t: SystemTime) -> u64 {
 pub struct Admin {
     proxy: Arc<Proxy>,
     token: Option<Secret>,
+    config: Arc<Config>,
 }
 
 impl Admin {
-    /// An admin API over `proxy`; `token`, if any, is required as a bearer token.
-    pub fn new(proxy: Arc<Proxy>, token: Option<Secret>) -> Admin {
-        Admin { proxy, token }
+    /// An admin API over `proxy`, showing `config`; its admin token, if any, is required as a
+    /// bearer token.
+    pub fn new(proxy: Arc<Proxy>, config: Arc<Config>) -> Admin {
+        let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        Admin {
+            proxy,
+            token,
+            config,
+        }
     }
 
     fn authorized(&self, req: &Request) -> bool {
@@ -94,7 +101,7 @@ impl Admin {
             ("DELETE", ["admin", "sessions", id]) => self.kill(id),
             ("GET", ["admin", "upstreams"]) => json_response(200, &json!([self.upstream()])),
             ("POST", ["admin", "upstreams", name, "restart"]) => self.restart(name),
-            ("GET", ["admin", "config"]) => json_response(200, &self.config()),
+            ("GET", ["admin", "config"]) => self.config(),
             (_, ["admin", ..]) => json_response(404, &json!({"error": "no such admin endpoint"})),
             _ => json_response(404, &json!({"error": "not found"})),
         }
@@ -192,7 +199,7 @@ impl Admin {
                 &json!({"error": "no such upstream", "upstreams": [u.name()]}),
             );
         }
-        let grace = self.proxy.config().shutdown_grace;
+        let grace = self.config.shutdown_grace;
         match u.restart(grace) {
             Ok(report) => {
                 log::info!("admin: rolling restart of {name}: {report}");
@@ -202,71 +209,12 @@ impl Admin {
         }
     }
 
-    fn config(&self) -> Value {
-        let c = self.proxy.config();
-        let secs = |d: Duration| d.as_secs_f64();
-        let upstream = match &c.upstream {
-            UpstreamConfig::Http { url } => json!({"kind": "http", "url": redact_url(url)}),
-            UpstreamConfig::Stdio {
-                argv,
-                children,
-                mode,
-            } => {
-                let (mode, spares) = match mode {
-                    StdioMode::Shared => ("shared", None),
-                    StdioMode::PerSession { spares } => ("per-session", Some(*spares)),
-                };
-                json!({
-                    "kind": "stdio", "argv": argv, "children": children, "mode": mode,
-                    "spares": spares,
-                })
-            }
-        };
-        json!({
-            "bind": c.bind.to_string(), "path": c.path, "upstream": upstream,
-            "workers": c.workers, "maxConnections": c.max_connections, "maxStreams": c.max_streams,
-            "maxBodyBytes": c.max_body, "maxMessageBytes": c.max_message,
-            "maxSessions": c.max_sessions, "sessionIdleSeconds": secs(c.session_idle),
-            "clientIdleTimeoutSeconds": secs(c.client_idle_timeout),
-            "requestTimeoutSeconds": secs(c.request_timeout),
-            "upstreamPool": c.upstream_pool,
-            "upstreamConnectTimeoutSeconds": secs(c.upstream_connect_timeout),
-            "sseKeepaliveSeconds": secs(c.sse_keepalive),
-            "sseIdleTimeoutSeconds": secs(c.sse_idle_timeout),
-            "replayEvents": c.replay.events, "replayBytes": c.replay.bytes,
-            "replayTtlSeconds": secs(c.replay.ttl),
-            "upstreamReconnectMaxSeconds": secs(c.upstream_reconnect_max),
-            "allowedOrigins": c.allowed_origins,
-            "adminBind": c.admin_bind.map(|a| a.to_string()),
-            "adminToken": c.admin_token.as_ref().map(|_| "<redacted>"),
-            "logFormat": if c.log_json { "json" } else { "text" },
-            "shutdownGraceSeconds": secs(c.shutdown_grace),
-            "auth": {
-                "tokensFile": c.auth.tokens_file.as_ref().map(|p| p.display().to_string()),
-                "jwt": c.auth.jwt,
-                "jwtSecretFile": c.auth.jwt_secret_file.as_ref().map(|p| p.display().to_string()),
-                "jwksFile": c.auth.jwks_file.as_ref().map(|p| p.display().to_string()),
-                "jwksUrl": c.auth.jwks_url.as_deref().map(redact_url),
-                "algorithms": c.auth.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>(),
-                "issuer": c.auth.issuer,
-                "leewaySeconds": secs(c.auth.leeway),
-                "requiredScopes": c.auth.required_scopes,
-                "resource": self.proxy.gate().resource(),
-                "authorizationServers": c.auth.authorization_servers,
-            },
-            "metricsToken": c.metrics_token.as_ref().map(|_| "<redacted>"),
-            "upstreamHeaders": c.upstream_headers.iter()
-                .map(|(k, _)| (k.clone(), json!("<redacted>"))).collect::<serde_json::Map<_, _>>(),
-            "stdioEnv": c.stdio_env.vars.iter()
-                .map(|(k, _)| (k.clone(), json!("<redacted>"))).collect::<serde_json::Map<_, _>>(),
-            "stdioClearEnv": c.stdio_env.clear,
-            "rateLimit": c.limits.per_client.map(|r| r.to_string()),
-            "globalRateLimit": c.limits.global.map(|r| r.to_string()),
-            "toolLimits": c.limits.tools.iter()
-                .map(|t| format!("{}={}", t.tool, t.rate)).collect::<Vec<_>>(),
-            "rateLimitKeys": c.limits.max_keys,
-            "trustedProxies": c.trusted_proxies.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
-        })
+    /// The effective configuration: [`Config`] serialized, secrets redacted.
+    fn config(&self) -> Response {
+        match serde_json::to_value(&*self.config) {
+            Ok(doc) => json_response(200, &doc),
+            Err(e) => json_response(500, &json!({"error": e.to_string()})),
+        }
     }
 }
 
@@ -287,31 +235,5 @@ impl Handler for Admin {
             resp.status
         );
         let _ = res.send(resp);
-    }
-}
-
-/// `http://user:secret@host/…` → `http://<redacted>@host/…`.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let host_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..host_end].rsplit_once('@') {
-        Some((_, host)) => format!("{scheme}://<redacted>@{host}{}", &rest[host_end..]),
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_userinfo() {
-        assert_eq!(
-            redact_url("http://a:b@h:1/mcp"),
-            "http://<redacted>@h:1/mcp"
-        );
-        assert_eq!(redact_url("http://h:1/mcp"), "http://h:1/mcp");
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-use crate::config::Config;
+use crate::config::ProxyConfig;
 use crate::error::{Count, Error};
 use crate::gate::{Caller, Gatekeeper};
 use crate::http::origin::{is_loopback_host, loopback_origin, normalize_origin};
@@ -51,7 +51,7 @@ fn forwardable(name: &str) -> bool {
 
 /// The MCP endpoint handler.
 pub struct Proxy {
-    cfg: Arc<Config>,
+    cfg: ProxyConfig,
     sessions: Sessions,
     upstream: Arc<dyn Upstream>,
     loopback: bool,
@@ -108,9 +108,11 @@ struct Access {
 }
 
 impl Proxy {
-    /// A pipeline in front of `upstream`, counting into `metrics`, behind `gate`.
+    /// A pipeline in front of `upstream`, keeping its sessions in `sessions`, counting into
+    /// `metrics`, behind `gate`.
     pub fn new(
-        cfg: Arc<Config>,
+        cfg: &ProxyConfig,
+        sessions: Sessions,
         upstream: Arc<dyn Upstream>,
         metrics: Arc<Metrics>,
         gate: Gatekeeper,
@@ -119,10 +121,10 @@ impl Proxy {
             metrics,
             gate,
             server: std::sync::OnceLock::new(),
-            sessions: Sessions::new(cfg.max_sessions, cfg.session_idle, cfg.replay),
-            loopback: cfg.bind.ip().is_loopback(),
+            sessions,
+            loopback: cfg.loopback,
             warn_throttle: Throttle::default(),
-            cfg,
+            cfg: cfg.clone(),
             upstream,
         }
     }
@@ -225,11 +227,6 @@ impl Proxy {
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// The effective configuration.
-    pub fn config(&self) -> &Config {
-        &self.cfg
     }
 
     /// Ends a session as if its client had sent DELETE; false if there was none.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use r2d2::{Pool, PooledConnection};
 
-use crate::config::Secret;
+use crate::config::{HttpUpstreamConfig, Secret};
 use crate::error::Error;
 use crate::session::{Binding, Session};
 use crate::upstream::{Call, Operate, PoolInfo, Reply, Upstream};
@@ -108,7 +108,22 @@ fn build_pool(o: &HttpOptions, report: bool, size: u32) -> Pool<SlotManager> {
 
 impl HttpUpstream {
     /// Builds the pools; connects nothing yet, so a down upstream does not stop start-up.
-    pub fn new(url: &str, o: HttpOptions) -> Result<Self, Error> {
+    /// `metrics`, if any, hears about request-pool checkouts.
+    pub fn new(
+        cfg: &HttpUpstreamConfig,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<Self, Error> {
+        let url = &cfg.url;
+        let o = HttpOptions {
+            slots: cfg.pool,
+            stream_slots: cfg.stream_slots,
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            stream_idle: cfg.stream_idle,
+            reconnect_max: cfg.reconnect_max,
+            metrics,
+            headers: cfg.headers.clone(),
+        };
         let name = crate::config::url_authority(url).to_owned();
         Ok(HttpUpstream {
             inner: Arc::new(HttpInner {

@@ -82,6 +82,14 @@ pub struct Program {
 }
 
 impl Program {
+    /// What the children of a stdio upstream run: its argv and environment.
+    pub fn new(cfg: &crate::config::StdioUpstreamConfig) -> Program {
+        Program {
+            argv: cfg.argv.clone(),
+            env: cfg.env.clone(),
+        }
+    }
+
     #[cfg(test)]
     /// `argv` with the proxy's own environment.
     pub fn argv(argv: Vec<String>) -> Program {

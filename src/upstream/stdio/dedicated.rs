@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use serde_json::json;
 
+use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session};
@@ -78,12 +79,10 @@ pub struct DedicatedUpstream {
 
 impl DedicatedUpstream {
     /// Starts the keeper and waits until the first spare is warm (or fails to be).
-    pub fn start(
-        program: Program,
-        max_children: usize,
-        spares: usize,
-        max_message: usize,
-    ) -> Result<Self, Error> {
+    pub fn start(cfg: &StdioUpstreamConfig) -> Result<Self, Error> {
+        let (program, max_children, max_message) =
+            (Program::new(cfg), cfg.children, cfg.max_message);
+        let spares = cfg.mode.spares().unwrap_or(0);
         let (control, rx) = unbounded();
         let inner = Arc::new(Inner {
             name: program.name().to_owned(),

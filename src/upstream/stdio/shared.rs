@@ -23,6 +23,7 @@ use std::time::Duration;
 use crossbeam_channel::unbounded;
 use serde_json::Value;
 
+use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session};
@@ -43,11 +44,12 @@ pub struct StdioUpstream {
 }
 
 impl StdioUpstream {
-    /// Spawns and initializes `children` copies of `argv`. Fails if none comes up.
+    /// Spawns and initializes `cfg.children` copies of `cfg.argv`. Fails if none comes up.
     ///
     /// Children are spawned by the supervisor thread, which lives as long as the upstream:
     /// the parent-death signal (see [`Child::spawn`]) is tied to the spawning thread.
-    pub fn start(program: Program, children: usize, max_message: usize) -> Result<Self, Error> {
+    pub fn start(cfg: &StdioUpstreamConfig) -> Result<Self, Error> {
+        let (program, children, max_message) = (Program::new(cfg), cfg.children, cfg.max_message);
         let (control, rx) = unbounded();
         let inner = Arc::new(Inner {
             name: program.name().to_owned(),

@@ -1,0 +1,820 @@
+//! The command line: the argh structs (they are the `--help` text) and the one function that
+//! turns raw `reverse` flags into a validated [`Config`].
+//!
+//! [`ReverseArgs::into_config`] validates the flags once at start-up and fails with one clear
+//! line; nothing re-checks later. The flag syntax lives here too: `${VAR}` expansion, tokens from
+//! a flag or the environment, `Name: value` headers and `KEY=VALUE` variables.
+//!
+//! Durations accept `500ms`, `10s`, `5m`, `1h` or a bare number of seconds. Sizes accept a bare
+//! number of bytes or a `KiB`/`MiB` suffix.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use argh::FromArgs;
+
+use crate::config::{
+    AdminConfig, ChildEnv, Config, GateConfig, HttpUpstreamConfig, ListenConfig, ProxyConfig,
+    Secret, SessionConfig, StdioMode, StdioUpstreamConfig, UpstreamConfig,
+};
+use crate::error::Error;
+use crate::gate::auth::AuthConfig;
+use crate::gate::ratelimit::Limits;
+use crate::http::origin::normalize_origin;
+use crate::stream::{MAX_REPLAY_BYTES, ReplayLimits};
+use crate::util::{duration, size, split_command};
+
+/// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    /// what to run
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(FromArgs, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
+#[argh(subcommand)]
+pub enum Command {
+    /// Serve Streamable HTTP in front of an upstream MCP server.
+    Reverse(ReverseArgs),
+    /// Run the built-in demo MCP server on stdin/stdout.
+    DemoServer(crate::tools::demo::DemoServerArgs),
+    /// Load-test a Streamable HTTP MCP endpoint.
+    Bench(crate::tools::bench::BenchArgs),
+}
+
+/// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP
+/// server), --stdio "CMD ARGS" (persistent child processes), or neither (the built-in demo server)
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "reverse")]
+pub struct ReverseArgs {
+    /// address to listen on (default 127.0.0.1:8080); use port 0 for any free port
+    #[argh(option, default = "default_bind()")]
+    pub bind: SocketAddr,
+
+    /// path of the MCP endpoint (default /mcp)
+    #[argh(option, default = "String::from(\"/mcp\")")]
+    pub path: String,
+
+    /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp)
+    #[argh(option)]
+    pub upstream: Option<String>,
+
+    /// upstream stdio server command, split into argv without a shell: whitespace separates
+    /// words, 'single' and "double" quotes group them, backslash escapes the next character
+    #[argh(option)]
+    pub stdio: Option<String>,
+
+    /// how sessions use stdio children: shared (default; sessions pinned to a fixed set of
+    /// persistent children, JSON-RPC ids rewritten) or per-session (each session gets its own
+    /// child from a warm pool, killed when the session ends)
+    #[argh(option, default = "String::from(\"shared\")")]
+    pub stdio_mode: String,
+
+    /// shared: number of persistent children (default 2); per-session: most children at
+    /// once, spares included (default 16)
+    #[argh(option)]
+    pub stdio_children: Option<usize>,
+
+    /// per-session: warm children kept ready for new sessions (default 2)
+    #[argh(option, default = "2")]
+    pub stdio_spares: usize,
+
+    /// requests handled at once (default 64); more wait for a free worker
+    #[argh(option, default = "64")]
+    pub workers: usize,
+
+    /// open client connections allowed (default 1024); beyond, a new connection gets 503
+    #[argh(option, default = "1024")]
+    pub max_connections: usize,
+
+    /// streaming (SSE) responses open at once (default 1024); beyond, 503
+    #[argh(option, default = "1024")]
+    pub max_streams: usize,
+
+    /// largest request body in bytes, or with KiB/MiB (default 4MiB); larger gets 413
+    #[argh(option, default = "String::from(\"4MiB\")")]
+    pub max_body: String,
+
+    /// largest line a stdio child may print, bytes or KiB/MiB (default 16MiB)
+    #[argh(option, default = "String::from(\"16MiB\")")]
+    pub max_message: String,
+
+    /// sessions kept at once (default 10000); when full, expired ones are dropped, else 503
+    #[argh(option, default = "10_000")]
+    pub max_sessions: usize,
+
+    /// a session unused this long is ended (default 30m)
+    #[argh(option, default = "String::from(\"30m\")")]
+    pub session_idle: String,
+
+    /// an idle keep-alive client connection is closed after this (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub client_idle_timeout: String,
+
+    /// deadline for one upstream request, from arrival to the upstream's answer (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub request_timeout: String,
+
+    /// connection slots per HTTP upstream (default 32); a checkout waits at most 2s, then 503
+    #[argh(option, default = "32")]
+    pub upstream_pool: u32,
+
+    /// TCP connect timeout to an HTTP upstream (default 5s)
+    #[argh(option, default = "String::from(\"5s\")")]
+    pub upstream_connect_timeout: String,
+
+    /// comment keep-alive interval on open SSE streams (default 15s)
+    #[argh(option, default = "String::from(\"15s\")")]
+    pub sse_keepalive: String,
+
+    /// events kept per SSE stream for resumption with Last-Event-ID (default 256)
+    #[argh(option, default = "256")]
+    pub replay_events: usize,
+
+    /// how long an ended SSE stream stays resumable (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub replay_ttl: String,
+
+    /// how long to keep reconnecting a broken upstream SSE stream, with backoff (default 60s)
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub upstream_reconnect_max: String,
+
+    /// longest silence allowed between two reads of an upstream HTTP stream (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub sse_idle_timeout: String,
+
+    /// extra allowed Origin, exact (e.g. https://app.example.com); repeatable. Loopback origins
+    /// (http/https on localhost, 127.0.0.1, [::1], any port) are always allowed
+    #[argh(option)]
+    pub allowed_origin: Vec<String>,
+
+    /// admin API listener (off unless given); loopback only unless --admin-token is set
+    #[argh(option)]
+    pub admin_bind: Option<SocketAddr>,
+
+    /// bearer token the admin API requires (then it may listen on any address); the
+    /// environment variable SHADOWCAT_ADMIN_TOKEN works too and keeps it out of `ps`
+    #[argh(option)]
+    pub admin_token: Option<String>,
+
+    /// log line format: text (default) or json (one JSON object per line)
+    #[argh(option, default = "String::from(\"text\")")]
+    pub log_format: String,
+
+    /// how long in-flight requests may take to finish on shutdown (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub shutdown_grace: String,
+
+    /// require a bearer token from this file on the MCP endpoint: one per line as
+    /// a TOKEN and an optional NAME, # comments, tokens of 16+ characters (default: no
+    /// inbound auth)
+    #[argh(option)]
+    pub auth_tokens: Option<String>,
+
+    /// require JWT bearer tokens, verified with --jwt-secret-file (HS256) or --jwks-file /
+    /// --jwks-url (RS256, ES256); aud must be --resource-url, exp and sub are required
+    #[argh(switch)]
+    pub auth_jwt: bool,
+
+    /// HMAC secret for HS256 JWTs, read from this file (16+ bytes, one trailing newline
+    /// ignored)
+    #[argh(option)]
+    pub jwt_secret_file: Option<String>,
+
+    /// JWK set for RS256/ES256 JWTs, read from this file (re-read for an unknown kid)
+    #[argh(option)]
+    pub jwks_file: Option<String>,
+
+    /// JWK set fetched from this http(s) URL at start-up, cached, refetched for an unknown
+    /// kid (at most every 10s) and after 1h
+    #[argh(option)]
+    pub jwks_url: Option<String>,
+
+    /// JWT algorithms accepted, comma-separated (default HS256 with a secret, RS256,ES256
+    /// with a JWK set)
+    #[argh(option)]
+    pub jwt_algorithms: Option<String>,
+
+    /// required JWT issuer (iss); default: not checked
+    #[argh(option)]
+    pub jwt_issuer: Option<String>,
+
+    /// clock skew allowed on JWT exp and nbf (default 30s; 0 for none)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub jwt_leeway: String,
+
+    /// scope every JWT must carry (in its scope or scp claim); repeatable; missing → 403
+    #[argh(option)]
+    pub required_scope: Vec<String>,
+
+    /// this proxy's MCP URL as clients reach it: the JWT audience and the metadata's
+    /// resource (default http://<bind address><path>)
+    #[argh(option)]
+    pub resource_url: Option<String>,
+
+    /// OAuth authorization server (issuer URL) listed in the protected resource metadata;
+    /// repeatable
+    #[argh(option)]
+    pub authorization_server: Vec<String>,
+
+    /// bearer token /metrics requires (default: open); SHADOWCAT_METRICS_TOKEN works too
+    #[argh(option)]
+    pub metrics_token: Option<String>,
+
+    /// header sent on every request to an HTTP upstream, as 'Name: value'; ${VAR} in the
+    /// value is taken from the environment at start-up; values never logged; repeatable
+    #[argh(option)]
+    pub upstream_header: Vec<String>,
+
+    /// environment variable for stdio children, KEY=VALUE, with ${VAR} expansion;
+    /// repeatable; values never logged
+    #[argh(option)]
+    pub stdio_env: Vec<String>,
+
+    /// start stdio children with only the --stdio-env variables (pass 'PATH=${PATH}' if the
+    /// command needs it)
+    #[argh(switch)]
+    pub stdio_clear_env: bool,
+
+    /// per-client rate limit, RATE/BURST: requests per second and bucket size, e.g. 20/40;
+    /// a client is its principal, or its IP when unauthenticated (default: none)
+    #[argh(option)]
+    pub rate_limit: Option<String>,
+
+    /// limit on all clients together, RATE/BURST (default: none)
+    #[argh(option)]
+    pub global_rate_limit: Option<String>,
+
+    /// per-client limit for one tool's tools/call, NAME=RATE/BURST; repeatable
+    #[argh(option)]
+    pub tool_limit: Vec<String>,
+
+    /// proxy address or CIDR whose X-Forwarded-For is believed, e.g. 10.0.0.0/8;
+    /// repeatable (default: none, the TCP peer is the client)
+    #[argh(option)]
+    pub trusted_proxy: Vec<String>,
+
+    /// most rate-limit buckets kept; idle (full) ones are evicted first (default 10000)
+    #[argh(option, default = "10_000")]
+    pub rate_limit_keys: usize,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// The upstream `--upstream` or `--stdio` chose, before the flags of its kind are read.
+enum Chosen {
+    Http(String),
+    Stdio {
+        argv: Vec<String>,
+        children: usize,
+        mode: StdioMode,
+    },
+}
+
+impl ReverseArgs {
+    /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
+    pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
+        let auth = self.auth_config()?;
+        let chosen = match (self.upstream, self.stdio) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(
+                    "give either --upstream or --stdio, not both".into(),
+                ));
+            }
+            (Some(url), None) => {
+                if !url.starts_with("http://") {
+                    return Err(Error::Config(format!(
+                        "--upstream must be an http:// URL (got {url:?}); https upstreams are not supported yet"
+                    )));
+                }
+                Chosen::Http(url)
+            }
+            (None, cmd) => {
+                let argv = match cmd {
+                    Some(cmd) => {
+                        split_command(&cmd).map_err(|e| Error::Config(format!("--stdio: {e}")))?
+                    }
+                    None => vec![self_exe.to_string(), "demo-server".to_string()],
+                };
+                if argv.is_empty() {
+                    return Err(Error::Config("--stdio: empty command".into()));
+                }
+                let (mode, default_children, cap) = match self.stdio_mode.as_str() {
+                    "shared" => (StdioMode::Shared, 2, 256),
+                    "per-session" => (
+                        StdioMode::PerSession {
+                            spares: self.stdio_spares,
+                        },
+                        16,
+                        4096,
+                    ),
+                    other => {
+                        return Err(Error::Config(format!(
+                            "--stdio-mode {other:?}: use shared or per-session"
+                        )));
+                    }
+                };
+                let children = self.stdio_children.unwrap_or(default_children);
+                if children == 0 || children > cap {
+                    return Err(Error::Config(format!("--stdio-children must be 1..={cap}")));
+                }
+                Chosen::Stdio {
+                    argv,
+                    children,
+                    mode,
+                }
+            }
+        };
+        if !self.path.starts_with('/') {
+            return Err(Error::Config(format!(
+                "--path must start with '/' (got {:?})",
+                self.path
+            )));
+        }
+        positive("--workers", self.workers)?;
+        positive("--max-connections", self.max_connections)?;
+        positive("--max-streams", self.max_streams)?;
+        positive("--max-sessions", self.max_sessions)?;
+        positive("--upstream-pool", self.upstream_pool as usize)?;
+        positive("--replay-events", self.replay_events)?;
+        let log_json = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(Error::Config(format!(
+                    "--log-format {other:?}: use text or json"
+                )));
+            }
+        };
+        let admin_token = token("--admin-token", self.admin_token, "SHADOWCAT_ADMIN_TOKEN")?;
+        let metrics_token = token(
+            "--metrics-token",
+            self.metrics_token.clone(),
+            "SHADOWCAT_METRICS_TOKEN",
+        )?;
+        if let Some(a) = self.admin_bind
+            && !a.ip().is_loopback()
+            && admin_token.is_none()
+        {
+            return Err(Error::Config(format!(
+                "--admin-bind {a} is not loopback: set --admin-token too"
+            )));
+        }
+        let upstream_headers = self
+            .upstream_header
+            .iter()
+            .map(|h| upstream_header(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !upstream_headers.is_empty() && !matches!(chosen, Chosen::Http(_)) {
+            return Err(Error::Config(
+                "--upstream-header needs an HTTP --upstream".into(),
+            ));
+        }
+        let stdio_env = ChildEnv {
+            vars: self
+                .stdio_env
+                .iter()
+                .map(|kv| child_var(kv))
+                .collect::<Result<Vec<_>, _>>()?,
+            clear: self.stdio_clear_env,
+        };
+        if (stdio_env.clear || !stdio_env.vars.is_empty())
+            && !matches!(chosen, Chosen::Stdio { .. })
+        {
+            return Err(Error::Config(
+                "--stdio-env and --stdio-clear-env need a stdio upstream".into(),
+            ));
+        }
+        let rate = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|r| r.parse().map_err(|e| Error::Config(format!("{flag}: {e}"))))
+                .transpose()
+        };
+        positive("--rate-limit-keys", self.rate_limit_keys)?;
+        let limits = Limits {
+            per_client: rate("--rate-limit", &self.rate_limit)?,
+            global: rate("--global-rate-limit", &self.global_rate_limit)?,
+            tools: self
+                .tool_limit
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .map_err(|e| Error::Config(format!("--tool-limit: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            max_keys: self.rate_limit_keys,
+        };
+        let trusted_proxies = self
+            .trusted_proxy
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| Error::Config(format!("--trusted-proxy: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let allowed_origins = self
+            .allowed_origin
+            .iter()
+            .map(|o| normalize_origin(o))
+            .collect();
+        // Parsed in this order, so that of several bad values the same one is reported.
+        let max_body = size("--max-body", &self.max_body)?;
+        let max_message = size("--max-message", &self.max_message)?;
+        let session_idle = duration("--session-idle", &self.session_idle)?;
+        let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
+        let request_timeout = duration("--request-timeout", &self.request_timeout)?;
+        let connect_timeout =
+            duration("--upstream-connect-timeout", &self.upstream_connect_timeout)?;
+        let sse_keepalive = duration("--sse-keepalive", &self.sse_keepalive)?;
+        let stream_idle = duration("--sse-idle-timeout", &self.sse_idle_timeout)?;
+        let replay_ttl = duration("--replay-ttl", &self.replay_ttl)?;
+        let reconnect_max = duration("--upstream-reconnect-max", &self.upstream_reconnect_max)?;
+        let shutdown_grace = duration("--shutdown-grace", &self.shutdown_grace)?;
+        let upstream = match chosen {
+            Chosen::Http(url) => UpstreamConfig::Http(HttpUpstreamConfig {
+                url,
+                pool: self.upstream_pool,
+                stream_slots: self.max_streams as u32,
+                connect_timeout,
+                request_timeout,
+                stream_idle,
+                reconnect_max,
+                headers: upstream_headers,
+            }),
+            Chosen::Stdio {
+                argv,
+                children,
+                mode,
+            } => UpstreamConfig::Stdio(StdioUpstreamConfig {
+                argv,
+                children,
+                mode,
+                env: stdio_env,
+                max_message,
+            }),
+        };
+        Ok(Config {
+            listen: ListenConfig {
+                bind: self.bind,
+                workers: self.workers,
+                max_connections: self.max_connections,
+                max_streams: self.max_streams,
+                max_body,
+                client_idle_timeout,
+            },
+            proxy: ProxyConfig {
+                path: self.path,
+                allowed_origins,
+                request_timeout,
+                sse_keepalive,
+                log_json,
+                loopback: self.bind.ip().is_loopback(),
+            },
+            sessions: SessionConfig {
+                max: self.max_sessions,
+                idle: session_idle,
+                replay: ReplayLimits {
+                    events: self.replay_events,
+                    bytes: MAX_REPLAY_BYTES,
+                    ttl: replay_ttl,
+                },
+            },
+            upstream,
+            gate: GateConfig {
+                auth,
+                limits,
+                trusted_proxies,
+                metrics_token,
+            },
+            admin: self.admin_bind.map(|bind| AdminConfig {
+                bind,
+                token: admin_token,
+            }),
+            shutdown_grace,
+        })
+    }
+
+    /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
+    fn auth_config(&self) -> Result<AuthConfig, Error> {
+        use crate::gate::auth::is_hmac;
+        let path = |p: &Option<String>| p.as_ref().map(std::path::PathBuf::from);
+        let jwt_flags = self.jwt_secret_file.is_some()
+            || self.jwks_file.is_some()
+            || self.jwks_url.is_some()
+            || self.jwt_algorithms.is_some()
+            || self.jwt_issuer.is_some()
+            || !self.required_scope.is_empty();
+        if jwt_flags && !self.auth_jwt {
+            return Err(Error::Config(
+                "--jwt-*, --jwks-* and --required-scope need --auth-jwt".into(),
+            ));
+        }
+        let enabled = self.auth_jwt || self.auth_tokens.is_some();
+        if !enabled && (self.resource_url.is_some() || !self.authorization_server.is_empty()) {
+            return Err(Error::Config(
+                "--resource-url and --authorization-server need --auth-tokens or --auth-jwt".into(),
+            ));
+        }
+        if self.jwks_file.is_some() && self.jwks_url.is_some() {
+            return Err(Error::Config(
+                "give either --jwks-file or --jwks-url, not both".into(),
+            ));
+        }
+        if let Some(u) = &self.jwks_url
+            && !u.starts_with("http://")
+            && !u.starts_with("https://")
+        {
+            return Err(Error::Config(format!(
+                "--jwks-url must be an http:// or https:// URL (got {u:?})"
+            )));
+        }
+        let has_secret = self.jwt_secret_file.is_some();
+        let has_jwks = self.jwks_file.is_some() || self.jwks_url.is_some();
+        if self.auth_jwt && !has_secret && !has_jwks {
+            return Err(Error::Config(
+                "--auth-jwt needs --jwt-secret-file, --jwks-file or --jwks-url".into(),
+            ));
+        }
+        let algorithms = match &self.jwt_algorithms {
+            Some(list) => crate::gate::auth::parse_algorithms(list)
+                .map_err(|e| Error::Config(format!("--jwt-algorithms: {e}")))?,
+            None => {
+                let mut v = Vec::new();
+                if has_secret {
+                    v.push(jsonwebtoken::Algorithm::HS256);
+                }
+                if has_jwks {
+                    v.extend([
+                        jsonwebtoken::Algorithm::RS256,
+                        jsonwebtoken::Algorithm::ES256,
+                    ]);
+                }
+                v
+            }
+        };
+        for a in &algorithms {
+            if is_hmac(*a) && !has_secret {
+                return Err(Error::Config(format!(
+                    "--jwt-algorithms: {a:?} needs --jwt-secret-file"
+                )));
+            }
+            if !is_hmac(*a) && !has_jwks {
+                return Err(Error::Config(format!(
+                    "--jwt-algorithms: {a:?} needs --jwks-file or --jwks-url"
+                )));
+            }
+        }
+        if let Some(r) = &self.resource_url
+            && !r.starts_with("http://")
+            && !r.starts_with("https://")
+        {
+            return Err(Error::Config(format!(
+                "--resource-url must be an http:// or https:// URL (got {r:?})"
+            )));
+        }
+        let leeway = match self.jwt_leeway.trim() {
+            "0" | "0s" => Duration::ZERO,
+            other => duration("--jwt-leeway", other)?,
+        };
+        Ok(AuthConfig {
+            tokens_file: path(&self.auth_tokens),
+            jwt: self.auth_jwt,
+            jwt_secret_file: path(&self.jwt_secret_file),
+            jwks_file: path(&self.jwks_file),
+            jwks_url: self.jwks_url.clone(),
+            algorithms,
+            issuer: self.jwt_issuer.clone(),
+            leeway,
+            required_scopes: self.required_scope.clone(),
+            resource_url: self.resource_url.clone(),
+            authorization_servers: self.authorization_server.clone(),
+            jwks_min_refresh: crate::gate::auth::JWKS_MIN_REFRESH,
+        })
+    }
+}
+
+/// A bearer token from its flag, else from the environment variable `env`; empty means none,
+/// shorter than 16 characters is refused.
+fn token(flag: &str, given: Option<String>, env: &str) -> Result<Option<Secret>, Error> {
+    let t = given
+        .or_else(|| std::env::var(env).ok())
+        .filter(|t| !t.is_empty());
+    if t.as_deref().is_some_and(|t| t.len() < 16) {
+        return Err(Error::Config(format!(
+            "{flag} must be at least 16 characters"
+        )));
+    }
+    Ok(t.map(Secret::new))
+}
+
+/// Replaces each `${NAME}` with the environment variable NAME; an unset variable is an error.
+/// A `$` not followed by `{` is kept as is.
+pub fn expand_env(flag: &str, s: &str) -> Result<String, Error> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::Config(format!("{flag}: unterminated ${{ in value")))?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Config(format!("{flag}: bad variable name {name:?}")));
+        }
+        let v = std::env::var(name).map_err(|_| {
+            Error::Config(format!("{flag}: environment variable {name} is not set"))
+        })?;
+        out.push_str(&v);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses `--upstream-header 'Name: value'`. Names the proxy sets itself are refused.
+fn upstream_header(h: &str) -> Result<(String, Secret), Error> {
+    let (name, value) = h.split_once(':').ok_or_else(|| {
+        Error::Config(format!(
+            "--upstream-header {:?}: expected 'Name: value'",
+            h.split(':').next().unwrap_or_default()
+        ))
+    })?;
+    let name = name.trim().to_ascii_lowercase();
+    let value = expand_env("--upstream-header", value.trim())?;
+    const OURS: [&str; 10] = [
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "content-type",
+        "accept",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "last-event-id",
+        "te",
+    ];
+    if OURS.contains(&name.as_str()) {
+        return Err(Error::Config(format!(
+            "--upstream-header: {name} is set by the proxy itself"
+        )));
+    }
+    if name.is_empty() || !crate::http::valid_header(&name, &value) {
+        return Err(Error::Config(format!(
+            "--upstream-header {name:?}: not a valid header name or value"
+        )));
+    }
+    Ok((name, Secret::new(value)))
+}
+
+/// Parses `--stdio-env KEY=VALUE`.
+fn child_var(kv: &str) -> Result<(String, Secret), Error> {
+    let (k, v) = kv
+        .split_once('=')
+        .ok_or_else(|| Error::Config("--stdio-env: expected KEY=VALUE".into()))?;
+    if k.is_empty() || k.contains('\0') || v.contains('\0') {
+        return Err(Error::Config(format!(
+            "--stdio-env: bad variable name {k:?}"
+        )));
+    }
+    Ok((k.to_owned(), Secret::new(expand_env("--stdio-env", v)?)))
+}
+
+fn positive(flag: &str, v: usize) -> Result<(), Error> {
+    if v == 0 {
+        return Err(Error::Config(format!("{flag} must be at least 1")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, Error> {
+        let cli = Cli::from_args(&["shadowcat"], args).map_err(|e| Error::Config(e.output))?;
+        match cli.command {
+            Command::Reverse(r) => r.into_config("/bin/shadowcat"),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&["reverse"]).unwrap();
+        assert_eq!(c.listen.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.proxy.path, "/mcp");
+        assert_eq!(
+            c.upstream,
+            UpstreamConfig::Stdio(StdioUpstreamConfig {
+                argv: vec!["/bin/shadowcat".into(), "demo-server".into()],
+                children: 2,
+                mode: StdioMode::Shared,
+                env: ChildEnv::default(),
+                max_message: 16 * 1024 * 1024,
+            })
+        );
+        assert_eq!(c.listen.workers, 64);
+        assert_eq!(c.listen.max_body, 4 * 1024 * 1024);
+        assert_eq!(c.sessions.idle, Duration::from_secs(1800));
+        assert_eq!(c.proxy.request_timeout, Duration::from_secs(60));
+        let c = parse(&["reverse", "--upstream", "http://127.0.0.1:1/mcp"]).unwrap();
+        let UpstreamConfig::Http(h) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(h.pool, 32);
+        assert_eq!(h.request_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(&["reverse", "--upstream", "http://a/", "--stdio", "x"]).is_err());
+        assert!(parse(&["reverse", "--upstream", "ftp://a/"]).is_err());
+        assert!(parse(&["reverse", "--workers", "0"]).is_err());
+        assert!(parse(&["reverse", "--request-timeout", "0s"]).is_err());
+        assert!(parse(&["reverse", "--max-body", "12XB"]).is_err());
+        assert!(parse(&["reverse", "--path", "mcp"]).is_err());
+        assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
+    }
+
+    #[test]
+    fn gatekeeping_flags() {
+        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&["reverse", "--jwks-file", "x"]).contains("need --auth-jwt"));
+        assert!(err(&["reverse", "--auth-jwt"]).contains("needs --jwt-secret-file"));
+        assert!(
+            err(&[
+                "reverse",
+                "--auth-jwt",
+                "--jwks-file",
+                "a",
+                "--jwks-url",
+                "http://b/"
+            ])
+            .contains("not both")
+        );
+        assert!(
+            err(&[
+                "reverse",
+                "--auth-jwt",
+                "--jwks-file",
+                "a",
+                "--jwt-algorithms",
+                "HS256"
+            ])
+            .contains("HS256 needs --jwt-secret-file")
+        );
+        assert!(err(&["reverse", "--resource-url", "http://x/mcp"]).contains("need --auth"));
+        assert!(err(&["reverse", "--metrics-token", "short"]).contains("at least 16"));
+        assert!(err(&["reverse", "--rate-limit", "fast"]).starts_with("--rate-limit: "));
+        assert!(err(&["reverse", "--tool-limit", "echo"]).starts_with("--tool-limit: "));
+        assert!(err(&["reverse", "--trusted-proxy", "10.0.0.0/33"]).starts_with("--trusted-proxy"));
+        assert!(
+            err(&["reverse", "--upstream-header", "X: 1"]).contains("needs an HTTP --upstream")
+        );
+        let up = [
+            "reverse",
+            "--upstream",
+            "http://127.0.0.1:1/mcp",
+            "--upstream-header",
+        ];
+        assert!(err(&[&up[..], &["Host: x"]].concat()).contains("set by the proxy"));
+        assert!(err(&[&up[..], &["NoColon"]].concat()).contains("expected 'Name: value'"));
+        assert!(
+            err(&[&up[..], &["X-K: ${SHADOWCAT_SURELY_UNSET_VAR}"]].concat())
+                .contains("SHADOWCAT_SURELY_UNSET_VAR is not set")
+        );
+        let c = parse(&[&up[..], &["X-K: a-${CARGO_PKG_NAME}-$x"]].concat()).unwrap();
+        let UpstreamConfig::Http(h) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(h.headers[0].0, "x-k");
+        assert_eq!(h.headers[0].1.expose(), "a-shadowcat-$x");
+        assert_eq!(format!("{:?}", h.headers[0].1), "<redacted>");
+        assert_eq!(
+            serde_json::to_value(&c).unwrap()["upstreamHeaders"]["x-k"],
+            "<redacted>"
+        );
+        let c = parse(&["reverse", "--auth-jwt", "--jwks-url", "https://idp/jwks"]).unwrap();
+        assert_eq!(
+            c.gate.auth.algorithms,
+            [
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::Algorithm::ES256
+            ]
+        );
+        assert_eq!(c.gate.auth.leeway, Duration::from_secs(30));
+        let c = parse(&["reverse", "--stdio-env", "A=1", "--rate-limit", "20/40"]).unwrap();
+        let UpstreamConfig::Stdio(s) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(s.env.vars[0].0, "A");
+        assert_eq!(c.gate.limits.per_client.map(|r| r.burst), Some(40));
+        assert!(!parse(&["reverse"]).unwrap().gate.auth.enabled());
+    }
+}
