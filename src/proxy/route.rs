@@ -1,0 +1,287 @@
+//! The MCP endpoint's methods: POST (initialize, requests within a session, stateless
+//! 2026-07-28 requests, notifications and responses), GET (the standalone stream or a
+//! resumption) and DELETE, and how an upstream's reply becomes what the client gets.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::gate::Caller;
+use crate::http::{Request, Response};
+use crate::jsonrpc::{Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
+use crate::session::Session;
+use crate::upstream::{Call, Item, Poll, Reply};
+
+use super::checks::{accepts, forwardable, media_is};
+use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
+
+impl Proxy {
+    pub(super) fn route(&self, req: &Request, acc: &mut Access) -> Result<Outcome, Error> {
+        let path = req.path();
+        if req.method == "GET"
+            && let Some(doc) = self.gate.metadata(path, &self.cfg.path)
+        {
+            return Ok(Outcome::Response(doc));
+        }
+        if path != self.cfg.path {
+            return Err(Error::NotFound);
+        }
+        self.check_origin(req)?;
+        let caller = self.gate.identify(req)?;
+        match req.method.as_str() {
+            "POST" => self.post(req, &caller, acc),
+            "GET" => {
+                self.gate.charge(&caller, None)?;
+                self.get(req, &caller, acc)
+            }
+            "DELETE" => {
+                self.gate.charge(&caller, None)?;
+                self.delete(req, &caller, acc)
+            }
+            _ => Err(Error::MethodNotAllowed),
+        }
+    }
+
+    fn post(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
+        let deadline = Instant::now() + self.cfg.request_timeout;
+        // Parsed before the header checks so that the charge knows the tool; every POST is
+        // charged once, malformed ones included.
+        let parsed = Message::parse(&req.body);
+        let tool = match &parsed {
+            Ok(m) if self.gate.limits_tools() && m.method() == "tools/call" => m.target_name(),
+            _ => None,
+        };
+        if let Ok(m) = &parsed {
+            acc.id = m.id.clone();
+        }
+        self.gate.charge(caller, tool.as_deref())?;
+        let ct = req.header("content-type").unwrap_or("");
+        if !media_is(ct, "application/json") {
+            return Err(Error::UnsupportedMediaType);
+        }
+        if !accepts(req, "application/json") || !accepts(req, "text/event-stream") {
+            return Err(Error::NotAcceptable);
+        }
+        let msg = parsed?;
+        let kind = msg.kind()?;
+        acc.kind = Some(kind);
+        acc.mcp_method = msg.method().to_owned();
+        let header_version = req.header("mcp-protocol-version").map(str::trim);
+        if let Some(v) = header_version
+            && v != MODERN_VERSION
+            && !LEGACY_VERSIONS.contains(&v)
+        {
+            return Err(Error::UnsupportedVersion(v.to_owned()));
+        }
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| forwardable(k))
+            .cloned()
+            .collect();
+        let modern = header_version == Some(MODERN_VERSION) || msg.modern_version().is_some();
+        if modern && msg.method() != "initialize" {
+            let call = Call {
+                msg,
+                session: None,
+                deadline,
+                headers,
+            };
+            let reply = self.upstream.forward(call)?;
+            return self.outcome(reply, kind, deadline, None, false, acc);
+        }
+        if msg.method() == "initialize" {
+            if kind != Kind::Request {
+                return Err(Error::InvalidMessage("initialize must be a request"));
+            }
+            return self.initialize(msg, deadline, headers, caller, acc);
+        }
+        let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        let session = self.session(sid, caller)?;
+        acc.session = session.short_id().to_owned();
+        let call = Call {
+            msg,
+            session: Some(&session),
+            deadline,
+            headers,
+        };
+        match self.upstream.forward(call) {
+            Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
+            Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
+                log::info!("session {} ended: {e}", session.short_id());
+                self.end_session(&session);
+                Err(Error::UnknownSession)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn initialize(
+        &self,
+        msg: Message,
+        deadline: Instant,
+        headers: Vec<(String, String)>,
+        caller: &Caller,
+        acc: &mut Access,
+    ) -> Result<Outcome, Error> {
+        for s in self.sessions.check_room()? {
+            self.retire(&s);
+        }
+        let requested = msg
+            .params_value()
+            .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let call = Call {
+            msg,
+            session: None,
+            deadline,
+            headers,
+        };
+        let (binding, reply) = self.upstream.initialize(call)?;
+        if !matches!(reply, Reply::Message(_) | Reply::Stream(_)) {
+            return self.outcome(reply, Kind::Request, deadline, None, false, acc);
+        }
+        let session = self
+            .sessions
+            .build(requested, binding, caller.principal.clone())?;
+        if let Err(e) = self.sessions.insert(&session) {
+            // Filled up since `check_room`: the upstream side was set up, so wind it down.
+            self.upstream.close(&session);
+            return Err(e);
+        }
+        self.upstream.attach(&session);
+        acc.session = session.short_id().to_owned();
+        log::debug!("session {} created", session.short_id());
+        self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)
+    }
+
+    /// The live session `sid` names, if `caller` owns it: another principal's session is
+    /// not found, exactly as an unknown id.
+    fn session(&self, sid: &str, caller: &Caller) -> Result<Arc<Session>, Error> {
+        self.sessions
+            .get_as(sid.trim(), caller.principal.as_deref())
+            .ok_or(Error::UnknownSession)
+    }
+
+    fn get(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
+        if !accepts(req, "text/event-stream") {
+            return Err(Error::NotAcceptable);
+        }
+        let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        let session = self.session(sid, caller)?;
+        acc.session = session.short_id().to_owned();
+        let (log, after) = match req.header("last-event-id") {
+            Some(last) => session
+                .streams
+                .resume(last)
+                .map_err(|_| Error::UnknownEventId(last.chars().take(64).collect()))?,
+            None => {
+                let log = session.streams.standalone();
+                let after = log.last_seq();
+                (log, after)
+            }
+        };
+        if session
+            .streams
+            .standalone_if_open()
+            .is_some_and(|s| Arc::ptr_eq(&s, &log))
+        {
+            self.upstream.listen(&session)?;
+        }
+        Ok(Outcome::Follow { log, after })
+    }
+
+    fn delete(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
+        let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        let session = self
+            .sessions
+            .remove_as(sid.trim(), caller.principal.as_deref())
+            .ok_or(Error::UnknownSession)?;
+        acc.session = session.short_id().to_owned();
+        self.retire(&session);
+        log::debug!("session {} deleted", session.short_id());
+        Ok(Outcome::Response(Response::new(200)))
+    }
+
+    /// Turns an upstream reply into what the client gets. `announce` adds the session's id
+    /// header (the answer to `initialize`).
+    fn outcome(
+        &self,
+        reply: Reply,
+        kind: Kind,
+        deadline: Instant,
+        session: Option<&Arc<Session>>,
+        announce: bool,
+        acc: &Access,
+    ) -> Result<Outcome, Error> {
+        let with_session = |mut r: Response| {
+            if let (true, Some(s)) = (announce, session) {
+                r = r.with_header("mcp-session-id", &s.id);
+            }
+            r
+        };
+        match reply {
+            Reply::Accepted if kind != Kind::Request => Ok(Outcome::Response(Response::new(202))),
+            Reply::Accepted => Err(Error::UpstreamProtocol(
+                "upstream accepted a request without answering it".into(),
+            )),
+            Reply::Message(body) if kind == Kind::Request => Ok(Outcome::Response(with_session(
+                Response::new(200).with_body("application/json", body),
+            ))),
+            Reply::Message(_) => Ok(Outcome::Response(Response::new(202))),
+            Reply::Relay {
+                status,
+                content_type,
+                body,
+            } => {
+                // A JSON error body (e.g. a 2026-07-28 404 -32601) goes back as it is, so
+                // dual-era clients can read it; anything else becomes a JSON-RPC error.
+                let json = media_is(&content_type, "application/json")
+                    && serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+                if json && status < 500 {
+                    return Ok(Outcome::Response(
+                        Response::new(status).with_body("application/json", body),
+                    ));
+                }
+                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+                let e = Error::UpstreamStatus {
+                    status,
+                    message: format!(
+                        "upstream {} answered HTTP {status}: {text}",
+                        self.upstream.name()
+                    ),
+                };
+                Ok(Outcome::Response(error_response(&e, acc.id.as_deref())))
+            }
+            Reply::Stream(mut stream) => {
+                let mut first = None;
+                if !stream.must_stream() {
+                    // An answer that comes at once goes back as plain JSON; anything slower
+                    // becomes a stream, which frees the worker and can carry progress.
+                    let until = deadline.min(Instant::now() + IMMEDIATE);
+                    match stream.poll_until(until)? {
+                        Poll::Item(Item::Final(body)) => {
+                            return Ok(Outcome::Response(with_session(
+                                Response::new(200).with_body("application/json", body),
+                            )));
+                        }
+                        Poll::Item(item) => first = Some(item),
+                        Poll::Idle => {}
+                        Poll::End => {
+                            return Err(Error::UpstreamProtocol(
+                                "upstream ended the request without answering".into(),
+                            ));
+                        }
+                    }
+                }
+                Ok(Outcome::Stream {
+                    stream,
+                    first,
+                    session: session.cloned(),
+                    announce,
+                    id: acc.id.clone(),
+                })
+            }
+        }
+    }
+}

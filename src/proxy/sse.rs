@@ -1,0 +1,200 @@
+//! Answering as a stream: a request's messages pumped to the client (and into the session's
+//! replay log), a GET following a log, and the refusal when no stream can be opened.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use crate::error::Error;
+use crate::http::{Responder, StreamError};
+use crate::jsonrpc;
+use crate::session::Session;
+use crate::stream::EventLog;
+use crate::upstream::{Item, MessageStream, Poll};
+
+use super::{Proxy, SHUTDOWN_POLL, error_response};
+
+impl Proxy {
+    /// Pumps a request's messages to the client (on the stream thread) and into the
+    /// session's replay log. A client that goes away does not stop the request: the rest is
+    /// still logged, for a GET with `Last-Event-ID`. Returns the status sent.
+    pub(super) fn pump(
+        &self,
+        res: &mut Responder<'_>,
+        mut stream: Box<dyn MessageStream>,
+        first: Option<Item>,
+        session: Option<Arc<Session>>,
+        announce: bool,
+        id: Option<Box<RawValue>>,
+    ) -> u16 {
+        let mut headers = sse_headers();
+        if let (true, Some(s)) = (announce, &session) {
+            headers.push(("mcp-session-id".to_string(), s.id.clone()));
+        }
+        let log = session.as_ref().map(|s| s.streams.open());
+        let err = match res.stream(200, &headers) {
+            Ok(mut w) => {
+                let keepalive = self.cfg.sse_keepalive;
+                let mut next_keepalive = Instant::now() + keepalive;
+                let mut attached = true;
+                if let (Some(log), Some(s)) = (&log, &session)
+                    && s.protocol_version.as_str() >= "2025-11-25"
+                {
+                    // Priming event: gives the client an id to resume from at once.
+                    attached = w.write_chunk(&log.push(b"").frame).is_ok();
+                }
+                let mut next = first.map(Poll::Item);
+                loop {
+                    if w.shutting_down() {
+                        log::debug!("ending stream: shutting down");
+                        break;
+                    }
+                    let wake = next_keepalive.min(Instant::now() + SHUTDOWN_POLL);
+                    let polled = match next.take() {
+                        Some(p) => Ok(p),
+                        None => stream.poll_until(wake),
+                    };
+                    let data = match polled {
+                        Ok(Poll::End) => break,
+                        Ok(Poll::Idle) => {
+                            if attached && Instant::now() >= next_keepalive {
+                                attached = w.write_chunk(b": keepalive\n\n").is_ok();
+                                next_keepalive = Instant::now() + keepalive;
+                            }
+                            continue;
+                        }
+                        Ok(Poll::Item(Item::Message(d))) => d,
+                        Ok(Poll::Item(Item::Final(d))) => {
+                            next = Some(Poll::End);
+                            d
+                        }
+                        Err(e) => {
+                            log::debug!("stream ended early: {e}");
+                            self.count_error(&e);
+                            next = Some(Poll::End);
+                            jsonrpc::error_for(id.as_deref(), &e)
+                        }
+                    };
+                    let chunk = match &log {
+                        Some(log) => log.push(&data).frame,
+                        None => Arc::new(sse_event(&data)),
+                    };
+                    self.metrics.bytes_out(chunk.len() as u64);
+                    if attached && w.write_chunk(&chunk).is_err() {
+                        log::debug!("client went away mid-stream; the request goes on");
+                        attached = false;
+                    }
+                    if !attached && log.is_none() {
+                        break; // nothing to keep it for
+                    }
+                    next_keepalive = Instant::now() + keepalive;
+                }
+                let delivered = attached && w.finish().is_ok();
+                if let (Some(log), Some(s)) = (&log, &session) {
+                    s.streams.close(log, delivered);
+                }
+                return 200;
+            }
+            Err(e) => e,
+        };
+        if let (Some(log), Some(s)) = (&log, &session) {
+            s.streams.close(log, true);
+            if announce {
+                // The client never learns this session's id: do not keep it.
+                self.end_session(s);
+            }
+        }
+        self.stream_refused(res, err, id.as_deref())
+    }
+
+    /// Follows a stream's log for a GET: replays what came after `after`, then live events,
+    /// until the stream ends, another GET takes it over, or the client leaves.
+    pub(super) fn follow(&self, res: &mut Responder<'_>, log: Arc<EventLog>, after: u64) -> u16 {
+        let token = log.take_over();
+        let err = match res.stream(200, &sse_headers()) {
+            Ok(mut w) => {
+                let keepalive = self.cfg.sse_keepalive;
+                let mut next_keepalive = Instant::now() + keepalive;
+                let mut cursor = after;
+                loop {
+                    if w.shutting_down() {
+                        break;
+                    }
+                    let until = next_keepalive.min(Instant::now() + SHUTDOWN_POLL);
+                    let got = log.wait(cursor, token, until);
+                    for ev in &got.events {
+                        self.metrics.bytes_out(ev.frame.len() as u64);
+                        if w.write_chunk(&ev.frame).is_err() {
+                            log::debug!("client went away from its stream");
+                            return 200;
+                        }
+                        cursor = ev.seq;
+                        next_keepalive = Instant::now() + keepalive;
+                    }
+                    if got.replaced {
+                        log::debug!("stream taken over by a newer GET");
+                        break;
+                    }
+                    if got.ended {
+                        break;
+                    }
+                    if Instant::now() >= next_keepalive {
+                        if w.write_chunk(b": keepalive\n\n").is_err() {
+                            log::debug!("client went away from its stream (keep-alive)");
+                            return 200;
+                        }
+                        next_keepalive = Instant::now() + keepalive;
+                    }
+                }
+                let _ = w.finish();
+                return 200;
+            }
+            Err(e) => e,
+        };
+        self.stream_refused(res, err, None)
+    }
+
+    fn stream_refused(
+        &self,
+        res: &mut Responder<'_>,
+        err: StreamError,
+        id: Option<&RawValue>,
+    ) -> u16 {
+        let e = match err {
+            StreamError::Busy => Error::TooManyStreams,
+            StreamError::Http10 => Error::StreamNeedsHttp11,
+            StreamError::Io(_) => return 0,
+        };
+        let _ = res.send(error_response(&e, id));
+        e.status()
+    }
+}
+
+fn sse_headers() -> Vec<(String, String)> {
+    vec![
+        ("content-type".to_string(), "text/event-stream".to_string()),
+        ("cache-control".to_string(), "no-cache".to_string()),
+        ("x-accel-buffering".to_string(), "no".to_string()),
+    ]
+}
+
+/// Frames one SSE event carrying a JSON message, without an id (streams outside a session,
+/// which cannot be resumed).
+pub fn sse_event(json: &[u8]) -> Vec<u8> {
+    crate::stream::frame(None, json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_framing() {
+        assert_eq!(
+            sse_event(b"{\"a\":1}"),
+            b"event: message\ndata: {\"a\":1}\n\n"
+        );
+        assert_eq!(sse_event(b"a\nb"), b"event: message\ndata: a\ndata: b\n\n");
+    }
+}
