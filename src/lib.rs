@@ -14,21 +14,47 @@
 //!
 //! ## Architecture
 //!
-//! | module | concept |
-//! |---|---|
-//! | [`server`], [`http`] | our own strict HTTP/1.1 layer on `httparse` and std sockets |
-//! | [`proxy`] | the one request pipeline: validation, sessions, forwarding, streaming, error mapping, access log |
-//! | [`gatekeeper`], [`auth`], [`ratelimit`] | who the caller is (static tokens, JWT) and whether it may go on now (token buckets) |
-//! | [`session`] | session ids (128 bits from `/dev/urandom`), table, idle expiry, cap |
-//! | [`stream`] | proxy-owned SSE event ids and bounded replay logs (`Last-Event-ID`) |
-//! | [`jsonrpc`] | lazily parsed envelopes; ids and results stay raw text |
-//! | [`upstream`] | the [`upstream::Upstream`] trait: [`upstream::http`], [`upstream::stdio`] (shared children), [`upstream::dedicated`] (a child per session) |
-//! | [`child`] | one stdio child: writer, reader and stderr threads, id rewriting, routing, stop |
-//! | [`admin`], [`metrics`] | `/healthz`, `/readyz`, `/metrics`, the admin API |
-//! | [`demo`] | the built-in demo MCP server (`shadowcat demo-server`) |
-//! | [`mod@bench`] | `shadowcat bench`, a load generator for any MCP endpoint |
-//! | [`error`] | the one error enum and its mapping to HTTP status and JSON-RPC code |
-//! | [`config`] | flags, defaults, validation |
+//! Folders are the architecture. Each folder's `mod.rs` (and each top-level file) opens with
+//! what it owns and what it must not touch; imports only go down this list, never up, and
+//! there are no import cycles.
+//!
+//! ```text
+//! main.rs      parse flags, init logging, run, map the error to an exit code
+//! app.rs       wiring: builds each part from its own config, starts, stops in order
+//! cli.rs       the flags (argh) and their validation into one Config
+//! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
+//! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
+//! gate/        who the caller is (auth/: tokens, JWT) and whether it may go on (ratelimit/)
+//! upstream/    the Upstream (request path) and Operate (operator's view) traits;
+//!              http/ (pooled slots, event streams), stdio/ (child, call, shared mode with
+//!              its slots and supervisor, per-session mode)
+//! session.rs   the session table; stream.rs: event ids and replay logs; jsonrpc.rs: envelopes
+//! config.rs    Config, composed of one part per consumer (listen, proxy, sessions, upstream,
+//!              gate, admin)
+//! http/        our HTTP/1.1: request, parse, encode, server/, permits, responder, origin
+//! metrics/     counters and histograms, their text format, the child and pool info types
+//! error.rs     the one Error and its whole answer (status, JSON-RPC code, headers, metric)
+//! util.rs      locks, bounded line reads, durations, sizes, command lines
+//! tools/       beside the proxy, never imported by it: bench/, demo/, fuzzing (feature)
+//! ```
+//!
+//! A request's path through the folders (stdio upstream in shared mode):
+//!
+//! ```text
+//! client ── TCP ──▶ http::Server: accept thread ─▶ connection thread (parse; worker permit)
+//!   ─▶ ops::Front: GET /healthz, /readyz, /metrics answered here
+//!   ─▶ proxy::Proxy::handle ─▶ checks (path, Origin/Host, method, media types)
+//!   ─▶ gate: identify (auth), charge (rate limits)
+//!   ─▶ route: initialize / session lookup (session.rs) / stateless 2026-07-28
+//!   ─▶ upstream::Upstream::forward ─▶ stdio::call ─▶ child writer thread ─▶ child process
+//!        child stdout ─▶ child reader thread (ids restored, routed) ─▶ the call's channel
+//!   ─▶ route: JSON answer, or sse: a stream (worker permit swapped for a stream permit,
+//!      events logged in stream.rs for Last-Event-ID)
+//!   ─▶ access log and metrics; any failure: Error::answer() (error.rs)
+//! ```
+//!
+//! An HTTP upstream replaces the stdio steps with a slot checked out of an r2d2 pool
+//! (`upstream/http/slot.rs`) and, for `text/event-stream` answers, `upstream/http/sse.rs`.
 //!
 //! ## Threads
 //!
@@ -83,7 +109,7 @@
 //!
 //! Off by default; each part is its own flag. In pipeline order, after the Origin/Host check:
 //!
-//! 1. **Authentication** ([`auth`]): `--auth-tokens FILE` (static bearer tokens, constant-time
+//! 1. **Authentication** (`gate/auth`): `--auth-tokens FILE` (static bearer tokens, constant-time
 //!    compare) and/or `--auth-jwt` (HS256 with `--jwt-secret-file`, RS256/ES256 with
 //!    `--jwks-file` or `--jwks-url`; `aud` must be `--resource-url`, `exp` and `sub` required,
 //!    `iss` with `--jwt-issuer`, scopes with `--required-scope`). No or bad token: 401 with
@@ -91,7 +117,7 @@
 //!    `error="insufficient_scope"`. RFC 9728 metadata at `/.well-known/oauth-protected-resource`
 //!    (and with the MCP path appended). A session belongs to the principal that created it;
 //!    anyone else gets 404 for it.
-//! 2. **Rate limits** ([`ratelimit`]): token buckets per client (its principal, or its IP;
+//! 2. **Rate limits** (`gate/ratelimit`): token buckets per client (its principal, or its IP;
 //!    `X-Forwarded-For` only from `--trusted-proxy`), optionally global and per tool
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once
 //!    (a failed authentication to the IP's bucket); over the limit: 429 with `Retry-After` and a
@@ -100,7 +126,7 @@
 //!    goes upstream. `--upstream-header 'Name: value'` adds configured headers to every HTTP
 //!    upstream request; `--stdio-env KEY=VALUE` and `--stdio-clear-env` set the children's
 //!    environment. `${VAR}` in those values is read from the environment at start-up, so secrets
-//!    stay out of `ps`. Values are [`config::Secret`]s: never logged, `<redacted>` in
+//!    stay out of `ps`. Values are `Secret`s: never logged, `<redacted>` in
 //!    `/admin/config`.
 //!
 //! `/healthz` and `/readyz` stay open; `/metrics` needs `--metrics-token` when one is set.

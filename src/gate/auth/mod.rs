@@ -93,7 +93,7 @@ pub struct AuthConfig {
     pub resource_url: Option<String>,
     /// `--authorization-server`: issuers listed in the metadata. Default none.
     pub authorization_servers: Vec<String>,
-    /// Shortest gap between two JWKS refetches for unknown `kid`s. Default [`JWKS_MIN_REFRESH`].
+    /// Shortest gap between two JWKS refetches for unknown `kid`s. Default `JWKS_MIN_REFRESH` (10 s).
     pub jwks_min_refresh: Duration,
 }
 

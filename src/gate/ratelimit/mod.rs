@@ -174,7 +174,7 @@ pub struct Limits {
     /// When a tool is named twice, the last entry wins.
     pub tools: Vec<ToolLimit>,
     /// Most keys tracked at once (each holds its client bucket and its tool buckets); default
-    /// [`DEFAULT_MAX_KEYS`]. 0 counts as 1.
+    /// `DEFAULT_MAX_KEYS` (10,000). 0 counts as 1.
     pub max_keys: usize,
 }
 
