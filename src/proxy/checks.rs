@@ -9,7 +9,7 @@ use super::Proxy;
 
 impl Proxy {
     pub(super) fn check_origin(&self, req: &Request) -> Result<(), Error> {
-        if self.loopback
+        if self.cfg.loopback
             && let Some(host) = req.header("host")
             && !is_loopback_host(host)
         {

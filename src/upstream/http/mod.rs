@@ -67,30 +67,14 @@ struct HttpInner {
     born: Instant,
 }
 
-/// Timeouts and limits of an HTTP upstream.
-#[derive(Clone, Debug)]
-pub struct HttpOptions {
-    /// Request slots.
-    pub slots: u32,
-    /// Standalone-stream slots: one per client GET stream relayed (`--max-streams`).
-    pub stream_slots: u32,
-    /// TCP connect.
-    pub connect_timeout: Duration,
-    /// Until the response headers, and for a whole JSON body.
-    pub request_timeout: Duration,
-    /// Between two reads of a body (an SSE stream has no whole-body limit, only this).
-    pub stream_idle: Duration,
-    /// How long to keep trying to resume a broken request stream.
-    pub reconnect_max: Duration,
-    /// Where the request pool reports checkouts (wait, timeouts).
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Headers sent on every request (`--upstream-header`), e.g. the upstream's credentials.
-    pub headers: Vec<(String, Secret)>,
-}
-
-fn build_pool(o: &HttpOptions, report: bool, size: u32) -> Pool<SlotManager> {
+/// A pool of `size` slots; `metrics`, if any, hears about its checkouts.
+fn build_pool(
+    cfg: &HttpUpstreamConfig,
+    metrics: Option<&Arc<crate::metrics::Metrics>>,
+    size: u32,
+) -> Pool<SlotManager> {
     let mut b = Pool::builder();
-    if let (true, Some(m)) = (report, &o.metrics) {
+    if let Some(m) = metrics {
         b = b.event_handler(Box::new(crate::metrics::PoolEvents(m.clone())));
     }
     b.max_size(size.max(1))
@@ -100,9 +84,9 @@ fn build_pool(o: &HttpOptions, report: bool, size: u32) -> Pool<SlotManager> {
         .max_lifetime(None)
         .connection_timeout(CHECKOUT_TIMEOUT)
         .build_unchecked(SlotManager {
-            connect_timeout: o.connect_timeout,
-            request_timeout: o.request_timeout,
-            stream_idle: o.stream_idle,
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            stream_idle: cfg.stream_idle,
         })
 }
 
@@ -114,25 +98,15 @@ impl HttpUpstream {
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Self, Error> {
         let url = &cfg.url;
-        let o = HttpOptions {
-            slots: cfg.pool,
-            stream_slots: cfg.stream_slots,
-            connect_timeout: cfg.connect_timeout,
-            request_timeout: cfg.request_timeout,
-            stream_idle: cfg.stream_idle,
-            reconnect_max: cfg.reconnect_max,
-            metrics,
-            headers: cfg.headers.clone(),
-        };
         let name = crate::config::url_authority(url).to_owned();
         Ok(HttpUpstream {
             inner: Arc::new(HttpInner {
                 name,
                 url: url.to_owned(),
-                pool: build_pool(&o, true, o.slots),
-                streams: build_pool(&o, false, o.stream_slots),
-                reconnect_max: o.reconnect_max,
-                headers: o.headers.clone(),
+                pool: build_pool(cfg, metrics.as_ref(), cfg.pool),
+                streams: build_pool(cfg, None, cfg.stream_slots),
+                reconnect_max: cfg.reconnect_max,
+                headers: cfg.headers.clone(),
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
             }),
