@@ -12,7 +12,8 @@
 //!   three adds: the `{class,status}` counter, one histogram bucket and the histogram sum.
 //! * **Events are pushed, levels are pulled.** Counters and histograms are fed by one call per
 //!   event ([`Metrics::request`], [`Metrics::upstream_error`], [`Metrics::rejected`],
-//!   [`Metrics::bytes_in`], [`Metrics::bytes_out`] and the r2d2 handler [`PoolEvents`]). Point-in-time levels (sessions, open streams, children, pool
+//!   [`Metrics::dropped`], [`Metrics::bytes_in`], [`Metrics::bytes_out`] and the r2d2 handler
+//!   [`PoolEvents`]). Point-in-time levels (sessions, open streams, children, pool
 //!   state) already live elsewhere, so the caller reads them at scrape time into a [`Gauges`]
 //!   and passes it to [`Metrics::render`].
 //! * **Bounded label sets.** No label value comes from a client: the method class is the
@@ -295,6 +296,27 @@ impl Rejection {
     }
 }
 
+/// Why a message on its way to a client was dropped: the `reason` label of
+/// `shadowcat_dropped_messages_total`. A fixed enum, never client text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The client did not keep up: a call's queue of progress, logs and other messages already
+    /// held `--max-call-buffer` bytes (the final response is never dropped).
+    SlowClient,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 1] = [DropReason::SlowClient];
+
+    /// The `reason` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DropReason::SlowClient => "slow_client",
+        }
+    }
+}
+
 /// Point-in-time levels read by the caller at scrape time and passed to [`Metrics::render`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -390,6 +412,7 @@ pub struct Metrics {
     durations: [Histogram; MethodClass::ALL.len()],
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
     rejected: [AtomicU64; Rejection::ALL.len()],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     pool_checkout_wait: Histogram,
@@ -416,6 +439,7 @@ impl Metrics {
             durations: [const { Histogram::new() }; MethodClass::ALL.len()],
             upstream_errors: [const { AtomicU64::new(0) }; UpstreamErrorKind::ALL.len()],
             rejected: [const { AtomicU64::new(0) }; Rejection::ALL.len()],
+            dropped: [const { AtomicU64::new(0) }; DropReason::ALL.len()],
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             pool_checkout_wait: Histogram::new(),
@@ -449,6 +473,12 @@ impl Metrics {
     #[inline]
     pub fn rejected(&self, why: Rejection) {
         self.rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// `n` messages dropped on their way to a client, for `why`.
+    #[inline]
+    pub fn dropped(&self, why: DropReason, n: u64) {
+        self.dropped[why as usize].fetch_add(n, Relaxed);
     }
 
     /// `n` bytes read from a client (request heads and bodies).
