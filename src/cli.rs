@@ -102,6 +102,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"16MiB\")")]
     pub max_message: String,
 
+    /// bytes of one stdio call's progress and logs queued for a client that does not read,
+    /// bytes or KiB/MiB (default 8MiB); beyond, they are dropped (never the response)
+    #[argh(option, default = "String::from(\"8MiB\")")]
+    pub max_call_buffer: String,
+
     /// sessions kept at once (default 10000); when full, expired ones are dropped, else 503
     #[argh(option, default = "10_000")]
     pub max_sessions: usize,
@@ -425,6 +430,8 @@ impl ReverseArgs {
         // Parsed in this order, so that of several bad values the same one is reported.
         let max_body = size("--max-body", &self.max_body)?;
         let max_message = size("--max-message", &self.max_message)?;
+        let max_call_buffer = size("--max-call-buffer", &self.max_call_buffer)?;
+        positive("--max-call-buffer", max_call_buffer)?;
         let session_idle = duration("--session-idle", &self.session_idle)?;
         let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
         let request_timeout = duration("--request-timeout", &self.request_timeout)?;
@@ -456,6 +463,7 @@ impl ReverseArgs {
                 mode,
                 env: stdio_env,
                 max_message,
+                max_call_buffer,
             }),
         };
         Ok(Config {
@@ -717,6 +725,7 @@ mod tests {
                 mode: StdioMode::Shared,
                 env: ChildEnv::default(),
                 max_message: 16 * 1024 * 1024,
+                max_call_buffer: 8 * 1024 * 1024,
             })
         );
         assert_eq!(c.listen.workers, 64);
@@ -740,6 +749,7 @@ mod tests {
         assert!(parse(&["reverse", "--max-body", "12XB"]).is_err());
         assert!(parse(&["reverse", "--path", "mcp"]).is_err());
         assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
+        assert!(parse(&["reverse", "--max-call-buffer", "0"]).is_err());
     }
 
     #[test]

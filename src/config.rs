@@ -197,6 +197,10 @@ pub struct StdioUpstreamConfig {
     /// `--max-message`: largest line a child may print, bytes. Default 16 MiB.
     #[serde(rename = "maxMessageBytes")]
     pub max_message: usize,
+    /// `--max-call-buffer`: bytes of a call's messages queued for a client that does not
+    /// read, before further ones (never the response) are dropped. Default 8 MiB.
+    #[serde(rename = "maxCallBufferBytes")]
+    pub max_call_buffer: usize,
 }
 
 /// How sessions use stdio children.

@@ -2,13 +2,15 @@
 //! replay log), a GET following a log, and the refusal when no stream can be opened.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::http::{Responder, StreamError};
 use crate::jsonrpc;
+use crate::metrics::DropReason;
 use crate::session::Session;
 use crate::stream::EventLog;
 use crate::upstream::{Item, MessageStream, Poll};
@@ -19,6 +21,12 @@ impl Proxy {
     /// Pumps a request's messages to the client (on the stream thread) and into the
     /// session's replay log. A client that goes away does not stop the request: the rest is
     /// still logged, for a GET with `Last-Event-ID`. Returns the status sent.
+    ///
+    /// While a write to a client that does not read blocks this thread, nothing here takes
+    /// from `stream`: a stdio call's queue then fills to `--max-call-buffer` and the child's
+    /// reader drops the call's further messages (counted here once the stream is polled
+    /// again), and an HTTP upstream's stream is simply not read (TCP pushes back on the
+    /// upstream). Memory per stream stays bounded either way.
     pub(super) fn pump(
         &self,
         res: &mut Responder<'_>,
@@ -55,6 +63,7 @@ impl Proxy {
                         Some(p) => Ok(p),
                         None => stream.poll_until(wake),
                     };
+                    self.count_dropped(stream.dropped(), session.as_deref());
                     let data = match polled {
                         Ok(Poll::End) => break,
                         Ok(Poll::Idle) => {
@@ -90,6 +99,7 @@ impl Proxy {
                     }
                     next_keepalive = Instant::now() + keepalive;
                 }
+                self.count_dropped(stream.dropped(), session.as_deref());
                 let delivered = attached && w.finish().is_ok();
                 if let (Some(log), Some(s)) = (&log, &session) {
                     s.streams.close(log, delivered);
@@ -153,6 +163,27 @@ impl Proxy {
             Err(e) => e,
         };
         self.stream_refused(res, err, None)
+    }
+
+    /// Counts `n` messages a slow client's stream lost (see [`Proxy::pump`]); logs at debug
+    /// at most once a second for the whole process, so a flood cannot flood the log.
+    fn count_dropped(&self, n: u64, session: Option<&Session>) {
+        if n == 0 {
+            return;
+        }
+        self.metrics.dropped(DropReason::SlowClient, n);
+        static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if LAST_LOGGED.swap(now, Ordering::Relaxed) != now {
+            log::debug!(
+                "session {}: client not reading its stream; {n} messages dropped \
+                 (--max-call-buffer full)",
+                session.map(Session::short_id).unwrap_or("-"),
+            );
+        }
     }
 
     fn stream_refused(

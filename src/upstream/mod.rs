@@ -82,6 +82,15 @@ pub trait MessageStream: Send {
     fn must_stream(&self) -> bool {
         false
     }
+
+    /// Messages of this request dropped since the last call because its reader did not keep
+    /// up (a stdio call's queue was full: `--max-call-buffer`); the pipeline counts them in
+    /// `shadowcat_dropped_messages_total{reason="slow_client"}`. Streams that never drop (an
+    /// HTTP upstream's: it is read only when polled, so a slow client slows the upstream
+    /// connection down instead) keep the default, 0.
+    fn dropped(&mut self) -> u64 {
+        0
+    }
 }
 
 /// An upstream MCP server, as the pipeline sees it: the request path, and nothing else.

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 use serde_json::Value;
 
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::session::Session;
 use crate::upstream::stdio::child::Child;
+use crate::upstream::stdio::queue::CallReceiver;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
 /// How long the proxy waits for a child to answer one of its own requests.
@@ -73,7 +74,9 @@ pub(crate) fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Messag
 
 /// The messages of one call on a child.
 struct ChildStream {
-    rx: Receiver<Item>,
+    /// Bounded in bytes (`--max-call-buffer`): what this stream's reader leaves unread while
+    /// it is full is dropped by the child's reader thread, and counted in [`Self::dropped`].
+    rx: CallReceiver,
     child: Arc<Child>,
     id: u64,
     deadline: Instant,
@@ -104,6 +107,10 @@ impl MessageStream for ChildStream {
                 Err(Error::ChildExited(self.child.name().to_owned()))
             }
         }
+    }
+
+    fn dropped(&mut self) -> u64 {
+        self.rx.take_dropped()
     }
 }
 

@@ -7,7 +7,9 @@
 //!   request's deadline ([`Child::call_deadline`] uses `send_deadline`);
 //! * the **reader** reads stdout lines (each at most `--max-message` bytes), routes responses
 //!   by id to the caller's channel, progress by token to the call it belongs to, and anything
-//!   else to the owner's event handler; at EOF it fails every call in flight at once;
+//!   else to the owner's event handler; at EOF it fails every call in flight at once. It never
+//!   waits for a caller: each call's channel is bounded in bytes and drops what a slow client
+//!   leaves unread (`queue.rs`, `--max-call-buffer`), never the response;
 //! * the **stderr** thread copies stderr lines into the log with the child's name.
 //!
 //! Every request id is rewritten to a child-unique number and restored exactly on the way back
@@ -24,13 +26,14 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, bounded};
 use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::session::Session;
 use crate::upstream::Item;
+use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::util::{lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
@@ -48,7 +51,8 @@ pub enum Event {
 pub type EventSink = Arc<dyn Fn(usize, u64, Event) + Send + Sync>;
 
 struct Pending {
-    reply: Sender<Item>,
+    /// Bounded in bytes and never blocking: the reader thread serves every session.
+    reply: CallSender,
     client_id: Box<RawValue>,
     client_token: Option<Box<RawValue>>,
     /// The session that sent the call; `None` for the proxy's own and stateless calls.
@@ -72,13 +76,16 @@ struct Shared {
 }
 
 /// What to run as a stdio child: argv (no shell) and its environment (`--stdio-env`,
-/// `--stdio-clear-env`).
+/// `--stdio-clear-env`), and how much its calls may queue for their clients.
 #[derive(Clone, Debug, Default)]
 pub struct Program {
     /// Program and arguments.
     pub argv: Vec<String>,
     /// Extra variables, and whether to start from an empty environment.
     pub env: crate::config::ChildEnv,
+    /// `--max-call-buffer`: bytes of messages queued for one call before its client is
+    /// deemed slow and further messages are dropped (see `queue.rs`).
+    pub call_buffer: usize,
 }
 
 impl Program {
@@ -87,6 +94,7 @@ impl Program {
         Program {
             argv: cfg.argv.clone(),
             env: cfg.env.clone(),
+            call_buffer: cfg.max_call_buffer,
         }
     }
 
@@ -96,6 +104,7 @@ impl Program {
         Program {
             argv,
             env: Default::default(),
+            call_buffer: 8 * 1024 * 1024,
         }
     }
 
@@ -117,6 +126,8 @@ pub struct Child {
     pub started: Instant,
     shared: Arc<Shared>,
     next_id: AtomicU64,
+    /// Byte bound of each call's queue (`--max-call-buffer`).
+    call_buffer: usize,
     tx: Mutex<Option<Sender<Vec<u8>>>>,
     process: Mutex<Option<std::process::Child>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -218,6 +229,7 @@ impl Child {
             started: Instant::now(),
             shared,
             next_id: AtomicU64::new(1),
+            call_buffer: spec.call_buffer,
             tx: Mutex::new(Some(tx)),
             process: Mutex::new(Some(process)),
             threads: Mutex::new(threads),
@@ -242,7 +254,8 @@ impl Child {
     /// Sends request `msg` with a fresh id and returns that id and the channel on which its
     /// related messages and then its response ([`Item::Final`]) arrive. Blocks at most until
     /// `deadline` if the child is not reading stdin. The channel disconnects without a final
-    /// item if the child dies.
+    /// item if the child dies. It holds at most `--max-call-buffer` bytes of related messages
+    /// (more are dropped while the caller does not read; the response always gets through).
     ///
     /// `owner` is the session the call belongs to: messages the child sends while only that
     /// session has calls in flight (logs, server-to-client requests) are routed to its newest
@@ -252,13 +265,13 @@ impl Child {
         mut msg: Message,
         deadline: Instant,
         owner: Option<Arc<Session>>,
-    ) -> Result<(u64, Receiver<Item>), Error> {
+    ) -> Result<(u64, CallReceiver), Error> {
         if !self.is_alive() {
             return Err(Error::ChildExited(self.name().to_owned()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (client_id, client_token) = rewrite_ids(&mut msg, id);
-        let (reply, rx) = unbounded();
+        let (reply, rx) = call_queue(self.call_buffer);
         lock(&self.shared.pending).insert(
             id,
             Pending {

@@ -2,7 +2,7 @@
 //! restarts and stops.
 //!
 //! Owns: one child's threads, id rewriting and routing ([`child`]); one call on a child, the
-//! same in both modes (`call.rs`); a fixed set of children shared by every session
+//! same in both modes (`call.rs`), and its queue, bounded in bytes (`queue.rs`); a fixed set of children shared by every session
 //! ([`shared`]), its slots (`slots.rs`) and its supervisor thread (`supervisor.rs`); a child per session from a warm
 //! pool ([`dedicated`]). Must not touch: the client side (HTTP, sessions' streams beyond
 //! delivering into them) or any other upstream kind.
@@ -10,6 +10,7 @@
 mod call;
 pub mod child;
 pub mod dedicated;
+pub(crate) mod queue;
 pub mod shared;
 mod slots;
 mod supervisor;
