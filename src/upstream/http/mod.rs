@@ -16,7 +16,6 @@
 //! Owns: the upstream (this file), its pool slots (`slot.rs`) and its event streams
 //! (`sse.rs`). Must not touch: the client side; what the client sees is the pipeline's.
 
-use std::collections::HashSet;
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +36,7 @@ mod sse;
 use slot::SlotManager;
 #[cfg(feature = "fuzzing")]
 pub(crate) use sse::{RawEvent, read_sse_event};
-use sse::{SseStream, relay};
+use sse::{SeenIds, SseStream, relay};
 
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a client's GET waits for a standalone-stream slot before it gets 503.
@@ -194,7 +193,7 @@ impl HttpInner {
                 session: session.clone().or_else(|| session_id.map(str::to_owned)),
                 version,
                 last_id: None,
-                seen: HashSet::new(),
+                seen: SeenIds::default(),
                 expect_final: true,
                 done: false,
             };

@@ -1,8 +1,16 @@
 //! Upstream `text/event-stream` bodies: read event by event ([`read_sse_event`]), resumed with
 //! `Last-Event-ID` when they break ([`SseStream`]), and the standalone GET stream copied into a
 //! session's log ([`relay`]).
+//!
+//! **Bounded by construction, with no queue:** a body is read only when its stream is polled,
+//! one event (at most 16 MiB) at a time. A client that does not read blocks its stream thread
+//! in the write, so the upstream body is not read either and TCP flow control pushes back on
+//! the upstream; nothing piles up in the proxy (`r12_bounds::r12_2_http_upstream_flood_…`). The
+//! relay copies into the standalone log, which the replay limits and `--replay-budget` bound.
+//! The ids seen (for dropping duplicates after a resumption) are a bounded window
+//! ([`SeenIds`]), not every id of a long stream.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -49,7 +57,7 @@ pub(super) fn relay(
         session: sid,
         version,
         last_id: None,
-        seen: HashSet::new(),
+        seen: SeenIds::default(),
         expect_final: false,
         done: false,
     };
@@ -80,12 +88,48 @@ pub(super) struct SseStream {
     /// Upstream session id and protocol version, for resumption GETs.
     pub(super) session: Option<String>,
     pub(super) version: Option<String>,
-    /// The upstream's id of the last event seen, and every id seen (duplicates dropped).
+    /// The upstream's id of the last event seen, and the recent ids seen (duplicates dropped).
     pub(super) last_id: Option<String>,
-    pub(super) seen: HashSet<String>,
+    pub(super) seen: SeenIds,
     /// A request stream must end with a response; a standalone stream may just end.
     pub(super) expect_final: bool,
     pub(super) done: bool,
+}
+
+/// The event ids of a stream seen lately, to drop what an upstream replays twice after a
+/// resumption: the newest [`SeenIds::MAX_IDS`] ids, at most [`SeenIds::MAX_BYTES`] bytes
+/// together, so a long stream cannot grow it without limit.
+#[derive(Debug, Default)]
+pub(crate) struct SeenIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    bytes: usize,
+}
+
+impl SeenIds {
+    /// Ids remembered at most.
+    pub(crate) const MAX_IDS: usize = 4096;
+    /// Bytes of ids remembered at most (the newest id is always kept).
+    pub(crate) const MAX_BYTES: usize = 1024 * 1024;
+
+    /// Remembers `id`; false if it was seen lately (a duplicate).
+    pub(crate) fn insert(&mut self, id: String) -> bool {
+        if self.set.contains(&id) {
+            return false;
+        }
+        self.bytes += id.len();
+        self.set.insert(id.clone());
+        self.order.push_back(id);
+        while self.order.len() > 1
+            && (self.order.len() > Self::MAX_IDS || self.bytes > Self::MAX_BYTES)
+        {
+            if let Some(old) = self.order.pop_front() {
+                self.bytes -= old.len();
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// One event read off an upstream stream: its id and data.
@@ -315,5 +359,27 @@ mod tests {
         let flood = b"data: 0123456789\n".repeat(100);
         let e = read_sse_event(&mut &flood[..], &mut line, 64).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    /// Issue 12: the ids a long stream has seen are a bounded window, which still catches
+    /// the recent duplicates a resumption replays.
+    #[test]
+    fn seen_ids_are_a_bounded_window() {
+        let mut seen = SeenIds::default();
+        for i in 0..100_000 {
+            assert!(seen.insert(format!("event-{i}")));
+        }
+        assert_eq!(seen.order.len(), SeenIds::MAX_IDS);
+        assert_eq!(seen.set.len(), SeenIds::MAX_IDS);
+        assert!(
+            !seen.insert("event-99999".into()),
+            "a recent id is a duplicate"
+        );
+        assert!(seen.insert("event-1".into()), "an old one is forgotten");
+        let mut seen = SeenIds::default();
+        for i in 0..10 {
+            assert!(seen.insert(format!("{i}{}", "x".repeat(300 * 1024))));
+        }
+        assert!(seen.bytes <= SeenIds::MAX_BYTES && seen.set.len() == seen.order.len());
     }
 }

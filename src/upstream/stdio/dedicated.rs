@@ -30,6 +30,7 @@ use crate::jsonrpc::{Kind, Message};
 use crate::session::{Binding, Session};
 use crate::upstream::stdio::call::{call_stream, cancel, request};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
+use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 
@@ -83,6 +84,9 @@ impl DedicatedUpstream {
         let (program, max_children, max_message) =
             (Program::new(cfg), cfg.children, cfg.max_message);
         let spares = cfg.mode.spares().unwrap_or(0);
+        // Unbounded so that a reader thread's `Died` never blocks, but bounded in practice:
+        // one message per session start or end (sessions are capped), per child death and
+        // per shutdown, and child requests only below `CONTROL_BACKLOG` (see `sink`).
         let (control, rx) = unbounded();
         let inner = Arc::new(Inner {
             name: program.name().to_owned(),
@@ -147,6 +151,10 @@ impl Inner {
         Arc::new(move |index, _generation, ev| {
             let msg = match ev {
                 Event::Exited => Control::Died(index),
+                Event::Request(_) if control.len() >= CONTROL_BACKLOG => {
+                    log::debug!("child #{index}: request dropped, {CONTROL_BACKLOG} waiting");
+                    return;
+                }
                 Event::Request(m) => Control::ChildRequest(index, m),
                 Event::Notification(m) => {
                     if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index))

@@ -23,6 +23,13 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
 use crate::upstream::Item;
 
+/// Server-to-client requests that no call could take and that may wait at once for the
+/// supervisor (shared mode) or keeper (per-session mode) to refuse or route them. A child that
+/// sends more while they wait (a flood, or a child that stopped reading the refusals) has the
+/// excess dropped unanswered, so those control channels stay bounded without the child's
+/// reader thread ever blocking on them.
+pub const CONTROL_BACKLOG: usize = 1024;
+
 /// What one queued item costs beyond its bytes (the `Vec` header, the channel slot and the
 /// allocator's rounding), so that a flood of tiny messages is bounded too.
 const ITEM_OVERHEAD: usize = 64;

@@ -50,6 +50,7 @@ impl StdioUpstream {
     /// the parent-death signal (see [`Child::spawn`]) is tied to the spawning thread.
     pub fn start(cfg: &StdioUpstreamConfig) -> Result<Self, Error> {
         let (program, children, max_message) = (Program::new(cfg), cfg.children, cfg.max_message);
+        // Unbounded, yet bounded by what may be sent on it: see `Control`.
         let (control, rx) = unbounded();
         let inner = Arc::new(Inner {
             name: program.name().to_owned(),

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::session::Session;
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program};
+use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::util::{lock, read, write};
 
 /// The version the proxy asks children for.
@@ -108,6 +109,12 @@ pub(super) struct Slot {
     pub(super) subscriptions: Mutex<HashMap<String, usize>>,
 }
 
+/// What the supervisor is told, on an unbounded channel that is nevertheless bounded: `Died`
+/// comes once per child generation, `Roll` once per admin call (which waits for its answer),
+/// `Stop` once, and `ChildRequest` only while fewer than [`CONTROL_BACKLOG`] messages wait (see
+/// [`Inner::sink`]). Clients cannot add to it directly: what they send goes to a child's stdin
+/// (a bounded channel), never here. It is unbounded so that the reader thread's `Died` can
+/// never block on it.
 pub(super) enum Control {
     Died(usize, u64),
     /// Rolling restart: replace each child after its calls drain (at most the grace).
@@ -157,13 +164,18 @@ impl Inner {
     }
 
     /// Where a child's events go: requests nobody can own to the supervisor (which refuses
-    /// them), notifications to the sessions they concern.
+    /// them; past [`CONTROL_BACKLOG`] waiting they are dropped unanswered), notifications to
+    /// the sessions they concern. Runs on the child's reader thread: never blocks.
     pub(super) fn sink(self: &Arc<Self>) -> EventSink {
         let control = self.control.clone();
         let inner = Arc::downgrade(self);
         Arc::new(move |index, generation, ev| {
             let msg = match ev {
                 Event::Exited => Control::Died(index, generation),
+                Event::Request(_) if control.len() >= CONTROL_BACKLOG => {
+                    log::debug!("child #{index}: request dropped, {CONTROL_BACKLOG} waiting");
+                    return;
+                }
                 Event::Request(m) => Control::ChildRequest(index, generation, m),
                 Event::Notification(m) => {
                     if let Some(inner) = inner.upgrade() {
