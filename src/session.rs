@@ -38,7 +38,8 @@ pub struct Session {
     pub id: String,
     /// When `initialize` succeeded.
     pub created: Instant,
-    /// The protocol version the client asked for in `initialize`.
+    /// The protocol version negotiated in `initialize`: always one of the versions the proxy
+    /// knows, never the client's own text (see `proxy::route`).
     pub protocol_version: String,
     /// The upstream side.
     pub binding: Binding,

@@ -2,8 +2,11 @@
 //! 2026-07-28 requests, notifications and responses), GET (the standalone stream or a
 //! resumption) and DELETE, and how an upstream's reply becomes what the client gets.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
+
+use serde::Deserialize;
 
 use crate::error::Error;
 use crate::gate::Caller;
@@ -141,9 +144,11 @@ impl Proxy {
         if !matches!(reply, Reply::Message(_) | Reply::Stream(_)) {
             return self.outcome(reply, Kind::Request, deadline, None, false, acc);
         }
+        // Never the client's text (it may be megabytes): a version the proxy knows.
+        let version = session_version(&reply, &requested);
         let session = self
             .sessions
-            .build(requested, binding, caller.principal.clone())?;
+            .build(version.to_owned(), binding, caller.principal.clone())?;
         if let Err(e) = self.sessions.insert(&session) {
             // Filled up since `check_room`: the upstream side was set up, so wind it down.
             self.upstream.close(&session);
@@ -283,5 +288,72 @@ impl Proxy {
                 })
             }
         }
+    }
+}
+
+/// The newest session-era version the proxy knows.
+const NEWEST_LEGACY: &str = LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1];
+
+/// The protocol version a new session keeps, always one of the proxy's own constants: the one
+/// the upstream's answer to `initialize` names, when the proxy knows it; else the client's
+/// requested one, when the proxy knows it (an answer that came as a stream is not read here);
+/// else the newest session-era version. An unknown version a client asks for is negotiated by
+/// the upstream and never stored.
+fn session_version(reply: &Reply, requested: &str) -> &'static str {
+    let answered = match reply {
+        Reply::Message(body) => answered_version(body),
+        _ => None,
+    };
+    answered
+        .or_else(|| known_version(requested))
+        .unwrap_or(NEWEST_LEGACY)
+}
+
+/// `version` as the proxy's own constant, if it is a session-era version the proxy knows.
+fn known_version(version: &str) -> Option<&'static str> {
+    LEGACY_VERSIONS.iter().copied().find(|v| *v == version)
+}
+
+/// The known version in an `initialize` answer's `result.protocolVersion`, if any.
+fn answered_version(body: &[u8]) -> Option<&'static str> {
+    #[derive(Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow)]
+        result: Option<Negotiated<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Negotiated<'a> {
+        #[serde(rename = "protocolVersion", borrow)]
+        protocol_version: Option<Cow<'a, str>>,
+    }
+    let answer: Answer<'_> = serde_json::from_slice(body).ok()?;
+    known_version(&answer.result?.protocol_version?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_store_a_known_version_never_the_clients_text() {
+        let answer = |v: &str| {
+            Reply::Message(
+                format!(r#"{{"jsonrpc":"2.0","id":0,"result":{{"protocolVersion":"{v}"}}}}"#)
+                    .into_bytes(),
+            )
+        };
+        let huge = "x".repeat(1 << 20);
+        // The upstream's answer wins when known.
+        assert_eq!(session_version(&answer("2025-03-26"), &huge), "2025-03-26");
+        assert_eq!(
+            session_version(&answer("2025-06-18"), "2025-11-25"),
+            "2025-06-18"
+        );
+        // An unknown answer or none: the client's version if known, else the newest.
+        assert_eq!(session_version(&answer(&huge), "2025-06-18"), "2025-06-18");
+        assert_eq!(session_version(&Reply::Accepted, &huge), NEWEST_LEGACY);
+        assert_eq!(session_version(&answer("2099-01-01"), &huge), "2025-11-25");
+        let garbage = Reply::Message(b"not json".to_vec());
+        assert_eq!(session_version(&garbage, "2024-11-05"), "2024-11-05");
     }
 }
