@@ -107,6 +107,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"8MiB\")")]
     pub max_call_buffer: String,
 
+    /// resources/subscribe URIs one session may hold with shared stdio children (default
+    /// 64); beyond, that request gets a JSON-RPC error
+    #[argh(option, default = "64")]
+    pub max_subscriptions: usize,
+
     /// sessions kept at once (default 10000); when full, expired ones are dropped, else 503
     #[argh(option, default = "10_000")]
     pub max_sessions: usize,
@@ -347,6 +352,7 @@ impl ReverseArgs {
         positive("--max-sessions", self.max_sessions)?;
         positive("--upstream-pool", self.upstream_pool as usize)?;
         positive("--replay-events", self.replay_events)?;
+        positive("--max-subscriptions", self.max_subscriptions)?;
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -464,6 +470,7 @@ impl ReverseArgs {
                 env: stdio_env,
                 max_message,
                 max_call_buffer,
+                max_subscriptions: self.max_subscriptions,
             }),
         };
         Ok(Config {
@@ -726,6 +733,7 @@ mod tests {
                 env: ChildEnv::default(),
                 max_message: 16 * 1024 * 1024,
                 max_call_buffer: 8 * 1024 * 1024,
+                max_subscriptions: 64,
             })
         );
         assert_eq!(c.listen.workers, 64);
@@ -750,6 +758,7 @@ mod tests {
         assert!(parse(&["reverse", "--path", "mcp"]).is_err());
         assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
         assert!(parse(&["reverse", "--max-call-buffer", "0"]).is_err());
+        assert!(parse(&["reverse", "--max-subscriptions", "0"]).is_err());
     }
 
     #[test]

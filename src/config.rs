@@ -201,6 +201,10 @@ pub struct StdioUpstreamConfig {
     /// read, before further ones (never the response) are dropped. Default 8 MiB.
     #[serde(rename = "maxCallBufferBytes")]
     pub max_call_buffer: usize,
+    /// `--max-subscriptions`: `resources/subscribe` URIs one session may hold (shared mode,
+    /// where the proxy keeps them). Default 64.
+    #[serde(rename = "maxSubscriptions")]
+    pub max_subscriptions: usize,
 }
 
 /// How sessions use stdio children.

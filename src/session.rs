@@ -50,7 +50,8 @@ pub struct Session {
     inflight: Mutex<HashMap<String, u64>>,
     /// The session's SSE streams and their replay logs.
     pub streams: Streams,
-    /// Resource URIs the client subscribed to.
+    /// Resource URIs the client subscribed to (shared stdio mode), at most
+    /// `--max-subscriptions` of at most `MAX_SUBSCRIPTION_URI` bytes each.
     pub subscriptions: Mutex<std::collections::HashSet<String>>,
     /// The principal that created the session (authentication on); only it may use it.
     pub principal: Option<String>,

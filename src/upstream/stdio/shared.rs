@@ -14,6 +14,10 @@
 //!   pinned to the dead child get 404 on their next request, so their clients re-initialize.
 //! * Modern requests (no session) go to the least busy live child that speaks 2026-07-28; if
 //!   none does, the client gets a legacy-only 400 that makes dual-era clients fall back.
+//! * `resources/subscribe` is tracked here, per session, and the child subscribed once per
+//!   URI. What a session may hold is bounded: at most `--max-subscriptions` URIs (default 64),
+//!   each at most [`MAX_SUBSCRIPTION_URI`] bytes; beyond, that request gets a JSON-RPC error
+//!   (-32602) and nothing is stored or sent to the child.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,10 +41,15 @@ use super::supervisor::supervise;
 
 use crate::jsonrpc::LEGACY_VERSIONS;
 
+/// Longest resource URI a session may subscribe to, in bytes (`file://` and a 4 KiB path fit).
+pub const MAX_SUBSCRIPTION_URI: usize = 8 * 1024;
+
 /// Persistent stdio children shared by all sessions.
 pub struct StdioUpstream {
     inner: Arc<Inner>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
+    /// `--max-subscriptions`: URIs one session may be subscribed to.
+    max_subscriptions: usize,
 }
 
 impl StdioUpstream {
@@ -76,6 +85,7 @@ impl StdioUpstream {
         Ok(StdioUpstream {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
+            max_subscriptions: cfg.max_subscriptions,
         })
     }
 }
@@ -283,17 +293,35 @@ impl Drop for StdioUpstream {
 
 impl StdioUpstream {
     /// Tracks `resources/subscribe` and `unsubscribe` per session and subscribes the child
-    /// once per URI. Returns the answer when the child need not be asked.
+    /// once per URI. Returns the answer when the child need not be asked: a local success, or
+    /// the refusal of a URI over [`MAX_SUBSCRIPTION_URI`] or past `--max-subscriptions`.
     fn subscription(&self, s: &Arc<Session>, msg: &Message) -> Option<Reply> {
         let slot = self.inner.slots.get(s.binding.child)?;
         let uri = msg
             .params_value()
             .and_then(|p| p.get("uri")?.as_str().map(str::to_owned))?;
         let id = msg.id.as_deref()?;
+        let refuse = |why: &str| Some(Reply::Message(jsonrpc::error_body(Some(id), -32602, why)));
         let ask_child = if msg.method() == "resources/subscribe" {
-            if !lock(&s.subscriptions).insert(uri.clone()) {
+            if uri.len() > MAX_SUBSCRIPTION_URI {
+                return refuse(&format!(
+                    "resource URI too long to subscribe to: {} bytes, at most {MAX_SUBSCRIPTION_URI}",
+                    uri.len()
+                ));
+            }
+            let mut mine = lock(&s.subscriptions);
+            if mine.contains(&uri) {
                 false
+            } else if mine.len() >= self.max_subscriptions {
+                return refuse(&format!(
+                    "too many subscriptions: this session holds {}, at most {} \
+                     (--max-subscriptions); unsubscribe first",
+                    mine.len(),
+                    self.max_subscriptions
+                ));
             } else {
+                mine.insert(uri.clone());
+                drop(mine);
                 let mut subs = lock(&slot.subscriptions);
                 let n = subs.entry(uri).or_insert(0);
                 *n += 1;
