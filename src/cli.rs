@@ -148,6 +148,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"5m\")")]
     pub replay_ttl: String,
 
+    /// bytes all SSE replay logs of all sessions may hold together, bytes or KiB/MiB
+    /// (default 256MiB); beyond, the oldest ended streams are forgotten first
+    #[argh(option, default = "String::from(\"256MiB\")")]
+    pub replay_budget: String,
+
     /// how long to keep reconnecting a broken upstream SSE stream, with backoff (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub upstream_reconnect_max: String,
@@ -438,6 +443,8 @@ impl ReverseArgs {
         let max_message = size("--max-message", &self.max_message)?;
         let max_call_buffer = size("--max-call-buffer", &self.max_call_buffer)?;
         positive("--max-call-buffer", max_call_buffer)?;
+        let replay_budget = size("--replay-budget", &self.replay_budget)?;
+        positive("--replay-budget", replay_budget)?;
         let session_idle = duration("--session-idle", &self.session_idle)?;
         let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
         let request_timeout = duration("--request-timeout", &self.request_timeout)?;
@@ -497,6 +504,7 @@ impl ReverseArgs {
                     events: self.replay_events,
                     bytes: MAX_REPLAY_BYTES,
                     ttl: replay_ttl,
+                    budget: replay_budget,
                 },
             },
             upstream,
@@ -736,6 +744,7 @@ mod tests {
                 max_subscriptions: 64,
             })
         );
+        assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);
         assert_eq!(c.listen.workers, 64);
         assert_eq!(c.listen.max_body, 4 * 1024 * 1024);
         assert_eq!(c.sessions.idle, Duration::from_secs(1800));
@@ -759,6 +768,8 @@ mod tests {
         assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());
         assert!(parse(&["reverse", "--max-call-buffer", "0"]).is_err());
         assert!(parse(&["reverse", "--max-subscriptions", "0"]).is_err());
+        assert!(parse(&["reverse", "--replay-budget", "0"]).is_err());
+        assert!(parse(&["reverse", "--replay-budget", "lots"]).is_err());
     }
 
     #[test]

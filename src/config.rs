@@ -123,7 +123,8 @@ pub struct SessionConfig {
     #[serde(rename = "sessionIdleSeconds", serialize_with = "seconds")]
     pub idle: Duration,
     /// `--replay-events` (default 256), `--replay-ttl` (default 5 min) and
-    /// `stream::MAX_REPLAY_BYTES` (4 MiB) per stream.
+    /// `stream::MAX_REPLAY_BYTES` (4 MiB) per stream; `--replay-budget` (default 256 MiB) for
+    /// all streams of all sessions together.
     #[serde(flatten, serialize_with = "replay_limits")]
     pub replay: ReplayLimits,
 }
@@ -444,7 +445,7 @@ fn displayed<S: Serializer>(v: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(v.iter().map(|c| c.to_string()))
 }
 
-/// `replayEvents`, `replayBytes`, `replayTtlSeconds`.
+/// `replayEvents`, `replayBytes`, `replayTtlSeconds`, `replayBudgetBytes`.
 fn replay_limits<S: Serializer>(r: &ReplayLimits, s: S) -> Result<S::Ok, S::Error> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -453,11 +454,14 @@ fn replay_limits<S: Serializer>(r: &ReplayLimits, s: S) -> Result<S::Ok, S::Erro
         replay_bytes: usize,
         #[serde(rename = "replayTtlSeconds", serialize_with = "seconds")]
         replay_ttl: Duration,
+        #[serde(rename = "replayBudgetBytes")]
+        replay_budget: usize,
     }
     Shown {
         replay_events: r.events,
         replay_bytes: r.bytes,
         replay_ttl: r.ttl,
+        replay_budget: r.budget,
     }
     .serialize(s)
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::SessionConfig;
 use crate::error::Error;
-use crate::stream::{ReplayLimits, Streams};
+use crate::stream::{ReplayBudget, ReplayLimits, Streams};
 use crate::util::lock;
 
 /// How a session is tied to the upstream, decided by [`crate::upstream::Upstream::initialize`].
@@ -102,18 +102,21 @@ pub struct Sessions {
     max: usize,
     idle: Duration,
     replay: ReplayLimits,
+    /// `--replay-budget`: shared by the replay logs of every session.
+    budget: Arc<ReplayBudget>,
     random: Mutex<Option<File>>,
 }
 
 impl Sessions {
     /// An empty table holding at most `cfg.max` sessions, each expiring after `cfg.idle`
-    /// unused, their streams replayable within `cfg.replay`.
+    /// unused, their streams replayable within `cfg.replay` (its byte budget shared by all).
     pub fn new(cfg: &SessionConfig) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             max: cfg.max,
             idle: cfg.idle,
             replay: cfg.replay,
+            budget: ReplayBudget::new(cfg.replay.budget),
             random: Mutex::new(None),
         }
     }
@@ -158,7 +161,7 @@ impl Sessions {
             binding,
             last_used_ms: AtomicU64::new(0),
             inflight: Mutex::new(HashMap::new()),
-            streams: Streams::new(self.replay),
+            streams: Streams::new(self.replay, self.budget.clone()),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
             principal,
         }))

@@ -6,6 +6,15 @@
 //!   and say which stream they belong to.
 //! * Each stream keeps at most `--replay-events` events (default 256) and [`MAX_REPLAY_BYTES`]
 //!   bytes; an ended stream is kept `--replay-ttl` (default 5 min), then forgotten.
+//! * All logs of all sessions share one byte budget, `--replay-budget` ([`ReplayBudget`],
+//!   default [`DEFAULT_REPLAY_BUDGET`]). A push that takes the total past it first forgets the
+//!   events of the **oldest ended** streams kept for resumption, across all sessions (their
+//!   ids then answer 400, as after `--replay-ttl`). If that is not enough, the **open** stream
+//!   being pushed to drops its own oldest events, keeping at least its newest one: open streams
+//!   are never forgotten and live delivery goes on, but while the budget is full they can be
+//!   resumed only from their last event (a follower that falls behind misses events, as when
+//!   `--replay-events` rotates them out). The total can therefore pass the budget by at most
+//!   one event per open stream.
 //! * The writer of a stream pushes events whether or not a client is attached: a client that
 //!   disconnects does not cancel the request, and a later GET with `Last-Event-ID` gets
 //!   exactly the events after that id, then the live ones.
@@ -14,13 +23,17 @@
 //!   after a silent network drop must not be locked out until the old socket times out).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::util::lock;
 
 /// Byte cap of one stream's replay buffer.
 pub const MAX_REPLAY_BYTES: usize = 4 * 1024 * 1024;
+
+/// `--replay-budget`'s default: bytes all replay logs together may hold.
+pub const DEFAULT_REPLAY_BUDGET: usize = 256 * 1024 * 1024;
 
 /// Replay limits, from the configuration.
 #[derive(Clone, Copy, Debug)]
@@ -31,6 +44,8 @@ pub struct ReplayLimits {
     pub bytes: usize,
     /// How long an ended stream stays resumable.
     pub ttl: Duration,
+    /// Bytes kept by all streams of all sessions together (one [`ReplayBudget`]).
+    pub budget: usize,
 }
 
 impl Default for ReplayLimits {
@@ -39,6 +54,80 @@ impl Default for ReplayLimits {
             events: 256,
             bytes: MAX_REPLAY_BYTES,
             ttl: Duration::from_secs(300),
+            budget: DEFAULT_REPLAY_BUDGET,
+        }
+    }
+}
+
+/// The byte budget every replay log shares (`--replay-budget`; see the module docs for what
+/// gives way when it is full). One per session table.
+#[derive(Debug)]
+pub struct ReplayBudget {
+    limit: usize,
+    /// Bytes held by all logs now (each log adds and removes its own).
+    used: AtomicUsize,
+    ended: Mutex<EndedQueue>,
+}
+
+/// Ended streams kept for resumption, oldest first, as weak references: a log forgotten by
+/// its session (TTL, cap, session end) just leaves a dead entry, skipped when reached and
+/// swept out whenever the queue has doubled since the last sweep, so it stays within twice
+/// the number of ended logs alive (plus a small constant).
+#[derive(Debug, Default)]
+struct EndedQueue {
+    logs: VecDeque<Weak<EventLog>>,
+    sweep_at: usize,
+}
+
+impl ReplayBudget {
+    /// A budget of `limit` bytes, nothing held.
+    pub fn new(limit: usize) -> Arc<ReplayBudget> {
+        Arc::new(ReplayBudget {
+            limit,
+            used: AtomicUsize::new(0),
+            ended: Mutex::new(EndedQueue {
+                logs: VecDeque::new(),
+                sweep_at: 64,
+            }),
+        })
+    }
+
+    /// Bytes held by all logs.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    fn add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Makes `log` (ended, kept for resumption) the newest candidate for eviction.
+    fn retire(&self, log: &Arc<EventLog>) {
+        let mut q = lock(&self.ended);
+        q.logs.push_back(Arc::downgrade(log));
+        if q.logs.len() >= q.sweep_at {
+            q.logs.retain(|w| w.strong_count() > 0);
+            q.sweep_at = (q.logs.len() * 2).max(64);
+        }
+    }
+
+    /// Forgets the events of the oldest ended logs until the total fits (or none is left).
+    /// Takes one log's lock at a time; the caller holds none.
+    fn evict_ended(&self) {
+        while self.over() {
+            let next = lock(&self.ended).logs.pop_front();
+            let Some(weak) = next else { return };
+            if let Some(log) = weak.upgrade() {
+                log.evict();
+            }
         }
     }
 }
@@ -68,6 +157,7 @@ pub struct EventLog {
     /// The stream's number within its session.
     pub id: u64,
     limits: ReplayLimits,
+    budget: Arc<ReplayBudget>,
     inner: Mutex<LogInner>,
     cond: Condvar,
 }
@@ -92,10 +182,11 @@ pub struct Waited {
 }
 
 impl EventLog {
-    fn new(id: u64, limits: ReplayLimits) -> EventLog {
+    fn new(id: u64, limits: ReplayLimits, budget: Arc<ReplayBudget>) -> EventLog {
         EventLog {
             id,
             limits,
+            budget,
             inner: Mutex::new(LogInner {
                 events: VecDeque::new(),
                 next_seq: 1,
@@ -116,16 +207,44 @@ impl EventLog {
         let frame = Arc::new(frame(Some(&format!("{}-{seq}", self.id)), data));
         let ev = Event { seq, frame };
         g.bytes += ev.frame.len();
+        self.budget.add(ev.frame.len());
         g.events.push_back(ev.clone());
         while g.events.len() > self.limits.events || g.bytes > self.limits.bytes {
             match g.events.pop_front() {
-                Some(old) => g.bytes -= old.frame.len(),
+                Some(old) => self.forget(&mut g, &old),
                 None => break,
             }
         }
         drop(g);
+        if self.budget.over() {
+            // Ended streams go first (other logs' locks, one at a time, none held here);
+            // then this open stream gives up its own oldest events, keeping the newest.
+            self.budget.evict_ended();
+            let mut g = lock(&self.inner);
+            while g.events.len() > 1 && self.budget.over() {
+                match g.events.pop_front() {
+                    Some(old) => self.forget(&mut g, &old),
+                    None => break,
+                }
+            }
+        }
         self.cond.notify_all();
         ev
+    }
+
+    /// Accounts for an event taken out of the log.
+    fn forget(&self, g: &mut LogInner, old: &Event) {
+        g.bytes -= old.frame.len();
+        self.budget.sub(old.frame.len());
+    }
+
+    /// Forgets every event held (the replay budget needs the room); ids up to the last one
+    /// can no longer be resumed.
+    fn evict(&self) {
+        let mut g = lock(&self.inner);
+        g.events.clear();
+        self.budget.sub(g.bytes);
+        g.bytes = 0;
     }
 
     /// Marks the stream finished; readers drain what is left and stop.
@@ -215,6 +334,16 @@ impl EventLog {
     }
 }
 
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        let bytes = match self.inner.get_mut() {
+            Ok(g) => g.bytes,
+            Err(p) => p.into_inner().bytes,
+        };
+        self.budget.sub(bytes);
+    }
+}
+
 /// Frames one SSE event: `id` (if any), `event: message` (unless the data is empty, as in a
 /// priming event), the data split on newlines, and the blank line.
 pub fn frame(id: Option<&str>, data: &[u8]) -> Vec<u8> {
@@ -249,6 +378,7 @@ pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 #[derive(Debug)]
 pub struct Streams {
     limits: ReplayLimits,
+    budget: Arc<ReplayBudget>,
     inner: Mutex<StreamsInner>,
 }
 
@@ -278,20 +408,21 @@ impl StreamsInner {
     }
 
     /// A new stream with the next id, registered.
-    fn new_log(&mut self, limits: ReplayLimits) -> Arc<EventLog> {
+    fn new_log(&mut self, limits: ReplayLimits, budget: &Arc<ReplayBudget>) -> Arc<EventLog> {
         let id = self.next;
         self.next += 1;
-        let log = Arc::new(EventLog::new(id, limits));
+        let log = Arc::new(EventLog::new(id, limits, budget.clone()));
         self.logs.insert(id, log.clone());
         log
     }
 }
 
 impl Streams {
-    /// No streams yet.
-    pub fn new(limits: ReplayLimits) -> Streams {
+    /// No streams yet; their logs count against `budget`, shared with every other session.
+    pub fn new(limits: ReplayLimits, budget: Arc<ReplayBudget>) -> Streams {
         Streams {
             limits,
+            budget,
             inner: Mutex::new(StreamsInner {
                 next: 1,
                 logs: HashMap::new(),
@@ -305,7 +436,7 @@ impl Streams {
     pub fn open(&self) -> Arc<EventLog> {
         let mut g = lock(&self.inner);
         g.prune(self.limits.ttl, Instant::now());
-        g.new_log(self.limits)
+        g.new_log(self.limits, &self.budget)
     }
 
     /// Forgets ended streams past their TTL; called from housekeeping, so a session whose
@@ -316,8 +447,8 @@ impl Streams {
 
     /// Ends a request stream. One whose client received everything is forgotten at once;
     /// one whose client left early is kept for resumption (`--replay-ttl`, at most
-    /// [`MAX_ENDED_STREAMS`] per session).
-    pub fn close(&self, log: &EventLog, delivered: bool) {
+    /// [`MAX_ENDED_STREAMS`] per session, first to go when the `--replay-budget` is full).
+    pub fn close(&self, log: &Arc<EventLog>, delivered: bool) {
         log.end();
         let now = Instant::now();
         let mut g = lock(&self.inner);
@@ -327,6 +458,10 @@ impl Streams {
             g.ended.push_back((now, log.id));
         }
         g.prune(self.limits.ttl, now);
+        drop(g);
+        if !delivered {
+            self.budget.retire(log);
+        }
     }
 
     /// The session's standalone stream, created on first use.
@@ -335,7 +470,7 @@ impl Streams {
         if let Some(l) = &g.standalone {
             return l.clone();
         }
-        let log = g.new_log(self.limits);
+        let log = g.new_log(self.limits, &self.budget);
         g.standalone = Some(log.clone());
         log
     }
@@ -391,12 +526,18 @@ mod tests {
             events,
             bytes: 1 << 20,
             ttl: Duration::from_millis(50),
+            budget: usize::MAX,
         }
+    }
+
+    /// A session's streams with its own budget.
+    fn streams(limits: ReplayLimits) -> Streams {
+        Streams::new(limits, ReplayBudget::new(limits.budget))
     }
 
     #[test]
     fn ids_encode_stream_and_sequence() {
-        let s = Streams::new(limits(10));
+        let s = streams(limits(10));
         let a = s.open();
         let b = s.open();
         let e = a.push(b"{}");
@@ -409,7 +550,7 @@ mod tests {
 
     #[test]
     fn resume_replays_only_that_stream_after_the_id() {
-        let s = Streams::new(limits(10));
+        let s = streams(limits(10));
         let a = s.open();
         let b = s.open();
         for i in 0..5 {
@@ -432,7 +573,7 @@ mod tests {
 
     #[test]
     fn bounded_buffer_expires_old_ids() {
-        let s = Streams::new(limits(3));
+        let s = streams(limits(3));
         let a = s.open();
         for _ in 0..10 {
             a.push(b"{}");
@@ -444,7 +585,7 @@ mod tests {
 
     #[test]
     fn ended_streams_are_forgotten_after_ttl() {
-        let s = Streams::new(limits(3));
+        let s = streams(limits(3));
         let a = s.open();
         a.push(b"{}");
         a.end();
@@ -455,7 +596,7 @@ mod tests {
 
     #[test]
     fn wait_wakes_on_push_end_and_takeover() {
-        let s = Arc::new(Streams::new(limits(10)));
+        let s = Arc::new(streams(limits(10)));
         let log = s.standalone();
         let token = log.take_over();
         let l2 = log.clone();
@@ -476,7 +617,7 @@ mod tests {
 
     #[test]
     fn delivered_streams_are_forgotten_and_undelivered_ones_capped() {
-        let s = Streams::new(limits(10));
+        let s = streams(limits(10));
         let a = s.open();
         a.push(b"{}");
         s.close(&a, true);
@@ -493,6 +634,117 @@ mod tests {
         );
         assert!(s.resume(&format!("{}-1", logs.last().unwrap().id)).is_ok());
         assert_eq!(lock(&s.inner).logs.len(), MAX_ENDED_STREAMS);
+    }
+
+    /// Two sessions' streams sharing one budget of `budget` bytes.
+    fn two_sessions(budget: usize) -> (Arc<ReplayBudget>, Streams, Streams) {
+        let mut l = limits(1000);
+        l.budget = budget;
+        l.ttl = Duration::from_secs(60);
+        let b = ReplayBudget::new(budget);
+        (
+            b.clone(),
+            Streams::new(l, b.clone()),
+            Streams::new(l, b.clone()),
+        )
+    }
+
+    /// Bytes every log of `s` holds.
+    fn held(s: &Streams) -> usize {
+        s.bytes()
+    }
+
+    #[test]
+    fn the_budget_counts_every_byte_held_and_released() {
+        let (b, s1, s2) = two_sessions(usize::MAX);
+        let a = s1.open();
+        let c = s2.standalone();
+        for _ in 0..10 {
+            a.push(&[b'x'; 100]);
+            c.push(&[b'y'; 50]);
+        }
+        assert_eq!(b.used(), held(&s1) + held(&s2));
+        assert!(b.used() > 1500);
+        // Rotation by the per-stream caps gives bytes back too.
+        let mut small = limits(2);
+        small.budget = usize::MAX;
+        let s3 = Streams::new(small, b.clone());
+        let r = s3.open();
+        for _ in 0..10 {
+            r.push(&[b'z'; 10]);
+        }
+        assert_eq!(b.used(), held(&s1) + held(&s2) + held(&s3));
+        // Delivered streams are forgotten, and so are their bytes.
+        s1.close(&a, true);
+        drop(a);
+        assert_eq!(b.used(), held(&s2) + held(&s3));
+        drop((r, s3, c, s2));
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn the_oldest_ended_streams_across_sessions_go_first() {
+        // Each event of 1000 bytes of data is ~1020 bytes framed; room for about 10.
+        let (b, s1, s2) = two_sessions(10_500);
+        let old = s1.open();
+        let newer = s2.open();
+        for _ in 0..4 {
+            old.push(&[b'o'; 1000]);
+            newer.push(&[b'n'; 1000]);
+        }
+        s1.close(&old, false);
+        s2.close(&newer, false);
+        assert!(s1.resume(&format!("{}-1", old.id)).is_ok());
+        // An open stream of a third session needs room: the oldest ended one goes first.
+        let s3 = Streams::new(s1.limits, b.clone());
+        let live = s3.open();
+        for _ in 0..3 {
+            live.push(&[b'l'; 1000]);
+        }
+        assert!(b.used() <= 10_500, "{} bytes held", b.used());
+        assert_eq!(
+            s1.resume(&format!("{}-1", old.id)).err(),
+            Some(ResumeError::Expired),
+            "the oldest ended stream was forgotten"
+        );
+        assert!(
+            s2.resume(&format!("{}-1", newer.id)).is_ok(),
+            "the newer one kept"
+        );
+        assert_eq!(live.check_resume(0), Ok(()), "the open stream lost nothing");
+        assert_eq!(b.used(), held(&s1) + held(&s2) + held(&s3));
+    }
+
+    #[test]
+    fn an_open_stream_over_the_budget_keeps_its_newest_event() {
+        let (b, s1, s2) = two_sessions(5_000);
+        let a = s1.open();
+        let c = s2.open();
+        for i in 0..20 {
+            a.push(format!("{{\"a\":{i},\"pad\":\"{}\"}}", "x".repeat(1000)).as_bytes());
+            c.push(format!("{{\"c\":{i},\"pad\":\"{}\"}}", "x".repeat(1000)).as_bytes());
+        }
+        // Over by at most one event per open stream; each still has its newest event, and
+        // a live follower can still resume from it.
+        assert!(b.used() <= 5_000 + 2 * 1100, "{} bytes held", b.used());
+        assert!(a.bytes() > 0 && c.bytes() > 0);
+        assert!(s1.resume(&format!("{}-20", a.id)).is_ok());
+        assert!(s2.resume(&format!("{}-20", c.id)).is_ok());
+        assert_eq!(b.used(), held(&s1) + held(&s2));
+    }
+
+    #[test]
+    fn the_queue_of_ended_streams_does_not_grow_with_dead_entries() {
+        let (b, s1, _) = two_sessions(usize::MAX);
+        for _ in 0..10_000 {
+            let l = s1.open();
+            l.push(b"{}");
+            s1.close(&l, false);
+        }
+        // The session keeps MAX_ENDED_STREAMS; the queue only a bounded number of entries.
+        assert_eq!(lock(&s1.inner).logs.len(), MAX_ENDED_STREAMS);
+        assert!(lock(&b.ended).logs.len() <= 2 * MAX_ENDED_STREAMS + 64);
+        assert_eq!(b.used(), held(&s1));
     }
 
     #[test]
