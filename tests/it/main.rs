@@ -36,6 +36,8 @@ mod hostile;
 mod auth;
 // Rate limits: per client (principal or IP), global, per tool; 429 and Retry-After.
 mod ratelimit;
+// Issue #12 items 2 and 5: bounded queues and per-session stores (RSS, caps, replay budget).
+mod r12_bounds;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
