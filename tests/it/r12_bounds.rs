@@ -278,6 +278,11 @@ fn r12_5_an_unknown_protocol_version_is_negotiated_not_stored() {
         "{versions:?}"
     );
     assert!(versions.contains(&"2025-03-26"));
+    // The new bounds are shown with their defaults.
+    let cfg = get(admin, "/admin/config", &[]).json();
+    assert_eq!(cfg["maxCallBufferBytes"], 8 * 1024 * 1024);
+    assert_eq!(cfg["maxSubscriptions"], 64);
+    assert_eq!(cfg["replayBudgetBytes"], 256 * 1024 * 1024);
 }
 
 fn subscribe(c: &mut Conn, sid: &str, id: usize, method: &str, uri: &str) -> Value {
