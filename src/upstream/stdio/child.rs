@@ -281,6 +281,12 @@ impl Child {
                 owner,
             },
         );
+        if !self.is_alive() {
+            // The reader ended between the check above and the insert: it has already failed
+            // every call in flight, so this one would wait for its deadline.
+            lock(&self.shared.pending).remove(&id);
+            return Err(Error::ChildExited(self.name().to_owned()));
+        }
         if let Err(e) = self.send_deadline(line(&msg), deadline) {
             lock(&self.shared.pending).remove(&id);
             return Err(e);
