@@ -44,7 +44,7 @@ pub struct ReplayLimits {
     pub bytes: usize,
     /// How long an ended stream stays resumable.
     pub ttl: Duration,
-    /// Bytes kept by all streams of all sessions together (one [`ReplayBudget`]).
+    /// Bytes kept by all streams of all sessions together (one `ReplayBudget`).
     pub budget: usize,
 }
 
