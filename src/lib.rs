@@ -68,8 +68,8 @@
 //!   leaves, until the request ends.
 //! * **stdio:** 3 threads per child (stdin writer, stdout reader, stderr logger) and one
 //!   supervisor (shared mode) or keeper (per-session mode) per upstream, which spawns every
-//!   child (the parent-death signal is tied to the spawning thread). No thread, process or
-//!   channel is created per request.
+//!   child (the parent-death signal is tied to the spawning thread). No thread or process is
+//!   created per request; each call gets a reply queue bounded in bytes (`--max-call-buffer`).
 //! * **HTTP:** r2d2 keeps a small maintenance pool per slot pool (requests, standalone
 //!   streams); one relay thread per session whose standalone GET stream is open.
 //! * 1 session reaper; the admin API, when enabled, is a second small server (4 workers).
