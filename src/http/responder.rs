@@ -1,6 +1,7 @@
 //! How a handler answers: the [`Handler`] trait, and the [`Responder`] it is handed with each
 //! request, which sends one fixed-length [`Response`] or opens a chunked [`StreamWriter`]
-//! (SSE). Also the call itself (`handle_one`): under a worker permit, under
+//! (SSE). Also the call itself (`handle_one`): under a worker permit (unless
+//! [`Handler::needs_worker`] says otherwise; returned before the response is written), under
 //! `catch_unwind` (in `server/conn.rs`), with a 500 when the handler panics or returns
 //! without answering.
 
@@ -16,6 +17,15 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one request. Must answer with [`Responder::send`] or
     /// [`Responder::stream`]; if it does not, the layer answers 500.
     fn handle(&self, req: Request, res: &mut Responder<'_>);
+
+    /// Whether `req` needs one of the `workers` permits. Asked by the connection thread
+    /// before it waits for one; `false` runs [`handle`](Self::handle) at once, without a
+    /// permit, so the answer cannot be held up by busy workers (for cheap, bounded answers
+    /// such as health checks). Default: every request needs one.
+    fn needs_worker(&self, req: &Request) -> bool {
+        let _ = req;
+        true
+    }
 
     /// Body for errors the HTTP layer itself answers (400, 408, 413, 417, 431, 503, 505,
     /// and 500 after a handler panic or an invalid response). The status of the returned
@@ -62,7 +72,8 @@ pub struct Responder<'a> {
     pub(super) head_only: bool,
     pub(super) keep_alive: bool,
     pub(super) sent: bool,
-    /// Held while the handler runs; released when a stream starts.
+    /// Held while the handler runs; released before a response is written (a slow reader
+    /// must not hold a worker) and when a stream starts.
     pub(super) worker: Option<Permit>,
     /// Held while a stream is open.
     pub(super) stream_permit: Option<Permit>,
@@ -140,7 +151,9 @@ impl<'a> Responder<'a> {
     /// of `Content-Length`, `Transfer-Encoding` and `Connection` are dropped), head and body
     /// go out in one write, and `Connection: close` is added when the connection will
     /// close. An invalid header or status is logged at error and a 500 is sent instead.
-    /// Err: a response was already sent, or the client is gone.
+    /// The response is encoded into one buffer and the worker permit is returned before the
+    /// write, which has the server's write timeout: a client that does not read holds only
+    /// its own connection thread. Err: a response was already sent, or the client is gone.
     pub fn send(&mut self, resp: Response) -> io::Result<()> {
         if self.sent {
             return Err(io::Error::other("response already sent"));
@@ -148,6 +161,8 @@ impl<'a> Responder<'a> {
         self.sent = true;
         let conn = self.conn_header();
         let bytes = self.link.encode(&resp, self.head_only, conn);
+        drop(resp);
+        self.worker = None;
         self.write(&bytes)
     }
 
@@ -234,7 +249,9 @@ impl StreamWriter<'_> {
     }
 
     /// Writes `data` as one chunk (e.g. one whole SSE event) and flushes. Empty data is a
-    /// no-op. Err: the client is gone (broken pipe, reset, write timeout); stop streaming.
+    /// no-op. Each write has the server's write timeout (a client that makes no room for
+    /// that long fails the stream). Err: the client is gone (broken pipe, reset, write
+    /// timeout); stop streaming.
     pub fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() || self.head_only {
             return self.write(&[]);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Job, Shared, ThreadCount};
 use crate::http::encode::ConnHeader;
 use crate::http::parse::{Limits, ReadError, Wire};
+use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
 
@@ -119,13 +120,29 @@ fn linger(stream: &TcpStream) {
     }
 }
 
-/// Runs the handler for one request under a worker permit. Returns whether the
+/// Runs the handler for one request under a worker permit (unless the handler says the
+/// request needs none), waiting at most `worker_wait` for it; past that the request is
+/// answered 503 with `Retry-After` and never reaches the handler. Returns whether the
 /// connection may be reused.
+///
+/// One request at a time per connection: the next pipelined request is read only after this
+/// one's answer was written, so nothing queues answers (at most one encoded response per
+/// connection is in memory, plus what the kernel buffers), and unread pipelined requests stay
+/// in the client's socket, not in ours (the read buffer only grows for one large head).
 fn handle_one(shared: &Shared, stream: &TcpStream, req: Request) -> bool {
-    let Some(permit) = shared.workers.acquire() else {
-        return false;
-    };
     let remote = req.remote;
+    let needs_worker =
+        catch_unwind(AssertUnwindSafe(|| shared.handler.needs_worker(&req))).unwrap_or(true);
+    let permit = if needs_worker {
+        match shared.workers.acquire(shared.config.worker_wait) {
+            Ok(p) => Some(p),
+            Err(NoPermit::Closed) => return false,
+            Err(NoPermit::TimedOut) => None,
+        }
+    } else {
+        None
+    };
+    let busy = needs_worker && permit.is_none();
     let mut res = Responder {
         stream,
         link: shared,
@@ -133,10 +150,22 @@ fn handle_one(shared: &Shared, stream: &TcpStream, req: Request) -> bool {
         head_only: req.method == "HEAD",
         keep_alive: req.wants_keep_alive(),
         sent: false,
-        worker: Some(permit),
+        worker: permit,
         stream_permit: None,
         stream_open: false,
     };
+    if busy {
+        shared.workers_busy(remote);
+        let mut resp = shared.error_response(503, "all workers are busy");
+        if !resp
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+        {
+            resp.headers.push(("Retry-After".into(), "1".into()));
+        }
+        return res.send(resp).is_ok() && res.keep_alive;
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut res)));
     if outcome.is_err() {
         log::error!("{remote}: handler panicked");

@@ -385,6 +385,68 @@ fn handler_panic_answers_500_and_returns_permit() {
 }
 
 #[test]
+fn worker_permit_is_returned_before_the_write() {
+    // One worker; a 16 MiB answer to a client that never reads blocks in the write, without
+    // the worker: the next client is answered at once, and the stalled write ends at
+    // `write_timeout` with the connection closed.
+    let config = ServerConfig {
+        workers: 1,
+        write_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let entered = Arc::new(AtomicBool::new(false));
+    let flag = entered.clone();
+    let s = start(config, move |req: Request, res: &mut Responder<'_>| {
+        if req.path() == "/big" {
+            flag.store(true, Ordering::SeqCst);
+            let _ = res.send(Response::new(200).with_body("text/plain", vec![b'x'; 16 << 20]));
+        } else {
+            echo(req, res);
+        }
+    });
+    let mut stuck = Client::new(&s);
+    stuck.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(|| entered.load(Ordering::SeqCst) && s.stats().busy_workers == 0);
+    let mut c = Client::new(&s);
+    c.send(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.resp().text(), "GET /next ");
+    drop(c);
+    wait_until(|| s.stats().connections == 0);
+    drop(stuck);
+}
+
+#[test]
+fn worker_wait_is_bounded_and_answered_503() {
+    let config = ServerConfig {
+        workers: 1,
+        worker_wait: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let (hold_tx, hold_rx) = mpsc::channel::<()>();
+    let hold_rx = Mutex::new(hold_rx);
+    let s = start(config, move |req: Request, res: &mut Responder<'_>| {
+        if req.path() == "/hold" {
+            let _ = lock(&hold_rx).recv_timeout(T);
+        }
+        echo(req, res);
+    });
+    let mut holder = Client::new(&s);
+    holder.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(|| s.stats().busy_workers == 1);
+    let mut c = Client::new(&s);
+    let started = Instant::now();
+    c.send(b"GET /waits HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.resp();
+    assert!(started.elapsed() >= Duration::from_millis(180));
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
+    assert_eq!(r.header("connection"), None, "the connection stays usable");
+    hold_tx.send(()).expect("release");
+    assert_eq!(holder.resp().text(), "GET /hold ");
+    c.send(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.resp().text(), "GET /again ");
+}
+
+#[test]
 fn invalid_response_header_becomes_500() {
     let s = start(
         ServerConfig::default(),
