@@ -331,6 +331,7 @@ impl Read for Pieces<'_> {
 ///   or 413 otherwise; [`http::expects_continue`] answers `true`, `false` or 417;
 /// * a header [`http::valid_header`] accepts has no CR, LF or NUL in its value and cannot
 ///   add a line to a response head ([`http::encode_head`]);
+/// * [`http::body_framing`] refuses (400) an HTTP/1.1 head without exactly one `Host`;
 /// * an `Origin` accepted as loopback ([`http::origin::loopback_origin`], after the normalisation
 ///   of the pipeline) is `http` or `https`, and no URI parser that understands it names a
 ///   host other than `localhost`, `127.0.0.0/8` or `::1`; likewise a `Host` accepted by
@@ -412,6 +413,10 @@ fn framing(req: &Request) {
     match http::body_framing(req, MAX_BODY) {
         Ok(f) => {
             assert!(hosts <= 1, "more than one Host accepted");
+            assert!(
+                hosts == 1 || req.version == Version::Http10,
+                "HTTP/1.1 without Host accepted"
+            );
             match f {
                 BodyFraming::None => assert!(cl.is_empty() && te.is_empty()),
                 BodyFraming::Length(n) => {
