@@ -36,6 +36,8 @@ mod hostile;
 mod auth;
 // Rate limits: per client (principal or IP), global, per tool; 429 and Retry-After.
 mod ratelimit;
+// Issue #12 items 1 and 11: slow readers and workers, Host, HEAD, authority parsing.
+mod r12_http;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
