@@ -7,10 +7,12 @@
 
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use super::encode::{ConnHeader, Framing, Response, encode_head};
 use super::permit::Permit;
 use super::request::{Request, Version};
+use super::write::Watch;
 
 /// Application logic: answers each request through its [`Responder`].
 pub trait Handler: Send + Sync + 'static {
@@ -61,12 +63,16 @@ pub(super) trait Link: Sync {
     fn encode(&self, resp: &Response, head_only: bool, conn: ConnHeader) -> Vec<u8>;
     /// One of the `max_streams` stream permits, if one is free.
     fn stream_permit(&self) -> Option<Permit>;
+    /// How long a write may go without the client acknowledging anything.
+    fn write_timeout(&self) -> Duration;
 }
 
 /// The way a handler answers one request: [`send`](Self::send) a whole response or
 /// [`stream`](Self::stream) a chunked one. Owned by the connection loop.
 pub struct Responder<'a> {
     pub(super) stream: &'a TcpStream,
+    /// What the client acknowledged of this connection's writes (the write timeout).
+    pub(super) watch: &'a mut Watch,
     pub(super) link: &'a dyn Link,
     pub(super) version: Version,
     pub(super) head_only: bool,
@@ -140,11 +146,13 @@ impl<'a> Responder<'a> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut w = self.stream;
-        w.write_all(bytes).inspect_err(|e| {
-            self.keep_alive = false;
-            log::debug!("client gone while writing a response: {e}");
-        })
+        let timeout = self.link.write_timeout();
+        self.watch
+            .write_all(self.stream, bytes, timeout)
+            .inspect_err(|e| {
+                self.keep_alive = false;
+                log::debug!("client gone while writing a response: {e}");
+            })
     }
 
     /// Writes a fixed-length response: `Content-Length` is set by the layer (handler copies
@@ -204,6 +212,7 @@ impl<'a> Responder<'a> {
         self.write(&head)?;
         Ok(StreamWriter {
             stream: self.stream,
+            watch: &mut *self.watch,
             link: self.link,
             open: &mut self.stream_open,
             permit: &mut self.stream_permit,
@@ -219,6 +228,7 @@ impl<'a> Responder<'a> {
 /// that `match res.stream(..) { Err(_) => res.send(..), .. }` borrow-checks.)
 pub struct StreamWriter<'a> {
     stream: &'a TcpStream,
+    watch: &'a mut Watch,
     pub(super) link: &'a dyn Link,
     open: &'a mut bool,
     permit: &'a mut Option<Permit>,
@@ -239,9 +249,9 @@ impl StreamWriter<'_> {
                 "stream already failed",
             ));
         }
-        let mut w = self.stream;
-        w.write_all(bytes)
-            .and_then(|()| w.flush())
+        let timeout = self.link.write_timeout();
+        self.watch
+            .write_all(self.stream, bytes, timeout)
             .inspect_err(|e| {
                 self.failed = true;
                 log::debug!("client gone during a stream: {e}");

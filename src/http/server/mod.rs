@@ -7,7 +7,8 @@
 //!
 //! * **One accept thread** (`shadowcat-accept`) owns the listener. Each accepted socket
 //!   gets `TCP_NODELAY`, the idle read timeout and the write timeout (`write_timeout`: a
-//!   write that makes no progress that long fails), and is registered (a `try_clone` of it is
+//!   write during which the client acknowledges nothing that long fails; see `write.rs`),
+//!   and is registered (a `try_clone` of it is
 //!   kept so shutdown can close it). Accept errors (EMFILE included) are logged and retried
 //!   after 50 ms, never fatal. Beyond `max_connections` open connections the accept thread
 //!   itself writes a 503 with `Connection: close` and closes the socket.
@@ -48,6 +49,7 @@ use super::encode::{ConnHeader, Response, encode_response};
 use super::permit::Permit;
 use super::permit::Semaphore;
 use super::responder::{Handler, Link, plain_error};
+use super::write::call_timeout;
 use crate::util::lock;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
@@ -89,9 +91,9 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Keep-alive idle time before the first byte of a next request (default 60 s).
     pub idle_timeout: Duration,
-    /// The socket write timeout (default 10 s): a write to the client that makes no progress
-    /// for this long fails and the connection is closed. Applies to every write, of a whole
-    /// response and of each stream chunk alike.
+    /// The write timeout (default 10 s): a write to the client during which the client
+    /// acknowledges nothing for this long fails and the connection is closed. Applies to
+    /// every write, of a whole response and of each stream chunk alike.
     pub write_timeout: Duration,
     /// Longest wait for a worker permit (default 60 s); then the request is answered 503
     /// with `Retry-After` and never reaches the handler.
@@ -267,6 +269,10 @@ impl Link for Shared {
 
     fn stream_permit(&self) -> Option<Permit> {
         self.streams.try_acquire()
+    }
+
+    fn write_timeout(&self) -> Duration {
+        self.config.write_timeout
     }
 }
 
@@ -471,7 +477,7 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener, handoff: Sender<Job>)
 fn admit(shared: &Arc<Shared>, handoff: &Sender<Job>, stream: TcpStream, remote: SocketAddr) {
     let cfg = &shared.config;
     let read_timeout = Some(cfg.idle_timeout.max(Duration::from_millis(1)));
-    let write_timeout = Some(cfg.write_timeout.max(Duration::from_millis(1)));
+    let write_timeout = Some(call_timeout(cfg.write_timeout));
     let clone = stream
         .set_nodelay(true)
         .and_then(|()| stream.set_read_timeout(read_timeout))
