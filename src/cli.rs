@@ -114,8 +114,8 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"60s\")")]
     pub client_idle_timeout: String,
 
-    /// a write to a client that makes no progress for this long closes the connection
-    /// (default 10s); no worker is held while writing
+    /// a client that acknowledges nothing written to it while writes wait this long in all
+    /// is disconnected (default 10s); no worker is held while writing
     #[argh(option, default = "String::from(\"10s\")")]
     pub client_write_timeout: String,
 

@@ -73,8 +73,8 @@ pub struct ListenConfig {
     /// `--client-idle-timeout`: keep-alive idle timeout of client connections. Default 60 s.
     #[serde(rename = "clientIdleTimeoutSeconds", serialize_with = "seconds")]
     pub client_idle_timeout: Duration,
-    /// `--client-write-timeout`: a write to a client that makes no progress this long closes
-    /// the connection. Default 10 s.
+    /// `--client-write-timeout`: a client that acknowledges nothing while writes to it wait
+    /// this long in all is disconnected. Default 10 s.
     #[serde(rename = "clientWriteTimeoutSeconds", serialize_with = "seconds")]
     pub client_write_timeout: Duration,
     /// Longest wait for a worker permit, then 503 with `Retry-After`: `--request-timeout`

@@ -259,9 +259,9 @@ impl StreamWriter<'_> {
     }
 
     /// Writes `data` as one chunk (e.g. one whole SSE event) and flushes. Empty data is a
-    /// no-op. Each write has the server's write timeout (a client that makes no room for
-    /// that long fails the stream). Err: the client is gone (broken pipe, reset, write
-    /// timeout); stop streaming.
+    /// no-op. Each write is under the server's write timeout (a client that acknowledges
+    /// nothing while writes wait that long fails the stream). Err: the client is gone
+    /// (broken pipe, reset, write timeout); stop streaming.
     pub fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() || self.head_only {
             return self.write(&[]);

@@ -6,9 +6,9 @@
 //! # Threading model
 //!
 //! * **One accept thread** (`shadowcat-accept`) owns the listener. Each accepted socket
-//!   gets `TCP_NODELAY`, the idle read timeout and the write timeout (`write_timeout`: a
-//!   write during which the client acknowledges nothing that long fails; see `write.rs`),
-//!   and is registered (a `try_clone` of it is
+//!   gets `TCP_NODELAY`, the idle read timeout and a quarter of `write_timeout` as its
+//!   send timeout (writes fail once they have waited `write_timeout` in all without the
+//!   client acknowledging anything; see `write.rs`), and is registered (a `try_clone` of it is
 //!   kept so shutdown can close it). Accept errors (EMFILE included) are logged and retried
 //!   after 50 ms, never fatal. Beyond `max_connections` open connections the accept thread
 //!   itself writes a 503 with `Connection: close` and closes the socket.
@@ -24,7 +24,7 @@
 //!   slow clients hold only their own connection thread. The permit is returned as soon as
 //!   the response is encoded, *before* it is written
 //!   ([`Responder::send`](super::Responder::send)): a client that does not read holds its
-//!   connection thread for at most `write_timeout` per stalled write, never a worker.
+//!   connection thread until `write_timeout` (plus a quarter), never a worker.
 //!   [`Responder::stream`](super::Responder::stream) swaps the worker permit for one of
 //!   `max_streams` **stream permits**, so long-lived SSE streams do not starve ordinary
 //!   requests. The wait for a worker permit is bounded by `worker_wait`: past it the request
@@ -91,9 +91,10 @@ pub struct ServerConfig {
     pub max_body: usize,
     /// Keep-alive idle time before the first byte of a next request (default 60 s).
     pub idle_timeout: Duration,
-    /// The write timeout (default 10 s): a write to the client during which the client
-    /// acknowledges nothing for this long fails and the connection is closed. Applies to
-    /// every write, of a whole response and of each stream chunk alike.
+    /// The write timeout (default 10 s): once writes to a client have waited this long in
+    /// all without the client acknowledging a byte, the write fails and the connection is
+    /// closed (`write.rs`). Applies to every write: whole responses, stream chunks, the
+    /// layer's own error answers.
     pub write_timeout: Duration,
     /// Longest wait for a worker permit (default 60 s); then the request is answered 503
     /// with `Retry-After` and never reaches the handler.
