@@ -6,10 +6,13 @@
 # buffer, pipeline 1,000 `GET /metrics` and never read; every second each sends one more
 # request, and reconnects when the proxy has closed it (as an attacker would). After
 # SLOW_WARMUP seconds (default 3) a normal client, on fresh connections, asks for `/healthz`
-# and POSTs an `initialize`, SLOW_TRIES times (default 5) with a SLOW_TIMEOUT-second bound on
-# each (default 10); the two requests of a try run at the same time. Printed: the median time
-# to the whole answer, each try, and the same without the attack for comparison. A try that
-# gets no answer within the bound counts as the bound and is marked "timeout".
+# and POSTs an `initialize`, SLOW_TRIES times (default 5), SLOW_SPACING seconds apart
+# (default 3, so that the tries span the proxy's 10 s write timeout and the attackers'
+# reconnections), with a SLOW_TIMEOUT-second bound on each (default 10); the two requests of
+# a try run at the same time. Printed: the median time to the whole answer, each try, how
+# much the proxy had written that the attackers had not read (its Send-Q, from
+# /proc/net/tcp), and the same without the attack for comparison. A try that gets no answer
+# within the bound counts as the bound and is marked "timeout".
 #
 #   scripts/hostile slow-readers
 #   SHADOWCAT_BIN=/tmp/old/shadowcat scripts/hostile slow-readers
@@ -32,6 +35,7 @@ readers = int(os.environ.get("SLOW_READERS", "64"))
 tries = int(os.environ.get("SLOW_TRIES", "5"))
 bound = float(os.environ.get("SLOW_TIMEOUT", "10"))
 warmup = float(os.environ.get("SLOW_WARMUP", "3"))
+spacing = float(os.environ.get("SLOW_SPACING", "3"))
 
 ONE = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 PIPELINE = ONE * 1000
@@ -114,9 +118,36 @@ def timed(request):
         s.close()
 
 
-def measure(label):
+def proxy_send_queue():
+    """(connections, bytes) the proxy has written to its clients and they have not read:
+    the Send-Q of its established sockets, from /proc/net/tcp (Linux; (0, 0) elsewhere)."""
+    n = total = 0
+    try:
+        with open("/proc/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return (0, 0)
+    for line in lines:
+        f = line.split()
+        if len(f) > 4 and f[3] == "01" and int(f[1].rsplit(":", 1)[1], 16) == addr[1]:
+            tx = int(f[4].split(":")[0], 16)
+            if tx:
+                n += 1
+                total += tx
+    return (n, total)
+
+
+def measure(label, spacing):
     results = {"/healthz": [], "initialize": []}
-    for _ in range(tries):
+    for i in range(tries):
+        if i:
+            time.sleep(spacing)
+        conns, queued = proxy_send_queue()
+        if queued:
+            print(
+                f"slow-readers:   try {i + 1}: the proxy has {queued / 2**20:.1f} MiB unread "
+                f"by {conns} connections"
+            )
         out = {}
         threads = [
             threading.Thread(target=lambda k=k, r=r: out.__setitem__(k, timed(r)))
@@ -130,25 +161,28 @@ def measure(label):
             results[k].append(v)
 
     def fmt(v):
-        return "timeout" if v is None else f"{v:.3f}"
+        return "timeout" if v is None else f"{v * 1000:.1f}"
 
     parts = []
     for k, vs in results.items():
         med = statistics.median(bound if v is None else v for v in vs)
         late = sum(v is None for v in vs)
-        shown = f"{med:.3f} s" if late * 2 < len(vs) else f">= {bound:.0f} s (no answer)"
+        shown = f"{med * 1000:.1f} ms" if late * 2 < len(vs) else f">= {bound:.0f} s (no answer)"
         parts.append(f"{k} {shown}")
     print(f"slow-readers: {label}, median of {tries}: " + ", ".join(parts))
     for k, vs in results.items():
-        print(f"slow-readers:   {k} tries (s): " + " ".join(fmt(v) for v in vs))
+        print(f"slow-readers:   {k} tries (ms): " + " ".join(fmt(v) for v in vs))
 
 
-measure("no attack")
+measure("no attack", 0)
 threads = [threading.Thread(target=attacker, daemon=True) for _ in range(readers)]
 for t in threads:
     t.start()
 time.sleep(warmup)
-measure(f"{readers} slow readers (1,000 pipelined GET /metrics each, 4 KiB receive buffer)")
+measure(
+    f"{readers} slow readers (1,000 pipelined GET /metrics each, 4 KiB receive buffer)",
+    spacing,
+)
 stop.set()
 with lock:
     print(
