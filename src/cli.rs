@@ -124,6 +124,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"60s\")")]
     pub client_idle_timeout: String,
 
+    /// a client that acknowledges nothing written to it while writes wait this long in all
+    /// is disconnected (default 10s); no worker is held while writing
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub client_write_timeout: String,
+
     /// deadline for one upstream request, from arrival to the upstream's answer (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub request_timeout: String,
@@ -447,6 +452,7 @@ impl ReverseArgs {
         positive("--replay-budget", replay_budget)?;
         let session_idle = duration("--session-idle", &self.session_idle)?;
         let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
+        let client_write_timeout = duration("--client-write-timeout", &self.client_write_timeout)?;
         let request_timeout = duration("--request-timeout", &self.request_timeout)?;
         let connect_timeout =
             duration("--upstream-connect-timeout", &self.upstream_connect_timeout)?;
@@ -488,6 +494,8 @@ impl ReverseArgs {
                 max_streams: self.max_streams,
                 max_body,
                 client_idle_timeout,
+                client_write_timeout,
+                worker_wait: request_timeout,
             },
             proxy: ProxyConfig {
                 path: self.path,
@@ -749,6 +757,11 @@ mod tests {
         assert_eq!(c.listen.max_body, 4 * 1024 * 1024);
         assert_eq!(c.sessions.idle, Duration::from_secs(1800));
         assert_eq!(c.proxy.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.listen.client_write_timeout, Duration::from_secs(10));
+        assert_eq!(c.listen.worker_wait, c.proxy.request_timeout);
+        let server = c.listen.server_config();
+        assert_eq!(server.write_timeout, Duration::from_secs(10));
+        assert_eq!(server.worker_wait, Duration::from_secs(60));
         let c = parse(&["reverse", "--upstream", "http://127.0.0.1:1/mcp"]).unwrap();
         let UpstreamConfig::Http(h) = &c.upstream else {
             panic!("{:?}", c.upstream)
@@ -763,6 +776,9 @@ mod tests {
         assert!(parse(&["reverse", "--upstream", "ftp://a/"]).is_err());
         assert!(parse(&["reverse", "--workers", "0"]).is_err());
         assert!(parse(&["reverse", "--request-timeout", "0s"]).is_err());
+        assert!(parse(&["reverse", "--client-write-timeout", "0s"]).is_err());
+        let c = parse(&["reverse", "--client-write-timeout", "250ms"]).unwrap();
+        assert_eq!(c.listen.client_write_timeout, Duration::from_millis(250));
         assert!(parse(&["reverse", "--max-body", "12XB"]).is_err());
         assert!(parse(&["reverse", "--path", "mcp"]).is_err());
         assert!(parse(&["reverse", "--stdio-mode", "per-request"]).is_err());

@@ -73,6 +73,14 @@ pub struct ListenConfig {
     /// `--client-idle-timeout`: keep-alive idle timeout of client connections. Default 60 s.
     #[serde(rename = "clientIdleTimeoutSeconds", serialize_with = "seconds")]
     pub client_idle_timeout: Duration,
+    /// `--client-write-timeout`: a client that acknowledges nothing while writes to it wait
+    /// this long in all is disconnected. Default 10 s.
+    #[serde(rename = "clientWriteTimeoutSeconds", serialize_with = "seconds")]
+    pub client_write_timeout: Duration,
+    /// Longest wait for a worker permit, then 503 with `Retry-After`: `--request-timeout`
+    /// (a request that waited that long would time out anyway). Not shown (that flag is).
+    #[serde(skip)]
+    pub worker_wait: Duration,
 }
 
 impl ListenConfig {
@@ -84,6 +92,8 @@ impl ListenConfig {
             max_streams: self.max_streams,
             max_body: self.max_body,
             idle_timeout: self.client_idle_timeout,
+            write_timeout: self.client_write_timeout,
+            worker_wait: self.worker_wait,
             ..ServerConfig::default()
         }
     }

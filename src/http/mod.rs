@@ -13,6 +13,7 @@
 //! | `server/` | [`Server`], [`ServerConfig`], [`ServerStats`]: the threading model, accept loop, connection threads, shutdown; `conn.rs` is the body of a connection thread (keep-alive loop, error answers) |
 //! | `permit.rs` | the counting semaphore behind worker and stream permits |
 //! | `responder.rs` | [`Handler`], [`Responder`], [`StreamWriter`], [`StreamError`]: how a handler answers, and the guarded call of it |
+//! | `write.rs` | writing to a client under the write timeout, where progress is what the client acknowledges |
 //! | `origin.rs` | [`origin`]: `Host`/`Origin` syntax for the DNS-rebinding checks |
 //!
 //! Unit tests of `x.rs` are in `x/tests.rs`; a part with files of its own is a folder
@@ -25,6 +26,7 @@ mod permit;
 mod request;
 mod responder;
 mod server;
+mod write;
 
 pub use encode::{Response, reason, valid_header};
 pub use parse::{MAX_HEAD, MAX_HEADERS, MAX_LINE};

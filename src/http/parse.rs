@@ -7,6 +7,7 @@
 //!
 //! * head: at most [`MAX_LINE`] bytes per line, [`MAX_HEADERS`] header fields and
 //!   [`MAX_HEAD`] bytes in all (431), parsed by `httparse`; only HTTP/1.0 and 1.1 (505);
+//!   exactly one `Host` on HTTP/1.1, at most one on HTTP/1.0 (400);
 //! * `Content-Length`: ASCII digits only, at most 18 of them, exactly one field (400);
 //! * `Transfer-Encoding`: exactly one field whose value is `chunked` (400), never together
 //!   with `Content-Length` (400), never on HTTP/1.0 (400);
@@ -465,10 +466,15 @@ pub(crate) enum BodyFraming {
     Chunked,
 }
 
-/// Applies the strict framing rules to a parsed head.
+/// Applies the strict framing rules to a parsed head, after the `Host` rule: exactly one
+/// `Host` field on HTTP/1.1 (RFC 9112 §3.2), at most one on HTTP/1.0 (else 400).
 pub(crate) fn body_framing(req: &Request, max_body: usize) -> Result<BodyFraming, ReadError> {
-    if req.header_all("host").count() > 1 {
-        return Err(ReadError::Reject(400, "more than one Host header"));
+    match req.header_all("host").count() {
+        0 if req.version == Version::Http11 => {
+            return Err(ReadError::Reject(400, "HTTP/1.1 request without Host"));
+        }
+        0 | 1 => {}
+        _ => return Err(ReadError::Reject(400, "more than one Host header")),
     }
     let cl: Vec<&str> = req.header_all("content-length").collect();
     let te: Vec<&str> = req.header_all("transfer-encoding").collect();

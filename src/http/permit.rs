@@ -1,6 +1,7 @@
 //! The counting semaphore behind the server's worker and stream permits.
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::util::lock;
 
@@ -15,6 +16,15 @@ pub(super) struct Semaphore {
 /// [`StreamWriter`](super::StreamWriter) can release it without carrying a second lifetime.)
 pub(super) struct Permit(Arc<Semaphore>);
 
+/// Why [`Semaphore::acquire`] gave no permit.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum NoPermit {
+    /// The semaphore is closed (shutdown).
+    Closed,
+    /// None became free within the wait.
+    TimedOut,
+}
+
 impl Semaphore {
     pub(super) fn new(total: usize) -> Semaphore {
         Semaphore {
@@ -24,18 +34,31 @@ impl Semaphore {
         }
     }
 
-    /// Blocks until a permit is free; `None` once the semaphore is closed.
-    pub(super) fn acquire(self: &Arc<Self>) -> Option<Permit> {
+    /// Waits at most `wait` for a free permit (a wait too long to represent is unbounded).
+    pub(super) fn acquire(self: &Arc<Self>, wait: Duration) -> Result<Permit, NoPermit> {
+        let until = Instant::now().checked_add(wait);
         let mut st = lock(&self.state);
         loop {
             if st.1 {
-                return None;
+                return Err(NoPermit::Closed);
             }
             if st.0 > 0 {
                 st.0 -= 1;
-                return Some(Permit(Arc::clone(self)));
+                return Ok(Permit(Arc::clone(self)));
             }
-            st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+            st = match until {
+                None => self.cv.wait(st).unwrap_or_else(PoisonError::into_inner),
+                Some(until) => {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(NoPermit::TimedOut);
+                    }
+                    self.cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
         }
     }
 

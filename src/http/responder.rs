@@ -1,21 +1,33 @@
 //! How a handler answers: the [`Handler`] trait, and the [`Responder`] it is handed with each
 //! request, which sends one fixed-length [`Response`] or opens a chunked [`StreamWriter`]
-//! (SSE). Also the call itself (`handle_one`): under a worker permit, under
+//! (SSE). Also the call itself (`handle_one`): under a worker permit (unless
+//! [`Handler::needs_worker`] says otherwise; returned before the response is written), under
 //! `catch_unwind` (in `server/conn.rs`), with a 500 when the handler panics or returns
 //! without answering.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::time::Duration;
 
 use super::encode::{ConnHeader, Framing, Response, encode_head};
 use super::permit::Permit;
 use super::request::{Request, Version};
+use super::write::Watch;
 
 /// Application logic: answers each request through its [`Responder`].
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request. Must answer with [`Responder::send`] or
     /// [`Responder::stream`]; if it does not, the layer answers 500.
     fn handle(&self, req: Request, res: &mut Responder<'_>);
+
+    /// Whether `req` needs one of the `workers` permits. Asked by the connection thread
+    /// before it waits for one; `false` runs [`handle`](Self::handle) at once, without a
+    /// permit, so the answer cannot be held up by busy workers (for cheap, bounded answers
+    /// such as health checks). Default: every request needs one.
+    fn needs_worker(&self, req: &Request) -> bool {
+        let _ = req;
+        true
+    }
 
     /// Body for errors the HTTP layer itself answers (400, 408, 413, 417, 431, 503, 505,
     /// and 500 after a handler panic or an invalid response). The status of the returned
@@ -51,18 +63,23 @@ pub(super) trait Link: Sync {
     fn encode(&self, resp: &Response, head_only: bool, conn: ConnHeader) -> Vec<u8>;
     /// One of the `max_streams` stream permits, if one is free.
     fn stream_permit(&self) -> Option<Permit>;
+    /// How long a write may go without the client acknowledging anything.
+    fn write_timeout(&self) -> Duration;
 }
 
 /// The way a handler answers one request: [`send`](Self::send) a whole response or
 /// [`stream`](Self::stream) a chunked one. Owned by the connection loop.
 pub struct Responder<'a> {
     pub(super) stream: &'a TcpStream,
+    /// What the client acknowledged of this connection's writes (the write timeout).
+    pub(super) watch: &'a mut Watch,
     pub(super) link: &'a dyn Link,
     pub(super) version: Version,
     pub(super) head_only: bool,
     pub(super) keep_alive: bool,
     pub(super) sent: bool,
-    /// Held while the handler runs; released when a stream starts.
+    /// Held while the handler runs; released before a response is written (a slow reader
+    /// must not hold a worker) and when a stream starts.
     pub(super) worker: Option<Permit>,
     /// Held while a stream is open.
     pub(super) stream_permit: Option<Permit>,
@@ -129,18 +146,22 @@ impl<'a> Responder<'a> {
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut w = self.stream;
-        w.write_all(bytes).inspect_err(|e| {
-            self.keep_alive = false;
-            log::debug!("client gone while writing a response: {e}");
-        })
+        let timeout = self.link.write_timeout();
+        self.watch
+            .write_all(self.stream, bytes, timeout)
+            .inspect_err(|e| {
+                self.keep_alive = false;
+                log::debug!("client gone while writing a response: {e}");
+            })
     }
 
     /// Writes a fixed-length response: `Content-Length` is set by the layer (handler copies
     /// of `Content-Length`, `Transfer-Encoding` and `Connection` are dropped), head and body
     /// go out in one write, and `Connection: close` is added when the connection will
     /// close. An invalid header or status is logged at error and a 500 is sent instead.
-    /// Err: a response was already sent, or the client is gone.
+    /// The response is encoded into one buffer and the worker permit is returned before the
+    /// write, which has the server's write timeout: a client that does not read holds only
+    /// its own connection thread. Err: a response was already sent, or the client is gone.
     pub fn send(&mut self, resp: Response) -> io::Result<()> {
         if self.sent {
             return Err(io::Error::other("response already sent"));
@@ -148,6 +169,8 @@ impl<'a> Responder<'a> {
         self.sent = true;
         let conn = self.conn_header();
         let bytes = self.link.encode(&resp, self.head_only, conn);
+        drop(resp);
+        self.worker = None;
         self.write(&bytes)
     }
 
@@ -189,6 +212,7 @@ impl<'a> Responder<'a> {
         self.write(&head)?;
         Ok(StreamWriter {
             stream: self.stream,
+            watch: &mut *self.watch,
             link: self.link,
             open: &mut self.stream_open,
             permit: &mut self.stream_permit,
@@ -204,6 +228,7 @@ impl<'a> Responder<'a> {
 /// that `match res.stream(..) { Err(_) => res.send(..), .. }` borrow-checks.)
 pub struct StreamWriter<'a> {
     stream: &'a TcpStream,
+    watch: &'a mut Watch,
     pub(super) link: &'a dyn Link,
     open: &'a mut bool,
     permit: &'a mut Option<Permit>,
@@ -224,9 +249,9 @@ impl StreamWriter<'_> {
                 "stream already failed",
             ));
         }
-        let mut w = self.stream;
-        w.write_all(bytes)
-            .and_then(|()| w.flush())
+        let timeout = self.link.write_timeout();
+        self.watch
+            .write_all(self.stream, bytes, timeout)
             .inspect_err(|e| {
                 self.failed = true;
                 log::debug!("client gone during a stream: {e}");
@@ -234,7 +259,9 @@ impl StreamWriter<'_> {
     }
 
     /// Writes `data` as one chunk (e.g. one whole SSE event) and flushes. Empty data is a
-    /// no-op. Err: the client is gone (broken pipe, reset, write timeout); stop streaming.
+    /// no-op. Each write is under the server's write timeout (a client that acknowledges
+    /// nothing while writes wait that long fails the stream). Err: the client is gone
+    /// (broken pipe, reset, write timeout); stop streaming.
     pub fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() || self.head_only {
             return self.write(&[]);

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use crate::http::{Handler, Request, Responder, Response};
 use crate::proxy::Proxy;
 
-/// The main listener's handler: answers the operations endpoints (`GET /healthz`, `/readyz`,
-/// `/metrics`: no MCP validation, no Origin/Host checks) and hands everything else to the
-/// pipeline.
+/// The main listener's handler: answers the operations endpoints (`GET` and `HEAD` of
+/// `/healthz`, `/readyz`, `/metrics`: no MCP validation, no Origin/Host checks; HEAD gets
+/// GET's status and headers without the body, RFC 9110 §9.3.2) and hands everything else to
+/// the pipeline. `/healthz` and `/readyz` are answered without a worker permit
+/// ([`Handler::needs_worker`]), so a probe is answered even when every worker is taken.
 pub struct Front {
     proxy: Arc<Proxy>,
 }
@@ -24,7 +26,7 @@ impl Front {
     }
 
     fn operations(&self, req: &Request) -> Option<Response> {
-        if req.method != "GET" {
+        if !is_get_or_head(req) {
             return None;
         }
         match req.path() {
@@ -41,12 +43,22 @@ impl Front {
     }
 }
 
+fn is_get_or_head(req: &Request) -> bool {
+    matches!(req.method.as_str(), "GET" | "HEAD")
+}
+
 impl Handler for Front {
     fn handle(&self, req: Request, res: &mut Responder<'_>) {
         match self.operations(&req) {
             Some(resp) => self.proxy.answer(&req, res, resp),
             None => self.proxy.handle(req, res),
         }
+    }
+
+    /// `/healthz` and `/readyz` take no worker: both are cheap and bounded (`/readyz` of an
+    /// HTTP upstream not reached for 30 s makes one connect with a 1 s timeout).
+    fn needs_worker(&self, req: &Request) -> bool {
+        !(is_get_or_head(req) && matches!(req.path(), "/healthz" | "/readyz"))
     }
 
     fn error_response(&self, status: u16, message: &str) -> Response {

@@ -331,10 +331,13 @@ impl Read for Pieces<'_> {
 ///   or 413 otherwise; [`http::expects_continue`] answers `true`, `false` or 417;
 /// * a header [`http::valid_header`] accepts has no CR, LF or NUL in its value and cannot
 ///   add a line to a response head ([`http::encode_head`]);
+/// * [`http::body_framing`] refuses (400) an HTTP/1.1 head without exactly one `Host`;
 /// * an `Origin` accepted as loopback ([`http::origin::loopback_origin`], after the normalisation
-///   of the pipeline) is `http` or `https`, and no URI parser that understands it names a
-///   host other than `localhost`, `127.0.0.0/8` or `::1`; likewise a `Host` accepted by
-///   [`http::origin::is_loopback_host`];
+///   of the pipeline) is `http` or `https`, a URI parser (the `http` crate's) understands it,
+///   and it names `localhost`, `127.0.0.0/8` or `::1`; likewise a `Host` accepted by
+///   [`http::origin::is_loopback_host`] (as an authority); and whatever
+///   [`http::origin::parse_authority`] accepts is `host[:port]` with nothing after a `]` and
+///   no `@`;
 /// * an accepted chunk-size line is 1–16 hex digits (the size) then nothing or `;` and
 ///   extensions, and the size written in hex parses back to itself;
 /// * content-type matching ([`proxy::media_is`]) agrees with `Accept` matching
@@ -412,6 +415,10 @@ fn framing(req: &Request) {
     match http::body_framing(req, MAX_BODY) {
         Ok(f) => {
             assert!(hosts <= 1, "more than one Host accepted");
+            assert!(
+                hosts == 1 || req.version == Version::Http10,
+                "HTTP/1.1 without Host accepted"
+            );
             match f {
                 BodyFraming::None => assert!(cl.is_empty() && te.is_empty()),
                 BodyFraming::Length(n) => {
@@ -478,20 +485,42 @@ fn origin(raw: &str) {
     let named = o
         .parse::<ureq::http::Uri>()
         .ok()
+        .filter(|u| u.path_and_query().is_none_or(|p| p.as_str() == "/"))
         .and_then(|u| u.host().map(loopback_name));
-    assert_ne!(named, Some(false), "{o:?} accepted as a loopback origin");
+    assert_eq!(named, Some(true), "{o:?} accepted as a loopback origin");
 }
 
 fn host(raw: &str) {
+    if let Some(h) = http::origin::parse_authority(raw) {
+        let a = raw.trim_matches([' ', '\t']);
+        assert!(!a.contains('@'), "userinfo in {raw:?} accepted");
+        if let Some(i) = a.find(']') {
+            let after = &a[i + 1..];
+            assert!(
+                after.is_empty() || after.starts_with(':'),
+                "{raw:?}: bytes after ']' accepted"
+            );
+        }
+        let port = a.rsplit_once(']').map_or(a, |(_, p)| p);
+        assert!(
+            port.matches(':').count() <= 1,
+            "{raw:?}: two ports accepted"
+        );
+        assert_eq!(
+            h.is_loopback(),
+            http::origin::is_loopback_host(raw),
+            "{raw:?}"
+        );
+    }
     if !http::origin::is_loopback_host(raw) {
         return;
     }
     let named = raw
-        .trim()
+        .trim_matches([' ', '\t'])
         .parse::<ureq::http::uri::Authority>()
         .ok()
         .map(|a| loopback_name(a.host()));
-    assert_ne!(named, Some(false), "{raw:?} accepted as a loopback host");
+    assert_eq!(named, Some(true), "{raw:?} accepted as a loopback host");
 }
 
 /// The oracle: `localhost` or a loopback address (IPv6 in brackets or not).

@@ -405,7 +405,7 @@ fn chunk_extensions_and_trailers_are_read_and_dropped() {
     let req = format!(
         "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Accept: application/json, text/event-stream\r\nTransfer-Encoding:\tchunked\r\n\r\n{body}\
-         GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n"
+         GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     );
     let mut c = Raw::open(a);
     c.send(req.as_bytes());

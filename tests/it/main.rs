@@ -38,6 +38,8 @@ mod auth;
 mod ratelimit;
 // Issue #12 items 2 and 5: bounded queues and per-session stores (RSS, caps, replay budget).
 mod r12_bounds;
+// Issue #12 items 1 and 11: slow readers and workers, Host, HEAD, authority parsing.
+mod r12_http;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

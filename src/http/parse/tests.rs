@@ -52,7 +52,12 @@ fn chunk_sizes() {
 
 #[test]
 fn framing_rules() {
-    let f = |h: &[(&str, &str)]| body_framing(&req(h, Version::Http11), 100);
+    // An HTTP/1.1 request needs its Host (see `host_rules`).
+    let f = |h: &[(&str, &str)]| {
+        let mut all = vec![("Host", "h")];
+        all.extend_from_slice(h);
+        body_framing(&req(&all, Version::Http11), 100)
+    };
     let reject = |s| Err(ReadError::Reject(s, ""));
     let status = |r: Result<BodyFraming, ReadError>| match r {
         Err(ReadError::Reject(s, _)) => reject(s),
@@ -91,7 +96,25 @@ fn framing_rules() {
         9,
     );
     assert_eq!(status(te10), reject(400));
-    assert_eq!(status(f(&[("Host", "a"), ("Host", "a")])), reject(400));
+    assert_eq!(status(f(&[("Host", "a")])), reject(400));
+}
+
+#[test]
+fn host_rules() {
+    // RFC 9112 §3.2: an HTTP/1.1 request has exactly one Host field (an empty value is
+    // allowed); HTTP/1.0 may have none. More than one is refused in either version.
+    let f = |h: &[(&str, &str)], v| match body_framing(&req(h, v), 100) {
+        Err(ReadError::Reject(s, _)) => s,
+        Err(ReadError::Closed) => 1,
+        Ok(_) => 200,
+    };
+    assert_eq!(f(&[], Version::Http11), 400);
+    assert_eq!(f(&[("Content-Length", "0")], Version::Http11), 400);
+    assert_eq!(f(&[("Host", "")], Version::Http11), 200);
+    assert_eq!(f(&[("hOST", "a:1")], Version::Http11), 200);
+    assert_eq!(f(&[("Host", "a"), ("Host", "a")], Version::Http11), 400);
+    assert_eq!(f(&[], Version::Http10), 200);
+    assert_eq!(f(&[("Host", "a"), ("Host", "b")], Version::Http10), 400);
 }
 
 #[test]

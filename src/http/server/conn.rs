@@ -2,7 +2,7 @@
 //! loop that reads requests and hands each to the handler, error answers for requests that
 //! cannot be read, and lingering so that those answers reach the client.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use super::{Job, Shared, ThreadCount};
 use crate::http::encode::ConnHeader;
 use crate::http::parse::{Limits, ReadError, Wire};
+use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
+use crate::http::write::Watch;
 
 /// A pooled connection thread exits after this long without work.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -66,6 +68,8 @@ fn serve(shared: &Shared, job: Job) {
         body_deadline: cfg.body_deadline,
     };
     let mut wire = Wire::new(stream, remote);
+    // Kept across requests: a new response does not restart the write timeout.
+    let mut watch = Watch::default();
     loop {
         if !wire.has_buffered() {
             if !shared.set_idle(id, true) {
@@ -79,7 +83,7 @@ fn serve(shared: &Shared, job: Job) {
         }
         match wire.read_request(&limits) {
             Ok(req) => {
-                if !handle_one(shared, wire.stream(), req) {
+                if !handle_one(shared, wire.stream(), &mut watch, req) {
                     break;
                 }
             }
@@ -87,8 +91,8 @@ fn serve(shared: &Shared, job: Job) {
             Err(ReadError::Reject(status, message)) => {
                 log::debug!("{remote}: rejecting request: {status} {message}");
                 let resp = shared.error_response(status, message);
-                let mut w = wire.stream();
-                match w.write_all(&shared.encode(&resp, false, ConnHeader::Close)) {
+                let bytes = shared.encode(&resp, false, ConnHeader::Close);
+                match watch.write_all(wire.stream(), &bytes, cfg.write_timeout) {
                     Ok(()) => linger(wire.stream()),
                     Err(e) => log::debug!("{remote}: client gone: {e}"),
                 }
@@ -119,24 +123,53 @@ fn linger(stream: &TcpStream) {
     }
 }
 
-/// Runs the handler for one request under a worker permit. Returns whether the
+/// Runs the handler for one request under a worker permit (unless the handler says the
+/// request needs none), waiting at most `worker_wait` for it; past that the request is
+/// answered 503 with `Retry-After` and never reaches the handler. Returns whether the
 /// connection may be reused.
-fn handle_one(shared: &Shared, stream: &TcpStream, req: Request) -> bool {
-    let Some(permit) = shared.workers.acquire() else {
-        return false;
-    };
+///
+/// One request at a time per connection: the next pipelined request is read only after this
+/// one's answer was written, so nothing queues answers (at most one encoded response per
+/// connection is in memory, plus what the kernel buffers), and unread pipelined requests stay
+/// in the client's socket, not in ours (the read buffer only grows for one large head).
+fn handle_one(shared: &Shared, stream: &TcpStream, watch: &mut Watch, req: Request) -> bool {
     let remote = req.remote;
+    let needs_worker =
+        catch_unwind(AssertUnwindSafe(|| shared.handler.needs_worker(&req))).unwrap_or(true);
+    let permit = if needs_worker {
+        match shared.workers.acquire(shared.config.worker_wait) {
+            Ok(p) => Some(p),
+            Err(NoPermit::Closed) => return false,
+            Err(NoPermit::TimedOut) => None,
+        }
+    } else {
+        None
+    };
+    let busy = needs_worker && permit.is_none();
     let mut res = Responder {
         stream,
+        watch,
         link: shared,
         version: req.version,
         head_only: req.method == "HEAD",
         keep_alive: req.wants_keep_alive(),
         sent: false,
-        worker: Some(permit),
+        worker: permit,
         stream_permit: None,
         stream_open: false,
     };
+    if busy {
+        shared.workers_busy(remote);
+        let mut resp = shared.error_response(503, "all workers are busy");
+        if !resp
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("retry-after"))
+        {
+            resp.headers.push(("Retry-After".into(), "1".into()));
+        }
+        return res.send(resp).is_ok() && res.keep_alive;
+    }
     let outcome = catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut res)));
     if outcome.is_err() {
         log::error!("{remote}: handler panicked");

@@ -6,7 +6,9 @@
 //! # Threading model
 //!
 //! * **One accept thread** (`shadowcat-accept`) owns the listener. Each accepted socket
-//!   gets `TCP_NODELAY` and read/write timeouts, and is registered (a `try_clone` of it is
+//!   gets `TCP_NODELAY`, the idle read timeout and a quarter of `write_timeout` as its
+//!   send timeout (writes fail once they have waited `write_timeout` in all without the
+//!   client acknowledging anything; see `write.rs`), and is registered (a `try_clone` of it is
 //!   kept so shutdown can close it). Accept errors (EMFILE included) are logged and retried
 //!   after 50 ms, never fatal. Beyond `max_connections` open connections the accept thread
 //!   itself writes a 503 with `Connection: close` and closes the socket.
@@ -18,11 +20,21 @@
 //!   thread exits after 30 s without work.
 //! * A connection thread reads and parses requests (keep-alive loop, pipelined requests in
 //!   order) and calls the [`Handler`] itself. Before the call it takes one of `workers`
-//!   **worker permits** and returns it afterwards (RAII), so at most `workers` requests are
-//!   handled at once, while idle or slow clients hold only their own connection thread.
+//!   **worker permits**, so at most `workers` requests are handled at once, while idle or
+//!   slow clients hold only their own connection thread. The permit is returned as soon as
+//!   the response is encoded, *before* it is written
+//!   ([`Responder::send`](super::Responder::send)): a client that does not read holds its
+//!   connection thread until `write_timeout` (plus a quarter), never a worker.
 //!   [`Responder::stream`](super::Responder::stream) swaps the worker permit for one of
 //!   `max_streams` **stream permits**, so long-lived SSE streams do not starve ordinary
-//!   requests.
+//!   requests. The wait for a worker permit is bounded by `worker_wait`: past it the request
+//!   gets 503 with `Retry-After: 1` (a warning at most once a second). A request for which
+//!   [`Handler::needs_worker`] is false (health checks) is handled without a permit.
+//! * **One request at a time per connection**: the next pipelined request is parsed only
+//!   after this one's answer was written, so responses never queue in memory (at most one
+//!   encoded response per connection, plus the kernel's socket buffers), and unread pipelined
+//!   requests wait in the client's socket, not in ours (the read buffer grows only for one
+//!   large head, to at most `MAX_HEAD` + 16 KiB).
 //! * Every `handle` call runs under `catch_unwind`: a panic is answered with a 500 (if
 //!   nothing was sent yet), the connection is closed, and the thread lives on.
 //! * **Shutdown** sets a flag and wakes the accept thread by connecting to the listener's
@@ -37,6 +49,7 @@ use super::encode::{ConnHeader, Response, encode_response};
 use super::permit::Permit;
 use super::permit::Semaphore;
 use super::responder::{Handler, Link, plain_error};
+use super::write::call_timeout;
 use crate::util::lock;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 use std::collections::HashMap;
@@ -62,6 +75,8 @@ const ACCEPT_STACK: usize = 256 * 1024;
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// Extra time `shutdown` waits for threads after `grace`.
 const JOIN_SLACK: Duration = Duration::from_secs(1);
+/// At most one warning per this long that requests found every worker busy.
+const BUSY_WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// Limits and timeouts of a [`Server`].
 #[derive(Clone, Debug)]
@@ -74,9 +89,16 @@ pub struct ServerConfig {
     pub max_streams: usize,
     /// Largest request body in bytes (default 4 MiB); larger → 413.
     pub max_body: usize,
-    /// Keep-alive idle time before the first byte of a next request (default 60 s);
-    /// also the socket write timeout.
+    /// Keep-alive idle time before the first byte of a next request (default 60 s).
     pub idle_timeout: Duration,
+    /// The write timeout (default 10 s): once writes to a client have waited this long in
+    /// all without the client acknowledging a byte, the write fails and the connection is
+    /// closed (`write.rs`). Applies to every write: whole responses, stream chunks, the
+    /// layer's own error answers.
+    pub write_timeout: Duration,
+    /// Longest wait for a worker permit (default 60 s); then the request is answered 503
+    /// with `Retry-After` and never reaches the handler.
+    pub worker_wait: Duration,
     /// Deadline for a whole request head once its first byte arrived (default 10 s) → 408.
     pub header_timeout: Duration,
     /// Timeout of each read while reading a body (default 30 s) → 408.
@@ -94,6 +116,8 @@ impl Default for ServerConfig {
             max_streams: 1024,
             max_body: 4 * 1024 * 1024,
             idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            worker_wait: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             body_deadline: Duration::from_secs(120),
@@ -158,6 +182,8 @@ pub(super) struct Shared {
     handoff: Receiver<Job>,
     /// Never receives; disconnects when shutdown starts, releasing idle pooled threads.
     stop: Receiver<()>,
+    /// When a request last waited `worker_wait` in vain and that was logged at warn.
+    busy_warned: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -183,6 +209,23 @@ impl Shared {
         let e = lock(&self.registry).conns.remove(&id);
         self.drained.notify_all();
         e
+    }
+
+    /// A request waited `worker_wait` for a worker in vain (it gets 503): logged at warn at
+    /// most once per [`BUSY_WARN_EVERY`], else at debug.
+    pub(super) fn workers_busy(&self, remote: SocketAddr) {
+        let now = Instant::now();
+        let mut last = lock(&self.busy_warned);
+        if last.is_none_or(|t| now.duration_since(t) >= BUSY_WARN_EVERY) {
+            *last = Some(now);
+            log::warn!(
+                "{remote}: all {} workers busy for {:?}; answering 503",
+                self.config.workers,
+                self.config.worker_wait
+            );
+        } else {
+            log::debug!("{remote}: all workers busy; answering 503");
+        }
     }
 
     /// The handler's error response with the status forced; survives a panicking handler.
@@ -228,6 +271,10 @@ impl Link for Shared {
     fn stream_permit(&self) -> Option<Permit> {
         self.streams.try_acquire()
     }
+
+    fn write_timeout(&self) -> Duration {
+        self.config.write_timeout
+    }
 }
 
 /// A running server. Dropping it shuts it down with a 1 s grace period.
@@ -267,6 +314,7 @@ impl Server {
             handles: Mutex::new(Vec::new()),
             handoff: handoff_rx,
             stop: stop_rx,
+            busy_warned: Mutex::new(None),
         });
         let s = Arc::clone(&shared);
         let accept = thread::Builder::new()
@@ -429,11 +477,12 @@ fn accept_loop(shared: Arc<Shared>, listener: TcpListener, handoff: Sender<Job>)
 /// Configures, registers and dispatches one accepted socket (or rejects it with 503).
 fn admit(shared: &Arc<Shared>, handoff: &Sender<Job>, stream: TcpStream, remote: SocketAddr) {
     let cfg = &shared.config;
-    let timeout = Some(cfg.idle_timeout.max(Duration::from_millis(1)));
+    let read_timeout = Some(cfg.idle_timeout.max(Duration::from_millis(1)));
+    let write_timeout = Some(call_timeout(cfg.write_timeout));
     let clone = stream
         .set_nodelay(true)
-        .and_then(|()| stream.set_read_timeout(timeout))
-        .and_then(|()| stream.set_write_timeout(timeout))
+        .and_then(|()| stream.set_read_timeout(read_timeout))
+        .and_then(|()| stream.set_write_timeout(write_timeout))
         .and_then(|()| stream.try_clone());
     let clone = match clone {
         Ok(c) => c,

@@ -133,9 +133,9 @@ fn get_and_post_echo() {
     let r = c.resp();
     assert_eq!((r.status, r.text().as_str()), (200, "GET /x?y=1 "));
     assert_eq!(r.header("connection"), None);
-    c.send(b"POST /mcp HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello");
+    c.send(b"POST /mcp HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello");
     assert_eq!(c.resp().text(), "POST /mcp hello");
-    c.send(b"HEAD / HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n");
+    c.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = c.head();
     assert_eq!(head.header("content-length"), Some("7"));
     assert_eq!(c.resp().text(), "GET /after ");
@@ -145,9 +145,9 @@ fn get_and_post_echo() {
 fn keep_alive_and_close() {
     let s = start(ServerConfig::default(), echo);
     let mut c = Client::new(&s);
-    c.send(b"GET /1 HTTP/1.1\r\n\r\n");
+    c.send(b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.resp().text(), "GET /1 ");
-    c.send(b"GET /2 HTTP/1.1\r\nConnection: close\r\n\r\n");
+    c.send(b"GET /2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let r = c.resp();
     assert_eq!(
         (r.text().as_str(), r.header("connection")),
@@ -166,7 +166,7 @@ fn keep_alive_and_close() {
 fn pipelined_requests_in_order() {
     let s = start(ServerConfig::default(), echo);
     let mut c = Client::new(&s);
-    c.send(b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /c HTTP/1.1\r\n\r\n");
+    c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nPOST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhiGET /c HTTP/1.1\r\nHost: t\r\n\r\n");
     let texts: Vec<_> = (0..3).map(|_| c.resp().text()).collect();
     assert_eq!(texts, ["GET /a ", "POST /b hi", "GET /c "]);
 }
@@ -174,19 +174,22 @@ fn pipelined_requests_in_order() {
 #[test]
 fn head_limits() {
     let s = start(ServerConfig::default(), echo);
-    let long = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+    let long = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
     expect_reject(&s, long.as_bytes(), 431);
-    let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(9000));
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(9000));
     expect_reject(&s, long_target.as_bytes(), 431);
-    let many = format!("GET / HTTP/1.1\r\n{}\r\n", "X: y\r\n".repeat(65));
+    let many = format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "X: y\r\n".repeat(65));
     expect_reject(&s, many.as_bytes(), 431);
     let big = format!(
-        "GET / HTTP/1.1\r\n{}\r\n",
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
         format!("X: {}\r\n", "a".repeat(8000)).repeat(5)
     );
     expect_reject(&s, big.as_bytes(), 431);
     expect_reject(&s, b"GET / HTTP/2.0\r\n\r\n", 505);
-    expect_reject(&s, b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400);
+    expect_reject(&s, b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n", 400);
 }
 
 #[test]
@@ -202,22 +205,22 @@ fn framing_rejections() {
         "Transfer-Encoding: identity",
         "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
     ] {
-        let req = format!("POST / HTTP/1.1\r\n{headers}\r\n\r\nabc\r\n0\r\n\r\n");
+        let req = format!("POST / HTTP/1.1\r\nHost: t\r\n{headers}\r\n\r\nabc\r\n0\r\n\r\n");
         expect_reject(&s, req.as_bytes(), 400);
     }
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nx\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nx\r\n",
         400,
     );
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd",
         400,
     );
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n",
         400,
     );
 }
@@ -227,16 +230,16 @@ fn chunked_bodies() {
     let s = start(ServerConfig::default(), echo);
     let mut c = Client::new(&s);
     c.send(
-        b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
-          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+        b"POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\n\r\n",
     );
     assert_eq!(c.resp().text(), "POST /c hello world");
     assert_eq!(c.resp().text(), "GET /next ");
-    c.send(b"POST /d HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n");
+    c.send(b"POST /d HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n\r\n");
     c.send(b"A\r\n0123456789\r\n0\r\n\r\n");
     assert_eq!(c.resp().text(), "POST /d 0123456789");
     // Framing split across reads, including inside CRLFs.
-    c.send(b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+    c.send(b"POST /e HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
     for part in [&b"3\r"[..], b"\nabc\r", b"\n", b"0\r\n", b"\r", b"\n"] {
         thread::sleep(Duration::from_millis(5));
         c.send(part);
@@ -253,19 +256,19 @@ fn bodies_over_max_body() {
     let s = start(config, echo);
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nContent-Length: 17\r\n\r\n0123456789",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 17\r\n\r\n0123456789",
         413,
     );
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nContent-Length: 999999999999\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 999999999999\r\n\r\n",
         413,
     );
-    let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+    let chunked = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
                     8\r\n01234567\r\n8\r\n01234567\r\n1\r\nx\r\n0\r\n\r\n";
     expect_reject(&s, chunked, 413);
     let mut c = Client::new(&s);
-    c.send(b"POST / HTTP/1.1\r\nContent-Length: 16\r\n\r\n0123456789abcdef");
+    c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 16\r\n\r\n0123456789abcdef");
     assert_eq!(c.resp().status, 200);
 }
 
@@ -277,18 +280,18 @@ fn expect_continue() {
     };
     let s = start(config, echo);
     let mut c = Client::new(&s);
-    c.send(b"POST /e HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    c.send(b"POST /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
     assert_eq!(c.head().status, 100);
     c.send(b"hello");
     assert_eq!(c.resp().text(), "POST /e hello");
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 17\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 17\r\n\r\n",
         413,
     );
     expect_reject(
         &s,
-        b"POST / HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n",
         417,
     );
 }
@@ -302,7 +305,7 @@ fn trickled_head_times_out() {
     let s = start(config, echo);
     let mut c = Client::new(&s);
     let t0 = Instant::now();
-    c.send(b"GET / HTTP/1.1\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n");
     for _ in 0..4 {
         thread::sleep(Duration::from_millis(100));
         let _ = c.0.get_mut().write_all(b"X: y\r\n");
@@ -324,7 +327,7 @@ fn idle_connection_closed() {
     };
     let s = start(config, echo);
     let mut c = Client::new(&s);
-    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.resp().status, 200);
     let t0 = Instant::now();
     assert!(c.closed());
@@ -345,7 +348,7 @@ fn connection_limit_answers_503() {
     let mut open = Vec::new();
     for _ in 0..2 {
         let mut c = Client::new(&s);
-        c.send(b"GET / HTTP/1.1\r\n\r\n");
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_eq!(c.resp().status, 200);
         open.push(c);
     }
@@ -357,7 +360,7 @@ fn connection_limit_answers_503() {
     drop(open);
     wait_until(|| s.stats().connections == 0);
     let mut c = Client::new(&s);
-    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.resp().status, 200);
 }
 
@@ -374,14 +377,76 @@ fn handler_panic_answers_500_and_returns_permit() {
         echo(req, res);
     });
     let mut c = Client::new(&s);
-    c.send(b"GET /panic HTTP/1.1\r\n\r\n");
+    c.send(b"GET /panic HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.resp();
     assert_eq!((r.status, r.header("connection")), (500, Some("close")));
     assert!(c.closed());
     let mut c = Client::new(&s);
-    c.send(b"GET /ok HTTP/1.1\r\n\r\n");
+    c.send(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.resp().text(), "GET /ok ");
     wait_until(|| s.stats().busy_workers == 0);
+}
+
+#[test]
+fn worker_permit_is_returned_before_the_write() {
+    // One worker; a 16 MiB answer to a client that never reads blocks in the write, without
+    // the worker: the next client is answered at once, and the stalled write ends at
+    // `write_timeout` with the connection closed.
+    let config = ServerConfig {
+        workers: 1,
+        write_timeout: Duration::from_millis(300),
+        ..ServerConfig::default()
+    };
+    let entered = Arc::new(AtomicBool::new(false));
+    let flag = entered.clone();
+    let s = start(config, move |req: Request, res: &mut Responder<'_>| {
+        if req.path() == "/big" {
+            flag.store(true, Ordering::SeqCst);
+            let _ = res.send(Response::new(200).with_body("text/plain", vec![b'x'; 16 << 20]));
+        } else {
+            echo(req, res);
+        }
+    });
+    let mut stuck = Client::new(&s);
+    stuck.send(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(|| entered.load(Ordering::SeqCst) && s.stats().busy_workers == 0);
+    let mut c = Client::new(&s);
+    c.send(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.resp().text(), "GET /next ");
+    drop(c);
+    wait_until(|| s.stats().connections == 0);
+    drop(stuck);
+}
+
+#[test]
+fn worker_wait_is_bounded_and_answered_503() {
+    let config = ServerConfig {
+        workers: 1,
+        worker_wait: Duration::from_millis(200),
+        ..ServerConfig::default()
+    };
+    let (hold_tx, hold_rx) = mpsc::channel::<()>();
+    let hold_rx = Mutex::new(hold_rx);
+    let s = start(config, move |req: Request, res: &mut Responder<'_>| {
+        if req.path() == "/hold" {
+            let _ = lock(&hold_rx).recv_timeout(T);
+        }
+        echo(req, res);
+    });
+    let mut holder = Client::new(&s);
+    holder.send(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_until(|| s.stats().busy_workers == 1);
+    let mut c = Client::new(&s);
+    let started = Instant::now();
+    c.send(b"GET /waits HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r = c.resp();
+    assert!(started.elapsed() >= Duration::from_millis(180));
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
+    assert_eq!(r.header("connection"), None, "the connection stays usable");
+    hold_tx.send(()).expect("release");
+    assert_eq!(holder.resp().text(), "GET /hold ");
+    c.send(b"GET /again HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(c.resp().text(), "GET /again ");
 }
 
 #[test]
@@ -393,7 +458,7 @@ fn invalid_response_header_becomes_500() {
         },
     );
     let mut c = Client::new(&s);
-    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let r = c.resp();
     assert_eq!((r.status, r.header("x-injected")), (500, None));
 }
@@ -426,7 +491,7 @@ fn sse_server(config: ServerConfig) -> (Server, mpsc::SyncSender<()>) {
 fn streaming_chunks_arrive_before_finish() {
     let (s, release) = sse_server(ServerConfig::default());
     let mut c = Client::new(&s);
-    c.send(b"GET /sse HTTP/1.1\r\n\r\n");
+    c.send(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = c.head();
     assert_eq!(head.header("transfer-encoding"), Some("chunked"));
     assert_eq!(c.chunk(), b"data: a\n\n");
@@ -434,7 +499,7 @@ fn streaming_chunks_arrive_before_finish() {
     release.send(()).expect("release");
     assert_eq!(c.chunk(), b"data: b\n\n");
     assert_eq!(c.chunk(), b"");
-    c.send(b"GET /after HTTP/1.1\r\n\r\n");
+    c.send(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.resp().text(), "GET /after ");
     wait_until(|| s.stats().streams == 0);
     let mut c = Client::new(&s);
@@ -450,16 +515,16 @@ fn stream_limit_gives_busy() {
     };
     let (s, release) = sse_server(config);
     let mut first = Client::new(&s);
-    first.send(b"GET /sse HTTP/1.1\r\n\r\n");
+    first.send(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
     first.head();
     assert_eq!(first.chunk(), b"data: a\n\n");
     let mut second = Client::new(&s);
-    second.send(b"GET /sse HTTP/1.1\r\n\r\n");
+    second.send(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(second.resp().status, 503);
     release.send(()).expect("release");
     assert_eq!(first.chunk(), b"data: b\n\n");
     assert_eq!(first.chunk(), b"");
-    first.send(b"GET /sse HTTP/1.1\r\n\r\n");
+    first.send(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(
         first.head().status,
         200,
@@ -492,7 +557,7 @@ fn stream_notices_client_gone() {
         },
     );
     let mut c = Client::new(&s);
-    c.send(b"GET /sse HTTP/1.1\r\n\r\n");
+    c.send(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
     c.head();
     assert_eq!(c.chunk(), b": ping\n\n");
     drop(c);
@@ -504,7 +569,7 @@ fn stream_notices_client_gone() {
 fn shutdown_closes_idle_connections_quickly() {
     let s = start(ServerConfig::default(), echo);
     let mut c = Client::new(&s);
-    c.send(b"GET / HTTP/1.1\r\n\r\n");
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(c.resp().status, 200);
     assert!(s.stats().threads >= 2);
     let t0 = Instant::now();
@@ -532,7 +597,7 @@ fn shutdown_lets_inflight_request_finish() {
         },
     ));
     let mut c = Client::new(&s);
-    c.send(b"GET /slow HTTP/1.1\r\n\r\n");
+    c.send(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
     started.recv_timeout(T).expect("handler started");
     let t0 = Instant::now();
     s.shutdown(Duration::from_secs(3));
@@ -569,10 +634,10 @@ fn shutdown_ends_streams() {
         },
     );
     let mut polite = Client::new(&s);
-    polite.send(b"GET /polite HTTP/1.1\r\n\r\n");
+    polite.send(b"GET /polite HTTP/1.1\r\nHost: t\r\n\r\n");
     polite.head();
     let mut rude = Client::new(&s);
-    rude.send(b"GET /rude HTTP/1.1\r\n\r\n");
+    rude.send(b"GET /rude HTTP/1.1\r\nHost: t\r\n\r\n");
     rude.head();
     let t0 = Instant::now();
     s.shutdown(Duration::from_millis(300));
@@ -588,7 +653,7 @@ fn pooled_thread_is_reused() {
     let s = start(ServerConfig::default(), echo);
     for i in 0..3 {
         let mut c = Client::new(&s);
-        c.send(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         assert_eq!(c.resp().status, 200);
         assert!(c.closed());
         wait_until(|| s.stats().connections == 0);
@@ -619,7 +684,7 @@ fn threads_are_joined_after_shutdown() {
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let mut c = Client::new(&s);
-            c.send(b"GET / HTTP/1.1\r\n\r\n");
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
             assert_eq!(c.resp().status, 200);
             c
         })

@@ -1,0 +1,133 @@
+//! Writing to a client under the write timeout, where progress is what the client
+//! acknowledges, not what the kernel accepts.
+//!
+//! The socket's `SO_SNDTIMEO` (the server's `write_timeout`) bounds each `write` call, but is
+//! not enough on its own. Against a client that never reads, Linux still takes a few more KiB
+//! into a full send queue every few seconds (appending to its last segment, or after its
+//! memory accounting shrinks), so each `write` call, and each response, completes just inside
+//! the timeout, and the connection was never closed (measured: 64 slow readers kept their
+//! connection threads past 15 s with a 10 s timeout). So a connection's [`Watch`] adds up the
+//! time its writes spend blocked while the client acknowledges nothing, across calls and
+//! responses, and fails the write once that reaches the timeout. Acknowledged bytes are read
+//! with `SIOCOUTQ` (bytes not yet acknowledged), only after a call that blocked, so a client
+//! that keeps up costs no extra system call. A blocked call is woken only when much of the
+//! queue is acknowledged, so `SO_SNDTIMEO` is a quarter of the timeout ([`call_timeout`]):
+//! a client that reads slowly but steadily is seen making progress at least that often, and
+//! one that reads nothing is closed after between 1 and 1.25 times the timeout of blocked
+//! writes (the first look may count its early acknowledgements as progress). Elsewhere than
+//! Linux, bytes the kernel accepted count as progress.
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A `write` call that takes at least this long waited for the client.
+const BLOCKED: Duration = Duration::from_millis(2);
+
+/// The socket's `SO_SNDTIMEO` for a write timeout: a quarter of it (at least 1 ms).
+pub(crate) fn call_timeout(timeout: Duration) -> Duration {
+    (timeout / 4).max(Duration::from_millis(1))
+}
+
+/// Bytes written to `stream` that the peer has not acknowledged yet (`None`: unknown).
+#[cfg(target_os = "linux")]
+fn unacknowledged(stream: &TcpStream) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (= TIOCOUTQ) on a TCP socket writes one int through the pointer, which
+    // points at a live local; the descriptor is borrowed from `stream` for the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    (rc == 0).then(|| u64::try_from(n).ok()).flatten()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unacknowledged(_stream: &TcpStream) -> Option<u64> {
+    None
+}
+
+/// What one connection's client has acknowledged of the bytes written to it, and how long
+/// writes have waited for it since it last acknowledged anything. Lives as long as the
+/// connection, so a client cannot reset it by making the proxy start a new response.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    /// Bytes handed to the kernel on this connection.
+    written: u64,
+    /// Of those, acknowledged by the client when last looked.
+    acked: u64,
+    /// Time spent in blocked `write` calls since the client last acknowledged something.
+    stalled: Duration,
+}
+
+impl Watch {
+    /// Writes all of `bytes` to `stream` (whose `SO_SNDTIMEO` is [`call_timeout`]).
+    /// Fails with `TimedOut` once writes on this connection have been blocked for `timeout`
+    /// in all without the client acknowledging a byte, and with the socket's error when the
+    /// client is gone.
+    pub(crate) fn write_all(
+        &mut self,
+        stream: &TcpStream,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> io::Result<()> {
+        let mut w = stream;
+        let mut at = 0;
+        while at < bytes.len() {
+            let started = Instant::now();
+            let wrote = match w.write(&bytes[at..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    0
+                }
+                Err(e) => return Err(e),
+            };
+            at += wrote;
+            self.written += wrote as u64;
+            let took = started.elapsed();
+            if took >= BLOCKED || wrote == 0 {
+                self.blocked(stream, took, wrote, timeout)?;
+            }
+        }
+        w.flush()
+    }
+
+    /// Accounts for a `write` call that waited `took` (and handed `wrote` bytes over).
+    fn blocked(
+        &mut self,
+        stream: &TcpStream,
+        took: Duration,
+        wrote: usize,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        let moved = match unacknowledged(stream) {
+            Some(queued) => {
+                let acked = self.written.saturating_sub(queued);
+                let moved = acked > self.acked;
+                self.acked = acked;
+                moved
+            }
+            None => wrote > 0,
+        };
+        if moved {
+            self.stalled = Duration::ZERO;
+            return Ok(());
+        }
+        self.stalled += took;
+        if self.stalled >= timeout {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client acknowledged nothing while writes waited {timeout:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
