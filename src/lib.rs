@@ -62,6 +62,8 @@
 //!   connection thread (at most `--max-connections`), which reads and parses requests with
 //!   timeouts. Handling a request takes one of `--workers` permits, so slow or idle clients
 //!   never hold a worker, and 500 idle connections cost 500 parked threads, not the service.
+//!   The permit is given back before the answer is written, so a client that does not read
+//!   holds only its own connection thread; `/healthz` and `/readyz` need no permit at all.
 //! * **Streams:** an SSE response gives its worker permit back and holds one of
 //!   `--max-streams` stream permits on its connection thread instead: streams never occupy a
 //!   request worker. The thread keeps draining the upstream into the replay log if the client
@@ -83,6 +85,8 @@
 //! |---|---|---|---|
 //! | idle keep-alive connection | 60 s | `--client-idle-timeout` | connection closed |
 //! | reading one request's head | 10 s | — | 408, closed |
+//! | a client that acknowledges nothing we write | 10 s | `--client-write-timeout` | connection closed |
+//! | waiting for a worker permit | 60 s | `--request-timeout` | 503 + `Retry-After` |
 //! | one upstream request | 60 s | `--request-timeout` | 504 (JSON) or an error event (SSE); a stdio child gets `notifications/cancelled` |
 //! | HTTP upstream connect | 5 s | `--upstream-connect-timeout` | 502 |
 //! | HTTP upstream slot checkout | 2 s | — | 503 + `Retry-After` |
