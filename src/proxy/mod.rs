@@ -33,6 +33,7 @@ use crate::metrics::{MethodClass, Metrics};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
 use crate::upstream::{Item, MessageStream, Upstream};
+use crate::util::Escaped;
 
 /// How long a request may take and still be answered as plain JSON.
 const IMMEDIATE: Duration = Duration::from_millis(200);
@@ -181,7 +182,9 @@ impl Proxy {
     }
 
     /// One line per request at info: client, HTTP method, MCP method, status, duration,
-    /// session prefix, upstream. Never params, results or header values.
+    /// session prefix, upstream. Never params, results or header values. In the text format
+    /// every field a client or upstream controls is escaped ([`Escaped`]), so no value can
+    /// forge a line or reach a terminal as an escape sequence; JSON escapes by itself.
     fn access_log(&self, req: &Request, acc: &Access, status: u16, elapsed: Duration) {
         if !log::log_enabled!(target: "shadowcat::access", log::Level::Info) {
             return;
@@ -211,11 +214,13 @@ impl Proxy {
         } else {
             log::info!(
                 target: "shadowcat::access",
-                "{} {} {mcp} {status} {:.3}ms session={session} upstream={}",
+                "{} {} {} {status} {:.3}ms session={} upstream={}",
                 req.remote,
-                req.method,
+                Escaped(&req.method),
+                Escaped(mcp),
                 micros as f64 / 1000.0,
-                self.upstream.name(),
+                Escaped(session),
+                Escaped(self.upstream.name()),
             );
         }
     }
@@ -311,10 +316,12 @@ impl Handler for Proxy {
             Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
             Err(e) => {
                 if e.status() >= 500 {
+                    // The error's text can carry an upstream's words (the start of its body).
+                    let (method, text) = (Escaped(&acc.mcp_method), e.to_string());
                     if self.warn_throttle.open() {
-                        log::warn!("{} {}: {e}", req.method, acc.mcp_method);
+                        log::warn!("{} {method}: {}", req.method, Escaped(&text));
                     } else {
-                        log::debug!("{} {}: {e}", req.method, acc.mcp_method);
+                        log::debug!("{} {method}: {}", req.method, Escaped(&text));
                     }
                 }
                 self.count_error(&e);

@@ -34,7 +34,11 @@ pub(super) fn relay(
             return;
         }
         Err(e) => {
-            log::debug!("{}: standalone stream not opened: {e}", inner.name);
+            log::debug!(
+                "{}: standalone stream not opened: {}",
+                inner.name,
+                crate::util::Escaped(&e.to_string())
+            );
             if let Some(s) = session.upgrade() {
                 s.binding.listening.store(false, Ordering::Release);
             }
@@ -185,7 +189,11 @@ impl SseStream {
             );
             match opened {
                 Ok(Some((slot, resp))) => {
-                    log::debug!("{}: stream resumed after {last}", self.inner.name);
+                    log::debug!(
+                        "{}: stream resumed after {}",
+                        self.inner.name,
+                        crate::util::Escaped(&last)
+                    );
                     self.slot = Some(slot);
                     self.reader = BufReader::new(resp.into_body().into_reader());
                     return Ok(());
@@ -196,7 +204,11 @@ impl SseStream {
                         self.inner.name
                     )));
                 }
-                Err(e) => log::debug!("{}: resume attempt {attempt} failed: {e}", self.inner.name),
+                Err(e) => log::debug!(
+                    "{}: resume attempt {attempt} failed: {}",
+                    self.inner.name,
+                    crate::util::Escaped(&e.to_string())
+                ),
             }
         }
     }
