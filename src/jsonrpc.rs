@@ -3,6 +3,9 @@
 //! Only the envelope is parsed: `id`, `params`, `result` and `error` stay raw JSON text
 //! ([`RawValue`]), so a large tool result is copied, never re-parsed, and an id keeps its exact
 //! spelling: a string stays a string and a number of any size stays the same digits.
+//!
+//! The few members the proxy reads inside `params` (`_meta`, `name`, `uri`, `arguments`) are
+//! picked by [`pick`], which skips every other member without building a tree.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -124,26 +127,147 @@ impl Message {
             .and_then(|p| serde_json::from_str(p.get()).ok())
     }
 
+    /// The members of `params` the proxy reads, each kept as raw text; every other member is
+    /// skipped unparsed. Empty when there are no params or they are not an object.
+    pub fn head(&self) -> ParamsHead<'_> {
+        self.params
+            .as_deref()
+            .map(ParamsHead::of)
+            .unwrap_or_default()
+    }
+
     /// `params._meta["io.modelcontextprotocol/protocolVersion"]`, set on 2026-07-28 requests.
     pub fn modern_version(&self) -> Option<String> {
-        let p = self.params.as_ref()?;
-        if !p.get().contains(META_VERSION) {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(p.get()).ok()?;
-        v.get("_meta")?
-            .get(META_VERSION)?
-            .as_str()
-            .map(str::to_owned)
+        self.head().modern_version()
     }
 
     /// `params.name` (tools/call, prompts/get) or `params.uri` (resources/read), for logs and
-    /// the `Mcp-Name` header.
+    /// rate limits.
     pub fn target_name(&self) -> Option<String> {
-        // Members stay raw text: the arguments are not parsed into a tree.
-        let v: RawObject = serde_json::from_str(self.params.as_ref()?.get()).ok()?;
-        let n = v.get("name").or_else(|| v.get("uri"))?;
-        serde_json::from_str(n.get()).ok()
+        let h = self.head();
+        string(h.name.or(h.uri)?)
+    }
+}
+
+/// The members of a request's `params` the proxy reads ([`Message::head`]), raw. A repeated
+/// key keeps its last value, as a parsed `Value` (and JavaScript's `JSON.parse`) would.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ParamsHead<'a> {
+    /// `_meta`.
+    pub meta: Option<&'a RawValue>,
+    /// `name` (tools/call, prompts/get).
+    pub name: Option<&'a RawValue>,
+    /// `uri` (resources/read).
+    pub uri: Option<&'a RawValue>,
+    /// `arguments` (tools/call).
+    pub arguments: Option<&'a RawValue>,
+}
+
+impl<'a> ParamsHead<'a> {
+    /// Picks the members out of `params` text (nothing when it is not an object).
+    pub fn of(params: &'a RawValue) -> ParamsHead<'a> {
+        match pick(params.get(), ["_meta", "name", "uri", "arguments"]) {
+            Some([meta, name, uri, arguments]) => ParamsHead {
+                meta,
+                name,
+                uri,
+                arguments,
+            },
+            None => ParamsHead::default(),
+        }
+    }
+
+    /// `_meta["io.modelcontextprotocol/protocolVersion"]` when it is a string.
+    pub fn modern_version(&self) -> Option<String> {
+        let [v] = pick(self.meta?.get(), [META_VERSION])?;
+        string(v?)
+    }
+
+    /// The body value the `Mcp-Name` header mirrors for `method`: `params.name` for
+    /// `tools/call` and `prompts/get`, `params.uri` for `resources/read`; `None` for other
+    /// methods, or when the member is missing or not a string.
+    pub fn mirrored_name(&self, method: &str) -> Option<String> {
+        match method {
+            "tools/call" | "prompts/get" => string(self.name?),
+            "resources/read" => string(self.uri?),
+            _ => None,
+        }
+    }
+}
+
+/// A raw JSON string's value (`None` for anything else).
+fn string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+/// The members `names` of the JSON object `text`, each as raw text borrowed from it, in the
+/// order of `names`. Every other member is skipped without being materialised (no tree, no
+/// copy), so a huge `arguments` or result costs one scan and no memory. A repeated key keeps
+/// its last value. `None` when `text` is not a JSON object.
+pub fn pick<'a, const N: usize>(
+    text: &'a str,
+    names: [&str; N],
+) -> Option<[Option<&'a RawValue>; N]> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let out = Pick(&names).deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(out)
+}
+
+/// [`pick`]'s visitor: the wanted members of one object.
+struct Pick<'n, const N: usize>(&'n [&'n str; N]);
+
+impl<'de, const N: usize> serde::de::DeserializeSeed<'de> for Pick<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> serde::de::Visitor<'de> for Pick<'_, N> {
+    type Value = [Option<&'de RawValue>; N];
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = [None; N];
+        while let Some(key) = map.next_key_seed(KeyIndex(self.0))? {
+            match key {
+                Some(i) => out[i] = Some(map.next_value::<&'de RawValue>()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A member name, as its index among the wanted names (`None`: not wanted). Escapes in the
+/// name are decoded first, as any JSON parser would.
+struct KeyIndex<'n, const N: usize>(&'n [&'n str; N]);
+
+impl<'de, const N: usize> serde::de::DeserializeSeed<'de> for KeyIndex<'_, N> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<const N: usize> serde::de::Visitor<'_> for KeyIndex<'_, N> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().position(|n| *n == v))
     }
 }
 
@@ -255,5 +379,43 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v["error"]["message"], "bad \"x\"");
         assert_eq!(v["id"], 1);
+    }
+
+    #[test]
+    fn params_members_are_picked_without_a_tree() {
+        // Arguments nested far deeper than a `Value` may be (serde_json stops at 128 levels):
+        // building a tree of these params fails, picking `_meta` and `name` does not.
+        let deep = format!("{}0{}", "[".repeat(10_000), "]".repeat(10_000));
+        let params = format!(
+            r#"{{"arguments":{{"x":{deep}}},"name":"echo","_meta":{{"other":{deep},"{META_VERSION}":"2026-07-28"}}}}"#
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&params).is_err());
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
+        let m = Message::parse(body.as_bytes()).unwrap();
+        assert_eq!(m.modern_version().as_deref(), Some("2026-07-28"));
+        assert_eq!(m.target_name().as_deref(), Some("echo"));
+        assert_eq!(
+            m.head().mirrored_name("tools/call").as_deref(),
+            Some("echo")
+        );
+        assert!(
+            m.head()
+                .arguments
+                .is_some_and(|a| a.get().starts_with(r#"{"x":[[["#))
+        );
+        // Escaped key names are decoded; a repeated key keeps its last value.
+        let p = raw(format!(
+            r#"{{"\u005fmeta":{{"{META_VERSION}":"a"}},"_meta":{{"{META_VERSION}":"b"}}}}"#
+        ));
+        assert_eq!(ParamsHead::of(&p).modern_version().as_deref(), Some("b"));
+        // Not an object, or a version that is not a string: nothing.
+        assert!(
+            ParamsHead::of(&raw(r#"["_meta","name"]"#.into()))
+                .name
+                .is_none()
+        );
+        let p = raw(format!(r#"{{"_meta":{{"{META_VERSION}":7}}}}"#));
+        assert_eq!(ParamsHead::of(&p).modern_version(), None);
+        assert!(pick("{\"a\":1} x", ["a"]).is_none(), "trailing bytes");
     }
 }
