@@ -2,10 +2,17 @@
 //!
 //! Only the envelope is parsed: `id`, `params`, `result` and `error` stay raw JSON text
 //! ([`RawValue`]), so a large tool result is copied, never re-parsed, and an id keeps its exact
-//! spelling: a string stays a string and a number of any size stays the same digits.
+//! spelling: a string stays a string and a number stays the same digits.
 //!
 //! The few members the proxy reads inside `params` (`_meta`, `name`, `uri`, `arguments`) are
 //! picked by [`pick`], which skips every other member without building a tree.
+//!
+//! **Ids.** MCP ids are strings or integers. A number id is accepted when its value is an
+//! integer (`7`, `-7`, `1e2`, `100.0`) of at most [`MAX_ID_DIGITS`] digits; a fraction (`1.5`),
+//! a value too large for that (`1e400`) or any other number is refused (-32600). Integers
+//! beyond u64/i64 are kept as exact text, never converted. Ids are compared by one canonical
+//! form ([`id_key`]), so `"\u0061bc"` is `"abc"` and `1e2` is `100` wherever ids are matched;
+//! the client always gets its id back spelled as it wrote it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -94,11 +101,11 @@ impl Message {
         if self.jsonrpc != "2.0" {
             return Err(Error::InvalidMessage("jsonrpc must be \"2.0\""));
         }
-        if let Some(id) = &self.id {
-            let t = id.get().as_bytes().first().copied().unwrap_or(b'n');
-            if !(t == b'"' || t == b'-' || t.is_ascii_digit()) {
-                return Err(Error::InvalidMessage("id must be a string or a number"));
-            }
+        if let Some(id) = &self.id
+            && !id.get().starts_with('"')
+            && canonical_integer(id.get()).is_none()
+        {
+            return Err(Error::InvalidMessage("id must be a string or an integer"));
         }
         match (&self.method, &self.id, &self.result, &self.error) {
             (Some(_), Some(_), None, None) => Ok(Kind::Request),
@@ -295,9 +302,108 @@ pub fn raw_u64(n: u64) -> Box<RawValue> {
     raw(n.to_string())
 }
 
-/// Reads a raw id as the unsigned number the proxy assigned, if it is one.
+/// Reads a raw id as the unsigned number the proxy assigned, if it is one (in any spelling
+/// of that integer, as [`id_key`] compares ids).
 pub fn id_u64(id: &RawValue) -> Option<u64> {
-    id.get().parse().ok()
+    let text = id.get();
+    text.parse()
+        .ok()
+        .or_else(|| canonical_integer(text)?.parse().ok())
+}
+
+/// Integer ids whose canonical form has more digits than this are refused (-32600): an id
+/// is a name, not a number to compute with, and `1e400` must not cost 400 digits.
+pub const MAX_ID_DIGITS: usize = 64;
+
+/// The canonical form of an id, by which ids are compared: a string id is its value as
+/// compact JSON (`"\u0061bc"` → `"abc"`), an integer id its shortest decimal (`1e2` → `100`,
+/// `-0` → `0`). `None` for anything that is not a valid id (see the module doc).
+pub fn id_key(id: &RawValue) -> Option<String> {
+    let text = id.get();
+    if text.starts_with('"') {
+        let s: String = serde_json::from_str(text).ok()?;
+        return serde_json::to_string(&s).ok();
+    }
+    canonical_integer(text).map(std::borrow::Cow::into_owned)
+}
+
+/// The shortest decimal text of the JSON number `text` when its value is an integer of at
+/// most [`MAX_ID_DIGITS`] digits (`100`, `1e2`, `100.0` and `1000e-1` all give `100`; `-0`
+/// gives `0`); `None` for a fraction, a larger value, or text that is not a JSON number.
+/// Exact: no floating point is involved.
+pub fn canonical_integer(text: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let (neg, body) = match text.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, text),
+    };
+    let int_len = body.bytes().take_while(u8::is_ascii_digit).count();
+    let (int, rest) = body.split_at(int_len);
+    if int.is_empty() || (int.len() > 1 && int.starts_with('0')) {
+        return None;
+    }
+    if rest.is_empty() {
+        // The common case: a plain integer literal, kept as written.
+        if int.len() > MAX_ID_DIGITS {
+            return None;
+        }
+        if neg && int == "0" {
+            return Some(Cow::Borrowed("0"));
+        }
+        return Some(Cow::Borrowed(text));
+    }
+    let (frac, exp_text) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            if n == 0 {
+                return None;
+            }
+            r.split_at(n)
+        }
+        None => ("", rest),
+    };
+    let exp: i64 = match exp_text.as_bytes().first() {
+        None => 0,
+        Some(b'e' | b'E') => {
+            let e = &exp_text[1..];
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            // An exponent too long for i64 is far outside any id we keep: unless every
+            // digit is zero, the value is then too large or not an integer.
+            match e.parse::<i64>() {
+                Ok(x) => x,
+                Err(_) if int.bytes().chain(frac.bytes()).all(|b| b == b'0') => 0,
+                Err(_) => return None,
+            }
+        }
+        Some(_) => return None,
+    };
+    // The value is digits × 10^(exp − frac.len()), digits = int followed by frac.
+    let digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+    let lead = digits.iter().take_while(|&&b| b == b'0').count();
+    let digits = &digits[lead..];
+    let trail = digits.iter().rev().take_while(|&&b| b == b'0').count();
+    let significant = &digits[..digits.len() - trail];
+    if significant.is_empty() {
+        return Some(Cow::Borrowed("0"));
+    }
+    // Zeros to append after the significant digits; negative means a fraction remains.
+    let zeros = exp
+        .checked_sub(i64::try_from(frac.len()).ok()?)?
+        .checked_add(i64::try_from(trail).ok()?)?;
+    let zeros = usize::try_from(zeros).ok()?;
+    if significant.len().checked_add(zeros)? > MAX_ID_DIGITS {
+        return None;
+    }
+    let mut out = String::with_capacity(1 + significant.len() + zeros);
+    if neg {
+        out.push('-');
+    }
+    out.extend(significant.iter().map(|&b| char::from(b)));
+    out.extend(std::iter::repeat_n('0', zeros));
+    Some(Cow::Owned(out))
 }
 
 /// A JSON-RPC error response body.
@@ -379,6 +485,63 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v["error"]["message"], "bad \"x\"");
         assert_eq!(v["id"], 1);
+    }
+
+    #[test]
+    fn ids_are_strings_or_integers() {
+        for (id, key) in [
+            (r#""abc""#, r#""abc""#),
+            (r#""\u0061bc""#, r#""abc""#),
+            ("7", "7"),
+            ("-7", "-7"),
+            ("-0", "0"),
+            ("1e2", "100"),
+            ("1E+2", "100"),
+            ("100.0", "100"),
+            ("1000e-1", "100"),
+            ("0.0e99999999999999999999", "0"),
+            ("18446744073709551616", "18446744073709551616"),
+            ("-9223372036854775809", "-9223372036854775809"),
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+            let m = Message::parse(body.as_bytes()).unwrap_or_else(|e| panic!("{id}: {e}"));
+            let raw = m.id.as_deref().unwrap();
+            assert_eq!(raw.get(), id, "kept as written");
+            assert_eq!(id_key(raw).as_deref(), Some(key), "{id}");
+        }
+        let max = "9".repeat(MAX_ID_DIGITS);
+        let over = format!("1{max}");
+        for bad in [
+            "1.5",
+            "1e400",
+            "1e-2",
+            "0.1",
+            "-1.01e1",
+            "1e99999999999999999999",
+            &over,
+            "true",
+            "null",
+            "[]",
+            "{}",
+        ] {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":{bad},"method":"ping"}}"#);
+            assert!(
+                matches!(
+                    Message::parse(body.as_bytes()),
+                    Err(Error::InvalidMessage(_))
+                ),
+                "{bad} must be refused"
+            );
+        }
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{max},"method":"ping"}}"#);
+        assert!(Message::parse(body.as_bytes()).is_ok());
+        assert_eq!(id_u64(&raw("1e2".into())), Some(100));
+        assert_eq!(id_u64(&raw("42".into())), Some(42));
+        assert_eq!(id_u64(&raw("\"42\"".into())), None);
+        // Not JSON numbers at all.
+        for junk in ["", "-", "01", "1.", ".5", "1e", "1e+", "+1", "0x10", "1_0"] {
+            assert_eq!(canonical_integer(junk), None, "{junk:?}");
+        }
     }
 
     #[test]
