@@ -12,7 +12,7 @@ use crate::jsonrpc::{Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
 use crate::session::Session;
 use crate::upstream::{Call, Item, Poll, Reply};
 
-use super::checks::{accepts, forwardable, media_is};
+use super::checks::{accepts, media_is, single_headers, upstream_headers};
 use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
 
 impl Proxy {
@@ -26,6 +26,7 @@ impl Proxy {
         if path != self.cfg.path {
             return Err(Error::NotFound);
         }
+        single_headers(req)?;
         self.check_origin(req)?;
         let caller = self.gate.identify(req)?;
         match req.method.as_str() {
@@ -73,13 +74,19 @@ impl Proxy {
         {
             return Err(Error::UnsupportedVersion(v.to_owned()));
         }
-        let headers: Vec<(String, String)> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| forwardable(k))
-            .cloned()
-            .collect();
-        let modern = header_version == Some(MODERN_VERSION) || msg.modern_version().is_some();
+        // `params` members are picked out raw: the rest of params is never built into a tree.
+        let head = msg.head();
+        let meta_version = head.modern_version();
+        if let (Some(h), Some(m)) = (header_version, meta_version.as_deref())
+            && h != m
+        {
+            return Err(Error::HeaderMismatch(
+                "MCP-Protocol-Version does not match _meta's protocol version".into(),
+            ));
+        }
+        let version = header_version.or(meta_version.as_deref());
+        let headers = upstream_headers(req, &msg, &head, version)?;
+        let modern = header_version == Some(MODERN_VERSION) || meta_version.is_some();
         if modern && msg.method() != "initialize" {
             let call = Call {
                 msg,
