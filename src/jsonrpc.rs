@@ -4,8 +4,9 @@
 //! ([`RawValue`]), so a large tool result is copied, never re-parsed, and an id keeps its exact
 //! spelling: a string stays a string and a number stays the same digits.
 //!
-//! The few members the proxy reads inside `params` (`_meta`, `name`, `uri`, `arguments`) are
-//! picked by [`pick`], which skips every other member without building a tree.
+//! The few members the proxy reads inside `params` (`_meta`, `name`, `uri`, `arguments`) and
+//! inside an answer (`error.code`, `result.isError`) are picked by [`pick`], which skips every
+//! other member without building a tree.
 //!
 //! **Ids.** MCP ids are strings or integers. A number id is accepted when its value is an
 //! integer (`7`, `-7`, `1e2`, `100.0`) of at most [`MAX_ID_DIGITS`] digits; a fraction (`1.5`),
@@ -276,6 +277,57 @@ impl<const N: usize> serde::de::Visitor<'_> for KeyIndex<'_, N> {
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Ok(self.0.iter().position(|n| *n == v))
     }
+}
+
+/// How a JSON-RPC answer came out, for the access log ([`answered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// A result.
+    Ok,
+    /// A `tools/call` result with `isError: true` (the tool failed, the call did not).
+    ToolError,
+    /// An error object, with its code when that is an integer.
+    Error(Option<i64>),
+}
+
+impl Answered {
+    /// `ok`, `tool_error` or `error`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Answered::Ok => "ok",
+            Answered::ToolError => "tool_error",
+            Answered::Error(_) => "error",
+        }
+    }
+
+    /// The error code, for an error.
+    pub fn code(self) -> Option<i64> {
+        match self {
+            Answered::Error(c) => c,
+            _ => None,
+        }
+    }
+}
+
+/// How the JSON-RPC response `body` came out; `tools_call` looks for `result.isError`. Only
+/// the envelope, `error.code` and the top level of `result` are scanned: nothing is built
+/// into a tree. `None` when `body` is not a response.
+pub fn answered(body: &[u8], tools_call: bool) -> Option<Answered> {
+    let text = std::str::from_utf8(body).ok()?;
+    let [result, error] = pick(text.trim_ascii(), ["result", "error"])?;
+    if let Some(e) = error {
+        let code =
+            pick(e.get(), ["code"]).and_then(|[c]| serde_json::from_str::<i64>(c?.get()).ok());
+        return Some(Answered::Error(code));
+    }
+    let result = result?;
+    if tools_call
+        && let Some([Some(flag)]) = pick(result.get(), ["isError"])
+        && flag.get() == "true"
+    {
+        return Some(Answered::ToolError);
+    }
+    Some(Answered::Ok)
 }
 
 /// The stateless protocol revision (no `initialize`, versions in `_meta`).
@@ -580,5 +632,39 @@ mod tests {
         let p = raw(format!(r#"{{"_meta":{{"{META_VERSION}":7}}}}"#));
         assert_eq!(ParamsHead::of(&p).modern_version(), None);
         assert!(pick("{\"a\":1} x", ["a"]).is_none(), "trailing bytes");
+    }
+
+    #[test]
+    fn answers_are_classified_by_a_scan() {
+        let a = |body: &str, tool: bool| answered(body.as_bytes(), tool);
+        assert_eq!(
+            a(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#, false),
+            Some(Answered::Ok)
+        );
+        assert_eq!(
+            a(
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"x"}}"#,
+                false
+            ),
+            Some(Answered::Error(Some(-32601)))
+        );
+        assert_eq!(
+            a(r#"{"jsonrpc":"2.0","id":1,"error":{"code":"x"}}"#, true),
+            Some(Answered::Error(None))
+        );
+        let tool_error = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"isError\":true"}],"isError":true}}"#;
+        assert_eq!(a(tool_error, true), Some(Answered::ToolError));
+        assert_eq!(
+            a(tool_error, false),
+            Some(Answered::Ok),
+            "only tools/call has isError"
+        );
+        let fine =
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"isError":true}],"isError":false}}"#;
+        assert_eq!(a(fine, true), Some(Answered::Ok));
+        assert_eq!(a(r#"{"jsonrpc":"2.0","method":"x"}"#, false), None);
+        assert_eq!(a("not json", false), None);
+        assert_eq!(Answered::Error(Some(-1)).label(), "error");
+        assert_eq!(Answered::ToolError.label(), "tool_error");
     }
 }

@@ -8,9 +8,9 @@ use std::time::Instant;
 use crate::error::Error;
 use crate::gate::Caller;
 use crate::http::{Request, Response};
-use crate::jsonrpc::{Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
+use crate::jsonrpc::{self, Answered, Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
 use crate::session::Session;
-use crate::upstream::{Call, Item, Poll, Reply};
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
 use super::checks::{accepts, media_is, single_headers, upstream_headers};
 use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
@@ -219,7 +219,7 @@ impl Proxy {
         deadline: Instant,
         session: Option<&Arc<Session>>,
         announce: bool,
-        acc: &Access,
+        acc: &mut Access,
     ) -> Result<Outcome, Error> {
         let with_session = |mut r: Response| {
             if let (true, Some(s)) = (announce, session) {
@@ -261,6 +261,15 @@ impl Proxy {
                 Ok(Outcome::Response(error_response(&e, acc.id.as_deref())))
             }
             Reply::Stream(mut stream) => {
+                if acc.note_rpc {
+                    let seen = Arc::new(std::sync::OnceLock::new());
+                    acc.streamed = Some(seen.clone());
+                    stream = Box::new(Noted {
+                        inner: stream,
+                        seen,
+                        tools_call: acc.mcp_method == "tools/call",
+                    });
+                }
                 let mut first = None;
                 if !stream.must_stream() {
                     // An answer that comes at once goes back as plain JSON; anything slower
@@ -290,5 +299,32 @@ impl Proxy {
                 })
             }
         }
+    }
+}
+
+/// Passes a stream on unchanged and notes, for the access log, how its final message (or
+/// its failure) answered the request.
+struct Noted {
+    inner: Box<dyn MessageStream>,
+    seen: Arc<std::sync::OnceLock<Answered>>,
+    tools_call: bool,
+}
+
+impl MessageStream for Noted {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        let polled = self.inner.poll_until(wake);
+        let answer = match &polled {
+            Ok(Poll::Item(Item::Final(body))) => jsonrpc::answered(body, self.tools_call),
+            Err(e) => Some(Answered::Error(Some(e.rpc_code()))),
+            Ok(_) => None,
+        };
+        if let Some(a) = answer {
+            let _ = self.seen.set(a);
+        }
+        polled
+    }
+
+    fn must_stream(&self) -> bool {
+        self.inner.must_stream()
     }
 }
