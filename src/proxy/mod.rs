@@ -45,7 +45,7 @@ mod route;
 mod sse;
 
 #[cfg(feature = "fuzzing")]
-pub(crate) use checks::{accepts, media_is};
+pub(crate) use checks::{accepts, argument_values, decode_mirrored, encode_mirrored, media_is};
 pub use sse::sse_event;
 
 /// The MCP endpoint handler.
