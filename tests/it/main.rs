@@ -36,6 +36,8 @@ mod hostile;
 mod auth;
 // Rate limits: per client (principal or IP), global, per tool; 429 and Retry-After.
 mod ratelimit;
+// Issue 12, items 7–11: mirrored headers, log injection, ids, `_meta`, JWT dates, access log.
+mod r12_messages;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
