@@ -206,8 +206,9 @@ pub(crate) fn decode_mirrored(sent: &str) -> Option<Cow<'_, str>> {
 /// For each of `wanted`, whether some string, integer or boolean inside the `arguments`
 /// object equals it (`true`/`false` for booleans, integers compared by value, so `42`, `42.0`
 /// and `4.2e1` are alike). Objects are searched at any depth; arrays are skipped (an
-/// `x-mcp-header` annotation cannot point into one). One pass, nothing materialised; a body
-/// nested deeper than the JSON parser's limit matches nothing.
+/// `x-mcp-header` annotation cannot point into one). One pass, nothing materialised, so every
+/// copy of a repeated key counts (the upstream, which checks by name, has the last word); a
+/// body nested deeper than the JSON parser's limit matches nothing.
 pub(crate) fn argument_values(arguments: Option<&RawValue>, wanted: &[Cow<'_, str>]) -> Vec<bool> {
     use serde::de::DeserializeSeed;
     let mut found = vec![false; wanted.len()];
