@@ -84,6 +84,15 @@ pub enum Error {
     UnknownSession,
     /// `MCP-Protocol-Version` names a version the proxy does not speak.
     UnsupportedVersion(String),
+    /// A header that may appear once appeared more than once (`Origin`, `Content-Type`,
+    /// `Authorization`, `Mcp-Session-Id`, `Last-Event-ID`, `MCP-Protocol-Version`,
+    /// `Mcp-Method`, `Mcp-Name`, one `Mcp-Param-*` name): readers that take the first and the
+    /// last copy would disagree. Named in lower case.
+    RepeatedHeader(String),
+    /// A header that mirrors the body (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`,
+    /// `Mcp-Param-*`) disagrees with it or is malformed: 400 with the 2026-07-28
+    /// `HeaderMismatch` code, -32020.
+    HeaderMismatch(String),
     /// A GET's `Last-Event-ID` names no stream of the session, or events after it were
     /// already dropped from the replay buffer.
     UnknownEventId(String),
@@ -151,6 +160,12 @@ pub enum Error {
     Io(io::Error),
 }
 
+/// True for the headers a 2026-07-28 client mirrors from its body (lower-case name).
+fn is_mirrored_header(name: &str) -> bool {
+    matches!(name, "mcp-protocol-version" | "mcp-method" | "mcp-name")
+        || name.starts_with("mcp-param-")
+}
+
 /// Why a request was refused (mapped by `error.rs`: 401 or 403).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
@@ -195,6 +210,8 @@ impl Error {
             | Error::MissingSession
             | Error::UnknownSession
             | Error::UnsupportedVersion(_)
+            | Error::RepeatedHeader(_)
+            | Error::HeaderMismatch(_)
             | Error::UnknownEventId(_)
             | Error::MethodNotAllowed
             | Error::NotFound
@@ -236,6 +253,8 @@ impl Error {
             Error::RateLimited { .. } => 429,
             Error::MissingSession
             | Error::UnsupportedVersion(_)
+            | Error::RepeatedHeader(_)
+            | Error::HeaderMismatch(_)
             | Error::LegacyOnly
             | Error::NotSupported(_)
             | Error::UnknownEventId(_) => 400,
@@ -260,12 +279,15 @@ impl Error {
     ///
     /// -32700 parse error, -32600 invalid request (transport-level refusals too: 401, 403,
     /// 429 included), -32601 for an unknown path or method, -32001 session not found (as the
-    /// TypeScript SDK uses it), -32603 for everything the upstream or the proxy itself failed
-    /// at. An answer the HTTP layer or the upstream chose follows its status: -32603 from 500
-    /// on, else -32600.
+    /// TypeScript SDK uses it), -32020 `HeaderMismatch` (2026-07-28) for a mirrored header
+    /// that disagrees with the body or is repeated, -32603 for everything the upstream or the
+    /// proxy itself failed at. An answer the HTTP layer or the upstream chose follows its
+    /// status: -32603 from 500 on, else -32600.
     pub fn rpc_code(&self) -> i64 {
         match self {
             Error::Parse(_) => -32700,
+            Error::HeaderMismatch(_) => -32020,
+            Error::RepeatedHeader(name) if is_mirrored_header(name) => -32020,
             Error::InvalidMessage(_)
             | Error::UnsupportedMediaType
             | Error::NotAcceptable
@@ -274,6 +296,7 @@ impl Error {
             | Error::RateLimited { .. }
             | Error::MissingSession
             | Error::UnsupportedVersion(_)
+            | Error::RepeatedHeader(_)
             | Error::UnknownEventId(_)
             | Error::StreamNeedsHttp11
             | Error::NotSupported(_)
@@ -352,6 +375,10 @@ impl fmt::Display for Error {
             Error::MissingSession => write!(f, "bad request: missing mcp-session-id"),
             Error::UnknownSession => write!(f, "session not found"),
             Error::UnsupportedVersion(v) => write!(f, "unsupported protocol version: {v}"),
+            Error::RepeatedHeader(name) => {
+                write!(f, "bad request: header {name} appears more than once")
+            }
+            Error::HeaderMismatch(why) => write!(f, "header mismatch: {why}"),
             Error::UnknownEventId(id) => {
                 write!(
                     f,
@@ -471,5 +498,29 @@ mod tests {
         assert_eq!(Error::Timeout.source(), Source::Upstream);
         assert_eq!(http(400).source(), Source::Downstream);
         assert_eq!(Error::Spawn(String::new()).exit_code(), 2);
+    }
+
+    #[test]
+    fn header_refusals() {
+        let a = Error::HeaderMismatch("x".into()).answer();
+        assert_eq!((a.status, a.code, a.count), (400, -32020, None));
+        let repeated = |n: &str| Error::RepeatedHeader(n.into()).answer();
+        assert_eq!(
+            (repeated("origin").status, repeated("origin").code),
+            (400, -32600)
+        );
+        assert_eq!(repeated("authorization").code, -32600);
+        for mirrored in [
+            "mcp-method",
+            "mcp-name",
+            "mcp-protocol-version",
+            "mcp-param-region",
+        ] {
+            assert_eq!(repeated(mirrored).code, -32020, "{mirrored}");
+        }
+        assert_eq!(
+            Error::HeaderMismatch(String::new()).source(),
+            Source::Downstream
+        );
     }
 }

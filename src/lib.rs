@@ -140,11 +140,13 @@
 //!
 //! `RUST_LOG` (env_logger), default `info`; `--log-format json` for one JSON object per line.
 //! One access line per request at info (target `shadowcat::access`): client address, HTTP
-//! method, MCP method, status, duration, session id prefix, upstream. Client disconnects are
-//! debug; an upstream that is down is warn (at most one line per second); stdio children's
-//! stderr is info (target `shadowcat::child`). Refused tokens are debug (with the reason, never
-//! the token); rate-limit refusals are debug. Tokens, header values and JSON-RPC params or
-//! results are never logged.
+//! method, MCP method, status, duration, session id prefix, upstream, and the JSON-RPC outcome
+//! (`rpc=ok`, `rpc=error:-32601`, `rpc=tool_error`, `rpc=-`). Values a client, child or
+//! upstream controls are escaped in text lines (no forged lines, no terminal escapes). Client
+//! disconnects are debug; an upstream that is down is warn (at most one line per second); stdio
+//! children's stderr is info (target `shadowcat::child`). Refused tokens are debug (with the
+//! reason, never the token); rate-limit refusals are debug. Tokens, header values and JSON-RPC
+//! params or results are never logged.
 
 #![deny(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! Small helpers every part may use: they depend on nothing in the crate but [`Error`].
 //!
-//! Owns: poison-tolerant locking, bounded line reading, and the value syntax flags share
-//! (durations, sizes, command lines). Must not touch: anything of the
+//! Owns: poison-tolerant locking, bounded line reading, the value syntax flags share
+//! (durations, sizes, command lines) and log-safe text ([`Escaped`]). Must not touch: anything of the
 //! proxy's own types; a helper that needs one belongs beside that type instead.
 
 use std::io::{self, BufRead};
@@ -185,6 +185,42 @@ pub fn split_command(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Text that a client, a child or an upstream controls, made safe for a text log line
+/// (CWE-117): control characters (C0, DEL, C1) become `\n`, `\r`, `\t` or `\u{…}`, and so do
+/// the Unicode line and paragraph separators and the bidirectional overrides, so a value can
+/// neither start a forged line nor reach a terminal as an escape sequence. Anything else,
+/// backslashes included (a child's JSON on stderr stays readable), is written as it is.
+pub struct Escaped<'a>(pub &'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut rest = self.0;
+        while let Some(i) = rest.find(needs_escape) {
+            f.write_str(&rest[..i])?;
+            let Some(c) = rest[i..].chars().next() else {
+                break;
+            };
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c => write!(f, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        f.write_str(rest)?;
+        Ok(())
+    }
+}
+
+/// True for the characters [`Escaped`] rewrites.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +232,22 @@ mod tests {
         assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
         assert_eq!(size("x", "64KiB").unwrap(), 65536);
         assert_eq!(size("x", "100").unwrap(), 100);
+    }
+
+    #[test]
+    fn escaped_log_text() {
+        let forged = "tools/list\n[2026-01-01T00:00:00Z INFO  shadowcat::access] forged\r\x1b[31mred\u{9b}\u{2028}\u{202e}";
+        let out = Escaped(forged).to_string();
+        assert_eq!(
+            out,
+            "tools/list\\n[2026-01-01T00:00:00Z INFO  shadowcat::access] forged\\r\\u{1b}[31mred\\u{9b}\\u{2028}\\u{202e}"
+        );
+        assert!(!out.chars().any(needs_escape));
+        assert_eq!(
+            Escaped("tools/call é \\n ok").to_string(),
+            "tools/call é \\n ok"
+        );
+        assert_eq!(Escaped("").to_string(), "");
     }
 
     #[test]

@@ -116,7 +116,8 @@ impl Gatekeeper {
         self.limiter
             .check(&caller.key, tool, Instant::now())
             .map_err(|d| {
-                log::debug!("{}: {d}", caller.key);
+                // The key can be a JWT's `sub`: escaped for the log.
+                log::debug!("{}: {d}", crate::util::Escaped(&caller.key));
                 Error::RateLimited {
                     scope: d.scope.as_str(),
                     retry_after: d.retry_after_secs(),

@@ -28,11 +28,12 @@ use crate::error::{Count, Error};
 use crate::gate::Gatekeeper;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
-use crate::jsonrpc::{self, Kind};
+use crate::jsonrpc::{self, Answered, Kind};
 use crate::metrics::{MethodClass, Metrics};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
 use crate::upstream::{Item, MessageStream, Upstream};
+use crate::util::Escaped;
 
 /// How long a request may take and still be answered as plain JSON.
 const IMMEDIATE: Duration = Duration::from_millis(200);
@@ -44,7 +45,7 @@ mod route;
 mod sse;
 
 #[cfg(feature = "fuzzing")]
-pub(crate) use checks::{accepts, media_is};
+pub(crate) use checks::{accepts, argument_values, decode_mirrored, encode_mirrored, media_is};
 pub use sse::sse_event;
 
 /// The MCP endpoint handler.
@@ -102,6 +103,20 @@ struct Access {
     session: String,
     id: Option<Box<RawValue>>,
     kind: Option<Kind>,
+    /// The access log is on: note how the answer came out.
+    note_rpc: bool,
+    /// How a JSON answer (or an error) came out.
+    rpc: Option<Answered>,
+    /// How a streamed answer's final message came out, noted as it passes.
+    streamed: Option<Arc<std::sync::OnceLock<Answered>>>,
+}
+
+impl Access {
+    /// How the request was answered at the JSON-RPC level, if it was.
+    fn answered(&self) -> Option<Answered> {
+        self.rpc
+            .or_else(|| self.streamed.as_ref().and_then(|s| s.get().copied()))
+    }
 }
 
 impl Proxy {
@@ -181,7 +196,11 @@ impl Proxy {
     }
 
     /// One line per request at info: client, HTTP method, MCP method, status, duration,
-    /// session prefix, upstream. Never params, results or header values.
+    /// session prefix, upstream, and the JSON-RPC outcome (`ok`, `tool_error`, `error` with
+    /// its code, `-` when there was no JSON-RPC answer). Never params, results or header
+    /// values. In the text format every field a client or upstream controls is escaped
+    /// ([`Escaped`]), so no value can forge a line or reach a terminal as an escape sequence;
+    /// JSON escapes by itself.
     fn access_log(&self, req: &Request, acc: &Access, status: u16, elapsed: Duration) {
         if !log::log_enabled!(target: "shadowcat::access", log::Level::Info) {
             return;
@@ -197,8 +216,11 @@ impl Proxy {
             &acc.session
         };
         let micros = elapsed.as_micros();
+        let answered = acc.answered();
+        let rpc = answered.map_or("-", Answered::label);
+        let code = answered.and_then(Answered::code);
         if self.cfg.log_json {
-            let line = serde_json::json!({
+            let mut line = serde_json::json!({
                 "remote": req.remote.to_string(),
                 "method": req.method,
                 "mcp_method": mcp,
@@ -206,16 +228,23 @@ impl Proxy {
                 "duration_ms": micros as f64 / 1000.0,
                 "session": session,
                 "upstream": self.upstream.name(),
+                "rpc": rpc,
             });
+            if let Some(c) = code {
+                line["rpc_code"] = c.into();
+            }
             log::info!(target: "shadowcat::access", "{line}");
         } else {
+            let code = code.map(|c| format!(":{c}")).unwrap_or_default();
             log::info!(
                 target: "shadowcat::access",
-                "{} {} {mcp} {status} {:.3}ms session={session} upstream={}",
+                "{} {} {} {status} {:.3}ms session={} upstream={} rpc={rpc}{code}",
                 req.remote,
-                req.method,
+                Escaped(&req.method),
+                Escaped(mcp),
                 micros as f64 / 1000.0,
-                self.upstream.name(),
+                Escaped(session),
+                Escaped(self.upstream.name()),
             );
         }
     }
@@ -292,10 +321,16 @@ pub fn error_response(e: &Error, id: Option<&RawValue>) -> Response {
 impl Handler for Proxy {
     fn handle(&self, req: Request, res: &mut Responder<'_>) {
         let started = Instant::now();
-        let mut acc = Access::default();
+        let mut acc = Access {
+            note_rpc: log::log_enabled!(target: "shadowcat::access", log::Level::Info),
+            ..Access::default()
+        };
         self.metrics.bytes_in(req.body.len() as u64);
         let status = match self.route(&req, &mut acc) {
             Ok(Outcome::Response(r)) => {
+                if acc.note_rpc && acc.kind == Some(Kind::Request) {
+                    acc.rpc = jsonrpc::answered(&r.body, acc.mcp_method == "tools/call");
+                }
                 let s = r.status;
                 self.metrics.bytes_out(r.body.len() as u64);
                 let _ = res.send(r);
@@ -310,11 +345,14 @@ impl Handler for Proxy {
             }) => self.pump(res, stream, first, session, announce, id),
             Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
             Err(e) => {
+                acc.rpc = Some(Answered::Error(Some(e.rpc_code())));
                 if e.status() >= 500 {
+                    // The error's text can carry an upstream's words (the start of its body).
+                    let (method, text) = (Escaped(&acc.mcp_method), e.to_string());
                     if self.warn_throttle.open() {
-                        log::warn!("{} {}: {e}", req.method, acc.mcp_method);
+                        log::warn!("{} {method}: {}", req.method, Escaped(&text));
                     } else {
-                        log::debug!("{} {}: {e}", req.method, acc.mcp_method);
+                        log::debug!("{} {method}: {}", req.method, Escaped(&text));
                     }
                 }
                 self.count_error(&e);

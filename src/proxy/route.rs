@@ -11,11 +11,11 @@ use serde::Deserialize;
 use crate::error::Error;
 use crate::gate::Caller;
 use crate::http::{Request, Response};
-use crate::jsonrpc::{Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
+use crate::jsonrpc::{self, Answered, Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
 use crate::session::Session;
-use crate::upstream::{Call, Item, Poll, Reply};
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
-use super::checks::{accepts, forwardable, media_is};
+use super::checks::{accepts, media_is, single_headers, upstream_headers};
 use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
 
 impl Proxy {
@@ -29,6 +29,7 @@ impl Proxy {
         if path != self.cfg.path {
             return Err(Error::NotFound);
         }
+        single_headers(req)?;
         self.check_origin(req)?;
         let caller = self.gate.identify(req)?;
         match req.method.as_str() {
@@ -76,13 +77,19 @@ impl Proxy {
         {
             return Err(Error::UnsupportedVersion(v.to_owned()));
         }
-        let headers: Vec<(String, String)> = req
-            .headers
-            .iter()
-            .filter(|(k, _)| forwardable(k))
-            .cloned()
-            .collect();
-        let modern = header_version == Some(MODERN_VERSION) || msg.modern_version().is_some();
+        // `params` members are picked out raw: the rest of params is never built into a tree.
+        let head = msg.head();
+        let meta_version = head.modern_version();
+        if let (Some(h), Some(m)) = (header_version, meta_version.as_deref())
+            && h != m
+        {
+            return Err(Error::HeaderMismatch(
+                "MCP-Protocol-Version does not match _meta's protocol version".into(),
+            ));
+        }
+        let version = header_version.or(meta_version.as_deref());
+        let headers = upstream_headers(req, &msg, &head, version)?;
+        let modern = header_version == Some(MODERN_VERSION) || meta_version.is_some();
         if modern && msg.method() != "initialize" {
             let call = Call {
                 msg,
@@ -217,7 +224,7 @@ impl Proxy {
         deadline: Instant,
         session: Option<&Arc<Session>>,
         announce: bool,
-        acc: &Access,
+        acc: &mut Access,
     ) -> Result<Outcome, Error> {
         let with_session = |mut r: Response| {
             if let (true, Some(s)) = (announce, session) {
@@ -259,6 +266,15 @@ impl Proxy {
                 Ok(Outcome::Response(error_response(&e, acc.id.as_deref())))
             }
             Reply::Stream(mut stream) => {
+                if acc.note_rpc {
+                    let seen = Arc::new(std::sync::OnceLock::new());
+                    acc.streamed = Some(seen.clone());
+                    stream = Box::new(Noted {
+                        inner: stream,
+                        seen,
+                        tools_call: acc.mcp_method == "tools/call",
+                    });
+                }
                 let mut first = None;
                 if !stream.must_stream() {
                     // An answer that comes at once goes back as plain JSON; anything slower
@@ -328,6 +344,37 @@ fn answered_version(body: &[u8]) -> Option<&'static str> {
     }
     let answer: Answer<'_> = serde_json::from_slice(body).ok()?;
     known_version(&answer.result?.protocol_version?)
+}
+
+/// Passes a stream on unchanged and notes, for the access log, how its final message (or
+/// its failure) answered the request.
+struct Noted {
+    inner: Box<dyn MessageStream>,
+    seen: Arc<std::sync::OnceLock<Answered>>,
+    tools_call: bool,
+}
+
+impl MessageStream for Noted {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        let polled = self.inner.poll_until(wake);
+        let answer = match &polled {
+            Ok(Poll::Item(Item::Final(body))) => jsonrpc::answered(body, self.tools_call),
+            Err(e) => Some(Answered::Error(Some(e.rpc_code()))),
+            Ok(_) => None,
+        };
+        if let Some(a) = answer {
+            let _ = self.seen.set(a);
+        }
+        polled
+    }
+
+    fn must_stream(&self) -> bool {
+        self.inner.must_stream()
+    }
+
+    fn dropped(&mut self) -> u64 {
+        self.inner.dropped()
+    }
 }
 
 #[cfg(test)]

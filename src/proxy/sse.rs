@@ -79,7 +79,8 @@ impl Proxy {
                             d
                         }
                         Err(e) => {
-                            log::debug!("stream ended early: {e}");
+                            let text = e.to_string();
+                            log::debug!("stream ended early: {}", crate::util::Escaped(&text));
                             self.count_error(&e);
                             next = Some(Poll::End);
                             jsonrpc::error_for(id.as_deref(), &e)

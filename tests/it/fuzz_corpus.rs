@@ -44,3 +44,8 @@ fn sse() {
 fn headers() {
     replay("headers", shadowcat::tools::fuzzing::headers);
 }
+
+#[test]
+fn fields() {
+    replay("fields", shadowcat::tools::fuzzing::fields);
+}

@@ -154,7 +154,10 @@ fn headers_are_allow_listed_both_ways() {
         ("X-Forwarded-For", "1.2.3.4"),
         ("Mcp-Param-Region", "eu"),
     ]);
-    let body = call("headers", 1);
+    // An `Mcp-Param-*` header must mirror an argument of the body (issue 12) to go upstream.
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call",
+        "params":{"name":"headers","arguments":{"region":"eu"}}})
+    .to_string();
     let r = c.request("POST", "/mcp", &h, body.as_bytes());
     assert_eq!(r.status, 200);
     assert!(r.header("set-cookie").is_none());

@@ -40,6 +40,8 @@ mod ratelimit;
 mod r12_bounds;
 // Issue #12 items 1 and 11: slow readers and workers, Host, HEAD, authority parsing.
 mod r12_http;
+// Issue 12, items 7–11: mirrored headers, log injection, ids, `_meta`, JWT dates, access log.
+mod r12_messages;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

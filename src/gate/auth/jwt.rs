@@ -40,10 +40,29 @@ struct Jwks {
 
 #[derive(Deserialize)]
 struct Claims {
+    /// Checked by `jsonwebtoken` (which takes fractions too, rounded to the nearest second),
+    /// read here for the cache and an exact check of its own.
+    #[serde(default, deserialize_with = "numeric_date")]
     exp: Option<u64>,
     sub: Option<String>,
     scope: Option<String>,
     scp: Option<Scp>,
+}
+
+/// An RFC 7519 NumericDate: seconds since the epoch, where a fraction is allowed
+/// (`1767225600.5`). Rounded down, so a token is never taken for valid past its `exp`.
+/// Negative, non-finite or out-of-range values are refused (a malformed token).
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Ok(Some(f.floor() as u64)),
+        _ => Err(serde::de::Error::custom("NumericDate out of range")),
+    }
 }
 
 #[derive(Deserialize)]
@@ -159,6 +178,13 @@ impl Auth {
             v.set_issuer(&[iss]);
         }
         let data = jsonwebtoken::decode::<Claims>(token, key, &v).map_err(invalid)?;
+        // `jsonwebtoken` rounds a fractional `exp` to the nearest second; ours is rounded
+        // down, so half a second past a fractional `exp` (plus leeway) is already too late.
+        if let Some(exp) = data.claims.exp
+            && exp.saturating_add(jwt.leeway.as_secs()) < jsonwebtoken::get_current_timestamp()
+        {
+            return Err(Denial::Invalid("token expired".into()));
+        }
         let sub = data
             .claims
             .sub

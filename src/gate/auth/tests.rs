@@ -174,6 +174,18 @@ fn jwt_claims() {
         check(&a, &hs256(&with(json!({"nbf": now() + 120})))),
         invalid("token not yet valid")
     );
+    // RFC 7519 NumericDates may have fractions (issue 12): exp, nbf and iat alike.
+    let (later, earlier) = (now() as f64 + 300.25, now() as f64 - 5.5);
+    let fractional = with(json!({"exp": later, "nbf": earlier, "iat": earlier}));
+    assert_eq!(check(&a, &hs256(&fractional)), ok);
+    assert_eq!(
+        check(&a, &hs256(&with(json!({"exp": now() as f64 - 120.5})))),
+        invalid("token expired")
+    );
+    assert_eq!(
+        check(&a, &hs256(&with(json!({"exp": -1.5})))),
+        invalid("malformed token")
+    );
     assert_eq!(
         check(&a, &hs256(&with(json!({"aud": "http://other/mcp"})))),
         invalid("wrong audience")

@@ -412,7 +412,10 @@ impl Upstream for HttpUpstream {
                     .read_to_vec();
                 slot.poisoned = drained.is_err();
             }
-            Err(e) => log::debug!("upstream DELETE failed: {e}"),
+            Err(e) => log::debug!(
+                "upstream DELETE failed: {}",
+                crate::util::Escaped(&e.to_string())
+            ),
         }
     }
 }

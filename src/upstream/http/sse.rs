@@ -42,7 +42,11 @@ pub(super) fn relay(
             return;
         }
         Err(e) => {
-            log::debug!("{}: standalone stream not opened: {e}", inner.name);
+            log::debug!(
+                "{}: standalone stream not opened: {}",
+                inner.name,
+                crate::util::Escaped(&e.to_string())
+            );
             if let Some(s) = session.upgrade() {
                 s.binding.listening.store(false, Ordering::Release);
             }
@@ -229,7 +233,11 @@ impl SseStream {
             );
             match opened {
                 Ok(Some((slot, resp))) => {
-                    log::debug!("{}: stream resumed after {last}", self.inner.name);
+                    log::debug!(
+                        "{}: stream resumed after {}",
+                        self.inner.name,
+                        crate::util::Escaped(&last)
+                    );
                     self.slot = Some(slot);
                     self.reader = BufReader::new(resp.into_body().into_reader());
                     return Ok(());
@@ -240,7 +248,11 @@ impl SseStream {
                         self.inner.name
                     )));
                 }
-                Err(e) => log::debug!("{}: resume attempt {attempt} failed: {e}", self.inner.name),
+                Err(e) => log::debug!(
+                    "{}: resume attempt {attempt} failed: {}",
+                    self.inner.name,
+                    crate::util::Escaped(&e.to_string())
+                ),
             }
         }
     }

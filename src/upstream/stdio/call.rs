@@ -8,7 +8,7 @@ use crossbeam_channel::RecvTimeoutError;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::jsonrpc::Message;
+use crate::jsonrpc::{self, Message};
 use crate::session::Session;
 use crate::upstream::stdio::child::Child;
 use crate::upstream::stdio::queue::CallReceiver;
@@ -39,7 +39,9 @@ pub(crate) fn request(child: &Child, v: &Value) -> Result<Value, Error> {
 
 /// Sends request `call` to `child` and returns the stream of its messages.
 pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Error> {
-    let client_id = call.msg.id.as_deref().map(|i| i.get().to_owned());
+    // Keyed by the id's canonical form, as `cancel` looks it up: the same id spelled
+    // differently (`"\u0061bc"`, `1e2`) is the same call.
+    let client_id = call.msg.id.as_deref().and_then(jsonrpc::id_key);
     let (id, rx) = child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
     if let (Some(s), Some(cid)) = (call.session, &client_id) {
         s.begin_call(cid, id);
@@ -56,19 +58,23 @@ pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Er
 }
 
 /// Translates a client's `notifications/cancelled` to the rewritten id and cancels the call.
+/// The request id is matched by its canonical form ([`jsonrpc::id_key`]); only `requestId`
+/// and `reason` are read out of the params.
 pub(crate) fn cancel(child: &Child, session: Option<&Arc<Session>>, msg: &Message) {
-    let (Some(s), Some(p)) = (session, msg.params_value()) else {
+    let (Some(s), Some(params)) = (session, msg.params.as_deref()) else {
         return;
     };
-    let Some(rid) = p.get("requestId") else {
+    let Some([Some(rid), reason]) = jsonrpc::pick(params.get(), ["requestId", "reason"]) else {
         return;
     };
-    if let Some(id) = s.upstream_call_id(&rid.to_string()) {
-        let reason = p
-            .get("reason")
-            .and_then(Value::as_str)
-            .unwrap_or("cancelled by client");
-        child.cancel(id, reason);
+    let Some(key) = jsonrpc::id_key(rid) else {
+        return;
+    };
+    if let Some(id) = s.upstream_call_id(&key) {
+        let reason = reason
+            .and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+            .unwrap_or_else(|| "cancelled by client".to_owned());
+        child.cancel(id, &reason);
     }
 }
 

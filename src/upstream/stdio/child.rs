@@ -34,7 +34,7 @@ use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::session::Session;
 use crate::upstream::Item;
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
-use crate::util::{lock, read_line_bounded, trim_line};
+use crate::util::{Escaped, lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
 #[derive(Debug)]
@@ -544,12 +544,19 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
             // A flooding child must not flood the log: warn at powers of two only.
             let n = shared.skipped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
+                let e = e.to_string();
                 log::warn!(
-                    "{}: skipping non-JSON-RPC stdout line ({n} so far): {e}",
-                    shared.name
+                    "{}: skipping non-JSON-RPC stdout line ({n} so far): {}",
+                    shared.name,
+                    Escaped(&e)
                 );
             } else {
-                log::debug!("{}: skipping non-JSON-RPC stdout line: {e}", shared.name);
+                let e = e.to_string();
+                log::debug!(
+                    "{}: skipping non-JSON-RPC stdout line: {}",
+                    shared.name,
+                    Escaped(&e)
+                );
             }
             return;
         }
@@ -683,8 +690,9 @@ fn stderr_lines(stderr: std::process::ChildStderr, name: &str) {
         match read_line_bounded(&mut r, &mut buf, 64 * 1024) {
             Ok(0) => return,
             Ok(_) => {
+                // The child writes what it likes: escaped, so it cannot forge log lines.
                 let text = String::from_utf8_lossy(trim_line(&buf));
-                log::info!(target: "shadowcat::child", "[{name}] {text}");
+                log::info!(target: "shadowcat::child", "[{name}] {}", Escaped(&text));
             }
             Err(_) => {
                 // Over-long stderr line: skip the rest of it and go on.
