@@ -53,6 +53,9 @@ pub struct Session {
     pub subscriptions: Mutex<std::collections::HashSet<String>>,
     /// The principal that created the session (authentication on); only it may use it.
     pub principal: Option<String>,
+    /// The `logging/setLevel` level the client asked for ([`LogLevel`] rank), or
+    /// [`LogLevel::UNSET`]: then it takes whatever the server sends.
+    log_level: std::sync::atomic::AtomicU8,
 }
 
 impl Session {
@@ -91,6 +94,90 @@ impl Session {
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
         lock(&self.inflight).len()
+    }
+
+    /// The level the client asked for with `logging/setLevel`, if it did.
+    pub fn log_level(&self) -> Option<LogLevel> {
+        LogLevel::from_rank(self.log_level.load(Ordering::Relaxed))
+    }
+
+    /// Records the client's `logging/setLevel`.
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.log_level.store(level as u8, Ordering::Relaxed);
+    }
+
+    /// True when a `notifications/message` at `level` (its `params.level`; unknown or absent
+    /// passes) is at or above the level the client asked for.
+    pub fn wants_log(&self, level: Option<&str>) -> bool {
+        match (self.log_level(), level.and_then(LogLevel::parse)) {
+            (Some(min), Some(l)) => l >= min,
+            _ => true,
+        }
+    }
+
+    /// How long until the session expires if it stays unused.
+    pub fn expires_in(&self, idle: Duration) -> Duration {
+        idle.saturating_sub(self.idle_for())
+    }
+}
+
+/// The syslog severities of MCP's `logging/setLevel` and `notifications/message`, least
+/// severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `notice`
+    Notice,
+    /// `warning`
+    Warning,
+    /// `error`
+    Error,
+    /// `critical`
+    Critical,
+    /// `alert`
+    Alert,
+    /// `emergency`
+    Emergency,
+}
+
+impl LogLevel {
+    const ALL: [LogLevel; 8] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Notice,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+        LogLevel::Alert,
+        LogLevel::Emergency,
+    ];
+    /// The stored rank of "never set".
+    const UNSET: u8 = u8::MAX;
+
+    /// The level an MCP level name names (`"warning"`), if any.
+    pub fn parse(name: &str) -> Option<LogLevel> {
+        LogLevel::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Its MCP name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Notice => "notice",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+            LogLevel::Alert => "alert",
+            LogLevel::Emergency => "emergency",
+        }
+    }
+
+    fn from_rank(rank: u8) -> Option<LogLevel> {
+        LogLevel::ALL.get(usize::from(rank)).copied()
     }
 }
 
@@ -159,6 +246,7 @@ impl Sessions {
             streams: Streams::new(self.replay),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
             principal,
+            log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
         }))
     }
 
@@ -310,6 +398,24 @@ mod tests {
         assert_eq!(t.check_room().unwrap().len(), 1);
         assert!(t.get_as(&a.id, None).is_none());
         assert!(t.create("v".into(), Binding::default(), None).is_ok());
+    }
+
+    #[test]
+    fn log_levels() {
+        let t = table(1, Duration::from_secs(60));
+        let s = t.create("v".into(), Binding::default(), None).unwrap();
+        assert_eq!(s.log_level(), None);
+        assert!(s.wants_log(Some("debug")));
+        s.set_log_level(LogLevel::Warning);
+        assert_eq!(s.log_level(), Some(LogLevel::Warning));
+        assert!(!s.wants_log(Some("info")));
+        assert!(s.wants_log(Some("warning")));
+        assert!(s.wants_log(Some("emergency")));
+        assert!(s.wants_log(Some("no-such-level")));
+        assert!(s.wants_log(None));
+        assert_eq!(LogLevel::parse("notice"), Some(LogLevel::Notice));
+        assert_eq!(LogLevel::parse("Notice"), None);
+        assert!(LogLevel::Debug < LogLevel::Emergency);
     }
 
     #[test]

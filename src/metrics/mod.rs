@@ -12,6 +12,7 @@
 //!   three adds: the `{class,status}` counter, one histogram bucket and the histogram sum.
 //! * **Events are pushed, levels are pulled.** Counters and histograms are fed by one call per
 //!   event ([`Metrics::request`], [`Metrics::upstream_error`], [`Metrics::rejected`],
+//!   [`Metrics::dropped`],
 //!   [`Metrics::bytes_in`], [`Metrics::bytes_out`] and the r2d2 handler [`PoolEvents`]). Point-in-time levels (sessions, open streams, children, pool
 //!   state) already live elsewhere, so the caller reads them at scrape time into a [`Gauges`]
 //!   and passes it to [`Metrics::render`].
@@ -295,6 +296,31 @@ impl Rejection {
     }
 }
 
+/// Why a message from an upstream was dropped instead of delivered: the `reason` label of
+/// `shadowcat_dropped_messages_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A shared stdio child's message that no request or session provably owns (several
+    /// sessions' or stateless calls in flight, or none): never delivered to a guess.
+    Unattributed,
+    /// A `notifications/message` below the level its session asked for with
+    /// `logging/setLevel` (the child runs at the lowest level any of its sessions asked for).
+    BelowLogLevel,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 2] = [DropReason::Unattributed, DropReason::BelowLogLevel];
+
+    /// The `reason` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DropReason::Unattributed => "unattributed",
+            DropReason::BelowLogLevel => "below_log_level",
+        }
+    }
+}
+
 /// Point-in-time levels read by the caller at scrape time and passed to [`Metrics::render`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -390,6 +416,7 @@ pub struct Metrics {
     durations: [Histogram; MethodClass::ALL.len()],
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
     rejected: [AtomicU64; Rejection::ALL.len()],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     pool_checkout_wait: Histogram,
@@ -416,6 +443,7 @@ impl Metrics {
             durations: [const { Histogram::new() }; MethodClass::ALL.len()],
             upstream_errors: [const { AtomicU64::new(0) }; UpstreamErrorKind::ALL.len()],
             rejected: [const { AtomicU64::new(0) }; Rejection::ALL.len()],
+            dropped: [const { AtomicU64::new(0) }; DropReason::ALL.len()],
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             pool_checkout_wait: Histogram::new(),
@@ -449,6 +477,12 @@ impl Metrics {
     #[inline]
     pub fn rejected(&self, why: Rejection) {
         self.rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// One upstream message dropped instead of delivered.
+    #[inline]
+    pub fn dropped(&self, why: DropReason) {
+        self.dropped[why as usize].fetch_add(1, Relaxed);
     }
 
     /// `n` bytes read from a client (request heads and bodies).

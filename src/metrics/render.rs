@@ -4,8 +4,8 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{
-    BOUND_LABELS, ChildInfo, Gauges, Histogram, MAX_CHILDREN, MethodClass, Metrics, N_BUCKETS,
-    PoolInfo, Rejection, STATUS_LABELS, UpstreamErrorKind,
+    BOUND_LABELS, ChildInfo, DropReason, Gauges, Histogram, MAX_CHILDREN, MethodClass, Metrics,
+    N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS, UpstreamErrorKind,
 };
 
 impl Metrics {
@@ -98,6 +98,25 @@ impl Metrics {
             line(
                 w,
                 format_args!("shadowcat_rejected_total{{reason=\"{}\"}} {n}", why.label()),
+            );
+        }
+
+        family(
+            w,
+            "shadowcat_dropped_messages_total",
+            "counter",
+            "Upstream messages dropped instead of delivered: unattributed (a shared stdio \
+             child's message no request or session provably owns), below_log_level (under the \
+             level its session set with logging/setLevel).",
+        );
+        for why in DropReason::ALL {
+            let n = self.dropped[why as usize].load(Relaxed);
+            line(
+                w,
+                format_args!(
+                    "shadowcat_dropped_messages_total{{reason=\"{}\"}} {n}",
+                    why.label()
+                ),
             );
         }
 

@@ -41,6 +41,8 @@ fn sample() -> (Metrics, Gauges) {
     m.upstream_error(UpstreamErrorKind::ChildExit);
     m.rejected(Rejection::Body);
     m.rejected(Rejection::Rate);
+    m.dropped(DropReason::Unattributed);
+    m.dropped(DropReason::Unattributed);
     m.bytes_in(1000);
     m.bytes_in(24);
     m.bytes_out(4096);
@@ -187,6 +189,14 @@ fn exact_lines_after_known_traffic() {
     has(&text, "shadowcat_rejected_total{reason=\"body\"} 1");
     has(&text, "shadowcat_rejected_total{reason=\"rate\"} 1");
     has(&text, "shadowcat_rejected_total{reason=\"sessions\"} 0");
+    has(
+        &text,
+        "shadowcat_dropped_messages_total{reason=\"unattributed\"} 2",
+    );
+    has(
+        &text,
+        "shadowcat_dropped_messages_total{reason=\"below_log_level\"} 0",
+    );
     has(&text, "shadowcat_sessions 3");
     has(&text, "shadowcat_streams_open 2");
     has(&text, "shadowcat_connections_open 5");
@@ -387,6 +397,9 @@ fn method_class_mapping() {
     for (i, r) in Rejection::ALL.iter().enumerate() {
         assert_eq!(*r as usize, i);
     }
+    for (i, r) in DropReason::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i);
+    }
 }
 
 #[test]
@@ -445,6 +458,7 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_request_duration_seconds", "histogram"),
         ("shadowcat_upstream_errors_total", "counter"),
         ("shadowcat_rejected_total", "counter"),
+        ("shadowcat_dropped_messages_total", "counter"),
         ("shadowcat_sessions", "gauge"),
         ("shadowcat_streams_open", "gauge"),
         ("shadowcat_connections_open", "gauge"),

@@ -5,6 +5,9 @@
 //! tells the real wait.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -92,4 +95,221 @@ fn r12_4_admin_refuses_browser_origins_and_form_posts() {
     assert_eq!(admin(ad, "DELETE", &kill, &json_utf8).status, 200);
     let r = admin(ad, "POST", restart, &JSON);
     assert_eq!(r.status, 200, "{}", r.text());
+}
+const ALICE: &str = "alice-0123456789abcdef";
+const BOB: &str = "bob-0123456789abcdef";
+const CAROL: &str = "carol-0123456789abcdef";
+
+/// `--auth-tokens` for alice, bob and carol.
+fn tokens(dir: &TempDir) -> String {
+    let f = dir.path().join("tokens");
+    std::fs::write(&f, format!("{ALICE} alice\n{BOB} bob\n{CAROL} carol\n")).expect("tokens");
+    f.display().to_string()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// A POST as `token` (within session `sid`, if given).
+fn post_as(addr: SocketAddr, token: &str, sid: Option<&str>, body: &str) -> Resp {
+    let auth = bearer(token);
+    post_with(addr, &[("Authorization", &auth)], sid, body)
+}
+
+/// `initialize` as `token`: the answer (200 with the session id, or the refusal).
+fn init_as(addr: SocketAddr, token: &str) -> Resp {
+    post_as(addr, token, None, INIT)
+}
+
+/// `session_headers` plus a bearer token, for GETs (no Content-Type).
+fn get_as(token: &str, sid: &str) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = get_headers(sid)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    h.push(("Authorization".into(), bearer(token)));
+    h
+}
+
+fn refs(h: &[(String, String)]) -> Vec<(&str, &str)> {
+    h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The value of one sample in `/metrics` (`name{labels}` exactly), 0 if absent.
+fn metric(addr: SocketAddr, sample: &str) -> f64 {
+    let text = get(addr, "/metrics", &[]).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn logs(messages: &[Value]) -> Vec<&Value> {
+    messages
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .collect()
+}
+
+fn tool_call(id: u64, name: &str, args: Value) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
+           "params":{"name":name,"arguments":args}})
+    .to_string()
+}
+
+/// A stateless (2026-07-28) `tools/call` as `token`.
+fn stateless_call_as(addr: SocketAddr, token: &str, id: u64, name: &str) -> Resp {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":name,"arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}})
+    .to_string();
+    let auth = bearer(token);
+    let mut h = JSON_HEADERS.to_vec();
+    h.push(("MCP-Protocol-Version", "2026-07-28"));
+    h.push(("Authorization", &auth));
+    Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
+}
+
+/// Events on `s` until it stays quiet for its read timeout.
+fn drain(s: &mut SseConn) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Some(ev) = s.next_event() {
+        if !ev.data.is_empty() {
+            out.push(ev.json());
+        }
+    }
+    out
+}
+
+#[test]
+fn r12_3_stateless_logs_never_reach_another_principals_stream() {
+    let dir = TempDir::new("r12-3-leak");
+    // One child, so alice's session and bob's stateless calls share it.
+    let p = demo_proxy(&["--auth-tokens", &tokens(&dir), "--stdio-children", "1"]);
+    let a = p.local_addr();
+    let r = init_as(a, ALICE);
+    let sid = r
+        .header("mcp-session-id")
+        .expect("alice's session")
+        .to_string();
+    let h = get_as(ALICE, &sid);
+    let mut alice_stream = SseConn::open(a, "GET", &refs(&h), b"");
+    assert_eq!(alice_stream.status, 200);
+
+    // Bob's stateless call is the only call in flight: its logs are its own, on its answer.
+    let r = stateless_call_as(a, BOB, 1, "test_tool_with_logging");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bobs = r.messages();
+    assert_eq!(logs(&bobs).len(), 3, "bob gets his own logs: {bobs:?}");
+    assert!(bobs.last().is_some_and(|m| m["result"].is_object()));
+
+    // Bob again while alice has a call in flight on the same child: nobody provably owns
+    // bob's logs any more, so they are dropped (and counted), never given to alice.
+    let before = metric(
+        a,
+        "shadowcat_dropped_messages_total{reason=\"unattributed\"}",
+    );
+    let alice_call = std::thread::spawn(move || {
+        let body = tool_call(2, "slow_echo", json!({"message":"mine","delayMs":1500}));
+        post_as(a, ALICE, Some(&sid), &body).messages()
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    while p.proxy().upstream().children()[0].inflight == 0 {
+        assert!(
+            Instant::now() < until,
+            "alice's call never reached the child"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = stateless_call_as(a, BOB, 3, "test_tool_with_logging");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let bobs = r.messages();
+    assert!(
+        logs(&bobs).is_empty(),
+        "unattributable logs delivered: {bobs:?}"
+    );
+    assert!(bobs.last().is_some_and(|m| m["result"].is_object()));
+    let alices = alice_call.join().expect("alice's call");
+    assert!(
+        logs(&alices).is_empty(),
+        "bob's logs on alice's call: {alices:?}"
+    );
+    assert_eq!(alices.last().map(|m| m["id"].clone()), Some(json!(2)));
+    alice_stream.r_timeout(Duration::from_millis(700));
+    let seen = drain(&mut alice_stream);
+    assert!(
+        seen.is_empty(),
+        "alice's stream got bob's messages: {seen:?}"
+    );
+    let after = metric(
+        a,
+        "shadowcat_dropped_messages_total{reason=\"unattributed\"}",
+    );
+    assert!(
+        after >= before + 3.0,
+        "dropped logs counted: {before} -> {after}"
+    );
+}
+
+#[test]
+fn r12_3_one_sessions_log_level_does_not_silence_another() {
+    let p = demo_proxy(&["--stdio-children", "1"]);
+    let a = p.local_addr();
+    let alice = Conn::open(a).initialize();
+    let bob = Conn::open(a).initialize();
+    let set = |sid: &str, level: &str| {
+        let body = json!({"jsonrpc":"2.0","id":9,"method":"logging/setLevel",
+                          "params":{"level":level}});
+        post(a, Some(sid), &body.to_string())
+    };
+    let r = set(&alice, "emergency");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"], json!({}), "{}", r.text());
+    let call = |sid: &str| {
+        let r = post(
+            a,
+            Some(sid),
+            &tool_call(1, "test_tool_with_logging", json!({})),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.messages()
+    };
+    // Bob never asked for a level: he still gets every log.
+    assert_eq!(logs(&call(&bob)).len(), 3, "alice's level silenced bob");
+    // Alice gets none of hers (info < emergency), each counted.
+    let before = metric(
+        a,
+        "shadowcat_dropped_messages_total{reason=\"below_log_level\"}",
+    );
+    let mine = call(&alice);
+    assert!(logs(&mine).is_empty(), "{mine:?}");
+    assert!(mine.last().is_some_and(|m| m["result"].is_object()));
+    let after = metric(
+        a,
+        "shadowcat_dropped_messages_total{reason=\"below_log_level\"}",
+    );
+    assert!(after >= before + 3.0, "{before} -> {after}");
+    // Bob at warning: info is below his level now, alice's emergency does not move it.
+    assert_eq!(set(&bob, "warning").status, 200);
+    assert!(logs(&call(&bob)).is_empty());
+    assert_eq!(set(&bob, "debug").status, 200);
+    assert_eq!(logs(&call(&bob)).len(), 3);
+    // Alice leaving does not change bob's level either.
+    let gone = Conn::open(a).request("DELETE", "/mcp", &[("Mcp-Session-Id", &alice)], b"");
+    assert_eq!(gone.status, 200);
+    assert_eq!(logs(&call(&bob)).len(), 3);
+    // A level that does not exist is refused, and a stateless caller cannot set one at all.
+    let r = set(&bob, "loud");
+    assert_eq!(r.json()["error"]["code"], -32602, "{}", r.text());
+    let body = json!({"jsonrpc":"2.0","id":4,"method":"logging/setLevel","params":{
+        "level":"emergency","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}});
+    let mut h = JSON_HEADERS.to_vec();
+    h.push(("MCP-Protocol-Version", "2026-07-28"));
+    let r = Conn::open(a).request("POST", "/mcp", &h, body.to_string().as_bytes());
+    assert_eq!(r.json()["error"]["code"], -32601, "{}", r.text());
+    assert_eq!(
+        logs(&call(&bob)).len(),
+        3,
+        "a stateless setLevel silenced bob"
+    );
 }

@@ -156,6 +156,9 @@ impl Inner {
                     }
                     return;
                 }
+                // Sessions here never record a level (the child is theirs alone), so nothing
+                // is dropped for one.
+                Event::Dropped(_) => return,
             };
             let _ = control.send(msg);
         })
