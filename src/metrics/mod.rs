@@ -270,17 +270,23 @@ pub enum Rejection {
     Auth,
     /// `--max-connections` client connections open (503 and close).
     Connections,
+    /// `--max-sessions-per-client` sessions held by the client (429).
+    SessionQuota,
+    /// `--max-streams-per-client` streams open for the client (429).
+    StreamQuota,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 6] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::Body,
         Rejection::Sessions,
         Rejection::Streams,
         Rejection::Rate,
         Rejection::Auth,
         Rejection::Connections,
+        Rejection::SessionQuota,
+        Rejection::StreamQuota,
     ];
 
     /// The `reason` label value.
@@ -292,6 +298,8 @@ impl Rejection {
             Rejection::Rate => "rate",
             Rejection::Auth => "auth",
             Rejection::Connections => "connections",
+            Rejection::SessionQuota => "session_quota",
+            Rejection::StreamQuota => "stream_quota",
         }
     }
 }

@@ -91,7 +91,8 @@ impl Metrics {
             "counter",
             "Requests or connections turned away by a limit: body (--max-body), sessions \
              (--max-sessions), streams (--max-streams), rate (rate limit), connections \
-             (--max-connections).",
+             (--max-connections), session_quota (--max-sessions-per-client), stream_quota \
+             (--max-streams-per-client).",
         );
         for why in Rejection::ALL {
             let n = self.rejected[why as usize].load(Relaxed);

@@ -41,6 +41,7 @@ fn sample() -> (Metrics, Gauges) {
     m.upstream_error(UpstreamErrorKind::ChildExit);
     m.rejected(Rejection::Body);
     m.rejected(Rejection::Rate);
+    m.rejected(Rejection::SessionQuota);
     m.dropped(DropReason::Unattributed);
     m.dropped(DropReason::Unattributed);
     m.bytes_in(1000);
@@ -189,6 +190,11 @@ fn exact_lines_after_known_traffic() {
     has(&text, "shadowcat_rejected_total{reason=\"body\"} 1");
     has(&text, "shadowcat_rejected_total{reason=\"rate\"} 1");
     has(&text, "shadowcat_rejected_total{reason=\"sessions\"} 0");
+    has(
+        &text,
+        "shadowcat_rejected_total{reason=\"session_quota\"} 1",
+    );
+    has(&text, "shadowcat_rejected_total{reason=\"stream_quota\"} 0");
     has(
         &text,
         "shadowcat_dropped_messages_total{reason=\"unattributed\"} 2",

@@ -96,6 +96,7 @@ fn r12_4_admin_refuses_browser_origins_and_form_posts() {
     let r = admin(ad, "POST", restart, &JSON);
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
 const ALICE: &str = "alice-0123456789abcdef";
 const BOB: &str = "bob-0123456789abcdef";
 const CAROL: &str = "carol-0123456789abcdef";
@@ -122,6 +123,20 @@ fn init_as(addr: SocketAddr, token: &str) -> Resp {
     post_as(addr, token, None, INIT)
 }
 
+/// Initializes as `token` until refused (at most `cap` times): the session ids and the
+/// refusal.
+fn sessions_until_refused(addr: SocketAddr, token: &str, cap: usize) -> (Vec<String>, Resp) {
+    let mut ids = Vec::new();
+    for _ in 0..cap {
+        let r = init_as(addr, token);
+        match r.header("mcp-session-id") {
+            Some(sid) if r.status == 200 => ids.push(sid.to_string()),
+            _ => return (ids, r),
+        }
+    }
+    panic!("{token}: {cap} sessions and never refused");
+}
+
 /// `session_headers` plus a bearer token, for GETs (no Content-Type).
 fn get_as(token: &str, sid: &str) -> Vec<(String, String)> {
     let mut h: Vec<(String, String)> = get_headers(sid)
@@ -142,6 +157,12 @@ fn metric(addr: SocketAddr, sample: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+fn retry_after(r: &Resp) -> u64 {
+    r.header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", r.headers))
 }
 
 fn logs(messages: &[Value]) -> Vec<&Value> {
@@ -312,4 +333,167 @@ fn r12_3_one_sessions_log_level_does_not_silence_another() {
         3,
         "a stateless setLevel silenced bob"
     );
+}
+
+#[test]
+fn r12_6_one_principal_cannot_take_every_session() {
+    let dir = TempDir::new("r12-6-sessions");
+    let p = demo_proxy(&[
+        "--auth-tokens",
+        &tokens(&dir),
+        "--max-sessions",
+        "10",
+        "--session-idle",
+        "600s",
+    ]);
+    let a = p.local_addr();
+    // At most half of the room: 5 of 10.
+    let (mine, refused) = sessions_until_refused(a, ALICE, 20);
+    assert_eq!(mine.len(), 5, "alice's sessions");
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let msg = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains("--max-sessions-per-client"), "{msg}");
+    assert_eq!(refused.json()["error"]["code"], -32600);
+    // Her sessions expire unused in 600 s: that is the wait, not 1 s.
+    let wait = retry_after(&refused);
+    assert!((590..=600).contains(&wait), "Retry-After {wait}");
+    let r = init_as(a, BOB);
+    assert_eq!(r.status, 200, "bob locked out: {}", r.text());
+    assert!(metric(a, "shadowcat_rejected_total{reason=\"session_quota\"}") >= 1.0);
+    // Ending one of hers gives her room again.
+    let mut h = vec![("Mcp-Session-Id", mine[0].as_str())];
+    let auth = bearer(ALICE);
+    h.push(("Authorization", &auth));
+    assert_eq!(Conn::open(a).request("DELETE", "/mcp", &h, b"").status, 200);
+    assert_eq!(init_as(a, ALICE).status, 200);
+}
+
+#[test]
+fn r12_6_full_table_retry_after_is_the_real_wait() {
+    let dir = TempDir::new("r12-6-full");
+    let p = demo_proxy(&[
+        "--auth-tokens",
+        &tokens(&dir),
+        "--max-sessions",
+        "4",
+        "--session-idle",
+        "600s",
+    ]);
+    let a = p.local_addr();
+    for who in [ALICE, ALICE, BOB, BOB] {
+        assert_eq!(init_as(a, who).status, 200);
+    }
+    let r = init_as(a, CAROL);
+    assert_eq!(r.status, 503, "{}", r.text());
+    let wait = retry_after(&r);
+    assert!(
+        (590..=600).contains(&wait),
+        "Retry-After {wait}, the sessions expire in 600 s"
+    );
+}
+
+#[test]
+fn r12_6_unauthenticated_clients_are_counted_by_ip() {
+    let p = demo_proxy(&["--max-sessions", "4", "--trusted-proxy", "127.0.0.1"]);
+    let a = p.local_addr();
+    let init_from = |ip: &str| post_with(a, &[("X-Forwarded-For", ip)], None, INIT);
+    assert_eq!(init_from("203.0.113.1").status, 200);
+    assert_eq!(init_from("203.0.113.1").status, 200);
+    let r = init_from("203.0.113.1");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(
+        init_from("203.0.113.2").status,
+        200,
+        "another address has room"
+    );
+}
+
+#[test]
+fn r12_6_per_session_children_are_not_one_clients_either() {
+    let dir = TempDir::new("r12-6-dedicated");
+    let p = demo_proxy(&[
+        "--auth-tokens",
+        &tokens(&dir),
+        "--stdio-mode",
+        "per-session",
+        "--stdio-children",
+        "4",
+        "--stdio-spares",
+        "1",
+    ]);
+    let a = p.local_addr();
+    let (mine, refused) = sessions_until_refused(a, ALICE, 8);
+    assert_eq!(mine.len(), 2, "half of the 4 children");
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert!(
+        retry_after(&refused) > 1700,
+        "her sessions expire in 30 min"
+    );
+    let r = init_as(a, BOB);
+    assert_eq!(r.status, 200, "bob locked out: {}", r.text());
+    let r = init_as(a, BOB);
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Every child is some session's now: 503, and the wait is the sessions' expiry.
+    let r = init_as(a, CAROL);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(retry_after(&r) > 1700, "Retry-After {}", retry_after(&r));
+}
+
+#[test]
+fn r12_6_one_principal_cannot_take_every_stream() {
+    let dir = TempDir::new("r12-6-streams");
+    let p = demo_proxy(&["--auth-tokens", &tokens(&dir), "--max-streams", "4"]);
+    let a = p.local_addr();
+    let sids: Vec<String> = (0..3)
+        .map(|_| {
+            let r = init_as(a, ALICE);
+            r.header("mcp-session-id").expect("session").to_string()
+        })
+        .collect();
+    // Half of the 4 streams: two GETs stay open, the third is refused.
+    let h0 = get_as(ALICE, &sids[0]);
+    let h1 = get_as(ALICE, &sids[1]);
+    let h2 = get_as(ALICE, &sids[2]);
+    let s0 = SseConn::open(a, "GET", &refs(&h0), b"");
+    let s1 = SseConn::open(a, "GET", &refs(&h1), b"");
+    assert_eq!((s0.status, s1.status), (200, 200));
+    // (Read the head only first: a stream that opened would never end.)
+    assert_eq!(SseConn::open(a, "GET", &refs(&h2), b"").status, 429);
+    let r = Conn::open(a).request("GET", "/mcp", &refs(&h2), b"");
+    assert_eq!(r.status, 429, "{}", r.text());
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(msg.contains("--max-streams-per-client"), "{msg}");
+    // Nothing of hers ends before her sessions expire unused (30 min).
+    assert!(retry_after(&r) > 1700, "Retry-After {}", retry_after(&r));
+    // A request that must stream is refused the same way; one answered at once is not.
+    let slow = tool_call(5, "slow_echo", json!({"message":"x","delayMs":400}));
+    let r = post_as(a, ALICE, Some(&sids[2]), &slow);
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = post_as(
+        a,
+        ALICE,
+        Some(&sids[2]),
+        &tool_call(6, "echo", json!({"message":"x"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Reconnecting to a stream she follows is never refused (it replaces the old GET).
+    let again = SseConn::open(a, "GET", &refs(&h0), b"");
+    assert_eq!(again.status, 200);
+    // Bob still gets a stream.
+    let r = init_as(a, BOB);
+    let bob = r
+        .header("mcp-session-id")
+        .expect("bob's session")
+        .to_string();
+    let hb = get_as(BOB, &bob);
+    let sb = SseConn::open(a, "GET", &refs(&hb), b"");
+    assert_eq!(sb.status, 200, "bob locked out of streams");
+    assert!(metric(a, "shadowcat_rejected_total{reason=\"stream_quota\"}") >= 2.0);
+    drop((s0, s1, again, sb));
 }

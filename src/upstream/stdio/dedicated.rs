@@ -328,10 +328,14 @@ impl Upstream for DedicatedUpstream {
                 continue;
             }
             if !inner.reserve() {
-                return Err(Error::Unavailable(format!(
+                // Every child is some session's: room comes back as sessions end (the
+                // pipeline sets the real wait).
+                log::debug!(
                     "all {} {} children are taken",
-                    inner.max_children, inner.name
-                )));
+                    inner.max_children,
+                    inner.name
+                );
+                return Err(Error::TooManySessions { retry_after: 0 });
             }
             let (tx, rx) = bounded(1);
             let _ = inner.control.send(Control::Urgent(tx));
