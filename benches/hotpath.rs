@@ -133,13 +133,19 @@ fn main() {
 
     let sessions = Sessions::new(&SessionConfig {
         max: 20_000,
+        max_per_client: 20_000,
         idle: Duration::from_secs(3600),
         replay: ReplayLimits::default(),
     });
     let ids: Vec<String> = (0..10_000)
         .map(|_| {
             sessions
-                .create("2025-11-25".into(), Binding::default(), None)
+                .create(
+                    "2025-11-25".into(),
+                    Binding::default(),
+                    None,
+                    "ip:127.0.0.1".into(),
+                )
                 .expect("room for 10,000 sessions")
                 .id
                 .clone()

@@ -51,7 +51,7 @@ impl Shadowcat {
         let upstream: Arc<dyn Upstream> = match &config.upstream {
             UpstreamConfig::Http(http) => Arc::new(HttpUpstream::new(http, Some(metrics.clone()))?),
             UpstreamConfig::Stdio(stdio) => match stdio.mode {
-                StdioMode::Shared => Arc::new(StdioUpstream::start(stdio)?),
+                StdioMode::Shared => Arc::new(StdioUpstream::start(stdio, Some(metrics.clone()))?),
                 StdioMode::PerSession { .. } => Arc::new(DedicatedUpstream::start(stdio)?),
             },
         };

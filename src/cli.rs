@@ -116,6 +116,17 @@ pub struct ReverseArgs {
     #[argh(option, default = "10_000")]
     pub max_sessions: usize,
 
+    /// sessions one client (its principal, or its IP when unauthenticated) may hold; beyond,
+    /// 429 (default 64, but at most half of --max-sessions, and in per-session mode of
+    /// --stdio-children, so that one client never holds them all)
+    #[argh(option)]
+    pub max_sessions_per_client: Option<usize>,
+
+    /// streams one client may have open; beyond, 429 (default 32, but at most half of
+    /// --max-streams)
+    #[argh(option)]
+    pub max_streams_per_client: Option<usize>,
+
     /// a session unused this long is ended (default 30m)
     #[argh(option, default = "String::from(\"30m\")")]
     pub session_idle: String,
@@ -360,6 +371,12 @@ impl ReverseArgs {
         positive("--max-connections", self.max_connections)?;
         positive("--max-streams", self.max_streams)?;
         positive("--max-sessions", self.max_sessions)?;
+        if let Some(n) = self.max_sessions_per_client {
+            positive("--max-sessions-per-client", n)?;
+        }
+        if let Some(n) = self.max_streams_per_client {
+            positive("--max-streams-per-client", n)?;
+        }
         positive("--upstream-pool", self.upstream_pool as usize)?;
         positive("--replay-events", self.replay_events)?;
         positive("--max-subscriptions", self.max_subscriptions)?;
@@ -461,6 +478,24 @@ impl ReverseArgs {
         let replay_ttl = duration("--replay-ttl", &self.replay_ttl)?;
         let reconnect_max = duration("--upstream-reconnect-max", &self.upstream_reconnect_max)?;
         let shutdown_grace = duration("--shutdown-grace", &self.shutdown_grace)?;
+        // What one client may hold: by default 64 sessions and 32 streams, and never more than
+        // half of what there is, so that another client always finds room. A value given
+        // explicitly is the operator's.
+        let session_room = match &chosen {
+            Chosen::Stdio {
+                children,
+                mode: StdioMode::PerSession { .. },
+                ..
+            } => self.max_sessions.min(*children),
+            _ => self.max_sessions,
+        };
+        let half = |n: usize| (n / 2).max(1);
+        let max_sessions_per_client = self
+            .max_sessions_per_client
+            .unwrap_or_else(|| half(session_room).min(64));
+        let max_streams_per_client = self
+            .max_streams_per_client
+            .unwrap_or_else(|| half(self.max_streams).min(32));
         let upstream = match chosen {
             Chosen::Http(url) => UpstreamConfig::Http(HttpUpstreamConfig {
                 url,
@@ -504,9 +539,11 @@ impl ReverseArgs {
                 sse_keepalive,
                 log_json,
                 loopback: self.bind.ip().is_loopback(),
+                max_streams_per_client,
             },
             sessions: SessionConfig {
                 max: self.max_sessions,
+                max_per_client: max_sessions_per_client,
                 idle: session_idle,
                 replay: ReplayLimits {
                     events: self.replay_events,
@@ -762,12 +799,48 @@ mod tests {
         let server = c.listen.server_config();
         assert_eq!(server.write_timeout, Duration::from_secs(10));
         assert_eq!(server.worker_wait, Duration::from_secs(60));
+        assert_eq!(c.sessions.max_per_client, 64);
+        assert_eq!(c.proxy.max_streams_per_client, 32);
         let c = parse(&["reverse", "--upstream", "http://127.0.0.1:1/mcp"]).unwrap();
         let UpstreamConfig::Http(h) = &c.upstream else {
             panic!("{:?}", c.upstream)
         };
         assert_eq!(h.pool, 32);
         assert_eq!(h.request_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn client_quotas_leave_room_for_another_client() {
+        let quotas = |args: &[&str]| {
+            let c = parse(args).unwrap();
+            (c.sessions.max_per_client, c.proxy.max_streams_per_client)
+        };
+        assert_eq!(quotas(&["reverse", "--max-sessions", "100"]), (50, 32));
+        assert_eq!(quotas(&["reverse", "--max-streams", "10"]), (64, 5));
+        assert_eq!(quotas(&["reverse", "--max-sessions", "1"]), (1, 32));
+        assert_eq!(
+            quotas(&["reverse", "--stdio-mode", "per-session"]),
+            (8, 32),
+            "16 children by default"
+        );
+        let c = [
+            "reverse",
+            "--max-sessions-per-client",
+            "3",
+            "--max-streams-per-client",
+            "2",
+        ];
+        assert_eq!(quotas(&c), (3, 2));
+        let c = [
+            "reverse",
+            "--max-sessions",
+            "10",
+            "--max-sessions-per-client",
+            "10",
+        ];
+        assert_eq!(quotas(&c), (10, 32), "an explicit quota is the operator's");
+        assert!(parse(&["reverse", "--max-sessions-per-client", "0"]).is_err());
+        assert!(parse(&["reverse", "--max-streams-per-client", "0"]).is_err());
     }
 
     #[test]

@@ -121,6 +121,9 @@ pub struct ProxyConfig {
     /// too (DNS rebinding). Not shown (`bind` is).
     #[serde(skip)]
     pub loopback: bool,
+    /// `--max-streams-per-client`: streams one client (principal, or IP) may have open.
+    /// Default 32, but at most half of `--max-streams`.
+    pub max_streams_per_client: usize,
 }
 
 /// The session table: its cap, idle expiry and the replay logs of its streams.
@@ -129,6 +132,11 @@ pub struct SessionConfig {
     /// `--max-sessions`: sessions kept at once. Default 10,000.
     #[serde(rename = "maxSessions")]
     pub max: usize,
+    /// `--max-sessions-per-client`: sessions one client (principal, or IP) may hold. Default
+    /// 64, but at most half of the session room (`--max-sessions`, and `--stdio-children` in
+    /// per-session mode).
+    #[serde(rename = "maxSessionsPerClient")]
+    pub max_per_client: usize,
     /// `--session-idle`: a session unused this long is ended. Default 30 min.
     #[serde(rename = "sessionIdleSeconds", serialize_with = "seconds")]
     pub idle: Duration,

@@ -113,8 +113,30 @@ pub enum Error {
     NotFound,
     /// A modern (2026-07-28) request reached an upstream that only speaks the legacy protocol.
     LegacyOnly,
-    /// `--max-sessions` sessions exist and none has expired.
-    TooManySessions,
+    /// `--max-sessions` sessions exist and none has expired (in per-session stdio mode also:
+    /// every child is taken by a session).
+    TooManySessions {
+        /// Whole seconds until the session unused longest expires, if it stays unused (at least
+        /// 1, at most `--session-idle`).
+        retry_after: u64,
+    },
+    /// The client (its principal, or its IP without authentication) already holds
+    /// `--max-sessions-per-client` live sessions.
+    SessionQuota {
+        /// The quota in force.
+        limit: usize,
+        /// Whole seconds until that client's session unused longest expires, if it stays
+        /// unused (at least 1).
+        retry_after: u64,
+    },
+    /// The client already has `--max-streams-per-client` streams open.
+    StreamQuota {
+        /// The quota in force.
+        limit: usize,
+        /// Whole seconds until one of its streams ends by itself at the latest: a request's
+        /// deadline, or the idle expiry of the session a GET follows (at least 1).
+        retry_after: u64,
+    },
     /// `--max-streams` streams are open.
     TooManyStreams,
     /// No upstream connection slot became free within the checkout timeout.
@@ -207,6 +229,8 @@ impl Error {
             | Error::Forbidden(_)
             | Error::Auth { .. }
             | Error::RateLimited { .. }
+            | Error::SessionQuota { .. }
+            | Error::StreamQuota { .. }
             | Error::MissingSession
             | Error::UnknownSession
             | Error::UnsupportedVersion(_)
@@ -227,7 +251,7 @@ impl Error {
             | Error::Unavailable(_)
             | Error::Spawn(_)
             | Error::Timeout => Source::Upstream,
-            Error::TooManySessions
+            Error::TooManySessions { .. }
             | Error::TooManyStreams
             | Error::Http { .. }
             | Error::Internal(_)
@@ -250,7 +274,9 @@ impl Error {
                 ..
             } => 403,
             Error::Auth { .. } => 401,
-            Error::RateLimited { .. } => 429,
+            Error::RateLimited { .. } | Error::SessionQuota { .. } | Error::StreamQuota { .. } => {
+                429
+            }
             Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::RepeatedHeader(_)
@@ -260,7 +286,7 @@ impl Error {
             | Error::UnknownEventId(_) => 400,
             Error::UnknownSession | Error::UpstreamSessionLost | Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
-            Error::TooManySessions | Error::TooManyStreams | Error::UpstreamBusy => 503,
+            Error::TooManySessions { .. } | Error::TooManyStreams | Error::UpstreamBusy => 503,
             Error::Unavailable(_) => 503,
             Error::UpstreamUnreachable { .. } | Error::UpstreamProtocol(_) => 502,
             Error::UpstreamStatus { status, .. } if *status >= 500 => 502,
@@ -294,6 +320,8 @@ impl Error {
             | Error::Forbidden(_)
             | Error::Auth { .. }
             | Error::RateLimited { .. }
+            | Error::SessionQuota { .. }
+            | Error::StreamQuota { .. }
             | Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::RepeatedHeader(_)
@@ -313,10 +341,13 @@ impl Error {
     /// Seconds a client should wait before retrying, for the overload answers.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            Error::TooManySessions | Error::TooManyStreams | Error::UpstreamBusy => Some(1),
+            Error::TooManyStreams | Error::UpstreamBusy => Some(1),
             Error::Unavailable(_) => Some(2),
-            Error::RateLimited { retry_after, .. } => {
-                Some(u32::try_from(*retry_after).unwrap_or(u32::MAX))
+            Error::RateLimited { retry_after, .. }
+            | Error::TooManySessions { retry_after }
+            | Error::SessionQuota { retry_after, .. }
+            | Error::StreamQuota { retry_after, .. } => {
+                Some(u32::try_from(*retry_after).unwrap_or(u32::MAX).max(1))
             }
             _ => None,
         }
@@ -331,7 +362,9 @@ impl Error {
             Error::ChildExited(_) => Count::Upstream(K::ChildExit),
             Error::UpstreamProtocol(_) => Count::Upstream(K::Protocol),
             Error::Unavailable(_) | Error::UpstreamBusy => Count::Upstream(K::Unavailable),
-            Error::TooManySessions => Count::Rejected(Rejection::Sessions),
+            Error::TooManySessions { .. } => Count::Rejected(Rejection::Sessions),
+            Error::SessionQuota { .. } => Count::Rejected(Rejection::SessionQuota),
+            Error::StreamQuota { .. } => Count::Rejected(Rejection::StreamQuota),
             Error::TooManyStreams => Count::Rejected(Rejection::Streams),
             Error::Auth { .. } => Count::Rejected(Rejection::Auth),
             Error::RateLimited { .. } => Count::Rejected(Rejection::Rate),
@@ -393,7 +426,19 @@ impl fmt::Display for Error {
                 f,
                 "upstream speaks only the session-based protocol: send initialize"
             ),
-            Error::TooManySessions => write!(f, "too many sessions"),
+            Error::TooManySessions { retry_after } => {
+                write!(f, "too many sessions: retry in {retry_after}s")
+            }
+            Error::SessionQuota { limit, retry_after } => write!(
+                f,
+                "too many sessions for this client: {limit} (--max-sessions-per-client); \
+                 retry in {retry_after}s"
+            ),
+            Error::StreamQuota { limit, retry_after } => write!(
+                f,
+                "too many open streams for this client: {limit} (--max-streams-per-client); \
+                 retry in {retry_after}s"
+            ),
             Error::TooManyStreams => write!(f, "too many open streams"),
             Error::UpstreamBusy => write!(f, "upstream busy: no connection free"),
             Error::UpstreamUnreachable { upstream, source } => {
@@ -467,9 +512,28 @@ mod tests {
         let a = Error::MethodNotAllowed.answer();
         assert_eq!((a.status, a.code), (405, -32601));
         assert_eq!(a.headers, vec![("allow", "GET, POST, DELETE".to_string())]);
-        let a = Error::TooManySessions.answer();
-        assert_eq!(a.headers, vec![("retry-after", "1".to_string())]);
+        let a = Error::TooManySessions { retry_after: 1742 }.answer();
+        assert_eq!((a.status, a.code), (503, -32603));
+        assert_eq!(a.headers, vec![("retry-after", "1742".to_string())]);
         assert_eq!(a.count, Some(Count::Rejected(Rejection::Sessions)));
+        let a = Error::SessionQuota {
+            limit: 64,
+            retry_after: 0,
+        }
+        .answer();
+        assert_eq!((a.status, a.code), (429, -32600));
+        assert_eq!(a.headers, vec![("retry-after", "1".to_string())]);
+        assert_eq!(a.count, Some(Count::Rejected(Rejection::SessionQuota)));
+        let e = Error::StreamQuota {
+            limit: 32,
+            retry_after: 60,
+        };
+        assert!(e.to_string().contains("--max-streams-per-client"), "{e}");
+        assert_eq!(e.answer().status, 429);
+        assert_eq!(
+            e.answer().count,
+            Some(Count::Rejected(Rejection::StreamQuota))
+        );
         let a = Error::Auth {
             denial: Denial::Missing,
             challenge: "Bearer x".into(),

@@ -53,6 +53,15 @@
 //!   ─▶ access log and metrics; any failure: Error::answer() (error.rs)
 //! ```
 //!
+//! A child's message that names no request (a log, progress for no known token) is routed
+//! only where it provably belongs: to the only call in flight on that child, or to the newest
+//! call of the one session owning every call in flight; list changes and resource updates go
+//! to the sessions they concern. Anything else is dropped and counted
+//! (`shadowcat_dropped_messages_total{reason="unattributed"}`), never delivered to a guess.
+//! Log levels are per session: the child runs at the lowest level its sessions asked for and
+//! the proxy drops each session's messages below its own (`upstream/stdio/child.rs`,
+//! `slots.rs`, `shared.rs`).
+//!
 //! An HTTP upstream replaces the stdio steps with a slot checked out of an r2d2 pool
 //! (`upstream/http/slot.rs`) and, for `text/event-stream` answers, `upstream/http/sse.rs`.
 //!

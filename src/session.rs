@@ -1,10 +1,16 @@
-//! Client sessions: ids, the table, idle expiry and the cap.
+//! Client sessions: ids, the table, idle expiry, the cap and the per-client quota.
 //!
 //! A session is created when a client's `initialize` succeeds upstream and ends on DELETE, on
 //! idle expiry (`--session-idle`), when its stdio child restarts, or when the HTTP upstream
 //! forgets its own session. When `--max-sessions` are live, expired ones are dropped first; if
 //! none has expired the new client gets 503. Live sessions are never evicted to make room, so a
 //! flood of `initialize` calls cannot push out clients that are working.
+//!
+//! One client (its principal, or its IP when unauthenticated: [`Session::client`]) holds at
+//! most `--max-sessions-per-client` sessions (429 beyond; by default at most half of the
+//! room), so a flood from one client cannot lock the others out either. Both refusals carry
+//! a truthful `Retry-After`: the time until the session unused longest (the client's own, for
+//! the quota) expires if it stays unused.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -55,6 +61,12 @@ pub struct Session {
     pub subscriptions: Mutex<std::collections::HashSet<String>>,
     /// The principal that created the session (authentication on); only it may use it.
     pub principal: Option<String>,
+    /// Whose quota the session counts against: `principal:<principal>`, or `ip:<address>`
+    /// without authentication (the gate's client key).
+    pub client: String,
+    /// The `logging/setLevel` level the client asked for ([`LogLevel`] rank), or
+    /// [`LogLevel::UNSET`]: then it takes whatever the server sends.
+    log_level: std::sync::atomic::AtomicU8,
 }
 
 impl Session {
@@ -94,12 +106,97 @@ impl Session {
     pub fn inflight(&self) -> usize {
         lock(&self.inflight).len()
     }
+
+    /// The level the client asked for with `logging/setLevel`, if it did.
+    pub fn log_level(&self) -> Option<LogLevel> {
+        LogLevel::from_rank(self.log_level.load(Ordering::Relaxed))
+    }
+
+    /// Records the client's `logging/setLevel`.
+    pub fn set_log_level(&self, level: LogLevel) {
+        self.log_level.store(level as u8, Ordering::Relaxed);
+    }
+
+    /// True when a `notifications/message` at `level` (its `params.level`; unknown or absent
+    /// passes) is at or above the level the client asked for.
+    pub fn wants_log(&self, level: Option<&str>) -> bool {
+        match (self.log_level(), level.and_then(LogLevel::parse)) {
+            (Some(min), Some(l)) => l >= min,
+            _ => true,
+        }
+    }
+
+    /// How long until the session expires if it stays unused.
+    pub fn expires_in(&self, idle: Duration) -> Duration {
+        idle.saturating_sub(self.idle_for())
+    }
+}
+
+/// The syslog severities of MCP's `logging/setLevel` and `notifications/message`, least
+/// severe first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `notice`
+    Notice,
+    /// `warning`
+    Warning,
+    /// `error`
+    Error,
+    /// `critical`
+    Critical,
+    /// `alert`
+    Alert,
+    /// `emergency`
+    Emergency,
+}
+
+impl LogLevel {
+    const ALL: [LogLevel; 8] = [
+        LogLevel::Debug,
+        LogLevel::Info,
+        LogLevel::Notice,
+        LogLevel::Warning,
+        LogLevel::Error,
+        LogLevel::Critical,
+        LogLevel::Alert,
+        LogLevel::Emergency,
+    ];
+    /// The stored rank of "never set".
+    const UNSET: u8 = u8::MAX;
+
+    /// The level an MCP level name names (`"warning"`), if any.
+    pub fn parse(name: &str) -> Option<LogLevel> {
+        LogLevel::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Its MCP name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Notice => "notice",
+            LogLevel::Warning => "warning",
+            LogLevel::Error => "error",
+            LogLevel::Critical => "critical",
+            LogLevel::Alert => "alert",
+            LogLevel::Emergency => "emergency",
+        }
+    }
+
+    fn from_rank(rank: u8) -> Option<LogLevel> {
+        LogLevel::ALL.get(usize::from(rank)).copied()
+    }
 }
 
 /// The session table.
 pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    map: Mutex<Table>,
     max: usize,
+    max_per_client: usize,
     idle: Duration,
     replay: ReplayLimits,
     /// `--replay-budget`: shared by the replay logs of every session.
@@ -112,8 +209,9 @@ impl Sessions {
     /// unused, their streams replayable within `cfg.replay` (its byte budget shared by all).
     pub fn new(cfg: &SessionConfig) -> Sessions {
         Sessions {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(Table::default()),
             max: cfg.max,
+            max_per_client: cfg.max_per_client,
             idle: cfg.idle,
             replay: cfg.replay,
             budget: ReplayBudget::new(cfg.replay.budget),
@@ -121,30 +219,73 @@ impl Sessions {
         }
     }
 
-    /// Refuses early when the table is full of live sessions (expired ones are dropped first
-    /// and returned so the caller can close them upstream).
-    pub fn check_room(&self) -> Result<Vec<Arc<Session>>, Error> {
-        let mut map = lock(&self.map);
-        if map.len() < self.max {
-            return Ok(Vec::new());
+    /// Checks early whether `client` may have one more session: refused when it holds its
+    /// quota or the table is full of live sessions. Expired sessions are dropped first when
+    /// that makes room; they are returned either way, so the caller closes them upstream.
+    pub fn check_room(&self, client: &str) -> (Vec<Arc<Session>>, Result<(), Error>) {
+        let mut t = lock(&self.map);
+        let mut expired = Vec::new();
+        if t.by_id.len() >= self.max || t.held_by(client) >= self.max_per_client {
+            expired = t.take_expired(self.idle);
         }
-        let expired = take_expired(&mut map, self.idle);
-        if map.len() >= self.max {
-            return Err(Error::TooManySessions);
-        }
-        Ok(expired)
+        let room = self.room(&t, client);
+        (expired, room)
     }
 
-    /// Creates a session with a fresh random id, owned by `principal`, and adds it.
+    /// Creates a session with a fresh random id, owned by `principal` and counted against
+    /// `client`, and adds it.
     pub fn create(
         &self,
         protocol_version: String,
         binding: Binding,
         principal: Option<String>,
+        client: String,
     ) -> Result<Arc<Session>, Error> {
-        let s = self.build(protocol_version, binding, principal)?;
+        let s = self.build(protocol_version, binding, principal, client)?;
         self.insert(&s)?;
         Ok(s)
+    }
+
+    /// Ok when `client` may add a session to `t`; else the refusal, with the real wait.
+    fn room(&self, t: &Table, client: &str) -> Result<(), Error> {
+        if t.held_by(client) >= self.max_per_client {
+            return Err(Error::SessionQuota {
+                limit: self.max_per_client,
+                retry_after: self.wait(t, Some(client)),
+            });
+        }
+        if t.by_id.len() >= self.max {
+            return Err(Error::TooManySessions {
+                retry_after: self.wait(t, None),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whole seconds (rounded up; at least 1, at most `--session-idle`) until the session
+    /// unused longest, of `client` or of anyone, expires if it stays unused.
+    fn wait(&self, t: &Table, client: Option<&str>) -> u64 {
+        let soonest = t
+            .by_id
+            .values()
+            .filter(|s| client.is_none_or(|c| s.client == c))
+            .map(|s| s.expires_in(self.idle))
+            .min()
+            .unwrap_or(Duration::ZERO);
+        let secs = soonest.as_secs() + u64::from(soonest.subsec_nanos() > 0);
+        secs.clamp(1, self.idle.as_secs().max(1))
+    }
+
+    /// The `Retry-After` of a refusal because no session can be added (anyone's): seconds
+    /// until the session unused longest expires. For upstreams that run out of room on their
+    /// own (per-session stdio children).
+    pub fn retry_after(&self) -> u64 {
+        self.wait(&lock(&self.map), None)
+    }
+
+    /// The idle expiry (`--session-idle`).
+    pub fn idle(&self) -> Duration {
+        self.idle
     }
 
     /// A session with a fresh random id, not yet in the table (see [`Sessions::insert`]).
@@ -153,6 +294,7 @@ impl Sessions {
         protocol_version: String,
         binding: Binding,
         principal: Option<String>,
+        client: String,
     ) -> Result<Arc<Session>, Error> {
         Ok(Arc::new(Session {
             id: self.new_id()?,
@@ -164,16 +306,16 @@ impl Sessions {
             streams: Streams::new(self.replay, self.budget.clone()),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
             principal,
+            client,
+            log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
         }))
     }
 
-    /// Adds a built session, unless `--max-sessions` are live.
+    /// Adds a built session, unless `--max-sessions` are live or its client holds its quota.
     pub fn insert(&self, s: &Arc<Session>) -> Result<(), Error> {
-        let mut map = lock(&self.map);
-        if map.len() >= self.max {
-            return Err(Error::TooManySessions);
-        }
-        map.insert(s.id.clone(), s.clone());
+        let mut t = lock(&self.map);
+        self.room(&t, &s.client)?;
+        t.insert(s.clone());
         Ok(())
     }
 
@@ -182,8 +324,8 @@ impl Sessions {
     /// or [`Sessions::check_room`] hand them to the caller that winds them down upstream. A
     /// session owned by another principal is not found and not marked used.
     pub fn get_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
-        let map = lock(&self.map);
-        let s = map.get(id)?.clone();
+        let t = lock(&self.map);
+        let s = t.by_id.get(id)?.clone();
         if s.principal.as_deref() != principal || s.idle_for() >= self.idle {
             return None;
         }
@@ -193,11 +335,11 @@ impl Sessions {
 
     /// Removes a session owned by `principal`, returning it if it existed.
     pub fn remove_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
-        let mut map = lock(&self.map);
-        if map.get(id)?.principal.as_deref() != principal {
+        let mut t = lock(&self.map);
+        if t.by_id.get(id)?.principal.as_deref() != principal {
             return None;
         }
-        map.remove(id)
+        t.remove(id)
     }
 
     /// Removes a session, returning it if it existed.
@@ -207,22 +349,24 @@ impl Sessions {
 
     /// Removes every session idle past the limit, returning them.
     pub fn expire(&self) -> Vec<Arc<Session>> {
-        take_expired(&mut lock(&self.map), self.idle)
+        lock(&self.map).take_expired(self.idle)
     }
 
     /// Removes and returns all sessions (shutdown).
     pub fn drain(&self) -> Vec<Arc<Session>> {
-        lock(&self.map).drain().map(|(_, s)| s).collect()
+        let mut t = lock(&self.map);
+        t.per_client.clear();
+        t.by_id.drain().map(|(_, s)| s).collect()
     }
 
     /// A snapshot of the live sessions.
     pub fn list(&self) -> Vec<Arc<Session>> {
-        lock(&self.map).values().cloned().collect()
+        lock(&self.map).by_id.values().cloned().collect()
     }
 
     /// Live sessions.
     pub fn len(&self) -> usize {
-        lock(&self.map).len()
+        lock(&self.map).by_id.len()
     }
 
     /// True when there are none.
@@ -244,13 +388,50 @@ impl Sessions {
     }
 }
 
-fn take_expired(map: &mut HashMap<String, Arc<Session>>, idle: Duration) -> Vec<Arc<Session>> {
-    let ids: Vec<String> = map
-        .values()
-        .filter(|s| s.idle_for() >= idle)
-        .map(|s| s.id.clone())
-        .collect();
-    ids.iter().filter_map(|id| map.remove(id)).collect()
+/// The sessions by id, and how many each client holds (kept together, under one lock).
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Arc<Session>>,
+    /// [`Session::client`] to its number of sessions in `by_id`; no zero entries.
+    per_client: HashMap<String, usize>,
+}
+
+impl Table {
+    fn held_by(&self, client: &str) -> usize {
+        self.per_client.get(client).copied().unwrap_or(0)
+    }
+
+    fn insert(&mut self, s: Arc<Session>) {
+        *self.per_client.entry(s.client.clone()).or_insert(0) += 1;
+        if let Some(old) = self.by_id.insert(s.id.clone(), s) {
+            self.uncount(&old.client);
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<Session>> {
+        let s = self.by_id.remove(id)?;
+        self.uncount(&s.client);
+        Some(s)
+    }
+
+    fn uncount(&mut self, client: &str) {
+        if let Some(n) = self.per_client.get_mut(client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_client.remove(client);
+            }
+        }
+    }
+
+    fn take_expired(&mut self, idle: Duration) -> Vec<Arc<Session>> {
+        let ids: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|s| s.idle_for() >= idle)
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.remove(id)).collect()
+    }
 }
 
 #[cfg(test)]
@@ -258,8 +439,13 @@ mod tests {
     use super::*;
 
     fn table(max: usize, idle: Duration) -> Sessions {
+        quota_table(max, max, idle)
+    }
+
+    fn quota_table(max: usize, max_per_client: usize, idle: Duration) -> Sessions {
         Sessions::new(&SessionConfig {
             max,
+            max_per_client,
             idle,
             replay: ReplayLimits::default(),
         })
@@ -269,7 +455,12 @@ mod tests {
     fn sessions_belong_to_their_principal() {
         let t = table(10, Duration::from_secs(60));
         let s = t
-            .create("v".into(), Binding::default(), Some("token:alice".into()))
+            .create(
+                "v".into(),
+                Binding::default(),
+                Some("token:alice".into()),
+                "principal:token:alice".into(),
+            )
             .unwrap();
         assert!(t.get_as(&s.id, Some("token:alice")).is_some());
         assert!(t.get_as(&s.id, Some("token:bob")).is_none());
@@ -283,10 +474,10 @@ mod tests {
     fn ids_are_random_hex() {
         let t = table(10, Duration::from_secs(60));
         let a = t
-            .create("2025-11-25".into(), Binding::default(), None)
+            .create("2025-11-25".into(), Binding::default(), None, "ip:a".into())
             .unwrap();
         let b = t
-            .create("2025-11-25".into(), Binding::default(), None)
+            .create("2025-11-25".into(), Binding::default(), None, "ip:a".into())
             .unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(a.id.len(), 32);
@@ -299,28 +490,111 @@ mod tests {
     #[test]
     fn cap_refuses_when_all_live() {
         let t = table(1, Duration::from_secs(60));
-        t.create("v".into(), Binding::default(), None).unwrap();
-        assert!(matches!(t.check_room(), Err(Error::TooManySessions)));
+        t.create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        let (expired, room) = t.check_room("ip:b");
+        assert!(expired.is_empty());
+        // The one session expires unused in 60 s: that is the wait.
+        assert!(
+            matches!(room, Err(Error::TooManySessions { retry_after: 60 })),
+            "{room:?}"
+        );
         assert!(matches!(
-            t.create("v".into(), Binding::default(), None),
-            Err(Error::TooManySessions)
+            t.create("v".into(), Binding::default(), None, "ip:b".into()),
+            Err(Error::TooManySessions { .. })
         ));
     }
 
     #[test]
     fn expired_sessions_make_room_and_vanish() {
         let t = table(1, Duration::from_millis(30));
-        let a = t.create("v".into(), Binding::default(), None).unwrap();
+        let a = t
+            .create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(t.check_room().unwrap().len(), 1);
+        let (expired, room) = t.check_room("ip:b");
+        assert_eq!(expired.len(), 1);
+        assert!(room.is_ok());
         assert!(t.get_as(&a.id, None).is_none());
-        assert!(t.create("v".into(), Binding::default(), None).is_ok());
+        assert!(
+            t.create("v".into(), Binding::default(), None, "ip:a".into())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn one_client_cannot_take_every_slot() {
+        let t = quota_table(4, 2, Duration::from_secs(100));
+        let new = |client: &str| t.create("v".into(), Binding::default(), None, client.into());
+        let a1 = new("ip:a").unwrap();
+        new("ip:a").unwrap();
+        let refused = new("ip:a").unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::SessionQuota {
+                    limit: 2,
+                    retry_after: 100
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            t.check_room("ip:a").1,
+            Err(Error::SessionQuota { .. })
+        ));
+        assert!(t.check_room("ip:b").1.is_ok());
+        new("ip:b").unwrap();
+        new("ip:b").unwrap();
+        assert!(matches!(
+            t.check_room("ip:c").1,
+            Err(Error::TooManySessions { .. })
+        ));
+        // A session that ends gives its client's slot back.
+        assert!(t.remove(&a1.id).is_some());
+        assert!(new("ip:a").is_ok());
+        assert_eq!(t.drain().len(), 4);
+        assert!(new("ip:a").is_ok());
+    }
+
+    #[test]
+    fn quota_counts_expired_sessions_out() {
+        let t = quota_table(10, 1, Duration::from_millis(30));
+        t.create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        assert!(t.check_room("ip:a").1.is_err());
+        std::thread::sleep(Duration::from_millis(50));
+        let (expired, room) = t.check_room("ip:a");
+        assert_eq!(expired.len(), 1);
+        assert!(room.is_ok());
+    }
+
+    #[test]
+    fn log_levels() {
+        let t = table(1, Duration::from_secs(60));
+        let s = t
+            .create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        assert_eq!(s.log_level(), None);
+        assert!(s.wants_log(Some("debug")));
+        s.set_log_level(LogLevel::Warning);
+        assert_eq!(s.log_level(), Some(LogLevel::Warning));
+        assert!(!s.wants_log(Some("info")));
+        assert!(s.wants_log(Some("warning")));
+        assert!(s.wants_log(Some("emergency")));
+        assert!(s.wants_log(Some("no-such-level")));
+        assert!(s.wants_log(None));
+        assert_eq!(LogLevel::parse("notice"), Some(LogLevel::Notice));
+        assert_eq!(LogLevel::parse("Notice"), None);
+        assert!(LogLevel::Debug < LogLevel::Emergency);
     }
 
     #[test]
     fn inflight_map() {
         let t = table(1, Duration::from_secs(60));
-        let s = t.create("v".into(), Binding::default(), None).unwrap();
+        let s = t
+            .create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
         s.begin_call("\"a\"", 7);
         assert_eq!(s.upstream_call_id("\"a\""), Some(7));
         s.end_call("\"a\"");

@@ -103,6 +103,25 @@ impl Gatekeeper {
         }
     }
 
+    /// The caller as quotas count it (`--max-sessions-per-client`, `--max-streams-per-client`):
+    /// the same key as its rate-limit bucket, `principal:<principal>` or `ip:<address>`.
+    pub fn client_key(&self, req: &Request, caller: &Caller) -> String {
+        if !caller.key.is_empty() {
+            return caller.key.clone();
+        }
+        match &caller.principal {
+            Some(p) => format!("principal:{p}"),
+            None => {
+                let ip = client_ip(
+                    req.remote.ip(),
+                    req.header_all("x-forwarded-for"),
+                    &self.trusted,
+                );
+                format!("ip:{ip}")
+            }
+        }
+    }
+
     /// True when `--tool-limit` is set: only then does [`Gatekeeper::charge`] need the tool.
     pub fn limits_tools(&self) -> bool {
         self.limiter.limits_tools()

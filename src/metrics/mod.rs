@@ -270,17 +270,23 @@ pub enum Rejection {
     Auth,
     /// `--max-connections` client connections open (503 and close).
     Connections,
+    /// `--max-sessions-per-client` sessions held by the client (429).
+    SessionQuota,
+    /// `--max-streams-per-client` streams open for the client (429).
+    StreamQuota,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 6] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::Body,
         Rejection::Sessions,
         Rejection::Streams,
         Rejection::Rate,
         Rejection::Auth,
         Rejection::Connections,
+        Rejection::SessionQuota,
+        Rejection::StreamQuota,
     ];
 
     /// The `reason` label value.
@@ -292,6 +298,8 @@ impl Rejection {
             Rejection::Rate => "rate",
             Rejection::Auth => "auth",
             Rejection::Connections => "connections",
+            Rejection::SessionQuota => "session_quota",
+            Rejection::StreamQuota => "stream_quota",
         }
     }
 }
@@ -303,16 +311,28 @@ pub enum DropReason {
     /// The client did not keep up: a call's queue of progress, logs and other messages already
     /// held `--max-call-buffer` bytes (the final response is never dropped).
     SlowClient,
+    /// A shared stdio child's message that no request or session provably owns (several
+    /// sessions' or stateless calls in flight, or none): never delivered to a guess.
+    Unattributed,
+    /// A `notifications/message` below the level its session asked for with
+    /// `logging/setLevel` (the child runs at the lowest level any of its sessions asked for).
+    BelowLogLevel,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 1] = [DropReason::SlowClient];
+    pub const ALL: [DropReason; 3] = [
+        DropReason::SlowClient,
+        DropReason::Unattributed,
+        DropReason::BelowLogLevel,
+    ];
 
     /// The `reason` label value.
     pub fn label(&self) -> &'static str {
         match self {
             DropReason::SlowClient => "slow_client",
+            DropReason::Unattributed => "unattributed",
+            DropReason::BelowLogLevel => "below_log_level",
         }
     }
 }

@@ -91,7 +91,8 @@ impl Metrics {
             "counter",
             "Requests or connections turned away by a limit: body (--max-body), sessions \
              (--max-sessions), streams (--max-streams), rate (rate limit), connections \
-             (--max-connections).",
+             (--max-connections), session_quota (--max-sessions-per-client), stream_quota \
+             (--max-streams-per-client).",
         );
         for why in Rejection::ALL {
             let n = self.rejected[why as usize].load(Relaxed);
@@ -107,7 +108,9 @@ impl Metrics {
             "counter",
             "Messages dropped on their way to a client, by reason: slow_client (a call's queue \
              held --max-call-buffer bytes because its client did not read; final responses are \
-             never dropped).",
+             never dropped), unattributed (a shared stdio child's message no request or session \
+             provably owns), below_log_level (under the level its session set with \
+             logging/setLevel).",
         );
         for why in DropReason::ALL {
             let n = self.dropped[why as usize].load(Relaxed);

@@ -43,6 +43,9 @@ fn sample() -> (Metrics, Gauges) {
     m.rejected(Rejection::Rate);
     m.dropped(DropReason::SlowClient, 3);
     m.dropped(DropReason::SlowClient, 4);
+    m.rejected(Rejection::SessionQuota);
+    m.dropped(DropReason::Unattributed, 1);
+    m.dropped(DropReason::Unattributed, 1);
     m.bytes_in(1000);
     m.bytes_in(24);
     m.bytes_out(4096);
@@ -192,6 +195,19 @@ fn exact_lines_after_known_traffic() {
     has(
         &text,
         "shadowcat_dropped_messages_total{reason=\"slow_client\"} 7",
+    );
+    has(
+        &text,
+        "shadowcat_rejected_total{reason=\"session_quota\"} 1",
+    );
+    has(&text, "shadowcat_rejected_total{reason=\"stream_quota\"} 0");
+    has(
+        &text,
+        "shadowcat_dropped_messages_total{reason=\"unattributed\"} 2",
+    );
+    has(
+        &text,
+        "shadowcat_dropped_messages_total{reason=\"below_log_level\"} 0",
     );
     has(&text, "shadowcat_sessions 3");
     has(&text, "shadowcat_streams_open 2");
@@ -391,6 +407,9 @@ fn method_class_mapping() {
         assert_eq!(*k as usize, i);
     }
     for (i, r) in Rejection::ALL.iter().enumerate() {
+        assert_eq!(*r as usize, i);
+    }
+    for (i, r) in DropReason::ALL.iter().enumerate() {
         assert_eq!(*r as usize, i);
     }
 }

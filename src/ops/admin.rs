@@ -14,6 +14,13 @@
 //!
 //! The admin listener is loopback-only unless `--admin-token` is set; with a token every admin
 //! request needs `Authorization: Bearer <token>` (compared in constant time; never logged).
+//!
+//! Browsers cannot reach it on a user's behalf (DNS rebinding, CSRF), checked in this order
+//! before the token: on a loopback listener a `Host` that is not a loopback name is refused
+//! (403, the main listener's rule, `crate::http::origin`); any request carrying an `Origin` is
+//! refused (403: no browser page has business here); and a state-changing request (POST,
+//! DELETE) must say `Content-Type: application/json` (415), which a page can only send after a
+//! CORS preflight that the admin API never answers.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,6 +29,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, Secret};
 use crate::gate::auth::bearer_is;
+use crate::http::origin::is_loopback_host;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
 use crate::metrics::Gauges;
@@ -72,6 +80,8 @@ pub struct Admin {
     proxy: Arc<Proxy>,
     token: Option<Secret>,
     config: Arc<Config>,
+    /// The admin listener is on a loopback address: `Host` must then name a loopback host.
+    loopback: bool,
 }
 
 impl Admin {
@@ -79,11 +89,52 @@ impl Admin {
     /// bearer token.
     pub fn new(proxy: Arc<Proxy>, config: Arc<Config>) -> Admin {
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        let loopback = config
+            .admin
+            .as_ref()
+            .is_none_or(|a| a.bind.ip().is_loopback());
         Admin {
             proxy,
             token,
             config,
+            loopback,
         }
+    }
+
+    /// The refusal for a request a browser could have been made to send (see the module
+    /// docs), if it is one.
+    fn browser_refusal(&self, req: &Request) -> Option<Response> {
+        if self.loopback
+            && let Some(host) = req.header("host")
+            && !is_loopback_host(host)
+        {
+            return Some(json_response(
+                403,
+                &json!({"error": "host is not a loopback name"}),
+            ));
+        }
+        if req.header("origin").is_some() {
+            return Some(json_response(
+                403,
+                &json!({"error": "requests from browser pages (with Origin) are refused"}),
+            ));
+        }
+        None
+    }
+
+    /// 415 for a POST or DELETE that is not `Content-Type: application/json`.
+    fn media_refusal(req: &Request) -> Option<Response> {
+        let changes = matches!(req.method.as_str(), "POST" | "DELETE");
+        let json = req
+            .header("content-type")
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+        (changes && !json).then(|| {
+            json_response(
+                415,
+                &json!({"error": "POST and DELETE need content-type: application/json"}),
+            )
+        })
     }
 
     fn authorized(&self, req: &Request) -> bool {
@@ -220,11 +271,15 @@ impl Admin {
 
 impl Handler for Admin {
     fn handle(&self, req: Request, res: &mut Responder<'_>) {
-        let resp = if self.authorized(&req) {
-            self.route(&req)
-        } else {
+        let resp = if let Some(refused) = self.browser_refusal(&req) {
+            refused
+        } else if !self.authorized(&req) {
             json_response(401, &json!({"error": "unauthorized"}))
                 .with_header("www-authenticate", "Bearer")
+        } else if let Some(refused) = Self::media_refusal(&req) {
+            refused
+        } else {
+            self.route(&req)
         };
         log::info!(
             target: "shadowcat::admin",

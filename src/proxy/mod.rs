@@ -41,6 +41,7 @@ const IMMEDIATE: Duration = Duration::from_millis(200);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 mod checks;
+mod quota;
 mod route;
 mod sse;
 
@@ -57,6 +58,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     server: std::sync::OnceLock<std::sync::Weak<crate::http::Server>>,
     gate: Gatekeeper,
+    /// `--max-streams-per-client`.
+    stream_quota: Arc<quota::StreamQuota>,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -91,9 +94,16 @@ enum Outcome {
         session: Option<Arc<Session>>,
         announce: bool,
         id: Option<Box<RawValue>>,
+        /// Its place in the client's stream quota (taken in `route`), held until it ends.
+        slot: Option<quota::StreamSlot>,
     },
     /// A GET: follow a stream's log from `after` (standalone stream or resumption).
-    Follow { log: Arc<EventLog>, after: u64 },
+    Follow {
+        log: Arc<EventLog>,
+        after: u64,
+        /// Its place in the client's stream quota, held until it ends.
+        slot: quota::StreamSlot,
+    },
 }
 
 /// Fields of the access log line.
@@ -130,6 +140,7 @@ impl Proxy {
         gate: Gatekeeper,
     ) -> Proxy {
         Proxy {
+            stream_quota: quota::StreamQuota::new(cfg.max_streams_per_client, sessions.idle()),
             metrics,
             gate,
             server: std::sync::OnceLock::new(),
@@ -342,8 +353,13 @@ impl Handler for Proxy {
                 session,
                 announce,
                 id,
+                slot: _slot,
             }) => self.pump(res, stream, first, session, announce, id),
-            Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
+            Ok(Outcome::Follow {
+                log,
+                after,
+                slot: _slot,
+            }) => self.follow(res, log, after),
             Err(e) => {
                 acc.rpc = Some(Answered::Error(Some(e.rpc_code())));
                 if e.status() >= 500 {

@@ -16,6 +16,7 @@ use crate::session::Session;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
 use super::checks::{accepts, media_is, single_headers, upstream_headers};
+use super::quota::{Ends, StreamId};
 use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
 
 impl Proxy {
@@ -32,7 +33,7 @@ impl Proxy {
         single_headers(req)?;
         self.check_origin(req)?;
         let caller = self.gate.identify(req)?;
-        match req.method.as_str() {
+        let out = match req.method.as_str() {
             "POST" => self.post(req, &caller, acc),
             "GET" => {
                 self.gate.charge(&caller, None)?;
@@ -43,6 +44,46 @@ impl Proxy {
                 self.delete(req, &caller, acc)
             }
             _ => Err(Error::MethodNotAllowed),
+        }?;
+        self.count_stream(req, &caller, out)
+    }
+
+    /// Counts a request's stream against its client's `--max-streams-per-client`; over it, the
+    /// answer is refused (429) at the same point `--max-streams` refuses it (503): the request
+    /// was forwarded, and only answers that come at once, as JSON, need no stream.
+    fn count_stream(&self, req: &Request, caller: &Caller, out: Outcome) -> Result<Outcome, Error> {
+        let Outcome::Stream {
+            stream,
+            first,
+            session,
+            announce,
+            id,
+            slot: None,
+        } = out
+        else {
+            return Ok(out);
+        };
+        let client = self.gate.client_key(req, caller);
+        let ends = Ends::By(Instant::now() + self.cfg.request_timeout);
+        match self
+            .stream_quota
+            .take(&client, self.stream_quota.request_stream(), ends)
+        {
+            Ok(slot) => Ok(Outcome::Stream {
+                stream,
+                first,
+                session,
+                announce,
+                id,
+                slot: Some(slot),
+            }),
+            Err(e) => {
+                if let (true, Some(s)) = (announce, &session) {
+                    // The client never learns this session's id: do not keep it.
+                    self.end_session(s);
+                }
+                Err(e)
+            }
         }
     }
 
@@ -104,7 +145,8 @@ impl Proxy {
             if kind != Kind::Request {
                 return Err(Error::InvalidMessage("initialize must be a request"));
             }
-            return self.initialize(msg, deadline, headers, caller, acc);
+            let client = self.gate.client_key(req, caller);
+            return self.initialize(msg, deadline, headers, caller, client, acc);
         }
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
         let session = self.session(sid, caller)?;
@@ -132,11 +174,15 @@ impl Proxy {
         deadline: Instant,
         headers: Vec<(String, String)>,
         caller: &Caller,
+        client: String,
         acc: &mut Access,
     ) -> Result<Outcome, Error> {
-        for s in self.sessions.check_room()? {
+        // Before the upstream is asked: a refused client takes no child (per-session mode).
+        let (expired, room) = self.sessions.check_room(&client);
+        for s in expired {
             self.retire(&s);
         }
+        room?;
         let requested = msg
             .params_value()
             .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
@@ -147,15 +193,27 @@ impl Proxy {
             deadline,
             headers,
         };
-        let (binding, reply) = self.upstream.initialize(call)?;
+        let (binding, reply) = match self.upstream.initialize(call) {
+            // The upstream ran out of room for sessions (every per-session child is taken):
+            // they free up as sessions end, so the wait is the table's.
+            Err(Error::TooManySessions { .. }) => {
+                return Err(Error::TooManySessions {
+                    retry_after: self.sessions.retry_after(),
+                });
+            }
+            r => r?,
+        };
         if !matches!(reply, Reply::Message(_) | Reply::Stream(_)) {
             return self.outcome(reply, Kind::Request, deadline, None, false, acc);
         }
         // Never the client's text (it may be megabytes): a version the proxy knows.
         let version = session_version(&reply, &requested);
-        let session = self
-            .sessions
-            .build(version.to_owned(), binding, caller.principal.clone())?;
+        let session = self.sessions.build(
+            version.to_owned(),
+            binding,
+            caller.principal.clone(),
+            client,
+        )?;
         if let Err(e) = self.sessions.insert(&session) {
             // Filled up since `check_room`: the upstream side was set up, so wind it down.
             self.upstream.close(&session);
@@ -193,6 +251,12 @@ impl Proxy {
                 (log, after)
             }
         };
+        // A GET that takes over the log it already follows (a reconnect) keeps its one slot.
+        let slot = self.stream_quota.take(
+            &self.gate.client_key(req, caller),
+            StreamId::Follow(Arc::as_ptr(&log) as usize),
+            Ends::WithSession(Arc::downgrade(&session)),
+        )?;
         if session
             .streams
             .standalone_if_open()
@@ -200,7 +264,7 @@ impl Proxy {
         {
             self.upstream.listen(&session)?;
         }
-        Ok(Outcome::Follow { log, after })
+        Ok(Outcome::Follow { log, after, slot })
     }
 
     fn delete(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
@@ -301,6 +365,7 @@ impl Proxy {
                     session: session.cloned(),
                     announce,
                     id: acc.id.clone(),
+                    slot: None,
                 })
             }
         }

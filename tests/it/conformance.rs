@@ -265,8 +265,16 @@ fn conformance_demo_stdio_shared() {
 #[test]
 fn conformance_demo_stdio_per_session() {
     // The suite opens one session per scenario and never ends them; each holds its own child
-    // until idle expiry, so the cap must cover all of them (at the cap: 503, by design).
-    demo_passes_everything(&["--stdio-mode", "per-session", "--stdio-children", "40"]);
+    // until idle expiry, so the cap must cover all of them (at the cap: 503, by design). It is
+    // one client, so its quota (by default half of the children) must cover them too.
+    demo_passes_everything(&[
+        "--stdio-mode",
+        "per-session",
+        "--stdio-children",
+        "40",
+        "--max-sessions-per-client",
+        "40",
+    ]);
 }
 
 #[test]

@@ -34,6 +34,8 @@ mod regression;
 mod hostile;
 // Inbound authentication, sessions bound to principals, upstream credentials.
 mod auth;
+// Issue #12 items 3, 4, 6: no client spies on, reconfigures or locks out another.
+mod r12_clients;
 // Rate limits: per client (principal or IP), global, per tool; 429 and Retry-After.
 mod ratelimit;
 // Issue #12 items 2 and 5: bounded queues and per-session stores (RSS, caps, replay budget).

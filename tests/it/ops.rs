@@ -190,13 +190,18 @@ fn admin_lists_and_kills_sessions() {
     let r = Conn::open(admin).request(
         "DELETE",
         &format!("/admin/sessions/{}", &sid[..8]),
-        &[],
+        &[("Content-Type", "application/json")],
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let r = c.post(Some(&sid), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);
     assert_eq!(r.status, 404);
-    let r = Conn::open(admin).request("DELETE", "/admin/sessions/deadbeefdeadbeef", &[], b"");
+    let r = Conn::open(admin).request(
+        "DELETE",
+        "/admin/sessions/deadbeefdeadbeef",
+        &[("Content-Type", "application/json")],
+        b"",
+    );
     assert_eq!(r.status, 404);
     let ups = get(admin, "/admin/upstreams", &[]).json();
     assert_eq!(ups[0]["kind"], "stdio");
@@ -262,7 +267,12 @@ fn rolling_restart_loses_no_request() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let r = Conn::open(admin).request("POST", "/admin/upstreams/shadowcat/restart", &[], b"");
+    let r = Conn::open(admin).request(
+        "POST",
+        "/admin/upstreams/shadowcat/restart",
+        &[("Content-Type", "application/json")],
+        b"",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);

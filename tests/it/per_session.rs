@@ -103,6 +103,9 @@ fn children_are_capped_and_killed_with_their_session() {
         "2",
         "--stdio-spares",
         "1",
+        // One client (one address) here: its own quota must not be what refuses it.
+        "--max-sessions-per-client",
+        "3",
     ]);
     let a = p.local_addr();
     let s1 = Conn::open(a).initialize();

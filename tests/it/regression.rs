@@ -90,6 +90,9 @@ fn r6_unrelayable_get_stream_is_refused() {
         "2",
         "--sse-keepalive",
         "50ms",
+        // One client (one address) here: its own quota must not be what refuses it.
+        "--max-streams-per-client",
+        "3",
     ]);
     let a = p.local_addr();
     let init = || {

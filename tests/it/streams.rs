@@ -197,7 +197,15 @@ fn python_sdk_sampling_and_elicitation_callbacks() {
 
 #[test]
 fn streams_beyond_the_cap_get_503() {
-    let p = demo_proxy(&["--stdio-children", "1", "--max-streams", "1"]);
+    // One client (one address) here: its own quota must not be what refuses it.
+    let p = demo_proxy(&[
+        "--stdio-children",
+        "1",
+        "--max-streams",
+        "1",
+        "--max-streams-per-client",
+        "2",
+    ]);
     let a = p.local_addr();
     let s1 = Conn::open(a).initialize();
     let s2 = Conn::open(a).initialize();

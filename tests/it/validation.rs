@@ -160,6 +160,9 @@ fn sessions_expire_and_are_capped() {
         "2",
         "--stdio-children",
         "1",
+        // One client (one address) here: its own quota must not be what refuses it.
+        "--max-sessions-per-client",
+        "3",
     ]);
     let a = p.local_addr();
     let s1 = Conn::open(a).initialize();

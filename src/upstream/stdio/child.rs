@@ -6,16 +6,26 @@
 //!   them to stdin; a child that stops reading makes senders wait, never longer than the
 //!   request's deadline ([`Child::call_deadline`] uses `send_deadline`);
 //! * the **reader** reads stdout lines (each at most `--max-message` bytes), routes responses
-//!   by id to the caller's channel, progress by token to the call it belongs to, and anything
-//!   else to the owner's event handler; at EOF it fails every call in flight at once. It never
-//!   waits for a caller: each call's channel is bounded in bytes and drops what a slow client
-//!   leaves unread (`queue.rs`, `--max-call-buffer`), never the response;
+//!   by id to the caller's channel, progress by token to the call it belongs to, other
+//!   messages to the call they provably belong to (see below), and anything else to the
+//!   owner's event handler; at EOF it fails every call in flight at once. It never waits for a
+//!   caller: each call's channel is bounded in bytes and drops what a slow client leaves
+//!   unread (`queue.rs`, `--max-call-buffer`), never the response;
 //! * the **stderr** thread copies stderr lines into the log with the child's name.
 //!
 //! Every request id is rewritten to a child-unique number and restored exactly on the way back
 //! (string ids stay strings, numbers of any size keep their digits); `_meta.progressToken` is
 //! rewritten to the same number. The child runs in its own process group and is stopped by
 //! closing stdin, then SIGTERM to the group, then SIGKILL, and is always reaped.
+//!
+//! **Attribution, never a guess.** A log or other notification that names no request goes to
+//! a call only when it provably belongs there: to the only call in flight on the child, or,
+//! when every call in flight belongs to one session, to that session's newest call. A
+//! server-to-client request needs the second (a session to answer it). Anything else (calls
+//! of two sessions, a stateless call beside another, nothing in flight) goes to the owner's
+//! event handler, which may only hand it to sessions it concerns as a whole (list changes,
+//! subscribed resources) and drops the rest. A `notifications/message` below the level its
+//! session asked for ([`Session::wants_log`]) is dropped ([`Event::Dropped`]).
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -31,6 +41,7 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message, RawObject};
+use crate::metrics::DropReason;
 use crate::session::Session;
 use crate::upstream::Item;
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
@@ -45,6 +56,8 @@ pub enum Event {
     Request(Message),
     /// The child's stdout ended or it printed an over-long line: it is gone.
     Exited,
+    /// A message was dropped here instead of delivered (for the metrics).
+    Dropped(DropReason),
 }
 
 /// Receives a child's [`Event`]s, with the child's index and generation.
@@ -259,7 +272,8 @@ impl Child {
     ///
     /// `owner` is the session the call belongs to: messages the child sends while only that
     /// session has calls in flight (logs, server-to-client requests) are routed to its newest
-    /// call.
+    /// call; a call without an owner (stateless, or the proxy's own) gets them only while it
+    /// is the one call in flight.
     pub fn call_deadline(
         &self,
         mut msg: Message,
@@ -582,9 +596,13 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
             events(index, generation, Event::Notification(msg));
         }
         Ok(Kind::Notification) => {
-            // Logs and the like: to the sole caller's newest call, when there is one.
+            // Logs and the like: to the call they provably belong to, if any.
             let pending = lock(&shared.pending);
-            match sole_owner_call(&pending) {
+            match attributed_call(&pending) {
+                Some(p) if !wanted(p.owner.as_deref(), &msg) => {
+                    drop(pending);
+                    events(index, generation, Event::Dropped(DropReason::BelowLogLevel));
+                }
                 Some(p) => {
                     let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
@@ -628,6 +646,36 @@ fn adopt(shared: &Shared, index: usize, mut msg: Message, owner: String) -> Mess
 /// Notifications about the server as a whole, never tied to one request.
 fn session_wide(method: &str) -> bool {
     method.ends_with("/list_changed") || method == "notifications/resources/updated"
+}
+
+/// The call a message that names no request provably belongs to: the only call in flight, or
+/// the newest call of the one session that owns every call in flight.
+fn attributed_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
+    if pending.len() == 1 {
+        return pending.values().next();
+    }
+    sole_owner_call(pending)
+}
+
+/// False for a `notifications/message` below the level session `owner` asked for.
+fn wanted(owner: Option<&Session>, msg: &Message) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Params<'a> {
+        #[serde(borrow)]
+        level: Option<std::borrow::Cow<'a, str>>,
+    }
+    let Some(owner) = owner.filter(|s| s.log_level().is_some()) else {
+        return true;
+    };
+    if msg.method() != "notifications/message" {
+        return true;
+    }
+    let level = msg
+        .params
+        .as_ref()
+        .and_then(|p| serde_json::from_str::<Params>(p.get()).ok())
+        .and_then(|p| p.level);
+    owner.wants_log(level.as_deref())
 }
 
 /// The newest call in flight, if every call in flight belongs to one and the same session.

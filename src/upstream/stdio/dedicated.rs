@@ -164,6 +164,9 @@ impl Inner {
                     }
                     return;
                 }
+                // Sessions here never record a level (the child is theirs alone), so nothing
+                // is dropped for one.
+                Event::Dropped(_) => return,
             };
             let _ = control.send(msg);
         })
@@ -333,10 +336,14 @@ impl Upstream for DedicatedUpstream {
                 continue;
             }
             if !inner.reserve() {
-                return Err(Error::Unavailable(format!(
+                // Every child is some session's: room comes back as sessions end (the
+                // pipeline sets the real wait).
+                log::debug!(
                     "all {} {} children are taken",
-                    inner.max_children, inner.name
-                )));
+                    inner.max_children,
+                    inner.name
+                );
+                return Err(Error::TooManySessions { retry_after: 0 });
             }
             let (tx, rx) = bounded(1);
             let _ = inner.control.send(Control::Urgent(tx));

@@ -18,6 +18,13 @@
 //!   URI. What a session may hold is bounded: at most `--max-subscriptions` URIs (default 64),
 //!   each at most [`MAX_SUBSCRIPTION_URI`] bytes; beyond, that request gets a JSON-RPC error
 //!   (-32602) and nothing is stored or sent to the child.
+//! * **Log levels are per session.** A session's `logging/setLevel` is recorded on the
+//!   session and goes to the child as the lowest level any session pinned there asked for
+//!   (one that never asked counts as `debug`), recomputed when sessions come and go; each
+//!   session's `notifications/message` below its own level are dropped here (see
+//!   [`Child`](super::child)). So no session can silence another. A stateless
+//!   `logging/setLevel` gets -32601: the method does not exist in 2026-07-28, and it would
+//!   set every session's level.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,9 +36,10 @@ use serde_json::Value;
 
 use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
-use crate::jsonrpc::{self, Kind, Message};
-use crate::session::{Binding, Session};
-use crate::upstream::stdio::child::Program;
+use crate::jsonrpc::{self, Kind, Message, RawObject};
+use crate::metrics::Metrics;
+use crate::session::{Binding, LogLevel, Session};
+use crate::upstream::stdio::child::{Child, Program};
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::{lock, read};
 
@@ -54,10 +62,11 @@ pub struct StdioUpstream {
 
 impl StdioUpstream {
     /// Spawns and initializes `cfg.children` copies of `cfg.argv`. Fails if none comes up.
+    /// Messages dropped instead of delivered are counted in `metrics`.
     ///
     /// Children are spawned by the supervisor thread, which lives as long as the upstream:
     /// the parent-death signal (see [`Child::spawn`]) is tied to the spawning thread.
-    pub fn start(cfg: &StdioUpstreamConfig) -> Result<Self, Error> {
+    pub fn start(cfg: &StdioUpstreamConfig, metrics: Option<Arc<Metrics>>) -> Result<Self, Error> {
         let (program, children, max_message) = (Program::new(cfg), cfg.children, cfg.max_message);
         // Unbounded, yet bounded by what may be sent on it: see `Control`.
         let (control, rx) = unbounded();
@@ -68,6 +77,7 @@ impl StdioUpstream {
             slots: (0..children).map(|_| Slot::default()).collect(),
             control,
             stopping: AtomicBool::new(false),
+            metrics,
         });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sup_inner = inner.clone();
@@ -158,6 +168,9 @@ impl Upstream for StdioUpstream {
             }
         };
         let kind = call.msg.kind()?;
+        if kind == Kind::Request && call.msg.method() == "logging/setLevel" {
+            return self.set_level(child, call);
+        }
         if let (Kind::Request, Some(s)) = (kind, call.session) {
             let method = call.msg.method();
             if (method == "resources/subscribe" || method == "resources/unsubscribe")
@@ -188,9 +201,13 @@ impl Upstream for StdioUpstream {
 
     fn attach(&self, session: &Arc<Session>) {
         if let Some(slot) = self.inner.slots.get(session.binding.child) {
-            let mut m = lock(&slot.members);
-            m.retain(|w| w.strong_count() > 0);
-            m.push(Arc::downgrade(session));
+            {
+                let mut m = lock(&slot.members);
+                m.retain(|w| w.strong_count() > 0);
+                m.push(Arc::downgrade(session));
+            }
+            // A session that never asked takes every level: the child may have to go down.
+            self.inner.apply_level(session.binding.child, true);
         }
     }
 
@@ -202,6 +219,7 @@ impl Upstream for StdioUpstream {
             .sessions
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         lock(&slot.members).retain(|w| w.upgrade().is_some_and(|s| s.id != session.id));
+        self.inner.apply_level(session.binding.child, false);
         if let Some(child) = self.inner.live(session.binding.child) {
             child.forget_asks(&session.id);
         }
@@ -292,6 +310,52 @@ impl Drop for StdioUpstream {
 }
 
 impl StdioUpstream {
+    /// `logging/setLevel`: recorded on the session, and forwarded (so the child's own answer,
+    /// or error, goes back) with the lowest level the child's sessions asked for in its place.
+    fn set_level(&self, child: Arc<Child>, mut call: Call<'_>) -> Result<Reply, Error> {
+        let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
+        let Some(s) = call.session else {
+            let text = "logging/setLevel does not exist in protocol revision 2026-07-28 \
+                        (it would set the level of every session on the server)";
+            return Ok(Reply::Message(jsonrpc::error_body(Some(&id), -32601, text)));
+        };
+        let mut params: RawObject = call
+            .msg
+            .params
+            .as_ref()
+            .and_then(|p| serde_json::from_str(p.get()).ok())
+            .unwrap_or_default();
+        let asked = params
+            .get("level")
+            .and_then(|l| serde_json::from_str::<String>(l.get()).ok())
+            .and_then(|l| LogLevel::parse(&l));
+        let Some(asked) = asked else {
+            let text = "logging/setLevel: level must be one of debug, info, notice, warning, \
+                        error, critical, alert, emergency";
+            return Ok(Reply::Message(jsonrpc::error_body(Some(&id), -32602, text)));
+        };
+        s.set_log_level(asked);
+        let Some(slot) = self.inner.slots.get(s.binding.child) else {
+            return Err(Error::UnknownSession);
+        };
+        let level = {
+            let mut current = lock(&slot.log_level);
+            let level = self
+                .inner
+                .child_level(s.binding.child, *current)
+                .unwrap_or(asked);
+            *current = Some(level);
+            level
+        };
+        params.insert(
+            "level".into(),
+            jsonrpc::raw(format!("\"{}\"", level.name())),
+        );
+        let text = serde_json::to_string(&params).map_err(|e| Error::Internal(e.to_string()))?;
+        call.msg.params = Some(jsonrpc::raw(text));
+        call_stream(child, call)
+    }
+
     /// Tracks `resources/subscribe` and `unsubscribe` per session and subscribes the child
     /// once per URI. Returns the answer when the child need not be asked: a local success, or
     /// the refusal of a URI over [`MAX_SUBSCRIPTION_URI`] or past `--max-subscriptions`.

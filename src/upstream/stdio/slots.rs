@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use super::call::{HANDSHAKE_TIMEOUT, request};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
-use crate::session::Session;
+use crate::metrics::{DropReason, Metrics};
+use crate::session::{LogLevel, Session};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::util::{lock, read, write};
@@ -107,6 +108,10 @@ pub(super) struct Slot {
     /// Resource URI to the number of pinned sessions subscribed to it; the child itself is
     /// subscribed once, while the count is above zero.
     pub(super) subscriptions: Mutex<HashMap<String, usize>>,
+    /// The `logging/setLevel` level the proxy last gave the child (`None`: never, the child
+    /// runs at its default): the lowest level any pinned session asked for (see
+    /// [`Inner::child_level`]).
+    pub(super) log_level: Mutex<Option<LogLevel>>,
 }
 
 /// What the supervisor is told, on an unbounded channel that is nevertheless bounded: `Died`
@@ -130,6 +135,8 @@ pub(super) struct Inner {
     pub(super) slots: Vec<Slot>,
     pub(super) control: Sender<Control>,
     pub(super) stopping: AtomicBool,
+    /// Where dropped messages are counted.
+    pub(super) metrics: Option<Arc<Metrics>>,
 }
 
 impl Inner {
@@ -183,15 +190,29 @@ impl Inner {
                     }
                     return;
                 }
+                Event::Dropped(why) => {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.dropped(why);
+                    }
+                    return;
+                }
             };
             let _ = control.send(msg);
         })
     }
 
+    /// Counts a message dropped instead of delivered.
+    pub(super) fn dropped(&self, why: DropReason) {
+        if let Some(m) = &self.metrics {
+            m.dropped(why, 1);
+        }
+    }
+
     /// Routes a notification that no call in flight could take: list changes to every
-    /// session on the child, resource updates to the sessions subscribed to that URI,
-    /// anything else to the child's only session if it has just one. Each goes to the
-    /// session's standalone (GET) stream, if the client opened one.
+    /// session on the child, resource updates to the sessions subscribed to that URI, each to
+    /// the session's standalone (GET) stream if the client opened one. Anything else (logs,
+    /// progress for no known call) belongs to no session provably, not even to the child's
+    /// only one (a stateless call or an earlier one may have caused it): dropped and counted.
     pub(super) fn notify_sessions(&self, index: usize, msg: &Message) {
         let Some(slot) = self.slots.get(index) else {
             return;
@@ -212,14 +233,13 @@ impl Inner {
                 .iter()
                 .filter(|s| lock(&s.subscriptions).contains(&uri))
                 .collect()
-        } else if members.len() == 1 {
-            members.iter().collect()
         } else {
             log::debug!(
-                "{}#{index}: {method} concerns no single session; dropped",
+                "{}#{index}: {method} belongs to no request or session provably; dropped",
                 self.name
             );
-            Vec::new()
+            self.dropped(DropReason::Unattributed);
+            return;
         };
         let bytes = msg.to_vec();
         for s in targets {
@@ -251,6 +271,16 @@ impl Inner {
                 let v = json!({"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{"uri":uri}});
                 let _ = request(&child, &v);
             }
+        }
+        if resubscribe {
+            // Same sessions, new process: it starts at its default level.
+            let level = *lock(&slot.log_level);
+            if let Some(level) = level {
+                let _ = request(&child, &set_level(level));
+            }
+        } else {
+            // A crash ended the sessions that asked.
+            *lock(&slot.log_level) = None;
         }
         *write(&slot.handshake) = Some(Arc::new(hs));
         slot.generation.store(child.generation, Ordering::Release);
@@ -286,6 +316,67 @@ impl Inner {
             let _ = child.call_deadline(msg, deadline, None);
         }
     }
+}
+
+impl Inner {
+    /// The level child `i` should run at: the lowest any pinned session asked for, a session
+    /// that never asked counting as `debug` (it takes whatever comes), since the proxy filters
+    /// each session's messages by its own level. `current` is the level the child was last
+    /// given: `None` (leave the child at its default) while no session ever asked.
+    pub(super) fn child_level(&self, i: usize, current: Option<LogLevel>) -> Option<LogLevel> {
+        let slot = self.slots.get(i)?;
+        let levels: Vec<Option<LogLevel>> = lock(&slot.members)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|s| s.log_level())
+            .collect();
+        if current.is_none() && levels.iter().all(Option::is_none) {
+            return None;
+        }
+        Some(
+            levels
+                .into_iter()
+                .map(|l| l.unwrap_or(LogLevel::Debug))
+                .min()
+                .unwrap_or(LogLevel::Debug),
+        )
+    }
+
+    /// Recomputes child `i`'s level after its sessions changed (`joined`: a new session, which
+    /// never asked yet), and tells the child when it moved (answer not awaited; waits at most
+    /// 1 s to write). Costs one lock while no session ever asked for a level.
+    pub(super) fn apply_level(&self, i: usize, joined: bool) {
+        let Some(slot) = self.slots.get(i) else {
+            return;
+        };
+        let want = {
+            let mut current = lock(&slot.log_level);
+            let want = match *current {
+                // Nobody asked, or the child already sends everything a newcomer takes.
+                None => return,
+                Some(LogLevel::Debug) if joined => return,
+                Some(_) if joined => Some(LogLevel::Debug),
+                Some(_) => self.child_level(i, *current),
+            };
+            if want == *current {
+                return;
+            }
+            *current = want;
+            want
+        };
+        let (Some(level), Some(child)) = (want, self.live(i)) else {
+            return;
+        };
+        if let Ok(msg) = Message::parse(set_level(level).to_string().as_bytes()) {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            let _ = child.call_deadline(msg, deadline, None);
+        }
+    }
+}
+
+/// The proxy's own `logging/setLevel` request.
+fn set_level(level: LogLevel) -> Value {
+    json!({"jsonrpc":"2.0","id":0,"method":"logging/setLevel","params":{"level":level.name()}})
 }
 
 /// Drops one subscriber of `uri`; true when it was the last.
