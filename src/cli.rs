@@ -45,6 +45,8 @@ pub enum Command {
     Bench(crate::tools::bench::BenchArgs),
     /// Inspect, check, redact and compare tapes.
     Tape(crate::tools::tape::TapeArgs),
+    /// Serve a tape as an MCP server.
+    Replay(crate::tools::tape::ReplayArgs),
 }
 
 /// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP

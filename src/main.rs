@@ -28,6 +28,10 @@ fn main() -> ExitCode {
             init_logging("warn", false);
             ("shadowcat tape", shadowcat::tools::tape::run(args))
         }
+        Command::Replay(args) => {
+            init_logging("warn", false);
+            ("shadowcat replay", shadowcat::tools::tape::replay(args))
+        }
         Command::Reverse(args) => {
             init_logging("info", args.log_format == "json");
             let exe = std::env::current_exe()

@@ -1,10 +1,11 @@
-//! `shadowcat tape …`: the tools that read tapes (recordings of MCP
+//! `shadowcat tape …` and `shadowcat replay`: the tools that read tapes (recordings of MCP
 //! sessions, `docs/tape-format.md` version 1).
 //!
 //! Owns: reading tapes, the exchange view of a tape, the four inspection commands (`list`,
-//! `show`, `stats`, `diff`) and rewriting a tape under the redaction rules (`redact`). Must not
-//! touch: the proxy's internals. From the crate it uses `crate::util`, the protocol constants of
-//! `crate::jsonrpc`, the shared redaction rules of
+//! `show`, `stats`, `diff`), rewriting a tape under the redaction rules (`redact`), and the
+//! replay server. Must not touch: the proxy's internals; replay is a peer on the wire (HTTP or
+//! stdio) like the demo server. From the crate it uses `crate::util`, the protocol constants of
+//! `crate::jsonrpc`, the HTTP server of `crate::http` (replay), the shared redaction rules of
 //! `crate::tape::redact`, and [`crate::Error`] for exit codes: a bad input file or flag is
 //! [`Error::Config`] (exit 2); `tape diff` finding differences is [`Error::Tool`] (exit 1).
 //!
@@ -14,6 +15,7 @@
 //! shadowcat tape stats TAPE [--json]
 //! shadowcat tape redact TAPE [--redact key=NAME,… | pointer=/ptr]… [--output FILE | --in-place]
 //! shadowcat tape diff A B [--ignore /pointer]… [--json]
+//! shadowcat replay TAPE [--http 127.0.0.1:PORT | --stdio] [--strict]
 //! ```
 //!
 //! A TAPE is the first file of a tape; its continuation parts (`<name>.1.jsonl`, …) are read
@@ -21,14 +23,17 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `mod.rs` | flags and [`run`] |
+//! | `mod.rs` | flags, [`run`] and [`replay`] |
 //! | `read.rs` | parsing tapes: header, lines, parts, the incomplete last line |
 //! | `exchange.rs` | a tape as exchanges: request, response, the server messages between (the attribution rule) |
-//! | `json.rs` | comparing JSON as diff does (`_meta`, redacted values, numbers), pointers, edit distance |
+//! | `json.rs` | comparing JSON as replay and diff do (`_meta`, redacted values, numbers), pointers, edit distance |
 //! | `list.rs`, `show.rs`, `stats.rs`, `diff.rs`, `redact.rs` | one subcommand each |
+//! | `replay/` | the replay server: the plan of an answer (`mod.rs`), the matching rule (`matching.rs`), HTTP (`http.rs`), stdio (`stdio.rs`) |
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use argh::FromArgs;
 
@@ -40,6 +45,7 @@ pub mod json;
 pub mod list;
 pub mod read;
 pub mod redact;
+pub mod replay;
 pub mod show;
 pub mod stats;
 
@@ -153,6 +159,38 @@ pub struct DiffArgs {
     pub json: bool,
 }
 
+/// serve a tape as an MCP server in its era: each request is answered with the recorded
+/// response of the first unused recorded request with the same method and params, with the
+/// recorded notifications, progress and server-to-client requests before it
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "replay")]
+pub struct ReplayArgs {
+    /// the tape (its first file)
+    #[argh(positional)]
+    pub tape: PathBuf,
+
+    /// serve Streamable HTTP on this address (default 127.0.0.1:8080; port 0 for any)
+    #[argh(option)]
+    pub http: Option<SocketAddr>,
+
+    /// serve newline-delimited JSON-RPC on stdin/stdout instead
+    #[argh(switch)]
+    pub stdio: bool,
+
+    /// path of the HTTP endpoint (default /mcp)
+    #[argh(option, default = "String::from(\"/mcp\")")]
+    pub path: String,
+
+    /// match requests in recorded order only
+    #[argh(switch)]
+    pub strict: bool,
+
+    /// how long a replayed sampling, elicitation or roots request waits for the client's
+    /// answer before the replay goes on (default 30s)
+    #[argh(option, default = "String::from(\"30s\")")]
+    pub answer_timeout: String,
+}
+
 /// `shadowcat tape …`.
 pub fn run(args: TapeArgs) -> Result<(), Error> {
     match args.command {
@@ -199,6 +237,44 @@ pub fn run(args: TapeArgs) -> Result<(), Error> {
     }
 }
 
+/// `shadowcat replay TAPE`: serves until the process is stopped (HTTP) or stdin ends (stdio).
+pub fn replay(args: ReplayArgs) -> Result<(), Error> {
+    if args.stdio && args.http.is_some() {
+        return Err(Error::Config(
+            "--stdio and --http exclude each other".into(),
+        ));
+    }
+    if !args.path.starts_with('/') {
+        return Err(Error::Config(format!(
+            "--path {}: must start with /",
+            args.path
+        )));
+    }
+    let timeout = crate::util::duration("--answer-timeout", &args.answer_timeout)?;
+    let tape = read::read_tape(&args.tape)?;
+    let script = Arc::new(replay::Script::new(tape, args.strict, timeout));
+    if args.stdio {
+        let stdin = std::io::stdin().lock();
+        return replay::stdio::serve(script, stdin, std::io::stdout()).map_err(Error::Io);
+    }
+    let bind = args
+        .http
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let name = script.tape.name();
+    let requests = script.exchanges.len();
+    let era = script.tape.header.era.clone();
+    let server = replay::http::start(script, bind, &args.path)?;
+    // The one line a caller (or a test) reads to learn the port.
+    eprintln!(
+        "shadowcat replay: {name} ({requests} requests, era {era}) on http://{}{}",
+        server.local_addr(),
+        args.path
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
 /// Writes `text` to stdout; a reader that went away (`| head`) is not an error.
 fn print(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
@@ -211,6 +287,9 @@ fn print(text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
+
+    use serde_json::json;
 
     use super::read::{Tape, parse};
     use super::*;
@@ -234,6 +313,24 @@ mod tests {
         let s = stats::Stats::of(&tape);
         let _ = (s.text(), s.json());
         let _ = diff::diff(&tape, &tape, &[]).text();
+        let requests: Vec<serde_json::Value> = tape
+            .lines
+            .iter()
+            .filter(|l| l.kind() == read::Kind::Request)
+            .map(|l| l.msg.clone())
+            .collect();
+        for strict in [false, true] {
+            let script = Arc::new(replay::Script::new(
+                tape.clone(),
+                strict,
+                Duration::from_millis(1),
+            ));
+            let session = replay::Session::new(script);
+            for r in &requests {
+                let _ = session.plan(r);
+            }
+            let _ = session.plan(&json!({"jsonrpc": "2.0", "id": 1, "method": "x"}));
+        }
     }
 
     #[test]
