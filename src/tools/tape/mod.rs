@@ -23,7 +23,7 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `mod.rs` | flags, [`run`] and [`replay`] |
+//! | `mod.rs` | flags, [`run`] and [`replay()`] |
 //! | `read.rs` | parsing tapes: header, lines, parts, the incomplete last line |
 //! | `exchange.rs` | a tape as exchanges: request, response, the server messages between (the attribution rule) |
 //! | `json.rs` | comparing JSON as replay and diff do (`_meta`, redacted values, numbers), pointers, edit distance |
@@ -127,7 +127,7 @@ pub struct RedactArgs {
     #[argh(option)]
     pub redact: Vec<String>,
 
-    /// where to write (default: beside the tape, <name>.redacted.jsonl); never overwritten
+    /// where to write (default: beside the tape, NAME.redacted.jsonl); never overwritten
     #[argh(option, short = 'o')]
     pub output: Option<PathBuf>,
 
