@@ -43,6 +43,10 @@ pub enum Command {
     DemoServer(crate::tools::demo::DemoServerArgs),
     /// Load-test a Streamable HTTP MCP endpoint.
     Bench(crate::tools::bench::BenchArgs),
+    /// Inspect, check, redact and compare tapes.
+    Tape(crate::tools::tape::TapeArgs),
+    /// Serve a tape as an MCP server.
+    Replay(crate::tools::tape::ReplayArgs),
 }
 
 /// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP

@@ -35,7 +35,9 @@
 //! metrics/     counters and histograms, their text format, the child and pool info types
 //! error.rs     the one Error and its whole answer (status, JSON-RPC code, headers, metric)
 //! util.rs      locks, bounded line reads, durations, sizes, command lines
-//! tools/       beside the proxy, never imported by it: bench/, demo/, fuzzing (feature)
+//! tape/        the tape format's shared rules (redaction), for the recorder and the tape tools
+//! tools/       beside the proxy, never imported by it: bench/, demo/, tape/ (tape tools and
+//!              replay), fuzzing (feature)
 //! ```
 //!
 //! A request's path through the folders (stdio upstream in shared mode):
@@ -171,6 +173,7 @@ mod ops;
 mod proxy;
 mod session;
 mod stream;
+mod tape;
 pub mod tools;
 mod upstream;
 mod util;

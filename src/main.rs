@@ -1,6 +1,7 @@
 //! The `shadowcat` binary: parse, initialise logging, run, map the error to an exit code.
 //!
-//! Exit codes: 0 clean stop, 1 runtime failure, 2 invalid configuration.
+//! Exit codes: 0 clean stop, 1 runtime failure (and `tape diff` finding differences), 2
+//! invalid configuration or input file.
 
 use std::process::ExitCode;
 
@@ -22,6 +23,14 @@ fn main() -> ExitCode {
         Command::Bench(args) => {
             init_logging("warn", false);
             ("shadowcat bench", shadowcat::tools::bench::run(args))
+        }
+        Command::Tape(args) => {
+            init_logging("warn", false);
+            ("shadowcat tape", shadowcat::tools::tape::run(args))
+        }
+        Command::Replay(args) => {
+            init_logging("warn", false);
+            ("shadowcat replay", shadowcat::tools::tape::replay(args))
         }
         Command::Reverse(args) => {
             init_logging("info", args.log_format == "json");
