@@ -1,9 +1,9 @@
-//! The body of a connection thread: waiting in the pool for a connection, the keep-alive
-//! loop that reads requests and hands each to the handler, error answers for requests that
-//! cannot be read, and lingering so that those answers reach the client.
+//! The body of a connection thread: waiting in the pool for a connection, the TLS handshake on
+//! a TLS listener, the keep-alive loop that reads requests and hands each to the handler, error
+//! answers for requests that cannot be read, and lingering so that those answers reach the
+//! client.
 
 use std::io::Read;
-use std::net::{Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,8 @@ use crate::http::parse::{Limits, ReadError, Wire};
 use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
-use crate::http::write::Watch;
+use crate::http::transport::Transport;
+use crate::http::write::{Watch, call_timeout};
 
 /// A pooled connection thread exits after this long without work.
 const POOL_IDLE: Duration = Duration::from_secs(30);
@@ -56,7 +57,7 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// The keep-alive loop of one connection.
+/// The keep-alive loop of one connection, after its TLS handshake on a TLS listener.
 fn serve(shared: &Shared, job: Job) {
     let Job { id, stream, remote } = job;
     let _registered = Registered { shared, id };
@@ -67,7 +68,27 @@ fn serve(shared: &Shared, job: Job) {
         body_timeout: cfg.body_timeout,
         body_deadline: cfg.body_deadline,
     };
-    let mut wire = Wire::new(stream, remote);
+    let (stream, client_cert) = match &cfg.tls {
+        None => (Transport::plain(stream), None),
+        Some(tls) => {
+            // Idle while the handshake runs: shutdown closes it at once, as it closes a
+            // connection waiting for its next request. No worker permit is held.
+            if !shared.set_idle(id, true) {
+                return;
+            }
+            let deadline = Instant::now() + cfg.header_timeout;
+            let done = tls.accept(stream, deadline, call_timeout(cfg.write_timeout));
+            shared.set_idle(id, false);
+            match done {
+                Ok(done) => done,
+                Err(why) => {
+                    log::debug!("{remote}: TLS handshake failed: {why}");
+                    return;
+                }
+            }
+        }
+    };
+    let mut wire = Wire::new(stream, remote, client_cert);
     // Kept across requests: a new response does not restart the write timeout.
     let mut watch = Watch::default();
     loop {
@@ -103,10 +124,12 @@ fn serve(shared: &Shared, job: Job) {
     log::debug!("{remote}: connection closed");
 }
 
-/// Half-closes and drains input for a short while, so the client can read an error
-/// answer before the connection is closed (closing with unread input sends a reset).
-fn linger(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
+/// Half-closes (after a TLS `close_notify`) and drains input for a short while, so the client
+/// can read an error answer before the connection is closed (closing with unread input sends
+/// a reset). With TLS the drained bytes are records, never decrypted.
+fn linger(transport: &mut Transport) {
+    transport.close_write();
+    let stream = transport.socket();
     let deadline = Instant::now() + LINGER_TIME;
     let mut buf = [0u8; 4096];
     let mut total = 0;
@@ -132,7 +155,7 @@ fn linger(stream: &TcpStream) {
 /// one's answer was written, so nothing queues answers (at most one encoded response per
 /// connection is in memory, plus what the kernel buffers), and unread pipelined requests stay
 /// in the client's socket, not in ours (the read buffer only grows for one large head).
-fn handle_one(shared: &Shared, stream: &TcpStream, watch: &mut Watch, req: Request) -> bool {
+fn handle_one(shared: &Shared, stream: &mut Transport, watch: &mut Watch, req: Request) -> bool {
     let remote = req.remote;
     let needs_worker =
         catch_unwind(AssertUnwindSafe(|| shared.handler.needs_worker(&req))).unwrap_or(true);
