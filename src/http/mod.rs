@@ -38,6 +38,7 @@ pub use request::{Request, Version};
 pub use responder::{Handler, Responder, StreamError, StreamWriter};
 pub use server::{Server, ServerConfig, ServerStats};
 pub use tls::{Tls, TlsFiles};
+pub(crate) use tls::{load_certs, load_key, read_pem};
 
 // The strict parsing and encoding steps one by one, for the fuzz entry points.
 #[cfg(feature = "fuzzing")]

@@ -73,7 +73,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads a PEM file of at most [`MAX_PEM_FILE`] bytes.
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| format!("{what} {}: {e}", path.display()))?;
     let mut bytes = Vec::new();
