@@ -23,6 +23,10 @@ use std::net::{Shutdown, TcpStream};
 
 use rustls::ServerConnection;
 
+/// The longest a closing `close_notify` may wait for the socket: the connection is ending, and
+/// a client that reads nothing must not hold its thread for a whole write timeout more.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// One client connection's stream.
 pub(crate) struct Transport {
     sock: TcpStream,
@@ -178,16 +182,23 @@ impl Transport {
         Ok(())
     }
 
-    /// Ends the write side: a TLS `close_notify` (best-effort, bounded by `SO_SNDTIMEO`), then
-    /// the socket's write half.
-    pub(crate) fn close_write(&mut self) {
+    /// Sends a TLS `close_notify` (once; best-effort, waiting at most [`CLOSE_WAIT`] for the
+    /// socket), so the client can tell the end from a truncation. Nothing on a plain connection.
+    pub(crate) fn close_notify(&mut self) {
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
-            let _ = tls.write_tls(&mut Counted {
-                sock: &self.sock,
-                sent: &mut self.sent,
-            });
+            if tls.wants_write() && self.sock.set_write_timeout(Some(CLOSE_WAIT)).is_ok() {
+                let _ = tls.write_tls(&mut Counted {
+                    sock: &self.sock,
+                    sent: &mut self.sent,
+                });
+            }
         }
+    }
+
+    /// Ends the write side: a TLS `close_notify`, then the socket's write half.
+    pub(crate) fn close_write(&mut self) {
+        self.close_notify();
         let _ = self.sock.shutdown(Shutdown::Write);
     }
 }

@@ -121,6 +121,7 @@ fn serve(shared: &Shared, job: Job) {
             }
         }
     }
+    wire.stream().close_notify();
     log::debug!("{remote}: connection closed");
 }
 
