@@ -456,3 +456,38 @@ fn jwks_over_https_uses_the_upstream_tls_settings() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_speaks_https() {
+    let pki = Pki::new("bench");
+    let p = https_demo(&pki, &[]);
+    let url = format!("https://127.0.0.1:{}/mcp", p.local_addr().port());
+    let out = std::process::Command::new(exe())
+        .args(["bench", "--url", &url, "--ca", &s(&pki.ca)])
+        .args([
+            "--sessions",
+            "2",
+            "--requests",
+            "200",
+            "--warmup",
+            "0",
+            "--json",
+        ])
+        .output()
+        .expect("bench runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], 200, "{v}");
+    // Without the test CA the server's certificate is refused, and said so.
+    let out = std::process::Command::new(exe())
+        .args(["bench", "--url", &url, "--requests", "1"])
+        .output()
+        .expect("bench runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("UnknownIssuer"), "{err}");
+}
