@@ -23,6 +23,33 @@ use std::net::{Shutdown, TcpStream};
 
 use rustls::ServerConnection;
 
+/// After an error answer or a refused handshake, unread input is drained for at most this
+/// long / this much, so that closing does not reset the connection before the client has read
+/// the answer.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most input drained while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
+/// Reads and drops what the client sends, for at most [`LINGER_TIME`] and [`LINGER_BYTES`], or
+/// until it closes: then closing the socket does not reset the connection, and the client
+/// reads what was written last (an error answer, a TLS alert) instead of a reset.
+pub(crate) fn drain(stream: &TcpStream) {
+    let deadline = std::time::Instant::now() + LINGER_TIME;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    let mut r = stream;
+    while total < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match r.read(&mut buf) {
+            Ok(n) if n > 0 => total += n,
+            _ => break,
+        }
+    }
+}
+
 /// The longest a closing `close_notify` may wait for the socket: the connection is ending, and
 /// a client that reads nothing must not hold its thread for a whole write timeout more.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);

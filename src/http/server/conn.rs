@@ -3,7 +3,6 @@
 //! answers for requests that cannot be read, and lingering so that those answers reach the
 //! client.
 
-use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,16 +13,11 @@ use crate::http::parse::{Limits, ReadError, Wire};
 use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
-use crate::http::transport::Transport;
+use crate::http::transport::{Transport, drain};
 use crate::http::write::{Watch, call_timeout};
 
 /// A pooled connection thread exits after this long without work.
 const POOL_IDLE: Duration = Duration::from_secs(30);
-/// After an error answer, unread input is drained for at most this long / this much, so
-/// that closing does not reset the connection before the client has read the answer.
-const LINGER_TIME: Duration = Duration::from_millis(500);
-/// Most input drained while lingering.
-const LINGER_BYTES: usize = 64 * 1024;
 
 /// Body of a connection thread: serves its first connection, then waits in the pool.
 pub(super) fn conn_thread(shared: Arc<Shared>, first: Job) {
@@ -130,21 +124,7 @@ fn serve(shared: &Shared, job: Job) {
 /// a reset). With TLS the drained bytes are records, never decrypted.
 fn linger(transport: &mut Transport) {
     transport.close_write();
-    let stream = transport.socket();
-    let deadline = Instant::now() + LINGER_TIME;
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    let mut r = stream;
-    while total < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match r.read(&mut buf) {
-            Ok(n) if n > 0 => total += n,
-            _ => break,
-        }
-    }
+    drain(transport.socket());
 }
 
 /// Runs the handler for one request under a worker permit (unless the handler says the

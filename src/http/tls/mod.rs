@@ -33,7 +33,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use super::transport::{Counted, Transport};
+use super::transport::{Counted, Transport, drain};
 
 pub(crate) mod subject;
 
@@ -182,7 +182,10 @@ impl Tls {
     /// Runs the server side of a handshake on `sock` until it completes or `deadline` passes;
     /// returns the connection's stream, with the socket's write timeout set back to
     /// `write_timeout`, and the verified client certificate's subject (mTLS). Err: why it failed
-    /// (timed out, closed, refused by either side), for the debug log.
+    /// (timed out, closed, refused by either side), for the debug log. When we refuse the
+    /// handshake, the alert saying why is sent, the write side closed and the input drained
+    /// (at most 500 ms), so the client reads the alert (say, "certificate required") rather
+    /// than a reset when its first request crosses our close.
     pub(crate) fn accept(
         &self,
         sock: TcpStream,
@@ -233,6 +236,8 @@ impl Tls {
                     sock: &sock,
                     sent: &mut sent,
                 });
+                let _ = sock.shutdown(std::net::Shutdown::Write);
+                drain(&sock);
                 return Err(e.to_string());
             }
         }
