@@ -252,6 +252,7 @@ fn gate(b: &Bench) {
         headers: vec![("Authorization".into(), format!("Bearer {token}"))],
         body: Vec::new(),
         remote: "127.0.0.1:9".parse().expect("addr"),
+        client_cert: None,
     };
     let last = request("bench-token-0099-0123456789");
     b.run("auth: static token, last of 100 (constant time)", || {

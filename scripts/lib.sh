@@ -26,8 +26,8 @@
 #                           via setsid; stdout and stderr to LOGFILE; registered for cleanup) and
 #                           waits up to PROXY_START_TIMEOUT seconds (10) for the address the kernel
 #                           gave it, from its log line "shadowcat listening on http://ADDR/PATH
-#                           (upstream …)" (src/app.rs). Sets PROXY_PID, PROXY_URL
-#                           (http://127.0.0.1:PORT/mcp), PROXY_ADDR (127.0.0.1:PORT) and
+#                           (upstream …)" (https:// with --tls-cert; src/app.rs). Sets PROXY_PID,
+#                           PROXY_URL (http(s)://127.0.0.1:PORT/mcp), PROXY_ADDR (127.0.0.1:PORT) and
 #                           PROXY_PORT. RUST_LOG is PROXY_RUST_LOG (warn) plus
 #                           shadowcat::app=info, the module that logs that line (the access log,
 #                           shadowcat::access, stays at PROXY_RUST_LOG). On failure prints the
@@ -161,7 +161,7 @@ start_proxy() {
   PROXY_PID=$!
   cleanup_pid "$PROXY_PID"
   for ((i = 0; i <= timeout * 10; i++)); do
-    url="$(sed -n 's|.*shadowcat listening on \(http://[^ ]*\) (upstream .*|\1|p' "$logf" 2>/dev/null)" || true
+    url="$(sed -n 's|.*shadowcat listening on \(https\{0,1\}://[^ ]*\) (upstream .*|\1|p' "$logf" 2>/dev/null)" || true
     url="${url%%$'\n'*}"
     [[ -n "$url" ]] && break
     if ! kill -0 "$PROXY_PID" 2>/dev/null; then
@@ -181,7 +181,7 @@ start_proxy() {
   fi
   # shellcheck disable=SC2034 # outputs, read by the sourcing script
   PROXY_URL="$url"
-  PROXY_ADDR="${url#http://}"
+  PROXY_ADDR="${url#*://}"
   PROXY_ADDR="${PROXY_ADDR%%/*}"
   # shellcheck disable=SC2034
   PROXY_PORT="${PROXY_ADDR##*:}"

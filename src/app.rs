@@ -1,8 +1,9 @@
 //! Putting it together: builds every part from its own config, starts the listeners and the
 //! reaper, and stops them in the documented order.
 //!
-//! Owns: [`Shadowcat`] (the running proxy) and [`run`] (serve until a signal). Must not touch:
-//! how any part works inside; it only wires them.
+//! Owns: [`Shadowcat`] (the running proxy) and [`run`] (serve until a signal; SIGHUP re-reads
+//! the listeners' TLS certificates and keys). Must not touch: how any part works inside; it
+//! only wires them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +16,7 @@ use crossbeam_channel::{Sender, bounded};
 use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
 use crate::gate::Gatekeeper;
-use crate::http::Server;
+use crate::http::{Server, Tls, TlsFiles};
 use crate::metrics::Metrics;
 use crate::ops::Front;
 use crate::ops::admin::Admin;
@@ -38,6 +39,8 @@ fn local_name(l: &TcpListener) -> String {
 pub struct Shadowcat {
     server: Arc<Server>,
     admin: Option<Server>,
+    /// The listeners' TLS configurations (main, admin), for [`Shadowcat::reload_tls`].
+    tls: Vec<(&'static str, Arc<Tls>)>,
     proxy: Arc<Proxy>,
     reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     stopped: AtomicBool,
@@ -70,6 +73,14 @@ impl Shadowcat {
         upstream: Arc<dyn Upstream>,
         metrics: Arc<Metrics>,
     ) -> Result<Shadowcat, Error> {
+        let load = |files: &Option<TlsFiles>| {
+            files
+                .clone()
+                .map(|f| Tls::load(f).map(Arc::new).map_err(Error::Config))
+                .transpose()
+        };
+        let tls = load(&config.listen.tls)?;
+        let admin_tls = load(&config.admin.as_ref().and_then(|a| a.tls.clone()))?;
         let admin_listener = match &config.admin {
             Some(a) => Some(TcpListener::bind(a.bind).map_err(|e| {
                 Error::Config(format!("cannot listen on --admin-bind {}: {e}", a.bind))
@@ -80,25 +91,31 @@ impl Shadowcat {
         let listener = TcpListener::bind(bind)
             .map_err(|e| Error::Config(format!("cannot listen on {bind}: {e}")))?;
         // The default resource URL names the bound address, known only now.
-        let resource = config
-            .gate
-            .resolve_resource(|| format!("http://{}{}", local_name(&listener), config.proxy.path));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let resource = config.gate.resolve_resource(|| {
+            format!("{scheme}://{}{}", local_name(&listener), config.proxy.path)
+        });
         let config = Arc::new(config);
         let gate = Gatekeeper::new(&config.gate, resource)?;
         let sessions = Sessions::new(&config.sessions);
         let proxy = Arc::new(Proxy::new(&config.proxy, sessions, upstream, metrics, gate));
         let front = Arc::new(Front::new(proxy.clone()));
-        let server = Arc::new(Server::start(
-            listener,
-            config.listen.server_config(),
-            front,
-        )?);
+        let server_config = crate::http::ServerConfig {
+            tls: tls.clone(),
+            ..config.listen.server_config()
+        };
+        let server = Arc::new(Server::start(listener, server_config, front)?);
         proxy.set_server(Arc::downgrade(&server));
         let admin = match (admin_listener, &config.admin) {
             (Some(l), Some(a)) => {
                 let handler = Arc::new(Admin::new(proxy.clone(), config.clone()));
-                let s = Server::start(l, a.server_config(), handler)?;
-                log::info!("admin API on http://{}/admin/", s.local_addr());
+                let admin_config = crate::http::ServerConfig {
+                    tls: admin_tls.clone(),
+                    ..a.server_config()
+                };
+                let s = Server::start(l, admin_config, handler)?;
+                let scheme = if admin_tls.is_some() { "https" } else { "http" };
+                log::info!("admin API on {scheme}://{}/admin/", s.local_addr());
                 Some(s)
             }
             _ => None,
@@ -115,9 +132,14 @@ impl Shadowcat {
                     p.expire_sessions();
                 }
             })?;
+        let tls = [("listener", tls), ("admin listener", admin_tls)]
+            .into_iter()
+            .filter_map(|(name, t)| Some((name, t?)))
+            .collect();
         Ok(Shadowcat {
             server,
             admin,
+            tls,
             proxy,
             reaper: Mutex::new(Some((stop, reaper))),
             stopped: AtomicBool::new(false),
@@ -148,6 +170,35 @@ impl Shadowcat {
     /// The request pipeline (sessions, upstream), for tests and operators.
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
+    }
+
+    /// Whether the main listener speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.iter().any(|(name, _)| *name == "listener")
+    }
+
+    /// Re-reads every listener's TLS certificate and key (SIGHUP): connections made from now
+    /// on use them, open ones keep theirs. A listener whose files do not load keeps its old
+    /// configuration; that is logged at error with the reason, and the first such reason is
+    /// returned. `Ok(0)`: no listener has TLS.
+    pub fn reload_tls(&self) -> Result<usize, String> {
+        let mut first_err = None;
+        for (name, tls) in &self.tls {
+            match tls.reload() {
+                Ok(()) => log::info!(
+                    "{name}: TLS certificate {} reloaded",
+                    tls.files().cert.display()
+                ),
+                Err(e) => {
+                    log::error!("{name}: keeping the TLS certificate in use: {e}");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(self.tls.len()),
+        }
     }
 
     /// Ends the grace of a running [`Shadowcat::shutdown`] now (the second signal).
@@ -182,25 +233,42 @@ impl Drop for Shadowcat {
 
 /// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
 /// shuts down gracefully. A second signal during the shutdown skips what is left of the grace.
+/// SIGHUP re-reads the TLS certificates and keys ([`Shadowcat::reload_tls`]); without TLS it is
+/// logged and ignored.
 pub fn run(config: Config) -> Result<(), Error> {
     let signals = block_signals();
     let proxy = Arc::new(Shadowcat::start(config)?);
     log::info!(
-        "shadowcat listening on http://{}{} (upstream {})",
+        "shadowcat listening on {}://{}{} (upstream {})",
+        if proxy.is_tls() { "https" } else { "http" },
         proxy.local_addr(),
         proxy.proxy.cfg_path(),
         proxy.proxy.upstream().name()
     );
-    let sig = wait_signal(&signals, None).unwrap_or(0);
+    let sig = loop {
+        match wait_signal(&signals, None) {
+            Some(libc::SIGHUP) => {
+                // Success and failure are logged per listener.
+                if let Ok(0) = proxy.reload_tls() {
+                    log::info!("SIGHUP: no TLS certificate to reload");
+                }
+            }
+            other => break other.unwrap_or(0),
+        }
+    };
     log::info!("signal {sig}: shutting down (grace {:?})", proxy.grace);
     let p = proxy.clone();
     let stopper = std::thread::Builder::new()
         .name("shadowcat-stop".into())
         .spawn(move || p.shutdown(p.grace))?;
     while !stopper.is_finished() {
-        if let Some(sig) = wait_signal(&signals, Some(Duration::from_millis(100))) {
-            log::warn!("signal {sig} again: skipping the rest of the grace");
-            proxy.hurry();
+        match wait_signal(&signals, Some(Duration::from_millis(100))) {
+            Some(libc::SIGHUP) => log::info!("SIGHUP while shutting down: ignored"),
+            Some(sig) => {
+                log::warn!("signal {sig} again: skipping the rest of the grace");
+                proxy.hurry();
+            }
+            None => {}
         }
     }
     let _ = stopper.join();
@@ -208,8 +276,8 @@ pub fn run(config: Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it starts later), so they
-/// can be taken synchronously with `sigwait`.
+/// Blocks SIGINT, SIGTERM and SIGHUP in this thread (and so in every thread it starts later),
+/// so they can be taken synchronously with `sigwait`.
 fn block_signals() -> libc::sigset_t {
     // SAFETY: plain libc calls on a zeroed, initialised sigset owned by this frame.
     unsafe {
@@ -217,6 +285,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }

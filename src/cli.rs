@@ -9,17 +9,19 @@
 //! number of bytes or a `KiB`/`MiB` suffix.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use argh::FromArgs;
 
 use crate::config::{
-    AdminConfig, ChildEnv, Config, GateConfig, HttpUpstreamConfig, ListenConfig, ProxyConfig,
-    Secret, SessionConfig, StdioMode, StdioUpstreamConfig, UpstreamConfig,
+    AdminConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig, ListenConfig,
+    ProxyConfig, Secret, SessionConfig, StdioMode, StdioUpstreamConfig, UpstreamConfig,
 };
 use crate::error::Error;
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::Limits;
+use crate::http::TlsFiles;
 use crate::http::origin::normalize_origin;
 use crate::stream::{MAX_REPLAY_BYTES, ReplayLimits};
 use crate::util::{duration, size, split_command};
@@ -62,7 +64,22 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"/mcp\")")]
     pub path: String,
 
-    /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp)
+    /// serve HTTPS with this PEM certificate chain, leaf first; needs --tls-key; re-read on
+    /// SIGHUP (default: plain HTTP)
+    #[argh(option)]
+    pub tls_cert: Option<String>,
+
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); re-read on SIGHUP
+    #[argh(option)]
+    pub tls_key: Option<String>,
+
+    /// require a client certificate issued by one of these PEM CAs (mTLS); without token auth
+    /// its subject (CN, else first SAN) is the caller's principal (default: none asked)
+    #[argh(option)]
+    pub tls_client_ca: Option<String>,
+
+    /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp or
+    /// https://mcp.example.com/mcp; https verifies the server's name and certificate)
     #[argh(option)]
     pub upstream: Option<String>,
 
@@ -156,6 +173,20 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"5s\")")]
     pub upstream_connect_timeout: String,
 
+    /// trust only these PEM CA certificates for an https --upstream and --jwks-url (default:
+    /// the Mozilla roots built in; pass /etc/ssl/certs/ca-certificates.crt for the system's)
+    #[argh(option)]
+    pub upstream_ca: Option<String>,
+
+    /// PEM certificate chain shown to an https --upstream (and --jwks-url) that asks for one
+    /// (mTLS); needs --upstream-client-key (default: none)
+    #[argh(option)]
+    pub upstream_client_cert: Option<String>,
+
+    /// PEM private key of --upstream-client-cert
+    #[argh(option)]
+    pub upstream_client_key: Option<String>,
+
     /// comment keep-alive interval on open SSE streams (default 15s)
     #[argh(option, default = "String::from(\"15s\")")]
     pub sse_keepalive: String,
@@ -194,6 +225,15 @@ pub struct ReverseArgs {
     /// environment variable SHADOWCAT_ADMIN_TOKEN works too and keeps it out of `ps`
     #[argh(option)]
     pub admin_token: Option<String>,
+
+    /// serve the admin API over HTTPS with this PEM certificate chain (may be the --tls-cert
+    /// file); needs --admin-tls-key; re-read on SIGHUP (default: plain HTTP)
+    #[argh(option)]
+    pub admin_tls_cert: Option<String>,
+
+    /// PEM private key of --admin-tls-cert
+    #[argh(option)]
+    pub admin_tls_key: Option<String>,
 
     /// log line format: text (default) or json (one JSON object per line)
     #[argh(option, default = "String::from(\"text\")")]
@@ -246,7 +286,7 @@ pub struct ReverseArgs {
     pub required_scope: Vec<String>,
 
     /// this proxy's MCP URL as clients reach it: the JWT audience and the metadata's
-    /// resource (default http://<bind address><path>)
+    /// resource (default http://<bind address><path>, https with --tls-cert)
     #[argh(option)]
     pub resource_url: Option<String>,
 
@@ -314,7 +354,8 @@ enum Chosen {
 impl ReverseArgs {
     /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
     pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
-        let auth = self.auth_config()?;
+        let mut auth = self.auth_config()?;
+        let (listen_tls, admin_tls, client_tls) = self.tls_config()?;
         let chosen = match (self.upstream, self.stdio) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(
@@ -322,9 +363,9 @@ impl ReverseArgs {
                 ));
             }
             (Some(url), None) => {
-                if !url.starts_with("http://") {
+                if !url.starts_with("http://") && !url.starts_with("https://") {
                     return Err(Error::Config(format!(
-                        "--upstream must be an http:// URL (got {url:?}); https upstreams are not supported yet"
+                        "--upstream must be an http:// or https:// URL (got {url:?})"
                     )));
                 }
                 Chosen::Http(url)
@@ -500,6 +541,18 @@ impl ReverseArgs {
         let max_streams_per_client = self
             .max_streams_per_client
             .unwrap_or_else(|| half(self.max_streams).min(32));
+        let https_upstream = matches!(&chosen, Chosen::Http(u) if u.starts_with("https://"));
+        let https_jwks = auth
+            .jwks_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        if client_tls != ClientTlsConfig::default() && !https_upstream && !https_jwks {
+            return Err(Error::Config(
+                "--upstream-ca and --upstream-client-* need an https:// --upstream or --jwks-url"
+                    .into(),
+            ));
+        }
+        auth.jwks_tls = client_tls.clone();
         let upstream = match chosen {
             Chosen::Http(url) => UpstreamConfig::Http(HttpUpstreamConfig {
                 url,
@@ -510,6 +563,7 @@ impl ReverseArgs {
                 stream_idle,
                 reconnect_max,
                 headers: upstream_headers,
+                tls: client_tls,
             }),
             Chosen::Stdio {
                 argv,
@@ -535,6 +589,7 @@ impl ReverseArgs {
                 client_idle_timeout,
                 client_write_timeout,
                 worker_wait: request_timeout,
+                tls: listen_tls,
             },
             proxy: ProxyConfig {
                 path: self.path,
@@ -566,9 +621,61 @@ impl ReverseArgs {
             admin: self.admin_bind.map(|bind| AdminConfig {
                 bind,
                 token: admin_token,
+                tls: admin_tls,
             }),
             shutdown_grace,
         })
+    }
+
+    /// The TLS files: the listener's (`--tls-*`), the admin listener's (`--admin-tls-*`) and
+    /// ours as a client (`--upstream-ca`, `--upstream-client-*`). Pairs come whole; the files
+    /// themselves are read at start-up, by the part that uses them.
+    fn tls_config(&self) -> Result<(Option<TlsFiles>, Option<TlsFiles>, ClientTlsConfig), Error> {
+        let path = |p: &Option<String>| p.as_ref().map(PathBuf::from);
+        let pair = |cert: &Option<String>, key: &Option<String>, names: &str| match (
+            path(cert),
+            path(key),
+        ) {
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            (None, None) => Ok(None),
+            _ => Err(Error::Config(format!("give {names} together"))),
+        };
+        let listen = pair(&self.tls_cert, &self.tls_key, "--tls-cert and --tls-key")?;
+        if listen.is_none() && self.tls_client_ca.is_some() {
+            return Err(Error::Config(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ));
+        }
+        let listen = listen.map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: path(&self.tls_client_ca),
+        });
+        let admin = pair(
+            &self.admin_tls_cert,
+            &self.admin_tls_key,
+            "--admin-tls-cert and --admin-tls-key",
+        )?;
+        if admin.is_some() && self.admin_bind.is_none() {
+            return Err(Error::Config("--admin-tls-* need --admin-bind".into()));
+        }
+        let admin = admin.map(|(cert, key)| TlsFiles {
+            cert,
+            key,
+            client_ca: None,
+        });
+        let client = pair(
+            &self.upstream_client_cert,
+            &self.upstream_client_key,
+            "--upstream-client-cert and --upstream-client-key",
+        )?;
+        let (client_cert, client_key) = client.unzip();
+        let client = ClientTlsConfig {
+            ca: path(&self.upstream_ca),
+            client_cert,
+            client_key,
+        };
+        Ok((listen, admin, client))
     }
 
     /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
@@ -666,6 +773,7 @@ impl ReverseArgs {
             resource_url: self.resource_url.clone(),
             authorization_servers: self.authorization_server.clone(),
             jwks_min_refresh: crate::gate::auth::JWKS_MIN_REFRESH,
+            jwks_tls: ClientTlsConfig::default(),
         })
     }
 }
@@ -851,6 +959,7 @@ mod tests {
     fn rejects_bad_values() {
         assert!(parse(&["reverse", "--upstream", "http://a/", "--stdio", "x"]).is_err());
         assert!(parse(&["reverse", "--upstream", "ftp://a/"]).is_err());
+        assert!(parse(&["reverse", "--upstream", "https://a/mcp"]).is_ok());
         assert!(parse(&["reverse", "--workers", "0"]).is_err());
         assert!(parse(&["reverse", "--request-timeout", "0s"]).is_err());
         assert!(parse(&["reverse", "--client-write-timeout", "0s"]).is_err());
@@ -863,6 +972,86 @@ mod tests {
         assert!(parse(&["reverse", "--max-subscriptions", "0"]).is_err());
         assert!(parse(&["reverse", "--replay-budget", "0"]).is_err());
         assert!(parse(&["reverse", "--replay-budget", "lots"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(&["reverse", "--tls-cert", "c.pem"]).contains("together"));
+        assert!(err(&["reverse", "--tls-client-ca", "ca.pem"]).contains("needs --tls-cert"));
+        assert!(
+            err(&["reverse", "--admin-tls-cert", "c", "--admin-tls-key", "k"])
+                .contains("need --admin-bind")
+        );
+        assert!(err(&["reverse", "--upstream-ca", "ca.pem"]).contains("need an https://"));
+        assert!(
+            err(&[
+                "reverse",
+                "--upstream",
+                "http://127.0.0.1:1/mcp",
+                "--upstream-ca",
+                "ca.pem"
+            ])
+            .contains("need an https://")
+        );
+        assert!(
+            err(&[
+                "reverse",
+                "--upstream",
+                "https://h/mcp",
+                "--upstream-client-cert",
+                "c"
+            ])
+            .contains("together")
+        );
+        let c = parse(&[
+            "reverse",
+            "--tls-cert",
+            "/etc/c.pem",
+            "--tls-key",
+            "/etc/k.pem",
+            "--tls-client-ca",
+            "/etc/ca.pem",
+            "--admin-bind",
+            "127.0.0.1:0",
+            "--admin-tls-cert",
+            "/etc/c.pem",
+            "--admin-tls-key",
+            "/etc/k.pem",
+            "--upstream",
+            "https://mcp.example/mcp",
+            "--upstream-ca",
+            "/etc/up-ca.pem",
+            "--upstream-client-cert",
+            "/etc/me.pem",
+            "--upstream-client-key",
+            "/etc/me.key",
+        ])
+        .unwrap();
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["tlsCert"], "/etc/c.pem");
+        assert_eq!(shown["tlsKey"], "/etc/k.pem");
+        assert_eq!(shown["tlsClientCa"], "/etc/ca.pem");
+        assert_eq!(shown["adminTlsKey"], "/etc/k.pem");
+        assert_eq!(shown["upstreamTls"]["ca"], "/etc/up-ca.pem");
+        assert_eq!(shown["upstreamTls"]["clientKey"], "/etc/me.key");
+        assert_eq!(c.upstream.name(), "mcp.example");
+        let plain = serde_json::to_value(parse(&["reverse"]).unwrap()).unwrap();
+        assert_eq!(plain["tlsCert"], serde_json::Value::Null);
+        // A CA for an https JWKS URL alone is fine, and is what the JWKS fetch uses.
+        let c = parse(&[
+            "reverse",
+            "--auth-jwt",
+            "--jwks-url",
+            "https://idp/jwks",
+            "--upstream-ca",
+            "/etc/idp-ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.gate.auth.jwks_tls.ca.as_deref(),
+            Some(std::path::Path::new("/etc/idp-ca.pem"))
+        );
     }
 
     #[test]

@@ -14,18 +14,20 @@
 //!
 //! `GET /admin/config` is this struct serialized: every part is flattened into one JSON object
 //! with camelCase keys; durations are fractional seconds (keys ending in `Seconds`), sizes bytes
-//! (`…Bytes`), secrets `"<redacted>"`, URLs shown without their user info. The upstream is
+//! (`…Bytes`), secrets `"<redacted>"`, URLs shown without their user info, certificate and key
+//! files by path (never their contents). The upstream is
 //! summarised under `upstream` (`kind` and what it runs or reaches); the settings of the other
 //! upstream kind are absent.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::{Cidr, Limits};
-use crate::http::ServerConfig;
+use crate::http::{ServerConfig, TlsFiles};
 use crate::stream::ReplayLimits;
 
 /// The validated configuration of `shadowcat reverse`.
@@ -81,10 +83,16 @@ pub struct ListenConfig {
     /// (a request that waited that long would time out anyway). Not shown (that flag is).
     #[serde(skip)]
     pub worker_wait: Duration,
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: HTTPS on the listener, client
+    /// certificates required with a client CA. Default none (plain HTTP). Shown as
+    /// `tlsCert`, `tlsKey`, `tlsClientCa` (paths).
+    #[serde(flatten, serialize_with = "listen_tls")]
+    pub tls: Option<TlsFiles>,
 }
 
 impl ListenConfig {
-    /// The main server's limits; the timeouts no flag sets keep [`ServerConfig::default`].
+    /// The main server's limits; the timeouts no flag sets keep [`ServerConfig::default`]. TLS
+    /// is loaded from `tls` and set by the caller (loading can fail).
     pub fn server_config(&self) -> ServerConfig {
         ServerConfig {
             workers: self.workers,
@@ -194,6 +202,28 @@ pub struct HttpUpstreamConfig {
     /// expanded. Default none. Shown as names only.
     #[serde(rename = "upstreamHeaders", serialize_with = "secret_map")]
     pub headers: Vec<(String, Secret)>,
+    /// `--upstream-ca`, `--upstream-client-cert`, `--upstream-client-key`: how an `https://`
+    /// upstream is verified and what we show it. Shown as `upstreamTls`.
+    #[serde(rename = "upstreamTls")]
+    pub tls: ClientTlsConfig,
+}
+
+/// TLS as a client (to an `https://` upstream, and to `--jwks-url`): SNI and hostname
+/// verification always on, TLS 1.2 and 1.3.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTlsConfig {
+    /// `--upstream-ca`: the only certificates trusted as roots (PEM). Default none: the
+    /// Mozilla roots built in (`webpki-roots`).
+    #[serde(serialize_with = "path")]
+    pub ca: Option<PathBuf>,
+    /// `--upstream-client-cert`: certificate chain shown when the server asks for one (mTLS).
+    /// Default none.
+    #[serde(serialize_with = "path")]
+    pub client_cert: Option<PathBuf>,
+    /// `--upstream-client-key`: its private key. Default none.
+    #[serde(serialize_with = "path")]
+    pub client_key: Option<PathBuf>,
 }
 
 /// A stdio upstream: what its children run, how many, how sessions use them.
@@ -304,6 +334,11 @@ pub struct AdminConfig {
     /// Default none: then only loopback clients are served.
     #[serde(rename = "adminToken")]
     pub token: Option<Secret>,
+    /// `--admin-tls-cert`, `--admin-tls-key`: HTTPS on the admin listener (its own pair; give
+    /// the main one's files to share it). Default none (plain HTTP). Shown as `adminTlsCert`,
+    /// `adminTlsKey` (paths).
+    #[serde(flatten, serialize_with = "admin_tls")]
+    pub tls: Option<TlsFiles>,
 }
 
 impl AdminConfig {
@@ -415,9 +450,12 @@ impl Serialize for UpstreamConfig {
     }
 }
 
-/// `host:port` of an `http://` URL, without any user info.
+/// `host:port` of an `http://` or `https://` URL, without any user info.
 pub fn url_authority(url: &str) -> &str {
-    let rest = url.trim_start_matches("http://");
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
     let auth = rest.split('/').next().unwrap_or(rest);
     auth.rsplit('@').next().unwrap_or(auth)
 }
@@ -446,6 +484,50 @@ fn redact_url(url: &str) -> String {
 /// A duration as fractional seconds.
 fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// A file by its path.
+fn path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.display().to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// `tlsCert`, `tlsKey`, `tlsClientCa`: the listener's TLS files by path (null without TLS).
+fn listen_tls<S: Serializer>(t: &Option<TlsFiles>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown {
+        tls_cert: Option<String>,
+        tls_key: Option<String>,
+        tls_client_ca: Option<String>,
+    }
+    let shown = |p: &Path| Some(p.display().to_string());
+    Shown {
+        tls_cert: t.as_ref().and_then(|t| shown(&t.cert)),
+        tls_key: t.as_ref().and_then(|t| shown(&t.key)),
+        tls_client_ca: t
+            .as_ref()
+            .and_then(|t| t.client_ca.as_deref())
+            .and_then(shown),
+    }
+    .serialize(s)
+}
+
+/// `adminTlsCert`, `adminTlsKey`: the admin listener's TLS files by path.
+fn admin_tls<S: Serializer>(t: &Option<TlsFiles>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Shown {
+        admin_tls_cert: Option<String>,
+        admin_tls_key: Option<String>,
+    }
+    Shown {
+        admin_tls_cert: t.as_ref().map(|t| t.cert.display().to_string()),
+        admin_tls_key: t.as_ref().map(|t| t.key.display().to_string()),
+    }
+    .serialize(s)
 }
 
 /// Named secrets as an object of names to `"<redacted>"`.
@@ -520,6 +602,7 @@ fn auth<S: Serializer>(a: &AuthConfig, s: S) -> Result<S::Ok, S::Error> {
         required_scopes: &'a [String],
         resource: &'a Option<String>,
         authorization_servers: &'a [String],
+        jwks_tls: &'a ClientTlsConfig,
     }
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
     Shown {
@@ -534,6 +617,7 @@ fn auth<S: Serializer>(a: &AuthConfig, s: S) -> Result<S::Ok, S::Error> {
         required_scopes: &a.required_scopes,
         resource: &a.resource_url,
         authorization_servers: &a.authorization_servers,
+        jwks_tls: &a.jwks_tls,
     }
     .serialize(s)
 }

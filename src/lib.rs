@@ -10,6 +10,7 @@
 //! shadowcat reverse                                  # in front of the built-in demo server
 //! shadowcat reverse --stdio "npx -y @modelcontextprotocol/server-everything"
 //! shadowcat reverse --upstream http://127.0.0.1:3001/mcp
+//! shadowcat reverse --tls-cert server.pem --tls-key server.key --upstream https://mcp.example/mcp
 //! ```
 //!
 //! ## Architecture
@@ -31,7 +32,8 @@
 //! session.rs   the session table; stream.rs: event ids and replay logs; jsonrpc.rs: envelopes
 //! config.rs    Config, composed of one part per consumer (listen, proxy, sessions, upstream,
 //!              gate, admin)
-//! http/        our HTTP/1.1: request, parse, encode, server/, permits, responder, origin
+//! http/        our HTTP/1.1: request, parse, encode, server/, permits, responder, origin;
+//!              transport (plain or TLS stream) and tls/ (rustls listener config, handshake)
 //! metrics/     counters and histograms, their text format, the child and pool info types
 //! error.rs     the one Error and its whole answer (status, JSON-RPC code, headers, metric)
 //! util.rs      locks, bounded line reads, durations, sizes, command lines
@@ -95,6 +97,7 @@
 //! | what | default | flag | on expiry |
 //! |---|---|---|---|
 //! | idle keep-alive connection | 60 s | `--client-idle-timeout` | connection closed |
+//! | a TLS handshake, from the connection thread taking the connection | 10 s | — | closed |
 //! | reading one request's head | 10 s | — | 408, closed |
 //! | a client that acknowledges nothing we write | 10 s | `--client-write-timeout` | connection closed |
 //! | waiting for a worker permit | 60 s | `--request-timeout` | 503 + `Retry-After` |
@@ -112,7 +115,8 @@
 //!
 //! ## Shutdown order
 //!
-//! On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
+//! SIGHUP re-reads the listeners' TLS certificates and keys (new connections get them; a bad
+//! file keeps the old pair). On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
 //! grace (open streams end with their final chunk; a second signal ends the grace at once);
 //! close remaining connections and join every server thread; end all sessions (upstream DELETE
 //! for HTTP); stop each child (close stdin, wait 2 s, SIGTERM its process group, wait 2 s,
@@ -131,7 +135,8 @@
 //!    `WWW-Authenticate: Bearer resource_metadata="…"`; missing scope: 403
 //!    `error="insufficient_scope"`. RFC 9728 metadata at `/.well-known/oauth-protected-resource`
 //!    (and with the MCP path appended). A session belongs to the principal that created it;
-//!    anyone else gets 404 for it.
+//!    anyone else gets 404 for it. Without token authentication, a client certificate verified
+//!    by the TLS handshake (`--tls-client-ca`) names the principal (`cert:CN`, else first SAN).
 //! 2. **Rate limits** (`gate/ratelimit`): token buckets per client (its principal, or its IP;
 //!    `X-Forwarded-For` only from `--trusted-proxy`), optionally global and per tool
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once

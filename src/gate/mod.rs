@@ -5,8 +5,11 @@
 //! Order: authenticate; on failure, charge the client's IP bucket, so a flood of bad tokens is
 //! answered 429 once its budget is spent (each bad token is still verified first: about
 //! 0.12 ms for RS256). On success the caller's key is its principal
-//! (`principal:token:alice`, `principal:jwt:sub`); without authentication it is its IP
-//! (`ip:203.0.113.9`, from `X-Forwarded-For` only behind a `--trusted-proxy`). A POST is
+//! (`principal:token:alice`, `principal:jwt:sub`). Without token authentication, a client
+//! certificate the TLS handshake verified (`--tls-client-ca`) is the principal
+//! (`principal:cert:alice`, from its CN, else its first SAN), so sessions bind to it like to a
+//! token's; with neither the key is the IP (`ip:203.0.113.9`, from `X-Forwarded-For` only
+//! behind a `--trusted-proxy`). A POST is
 //! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
 
 pub mod auth;
@@ -72,6 +75,17 @@ impl Gatekeeper {
             format!("ip:{ip}")
         };
         let Some(auth) = &self.auth else {
+            if let Some(subject) = &req.client_cert {
+                let principal = format!("cert:{subject}");
+                return Ok(Caller {
+                    key: if limited {
+                        format!("principal:{principal}")
+                    } else {
+                        String::new()
+                    },
+                    principal: Some(principal),
+                });
+            }
             return Ok(Caller {
                 principal: None,
                 key: ip_key(),

@@ -1,4 +1,4 @@
-//! Our own HTTP/1.1 layer, on `httparse` and std sockets.
+//! Our own HTTP/1.1 layer, on `httparse` and std sockets, with TLS by `rustls`.
 //!
 //! Owns: the wire (strict request parsing, response encoding), the server (accept thread,
 //! connection threads, worker and stream permits, graceful shutdown) and the `Host`/`Origin`
@@ -14,6 +14,8 @@
 //! | `permit.rs` | the counting semaphore behind worker and stream permits |
 //! | `responder.rs` | [`Handler`], [`Responder`], [`StreamWriter`], [`StreamError`]: how a handler answers, and the guarded call of it |
 //! | `write.rs` | writing to a client under the write timeout, where progress is what the client acknowledges |
+//! | `transport.rs` | the connection's stream, plain or TLS: what parse, write and the responder read from and write to |
+//! | `tls/` | [`Tls`], [`TlsFiles`]: a listener's TLS configuration (PEM files, mTLS, reload) and the handshake under a deadline; `subject.rs`: who a client certificate names |
 //! | `origin.rs` | [`origin`]: `Host`/`Origin` syntax for the DNS-rebinding checks |
 //!
 //! Unit tests of `x.rs` are in `x/tests.rs`; a part with files of its own is a folder
@@ -26,6 +28,8 @@ mod permit;
 mod request;
 mod responder;
 mod server;
+mod tls;
+mod transport;
 mod write;
 
 pub use encode::{Response, reason, valid_header};
@@ -33,6 +37,8 @@ pub use parse::{MAX_HEAD, MAX_HEADERS, MAX_LINE};
 pub use request::{Request, Version};
 pub use responder::{Handler, Responder, StreamError, StreamWriter};
 pub use server::{Server, ServerConfig, ServerStats};
+pub use tls::{Tls, TlsFiles};
+pub(crate) use tls::{load_certs, load_key, read_pem};
 
 // The strict parsing and encoding steps one by one, for the fuzz entry points.
 #[cfg(feature = "fuzzing")]

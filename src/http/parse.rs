@@ -1,4 +1,5 @@
-//! Strict HTTP/1.1 request parsing: bytes from one [`TcpStream`] in, whole [`Request`]s out.
+//! Strict HTTP/1.1 request parsing: bytes from one connection ([`Transport`], plain or TLS) in,
+//! whole [`Request`]s out.
 //!
 //! This module knows nothing about threads. The rules are deliberately strict, because of
 //! request smuggling: when two hops frame the same bytes differently (one reads a body where
@@ -16,12 +17,14 @@
 //!
 //! Request header values are decoded lossily: bytes that are not UTF-8 become U+FFFD.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::encode::is_tchar;
 use super::request::{Request, Version};
+use super::transport::Transport;
 
 /// Longest accepted line of a request head or chunked trailer, in bytes (CRLF excluded).
 pub const MAX_LINE: usize = 8 * 1024;
@@ -55,11 +58,13 @@ pub(crate) struct Limits {
     pub body_deadline: Duration,
 }
 
-/// The read side of one connection: the socket plus bytes received but not yet consumed
+/// The read side of one connection: the stream plus bytes received but not yet consumed
 /// (`buf[pos..end]`, e.g. pipelined requests).
 pub(crate) struct Wire {
-    stream: TcpStream,
+    stream: Transport,
     remote: SocketAddr,
+    /// The verified client certificate's subject (mTLS), given to every request.
+    client_cert: Option<Arc<str>>,
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -82,11 +87,13 @@ fn at_least_1ms(d: Duration) -> Duration {
 }
 
 impl Wire {
-    /// Wraps an accepted stream.
-    pub fn new(stream: TcpStream, remote: SocketAddr) -> Wire {
+    /// Wraps an accepted stream; `client_cert` is the subject of the client certificate its TLS
+    /// handshake verified, if any.
+    pub fn new(stream: Transport, remote: SocketAddr, client_cert: Option<Arc<str>>) -> Wire {
         Wire {
             stream,
             remote,
+            client_cert,
             buf: vec![0; READ_CHUNK],
             pos: 0,
             end: 0,
@@ -95,9 +102,9 @@ impl Wire {
         }
     }
 
-    /// The socket (for writing responses).
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// The stream (for writing responses).
+    pub fn stream(&mut self) -> &mut Transport {
+        &mut self.stream
     }
 
     /// Whether bytes of a next request are already buffered.
@@ -121,7 +128,7 @@ impl Wire {
         }
         let timeout = Some(at_least_1ms(timeout));
         if self.read_timeout != timeout {
-            self.stream.set_read_timeout(timeout)?;
+            self.stream.socket().set_read_timeout(timeout)?;
             self.read_timeout = timeout;
         }
         loop {
@@ -210,7 +217,8 @@ impl Wire {
         let mut scan = HeadScan::default();
         loop {
             if let Some(end) = scan.scan(&self.buf[self.pos..self.end])? {
-                let req = parse_head(&self.buf[self.pos..self.pos + end], self.remote)?;
+                let mut req = parse_head(&self.buf[self.pos..self.pos + end], self.remote)?;
+                req.client_cert = self.client_cert.clone();
                 self.pos += end;
                 return Ok(req);
             }
@@ -434,6 +442,7 @@ pub(crate) fn parse_head(head: &[u8], remote: SocketAddr) -> Result<Request, Rea
         headers,
         body: Vec::new(),
         remote,
+        client_cert: None,
     })
 }
 

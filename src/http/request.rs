@@ -4,6 +4,7 @@
 //! decoded, so nothing here knows about framing.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// HTTP version of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +30,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// Address of the client.
     pub remote: SocketAddr,
+    /// The subject of the client certificate the TLS handshake verified (mTLS, `--tls-client-ca`):
+    /// its common name, else its first subject alternative name. `None` on plain connections
+    /// and when no client certificate is asked for.
+    pub client_cert: Option<Arc<str>>,
 }
 
 impl Request {

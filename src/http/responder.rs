@@ -6,12 +6,12 @@
 //! without answering.
 
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use super::encode::{ConnHeader, Framing, Response, encode_head};
 use super::permit::Permit;
 use super::request::{Request, Version};
+use super::transport::Transport;
 use super::write::Watch;
 
 /// Application logic: answers each request through its [`Responder`].
@@ -70,7 +70,8 @@ pub(super) trait Link: Sync {
 /// The way a handler answers one request: [`send`](Self::send) a whole response or
 /// [`stream`](Self::stream) a chunked one. Owned by the connection loop.
 pub struct Responder<'a> {
-    pub(super) stream: &'a TcpStream,
+    /// The connection (plain or TLS).
+    pub(super) stream: &'a mut Transport,
     /// What the client acknowledged of this connection's writes (the write timeout).
     pub(super) watch: &'a mut Watch,
     pub(super) link: &'a dyn Link,
@@ -148,7 +149,7 @@ impl<'a> Responder<'a> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         let timeout = self.link.write_timeout();
         self.watch
-            .write_all(self.stream, bytes, timeout)
+            .write_all(&mut *self.stream, bytes, timeout)
             .inspect_err(|e| {
                 self.keep_alive = false;
                 log::debug!("client gone while writing a response: {e}");
@@ -211,7 +212,7 @@ impl<'a> Responder<'a> {
         self.stream_open = true;
         self.write(&head)?;
         Ok(StreamWriter {
-            stream: self.stream,
+            stream: &mut *self.stream,
             watch: &mut *self.watch,
             link: self.link,
             open: &mut self.stream_open,
@@ -227,7 +228,7 @@ impl<'a> Responder<'a> {
 /// returned when the handler returns. (`StreamWriter` deliberately has no `Drop` impl, so
 /// that `match res.stream(..) { Err(_) => res.send(..), .. }` borrow-checks.)
 pub struct StreamWriter<'a> {
-    stream: &'a TcpStream,
+    stream: &'a mut Transport,
     watch: &'a mut Watch,
     pub(super) link: &'a dyn Link,
     open: &'a mut bool,
@@ -251,7 +252,7 @@ impl StreamWriter<'_> {
         }
         let timeout = self.link.write_timeout();
         self.watch
-            .write_all(self.stream, bytes, timeout)
+            .write_all(&mut *self.stream, bytes, timeout)
             .inspect_err(|e| {
                 self.failed = true;
                 log::debug!("client gone during a stream: {e}");

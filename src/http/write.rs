@@ -16,10 +16,16 @@
 //! one that reads nothing is closed after between 1 and 1.25 times the timeout of blocked
 //! writes (the first look may count its early acknowledgements as progress). Elsewhere than
 //! Linux, bytes the kernel accepted count as progress.
+//!
+//! With TLS the same holds one layer down: the bytes counted are the ciphertext the kernel took
+//! ([`Transport::sent`]), compared with what the socket under the session has not had
+//! acknowledged, and a response is written only once its last sealed record reached the kernel.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+use super::transport::Transport;
 
 /// A `write` call that takes at least this long waited for the client.
 const BLOCKED: Duration = Duration::from_millis(2);
@@ -50,64 +56,60 @@ fn unacknowledged(_stream: &TcpStream) -> Option<u64> {
 /// connection, so a client cannot reset it by making the proxy start a new response.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
-    /// Bytes handed to the kernel on this connection.
-    written: u64,
-    /// Of those, acknowledged by the client when last looked.
+    /// Of the bytes the kernel took on this connection, those acknowledged by the client when
+    /// last looked.
     acked: u64,
     /// Time spent in blocked `write` calls since the client last acknowledged something.
     stalled: Duration,
 }
 
 impl Watch {
-    /// Writes all of `bytes` to `stream` (whose `SO_SNDTIMEO` is [`call_timeout`]).
-    /// Fails with `TimedOut` once writes on this connection have been blocked for `timeout`
-    /// in all without the client acknowledging a byte, and with the socket's error when the
-    /// client is gone.
+    /// Writes all of `bytes` to `stream` (whose socket's `SO_SNDTIMEO` is [`call_timeout`]),
+    /// TLS records included. Fails with `TimedOut` once writes on this connection have been
+    /// blocked for `timeout` in all without the client acknowledging a byte, and with the
+    /// socket's error when the client is gone.
     pub(crate) fn write_all(
         &mut self,
-        stream: &TcpStream,
+        stream: &mut Transport,
         bytes: &[u8],
         timeout: Duration,
     ) -> io::Result<()> {
-        let mut w = stream;
         let mut at = 0;
-        while at < bytes.len() {
+        while at < bytes.len() || stream.pending() {
+            let before = stream.sent();
             let started = Instant::now();
-            let wrote = match w.write(&bytes[at..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
+            match stream.write_step(&bytes[at..]) {
+                Ok(n) => at += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    0
-                }
+                    ) => {}
                 Err(e) => return Err(e),
-            };
-            at += wrote;
-            self.written += wrote as u64;
+            }
+            let wrote = stream.sent() - before;
             let took = started.elapsed();
             if took >= BLOCKED || wrote == 0 {
-                self.blocked(stream, took, wrote, timeout)?;
+                self.blocked(stream.socket(), stream.sent(), took, wrote, timeout)?;
             }
         }
-        w.flush()
+        Ok(())
     }
 
     /// Accounts for a `write` call that waited `took` (and handed `wrote` bytes over).
+    /// `written`: all bytes the kernel took on this connection so far.
     fn blocked(
         &mut self,
         stream: &TcpStream,
+        written: u64,
         took: Duration,
-        wrote: usize,
+        wrote: u64,
         timeout: Duration,
     ) -> io::Result<()> {
         let moved = match unacknowledged(stream) {
             Some(queued) => {
-                let acked = self.written.saturating_sub(queued);
+                let acked = written.saturating_sub(queued);
                 let moved = acked > self.acked;
                 self.acked = acked;
                 moved

@@ -46,6 +46,8 @@ mod r12_http;
 mod r12_messages;
 // `shadowcat replay` of a tape to the Python SDK and raw stdio; the tape tools' exit codes.
 mod replay;
+// TLS: HTTPS for SDK clients, mTLS principals, SIGHUP reload, stalled handshakes, https upstreams.
+mod tls;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

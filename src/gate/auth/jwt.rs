@@ -14,7 +14,9 @@ use super::{
     Auth, AuthConfig, JWKS_FETCH_TIMEOUT, JWKS_MAX_AGE, JWT_CACHE_MAX, JWT_CACHE_TTL, MAX_KEY_FILE,
     MIN_SECRET_LEN, Principal, read_limited,
 };
+use crate::config::ClientTlsConfig;
 use crate::error::{Denial, Error};
+use crate::upstream::http::tls::{describe_failure, tls_config};
 
 pub(super) struct Jwt {
     algorithms: Vec<Algorithm>,
@@ -28,7 +30,9 @@ pub(super) struct Jwt {
 
 enum JwksSource {
     File(PathBuf),
-    Url(String),
+    /// The URL, ureq's TLS settings for it (`--upstream-ca`, `--upstream-client-*`), and those
+    /// settings as configured, to explain a TLS failure.
+    Url(String, ureq::tls::TlsConfig, ClientTlsConfig),
 }
 
 struct Jwks {
@@ -95,7 +99,11 @@ impl Jwt {
         };
         let source = match (&cfg.jwks_file, &cfg.jwks_url) {
             (Some(p), _) => Some(JwksSource::File(p.clone())),
-            (None, Some(u)) => Some(JwksSource::Url(u.clone())),
+            (None, Some(u)) => Some(JwksSource::Url(
+                u.clone(),
+                tls_config(&cfg.jwks_tls)?,
+                cfg.jwks_tls.clone(),
+            )),
             (None, None) => None,
         };
         let jwks = match source {
@@ -299,7 +307,7 @@ impl JwksSource {
                     .map_err(|_| Error::Config("--jwks-file: not UTF-8".into()))?,
                 "--jwks-file",
             ),
-            JwksSource::Url(u) => (fetch_url(u)?, "--jwks-url"),
+            JwksSource::Url(u, tls, cfg) => (fetch_url(u, tls, cfg)?, "--jwks-url"),
         };
         let set: JwkSet = serde_json::from_str(&text)
             .map_err(|e| Error::Config(format!("{what}: not a JWK set: {e}")))?;
@@ -310,20 +318,28 @@ impl JwksSource {
     }
 }
 
-fn fetch_url(url: &str) -> Result<String, Error> {
+/// GETs the JWK set at `url`, over TLS as an HTTP upstream would (same roots and client
+/// certificate, verification always on).
+fn fetch_url(
+    url: &str,
+    tls: &ureq::tls::TlsConfig,
+    cfg: &ClientTlsConfig,
+) -> Result<String, Error> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(JWKS_FETCH_TIMEOUT))
+        .tls_config(tls.clone())
         .build()
         .into();
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| Error::Config(format!("--jwks-url {url}: {e}")))?;
+    let why = |e: &(dyn std::error::Error + 'static)| {
+        let said = describe_failure(e, cfg).unwrap_or_else(|| e.to_string());
+        Error::Config(format!("--jwks-url {url}: {said}"))
+    };
+    let mut resp = agent.get(url).call().map_err(|e| why(&e))?;
     resp.body_mut()
         .with_config()
         .limit(MAX_KEY_FILE)
         .read_to_string()
-        .map_err(|e| Error::Config(format!("--jwks-url {url}: {e}")))
+        .map_err(|e| why(&e))
 }
 
 /// Parses `--jwt-algorithms` (comma-separated names such as `RS256,ES256`).

@@ -95,6 +95,10 @@ pub struct AuthConfig {
     pub authorization_servers: Vec<String>,
     /// Shortest gap between two JWKS refetches for unknown `kid`s. Default `JWKS_MIN_REFRESH` (10 s).
     pub jwks_min_refresh: Duration,
+    /// How an `https://` `--jwks-url` is verified: the `--upstream-ca`,
+    /// `--upstream-client-cert` and `--upstream-client-key` an HTTP upstream uses. Default: the
+    /// built-in roots.
+    pub jwks_tls: crate::config::ClientTlsConfig,
 }
 
 impl AuthConfig {

@@ -27,6 +27,7 @@ fn request(auth: &[&str]) -> Request {
             .collect(),
         body: Vec::new(),
         remote: "127.0.0.1:9".parse().unwrap(),
+        client_cert: None,
     }
 }
 

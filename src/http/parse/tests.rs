@@ -11,6 +11,7 @@ fn req(headers: &[(&str, &str)], version: Version) -> Request {
             .collect(),
         body: Vec::new(),
         remote: "127.0.0.1:1".parse().expect("addr"),
+        client_cert: None,
     }
 }
 

@@ -1,9 +1,8 @@
-//! The body of a connection thread: waiting in the pool for a connection, the keep-alive
-//! loop that reads requests and hands each to the handler, error answers for requests that
-//! cannot be read, and lingering so that those answers reach the client.
+//! The body of a connection thread: waiting in the pool for a connection, the TLS handshake on
+//! a TLS listener, the keep-alive loop that reads requests and hands each to the handler, error
+//! answers for requests that cannot be read, and lingering so that those answers reach the
+//! client.
 
-use std::io::Read;
-use std::net::{Shutdown, TcpStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,15 +13,11 @@ use crate::http::parse::{Limits, ReadError, Wire};
 use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
-use crate::http::write::Watch;
+use crate::http::transport::{Transport, drain};
+use crate::http::write::{Watch, call_timeout};
 
 /// A pooled connection thread exits after this long without work.
 const POOL_IDLE: Duration = Duration::from_secs(30);
-/// After an error answer, unread input is drained for at most this long / this much, so
-/// that closing does not reset the connection before the client has read the answer.
-const LINGER_TIME: Duration = Duration::from_millis(500);
-/// Most input drained while lingering.
-const LINGER_BYTES: usize = 64 * 1024;
 
 /// Body of a connection thread: serves its first connection, then waits in the pool.
 pub(super) fn conn_thread(shared: Arc<Shared>, first: Job) {
@@ -56,7 +51,7 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// The keep-alive loop of one connection.
+/// The keep-alive loop of one connection, after its TLS handshake on a TLS listener.
 fn serve(shared: &Shared, job: Job) {
     let Job { id, stream, remote } = job;
     let _registered = Registered { shared, id };
@@ -67,7 +62,27 @@ fn serve(shared: &Shared, job: Job) {
         body_timeout: cfg.body_timeout,
         body_deadline: cfg.body_deadline,
     };
-    let mut wire = Wire::new(stream, remote);
+    let (stream, client_cert) = match &cfg.tls {
+        None => (Transport::plain(stream), None),
+        Some(tls) => {
+            // Idle while the handshake runs: shutdown closes it at once, as it closes a
+            // connection waiting for its next request. No worker permit is held.
+            if !shared.set_idle(id, true) {
+                return;
+            }
+            let deadline = Instant::now() + cfg.header_timeout;
+            let done = tls.accept(stream, deadline, call_timeout(cfg.write_timeout));
+            shared.set_idle(id, false);
+            match done {
+                Ok(done) => done,
+                Err(why) => {
+                    log::debug!("{remote}: TLS handshake failed: {why}");
+                    return;
+                }
+            }
+        }
+    };
+    let mut wire = Wire::new(stream, remote, client_cert);
     // Kept across requests: a new response does not restart the write timeout.
     let mut watch = Watch::default();
     loop {
@@ -100,27 +115,16 @@ fn serve(shared: &Shared, job: Job) {
             }
         }
     }
+    wire.stream().close_notify();
     log::debug!("{remote}: connection closed");
 }
 
-/// Half-closes and drains input for a short while, so the client can read an error
-/// answer before the connection is closed (closing with unread input sends a reset).
-fn linger(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + LINGER_TIME;
-    let mut buf = [0u8; 4096];
-    let mut total = 0;
-    let mut r = stream;
-    while total < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match r.read(&mut buf) {
-            Ok(n) if n > 0 => total += n,
-            _ => break,
-        }
-    }
+/// Half-closes (after a TLS `close_notify`) and drains input for a short while, so the client
+/// can read an error answer before the connection is closed (closing with unread input sends
+/// a reset). With TLS the drained bytes are records, never decrypted.
+fn linger(transport: &mut Transport) {
+    transport.close_write();
+    drain(transport.socket());
 }
 
 /// Runs the handler for one request under a worker permit (unless the handler says the
@@ -132,7 +136,7 @@ fn linger(stream: &TcpStream) {
 /// one's answer was written, so nothing queues answers (at most one encoded response per
 /// connection is in memory, plus what the kernel buffers), and unread pipelined requests stay
 /// in the client's socket, not in ours (the read buffer only grows for one large head).
-fn handle_one(shared: &Shared, stream: &TcpStream, watch: &mut Watch, req: Request) -> bool {
+fn handle_one(shared: &Shared, stream: &mut Transport, watch: &mut Watch, req: Request) -> bool {
     let remote = req.remote;
     let needs_worker =
         catch_unwind(AssertUnwindSafe(|| shared.handler.needs_worker(&req))).unwrap_or(true);

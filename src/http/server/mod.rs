@@ -18,6 +18,12 @@
 //!   socket is never queued for a thread that is about to be taken); otherwise it spawns a
 //!   thread. There are never more connection threads than `max_connections`. A pooled
 //!   thread exits after 30 s without work.
+//! * **TLS** (`ServerConfig::tls`): the connection thread runs the handshake first, before
+//!   reading any request and without a worker permit, within `header_timeout` (10 s by
+//!   default); a client that stalls it holds only its own connection thread until then, and
+//!   shutdown closes it at once like an idle connection. Beyond `max_connections` a TLS
+//!   listener closes new sockets without an answer (a 503 would need a handshake on the accept
+//!   thread).
 //! * A connection thread reads and parses requests (keep-alive loop, pipelined requests in
 //!   order) and calls the [`Handler`] itself. Before the call it takes one of `workers`
 //!   **worker permits**, so at most `workers` requests are handled at once, while idle or
@@ -49,6 +55,7 @@ use super::encode::{ConnHeader, Response, encode_response};
 use super::permit::Permit;
 use super::permit::Semaphore;
 use super::responder::{Handler, Link, plain_error};
+use super::tls::Tls;
 use super::write::call_timeout;
 use crate::util::lock;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
@@ -106,6 +113,9 @@ pub struct ServerConfig {
     /// Deadline for a whole body once the head is read (default 120 s) → 408, so a body
     /// trickled just inside `body_timeout` cannot hold a connection thread for long.
     pub body_deadline: Duration,
+    /// TLS on this listener (default none: plain HTTP). The handshake runs on the connection
+    /// thread and must complete within `header_timeout` of the thread taking the connection.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +131,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             body_deadline: Duration::from_secs(120),
+            tls: None,
         }
     }
 }
@@ -558,8 +569,14 @@ fn spawn_conn_thread(shared: &Arc<Shared>, job: Job) {
     }
 }
 
-/// Writes an error answer on the accept thread and closes, without taking a thread.
+/// Writes an error answer on the accept thread and closes, without taking a thread. On a TLS
+/// listener it only closes: an answer would need a handshake, which the accept thread must not
+/// wait for.
 fn reject(shared: &Shared, stream: &TcpStream, status: u16, message: &str) {
+    if shared.config.tls.is_some() {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
     let bytes = shared.encode(
         &shared.error_response(status, message),
         false,

@@ -18,11 +18,12 @@ fn a_peer_that_never_reads_fails_the_writes_in_about_the_timeout() {
     let timeout = Duration::from_millis(200);
     ours.set_write_timeout(Some(call_timeout(timeout)))
         .expect("timeout");
+    let mut ours = Transport::plain(ours);
     let mut watch = Watch::default();
     let started = Instant::now();
     let response = vec![b'x'; 4096];
     let err = loop {
-        if let Err(e) = watch.write_all(&ours, &response, timeout) {
+        if let Err(e) = watch.write_all(&mut ours, &response, timeout) {
             break e;
         }
         assert!(
@@ -31,7 +32,7 @@ fn a_peer_that_never_reads_fails_the_writes_in_about_the_timeout() {
         );
     };
     assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-    let big = Watch::default().write_all(&ours, &vec![b'x'; 1 << 20], timeout);
+    let big = Watch::default().write_all(&mut ours, &vec![b'x'; 1 << 20], timeout);
     assert_eq!(big.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
 }
 
@@ -63,9 +64,10 @@ fn a_peer_that_reads_slowly_but_steadily_is_not_cut_off() {
     });
     let started = Instant::now();
     let mut watch = Watch::default();
+    let mut ours = Transport::plain(ours);
     for chunk in vec![b'x'; total].chunks(64 * 1024) {
         watch
-            .write_all(&ours, chunk, timeout)
+            .write_all(&mut ours, chunk, timeout)
             .expect("a slow but steady reader");
     }
     assert!(started.elapsed() > timeout, "the writes never had to wait");
@@ -82,7 +84,8 @@ fn a_closed_peer_is_an_error() {
         .expect("timeout");
     let until = Instant::now() + Duration::from_secs(5);
     let mut watch = Watch::default();
-    while watch.write_all(&ours, b"hello", timeout).is_ok() {
+    let mut ours = Transport::plain(ours);
+    while watch.write_all(&mut ours, b"hello", timeout).is_ok() {
         assert!(
             Instant::now() < until,
             "writes to a closed peer keep succeeding"

@@ -1,11 +1,16 @@
 //! The bench's own minimal HTTP/1.1 client: the [`Target`] parsed from `--url`, one keep-alive
-//! [`Conn`] per session (`TCP_NODELAY`, deadlines polled every [`POLL`]), Content-Length,
-//! chunked and read-to-close bodies, and `text/event-stream` bodies read event by event until
-//! the response to the request arrives ([`roundtrip`]).
+//! [`Conn`] per session (`TCP_NODELAY`, deadlines polled every [`POLL`]), over TLS for an
+//! `https://` URL (rustls, the handshake made when connecting, within the request's deadline),
+//! Content-Length, chunked and read-to-close bodies, and `text/event-stream` bodies read event
+//! by event until the response to the request arrives ([`roundtrip`]).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
 
 use super::error::BenchError;
 use super::rpc::{Check, Fail, Verdict, bad, check};
@@ -20,17 +25,51 @@ pub(super) struct Target {
     pub(super) path: String,
     /// Resolved addresses, tried in order.
     pub(super) addrs: Vec<SocketAddr>,
+    /// For an `https://` URL: the name the server's certificate must carry (and SNI).
+    pub(super) tls_name: Option<ServerName<'static>>,
 }
 
+/// The rustls client configuration of an `https://` run: TLS 1.2 and 1.3, ALPN `http/1.1`,
+/// trusting the certificates in `ca` (default: the system's bundle).
+pub(super) fn tls_client(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, BenchError> {
+    let ca = ca.unwrap_or(Path::new(SYSTEM_CA));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::http::load_certs(ca, "--ca").map_err(cfg)? {
+        roots
+            .add(c)
+            .map_err(|e| cfg(format!("--ca {}: {e}", ca.display())))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cfg(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The CA bundle of Debian and its kin, trusted for `https://` without `--ca`.
+pub(super) const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 impl Target {
-    /// Parses `http://host[:port][/path]`, resolves it, and refuses non-loopback addresses unless
-    /// `allow_remote`.
+    /// Parses `http(s)://host[:port][/path]`, resolves it, and refuses non-loopback addresses
+    /// unless `allow_remote`.
     pub(super) fn parse(url: &str, allow_remote: bool) -> Result<Target, BenchError> {
-        let rest = url
-            .get(..7)
-            .filter(|s| s.eq_ignore_ascii_case("http://"))
-            .map(|_| &url[7..])
-            .ok_or_else(|| cfg(format!("--url must be an http:// URL (got {url:?})")))?;
+        let scheme = |s: &str| {
+            url.get(..s.len())
+                .filter(|p| p.eq_ignore_ascii_case(s))
+                .map(|_| &url[s.len()..])
+        };
+        let (rest, tls) = match (scheme("http://"), scheme("https://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => {
+                return Err(cfg(format!(
+                    "--url must be an http:// or https:// URL (got {url:?})"
+                )));
+            }
+        };
         let rest = rest.split('#').next().unwrap_or("");
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
@@ -43,8 +82,15 @@ impl Target {
         if !header_safe(&path) || path.contains(' ') {
             return Err(cfg(format!("--url {url:?}: bad path")));
         }
-        let (host, port) = split_host_port(authority)
+        let (host, port) = split_host_port(authority, if tls { 443 } else { 80 })
             .ok_or_else(|| cfg(format!("--url {url:?}: bad host or port")))?;
+        let tls_name = if tls {
+            let name = ServerName::try_from(host.trim_matches(['[', ']']))
+                .map_err(|e| cfg(format!("--url {url:?}: {e}")))?;
+            Some(name.to_owned())
+        } else {
+            None
+        };
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
             .map_err(|e| cfg(format!("--url: cannot resolve {host}: {e}")))?
@@ -68,12 +114,13 @@ impl Target {
             authority: authority.to_string(),
             path,
             addrs,
+            tls_name,
         })
     }
 }
 
-/// `host`, `host:port`, `[v6]`, `[v6]:port` (default port 80).
-fn split_host_port(authority: &str) -> Option<(&str, u16)> {
+/// `host`, `host:port`, `[v6]`, `[v6]:port` (default port `default_port`).
+fn split_host_port(authority: &str, default_port: u16) -> Option<(&str, u16)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         match after {
@@ -91,7 +138,7 @@ fn split_host_port(authority: &str) -> Option<(&str, u16)> {
     }
     let port = match port {
         Some(p) => p.parse().ok()?,
-        None => 80,
+        None => default_port,
     };
     Some((host, port))
 }
@@ -107,9 +154,70 @@ pub(super) struct Answer {
     pub(super) excerpt: String,
 }
 
+/// A connection's stream: plain, or a TLS session over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// TLS for a connection: the client configuration and the server's name.
+pub(super) type TlsTo<'a> = (&'a Arc<rustls::ClientConfig>, &'a ServerName<'static>);
+
+/// Completes a client handshake by `deadline` (the socket's read timeout is [`POLL`], so a
+/// silent server is noticed).
+fn handshake(
+    conn: rustls::ClientConnection,
+    mut sock: TcpStream,
+    deadline: Instant,
+) -> Result<Stream, Fail> {
+    let mut conn = conn;
+    while conn.is_handshaking() {
+        if Instant::now() >= deadline {
+            return Err(Fail::Timeout);
+        }
+        match conn.complete_io(&mut sock) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(Fail::Connect(format!("TLS handshake: {e}"))),
+        }
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, sock))))
+}
+
 /// A keep-alive connection with its read buffer.
 pub(super) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: Box<[u8]>,
     pos: usize,
     len: usize,
@@ -145,8 +253,10 @@ enum Chunk {
 }
 
 impl Conn {
+    /// Connects to the first of `addrs` that answers, with TLS when `tls` is given.
     pub(super) fn connect(
         addrs: &[SocketAddr],
+        tls: Option<TlsTo<'_>>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<Conn, Fail> {
@@ -165,6 +275,14 @@ impl Conn {
                     if let Err(e) = setup {
                         return Err(Fail::Connect(e.to_string()));
                     }
+                    let stream = match tls {
+                        None => Stream::Plain(stream),
+                        Some((config, name)) => {
+                            let conn = rustls::ClientConnection::new(config.clone(), name.clone())
+                                .map_err(|e| Fail::Connect(format!("TLS: {e}")))?;
+                            handshake(conn, stream, deadline)?
+                        }
+                    };
                     return Ok(Conn {
                         stream,
                         buf: vec![0; BUF].into_boxed_slice(),
@@ -179,7 +297,11 @@ impl Conn {
     }
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), Fail> {
-        self.stream.write_all(bytes).map_err(|e| match e.kind() {
+        let sent = self
+            .stream
+            .write_all(bytes)
+            .and_then(|()| self.stream.flush());
+        sent.map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Fail::Timeout,
             _ => Fail::Io(format!("write: {e}")),
         })

@@ -9,7 +9,7 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{bounded, unbounded};
 
 use super::BenchOptions;
-use super::client::Target;
+use super::client::{Target, tls_client};
 use super::error::BenchError;
 use super::plan::Plan;
 use super::report::Report;
@@ -20,9 +20,14 @@ use super::stats::{Stats, merge_stats};
 /// An HTTP run (no `--pipe`) of validated `opts`.
 pub(super) fn bench_http(opts: &BenchOptions) -> Result<Report, BenchError> {
     let target = Target::parse(&opts.url, opts.allow_remote)?;
+    let tls = match target.tls_name {
+        Some(_) => Some(tls_client(opts.ca.as_deref())?),
+        None => None,
+    };
     let (method_json, tail) = request_parts(opts);
     let shared = Arc::new(Shared {
         target,
+        tls,
         opts: opts.clone(),
         tail,
         method_json,

@@ -6,17 +6,20 @@
 //! proxy's internals. It talks to a proxy (or, with `--pipe`, to a stdio server) over the wire
 //! like any client; from the crate it uses only `crate::util` (line reading, flag syntax) and
 //! `crate::jsonrpc::id_u64`, plus one pure check of header syntax, `crate::http::valid_header`,
-//! for `--header`.
+//! for `--header`, and `crate::http::load_certs` to read `--ca`.
 //!
 //! ```text
 //! shadowcat bench                                            # 1 session, echo, 10 s, loopback :8080
 //! shadowcat bench --sessions 64 --duration 30s --json
 //! shadowcat bench --requests 10000 --method tools/list
 //! shadowcat bench --tool test_tool_with_progress --args '{}' --progress   # SSE replies
+//! shadowcat bench --url https://127.0.0.1:8443/mcp --ca ca.pem --sessions 16      # over TLS
 //! ```
 //!
 //! Each of `--sessions` threads owns one keep-alive TCP connection (`TCP_NODELAY`) and speaks a
-//! minimal HTTP/1.1 (Content-Length and chunked bodies). A session POSTs `initialize` (keeping
+//! minimal HTTP/1.1 (Content-Length and chunked bodies); for an `https://` URL over TLS
+//! (rustls, TLS 1.2 or 1.3, ALPN `http/1.1`, the server's name verified against `--ca`, by
+//! default the system's bundle), the handshake made once per connection. A session POSTs `initialize` (keeping
 //! the `Mcp-Session-Id` it is given, if any, and the negotiated protocol version), POSTs
 //! `notifications/initialized`, then sends one request after another with increasing integer
 //! ids, each carrying `Mcp-Session-Id` and `MCP-Protocol-Version`; at the end it DELETEs the
@@ -114,9 +117,14 @@ const DELETE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "bench")]
 pub struct BenchArgs {
-    /// MCP endpoint, http:// only (default http://127.0.0.1:8080/mcp)
+    /// MCP endpoint, http:// or https:// (default http://127.0.0.1:8080/mcp)
     #[argh(option, default = "String::from(DEFAULT_URL)")]
     pub url: String,
+
+    /// PEM CA certificates trusted for an https:// --url (default: the system's
+    /// /etc/ssl/certs/ca-certificates.crt)
+    #[argh(option)]
+    pub ca: Option<String>,
 
     /// concurrent sessions, each with its own thread and keep-alive connection (default 1)
     #[argh(option, default = "1")]
@@ -191,8 +199,10 @@ const DEFAULT_VERSION: &str = "2025-11-25";
 /// What to run: the validated form of [`BenchArgs`], for programs and tests.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
-    /// The endpoint, `http://host[:port]/path`.
+    /// The endpoint, `http(s)://host[:port]/path`.
     pub url: String,
+    /// CA certificates (PEM) trusted for an `https://` endpoint; `None`: the system's bundle.
+    pub ca: Option<std::path::PathBuf>,
     /// Concurrent sessions (threads, connections).
     pub sessions: usize,
     /// Length of the measured phase; `None` runs until `requests` are sent.
@@ -224,6 +234,7 @@ impl Default for BenchOptions {
     fn default() -> BenchOptions {
         BenchOptions {
             url: DEFAULT_URL.into(),
+            ca: None,
             sessions: 1,
             duration: Some(Duration::from_secs(10)),
             requests: None,
@@ -392,6 +403,7 @@ impl BenchArgs {
         let opts = BenchOptions {
             headers,
             url: self.url,
+            ca: self.ca.map(std::path::PathBuf::from),
             sessions: self.sessions,
             duration,
             requests: self.requests,

@@ -4,6 +4,7 @@
 //! every session thread of a run shares.
 
 use std::io::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use super::{BenchOptions, DELETE_TIMEOUT, header_safe};
 /// What every session thread shares.
 pub(super) struct Shared {
     pub(super) target: Target,
+    /// The TLS client configuration, for an `https://` target.
+    pub(super) tls: Option<Arc<rustls::ClientConfig>>,
     pub(super) opts: BenchOptions,
     /// `"method":…,"params":…}`, the request body after the id; `None` with `--progress`
     /// (built per request).
@@ -243,7 +246,8 @@ impl<'a> Client<'a> {
     ) -> Result<Answer, Fail> {
         self.build_http(method, with_body, with_session);
         if self.conn.is_none() {
-            let c = Conn::connect(&self.sh.target.addrs, deadline, self.sh.opts.timeout)?;
+            let tls = self.sh.tls.as_ref().zip(self.sh.target.tls_name.as_ref());
+            let c = Conn::connect(&self.sh.target.addrs, tls, deadline, self.sh.opts.timeout)?;
             if self.connected_once && self.measuring {
                 self.stats.reconnects += 1;
             }

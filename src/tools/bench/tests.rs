@@ -200,8 +200,17 @@ fn urls_and_loopback() {
     let e = Target::parse("http://192.0.2.1:8080/mcp", false).unwrap_err();
     assert!(e.to_string().contains("--allow-remote"), "{e}");
     assert!(Target::parse("http://192.0.2.1:8080/mcp", true).is_ok());
+    let t = Target::parse("https://localhost/mcp", false).unwrap();
+    assert!(t.addrs.iter().all(|a| a.port() == 443));
+    assert!(t.tls_name.is_some());
+    assert!(
+        Target::parse("http://127.0.0.1/", false)
+            .unwrap()
+            .tls_name
+            .is_none()
+    );
     for bad in [
-        "https://127.0.0.1/mcp",
+        "ftp://127.0.0.1/mcp",
         "127.0.0.1:8080/mcp",
         "http:///mcp",
         "http://u@127.0.0.1/",

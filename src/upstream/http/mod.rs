@@ -13,8 +13,12 @@
 //!   ours. An upstream 404 (or the 400 "session not found" real servers send) on a session
 //!   ends our session too, and the client gets 404.
 //!
-//! Owns: the upstream (this file), its pool slots (`slot.rs`) and its event streams
-//! (`sse.rs`). Must not touch: the client side; what the client sees is the pipeline's.
+//! * `https://` upstreams: TLS by ureq's rustls, verified against the built-in Mozilla roots or
+//!   `--upstream-ca`, with an optional client certificate (`tls.rs`). A TLS failure is a 502
+//!   whose message says what rustls refused and what to check.
+//!
+//! Owns: the upstream (this file), its pool slots (`slot.rs`), its event streams (`sse.rs`)
+//! and its TLS settings (`tls.rs`, which `--jwks-url` uses too). Must not touch: the client side; what the client sees is the pipeline's.
 
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use r2d2::{Pool, PooledConnection};
 
-use crate::config::{HttpUpstreamConfig, Secret};
+use crate::config::{ClientTlsConfig, HttpUpstreamConfig, Secret};
 use crate::error::Error;
 use crate::session::{Binding, Session};
 use crate::upstream::{Call, Operate, PoolInfo, Reply, Upstream};
@@ -32,6 +36,7 @@ use crate::util::lock;
 
 mod slot;
 mod sse;
+pub(crate) mod tls;
 
 use slot::SlotManager;
 #[cfg(feature = "fuzzing")]
@@ -61,6 +66,8 @@ struct HttpInner {
     reconnect_max: Duration,
     /// `--upstream-header`s, sent on every request.
     headers: Vec<(String, Secret)>,
+    /// `--upstream-ca` and `--upstream-client-*`, to explain TLS failures.
+    tls: ClientTlsConfig,
     /// Milliseconds since `born` of the last request that reached the upstream (0: none).
     last_ok_ms: AtomicU64,
     born: Instant,
@@ -69,6 +76,7 @@ struct HttpInner {
 /// A pool of `size` slots; `metrics`, if any, hears about its checkouts.
 fn build_pool(
     cfg: &HttpUpstreamConfig,
+    tls: &ureq::tls::TlsConfig,
     metrics: Option<&Arc<crate::metrics::Metrics>>,
     size: u32,
 ) -> Pool<SlotManager> {
@@ -86,26 +94,30 @@ fn build_pool(
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             stream_idle: cfg.stream_idle,
+            tls: tls.clone(),
         })
 }
 
 impl HttpUpstream {
-    /// Builds the pools; connects nothing yet, so a down upstream does not stop start-up.
-    /// `metrics`, if any, hears about request-pool checkouts.
+    /// Builds the pools; connects nothing yet, so a down upstream does not stop start-up (TLS
+    /// files are read now: one that does not load does). `metrics`, if any, hears about
+    /// request-pool checkouts.
     pub fn new(
         cfg: &HttpUpstreamConfig,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Self, Error> {
         let url = &cfg.url;
         let name = crate::config::url_authority(url).to_owned();
+        let tls = tls::tls_config(&cfg.tls)?;
         Ok(HttpUpstream {
             inner: Arc::new(HttpInner {
                 name,
                 url: url.to_owned(),
-                pool: build_pool(cfg, metrics.as_ref(), cfg.pool),
-                streams: build_pool(cfg, None, cfg.stream_slots),
+                pool: build_pool(cfg, &tls, metrics.as_ref(), cfg.pool),
+                streams: build_pool(cfg, &tls, None, cfg.stream_slots),
                 reconnect_max: cfg.reconnect_max,
                 headers: cfg.headers.clone(),
+                tls: cfg.tls.clone(),
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
             }),
@@ -120,7 +132,19 @@ impl HttpInner {
             .map_err(|_| Error::UpstreamBusy)
     }
 
+    /// A TLS failure as a 502 that says what was refused, if `e` is one.
+    fn tls_failure(&self, e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+        let why = tls::describe_failure(e, &self.tls)?;
+        Some(Error::UpstreamUnreachable {
+            upstream: self.name.clone(),
+            source: Box::new(tls::TlsFailure(why)),
+        })
+    }
+
     fn map_err(&self, e: ureq::Error) -> Error {
+        if let Some(tls) = self.tls_failure(&e) {
+            return tls;
+        }
         match e {
             ureq::Error::Timeout(_) => Error::Timeout,
             ureq::Error::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => Error::Timeout,
@@ -132,6 +156,9 @@ impl HttpInner {
     }
 
     fn io_err(&self, e: std::io::Error) -> Error {
+        if let Some(tls) = self.tls_failure(&e) {
+            return tls;
+        }
         match e.kind() {
             std::io::ErrorKind::TimedOut => Error::Timeout,
             std::io::ErrorKind::InvalidData => {

@@ -12,6 +12,8 @@ pub struct SlotManager {
     pub(super) connect_timeout: Duration,
     pub(super) request_timeout: Duration,
     pub(super) stream_idle: Duration,
+    /// TLS to an `https://` upstream (`tls.rs`).
+    pub(super) tls: ureq::tls::TlsConfig,
 }
 
 /// One upstream connection slot.
@@ -38,6 +40,7 @@ impl ManageConnection for SlotManager {
             .timeout_recv_response(Some(self.request_timeout))
             .timeout_per_read(Some(self.stream_idle))
             .user_agent(concat!("shadowcat/", env!("CARGO_PKG_VERSION")))
+            .tls_config(self.tls.clone())
             .build()
             .into();
         Ok(Slot {
@@ -68,6 +71,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(1),
             stream_idle: Duration::from_secs(1),
+            tls: ureq::tls::TlsConfig::default(),
         };
         let mut s = m.connect().unwrap();
         assert!(!m.has_broken(&mut s));

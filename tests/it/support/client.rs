@@ -1,4 +1,4 @@
-//! The client side: a small keep-alive HTTP/1.1 client over raw sockets ([`Conn`], [`Resp`]),
+//! The client side: a small keep-alive HTTP/1.1 client over raw sockets or TLS ([`Conn`], [`Resp`]),
 //! an SSE reader ([`SseConn`]), and the MCP request helpers built on them (`post`, `post_with`,
 //! `get`, `open_get`, the session headers).
 
@@ -79,9 +79,24 @@ pub fn sse_data(body: &[u8]) -> Vec<String> {
     out
 }
 
+/// What a [`Conn`] talks over: a plain socket or a TLS session on one (`support/tls.rs`).
+pub trait Wire: Read + Write + Send {
+    fn socket(&self) -> &TcpStream;
+    /// The server's certificate (DER), on TLS.
+    fn peer_cert(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl Wire for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// A keep-alive client connection.
 pub struct Conn {
-    r: BufReader<TcpStream>,
+    r: BufReader<Box<dyn Wire>>,
     pub addr: SocketAddr,
 }
 
@@ -90,10 +105,20 @@ impl Conn {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30))).ok();
         s.set_nodelay(true).ok();
+        Conn::over(addr, Box::new(s))
+    }
+
+    /// A connection over an already connected stream.
+    pub fn over(addr: SocketAddr, wire: Box<dyn Wire>) -> Conn {
         Conn {
-            r: BufReader::new(s),
+            r: BufReader::new(wire),
             addr,
         }
+    }
+
+    /// The stream underneath (e.g. to look at the TLS session).
+    pub fn wire(&self) -> &dyn Wire {
+        self.r.get_ref().as_ref()
     }
 
     /// Sends raw bytes.
@@ -178,7 +203,7 @@ impl Conn {
 
     /// True when the server closed the connection (read returns EOF within `wait`).
     pub fn is_closed(&mut self, wait: Duration) -> bool {
-        self.r.get_ref().set_read_timeout(Some(wait)).ok();
+        self.r.get_ref().socket().set_read_timeout(Some(wait)).ok();
         let mut b = [0u8; 1];
         matches!(self.r.read(&mut b), Ok(0) | Err(_))
     }

@@ -15,6 +15,11 @@ pub fn run_py(script: &str, url: &str) -> Value {
 
 /// Runs a Python driver with extra arguments after the URL.
 pub fn run_py_args(script: &str, url: &str, args: &[&str]) -> Value {
+    run_py_env(script, url, args, &[])
+}
+
+/// Runs a Python driver with extra arguments and environment variables (e.g. `SSL_CERT_FILE`).
+pub fn run_py_env(script: &str, url: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(script);
@@ -22,6 +27,7 @@ pub fn run_py_args(script: &str, url: &str, args: &[&str]) -> Value {
         .arg(path)
         .arg(url)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("python runs");
     driver_json(script, &out)
@@ -35,6 +41,15 @@ pub fn run_js(url: &str) -> Value {
 /// The TypeScript SDK client, sending `Authorization: Bearer <token>` when given.
 pub fn run_js_with_token(url: &str, token: Option<&str>) -> Value {
     let out = js_command(url, token).output().expect("node runs");
+    driver_json("client.mjs", &out)
+}
+
+/// The TypeScript SDK driver with extra environment variables (e.g. `NODE_EXTRA_CA_CERTS`).
+pub fn run_js_env(url: &str, env: &[(&str, &str)]) -> Value {
+    let out = js_command(url, None)
+        .envs(env.iter().copied())
+        .output()
+        .expect("node runs");
     driver_json("client.mjs", &out)
 }
 

@@ -1,5 +1,6 @@
 //! Test utilities, one file per concern: the raw-socket HTTP client (`client`), the proxies
-//! under test (`proxy`), fixture servers (`server`) and the SDK client drivers (`driver`). This
+//! under test (`proxy`), fixture servers (`server`), the SDK client drivers (`driver`) and test
+//! certificates with a TLS client (`tls`). This
 //! file re-exports them all, so tests `use crate::support::*`, and owns what they share: the
 //! built binary, logging, where `scripts/test` installed the real peers, loopback ports and
 //! temporary directories.
@@ -10,11 +11,13 @@ mod client;
 mod driver;
 mod proxy;
 mod server;
+mod tls;
 
 pub use client::*;
 pub use driver::*;
 pub use proxy::*;
 pub use server::*;
+pub use tls::*;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
