@@ -40,6 +40,7 @@ const IMMEDIATE: Duration = Duration::from_millis(200);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 mod checks;
+mod cors;
 mod route;
 mod sse;
 
@@ -89,7 +90,6 @@ enum Outcome {
         first: Option<Item>,
         session: Option<Arc<Session>>,
         announce: bool,
-        id: Option<Box<RawValue>>,
     },
     /// A GET: follow a stream's log from `after` (standalone stream or resumption).
     Follow { log: Arc<EventLog>, after: u64 },
@@ -102,6 +102,9 @@ struct Access {
     session: String,
     id: Option<Box<RawValue>>,
     kind: Option<Kind>,
+    /// The request's `Origin` once the Origin check allowed it: every answer then carries the
+    /// CORS headers for it (`cors.rs`).
+    cors: Option<String>,
 }
 
 impl Proxy {
@@ -295,7 +298,8 @@ impl Handler for Proxy {
         let mut acc = Access::default();
         self.metrics.bytes_in(req.body.len() as u64);
         let status = match self.route(&req, &mut acc) {
-            Ok(Outcome::Response(r)) => {
+            Ok(Outcome::Response(mut r)) => {
+                cors::decorate(&mut r.headers, acc.cors.as_deref());
                 let s = r.status;
                 self.metrics.bytes_out(r.body.len() as u64);
                 let _ = res.send(r);
@@ -306,9 +310,8 @@ impl Handler for Proxy {
                 first,
                 session,
                 announce,
-                id,
-            }) => self.pump(res, stream, first, session, announce, id),
-            Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
+            }) => self.pump(res, stream, first, session, announce, &acc),
+            Ok(Outcome::Follow { log, after }) => self.follow(res, log, after, &acc),
             Err(e) => {
                 if e.status() >= 500 {
                     if self.warn_throttle.open() {
@@ -318,7 +321,8 @@ impl Handler for Proxy {
                     }
                 }
                 self.count_error(&e);
-                let resp = error_response(&e, acc.id.as_deref());
+                let mut resp = error_response(&e, acc.id.as_deref());
+                cors::decorate(&mut resp.headers, acc.cors.as_deref());
                 self.metrics.bytes_out(resp.body.len() as u64);
                 let _ = res.send(resp);
                 e.status()
@@ -328,6 +332,7 @@ impl Handler for Proxy {
         let class = match (req.method.as_str(), acc.kind) {
             ("GET", _) => MethodClass::Get,
             ("DELETE", _) => MethodClass::Delete,
+            ("OPTIONS", _) if cors::is_preflight(&req) => MethodClass::Options,
             (_, None) => MethodClass::Invalid,
             (_, Some(k)) => MethodClass::of(
                 &acc.mcp_method,

@@ -16,6 +16,7 @@ use crate::session::Session;
 use crate::upstream::{Call, Item, Poll, Reply};
 
 use super::checks::{accepts, forwardable, media_is};
+use super::cors;
 use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
 
 impl Proxy {
@@ -30,6 +31,12 @@ impl Proxy {
             return Err(Error::NotFound);
         }
         self.check_origin(req)?;
+        acc.cors = cors::origin(req);
+        if cors::is_preflight(req) {
+            // Before authentication and uncharged: see cors.rs.
+            let max_age = self.cfg.cors_max_age.as_secs();
+            return cors::preflight(req, max_age).map(Outcome::Response);
+        }
         let caller = self.gate.identify(req)?;
         match req.method.as_str() {
             "POST" => self.post(req, &caller, acc),
@@ -284,7 +291,6 @@ impl Proxy {
                     first,
                     session: session.cloned(),
                     announce,
-                    id: acc.id.clone(),
                 })
             }
         }
