@@ -40,6 +40,8 @@ mod ratelimit;
 mod r12_bounds;
 // Issue #12 items 1 and 11: slow readers and workers, Host, HEAD, authority parsing.
 mod r12_http;
+// CORS for browser clients, raw HTTP: preflights, headers on every answer to an allowed origin.
+mod cors;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
