@@ -26,6 +26,7 @@ use crate::util::{duration, size, split_command};
 
 /// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
 #[derive(FromArgs, Debug)]
+#[argh(note = "shadowcat --version prints the version and the git revision it was built from.")]
 pub struct Cli {
     /// what to run
     #[argh(subcommand)]
