@@ -4,17 +4,20 @@
 //! Order of checks on the MCP endpoint (each failure answers at once):
 //!
 //! 1. path (404), then `Origin` allow-list and, on a loopback listener, `Host` (403);
-//! 2. method: POST, GET, DELETE, anything else 405 with `Allow`;
-//! 3. POST: `Content-Type` (415), `Accept` (406), body size (413, in the HTTP layer), JSON
+//! 2. a CORS preflight from an allowed origin is answered (204, or 403 for a method or header
+//!    the endpoint does not take) before authentication and rate limits (`cors.rs`); every
+//!    answer to an allowed origin carries its CORS headers;
+//! 3. method: POST, GET, DELETE, anything else 405 with `Allow`;
+//! 4. POST: `Content-Type` (415), `Accept` (406), body size (413, in the HTTP layer), JSON
 //!    (400 -32700), JSON-RPC shape (400 -32600), `MCP-Protocol-Version` (400);
-//! 4. era: a request carrying `_meta["io.modelcontextprotocol/protocolVersion"]` or
+//! 5. era: a request carrying `_meta["io.modelcontextprotocol/protocolVersion"]` or
 //!    `MCP-Protocol-Version: 2026-07-28` is forwarded statelessly; `initialize` creates a
 //!    session; anything else needs a live session (400 without, 404 unknown or expired);
-//! 5. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
+//! 6. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
 //!
 //! Owns: [`Proxy`] and its [`Handler`] (this file: the access log, error answers, session
-//! retirement), the checks (`checks.rs`), the endpoint's methods and reply handling
-//! (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an upstream
+//! retirement), the checks (`checks.rs`), CORS (`cors.rs`), the endpoint's methods and reply
+//! handling (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an upstream
 //! works (only the [`Upstream`] trait), how bytes are framed on the wire (the HTTP layer), or
 //! the operations endpoints (answered in front of it by `ops::Front`).
 
