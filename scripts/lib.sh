@@ -38,6 +38,14 @@
 #                           waits up to SECONDS (10) until URL answers HTTP (any status; with
 #                           curl, else until its port accepts a TCP connection); returns 0 when it
 #                           does, 1 on timeout, 2 as soon as PID (if given) is gone
+#
+# Browsers:
+#   ensure_chromium         makes sure Debian's `chromium` is installed (the browser tests,
+#                           tests/it/browser.rs, run it headless): nothing when `chromium` is on
+#                           PATH; else, as root, `apt-get install -y chromium`, with `apt-get
+#                           update` first when that fails (an old or empty package list). Only
+#                           Debian's package, nothing that downloads a browser build of its own.
+#                           Not root and no chromium: dies with the command to run.
 
 # --- messages ---------------------------------------------------------------------------------
 SCRIPT_NAME="scripts/$(basename "$0")"
@@ -185,4 +193,23 @@ start_proxy() {
   PROXY_ADDR="${PROXY_ADDR%%/*}"
   # shellcheck disable=SC2034
   PROXY_PORT="${PROXY_ADDR##*:}"
+}
+
+# --- browsers ---------------------------------------------------------------------------------
+ensure_chromium() {
+  if command -v chromium >/dev/null; then
+    echo "chromium: $(chromium --version 2>/dev/null || echo 'installed')"
+    return 0
+  fi
+  if [[ "$(id -u)" != 0 ]]; then
+    die "chromium is missing: run 'sudo apt-get install -y chromium' (the browser tests need it)"
+  fi
+  command -v apt-get >/dev/null || die "chromium is missing and there is no apt-get to install it"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)
+  if ! "${apt[@]}"; then
+    apt-get update -q || die "apt-get update failed"
+    "${apt[@]}" || die "apt-get install chromium failed"
+  fi
+  command -v chromium >/dev/null || die "chromium installed but not on PATH"
+  echo "chromium: $(chromium --version 2>/dev/null || echo 'installed')"
 }

@@ -22,12 +22,13 @@ use crate::error::Error;
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::Limits;
 use crate::http::TlsFiles;
-use crate::http::origin::normalize_origin;
+use crate::http::origin::{normalize_origin, parse_authority};
 use crate::stream::{MAX_REPLAY_BYTES, ReplayLimits};
 use crate::util::{duration, size, split_command};
 
 /// shadowcat: a small, fast reverse proxy for the Model Context Protocol.
 #[derive(FromArgs, Debug)]
+#[argh(note = "shadowcat --version prints the version and the git revision it was built from.")]
 pub struct Cli {
     /// what to run
     #[argh(subcommand)]
@@ -213,9 +214,15 @@ pub struct ReverseArgs {
     pub sse_idle_timeout: String,
 
     /// extra allowed Origin, exact (e.g. https://app.example.com); repeatable. Loopback origins
-    /// (http/https on localhost, 127.0.0.1, [::1], any port) are always allowed
+    /// (http/https on localhost, 127.0.0.1, [::1], any port) are always allowed; browsers on an
+    /// allowed origin get CORS answers (preflight, Access-Control-Allow-Origin)
     #[argh(option)]
     pub allowed_origin: Vec<String>,
+
+    /// how long a browser may cache a CORS preflight answer (default 2h, Chromium's cap;
+    /// 0 for not at all)
+    #[argh(option, default = "String::from(\"2h\")")]
+    pub cors_max_age: String,
 
     /// admin API listener (off unless given); loopback only unless --admin-token is set
     #[argh(option)]
@@ -503,8 +510,12 @@ impl ReverseArgs {
         let allowed_origins = self
             .allowed_origin
             .iter()
-            .map(|o| normalize_origin(o))
-            .collect();
+            .map(|o| allowed_origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cors_max_age = match self.cors_max_age.trim() {
+            "0" => Duration::ZERO,
+            other => duration("--cors-max-age", other)?,
+        };
         // Parsed in this order, so that of several bad values the same one is reported.
         let max_body = size("--max-body", &self.max_body)?;
         let max_message = size("--max-message", &self.max_message)?;
@@ -594,6 +605,7 @@ impl ReverseArgs {
             proxy: ProxyConfig {
                 path: self.path,
                 allowed_origins,
+                cors_max_age,
                 request_timeout,
                 sse_keepalive,
                 log_json,
@@ -865,6 +877,28 @@ fn child_var(kv: &str) -> Result<(String, Secret), Error> {
     Ok((k.to_owned(), Secret::new(expand_env("--stdio-env", v)?)))
 }
 
+/// Parses one `--allowed-origin`: `scheme://host[:port]` and nothing else, normalised as the
+/// Origin check compares it. `null` (shared by every sandboxed frame and `file:` page, of any
+/// site) and `*` are refused, as is anything with a path.
+fn allowed_origin(o: &str) -> Result<String, Error> {
+    let n = normalize_origin(o);
+    let valid = n.split_once("://").is_some_and(|(scheme, authority)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && authority.trim_matches([' ', '\t']) == authority
+            && parse_authority(authority).is_some()
+    });
+    if !valid {
+        return Err(Error::Config(format!(
+            "--allowed-origin {o:?}: not an origin (scheme://host[:port], no path; null and * \
+             are refused)"
+        )));
+    }
+    Ok(n)
+}
+
 fn positive(flag: &str, v: usize) -> Result<(), Error> {
     if v == 0 {
         return Err(Error::Config(format!("{flag} must be at least 1")));
@@ -882,6 +916,48 @@ mod tests {
             Command::Reverse(r) => r.into_config("/bin/shadowcat"),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn allowed_origins_are_origins_and_cors_max_age_parses() {
+        let c = parse(&[
+            "reverse",
+            "--allowed-origin",
+            "https://App.Example.com/",
+            "--allowed-origin",
+            "http://[::1]:3000",
+            "--allowed-origin",
+            "chrome-extension://abcdefghijklmnop",
+            "--cors-max-age",
+            "10m",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.proxy.allowed_origins,
+            [
+                "https://app.example.com",
+                "http://[::1]:3000",
+                "chrome-extension://abcdefghijklmnop"
+            ]
+        );
+        assert_eq!(c.proxy.cors_max_age, Duration::from_secs(600));
+        let zero = parse(&["reverse", "--cors-max-age", "0"]).unwrap();
+        assert_eq!(zero.proxy.cors_max_age, Duration::ZERO);
+        for bad in [
+            "null",
+            "*",
+            "https://app.example.com/path",
+            "app.example.com",
+            "https://",
+            "https://a b",
+            "https://user@app.example.com",
+            "://app.example.com",
+            "1http://app.example.com",
+        ] {
+            let e = parse(&["reverse", "--allowed-origin", bad]).unwrap_err();
+            assert!(e.to_string().contains("not an origin"), "{bad}: {e}");
+        }
+        assert!(parse(&["reverse", "--cors-max-age", "soon"]).is_err());
     }
 
     #[test]
@@ -903,6 +979,7 @@ mod tests {
         );
         assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);
         assert_eq!(c.listen.workers, 64);
+        assert_eq!(c.proxy.cors_max_age, Duration::from_secs(7200));
         assert_eq!(c.listen.max_body, 4 * 1024 * 1024);
         assert_eq!(c.sessions.idle, Duration::from_secs(1800));
         assert_eq!(c.proxy.request_timeout, Duration::from_secs(60));

@@ -116,6 +116,10 @@ pub struct ProxyConfig {
     /// `--allowed-origin`: extra allowed origins, normalised to lowercase without a trailing
     /// slash. Default none (loopback origins are always allowed).
     pub allowed_origins: Vec<String>,
+    /// `--cors-max-age`: how long a browser may cache a CORS preflight answer
+    /// (`Access-Control-Max-Age`, whole seconds). Default 2 h.
+    #[serde(rename = "corsMaxAgeSeconds", serialize_with = "seconds")]
+    pub cors_max_age: Duration,
     /// `--request-timeout`: deadline of one upstream request. Default 60 s.
     #[serde(rename = "requestTimeoutSeconds", serialize_with = "seconds")]
     pub request_timeout: Duration,

@@ -47,7 +47,8 @@
 //! ```text
 //! client ── TCP ──▶ http::Server: accept thread ─▶ connection thread (parse; worker permit)
 //!   ─▶ ops::Front: GET /healthz, /readyz, /metrics answered here
-//!   ─▶ proxy::Proxy::handle ─▶ checks (path, Origin/Host, method, media types)
+//!   ─▶ proxy::Proxy::handle ─▶ checks (path, Origin/Host, method, media types); a CORS
+//!      preflight from an allowed origin is answered here (cors.rs), before the gate
 //!   ─▶ gate: identify (auth), charge (rate limits)
 //!   ─▶ route: initialize / session lookup (session.rs) / stateless 2026-07-28
 //!   ─▶ upstream::Upstream::forward ─▶ stdio::call ─▶ child writer thread ─▶ child process
@@ -140,8 +141,8 @@
 //! 2. **Rate limits** (`gate/ratelimit`): token buckets per client (its principal, or its IP;
 //!    `X-Forwarded-For` only from `--trusted-proxy`), optionally global and per tool
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once
-//!    (a failed authentication to the IP's bucket); over the limit: 429 with `Retry-After` and a
-//!    JSON-RPC error. At most `--rate-limit-keys` buckets; full ones are evicted first.
+//!    (a failed authentication to the IP's bucket; CORS preflights, which carry no credentials,
+//!    are not charged); over the limit: 429 with `Retry-After` and a JSON-RPC error. At most `--rate-limit-keys` buckets; full ones are evicted first.
 //! 3. **Upstream credentials**: the client's `Authorization` (and `Cookie`, `X-Api-Key`, …) never
 //!    goes upstream. `--upstream-header 'Name: value'` adds configured headers to every HTTP
 //!    upstream request; `--stdio-env KEY=VALUE` and `--stdio-clear-env` set the children's

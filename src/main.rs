@@ -2,10 +2,22 @@
 //!
 //! Exit codes: 0 clean stop, 1 runtime failure (and `tape diff` finding differences), 2
 //! invalid configuration or input file.
+//!
+//! `shadowcat --version` (or `-V`) prints the version and the git revision it was built from
+//! (`build.rs`; `unknown` when built outside a git checkout).
 
 use std::process::ExitCode;
 
 use shadowcat::{Cli, Command};
+
+/// `shadowcat 0.1.0 (git 0123456789ab)`.
+const VERSION: &str = concat!(
+    "shadowcat ",
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("SHADOWCAT_GIT_REV"),
+    ")"
+);
 
 fn main() -> ExitCode {
     let cli = match parse_args() {
@@ -58,6 +70,10 @@ fn parse_args() -> Result<Cli, ExitCode> {
         .first()
         .map_or("shadowcat", |a| a.rsplit('/').next().unwrap_or(a));
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if matches!(rest.as_slice(), ["--version"] | ["-V"]) {
+        let _ = writeln!(std::io::stdout(), "{VERSION}");
+        return Err(ExitCode::SUCCESS);
+    }
     argh::FromArgs::from_args(&[name], &rest).map_err(|early| {
         if early.status.is_ok() {
             let _ = writeln!(std::io::stdout(), "{}", early.output);

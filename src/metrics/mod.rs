@@ -126,6 +126,8 @@ pub enum MethodClass {
     Get,
     /// An HTTP `DELETE` on the MCP endpoint (session end).
     Delete,
+    /// A CORS preflight (`OPTIONS` from a browser) on the MCP endpoint, answered or refused.
+    Options,
     /// A JSON-RPC request with any other method.
     Other,
     /// A request rejected before it could be classified: bad JSON, wrong content type, body
@@ -135,7 +137,7 @@ pub enum MethodClass {
 
 impl MethodClass {
     /// Every class, in label order.
-    pub const ALL: [MethodClass; 18] = [
+    pub const ALL: [MethodClass; 19] = [
         MethodClass::Initialize,
         MethodClass::ToolsCall,
         MethodClass::ToolsList,
@@ -152,6 +154,7 @@ impl MethodClass {
         MethodClass::Response,
         MethodClass::Get,
         MethodClass::Delete,
+        MethodClass::Options,
         MethodClass::Other,
         MethodClass::Invalid,
     ];
@@ -206,6 +209,7 @@ impl MethodClass {
             MethodClass::Response => "response",
             MethodClass::Get => "GET",
             MethodClass::Delete => "DELETE",
+            MethodClass::Options => "OPTIONS",
             MethodClass::Other => "other",
             MethodClass::Invalid => "invalid",
         }

@@ -382,6 +382,7 @@ mod tests {
                 .collect(),
             body: Vec::new(),
             remote: "127.0.0.1:9".parse().unwrap(),
+            client_cert: None,
         }
     }
 

@@ -4,17 +4,20 @@
 //! Order of checks on the MCP endpoint (each failure answers at once):
 //!
 //! 1. path (404), then `Origin` allow-list and, on a loopback listener, `Host` (403);
-//! 2. method: POST, GET, DELETE, anything else 405 with `Allow`;
-//! 3. POST: `Content-Type` (415), `Accept` (406), body size (413, in the HTTP layer), JSON
+//! 2. a CORS preflight from an allowed origin is answered (204, or 403 for a method or header
+//!    the endpoint does not take) before authentication and rate limits (`cors.rs`); every
+//!    answer to an allowed origin carries its CORS headers;
+//! 3. method: POST, GET, DELETE, anything else 405 with `Allow`;
+//! 4. POST: `Content-Type` (415), `Accept` (406), body size (413, in the HTTP layer), JSON
 //!    (400 -32700), JSON-RPC shape (400 -32600), `MCP-Protocol-Version` (400);
-//! 4. era: a request carrying `_meta["io.modelcontextprotocol/protocolVersion"]` or
+//! 5. era: a request carrying `_meta["io.modelcontextprotocol/protocolVersion"]` or
 //!    `MCP-Protocol-Version: 2026-07-28` is forwarded statelessly; `initialize` creates a
 //!    session; anything else needs a live session (400 without, 404 unknown or expired);
-//! 5. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
+//! 6. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
 //!
 //! Owns: [`Proxy`] and its [`Handler`] (this file: the access log, error answers, session
-//! retirement), the checks (`checks.rs`), the endpoint's methods and reply handling
-//! (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an upstream
+//! retirement), the checks (`checks.rs`), CORS (`cors.rs`), the endpoint's methods and reply
+//! handling (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an upstream
 //! works (only the [`Upstream`] trait), how bytes are framed on the wire (the HTTP layer), or
 //! the operations endpoints (answered in front of it by `ops::Front`).
 
@@ -41,6 +44,7 @@ const IMMEDIATE: Duration = Duration::from_millis(200);
 const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 mod checks;
+mod cors;
 mod quota;
 mod route;
 mod sse;
@@ -93,7 +97,6 @@ enum Outcome {
         first: Option<Item>,
         session: Option<Arc<Session>>,
         announce: bool,
-        id: Option<Box<RawValue>>,
         /// Its place in the client's stream quota (taken in `route`), held until it ends.
         slot: Option<quota::StreamSlot>,
     },
@@ -119,6 +122,9 @@ struct Access {
     rpc: Option<Answered>,
     /// How a streamed answer's final message came out, noted as it passes.
     streamed: Option<Arc<std::sync::OnceLock<Answered>>>,
+    /// The request's `Origin` once the Origin check allowed it: every answer then carries the
+    /// CORS headers for it (`cors.rs`).
+    cors: Option<String>,
 }
 
 impl Access {
@@ -338,10 +344,11 @@ impl Handler for Proxy {
         };
         self.metrics.bytes_in(req.body.len() as u64);
         let status = match self.route(&req, &mut acc) {
-            Ok(Outcome::Response(r)) => {
+            Ok(Outcome::Response(mut r)) => {
                 if acc.note_rpc && acc.kind == Some(Kind::Request) {
                     acc.rpc = jsonrpc::answered(&r.body, acc.mcp_method == "tools/call");
                 }
+                cors::decorate(&mut r.headers, acc.cors.as_deref());
                 let s = r.status;
                 self.metrics.bytes_out(r.body.len() as u64);
                 let _ = res.send(r);
@@ -352,14 +359,13 @@ impl Handler for Proxy {
                 first,
                 session,
                 announce,
-                id,
                 slot: _slot,
-            }) => self.pump(res, stream, first, session, announce, id),
+            }) => self.pump(res, stream, first, session, announce, &acc),
             Ok(Outcome::Follow {
                 log,
                 after,
                 slot: _slot,
-            }) => self.follow(res, log, after),
+            }) => self.follow(res, log, after, &acc),
             Err(e) => {
                 acc.rpc = Some(Answered::Error(Some(e.rpc_code())));
                 if e.status() >= 500 {
@@ -372,7 +378,8 @@ impl Handler for Proxy {
                     }
                 }
                 self.count_error(&e);
-                let resp = error_response(&e, acc.id.as_deref());
+                let mut resp = error_response(&e, acc.id.as_deref());
+                cors::decorate(&mut resp.headers, acc.cors.as_deref());
                 self.metrics.bytes_out(resp.body.len() as u64);
                 let _ = res.send(resp);
                 e.status()
@@ -382,6 +389,7 @@ impl Handler for Proxy {
         let class = match (req.method.as_str(), acc.kind) {
             ("GET", _) => MethodClass::Get,
             ("DELETE", _) => MethodClass::Delete,
+            ("OPTIONS", _) if cors::is_preflight(&req) => MethodClass::Options,
             (_, None) => MethodClass::Invalid,
             (_, Some(k)) => MethodClass::of(
                 &acc.mcp_method,

@@ -16,6 +16,7 @@ use crate::session::Session;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
 use super::checks::{accepts, media_is, single_headers, upstream_headers};
+use super::cors;
 use super::quota::{Ends, StreamId};
 use super::{Access, IMMEDIATE, Outcome, Proxy, error_response};
 
@@ -32,6 +33,12 @@ impl Proxy {
         }
         single_headers(req)?;
         self.check_origin(req)?;
+        acc.cors = cors::origin(req);
+        if cors::is_preflight(req) {
+            // Before authentication and uncharged: see cors.rs.
+            let max_age = self.cfg.cors_max_age.as_secs();
+            return cors::preflight(req, max_age).map(Outcome::Response);
+        }
         let caller = self.gate.identify(req)?;
         let out = match req.method.as_str() {
             "POST" => self.post(req, &caller, acc),
@@ -57,7 +64,6 @@ impl Proxy {
             first,
             session,
             announce,
-            id,
             slot: None,
         } = out
         else {
@@ -74,7 +80,6 @@ impl Proxy {
                 first,
                 session,
                 announce,
-                id,
                 slot: Some(slot),
             }),
             Err(e) => {
@@ -364,7 +369,6 @@ impl Proxy {
                     first,
                     session: session.cloned(),
                     announce,
-                    id: acc.id.clone(),
                     slot: None,
                 })
             }

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::value::RawValue;
-
 use crate::error::Error;
 use crate::http::{Responder, StreamError};
 use crate::jsonrpc;
@@ -15,7 +13,7 @@ use crate::session::Session;
 use crate::stream::EventLog;
 use crate::upstream::{Item, MessageStream, Poll};
 
-use super::{Proxy, SHUTDOWN_POLL, error_response};
+use super::{Access, Proxy, SHUTDOWN_POLL, cors, error_response};
 
 impl Proxy {
     /// Pumps a request's messages to the client (on the stream thread) and into the
@@ -34,9 +32,11 @@ impl Proxy {
         first: Option<Item>,
         session: Option<Arc<Session>>,
         announce: bool,
-        id: Option<Box<RawValue>>,
+        acc: &Access,
     ) -> u16 {
+        let id = acc.id.as_deref();
         let mut headers = sse_headers();
+        cors::decorate(&mut headers, acc.cors.as_deref());
         if let (true, Some(s)) = (announce, &session) {
             headers.push(("mcp-session-id".to_string(), s.id.clone()));
         }
@@ -83,7 +83,7 @@ impl Proxy {
                             log::debug!("stream ended early: {}", crate::util::Escaped(&text));
                             self.count_error(&e);
                             next = Some(Poll::End);
-                            jsonrpc::error_for(id.as_deref(), &e)
+                            jsonrpc::error_for(id, &e)
                         }
                     };
                     let chunk = match &log {
@@ -116,14 +116,22 @@ impl Proxy {
                 self.end_session(s);
             }
         }
-        self.stream_refused(res, err, id.as_deref())
+        self.stream_refused(res, err, acc)
     }
 
     /// Follows a stream's log for a GET: replays what came after `after`, then live events,
     /// until the stream ends, another GET takes it over, or the client leaves.
-    pub(super) fn follow(&self, res: &mut Responder<'_>, log: Arc<EventLog>, after: u64) -> u16 {
+    pub(super) fn follow(
+        &self,
+        res: &mut Responder<'_>,
+        log: Arc<EventLog>,
+        after: u64,
+        acc: &Access,
+    ) -> u16 {
         let token = log.take_over();
-        let err = match res.stream(200, &sse_headers()) {
+        let mut headers = sse_headers();
+        cors::decorate(&mut headers, acc.cors.as_deref());
+        let err = match res.stream(200, &headers) {
             Ok(mut w) => {
                 let keepalive = self.cfg.sse_keepalive;
                 let mut next_keepalive = Instant::now() + keepalive;
@@ -163,7 +171,7 @@ impl Proxy {
             }
             Err(e) => e,
         };
-        self.stream_refused(res, err, None)
+        self.stream_refused(res, err, acc)
     }
 
     /// Counts `n` messages a slow client's stream lost (see [`Proxy::pump`]); logs at debug
@@ -187,18 +195,17 @@ impl Proxy {
         }
     }
 
-    fn stream_refused(
-        &self,
-        res: &mut Responder<'_>,
-        err: StreamError,
-        id: Option<&RawValue>,
-    ) -> u16 {
+    /// The answer when no stream could be opened. `acc.id` is the request's id (none for a
+    /// GET).
+    fn stream_refused(&self, res: &mut Responder<'_>, err: StreamError, acc: &Access) -> u16 {
         let e = match err {
             StreamError::Busy => Error::TooManyStreams,
             StreamError::Http10 => Error::StreamNeedsHttp11,
             StreamError::Io(_) => return 0,
         };
-        let _ = res.send(error_response(&e, id));
+        let mut resp = error_response(&e, acc.id.as_deref());
+        cors::decorate(&mut resp.headers, acc.cors.as_deref());
+        let _ = res.send(resp);
         e.status()
     }
 }

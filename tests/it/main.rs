@@ -48,6 +48,10 @@ mod r12_messages;
 mod replay;
 // TLS: HTTPS for SDK clients, mTLS principals, SIGHUP reload, stalled handshakes, https upstreams.
 mod tls;
+// CORS for browser clients, raw HTTP: preflights, headers on every answer to an allowed origin.
+mod cors;
+// A real browser: the TypeScript SDK in headless Chromium, from an allowed and a foreign origin.
+mod browser;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

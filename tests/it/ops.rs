@@ -325,3 +325,38 @@ fn access_log_as_json_lines() {
         "full session id never logged"
     );
 }
+
+/// Issue 16: `--version` names the version and the git revision the binary was built from.
+#[test]
+fn version_names_the_git_revision() {
+    let expected_rev = std::env::var("SHADOWCAT_GIT_REV")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .or_else(|| {
+            let out = std::process::Command::new("git")
+                .args(["rev-parse", "--short=12", "HEAD"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    for flag in ["--version", "-V"] {
+        let out = std::process::Command::new(exe())
+            .arg(flag)
+            .output()
+            .expect("runs");
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim_end(),
+            format!(
+                "shadowcat {} (git {expected_rev})",
+                env!("CARGO_PKG_VERSION")
+            ),
+            "{flag}"
+        );
+    }
+}
