@@ -88,9 +88,17 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// 20 s measurement against a release build is `scripts/hostile flood`.)
 #[test]
 fn r12_2_a_flood_to_a_client_that_never_reads_stays_bounded_and_others_are_served() {
-    // One child, so the flood and the other session share its reader thread.
+    // One child, so the flood and the other session share its reader thread. A small call
+    // buffer, so that drops start early even when a loaded machine slows the flood down.
     let (peer, addr) = spawn_proxy(
-        &["--stdio-children", "1", "--request-timeout", "20s"],
+        &[
+            "--stdio-children",
+            "1",
+            "--request-timeout",
+            "20s",
+            "--max-call-buffer",
+            "256KiB",
+        ],
         Stdio::null(),
         &[],
     );
