@@ -100,10 +100,14 @@ fn preflight_from_an_allowed_origin_is_204_with_the_endpoints_methods_and_header
         assert_eq!(r.status, 204, "{origin}: {}", r.text());
         assert_cors(&r.headers, origin, origin);
     }
-    // --cors-max-age is what the answer says.
-    let q = proxy(&["--cors-max-age", "10m"]);
+    // --cors-max-age is what the answer says, and what /admin/config shows.
+    let q = proxy(&["--cors-max-age", "10m", "--admin-bind", "127.0.0.1:0"]);
     let r = preflight(q.local_addr(), APP, "POST", "content-type");
     assert_eq!(r.header("access-control-max-age"), Some("600"));
+    let admin = q.admin_addr().expect("admin listener");
+    let cfg = get(admin, "/admin/config", &[]).json();
+    assert_eq!(cfg["corsMaxAgeSeconds"], 600.0);
+    assert_eq!(cfg["allowedOrigins"], serde_json::json!([APP]));
 }
 
 #[test]
