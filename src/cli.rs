@@ -82,6 +82,12 @@ pub struct ReverseArgs {
     #[argh(option, default = "2")]
     pub stdio_spares: usize,
 
+    /// shared: calls that may wait at once for their child (default 32 per child); a call
+    /// whose client can take server-to-client requests, or asked for logs, runs without other
+    /// sessions' calls on its child, and they wait for it; beyond, 503
+    #[argh(option, default = "32")]
+    pub stdio_queue: usize,
+
     /// requests handled at once (default 64); more wait for a free worker
     #[argh(option, default = "64")]
     pub workers: usize,
@@ -380,6 +386,7 @@ impl ReverseArgs {
         positive("--upstream-pool", self.upstream_pool as usize)?;
         positive("--replay-events", self.replay_events)?;
         positive("--max-subscriptions", self.max_subscriptions)?;
+        positive("--stdio-queue", self.stdio_queue)?;
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -519,6 +526,7 @@ impl ReverseArgs {
                 max_message,
                 max_call_buffer,
                 max_subscriptions: self.max_subscriptions,
+                queue: self.stdio_queue,
             }),
         };
         Ok(Config {
@@ -787,6 +795,7 @@ mod tests {
                 max_message: 16 * 1024 * 1024,
                 max_call_buffer: 8 * 1024 * 1024,
                 max_subscriptions: 64,
+                queue: 32,
             })
         );
         assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);

@@ -224,6 +224,10 @@ pub struct StdioUpstreamConfig {
     /// where the proxy keeps them). Default 64.
     #[serde(rename = "maxSubscriptions")]
     pub max_subscriptions: usize,
+    /// `--stdio-queue`: calls that may wait at once for one shared child to be free for them
+    /// (an exclusive call waits for other sessions' calls to end, and they for it). Default 32.
+    #[serde(rename = "stdioQueue")]
+    pub queue: usize,
 }
 
 /// How sessions use stdio children.

@@ -46,20 +46,25 @@
 //!   ─▶ proxy::Proxy::handle ─▶ checks (path, Origin/Host, method, media types)
 //!   ─▶ gate: identify (auth), charge (rate limits)
 //!   ─▶ route: initialize / session lookup (session.rs) / stateless 2026-07-28
-//!   ─▶ upstream::Upstream::forward ─▶ stdio::call ─▶ child writer thread ─▶ child process
+//!   ─▶ upstream::Upstream::forward ─▶ stdio gate (exclusive calls wait) ─▶ stdio::call
+//!        ─▶ child writer thread ─▶ child process
 //!        child stdout ─▶ child reader thread (ids restored, routed) ─▶ the call's channel
 //!   ─▶ route: JSON answer, or sse: a stream (worker permit swapped for a stream permit,
 //!      events logged in stream.rs for Last-Event-ID)
 //!   ─▶ access log and metrics; any failure: Error::answer() (error.rs)
 //! ```
 //!
-//! A child's message that names no request (a log, progress for no known token) is routed
-//! only where it provably belongs: to the only call in flight on that child, or to the newest
-//! call of the one session owning every call in flight; list changes and resource updates go
-//! to the sessions they concern. Anything else is dropped and counted
-//! (`shadowcat_dropped_messages_total{reason="unattributed"}`), never delivered to a guess.
-//! Log levels are per session: the child runs at the lowest level its sessions asked for and
-//! the proxy drops each session's messages below its own (`upstream/stdio/child.rs`,
+//! In shared mode a call whose client can be asked something (it declared `sampling`,
+//! `elicitation` or `roots`) or asked for logs is *exclusive*: it runs only while no other
+//! session's call is in flight on its child, and later calls wait for it (`upstream/stdio/gate.rs`;
+//! other calls share the child with no lock). A child's message that is not a response goes
+//! only where it provably belongs (`upstream/stdio/attribution.rs`): to the newest call of the
+//! one session owning every call in flight, or to the one stateless call; a server-to-client
+//! request only if that call's client declared the capability, else the child gets -32601.
+//! List changes and resource updates go to the sessions they concern. Anything else is dropped
+//! or refused and counted (`shadowcat_dropped_messages_total{reason}`), never delivered to a
+//! guess. Log levels are per session: the child runs at the lowest level its sessions asked for
+//! and the proxy drops each session's messages below its own (`upstream/stdio/child.rs`,
 //! `slots.rs`, `shared.rs`).
 //!
 //! An HTTP upstream replaces the stdio steps with a slot checked out of an r2d2 pool

@@ -27,6 +27,9 @@ use crate::util::lock;
 /// How a session is tied to the upstream, decided by [`crate::upstream::Upstream::initialize`].
 #[derive(Debug, Default)]
 pub struct Binding {
+    /// What the client declared it can take from a server in its `initialize` (read by the
+    /// shared stdio upstream, which dispatches and routes by it).
+    pub caps: ClientCaps,
     /// stdio: index of the child the session is pinned to.
     pub child: usize,
     /// stdio: that child's generation when pinned; a restart makes the session stale.
@@ -126,9 +129,130 @@ impl Session {
         }
     }
 
+    /// True when the shared stdio upstream must run this session's calls alone on their child,
+    /// so that what the child sends while they run provably belongs to them: its client can
+    /// take server-to-client requests (it declared `sampling`, `elicitation` or `roots`), or it
+    /// asked for log messages with `logging/setLevel`.
+    pub fn exclusive(&self) -> bool {
+        self.binding.caps.any() || self.log_level().is_some()
+    }
+
     /// How long until the session expires if it stays unused.
     pub fn expires_in(&self, idle: Duration) -> Duration {
         idle.saturating_sub(self.idle_for())
+    }
+}
+
+/// What a client declared, in its `initialize` or a 2026-07-28 request's `_meta`, that it can
+/// take from a server: the server-to-client requests the proxy routes by it. Other members of
+/// the client's capabilities (experimental, extensions, tasks) are not read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCaps(u8);
+
+impl ClientCaps {
+    /// None declared.
+    pub const NONE: ClientCaps = ClientCaps(0);
+    /// `sampling`: `sampling/createMessage`.
+    pub const SAMPLING: ClientCaps = ClientCaps(1);
+    /// `elicitation` as `{}` or with `form`: `elicitation/create` in form mode.
+    pub const ELICIT_FORM: ClientCaps = ClientCaps(2);
+    /// `elicitation.url`: `elicitation/create` in URL mode.
+    pub const ELICIT_URL: ClientCaps = ClientCaps(4);
+    /// `roots`: `roots/list`.
+    pub const ROOTS: ClientCaps = ClientCaps(8);
+    /// Everything (a client the child itself negotiated with, per-session mode).
+    pub const ALL: ClientCaps = ClientCaps(15);
+
+    /// What a `capabilities` object declares. A capability counts when its member is an
+    /// object; anything else (absent, `null`, a non-object) declares nothing. `elicitation: {}`
+    /// is form mode, as the spec keeps it for backward compatibility.
+    pub fn of(capabilities: &serde_json::value::RawValue) -> ClientCaps {
+        let Some([sampling, elicitation, roots]) =
+            crate::jsonrpc::pick(capabilities.get(), ["sampling", "elicitation", "roots"])
+        else {
+            return ClientCaps::NONE;
+        };
+        let object = |v: Option<&serde_json::value::RawValue>| {
+            v.is_some_and(|v| v.get().trim_start().starts_with('{'))
+        };
+        let mut caps = ClientCaps::NONE;
+        if object(sampling) {
+            caps = caps.with(ClientCaps::SAMPLING);
+        }
+        if let Some(e) = elicitation.filter(|e| object(Some(e)))
+            && let Some([form, url]) = crate::jsonrpc::pick(e.get(), ["form", "url"])
+        {
+            if object(form) || (form.is_none() && url.is_none()) {
+                caps = caps.with(ClientCaps::ELICIT_FORM);
+            }
+            if object(url) {
+                caps = caps.with(ClientCaps::ELICIT_URL);
+            }
+        }
+        if object(roots) {
+            caps = caps.with(ClientCaps::ROOTS);
+        }
+        caps
+    }
+
+    /// What an `initialize` request's `params.capabilities` declares.
+    pub fn of_initialize(msg: &crate::jsonrpc::Message) -> ClientCaps {
+        msg.params
+            .as_deref()
+            .and_then(|p| crate::jsonrpc::pick(p.get(), ["capabilities"]))
+            .and_then(|[c]| c)
+            .map(ClientCaps::of)
+            .unwrap_or_default()
+    }
+
+    /// What a 2026-07-28 request's `params._meta["io.modelcontextprotocol/clientCapabilities"]`
+    /// declares.
+    pub fn of_meta(msg: &crate::jsonrpc::Message) -> ClientCaps {
+        msg.head()
+            .meta
+            .and_then(|m| crate::jsonrpc::pick(m.get(), [crate::jsonrpc::META_CAPABILITIES]))
+            .and_then(|[c]| c)
+            .map(ClientCaps::of)
+            .unwrap_or_default()
+    }
+
+    /// Both sets.
+    pub fn with(self, other: ClientCaps) -> ClientCaps {
+        ClientCaps(self.0 | other.0)
+    }
+
+    /// True when every capability of `other` is declared.
+    pub fn has(self, other: ClientCaps) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True when anything the proxy routes by is declared.
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    /// The capability a server-to-client request needs, for the request's `method` and
+    /// `mode` (`elicitation/create`'s `params.mode`); `None` for methods that need none the
+    /// proxy knows (`ping`, and anything else).
+    pub fn needed(method: &str, mode: Option<&str>) -> Option<ClientCaps> {
+        match method {
+            "sampling/createMessage" => Some(ClientCaps::SAMPLING),
+            "elicitation/create" if mode == Some("url") => Some(ClientCaps::ELICIT_URL),
+            "elicitation/create" => Some(ClientCaps::ELICIT_FORM),
+            "roots/list" => Some(ClientCaps::ROOTS),
+            _ => None,
+        }
+    }
+
+    /// The capability's name as a client declares it, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCaps::SAMPLING => "sampling",
+            ClientCaps::ELICIT_FORM => "elicitation (form mode)",
+            ClientCaps::ELICIT_URL => "elicitation.url",
+            ClientCaps::ROOTS => "roots",
+            _ => "capabilities",
+        }
     }
 }
 
@@ -587,6 +711,42 @@ mod tests {
         assert_eq!(LogLevel::parse("notice"), Some(LogLevel::Notice));
         assert_eq!(LogLevel::parse("Notice"), None);
         assert!(LogLevel::Debug < LogLevel::Emergency);
+    }
+
+    #[test]
+    fn client_capabilities() {
+        let caps = |text: &str| {
+            ClientCaps::of(&serde_json::value::RawValue::from_string(text.into()).unwrap())
+        };
+        assert_eq!(caps("{}"), ClientCaps::NONE);
+        assert_eq!(caps("[]"), ClientCaps::NONE);
+        assert_eq!(caps(r#"{"sampling":{}}"#), ClientCaps::SAMPLING);
+        assert_eq!(caps(r#"{"sampling":null,"roots":true}"#), ClientCaps::NONE);
+        assert_eq!(caps(r#"{"elicitation":{}}"#), ClientCaps::ELICIT_FORM);
+        assert_eq!(
+            caps(r#"{"elicitation":{"url":{}}}"#),
+            ClientCaps::ELICIT_URL
+        );
+        let all = caps(
+            r#"{"roots":{"listChanged":true},"elicitation":{"form":{},"url":{}},"sampling":{"tools":{}}}"#,
+        );
+        assert_eq!(all, ClientCaps::ALL);
+        assert!(all.has(ClientCaps::ROOTS.with(ClientCaps::SAMPLING)));
+        let init = crate::jsonrpc::Message::parse(
+            br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"capabilities":{"roots":{}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ClientCaps::of_initialize(&init), ClientCaps::ROOTS);
+        let modern = crate::jsonrpc::Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ClientCaps::of_meta(&modern), ClientCaps::SAMPLING);
+        assert_eq!(
+            ClientCaps::needed("elicitation/create", Some("url")),
+            Some(ClientCaps::ELICIT_URL)
+        );
+        assert_eq!(ClientCaps::needed("ping", None), None);
     }
 
     #[test]

@@ -317,14 +317,19 @@ pub enum DropReason {
     /// A `notifications/message` below the level its session asked for with
     /// `logging/setLevel` (the child runs at the lowest level any of its sessions asked for).
     BelowLogLevel,
+    /// A shared stdio child's server-to-client request for a capability the client of the
+    /// call it belongs to did not declare (or that no client with a call in flight declared):
+    /// answered to the child with -32601, never routed to another client.
+    MissingCapability,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::SlowClient,
         DropReason::Unattributed,
         DropReason::BelowLogLevel,
+        DropReason::MissingCapability,
     ];
 
     /// The `reason` label value.
@@ -333,6 +338,7 @@ impl DropReason {
             DropReason::SlowClient => "slow_client",
             DropReason::Unattributed => "unattributed",
             DropReason::BelowLogLevel => "below_log_level",
+            DropReason::MissingCapability => "missing_capability",
         }
     }
 }

@@ -209,6 +209,10 @@ fn exact_lines_after_known_traffic() {
         &text,
         "shadowcat_dropped_messages_total{reason=\"below_log_level\"} 0",
     );
+    has(
+        &text,
+        "shadowcat_dropped_messages_total{reason=\"missing_capability\"} 0",
+    );
     has(&text, "shadowcat_sessions 3");
     has(&text, "shadowcat_streams_open 2");
     has(&text, "shadowcat_connections_open 5");

@@ -44,6 +44,8 @@ mod r12_bounds;
 mod r12_http;
 // Issue 12, items 7–11: mirrored headers, log injection, ids, `_meta`, JWT dates, access log.
 mod r12_messages;
+// Issue #14: capability-aware dispatch on shared children, roots, eviction, per-session memory.
+mod r14_children;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

@@ -18,14 +18,13 @@
 //! rewritten to the same number. The child runs in its own process group and is stopped by
 //! closing stdin, then SIGTERM to the group, then SIGKILL, and is always reaped.
 //!
-//! **Attribution, never a guess.** A log or other notification that names no request goes to
-//! a call only when it provably belongs there: to the only call in flight on the child, or,
-//! when every call in flight belongs to one session, to that session's newest call. A
-//! server-to-client request needs the second (a session to answer it). Anything else (calls
-//! of two sessions, a stateless call beside another, nothing in flight) goes to the owner's
-//! event handler, which may only hand it to sessions it concerns as a whole (list changes,
-//! subscribed resources) and drops the rest. A `notifications/message` below the level its
-//! session asked for ([`Session::wants_log`]) is dropped ([`Event::Dropped`]).
+//! **Attribution, never a guess.** A log, a server-to-client request or any other message that
+//! is not a response goes where `attribution.rs` decides: to the call it provably belongs to
+//! (requests under a proxy id, only for a capability its client declared), answered by the
+//! proxy (`ping`), to the owner's event handler (list changes and resource updates, or what no
+//! call owns: the handler refuses a request, drops a notification, or in per-session mode hands
+//! either to the child's one session). A `notifications/message` below the level its session
+//! asked for ([`Session::wants_log`]) is dropped ([`Event::Dropped`]).
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -44,16 +43,29 @@ use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::metrics::DropReason;
 use crate::session::Session;
 use crate::upstream::Item;
+use crate::upstream::stdio::attribution::{Caller, InFlight, SETTLE, Verdict, attribute};
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::util::{Escaped, lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
 #[derive(Debug)]
 pub enum Event {
-    /// A notification not tied to a call (list changes, resource updates, logs).
+    /// A notification no call in flight owns: list changes and resource updates (for the
+    /// sessions they concern), or anything else nobody provably owns.
     Notification(Message),
-    /// A server-to-client request (sampling, elicitation, roots, ping).
-    Request(Message),
+    /// A server-to-client request no call in flight may take: to be answered with error
+    /// `code` and `why` (shared mode; counted as `reason`), or handed to the child's one
+    /// session (per-session mode).
+    Request {
+        /// The child's request.
+        msg: Message,
+        /// The JSON-RPC error code of the refusal.
+        code: i64,
+        /// Its message.
+        why: String,
+        /// How the refusal is counted.
+        reason: DropReason,
+    },
     /// The child's stdout ended or it printed an over-long line: it is gone.
     Exited,
     /// A message was dropped here instead of delivered (for the metrics).
@@ -68,8 +80,8 @@ struct Pending {
     reply: CallSender,
     client_id: Box<RawValue>,
     client_token: Option<Box<RawValue>>,
-    /// The session that sent the call; `None` for the proxy's own and stateless calls.
-    owner: Option<Arc<Session>>,
+    /// Who made the call (attribution reads it).
+    caller: Caller,
 }
 
 /// A server-to-client request handed to a client under a proxy-assigned id.
@@ -86,6 +98,31 @@ struct Shared {
     alive: AtomicBool,
     /// Non-JSON-RPC stdout lines skipped so far (logged at the 1st, 2nd, 4th, 8th, …).
     skipped: AtomicU64,
+    /// When the child was spawned: the clock of `settle_until`.
+    born: Instant,
+    /// Milliseconds after `born` until which nothing is attributed: a call ended without its
+    /// response just before (see `attribution::SETTLE`).
+    settle_until: AtomicU64,
+    /// Lines for the writer thread; taken (so stdin closes) when the child is stopped.
+    tx: Mutex<Option<Sender<Vec<u8>>>>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// A client's call ended without its response: the child may still speak of it.
+    fn unsettle(&self, caller: &Caller) {
+        if !caller.internal {
+            let until = self.now_ms() + SETTLE.as_millis() as u64;
+            self.settle_until.fetch_max(until, Ordering::AcqRel);
+        }
+    }
+
+    fn settling(&self) -> bool {
+        self.now_ms() < self.settle_until.load(Ordering::Acquire)
+    }
 }
 
 /// What to run as a stdio child: argv (no shell) and its environment (`--stdio-env`,
@@ -141,7 +178,6 @@ pub struct Child {
     next_id: AtomicU64,
     /// Byte bound of each call's queue (`--max-call-buffer`).
     call_buffer: usize,
-    tx: Mutex<Option<Sender<Vec<u8>>>>,
     process: Mutex<Option<std::process::Child>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -202,8 +238,12 @@ impl Child {
             next_ask: AtomicU64::new(1),
             alive: AtomicBool::new(true),
             skipped: AtomicU64::new(0),
+            born: Instant::now(),
+            settle_until: AtomicU64::new(0),
+            tx: Mutex::new(None),
         });
         let (tx, rx) = bounded::<Vec<u8>>(256);
+        *lock(&shared.tx) = Some(tx);
         let mut threads = Vec::with_capacity(3);
         let started = (|| {
             let (Some(stdin), Some(stdout), Some(stderr)) = (
@@ -243,7 +283,6 @@ impl Child {
             shared,
             next_id: AtomicU64::new(1),
             call_buffer: spec.call_buffer,
-            tx: Mutex::new(Some(tx)),
             process: Mutex::new(Some(process)),
             threads: Mutex::new(threads),
         })
@@ -270,15 +309,13 @@ impl Child {
     /// item if the child dies. It holds at most `--max-call-buffer` bytes of related messages
     /// (more are dropped while the caller does not read; the response always gets through).
     ///
-    /// `owner` is the session the call belongs to: messages the child sends while only that
-    /// session has calls in flight (logs, server-to-client requests) are routed to its newest
-    /// call; a call without an owner (stateless, or the proxy's own) gets them only while it
-    /// is the one call in flight.
+    /// `caller` is who made the call: what the child sends that names no request goes to a
+    /// call by the rule of `attribution.rs`, which reads it.
     pub fn call_deadline(
         &self,
         mut msg: Message,
         deadline: Instant,
-        owner: Option<Arc<Session>>,
+        caller: Caller,
     ) -> Result<(u64, CallReceiver), Error> {
         if !self.is_alive() {
             return Err(Error::ChildExited(self.name().to_owned()));
@@ -292,7 +329,7 @@ impl Child {
                 reply,
                 client_id,
                 client_token,
-                owner,
+                caller,
             },
         );
         if !self.is_alive() {
@@ -313,10 +350,10 @@ impl Child {
         self.send_deadline(line(msg), deadline)
     }
 
-    /// Answers a request from the child (`id`) with a JSON-RPC error at once (waits at most
-    /// 1 s to write it).
-    pub fn refuse(&self, id: Option<&RawValue>, reason: &str) {
-        let mut bytes = jsonrpc::error_body(id, -32603, reason);
+    /// Answers a request from the child (`id`) with JSON-RPC error `code` at once (waits at
+    /// most 1 s to write it).
+    pub fn refuse(&self, id: Option<&RawValue>, code: i64, reason: &str) {
+        let mut bytes = jsonrpc::error_body(id, code, reason);
         bytes.push(b'\n');
         let _ = self.send_deadline(bytes, Instant::now() + Duration::from_secs(1));
     }
@@ -361,6 +398,7 @@ impl Child {
         let Some(p) = lock(&self.shared.pending).remove(&id) else {
             return;
         };
+        self.shared.unsettle(&p.caller);
         // Whoever still reads the call's channel learns it ended, and why.
         let body = jsonrpc::error_body(Some(&p.client_id), -32603, reason);
         let _ = p.reply.send(Item::Final(body));
@@ -385,11 +423,14 @@ impl Child {
     /// Stops waiting for call `id` without telling the child (its reader went away): the
     /// pending entry goes, so it no longer counts as in flight or owns the child's traffic.
     pub fn forget(&self, id: u64) {
-        lock(&self.shared.pending).remove(&id);
+        let gone = lock(&self.shared.pending).remove(&id);
+        if let Some(p) = gone {
+            self.shared.unsettle(&p.caller);
+        }
     }
 
     fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant) -> Result<(), Error> {
-        let tx = lock(&self.tx).clone();
+        let tx = lock(&self.shared.tx).clone();
         let Some(tx) = tx else {
             return Err(Error::ChildExited(self.name().to_owned()));
         };
@@ -406,7 +447,7 @@ impl Child {
     /// group and waits up to `patience`, then SIGKILL; reaps it and joins its threads.
     /// Returns at once on a second call.
     pub fn stop(&self, patience: Duration) {
-        lock(&self.tx).take();
+        lock(&self.shared.tx).take();
         let process = lock(&self.process).take();
         if let Some(mut p) = process {
             let pgid = self.pid as libc::pid_t;
@@ -587,46 +628,82 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
                 None => log::debug!("{}: response for unknown id dropped", shared.name),
             }
         }
-        Ok(Kind::Notification) if msg.method() == "notifications/progress" => {
-            if !route_progress(&mut msg, shared) {
-                events(index, generation, Event::Notification(msg));
-            }
-        }
-        Ok(Kind::Notification) if session_wide(msg.method()) => {
-            events(index, generation, Event::Notification(msg));
-        }
-        Ok(Kind::Notification) => {
-            // Logs and the like: to the call they provably belong to, if any.
-            let pending = lock(&shared.pending);
-            match attributed_call(&pending) {
-                Some(p) if !wanted(p.owner.as_deref(), &msg) => {
-                    drop(pending);
-                    events(index, generation, Event::Dropped(DropReason::BelowLogLevel));
-                }
-                Some(p) => {
-                    let _ = p.reply.send(Item::Message(msg.to_vec()));
-                }
-                None => {
-                    drop(pending);
-                    events(index, generation, Event::Notification(msg));
-                }
-            }
-        }
-        Ok(Kind::Request) => {
-            let pending = lock(&shared.pending);
-            match sole_owner_call(&pending) {
-                Some(p) => {
-                    let owner = p.owner.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+        Ok(Kind::Notification | Kind::Request) => deliver(msg, shared, index, generation, events),
+        Err(_) => {}
+    }
+}
+
+/// Takes a child's request or notification where [`attribute`] says it goes. Never blocks: a
+/// call's queue drops what its client leaves unread, the `ping` answer is dropped if the
+/// child's stdin queue is full, and everything else goes to the event handler.
+fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, events: &EventSink) {
+    let pending = lock(&shared.pending);
+    let calls: Vec<InFlight<'_>> = pending
+        .iter()
+        .map(|(&id, p)| InFlight {
+            id,
+            caller: &p.caller,
+            has_token: p.client_token.is_some(),
+        })
+        .collect();
+    let verdict = attribute(&msg, &calls, shared.settling());
+    drop(calls);
+    match verdict {
+        Verdict::Call(id) => {
+            let Some(p) = pending.get(&id) else { return };
+            match msg.kind() {
+                Ok(Kind::Request) => {
+                    let owner = p
+                        .caller
+                        .owner
+                        .as_ref()
+                        .map(|s| s.id.clone())
+                        .unwrap_or_default();
                     let msg = adopt(shared, index, msg, owner);
                     let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
-                None => {
+                _ if !wanted(p.caller.owner.as_deref(), &msg) => {
                     drop(pending);
-                    events(index, generation, Event::Request(msg));
+                    events(index, generation, Event::Dropped(DropReason::BelowLogLevel));
+                }
+                _ => {
+                    if msg.method() == "notifications/progress"
+                        && let Some(token) = &p.client_token
+                        && super::child::progress_token_id(&msg) == Some(id)
+                    {
+                        restore_progress_token(&mut msg, token);
+                    }
+                    let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
             }
         }
-        Err(_) => {}
+        Verdict::Ping => {
+            drop(pending);
+            let id = msg.id.unwrap_or_else(jsonrpc::null);
+            let mut bytes = jsonrpc::result_body(&id, "{}");
+            bytes.push(b'\n');
+            let tx = lock(&shared.tx).clone();
+            if let Some(tx) = tx {
+                let _ = tx.try_send(bytes);
+            }
+        }
+        Verdict::Refuse { code, why, reason } => {
+            drop(pending);
+            events(
+                index,
+                generation,
+                Event::Request {
+                    msg,
+                    code,
+                    why,
+                    reason,
+                },
+            );
+        }
+        Verdict::SessionWide | Verdict::Drop(_) => {
+            drop(pending);
+            events(index, generation, Event::Notification(msg));
+        }
     }
 }
 
@@ -641,20 +718,6 @@ fn adopt(shared: &Shared, index: usize, mut msg: Message, owner: String) -> Mess
         .unwrap_or_else(jsonrpc::null);
     lock(&shared.asks).insert(ask, Ask { child_id, owner });
     msg
-}
-
-/// Notifications about the server as a whole, never tied to one request.
-fn session_wide(method: &str) -> bool {
-    method.ends_with("/list_changed") || method == "notifications/resources/updated"
-}
-
-/// The call a message that names no request provably belongs to: the only call in flight, or
-/// the newest call of the one session that owns every call in flight.
-fn attributed_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
-    if pending.len() == 1 {
-        return pending.values().next();
-    }
-    sole_owner_call(pending)
 }
 
 /// False for a `notifications/message` below the level session `owner` asked for.
@@ -676,37 +739,6 @@ fn wanted(owner: Option<&Session>, msg: &Message) -> bool {
         .and_then(|p| serde_json::from_str::<Params>(p.get()).ok())
         .and_then(|p| p.level);
     owner.wants_log(level.as_deref())
-}
-
-/// The newest call in flight, if every call in flight belongs to one and the same session.
-fn sole_owner_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
-    let mut owner: Option<&Arc<Session>> = None;
-    for p in pending.values() {
-        let o = p.owner.as_ref()?;
-        match owner {
-            Some(prev) if !Arc::ptr_eq(prev, o) => return None,
-            _ => owner = Some(o),
-        }
-    }
-    pending.iter().max_by_key(|(id, _)| **id).map(|(_, p)| p)
-}
-
-/// Sends a progress notification to the call that owns its token, restoring the client's
-/// token. False when no call owns it.
-fn route_progress(msg: &mut Message, shared: &Shared) -> bool {
-    let Some(id) = progress_token_id(msg) else {
-        return false;
-    };
-    let pending = lock(&shared.pending);
-    let Some(p) = pending.get(&id) else {
-        return false;
-    };
-    let Some(token) = &p.client_token else {
-        return false;
-    };
-    restore_progress_token(msg, token);
-    let _ = p.reply.send(Item::Message(msg.to_vec()));
-    true
 }
 
 /// The call id a child's progress notification names in `params.progressToken`, if any.
@@ -790,7 +822,9 @@ mod tests {
             )
             .unwrap();
             let deadline = Instant::now() + Duration::from_secs(5);
-            let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();
+            let (_, rx) = child
+                .call_deadline(msg, deadline, Caller::internal())
+                .unwrap();
             match rx.recv_deadline(deadline).unwrap() {
                 Item::Final(bytes) => {
                     let m = Message::parse(&bytes).unwrap();
@@ -813,7 +847,9 @@ mod tests {
         let child = Child::spawn(&Program::argv(argv), 0, 0, 1 << 20, sink()).unwrap();
         let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();
+        let (_, rx) = child
+            .call_deadline(msg, deadline, Caller::internal())
+            .unwrap();
         let started = Instant::now();
         assert!(rx.recv_deadline(deadline).is_err());
         assert!(started.elapsed() < Duration::from_secs(5));

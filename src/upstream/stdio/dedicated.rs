@@ -27,7 +27,8 @@ use serde_json::json;
 use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
-use crate::session::{Binding, Session};
+use crate::session::{Binding, ClientCaps, Session};
+use crate::upstream::stdio::attribution::Caller;
 use crate::upstream::stdio::call::{call_stream, cancel, request};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
@@ -151,11 +152,12 @@ impl Inner {
         Arc::new(move |index, _generation, ev| {
             let msg = match ev {
                 Event::Exited => Control::Died(index),
-                Event::Request(_) if control.len() >= CONTROL_BACKLOG => {
+                Event::Request { .. } if control.len() >= CONTROL_BACKLOG => {
                     log::debug!("child #{index}: request dropped, {CONTROL_BACKLOG} waiting");
                     return;
                 }
-                Event::Request(m) => Control::ChildRequest(index, m),
+                // No call in flight may take it, but the child has one session: its own.
+                Event::Request { msg, .. } => Control::ChildRequest(index, msg),
                 Event::Notification(m) => {
                     if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index))
                         && let Some(log) = s.streams.standalone_if_open()
@@ -213,6 +215,7 @@ impl Inner {
             None => {
                 child.refuse(
                     msg.id.as_deref(),
+                    -32603,
                     "shadowcat: the client has no open stream to take this request",
                 );
             }
@@ -364,8 +367,13 @@ impl Upstream for DedicatedUpstream {
             },
         );
         let _ = inner.control.send(Control::Replenish);
-        // The client's own initialize, verbatim (ids rewritten as always).
-        match call_stream(child, call) {
+        // The client's own initialize, verbatim (ids rewritten as always). The child
+        // negotiated with the client itself, so it asks only for what the client can take.
+        let caller = Caller {
+            caps: ClientCaps::ALL,
+            ..Caller::default()
+        };
+        match call_stream(child, call, caller, None) {
             Ok(reply) => Ok((binding, reply)),
             Err(e) => {
                 if let Some(a) = lock(&inner.assigned).remove(&index) {
@@ -393,7 +401,7 @@ impl Upstream for DedicatedUpstream {
             .filter(|c| c.is_alive())
             .ok_or(Error::UnknownSession)?;
         match call.msg.kind()? {
-            Kind::Request => call_stream(child, call),
+            Kind::Request => call_stream(child, call, Caller::session(s, ClientCaps::ALL), None),
             Kind::Notification => {
                 if call.msg.method() == "notifications/cancelled" {
                     cancel(&child, call.session, &call.msg);
