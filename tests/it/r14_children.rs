@@ -238,3 +238,47 @@ fn r14_1_python_crowd_through_shared_everything_children() {
     assert_eq!(out["sampling"]["ok"], 100, "{out}");
     assert_eq!(out["elicitation"]["ok"], 60, "{out}");
 }
+
+#[test]
+fn r14_2_everything_offers_the_same_tools_in_every_mode_and_roots_are_routed() {
+    // A client that declares sampling, elicitation (form and URL) and roots sees the same
+    // tools whether server-everything is behind shared children, per-session children or
+    // its own HTTP transport; before, shared children were never told about roots, so
+    // `get-roots-list` was missing there.
+    let cmd = format!("node {}", everything_js());
+    let shared = demo_proxy(&["--stdio", &cmd, "--stdio-children", "1"]);
+    let dedicated = demo_proxy(&[
+        "--stdio",
+        &cmd,
+        "--stdio-mode",
+        "per-session",
+        "--stdio-spares",
+        "1",
+    ]);
+    let (_peer, http) = everything_http();
+    let url = |a: SocketAddr| format!("http://{a}/mcp");
+    let via_shared = run_py("capable.py", &url(shared.local_addr()));
+    let via_dedicated = run_py("capable.py", &url(dedicated.local_addr()));
+    let direct = run_py("capable.py", &url(http));
+    assert!(
+        direct["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|n| n == "get-roots-list")),
+        "{direct}"
+    );
+    assert_eq!(via_shared["tools"], direct["tools"], "shared: {via_shared}");
+    assert_eq!(
+        via_dedicated["tools"], direct["tools"],
+        "per-session: {via_dedicated}"
+    );
+    // roots/list reached the client that called get-roots-list, and its answer the child.
+    for out in [&via_shared, &via_dedicated, &direct] {
+        assert_eq!(out["rootsError"], false, "{out}");
+        assert!(
+            out["roots"]
+                .as_str()
+                .is_some_and(|r| r.contains("file:///tmp/shadowcat-capable-root")),
+            "{out}"
+        );
+    }
+}

@@ -24,10 +24,12 @@ use crate::util::{lock, read, write};
 /// The version the proxy asks children for.
 pub(super) const PROXY_VERSION: &str = "2025-11-25";
 
-/// What the proxy declares to shared children: the server-to-client requests it routes
-/// (`sampling`, `elicitation` in form and URL mode).
+/// What the proxy declares to shared children: every server-to-client request it routes
+/// (`sampling`, `elicitation` in form and URL mode, `roots` with `listChanged`), so that a child
+/// offers each client what it would offer it directly; each client is asked only for what it
+/// declared (`attribution.rs`).
 pub(super) fn child_capabilities() -> Value {
-    json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}})
+    json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}})
 }
 
 /// What the proxy learned from a child's handshake.
