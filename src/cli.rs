@@ -137,6 +137,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"30m\")")]
     pub session_idle: String,
 
+    /// per-session: when all children are taken, the session unused longest is ended to make
+    /// room if it was unused this long and has no call in flight (default 60s); else 503
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub session_evict_idle: String,
+
     /// an idle keep-alive client connection is closed after this (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub client_idle_timeout: String,
@@ -475,6 +480,7 @@ impl ReverseArgs {
         let replay_budget = size("--replay-budget", &self.replay_budget)?;
         positive("--replay-budget", replay_budget)?;
         let session_idle = duration("--session-idle", &self.session_idle)?;
+        let evict_idle = duration("--session-evict-idle", &self.session_evict_idle)?;
         let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
         let client_write_timeout = duration("--client-write-timeout", &self.client_write_timeout)?;
         let request_timeout = duration("--request-timeout", &self.request_timeout)?;
@@ -526,6 +532,7 @@ impl ReverseArgs {
                 max_message,
                 max_call_buffer,
                 max_subscriptions: self.max_subscriptions,
+                evict_idle,
                 queue: self.stdio_queue,
             }),
         };
@@ -795,6 +802,7 @@ mod tests {
                 max_message: 16 * 1024 * 1024,
                 max_call_buffer: 8 * 1024 * 1024,
                 max_subscriptions: 64,
+                evict_idle: Duration::from_secs(60),
                 queue: 32,
             })
         );

@@ -1,10 +1,12 @@
 //! Client sessions: ids, the table, idle expiry, the cap and the per-client quota.
 //!
 //! A session is created when a client's `initialize` succeeds upstream and ends on DELETE, on
-//! idle expiry (`--session-idle`), when its stdio child restarts, or when the HTTP upstream
-//! forgets its own session. When `--max-sessions` are live, expired ones are dropped first; if
-//! none has expired the new client gets 503. Live sessions are never evicted to make room, so a
-//! flood of `initialize` calls cannot push out clients that are working.
+//! idle expiry (`--session-idle`), when its stdio child restarts, when the HTTP upstream
+//! forgets its own session, or when per-session mode evicts it to make room ([`Session::evict`]:
+//! all children taken, and it was unused for `--session-evict-idle` with no call in flight).
+//! When `--max-sessions` are live, expired ones are dropped first; if none has expired the new
+//! client gets 503. The table itself never evicts a live session to make room, so a flood of
+//! `initialize` calls cannot push out clients that are working.
 //!
 //! One client (its principal, or its IP when unauthenticated: [`Session::client`]) holds at
 //! most `--max-sessions-per-client` sessions (429 beyond; by default at most half of the
@@ -70,6 +72,9 @@ pub struct Session {
     /// The `logging/setLevel` level the client asked for ([`LogLevel`] rank), or
     /// [`LogLevel::UNSET`]: then it takes whatever the server sends.
     log_level: std::sync::atomic::AtomicU8,
+    /// Ended by its upstream to make room ([`Session::evict`]): no longer found, and dropped
+    /// from the table at the next look.
+    evicted: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -135,6 +140,18 @@ impl Session {
     /// asked for log messages with `logging/setLevel`.
     pub fn exclusive(&self) -> bool {
         self.binding.caps.any() || self.log_level().is_some()
+    }
+
+    /// Ends the session from the upstream's side (per-session mode made room for a new one):
+    /// from now on it is not found (its client gets 404 and re-initializes), and the table
+    /// drops it at its next look; its upstream side must already be released.
+    pub fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+    }
+
+    /// True once [`Session::evict`] ran.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
     }
 
     /// How long until the session expires if it stays unused.
@@ -348,9 +365,9 @@ impl Sessions {
     /// that makes room; they are returned either way, so the caller closes them upstream.
     pub fn check_room(&self, client: &str) -> (Vec<Arc<Session>>, Result<(), Error>) {
         let mut t = lock(&self.map);
-        let mut expired = Vec::new();
+        let mut expired = t.take_evicted();
         if t.by_id.len() >= self.max || t.held_by(client) >= self.max_per_client {
-            expired = t.take_expired(self.idle);
+            expired.extend(t.take_expired(self.idle));
         }
         let room = self.room(&t, client);
         (expired, room)
@@ -432,12 +449,15 @@ impl Sessions {
             principal,
             client,
             log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
+            evicted: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     /// Adds a built session, unless `--max-sessions` are live or its client holds its quota.
     pub fn insert(&self, s: &Arc<Session>) -> Result<(), Error> {
         let mut t = lock(&self.map);
+        // Evicted just now to make room for this one (their upstream side is released).
+        t.take_evicted();
         self.room(&t, &s.client)?;
         t.insert(s.clone());
         Ok(())
@@ -450,7 +470,7 @@ impl Sessions {
     pub fn get_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
         let t = lock(&self.map);
         let s = t.by_id.get(id)?.clone();
-        if s.principal.as_deref() != principal || s.idle_for() >= self.idle {
+        if s.principal.as_deref() != principal || s.idle_for() >= self.idle || s.is_evicted() {
             return None;
         }
         s.touch();
@@ -547,11 +567,22 @@ impl Table {
         }
     }
 
+    /// Removes and returns the sessions their upstream evicted.
+    fn take_evicted(&mut self) -> Vec<Arc<Session>> {
+        let ids: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|s| s.is_evicted())
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
     fn take_expired(&mut self, idle: Duration) -> Vec<Arc<Session>> {
         let ids: Vec<String> = self
             .by_id
             .values()
-            .filter(|s| s.idle_for() >= idle)
+            .filter(|s| s.idle_for() >= idle || s.is_evicted())
             .map(|s| s.id.clone())
             .collect();
         ids.iter().filter_map(|id| self.remove(id)).collect()

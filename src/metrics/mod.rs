@@ -445,6 +445,7 @@ pub struct Metrics {
     pool_checkout_timeouts: AtomicU64,
     pool_opened: AtomicU64,
     pool_closed: AtomicU64,
+    sessions_evicted: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -472,6 +473,7 @@ impl Metrics {
             pool_checkout_timeouts: AtomicU64::new(0),
             pool_opened: AtomicU64::new(0),
             pool_closed: AtomicU64::new(0),
+            sessions_evicted: AtomicU64::new(0),
         }
     }
 
@@ -499,6 +501,12 @@ impl Metrics {
     #[inline]
     pub fn rejected(&self, why: Rejection) {
         self.rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A per-session stdio child's idle session ended to make room for a new one.
+    #[inline]
+    pub fn session_evicted(&self) {
+        self.sessions_evicted.fetch_add(1, Relaxed);
     }
 
     /// `n` messages dropped on their way to a client, for `why`.

@@ -158,6 +158,13 @@ impl Metrics {
 
         counter(
             w,
+            "shadowcat_sessions_evicted_total",
+            "Idle sessions ended to make room for a new one (per-session stdio mode, all \
+             children taken; idle at least --session-evict-idle, no call in flight).",
+            self.sessions_evicted.load(Relaxed),
+        );
+        counter(
+            w,
             "shadowcat_bytes_received_total",
             "Bytes read from clients (request heads and bodies).",
             self.bytes_in.load(Relaxed),

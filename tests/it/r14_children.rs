@@ -5,7 +5,7 @@
 //! `roots` too; per-session mode evicts idle sessions at the cap; per-session memory.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -281,4 +281,90 @@ fn r14_2_everything_offers_the_same_tools_in_every_mode_and_roots_are_routed() {
             "{out}"
         );
     }
+}
+
+/// Initializes until served, waiting `Retry-After` after each 503 (at most until `until`);
+/// returns the session id and how many 503s it took.
+fn init_until_served(addr: SocketAddr, until: Instant) -> (String, u32) {
+    let mut refused = 0;
+    loop {
+        let r = post(addr, None, INIT);
+        if r.status == 200 {
+            return (
+                r.header("mcp-session-id").expect("sid").to_string(),
+                refused,
+            );
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        refused += 1;
+        let wait: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!(
+            (1..=2).contains(&wait),
+            "Retry-After {wait} with 1s eviction"
+        );
+        assert!(Instant::now() < until, "never served");
+        std::thread::sleep(Duration::from_millis(250).max(Duration::from_secs(wait) / 4));
+    }
+}
+
+#[test]
+fn r14_3_sessions_abandoned_without_delete_make_room_once_idle() {
+    // Before: the 17th client got 503 until an abandoned session expired (--session-idle,
+    // 30 min by default). Now the least recently used session idle for --session-evict-idle
+    // with no call in flight is ended to make room, and its client gets 404.
+    let p = demo_proxy(&[
+        "--stdio-mode",
+        "per-session",
+        "--stdio-children",
+        "16",
+        "--stdio-spares",
+        "2",
+        "--session-evict-idle",
+        "1s",
+        "--max-sessions-per-client",
+        "64",
+    ]);
+    let a = p.local_addr();
+    let abandoned: Vec<String> = (0..16).map(|_| Conn::open(a).initialize()).collect();
+    // Every child is taken and no session has been idle long enough: a truthful wait.
+    let r = post(a, None, INIT);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"), "{:?}", r.headers);
+    std::thread::sleep(Duration::from_millis(1100));
+    let until = Instant::now() + Duration::from_secs(20);
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let (sid, refused) = init_until_served(a, until);
+                let body = tool_call(1, "echo", json!({"message": format!("client {i}")}));
+                let r = post(a, Some(&sid), &body);
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert!(r.text().contains(&format!("client {i}")), "{}", r.text());
+                refused
+            })
+        })
+        .collect();
+    let refused: Vec<u32> = clients
+        .into_iter()
+        .map(|c| c.join().expect("a client was not served"))
+        .collect();
+    // 16 took the abandoned sessions' children at once; the other 4 waited for one of the
+    // new sessions to be idle for a second.
+    assert!(
+        refused.iter().filter(|&&n| n == 0).count() >= 16,
+        "{refused:?}"
+    );
+    let evicted = metric(a, "shadowcat_sessions_evicted_total");
+    assert!(evicted >= 20.0, "evictions counted: {evicted}");
+    // The abandoned sessions' clients learn it with 404 and re-initialize.
+    let r = post(
+        a,
+        Some(&abandoned[0]),
+        &tool_call(2, "echo", json!({"message":"x"})),
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(p.stdio_child_pids().len() <= 16);
 }
