@@ -82,9 +82,12 @@
 //!   `--max-streams` stream permits on its connection thread instead: streams never occupy a
 //!   request worker. The thread keeps draining the upstream into the replay log if the client
 //!   leaves, until the request ends.
-//! * **stdio:** 3 threads per child (stdin writer, stdout reader, stderr logger) and one
-//!   supervisor (shared mode) or keeper (per-session mode) per upstream, which spawns every
-//!   child (the parent-death signal is tied to the spawning thread). No thread or process is
+//! * **stdio:** shared mode: 3 threads per child (stdin writer, stdout reader, stderr
+//!   logger); per-session mode: one I/O thread for all children (`poll(2)` on their stdout and
+//!   stderr; callers write stdin themselves, what the pipe does not take at once is flushed by
+//!   that thread), so an idle session costs no thread. One supervisor (shared mode) or keeper
+//!   (per-session mode) per upstream spawns every child (the parent-death signal is tied to
+//!   the spawning thread). No thread or process is
 //!   created per request; each call gets a reply queue bounded in bytes (`--max-call-buffer`).
 //! * **HTTP:** r2d2 keeps a small maintenance pool per slot pool (requests, standalone
 //!   streams); one relay thread per session whose standalone GET stream is open.

@@ -368,3 +368,76 @@ fn r14_3_sessions_abandoned_without_delete_make_room_once_idle() {
     assert_eq!(r.status, 404, "{}", r.text());
     assert!(p.stdio_child_pids().len() <= 16);
 }
+
+/// Threads of process `pid` (`Threads:` in /proc/PID/status).
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Children of process `pid` (every thread's `children`).
+fn children_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .map(|t| {
+                    std::fs::read_to_string(t.path().join("children"))
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn r14_4_idle_per_session_children_cost_the_proxy_no_threads() {
+    // Before: three threads per child (stdin writer, stdout reader, stderr logger), 60 more
+    // for 20 idle sessions. Now one I/O thread serves them all.
+    let (peer, a) = spawn_proxy(
+        &[
+            "--stdio-mode",
+            "per-session",
+            "--stdio-children",
+            "22",
+            "--stdio-spares",
+            "2",
+            "--max-sessions-per-client",
+            "22",
+        ],
+        std::process::Stdio::null(),
+        &[],
+    );
+    let pid = peer.0.id();
+    let until = Instant::now() + Duration::from_secs(10);
+    while children_of(pid) < 2 {
+        assert!(Instant::now() < until, "spares never warm");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = threads_of(pid);
+    let sids: Vec<String> = (0..20).map(|_| Conn::open(a).initialize()).collect();
+    while children_of(pid) < 22 {
+        assert!(Instant::now() < until, "spares never replenished");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let after = threads_of(pid);
+    assert!(
+        after <= before + 4,
+        "{before} threads before 20 sessions, {after} after"
+    );
+    // And every one of them still works.
+    for (i, sid) in sids.iter().enumerate() {
+        let r = post(
+            a,
+            Some(sid),
+            &tool_call(1, "echo", json!({"message": format!("s{i}")})),
+        );
+        assert!(r.text().contains(&format!("s{i}")), "{}", r.text());
+    }
+}

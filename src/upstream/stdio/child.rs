@@ -1,6 +1,9 @@
-//! One persistent stdio child process, shared by many sessions.
+//! One persistent stdio child process, shared by many sessions (or dedicated to one).
 //!
-//! Three threads per child, none per request:
+//! Its I/O is done either by three threads of its own ([`Io::Threads`], shared mode) or by
+//! the reactor's one thread for many children ([`Io::Reactor`], per-session mode: see
+//! `reactor.rs`; the same routing, line bounds and end-of-stdout handling, with callers
+//! writing stdin themselves). None per request. With threads of its own:
 //!
 //! * the **writer** takes newline-terminated lines from a bounded channel (256) and writes
 //!   them to stdin; a child that stops reading makes senders wait, never longer than the
@@ -45,6 +48,7 @@ use crate::session::Session;
 use crate::upstream::Item;
 use crate::upstream::stdio::attribution::{Caller, InFlight, SETTLE, Verdict, attribute};
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
+use crate::upstream::stdio::reactor::{Outbox, Reactor};
 use crate::util::{Escaped, lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
@@ -103,8 +107,67 @@ struct Shared {
     /// Milliseconds after `born` until which nothing is attributed: a call ended without its
     /// response just before (see `attribution::SETTLE`).
     settle_until: AtomicU64,
-    /// Lines for the writer thread; taken (so stdin closes) when the child is stopped.
-    tx: Mutex<Option<Sender<Vec<u8>>>>,
+    /// The child's stdin; closed when the child is stopped.
+    stdin: Stdin,
+}
+
+/// How lines reach a child's stdin.
+enum Stdin {
+    /// Through a bounded channel to the child's writer thread; taken (so stdin closes) when
+    /// the child is stopped.
+    Writer(Mutex<Option<Sender<Vec<u8>>>>),
+    /// Written by the callers themselves, the rest flushed by the reactor (`reactor.rs`).
+    Outbox(Arc<Outbox>),
+}
+
+impl Stdin {
+    fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant, name: &str) -> Result<(), Error> {
+        match self {
+            Stdin::Writer(tx) => {
+                let tx = lock(tx).clone();
+                let Some(tx) = tx else {
+                    return Err(Error::ChildExited(name.to_owned()));
+                };
+                match tx.send_deadline(bytes, deadline) {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout),
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        Err(Error::ChildExited(name.to_owned()))
+                    }
+                }
+            }
+            Stdin::Outbox(o) => o.send_deadline(&bytes, deadline, name),
+        }
+    }
+
+    /// Sends without waiting at all; false if it would have to wait.
+    fn try_send(&self, bytes: Vec<u8>) -> bool {
+        match self {
+            Stdin::Writer(tx) => {
+                let tx = lock(tx).clone();
+                tx.is_some_and(|t| t.try_send(bytes).is_ok())
+            }
+            Stdin::Outbox(o) => o.try_send(&bytes),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Stdin::Writer(tx) => drop(lock(tx).take()),
+            Stdin::Outbox(o) => o.close(),
+        }
+    }
+}
+
+/// Which threads do a child's I/O.
+#[derive(Clone, Copy)]
+pub enum Io<'a> {
+    /// Three of its own (stdin writer, stdout reader, stderr logger): shared mode's few,
+    /// busy children.
+    Threads,
+    /// The reactor's one thread, shared with every other child registered there: per-session
+    /// mode's many, mostly idle children.
+    Reactor(&'a Arc<Reactor>),
 }
 
 impl Shared {
@@ -164,7 +227,7 @@ impl Program {
     }
 }
 
-/// A running child process and its three threads.
+/// A running child process and its I/O (three threads, or a place in the reactor).
 pub struct Child {
     /// Position in the upstream's set of children.
     pub index: usize,
@@ -192,6 +255,18 @@ impl Child {
         generation: u64,
         max_message: usize,
         events: EventSink,
+    ) -> Result<Child, Error> {
+        Child::spawn_with(spec, index, generation, max_message, events, Io::Threads)
+    }
+
+    /// [`Child::spawn`], its I/O done by `io`.
+    pub fn spawn_with(
+        spec: &Program,
+        index: usize,
+        generation: u64,
+        max_message: usize,
+        events: EventSink,
+        io: Io<'_>,
     ) -> Result<Child, Error> {
         let argv = &spec.argv;
         let program = argv
@@ -231,6 +306,29 @@ impl Child {
             .map_err(|e| Error::Spawn(format!("cannot start stdio upstream {program:?}: {e}")))?;
         let pid = process.id();
         let name = format!("{}#{index}", crate::config::program_name(argv));
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            process.stdin.take(),
+            process.stdout.take(),
+            process.stderr.take(),
+        ) else {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(Error::Internal("child pipes missing".into()));
+        };
+        let (input, writer_end) = match io {
+            Io::Reactor(reactor) => match reactor.outbox(stdin) {
+                Ok(o) => (Stdin::Outbox(o), None),
+                Err(e) => {
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    return Err(e);
+                }
+            },
+            Io::Threads => {
+                let (tx, rx) = bounded::<Vec<u8>>(256);
+                (Stdin::Writer(Mutex::new(Some(tx))), Some((stdin, rx)))
+            }
+        };
         let shared = Arc::new(Shared {
             name: name.clone(),
             pending: Mutex::new(HashMap::new()),
@@ -240,18 +338,23 @@ impl Child {
             skipped: AtomicU64::new(0),
             born: Instant::now(),
             settle_until: AtomicU64::new(0),
-            tx: Mutex::new(None),
+            stdin: input,
         });
-        let (tx, rx) = bounded::<Vec<u8>>(256);
-        *lock(&shared.tx) = Some(tx);
-        let mut threads = Vec::with_capacity(3);
+        let mut threads = Vec::new();
         let started = (|| {
-            let (Some(stdin), Some(stdout), Some(stderr)) = (
-                process.stdin.take(),
-                process.stdout.take(),
-                process.stderr.take(),
-            ) else {
-                return Err(Error::Internal("child pipes missing".into()));
+            if let (Io::Reactor(reactor), Stdin::Outbox(outbox)) = (io, &shared.stdin) {
+                let (s1, s2, e1) = (shared.clone(), shared.clone(), events.clone());
+                return reactor.watch(
+                    outbox,
+                    name.clone(),
+                    max_message,
+                    (stdout, stderr),
+                    Box::new(move |l| route(l, &s1, index, generation, &e1)),
+                    Box::new(move |_why| stdout_ended(&s2, index, generation, &events)),
+                );
+            }
+            let Some((stdin, rx)) = writer_end else {
+                return Err(Error::Internal("child stdin missing".into()));
             };
             let s = shared.clone();
             threads.push(spawn_thread("shadowcat-cin", move || {
@@ -430,24 +533,16 @@ impl Child {
     }
 
     fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant) -> Result<(), Error> {
-        let tx = lock(&self.shared.tx).clone();
-        let Some(tx) = tx else {
-            return Err(Error::ChildExited(self.name().to_owned()));
-        };
-        match tx.send_deadline(bytes, deadline) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout),
-            Err(SendTimeoutError::Disconnected(_)) => {
-                Err(Error::ChildExited(self.name().to_owned()))
-            }
-        }
+        self.shared
+            .stdin
+            .send_deadline(bytes, deadline, &self.shared.name)
     }
 
     /// Stops the child: closes stdin and waits up to `patience`, then SIGTERM to its process
     /// group and waits up to `patience`, then SIGKILL; reaps it and joins its threads.
     /// Returns at once on a second call.
     pub fn stop(&self, patience: Duration) {
-        lock(&self.shared.tx).take();
+        self.shared.stdin.close();
         let process = lock(&self.process).take();
         if let Some(mut p) = process {
             let pgid = self.pid as libc::pid_t;
@@ -581,6 +676,11 @@ fn reader(
             }
         }
     }
+    stdout_ended(shared, index, generation, events);
+}
+
+/// The child's stdout ended (or broke): it is gone. Fails every call in flight at once.
+fn stdout_ended(shared: &Shared, index: usize, generation: u64, events: &EventSink) {
     shared.alive.store(false, Ordering::Release);
     // Dropping every pending sender wakes every waiter with "disconnected" at once.
     lock(&shared.pending).clear();
@@ -682,10 +782,7 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             let id = msg.id.unwrap_or_else(jsonrpc::null);
             let mut bytes = jsonrpc::result_body(&id, "{}");
             bytes.push(b'\n');
-            let tx = lock(&shared.tx).clone();
-            if let Some(tx) = tx {
-                let _ = tx.try_send(bytes);
-            }
+            let _ = shared.stdin.try_send(bytes);
         }
         Verdict::Refuse { code, why, reason } => {
             drop(pending);
