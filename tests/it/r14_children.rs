@@ -441,3 +441,33 @@ fn r14_4_idle_per_session_children_cost_the_proxy_no_threads() {
         assert!(r.text().contains(&format!("s{i}")), "{}", r.text());
     }
 }
+
+#[test]
+fn r14_1_plain_sessions_are_pinned_away_from_capable_ones() {
+    // Exclusive calls hold up other sessions' calls on their child, so a plain session is
+    // placed on a child without capable sessions when there is one (before: the fewest
+    // sessions, whatever they were).
+    let p = demo_proxy(&["--stdio-children", "2"]);
+    let a = p.local_addr();
+    init_with(a, r#"{"sampling":{}}"#);
+    init_with(a, "{}");
+    init_with(a, "{}");
+    let children = p.proxy().upstream().children();
+    let sessions: Vec<usize> = children.iter().map(|c| c.sessions).collect();
+    assert_eq!(sessions.iter().sum::<usize>(), 3);
+    // One child has the capable session alone, the other both plain ones.
+    assert!(
+        sessions == [1, 2] || sessions == [2, 1],
+        "sessions per child: {sessions:?}"
+    );
+    // A second capable session joins the first, not the plain ones.
+    init_with(a, r#"{"roots":{}}"#);
+    let sessions: Vec<usize> = p
+        .proxy()
+        .upstream()
+        .children()
+        .iter()
+        .map(|c| c.sessions)
+        .collect();
+    assert!(sessions == [2, 2], "sessions per child: {sessions:?}");
+}

@@ -7,8 +7,11 @@
 //!   the client's requested version when the proxy knows it (2024-11-05 … 2025-11-25) and it is
 //!   not newer than what the child negotiated with the proxy; otherwise the child's version.
 //!   So a client is never moved off a version it offered that the child supports.
-//! * Each session is pinned to the child with the fewest sessions. Requests are rewritten by
-//!   [`Child`] (ids, progress tokens) and answered on the caller's own channel.
+//! * Each session is pinned to a child for its life: a plain session to the child with the
+//!   fewest sessions among those hosting no capable session (one whose client declared
+//!   `sampling`, `elicitation` or `roots`), a capable one to the child hosting the fewest plain
+//!   sessions (`place`), so that exclusive calls (below) rarely hold up plain ones. Requests
+//!   are rewritten by [`Child`] (ids, progress tokens) and answered on the caller's own channel.
 //! * **Dispatch.** The proxy tells every child it can take `sampling`, `elicitation` (form and
 //!   URL) and `roots`; each client gets only what it declared (`attribution.rs`). A request of
 //!   a session that declared one of them, or asked for logs, is exclusive: it enters its
@@ -112,9 +115,8 @@ impl StdioUpstream {
 impl Upstream for StdioUpstream {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let inner = &self.inner;
-        let pick = (0..inner.slots.len())
-            .filter(|&i| inner.live(i).is_some())
-            .min_by_key(|&i| inner.slots[i].sessions.load(Ordering::Relaxed))
+        let caps = ClientCaps::of_initialize(&call.msg);
+        let pick = place(inner, caps.any())
             .ok_or_else(|| Error::Unavailable(format!("no live {} child", inner.name)))?;
         let slot = &inner.slots[pick];
         let hs = read(&slot.handshake)
@@ -134,10 +136,13 @@ impl Upstream for StdioUpstream {
             Value::Object(result)
         );
         slot.sessions.fetch_add(1, Ordering::Relaxed);
+        if caps.any() {
+            slot.capable.fetch_add(1, Ordering::Relaxed);
+        }
         let binding = Binding {
             child: pick,
             generation: slot.epoch.load(Ordering::Acquire),
-            caps: ClientCaps::of_initialize(&call.msg),
+            caps,
             ..Binding::default()
         };
         Ok((binding, Reply::Message(body.into_bytes())))
@@ -234,6 +239,11 @@ impl Upstream for StdioUpstream {
         let _ = slot
             .sessions
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if session.binding.caps.any() {
+            let _ = slot
+                .capable
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         lock(&slot.members).retain(|w| w.upgrade().is_some_and(|s| s.id != session.id));
         self.inner.apply_level(session.binding.child, false);
         if let Some(child) = self.inner.live(session.binding.child) {
@@ -471,6 +481,31 @@ impl StdioUpstream {
         } else {
             Some(Reply::Message(jsonrpc::result_body(id, "{}")))
         }
+    }
+}
+
+/// The live child a new session is pinned to. Sessions whose clients can be asked something
+/// (`capable`: their calls are exclusive) are kept apart from the others where the children
+/// allow it, so that plain sessions rarely wait for exclusive calls: a plain session goes to
+/// the child with the fewest sessions among those hosting no capable session (if any does),
+/// a capable one to the child hosting the fewest plain sessions, then the fewest capable ones.
+fn place(inner: &Inner, capable: bool) -> Option<usize> {
+    let load = |i: usize| {
+        let slot = &inner.slots[i];
+        let (all, c) = (
+            slot.sessions.load(Ordering::Relaxed),
+            slot.capable.load(Ordering::Relaxed),
+        );
+        (all.saturating_sub(c), c)
+    };
+    let live = (0..inner.slots.len()).filter(|&i| inner.live(i).is_some());
+    if capable {
+        live.min_by_key(|&i| load(i))
+    } else {
+        live.min_by_key(|&i| {
+            let (plain, c) = load(i);
+            (c > 0, plain + c)
+        })
     }
 }
 

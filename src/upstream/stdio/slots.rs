@@ -115,6 +115,8 @@ pub(super) struct Slot {
     /// Why the child last went down.
     pub(super) last_error: Mutex<Option<String>>,
     pub(super) sessions: AtomicUsize,
+    /// Of those, sessions whose clients declared `sampling`, `elicitation` or `roots`.
+    pub(super) capable: AtomicUsize,
     /// Sessions pinned here, for notifications that concern all or some of them.
     pub(super) members: Mutex<Vec<Weak<Session>>>,
     /// Resource URI to the number of pinned sessions subscribed to it; the child itself is
@@ -154,6 +156,7 @@ impl Slot {
             restarts: AtomicU64::default(),
             last_error: Mutex::default(),
             sessions: AtomicUsize::default(),
+            capable: AtomicUsize::default(),
             members: Mutex::default(),
             subscriptions: Mutex::default(),
             log_level: Mutex::default(),
