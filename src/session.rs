@@ -745,6 +745,34 @@ mod tests {
     }
 
     #[test]
+    fn evicted_sessions_are_not_found_and_leave_the_table() {
+        let t = quota_table(10, 1, Duration::from_secs(60));
+        let a = t
+            .create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        assert!(matches!(
+            t.check_room("ip:a").1,
+            Err(Error::SessionQuota { .. })
+        ));
+        a.evict();
+        assert!(t.get_as(&a.id, None).is_none(), "its client gets 404");
+        // The next look drops it (handing it back to be wound down) and its room is free.
+        let (gone, room) = t.check_room("ip:a");
+        assert_eq!(gone.len(), 1);
+        assert!(room.is_ok());
+        assert!(t.is_empty());
+        let b = t
+            .build("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        let c = t
+            .create("v".into(), Binding::default(), None, "ip:b".into())
+            .unwrap();
+        c.evict();
+        t.insert(&b).unwrap();
+        assert_eq!(t.len(), 1, "insert drops the evicted one too");
+    }
+
+    #[test]
     fn client_capabilities() {
         let caps = |text: &str| {
             ClientCaps::of(&serde_json::value::RawValue::from_string(text.into()).unwrap())

@@ -11,7 +11,7 @@
 //! * **Fair:** once anyone waits, newcomers queue behind, first come first served; consecutive
 //!   shared calls at the head enter together. So neither kind starves the other.
 //! * **Bounded:** at most `--stdio-queue` calls wait per child (beyond: 503 with
-//!   `Retry-After`), and none past its deadline (504, as any call that takes too long).
+//!   `Retry-After: 2`), and none past its deadline (504, as any call that takes too long).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,8 +66,8 @@ impl Gate {
     }
 
     /// Waits until the call may go to the child (`exclusive`: the key that may share the child
-    /// with itself), at most until `deadline`. [`Error::UpstreamBusy`] when `--stdio-queue`
-    /// calls wait already, [`Error::Timeout`] at the deadline.
+    /// with itself), at most until `deadline`. [`Error::Unavailable`] (503) when
+    /// `--stdio-queue` calls wait already, [`Error::Timeout`] at the deadline.
     pub fn enter(
         self: &Arc<Self>,
         exclusive: Option<u64>,
@@ -96,7 +96,10 @@ impl Gate {
         }
         if st.queue.len() >= self.max_waiting {
             self.reopen(&st);
-            return Err(Error::UpstreamBusy);
+            return Err(Error::Unavailable(format!(
+                "{} calls already wait for this stdio child (--stdio-queue)",
+                self.max_waiting
+            )));
         }
         let ticket = st.next_ticket;
         st.next_ticket += 1;
@@ -245,7 +248,10 @@ mod tests {
             std::thread::spawn(move || g3.enter(Some(2), soon(2000)).map(|t| (t, Instant::now())));
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(g.waiting(), 2);
-        assert!(matches!(g.enter(None, soon(10)), Err(Error::UpstreamBusy)));
+        assert!(matches!(
+            g.enter(None, soon(10)),
+            Err(Error::Unavailable(_))
+        ));
         drop(x);
         let shared_at = shared.join().unwrap().unwrap();
         let (t, other_at) = other.join().unwrap().unwrap();
