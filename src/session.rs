@@ -100,9 +100,14 @@ impl Session {
         lock(&self.inflight).insert(client_id.to_owned(), upstream_id);
     }
 
-    /// Forgets a finished call.
-    pub fn end_call(&self, client_id: &str) {
-        lock(&self.inflight).remove(client_id);
+    /// Forgets finished call `client_id`, if it is still the one that went upstream as
+    /// `upstream_id`: the client may already have reused its id for a new call, which must
+    /// stay cancellable.
+    pub fn end_call(&self, client_id: &str, upstream_id: u64) {
+        let mut inflight = lock(&self.inflight);
+        if inflight.get(client_id) == Some(&upstream_id) {
+            inflight.remove(client_id);
+        }
     }
 
     /// The upstream id of an in-flight client request.
@@ -816,7 +821,11 @@ mod tests {
             .unwrap();
         s.begin_call("\"a\"", 7);
         assert_eq!(s.upstream_call_id("\"a\""), Some(7));
-        s.end_call("\"a\"");
+        // A reused id's new call is not forgotten with the old one.
+        s.begin_call("\"a\"", 8);
+        s.end_call("\"a\"", 7);
+        assert_eq!(s.upstream_call_id("\"a\""), Some(8));
+        s.end_call("\"a\"", 8);
         assert_eq!(s.inflight(), 0);
     }
 }

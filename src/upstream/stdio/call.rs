@@ -147,7 +147,7 @@ impl Drop for ChildStream {
         }
         self.ticket = None;
         if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {
-            s.end_call(cid);
+            s.end_call(cid, self.id);
         }
     }
 }
