@@ -460,22 +460,31 @@ fn lines(e: &mut Entry, mut data: &[u8]) -> Result<(), String> {
         if e.out_line.len() + line.len() > e.max.saturating_add(1) {
             return Err(format!("line longer than {} bytes", e.max));
         }
-        if e.out_line.is_empty() {
-            (e.on_line)(line);
+        let handled = if e.out_line.is_empty() {
+            handle(&mut e.on_line, line)
         } else {
             e.out_line.extend_from_slice(line);
-            (e.on_line)(&e.out_line);
+            let handled = handle(&mut e.on_line, &e.out_line);
             e.out_line.clear();
             if e.out_line.capacity() > KEEP_CAPACITY {
                 e.out_line = Vec::new();
             }
-        }
+            handled
+        };
+        handled?;
     }
     if e.out_line.len() + data.len() > e.max.saturating_add(1) {
         return Err(format!("line longer than {} bytes", e.max));
     }
     e.out_line.extend_from_slice(data);
     Ok(())
+}
+
+/// Hands one line on. A handler that panics ends that child (as a reader thread's panic did),
+/// never the thread that serves every other child.
+fn handle(on_line: &mut OnLine, line: &[u8]) -> Result<(), String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_line(line)))
+        .map_err(|_| "its line handler panicked".to_owned())
 }
 
 /// Reads what a child's stderr has now and logs each complete line.
