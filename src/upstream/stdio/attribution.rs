@@ -10,7 +10,8 @@
 //!
 //! The rule, in order:
 //!
-//! 1. `notifications/progress` naming the rewritten token of a call in flight: that call.
+//! 1. `notifications/progress` naming the rewritten token of a call in flight: that call;
+//!    naming none: dropped and counted (its token means nothing to any other call).
 //! 2. `notifications/*/list_changed` and `notifications/resources/updated`: the sessions on the
 //!    child they concern ([`Verdict::SessionWide`]).
 //! 3. A `ping` request: the proxy answers it (the child's client is the proxy, and it is alive).
@@ -28,8 +29,8 @@
 //!    * refused with -32603 otherwise (a stateless call: no way to answer it before the
 //!      era bridge; several sessions, one of them capable; nothing in flight), and counted.
 //! 7. Any other request: to the target, else refused with -32603 and counted.
-//! 8. Any other notification (a log, progress for no known token): to the target, else dropped
-//!    and counted as `unattributed`.
+//! 8. Any other notification (a log): to the target, else dropped and counted as
+//!    `unattributed`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -121,11 +122,13 @@ pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> V
     let method = msg.method();
     let request = matches!(msg.kind(), Ok(Kind::Request));
     if !request {
-        if method == "notifications/progress"
-            && let Some(id) = super::child::progress_token_id(msg)
-            && calls.iter().any(|c| c.id == id && c.has_token)
-        {
-            return Verdict::Call(id);
+        if method == "notifications/progress" {
+            // Its token is a rewritten call id: to another call it would name another request
+            // (or, by chance, one of that client's own).
+            return match super::child::progress_token_id(msg) {
+                Some(id) if calls.iter().any(|c| c.id == id && c.has_token) => Verdict::Call(id),
+                _ => Verdict::Drop(DropReason::Unattributed),
+            };
         }
         if method.ends_with("/list_changed") || method == "notifications/resources/updated" {
             return Verdict::SessionWide;
@@ -346,6 +349,11 @@ mod tests {
         assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32601);
         let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
         assert_eq!(attribute(&msg(progress), &calls, false), Verdict::Call(1));
+        let stray = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":9,"progress":1}}"#;
+        assert_eq!(
+            attribute(&msg(stray), &calls, false),
+            Verdict::Drop(DropReason::Unattributed)
+        );
         let ping = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
         assert_eq!(attribute(&msg(ping), &calls, false), Verdict::Ping);
         let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
