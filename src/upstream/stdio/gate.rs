@@ -34,7 +34,6 @@ pub struct Gate {
     /// [`CLOSED`] and the number of shared calls in flight.
     fast: AtomicU64,
     state: Mutex<State>,
-    moved: Condvar,
     /// `--stdio-queue`: calls that may wait at once.
     max_waiting: usize,
 }
@@ -43,8 +42,9 @@ pub struct Gate {
 struct State {
     /// The exclusive key holding the child, and how many of its calls are in flight.
     holder: Option<(u64, usize)>,
-    /// Waiting calls in arrival order: a ticket number and what it wants.
-    queue: VecDeque<(u64, Want)>,
+    /// Waiting calls in arrival order: a ticket number, what it wants, and what it sleeps on
+    /// (only the head is woken: no herd of waiters for one place).
+    queue: VecDeque<(u64, Want, Arc<Condvar>)>,
     next_ticket: u64,
 }
 
@@ -60,7 +60,6 @@ impl Gate {
         Arc::new(Gate {
             fast: AtomicU64::new(0),
             state: Mutex::new(State::default()),
-            moved: Condvar::new(),
             max_waiting,
         })
     }
@@ -103,27 +102,28 @@ impl Gate {
         }
         let ticket = st.next_ticket;
         st.next_ticket += 1;
-        st.queue.push_back((ticket, exclusive));
+        let wake = Arc::new(Condvar::new());
+        st.queue.push_back((ticket, exclusive, wake.clone()));
         self.fast.fetch_or(CLOSED, Ordering::AcqRel);
         loop {
-            if st.queue.front().is_some_and(|(t, _)| *t == ticket)
+            if st.queue.front().is_some_and(|(t, _, _)| *t == ticket)
                 && self.admissible(&st, exclusive)
             {
                 st.queue.pop_front();
                 self.admit(&mut st, exclusive);
                 self.reopen(&st);
                 // The next in line may be admissible too (shared calls enter together).
-                self.moved.notify_all();
+                wake_head(&st);
                 return Ok(self.ticket(exclusive));
             }
             let now = Instant::now();
             if now >= deadline {
-                st.queue.retain(|(t, _)| *t != ticket);
+                st.queue.retain(|(t, _, _)| *t != ticket);
                 self.reopen(&st);
-                self.moved.notify_all();
+                wake_head(&st);
                 return Err(Error::Timeout);
             }
-            st = match self.moved.wait_timeout(st, deadline - now) {
+            st = match wake.wait_timeout(st, deadline - now) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };
@@ -185,8 +185,7 @@ impl Gate {
                 let before = self.fast.fetch_sub(1, Ordering::AcqRel);
                 if before & CLOSED != 0 && before & READERS == 1 {
                     // The last shared call out: an exclusive one may be waiting for that.
-                    let _st = lock(&self.state);
-                    self.moved.notify_all();
+                    wake_head(&lock(&self.state));
                 }
             }
             Some(_) => {
@@ -196,9 +195,16 @@ impl Gate {
                     _ => None,
                 };
                 self.reopen(&st);
-                self.moved.notify_all();
+                wake_head(&st);
             }
         }
+    }
+}
+
+/// Wakes the first waiting call (the only one that may enter next).
+fn wake_head(st: &State) {
+    if let Some((_, _, wake)) = st.queue.front() {
+        wake.notify_one();
     }
 }
 

@@ -69,6 +69,8 @@ pub struct StdioUpstream {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     /// `--max-subscriptions`: URIs one session may be subscribed to.
     max_subscriptions: usize,
+    /// Held while a new session is placed and counted.
+    placing: Mutex<()>,
 }
 
 impl StdioUpstream {
@@ -108,6 +110,7 @@ impl StdioUpstream {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
             max_subscriptions: cfg.max_subscriptions,
+            placing: Mutex::new(()),
         })
     }
 }
@@ -116,6 +119,9 @@ impl Upstream for StdioUpstream {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let inner = &self.inner;
         let caps = ClientCaps::of_initialize(&call.msg);
+        // Placement reads and counts under one lock, so that sessions arriving together do
+        // not all see the same counts.
+        let placing = lock(&self.placing);
         let pick = place(inner, caps.any())
             .ok_or_else(|| Error::Unavailable(format!("no live {} child", inner.name)))?;
         let slot = &inner.slots[pick];
@@ -139,6 +145,7 @@ impl Upstream for StdioUpstream {
         if caps.any() {
             slot.capable.fetch_add(1, Ordering::Relaxed);
         }
+        drop(placing);
         let binding = Binding {
             child: pick,
             generation: slot.epoch.load(Ordering::Acquire),
