@@ -55,7 +55,9 @@ impl Shadowcat {
             UpstreamConfig::Http(http) => Arc::new(HttpUpstream::new(http, Some(metrics.clone()))?),
             UpstreamConfig::Stdio(stdio) => match stdio.mode {
                 StdioMode::Shared => Arc::new(StdioUpstream::start(stdio, Some(metrics.clone()))?),
-                StdioMode::PerSession { .. } => Arc::new(DedicatedUpstream::start(stdio)?),
+                StdioMode::PerSession { .. } => {
+                    Arc::new(DedicatedUpstream::start(stdio, Some(metrics.clone()))?)
+                }
             },
         };
         Shadowcat::launch(config, upstream, metrics)

@@ -104,6 +104,12 @@ pub struct ReverseArgs {
     #[argh(option, default = "2")]
     pub stdio_spares: usize,
 
+    /// shared: calls that may wait at once for their child (default 32 per child); a call
+    /// whose client can take server-to-client requests, or asked for logs, runs without other
+    /// sessions' calls on its child, and they wait for it; beyond, 503
+    #[argh(option, default = "32")]
+    pub stdio_queue: usize,
+
     /// requests handled at once (default 64); more wait for a free worker
     #[argh(option, default = "64")]
     pub workers: usize,
@@ -152,6 +158,11 @@ pub struct ReverseArgs {
     /// a session unused this long is ended (default 30m)
     #[argh(option, default = "String::from(\"30m\")")]
     pub session_idle: String,
+
+    /// per-session: when all children are taken, the session unused longest is ended to make
+    /// room if it was unused this long and has no call in flight (default 60s); else 503
+    #[argh(option, default = "String::from(\"60s\")")]
+    pub session_evict_idle: String,
 
     /// an idle keep-alive client connection is closed after this (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
@@ -432,6 +443,7 @@ impl ReverseArgs {
         positive("--upstream-pool", self.upstream_pool as usize)?;
         positive("--replay-events", self.replay_events)?;
         positive("--max-subscriptions", self.max_subscriptions)?;
+        positive("--stdio-queue", self.stdio_queue)?;
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -524,6 +536,7 @@ impl ReverseArgs {
         let replay_budget = size("--replay-budget", &self.replay_budget)?;
         positive("--replay-budget", replay_budget)?;
         let session_idle = duration("--session-idle", &self.session_idle)?;
+        let evict_idle = duration("--session-evict-idle", &self.session_evict_idle)?;
         let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
         let client_write_timeout = duration("--client-write-timeout", &self.client_write_timeout)?;
         let request_timeout = duration("--request-timeout", &self.request_timeout)?;
@@ -588,6 +601,8 @@ impl ReverseArgs {
                 max_message,
                 max_call_buffer,
                 max_subscriptions: self.max_subscriptions,
+                evict_idle,
+                queue: self.stdio_queue,
             }),
         };
         Ok(Config {
@@ -975,6 +990,8 @@ mod tests {
                 max_message: 16 * 1024 * 1024,
                 max_call_buffer: 8 * 1024 * 1024,
                 max_subscriptions: 64,
+                evict_idle: Duration::from_secs(60),
+                queue: 32,
             })
         );
         assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);

@@ -258,6 +258,14 @@ pub struct StdioUpstreamConfig {
     /// where the proxy keeps them). Default 64.
     #[serde(rename = "maxSubscriptions")]
     pub max_subscriptions: usize,
+    /// `--session-evict-idle`: per-session mode, all children taken: a session unused this
+    /// long, with no call in flight, is ended to make room for a new one. Default 60 s.
+    #[serde(rename = "sessionEvictIdleSeconds", serialize_with = "seconds")]
+    pub evict_idle: Duration,
+    /// `--stdio-queue`: calls that may wait at once for one shared child to be free for them
+    /// (an exclusive call waits for other sessions' calls to end, and they for it). Default 32.
+    #[serde(rename = "stdioQueue")]
+    pub queue: usize,
 }
 
 /// How sessions use stdio children.

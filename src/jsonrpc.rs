@@ -22,6 +22,8 @@ use crate::error::Error;
 
 /// The `_meta` key that marks a 2026-07-28 ("modern") request.
 pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// The `_meta` key of a 2026-07-28 request's client capabilities.
+pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 
 /// One JSON-RPC message.
 #[derive(Debug, Deserialize, Serialize)]

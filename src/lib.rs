@@ -51,20 +51,25 @@
 //!      preflight from an allowed origin is answered here (cors.rs), before the gate
 //!   ─▶ gate: identify (auth), charge (rate limits)
 //!   ─▶ route: initialize / session lookup (session.rs) / stateless 2026-07-28
-//!   ─▶ upstream::Upstream::forward ─▶ stdio::call ─▶ child writer thread ─▶ child process
+//!   ─▶ upstream::Upstream::forward ─▶ stdio gate (exclusive calls wait) ─▶ stdio::call
+//!        ─▶ child writer thread ─▶ child process
 //!        child stdout ─▶ child reader thread (ids restored, routed) ─▶ the call's channel
 //!   ─▶ route: JSON answer, or sse: a stream (worker permit swapped for a stream permit,
 //!      events logged in stream.rs for Last-Event-ID)
 //!   ─▶ access log and metrics; any failure: Error::answer() (error.rs)
 //! ```
 //!
-//! A child's message that names no request (a log, progress for no known token) is routed
-//! only where it provably belongs: to the only call in flight on that child, or to the newest
-//! call of the one session owning every call in flight; list changes and resource updates go
-//! to the sessions they concern. Anything else is dropped and counted
-//! (`shadowcat_dropped_messages_total{reason="unattributed"}`), never delivered to a guess.
-//! Log levels are per session: the child runs at the lowest level its sessions asked for and
-//! the proxy drops each session's messages below its own (`upstream/stdio/child.rs`,
+//! In shared mode a call whose client can be asked something (it declared `sampling`,
+//! `elicitation` or `roots`) or asked for logs is *exclusive*: it runs only while no other
+//! session's call is in flight on its child, and later calls wait for it (`upstream/stdio/gate.rs`;
+//! other calls share the child with no lock). A child's message that is not a response goes
+//! only where it provably belongs (`upstream/stdio/attribution.rs`): to the newest call of the
+//! one session owning every call in flight, or to the one stateless call; a server-to-client
+//! request only if that call's client declared the capability, else the child gets -32601.
+//! List changes and resource updates go to the sessions they concern. Anything else is dropped
+//! or refused and counted (`shadowcat_dropped_messages_total{reason}`), never delivered to a
+//! guess. Log levels are per session: the child runs at the lowest level its sessions asked for
+//! and the proxy drops each session's messages below its own (`upstream/stdio/child.rs`,
 //! `slots.rs`, `shared.rs`).
 //!
 //! An HTTP upstream replaces the stdio steps with a slot checked out of an r2d2 pool
@@ -82,9 +87,12 @@
 //!   `--max-streams` stream permits on its connection thread instead: streams never occupy a
 //!   request worker. The thread keeps draining the upstream into the replay log if the client
 //!   leaves, until the request ends.
-//! * **stdio:** 3 threads per child (stdin writer, stdout reader, stderr logger) and one
-//!   supervisor (shared mode) or keeper (per-session mode) per upstream, which spawns every
-//!   child (the parent-death signal is tied to the spawning thread). No thread or process is
+//! * **stdio:** shared mode: 3 threads per child (stdin writer, stdout reader, stderr
+//!   logger); per-session mode: one I/O thread for all children (`poll(2)` on their stdout and
+//!   stderr; callers write stdin themselves, what the pipe does not take at once is flushed by
+//!   that thread), so an idle session costs no thread. One supervisor (shared mode) or keeper
+//!   (per-session mode) per upstream spawns every child (the parent-death signal is tied to
+//!   the spawning thread). No thread or process is
 //!   created per request; each call gets a reply queue bounded in bytes (`--max-call-buffer`).
 //! * **HTTP:** r2d2 keeps a small maintenance pool per slot pool (requests, standalone
 //!   streams); one relay thread per session whose standalone GET stream is open.

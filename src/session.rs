@@ -1,10 +1,12 @@
 //! Client sessions: ids, the table, idle expiry, the cap and the per-client quota.
 //!
 //! A session is created when a client's `initialize` succeeds upstream and ends on DELETE, on
-//! idle expiry (`--session-idle`), when its stdio child restarts, or when the HTTP upstream
-//! forgets its own session. When `--max-sessions` are live, expired ones are dropped first; if
-//! none has expired the new client gets 503. Live sessions are never evicted to make room, so a
-//! flood of `initialize` calls cannot push out clients that are working.
+//! idle expiry (`--session-idle`), when its stdio child restarts, when the HTTP upstream
+//! forgets its own session, or when per-session mode evicts it to make room ([`Session::evict`]:
+//! all children taken, and it was unused for `--session-evict-idle` with no call in flight).
+//! When `--max-sessions` are live, expired ones are dropped first; if none has expired the new
+//! client gets 503. The table itself never evicts a live session to make room, so a flood of
+//! `initialize` calls cannot push out clients that are working.
 //!
 //! One client (its principal, or its IP when unauthenticated: [`Session::client`]) holds at
 //! most `--max-sessions-per-client` sessions (429 beyond; by default at most half of the
@@ -27,6 +29,9 @@ use crate::util::lock;
 /// How a session is tied to the upstream, decided by [`crate::upstream::Upstream::initialize`].
 #[derive(Debug, Default)]
 pub struct Binding {
+    /// What the client declared it can take from a server in its `initialize` (read by the
+    /// shared stdio upstream, which dispatches and routes by it).
+    pub caps: ClientCaps,
     /// stdio: index of the child the session is pinned to.
     pub child: usize,
     /// stdio: that child's generation when pinned; a restart makes the session stale.
@@ -67,6 +72,9 @@ pub struct Session {
     /// The `logging/setLevel` level the client asked for ([`LogLevel`] rank), or
     /// [`LogLevel::UNSET`]: then it takes whatever the server sends.
     log_level: std::sync::atomic::AtomicU8,
+    /// Ended by its upstream to make room ([`Session::evict`]): no longer found, and dropped
+    /// from the table at the next look.
+    evicted: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -92,9 +100,14 @@ impl Session {
         lock(&self.inflight).insert(client_id.to_owned(), upstream_id);
     }
 
-    /// Forgets a finished call.
-    pub fn end_call(&self, client_id: &str) {
-        lock(&self.inflight).remove(client_id);
+    /// Forgets finished call `client_id`, if it is still the one that went upstream as
+    /// `upstream_id`: the client may already have reused its id for a new call, which must
+    /// stay cancellable.
+    pub fn end_call(&self, client_id: &str, upstream_id: u64) {
+        let mut inflight = lock(&self.inflight);
+        if inflight.get(client_id) == Some(&upstream_id) {
+            inflight.remove(client_id);
+        }
     }
 
     /// The upstream id of an in-flight client request.
@@ -126,9 +139,142 @@ impl Session {
         }
     }
 
+    /// True when the shared stdio upstream must run this session's calls alone on their child,
+    /// so that what the child sends while they run provably belongs to them: its client can
+    /// take server-to-client requests (it declared `sampling`, `elicitation` or `roots`), or it
+    /// asked for log messages with `logging/setLevel`.
+    pub fn exclusive(&self) -> bool {
+        self.binding.caps.any() || self.log_level().is_some()
+    }
+
+    /// Ends the session from the upstream's side (per-session mode made room for a new one):
+    /// from now on it is not found (its client gets 404 and re-initializes), and the table
+    /// drops it at its next look; its upstream side must already be released.
+    pub fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+    }
+
+    /// True once [`Session::evict`] ran.
+    pub fn is_evicted(&self) -> bool {
+        self.evicted.load(Ordering::Acquire)
+    }
+
     /// How long until the session expires if it stays unused.
     pub fn expires_in(&self, idle: Duration) -> Duration {
         idle.saturating_sub(self.idle_for())
+    }
+}
+
+/// What a client declared, in its `initialize` or a 2026-07-28 request's `_meta`, that it can
+/// take from a server: the server-to-client requests the proxy routes by it. Other members of
+/// the client's capabilities (experimental, extensions, tasks) are not read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientCaps(u8);
+
+impl ClientCaps {
+    /// None declared.
+    pub const NONE: ClientCaps = ClientCaps(0);
+    /// `sampling`: `sampling/createMessage`.
+    pub const SAMPLING: ClientCaps = ClientCaps(1);
+    /// `elicitation` as `{}` or with `form`: `elicitation/create` in form mode.
+    pub const ELICIT_FORM: ClientCaps = ClientCaps(2);
+    /// `elicitation.url`: `elicitation/create` in URL mode.
+    pub const ELICIT_URL: ClientCaps = ClientCaps(4);
+    /// `roots`: `roots/list`.
+    pub const ROOTS: ClientCaps = ClientCaps(8);
+    /// Everything (a client the child itself negotiated with, per-session mode).
+    pub const ALL: ClientCaps = ClientCaps(15);
+
+    /// What a `capabilities` object declares. A capability counts when its member is an
+    /// object; anything else (absent, `null`, a non-object) declares nothing. `elicitation: {}`
+    /// is form mode, as the spec keeps it for backward compatibility.
+    pub fn of(capabilities: &serde_json::value::RawValue) -> ClientCaps {
+        let Some([sampling, elicitation, roots]) =
+            crate::jsonrpc::pick(capabilities.get(), ["sampling", "elicitation", "roots"])
+        else {
+            return ClientCaps::NONE;
+        };
+        let object = |v: Option<&serde_json::value::RawValue>| {
+            v.is_some_and(|v| v.get().trim_start().starts_with('{'))
+        };
+        let mut caps = ClientCaps::NONE;
+        if object(sampling) {
+            caps = caps.with(ClientCaps::SAMPLING);
+        }
+        if let Some(e) = elicitation.filter(|e| object(Some(e)))
+            && let Some([form, url]) = crate::jsonrpc::pick(e.get(), ["form", "url"])
+        {
+            if object(form) || (form.is_none() && url.is_none()) {
+                caps = caps.with(ClientCaps::ELICIT_FORM);
+            }
+            if object(url) {
+                caps = caps.with(ClientCaps::ELICIT_URL);
+            }
+        }
+        if object(roots) {
+            caps = caps.with(ClientCaps::ROOTS);
+        }
+        caps
+    }
+
+    /// What an `initialize` request's `params.capabilities` declares.
+    pub fn of_initialize(msg: &crate::jsonrpc::Message) -> ClientCaps {
+        msg.params
+            .as_deref()
+            .and_then(|p| crate::jsonrpc::pick(p.get(), ["capabilities"]))
+            .and_then(|[c]| c)
+            .map(ClientCaps::of)
+            .unwrap_or_default()
+    }
+
+    /// What a 2026-07-28 request's `params._meta["io.modelcontextprotocol/clientCapabilities"]`
+    /// declares.
+    pub fn of_meta(msg: &crate::jsonrpc::Message) -> ClientCaps {
+        msg.head()
+            .meta
+            .and_then(|m| crate::jsonrpc::pick(m.get(), [crate::jsonrpc::META_CAPABILITIES]))
+            .and_then(|[c]| c)
+            .map(ClientCaps::of)
+            .unwrap_or_default()
+    }
+
+    /// Both sets.
+    pub fn with(self, other: ClientCaps) -> ClientCaps {
+        ClientCaps(self.0 | other.0)
+    }
+
+    /// True when every capability of `other` is declared.
+    pub fn has(self, other: ClientCaps) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True when anything the proxy routes by is declared.
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    /// The capability a server-to-client request needs, for the request's `method` and
+    /// `mode` (`elicitation/create`'s `params.mode`); `None` for methods that need none the
+    /// proxy knows (`ping`, and anything else).
+    pub fn needed(method: &str, mode: Option<&str>) -> Option<ClientCaps> {
+        match method {
+            "sampling/createMessage" => Some(ClientCaps::SAMPLING),
+            "elicitation/create" if mode == Some("url") => Some(ClientCaps::ELICIT_URL),
+            "elicitation/create" => Some(ClientCaps::ELICIT_FORM),
+            "roots/list" => Some(ClientCaps::ROOTS),
+            _ => None,
+        }
+    }
+
+    /// The capability's name as a client declares it, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCaps::SAMPLING => "sampling",
+            ClientCaps::ELICIT_FORM => "elicitation (form mode)",
+            ClientCaps::ELICIT_URL => "elicitation.url",
+            ClientCaps::ROOTS => "roots",
+            _ => "capabilities",
+        }
     }
 }
 
@@ -224,9 +370,9 @@ impl Sessions {
     /// that makes room; they are returned either way, so the caller closes them upstream.
     pub fn check_room(&self, client: &str) -> (Vec<Arc<Session>>, Result<(), Error>) {
         let mut t = lock(&self.map);
-        let mut expired = Vec::new();
+        let mut expired = t.take_evicted();
         if t.by_id.len() >= self.max || t.held_by(client) >= self.max_per_client {
-            expired = t.take_expired(self.idle);
+            expired.extend(t.take_expired(self.idle));
         }
         let room = self.room(&t, client);
         (expired, room)
@@ -308,12 +454,15 @@ impl Sessions {
             principal,
             client,
             log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
+            evicted: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
     /// Adds a built session, unless `--max-sessions` are live or its client holds its quota.
     pub fn insert(&self, s: &Arc<Session>) -> Result<(), Error> {
         let mut t = lock(&self.map);
+        // Evicted just now to make room for this one (their upstream side is released).
+        t.take_evicted();
         self.room(&t, &s.client)?;
         t.insert(s.clone());
         Ok(())
@@ -326,7 +475,7 @@ impl Sessions {
     pub fn get_as(&self, id: &str, principal: Option<&str>) -> Option<Arc<Session>> {
         let t = lock(&self.map);
         let s = t.by_id.get(id)?.clone();
-        if s.principal.as_deref() != principal || s.idle_for() >= self.idle {
+        if s.principal.as_deref() != principal || s.idle_for() >= self.idle || s.is_evicted() {
             return None;
         }
         s.touch();
@@ -423,11 +572,22 @@ impl Table {
         }
     }
 
+    /// Removes and returns the sessions their upstream evicted.
+    fn take_evicted(&mut self) -> Vec<Arc<Session>> {
+        let ids: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|s| s.is_evicted())
+            .map(|s| s.id.clone())
+            .collect();
+        ids.iter().filter_map(|id| self.remove(id)).collect()
+    }
+
     fn take_expired(&mut self, idle: Duration) -> Vec<Arc<Session>> {
         let ids: Vec<String> = self
             .by_id
             .values()
-            .filter(|s| s.idle_for() >= idle)
+            .filter(|s| s.idle_for() >= idle || s.is_evicted())
             .map(|s| s.id.clone())
             .collect();
         ids.iter().filter_map(|id| self.remove(id)).collect()
@@ -590,6 +750,70 @@ mod tests {
     }
 
     #[test]
+    fn evicted_sessions_are_not_found_and_leave_the_table() {
+        let t = quota_table(10, 1, Duration::from_secs(60));
+        let a = t
+            .create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        assert!(matches!(
+            t.check_room("ip:a").1,
+            Err(Error::SessionQuota { .. })
+        ));
+        a.evict();
+        assert!(t.get_as(&a.id, None).is_none(), "its client gets 404");
+        // The next look drops it (handing it back to be wound down) and its room is free.
+        let (gone, room) = t.check_room("ip:a");
+        assert_eq!(gone.len(), 1);
+        assert!(room.is_ok());
+        assert!(t.is_empty());
+        let b = t
+            .build("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        let c = t
+            .create("v".into(), Binding::default(), None, "ip:b".into())
+            .unwrap();
+        c.evict();
+        t.insert(&b).unwrap();
+        assert_eq!(t.len(), 1, "insert drops the evicted one too");
+    }
+
+    #[test]
+    fn client_capabilities() {
+        let caps = |text: &str| {
+            ClientCaps::of(&serde_json::value::RawValue::from_string(text.into()).unwrap())
+        };
+        assert_eq!(caps("{}"), ClientCaps::NONE);
+        assert_eq!(caps("[]"), ClientCaps::NONE);
+        assert_eq!(caps(r#"{"sampling":{}}"#), ClientCaps::SAMPLING);
+        assert_eq!(caps(r#"{"sampling":null,"roots":true}"#), ClientCaps::NONE);
+        assert_eq!(caps(r#"{"elicitation":{}}"#), ClientCaps::ELICIT_FORM);
+        assert_eq!(
+            caps(r#"{"elicitation":{"url":{}}}"#),
+            ClientCaps::ELICIT_URL
+        );
+        let all = caps(
+            r#"{"roots":{"listChanged":true},"elicitation":{"form":{},"url":{}},"sampling":{"tools":{}}}"#,
+        );
+        assert_eq!(all, ClientCaps::ALL);
+        assert!(all.has(ClientCaps::ROOTS.with(ClientCaps::SAMPLING)));
+        let init = crate::jsonrpc::Message::parse(
+            br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"capabilities":{"roots":{}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ClientCaps::of_initialize(&init), ClientCaps::ROOTS);
+        let modern = crate::jsonrpc::Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"io.modelcontextprotocol/clientCapabilities":{"sampling":{}}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ClientCaps::of_meta(&modern), ClientCaps::SAMPLING);
+        assert_eq!(
+            ClientCaps::needed("elicitation/create", Some("url")),
+            Some(ClientCaps::ELICIT_URL)
+        );
+        assert_eq!(ClientCaps::needed("ping", None), None);
+    }
+
+    #[test]
     fn inflight_map() {
         let t = table(1, Duration::from_secs(60));
         let s = t
@@ -597,7 +821,11 @@ mod tests {
             .unwrap();
         s.begin_call("\"a\"", 7);
         assert_eq!(s.upstream_call_id("\"a\""), Some(7));
-        s.end_call("\"a\"");
+        // A reused id's new call is not forgotten with the old one.
+        s.begin_call("\"a\"", 8);
+        s.end_call("\"a\"", 7);
+        assert_eq!(s.upstream_call_id("\"a\""), Some(8));
+        s.end_call("\"a\"", 8);
         assert_eq!(s.inflight(), 0);
     }
 }

@@ -321,14 +321,19 @@ pub enum DropReason {
     /// A `notifications/message` below the level its session asked for with
     /// `logging/setLevel` (the child runs at the lowest level any of its sessions asked for).
     BelowLogLevel,
+    /// A shared stdio child's server-to-client request for a capability the client of the
+    /// call it belongs to did not declare (or that no client with a call in flight declared):
+    /// answered to the child with -32601, never routed to another client.
+    MissingCapability,
 }
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 4] = [
         DropReason::SlowClient,
         DropReason::Unattributed,
         DropReason::BelowLogLevel,
+        DropReason::MissingCapability,
     ];
 
     /// The `reason` label value.
@@ -337,6 +342,7 @@ impl DropReason {
             DropReason::SlowClient => "slow_client",
             DropReason::Unattributed => "unattributed",
             DropReason::BelowLogLevel => "below_log_level",
+            DropReason::MissingCapability => "missing_capability",
         }
     }
 }
@@ -443,6 +449,7 @@ pub struct Metrics {
     pool_checkout_timeouts: AtomicU64,
     pool_opened: AtomicU64,
     pool_closed: AtomicU64,
+    sessions_evicted: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -470,6 +477,7 @@ impl Metrics {
             pool_checkout_timeouts: AtomicU64::new(0),
             pool_opened: AtomicU64::new(0),
             pool_closed: AtomicU64::new(0),
+            sessions_evicted: AtomicU64::new(0),
         }
     }
 
@@ -497,6 +505,12 @@ impl Metrics {
     #[inline]
     pub fn rejected(&self, why: Rejection) {
         self.rejected[why as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A per-session stdio child's idle session ended to make room for a new one.
+    #[inline]
+    pub fn session_evicted(&self) {
+        self.sessions_evicted.fetch_add(1, Relaxed);
     }
 
     /// `n` messages dropped on their way to a client, for `why`.

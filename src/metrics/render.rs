@@ -109,8 +109,10 @@ impl Metrics {
             "Messages dropped on their way to a client, by reason: slow_client (a call's queue \
              held --max-call-buffer bytes because its client did not read; final responses are \
              never dropped), unattributed (a shared stdio child's message no request or session \
-             provably owns), below_log_level (under the level its session set with \
-             logging/setLevel).",
+             provably owns; requests among them are answered with -32603), below_log_level \
+             (under the level its session set with logging/setLevel), missing_capability (a \
+             shared stdio child's request for a capability the client it belongs to did not \
+             declare, answered with -32601).",
         );
         for why in DropReason::ALL {
             let n = self.dropped[why as usize].load(Relaxed);
@@ -154,6 +156,13 @@ impl Metrics {
             g.rate_limit_keys as u64,
         );
 
+        counter(
+            w,
+            "shadowcat_sessions_evicted_total",
+            "Idle sessions ended to make room for a new one (per-session stdio mode, all \
+             children taken; idle at least --session-evict-idle, no call in flight).",
+            self.sessions_evicted.load(Relaxed),
+        );
         counter(
             w,
             "shadowcat_bytes_received_total",

@@ -209,6 +209,11 @@ fn exact_lines_after_known_traffic() {
         &text,
         "shadowcat_dropped_messages_total{reason=\"below_log_level\"} 0",
     );
+    has(
+        &text,
+        "shadowcat_dropped_messages_total{reason=\"missing_capability\"} 0",
+    );
+    has(&text, "shadowcat_sessions_evicted_total 0");
     has(&text, "shadowcat_sessions 3");
     has(&text, "shadowcat_streams_open 2");
     has(&text, "shadowcat_connections_open 5");
@@ -476,6 +481,7 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_connections_open", "gauge"),
         ("shadowcat_replay_buffer_bytes", "gauge"),
         ("shadowcat_rate_limit_keys", "gauge"),
+        ("shadowcat_sessions_evicted_total", "counter"),
         ("shadowcat_bytes_received_total", "counter"),
         ("shadowcat_bytes_sent_total", "counter"),
         ("shadowcat_child_up", "gauge"),

@@ -200,10 +200,16 @@ impl Proxy {
         };
         let (binding, reply) = match self.upstream.initialize(call) {
             // The upstream ran out of room for sessions (every per-session child is taken):
-            // they free up as sessions end, so the wait is the table's.
-            Err(Error::TooManySessions { .. }) => {
+            // they free up as sessions end, or sooner when the upstream says when it can
+            // evict one (0: it cannot tell).
+            Err(Error::TooManySessions { retry_after }) => {
+                let expiry = self.sessions.retry_after();
                 return Err(Error::TooManySessions {
-                    retry_after: self.sessions.retry_after(),
+                    retry_after: if retry_after > 0 {
+                        retry_after.min(expiry)
+                    } else {
+                        expiry
+                    },
                 });
             }
             r => r?,

@@ -52,6 +52,8 @@ mod tls;
 mod cors;
 // A real browser: the TypeScript SDK in headless Chromium, from an allowed and a foreign origin.
 mod browser;
+// Issue #14: capability-aware dispatch on shared children, roots, eviction, per-session memory.
+mod r14_children;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

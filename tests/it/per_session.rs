@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
 use crate::lifecycle::alive;
 use crate::support::*;
 
@@ -169,4 +171,79 @@ fn python_sdk_through_per_session_mode() {
     let out = run_py("smoke.py", &format!("http://{}/mcp", p.local_addr()));
     assert_eq!(out["echo"], "Echo: hello through MCP", "{out}");
     assert_eq!(out["resources"], 7, "{out}");
+}
+
+fn tool_call(id: u64, name: &str, args: serde_json::Value) -> String {
+    json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":name,"arguments":args}})
+        .to_string()
+}
+
+/// Their I/O is one shared thread now (issue #14): crashes, broken lines and children that
+/// stop reading are still seen, each by its own session only.
+#[test]
+fn children_still_crash_hang_and_break_visibly() {
+    let p = demo_proxy(&[
+        "--stdio-mode",
+        "per-session",
+        "--stdio-spares",
+        "1",
+        "--request-timeout",
+        "700ms",
+        "--max-message",
+        "64KiB",
+        "--max-sessions-per-client",
+        "8",
+    ]);
+    let a = p.local_addr();
+    // A crash fails the call in flight at once; the session is gone (404).
+    let sid = Conn::open(a).initialize();
+    let started = Instant::now();
+    let r = post(a, Some(&sid), &tool_call(1, "crash", json!({})));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(started.elapsed() < Duration::from_millis(650));
+    let r = post(a, Some(&sid), &tool_call(2, "echo", json!({"message":"x"})));
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A line over --max-message marks the child broken.
+    let sid = Conn::open(a).initialize();
+    let r = post(
+        a,
+        Some(&sid),
+        &tool_call(1, "huge_line", json!({"bytes":200000})),
+    );
+    assert_eq!(r.json()["error"]["code"], -32603, "{}", r.text());
+    let r = post(a, Some(&sid), &tool_call(2, "echo", json!({"message":"x"})));
+    assert_eq!(r.status, 404, "{}", r.text());
+    // A child that stops reading: big requests fill its pipe and its outbox, and each is
+    // answered by its deadline; nothing waits forever.
+    let sid = Conn::open(a).initialize();
+    let r = post(a, Some(&sid), &tool_call(1, "stop_reading", json!({})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let big = "y".repeat(300_000);
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let (sid, big) = (sid.clone(), big.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let r = post(
+                    a,
+                    Some(&sid),
+                    &tool_call(10 + i, "echo", json!({"message": big})),
+                );
+                (r.status, started.elapsed())
+            })
+        })
+        .collect();
+    for c in calls {
+        let (status, took) = c.join().expect("call");
+        assert!(status == 504 || status == 200, "{status}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+    }
+    // Other sessions never noticed.
+    let other = Conn::open(a).initialize();
+    let r = post(
+        a,
+        Some(&other),
+        &tool_call(1, "echo", json!({"message":"fine"})),
+    );
+    assert!(r.text().contains("fine"), "{}", r.text());
 }

@@ -29,10 +29,12 @@ fn python_sdk_everything_stdio() {
     let p = demo_proxy(&["--stdio", &cmd]);
     let url = format!("http://{}/mcp", p.local_addr());
     let out = smoke(&url);
-    // 13 tools, plus the sampling and elicitation ones server-everything registers because
-    // the proxy tells children it can route those requests.
+    // 13 tools, plus the roots, sampling and elicitation ones (form and URL) server-everything
+    // registers because the proxy tells shared children it can route those requests. This
+    // client declared none of them: calling one gets the tool's error, never another
+    // client's help (tests/it/r14_children.rs).
     let tools = out["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 15, "{out}");
+    assert_eq!(tools.len(), 17, "{out}");
     assert!(
         tools.iter().any(|t| t == "trigger-sampling-request"),
         "{out}"

@@ -436,10 +436,15 @@ fn r12_6_per_session_children_are_not_one_clients_either() {
     assert_eq!(r.status, 200, "bob locked out: {}", r.text());
     let r = init_as(a, BOB);
     assert_eq!(r.status, 200, "{}", r.text());
-    // Every child is some session's now: 503, and the wait is the sessions' expiry.
+    // Every child is some session's now: 503, and the wait is until the session unused
+    // longest may be evicted (--session-evict-idle, 60 s; issue #14), not its expiry.
     let r = init_as(a, CAROL);
     assert_eq!(r.status, 503, "{}", r.text());
-    assert!(retry_after(&r) > 1700, "Retry-After {}", retry_after(&r));
+    assert!(
+        (55..=60).contains(&retry_after(&r)),
+        "Retry-After {}",
+        retry_after(&r)
+    );
 }
 
 #[test]

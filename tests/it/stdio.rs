@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -152,4 +153,31 @@ fn server_everything_over_stdio() {
     );
     let tools = r.messages()[0]["result"]["tools"].as_array().unwrap().len();
     assert!(tools >= 13, "{tools} tools");
+}
+
+#[test]
+fn plain_calls_of_two_sessions_share_a_child() {
+    // Clients that can take nothing and asked for nothing share the child freely: two slow
+    // calls of two sessions overlap.
+    let p = demo_proxy(&["--stdio-children", "1"]);
+    let a = p.local_addr();
+    let (s1, s2) = (Conn::open(a).initialize(), Conn::open(a).initialize());
+    let started = Instant::now();
+    let calls: Vec<_> = [s1, s2]
+        .into_iter()
+        .map(|sid| {
+            std::thread::spawn(move || {
+                let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow_echo","arguments":{"message":"x","delayMs":600}}}).to_string();
+                post(a, Some(&sid), &body).status
+            })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "plain calls were serialized: {:?}",
+        started.elapsed()
+    );
 }

@@ -10,7 +10,9 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::session::Session;
+use crate::upstream::stdio::attribution::Caller;
 use crate::upstream::stdio::child::Child;
+use crate::upstream::stdio::gate::Ticket;
 use crate::upstream::stdio::queue::CallReceiver;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
@@ -21,7 +23,7 @@ pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) fn request(child: &Child, v: &Value) -> Result<Value, Error> {
     let msg = Message::parse(v.to_string().as_bytes())?;
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let (id, rx) = child.call_deadline(msg, deadline, None)?;
+    let (id, rx) = child.call_deadline(msg, deadline, Caller::internal())?;
     loop {
         match rx.recv_deadline(deadline) {
             Ok(Item::Final(bytes)) => {
@@ -37,12 +39,19 @@ pub(crate) fn request(child: &Child, v: &Value) -> Result<Value, Error> {
     }
 }
 
-/// Sends request `call` to `child` and returns the stream of its messages.
-pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Error> {
+/// Sends request `call`, made by `caller`, to `child` and returns the stream of its messages.
+/// `ticket` (shared mode) is the call's admission to the child, given back when its answer
+/// arrives or it ends otherwise.
+pub(crate) fn call_stream(
+    child: Arc<Child>,
+    call: Call<'_>,
+    caller: Caller,
+    ticket: Option<Ticket>,
+) -> Result<Reply, Error> {
     // Keyed by the id's canonical form, as `cancel` looks it up: the same id spelled
     // differently (`"\u0061bc"`, `1e2`) is the same call.
     let client_id = call.msg.id.as_deref().and_then(jsonrpc::id_key);
-    let (id, rx) = child.call_deadline(call.msg, call.deadline, call.session.cloned())?;
+    let (id, rx) = child.call_deadline(call.msg, call.deadline, caller)?;
     if let (Some(s), Some(cid)) = (call.session, &client_id) {
         s.begin_call(cid, id);
     }
@@ -54,6 +63,7 @@ pub(crate) fn call_stream(child: Arc<Child>, call: Call<'_>) -> Result<Reply, Er
         done: false,
         session: call.session.cloned(),
         client_id,
+        ticket,
     })))
 }
 
@@ -89,6 +99,8 @@ struct ChildStream {
     done: bool,
     session: Option<Arc<Session>>,
     client_id: Option<String>,
+    /// The call's admission to a shared child, given back as soon as the call is over.
+    ticket: Option<Ticket>,
 }
 
 impl MessageStream for ChildStream {
@@ -96,7 +108,7 @@ impl MessageStream for ChildStream {
         if self.done {
             return Ok(Poll::End);
         }
-        match self.rx.recv_deadline(wake.min(self.deadline)) {
+        let polled = match self.rx.recv_deadline(wake.min(self.deadline)) {
             Ok(Item::Final(b)) => {
                 self.done = true;
                 Ok(Poll::Item(Item::Final(b)))
@@ -112,7 +124,13 @@ impl MessageStream for ChildStream {
                 self.done = true;
                 Err(Error::ChildExited(self.child.name().to_owned()))
             }
+        };
+        if self.done {
+            // The child is done with it (its answer was routed, or it was cancelled): let the
+            // next call in at once, not when the client has read everything.
+            self.ticket = None;
         }
+        polled
     }
 
     fn dropped(&mut self) -> u64 {
@@ -127,8 +145,9 @@ impl Drop for ChildStream {
             // answer, so the child's pending entry must not outlive this stream.
             self.child.forget(self.id);
         }
+        self.ticket = None;
         if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {
-            s.end_call(cid);
+            s.end_call(cid, self.id);
         }
     }
 }

@@ -1,6 +1,9 @@
-//! One persistent stdio child process, shared by many sessions.
+//! One persistent stdio child process, shared by many sessions (or dedicated to one).
 //!
-//! Three threads per child, none per request:
+//! Its I/O is done either by three threads of its own ([`Io::Threads`], shared mode) or by
+//! the reactor's one thread for many children ([`Io::Reactor`], per-session mode: see
+//! `reactor.rs`; the same routing, line bounds and end-of-stdout handling, with callers
+//! writing stdin themselves). None per request. With threads of its own:
 //!
 //! * the **writer** takes newline-terminated lines from a bounded channel (256) and writes
 //!   them to stdin; a child that stops reading makes senders wait, never longer than the
@@ -18,14 +21,13 @@
 //! rewritten to the same number. The child runs in its own process group and is stopped by
 //! closing stdin, then SIGTERM to the group, then SIGKILL, and is always reaped.
 //!
-//! **Attribution, never a guess.** A log or other notification that names no request goes to
-//! a call only when it provably belongs there: to the only call in flight on the child, or,
-//! when every call in flight belongs to one session, to that session's newest call. A
-//! server-to-client request needs the second (a session to answer it). Anything else (calls
-//! of two sessions, a stateless call beside another, nothing in flight) goes to the owner's
-//! event handler, which may only hand it to sessions it concerns as a whole (list changes,
-//! subscribed resources) and drops the rest. A `notifications/message` below the level its
-//! session asked for ([`Session::wants_log`]) is dropped ([`Event::Dropped`]).
+//! **Attribution, never a guess.** A log, a server-to-client request or any other message that
+//! is not a response goes where `attribution.rs` decides: to the call it provably belongs to
+//! (requests under a proxy id, only for a capability its client declared), answered by the
+//! proxy (`ping`), to the owner's event handler (list changes and resource updates, or what no
+//! call owns: the handler refuses a request, drops a notification, or in per-session mode hands
+//! either to the child's one session). A `notifications/message` below the level its session
+//! asked for ([`Session::wants_log`]) is dropped ([`Event::Dropped`]).
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -44,16 +46,30 @@ use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::metrics::DropReason;
 use crate::session::Session;
 use crate::upstream::Item;
+use crate::upstream::stdio::attribution::{Caller, InFlight, SETTLE, Verdict, attribute};
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
+use crate::upstream::stdio::reactor::{Outbox, Reactor};
 use crate::util::{Escaped, lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
 #[derive(Debug)]
 pub enum Event {
-    /// A notification not tied to a call (list changes, resource updates, logs).
+    /// A notification no call in flight owns: list changes and resource updates (for the
+    /// sessions they concern), or anything else nobody provably owns.
     Notification(Message),
-    /// A server-to-client request (sampling, elicitation, roots, ping).
-    Request(Message),
+    /// A server-to-client request no call in flight may take: to be answered with error
+    /// `code` and `why` (shared mode; counted as `reason`), or handed to the child's one
+    /// session (per-session mode).
+    Request {
+        /// The child's request.
+        msg: Message,
+        /// The JSON-RPC error code of the refusal.
+        code: i64,
+        /// Its message.
+        why: String,
+        /// How the refusal is counted.
+        reason: DropReason,
+    },
     /// The child's stdout ended or it printed an over-long line: it is gone.
     Exited,
     /// A message was dropped here instead of delivered (for the metrics).
@@ -68,8 +84,8 @@ struct Pending {
     reply: CallSender,
     client_id: Box<RawValue>,
     client_token: Option<Box<RawValue>>,
-    /// The session that sent the call; `None` for the proxy's own and stateless calls.
-    owner: Option<Arc<Session>>,
+    /// Who made the call (attribution reads it).
+    caller: Caller,
 }
 
 /// A server-to-client request handed to a client under a proxy-assigned id.
@@ -86,6 +102,90 @@ struct Shared {
     alive: AtomicBool,
     /// Non-JSON-RPC stdout lines skipped so far (logged at the 1st, 2nd, 4th, 8th, …).
     skipped: AtomicU64,
+    /// When the child was spawned: the clock of `settle_until`.
+    born: Instant,
+    /// Milliseconds after `born` until which nothing is attributed: a call ended without its
+    /// response just before (see `attribution::SETTLE`).
+    settle_until: AtomicU64,
+    /// The child's stdin; closed when the child is stopped.
+    stdin: Stdin,
+}
+
+/// How lines reach a child's stdin.
+enum Stdin {
+    /// Through a bounded channel to the child's writer thread; taken (so stdin closes) when
+    /// the child is stopped.
+    Writer(Mutex<Option<Sender<Vec<u8>>>>),
+    /// Written by the callers themselves, the rest flushed by the reactor (`reactor.rs`).
+    Outbox(Arc<Outbox>),
+}
+
+impl Stdin {
+    fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant, name: &str) -> Result<(), Error> {
+        match self {
+            Stdin::Writer(tx) => {
+                let tx = lock(tx).clone();
+                let Some(tx) = tx else {
+                    return Err(Error::ChildExited(name.to_owned()));
+                };
+                match tx.send_deadline(bytes, deadline) {
+                    Ok(()) => Ok(()),
+                    Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout),
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        Err(Error::ChildExited(name.to_owned()))
+                    }
+                }
+            }
+            Stdin::Outbox(o) => o.send_deadline(&bytes, deadline, name),
+        }
+    }
+
+    /// Sends without waiting at all; false if it would have to wait.
+    fn try_send(&self, bytes: Vec<u8>) -> bool {
+        match self {
+            Stdin::Writer(tx) => {
+                let tx = lock(tx).clone();
+                tx.is_some_and(|t| t.try_send(bytes).is_ok())
+            }
+            Stdin::Outbox(o) => o.try_send(&bytes),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Stdin::Writer(tx) => drop(lock(tx).take()),
+            Stdin::Outbox(o) => o.close(),
+        }
+    }
+}
+
+/// Which threads do a child's I/O.
+#[derive(Clone, Copy)]
+pub enum Io<'a> {
+    /// Three of its own (stdin writer, stdout reader, stderr logger): shared mode's few,
+    /// busy children.
+    Threads,
+    /// The reactor's one thread, shared with every other child registered there: per-session
+    /// mode's many, mostly idle children.
+    Reactor(&'a Arc<Reactor>),
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// A client's call ended without its response: the child may still speak of it.
+    fn unsettle(&self, caller: &Caller) {
+        if !caller.internal {
+            let until = self.now_ms() + SETTLE.as_millis() as u64;
+            self.settle_until.fetch_max(until, Ordering::AcqRel);
+        }
+    }
+
+    fn settling(&self) -> bool {
+        self.now_ms() < self.settle_until.load(Ordering::Acquire)
+    }
 }
 
 /// What to run as a stdio child: argv (no shell) and its environment (`--stdio-env`,
@@ -127,7 +227,7 @@ impl Program {
     }
 }
 
-/// A running child process and its three threads.
+/// A running child process and its I/O (three threads, or a place in the reactor).
 pub struct Child {
     /// Position in the upstream's set of children.
     pub index: usize,
@@ -141,7 +241,6 @@ pub struct Child {
     next_id: AtomicU64,
     /// Byte bound of each call's queue (`--max-call-buffer`).
     call_buffer: usize,
-    tx: Mutex<Option<Sender<Vec<u8>>>>,
     process: Mutex<Option<std::process::Child>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -156,6 +255,18 @@ impl Child {
         generation: u64,
         max_message: usize,
         events: EventSink,
+    ) -> Result<Child, Error> {
+        Child::spawn_with(spec, index, generation, max_message, events, Io::Threads)
+    }
+
+    /// [`Child::spawn`], its I/O done by `io`.
+    pub fn spawn_with(
+        spec: &Program,
+        index: usize,
+        generation: u64,
+        max_message: usize,
+        events: EventSink,
+        io: Io<'_>,
     ) -> Result<Child, Error> {
         let argv = &spec.argv;
         let program = argv
@@ -195,6 +306,29 @@ impl Child {
             .map_err(|e| Error::Spawn(format!("cannot start stdio upstream {program:?}: {e}")))?;
         let pid = process.id();
         let name = format!("{}#{index}", crate::config::program_name(argv));
+        let (Some(stdin), Some(stdout), Some(stderr)) = (
+            process.stdin.take(),
+            process.stdout.take(),
+            process.stderr.take(),
+        ) else {
+            let _ = process.kill();
+            let _ = process.wait();
+            return Err(Error::Internal("child pipes missing".into()));
+        };
+        let (input, writer_end) = match io {
+            Io::Reactor(reactor) => match reactor.outbox(stdin) {
+                Ok(o) => (Stdin::Outbox(o), None),
+                Err(e) => {
+                    let _ = process.kill();
+                    let _ = process.wait();
+                    return Err(e);
+                }
+            },
+            Io::Threads => {
+                let (tx, rx) = bounded::<Vec<u8>>(256);
+                (Stdin::Writer(Mutex::new(Some(tx))), Some((stdin, rx)))
+            }
+        };
         let shared = Arc::new(Shared {
             name: name.clone(),
             pending: Mutex::new(HashMap::new()),
@@ -202,16 +336,25 @@ impl Child {
             next_ask: AtomicU64::new(1),
             alive: AtomicBool::new(true),
             skipped: AtomicU64::new(0),
+            born: Instant::now(),
+            settle_until: AtomicU64::new(0),
+            stdin: input,
         });
-        let (tx, rx) = bounded::<Vec<u8>>(256);
-        let mut threads = Vec::with_capacity(3);
+        let mut threads = Vec::new();
         let started = (|| {
-            let (Some(stdin), Some(stdout), Some(stderr)) = (
-                process.stdin.take(),
-                process.stdout.take(),
-                process.stderr.take(),
-            ) else {
-                return Err(Error::Internal("child pipes missing".into()));
+            if let (Io::Reactor(reactor), Stdin::Outbox(outbox)) = (io, &shared.stdin) {
+                let (s1, s2, e1) = (shared.clone(), shared.clone(), events.clone());
+                return reactor.watch(
+                    outbox,
+                    name.clone(),
+                    max_message,
+                    (stdout, stderr),
+                    Box::new(move |l| route(l, &s1, index, generation, &e1)),
+                    Box::new(move |_why| stdout_ended(&s2, index, generation, &events)),
+                );
+            }
+            let Some((stdin, rx)) = writer_end else {
+                return Err(Error::Internal("child stdin missing".into()));
             };
             let s = shared.clone();
             threads.push(spawn_thread("shadowcat-cin", move || {
@@ -243,7 +386,6 @@ impl Child {
             shared,
             next_id: AtomicU64::new(1),
             call_buffer: spec.call_buffer,
-            tx: Mutex::new(Some(tx)),
             process: Mutex::new(Some(process)),
             threads: Mutex::new(threads),
         })
@@ -270,15 +412,13 @@ impl Child {
     /// item if the child dies. It holds at most `--max-call-buffer` bytes of related messages
     /// (more are dropped while the caller does not read; the response always gets through).
     ///
-    /// `owner` is the session the call belongs to: messages the child sends while only that
-    /// session has calls in flight (logs, server-to-client requests) are routed to its newest
-    /// call; a call without an owner (stateless, or the proxy's own) gets them only while it
-    /// is the one call in flight.
+    /// `caller` is who made the call: what the child sends that names no request goes to a
+    /// call by the rule of `attribution.rs`, which reads it.
     pub fn call_deadline(
         &self,
         mut msg: Message,
         deadline: Instant,
-        owner: Option<Arc<Session>>,
+        caller: Caller,
     ) -> Result<(u64, CallReceiver), Error> {
         if !self.is_alive() {
             return Err(Error::ChildExited(self.name().to_owned()));
@@ -292,7 +432,7 @@ impl Child {
                 reply,
                 client_id,
                 client_token,
-                owner,
+                caller,
             },
         );
         if !self.is_alive() {
@@ -313,10 +453,10 @@ impl Child {
         self.send_deadline(line(msg), deadline)
     }
 
-    /// Answers a request from the child (`id`) with a JSON-RPC error at once (waits at most
-    /// 1 s to write it).
-    pub fn refuse(&self, id: Option<&RawValue>, reason: &str) {
-        let mut bytes = jsonrpc::error_body(id, -32603, reason);
+    /// Answers a request from the child (`id`) with JSON-RPC error `code` at once (waits at
+    /// most 1 s to write it).
+    pub fn refuse(&self, id: Option<&RawValue>, code: i64, reason: &str) {
+        let mut bytes = jsonrpc::error_body(id, code, reason);
         bytes.push(b'\n');
         let _ = self.send_deadline(bytes, Instant::now() + Duration::from_secs(1));
     }
@@ -361,6 +501,7 @@ impl Child {
         let Some(p) = lock(&self.shared.pending).remove(&id) else {
             return;
         };
+        self.shared.unsettle(&p.caller);
         // Whoever still reads the call's channel learns it ended, and why.
         let body = jsonrpc::error_body(Some(&p.client_id), -32603, reason);
         let _ = p.reply.send(Item::Final(body));
@@ -385,28 +526,23 @@ impl Child {
     /// Stops waiting for call `id` without telling the child (its reader went away): the
     /// pending entry goes, so it no longer counts as in flight or owns the child's traffic.
     pub fn forget(&self, id: u64) {
-        lock(&self.shared.pending).remove(&id);
+        let gone = lock(&self.shared.pending).remove(&id);
+        if let Some(p) = gone {
+            self.shared.unsettle(&p.caller);
+        }
     }
 
     fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant) -> Result<(), Error> {
-        let tx = lock(&self.tx).clone();
-        let Some(tx) = tx else {
-            return Err(Error::ChildExited(self.name().to_owned()));
-        };
-        match tx.send_deadline(bytes, deadline) {
-            Ok(()) => Ok(()),
-            Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout),
-            Err(SendTimeoutError::Disconnected(_)) => {
-                Err(Error::ChildExited(self.name().to_owned()))
-            }
-        }
+        self.shared
+            .stdin
+            .send_deadline(bytes, deadline, &self.shared.name)
     }
 
     /// Stops the child: closes stdin and waits up to `patience`, then SIGTERM to its process
     /// group and waits up to `patience`, then SIGKILL; reaps it and joins its threads.
     /// Returns at once on a second call.
     pub fn stop(&self, patience: Duration) {
-        lock(&self.tx).take();
+        self.shared.stdin.close();
         let process = lock(&self.process).take();
         if let Some(mut p) = process {
             let pgid = self.pid as libc::pid_t;
@@ -540,6 +676,11 @@ fn reader(
             }
         }
     }
+    stdout_ended(shared, index, generation, events);
+}
+
+/// The child's stdout ended (or broke): it is gone. Fails every call in flight at once.
+fn stdout_ended(shared: &Shared, index: usize, generation: u64, events: &EventSink) {
     shared.alive.store(false, Ordering::Release);
     // Dropping every pending sender wakes every waiter with "disconnected" at once.
     lock(&shared.pending).clear();
@@ -587,46 +728,79 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
                 None => log::debug!("{}: response for unknown id dropped", shared.name),
             }
         }
-        Ok(Kind::Notification) if msg.method() == "notifications/progress" => {
-            if !route_progress(&mut msg, shared) {
-                events(index, generation, Event::Notification(msg));
-            }
-        }
-        Ok(Kind::Notification) if session_wide(msg.method()) => {
-            events(index, generation, Event::Notification(msg));
-        }
-        Ok(Kind::Notification) => {
-            // Logs and the like: to the call they provably belong to, if any.
-            let pending = lock(&shared.pending);
-            match attributed_call(&pending) {
-                Some(p) if !wanted(p.owner.as_deref(), &msg) => {
-                    drop(pending);
-                    events(index, generation, Event::Dropped(DropReason::BelowLogLevel));
-                }
-                Some(p) => {
-                    let _ = p.reply.send(Item::Message(msg.to_vec()));
-                }
-                None => {
-                    drop(pending);
-                    events(index, generation, Event::Notification(msg));
-                }
-            }
-        }
-        Ok(Kind::Request) => {
-            let pending = lock(&shared.pending);
-            match sole_owner_call(&pending) {
-                Some(p) => {
-                    let owner = p.owner.as_ref().map(|s| s.id.clone()).unwrap_or_default();
+        Ok(Kind::Notification | Kind::Request) => deliver(msg, shared, index, generation, events),
+        Err(_) => {}
+    }
+}
+
+/// Takes a child's request or notification where [`attribute`] says it goes. Never blocks: a
+/// call's queue drops what its client leaves unread, the `ping` answer is dropped if the
+/// child's stdin queue is full, and everything else goes to the event handler.
+fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, events: &EventSink) {
+    let pending = lock(&shared.pending);
+    let calls: Vec<InFlight<'_>> = pending
+        .iter()
+        .map(|(&id, p)| InFlight {
+            id,
+            caller: &p.caller,
+            has_token: p.client_token.is_some(),
+        })
+        .collect();
+    let verdict = attribute(&msg, &calls, shared.settling());
+    drop(calls);
+    match verdict {
+        Verdict::Call(id) => {
+            let Some(p) = pending.get(&id) else { return };
+            match msg.kind() {
+                Ok(Kind::Request) => {
+                    let owner = p
+                        .caller
+                        .owner
+                        .as_ref()
+                        .map(|s| s.id.clone())
+                        .unwrap_or_default();
                     let msg = adopt(shared, index, msg, owner);
                     let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
-                None => {
+                _ if !wanted(p.caller.owner.as_deref(), &msg) => {
                     drop(pending);
-                    events(index, generation, Event::Request(msg));
+                    events(index, generation, Event::Dropped(DropReason::BelowLogLevel));
+                }
+                _ => {
+                    if msg.method() == "notifications/progress"
+                        && let Some(token) = &p.client_token
+                        && super::child::progress_token_id(&msg) == Some(id)
+                    {
+                        restore_progress_token(&mut msg, token);
+                    }
+                    let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
             }
         }
-        Err(_) => {}
+        Verdict::Ping => {
+            drop(pending);
+            let id = msg.id.unwrap_or_else(jsonrpc::null);
+            let mut bytes = jsonrpc::result_body(&id, "{}");
+            bytes.push(b'\n');
+            let _ = shared.stdin.try_send(bytes);
+        }
+        Verdict::Refuse { code, why, reason } => {
+            drop(pending);
+            events(
+                index,
+                generation,
+                Event::Request {
+                    msg,
+                    code,
+                    why,
+                    reason,
+                },
+            );
+        }
+        Verdict::SessionWide | Verdict::Drop(_) => {
+            drop(pending);
+            events(index, generation, Event::Notification(msg));
+        }
     }
 }
 
@@ -641,20 +815,6 @@ fn adopt(shared: &Shared, index: usize, mut msg: Message, owner: String) -> Mess
         .unwrap_or_else(jsonrpc::null);
     lock(&shared.asks).insert(ask, Ask { child_id, owner });
     msg
-}
-
-/// Notifications about the server as a whole, never tied to one request.
-fn session_wide(method: &str) -> bool {
-    method.ends_with("/list_changed") || method == "notifications/resources/updated"
-}
-
-/// The call a message that names no request provably belongs to: the only call in flight, or
-/// the newest call of the one session that owns every call in flight.
-fn attributed_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
-    if pending.len() == 1 {
-        return pending.values().next();
-    }
-    sole_owner_call(pending)
 }
 
 /// False for a `notifications/message` below the level session `owner` asked for.
@@ -676,37 +836,6 @@ fn wanted(owner: Option<&Session>, msg: &Message) -> bool {
         .and_then(|p| serde_json::from_str::<Params>(p.get()).ok())
         .and_then(|p| p.level);
     owner.wants_log(level.as_deref())
-}
-
-/// The newest call in flight, if every call in flight belongs to one and the same session.
-fn sole_owner_call(pending: &HashMap<u64, Pending>) -> Option<&Pending> {
-    let mut owner: Option<&Arc<Session>> = None;
-    for p in pending.values() {
-        let o = p.owner.as_ref()?;
-        match owner {
-            Some(prev) if !Arc::ptr_eq(prev, o) => return None,
-            _ => owner = Some(o),
-        }
-    }
-    pending.iter().max_by_key(|(id, _)| **id).map(|(_, p)| p)
-}
-
-/// Sends a progress notification to the call that owns its token, restoring the client's
-/// token. False when no call owns it.
-fn route_progress(msg: &mut Message, shared: &Shared) -> bool {
-    let Some(id) = progress_token_id(msg) else {
-        return false;
-    };
-    let pending = lock(&shared.pending);
-    let Some(p) = pending.get(&id) else {
-        return false;
-    };
-    let Some(token) = &p.client_token else {
-        return false;
-    };
-    restore_progress_token(msg, token);
-    let _ = p.reply.send(Item::Message(msg.to_vec()));
-    true
 }
 
 /// The call id a child's progress notification names in `params.progressToken`, if any.
@@ -790,7 +919,9 @@ mod tests {
             )
             .unwrap();
             let deadline = Instant::now() + Duration::from_secs(5);
-            let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();
+            let (_, rx) = child
+                .call_deadline(msg, deadline, Caller::internal())
+                .unwrap();
             match rx.recv_deadline(deadline).unwrap() {
                 Item::Final(bytes) => {
                     let m = Message::parse(&bytes).unwrap();
@@ -813,7 +944,9 @@ mod tests {
         let child = Child::spawn(&Program::argv(argv), 0, 0, 1 << 20, sink()).unwrap();
         let msg = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"x"}"#).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let (_, rx) = child.call_deadline(msg, deadline, None).unwrap();
+        let (_, rx) = child
+            .call_deadline(msg, deadline, Caller::internal())
+            .unwrap();
         let started = Instant::now();
         assert!(rx.recv_deadline(deadline).is_err());
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -5,8 +5,14 @@
 //!   reading stdin by answering a `ping` (any answer counts). A client's `initialize` takes a
 //!   spare, so it never waits for a spawn while one is left, and is forwarded to it
 //!   **verbatim**: the child sees the real client's version and capabilities.
-//! * At most `--stdio-children` children exist (spares included, default 16 in this mode);
-//!   when all are taken by sessions, `initialize` gets 503 with `Retry-After`.
+//! * At most `--stdio-children` children exist (spares included, default 16 in this mode).
+//!   When all are taken by sessions, `initialize` **evicts** the session unused longest, if it
+//!   was unused for at least `--session-evict-idle` (default 60 s) and has no call in flight:
+//!   its child is stopped, its streams end, and its client's next request gets 404, so it
+//!   re-initializes (as the spec allows a server to end a session). Clients that leave without
+//!   a DELETE (many do) so hold a child for a minute, not for `--session-idle`. When no session
+//!   qualifies, `initialize` gets 503 with `Retry-After`: the seconds until the first one would.
+//!   Evictions are counted in `shadowcat_sessions_evicted_total`.
 //! * The child is stopped when its session ends (DELETE, idle expiry) or the proxy stops;
 //!   spares are replenished in the background. A child that dies takes its session with it:
 //!   the next request gets 404 and the client re-initializes.
@@ -14,6 +20,9 @@
 //!   belongs to its one session and goes to that session's standalone stream.
 //! * The keeper spawns every child, because the parent-death signal is tied to the spawning
 //!   thread (see [`Child::spawn`]).
+//! * **Memory:** every child's pipes are served by one I/O thread (`reactor.rs`): no thread
+//!   per child, so an idle session with its child costs the proxy 6–7 KiB (it cost
+//!   59–61 KiB with three threads per child; `scripts/cost memory`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -27,10 +36,13 @@ use serde_json::json;
 use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
-use crate::session::{Binding, Session};
+use crate::metrics::Metrics;
+use crate::session::{Binding, ClientCaps, Session};
+use crate::upstream::stdio::attribution::Caller;
 use crate::upstream::stdio::call::{call_stream, cancel, request};
-use crate::upstream::stdio::child::{Child, Event, EventSink, Program, stop_in_background};
+use crate::upstream::stdio::child::{Child, Event, EventSink, Io, Program, stop_in_background};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
+use crate::upstream::stdio::reactor::Reactor;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 
@@ -41,8 +53,10 @@ enum Control {
     Replenish,
     /// A session needs a child now and no spare was left: spawn one and hand it over.
     Urgent(Sender<Result<Arc<Child>, Error>>),
-    /// Stop this child (its session ended).
+    /// Stop this child (its session ended) and give its room back.
     Retire(Arc<Child>),
+    /// Stop this child, whose room was given back already (its session was evicted).
+    Reap(Arc<Child>),
     Died(usize),
     ChildRequest(usize, Message),
     Stop,
@@ -65,6 +79,12 @@ struct Inner {
     next_index: AtomicUsize,
     control: Sender<Control>,
     stopping: AtomicBool,
+    /// `--session-evict-idle`.
+    evict_idle: Duration,
+    /// Where evictions are counted.
+    metrics: Option<Arc<Metrics>>,
+    /// The one thread doing every child's I/O (`reactor.rs`): an idle session costs no thread.
+    reactor: Arc<Reactor>,
 }
 
 struct Assigned {
@@ -79,8 +99,9 @@ pub struct DedicatedUpstream {
 }
 
 impl DedicatedUpstream {
-    /// Starts the keeper and waits until the first spare is warm (or fails to be).
-    pub fn start(cfg: &StdioUpstreamConfig) -> Result<Self, Error> {
+    /// Starts the keeper and waits until the first spare is warm (or fails to be). Evictions
+    /// are counted in `metrics`.
+    pub fn start(cfg: &StdioUpstreamConfig, metrics: Option<Arc<Metrics>>) -> Result<Self, Error> {
         let (program, max_children, max_message) =
             (Program::new(cfg), cfg.children, cfg.max_message);
         let spares = cfg.mode.spares().unwrap_or(0);
@@ -101,6 +122,9 @@ impl DedicatedUpstream {
             next_index: AtomicUsize::new(0),
             control,
             stopping: AtomicBool::new(false),
+            evict_idle: cfg.evict_idle,
+            metrics,
+            reactor: Reactor::start()?,
         });
         let (ready_tx, ready_rx) = bounded(1);
         let k = inner.clone();
@@ -129,12 +153,13 @@ impl Inner {
     /// Spawns and warms one child (keeper thread only).
     fn spawn_warm(self: &Arc<Self>) -> Result<Arc<Child>, Error> {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
-        let child = Arc::new(Child::spawn(
+        let child = Arc::new(Child::spawn_with(
             &self.program,
             index,
             0,
             self.max_message,
             self.sink(),
+            Io::Reactor(&self.reactor),
         )?);
         let ping = json!({"jsonrpc": "2.0", "id": 0, "method": "ping"});
         // `request` gives up after the handshake timeout (30 s).
@@ -151,11 +176,12 @@ impl Inner {
         Arc::new(move |index, _generation, ev| {
             let msg = match ev {
                 Event::Exited => Control::Died(index),
-                Event::Request(_) if control.len() >= CONTROL_BACKLOG => {
+                Event::Request { .. } if control.len() >= CONTROL_BACKLOG => {
                     log::debug!("child #{index}: request dropped, {CONTROL_BACKLOG} waiting");
                     return;
                 }
-                Event::Request(m) => Control::ChildRequest(index, m),
+                // No call in flight may take it, but the child has one session: its own.
+                Event::Request { msg, .. } => Control::ChildRequest(index, msg),
                 Event::Notification(m) => {
                     if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index))
                         && let Some(log) = s.streams.standalone_if_open()
@@ -192,6 +218,57 @@ impl Inner {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     }
 
+    /// Makes room by ending the session unused longest, if it was unused for `--session-evict-idle`
+    /// and has no call in flight: its child is stopped (its room given back at once), its
+    /// streams end, and the session is marked evicted so that its client's next request gets
+    /// 404. Otherwise `Err` with the whole seconds (at least 1) until some session would
+    /// qualify if it stays unused.
+    fn evict(&self) -> Result<(), u64> {
+        let mut assigned = lock(&self.assigned);
+        let idle: Vec<(usize, Arc<Session>)> = assigned
+            .iter()
+            .filter_map(|(&i, a)| a.session.upgrade().map(|s| (i, s)))
+            .collect();
+        let victim = idle
+            .iter()
+            .filter(|(_, s)| s.inflight() == 0 && s.idle_for() >= self.evict_idle)
+            .max_by_key(|(_, s)| s.idle_for());
+        let Some((index, session)) = victim else {
+            // A session with a call in flight qualifies no sooner than one unused from now.
+            let soonest = idle
+                .iter()
+                .map(|(_, s)| {
+                    if s.inflight() > 0 {
+                        self.evict_idle
+                    } else {
+                        self.evict_idle.saturating_sub(s.idle_for())
+                    }
+                })
+                .min()
+                .unwrap_or(self.evict_idle);
+            let secs = soonest.as_secs() + u64::from(soonest.subsec_nanos() > 0);
+            return Err(secs.max(1));
+        };
+        let Some(gone) = assigned.remove(index) else {
+            return Err(1);
+        };
+        drop(assigned);
+        session.evict();
+        session.streams.end_all();
+        log::info!(
+            "per-session upstream {}: session {} evicted (unused {} s) to make room",
+            self.name,
+            session.short_id(),
+            session.idle_for().as_secs()
+        );
+        if let Some(m) = &self.metrics {
+            m.session_evicted();
+        }
+        self.release();
+        let _ = self.control.send(Control::Reap(gone.child));
+        Ok(())
+    }
+
     /// A server-to-client request outside a call: it belongs to the child's session.
     fn route_request(&self, index: usize, msg: Message) {
         let target = {
@@ -213,6 +290,7 @@ impl Inner {
             None => {
                 child.refuse(
                     msg.id.as_deref(),
+                    -32603,
                     "shadowcat: the client has no open stream to take this request",
                 );
             }
@@ -288,6 +366,7 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
                 inner.release();
                 reapers.extend(stop_in_background(c));
             }
+            Ok(Control::Reap(c)) => reapers.extend(stop_in_background(c)),
             Ok(Control::Died(index)) => {
                 let dead = lock(&inner.assigned).remove(&index).map(|a| a.child);
                 let dead = dead.or_else(|| {
@@ -315,6 +394,7 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
 impl Upstream for DedicatedUpstream {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let inner = &self.inner;
+        let mut evictions = 0;
         let child = loop {
             let spare = lock(&inner.spares).pop();
             match spare {
@@ -336,14 +416,24 @@ impl Upstream for DedicatedUpstream {
                 continue;
             }
             if !inner.reserve() {
-                // Every child is some session's: room comes back as sessions end (the
-                // pipeline sets the real wait).
-                log::debug!(
-                    "all {} {} children are taken",
-                    inner.max_children,
-                    inner.name
-                );
-                return Err(Error::TooManySessions { retry_after: 0 });
+                // Every child is some session's: end one that is idle, or tell the real wait.
+                // (At most a few tries: a concurrent initialize may take the room made.)
+                if evictions == 3 {
+                    return Err(Error::TooManySessions { retry_after: 1 });
+                }
+                evictions += 1;
+                match inner.evict() {
+                    Ok(()) => continue,
+                    Err(wait) => {
+                        log::debug!(
+                            "all {} {} children are taken; none idle for {:?}",
+                            inner.max_children,
+                            inner.name,
+                            inner.evict_idle
+                        );
+                        return Err(Error::TooManySessions { retry_after: wait });
+                    }
+                }
             }
             let (tx, rx) = bounded(1);
             let _ = inner.control.send(Control::Urgent(tx));
@@ -364,8 +454,13 @@ impl Upstream for DedicatedUpstream {
             },
         );
         let _ = inner.control.send(Control::Replenish);
-        // The client's own initialize, verbatim (ids rewritten as always).
-        match call_stream(child, call) {
+        // The client's own initialize, verbatim (ids rewritten as always). The child
+        // negotiated with the client itself, so it asks only for what the client can take.
+        let caller = Caller {
+            caps: ClientCaps::ALL,
+            ..Caller::default()
+        };
+        match call_stream(child, call, caller, None) {
             Ok(reply) => Ok((binding, reply)),
             Err(e) => {
                 if let Some(a) = lock(&inner.assigned).remove(&index) {
@@ -393,7 +488,7 @@ impl Upstream for DedicatedUpstream {
             .filter(|c| c.is_alive())
             .ok_or(Error::UnknownSession)?;
         match call.msg.kind()? {
-            Kind::Request => call_stream(child, call),
+            Kind::Request => call_stream(child, call, Caller::session(s, ClientCaps::ALL), None),
             Kind::Notification => {
                 if call.msg.method() == "notifications/cancelled" {
                     cancel(&child, call.session, &call.msg);
@@ -498,6 +593,7 @@ impl Operate for DedicatedUpstream {
         for c in late {
             c.stop(patience);
         }
+        inner.reactor.stop();
     }
 }
 

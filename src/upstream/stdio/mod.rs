@@ -1,16 +1,21 @@
 //! stdio upstreams: MCP servers run as child processes that shadowcat starts, keeps alive,
 //! restarts and stops.
 //!
-//! Owns: one child's threads, id rewriting and routing ([`child`]); one call on a child, the
+//! Owns: one child's threads, or the one I/O thread of many children (`reactor.rs`), id
+//! rewriting and routing ([`child`]); whose a child's message is
+//! (`attribution.rs`) and which calls may be on a shared child at once (`gate.rs`); one call on a child, the
 //! same in both modes (`call.rs`), and its queue, bounded in bytes (`queue.rs`); a fixed set of children shared by every session
 //! ([`shared`]), its slots (`slots.rs`) and its supervisor thread (`supervisor.rs`); a child per session from a warm
 //! pool ([`dedicated`]). Must not touch: the client side (HTTP, sessions' streams beyond
 //! delivering into them) or any other upstream kind.
 
+pub(crate) mod attribution;
 mod call;
 pub mod child;
 pub mod dedicated;
+pub(crate) mod gate;
 pub(crate) mod queue;
+pub(crate) mod reactor;
 pub mod shared;
 mod slots;
 mod supervisor;

@@ -7,8 +7,17 @@
 //!   the client's requested version when the proxy knows it (2024-11-05 … 2025-11-25) and it is
 //!   not newer than what the child negotiated with the proxy; otherwise the child's version.
 //!   So a client is never moved off a version it offered that the child supports.
-//! * Each session is pinned to the child with the fewest sessions. Requests are rewritten by
-//!   [`Child`] (ids, progress tokens) and answered on the caller's own channel.
+//! * Each session is pinned to a child for its life: a plain session to the child with the
+//!   fewest sessions among those hosting no capable session (one whose client declared
+//!   `sampling`, `elicitation` or `roots`), a capable one to the child hosting the fewest plain
+//!   sessions (`place`), so that exclusive calls (below) rarely hold up plain ones. Requests
+//!   are rewritten by [`Child`] (ids, progress tokens) and answered on the caller's own channel.
+//! * **Dispatch.** The proxy tells every child it can take `sampling`, `elicitation` (form and
+//!   URL) and `roots`; each client gets only what it declared (`attribution.rs`). A request of
+//!   a session that declared one of them, or asked for logs, is exclusive: it enters its
+//!   child's gate (`gate.rs`) only while no other session's call is in flight there, so what
+//!   the child says meanwhile is provably its own. Other requests share the child freely.
+//!   Stateless requests are exclusive when their `_meta` client capabilities declare one.
 //! * A child that dies fails its calls at once (in [`Child`]); the supervisor thread restarts
 //!   it with exponential backoff (100 ms doubling to 30 s, reset after 60 s healthy). Sessions
 //!   pinned to the dead child get 404 on their next request, so their clients re-initialize.
@@ -26,7 +35,7 @@
 //!   `logging/setLevel` gets -32601: the method does not exist in 2026-07-28, and it would
 //!   set every session's level.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -38,8 +47,10 @@ use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::metrics::Metrics;
-use crate::session::{Binding, LogLevel, Session};
+use crate::session::{Binding, ClientCaps, LogLevel, Session};
+use crate::upstream::stdio::attribution::{Caller, Throttle};
 use crate::upstream::stdio::child::{Child, Program};
+use crate::upstream::stdio::gate::Ticket;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::{lock, read};
 
@@ -58,6 +69,8 @@ pub struct StdioUpstream {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     /// `--max-subscriptions`: URIs one session may be subscribed to.
     max_subscriptions: usize,
+    /// Held while a new session is placed and counted.
+    placing: Mutex<()>,
 }
 
 impl StdioUpstream {
@@ -74,10 +87,11 @@ impl StdioUpstream {
             name: program.name().to_owned(),
             program,
             max_message,
-            slots: (0..children).map(|_| Slot::default()).collect(),
+            slots: (0..children).map(|_| Slot::new(cfg.queue)).collect(),
             control,
             stopping: AtomicBool::new(false),
             metrics,
+            unowned: Throttle::default(),
         });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sup_inner = inner.clone();
@@ -96,6 +110,7 @@ impl StdioUpstream {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
             max_subscriptions: cfg.max_subscriptions,
+            placing: Mutex::new(()),
         })
     }
 }
@@ -103,9 +118,11 @@ impl StdioUpstream {
 impl Upstream for StdioUpstream {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let inner = &self.inner;
-        let pick = (0..inner.slots.len())
-            .filter(|&i| inner.live(i).is_some())
-            .min_by_key(|&i| inner.slots[i].sessions.load(Ordering::Relaxed))
+        let caps = ClientCaps::of_initialize(&call.msg);
+        // Placement reads and counts under one lock, so that sessions arriving together do
+        // not all see the same counts.
+        let placing = lock(&self.placing);
+        let pick = place(inner, caps.any())
             .ok_or_else(|| Error::Unavailable(format!("no live {} child", inner.name)))?;
         let slot = &inner.slots[pick];
         let hs = read(&slot.handshake)
@@ -125,9 +142,14 @@ impl Upstream for StdioUpstream {
             Value::Object(result)
         );
         slot.sessions.fetch_add(1, Ordering::Relaxed);
+        if caps.any() {
+            slot.capable.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(placing);
         let binding = Binding {
             child: pick,
             generation: slot.epoch.load(Ordering::Acquire),
+            caps,
             ..Binding::default()
         };
         Ok((binding, Reply::Message(body.into_bytes())))
@@ -135,68 +157,74 @@ impl Upstream for StdioUpstream {
 
     fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
         let inner = &self.inner;
-        let child = match call.session {
+        let index = match call.session {
             Some(s) => {
-                let slot = inner
-                    .slots
-                    .get(s.binding.child)
-                    .ok_or(Error::UnknownSession)?;
-                if slot.epoch.load(Ordering::Acquire) != s.binding.generation {
-                    return Err(Error::UnknownSession);
-                }
-                // A dead child took the session's state with it: the client must re-initialize.
-                inner.live(s.binding.child).ok_or(Error::UnknownSession)?
+                self.session_child(s)?;
+                s.binding.child
             }
-            None => {
-                let modern = (0..inner.slots.len())
-                    .filter(|&i| {
-                        read(&inner.slots[i].handshake)
-                            .as_ref()
-                            .is_some_and(|h| h.modern)
-                    })
-                    .filter_map(|i| inner.live(i))
-                    .min_by_key(|c| c.inflight());
-                match modern {
-                    Some(c) => c,
-                    None if (0..inner.slots.len()).any(|i| inner.live(i).is_some()) => {
-                        return Err(Error::LegacyOnly);
-                    }
-                    None => {
-                        return Err(Error::Unavailable(format!("no live {} child", inner.name)));
-                    }
-                }
-            }
+            None => self.stateless_slot()?,
         };
         let kind = call.msg.kind()?;
-        if kind == Kind::Request && call.msg.method() == "logging/setLevel" {
-            return self.set_level(child, call);
-        }
-        if let (Kind::Request, Some(s)) = (kind, call.session) {
-            let method = call.msg.method();
-            if (method == "resources/subscribe" || method == "resources/unsubscribe")
-                && let Some(local) = self.subscription(s, &call.msg)
-            {
-                return Ok(local);
-            }
-        }
-        match kind {
-            Kind::Request => call_stream(child, call),
-            Kind::Notification => {
-                match call.msg.method() {
+        if kind != Kind::Request {
+            let child = match call.session {
+                Some(s) => self.session_child(s)?,
+                None => self.stateless_child(index)?,
+            };
+            match kind {
+                Kind::Notification => match call.msg.method() {
                     // The proxy already initialized the child.
                     "notifications/initialized" => {}
                     "notifications/cancelled" => cancel(&child, call.session, &call.msg),
                     _ => child.send_message_deadline(&call.msg, call.deadline)?,
+                },
+                _ => {
+                    if let Some(s) = call.session {
+                        child.respond(call.msg, s, call.deadline)?;
+                    }
                 }
-                Ok(Reply::Accepted)
             }
-            Kind::Response => {
-                if let Some(s) = call.session {
-                    child.respond(call.msg, s, call.deadline)?;
-                }
-                Ok(Reply::Accepted)
-            }
+            return Ok(Reply::Accepted);
         }
+        let method = call.msg.method();
+        if method == "logging/setLevel" && call.session.is_none() {
+            let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
+            let text = "logging/setLevel does not exist in protocol revision 2026-07-28 \
+                        (it would set the level of every session on the server)";
+            return Ok(Reply::Message(jsonrpc::error_body(Some(&id), -32601, text)));
+        }
+        if let Some(s) = call.session
+            && (method == "resources/subscribe" || method == "resources/unsubscribe")
+            && let Some(local) = self.subscription(s, &call.msg)
+        {
+            return Ok(local);
+        }
+        // Dispatch (`gate.rs`): a call whose client could be asked something, or asked for
+        // logs, waits until no other session's call is in flight on the child.
+        let (caller, exclusive) = match call.session {
+            Some(s) => (
+                Caller::session(s, s.binding.caps),
+                s.exclusive().then_some(Arc::as_ptr(s) as usize as u64),
+            ),
+            None => {
+                let caps = ClientCaps::of_meta(&call.msg);
+                (
+                    Caller::stateless(caps),
+                    caps.any()
+                        .then(|| STATELESS_KEY | NEXT_KEY.fetch_add(1, Ordering::Relaxed)),
+                )
+            }
+        };
+        let slot = inner.slots.get(index).ok_or(Error::UnknownSession)?;
+        let ticket = slot.gate.enter(exclusive, call.deadline)?;
+        // The child may have died, or been rolled, while the call waited.
+        let child = match call.session {
+            Some(s) => self.session_child(s)?,
+            None => self.stateless_child(index)?,
+        };
+        if method == "logging/setLevel" {
+            return self.set_level(child, call, caller, ticket);
+        }
+        call_stream(child, call, caller, Some(ticket))
     }
 
     fn attach(&self, session: &Arc<Session>) {
@@ -218,6 +246,11 @@ impl Upstream for StdioUpstream {
         let _ = slot
             .sessions
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        if session.binding.caps.any() {
+            let _ = slot
+                .capable
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         lock(&slot.members).retain(|w| w.upgrade().is_some_and(|s| s.id != session.id));
         self.inner.apply_level(session.binding.child, false);
         if let Some(child) = self.inner.live(session.binding.child) {
@@ -309,15 +342,69 @@ impl Drop for StdioUpstream {
     }
 }
 
+/// Marks an exclusive key as a stateless call's own (session keys are addresses, far below).
+const STATELESS_KEY: u64 = 1 << 62;
+/// The next stateless call's exclusive key.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+
 impl StdioUpstream {
-    /// `logging/setLevel`: recorded on the session, and forwarded (so the child's own answer,
-    /// or error, goes back) with the lowest level the child's sessions asked for in its place.
-    fn set_level(&self, child: Arc<Child>, mut call: Call<'_>) -> Result<Reply, Error> {
+    /// The live child session `s` is pinned to; [`Error::UnknownSession`] if it died since
+    /// (it took the session's state with it: the client must re-initialize).
+    fn session_child(&self, s: &Session) -> Result<Arc<Child>, Error> {
+        let slot = self
+            .inner
+            .slots
+            .get(s.binding.child)
+            .ok_or(Error::UnknownSession)?;
+        if slot.epoch.load(Ordering::Acquire) != s.binding.generation {
+            return Err(Error::UnknownSession);
+        }
+        self.inner
+            .live(s.binding.child)
+            .ok_or(Error::UnknownSession)
+    }
+
+    /// Where a stateless (2026-07-28) request goes: the live child that speaks 2026-07-28 with
+    /// the fewest calls in flight, preferring one no exclusive call holds. If none speaks it,
+    /// the client gets the legacy-only 400 that makes dual-era clients fall back.
+    fn stateless_slot(&self) -> Result<usize, Error> {
+        let inner = &self.inner;
+        let modern = (0..inner.slots.len())
+            .filter(|&i| {
+                read(&inner.slots[i].handshake)
+                    .as_ref()
+                    .is_some_and(|h| h.modern)
+            })
+            .filter_map(|i| inner.live(i).map(|c| (i, c)))
+            .min_by_key(|(i, c)| (inner.slots[*i].gate.closed(), c.inflight()));
+        match modern {
+            Some((i, _)) => Ok(i),
+            None if (0..inner.slots.len()).any(|i| inner.live(i).is_some()) => {
+                Err(Error::LegacyOnly)
+            }
+            None => Err(Error::Unavailable(format!("no live {} child", inner.name))),
+        }
+    }
+
+    fn stateless_child(&self, index: usize) -> Result<Arc<Child>, Error> {
+        self.inner
+            .live(index)
+            .ok_or_else(|| Error::Unavailable(format!("no live {} child", self.inner.name)))
+    }
+
+    /// `logging/setLevel` within a session: recorded on the session, and forwarded (so the
+    /// child's own answer, or error, goes back) with the lowest level the child's sessions
+    /// asked for in its place.
+    fn set_level(
+        &self,
+        child: Arc<Child>,
+        mut call: Call<'_>,
+        caller: Caller,
+        ticket: Ticket,
+    ) -> Result<Reply, Error> {
         let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
         let Some(s) = call.session else {
-            let text = "logging/setLevel does not exist in protocol revision 2026-07-28 \
-                        (it would set the level of every session on the server)";
-            return Ok(Reply::Message(jsonrpc::error_body(Some(&id), -32601, text)));
+            return Err(Error::Internal("setLevel without a session".into()));
         };
         let mut params: RawObject = call
             .msg
@@ -353,7 +440,7 @@ impl StdioUpstream {
         );
         let text = serde_json::to_string(&params).map_err(|e| Error::Internal(e.to_string()))?;
         call.msg.params = Some(jsonrpc::raw(text));
-        call_stream(child, call)
+        call_stream(child, call, caller, Some(ticket))
     }
 
     /// Tracks `resources/subscribe` and `unsubscribe` per session and subscribes the child
@@ -401,6 +488,31 @@ impl StdioUpstream {
         } else {
             Some(Reply::Message(jsonrpc::result_body(id, "{}")))
         }
+    }
+}
+
+/// The live child a new session is pinned to. Sessions whose clients can be asked something
+/// (`capable`: their calls are exclusive) are kept apart from the others where the children
+/// allow it, so that plain sessions rarely wait for exclusive calls: a plain session goes to
+/// the child with the fewest sessions among those hosting no capable session (if any does),
+/// a capable one to the child hosting the fewest plain sessions, then the fewest capable ones.
+fn place(inner: &Inner, capable: bool) -> Option<usize> {
+    let load = |i: usize| {
+        let slot = &inner.slots[i];
+        let (all, c) = (
+            slot.sessions.load(Ordering::Relaxed),
+            slot.capable.load(Ordering::Relaxed),
+        );
+        (all.saturating_sub(c), c)
+    };
+    let live = (0..inner.slots.len()).filter(|&i| inner.live(i).is_some());
+    if capable {
+        live.min_by_key(|&i| load(i))
+    } else {
+        live.min_by_key(|&i| {
+            let (plain, c) = load(i);
+            (c > 0, plain + c)
+        })
     }
 }
 

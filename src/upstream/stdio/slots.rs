@@ -15,12 +15,22 @@ use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::metrics::{DropReason, Metrics};
 use crate::session::{LogLevel, Session};
+use crate::upstream::stdio::attribution::{Caller, Throttle};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program};
+use crate::upstream::stdio::gate::Gate;
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::util::{lock, read, write};
 
 /// The version the proxy asks children for.
 pub(super) const PROXY_VERSION: &str = "2025-11-25";
+
+/// What the proxy declares to shared children: every server-to-client request it routes
+/// (`sampling`, `elicitation` in form and URL mode, `roots` with `listChanged`), so that a child
+/// offers each client what it would offer it directly; each client is asked only for what it
+/// declared (`attribution.rs`).
+pub(super) fn child_capabilities() -> Value {
+    json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": true}})
+}
 
 /// What the proxy learned from a child's handshake.
 pub(super) struct Handshake {
@@ -38,8 +48,9 @@ pub(super) fn handshake(child: &Child) -> Result<Handshake, Error> {
         "jsonrpc": "2.0", "id": 0, "method": "initialize",
         "params": {
             "protocolVersion": PROXY_VERSION,
-            // Server-to-client requests are routed to the session that owns them.
-            "capabilities": {"sampling": {}, "elicitation": {}},
+            // Server-to-client requests go to the call they provably belong to, if its client
+            // declared the capability (`attribution.rs`); so the child may ask for any of them.
+            "capabilities": child_capabilities(),
             "clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
         }
     });
@@ -90,8 +101,9 @@ pub(super) fn handshake(child: &Child) -> Result<Handshake, Error> {
     })
 }
 
-#[derive(Default)]
 pub(super) struct Slot {
+    /// Admission of calls (`gate.rs`): exclusive calls run without other sessions' calls.
+    pub(super) gate: Arc<Gate>,
     pub(super) child: RwLock<Option<Arc<Child>>>,
     pub(super) handshake: RwLock<Option<Arc<Handshake>>>,
     pub(super) generation: AtomicU64,
@@ -103,6 +115,8 @@ pub(super) struct Slot {
     /// Why the child last went down.
     pub(super) last_error: Mutex<Option<String>>,
     pub(super) sessions: AtomicUsize,
+    /// Of those, sessions whose clients declared `sampling`, `elicitation` or `roots`.
+    pub(super) capable: AtomicUsize,
     /// Sessions pinned here, for notifications that concern all or some of them.
     pub(super) members: Mutex<Vec<Weak<Session>>>,
     /// Resource URI to the number of pinned sessions subscribed to it; the child itself is
@@ -124,8 +138,30 @@ pub(super) enum Control {
     Died(usize, u64),
     /// Rolling restart: replace each child after its calls drain (at most the grace).
     Roll(Duration, Sender<String>),
-    ChildRequest(usize, u64, Message),
+    /// A child's request to refuse: slot, generation, the request, the error code and message,
+    /// and how the refusal is counted.
+    ChildRequest(usize, u64, Message, i64, String, DropReason),
     Stop,
+}
+
+impl Slot {
+    /// An empty slot whose gate lets at most `max_waiting` calls wait.
+    pub(super) fn new(max_waiting: usize) -> Slot {
+        Slot {
+            gate: Gate::new(max_waiting),
+            child: RwLock::default(),
+            handshake: RwLock::default(),
+            generation: AtomicU64::default(),
+            epoch: AtomicU64::default(),
+            restarts: AtomicU64::default(),
+            last_error: Mutex::default(),
+            sessions: AtomicUsize::default(),
+            capable: AtomicUsize::default(),
+            members: Mutex::default(),
+            subscriptions: Mutex::default(),
+            log_level: Mutex::default(),
+        }
+    }
 }
 
 pub(super) struct Inner {
@@ -137,6 +173,8 @@ pub(super) struct Inner {
     pub(super) stopping: AtomicBool,
     /// Where dropped messages are counted.
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// Warnings about messages nobody provably owns: at most one a second.
+    pub(super) unowned: Throttle,
 }
 
 impl Inner {
@@ -179,11 +217,16 @@ impl Inner {
         Arc::new(move |index, generation, ev| {
             let msg = match ev {
                 Event::Exited => Control::Died(index, generation),
-                Event::Request(_) if control.len() >= CONTROL_BACKLOG => {
+                Event::Request { .. } if control.len() >= CONTROL_BACKLOG => {
                     log::debug!("child #{index}: request dropped, {CONTROL_BACKLOG} waiting");
                     return;
                 }
-                Event::Request(m) => Control::ChildRequest(index, generation, m),
+                Event::Request {
+                    msg,
+                    code,
+                    why,
+                    reason,
+                } => Control::ChildRequest(index, generation, msg, code, why, reason),
                 Event::Notification(m) => {
                     if let Some(inner) = inner.upgrade() {
                         inner.notify_sessions(index, &m);
@@ -234,11 +277,16 @@ impl Inner {
                 .filter(|s| lock(&s.subscriptions).contains(&uri))
                 .collect()
         } else {
-            log::debug!(
-                "{}#{index}: {method} belongs to no request or session provably; dropped",
-                self.name
-            );
             self.dropped(DropReason::Unattributed);
+            if let Some(held) = self.unowned.pass() {
+                log::warn!(
+                    "{}#{index}: {} belongs to no request or session provably: dropped \
+                     ({held} more since the last warning; see \
+                     shadowcat_dropped_messages_total{{reason=\"unattributed\"}})",
+                    self.name,
+                    crate::util::Escaped(method)
+                );
+            }
             return;
         };
         let bytes = msg.to_vec();
@@ -313,7 +361,7 @@ impl Inner {
             json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});
         if let Ok(msg) = Message::parse(v.to_string().as_bytes()) {
             let deadline = Instant::now() + Duration::from_secs(1);
-            let _ = child.call_deadline(msg, deadline, None);
+            let _ = child.call_deadline(msg, deadline, Caller::internal());
         }
     }
 }
@@ -369,7 +417,7 @@ impl Inner {
         };
         if let Ok(msg) = Message::parse(set_level(level).to_string().as_bytes()) {
             let deadline = Instant::now() + Duration::from_secs(1);
-            let _ = child.call_deadline(msg, deadline, None);
+            let _ = child.call_deadline(msg, deadline, Caller::internal());
         }
     }
 }

@@ -12,6 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::slots::{Control, Inner};
 use crate::error::Error;
 use crate::jsonrpc::Message;
+use crate::metrics::DropReason;
 use crate::upstream::stdio::child::{Child, stop_in_background};
 use crate::util::{lock, read, write};
 
@@ -76,9 +77,9 @@ pub(super) fn supervise(
             Ok(Control::Roll(grace, reply)) => {
                 let _ = reply.send(roll(inner, grace, &mut reapers));
             }
-            Ok(Control::ChildRequest(i, generation, msg)) => {
+            Ok(Control::ChildRequest(i, generation, msg, code, why, reason)) => {
                 if inner.slots[i].generation.load(Ordering::Acquire) == generation {
-                    refuse_child_request(inner, i, &msg);
+                    refuse_child_request(inner, i, &msg, code, &why, reason);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -160,19 +161,25 @@ fn roll(inner: &Arc<Inner>, grace: Duration, reapers: &mut Vec<JoinHandle<()>>) 
     report.join("; ")
 }
 
-/// A server-to-client request no single session can own (calls from several sessions, or
-/// none, in flight on the child): answer the child with an error at once rather than guess or
-/// leave it waiting.
-fn refuse_child_request(inner: &Inner, i: usize, msg: &Message) {
+/// Answers a server-to-client request that no call in flight may take (see `attribution.rs`)
+/// with the error decided there, at once rather than leave the child waiting, and counts it.
+fn refuse_child_request(
+    inner: &Inner,
+    i: usize,
+    msg: &Message,
+    code: i64,
+    why: &str,
+    reason: DropReason,
+) {
     let Some(child) = inner.live(i) else { return };
-    log::warn!(
-        "{}: server-to-client request {} refused: no single session has calls in flight",
-        child.name(),
-        msg.method()
-    );
-    child.refuse(
-        msg.id.as_deref(),
-        "shadowcat: cannot tell which client this request is for (shared child, \
-         no single session with calls in flight)",
-    );
+    inner.dropped(reason);
+    if let Some(held) = inner.unowned.pass() {
+        log::warn!(
+            "{}: server-to-client request {} refused ({code}): {why} ({held} more since the \
+             last warning)",
+            child.name(),
+            crate::util::Escaped(msg.method()),
+        );
+    }
+    child.refuse(msg.id.as_deref(), code, why);
 }

@@ -395,6 +395,17 @@ impl SseConn {
         }
     }
 
+    /// The whole body of a response that is not a stream (`Content-Length`).
+    pub fn read_body(&mut self) -> Vec<u8> {
+        let n: usize = self
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; n];
+        self.r.read_exact(&mut body).expect("body");
+        body
+    }
+
     /// Reads events until one holds a JSON-RPC response (or the stream ends).
     pub fn until_response(&mut self) -> Vec<SseEvent> {
         let mut out = Vec::new();

@@ -1,0 +1,410 @@
+//! Whose is it: the one rule that decides where a message from a stdio child goes when it is not
+//! the response to a call (the response is matched by its rewritten id).
+//!
+//! [`attribute`] takes the message and the calls in flight on the child and returns a
+//! [`Verdict`]: the call it provably belongs to, an answer the proxy gives the child itself, the
+//! sessions it concerns as a whole, or a drop with its reason. It never guesses. The shared
+//! upstream's dispatch (`gate.rs`) is what makes the rule deliver: a call whose client could be
+//! asked something runs alone on its child (with its own session's other calls), so whatever the
+//! child says meanwhile is its.
+//!
+//! The rule, in order:
+//!
+//! 1. `notifications/progress` naming the rewritten token of a call in flight: that call;
+//!    naming none: dropped and counted (its token means nothing to any other call).
+//! 2. `notifications/*/list_changed` and `notifications/resources/updated`: the sessions on the
+//!    child they concern ([`Verdict::SessionWide`]).
+//! 3. A `ping` request: the proxy answers it (the child's client is the proxy, and it is alive).
+//! 4. The calls that could have caused anything else are the calls in flight except the proxy's
+//!    own. Within [`SETTLE`] of a call ending without its response (cancelled, timed out,
+//!    abandoned) nothing is attributed: the child may still speak of that call.
+//! 5. If they all belong to one session, the target is that session's newest call; if there is
+//!    exactly one call and it is stateless (2026-07-28), that call. Otherwise there is no target.
+//! 6. A request that needs a capability (`sampling/createMessage`: `sampling`;
+//!    `elicitation/create`: `elicitation`, with `url` for URL mode; `roots/list`: `roots`):
+//!    * to the target, if its client declared that capability;
+//!    * refused with -32601 (method not found, as the spec has clients answer a request they
+//!      do not support) if the target's client did not declare it, or if there is no target but
+//!      no client with a call in flight declared it (then whoever asked lacks it);
+//!    * refused with -32603 otherwise (a stateless call: no way to answer it before the
+//!      era bridge; several sessions, one of them capable; nothing in flight), and counted.
+//! 7. Any other request: to the target, else refused with -32603 and counted.
+//! 8. Any other notification (a log): to the target, else dropped and counted as
+//!    `unattributed`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::jsonrpc::{Kind, Message, RawObject};
+use crate::metrics::DropReason;
+use crate::session::{ClientCaps, Session};
+
+/// After a call ends without its response, how long the child's messages are not attributed.
+pub const SETTLE: Duration = Duration::from_millis(250);
+
+/// Who made a call on a child, as attribution and dispatch see it.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    /// The session that sent it; `None` for a stateless (2026-07-28) call or the proxy's own.
+    pub owner: Option<Arc<Session>>,
+    /// What its client declared it can take.
+    pub caps: ClientCaps,
+    /// The proxy's own request (handshake, `logging/setLevel`, subscriptions): it never causes
+    /// anything a client should see, so attribution leaves it out.
+    pub internal: bool,
+}
+
+impl Caller {
+    /// The proxy's own request.
+    pub fn internal() -> Caller {
+        Caller {
+            internal: true,
+            ..Caller::default()
+        }
+    }
+
+    /// A request of `session`, whose client declared `caps`.
+    pub fn session(session: &Arc<Session>, caps: ClientCaps) -> Caller {
+        Caller {
+            owner: Some(session.clone()),
+            caps,
+            internal: false,
+        }
+    }
+
+    /// A stateless request whose `_meta` declared `caps`.
+    pub fn stateless(caps: ClientCaps) -> Caller {
+        Caller {
+            owner: None,
+            caps,
+            internal: false,
+        }
+    }
+}
+
+/// One call in flight, as [`attribute`] sees it.
+pub struct InFlight<'a> {
+    /// Its rewritten id (higher is newer).
+    pub id: u64,
+    /// Who made it.
+    pub caller: &'a Caller,
+    /// It carried a progress token (so progress naming its id is its own).
+    pub has_token: bool,
+}
+
+/// Where a child's message goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// To the call with this rewritten id (a request under a proxy id its session answers).
+    Call(u64),
+    /// A `ping`: the proxy answers it.
+    Ping,
+    /// A request answered with this JSON-RPC error; `counted` when it is also a message no one
+    /// provably owns (`reason`).
+    Refuse {
+        /// -32601 or -32603.
+        code: i64,
+        /// The error message the child gets.
+        why: String,
+        /// Counted in `shadowcat_dropped_messages_total{reason}`.
+        reason: DropReason,
+    },
+    /// To the sessions on the child it concerns (list changes, subscribed resources).
+    SessionWide,
+    /// Dropped and counted.
+    Drop(DropReason),
+}
+
+/// Decides where child message `msg` (a request or notification) goes, given the calls in
+/// flight on the child and whether a call ended without its response within [`SETTLE`].
+pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> Verdict {
+    let method = msg.method();
+    let request = matches!(msg.kind(), Ok(Kind::Request));
+    if !request {
+        if method == "notifications/progress" {
+            // Its token is a rewritten call id: to another call it would name another request
+            // (or, by chance, one of that client's own).
+            return match super::child::progress_token_id(msg) {
+                Some(id) if calls.iter().any(|c| c.id == id && c.has_token) => Verdict::Call(id),
+                _ => Verdict::Drop(DropReason::Unattributed),
+            };
+        }
+        if method.ends_with("/list_changed") || method == "notifications/resources/updated" {
+            return Verdict::SessionWide;
+        }
+    } else if method == "ping" {
+        return Verdict::Ping;
+    }
+    let causes: Vec<&InFlight<'a>> = calls.iter().filter(|c| !c.caller.internal).collect();
+    let target = if settling { None } else { target(&causes) };
+    if !request {
+        return match target {
+            Some(c) => Verdict::Call(c.id),
+            None => Verdict::Drop(DropReason::Unattributed),
+        };
+    }
+    let refuse = |code, why: String, reason| Verdict::Refuse { code, why, reason };
+    let ambiguous = || {
+        let why = if settling {
+            "shadowcat: cannot tell which client this request is for (a request on this \
+             child just ended without its answer)"
+        } else if causes.is_empty() {
+            "shadowcat: no client request is in flight on this child that this request could \
+             belong to"
+        } else {
+            "shadowcat: cannot tell which client this request is for"
+        };
+        refuse(-32603, why.to_owned(), DropReason::Unattributed)
+    };
+    let need = ClientCaps::needed(method, elicitation_mode(msg).as_deref());
+    match (target, need) {
+        (Some(c), _) if c.caller.owner.is_none() => refuse(
+            -32603,
+            "shadowcat: the request in flight is a stateless 2026-07-28 call, which cannot be \
+             sent server-to-client requests"
+                .to_owned(),
+            DropReason::Unattributed,
+        ),
+        (Some(c), Some(k)) if !c.caller.caps.has(k) => refuse(
+            -32601,
+            format!(
+                "shadowcat: the client of this call did not declare the {} capability",
+                k.name()
+            ),
+            DropReason::MissingCapability,
+        ),
+        (Some(c), _) => Verdict::Call(c.id),
+        (None, Some(k))
+            if !settling && !causes.is_empty() && causes.iter().all(|c| !c.caller.caps.has(k)) =>
+        {
+            refuse(
+                -32601,
+                format!(
+                    "shadowcat: no client with a call in flight on this child declared the {} \
+                     capability",
+                    k.name()
+                ),
+                DropReason::MissingCapability,
+            )
+        }
+        (None, _) => ambiguous(),
+    }
+}
+
+/// The call a message provably belongs to (step 5 of the rule): the newest call of the one
+/// session owning every call, or the one stateless call.
+fn target<'c, 'a>(causes: &[&'c InFlight<'a>]) -> Option<&'c InFlight<'a>> {
+    let first = causes.first()?;
+    match &first.caller.owner {
+        None if causes.len() == 1 => Some(first),
+        None => None,
+        Some(s) => {
+            let same = causes
+                .iter()
+                .all(|c| c.caller.owner.as_ref().is_some_and(|o| Arc::ptr_eq(o, s)));
+            if same {
+                causes.iter().copied().max_by_key(|c| c.id)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// `params.mode` of an `elicitation/create` request.
+fn elicitation_mode(msg: &Message) -> Option<String> {
+    if msg.method() != "elicitation/create" {
+        return None;
+    }
+    let params: RawObject = serde_json::from_str(msg.params.as_ref()?.get()).ok()?;
+    serde_json::from_str(params.get("mode")?.get()).ok()
+}
+
+/// Lets one warning through per second, so a child that floods unattributable messages cannot
+/// flood the log.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// Milliseconds after `born` of the last warning (plus one second, so 0 means never).
+    last_ms: AtomicU64,
+    /// Warnings held back since the last one let through.
+    held: AtomicU64,
+    born: OnceLock<Instant>,
+}
+
+impl Throttle {
+    /// `Some(n)` when a warning may go out now, `n` being how many were held back before it.
+    pub fn pass(&self) -> Option<u64> {
+        let now = self.born.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1000;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SessionConfig;
+    use crate::session::{Binding, Sessions};
+
+    fn session(t: &Sessions) -> Arc<Session> {
+        t.create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap()
+    }
+
+    fn table() -> Sessions {
+        Sessions::new(&SessionConfig {
+            max: 10,
+            max_per_client: 10,
+            idle: Duration::from_secs(60),
+            replay: Default::default(),
+        })
+    }
+
+    fn msg(text: &str) -> Message {
+        Message::parse(text.as_bytes()).unwrap()
+    }
+
+    const SAMPLE: &str =
+        r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
+    const URL: &str = r#"{"jsonrpc":"2.0","id":"e1","method":"elicitation/create","params":{"mode":"url","url":"https://x"}}"#;
+    const LOG: &str = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#;
+
+    fn code(v: &Verdict) -> i64 {
+        match v {
+            Verdict::Refuse { code, .. } => *code,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_sessions_calls_own_everything_capability_permitting() {
+        let t = table();
+        let a = session(&t);
+        let capable = Caller::session(&a, ClientCaps::SAMPLING);
+        let calls = [
+            InFlight {
+                id: 3,
+                caller: &capable,
+                has_token: false,
+            },
+            InFlight {
+                id: 7,
+                caller: &capable,
+                has_token: false,
+            },
+        ];
+        assert_eq!(attribute(&msg(SAMPLE), &calls, false), Verdict::Call(7));
+        assert_eq!(attribute(&msg(LOG), &calls, false), Verdict::Call(7));
+        // It declared sampling only: URL elicitation is refused to the child, never routed.
+        assert_eq!(code(&attribute(&msg(URL), &calls, false)), -32601);
+        // Just after a call was abandoned, nothing is attributed.
+        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, true)), -32603);
+        assert_eq!(
+            attribute(&msg(LOG), &calls, true),
+            Verdict::Drop(DropReason::Unattributed)
+        );
+    }
+
+    #[test]
+    fn several_sessions_own_nothing() {
+        let t = table();
+        let (a, b) = (session(&t), session(&t));
+        let (ca, cb) = (
+            Caller::session(&a, ClientCaps::NONE),
+            Caller::session(&b, ClientCaps::NONE),
+        );
+        let internal = Caller::internal();
+        let calls = [
+            InFlight {
+                id: 1,
+                caller: &ca,
+                has_token: true,
+            },
+            InFlight {
+                id: 2,
+                caller: &cb,
+                has_token: false,
+            },
+            InFlight {
+                id: 3,
+                caller: &internal,
+                has_token: false,
+            },
+        ];
+        assert_eq!(
+            attribute(&msg(LOG), &calls, false),
+            Verdict::Drop(DropReason::Unattributed)
+        );
+        // Nobody in flight declared sampling: whoever asked lacks it.
+        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32601);
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
+        assert_eq!(attribute(&msg(progress), &calls, false), Verdict::Call(1));
+        let stray = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":9,"progress":1}}"#;
+        assert_eq!(
+            attribute(&msg(stray), &calls, false),
+            Verdict::Drop(DropReason::Unattributed)
+        );
+        let ping = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
+        assert_eq!(attribute(&msg(ping), &calls, false), Verdict::Ping);
+        let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
+        assert_eq!(
+            attribute(&msg(changed), &calls, false),
+            Verdict::SessionWide
+        );
+        // One of them capable: not provable either way.
+        let cb = Caller::session(&b, ClientCaps::SAMPLING);
+        let calls = [
+            InFlight {
+                id: 1,
+                caller: &ca,
+                has_token: false,
+            },
+            InFlight {
+                id: 2,
+                caller: &cb,
+                has_token: false,
+            },
+        ];
+        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32603);
+    }
+
+    #[test]
+    fn stateless_and_empty() {
+        let modern = Caller::stateless(ClientCaps::SAMPLING);
+        let internal = Caller::internal();
+        let calls = [
+            InFlight {
+                id: 4,
+                caller: &modern,
+                has_token: false,
+            },
+            InFlight {
+                id: 5,
+                caller: &internal,
+                has_token: false,
+            },
+        ];
+        assert_eq!(attribute(&msg(LOG), &calls, false), Verdict::Call(4));
+        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32603);
+        let only_internal = [InFlight {
+            id: 5,
+            caller: &internal,
+            has_token: false,
+        }];
+        assert_eq!(
+            attribute(&msg(LOG), &only_internal, false),
+            Verdict::Drop(DropReason::Unattributed)
+        );
+        assert_eq!(code(&attribute(&msg(SAMPLE), &[], false)), -32603);
+    }
+}
