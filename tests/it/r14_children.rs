@@ -323,17 +323,29 @@ fn r14_3_sessions_abandoned_without_delete_make_room_once_idle() {
         "--stdio-spares",
         "2",
         "--session-evict-idle",
-        "1s",
+        "3s",
         "--max-sessions-per-client",
         "64",
     ]);
     let a = p.local_addr();
+    let started = Instant::now();
     let abandoned: Vec<String> = (0..16).map(|_| Conn::open(a).initialize()).collect();
-    // Every child is taken and no session has been idle long enough: a truthful wait.
+    // Every child is taken and no session has been idle long enough: a truthful wait. (On a
+    // machine so loaded that opening the 16 took the whole idle threshold, the first may
+    // already qualify: then this step proves nothing and is skipped.)
     let r = post(a, None, INIT);
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.header("retry-after"), Some("1"), "{:?}", r.headers);
-    std::thread::sleep(Duration::from_millis(1100));
+    if started.elapsed() < Duration::from_secs(3) {
+        assert_eq!(r.status, 503, "{}", r.text());
+        let wait: u64 = r
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
+        assert!(
+            (1..=3).contains(&wait),
+            "Retry-After {wait} with 3s eviction"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(3100));
     let until = Instant::now() + Duration::from_secs(20);
     let clients: Vec<_> = (0..20)
         .map(|i| {
