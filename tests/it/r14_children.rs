@@ -302,8 +302,8 @@ fn init_until_served(addr: SocketAddr, until: Instant) -> (String, u32) {
             .and_then(|v| v.parse().ok())
             .expect("Retry-After");
         assert!(
-            (1..=2).contains(&wait),
-            "Retry-After {wait} with 1s eviction"
+            (1..=3).contains(&wait),
+            "Retry-After {wait} with 3s eviction"
         );
         assert!(Instant::now() < until, "never served");
         std::thread::sleep(Duration::from_millis(250).max(Duration::from_secs(wait) / 4));
