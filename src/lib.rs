@@ -24,6 +24,8 @@
 //! cli.rs       the flags (argh) and their validation into one Config
 //! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
 //! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
+//! tape/        what crossed the proxy, written off the request path: tapes (format, redaction,
+//!              writer thread) and the audit log, behind two small handles (Recorder, Auditor)
 //! gate/        who the caller is (auth/: tokens, JWT) and whether it may go on (ratelimit/)
 //! upstream/    the Upstream (request path) and Operate (operator's view) traits;
 //!              http/ (pooled slots, event streams), stdio/ (child, call, shared mode with
@@ -162,6 +164,7 @@ mod ops;
 mod proxy;
 mod session;
 mod stream;
+pub mod tape;
 pub mod tools;
 mod upstream;
 mod util;
