@@ -12,11 +12,13 @@
 //!    session; anything else needs a live session (400 without, 404 unknown or expired);
 //! 5. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
 //!
-//! Owns: [`Proxy`] and its [`Handler`] (this file: the access log, error answers, session
-//! retirement), the checks (`checks.rs`), the endpoint's methods and reply handling
-//! (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an upstream
-//! works (only the [`Upstream`] trait), how bytes are framed on the wire (the HTTP layer), or
-//! the operations endpoints (answered in front of it by `ops::Front`).
+//! Owns: [`Proxy`] and its [`Handler`] (this file: the access log, the audit line, error
+//! answers, session retirement), the checks (`checks.rs`), the endpoint's methods and reply
+//! handling (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an
+//! upstream works (only the [`Upstream`] trait), how bytes are framed on the wire (the HTTP
+//! layer), the operations endpoints (answered in front of it by `ops::Front`), or how tapes
+//! and the audit log are written (it hands messages and records to `tape`'s [`Recorder`] and
+//! [`Auditor`], which never block).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,9 +31,10 @@ use crate::gate::Gatekeeper;
 use crate::http::{Handler, Responder};
 use crate::http::{Request, Response};
 use crate::jsonrpc::{self, Answered, Kind};
-use crate::metrics::{MethodClass, Metrics};
+use crate::metrics::{MethodClass, Metrics, ToolOutcome};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
+use crate::tape::{AuditRecord, Auditor, Recorder, Tap};
 use crate::upstream::{Item, MessageStream, Upstream};
 use crate::util::Escaped;
 
@@ -57,6 +60,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     server: std::sync::OnceLock<std::sync::Weak<crate::http::Server>>,
     gate: Gatekeeper,
+    tapes: Recorder,
+    audit: Auditor,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -96,6 +101,10 @@ enum Outcome {
     Follow { log: Arc<EventLog>, after: u64 },
 }
 
+/// Bodies of refused requests at most this large are read for the audit line's method and
+/// name (a refusal comes before the body is parsed).
+const AUDIT_PEEK: usize = 64 * 1024;
+
 /// Fields of the access log line.
 #[derive(Default)]
 struct Access {
@@ -109,6 +118,20 @@ struct Access {
     rpc: Option<Answered>,
     /// How a streamed answer's final message came out, noted as it passes.
     streamed: Option<Arc<std::sync::OnceLock<Answered>>>,
+    /// When the request arrived.
+    at: Option<Instant>,
+    /// The request's tape, once it is tied to a session or a stateless client (recording on).
+    tap: Option<Tap>,
+    /// The JSON answer was made by the proxy (an upstream's non-JSON error turned into one).
+    synthetic: bool,
+    /// Tool, prompt or resource the request names (`tools/call` always; all with the audit).
+    name: Option<String>,
+    /// The request's `params.arguments` (`--audit-arguments`).
+    arguments: Option<Box<RawValue>>,
+    /// The caller's principal (audit).
+    principal: Option<String>,
+    /// Body and stream bytes sent.
+    bytes_out: u64,
 }
 
 impl Access {
@@ -116,6 +139,12 @@ impl Access {
     fn answered(&self) -> Option<Answered> {
         self.rpc
             .or_else(|| self.streamed.as_ref().and_then(|s| s.get().copied()))
+    }
+
+    /// The answer's outcome is wanted: for the access log or the audit line (`note_rpc`),
+    /// or for `shadowcat_tool_calls_total`.
+    fn wants_answer(&self) -> bool {
+        self.note_rpc || self.mcp_method == "tools/call"
     }
 }
 
@@ -132,12 +161,31 @@ impl Proxy {
         Proxy {
             metrics,
             gate,
+            tapes: Recorder::off(),
+            audit: Auditor::off(),
             server: std::sync::OnceLock::new(),
             sessions,
             warn_throttle: Throttle::default(),
             cfg: cfg.clone(),
             upstream,
         }
+    }
+
+    /// The same pipeline, recording tapes through `tapes` and audit lines through `audit`.
+    pub fn with_tapes(mut self, tapes: Recorder, audit: Auditor) -> Proxy {
+        self.tapes = tapes;
+        self.audit = audit;
+        self
+    }
+
+    /// The tape recorder (off unless `--record`).
+    pub fn recorder(&self) -> &Recorder {
+        &self.tapes
+    }
+
+    /// The audit log (off unless `--audit-log`).
+    pub fn auditor(&self) -> &Auditor {
+        &self.audit
     }
 
     /// The session table.
@@ -304,6 +352,48 @@ impl Proxy {
     fn retire(&self, s: &Session) {
         s.streams.end_all();
         self.upstream.close(s);
+        self.tapes.close_session(&s.id);
+    }
+
+    /// The audit line of a finished request on the MCP endpoint. A refused request was
+    /// refused before its body was read: its method and name come from a raw scan of the
+    /// body (only the envelope and `params.name`/`params.uri`), if it is small.
+    fn audit_line(&self, req: &Request, acc: &Access, status: u16, elapsed: Duration) {
+        let mut method = (!acc.mcp_method.is_empty()).then(|| acc.mcp_method.clone());
+        let mut name = acc.name.clone();
+        let mut arguments = acc.arguments.clone();
+        if method.is_none() && req.method == "POST" && req.body.len() <= AUDIT_PEEK {
+            let text = std::str::from_utf8(&req.body).unwrap_or("");
+            if let Some([m, params]) = jsonrpc::pick(text.trim_ascii(), ["method", "params"]) {
+                method = m.and_then(|m| serde_json::from_str(m.get()).ok());
+                let head = params.map(jsonrpc::ParamsHead::of).unwrap_or_default();
+                name = head
+                    .name
+                    .or(head.uri)
+                    .and_then(|n| serde_json::from_str(n.get()).ok());
+                if self.audit.wants_arguments() {
+                    arguments = head.arguments.map(|a| a.to_owned());
+                }
+            }
+        }
+        let at = std::time::SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        self.audit.log(AuditRecord {
+            at,
+            principal: acc.principal.clone(),
+            client_ip: self.gate.client_ip(req),
+            session: (!acc.session.is_empty()).then(|| acc.session.clone()),
+            http_method: req.method.clone(),
+            method,
+            name,
+            status,
+            answered: acc.answered(),
+            duration: elapsed,
+            bytes_in: req.body.len() as u64,
+            bytes_out: acc.bytes_out,
+            arguments,
+        });
     }
 }
 
@@ -322,16 +412,25 @@ impl Handler for Proxy {
     fn handle(&self, req: Request, res: &mut Responder<'_>) {
         let started = Instant::now();
         let mut acc = Access {
-            note_rpc: log::log_enabled!(target: "shadowcat::access", log::Level::Info),
+            note_rpc: log::log_enabled!(target: "shadowcat::access", log::Level::Info)
+                || self.audit.is_on(),
+            at: Some(started),
             ..Access::default()
         };
         self.metrics.bytes_in(req.body.len() as u64);
         let status = match self.route(&req, &mut acc) {
             Ok(Outcome::Response(r)) => {
-                if acc.note_rpc && acc.kind == Some(Kind::Request) {
+                if acc.wants_answer() && acc.kind == Some(Kind::Request) {
                     acc.rpc = jsonrpc::answered(&r.body, acc.mcp_method == "tools/call");
                 }
+                if let Some(tap) = &acc.tap
+                    && !r.body.is_empty()
+                {
+                    self.tapes
+                        .client_got(tap, r.body.clone(), true, acc.synthetic);
+                }
                 let s = r.status;
+                acc.bytes_out = r.body.len() as u64;
                 self.metrics.bytes_out(r.body.len() as u64);
                 let _ = res.send(r);
                 s
@@ -342,8 +441,8 @@ impl Handler for Proxy {
                 session,
                 announce,
                 id,
-            }) => self.pump(res, stream, first, session, announce, id),
-            Ok(Outcome::Follow { log, after }) => self.follow(res, log, after),
+            }) => self.pump(res, stream, first, session, announce, id, &mut acc),
+            Ok(Outcome::Follow { log, after }) => self.follow(res, log, after, &mut acc),
             Err(e) => {
                 acc.rpc = Some(Answered::Error(Some(e.rpc_code())));
                 if e.status() >= 500 {
@@ -357,6 +456,10 @@ impl Handler for Proxy {
                 }
                 self.count_error(&e);
                 let resp = error_response(&e, acc.id.as_deref());
+                if let Some(tap) = &acc.tap {
+                    self.tapes.client_got(tap, resp.body.clone(), true, true);
+                }
+                acc.bytes_out = resp.body.len() as u64;
                 self.metrics.bytes_out(resp.body.len() as u64);
                 let _ = res.send(resp);
                 e.status()
@@ -375,6 +478,23 @@ impl Handler for Proxy {
         };
         if !matches!(req.path(), "/metrics" | "/healthz" | "/readyz") {
             self.metrics.request(class, status, elapsed);
+        }
+        if acc.kind == Some(Kind::Request) && acc.mcp_method == "tools/call" {
+            let outcome = match acc.answered() {
+                Some(Answered::Ok) => Some(ToolOutcome::Ok),
+                Some(Answered::ToolError) => Some(ToolOutcome::ToolError),
+                Some(Answered::Error(_)) => Some(ToolOutcome::Error),
+                None => None,
+            };
+            if let Some(o) = outcome {
+                self.metrics.tool_call(acc.name.as_deref(), o);
+            }
+        }
+        if self.audit.is_on()
+            && req.path() == self.cfg.path
+            && (acc.kind == Some(Kind::Request) || status >= 400)
+        {
+            self.audit_line(&req, &acc, status, elapsed);
         }
         self.access_log(&req, &acc, status, elapsed);
     }

@@ -32,6 +32,9 @@ impl Proxy {
         single_headers(req)?;
         self.check_origin(req)?;
         let caller = self.gate.identify(req)?;
+        if self.audit.is_on() {
+            acc.principal = caller.principal.clone();
+        }
         match req.method.as_str() {
             "POST" => self.post(req, &caller, acc),
             "GET" => {
@@ -70,6 +73,16 @@ impl Proxy {
         let kind = msg.kind()?;
         acc.kind = Some(kind);
         acc.mcp_method = msg.method().to_owned();
+        if kind == Kind::Request && (self.audit.is_on() || msg.method() == "tools/call") {
+            acc.name = match tool {
+                Some(t) => Some(t),
+                None => msg.target_name(),
+            };
+            if self.audit.wants_arguments() {
+                acc.arguments = msg.head().arguments.map(|a| a.to_owned());
+            }
+        }
+        let at = acc.at.unwrap_or_else(Instant::now);
         let header_version = req.header("mcp-protocol-version").map(str::trim);
         if let Some(v) = header_version
             && v != MODERN_VERSION
@@ -91,6 +104,13 @@ impl Proxy {
         let headers = upstream_headers(req, &msg, &head, version)?;
         let modern = header_version == Some(MODERN_VERSION) || meta_version.is_some();
         if modern && msg.method() != "initialize" {
+            if let Some(tap) = self
+                .tapes
+                .stateless(caller.principal.as_deref(), self.gate.client_ip(req))
+            {
+                self.tapes.client_sent(&tap, at, &req.body);
+                acc.tap = Some(tap);
+            }
             let call = Call {
                 msg,
                 session: None,
@@ -104,21 +124,37 @@ impl Proxy {
             if kind != Kind::Request {
                 return Err(Error::InvalidMessage("initialize must be a request"));
             }
-            return self.initialize(msg, deadline, headers, caller, acc);
+            return self.initialize(msg, deadline, headers, caller, acc, &req.body);
         }
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
         let session = self.session(sid, caller)?;
         acc.session = session.short_id().to_owned();
+        // The client's id, to find the upstream's id for it once forwarded (recording only).
+        let id_key = match (self.tapes.is_on(), kind) {
+            (true, Kind::Request) => msg.id.as_deref().and_then(jsonrpc::id_key),
+            _ => None,
+        };
         let call = Call {
             msg,
             session: Some(&session),
             deadline,
             headers,
         };
-        match self.upstream.forward(call) {
+        let forwarded = self.upstream.forward(call);
+        if let Some(tap) = self.tapes.session(&session.id) {
+            let tap = tap.with_upstream_id(id_key.and_then(|k| session.upstream_call_id(&k)));
+            self.tapes.client_sent(&tap, at, &req.body);
+            acc.tap = Some(tap);
+        }
+        match forwarded {
             Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
             Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
                 log::info!("session {} ended: {e}", session.short_id());
+                // The answer goes on the tape before the session's end closes it.
+                if let Some(tap) = acc.tap.take() {
+                    let answer = error_response(&Error::UnknownSession, acc.id.as_deref());
+                    self.tapes.client_got(&tap, answer.body, true, true);
+                }
                 self.end_session(&session);
                 Err(Error::UnknownSession)
             }
@@ -133,6 +169,7 @@ impl Proxy {
         headers: Vec<(String, String)>,
         caller: &Caller,
         acc: &mut Access,
+        body: &[u8],
     ) -> Result<Outcome, Error> {
         for s in self.sessions.check_room()? {
             self.retire(&s);
@@ -163,6 +200,16 @@ impl Proxy {
         }
         self.upstream.attach(&session);
         acc.session = session.short_id().to_owned();
+        if let Some(tap) = self.tapes.open_session(
+            &session.id,
+            &session.protocol_version,
+            caller.principal.as_deref(),
+            acc.at.unwrap_or_else(Instant::now),
+        ) {
+            self.tapes
+                .client_sent(&tap, acc.at.unwrap_or_else(Instant::now), body);
+            acc.tap = Some(tap);
+        }
         log::debug!("session {} created", session.short_id());
         self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)
     }
@@ -199,6 +246,9 @@ impl Proxy {
             .is_some_and(|s| Arc::ptr_eq(&s, &log))
         {
             self.upstream.listen(&session)?;
+            // The standalone stream's events reach the tape as they are delivered (a request
+            // stream's were recorded as they were pumped).
+            acc.tap = self.tapes.session(&session.id);
         }
         Ok(Outcome::Follow { log, after })
     }
@@ -255,6 +305,7 @@ impl Proxy {
                         Response::new(status).with_body("application/json", body),
                     ));
                 }
+                acc.synthetic = true;
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                 let e = Error::UpstreamStatus {
                     status,
@@ -266,7 +317,7 @@ impl Proxy {
                 Ok(Outcome::Response(error_response(&e, acc.id.as_deref())))
             }
             Reply::Stream(mut stream) => {
-                if acc.note_rpc {
+                if acc.wants_answer() {
                     let seen = Arc::new(std::sync::OnceLock::new());
                     acc.streamed = Some(seen.clone());
                     stream = Box::new(Noted {

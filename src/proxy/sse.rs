@@ -15,7 +15,7 @@ use crate::session::Session;
 use crate::stream::EventLog;
 use crate::upstream::{Item, MessageStream, Poll};
 
-use super::{Proxy, SHUTDOWN_POLL, error_response};
+use super::{Access, Proxy, SHUTDOWN_POLL, error_response};
 
 impl Proxy {
     /// Pumps a request's messages to the client (on the stream thread) and into the
@@ -27,6 +27,10 @@ impl Proxy {
     /// reader drops the call's further messages (counted here once the stream is polled
     /// again), and an HTTP upstream's stream is simply not read (TCP pushes back on the
     /// upstream). Memory per stream stays bounded either way.
+    ///
+    /// Each message goes to the request's tape (if recording) as it is sent, and its bytes
+    /// are added to `acc` for the audit line.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pump(
         &self,
         res: &mut Responder<'_>,
@@ -35,6 +39,7 @@ impl Proxy {
         session: Option<Arc<Session>>,
         announce: bool,
         id: Option<Box<RawValue>>,
+        acc: &mut Access,
     ) -> u16 {
         let mut headers = sse_headers();
         if let (true, Some(s)) = (announce, &session) {
@@ -64,7 +69,7 @@ impl Proxy {
                         None => stream.poll_until(wake),
                     };
                     self.count_dropped(stream.dropped(), session.as_deref());
-                    let data = match polled {
+                    let (data, answer, synthetic) = match polled {
                         Ok(Poll::End) => break,
                         Ok(Poll::Idle) => {
                             if attached && Instant::now() >= next_keepalive {
@@ -73,23 +78,27 @@ impl Proxy {
                             }
                             continue;
                         }
-                        Ok(Poll::Item(Item::Message(d))) => d,
+                        Ok(Poll::Item(Item::Message(d))) => (d, false, false),
                         Ok(Poll::Item(Item::Final(d))) => {
                             next = Some(Poll::End);
-                            d
+                            (d, true, false)
                         }
                         Err(e) => {
                             let text = e.to_string();
                             log::debug!("stream ended early: {}", crate::util::Escaped(&text));
                             self.count_error(&e);
                             next = Some(Poll::End);
-                            jsonrpc::error_for(id.as_deref(), &e)
+                            (jsonrpc::error_for(id.as_deref(), &e), true, true)
                         }
                     };
                     let chunk = match &log {
                         Some(log) => log.push(&data).frame,
                         None => Arc::new(sse_event(&data)),
                     };
+                    if let Some(tap) = &acc.tap {
+                        self.tapes.client_got(tap, data, answer, synthetic);
+                    }
+                    acc.bytes_out += chunk.len() as u64;
                     self.metrics.bytes_out(chunk.len() as u64);
                     if attached && w.write_chunk(&chunk).is_err() {
                         log::debug!("client went away mid-stream; the request goes on");
@@ -120,8 +129,15 @@ impl Proxy {
     }
 
     /// Follows a stream's log for a GET: replays what came after `after`, then live events,
-    /// until the stream ends, another GET takes it over, or the client leaves.
-    pub(super) fn follow(&self, res: &mut Responder<'_>, log: Arc<EventLog>, after: u64) -> u16 {
+    /// until the stream ends, another GET takes it over, or the client leaves. Events go to
+    /// the session's tape when `acc` has one (the standalone stream).
+    pub(super) fn follow(
+        &self,
+        res: &mut Responder<'_>,
+        log: Arc<EventLog>,
+        after: u64,
+        acc: &mut Access,
+    ) -> u16 {
         let token = log.take_over();
         let err = match res.stream(200, &sse_headers()) {
             Ok(mut w) => {
@@ -136,6 +152,10 @@ impl Proxy {
                     let got = log.wait(cursor, token, until);
                     for ev in &got.events {
                         self.metrics.bytes_out(ev.frame.len() as u64);
+                        acc.bytes_out += ev.frame.len() as u64;
+                        if let Some(tap) = &acc.tap {
+                            self.tapes.client_got_event(tap, ev.frame.clone());
+                        }
                         if w.write_chunk(&ev.frame).is_err() {
                             log::debug!("client went away from its stream");
                             return 200;
