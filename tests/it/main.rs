@@ -42,6 +42,8 @@ mod r12_bounds;
 mod r12_http;
 // Issue 12, items 7–11: mirrored headers, log injection, ids, `_meta`, JWT dates, access log.
 mod r12_messages;
+// Issue #18: tapes (--record), redaction, the audit log.
+mod tapes;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
