@@ -358,10 +358,11 @@ impl Proxy {
     /// The audit line of a finished request on the MCP endpoint. A refused request was
     /// refused before its body was read: its method and name come from a raw scan of the
     /// body (only the envelope and `params.name`/`params.uri`), if it is small.
-    fn audit_line(&self, req: &Request, acc: &Access, status: u16, elapsed: Duration) {
-        let mut method = (!acc.mcp_method.is_empty()).then(|| acc.mcp_method.clone());
-        let mut name = acc.name.clone();
-        let mut arguments = acc.arguments.clone();
+    fn audit_line(&self, req: &Request, acc: Access, status: u16, elapsed: Duration) {
+        let answered = acc.answered();
+        let mut method = (!acc.mcp_method.is_empty()).then_some(acc.mcp_method);
+        let mut name = acc.name;
+        let mut arguments = acc.arguments;
         if method.is_none() && req.method == "POST" && req.body.len() <= AUDIT_PEEK {
             let text = std::str::from_utf8(&req.body).unwrap_or("");
             if let Some([m, params]) = jsonrpc::pick(text.trim_ascii(), ["method", "params"]) {
@@ -379,16 +380,22 @@ impl Proxy {
         let at = std::time::SystemTime::now()
             .checked_sub(elapsed)
             .unwrap_or(std::time::UNIX_EPOCH);
+        let http_method = match req.method.as_str() {
+            "POST" => "POST".into(),
+            "GET" => "GET".into(),
+            "DELETE" => "DELETE".into(),
+            other => other.to_owned().into(),
+        };
         self.audit.log(AuditRecord {
             at,
-            principal: acc.principal.clone(),
+            principal: acc.principal,
             client_ip: self.gate.client_ip(req),
-            session: (!acc.session.is_empty()).then(|| acc.session.clone()),
-            http_method: req.method.clone(),
+            session: (!acc.session.is_empty()).then_some(acc.session),
+            http_method,
             method,
             name,
             status,
-            answered: acc.answered(),
+            answered,
             duration: elapsed,
             bytes_in: req.body.len() as u64,
             bytes_out: acc.bytes_out,
@@ -490,13 +497,13 @@ impl Handler for Proxy {
                 self.metrics.tool_call(acc.name.as_deref(), o);
             }
         }
+        self.access_log(&req, &acc, status, elapsed);
         if self.audit.is_on()
             && req.path() == self.cfg.path
             && (acc.kind == Some(Kind::Request) || status >= 400)
         {
-            self.audit_line(&req, &acc, status, elapsed);
+            self.audit_line(&req, acc, status, elapsed);
         }
-        self.access_log(&req, &acc, status, elapsed);
     }
 
     fn error_response(&self, status: u16, message: &str) -> Response {

@@ -17,6 +17,9 @@
 //! resource URI) are cut to 256 characters. Argument values appear only with
 //! `--audit-arguments`, as `arguments`, redacted by the tape rules (pointers apply as in a
 //! message: `/params/arguments/...`).
+//!
+//! The file is flushed every 100 ms and fsync'd every second; a file moved or removed by log
+//! rotation is noticed at the next fsync and a new one started at the path.
 
 use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
@@ -26,7 +29,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
-use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -58,8 +60,8 @@ pub struct AuditRecord {
     pub client_ip: IpAddr,
     /// The session id's first 8 characters.
     pub session: Option<String>,
-    /// `POST`, `GET`, `DELETE`.
-    pub http_method: String,
+    /// `POST`, `GET`, `DELETE`, … (the common ones without an allocation).
+    pub http_method: std::borrow::Cow<'static, str>,
     /// The JSON-RPC method.
     pub method: Option<String>,
     /// The tool, prompt (`params.name`) or resource (`params.uri`).
@@ -78,8 +80,9 @@ pub struct AuditRecord {
     pub arguments: Option<Box<RawValue>>,
 }
 
+#[allow(clippy::large_enum_variant)] // one move into the channel; a box would be an allocation
 enum AuditEvent {
-    Line(Box<AuditRecord>),
+    Line(AuditRecord),
     Sync(crossbeam_channel::Sender<()>),
     Stop,
 }
@@ -119,14 +122,10 @@ impl Auditor {
         let sink: Box<dyn Sink> = if target == "-" {
             Box::new(Stdout)
         } else {
-            use std::os::unix::fs::OpenOptionsExt;
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .mode(0o600)
-                .open(target)
-                .map_err(|e| Error::Config(format!("--audit-log {target}: {e}")))?;
-            Box::new(FileSink(BufWriter::with_capacity(64 * 1024, f)))
+            Box::new(
+                FileSink::open(std::path::PathBuf::from(target))
+                    .map_err(|e| Error::Config(format!("--audit-log {target}: {e}")))?,
+            )
         };
         Auditor::with_sink(
             sink,
@@ -151,7 +150,9 @@ impl Auditor {
         let w = AuditWriter {
             sink,
             redactor,
-            upstream: upstream.to_owned(),
+            upstream_json: serde_json::to_vec(upstream).unwrap_or_else(|_| b"null".to_vec()),
+            buf: Vec::with_capacity(512),
+            clock: Clock::default(),
             metrics: metrics.clone(),
             unflushed: false,
             unsynced: false,
@@ -189,9 +190,7 @@ impl Auditor {
             + rec.method.as_ref().map_or(0, |m| m.len().min(MAX_TEXT))
             + rec.name.as_ref().map_or(0, |m| m.len().min(MAX_TEXT))
             + rec.arguments.as_ref().map_or(0, |a| a.get().len());
-        if s.queue
-            .try_send(AuditEvent::Line(Box::new(rec)), len)
-            .is_err()
+        if s.queue.try_send(AuditEvent::Line(rec), len).is_err()
             && !s.stopped.load(Ordering::Relaxed)
         {
             s.metrics.audit_dropped(LogDrop::Behind, 1);
@@ -234,18 +233,50 @@ pub(crate) trait Sink: Send {
     fn sync(&mut self) -> io::Result<()>;
 }
 
-struct FileSink(BufWriter<std::fs::File>);
+/// The audit file, opened for appending (mode 0600). Each second's sync also checks that the
+/// path still names the open file: after a rotation (the file moved or removed) the next lines
+/// go to a new file at the path. A rotation by truncation (`copytruncate`) needs nothing: the
+/// file is appended to.
+struct FileSink {
+    path: std::path::PathBuf,
+    file: BufWriter<std::fs::File>,
+    /// Device and inode of the open file.
+    id: (u64, u64),
+}
+
+impl FileSink {
+    fn open(path: std::path::PathBuf) -> io::Result<FileSink> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)?;
+        let m = f.metadata()?;
+        Ok(FileSink {
+            path,
+            file: BufWriter::with_capacity(64 * 1024, f),
+            id: (m.dev(), m.ino()),
+        })
+    }
+}
 
 impl Sink for FileSink {
     fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
-        self.0.write_all(b)
+        self.file.write_all(b)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.file.flush()
     }
     fn sync(&mut self) -> io::Result<()> {
-        self.0.flush()?;
-        self.0.get_ref().sync_data()
+        use std::os::unix::fs::MetadataExt;
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        let moved = std::fs::metadata(&self.path).map_or(true, |m| (m.dev(), m.ino()) != self.id);
+        if moved {
+            *self = FileSink::open(self.path.clone())?;
+        }
+        Ok(())
     }
 }
 
@@ -267,31 +298,14 @@ impl Sink for Stdout {
 struct AuditWriter {
     sink: Box<dyn Sink>,
     redactor: Arc<Redactor>,
-    upstream: String,
+    /// The upstream's name as a JSON string.
+    upstream_json: Vec<u8>,
+    buf: Vec<u8>,
+    clock: Clock,
     metrics: Arc<Metrics>,
     unflushed: bool,
     unsynced: bool,
     warned: Option<Instant>,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    principal: Option<&'a str>,
-    client_ip: String,
-    session: Option<&'a str>,
-    upstream: &'a str,
-    http_method: &'a str,
-    method: Option<&'a str>,
-    name: Option<&'a str>,
-    status: u16,
-    outcome: &'static str,
-    code: Option<i64>,
-    duration_ms: f64,
-    bytes_in: u64,
-    bytes_out: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arguments: Option<Value>,
 }
 
 impl AuditWriter {
@@ -300,7 +314,8 @@ impl AuditWriter {
         let sync_every = Duration::from_secs(1);
         let mut next_flush = Instant::now() + flush_every;
         let mut next_sync = Instant::now() + sync_every;
-        loop {
+        let mut busy = false;
+        'serve: loop {
             let now = Instant::now();
             if now >= next_sync {
                 self.sync();
@@ -315,14 +330,30 @@ impl AuditWriter {
                 }
                 next_flush = now + flush_every;
             }
-            match queue.recv_until(next_flush.min(next_sync)) {
-                Ok(AuditEvent::Line(rec)) => self.write(&rec),
-                Ok(AuditEvent::Sync(done)) => {
-                    self.sync();
-                    let _ = done.send(());
+            // Batches as the tape writer does (`writer::BATCH_WAIT`): a busy writer is never
+            // woken per line.
+            let got = if busy {
+                std::thread::sleep(super::writer::BATCH_WAIT);
+                queue.try_recv()
+            } else {
+                match queue.recv_until(next_flush.min(next_sync)) {
+                    Ok(ev) => Some(ev),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
-                Ok(AuditEvent::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+            };
+            busy = got.is_some();
+            let mut next = got;
+            while let Some(ev) = next {
+                match ev {
+                    AuditEvent::Line(rec) => self.write(&rec),
+                    AuditEvent::Sync(done) => {
+                        self.sync();
+                        let _ = done.send(());
+                    }
+                    AuditEvent::Stop => break 'serve,
+                }
+                next = queue.try_recv();
             }
         }
         while let Some(ev) = queue.try_recv() {
@@ -334,38 +365,56 @@ impl AuditWriter {
         self.sync();
     }
 
+    /// Formats one line by hand into a reused buffer (this runs once per request, so no
+    /// intermediate tree or struct) and appends it to the sink.
     fn write(&mut self, r: &AuditRecord) {
-        let arguments = r.arguments.as_ref().map(|a| {
+        let mut b = std::mem::take(&mut self.buf);
+        b.clear();
+        b.extend_from_slice(b"{\"time\":\"");
+        self.clock.push(&mut b, r.at);
+        b.extend_from_slice(b"\",\"principal\":");
+        json_str(&mut b, r.principal.as_deref());
+        let _ = write!(b, ",\"client_ip\":\"{}\",\"session\":", r.client_ip);
+        json_str(&mut b, r.session.as_deref());
+        b.extend_from_slice(b",\"upstream\":");
+        b.extend_from_slice(&self.upstream_json);
+        b.extend_from_slice(b",\"http_method\":");
+        json_str(&mut b, Some(&r.http_method));
+        b.extend_from_slice(b",\"method\":");
+        json_str(&mut b, r.method.as_deref().map(clip));
+        b.extend_from_slice(b",\"name\":");
+        json_str(&mut b, r.name.as_deref().map(clip));
+        let outcome = r.answered.map_or("-", Answered::label);
+        let _ = write!(
+            b,
+            ",\"status\":{},\"outcome\":\"{outcome}\",\"code\":",
+            r.status
+        );
+        match r.answered.and_then(Answered::code) {
+            Some(c) => {
+                let _ = write!(b, "{c}");
+            }
+            None => b.extend_from_slice(b"null"),
+        }
+        let us = r.duration.as_micros();
+        let _ = write!(
+            b,
+            ",\"duration_ms\":{}.{:03},\"bytes_in\":{},\"bytes_out\":{}",
+            us / 1000,
+            us % 1000,
+            r.bytes_in,
+            r.bytes_out
+        );
+        if let Some(a) = &r.arguments {
             // Redacted as inside a message, so pointer rules (/params/arguments/…) apply.
             let args: Value = serde_json::from_str(a.get()).unwrap_or(Value::Null);
             let mut msg = serde_json::json!({ "params": { "arguments": args } });
             self.redactor.redact(&mut msg);
-            msg["params"]["arguments"].take()
-        });
-        let answered = r.answered;
-        let line = Line {
-            time: Utc::of(r.at).rfc3339(),
-            principal: r.principal.as_deref(),
-            client_ip: r.client_ip.to_string(),
-            session: r.session.as_deref(),
-            upstream: &self.upstream,
-            http_method: &r.http_method,
-            method: r.method.as_deref().map(clip),
-            name: r.name.as_deref().map(clip),
-            status: r.status,
-            outcome: answered.map_or("-", Answered::label),
-            code: answered.and_then(Answered::code),
-            duration_ms: (r.duration.as_micros() as f64) / 1000.0,
-            bytes_in: r.bytes_in,
-            bytes_out: r.bytes_out,
-            arguments,
-        };
-        let mut bytes = match serde_json::to_vec(&line) {
-            Ok(b) => b,
-            Err(_) => return,
-        };
-        bytes.push(b'\n');
-        match self.sink.write_all(&bytes) {
+            b.extend_from_slice(b",\"arguments\":");
+            let _ = serde_json::to_writer(&mut b, &msg["params"]["arguments"]);
+        }
+        b.extend_from_slice(b"}\n");
+        match self.sink.write_all(&b) {
             Ok(()) => {
                 self.unflushed = true;
                 self.unsynced = true;
@@ -375,6 +424,7 @@ impl AuditWriter {
                 self.warn(&e);
             }
         }
+        self.buf = b;
     }
 
     fn sync(&mut self) {
@@ -396,6 +446,39 @@ impl AuditWriter {
             self.warned = Some(Instant::now());
             log::warn!("audit log: write failed, lines dropped: {e}");
         }
+    }
+}
+
+/// `s` as a JSON string, or `null`.
+fn json_str(b: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            let _ = serde_json::to_writer(&mut *b, s);
+        }
+        None => b.extend_from_slice(b"null"),
+    }
+}
+
+/// RFC 3339 stamps, the date and time of day formatted once per second.
+#[derive(Default)]
+struct Clock {
+    second: Option<u64>,
+    prefix: String,
+}
+
+impl Clock {
+    /// Appends `2026-12-06T21:13:19.533Z`.
+    fn push(&mut self, b: &mut Vec<u8>, t: SystemTime) {
+        let since = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        if self.second != Some(since.as_secs()) {
+            self.second = Some(since.as_secs());
+            let full = Utc::of(t).rfc3339();
+            self.prefix = full[..full.len() - 5].to_owned();
+        }
+        b.extend_from_slice(self.prefix.as_bytes());
+        let _ = write!(b, ".{:03}Z", since.subsec_millis());
     }
 }
 

@@ -87,7 +87,7 @@ pub enum TapeKey {
 /// One request's link to its tape, held by the pipeline while the request is handled.
 #[derive(Clone, Debug)]
 pub struct Tap {
-    key: TapeKey,
+    key: Arc<TapeKey>,
     upstream_id: Option<u64>,
 }
 
@@ -188,7 +188,7 @@ impl Recorder {
             s.metrics.tape_dropped(LogDrop::Behind, 1);
         }
         Some(Tap {
-            key,
+            key: Arc::new(key),
             upstream_id: None,
         })
     }
@@ -197,7 +197,7 @@ impl Recorder {
     pub fn session(&self, id: &str) -> Option<Tap> {
         self.inner.as_ref()?;
         Some(Tap {
-            key: TapeKey::Session(id.to_owned()),
+            key: Arc::new(TapeKey::Session(id.to_owned())),
             upstream_id: None,
         })
     }
@@ -206,11 +206,11 @@ impl Recorder {
     pub fn stateless(&self, principal: Option<&str>, ip: IpAddr) -> Option<Tap> {
         self.inner.as_ref()?;
         Some(Tap {
-            key: TapeKey::Stateless {
+            key: Arc::new(TapeKey::Stateless {
                 principal: principal.map(str::to_owned),
                 ip: principal.is_none().then_some(ip),
                 hour: format::hour_of(SystemTime::now()),
-            },
+            }),
             upstream_id: None,
         })
     }

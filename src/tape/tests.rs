@@ -630,3 +630,174 @@ fn the_directory_salt_is_made_once_and_kept() {
     assert!(directory_salt(&dir).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Writer-thread cost per line, for docs/benchmarks.md: `cargo test --release --lib
+/// tape::tests::writer_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn writer_cost() {
+    let n = 200_000;
+    let dir = std::env::temp_dir().join(format!("shadowcat-cost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let metrics = Arc::new(Metrics::new("test"));
+    let setup = Setup {
+        store: Box::new(writer::DirStore::new(dir.clone())),
+        redactor: Arc::new(redactor(&[], &[])),
+        upstream: format::Upstream {
+            name: "test".into(),
+            kind: "stdio".into(),
+            mode: "shared".into(),
+        },
+        max_bytes: 1 << 40,
+        keep: Duration::from_secs(3600),
+        metrics: metrics.clone(),
+        epoch: (Instant::now(), SystemTime::now()),
+    };
+    let rec = Recorder::with_writer(setup, 1 << 30, metrics.clone()).unwrap();
+    let tap = rec
+        .open_session(SID, "2025-11-25", None, Instant::now())
+        .unwrap();
+    let req = br#"{"jsonrpc":"2.0","id":12345,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello"}}}"#;
+    let res =
+        br#"{"jsonrpc":"2.0","id":12345,"result":{"content":[{"type":"text","text":"hello"}]}}"#;
+    let t = Instant::now();
+    for _ in 0..n / 2 {
+        rec.client_sent(&tap, Instant::now(), req);
+        rec.client_got(&tap, res.to_vec(), true, false);
+    }
+    let send = t.elapsed();
+    assert!(rec.sync(Duration::from_secs(60)));
+    let all = t.elapsed();
+    assert_eq!(metrics.tape_dropped_total(), 0);
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "tapes: {n} lines, senders {:.2} µs/line, writer done after {:.2} µs/line, {bytes} bytes",
+        send.as_secs_f64() * 1e6 / n as f64,
+        all.as_secs_f64() * 1e6 / n as f64
+    );
+    let sink = MemSink::default();
+    let a = Auditor::with_sink(
+        Box::new(sink),
+        1 << 30,
+        false,
+        "up",
+        Arc::new(redactor(&[], &[])),
+        metrics,
+    )
+    .unwrap();
+    let t = Instant::now();
+    for _ in 0..n {
+        a.log(record(None));
+    }
+    let send = t.elapsed();
+    assert!(a.sync(Duration::from_secs(60)));
+    eprintln!(
+        "audit: {n} lines, senders {:.2} µs/line, writer done after {:.2} µs/line",
+        send.as_secs_f64() * 1e6 / n as f64,
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+}
+
+/// The pair-table scan finds every needle a plain case-insensitive search finds, wherever it
+/// sits (start, end, split across any boundary), in texts built from needle fragments.
+#[test]
+fn the_scan_misses_no_needle() {
+    let r = redactor(&["x-pin", "Zq"], &["/a/b/deep_key"]);
+    let pieces = [
+        "to",
+        "ken",
+        "TOK",
+        "EN",
+        "pass",
+        "word",
+        "sec",
+        "ret",
+        "api",
+        "_key",
+        "apik",
+        "ey",
+        "auth",
+        "orization",
+        "coo",
+        "kie",
+        "x-",
+        "pin",
+        "zq",
+        "deep",
+        "_KEY",
+        "\"",
+        ":",
+        "{",
+        "}",
+        "a",
+        " ",
+    ];
+    let needles = [
+        "token",
+        "password",
+        "secret",
+        "api_key",
+        "apikey",
+        "authorization",
+        "cookie",
+        "x-pin",
+        "zq",
+        "deep_key",
+    ];
+    let mut seed = 0x2545f4914f6cdd1du64;
+    for _ in 0..20_000 {
+        let mut text = String::new();
+        for _ in 0..(seed % 7 + 1) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            text.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        let lower = text.to_ascii_lowercase();
+        let naive = needles.iter().any(|n| lower.contains(n));
+        if naive {
+            assert!(r.must_parse(text.as_bytes()), "{text:?}");
+        }
+    }
+}
+
+/// A rotated audit file (moved away) is noticed at the next fsync: later lines go to a new
+/// file at the path, mode 0600.
+#[test]
+fn a_moved_audit_file_is_reopened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("shadowcat-audit-rot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("audit.jsonl");
+    let cfg = crate::config::TapeConfig {
+        record: None,
+        max_bytes: 1 << 20,
+        keep: Duration::from_secs(60),
+        audit_log: Some(path.display().to_string()),
+        audit_arguments: false,
+        redact: RedactRules::default(),
+        queue_bytes: 1 << 20,
+        audit_queue_bytes: 1 << 20,
+    };
+    let metrics = Arc::new(Metrics::new("up"));
+    let a = Auditor::start(&cfg, "up", Arc::new(redactor(&[], &[])), metrics).unwrap();
+    a.log(record(None));
+    assert!(a.sync(Duration::from_secs(5)));
+    std::fs::rename(&path, dir.join("audit.jsonl.1")).unwrap();
+    a.log(record(None));
+    assert!(a.sync(Duration::from_secs(5)));
+    a.log(record(None));
+    a.shutdown();
+    let count = |p: &std::path::Path| std::fs::read_to_string(p).unwrap().lines().count();
+    assert_eq!(count(&dir.join("audit.jsonl.1")), 2);
+    assert_eq!(count(&path), 1);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let _ = std::fs::remove_dir_all(&dir);
+}

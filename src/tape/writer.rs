@@ -27,6 +27,8 @@ use super::redact::Redactor;
 pub const MAX_OPEN_FILES: usize = 64;
 /// Buffered lines are handed to the kernel at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How long a busy writer lets messages gather before taking them as one batch.
+pub const BATCH_WAIT: Duration = Duration::from_millis(5);
 /// Written files are fsync'd at least this often.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// A stateless tape closes once its hour is over and it has been quiet this long.
@@ -66,7 +68,7 @@ pub enum Event {
 /// One message for a tape.
 pub struct Msg {
     /// Its tape.
-    pub key: TapeKey,
+    pub key: Arc<TapeKey>,
     /// When it crossed.
     pub at: Instant,
     /// Which way.
@@ -239,10 +241,16 @@ struct Tape {
 
 /// The writer's state, owned by its thread.
 pub struct Writer {
-    s: Setup,
+    io: Io,
     tapes: HashMap<TapeKey, Tape>,
     closed: std::collections::VecDeque<TapeKey>,
     closed_set: std::collections::HashSet<TapeKey>,
+}
+
+/// What writing needs besides the tapes (split from them so one tape can be written while
+/// the writer's other state is at hand).
+struct Io {
+    s: Setup,
     open_files: usize,
     uses: u64,
     /// Last time an I/O error was logged.
@@ -253,13 +261,15 @@ impl Writer {
     /// A writer with nothing open.
     pub fn new(s: Setup) -> Writer {
         Writer {
-            s,
+            io: Io {
+                s,
+                open_files: 0,
+                uses: 0,
+                warned: None,
+            },
             tapes: HashMap::new(),
             closed: std::collections::VecDeque::new(),
             closed_set: std::collections::HashSet::new(),
-            open_files: 0,
-            uses: 0,
-            warned: None,
         }
     }
 
@@ -269,9 +279,10 @@ impl Writer {
         let mut next_flush = Instant::now() + FLUSH_EVERY;
         let mut next_sync = Instant::now() + SYNC_EVERY;
         let sweep_every =
-            (self.s.keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+            (self.io.s.keep / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
         let mut next_sweep = Instant::now();
-        loop {
+        let mut busy = false;
+        'serve: loop {
             let now = Instant::now();
             if now >= next_sweep {
                 self.sweep();
@@ -286,10 +297,27 @@ impl Writer {
                 self.flush_all();
                 next_flush = now + FLUSH_EVERY;
             }
-            match queue.recv_until(next_flush.min(next_sync)) {
-                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(ev) => self.handle(ev),
-                Err(RecvTimeoutError::Timeout) => {}
+            // A writer that found work sleeps a moment and takes what came meanwhile as one
+            // batch: senders then never have to wake it (a futex call and a context switch per
+            // message). Only an idle writer blocks on the queue.
+            let got = if busy {
+                std::thread::sleep(BATCH_WAIT);
+                queue.try_recv()
+            } else {
+                match queue.recv_until(next_flush.min(next_sync)) {
+                    Ok(ev) => Some(ev),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            busy = got.is_some();
+            let mut next = got;
+            while let Some(ev) = next {
+                if matches!(ev, Event::Stop) {
+                    break 'serve;
+                }
+                self.handle(ev);
+                next = queue.try_recv();
             }
         }
         // Whatever was queued before the stop still goes to disk.
@@ -313,10 +341,15 @@ impl Writer {
                 principal,
                 at,
             } => {
-                let tape = self.new_tape(&key, at, Some(era), principal);
+                let tape = self.io.new_tape(&key, at, Some(era), principal);
                 self.tapes.insert(key, tape);
             }
-            Event::Msg(m) => self.message(m),
+            Event::Msg(m) => {
+                self.message(m);
+                if self.io.open_files > MAX_OPEN_FILES {
+                    self.evict_one();
+                }
+            }
             Event::Close(key) => self.close(&key),
             Event::Sync(done) => {
                 self.sync_all();
@@ -326,6 +359,128 @@ impl Writer {
         }
     }
 
+    fn message(&mut self, m: Msg) {
+        let key: &TapeKey = &m.key;
+        if !self.tapes.contains_key(key) {
+            if self.closed_set.contains(key) {
+                return; // its session ended
+            }
+            // A session whose opening was lost, or a stateless client's first message.
+            let tape = self.io.new_tape(key, m.at, None, None);
+            self.tapes.insert(key.clone(), tape);
+        }
+        let Some(tape) = self.tapes.get_mut(key) else {
+            return;
+        };
+        self.io.message(tape, &m);
+    }
+
+    /// Syncs and closes the least recently written open file.
+    fn evict_one(&mut self) {
+        let victim = self
+            .tapes
+            .values_mut()
+            .filter(|t| t.file.is_some())
+            .min_by_key(|t| t.last_use);
+        if let Some(t) = victim
+            && let Some(mut f) = t.file.take()
+        {
+            let _ = f.sync();
+            t.unflushed = false;
+            t.unsynced = false;
+            self.io.open_files -= 1;
+        }
+    }
+
+    /// Ends a tape: its header (if still waiting) and lines written, the file fsync'd.
+    fn close(&mut self, key: &TapeKey) {
+        if matches!(key, TapeKey::Session(_)) && self.closed_set.insert(key.clone()) {
+            self.closed.push_back(key.clone());
+            if self.closed.len() > CLOSED_REMEMBERED
+                && let Some(old) = self.closed.pop_front()
+            {
+                self.closed_set.remove(&old);
+            }
+        }
+        let Some(mut t) = self.tapes.remove(key) else {
+            return;
+        };
+        self.io.release(&mut t);
+        if let Some(mut f) = t.file.take() {
+            if let Err(e) = f.sync() {
+                self.io.warn(&e);
+            }
+            self.io.open_files -= 1;
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let mut failed = None;
+        for t in self.tapes.values_mut().filter(|t| t.unflushed) {
+            t.unflushed = false;
+            if let Some(f) = t.file.as_mut()
+                && let Err(e) = f.flush()
+            {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            self.io.warn(&e);
+        }
+    }
+
+    fn sync_all(&mut self) {
+        let mut failed = None;
+        for t in self.tapes.values_mut().filter(|t| t.unsynced) {
+            t.unsynced = false;
+            t.unflushed = false;
+            if let Some(f) = t.file.as_mut()
+                && let Err(e) = f.sync()
+            {
+                failed = Some(e);
+            }
+        }
+        if let Some(e) = failed {
+            self.io.warn(&e);
+        }
+    }
+
+    /// Closes stateless tapes whose hour is over (once quiet) and tapes long forgotten.
+    fn close_quiet(&mut self) {
+        let hour = format::hour_of(SystemTime::now());
+        let done: Vec<TapeKey> = self
+            .tapes
+            .iter()
+            .filter(|(k, t)| {
+                let quiet = t.last_line.elapsed();
+                let past = matches!(k, TapeKey::Stateless { hour: h, .. } if *h < hour);
+                (past && quiet >= STATELESS_QUIET) || quiet >= FORGOTTEN
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in done {
+            self.close(&k);
+        }
+    }
+
+    fn sweep(&mut self) {
+        let in_use: std::collections::HashSet<&str> = self
+            .tapes
+            .values()
+            .filter_map(|t| t.name.as_deref())
+            .collect();
+        let n = self
+            .io
+            .s
+            .store
+            .sweep(self.io.s.keep, &|name| in_use.contains(name));
+        if n > 0 {
+            log::info!("tapes: {n} older than --record-keep deleted");
+        }
+    }
+}
+
+impl Io {
     fn new_tape(
         &self,
         key: &TapeKey,
@@ -399,15 +554,9 @@ impl Writer {
         }
     }
 
-    fn message(&mut self, m: Msg) {
-        if !self.tapes.contains_key(&m.key) {
-            if self.closed_set.contains(&m.key) {
-                return; // its session ended
-            }
-            // A session whose opening was lost, or a stateless client's first message.
-            let tape = self.new_tape(&m.key, m.at, None, None);
-            self.tapes.insert(m.key.clone(), tape);
-        }
+    /// Redacts one message and appends its line to `tape` (or holds it until the header can
+    /// be written).
+    fn message(&mut self, tape: &mut Tape, m: &Msg) {
         let frame_seq;
         let bytes: std::borrow::Cow<'_, [u8]> = match &m.body {
             Body::Json(b) => {
@@ -423,22 +572,33 @@ impl Writer {
         if bytes.is_empty() {
             return; // a priming event
         }
-        let Some(tape) = self.tapes.get_mut(&m.key) else {
-            return;
-        };
         if let Some(seq) = frame_seq {
             if seq <= tape.standalone_seq {
                 return; // replayed to a reconnecting client: recorded the first time
             }
             tape.standalone_seq = seq;
         }
-        let Some(msg) = self.s.redactor.message(&bytes) else {
+        // Picking the members validates the message as one JSON object, so a clean one is
+        // scanned once more (for the rules) and then written as it came.
+        const MEMBERS: [&str; 4] = ["id", "method", "result", "params"];
+        let raw = std::str::from_utf8(&bytes).ok();
+        let picked = raw.and_then(|t| crate::jsonrpc::pick(t, MEMBERS));
+        let msg = match picked {
+            Some(_) => self.s.redactor.checked_message(&bytes),
+            None => self.s.redactor.message(&bytes),
+        };
+        let Some(msg) = msg else {
             self.s.metrics.tape_dropped(LogDrop::Invalid, 1);
             return;
         };
-        let text = std::str::from_utf8(&msg).unwrap_or("");
-        let [id, method, result, params] =
-            crate::jsonrpc::pick(text, ["id", "method", "result", "params"]).unwrap_or_default();
+        let [id, method, result, params] = match (&msg, picked) {
+            (std::borrow::Cow::Borrowed(_), Some(p)) => p,
+            // Redacted: what the header takes from it must be redacted too.
+            _ => std::str::from_utf8(&msg)
+                .ok()
+                .and_then(|t| crate::jsonrpc::pick(t, MEMBERS))
+                .unwrap_or_default(),
+        };
         let id_text = id.map(|i| i.get()).unwrap_or("null");
         // A session's header waits for initialize and its answer.
         let mut release = false;
@@ -457,80 +617,86 @@ impl Writer {
                 release = true;
             }
         }
-        let t = m.at.saturating_duration_since(tape.started).as_nanos() as f64 / 1e6;
-        let mut line = Vec::with_capacity(msg.len() + 96);
-        let upstream_id = m
-            .upstream_id
-            .map(|u| u.to_string())
-            .unwrap_or_else(|| "null".to_owned());
-        let _ = write!(
-            line,
-            r#"{{"t":{t:.3},"dir":"{}","id":{id_text},"upstream_id":{upstream_id},"msg":"#,
-            m.dir.label()
-        );
-        line.extend_from_slice(&msg);
-        if m.synthetic {
-            line.extend_from_slice(br#","synthetic":true"#);
-        }
-        line.extend_from_slice(b"}\n");
-        tape.last_line = Instant::now();
-        let key = m.key;
+        tape.last_line = m.at;
+        // The line's pieces around the message; written straight into the file's buffer.
+        // `t` in ms with µs precision, formatted from integers.
+        let us = m.at.saturating_duration_since(tape.started).as_micros();
+        let t = format_args!("{}.{:03}", us / 1000, us % 1000);
+        let mut head = [0u8; 160];
+        let mut cursor = io::Cursor::new(&mut head[..]);
+        let dir = m.dir.label();
+        let written = match m.upstream_id {
+            Some(u) => write!(
+                cursor,
+                r#"{{"t":{t},"dir":"{dir}","id":{id_text},"upstream_id":{u},"msg":"#
+            ),
+            None => write!(
+                cursor,
+                r#"{{"t":{t},"dir":"{dir}","id":{id_text},"upstream_id":null,"msg":"#
+            ),
+        };
+        let prefix: std::borrow::Cow<'_, [u8]> = if written.is_ok() {
+            let n = cursor.position() as usize;
+            std::borrow::Cow::Borrowed(&head[..n])
+        } else {
+            // A long id (up to 64 digits or a long string): format it on the heap.
+            let up = m.upstream_id.map_or("null".to_owned(), |u| u.to_string());
+            format!(r#"{{"t":{t},"dir":"{dir}","id":{id_text},"upstream_id":{up},"msg":"#)
+                .into_bytes()
+                .into()
+        };
+        let suffix: &[u8] = if m.synthetic {
+            b",\"synthetic\":true}\n"
+        } else {
+            b"}\n"
+        };
         match &mut tape.pending {
             Some(lines) => {
-                lines.push(line);
+                lines.push([&prefix[..], &msg[..], suffix].concat());
                 if release {
-                    self.release(&key);
+                    self.release(tape);
                 }
             }
-            None => self.write_line(&key, &line),
+            None => self.write_line(tape, &[&prefix, &msg, suffix]),
         }
     }
 
     /// Writes a waiting header and the lines held behind it.
-    fn release(&mut self, key: &TapeKey) {
-        let Some(lines) = self.tapes.get_mut(key).and_then(|t| t.pending.take()) else {
+    fn release(&mut self, tape: &mut Tape) {
+        let Some(lines) = tape.pending.take() else {
             return;
         };
-        for l in lines {
-            self.write_line(key, &l);
+        for l in &lines {
+            self.write_line(tape, &[l]);
         }
-        if let Some(t) = self.tapes.get_mut(key)
-            && t.name.is_none()
-        {
+        if tape.name.is_none() {
             // Nothing was written (a session with no message): still leave its header.
-            self.ensure_file(key);
+            self.ensure_file(tape);
         }
     }
 
-    /// Appends one line to the tape's current part, starting a new part first if this one
-    /// is full. An I/O error drops the line (counted) and closes the file, to be reopened by
-    /// the next line.
-    fn write_line(&mut self, key: &TapeKey, line: &[u8]) {
-        let max = self.s.max_bytes;
-        let full = self.tapes.get(key).is_some_and(|t| {
-            t.name.is_some() && t.written > 0 && t.written + line.len() as u64 > max
-        });
-        if full {
-            self.rotate(key);
+    /// Appends one line (in pieces) to the tape's current part, starting a new part first if
+    /// this one is full. An I/O error drops the line (counted) and closes the file, to be
+    /// reopened by the next line.
+    fn write_line(&mut self, t: &mut Tape, pieces: &[&[u8]]) {
+        let len: u64 = pieces.iter().map(|p| p.len() as u64).sum();
+        if t.name.is_some() && t.written > 0 && t.written + len > self.s.max_bytes {
+            self.rotate(t);
         }
-        if !self.ensure_file(key) {
+        if !self.ensure_file(t) {
             self.s.metrics.tape_dropped(LogDrop::Io, 1);
             return;
         }
         self.uses += 1;
-        let uses = self.uses;
-        let Some(t) = self.tapes.get_mut(key) else {
-            return;
-        };
         let Some(f) = t.file.as_mut() else {
             return;
         };
-        match f.write_all(line) {
+        match pieces.iter().try_for_each(|p| f.write_all(p)) {
             Ok(()) => {
-                t.written += line.len() as u64;
+                t.written += len;
                 t.unflushed = true;
                 t.unsynced = true;
-                t.last_use = uses;
+                t.last_use = self.uses;
             }
             Err(e) => {
                 t.file = None;
@@ -543,10 +709,7 @@ impl Writer {
 
     /// Ends the tape's current part and makes the next one current (created on its first
     /// line).
-    fn rotate(&mut self, key: &TapeKey) {
-        let Some(t) = self.tapes.get_mut(key) else {
-            return;
-        };
+    fn rotate(&mut self, t: &mut Tape) {
         if let Some(mut f) = t.file.take() {
             let _ = f.sync();
             self.open_files -= 1;
@@ -558,18 +721,10 @@ impl Writer {
 
     /// Makes sure the tape has an open file: reopens its current part, or creates the first
     /// free part from its header's `part` on and writes the header. False if that failed.
-    fn ensure_file(&mut self, key: &TapeKey) -> bool {
-        match self.tapes.get(key) {
-            Some(t) if t.file.is_some() => return true,
-            Some(_) => {}
-            None => return false,
+    fn ensure_file(&mut self, t: &mut Tape) -> bool {
+        if t.file.is_some() {
+            return true;
         }
-        if self.open_files >= MAX_OPEN_FILES {
-            self.evict_one();
-        }
-        let Some(t) = self.tapes.get_mut(key) else {
-            return false;
-        };
         if let Some(name) = &t.name {
             match self.s.store.append(name) {
                 Ok(f) => {
@@ -592,8 +747,7 @@ impl Writer {
                     let mut head = serde_json::to_vec(&t.header).unwrap_or_default();
                     head.push(b'\n');
                     if let Err(e) = f.write_all(&head) {
-                        let e = e.to_string();
-                        self.warn(&io::Error::other(e));
+                        self.warn(&e);
                         return false;
                     }
                     t.written = 0;
@@ -612,111 +766,6 @@ impl Writer {
             }
         }
         false
-    }
-
-    /// Syncs and closes the least recently written open file.
-    fn evict_one(&mut self) {
-        let victim = self
-            .tapes
-            .iter()
-            .filter(|(_, t)| t.file.is_some())
-            .min_by_key(|(_, t)| t.last_use)
-            .map(|(k, _)| k.clone());
-        if let Some(t) = victim.and_then(|k| self.tapes.get_mut(&k))
-            && let Some(mut f) = t.file.take()
-        {
-            let _ = f.sync();
-            t.unflushed = false;
-            t.unsynced = false;
-            self.open_files -= 1;
-        }
-    }
-
-    /// Ends a tape: its header (if still waiting) and lines written, the file fsync'd.
-    fn close(&mut self, key: &TapeKey) {
-        if self.tapes.get(key).is_some_and(|t| t.pending.is_some()) {
-            self.release(key);
-        }
-        if matches!(key, TapeKey::Session(_)) && self.closed_set.insert(key.clone()) {
-            self.closed.push_back(key.clone());
-            if self.closed.len() > CLOSED_REMEMBERED
-                && let Some(old) = self.closed.pop_front()
-            {
-                self.closed_set.remove(&old);
-            }
-        }
-        if let Some(mut t) = self.tapes.remove(key)
-            && let Some(mut f) = t.file.take()
-        {
-            if let Err(e) = f.sync() {
-                self.warn(&e);
-            }
-            self.open_files -= 1;
-        }
-    }
-
-    fn flush_all(&mut self) {
-        let mut failed = None;
-        for t in self.tapes.values_mut().filter(|t| t.unflushed) {
-            t.unflushed = false;
-            if let Some(f) = t.file.as_mut()
-                && let Err(e) = f.flush()
-            {
-                failed = Some(e);
-            }
-        }
-        if let Some(e) = failed {
-            self.warn(&e);
-        }
-    }
-
-    fn sync_all(&mut self) {
-        let mut failed = None;
-        for t in self.tapes.values_mut().filter(|t| t.unsynced) {
-            t.unsynced = false;
-            t.unflushed = false;
-            if let Some(f) = t.file.as_mut()
-                && let Err(e) = f.sync()
-            {
-                failed = Some(e);
-            }
-        }
-        if let Some(e) = failed {
-            self.warn(&e);
-        }
-    }
-
-    /// Closes stateless tapes whose hour is over (once quiet) and tapes long forgotten.
-    fn close_quiet(&mut self) {
-        let hour = format::hour_of(SystemTime::now());
-        let done: Vec<TapeKey> = self
-            .tapes
-            .iter()
-            .filter(|(k, t)| {
-                let quiet = t.last_line.elapsed();
-                let past = matches!(k, TapeKey::Stateless { hour: h, .. } if *h < hour);
-                (past && quiet >= STATELESS_QUIET) || quiet >= FORGOTTEN
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in done {
-            self.close(&k);
-        }
-    }
-
-    fn sweep(&mut self) {
-        let in_use: std::collections::HashSet<&str> = self
-            .tapes
-            .values()
-            .filter_map(|t| t.name.as_deref())
-            .collect();
-        let n = self
-            .s
-            .store
-            .sweep(self.s.keep, &|name| in_use.contains(name));
-        if n > 0 {
-            log::info!("tapes: {n} older than --record-keep deleted");
-        }
     }
 
     /// Logs an I/O error at warn, at most once a minute.
