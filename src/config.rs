@@ -84,7 +84,7 @@ pub struct TapeConfig {
     #[serde(skip)]
     pub queue_bytes: usize,
     /// Bytes of audit lines waiting for their writer (`tape::audit::DEFAULT_QUEUE_BYTES`,
-    /// 8 MiB). Not a flag.
+    /// 32 MiB). Not a flag.
     #[serde(skip)]
     pub audit_queue_bytes: usize,
 }

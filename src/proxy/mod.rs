@@ -122,6 +122,9 @@ struct Access {
     at: Option<Instant>,
     /// The request's tape, once it is tied to a session or a stateless client (recording on).
     tap: Option<Tap>,
+    /// The request itself is still to go on the tape: `handle` hands it its body once the
+    /// pipeline is done with it (no copy), before anything it sends back.
+    sent_unrecorded: bool,
     /// The JSON answer was made by the proxy (an upstream's non-JSON error turned into one).
     synthetic: bool,
     /// Tool, prompt or resource the request names (`tools/call` always; all with the audit).
@@ -358,7 +361,14 @@ impl Proxy {
     /// The audit line of a finished request on the MCP endpoint. A refused request was
     /// refused before its body was read: its method and name come from a raw scan of the
     /// body (only the envelope and `params.name`/`params.uri`), if it is small.
-    fn audit_line(&self, req: &Request, acc: Access, status: u16, elapsed: Duration) {
+    fn audit_line(
+        &self,
+        req: &Request,
+        acc: Access,
+        bytes_in: u64,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let answered = acc.answered();
         let mut method = (!acc.mcp_method.is_empty()).then_some(acc.mcp_method);
         let mut name = acc.name;
@@ -397,7 +407,7 @@ impl Proxy {
             status,
             answered,
             duration: elapsed,
-            bytes_in: req.body.len() as u64,
+            bytes_in,
             bytes_out: acc.bytes_out,
             arguments,
         });
@@ -416,7 +426,7 @@ pub fn error_response(e: &Error, id: Option<&RawValue>) -> Response {
 }
 
 impl Handler for Proxy {
-    fn handle(&self, req: Request, res: &mut Responder<'_>) {
+    fn handle(&self, mut req: Request, res: &mut Responder<'_>) {
         let started = Instant::now();
         let mut acc = Access {
             note_rpc: log::log_enabled!(target: "shadowcat::access", log::Level::Info)
@@ -424,8 +434,15 @@ impl Handler for Proxy {
             at: Some(started),
             ..Access::default()
         };
-        self.metrics.bytes_in(req.body.len() as u64);
-        let status = match self.route(&req, &mut acc) {
+        let bytes_in = req.body.len() as u64;
+        self.metrics.bytes_in(bytes_in);
+        let routed = self.route(&req, &mut acc);
+        if let (Some(tap), true) = (&acc.tap, acc.sent_unrecorded) {
+            // Before any answer: the writer keeps this thread's order.
+            self.tapes
+                .client_sent(tap, started, std::mem::take(&mut req.body));
+        }
+        let status = match routed {
             Ok(Outcome::Response(r)) => {
                 if acc.wants_answer() && acc.kind == Some(Kind::Request) {
                     acc.rpc = jsonrpc::answered(&r.body, acc.mcp_method == "tools/call");
@@ -502,7 +519,7 @@ impl Handler for Proxy {
             && req.path() == self.cfg.path
             && (acc.kind == Some(Kind::Request) || status >= 400)
         {
-            self.audit_line(&req, acc, status, elapsed);
+            self.audit_line(&req, acc, bytes_in, status, elapsed);
         }
     }
 

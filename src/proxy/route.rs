@@ -108,8 +108,8 @@ impl Proxy {
                 .tapes
                 .stateless(caller.principal.as_deref(), self.gate.client_ip(req))
             {
-                self.tapes.client_sent(&tap, at, &req.body);
                 acc.tap = Some(tap);
+                acc.sent_unrecorded = true;
             }
             let call = Call {
                 msg,
@@ -124,7 +124,7 @@ impl Proxy {
             if kind != Kind::Request {
                 return Err(Error::InvalidMessage("initialize must be a request"));
             }
-            return self.initialize(msg, deadline, headers, caller, acc, &req.body);
+            return self.initialize(msg, deadline, headers, caller, acc);
         }
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
         let session = self.session(sid, caller)?;
@@ -143,15 +143,17 @@ impl Proxy {
         let forwarded = self.upstream.forward(call);
         if let Some(tap) = self.tapes.session(&session.id) {
             let tap = tap.with_upstream_id(id_key.and_then(|k| session.upstream_call_id(&k)));
-            self.tapes.client_sent(&tap, at, &req.body);
             acc.tap = Some(tap);
+            acc.sent_unrecorded = true;
         }
         match forwarded {
             Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
             Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
                 log::info!("session {} ended: {e}", session.short_id());
-                // The answer goes on the tape before the session's end closes it.
+                // The request and its answer go on the tape before the session's end closes it.
                 if let Some(tap) = acc.tap.take() {
+                    acc.sent_unrecorded = false;
+                    self.tapes.client_sent(&tap, at, req.body.clone());
                     let answer = error_response(&Error::UnknownSession, acc.id.as_deref());
                     self.tapes.client_got(&tap, answer.body, true, true);
                 }
@@ -169,7 +171,6 @@ impl Proxy {
         headers: Vec<(String, String)>,
         caller: &Caller,
         acc: &mut Access,
-        body: &[u8],
     ) -> Result<Outcome, Error> {
         for s in self.sessions.check_room()? {
             self.retire(&s);
@@ -206,9 +207,8 @@ impl Proxy {
             caller.principal.as_deref(),
             acc.at.unwrap_or_else(Instant::now),
         ) {
-            self.tapes
-                .client_sent(&tap, acc.at.unwrap_or_else(Instant::now), body);
             acc.tap = Some(tap);
+            acc.sent_unrecorded = true;
         }
         log::debug!("session {} created", session.short_id());
         self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)

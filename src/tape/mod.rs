@@ -215,8 +215,8 @@ impl Recorder {
         })
     }
 
-    /// A message the client sent, `at` the moment it arrived.
-    pub fn client_sent(&self, tap: &Tap, at: Instant, body: &[u8]) {
+    /// A message the client sent (the request body, handed over), `at` the moment it arrived.
+    pub fn client_sent(&self, tap: &Tap, at: Instant, body: Vec<u8>) {
         let Some(s) = &self.inner else { return };
         self.send(
             s,
@@ -225,7 +225,7 @@ impl Recorder {
                 at,
                 dir: Dir::ClientToServer,
                 upstream_id: tap.upstream_id,
-                body: Body::Json(body.to_vec()),
+                body: Body::Json(body),
                 synthetic: false,
             },
         );

@@ -293,13 +293,13 @@ fn a_session_tape_has_its_header_then_every_message_in_order() {
     let tap = rec
         .open_session(SID, "2025-11-25", Some("token:alice"), t0)
         .unwrap();
-    rec.client_sent(&tap, t0, &init_request());
+    rec.client_sent(&tap, t0, init_request());
     rec.client_got(&tap, init_answer(), true, false);
     let call = tap.clone().with_upstream_id(Some(1042));
     rec.client_sent(
         &call,
         Instant::now(),
-        br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x","arguments":{"token":"hunter2"}}}"#,
+        br#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"x","arguments":{"token":"hunter2"}}}"#.to_vec(),
     );
     rec.client_got(
         &call,
@@ -662,7 +662,7 @@ fn writer_cost() {
         br#"{"jsonrpc":"2.0","id":12345,"result":{"content":[{"type":"text","text":"hello"}]}}"#;
     let t = Instant::now();
     for _ in 0..n / 2 {
-        rec.client_sent(&tap, Instant::now(), req);
+        rec.client_sent(&tap, Instant::now(), req.to_vec());
         rec.client_got(&tap, res.to_vec(), true, false);
     }
     let send = t.elapsed();
