@@ -801,3 +801,86 @@ fn a_moved_audit_file_is_reopened() {
     assert_eq!(mode, 0o600);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Retention: tape files last written longer ago than `--record-keep` are deleted, unless a
+/// tape is still being written to them; the salt and other files stay.
+#[test]
+fn the_sweep_deletes_only_old_tapes() {
+    let dir = std::env::temp_dir().join(format!("shadowcat-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = SystemTime::now() - Duration::from_secs(3 * 86_400);
+    for name in [
+        "old.jsonl",
+        "old.1.jsonl",
+        "open.jsonl",
+        "notes.txt",
+        ".salt",
+        "new.jsonl",
+    ] {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        if name != "new.jsonl" {
+            f.set_modified(old).unwrap();
+        }
+    }
+    let mut store = writer::DirStore::new(dir.clone());
+    let removed = store.sweep(Duration::from_secs(86_400), &|n| n == "open.jsonl");
+    assert_eq!(removed, 2);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".salt", "new.jsonl", "notes.txt", "open.jsonl"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A stateless client's tape closes once its hour is over and it has been quiet a minute;
+/// this hour's stays open.
+#[test]
+fn stateless_tapes_close_after_their_hour() {
+    let store = MemStore::default();
+    let files = store.files.clone();
+    let metrics = Arc::new(Metrics::new("test"));
+    let mut w = writer::Writer::new(Setup {
+        store: Box::new(store),
+        redactor: Arc::new(redactor(&[], &[])),
+        upstream: format::Upstream {
+            name: "t".into(),
+            kind: "http".into(),
+            mode: "pooled".into(),
+        },
+        max_bytes: 1 << 20,
+        keep: Duration::from_secs(3600),
+        metrics,
+        epoch: (Instant::now(), SystemTime::now()),
+    });
+    let wall = SystemTime::now();
+    let hour = format::hour_of(wall);
+    let t0 = Instant::now();
+    for h in [hour - 1, hour] {
+        w.handle(writer::Event::Msg(writer::Msg {
+            key: Arc::new(TapeKey::Stateless {
+                principal: None,
+                ip: Some("192.0.2.1".parse().unwrap()),
+                hour: h,
+            }),
+            at: t0,
+            dir: Dir::ClientToServer,
+            upstream_id: None,
+            body: writer::Body::Json(br#"{"jsonrpc":"2.0","method":"ping","id":1}"#.to_vec()),
+            synthetic: false,
+        }));
+    }
+    // Quiet for less than a minute: both stay.
+    assert_eq!(w.close_quiet_at(wall, t0 + Duration::from_secs(30)), 2);
+    // Quiet a minute: last hour's closes, this hour's stays.
+    assert_eq!(w.close_quiet_at(wall, t0 + Duration::from_secs(61)), 1);
+    let names: Vec<String> = lock(&files).keys().cloned().collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().all(|n| n.starts_with("stateless-")));
+    // One client: the same hash in both names, different hours.
+    assert_eq!(names[0][..22], names[1][..22]);
+    assert_ne!(names[0], names[1]);
+}

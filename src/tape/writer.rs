@@ -447,12 +447,17 @@ impl Writer {
 
     /// Closes stateless tapes whose hour is over (once quiet) and tapes long forgotten.
     fn close_quiet(&mut self) {
-        let hour = format::hour_of(SystemTime::now());
+        self.close_quiet_at(SystemTime::now(), Instant::now());
+    }
+
+    /// [`Writer::close_quiet`] as of `wall` and `now`; the tapes still open.
+    pub(crate) fn close_quiet_at(&mut self, wall: SystemTime, now: Instant) -> usize {
+        let hour = format::hour_of(wall);
         let done: Vec<TapeKey> = self
             .tapes
             .iter()
             .filter(|(k, t)| {
-                let quiet = t.last_line.elapsed();
+                let quiet = now.saturating_duration_since(t.last_line);
                 let past = matches!(k, TapeKey::Stateless { hour: h, .. } if *h < hour);
                 (past && quiet >= STATELESS_QUIET) || quiet >= FORGOTTEN
             })
@@ -461,6 +466,7 @@ impl Writer {
         for k in done {
             self.close(&k);
         }
+        self.tapes.len()
     }
 
     fn sweep(&mut self) {
