@@ -20,7 +20,7 @@
 //! upstream kind are absent.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -29,6 +29,7 @@ use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::{Cidr, Limits};
 use crate::http::{ServerConfig, TlsFiles};
 use crate::stream::ReplayLimits;
+pub use crate::upstream::http::tls::ClientTlsConfig;
 
 /// The validated configuration of `shadowcat reverse`.
 #[derive(Clone, Debug, Serialize)]
@@ -210,24 +211,6 @@ pub struct HttpUpstreamConfig {
     /// upstream is verified and what we show it. Shown as `upstreamTls`.
     #[serde(rename = "upstreamTls")]
     pub tls: ClientTlsConfig,
-}
-
-/// TLS as a client (to an `https://` upstream, and to `--jwks-url`): SNI and hostname
-/// verification always on, TLS 1.2 and 1.3.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientTlsConfig {
-    /// `--upstream-ca`: the only certificates trusted as roots (PEM). Default none: the
-    /// Mozilla roots built in (`webpki-roots`).
-    #[serde(serialize_with = "path")]
-    pub ca: Option<PathBuf>,
-    /// `--upstream-client-cert`: certificate chain shown when the server asks for one (mTLS).
-    /// Default none.
-    #[serde(serialize_with = "path")]
-    pub client_cert: Option<PathBuf>,
-    /// `--upstream-client-key`: its private key. Default none.
-    #[serde(serialize_with = "path")]
-    pub client_key: Option<PathBuf>,
 }
 
 /// A stdio upstream: what its children run, how many, how sessions use them.
@@ -496,14 +479,6 @@ fn redact_url(url: &str) -> String {
 /// A duration as fractional seconds.
 fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
-}
-
-/// A file by its path.
-fn path<S: Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match p {
-        Some(p) => s.serialize_str(&p.display().to_string()),
-        None => s.serialize_none(),
-    }
 }
 
 /// `tlsCert`, `tlsKey`, `tlsClientCa`: the listener's TLS files by path (null without TLS).

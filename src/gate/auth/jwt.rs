@@ -14,9 +14,8 @@ use super::{
     Auth, AuthConfig, JWKS_FETCH_TIMEOUT, JWKS_MAX_AGE, JWT_CACHE_MAX, JWT_CACHE_TTL, MAX_KEY_FILE,
     MIN_SECRET_LEN, Principal, read_limited,
 };
-use crate::config::ClientTlsConfig;
 use crate::error::{Denial, Error};
-use crate::upstream::http::tls::{describe_failure, tls_config};
+use crate::upstream::http::tls::{ClientTlsConfig, describe_failure, tls_config};
 
 pub(super) struct Jwt {
     algorithms: Vec<Algorithm>,

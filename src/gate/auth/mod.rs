@@ -98,7 +98,7 @@ pub struct AuthConfig {
     /// How an `https://` `--jwks-url` is verified: the `--upstream-ca`,
     /// `--upstream-client-cert` and `--upstream-client-key` an HTTP upstream uses. Default: the
     /// built-in roots.
-    pub jwks_tls: crate::config::ClientTlsConfig,
+    pub jwks_tls: crate::upstream::http::tls::ClientTlsConfig,
 }
 
 impl AuthConfig {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use r2d2::{Pool, PooledConnection};
 
-use crate::config::{ClientTlsConfig, HttpUpstreamConfig, Secret};
+use crate::config::{HttpUpstreamConfig, Secret};
 use crate::error::Error;
 use crate::session::{Binding, Session};
 use crate::upstream::{Call, Operate, PoolInfo, Reply, Upstream};
@@ -37,6 +37,8 @@ use crate::util::lock;
 mod slot;
 mod sse;
 pub(crate) mod tls;
+
+pub use tls::ClientTlsConfig;
 
 use slot::SlotManager;
 #[cfg(feature = "fuzzing")]

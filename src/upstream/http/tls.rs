@@ -12,13 +12,40 @@
 //! * SNI and hostname (or IP address) verification are always on; there is no way to turn
 //!   verification off. TLS 1.2 and 1.3, rustls's defaults, the `ring` provider.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Serialize;
 use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
 
-use crate::config::ClientTlsConfig;
 use crate::error::Error;
 use crate::http::{load_certs, load_key, read_pem};
+
+/// TLS as a client (to an `https://` upstream, and to `--jwks-url`): SNI and hostname
+/// verification always on, TLS 1.2 and 1.3.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientTlsConfig {
+    /// `--upstream-ca`: the only certificates trusted as roots (PEM). Default none: the
+    /// Mozilla roots built in (`webpki-roots`).
+    #[serde(serialize_with = "path")]
+    pub ca: Option<PathBuf>,
+    /// `--upstream-client-cert`: certificate chain shown when the server asks for one (mTLS).
+    /// Default none.
+    #[serde(serialize_with = "path")]
+    pub client_cert: Option<PathBuf>,
+    /// `--upstream-client-key`: its private key. Default none.
+    #[serde(serialize_with = "path")]
+    pub client_key: Option<PathBuf>,
+}
+
+/// A file path as `/admin/config` shows it (null when none).
+fn path<S: serde::Serializer>(p: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    match p {
+        Some(p) => s.serialize_str(&p.display().to_string()),
+        None => s.serialize_none(),
+    }
+}
 
 /// ureq's TLS settings for `cfg`; a file that does not load is a configuration error naming it.
 pub(crate) fn tls_config(cfg: &ClientTlsConfig) -> Result<TlsConfig, Error> {

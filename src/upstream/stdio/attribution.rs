@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::jsonrpc::{Kind, Message, RawObject};
+use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::metrics::DropReason;
 use crate::session::{ClientCaps, Session};
 
@@ -125,7 +125,7 @@ pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> V
         if method == "notifications/progress" {
             // Its token is a rewritten call id: to another call it would name another request
             // (or, by chance, one of that client's own).
-            return match super::child::progress_token_id(msg) {
+            return match progress_token_id(msg) {
                 Some(id) if calls.iter().any(|c| c.id == id && c.has_token) => Verdict::Call(id),
                 _ => Verdict::Drop(DropReason::Unattributed),
             };
@@ -248,6 +248,12 @@ impl Throttle {
         self.held.fetch_add(1, Ordering::Relaxed);
         None
     }
+}
+
+/// The call id a child's progress notification names in `params.progressToken`, if any.
+pub(crate) fn progress_token_id(msg: &Message) -> Option<u64> {
+    let params: RawObject = serde_json::from_str(msg.params.as_ref()?.get()).ok()?;
+    jsonrpc::id_u64(params.get("progressToken")?)
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::metrics::DropReason;
 use crate::session::Session;
 use crate::upstream::Item;
+pub(crate) use crate::upstream::stdio::attribution::progress_token_id;
 use crate::upstream::stdio::attribution::{Caller, InFlight, SETTLE, Verdict, attribute};
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::upstream::stdio::reactor::{Outbox, Reactor};
@@ -769,7 +770,7 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
                 _ => {
                     if msg.method() == "notifications/progress"
                         && let Some(token) = &p.client_token
-                        && super::child::progress_token_id(&msg) == Some(id)
+                        && progress_token_id(&msg) == Some(id)
                     {
                         restore_progress_token(&mut msg, token);
                     }
@@ -836,12 +837,6 @@ fn wanted(owner: Option<&Session>, msg: &Message) -> bool {
         .and_then(|p| serde_json::from_str::<Params>(p.get()).ok())
         .and_then(|p| p.level);
     owner.wants_log(level.as_deref())
-}
-
-/// The call id a child's progress notification names in `params.progressToken`, if any.
-pub(crate) fn progress_token_id(msg: &Message) -> Option<u64> {
-    let params: RawObject = serde_json::from_str(msg.params.as_ref()?.get()).ok()?;
-    jsonrpc::id_u64(params.get("progressToken")?)
 }
 
 /// Puts the client's progress `token` back, exactly as the client wrote it, into a child's
