@@ -140,11 +140,23 @@ impl Proxy {
             deadline,
             headers,
         };
+        let tap = self.tapes.session(&session.id);
+        if let (Some(tap), false) = (&tap, kind == Kind::Request) {
+            // A response or notification takes effect on other threads (the tool that waited
+            // for this sampling answer answers on its own stream): on the tape before it goes.
+            self.tapes.client_sent(tap, at, req.body.clone());
+        }
         let forwarded = self.upstream.forward(call);
-        if let Some(tap) = self.tapes.session(&session.id) {
-            let tap = tap.with_upstream_id(id_key.and_then(|k| session.upstream_call_id(&k)));
-            acc.tap = Some(tap);
-            acc.sent_unrecorded = true;
+        if let Some(tap) = tap {
+            // A request's answer comes back on this thread, so it is recorded once forwarded,
+            // with the upstream's id for it.
+            let request = kind == Kind::Request;
+            acc.tap = Some(if request {
+                tap.with_upstream_id(id_key.and_then(|k| session.upstream_call_id(&k)))
+            } else {
+                tap
+            });
+            acc.sent_unrecorded = request;
         }
         match forwarded {
             Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
@@ -152,8 +164,9 @@ impl Proxy {
                 log::info!("session {} ended: {e}", session.short_id());
                 // The request and its answer go on the tape before the session's end closes it.
                 if let Some(tap) = acc.tap.take() {
-                    acc.sent_unrecorded = false;
-                    self.tapes.client_sent(&tap, at, req.body.clone());
+                    if std::mem::take(&mut acc.sent_unrecorded) {
+                        self.tapes.client_sent(&tap, at, req.body.clone());
+                    }
                     let answer = error_response(&Error::UnknownSession, acc.id.as_deref());
                     self.tapes.client_got(&tap, answer.body, true, true);
                 }

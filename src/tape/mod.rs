@@ -20,6 +20,12 @@
 //! to a session or to a stateless client (bad JSON, 401, 429, unknown session) has no tape.
 //! Headers are never recorded.
 //!
+//! **Order.** A client's responses and notifications are queued before they are forwarded
+//! (their effects show on other threads: the tool waiting for a sampling answer answers on its
+//! own stream); a client's request once forwarded, before anything of its answer (which this
+//! same thread handles), so that its upstream id is known. Every message to the client is
+//! queued before it is written to the client.
+//!
 //! **`upstream_id`** is filled for a client request in a session on a stdio upstream, and for
 //! its answer: the rewritten id the session's in-flight table holds, one lock and one lookup.
 //! It is null otherwise: notifications; stateless requests (no session, no table); the
