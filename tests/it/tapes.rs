@@ -469,7 +469,20 @@ fn audit_lines_for_every_outcome_including_refusals() {
         429
     );
     assert_eq!(post_with(a, &h, Some(&sid), "{not json").status, 400);
-    let metrics = get(a, "/metrics", &[]).text();
+    // A request is counted once its answer is sent: wait for the last echo to be.
+    let up = r#"upstream="shadowcat""#;
+    let wanted = [
+        format!(r#"shadowcat_tool_calls_total{{{up},tool="echo",outcome="ok"}} 2"#),
+        format!(r#"shadowcat_tool_calls_total{{{up},tool="other",outcome="tool_error"}} 1"#),
+    ];
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let m = get(a, "/metrics", &[]).text();
+        if wanted.iter().all(|w| m.lines().any(|l| l == w)) || std::time::Instant::now() > until {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     p.shutdown(Duration::from_secs(2));
 
     let text = std::fs::read_to_string(&log).unwrap();
@@ -478,61 +491,68 @@ fn audit_lines_for_every_outcome_including_refusals() {
         "argument values are not audited by default"
     );
     let lines = audit_lines(&log);
-    let summary: Vec<(String, u64, String, Value)> = lines
+    // Lines are written as requests complete; each request here came on its own connection,
+    // so two may finish in either order: compare them sorted.
+    let key = |l: &Value| {
+        (
+            l["method"].as_str().unwrap_or("-").to_owned(),
+            l["status"].as_u64().unwrap(),
+            l["outcome"].as_str().unwrap().to_owned(),
+            l["code"].to_string(),
+        )
+    };
+    let mut summary: Vec<(String, u64, String, String)> = lines.iter().map(key).collect();
+    summary.sort();
+    let refused_429 = lines
         .iter()
-        .map(|l| {
-            (
-                l["method"].as_str().unwrap_or("-").to_owned(),
-                l["status"].as_u64().unwrap(),
-                l["outcome"].as_str().unwrap().to_owned(),
-                l["code"].clone(),
-            )
-        })
-        .collect();
-    let s = |m: &str, st: u64, o: &str, c: Value| (m.to_owned(), st, o.to_owned(), c);
-    assert_eq!(
-        summary,
-        [
-            s("initialize", 200, "ok", Value::Null),
-            s("tools/call", 200, "ok", Value::Null),
-            s("tools/call", 200, "tool_error", Value::Null),
-            s("no/such", 200, "error", (-32601).into()),
-            s("tools/call", 401, "error", (-32600).into()),
-            s("tools/call", 200, "ok", Value::Null),
-            s("tools/call", 429, "error", lines[6]["code"].clone()),
-            s("-", 400, "error", (-32700).into()),
-        ],
-        "{text}"
-    );
-    assert!(lines[6]["code"].is_i64());
-    for (i, l) in lines.iter().enumerate() {
+        .find(|l| l["status"] == 429)
+        .expect("the 429 line");
+    assert!(refused_429["code"].is_i64());
+    let s = |m: &str, st: u64, o: &str, c: Value| (m.to_owned(), st, o.to_owned(), c.to_string());
+    let mut want = vec![
+        s("initialize", 200, "ok", Value::Null),
+        s("tools/call", 200, "ok", Value::Null),
+        s("tools/call", 200, "tool_error", Value::Null),
+        s("no/such", 200, "error", (-32601).into()),
+        s("tools/call", 401, "error", (-32600).into()),
+        s("tools/call", 200, "ok", Value::Null),
+        s("tools/call", 429, "error", refused_429["code"].clone()),
+        s("-", 400, "error", (-32700).into()),
+    ];
+    want.sort();
+    assert_eq!(summary, want, "{text}");
+    for l in &lines {
         assert!(l["time"].as_str().unwrap().ends_with('Z'));
         assert_eq!(l["client_ip"], "127.0.0.1");
         assert_eq!(l["http_method"], "POST");
         assert!(l["duration_ms"].as_f64().unwrap() >= 0.0);
         assert!(l["bytes_in"].as_u64().unwrap() > 0);
         assert!(l.get("arguments").is_none());
-        let principal = if i == 4 {
+        let principal = if l["status"] == 401 {
             Value::Null
         } else {
             "token:alice".into()
         };
         assert_eq!(l["principal"], principal, "{l}");
     }
-    assert_eq!(lines[1]["name"], "echo");
-    assert_eq!(lines[1]["session"], &sid[..8]);
-    assert!(lines[1]["bytes_out"].as_u64().unwrap() > 0);
-    assert_eq!(lines[2]["name"], "test_error_handling");
+    let ok_echo = lines
+        .iter()
+        .find(|l| l["name"] == "echo" && l["status"] == 200)
+        .unwrap();
+    assert_eq!(ok_echo["session"], &sid[..8]);
+    assert!(ok_echo["bytes_out"].as_u64().unwrap() > 0);
+    let tool_error = lines.iter().find(|l| l["outcome"] == "tool_error").unwrap();
+    assert_eq!(tool_error["name"], "test_error_handling");
     // Refusals come before the body is parsed; their method and tool are still named.
-    assert_eq!(lines[4]["name"], "echo");
-    assert_eq!(lines[6]["name"], "echo");
+    for refused in lines
+        .iter()
+        .filter(|l| l["status"] == 401 || l["status"] == 429)
+    {
+        assert_eq!(refused["name"], "echo", "{refused}");
+    }
     assert!(lines.iter().all(|l| l["upstream"] == "shadowcat"));
 
-    let up = r#"upstream="shadowcat""#;
-    for want in [
-        format!(r#"shadowcat_tool_calls_total{{{up},tool="echo",outcome="ok"}} 2"#),
-        format!(r#"shadowcat_tool_calls_total{{{up},tool="other",outcome="tool_error"}} 1"#),
-    ] {
+    for want in &wanted {
         assert!(metrics.lines().any(|l| l == want), "{want} in\n{metrics}");
     }
 }
@@ -555,7 +575,15 @@ fn audited_arguments_are_redacted() {
         r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"{SECRET}","client_secret":"{SECRET}","n":3}}}}}}"#
     );
     assert_eq!(c.post(Some(&sid), &body).status, 200);
-    assert!(p.proxy().auditor().sync(Duration::from_secs(5)));
+    // The line is queued once the answer is sent: wait for it to be written.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("tools/call")
+    {
+        assert!(std::time::Instant::now() < until, "no audit line");
+        assert!(p.proxy().auditor().sync(Duration::from_secs(5)));
+    }
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains(SECRET), "{text}");
     let lines = audit_lines(&log);
