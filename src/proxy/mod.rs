@@ -335,6 +335,21 @@ pub fn error_response(e: &Error, id: Option<&RawValue>) -> Response {
     r
 }
 
+/// The metrics class of a request, from its method and what routing learnt of its body.
+fn class_of(req: &Request, acc: &Access) -> MethodClass {
+    match (req.method.as_str(), acc.kind) {
+        ("GET", _) => MethodClass::Get,
+        ("DELETE", _) => MethodClass::Delete,
+        ("OPTIONS", _) if cors::is_preflight(req) => MethodClass::Options,
+        (_, None) => MethodClass::Invalid,
+        (_, Some(k)) => MethodClass::of(
+            &acc.mcp_method,
+            k == Kind::Notification,
+            k == Kind::Response,
+        ),
+    }
+}
+
 impl Handler for Proxy {
     fn handle(&self, req: Request, res: &mut Responder<'_>) {
         let started = Instant::now();
@@ -343,7 +358,17 @@ impl Handler for Proxy {
             ..Access::default()
         };
         self.metrics.bytes_in(req.body.len() as u64);
-        let status = match self.route(&req, &mut acc) {
+        let routed = self.route(&req, &mut acc);
+        // A single answer is counted before it is sent, so a client that has its answer and
+        // then reads /metrics sees it; a stream is counted when it ends (its duration).
+        let counted = !matches!(req.path(), "/metrics" | "/healthz" | "/readyz");
+        let class = class_of(&req, &acc);
+        let count = |status: u16| {
+            if counted {
+                self.metrics.request(class, status, started.elapsed());
+            }
+        };
+        let status = match routed {
             Ok(Outcome::Response(mut r)) => {
                 if acc.note_rpc && acc.kind == Some(Kind::Request) {
                     acc.rpc = jsonrpc::answered(&r.body, acc.mcp_method == "tools/call");
@@ -351,6 +376,7 @@ impl Handler for Proxy {
                 cors::decorate(&mut r.headers, acc.cors.as_deref());
                 let s = r.status;
                 self.metrics.bytes_out(r.body.len() as u64);
+                count(s);
                 let _ = res.send(r);
                 s
             }
@@ -360,12 +386,20 @@ impl Handler for Proxy {
                 session,
                 announce,
                 slot: _slot,
-            }) => self.pump(res, stream, first, session, announce, &acc),
+            }) => {
+                let s = self.pump(res, stream, first, session, announce, &acc);
+                count(s);
+                s
+            }
             Ok(Outcome::Follow {
                 log,
                 after,
                 slot: _slot,
-            }) => self.follow(res, log, after, &acc),
+            }) => {
+                let s = self.follow(res, log, after, &acc);
+                count(s);
+                s
+            }
             Err(e) => {
                 acc.rpc = Some(Answered::Error(Some(e.rpc_code())));
                 if e.status() >= 500 {
@@ -381,26 +415,12 @@ impl Handler for Proxy {
                 let mut resp = error_response(&e, acc.id.as_deref());
                 cors::decorate(&mut resp.headers, acc.cors.as_deref());
                 self.metrics.bytes_out(resp.body.len() as u64);
+                count(e.status());
                 let _ = res.send(resp);
                 e.status()
             }
         };
-        let elapsed = started.elapsed();
-        let class = match (req.method.as_str(), acc.kind) {
-            ("GET", _) => MethodClass::Get,
-            ("DELETE", _) => MethodClass::Delete,
-            ("OPTIONS", _) if cors::is_preflight(&req) => MethodClass::Options,
-            (_, None) => MethodClass::Invalid,
-            (_, Some(k)) => MethodClass::of(
-                &acc.mcp_method,
-                k == Kind::Notification,
-                k == Kind::Response,
-            ),
-        };
-        if !matches!(req.path(), "/metrics" | "/healthz" | "/readyz") {
-            self.metrics.request(class, status, elapsed);
-        }
-        self.access_log(&req, &acc, status, elapsed);
+        self.access_log(&req, &acc, status, started.elapsed());
     }
 
     fn error_response(&self, status: u16, message: &str) -> Response {
