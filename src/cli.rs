@@ -14,6 +14,9 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+mod file;
+pub use file::expand as expand_config_file;
+
 use crate::config::{
     AdminConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig, ListenConfig,
     ProxyConfig, Secret, SessionConfig, StdioMode, StdioUpstreamConfig, UpstreamConfig,
@@ -50,13 +53,38 @@ pub enum Command {
     Tape(crate::tools::tape::TapeArgs),
     /// Serve a tape as an MCP server.
     Replay(crate::tools::tape::ReplayArgs),
+    /// Validate a config file without starting anything.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// read a config file as `shadowcat reverse --config FILE` would, validate every part, and
+/// print the resulting configuration (secrets redacted) without starting anything
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check-config")]
+pub struct CheckConfigArgs {
+    /// the TOML file (keys are the flags of `shadowcat reverse` without --)
+    #[argh(positional)]
+    pub file: String,
+}
+
+impl CheckConfigArgs {
+    /// The configuration `file` gives, as `/admin/config` shows it; or why it is invalid.
+    pub fn run(&self, self_exe: &str) -> Result<String, Error> {
+        file::check(&self.file, self_exe)
+    }
 }
 
 /// serve Streamable HTTP on --bind and forward to one upstream: --upstream URL (an HTTP MCP
 /// server), --stdio "CMD ARGS" (persistent child processes), or neither (the built-in demo server)
-#[derive(FromArgs, Debug)]
+#[derive(FromArgs, argh::ArgsInfo, Debug)]
 #[argh(subcommand, name = "reverse")]
 pub struct ReverseArgs {
+    /// read flags from this TOML file: each key is a flag without its -- (`bind =
+    /// "127.0.0.1:8080"`, `stdio = "..."`, lists for repeatable flags); a flag on the command
+    /// line replaces the file's key; `shadowcat check-config FILE` validates one
+    #[argh(option)]
+    pub config: Option<String>,
+
     /// address to listen on (default 127.0.0.1:8080); use port 0 for any free port
     #[argh(option, default = "default_bind()")]
     pub bind: SocketAddr,

@@ -193,7 +193,7 @@ mod upstream;
 mod util;
 
 pub use crate::app::{Shadowcat, run};
-pub use crate::cli::{Cli, Command};
+pub use crate::cli::{Cli, Command, expand_config_file};
 pub use crate::config::Config;
 pub use crate::error::Error;
 pub use crate::proxy::Proxy;

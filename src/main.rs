@@ -44,6 +44,17 @@ fn main() -> ExitCode {
             init_logging("warn", false);
             ("shadowcat replay", shadowcat::tools::tape::replay(args))
         }
+        Command::CheckConfig(args) => {
+            init_logging("warn", false);
+            let exe = std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "shadowcat".into());
+            let checked = args.run(&exe).map(|json| {
+                println!("{json}");
+                eprintln!("{}: valid", args.file);
+            });
+            ("shadowcat check-config", checked)
+        }
         Command::Reverse(args) => {
             init_logging("info", args.log_format == "json");
             let exe = std::env::current_exe()
@@ -69,7 +80,21 @@ fn parse_args() -> Result<Cli, ExitCode> {
     let name = args
         .first()
         .map_or("shadowcat", |a| a.rsplit('/').next().unwrap_or(a));
-    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let mut given: Vec<String> = args.iter().skip(1).cloned().collect();
+    if given.first().is_some_and(|a| a == "reverse") {
+        // `--config FILE` stands for the file's flags (keys are flags without --).
+        match shadowcat::expand_config_file(&given[1..]) {
+            Ok(flags) => {
+                given.truncate(1);
+                given.extend(flags);
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "shadowcat: {e}");
+                return Err(ExitCode::from(e.exit_code()));
+            }
+        }
+    }
+    let rest: Vec<&str> = given.iter().map(String::as_str).collect();
     if matches!(rest.as_slice(), ["--version"] | ["-V"]) {
         let _ = writeln!(std::io::stdout(), "{VERSION}");
         return Err(ExitCode::SUCCESS);

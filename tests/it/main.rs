@@ -57,3 +57,5 @@ mod r14_children;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
+// Issue #15, the config file: `--config FILE`, `check-config`, the example file.
+mod r15_config;
