@@ -5,8 +5,9 @@
 //! `reactor.rs`; the same routing, line bounds and end-of-stdout handling, with callers
 //! writing stdin themselves). None per request. With threads of its own:
 //!
-//! * the **writer** takes newline-terminated lines from a bounded channel (256) and writes
-//!   them to stdin; a child that stops reading makes senders wait, never longer than the
+//! * the **writer** takes newline-terminated lines from a channel bounded in bytes
+//!   (`OUTBOX_LIMIT`, as the reactor's outbox) and writes them to stdin; a child that stops
+//!   reading makes senders wait, never longer than the
 //!   request's deadline ([`Child::call_deadline`] uses `send_deadline`);
 //! * the **reader** reads stdout lines (each at most `--max-message` bytes), routes responses
 //!   by id to the caller's channel, progress by token to the call it belongs to, other
@@ -34,7 +35,7 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ use crate::upstream::Item;
 pub(crate) use crate::upstream::stdio::attribution::progress_token_id;
 use crate::upstream::stdio::attribution::{Caller, InFlight, SETTLE, Verdict, attribute};
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
-use crate::upstream::stdio::reactor::{Outbox, Reactor};
+use crate::upstream::stdio::reactor::{OUTBOX_LIMIT, Outbox, Reactor};
 use crate::util::{Escaped, lock, read_line_bounded, trim_line};
 
 /// Something the child said that no call in flight was waiting for, or its death.
@@ -115,25 +116,75 @@ struct Shared {
 /// How lines reach a child's stdin.
 enum Stdin {
     /// Through a bounded channel to the child's writer thread; taken (so stdin closes) when
-    /// the child is stopped.
-    Writer(Mutex<Option<Sender<Vec<u8>>>>),
+    /// the child is stopped. The channel holds at most [`OUTBOX_LIMIT`] bytes (one larger line
+    /// always fits, alone), counted by [`Queued`].
+    Writer(Mutex<Option<Sender<Vec<u8>>>>, Arc<Queued>),
     /// Written by the callers themselves, the rest flushed by the reactor (`reactor.rs`).
     Outbox(Arc<Outbox>),
+}
+
+/// Bytes waiting in the writer thread's channel: senders wait while a line would take it over
+/// [`OUTBOX_LIMIT`], so a child that stops reading holds at most that much, not 256 lines of
+/// up to `--max-message` each.
+#[derive(Default)]
+struct Queued {
+    bytes: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Queued {
+    /// Takes room for `n` bytes, waiting until `deadline` at most; false if there was none.
+    fn take(&self, n: usize, deadline: Option<Instant>) -> bool {
+        let mut b = lock(&self.bytes);
+        while *b > 0 && *b + n > OUTBOX_LIMIT {
+            let Some(left) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
+                return false;
+            };
+            b = match self.freed.wait_timeout(b, left) {
+                Ok((g, _)) => g,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        *b += n;
+        true
+    }
+
+    /// Gives back room for `n` bytes (written, or never queued).
+    fn give(&self, n: usize) {
+        let mut b = lock(&self.bytes);
+        *b = b.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The writer is gone: nothing will be written, so nobody waits for room.
+    fn close(&self) {
+        *lock(&self.bytes) = 0;
+        self.freed.notify_all();
+    }
 }
 
 impl Stdin {
     fn send_deadline(&self, bytes: Vec<u8>, deadline: Instant, name: &str) -> Result<(), Error> {
         match self {
-            Stdin::Writer(tx) => {
+            Stdin::Writer(tx, queued) => {
                 let tx = lock(tx).clone();
                 let Some(tx) = tx else {
                     return Err(Error::ChildExited(name.to_owned()));
                 };
+                let n = bytes.len();
+                if !queued.take(n, Some(deadline)) {
+                    return Err(Error::Timeout);
+                }
                 match tx.send_deadline(bytes, deadline) {
                     Ok(()) => Ok(()),
-                    Err(SendTimeoutError::Timeout(_)) => Err(Error::Timeout),
-                    Err(SendTimeoutError::Disconnected(_)) => {
-                        Err(Error::ChildExited(name.to_owned()))
+                    Err(e) => {
+                        queued.give(n);
+                        match e {
+                            SendTimeoutError::Timeout(_) => Err(Error::Timeout),
+                            SendTimeoutError::Disconnected(_) => {
+                                Err(Error::ChildExited(name.to_owned()))
+                            }
+                        }
                     }
                 }
             }
@@ -144,9 +195,19 @@ impl Stdin {
     /// Sends without waiting at all; false if it would have to wait.
     fn try_send(&self, bytes: Vec<u8>) -> bool {
         match self {
-            Stdin::Writer(tx) => {
-                let tx = lock(tx).clone();
-                tx.is_some_and(|t| t.try_send(bytes).is_ok())
+            Stdin::Writer(tx, queued) => {
+                let Some(tx) = lock(tx).clone() else {
+                    return false;
+                };
+                let n = bytes.len();
+                if !queued.take(n, None) {
+                    return false;
+                }
+                let sent = tx.try_send(bytes).is_ok();
+                if !sent {
+                    queued.give(n);
+                }
+                sent
             }
             Stdin::Outbox(o) => o.try_send(&bytes),
         }
@@ -154,7 +215,7 @@ impl Stdin {
 
     fn close(&self) {
         match self {
-            Stdin::Writer(tx) => drop(lock(tx).take()),
+            Stdin::Writer(tx, _) => drop(lock(tx).take()),
             Stdin::Outbox(o) => o.close(),
         }
     }
@@ -327,7 +388,9 @@ impl Child {
             },
             Io::Threads => {
                 let (tx, rx) = bounded::<Vec<u8>>(256);
-                (Stdin::Writer(Mutex::new(Some(tx))), Some((stdin, rx)))
+                let queued = Arc::new(Queued::default());
+                let w = (stdin, rx, queued.clone());
+                (Stdin::Writer(Mutex::new(Some(tx)), queued), Some(w))
             }
         };
         let shared = Arc::new(Shared {
@@ -354,12 +417,12 @@ impl Child {
                     Box::new(move |_why| stdout_ended(&s2, index, generation, &events)),
                 );
             }
-            let Some((stdin, rx)) = writer_end else {
+            let Some((stdin, rx, queued)) = writer_end else {
                 return Err(Error::Internal("child stdin missing".into()));
             };
             let s = shared.clone();
             threads.push(spawn_thread("shadowcat-cin", move || {
-                writer(stdin, rx, &s)
+                writer(stdin, rx, &queued, &s)
             })?);
             let s = shared.clone();
             threads.push(spawn_thread("shadowcat-cout", move || {
@@ -646,13 +709,22 @@ fn rewrite_progress_token(msg: &mut Message, id: u64) -> Option<Box<RawValue>> {
     Some(old)
 }
 
-fn writer(mut stdin: std::process::ChildStdin, rx: Receiver<Vec<u8>>, shared: &Shared) {
+fn writer(
+    mut stdin: std::process::ChildStdin,
+    rx: Receiver<Vec<u8>>,
+    queued: &Queued,
+    shared: &Shared,
+) {
     for bytes in rx {
-        if let Err(e) = stdin.write_all(&bytes).and_then(|_| stdin.flush()) {
+        let written = stdin.write_all(&bytes).and_then(|_| stdin.flush());
+        queued.give(bytes.len());
+        if let Err(e) = written {
             log::warn!("{}: stdin write failed: {e}", shared.name);
+            queued.close();
             return;
         }
     }
+    queued.close();
     // All senders gone: dropping stdin sends EOF, the polite way to ask the child to exit.
 }
 
@@ -879,6 +951,24 @@ fn stderr_lines(stderr: std::process::ChildStderr, name: &str) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_writer_queue_is_bounded_in_bytes() {
+        let q = Queued::default();
+        let soon = || Some(Instant::now() + Duration::from_millis(20));
+        assert!(
+            q.take(OUTBOX_LIMIT * 3, None),
+            "one line bigger than the bound goes alone"
+        );
+        assert!(!q.take(1, soon()), "nothing more while it waits");
+        q.give(OUTBOX_LIMIT * 3);
+        assert!(q.take(OUTBOX_LIMIT - 10, None));
+        assert!(q.take(10, None), "up to the bound");
+        assert!(!q.take(1, None), "not beyond");
+        q.close();
+        assert!(q.take(1, None), "a closed writer keeps nobody waiting");
+    }
+
     use super::*;
     use std::io::Cursor;
 
