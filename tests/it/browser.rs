@@ -8,8 +8,10 @@
 //! origins, so only `--allowed-origin` lets them in, while the proxy itself is reached at
 //! 127.0.0.1 (a cross-origin request, preflighted). The page writes its outcome into the DOM and
 //! then fetches `/done`; the server holds the page's `/hold` image until then, so the load event,
-//! and with it `--dump-dom`, comes after the result is written. Over plain HTTP for now; the
-//! same pages over HTTPS come with TLS on the listener.
+//! and with it `--dump-dom`, comes after the result is written. The proxy is reached over plain
+//! HTTP and over HTTPS (its listener with a certificate from a test CA made at run time;
+//! Chromium trusts exactly that key through `--ignore-certificate-errors-spki-list`, so no
+//! certificate store is touched).
 //!
 //! Each Chromium runs in its own process group, killed (SIGKILL) after it exits or at its
 //! deadline, and the test checks that nothing of the group is left running.
@@ -202,6 +204,11 @@ fn kill_all(pgid: u32, pids: &[u32]) {
 
 /// Loads `page` in headless Chromium and returns the JSON the page wrote into `#result`.
 fn run_page(page: &str) -> Value {
+    run_page_with(page, &[])
+}
+
+/// [`run_page`] with extra Chromium flags.
+fn run_page_with(page: &str, flags: &[String]) -> Value {
     let dir = TempDir::new("chromium");
     let out_path = dir.path().join("dom.html");
     let err_path = dir.path().join("stderr.txt");
@@ -227,6 +234,7 @@ fn run_page(page: &str) -> Value {
             "--user-data-dir={}",
             dir.path().join("profile").display()
         ))
+        .args(flags)
         .arg("--dump-dom")
         .arg(page)
         .stdin(Stdio::null())
@@ -324,4 +332,59 @@ fn ts_sdk_in_chromium_from_a_foreign_origin_is_refused() {
     assert_eq!(requests(addr, "OPTIONS", 403), 1);
     assert_eq!(requests(addr, "initialize", 200), 0);
     assert_eq!(p.proxy().sessions().len(), 0);
+}
+
+/// Base64 of the SHA-256 of the public key in `key_pem` (its SubjectPublicKeyInfo): what
+/// Chromium's `--ignore-certificate-errors-spki-list` names.
+fn spki_sha256(key_pem: &Path) -> String {
+    use base64::Engine;
+    use rcgen::PublicKeyData;
+    use sha2::Digest;
+    let pem = std::fs::read_to_string(key_pem).expect("key file");
+    let key = rcgen::KeyPair::from_pem(&pem).expect("a PEM key");
+    let digest = sha2::Sha256::digest(key.subject_public_key_info());
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+#[test]
+fn ts_sdk_in_chromium_over_https_from_an_allowed_origin() {
+    let pages = page_server();
+    let origin = format!("http://allowed.test:{}", pages.addr.port());
+    let pki = Pki::new("browser");
+    let (cert, key) = pki.server("proxy");
+    let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
+    let p = demo_proxy(&[
+        "--allowed-origin",
+        &origin,
+        "--tls-cert",
+        &cert_s,
+        "--tls-key",
+        &key_s,
+    ]);
+    let mcp = format!("https://localhost:{}/mcp", p.local_addr().port());
+    // The listener speaks only TLS: every answer the page got came over HTTPS.
+    let trust = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        spki_sha256(&key)
+    );
+    let out = run_page_with(&format!("{origin}/?mcp={mcp}"), &[trust]);
+    assert!(out.get("error").is_none(), "the page failed: {out}");
+    assert_eq!(out["sessionId"], true, "{out}");
+    assert_eq!(out["server"], "shadowcat-demo", "{out}");
+    assert_eq!(out["echo"], "Echo: hello from a browser", "{out}");
+    assert_eq!(out["progress"], serde_json::json!([0, 50, 100]), "{out}");
+    assert_eq!(out["terminated"], true, "{out}");
+    assert_eq!(requests_tls(&pki, p.local_addr(), "initialize", 200), 1);
+    assert_eq!(p.proxy().sessions().len(), 0);
+}
+
+/// [`requests`] over TLS.
+fn requests_tls(pki: &Pki, addr: SocketAddr, class: &str, status: u16) -> u64 {
+    let prefix = format!("shadowcat_requests_total{{class=\"{class}\",status=\"{status}\"}} ");
+    tls_conn(addr, pki.client(None))
+        .request("GET", "/metrics", &[], b"")
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or(0)
 }
