@@ -56,7 +56,8 @@ impl Handler for Front {
     }
 
     /// `/healthz` and `/readyz` take no worker: both are cheap and bounded (`/readyz` of an
-    /// HTTP upstream not reached for 30 s makes one connect with a 1 s timeout).
+    /// HTTP upstream not reached for 30 s makes a connect with a 1 s timeout, one at a time
+    /// and at most one a second, others answering with its last result).
     fn needs_worker(&self, req: &Request) -> bool {
         !(is_get_or_head(req) && matches!(req.path(), "/healthz" | "/readyz"))
     }

@@ -73,6 +73,37 @@ struct HttpInner {
     /// Milliseconds since `born` of the last request that reached the upstream (0: none).
     last_ok_ms: AtomicU64,
     born: Instant,
+    /// `/readyz`'s connect probe: one at a time (it runs without a worker permit), its result
+    /// reused for [`PROBE_REUSE`], so a flood of `/readyz` makes at most one connect a second.
+    probe: Probe,
+}
+
+/// How long one connect probe's result answers `/readyz`.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+/// The last connect probe of an upstream not reached lately, and the right to make the next.
+#[derive(Default)]
+struct Probe {
+    running: Mutex<()>,
+    last: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Probe {
+    /// The last result if it is fresh, or while another probe runs; else probes with `connect`.
+    fn check(&self, connect: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+        let last = || lock(&self.last).clone();
+        if let Some((at, r)) = last()
+            && at.elapsed() < PROBE_REUSE
+        {
+            return r;
+        }
+        let Ok(_running) = self.running.try_lock() else {
+            return last().map_or_else(|| Err("upstream probe in progress".into()), |(_, r)| r);
+        };
+        let r = connect();
+        *lock(&self.last) = Some((Instant::now(), r.clone()));
+        r
+    }
 }
 
 /// A pool of `size` slots; `metrics`, if any, hears about its checkouts.
@@ -122,6 +153,7 @@ impl HttpUpstream {
                 tls: cfg.tls.clone(),
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
+                probe: Probe::default(),
             }),
             relays: Mutex::new(Vec::new()),
         })
@@ -479,16 +511,18 @@ impl Operate for HttpUpstream {
         if last > 0 && inner.born.elapsed().as_millis() as u64 <= last + 30_000 {
             return Ok(());
         }
-        let host = inner.name.clone();
-        let addr = std::net::ToSocketAddrs::to_socket_addrs(&host)
-            .ok()
-            .and_then(|mut a| a.next())
-            .or_else(|| format!("{host}:80").parse().ok());
-        match addr.map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))) {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(format!("upstream {host} unreachable: {e}")),
-            None => Err(format!("upstream {host}: cannot resolve")),
-        }
+        inner.probe.check(|| {
+            let host = &inner.name;
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(host)
+                .ok()
+                .and_then(|mut a| a.next())
+                .or_else(|| format!("{host}:80").parse().ok());
+            match addr.map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1))) {
+                Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(format!("upstream {host} unreachable: {e}")),
+                None => Err(format!("upstream {host}: cannot resolve")),
+            }
+        })
     }
 
     fn shutdown(&self, grace: Duration) {
@@ -509,6 +543,29 @@ impl Operate for HttpUpstream {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn readiness_probes_run_one_at_a_time_and_their_result_is_reused() {
+        let probe = std::sync::Arc::new(Probe::default());
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let count = || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err::<(), String>("down".into())
+        };
+        assert_eq!(probe.check(count), Err("down".into()));
+        assert_eq!(probe.check(count), Err("down".into()), "reused");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // While a probe runs, others answer at once without probing.
+        let p2 = probe.clone();
+        let guard = p2.running.lock().expect("lock");
+        *lock(&probe.last) = None;
+        assert_eq!(
+            probe.check(|| panic!("a second probe ran")),
+            Err("upstream probe in progress".into())
+        );
+        drop(guard);
+        assert_eq!(probe.check(|| Ok(())), Ok(()));
+    }
+
     use super::*;
 
     #[test]
