@@ -11,7 +11,12 @@
 //! shadowcat reverse --stdio "npx -y @modelcontextprotocol/server-everything"
 //! shadowcat reverse --upstream http://127.0.0.1:3001/mcp
 //! shadowcat reverse --tls-cert server.pem --tls-key server.key --upstream https://mcp.example/mcp
+//! shadowcat reverse --config shadowcat.toml         # the same flags from a file
+//! shadowcat check-config shadowcat.toml             # validate it, print it redacted
 //! ```
+//!
+//! A config file's keys are the flags without `--` (`examples/shadowcat.toml`); the file and
+//! the command line go through one parser, the command line replacing the file's keys.
 //!
 //! ## Architecture
 //!
@@ -22,7 +27,8 @@
 //! ```text
 //! main.rs      parse flags, init logging, run, map the error to an exit code
 //! app.rs       wiring: builds each part from its own config, starts, stops in order
-//! cli.rs       the flags (argh) and their validation into one Config
+//! cli.rs       the flags (argh) and their validation into one Config; cli/file.rs: a TOML
+//!              file as those same flags
 //! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
 //! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
 //! gate/        who the caller is (auth/: tokens, JWT) and whether it may go on (ratelimit/)
