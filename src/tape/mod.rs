@@ -52,6 +52,8 @@ pub mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tools;
 
 use std::io::Read;
 use std::net::IpAddr;

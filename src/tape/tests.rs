@@ -184,13 +184,13 @@ fn calendar_and_names() {
 
 // ---- the writer, against a store in memory ----
 
-type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+pub(super) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
 /// Files in memory; each write waits `delay` (a slow disk).
 #[derive(Clone, Default)]
-struct MemStore {
-    files: Files,
-    delay: Duration,
+pub(super) struct MemStore {
+    pub(super) files: Files,
+    pub(super) delay: Duration,
 }
 
 struct MemFile {
@@ -244,7 +244,7 @@ impl Store for MemStore {
     }
 }
 
-fn recorder(store: MemStore, max_bytes: u64, queue: usize) -> (Recorder, Arc<Metrics>) {
+pub(super) fn recorder(store: MemStore, max_bytes: u64, queue: usize) -> (Recorder, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new("test"));
     let setup = Setup {
         store: Box::new(store),
@@ -274,13 +274,13 @@ fn lines_of(bytes: &[u8]) -> (Header, Vec<Line>) {
     (header, lines)
 }
 
-const SID: &str = "3f2a9c1e0000aaaabbbbccccddddeeee";
+pub(super) const SID: &str = "3f2a9c1e0000aaaabbbbccccddddeeee";
 
-fn init_request() -> Vec<u8> {
+pub(super) fn init_request() -> Vec<u8> {
     br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{"sampling":{}},"clientInfo":{"name":"t","version":"1"}}}"#.to_vec()
 }
 
-fn init_answer() -> Vec<u8> {
+pub(super) fn init_answer() -> Vec<u8> {
     br#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"srv","version":"2"}}}"#.to_vec()
 }
 
