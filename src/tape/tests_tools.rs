@@ -103,7 +103,10 @@ fn r18_rotated_parts_read_as_one_tape() {
     rec.client_got(&tap, init_answer(), true, false);
     let n = 100;
     for i in 0..n {
-        let body = format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping","pad":"{}"}}"#, "x".repeat(100));
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"ping","pad":"{}"}}"#,
+            "x".repeat(100)
+        );
         rec.client_sent(&tap, Instant::now(), body.into_bytes());
     }
     rec.close_session(SID);
@@ -161,7 +164,10 @@ fn r18_stateless_tapes_read_with_the_modern_era() {
     let dir = to_disk(&store, "stateless");
     let path = first_tape(&dir);
     let name = read::file_name(&path);
-    assert!(name.starts_with("stateless-") && name.ends_with("Z.jsonl"), "{name}");
+    assert!(
+        name.starts_with("stateless-") && name.ends_with("Z.jsonl"),
+        "{name}"
+    );
     assert!(!name.contains("192.0.2.7"));
     let tape = read::read_tape(&path).expect("read");
     assert!(tape.header.stateless());
@@ -177,7 +183,9 @@ fn r18_stateless_tapes_read_with_the_modern_era() {
 fn r18_the_recorder_redacts_as_tape_redact_does() {
     let mut rules = Rules::new(b"salt".to_vec());
     rules.add("key=pin").expect("key");
-    rules.add("pointer=/params/arguments/account").expect("pointer");
+    rules
+        .add("pointer=/params/arguments/account")
+        .expect("pointer");
     let scan = Redactor::new(rules.clone());
     for text in [
         r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"message":"hi"}}}"#,

@@ -489,13 +489,7 @@ impl Writer {
 }
 
 impl Io {
-    fn new_tape(
-        &self,
-        key: &TapeKey,
-        at: Instant,
-        era: String,
-        principal: Option<String>,
-    ) -> Tape {
+    fn new_tape(&self, key: &TapeKey, at: Instant, era: String, principal: Option<String>) -> Tape {
         let wall = self.wall(at);
         let (base, session, era, principal, pending) = match key {
             TapeKey::Session(id) => (
@@ -516,7 +510,10 @@ impl Io {
                     (None, None) => "-".to_owned(),
                 };
                 (
-                    format::stateless_base(&self.s.redactor.rules().digest_hex(who.as_bytes(), 6), *hour),
+                    format::stateless_base(
+                        &self.s.redactor.rules().digest_hex(who.as_bytes(), 6),
+                        *hour,
+                    ),
                     None,
                     crate::jsonrpc::MODERN_VERSION.to_owned(),
                     p.clone(),
