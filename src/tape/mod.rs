@@ -4,7 +4,7 @@
 //! Owns: tape format version 1 as Rust types (`format.rs`, the contract in
 //! `docs/tape-format.md`), redaction (`redact.rs`: the rules, shared with `shadowcat tape
 //! redact`; `scan.rs`: the recorder's byte scan that lets a clean message through untouched),
-//! the byte-bounded hand-off to a writer thread (`queue.rs`), the tape writer (`writer.rs`)
+//! the byte-bounded hand-off to a writer thread (`queue.rs`), the tape writer (`writer/`)
 //! and the audit log (`audit.rs`). Must not touch: the pipeline (it calls in through
 //! [`Recorder`] and [`Auditor`], two small handles that know nothing of files), sessions,
 //! upstreams, HTTP or the tape tools (`tools/tape/` calls into `redact`, never the reverse).
