@@ -73,26 +73,39 @@ fn shadowcat(args: &[&str]) -> std::process::Output {
         .expect("shadowcat runs")
 }
 
-/// Round trip: the Python SDK's replay scenario (tests/py/replay.py) recorded through the
-/// proxy in front of the demo server; `shadowcat tape show` and `tape stats` read the tape;
-/// `shadowcat replay` serves it, and the same script against the replay prints what it
-/// printed live (sampling request, progress and logs included).
+/// Round trip: the Python SDK's replay scenario (tests/py/replay.py) recorded twice through
+/// the proxy in front of the demo server; `shadowcat tape diff` finds the two recordings equal
+/// (ids and times aside); `tape show` and `tape stats` read a tape; `shadowcat replay` serves
+/// it, and the same script against the replay prints what it printed live (sampling request,
+/// progress and logs included).
 #[test]
 fn r18_a_recorded_session_replays_with_the_tape_tools() {
     let dir = TempDir::new("tapes-roundtrip");
     let tapes = dir.path().join("tapes");
     let p = demo_proxy(&["--record", tapes.to_str().unwrap()]);
     let mut live = run_py("replay.py", &format!("http://{}/mcp", p.local_addr()));
+    let again = run_py("replay.py", &format!("http://{}/mcp", p.local_addr()));
+    assert_eq!(again["echo"], live["echo"]);
     p.shutdown(Duration::from_secs(2));
     let all = read_tapes(&tapes);
     assert_eq!(
         all.len(),
-        1,
+        2,
         "{:?}",
         all.iter().map(|t| &t.name).collect::<Vec<_>>()
     );
     let path = tapes.join(&all[0].name);
     let path_s = path.to_str().unwrap();
+    let other = tapes.join(&all[1].name);
+
+    let diff = shadowcat(&["tape", "diff", path_s, other.to_str().unwrap()]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "two recordings of one script differ:\n{}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
 
     let show = shadowcat(&["tape", "show", path_s]);
     let shown = String::from_utf8_lossy(&show.stdout).into_owned();
