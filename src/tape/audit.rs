@@ -119,11 +119,19 @@ impl Auditor {
         let Some(target) = &cfg.audit_log else {
             return Ok(Auditor::off());
         };
+        let path = std::path::PathBuf::from(target);
+        let is_fifo = || {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(&path).is_ok_and(|m| m.file_type().is_fifo())
+        };
         let sink: Box<dyn Sink> = if target == "-" {
             Box::new(Stdout)
+        } else if is_fifo() {
+            // Opening a FIFO for writing waits for its reader: the writer thread does that.
+            Box::new(FifoSink { path, file: None })
         } else {
             Box::new(
-                FileSink::open(std::path::PathBuf::from(target))
+                FileSink::open(path)
                     .map_err(|e| Error::Config(format!("--audit-log {target}: {e}")))?,
             )
         };
@@ -219,7 +227,7 @@ impl Auditor {
         }
         let _ = s.queue.try_send_slack(AuditEvent::Stop, 0, usize::MAX / 2);
         if let Some(t) = lock(&s.thread).take() {
-            let _ = t.join();
+            queue::join_within(t, queue::STOP_WAIT, "audit log");
         }
     }
 }
@@ -278,6 +286,45 @@ impl Sink for FileSink {
             *self = FileSink::open(self.path.clone())?;
         }
         Ok(())
+    }
+}
+
+/// A FIFO (a log shipper reading it): opened on the writer thread at its first line, which
+/// waits there until a reader opens the other end; a reader that stops reading blocks only
+/// that thread (the queue then fills and lines are dropped and counted). Nothing to fsync.
+struct FifoSink {
+    path: std::path::PathBuf,
+    file: Option<BufWriter<std::fs::File>>,
+}
+
+impl FifoSink {
+    fn file(&mut self) -> io::Result<&mut BufWriter<std::fs::File>> {
+        if self.file.is_none() {
+            let f = std::fs::OpenOptions::new().write(true).open(&self.path)?;
+            self.file = Some(BufWriter::with_capacity(64 * 1024, f));
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("FIFO not open"))
+    }
+}
+
+impl Sink for FifoSink {
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        let r = self.file()?.write_all(b);
+        if r.is_err() {
+            self.file = None; // the reader went away: reopen (and wait for one) next time
+        }
+        r
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        self.flush()
     }
 }
 

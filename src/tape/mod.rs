@@ -325,7 +325,7 @@ impl Recorder {
         }
         let _ = s.queue.try_send_slack(Event::Stop, 0, usize::MAX / 2);
         if let Some(t) = lock(&s.thread).take() {
-            let _ = t.join();
+            queue::join_within(t, queue::STOP_WAIT, "tapes");
         }
     }
 }

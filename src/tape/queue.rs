@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 
@@ -98,5 +99,44 @@ impl<T> Drain<T> {
         let (item, charge) = self.rx.try_recv().ok()?;
         self.used.fetch_sub(charge, Ordering::Relaxed);
         Some(item)
+    }
+}
+
+/// How long shutdown waits for a writer to write out what was queued.
+pub const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Joins `thread` if it ends within `wait`; else leaves it (a writer stuck on a hung disk or
+/// a FIFO nobody reads must not hold the proxy's shutdown) and says so. True if it ended.
+pub fn join_within(thread: JoinHandle<()>, wait: Duration, what: &str) -> bool {
+    let until = Instant::now() + wait;
+    while !thread.is_finished() {
+        if Instant::now() >= until {
+            log::warn!(
+                "{what}: the writer did not finish within {wait:?}; lines still queued are lost"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = thread.join();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn r18_a_stuck_writer_is_left_after_the_wait() {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let stuck = std::thread::spawn(move || {
+            let _ = rx.recv_timeout(Duration::from_secs(30));
+        });
+        let t = Instant::now();
+        assert!(!join_within(stuck, Duration::from_millis(50), "test"));
+        assert!(t.elapsed() < Duration::from_secs(10));
+        drop(tx); // lets it end
+        let done = std::thread::spawn(|| {});
+        assert!(join_within(done, Duration::from_secs(10), "test"));
     }
 }

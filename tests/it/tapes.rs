@@ -701,3 +701,78 @@ fn conformance_with_recording_matches_without() {
     let messages: usize = all.iter().map(|t| t.lines.len()).sum();
     assert!(messages > 100, "{messages} messages");
 }
+
+/// `--audit-log` naming a FIFO (a log shipper's): the proxy starts without waiting for a
+/// reader, calls go on while nobody reads, a reader that comes later gets the lines, and a
+/// FIFO that never gets a reader does not hold the shutdown (the writer is left after 5 s).
+#[test]
+fn r18_an_audit_fifo_nobody_reads_never_blocks_the_proxy() {
+    use std::io::BufRead;
+    let dir = TempDir::new("audit-fifo");
+    let fifo = dir.path().join("audit.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let call = |i: u32| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m{i}"}}}}}}"#
+        )
+    };
+
+    // A reader comes only after the calls.
+    let p = demo_proxy(&["--audit-log", fifo.to_str().unwrap()]);
+    let mut c = Conn::open(p.local_addr());
+    let sid = c.initialize();
+    for i in 1..=20 {
+        let r = c.post(Some(&sid), &call(i));
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(path).expect("open the FIFO for reading");
+        for line in std::io::BufReader::new(f).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut calls = 0;
+    while calls < 20 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the reader gets the queued lines");
+        let v: Value = serde_json::from_str(&line).expect("a JSON line");
+        if v["method"] == "tools/call" {
+            assert_eq!(v["outcome"], "ok", "{v}");
+            calls += 1;
+        }
+    }
+    p.shutdown(Duration::from_secs(2));
+
+    // Nobody ever reads: the proxy still serves, and its shutdown ends.
+    let fifo2 = dir.path().join("unread.fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo2)
+            .status()
+            .expect("mkfifo runs")
+            .success()
+    );
+    let p = demo_proxy(&["--audit-log", fifo2.to_str().unwrap()]);
+    let mut c = Conn::open(p.local_addr());
+    let sid = c.initialize();
+    for i in 1..=20 {
+        assert_eq!(c.post(Some(&sid), &call(i)).status, 200);
+    }
+    let t = std::time::Instant::now();
+    p.shutdown(Duration::from_secs(2));
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
