@@ -22,6 +22,7 @@ use crate::ops::Front;
 use crate::ops::admin::Admin;
 use crate::proxy::Proxy;
 use crate::session::Sessions;
+use crate::tape::{self, Auditor, Recorder, Redactor};
 use crate::upstream::Upstream;
 use crate::upstream::http::HttpUpstream;
 use crate::upstream::stdio::dedicated::DedicatedUpstream;
@@ -100,7 +101,11 @@ impl Shadowcat {
         let config = Arc::new(config);
         let gate = Gatekeeper::new(&config.gate, resource)?;
         let sessions = Sessions::new(&config.sessions);
-        let proxy = Arc::new(Proxy::new(&config.proxy, sessions, upstream, metrics, gate));
+        let (recorder, auditor) = start_tapes(&config, upstream.as_ref(), &metrics)?;
+        let proxy = Arc::new(
+            Proxy::new(&config.proxy, sessions, upstream, metrics, gate)
+                .with_tapes(recorder, auditor),
+        );
         let front = Arc::new(Front::new(proxy.clone()));
         let server_config = crate::http::ServerConfig {
             tls: tls.clone(),
@@ -223,6 +228,9 @@ impl Shadowcat {
             let _ = handle.join();
         }
         self.proxy.close_all();
+        // Every session's tape is closed now; what is queued goes to disk before the end.
+        self.proxy.recorder().shutdown();
+        self.proxy.auditor().shutdown();
         self.proxy.upstream().shutdown(Duration::from_secs(2));
     }
 }
@@ -231,6 +239,36 @@ impl Drop for Shadowcat {
     fn drop(&mut self) {
         self.shutdown(Duration::from_secs(1));
     }
+}
+
+/// Starts the tape writer (`--record`) and the audit writer (`--audit-log`), each on its own
+/// thread, sharing one set of redaction rules and the tape directory's salt (a random one
+/// per run when only the audit log is on).
+fn start_tapes(
+    config: &Config,
+    upstream: &dyn Upstream,
+    metrics: &Arc<Metrics>,
+) -> Result<(Recorder, Auditor), Error> {
+    let t = &config.tapes;
+    if t.record.is_none() && t.audit_log.is_none() {
+        return Ok((Recorder::off(), Auditor::off()));
+    }
+    let salt = match &t.record {
+        Some(dir) => tape::directory_salt(dir)?,
+        None => tape::random_salt()?,
+    };
+    let redactor = Arc::new(Redactor::new(tape::rules(&t.redact, salt)?));
+    let info = tape::format::Upstream {
+        name: upstream.name().to_owned(),
+        kind: upstream.kind().to_owned(),
+        mode: upstream.mode().to_owned(),
+    };
+    let recorder = Recorder::start(t, redactor.clone(), info, metrics.clone())?;
+    let auditor = Auditor::start(t, upstream.name(), redactor, metrics.clone())?;
+    if let Some(dir) = &t.record {
+        log::info!("recording tapes to {}", dir.display());
+    }
+    Ok((recorder, auditor))
 }
 
 /// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then

@@ -19,7 +19,8 @@ pub use file::expand as expand_config_file;
 
 use crate::config::{
     AdminConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig, ListenConfig,
-    ProxyConfig, Secret, SessionConfig, StdioMode, StdioUpstreamConfig, UpstreamConfig,
+    ProxyConfig, RedactRules, Secret, SessionConfig, StdioMode, StdioUpstreamConfig, TapeConfig,
+    UpstreamConfig,
 };
 use crate::error::Error;
 use crate::gate::auth::AuthConfig;
@@ -381,6 +382,35 @@ pub struct ReverseArgs {
     /// most rate-limit buckets kept; idle (full) ones are evicted first (default 10000)
     #[argh(option, default = "10_000")]
     pub rate_limit_keys: usize,
+
+    /// record every message in both directions to tapes in this directory, one per session
+    /// and one per stateless client per hour, redacted (JSON Lines, docs/tape-format.md;
+    /// default: off)
+    #[argh(option)]
+    pub record: Option<String>,
+
+    /// a tape larger than this continues in a new part, bytes or KiB/MiB (default 64MiB)
+    #[argh(option, default = "String::from(\"64MiB\")")]
+    pub record_max_bytes: String,
+
+    /// tapes not written for this long are deleted (default 7d)
+    #[argh(option, default = "String::from(\"7d\")")]
+    pub record_keep: String,
+
+    /// redaction rule for tapes and audited arguments, on top of the default keys (password,
+    /// secret, token, api_key, apikey, authorization, cookie): key=NAME,... or
+    /// pointer=/json/pointer; repeatable
+    #[argh(option)]
+    pub redact: Vec<String>,
+
+    /// write one JSON line per MCP request (refusals included) to this file, or - for stdout
+    /// (default: off)
+    #[argh(option)]
+    pub audit_log: Option<String>,
+
+    /// audit lines include the request's arguments, redacted as in tapes (default: off)
+    #[argh(switch)]
+    pub audit_arguments: bool,
 }
 
 fn default_bind() -> SocketAddr {
@@ -401,6 +431,7 @@ impl ReverseArgs {
     /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
     pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
         let mut auth = self.auth_config()?;
+        let tapes = self.tape_config()?;
         let (listen_tls, admin_tls, client_tls) = self.tls_config()?;
         let chosen = match (self.upstream, self.stdio) {
             (Some(_), Some(_)) => {
@@ -679,6 +710,7 @@ impl ReverseArgs {
                 tls: admin_tls,
             }),
             shutdown_grace,
+            tapes,
         })
     }
 
@@ -731,6 +763,49 @@ impl ReverseArgs {
             client_key,
         };
         Ok((listen, admin, client))
+    }
+
+    /// `--record*`, `--redact` and `--audit-*`, checked together.
+    fn tape_config(&self) -> Result<TapeConfig, Error> {
+        let max_bytes = size("--record-max-bytes", &self.record_max_bytes)?;
+        if max_bytes < 4096 {
+            return Err(Error::Config(
+                "--record-max-bytes must be at least 4KiB".into(),
+            ));
+        }
+        let keep = duration("--record-keep", &self.record_keep)?;
+        let mut redact = RedactRules::default();
+        for rule in &self.redact {
+            parse_redact(rule, &mut redact)?;
+        }
+        if self.audit_arguments && self.audit_log.is_none() {
+            return Err(Error::Config("--audit-arguments needs --audit-log".into()));
+        }
+        if !self.redact.is_empty() && self.record.is_none() && !self.audit_arguments {
+            return Err(Error::Config(
+                "--redact applies to --record and --audit-arguments: give one of them".into(),
+            ));
+        }
+        if let Some(r) = &self.record
+            && r.is_empty()
+        {
+            return Err(Error::Config("--record: empty directory name".into()));
+        }
+        if let Some(a) = &self.audit_log
+            && a.is_empty()
+        {
+            return Err(Error::Config("--audit-log: empty file name".into()));
+        }
+        Ok(TapeConfig {
+            record: self.record.as_ref().map(std::path::PathBuf::from),
+            max_bytes: max_bytes as u64,
+            keep,
+            audit_log: self.audit_log.clone(),
+            audit_arguments: self.audit_arguments,
+            redact,
+            queue_bytes: crate::tape::DEFAULT_QUEUE_BYTES,
+            audit_queue_bytes: crate::tape::audit::DEFAULT_QUEUE_BYTES,
+        })
     }
 
     /// The `--auth-*`, `--jwt-*`, `--jwks-*` and resource flags, checked together.
@@ -940,6 +1015,37 @@ fn allowed_origin(o: &str) -> Result<String, Error> {
         )));
     }
     Ok(n)
+}
+
+/// Parses one `--redact` rule into `rules`: `key=NAME,...` or `pointer=/json/pointer`.
+fn parse_redact(rule: &str, rules: &mut RedactRules) -> Result<(), Error> {
+    let bad = |why: &str| Error::Config(format!("--redact {rule:?}: {why}"));
+    match rule.split_once('=') {
+        Some(("key", names)) => {
+            for name in names.split(',').map(str::trim) {
+                if name.is_empty() {
+                    return Err(bad("empty key name"));
+                }
+                rules.keys.push(name.to_owned());
+            }
+            Ok(())
+        }
+        Some(("pointer", p)) => {
+            if !p.starts_with('/') {
+                return Err(bad("a JSON pointer starts with '/'"));
+            }
+            // RFC 6901: `~` only as `~0` or `~1`.
+            let mut chars = p.chars();
+            while let Some(c) = chars.next() {
+                if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+                    return Err(bad("'~' must be followed by 0 or 1"));
+                }
+            }
+            rules.pointers.push(p.to_owned());
+            Ok(())
+        }
+        _ => Err(bad("expected key=NAME,... or pointer=/json/pointer")),
+    }
 }
 
 fn positive(flag: &str, v: usize) -> Result<(), Error> {
@@ -1174,6 +1280,48 @@ mod tests {
             c.gate.auth.jwks_tls.ca.as_deref(),
             Some(std::path::Path::new("/etc/idp-ca.pem"))
         );
+    }
+
+    #[test]
+    fn tape_flags() {
+        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
+        let c = parse(&["reverse"]).unwrap();
+        assert_eq!(c.tapes.record, None);
+        assert_eq!(c.tapes.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.tapes.keep, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.tapes.audit_log, None);
+        let c = parse(&[
+            "reverse",
+            "--record",
+            "/tmp/tapes",
+            "--redact",
+            "key=pin, otp",
+            "--redact",
+            "pointer=/params/arguments/a~1b",
+            "--audit-log",
+            "-",
+            "--audit-arguments",
+            "--record-keep",
+            "2h",
+        ])
+        .unwrap();
+        assert_eq!(c.tapes.redact.keys, ["pin", "otp"]);
+        assert_eq!(c.tapes.redact.pointers, ["/params/arguments/a~1b"]);
+        assert_eq!(c.tapes.keep, Duration::from_secs(7200));
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["record"], "/tmp/tapes");
+        assert_eq!(shown["auditLog"], "-");
+        assert_eq!(shown["redactKeys"][1], "otp");
+        assert_eq!(shown["recordMaxBytes"], 64 * 1024 * 1024);
+        assert!(err(&["reverse", "--audit-arguments"]).contains("needs --audit-log"));
+        assert!(err(&["reverse", "--redact", "key=x"]).contains("give one of them"));
+        let rec = ["reverse", "--record", "/tmp/t", "--redact"];
+        assert!(err(&[&rec[..], &["pointer=a/b"]].concat()).contains("starts with '/'"));
+        assert!(err(&[&rec[..], &["pointer=/a~2"]].concat()).contains("~"));
+        assert!(err(&[&rec[..], &["key="]].concat()).contains("empty key"));
+        assert!(err(&[&rec[..], &["keys=a"]].concat()).contains("expected key="));
+        assert!(err(&["reverse", "--record-max-bytes", "100"]).contains("at least 4KiB"));
+        assert!(err(&["reverse", "--record-keep", "0d"]).contains("more than zero"));
     }
 
     #[test]

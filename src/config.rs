@@ -11,6 +11,7 @@
 //! | [`UpstreamConfig`] | the upstream: [`HttpUpstreamConfig`] (`HttpUpstream::new`) or [`StdioUpstreamConfig`] (`StdioUpstream::start`, `DedicatedUpstream::start`) |
 //! | [`GateConfig`] | the gatekeeper (`Gatekeeper::new`) |
 //! | [`AdminConfig`] | the admin listener ([`AdminConfig::server_config`]) |
+//! | [`TapeConfig`] | the tape recorder and the audit log (`Recorder::start`, `Auditor::start`) |
 //!
 //! `GET /admin/config` is this struct serialized: every part is flattened into one JSON object
 //! with camelCase keys; durations are fractional seconds (keys ending in `Seconds`), sizes bytes
@@ -56,6 +57,51 @@ pub struct Config {
     /// Default 10 s.
     #[serde(rename = "shutdownGraceSeconds", serialize_with = "seconds")]
     pub shutdown_grace: Duration,
+    /// `--record*`, `--redact`, `--audit-*`: tapes and the audit log. Default: both off.
+    #[serde(flatten)]
+    pub tapes: TapeConfig,
+}
+
+/// Tapes (`--record`) and the audit log (`--audit-log`), and the redaction both apply.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TapeConfig {
+    /// `--record DIR`: write tapes there. Default none (off).
+    pub record: Option<std::path::PathBuf>,
+    /// `--record-max-bytes`: a tape part over this continues in the next part. Default
+    /// 64 MiB.
+    #[serde(rename = "recordMaxBytes")]
+    pub max_bytes: u64,
+    /// `--record-keep`: tapes last written longer ago are deleted. Default 7 days.
+    #[serde(rename = "recordKeepSeconds", serialize_with = "seconds")]
+    pub keep: Duration,
+    /// `--audit-log FILE|-`: one JSON line per MCP request. Default none (off).
+    pub audit_log: Option<String>,
+    /// `--audit-arguments`: audit lines carry the (redacted) arguments. Default false.
+    pub audit_arguments: bool,
+    /// `--redact`: rules on top of the default key set.
+    #[serde(flatten)]
+    pub redact: RedactRules,
+    /// Bytes of messages waiting for the tape writer before more are dropped
+    /// (`tape::DEFAULT_QUEUE_BYTES`, 32 MiB). Not a flag.
+    #[serde(skip)]
+    pub queue_bytes: usize,
+    /// Bytes of audit lines waiting for their writer (`tape::audit::DEFAULT_QUEUE_BYTES`,
+    /// 32 MiB). Not a flag.
+    #[serde(skip)]
+    pub audit_queue_bytes: usize,
+}
+
+/// `--redact key=NAME,...` and `--redact pointer=/json/pointer`, added to the default key
+/// set (see `tape::redact`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RedactRules {
+    /// Key names whose values are redacted wherever they appear (exact, ignoring ASCII case).
+    #[serde(rename = "redactKeys")]
+    pub keys: Vec<String>,
+    /// JSON pointers (RFC 6901) from a message's root whose values are redacted.
+    #[serde(rename = "redactPointers")]
+    pub pointers: Vec<String>,
 }
 
 /// The main listener: where it listens and what it admits.

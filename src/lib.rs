@@ -43,7 +43,9 @@
 //! metrics/     counters and histograms, their text format, the child and pool info types
 //! error.rs     the one Error and its whole answer (status, JSON-RPC code, headers, metric)
 //! util.rs      locks, bounded line reads, durations, sizes, command lines
-//! tape/        the tape format's shared rules (redaction), for the recorder and the tape tools
+//! tape/        what crossed the proxy, written off the request path: tapes (format, redaction
+//!              shared with the tape tools, writer thread) and the audit log, behind two small
+//!              handles (Recorder, Auditor)
 //! tools/       beside the proxy, never imported by it: bench/, demo/, tape/ (tape tools and
 //!              replay), fuzzing (feature)
 //! ```
@@ -103,6 +105,9 @@
 //! * **HTTP:** r2d2 keeps a small maintenance pool per slot pool (requests, standalone
 //!   streams); one relay thread per session whose standalone GET stream is open.
 //! * 1 session reaper; the admin API, when enabled, is a second small server (4 workers).
+//! * `--record`: 1 tape writer thread; `--audit-log`: 1 audit writer thread. Request threads
+//!   hand them messages through queues bounded in bytes and never wait for them: a writer that
+//!   falls behind loses lines (counted), never time on a request.
 //!
 //! A stdio request crosses: connection thread → child writer thread → child → child reader
 //! thread → connection thread (two channel hand-offs, no locks held across I/O).
@@ -134,7 +139,8 @@
 //! file keeps the old pair). On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
 //! grace (open streams end with their final chunk; a second signal ends the grace at once);
 //! close remaining connections and join every server thread; end all sessions (upstream DELETE
-//! for HTTP); stop each child (close stdin, wait 2 s, SIGTERM its process group, wait 2 s,
+//! for HTTP; each session's tape closes); write out what the tape and audit writers have
+//! queued, fsync, join them; stop each child (close stdin, wait 2 s, SIGTERM its process group, wait 2 s,
 //! SIGKILL, reap); join the supervisor. [`Shadowcat::shutdown`] does the same and is
 //! idempotent; dropping a [`Shadowcat`] runs it with a short grace. If the proxy is killed
 //! outright, the kernel kills its children (`PR_SET_PDEATHSIG`).
@@ -178,6 +184,10 @@
 //! children's stderr is info (target `shadowcat::child`). Refused tokens are debug (with the
 //! reason, never the token); rate-limit refusals are debug. Tokens, header values and JSON-RPC
 //! params or results are never logged.
+//!
+//! Apart from the log: `--audit-log` (one JSON line per MCP request, refusals included; argument
+//! values only with `--audit-arguments`, redacted) and `--record` (tapes of every message,
+//! redacted before they touch disk); both in `tape/`, format in `docs/tape-format.md`.
 
 #![deny(missing_docs)]
 

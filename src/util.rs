@@ -81,9 +81,10 @@ pub fn duration(flag: &str, s: &str) -> Result<Duration, Error> {
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
         _ => {
             return Err(Error::Config(format!(
-                "{flag}: bad duration unit in {s:?} (ms, s, m or h)"
+                "{flag}: bad duration unit in {s:?} (ms, s, m, h or d)"
             )));
         }
     };
@@ -230,6 +231,10 @@ mod tests {
         assert_eq!(duration("x", "500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(duration("x", "7").unwrap(), Duration::from_secs(7));
         assert_eq!(duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(
+            duration("x", "7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert_eq!(size("x", "64KiB").unwrap(), 65536);
         assert_eq!(size("x", "100").unwrap(), 100);
     }

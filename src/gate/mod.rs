@@ -168,6 +168,16 @@ impl Gatekeeper {
         self.limiter.sweep(Instant::now());
     }
 
+    /// The client's IP: the TCP peer, or what `X-Forwarded-For` says behind a
+    /// `--trusted-proxy` (for the audit log and stateless tapes).
+    pub fn client_ip(&self, req: &Request) -> std::net::IpAddr {
+        client_ip(
+            req.remote.ip(),
+            req.header_all("x-forwarded-for"),
+            &self.trusted,
+        )
+    }
+
     /// Clients the rate limiter tracks now.
     pub fn keys(&self) -> usize {
         self.limiter.keys()

@@ -347,6 +347,112 @@ impl DropReason {
     }
 }
 
+/// Why a line meant for a tape or the audit log was not written: the `reason` label of
+/// `shadowcat_tape_dropped_total` and `shadowcat_audit_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogDrop {
+    /// The writer thread was behind: its queue held its byte budget (the request went on).
+    Behind,
+    /// Writing failed (disk full, file removed, …).
+    Io,
+    /// The message was not JSON, so it could not be redacted (tapes only).
+    Invalid,
+}
+
+impl LogDrop {
+    /// Every reason, in label order.
+    pub const ALL: [LogDrop; 3] = [LogDrop::Behind, LogDrop::Io, LogDrop::Invalid];
+
+    /// The `reason` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            LogDrop::Behind => "behind",
+            LogDrop::Io => "io",
+            LogDrop::Invalid => "invalid",
+        }
+    }
+}
+
+/// How a `tools/call` came out: the `outcome` label of `shadowcat_tool_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ToolOutcome {
+    /// A result.
+    Ok,
+    /// A result with `isError: true`.
+    ToolError,
+    /// A JSON-RPC error (the upstream's or the proxy's, refusals included).
+    Error,
+}
+
+impl ToolOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [ToolOutcome; 3] = [ToolOutcome::Ok, ToolOutcome::ToolError, ToolOutcome::Error];
+
+    /// The `outcome` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ToolOutcome::Ok => "ok",
+            ToolOutcome::ToolError => "tool_error",
+            ToolOutcome::Error => "error",
+        }
+    }
+}
+
+/// Distinct tool names `shadowcat_tool_calls_total` labels; every other is `other`.
+pub const MAX_TOOLS: usize = 64;
+/// A tool name longer than this is counted as `other`.
+pub const MAX_TOOL_NAME: usize = 128;
+
+/// The `tool` label's table: the first [`MAX_TOOLS`] distinct names of tools that answered a
+/// call with a result (a name only a client made up never gets a label of its own), each
+/// with a counter per outcome; the last row is `other`.
+struct ToolTable {
+    names: std::sync::RwLock<std::collections::HashMap<Box<str>, usize>>,
+    counts: [[AtomicU64; ToolOutcome::ALL.len()]; MAX_TOOLS + 1],
+}
+
+impl ToolTable {
+    fn new() -> ToolTable {
+        ToolTable {
+            names: std::sync::RwLock::new(std::collections::HashMap::new()),
+            counts: [const { [const { AtomicU64::new(0) }; ToolOutcome::ALL.len()] };
+                MAX_TOOLS + 1],
+        }
+    }
+
+    fn row(&self, tool: Option<&str>, outcome: ToolOutcome) -> usize {
+        let Some(tool) = tool.filter(|t| t.len() <= MAX_TOOL_NAME) else {
+            return MAX_TOOLS;
+        };
+        let known = self
+            .names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tool)
+            .copied();
+        match known {
+            Some(i) => i,
+            None if outcome == ToolOutcome::Ok => {
+                let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+                let next = names.len();
+                if next >= MAX_TOOLS {
+                    return MAX_TOOLS;
+                }
+                *names.entry(tool.into()).or_insert(next)
+            }
+            None => MAX_TOOLS,
+        }
+    }
+
+    /// The named rows in the order they were added.
+    fn named(&self) -> Vec<(String, usize)> {
+        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(String, usize)> = names.iter().map(|(k, &i)| (k.to_string(), i)).collect();
+        v.sort_by_key(|&(_, i)| i);
+        v
+    }
+}
+
 /// Point-in-time levels read by the caller at scrape time and passed to [`Metrics::render`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {
@@ -443,6 +549,9 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
     rejected: [AtomicU64; Rejection::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    tape_dropped: [AtomicU64; LogDrop::ALL.len()],
+    audit_dropped: [AtomicU64; LogDrop::ALL.len()],
+    tool_calls: ToolTable,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     pool_checkout_wait: Histogram,
@@ -471,6 +580,9 @@ impl Metrics {
             upstream_errors: [const { AtomicU64::new(0) }; UpstreamErrorKind::ALL.len()],
             rejected: [const { AtomicU64::new(0) }; Rejection::ALL.len()],
             dropped: [const { AtomicU64::new(0) }; DropReason::ALL.len()],
+            tape_dropped: [const { AtomicU64::new(0) }; LogDrop::ALL.len()],
+            audit_dropped: [const { AtomicU64::new(0) }; LogDrop::ALL.len()],
+            tool_calls: ToolTable::new(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
             pool_checkout_wait: Histogram::new(),
@@ -517,6 +629,30 @@ impl Metrics {
     #[inline]
     pub fn dropped(&self, why: DropReason, n: u64) {
         self.dropped[why as usize].fetch_add(n, Relaxed);
+    }
+
+    /// `n` tape lines not written, for `why`.
+    #[inline]
+    pub fn tape_dropped(&self, why: LogDrop, n: u64) {
+        self.tape_dropped[why as usize].fetch_add(n, Relaxed);
+    }
+
+    /// `n` audit lines not written, for `why`.
+    #[inline]
+    pub fn audit_dropped(&self, why: LogDrop, n: u64) {
+        self.audit_dropped[why as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Tape lines dropped so far, all reasons.
+    pub fn tape_dropped_total(&self) -> u64 {
+        self.tape_dropped.iter().map(|a| a.load(Relaxed)).sum()
+    }
+
+    /// One finished `tools/call` of `tool` (`None`: not named). A read lock and a lookup;
+    /// a write lock the first time a tool answers with a result.
+    pub fn tool_call(&self, tool: Option<&str>, outcome: ToolOutcome) {
+        let row = self.tool_calls.row(tool, outcome);
+        self.tool_calls.counts[row][outcome as usize].fetch_add(1, Relaxed);
     }
 
     /// `n` bytes read from a client (request heads and bodies).

@@ -4,8 +4,9 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{
-    BOUND_LABELS, ChildInfo, DropReason, Gauges, Histogram, MAX_CHILDREN, MethodClass, Metrics,
-    N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS, UpstreamErrorKind,
+    BOUND_LABELS, ChildInfo, DropReason, Gauges, Histogram, LogDrop, MAX_CHILDREN, MAX_TOOLS,
+    MethodClass, Metrics, N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS, ToolOutcome,
+    UpstreamErrorKind,
 };
 
 impl Metrics {
@@ -123,6 +124,55 @@ impl Metrics {
                     why.label()
                 ),
             );
+        }
+
+        for (name, help, counts) in [
+            (
+                "shadowcat_tape_dropped_total",
+                "Tape lines not written, by reason: behind (the writer's queue was full; the \
+                 request went on), io (a write failed), invalid (not JSON, so not redactable).",
+                &self.tape_dropped,
+            ),
+            (
+                "shadowcat_audit_dropped_total",
+                "Audit lines not written, by reason: behind (the writer's queue was full; the \
+                 request went on), io (a write failed).",
+                &self.audit_dropped,
+            ),
+        ] {
+            family(w, name, "counter", help);
+            for why in LogDrop::ALL {
+                let n = counts[why as usize].load(Relaxed);
+                line(w, format_args!("{name}{{reason=\"{}\"}} {n}", why.label()));
+            }
+        }
+
+        family(
+            w,
+            "shadowcat_tool_calls_total",
+            "counter",
+            "Finished tools/call requests by upstream, tool and outcome (ok, tool_error for \
+             isError: true, error for a JSON-RPC error). The tool label is one of the first 64 \
+             distinct tools that answered with a result, else \"other\". Only non-zero series \
+             are shown.",
+        );
+        let mut rows = self.tool_calls.named();
+        rows.push(("other".to_owned(), MAX_TOOLS));
+        for (tool, row) in rows {
+            for outcome in ToolOutcome::ALL {
+                let n = self.tool_calls.counts[row][outcome as usize].load(Relaxed);
+                if n > 0 {
+                    line(
+                        w,
+                        format_args!(
+                            "shadowcat_tool_calls_total{{upstream=\"{}\",tool=\"{}\",outcome=\"{}\"}} {n}",
+                            self.upstream,
+                            escape_label(&tool),
+                            outcome.label()
+                        ),
+                    );
+                }
+            }
         }
 
         gauge(

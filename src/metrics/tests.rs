@@ -46,6 +46,11 @@ fn sample() -> (Metrics, Gauges) {
     m.rejected(Rejection::SessionQuota);
     m.dropped(DropReason::Unattributed, 1);
     m.dropped(DropReason::Unattributed, 1);
+    m.tape_dropped(LogDrop::Behind, 5);
+    m.audit_dropped(LogDrop::Io, 1);
+    m.tool_call(Some("echo \"x\""), ToolOutcome::Ok);
+    m.tool_call(Some("echo \"x\""), ToolOutcome::ToolError);
+    m.tool_call(Some("never-answered"), ToolOutcome::Error);
     m.bytes_in(1000);
     m.bytes_in(24);
     m.bytes_out(4096);
@@ -214,6 +219,21 @@ fn exact_lines_after_known_traffic() {
         "shadowcat_dropped_messages_total{reason=\"missing_capability\"} 0",
     );
     has(&text, "shadowcat_sessions_evicted_total 0");
+    has(&text, "shadowcat_tape_dropped_total{reason=\"behind\"} 5");
+    has(&text, "shadowcat_tape_dropped_total{reason=\"io\"} 0");
+    has(&text, "shadowcat_audit_dropped_total{reason=\"io\"} 1");
+    has(
+        &text,
+        "shadowcat_tool_calls_total{upstream=\"demo \\\"server\\\"\",tool=\"echo \\\"x\\\"\",outcome=\"tool_error\"} 1",
+    );
+    has(
+        &text,
+        "shadowcat_tool_calls_total{upstream=\"demo \\\"server\\\"\",tool=\"other\",outcome=\"error\"} 1",
+    );
+    has_not(
+        &text,
+        "shadowcat_tool_calls_total{upstream=\"demo \\\"server\\\"\",tool=\"never",
+    );
     has(&text, "shadowcat_sessions 3");
     has(&text, "shadowcat_streams_open 2");
     has(&text, "shadowcat_connections_open 5");
@@ -476,6 +496,9 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_upstream_errors_total", "counter"),
         ("shadowcat_rejected_total", "counter"),
         ("shadowcat_dropped_messages_total", "counter"),
+        ("shadowcat_tape_dropped_total", "counter"),
+        ("shadowcat_audit_dropped_total", "counter"),
+        ("shadowcat_tool_calls_total", "counter"),
         ("shadowcat_sessions", "gauge"),
         ("shadowcat_streams_open", "gauge"),
         ("shadowcat_connections_open", "gauge"),

@@ -17,9 +17,11 @@
 //!
 //! Owns: [`Proxy`] and its [`Handler`] (this file: the access log, error answers, session
 //! retirement), the checks (`checks.rs`), CORS (`cors.rs`), the endpoint's methods and reply
-//! handling (`route.rs`) and streaming to the client (`sse.rs`). Must not touch: how an upstream
-//! works (only the [`Upstream`] trait), how bytes are framed on the wire (the HTTP layer), or
-//! the operations endpoints (answered in front of it by `ops::Front`).
+//! handling (`route.rs`), streaming to the client (`sse.rs`) and the hand-off to tapes and the
+//! audit log (`record.rs`). Must not touch: how an upstream works (only the [`Upstream`]
+//! trait), how bytes are framed on the wire (the HTTP layer), the operations endpoints
+//! (answered in front of it by `ops::Front`), or how tapes and the audit log are written (it
+//! hands messages and records to `tape`'s `Recorder` and `Auditor`, which never block).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +37,7 @@ use crate::jsonrpc::{self, Answered, Kind};
 use crate::metrics::{MethodClass, Metrics};
 use crate::session::{Session, Sessions};
 use crate::stream::EventLog;
+use crate::tape::{Auditor, Recorder, Tap};
 use crate::upstream::{Item, MessageStream, Upstream};
 use crate::util::Escaped;
 
@@ -46,6 +49,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 mod checks;
 mod cors;
 mod quota;
+mod record;
 mod route;
 mod sse;
 
@@ -64,6 +68,10 @@ pub struct Proxy {
     gate: Gatekeeper,
     /// `--max-streams-per-client`.
     stream_quota: Arc<quota::StreamQuota>,
+    /// `--record`: off unless set.
+    tapes: Recorder,
+    /// `--audit-log`: off unless set.
+    audit: Auditor,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -125,6 +133,23 @@ struct Access {
     /// The request's `Origin` once the Origin check allowed it: every answer then carries the
     /// CORS headers for it (`cors.rs`).
     cors: Option<String>,
+    /// When the request arrived.
+    at: Option<Instant>,
+    /// The request's tape, once it is tied to a session or a stateless client (recording on).
+    tap: Option<Tap>,
+    /// The request itself is still to go on the tape: `handle` hands it its body once the
+    /// pipeline is done with it (no copy), before anything it sends back.
+    sent_unrecorded: bool,
+    /// The JSON answer was made by the proxy (an upstream's non-JSON error turned into one).
+    synthetic: bool,
+    /// Tool, prompt or resource the request names (`tools/call` always; all with the audit).
+    name: Option<String>,
+    /// The request's `params.arguments` (`--audit-arguments`).
+    arguments: Option<Box<RawValue>>,
+    /// The caller's principal (audit).
+    principal: Option<String>,
+    /// Body and stream bytes sent (audit); a cell, as streams see `&Access`.
+    bytes_out: std::cell::Cell<u64>,
 }
 
 impl Access {
@@ -132,6 +157,12 @@ impl Access {
     fn answered(&self) -> Option<Answered> {
         self.rpc
             .or_else(|| self.streamed.as_ref().and_then(|s| s.get().copied()))
+    }
+
+    /// The answer's outcome is wanted: for the access log or the audit line (`note_rpc`),
+    /// or for `shadowcat_tool_calls_total`.
+    fn wants_answer(&self) -> bool {
+        self.note_rpc || self.mcp_method == "tools/call"
     }
 }
 
@@ -154,7 +185,26 @@ impl Proxy {
             warn_throttle: Throttle::default(),
             cfg: cfg.clone(),
             upstream,
+            tapes: Recorder::off(),
+            audit: Auditor::off(),
         }
+    }
+
+    /// The same pipeline, recording tapes through `tapes` and audit lines through `audit`.
+    pub fn with_tapes(mut self, tapes: Recorder, audit: Auditor) -> Proxy {
+        self.tapes = tapes;
+        self.audit = audit;
+        self
+    }
+
+    /// The tape recorder (off unless `--record`).
+    pub fn recorder(&self) -> &Recorder {
+        &self.tapes
+    }
+
+    /// The audit log (off unless `--audit-log`).
+    pub fn auditor(&self) -> &Auditor {
+        &self.audit
     }
 
     /// The session table.
@@ -321,6 +371,7 @@ impl Proxy {
     fn retire(&self, s: &Session) {
         s.streams.end_all();
         self.upstream.close(s);
+        self.tapes.close_session(&s.id);
     }
 }
 
@@ -351,32 +402,38 @@ fn class_of(req: &Request, acc: &Access) -> MethodClass {
 }
 
 impl Handler for Proxy {
-    fn handle(&self, req: Request, res: &mut Responder<'_>) {
+    fn handle(&self, mut req: Request, res: &mut Responder<'_>) {
         let started = Instant::now();
         let mut acc = Access {
-            note_rpc: log::log_enabled!(target: "shadowcat::access", log::Level::Info),
+            note_rpc: log::log_enabled!(target: "shadowcat::access", log::Level::Info)
+                || self.audit.is_on(),
+            at: Some(started),
             ..Access::default()
         };
-        self.metrics.bytes_in(req.body.len() as u64);
+        let bytes_in = req.body.len() as u64;
+        self.metrics.bytes_in(bytes_in);
         let routed = self.route(&req, &mut acc);
+        self.record_request(&mut req, &mut acc, started);
         // A single answer is counted before it is sent, so a client that has its answer and
         // then reads /metrics sees it; a stream is counted when it ends (its duration).
         let counted = !matches!(req.path(), "/metrics" | "/healthz" | "/readyz");
         let class = class_of(&req, &acc);
-        let count = |status: u16| {
+        let count = |status: u16, acc: &Access| {
             if counted {
                 self.metrics.request(class, status, started.elapsed());
             }
+            self.count_tool_call(acc);
         };
         let status = match routed {
             Ok(Outcome::Response(mut r)) => {
-                if acc.note_rpc && acc.kind == Some(Kind::Request) {
+                if acc.wants_answer() && acc.kind == Some(Kind::Request) {
                     acc.rpc = jsonrpc::answered(&r.body, acc.mcp_method == "tools/call");
                 }
+                self.record_answer(&acc, &r.body, acc.synthetic);
                 cors::decorate(&mut r.headers, acc.cors.as_deref());
                 let s = r.status;
                 self.metrics.bytes_out(r.body.len() as u64);
-                count(s);
+                count(s, &acc);
                 let _ = res.send(r);
                 s
             }
@@ -388,7 +445,7 @@ impl Handler for Proxy {
                 slot: _slot,
             }) => {
                 let s = self.pump(res, stream, first, session, announce, &acc);
-                count(s);
+                count(s, &acc);
                 s
             }
             Ok(Outcome::Follow {
@@ -397,7 +454,7 @@ impl Handler for Proxy {
                 slot: _slot,
             }) => {
                 let s = self.follow(res, log, after, &acc);
-                count(s);
+                count(s, &acc);
                 s
             }
             Err(e) => {
@@ -413,14 +470,17 @@ impl Handler for Proxy {
                 }
                 self.count_error(&e);
                 let mut resp = error_response(&e, acc.id.as_deref());
+                self.record_answer(&acc, &resp.body, true);
                 cors::decorate(&mut resp.headers, acc.cors.as_deref());
                 self.metrics.bytes_out(resp.body.len() as u64);
-                count(e.status());
+                count(e.status(), &acc);
                 let _ = res.send(resp);
                 e.status()
             }
         };
-        self.access_log(&req, &acc, status, started.elapsed());
+        let elapsed = started.elapsed();
+        self.access_log(&req, &acc, status, elapsed);
+        self.audit_line(&req, acc, bytes_in, status, elapsed);
     }
 
     fn error_response(&self, status: u16, message: &str) -> Response {

@@ -40,6 +40,9 @@ impl Proxy {
             return cors::preflight(req, max_age).map(Outcome::Response);
         }
         let caller = self.gate.identify(req)?;
+        if self.audit.is_on() {
+            acc.principal = caller.principal.clone();
+        }
         let out = match req.method.as_str() {
             "POST" => self.post(req, &caller, acc),
             "GET" => {
@@ -116,6 +119,7 @@ impl Proxy {
         let kind = msg.kind()?;
         acc.kind = Some(kind);
         acc.mcp_method = msg.method().to_owned();
+        self.note_target(&msg, kind, tool, acc);
         let header_version = req.header("mcp-protocol-version").map(str::trim);
         if let Some(v) = header_version
             && v != MODERN_VERSION
@@ -137,6 +141,7 @@ impl Proxy {
         let headers = upstream_headers(req, &msg, &head, version)?;
         let modern = header_version == Some(MODERN_VERSION) || meta_version.is_some();
         if modern && msg.method() != "initialize" {
+            self.tap_stateless(req, caller, acc);
             let call = Call {
                 msg,
                 session: None,
@@ -156,16 +161,21 @@ impl Proxy {
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
         let session = self.session(sid, caller)?;
         acc.session = session.short_id().to_owned();
+        let tapped = self.tap_before_forward(req, &session, &msg, acc);
         let call = Call {
             msg,
             session: Some(&session),
             deadline,
             headers,
         };
-        match self.upstream.forward(call) {
+        let forwarded = self.upstream.forward(call);
+        self.tap_after_forward(&session, tapped, acc);
+        match forwarded {
             Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
             Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
                 log::info!("session {} ended: {e}", session.short_id());
+                // The request and its answer go on the tape before the session's end closes it.
+                self.record_lost_session(req, acc);
                 self.end_session(&session);
                 Err(Error::UnknownSession)
             }
@@ -232,6 +242,7 @@ impl Proxy {
         }
         self.upstream.attach(&session);
         acc.session = session.short_id().to_owned();
+        self.tap_new_session(&session, acc);
         log::debug!("session {} created", session.short_id());
         self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)
     }
@@ -274,6 +285,9 @@ impl Proxy {
             .is_some_and(|s| Arc::ptr_eq(&s, &log))
         {
             self.upstream.listen(&session)?;
+            // The standalone stream's events reach the tape as they are delivered (a request
+            // stream's were recorded as they were pumped).
+            acc.tap = self.tapes.session(&session.id, &session.protocol_version);
         }
         Ok(Outcome::Follow { log, after, slot })
     }
@@ -330,6 +344,7 @@ impl Proxy {
                         Response::new(status).with_body("application/json", body),
                     ));
                 }
+                acc.synthetic = true;
                 let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
                 let e = Error::UpstreamStatus {
                     status,
@@ -341,7 +356,7 @@ impl Proxy {
                 Ok(Outcome::Response(error_response(&e, acc.id.as_deref())))
             }
             Reply::Stream(mut stream) => {
-                if acc.note_rpc {
+                if acc.wants_answer() {
                     let seen = Arc::new(std::sync::OnceLock::new());
                     acc.streamed = Some(seen.clone());
                     stream = Box::new(Noted {

@@ -64,7 +64,7 @@ impl Proxy {
                         None => stream.poll_until(wake),
                     };
                     self.count_dropped(stream.dropped(), session.as_deref());
-                    let data = match polled {
+                    let (data, answer, synthetic) = match polled {
                         Ok(Poll::End) => break,
                         Ok(Poll::Idle) => {
                             if attached && Instant::now() >= next_keepalive {
@@ -73,23 +73,24 @@ impl Proxy {
                             }
                             continue;
                         }
-                        Ok(Poll::Item(Item::Message(d))) => d,
+                        Ok(Poll::Item(Item::Message(d))) => (d, false, false),
                         Ok(Poll::Item(Item::Final(d))) => {
                             next = Some(Poll::End);
-                            d
+                            (d, true, false)
                         }
                         Err(e) => {
                             let text = e.to_string();
                             log::debug!("stream ended early: {}", crate::util::Escaped(&text));
                             self.count_error(&e);
                             next = Some(Poll::End);
-                            jsonrpc::error_for(id, &e)
+                            (jsonrpc::error_for(id, &e), true, true)
                         }
                     };
                     let chunk = match &log {
                         Some(log) => log.push(&data).frame,
                         None => Arc::new(sse_event(&data)),
                     };
+                    self.record_streamed(acc, data, chunk.len(), answer, synthetic);
                     self.metrics.bytes_out(chunk.len() as u64);
                     if attached && w.write_chunk(&chunk).is_err() {
                         log::debug!("client went away mid-stream; the request goes on");
@@ -144,6 +145,7 @@ impl Proxy {
                     let got = log.wait(cursor, token, until);
                     for ev in &got.events {
                         self.metrics.bytes_out(ev.frame.len() as u64);
+                        self.record_event(acc, &ev.frame);
                         if w.write_chunk(&ev.frame).is_err() {
                             log::debug!("client went away from its stream");
                             return 200;

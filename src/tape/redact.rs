@@ -96,6 +96,29 @@ impl Rules {
         }
     }
 
+    /// The names given with `key=`, lower-cased (for the recorder's byte scan, `scan.rs`).
+    pub fn extra_keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The pointers given with `pointer=`.
+    pub fn pointers(&self) -> &[String] {
+        &self.pointers
+    }
+
+    /// The first `bytes` bytes (at most 32) of SHA-256 over the salt followed by `text`, in
+    /// lower-case hex: how the recorder names a stateless client's tape without its address.
+    pub fn digest_hex(&self, text: &[u8], bytes: usize) -> String {
+        let mut h = Sha256::new();
+        h.update(&self.salt);
+        h.update(text);
+        h.finalize()
+            .iter()
+            .take(bytes)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Redacts `msg` (one JSON-RPC message) in place; returns how many values were replaced.
     pub fn redact(&self, msg: &mut Value) -> usize {
         let mut n = 0;

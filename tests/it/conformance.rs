@@ -60,12 +60,12 @@ const DNS_REBINDING: &str = "dns-rebinding-protection";
 const TIME_BOUND: Duration = Duration::from_secs(120);
 
 /// Scenario name → `Ok` or the scenario's failure messages.
-type Outcomes = BTreeMap<String, Result<(), String>>;
+pub(crate) type Outcomes = BTreeMap<String, Result<(), String>>;
 
 /// Runs the active server suite against `url`, keeping its output under `outdir` (created if
 /// needed). Every active scenario gets an entry: one that did not run (the process died or
 /// timed out) is an `Err` saying so.
-fn run_conformance(url: &str, outdir: &Path) -> Outcomes {
+pub(crate) fn run_conformance(url: &str, outdir: &Path) -> Outcomes {
     std::fs::create_dir_all(outdir).expect("create the output dir");
     let results = outdir.join("results");
     let stdout = outdir.join("stdout.txt");

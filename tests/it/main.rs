@@ -46,6 +46,8 @@ mod r12_http;
 mod r12_messages;
 // `shadowcat replay` of a tape to the Python SDK and raw stdio; the tape tools' exit codes.
 mod replay;
+// Issue #18: tapes (--record), redaction, the audit log; recorded tapes through the tape tools.
+mod tapes;
 // TLS: HTTPS for SDK clients, mTLS principals, SIGHUP reload, stalled handshakes, https upstreams.
 mod tls;
 // CORS for browser clients, raw HTTP: preflights, headers on every answer to an allowed origin.
