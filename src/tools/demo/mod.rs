@@ -93,9 +93,12 @@ mod connection;
 mod dispatch;
 mod faults;
 mod jobs;
+mod listen;
+mod mrtr;
 mod prompts;
 mod request;
 mod resources;
+mod state;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -128,6 +131,37 @@ pub struct DemoServerArgs {
     /// fault injection: ignore SIGTERM, so only SIGKILL stops the process (default off)
     #[argh(switch)]
     pub ignore_sigterm: bool,
+
+    /// protocol eras served: dual (default: both, as a dual-era server), legacy (only the
+    /// initialize/session era, 2024-11-05 … 2025-11-25) or modern (only 2026-07-28: stateless,
+    /// MRTR, subscriptions/listen)
+    #[argh(option, default = "ServerEra::Dual")]
+    pub era: ServerEra,
+}
+
+/// Which protocol eras the demo server speaks (`--era`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerEra {
+    /// Both: a request's `_meta` version picks its era (the behaviour before `--era` existed).
+    #[default]
+    Dual,
+    /// Only the session era: `initialize` first, server→client requests, no `server/discover`.
+    Legacy,
+    /// Only 2026-07-28: every request carries `_meta`; no `initialize`, no sessions.
+    Modern,
+}
+
+impl argh::FromArgValue for ServerEra {
+    fn from_arg_value(value: &str) -> Result<Self, String> {
+        match value {
+            "dual" => Ok(ServerEra::Dual),
+            "legacy" => Ok(ServerEra::Legacy),
+            "modern" => Ok(ServerEra::Modern),
+            other => Err(format!(
+                "unknown era {other:?}: expected dual, legacy or modern"
+            )),
+        }
+    }
 }
 
 /// The `serverInfo.name` the demo server reports.
@@ -180,6 +214,7 @@ const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
 const RESOURCE_NOT_FOUND: i64 = -32002;
 const UNSUPPORTED_VERSION: i64 = -32022;
+const MISSING_CAPABILITY: i64 = -32021;
 
 /// How [`serve_with`] misbehaves on purpose (see the module docs). The default is a well-behaved
 /// server.
@@ -189,6 +224,8 @@ pub struct Options {
     pub fail_initialize: bool,
     /// At stdin EOF, sleep forever instead of returning (`--ignore-eof`). Running jobs go on.
     pub ignore_eof: bool,
+    /// The eras served (`--era`).
+    pub era: ServerEra,
 }
 
 /// `shadowcat demo-server ARGS`: applies the process-level fault flags (`--ignore-sigterm`,
@@ -214,6 +251,7 @@ pub fn run_with(args: &DemoServerArgs) -> Result<(), Error> {
     let options = Options {
         fail_initialize: args.fail_initialize,
         ignore_eof: args.ignore_eof,
+        era: args.era,
     };
     serve_with(io::stdin().lock(), StdoutFd::new(), options).map_err(Error::Io)
 }
@@ -233,7 +271,11 @@ pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
     output: W,
     options: Options,
 ) -> io::Result<()> {
-    let shared = Arc::new(Shared::new(Box::new(output), options));
+    let shared = Arc::new(Shared::new(
+        Box::new(output),
+        options,
+        Arc::new(listen::Hub::default()),
+    ));
     let mut line = Vec::with_capacity(4096);
     let result = loop {
         line.clear();
@@ -258,6 +300,7 @@ pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
     };
     lock(&shared.inflight).clear();
     lock(&shared.pending).clear();
+    shared.hub.drop_connection(&shared);
     result
 }
 

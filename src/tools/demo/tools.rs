@@ -9,15 +9,17 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::util::lock;
 
 use super::connection::{Era, Handled, RpcError};
 use super::faults::{self, HUGE_LINE_DEFAULT};
 use super::jobs::spawn_job;
+use super::listen::{Change, watched_changed};
+use super::mrtr::{SCRIPTED_TOOLS, run_legacy, run_modern, script};
 use super::request::{Req, ReqMeta, error_result, parse_args, text_result};
-use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, WATCHED_URI, WAV_MIN};
+use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, ServerEra, WAV_MIN};
 
 /// Text content serialized as `prefix + body` without building the string.
 struct Joined<'a>(&'static str, &'a str);
@@ -135,6 +137,36 @@ pub(super) fn tools_list() -> &'static Value {
     })
 }
 
+/// [`tools_list`] plus the tools of `--era legacy|modern`: the scripted input fixtures of
+/// [`super::mrtr`], `test_logging_tool` and the list-change triggers.
+pub(super) fn tools_list_all() -> &'static Value {
+    static TOOLS: OnceLock<Value> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        let mut all = tools_list().clone();
+        if let Some(tools) = all["tools"].as_array_mut() {
+            for (name, description) in SCRIPTED_TOOLS {
+                tools.push(tool(name, description, no_args()));
+            }
+            tools.push(tool(
+                "test_logging_tool",
+                "Sends three log messages (in 2026-07-28 only with _meta logLevel), then answers",
+                no_args(),
+            ));
+            tools.push(tool(
+                "test_trigger_tool_change",
+                "Sends notifications/tools/list_changed (to listeners that asked for it)",
+                no_args(),
+            ));
+            tools.push(tool(
+                "test_trigger_prompt_change",
+                "Sends notifications/prompts/list_changed (to listeners that asked for it)",
+                no_args(),
+            ));
+        }
+        all
+    })
+}
+
 /// The results of the fixture tools that answer at once with fixed content.
 fn fixed_result(tool: &str) -> Option<Value> {
     let embedded = json!({"type": "resource", "resource": {
@@ -169,7 +201,7 @@ fn fixed_result(tool: &str) -> Option<Value> {
 }
 
 /// The `elicitation/create` message and schema of the elicitation fixture tools.
-fn elicitation_form(tool: &str) -> Option<(&'static str, Value)> {
+pub(super) fn elicitation_form(tool: &str) -> Option<(&'static str, Value)> {
     let described =
         |kind: &str, description: &str| json!({"type": kind, "description": description});
     let titled = |kind: &str| {
@@ -274,6 +306,11 @@ pub(super) fn call_tool(req: &Req) -> Handled {
     if let Some(result) = fixed_result(name) {
         return req.reply(&result);
     }
+    if req.sh.options.era != ServerEra::Dual {
+        if let Some(handled) = strict_tool(req, name, call.arguments) {
+            return handled;
+        }
+    }
     if let Some((message, schema)) = elicitation_form(name) {
         return elicit(req, message, schema, "Elicitation completed");
     }
@@ -305,7 +342,7 @@ pub(super) fn call_tool(req: &Req) -> Handled {
                     if let Some(token) = &token {
                         job.sh.progress(token, i, count, &message);
                     }
-                    job.sh.log(INFO, &message);
+                    job.log(INFO, &message);
                 }
                 Some(Ok(text_result(format!("streamed {count} events"))))
             })
@@ -322,21 +359,16 @@ pub(super) fn call_tool(req: &Req) -> Handled {
             let content = a
                 .content
                 .unwrap_or_else(|| format!("Watched resource content ({serial})"));
-            *lock(&req.sh.watched) = content;
-            if lock(&req.sh.subscriptions).contains(WATCHED_URI) {
-                req.sh.notify(
-                    "notifications/resources/updated",
-                    json!({"uri": WATCHED_URI}),
-                );
-            }
+            *lock(&req.sh.hub.watched) = content;
+            watched_changed(req.sh);
             req.reply(&text_result("test://watched-resource updated"))
         }
         "test_tool_with_logging" => spawn_job(req, |job| {
-            job.sh.log(INFO, "Tool execution started");
+            job.log(INFO, "Tool execution started");
             job.sleep(50)?;
-            job.sh.log(INFO, "Tool processing data");
+            job.log(INFO, "Tool processing data");
             job.sleep(50)?;
-            job.sh.log(INFO, "Tool execution completed");
+            job.log(INFO, "Tool execution completed");
             Some(Ok(text_result("Tool with logging executed successfully")))
         }),
         "test_tool_with_progress" => spawn_job(req, move |job| {
@@ -388,6 +420,56 @@ pub(super) fn call_tool(req: &Req) -> Handled {
             )))
         }
         other => Err(RpcError::params(format!("Unknown tool: {other}")).into()),
+    }
+}
+
+/// The tools only `--era legacy|modern` have, and the 2026-07-28 MRTR form of the legacy
+/// fixtures that ask the client; `None` for the rest.
+fn strict_tool(req: &Req, name: &str, arguments: Option<&RawValue>) -> Option<Handled> {
+    let modern = matches!(req.era, Era::Modern { .. });
+    let args = || match parse_args::<Value>(arguments) {
+        Ok(Value::Null) => Ok(json!({})),
+        other => other,
+    };
+    match name {
+        "test_logging_tool" => {
+            return Some(spawn_job(req, |job| {
+                for message in ["Log 1: starting", "Log 2: working", "Log 3: done"] {
+                    job.log(INFO, message);
+                    job.sleep(20)?;
+                }
+                Some(Ok(text_result("Logging tool completed")))
+            }));
+        }
+        "test_trigger_tool_change" | "test_trigger_prompt_change" => {
+            let (change, method) = if name == "test_trigger_tool_change" {
+                (Change::Tools, "notifications/tools/list_changed")
+            } else {
+                (Change::Prompts, "notifications/prompts/list_changed")
+            };
+            if !modern {
+                req.sh.notify(method, json!({}));
+            }
+            req.sh.hub.broadcast(change, None);
+            return Some(req.reply(&text_result(format!("{method} sent"))));
+        }
+        _ => {}
+    }
+    let declared = |_: &str| true;
+    let args = match args() {
+        Ok(args) => args,
+        Err(e) => return Some(Err(e.into())),
+    };
+    if modern {
+        script(name, &args, &Map::new(), &declared, true)?.ok();
+        let params = match req.parse::<Value>() {
+            Ok(params) => params,
+            Err(e) => return Some(Err(e.into())),
+        };
+        Some(run_modern(req, name, &args, &params))
+    } else {
+        SCRIPTED_TOOLS.iter().find(|(n, _)| *n == name)?;
+        Some(run_legacy(req, name, args, false))
     }
 }
 
