@@ -306,10 +306,10 @@ pub(super) fn call_tool(req: &Req) -> Handled {
     if let Some(result) = fixed_result(name) {
         return req.reply(&result);
     }
-    if req.sh.options.era != ServerEra::Dual {
-        if let Some(handled) = strict_tool(req, name, call.arguments) {
-            return handled;
-        }
+    if req.sh.options.era != ServerEra::Dual
+        && let Some(handled) = strict_tool(req, name, call.arguments)
+    {
+        return handled;
     }
     if let Some((message, schema)) = elicitation_form(name) {
         return elicit(req, message, schema, "Elicitation completed");
