@@ -92,12 +92,15 @@ use crate::util::lock;
 mod connection;
 mod dispatch;
 mod faults;
+mod http;
 mod jobs;
 mod listen;
 mod mrtr;
+mod pipe;
 mod prompts;
 mod request;
 mod resources;
+mod sessions;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -137,6 +140,11 @@ pub struct DemoServerArgs {
     /// MRTR, subscriptions/listen)
     #[argh(option, default = "ServerEra::Dual")]
     pub era: ServerEra,
+
+    /// serve Streamable HTTP on this address (e.g. 127.0.0.1:0) instead of stdio; prints
+    /// "demo-server listening on http://ADDR/mcp" first on stdout (default: stdio)
+    #[argh(option)]
+    pub http: Option<String>,
 }
 
 /// Which protocol eras the demo server speaks (`--era`).
@@ -253,6 +261,9 @@ pub fn run_with(args: &DemoServerArgs) -> Result<(), Error> {
         ignore_eof: args.ignore_eof,
         era: args.era,
     };
+    if let Some(addr) = &args.http {
+        return http::serve_http(addr, options);
+    }
     serve_with(io::stdin().lock(), StdoutFd::new(), options).map_err(Error::Io)
 }
 
