@@ -2,8 +2,9 @@
 //! or a request carrying `Mcp-Session-Id`): Streamable HTTP as in 2025-11-25. `initialize`
 //! opens a session (`Mcp-Session-Id` on its response); each session is one demo connection
 //! ([`Shared`] writing into a [`Pipe`]) whose output a router thread sorts: a response goes to
-//! the POST that asked, anything else (notifications, the demo's server→client requests) to
-//! the newest POST still open on that session, else to the session's GET stream, else nowhere.
+//! the POST that asked; progress, logs and the demo's server→client requests to the newest
+//! POST still open on that session, else to the session's GET stream; list changes and
+//! resource updates to the GET stream, else to the newest POST; else nowhere.
 //! The client's answers to server requests and its notifications are POSTed (202). DELETE ends
 //! a session; an unknown session is 404, a missing one 400. At most [`MAX_SESSIONS`] at once.
 
@@ -83,7 +84,11 @@ impl Session {
                     at.map(|at| routes.posts.remove(at).1)
                 } else {
                     let newest = routes.posts.last().map(|(_, tx)| tx.clone());
-                    newest.or_else(|| routes.get.clone())
+                    if about_a_request(&parsed) {
+                        newest.or_else(|| routes.get.clone())
+                    } else {
+                        routes.get.clone().or(newest)
+                    }
                 }
             };
             // A stream whose client left is simply not listening any more.
@@ -92,6 +97,16 @@ impl Session {
             }
         }
     }
+}
+
+/// Whether a message belongs with the request being served (progress, logs, the demo's own
+/// requests) rather than with the session (list changes, resource updates).
+fn about_a_request(message: &Value) -> bool {
+    message.get("id").is_some()
+        || matches!(
+            message["method"].as_str(),
+            Some("notifications/progress" | "notifications/message" | "notifications/cancelled")
+        )
 }
 
 impl Sessions {
