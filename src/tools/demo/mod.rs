@@ -1,17 +1,33 @@
-//! `shadowcat demo-server`: a small, fast stdio MCP server.
+//! `shadowcat demo-server`: a small, fast MCP server, over stdio or (`--http`) Streamable HTTP.
 //!
-//! Owns: everything of the demo server: its flags, both protocol eras, its tools, resources,
-//! prompts and fault injection. Must not touch: the proxy's internals. It is a peer on the
-//! other end of a pipe (the proxy spawns it like any stdio server) and must keep working as
+//! Owns: everything of the demo server: its flags, the protocol eras it speaks (`--era`), its
+//! tools, resources, prompts and fault injection, and its HTTP front (`http.rs`,
+//! `sessions.rs`). Must not touch: the proxy's internals. It is a peer on the other end of a
+//! pipe or a socket (the proxy spawns or calls it like any upstream) and must keep working as
 //! one; from the crate it uses only `crate::util` (`lock`, the duration syntax of
-//! `--startup-delay`) and the protocol version constants of `crate::jsonrpc`.
+//! `--startup-delay`), the protocol version constants of `crate::jsonrpc`, `crate::error::Error`
+//! and the public API of `crate::http` (the server, the responder, the Host/Origin checks).
 //!
 //! The proxy spawns it as its default upstream child; benchmarks use it as a fast child; and the
 //! conformance suite (`@modelcontextprotocol/conformance@0.1.16`, server mode) runs against it
 //! through the proxy. It speaks newline-delimited JSON-RPC on stdin/stdout, logs only to stderr
 //! (through `log`), and returns on stdin EOF.
 //!
-//! What it implements:
+//! **Eras (`--era`).** `dual` (the default, described next) serves both eras as a dual-era
+//! server; `legacy` only the session era (nothing but `initialize`/`ping` before `initialize`,
+//! -32600; `server/discover` and `subscriptions/listen` are -32601; `_meta` is ignored, as a
+//! real 2025 server does; the MRTR fixtures below run as classic server→client requests);
+//! `modern` only 2026-07-28 (`initialize` is -32601 naming the supported version; every request
+//! needs `_meta` with the version and the client capabilities, else -32602; another version is
+//! -32022; MRTR natively with an HMAC-sealed, expiring `requestState` (`state.rs`);
+//! `subscriptions/listen` (`listen.rs`); logs only when the request's `_meta` has `logLevel`;
+//! a needed capability the request did not declare is -32021). `legacy` and `modern` also list
+//! the fixtures of the 2026-07-28 conformance scenarios (`mrtr.rs`: the
+//! `test_input_required_result_*` tools and prompt, `test_missing_capability`,
+//! `test_streaming_elicitation`; `test_logging_tool`, `test_trigger_tool_change`,
+//! `test_trigger_prompt_change`); `dual` behaves exactly as before `--era` existed.
+//!
+//! What it implements (`--era dual`):
 //! * **Both protocol eras.** Legacy (2024-11-05 … 2025-11-25): `initialize` negotiation,
 //!   `notifications/initialized`, `ping`, `logging/setLevel`, `resources/subscribe`. Modern
 //!   (2026-07-28): `server/discover`, and any request whose
@@ -75,6 +91,12 @@
 //! | `resources.rs` | resources, the template, subscriptions |
 //! | `prompts.rs` | prompts and completion |
 //! | `faults.rs` | the fault-injection tools and the closable raw stdout |
+//! | `mrtr.rs` | the tools and the prompt that need client input, as scripts run as MRTR (2026-07-28) or as server→client requests (legacy) |
+//! | `state.rs` | the sealed `requestState` (HMAC-SHA256, per-process key, expiry, fixture name) |
+//! | `listen.rs` | `Hub` (what all connections share), `subscriptions/listen`, change notifications |
+//! | `http.rs` | `--http`: the server, the 2026-07-28 stateless front, header checks, status mapping, the relay to SSE |
+//! | `sessions.rs` | `--http`, session era: `Mcp-Session-Id` sessions, the router of their output, GET and DELETE |
+//! | `pipe.rs` | the byte-bounded line queue between a connection and its HTTP relay |
 //!
 //! The two eras are not separate code: a request's era (`connection::Era`) is decided
 //! once per request and only changes how its result is decorated, which methods exist, and a
@@ -111,7 +133,8 @@ use dispatch::handle_line;
 pub use faults::HUGE_LINE_DEFAULT;
 use faults::StdoutFd;
 
-/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
+/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC) or, with --http,
+/// Streamable HTTP
 #[derive(argh::FromArgs, Debug)]
 #[argh(subcommand, name = "demo-server")]
 pub struct DemoServerArgs {
