@@ -18,6 +18,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::error::Error;
@@ -30,6 +32,7 @@ use super::dispatch::handle_line;
 use super::listen::Hub;
 use super::pipe::{Pipe, PipeWriter};
 use super::sessions::Sessions;
+use super::tools::tools_list_all;
 use super::{MODERN_VERSION, Options, ServerEra};
 
 /// The MCP endpoint.
@@ -206,8 +209,62 @@ fn header_mismatch(
         _ => return None,
     };
     let header_name = header_trimmed(req, "mcp-name");
-    (header_name != name)
-        .then(|| format!("Header mismatch: Mcp-Name {header_name:?} but the body names {name:?}"))
+    if header_name != name {
+        return Some(format!(
+            "Header mismatch: Mcp-Name {header_name:?} but the body names {name:?}"
+        ));
+    }
+    match (method, name) {
+        ("tools/call", Some(tool)) => param_mismatch(req, tool, &body["params"]["arguments"]),
+        _ => None,
+    }
+}
+
+/// The `Mcp-Param-{X}` headers of a tool whose `inputSchema` marks arguments `x-mcp-header`:
+/// present whenever the argument is, and equal to it (`=?base64?…?=` decoded, strictly).
+fn param_mismatch(req: &Request, tool: &str, arguments: &Value) -> Option<String> {
+    let tools = tools_list_all()["tools"].as_array()?;
+    let schema = &tools.iter().find(|t| t["name"] == tool)?["inputSchema"];
+    for (param, spec) in schema["properties"].as_object()? {
+        let Some(header) = spec["x-mcp-header"].as_str() else {
+            continue;
+        };
+        let expected = match &arguments[param] {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let name = format!("mcp-param-{}", header.to_ascii_lowercase());
+        let Some(raw) = header_trimmed(req, &name) else {
+            return Some(format!(
+                "Header mismatch: Mcp-Param-{header} missing for {param}"
+            ));
+        };
+        let encoded = raw
+            .strip_prefix("=?base64?")
+            .and_then(|v| v.strip_suffix("?="));
+        let value = match encoded {
+            Some(encoded) => {
+                let decoded = STANDARD.decode(encoded).ok();
+                match decoded.and_then(|b| String::from_utf8(b).ok()) {
+                    Some(decoded) => decoded,
+                    None => {
+                        return Some(format!(
+                            "Header mismatch: Mcp-Param-{header} is not valid Base64"
+                        ));
+                    }
+                }
+            }
+            None => raw.to_owned(),
+        };
+        if value != expected {
+            return Some(format!(
+                "Header mismatch: Mcp-Param-{header} {value:?} but the body's {param} is \
+                 {expected:?}"
+            ));
+        }
+    }
+    None
 }
 
 /// Where a relay reads the lines meant for one request.

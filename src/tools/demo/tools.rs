@@ -144,6 +144,24 @@ pub(super) fn tools_list_all() -> &'static Value {
     TOOLS.get_or_init(|| {
         let mut all = tools_list().clone();
         if let Some(tools) = all["tools"].as_array_mut() {
+            // A tool that takes no argument comes first (the 2026-07-28 header checks call
+            // the first tool listed with no arguments), and the SEP-2106 schema keywords.
+            if let Some(at) = tools.iter().position(|t| t["name"] == "test_simple_text") {
+                let simple = tools.remove(at);
+                tools.insert(0, simple);
+            }
+            for t in tools.iter_mut() {
+                if t["name"] == "json_schema_2020_12_tool" {
+                    t["inputSchema"] = schema_2020_12_sep2106();
+                }
+            }
+            let mut region = string_arg("region", "Region to query; sent as Mcp-Param-Region too");
+            region["properties"]["region"]["x-mcp-header"] = json!("Region");
+            tools.push(tool(
+                "test_custom_headers",
+                "Echoes region, which the client also sends in the Mcp-Param-Region header",
+                region,
+            ));
             for (name, description) in SCRIPTED_TOOLS {
                 tools.push(tool(name, description, no_args()));
             }
@@ -164,6 +182,30 @@ pub(super) fn tools_list_all() -> &'static Value {
             ));
         }
         all
+    })
+}
+
+/// The schema of `json_schema_2020_12_tool` in `--era legacy|modern`: with an `$anchor`, the
+/// composition and the conditional keywords of SEP-2106.
+fn schema_2020_12_sep2106() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {
+            "street": {"type": "string"}, "city": {"type": "string"},
+        }}},
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"},
+            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+            "phone": {"type": "string"},
+            "email": {"type": "string"},
+        },
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
+        "additionalProperties": false,
     })
 }
 
@@ -440,6 +482,19 @@ fn strict_tool(req: &Req, name: &str, arguments: Option<&RawValue>) -> Option<Ha
                 }
                 Some(Ok(text_result("Logging tool completed")))
             }));
+        }
+        "test_custom_headers" => {
+            let region = match args() {
+                Ok(a) => a["region"].as_str().map(str::to_owned),
+                Err(e) => return Some(Err(e.into())),
+            };
+            return Some(match region {
+                Some(region) => req.reply(&text_result(format!("Region: {region}"))),
+                None => Err(RpcError::params(
+                    "test_custom_headers: missing string argument region",
+                )
+                .into()),
+            });
         }
         "test_trigger_tool_change" | "test_trigger_prompt_change" => {
             let (change, method) = if name == "test_trigger_tool_change" {
