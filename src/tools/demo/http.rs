@@ -29,10 +29,10 @@ use crate::util::lock;
 
 use super::connection::Shared;
 use super::dispatch::handle_line;
+use super::extra::tools_list_all;
 use super::listen::Hub;
 use super::pipe::{Pipe, PipeWriter};
 use super::sessions::Sessions;
-use super::tools::tools_list_all;
 use super::{MODERN_VERSION, Options, ServerEra};
 
 /// The MCP endpoint.

@@ -91,6 +91,7 @@
 //! | `resources.rs` | resources, the template, subscriptions |
 //! | `prompts.rs` | prompts and completion |
 //! | `faults.rs` | the fault-injection tools and the closable raw stdout |
+//! | `extra.rs` | the tools only `--era legacy|modern` list, and their calls |
 //! | `mrtr.rs` | the tools and the prompt that need client input, as scripts run as MRTR (2026-07-28) or as server→client requests (legacy) |
 //! | `state.rs` | the sealed `requestState` (HMAC-SHA256, per-process key, expiry, fixture name) |
 //! | `listen.rs` | `Hub` (what all connections share), `subscriptions/listen`, change notifications |
@@ -113,6 +114,7 @@ use crate::util::lock;
 
 mod connection;
 mod dispatch;
+mod extra;
 mod faults;
 mod http;
 mod jobs;

@@ -9,15 +9,15 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::util::lock;
 
 use super::connection::{Era, Handled, RpcError};
+use super::extra::strict_tool;
 use super::faults::{self, HUGE_LINE_DEFAULT};
 use super::jobs::spawn_job;
-use super::listen::{Change, watched_changed};
-use super::mrtr::{SCRIPTED_TOOLS, run_legacy, run_modern, script};
+use super::listen::watched_changed;
 use super::request::{Req, ReqMeta, error_result, parse_args, text_result};
 use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, ServerEra, WAV_MIN};
 
@@ -42,15 +42,15 @@ struct TextResult<'a> {
     content: [TextContent<'a>; 1],
 }
 
-fn tool(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn tool(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "description": description, "inputSchema": schema})
 }
 
-fn no_args() -> Value {
+pub(super) fn no_args() -> Value {
     json!({"type": "object", "properties": {}})
 }
 
-fn string_arg(name: &str, description: &str) -> Value {
+pub(super) fn string_arg(name: &str, description: &str) -> Value {
     json!({
         "type": "object",
         "properties": {name: {"type": "string", "description": description}},
@@ -134,78 +134,6 @@ pub(super) fn tools_list() -> &'static Value {
             plain("test_reconnection", "SEP-1699 fixture; over stdio there is no SSE stream to \
                 close, so it just answers"),
         ]})
-    })
-}
-
-/// [`tools_list`] plus the tools of `--era legacy|modern`: the scripted input fixtures of
-/// [`super::mrtr`], `test_logging_tool` and the list-change triggers.
-pub(super) fn tools_list_all() -> &'static Value {
-    static TOOLS: OnceLock<Value> = OnceLock::new();
-    TOOLS.get_or_init(|| {
-        let mut all = tools_list().clone();
-        if let Some(tools) = all["tools"].as_array_mut() {
-            // A tool that takes no argument comes first (the 2026-07-28 header checks call
-            // the first tool listed with no arguments), and the SEP-2106 schema keywords.
-            if let Some(at) = tools.iter().position(|t| t["name"] == "test_simple_text") {
-                let simple = tools.remove(at);
-                tools.insert(0, simple);
-            }
-            for t in tools.iter_mut() {
-                if t["name"] == "json_schema_2020_12_tool" {
-                    t["inputSchema"] = schema_2020_12_sep2106();
-                }
-            }
-            let mut region = string_arg("region", "Region to query; sent as Mcp-Param-Region too");
-            region["properties"]["region"]["x-mcp-header"] = json!("Region");
-            tools.push(tool(
-                "test_custom_headers",
-                "Echoes region, which the client also sends in the Mcp-Param-Region header",
-                region,
-            ));
-            for (name, description) in SCRIPTED_TOOLS {
-                tools.push(tool(name, description, no_args()));
-            }
-            tools.push(tool(
-                "test_logging_tool",
-                "Sends three log messages (in 2026-07-28 only with _meta logLevel), then answers",
-                no_args(),
-            ));
-            tools.push(tool(
-                "test_trigger_tool_change",
-                "Sends notifications/tools/list_changed (to listeners that asked for it)",
-                no_args(),
-            ));
-            tools.push(tool(
-                "test_trigger_prompt_change",
-                "Sends notifications/prompts/list_changed (to listeners that asked for it)",
-                no_args(),
-            ));
-        }
-        all
-    })
-}
-
-/// The schema of `json_schema_2020_12_tool` in `--era legacy|modern`: with an `$anchor`, the
-/// composition and the conditional keywords of SEP-2106.
-fn schema_2020_12_sep2106() -> Value {
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {
-            "street": {"type": "string"}, "city": {"type": "string"},
-        }}},
-        "properties": {
-            "name": {"type": "string"},
-            "address": {"$ref": "#/$defs/address"},
-            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
-            "phone": {"type": "string"},
-            "email": {"type": "string"},
-        },
-        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
-        "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
-        "then": {"required": ["phone"]},
-        "else": {"required": ["email"]},
-        "additionalProperties": false,
     })
 }
 
@@ -462,69 +390,6 @@ pub(super) fn call_tool(req: &Req) -> Handled {
             )))
         }
         other => Err(RpcError::params(format!("Unknown tool: {other}")).into()),
-    }
-}
-
-/// The tools only `--era legacy|modern` have, and the 2026-07-28 MRTR form of the legacy
-/// fixtures that ask the client; `None` for the rest.
-fn strict_tool(req: &Req, name: &str, arguments: Option<&RawValue>) -> Option<Handled> {
-    let modern = matches!(req.era, Era::Modern { .. });
-    let args = || match parse_args::<Value>(arguments) {
-        Ok(Value::Null) => Ok(json!({})),
-        other => other,
-    };
-    match name {
-        "test_logging_tool" => {
-            return Some(spawn_job(req, |job| {
-                for message in ["Log 1: starting", "Log 2: working", "Log 3: done"] {
-                    job.log(INFO, message);
-                    job.sleep(20)?;
-                }
-                Some(Ok(text_result("Logging tool completed")))
-            }));
-        }
-        "test_custom_headers" => {
-            let region = match args() {
-                Ok(a) => a["region"].as_str().map(str::to_owned),
-                Err(e) => return Some(Err(e.into())),
-            };
-            return Some(match region {
-                Some(region) => req.reply(&text_result(format!("Region: {region}"))),
-                None => Err(RpcError::params(
-                    "test_custom_headers: missing string argument region",
-                )
-                .into()),
-            });
-        }
-        "test_trigger_tool_change" | "test_trigger_prompt_change" => {
-            let (change, method) = if name == "test_trigger_tool_change" {
-                (Change::Tools, "notifications/tools/list_changed")
-            } else {
-                (Change::Prompts, "notifications/prompts/list_changed")
-            };
-            if !modern {
-                req.sh.notify(method, json!({}));
-            }
-            req.sh.hub.broadcast(change, None);
-            return Some(req.reply(&text_result(format!("{method} sent"))));
-        }
-        _ => {}
-    }
-    let declared = |_: &str| true;
-    let args = match args() {
-        Ok(args) => args,
-        Err(e) => return Some(Err(e.into())),
-    };
-    if modern {
-        script(name, &args, &Map::new(), &declared, true)?.ok();
-        let params = match req.parse::<Value>() {
-            Ok(params) => params,
-            Err(e) => return Some(Err(e.into())),
-        };
-        Some(run_modern(req, name, &args, &params))
-    } else {
-        SCRIPTED_TOOLS.iter().find(|(n, _)| *n == name)?;
-        Some(run_legacy(req, name, args, false))
     }
 }
 
