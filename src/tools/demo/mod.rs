@@ -34,8 +34,8 @@
 //!   `_meta["io.modelcontextprotocol/protocolVersion"]` is `2026-07-28` is served without a
 //!   handshake; its result gets `resultType: "complete"` and
 //!   `_meta["io.modelcontextprotocol/serverInfo"]`. An unknown `_meta` version gets -32022.
-//!   Modern requests that would need a server→client request (sampling, elicitation) get -32601,
-//!   because the demo does not implement MRTR (`input_required` results).
+//!   Modern requests that would need a server→client request (sampling, elicitation) get -32601:
+//!   the dual demo does not answer with MRTR (`input_required` results); `--era modern` does.
 //! * **Benchmark tools:** `echo`, `slow_echo`, `stream_events` and `update_watched`.
 //! * **Fault injection** for testing proxies and clients against a misbehaving stdio child (see
 //!   below).
