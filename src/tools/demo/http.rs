@@ -10,6 +10,9 @@
 //!   headers against the body (`MCP-Protocol-Version` vs `_meta`, `Mcp-Method`, `Mcp-Name`:
 //!   400 with -32020) and maps errors to statuses (-32601 → 404; -32600, -32602, -32020,
 //!   -32021, -32022, -32700 → 400). GET and DELETE are 405. Closing the stream cancels.
+//!   Limit: in `--era dual` a session-less legacy-era call that asks the client (e.g.
+//!   `test_sampling` without `_meta`) cannot get its answer (the answer's POST is another
+//!   connection); it ends when its client leaves. Legacy clients initialize first.
 //! * **Session era** (`sessions.rs`; `--era legacy`, and `--era dual` for `initialize` or
 //!   a request with `Mcp-Session-Id`).
 //! * Every request is checked for DNS rebinding: a non-loopback `Host` or `Origin` is 403.

@@ -6,7 +6,9 @@
 //! POST still open on that session, else to the session's GET stream; list changes and
 //! resource updates to the GET stream, else to the newest POST; else nowhere.
 //! The client's answers to server requests and its notifications are POSTed (202). DELETE ends
-//! a session; an unknown session is 404, a missing one 400. At most [`MAX_SESSIONS`] at once.
+//! a session; an unknown session is 404, a missing one 400. At most [`MAX_SESSIONS`] at once:
+//! when full, the session unused longest with no stream open is ended to make room (503 if
+//! every one has a stream open).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +41,7 @@ struct Session {
     sh: Arc<Shared>,
     pipe: Arc<Pipe>,
     routes: Mutex<Routes>,
+    last_used: Mutex<Instant>,
 }
 
 #[derive(Default)]
@@ -114,7 +117,10 @@ impl Sessions {
         let id = req.header("mcp-session-id").map(str::to_owned);
         let session = match &id {
             Some(id) => match lock(&self.map).get(id) {
-                Some(session) => Some(Arc::clone(session)),
+                Some(session) => {
+                    *lock(&session.last_used) = Instant::now();
+                    Some(Arc::clone(session))
+                }
                 None => {
                     let _ = res.send(rpc_error(404, &Value::Null, -32600, "Session not found"));
                     return;
@@ -204,7 +210,19 @@ impl Sessions {
     fn open(&self, demo: &HttpDemo) -> Option<(String, Arc<Session>)> {
         let mut map = lock(&self.map);
         if map.len() >= MAX_SESSIONS {
-            return None;
+            // Full: the session unused longest that has no stream open makes room.
+            let idle = map
+                .iter()
+                .filter(|(_, s)| {
+                    let routes = lock(&s.routes);
+                    routes.posts.is_empty() && routes.get.is_none()
+                })
+                .min_by_key(|(_, s)| *lock(&s.last_used))
+                .map(|(id, _)| id.clone())?;
+            if let Some(old) = map.remove(&idle) {
+                end(&old, demo);
+                log::info!("demo-server: session {idle} ended to make room");
+            }
         }
         let id = new_session_id(self.serial.fetch_add(1, Ordering::Relaxed));
         let pipe = Arc::new(Pipe::default());
@@ -217,6 +235,7 @@ impl Sessions {
             sh,
             pipe,
             routes: Mutex::new(Routes::default()),
+            last_used: Mutex::new(Instant::now()),
         });
         let router = Arc::clone(&session);
         std::thread::Builder::new()
