@@ -22,6 +22,10 @@ mod streams;
 mod per_session;
 // The official MCP conformance suite (server scenarios) through the proxy.
 mod conformance;
+// Conformance 0.2 (2026-07-28 and 2025-11-25 requirement sets) in front of each era of the demo.
+mod conformance26;
+// Issue #13 part C: the demo server over HTTP, each era, raw requests.
+mod r13_demo_http;
 // HTTP upstream streams: resumption after a break, the standalone GET relay.
 mod http_streams;
 // Operating it: health, readiness, metrics, admin API, access log.

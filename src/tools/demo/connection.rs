@@ -6,8 +6,8 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::Sender;
 use serde::Serialize;
@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::util::lock;
 
+use super::listen::Hub;
 use super::{INVALID_PARAMS, LEVELS, Options, SERVER_INFO, SERVER_NAME, ServerInfo};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -25,6 +26,15 @@ pub(super) enum Era {
     Modern {
         cacheable: bool,
     },
+}
+
+/// Which log messages a request's handlers may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LogGate {
+    /// The session's `logging/setLevel` (legacy era).
+    Session,
+    /// 2026-07-28: only with `_meta["io.modelcontextprotocol/logLevel"]`, from that level up.
+    Request(Option<u8>),
 }
 
 /// Methods whose 2026-07-28 results must carry `ttlMs` and `cacheScope`.
@@ -58,7 +68,8 @@ pub(super) struct Shared {
     pub(super) pending: Mutex<HashMap<String, Sender<ClientAnswer>>>,
     pub(super) serial: AtomicU64,
     pub(super) subscriptions: Mutex<HashSet<String>>,
-    pub(super) watched: Mutex<String>,
+    /// What every connection of this server shares: the watched resource, the listeners.
+    pub(super) hub: Arc<Hub>,
     pub(super) options: Options,
     /// Set by the `stop_reading` tool; the reader thread then sleeps forever.
     pub(super) stop_reading: AtomicBool,
@@ -116,7 +127,7 @@ struct ModernMeta {
 pub(super) struct Empty {}
 
 impl Shared {
-    pub(super) fn new(out: Box<dyn Write + Send>, options: Options) -> Self {
+    pub(super) fn new(out: Box<dyn Write + Send>, options: Options, hub: Arc<Hub>) -> Self {
         Shared {
             out: Mutex::new(out),
             min_level: AtomicU8::new(0),
@@ -125,7 +136,7 @@ impl Shared {
             pending: Mutex::new(HashMap::new()),
             serial: AtomicU64::new(1),
             subscriptions: Mutex::new(HashSet::new()),
-            watched: Mutex::new("Watched resource content".to_owned()),
+            hub,
             options,
             stop_reading: AtomicBool::new(false),
         }
@@ -172,6 +183,31 @@ impl Shared {
         era: Era,
         result: &T,
     ) -> io::Result<()> {
+        self.send_typed(id, era, result, "complete")
+    }
+
+    /// A 2026-07-28 `InputRequiredResult` (MRTR): `result` holds `inputRequests` and
+    /// `requestState`.
+    pub(super) fn send_input_required<T: Serialize>(
+        &self,
+        id: &RawValue,
+        result: &T,
+    ) -> io::Result<()> {
+        self.send_typed(
+            id,
+            Era::Modern { cacheable: false },
+            result,
+            "input_required",
+        )
+    }
+
+    fn send_typed<T: Serialize>(
+        &self,
+        id: &RawValue,
+        era: Era,
+        result: &T,
+        result_type: &'static str,
+    ) -> io::Result<()> {
         match era {
             Era::Legacy => self.write(&Response {
                 jsonrpc: "2.0",
@@ -184,7 +220,7 @@ impl Shared {
                 };
                 let result = Modern {
                     inner: result,
-                    result_type: "complete",
+                    result_type,
                     ttl_ms: cacheable.then_some(0),
                     cache_scope: cacheable.then_some("private"),
                     meta,
@@ -218,9 +254,14 @@ impl Shared {
         }
     }
 
-    /// Sends `notifications/message` if `level` passes the client's `logging/setLevel`.
-    pub(super) fn log(&self, level: u8, data: &str) {
-        if level >= self.min_level.load(Ordering::Relaxed) {
+    /// Sends `notifications/message` if `level` passes the client's `logging/setLevel`
+    /// ([`LogGate::Session`]) or the request's own `_meta` log level.
+    pub(super) fn log(&self, gate: LogGate, level: u8, data: &str) {
+        let min = match gate {
+            LogGate::Session => Some(self.min_level.load(Ordering::Relaxed)),
+            LogGate::Request(min) => min,
+        };
+        if min.is_some_and(|min| level >= min) {
             let level = LEVELS[usize::from(level).min(LEVELS.len() - 1)];
             self.notify(
                 "notifications/message",

@@ -14,14 +14,16 @@ use serde_json::{Value, json};
 
 use crate::util::lock;
 
-use super::connection::{CACHEABLE, Empty, Era, Fail, Handled, RpcError, Session, Shared};
-use super::prompts::{complete, get_prompt, prompts_list};
+use super::connection::{CACHEABLE, Empty, Era, Fail, Handled, LogGate, RpcError, Session, Shared};
+use super::extra::tools_list_all;
+use super::listen::listen;
+use super::prompts::{complete, get_prompt, prompts_list, prompts_list_all};
 use super::request::{Req, ReqMeta};
 use super::resources::{read_resource, resources_list, subscribe};
 use super::tools::{call_tool, tools_list};
 use super::{
     INTERNAL_ERROR, INVALID_REQUEST, LATEST_LEGACY, LEGACY_VERSIONS, LEVELS, METHOD_NOT_FOUND,
-    MODERN_VERSION, PARSE_ERROR, SERVER_INFO, SUPPORTED_VERSIONS, TEMPLATE_URI,
+    MODERN_VERSION, PARSE_ERROR, SERVER_INFO, SUPPORTED_VERSIONS, ServerEra, TEMPLATE_URI,
     UNSUPPORTED_VERSION,
 };
 
@@ -93,7 +95,9 @@ fn handle_notification(sh: &Shared, method: &str, params: Option<&RawValue>) {
             match params.map(|p| serde_json::from_str::<Cancelled>(p.get())) {
                 Some(Ok(c)) => {
                     // Dropping the sender wakes the job, which then stops without responding.
-                    if lock(&sh.inflight).remove(c.request_id.get()).is_some() {
+                    if lock(&sh.inflight).remove(c.request_id.get()).is_some()
+                        || sh.hub.cancel(sh, c.request_id.get())
+                    {
                         log::debug!("demo-server: cancelled request {}", c.request_id.get());
                     }
                 }
@@ -132,46 +136,58 @@ fn handle_request(
     method: &str,
     params: Option<&RawValue>,
 ) -> io::Result<()> {
-    let requested = params
+    let meta = params
         .and_then(|p| serde_json::from_str::<MetaOnly>(p.get()).ok())
         .and_then(|m| m.meta)
-        .and_then(|m| m.version);
-    let era = match requested.as_deref() {
-        _ if method == "server/discover" => Era::Modern { cacheable: true },
-        None => Era::Legacy,
-        Some(MODERN_VERSION) => Era::Modern {
-            cacheable: CACHEABLE.contains(&method),
+        .unwrap_or_default();
+    let decided = match sh.options.era {
+        ServerEra::Dual => dual_era(method, meta.version.as_deref()),
+        ServerEra::Legacy => legacy_only(sh, method),
+        ServerEra::Modern => modern_only(method, &meta),
+    };
+    let era = match decided {
+        Ok(era) => era,
+        Err(error) => return sh.send_error(Some(id), &error),
+    };
+    let strict = sh.options.era != ServerEra::Dual;
+    let modern = matches!(era, Era::Modern { .. });
+    let log = match (modern && strict, meta.log_level.as_deref()) {
+        (false, _) => LogGate::Session,
+        (true, None) => LogGate::Request(None),
+        (true, Some(level)) => match LEVELS.iter().position(|l| *l == level) {
+            Some(index) => LogGate::Request(Some(index as u8)),
+            None => {
+                let error = RpcError::params(format!("Unknown log level: {level}"));
+                return sh.send_error(Some(id), &error);
+            }
         },
-        Some(v) if LEGACY_VERSIONS.contains(&v) => Era::Legacy,
-        Some(v) => {
-            let mut error = RpcError::new(
-                UNSUPPORTED_VERSION,
-                format!("Unsupported protocol version: {v}"),
-            );
-            error.data = Some(json!({"supported": SUPPORTED_VERSIONS, "requested": v}));
-            return sh.send_error(Some(id), &error);
-        }
     };
     let req = Req {
         sh,
         id,
         era,
         params,
+        caps: if modern && strict {
+            meta.capabilities
+        } else {
+            None
+        },
+        log,
     };
     let outcome = match method {
-        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe"
-            if matches!(era, Era::Modern { .. }) =>
-        {
+        "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" if modern => {
             let msg = format!("{method} does not exist in protocol revision {MODERN_VERSION}");
             Err(RpcError::new(METHOD_NOT_FOUND, msg).into())
         }
+        "subscriptions/listen" if modern && strict => listen(&req),
         "initialize" => initialize(&req),
         "ping" => req.reply(&Empty {}),
         "server/discover" => req.reply(&json!({
-            "supportedVersions": SUPPORTED_VERSIONS,
+            "supportedVersions": supported_versions(sh.options.era),
             "capabilities": capabilities(),
             "serverInfo": SERVER_INFO,
         })),
+        "tools/list" if strict => req.reply(tools_list_all()),
         "tools/list" => req.reply(tools_list()),
         "tools/call" => call_tool(&req),
         "resources/list" => req.reply(&resources_list()),
@@ -183,6 +199,7 @@ fn handle_request(
         "resources/read" => read_resource(&req),
         "resources/subscribe" => subscribe(&req, true),
         "resources/unsubscribe" => subscribe(&req, false),
+        "prompts/list" if strict => req.reply(&prompts_list_all()),
         "prompts/list" => req.reply(&prompts_list()),
         "prompts/get" => get_prompt(&req),
         "completion/complete" => complete(&req),
@@ -193,6 +210,84 @@ fn handle_request(
         Ok(()) => Ok(()),
         Err(Fail::Rpc(e)) => sh.send_error(Some(id), &e),
         Err(Fail::Io(e)) => Err(e),
+    }
+}
+
+/// The versions `server/discover` and -32022 errors name.
+fn supported_versions(era: ServerEra) -> &'static [&'static str] {
+    match era {
+        ServerEra::Modern => &[MODERN_VERSION],
+        _ => &SUPPORTED_VERSIONS,
+    }
+}
+
+fn unsupported(version: &str, era: ServerEra) -> RpcError {
+    let mut error = RpcError::new(
+        UNSUPPORTED_VERSION,
+        format!("Unsupported protocol version: {version}"),
+    );
+    let supported = supported_versions(era);
+    error.data = Some(json!({"supported": supported, "requested": version}));
+    error
+}
+
+/// `--era dual` (the default): the `_meta` version picks the era, no `_meta` is legacy.
+fn dual_era(method: &str, requested: Option<&str>) -> Result<Era, RpcError> {
+    Ok(match requested {
+        _ if method == "server/discover" => Era::Modern { cacheable: true },
+        None => Era::Legacy,
+        Some(MODERN_VERSION) => Era::Modern {
+            cacheable: CACHEABLE.contains(&method),
+        },
+        Some(v) if LEGACY_VERSIONS.contains(&v) => Era::Legacy,
+        Some(v) => return Err(unsupported(v, ServerEra::Dual)),
+    })
+}
+
+/// `--era legacy`: what a session-era server does. `_meta` is ignored; `server/discover` does
+/// not exist; nothing but `initialize` and `ping` is served before `initialize`.
+fn legacy_only(sh: &Shared, method: &str) -> Result<Era, RpcError> {
+    match method {
+        "initialize" | "ping" => Ok(Era::Legacy),
+        "server/discover" | "subscriptions/listen" => Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        )),
+        _ if lock(&sh.session).version.is_none() => Err(RpcError::new(
+            INVALID_REQUEST,
+            "Server not initialized: send initialize first",
+        )),
+        _ => Ok(Era::Legacy),
+    }
+}
+
+/// `--era modern`: only 2026-07-28. `initialize` is an unknown method (its error names the
+/// supported version); every request needs `_meta` with the version and the client's
+/// capabilities (-32602), and a version other than 2026-07-28 is -32022.
+fn modern_only(method: &str, meta: &ReqMeta) -> Result<Era, RpcError> {
+    if method == "initialize" {
+        let msg = format!(
+            "Method not found: initialize (this server speaks only protocol revision \
+             {MODERN_VERSION}, which has no initialize: send server/discover)"
+        );
+        let mut error = RpcError::new(METHOD_NOT_FOUND, msg);
+        error.data = Some(json!({"supported": [MODERN_VERSION]}));
+        return Err(error);
+    }
+    match meta.version.as_deref() {
+        None => Err(RpcError::params(
+            "Invalid params: _meta[\"io.modelcontextprotocol/protocolVersion\"] is required",
+        )),
+        Some(MODERN_VERSION) if !meta.capabilities.as_ref().is_some_and(Value::is_object) => {
+            Err(RpcError::params(
+                "Invalid params: _meta[\"io.modelcontextprotocol/clientCapabilities\"] is \
+                 required (an object)",
+            ))
+        }
+        Some(MODERN_VERSION) => Ok(Era::Modern {
+            cacheable: CACHEABLE.contains(&method),
+        }),
+        Some(v) => Err(unsupported(v, ServerEra::Modern)),
     }
 }
 

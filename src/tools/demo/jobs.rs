@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::util::lock;
 
 use super::INTERNAL_ERROR;
-use super::connection::{ClientAnswer, Era, Handled, Message, RpcError, Shared};
+use super::connection::{ClientAnswer, Era, Handled, LogGate, Message, RpcError, Shared};
 use super::request::Req;
 
 /// A tool call running on its own thread. `None` from its body means "cancelled: send nothing".
@@ -21,6 +21,7 @@ pub(super) struct Job {
     pub(super) sh: Arc<Shared>,
     id: Box<RawValue>,
     era: Era,
+    log: LogGate,
     key: String,
     serial: u64,
     pub(super) cancel: Receiver<()>,
@@ -33,6 +34,11 @@ impl Job {
             Err(RecvTimeoutError::Timeout) => Some(()),
             _ => None,
         }
+    }
+
+    /// Sends `notifications/message` if the request's log gate lets `level` through.
+    pub(super) fn log(&self, level: u8, data: &str) {
+        self.sh.log(self.log, level, data);
     }
 
     /// Sends a request to the client and waits for its answer; `None` if cancelled or at EOF.
@@ -99,6 +105,7 @@ pub(super) fn spawn_job(
         sh: Arc::clone(&sh),
         id: req.id.to_owned(),
         era: req.era,
+        log: req.log,
         key: key.clone(),
         serial,
         cancel: rx,

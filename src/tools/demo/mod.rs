@@ -1,25 +1,41 @@
-//! `shadowcat demo-server`: a small, fast stdio MCP server.
+//! `shadowcat demo-server`: a small, fast MCP server, over stdio or (`--http`) Streamable HTTP.
 //!
-//! Owns: everything of the demo server: its flags, both protocol eras, its tools, resources,
-//! prompts and fault injection. Must not touch: the proxy's internals. It is a peer on the
-//! other end of a pipe (the proxy spawns it like any stdio server) and must keep working as
+//! Owns: everything of the demo server: its flags, the protocol eras it speaks (`--era`), its
+//! tools, resources, prompts and fault injection, and its HTTP front (`http.rs`,
+//! `sessions.rs`). Must not touch: the proxy's internals. It is a peer on the other end of a
+//! pipe or a socket (the proxy spawns or calls it like any upstream) and must keep working as
 //! one; from the crate it uses only `crate::util` (`lock`, the duration syntax of
-//! `--startup-delay`) and the protocol version constants of `crate::jsonrpc`.
+//! `--startup-delay`), the protocol version constants of `crate::jsonrpc`, `crate::error::Error`
+//! and the public API of `crate::http` (the server, the responder, the Host/Origin checks).
 //!
 //! The proxy spawns it as its default upstream child; benchmarks use it as a fast child; and the
 //! conformance suite (`@modelcontextprotocol/conformance@0.1.16`, server mode) runs against it
 //! through the proxy. It speaks newline-delimited JSON-RPC on stdin/stdout, logs only to stderr
 //! (through `log`), and returns on stdin EOF.
 //!
-//! What it implements:
+//! **Eras (`--era`).** `dual` (the default, described next) serves both eras as a dual-era
+//! server; `legacy` only the session era (nothing but `initialize`/`ping` before `initialize`,
+//! -32600; `server/discover` and `subscriptions/listen` are -32601; `_meta` is ignored, as a
+//! real 2025 server does; the MRTR fixtures below run as classic server→client requests);
+//! `modern` only 2026-07-28 (`initialize` is -32601 naming the supported version; every request
+//! needs `_meta` with the version and the client capabilities, else -32602; another version is
+//! -32022; MRTR natively with an HMAC-sealed, expiring `requestState` (`state.rs`);
+//! `subscriptions/listen` (`listen.rs`); logs only when the request's `_meta` has `logLevel`;
+//! a needed capability the request did not declare is -32021). `legacy` and `modern` also list
+//! the fixtures of the 2026-07-28 conformance scenarios (`mrtr.rs`: the
+//! `test_input_required_result_*` tools and prompt, `test_missing_capability`,
+//! `test_streaming_elicitation`; `test_logging_tool`, `test_trigger_tool_change`,
+//! `test_trigger_prompt_change`); `dual` behaves exactly as before `--era` existed.
+//!
+//! What it implements (`--era dual`):
 //! * **Both protocol eras.** Legacy (2024-11-05 … 2025-11-25): `initialize` negotiation,
 //!   `notifications/initialized`, `ping`, `logging/setLevel`, `resources/subscribe`. Modern
 //!   (2026-07-28): `server/discover`, and any request whose
 //!   `_meta["io.modelcontextprotocol/protocolVersion"]` is `2026-07-28` is served without a
 //!   handshake; its result gets `resultType: "complete"` and
 //!   `_meta["io.modelcontextprotocol/serverInfo"]`. An unknown `_meta` version gets -32022.
-//!   Modern requests that would need a server→client request (sampling, elicitation) get -32601,
-//!   because the demo does not implement MRTR (`input_required` results).
+//!   Modern requests that would need a server→client request (sampling, elicitation) get -32601:
+//!   the dual demo does not answer with MRTR (`input_required` results); `--era modern` does.
 //! * **Benchmark tools:** `echo`, `slow_echo`, `stream_events` and `update_watched`.
 //! * **Fault injection** for testing proxies and clients against a misbehaving stdio child (see
 //!   below).
@@ -75,6 +91,13 @@
 //! | `resources.rs` | resources, the template, subscriptions |
 //! | `prompts.rs` | prompts and completion |
 //! | `faults.rs` | the fault-injection tools and the closable raw stdout |
+//! | `extra.rs` | the tools only `--era legacy|modern` list, and their calls |
+//! | `mrtr.rs` | the tools and the prompt that need client input, as scripts run as MRTR (2026-07-28) or as server→client requests (legacy) |
+//! | `state.rs` | the sealed `requestState` (HMAC-SHA256, per-process key, expiry, fixture name) |
+//! | `listen.rs` | `Hub` (what all connections share), `subscriptions/listen`, change notifications |
+//! | `http.rs` | `--http`: the server, the 2026-07-28 stateless front, header checks, status mapping, the relay to SSE |
+//! | `sessions.rs` | `--http`, session era: `Mcp-Session-Id` sessions, the router of their output, GET and DELETE |
+//! | `pipe.rs` | the byte-bounded line queue between a connection and its HTTP relay |
 //!
 //! The two eras are not separate code: a request's era (`connection::Era`) is decided
 //! once per request and only changes how its result is decorated, which methods exist, and a
@@ -91,11 +114,18 @@ use crate::util::lock;
 
 mod connection;
 mod dispatch;
+mod extra;
 mod faults;
+mod http;
 mod jobs;
+mod listen;
+mod mrtr;
+mod pipe;
 mod prompts;
 mod request;
 mod resources;
+mod sessions;
+mod state;
 #[cfg(test)]
 mod tests;
 mod tools;
@@ -105,7 +135,8 @@ use dispatch::handle_line;
 pub use faults::HUGE_LINE_DEFAULT;
 use faults::StdoutFd;
 
-/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC)
+/// run the built-in demo MCP server over stdio (newline-delimited JSON-RPC) or, with --http,
+/// Streamable HTTP
 #[derive(argh::FromArgs, Debug)]
 #[argh(subcommand, name = "demo-server")]
 pub struct DemoServerArgs {
@@ -128,6 +159,42 @@ pub struct DemoServerArgs {
     /// fault injection: ignore SIGTERM, so only SIGKILL stops the process (default off)
     #[argh(switch)]
     pub ignore_sigterm: bool,
+
+    /// protocol eras served: dual (default: both, as a dual-era server), legacy (only the
+    /// initialize/session era, 2024-11-05 … 2025-11-25) or modern (only 2026-07-28: stateless,
+    /// MRTR, subscriptions/listen)
+    #[argh(option, default = "ServerEra::Dual")]
+    pub era: ServerEra,
+
+    /// serve Streamable HTTP on this address (e.g. 127.0.0.1:0) instead of stdio; prints
+    /// "demo-server listening on http://ADDR/mcp" first on stdout (default: stdio)
+    #[argh(option)]
+    pub http: Option<String>,
+}
+
+/// Which protocol eras the demo server speaks (`--era`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServerEra {
+    /// Both: a request's `_meta` version picks its era (the behaviour before `--era` existed).
+    #[default]
+    Dual,
+    /// Only the session era: `initialize` first, server→client requests, no `server/discover`.
+    Legacy,
+    /// Only 2026-07-28: every request carries `_meta`; no `initialize`, no sessions.
+    Modern,
+}
+
+impl argh::FromArgValue for ServerEra {
+    fn from_arg_value(value: &str) -> Result<Self, String> {
+        match value {
+            "dual" => Ok(ServerEra::Dual),
+            "legacy" => Ok(ServerEra::Legacy),
+            "modern" => Ok(ServerEra::Modern),
+            other => Err(format!(
+                "unknown era {other:?}: expected dual, legacy or modern"
+            )),
+        }
+    }
 }
 
 /// The `serverInfo.name` the demo server reports.
@@ -180,6 +247,7 @@ const INVALID_PARAMS: i64 = -32602;
 const INTERNAL_ERROR: i64 = -32603;
 const RESOURCE_NOT_FOUND: i64 = -32002;
 const UNSUPPORTED_VERSION: i64 = -32022;
+const MISSING_CAPABILITY: i64 = -32021;
 
 /// How [`serve_with`] misbehaves on purpose (see the module docs). The default is a well-behaved
 /// server.
@@ -189,6 +257,8 @@ pub struct Options {
     pub fail_initialize: bool,
     /// At stdin EOF, sleep forever instead of returning (`--ignore-eof`). Running jobs go on.
     pub ignore_eof: bool,
+    /// The eras served (`--era`).
+    pub era: ServerEra,
 }
 
 /// `shadowcat demo-server ARGS`: applies the process-level fault flags (`--ignore-sigterm`,
@@ -214,7 +284,11 @@ pub fn run_with(args: &DemoServerArgs) -> Result<(), Error> {
     let options = Options {
         fail_initialize: args.fail_initialize,
         ignore_eof: args.ignore_eof,
+        era: args.era,
     };
+    if let Some(addr) = &args.http {
+        return http::serve_http(addr, options);
+    }
     serve_with(io::stdin().lock(), StdoutFd::new(), options).map_err(Error::Io)
 }
 
@@ -233,7 +307,11 @@ pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
     output: W,
     options: Options,
 ) -> io::Result<()> {
-    let shared = Arc::new(Shared::new(Box::new(output), options));
+    let shared = Arc::new(Shared::new(
+        Box::new(output),
+        options,
+        Arc::new(listen::Hub::default()),
+    ));
     let mut line = Vec::with_capacity(4096);
     let result = loop {
         line.clear();
@@ -258,6 +336,7 @@ pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
     };
     lock(&shared.inflight).clear();
     lock(&shared.pending).clear();
+    shared.hub.drop_connection(&shared);
     result
 }
 

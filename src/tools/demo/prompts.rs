@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::connection::{Handled, RpcError};
+use super::connection::{Era, Handled, RpcError};
+use super::mrtr::{SCRIPTED_PROMPT, run_legacy, run_modern};
 use super::request::Req;
-use super::{PNG_1X1, TEMPLATE_URI};
+use super::{PNG_1X1, ServerEra, TEMPLATE_URI};
 
 pub(super) fn prompts_list() -> Value {
     let arg = |name: &str, description: &str| {
@@ -35,6 +36,19 @@ pub(super) fn prompts_list() -> Value {
     ]})
 }
 
+/// [`prompts_list`] plus the prompt of `--era legacy|modern` that needs input.
+pub(super) fn prompts_list_all() -> Value {
+    let mut all = prompts_list();
+    if let Some(prompts) = all["prompts"].as_array_mut() {
+        prompts.push(json!({
+            "name": SCRIPTED_PROMPT, "title": "Prompt Needing Input",
+            "description": "Asks the user for context (MRTR in 2026-07-28, elicitation before)",
+            "arguments": [],
+        }));
+    }
+    all
+}
+
 pub(super) fn get_prompt(req: &Req) -> Handled {
     #[derive(Deserialize)]
     struct Get {
@@ -43,6 +57,12 @@ pub(super) fn get_prompt(req: &Req) -> Handled {
         arguments: HashMap<String, String>,
     }
     let get: Get = req.parse()?;
+    if get.name == SCRIPTED_PROMPT && req.sh.options.era != ServerEra::Dual {
+        return match req.era {
+            Era::Modern { .. } => run_modern(req, SCRIPTED_PROMPT, &json!({}), &req.parse()?),
+            Era::Legacy => run_legacy(req, SCRIPTED_PROMPT, json!({}), true),
+        };
+    }
     let arg = |name: &str| {
         get.arguments
             .get(name)

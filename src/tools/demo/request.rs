@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::connection::{Era, Handled, RpcError, Shared};
+use super::connection::{Era, Handled, LogGate, RpcError, Shared};
 
 #[derive(Deserialize, Default)]
 pub(super) struct ReqMeta<'a> {
@@ -18,6 +18,10 @@ pub(super) struct ReqMeta<'a> {
     pub(super) progress_token: Option<&'a RawValue>,
     #[serde(rename = "io.modelcontextprotocol/protocolVersion", borrow, default)]
     pub(super) version: Option<Cow<'a, str>>,
+    #[serde(rename = "io.modelcontextprotocol/clientCapabilities", default)]
+    pub(super) capabilities: Option<Value>,
+    #[serde(rename = "io.modelcontextprotocol/logLevel", borrow, default)]
+    pub(super) log_level: Option<Cow<'a, str>>,
 }
 
 /// One request being handled on the reader thread.
@@ -26,9 +30,24 @@ pub(super) struct Req<'a> {
     pub(super) id: &'a RawValue,
     pub(super) era: Era,
     pub(super) params: Option<&'a RawValue>,
+    /// 2026-07-28 requests: the client capabilities their `_meta` declared.
+    pub(super) caps: Option<Value>,
+    pub(super) log: LogGate,
 }
 
 impl<'a> Req<'a> {
+    /// Whether the client declared `capability` (`sampling`, `elicitation`, `roots`): from the
+    /// request's `_meta` in the 2026-07-28 era, else from `initialize` (before it: yes).
+    pub(super) fn declared(&self, capability: &str) -> bool {
+        match &self.caps {
+            Some(caps) => caps.get(capability).is_some_and(Value::is_object),
+            None => {
+                let session = crate::util::lock(&self.sh.session);
+                session.version.is_none() || session.capabilities.get(capability).is_some()
+            }
+        }
+    }
+
     pub(super) fn reply<T: Serialize>(&self, result: &T) -> Handled {
         Ok(self.sh.send_result(self.id, self.era, result)?)
     }

@@ -59,7 +59,7 @@ pub(super) fn read_resource(req: &Req) -> Handled {
         "test://static-binary" => {
             json!({"contents": [{"uri": uri, "mimeType": "image/png", "blob": PNG_1X1}]})
         }
-        WATCHED_URI => text("text/plain", &lock(&req.sh.watched)),
+        WATCHED_URI => text("text/plain", &lock(&req.sh.hub.watched)),
         "test://embedded-resource" => text("text/plain", "This is an embedded resource content."),
         "test://example-resource" => text("text/plain", "Embedded resource content for testing."),
         "test://mixed-content-resource" => {

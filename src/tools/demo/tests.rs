@@ -560,3 +560,6 @@ fn serves_a_cursor_and_exits_at_eof() {
         "This is a simple text response for testing."
     );
 }
+
+/// `--era legacy` and `--era modern`.
+mod eras;

@@ -14,10 +14,12 @@ use serde_json::{Value, json};
 use crate::util::lock;
 
 use super::connection::{Era, Handled, RpcError};
+use super::extra::strict_tool;
 use super::faults::{self, HUGE_LINE_DEFAULT};
 use super::jobs::spawn_job;
+use super::listen::watched_changed;
 use super::request::{Req, ReqMeta, error_result, parse_args, text_result};
-use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, WATCHED_URI, WAV_MIN};
+use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, ServerEra, WAV_MIN};
 
 /// Text content serialized as `prefix + body` without building the string.
 struct Joined<'a>(&'static str, &'a str);
@@ -40,15 +42,15 @@ struct TextResult<'a> {
     content: [TextContent<'a>; 1],
 }
 
-fn tool(name: &str, description: &str, schema: Value) -> Value {
+pub(super) fn tool(name: &str, description: &str, schema: Value) -> Value {
     json!({"name": name, "description": description, "inputSchema": schema})
 }
 
-fn no_args() -> Value {
+pub(super) fn no_args() -> Value {
     json!({"type": "object", "properties": {}})
 }
 
-fn string_arg(name: &str, description: &str) -> Value {
+pub(super) fn string_arg(name: &str, description: &str) -> Value {
     json!({
         "type": "object",
         "properties": {name: {"type": "string", "description": description}},
@@ -169,7 +171,7 @@ fn fixed_result(tool: &str) -> Option<Value> {
 }
 
 /// The `elicitation/create` message and schema of the elicitation fixture tools.
-fn elicitation_form(tool: &str) -> Option<(&'static str, Value)> {
+pub(super) fn elicitation_form(tool: &str) -> Option<(&'static str, Value)> {
     let described =
         |kind: &str, description: &str| json!({"type": kind, "description": description});
     let titled = |kind: &str| {
@@ -274,6 +276,11 @@ pub(super) fn call_tool(req: &Req) -> Handled {
     if let Some(result) = fixed_result(name) {
         return req.reply(&result);
     }
+    if req.sh.options.era != ServerEra::Dual
+        && let Some(handled) = strict_tool(req, name, call.arguments)
+    {
+        return handled;
+    }
     if let Some((message, schema)) = elicitation_form(name) {
         return elicit(req, message, schema, "Elicitation completed");
     }
@@ -305,7 +312,7 @@ pub(super) fn call_tool(req: &Req) -> Handled {
                     if let Some(token) = &token {
                         job.sh.progress(token, i, count, &message);
                     }
-                    job.sh.log(INFO, &message);
+                    job.log(INFO, &message);
                 }
                 Some(Ok(text_result(format!("streamed {count} events"))))
             })
@@ -322,21 +329,16 @@ pub(super) fn call_tool(req: &Req) -> Handled {
             let content = a
                 .content
                 .unwrap_or_else(|| format!("Watched resource content ({serial})"));
-            *lock(&req.sh.watched) = content;
-            if lock(&req.sh.subscriptions).contains(WATCHED_URI) {
-                req.sh.notify(
-                    "notifications/resources/updated",
-                    json!({"uri": WATCHED_URI}),
-                );
-            }
+            *lock(&req.sh.hub.watched) = content;
+            watched_changed(req.sh);
             req.reply(&text_result("test://watched-resource updated"))
         }
         "test_tool_with_logging" => spawn_job(req, |job| {
-            job.sh.log(INFO, "Tool execution started");
+            job.log(INFO, "Tool execution started");
             job.sleep(50)?;
-            job.sh.log(INFO, "Tool processing data");
+            job.log(INFO, "Tool processing data");
             job.sleep(50)?;
-            job.sh.log(INFO, "Tool execution completed");
+            job.log(INFO, "Tool execution completed");
             Some(Ok(text_result("Tool with logging executed successfully")))
         }),
         "test_tool_with_progress" => spawn_job(req, move |job| {

@@ -1,4 +1,5 @@
-//! Test utilities, one file per concern: the raw-socket HTTP client (`client`), the proxies
+//! Test utilities, one file per concern: the raw-socket HTTP client (`client`), the
+//! conformance 0.2 runner (`conformance26`), the proxies
 //! under test (`proxy`), fixture servers (`server`), the SDK client drivers (`driver`) and test
 //! certificates with a TLS client (`tls`). This
 //! file re-exports them all, so tests `use crate::support::*`, and owns what they share: the
@@ -8,12 +9,14 @@
 #![allow(dead_code)]
 
 mod client;
+mod conformance26;
 mod driver;
 mod proxy;
 mod server;
 mod tls;
 
 pub use client::*;
+pub use conformance26::*;
 pub use driver::*;
 pub use proxy::*;
 pub use server::*;
@@ -69,6 +72,12 @@ pub fn node22() -> PathBuf {
 /// The official MCP conformance suite's CLI entry point (0.1.16).
 pub fn conformance_js() -> PathBuf {
     peers().join("npm/node_modules/@modelcontextprotocol/conformance/dist/index.js")
+}
+
+/// The conformance suite 0.2.0-alpha.12 (installed as `conformance-2026`), whose
+/// `--requirements 2026-07-28` runs the 2026-07-28 requirement set.
+pub fn conformance_2026_js() -> PathBuf {
+    peers().join("npm/node_modules/conformance-2026/dist/index.js")
 }
 
 /// A free loopback port (bound then released).

@@ -1,5 +1,6 @@
 //! Fixture servers the proxy talks to: [`Acceptor`], a raw loopback server stopped on drop,
-//! and server-everything in its streamableHttp mode ([`everything_http`]).
+//! server-everything in its streamableHttp mode ([`everything_http`]), and the demo server
+//! over HTTP ([`demo_http`]).
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -66,5 +67,31 @@ pub fn everything_http() -> (Peer, SocketAddr) {
     let peer = Peer(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_listening(addr);
+    (peer, addr)
+}
+
+/// `shadowcat demo-server --era ERA --http 127.0.0.1:0` as a process (owned by the returned
+/// [`Peer`]); its address is read from the first line it prints.
+pub fn demo_http(era: &str) -> (Peer, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = Command::new(super::exe())
+        .args(["demo-server", "--era", era, "--http", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("demo-server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let peer = Peer(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("demo-server prints its address");
+    let addr = line
+        .trim()
+        .strip_prefix("demo-server listening on http://")
+        .and_then(|rest| rest.strip_suffix("/mcp"))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line from demo-server --http: {line:?}"));
     (peer, addr)
 }
