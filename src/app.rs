@@ -99,7 +99,7 @@ impl Shadowcat {
         });
         let config = Arc::new(config);
         let gate = Gatekeeper::new(&config.gate, resource)?;
-        let sessions = Sessions::new(&config.sessions);
+        let sessions = Sessions::for_instance(&config.sessions, &config.instance.id);
         let proxy = Arc::new(Proxy::new(&config.proxy, sessions, upstream, metrics, gate));
         let front = Arc::new(Front::new(proxy.clone()));
         let server_config = crate::http::ServerConfig {

@@ -353,6 +353,11 @@ pub struct ReverseArgs {
     /// most rate-limit buckets kept; idle (full) ones are evicted first (default 10000)
     #[argh(option, default = "10_000")]
     pub rate_limit_keys: usize,
+
+    /// this instance's name behind a load balancer, the first part of every session id:
+    /// 1-32 of A-Z a-z 0-9 _ - (default: host name and listen port, e.g. web1-8080)
+    #[argh(option)]
+    pub instance_id: Option<String>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -547,6 +552,9 @@ impl ReverseArgs {
         let replay_ttl = duration("--replay-ttl", &self.replay_ttl)?;
         let reconnect_max = duration("--upstream-reconnect-max", &self.upstream_reconnect_max)?;
         let shutdown_grace = duration("--shutdown-grace", &self.shutdown_grace)?;
+        let instance =
+            crate::config::InstanceConfig::new(self.instance_id.as_deref(), self.bind.port())
+                .map_err(Error::Config)?;
         // What one client may hold: by default 64 sessions and 32 streams, and never more than
         // half of what there is, so that another client always finds room. A value given
         // explicitly is the operator's.
@@ -650,6 +658,7 @@ impl ReverseArgs {
                 token: admin_token,
                 tls: admin_tls,
             }),
+            instance,
             shutdown_grace,
         })
     }

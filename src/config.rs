@@ -28,6 +28,7 @@ use serde::{Serialize, Serializer};
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::{Cidr, Limits};
 use crate::http::{ServerConfig, TlsFiles};
+pub use crate::instance::InstanceConfig;
 use crate::stream::ReplayLimits;
 pub use crate::upstream::http::tls::ClientTlsConfig;
 
@@ -52,6 +53,9 @@ pub struct Config {
     /// `--admin-bind`: the admin API. Default: none (off).
     #[serde(flatten)]
     pub admin: Option<AdminConfig>,
+    /// `--instance-id`: this instance's name behind a load balancer (issue #17).
+    #[serde(flatten)]
+    pub instance: InstanceConfig,
     /// `--shutdown-grace`: how long in-flight requests may take to finish on shutdown.
     /// Default 10 s.
     #[serde(rename = "shutdownGraceSeconds", serialize_with = "seconds")]

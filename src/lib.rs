@@ -181,6 +181,7 @@ mod config;
 mod error;
 mod gate;
 pub mod http;
+mod instance;
 mod jsonrpc;
 mod metrics;
 mod ops;

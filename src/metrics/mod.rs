@@ -450,6 +450,8 @@ pub struct Metrics {
     pool_opened: AtomicU64,
     pool_closed: AtomicU64,
     sessions_evicted: AtomicU64,
+    /// Requests naming a session of another instance (issue #17).
+    foreign_sessions: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -478,6 +480,7 @@ impl Metrics {
             pool_opened: AtomicU64::new(0),
             pool_closed: AtomicU64::new(0),
             sessions_evicted: AtomicU64::new(0),
+            foreign_sessions: AtomicU64::new(0),
         }
     }
 
@@ -511,6 +514,12 @@ impl Metrics {
     #[inline]
     pub fn session_evicted(&self) {
         self.sessions_evicted.fetch_add(1, Relaxed);
+    }
+
+    /// A request named a session of another instance (`--instance-id`): answered 404.
+    #[inline]
+    pub fn foreign_session(&self) {
+        self.foreign_sessions.fetch_add(1, Relaxed);
     }
 
     /// `n` messages dropped on their way to a client, for `why`.

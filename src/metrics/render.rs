@@ -165,6 +165,13 @@ impl Metrics {
         );
         counter(
             w,
+            "shadowcat_foreign_sessions_total",
+            "Requests naming a session of another instance (--instance-id), answered 404 so \
+             the client re-initializes.",
+            self.foreign_sessions.load(Relaxed),
+        );
+        counter(
+            w,
             "shadowcat_bytes_received_total",
             "Bytes read from clients (request heads and bodies).",
             self.bytes_in.load(Relaxed),

@@ -239,9 +239,20 @@ impl Proxy {
     /// The live session `sid` names, if `caller` owns it: another principal's session is
     /// not found, exactly as an unknown id.
     fn session(&self, sid: &str, caller: &Caller) -> Result<Arc<Session>, Error> {
+        self.not_foreign(sid.trim())?;
         self.sessions
             .get_as(sid.trim(), caller.principal.as_deref())
             .ok_or(Error::UnknownSession)
+    }
+
+    /// A session id of another instance (a balancer sent it here, e.g. after its instance
+    /// went away) is not found, like an unknown one, and counted.
+    fn not_foreign(&self, sid: &str) -> Result<(), Error> {
+        if self.sessions.is_foreign(sid) {
+            self.metrics.foreign_session();
+            return Err(Error::UnknownSession);
+        }
+        Ok(())
     }
 
     fn get(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
@@ -280,6 +291,7 @@ impl Proxy {
 
     fn delete(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        self.not_foreign(sid.trim())?;
         let session = self
             .sessions
             .remove_as(sid.trim(), caller.principal.as_deref())
