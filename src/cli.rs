@@ -358,6 +358,22 @@ pub struct ReverseArgs {
     /// 1-32 of A-Z a-z 0-9 _ - (default: host name and listen port, e.g. web1-8080)
     #[argh(option)]
     pub instance_id: Option<String>,
+
+    /// on SIGTERM, how long /readyz says 503 and new sessions are refused while other
+    /// requests are still served, before the listener closes (default 0s; behind a load
+    /// balancer: more than its health-check interval times its fall count)
+    #[argh(option, default = "String::from(\"0s\")")]
+    pub drain_time: String,
+
+    /// keep the rate-limit buckets in Redis, shared by every instance:
+    /// redis://host:port/db (default: in this process)
+    #[argh(option)]
+    pub limits_store: Option<String>,
+
+    /// when --limits-store is unreachable: open (default; this instance's own buckets
+    /// decide, with a warning and a metric) or closed (503)
+    #[argh(option, default = "String::from(\"open\")")]
+    pub limits_store_fail: String,
 }
 
 fn default_bind() -> SocketAddr {
@@ -652,6 +668,12 @@ impl ReverseArgs {
                 limits,
                 trusted_proxies,
                 metrics_token,
+                limits_store: self
+                    .limits_store
+                    .as_deref()
+                    .map(|u| crate::gate::ratelimit::StoreConfig::new(u, &self.limits_store_fail))
+                    .transpose()
+                    .map_err(Error::Config)?,
             },
             admin: self.admin_bind.map(|bind| AdminConfig {
                 bind,
@@ -660,6 +682,10 @@ impl ReverseArgs {
             }),
             instance,
             shutdown_grace,
+            drain_time: match self.drain_time.trim() {
+                "0" | "0s" | "0ms" => Duration::ZERO,
+                d => duration("--drain-time", d)?,
+            },
         })
     }
 

@@ -119,13 +119,16 @@
 //! | idle session | 30 min | `--session-idle` | session ended, next use 404 |
 //! | replay of an ended stream | 5 min | `--replay-ttl` | its ids become unknown (400) |
 //! | child handshake / warm-up | 30 s | — | child replaced with backoff |
+//! | drain before closing the listener (SIGTERM) | 0 s | `--drain-time` | listener closed, grace begins |
 //! | shutdown grace | 10 s | `--shutdown-grace` | remaining connections closed |
 //! | child stop | 2 s + 2 s | — | stdin closed, then SIGTERM, then SIGKILL to its group |
 //!
 //! ## Shutdown order
 //!
 //! SIGHUP re-reads the listeners' TLS certificates and keys (new connections get them; a bad
-//! file keeps the old pair). On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
+//! file keeps the old pair). On SIGINT or SIGTERM: drain first (`/readyz` answers 503 and `initialize` gets 503 with
+//! `Retry-After: 1`, for `--drain-time` while every other request is still served, so a load
+//! balancer moves away; a second signal ends it); stop accepting; let in-flight requests and streams finish up to the
 //! grace (open streams end with their final chunk; a second signal ends the grace at once);
 //! close remaining connections and join every server thread; end all sessions (upstream DELETE
 //! for HTTP); stop each child (close stdin, wait 2 s, SIGTERM its process group, wait 2 s,

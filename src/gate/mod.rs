@@ -15,21 +15,35 @@
 pub mod auth;
 pub mod ratelimit;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::config::{GateConfig, Secret};
 use crate::error::Denial;
 use crate::error::Error;
 use crate::gate::auth::Auth;
-use crate::gate::ratelimit::{Cidr, Limiter, client_ip};
+use crate::gate::ratelimit::{Cidr, CounterStore, FailMode, Limiter, RedisStore, client_ip};
 use crate::http::{Request, Response};
 
 /// Authentication, rate limits and the `/metrics` token, built once at start-up.
 pub struct Gatekeeper {
     auth: Option<Auth>,
     limiter: Limiter,
+    /// `--limits-store`: the buckets shared by every instance, and what to do without them.
+    shared: Option<Shared>,
     trusted: Vec<Cidr>,
     metrics_token: Option<Secret>,
+}
+
+/// The shared limits store, its fail mode and the fallbacks it caused.
+struct Shared {
+    store: Box<dyn CounterStore>,
+    fail: FailMode,
+    /// Requests decided without the store (`shadowcat_limits_store_fallbacks_total`).
+    fallbacks: AtomicU64,
+    /// Milliseconds since `born` of the last warning (one per 10 s at most).
+    warned_ms: AtomicU64,
+    born: Instant,
 }
 
 /// The identified caller of one request.
@@ -50,9 +64,21 @@ impl Gatekeeper {
         } else {
             None
         };
+        let limiter = Limiter::new(cfg.limits.clone());
+        let shared = match &cfg.limits_store {
+            Some(s) if !limiter.is_off() => Some(Shared {
+                store: Box::new(RedisStore::new(&s.url).map_err(Error::Config)?),
+                fail: s.fail,
+                fallbacks: AtomicU64::new(0),
+                warned_ms: AtomicU64::new(0),
+                born: Instant::now(),
+            }),
+            _ => None,
+        };
         Ok(Gatekeeper {
             auth,
-            limiter: Limiter::new(cfg.limits.clone()),
+            shared,
+            limiter,
             trusted: cfg.trusted_proxies.clone(),
             metrics_token: cfg.metrics_token.clone(),
         })
@@ -146,16 +172,65 @@ impl Gatekeeper {
         if self.limiter.is_off() {
             return Ok(());
         }
-        self.limiter
-            .check(&caller.key, tool, Instant::now())
-            .map_err(|d| {
-                // The key can be a JWT's `sub`: escaped for the log.
-                log::debug!("{}: {d}", crate::util::Escaped(&caller.key));
-                Error::RateLimited {
-                    scope: d.scope.as_str(),
-                    retry_after: d.retry_after_secs(),
-                }
-            })
+        let decided = match &self.shared {
+            Some(shared) => self.charge_shared(shared, caller, tool)?,
+            None => None,
+        };
+        match decided {
+            Some(r) => r,
+            None => self.limiter.check(&caller.key, tool, Instant::now()),
+        }
+        .map_err(|d| {
+            // The key can be a JWT's `sub`: escaped for the log.
+            log::debug!("{}: {d}", crate::util::Escaped(&caller.key));
+            Error::RateLimited {
+                scope: d.scope.as_str(),
+                retry_after: d.retry_after_secs(),
+            }
+        })
+    }
+
+    /// Charges the shared store: `Some` with its decision, `None` when it cannot decide and
+    /// the in-process buckets decide instead (`--limits-store-fail open`); fail closed, that
+    /// is [`Error::LimitsStoreDown`].
+    fn charge_shared(
+        &self,
+        shared: &Shared,
+        caller: &Caller,
+        tool: Option<&str>,
+    ) -> Result<Option<Result<(), ratelimit::Denied>>, Error> {
+        let charges = self.limiter.charges(&caller.key, tool);
+        let down = match shared.store.take(&charges) {
+            Ok(None) => return Ok(Some(Ok(()))),
+            Ok(Some(denied)) => return Ok(Some(Err(denied))),
+            Err(down) => down,
+        };
+        shared.fallbacks.fetch_add(1, Ordering::Relaxed);
+        let now = shared.born.elapsed().as_millis() as u64 + 10_000;
+        let last = shared.warned_ms.load(Ordering::Relaxed);
+        if now >= last + 10_000
+            && shared
+                .warned_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let then = match shared.fail {
+                FailMode::Open => "deciding with this instance's own buckets",
+                FailMode::Closed => "refusing requests (503)",
+            };
+            log::warn!("limits store unreachable ({}): {then}", down.0);
+        }
+        match shared.fail {
+            FailMode::Open => Ok(None),
+            FailMode::Closed => Err(Error::LimitsStoreDown),
+        }
+    }
+
+    /// `--limits-store` only: requests decided without the store so far.
+    pub fn limits_store_fallbacks(&self) -> Option<u64> {
+        self.shared
+            .as_ref()
+            .map(|s| s.fallbacks.load(Ordering::Relaxed))
     }
 
     /// The resource URL (JWT audience, metadata `resource`), when authentication is on.

@@ -364,6 +364,9 @@ pub struct Gauges {
     pub children: Vec<ChildInfo>,
     /// The HTTP upstream's r2d2 pool (`None` for a stdio upstream: no pool families).
     pub pool: Option<PoolInfo>,
+    /// `--limits-store` only: requests whose rate limits were decided without the store
+    /// (unreachable Redis; `None`: no store, no family).
+    pub limits_store_fallbacks: Option<u64>,
 }
 
 /// What an operator sees of one stdio child: the admin API lists it, `/metrics` renders it.

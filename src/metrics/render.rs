@@ -189,6 +189,15 @@ impl Metrics {
         if let Some(pool) = &g.pool {
             self.render_pool(w, pool);
         }
+        if let Some(n) = g.limits_store_fallbacks {
+            counter(
+                w,
+                "shadowcat_limits_store_fallbacks_total",
+                "Requests whose rate limits were decided without --limits-store (Redis \
+                 unreachable): by this instance's own buckets (fail open) or refused (closed).",
+                n,
+            );
+        }
         out
     }
 

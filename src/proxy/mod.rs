@@ -64,6 +64,8 @@ pub struct Proxy {
     gate: Gatekeeper,
     /// `--max-streams-per-client`.
     stream_quota: Arc<quota::StreamQuota>,
+    /// Shutting down (issue #17): `/readyz` says 503 and no new session is taken.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -154,7 +156,21 @@ impl Proxy {
             warn_throttle: Throttle::default(),
             cfg: cfg.clone(),
             upstream,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Begins a graceful scale-in: `/readyz` answers 503 from now on (a load balancer stops
+    /// sending new work) and `initialize` is refused with 503 [`Error::Draining`]; requests
+    /// of existing sessions and stateless requests are still served. Cannot be undone.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once [`Proxy::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The session table.

@@ -182,6 +182,9 @@ impl Proxy {
         client: String,
         acc: &mut Access,
     ) -> Result<Outcome, Error> {
+        if self.is_draining() {
+            return Err(Error::Draining);
+        }
         // Before the upstream is asked: a refused client takes no child (per-session mode).
         let (expired, room) = self.sessions.check_room(&client);
         for s in expired {
