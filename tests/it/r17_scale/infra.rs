@@ -80,7 +80,6 @@ impl Redis {
 pub struct HaProxy {
     _peer: Peer,
     _dir: TempDir,
-    pub addr: SocketAddr,
 }
 
 impl HaProxy {
@@ -114,7 +113,6 @@ impl HaProxy {
         HaProxy {
             _peer: peer,
             _dir: dir,
-            addr,
         }
     }
 }

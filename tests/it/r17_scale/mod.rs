@@ -6,7 +6,7 @@
 
 use crate::support::{Conn, demo_proxy, get, session_headers};
 
-#[allow(dead_code)] // HaProxy: used by the HAProxy tests of the next commit
+mod cluster;
 mod infra;
 
 /// The value of an unlabelled counter in a `/metrics` text, 0 when absent.
