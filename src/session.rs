@@ -444,6 +444,11 @@ impl Sessions {
         self.wait(&lock(&self.map), None)
     }
 
+    /// `--max-sessions-per-client`.
+    pub fn max_per_client(&self) -> usize {
+        self.max_per_client
+    }
+
     /// The idle expiry (`--session-idle`).
     pub fn idle(&self) -> Duration {
         self.idle

@@ -44,6 +44,18 @@ struct Shared {
     /// Milliseconds since `born` of the last warning (one per 10 s at most).
     warned_ms: AtomicU64,
     born: Instant,
+    /// Milliseconds since `born` of the last renewal of the session holds.
+    refreshed_ms: AtomicU64,
+}
+
+/// The token a session is held by in the store: 16 hex digits of the SHA-256 of its id, so
+/// the store never sees a session id (a bearer capability).
+fn hold_of(session_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(session_id.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The identified caller of one request.
@@ -66,14 +78,15 @@ impl Gatekeeper {
         };
         let limiter = Limiter::new(cfg.limits.clone());
         let shared = match &cfg.limits_store {
-            Some(s) if !limiter.is_off() => Some(Shared {
+            Some(s) => Some(Shared {
                 store: Box::new(RedisStore::new(&s.url).map_err(Error::Config)?),
                 fail: s.fail,
                 fallbacks: AtomicU64::new(0),
                 warned_ms: AtomicU64::new(0),
                 born: Instant::now(),
+                refreshed_ms: AtomicU64::new(0),
             }),
-            _ => None,
+            None => None,
         };
         Ok(Gatekeeper {
             auth,
@@ -205,6 +218,13 @@ impl Gatekeeper {
             Ok(Some(denied)) => return Ok(Some(Err(denied))),
             Err(down) => down,
         };
+        self.store_down(shared, &down)?;
+        Ok(None)
+    }
+
+    /// The store could not decide: counted, warned about (every 10 s at most); `Ok` when this
+    /// instance decides alone (fail open), [`Error::LimitsStoreDown`] when failing closed.
+    fn store_down(&self, shared: &Shared, down: &ratelimit::StoreDown) -> Result<(), Error> {
         shared.fallbacks.fetch_add(1, Ordering::Relaxed);
         let now = shared.born.elapsed().as_millis() as u64 + 10_000;
         let last = shared.warned_ms.load(Ordering::Relaxed);
@@ -221,8 +241,55 @@ impl Gatekeeper {
             log::warn!("limits store unreachable ({}): {then}", down.0);
         }
         match shared.fail {
-            FailMode::Open => Ok(None),
+            FailMode::Open => Ok(()),
             FailMode::Closed => Err(Error::LimitsStoreDown),
+        }
+    }
+
+    /// With `--limits-store`: holds one of `client`'s at most `max` sessions cluster-wide
+    /// (after this instance's own check passed), [`Error::SessionQuota`] when the client
+    /// holds `max` across all instances. Without a store, or failing open, `Ok`.
+    pub fn claim_session(&self, client: &str, session_id: &str, max: usize) -> Result<(), Error> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.store.claim(client, &hold_of(session_id), max) {
+            Ok(None) => Ok(()),
+            Ok(Some(retry_after)) => Err(Error::SessionQuota {
+                limit: max,
+                retry_after,
+            }),
+            Err(down) => self.store_down(shared, &down),
+        }
+    }
+
+    /// Gives back a session's hold (with `--limits-store`).
+    pub fn release_session(&self, client: &str, session_id: &str) {
+        if let Some(shared) = &self.shared {
+            shared.store.release(client, &hold_of(session_id));
+        }
+    }
+
+    /// Renews the holds of the live `sessions` (`(client, session id)`), at most every 15 s
+    /// (a quarter of the lease); from housekeeping.
+    pub fn refresh_sessions<'a>(&self, sessions: impl Iterator<Item = (&'a str, &'a str)>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let now = shared.born.elapsed().as_millis() as u64 + 1;
+        let every = ratelimit::HOLD_LEASE.as_millis() as u64 / 4;
+        let last = shared.refreshed_ms.load(Ordering::Relaxed);
+        if last != 0 && now < last + every {
+            return;
+        }
+        shared.refreshed_ms.store(now, Ordering::Relaxed);
+        let holds: Vec<(String, String)> = sessions
+            .map(|(client, id)| (client.to_owned(), hold_of(id)))
+            .collect();
+        if let Err(down) = shared.store.refresh(&holds) {
+            log::debug!("limits store: session holds not renewed: {}", down.0);
+            // Try again at the next sweep.
+            shared.refreshed_ms.store(0, Ordering::Relaxed);
         }
     }
 

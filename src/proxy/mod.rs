@@ -197,6 +197,9 @@ impl Proxy {
     /// buckets; called periodically.
     pub fn expire_sessions(&self) {
         self.gate.sweep();
+        let live = self.sessions.list();
+        self.gate
+            .refresh_sessions(live.iter().map(|s| (s.client.as_str(), s.id.as_str())));
         for s in self.sessions.list() {
             s.streams.sweep();
         }
@@ -335,6 +338,7 @@ impl Proxy {
     /// The one place a session that left the table is wound down: its streams end (open
     /// GETs finish) and the upstream releases its side.
     fn retire(&self, s: &Session) {
+        self.gate.release_session(&s.client, &s.id);
         s.streams.end_all();
         self.upstream.close(s);
     }

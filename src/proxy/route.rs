@@ -228,8 +228,13 @@ impl Proxy {
             caller.principal.clone(),
             client,
         )?;
-        if let Err(e) = self.sessions.insert(&session) {
+        // With --limits-store, the client's quota across every instance (issue #17).
+        let claimed =
+            self.gate
+                .claim_session(&session.client, &session.id, self.sessions.max_per_client());
+        if let Err(e) = claimed.and_then(|()| self.sessions.insert(&session)) {
             // Filled up since `check_room`: the upstream side was set up, so wind it down.
+            self.gate.release_session(&session.client, &session.id);
             self.upstream.close(&session);
             return Err(e);
         }

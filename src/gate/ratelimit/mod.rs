@@ -60,7 +60,7 @@ mod limiter;
 mod store;
 pub use client_addr::{Cidr, client_ip};
 pub use limiter::Limiter;
-pub use store::{Charge, CounterStore, FailMode, RedisStore, StoreConfig};
+pub use store::{Charge, CounterStore, FailMode, HOLD_LEASE, RedisStore, StoreConfig, StoreDown};
 
 /// Default for [`Limits::max_keys`]: the number of distinct keys tracked.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;

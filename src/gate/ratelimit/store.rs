@@ -16,6 +16,12 @@
 //! request (`closed`: 503). Either way a warning is logged at most every 10 s and
 //! `shadowcat_limits_store_fallbacks_total` counts the requests decided without Redis.
 //!
+//! The per-client session quota (`--max-sessions-per-client`) is shared the same way: each
+//! session holds a lease in a sorted set per client (member: an opaque token the gate derives
+//! from the session id, score: the lease's end), claimed by [`CLAIM`] in one round trip,
+//! renewed by [`REFRESH`] from housekeeping, given back on the session's end; a dead
+//! instance's holds end with their lease ([`HOLD_LEASE`]).
+//!
 //! Owns: [`CounterStore`] (the small trait the gate charges through), [`RedisStore`], and
 //! [`StoreConfig`]. Must not touch: the in-process limiter's state.
 
@@ -116,7 +122,54 @@ pub trait CounterStore: Send + Sync {
     /// when allowed, `Ok(Some(denied))` when a bucket lacks a token (the one with the longest
     /// wait; on a tie the first in `charges`), `Err` when the store cannot decide.
     fn take(&self, charges: &[Charge<'_>]) -> Result<Option<Denied>, StoreDown>;
+
+    /// Holds one of `client`'s at most `max` sessions cluster-wide, as `hold` (an opaque
+    /// token, never the session id), for [`HOLD_LEASE`] unless refreshed: `Ok(None)` when
+    /// held, `Ok(Some(secs))` when the client holds `max` already (secs: until the oldest
+    /// hold's lease ends), `Err` when the store cannot decide.
+    fn claim(&self, client: &str, hold: &str, max: usize) -> Result<Option<u64>, StoreDown>;
+
+    /// Renews the leases of live sessions' holds: `(client, hold)` pairs.
+    fn refresh(&self, holds: &[(String, String)]) -> Result<(), StoreDown>;
+
+    /// Gives a hold back (its session ended). Best effort: a hold not given back ends with
+    /// its lease.
+    fn release(&self, client: &str, hold: &str);
 }
+
+/// How long a session hold lasts without a refresh: an instance that dies without giving
+/// its holds back blocks its clients' quota at most this long.
+pub const HOLD_LEASE: Duration = Duration::from_secs(60);
+
+/// The session-quota claim. KEYS[1]: the client's sorted set of holds (score: lease end in
+/// ms by the Redis clock); ARGV: max, lease ms, hold. Returns `{0, 0}` when held, else
+/// `{1, wait_ms}` until the oldest hold's lease ends.
+pub const CLAIM: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local max, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) == false and redis.call('ZCARD', KEYS[1]) >= max then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {1, tonumber(oldest[2]) - now}
+end
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], lease)
+return {0, 0}
+"#;
+
+/// Lease renewal: KEYS are the clients' sets, ARGV[1] the lease in ms, ARGV[i + 1] the hold
+/// in KEYS[i]. Only holds still there are renewed (`XX`).
+pub const REFRESH: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', now + lease, ARGV[i + 1])
+  redis.call('PEXPIRE', KEYS[i], lease)
+end
+return 0
+"#;
 
 /// The all-or-nothing charge. KEYS: the buckets; ARGV: per bucket its rate (tokens per
 /// second) and burst. Returns `{0, 0}` when charged, else `{i, wait_us}`: the 1-based index
@@ -154,6 +207,8 @@ return {0, 0}
 pub struct RedisStore {
     client: redis::Client,
     script: redis::Script,
+    claim: redis::Script,
+    refresh: redis::Script,
     idle: Mutex<Vec<redis::Connection>>,
     /// Milliseconds since `born` until which Redis is not tried (0: up).
     down_until_ms: AtomicU64,
@@ -168,6 +223,8 @@ impl RedisStore {
         Ok(RedisStore {
             client,
             script: redis::Script::new(CHARGE),
+            claim: redis::Script::new(CLAIM),
+            refresh: redis::Script::new(REFRESH),
             idle: Mutex::new(Vec::new()),
             down_until_ms: AtomicU64::new(0),
             born: Instant::now(),
@@ -211,6 +268,32 @@ impl RedisStore {
     }
 }
 
+/// The Redis key of a client's session holds.
+fn hold_key(client: &str) -> String {
+    format!("{KEY_PREFIX}s:{client}")
+}
+
+impl RedisStore {
+    /// Runs `f` on a connection, giving it back after success, marking the store down on
+    /// failure.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreDown> {
+        if self.is_down() {
+            return Err(StoreDown("marked down after a recent failure".into()));
+        }
+        let mut con = self.connection().map_err(|e| self.fail(&e))?;
+        match f(&mut con) {
+            Ok(v) => {
+                self.give_back(con);
+                Ok(v)
+            }
+            Err(e) => Err(self.fail(&e)),
+        }
+    }
+}
+
 /// The Redis key of a bucket. Client text (a JWT `sub`) is kept verbatim: Redis keys are
 /// binary-safe, and the scope letter and the length prefix keep keys of different buckets
 /// apart.
@@ -251,6 +334,40 @@ impl CounterStore for RedisStore {
             scope,
             retry_after: Duration::from_micros(wait_us),
         }))
+    }
+
+    fn claim(&self, client: &str, hold: &str, max: usize) -> Result<Option<u64>, StoreDown> {
+        let lease = HOLD_LEASE.as_millis() as u64;
+        let (refused, wait_ms): (u8, i64) = self.with(|con| {
+            self.claim
+                .key(hold_key(client))
+                .arg(max)
+                .arg(lease)
+                .arg(hold)
+                .invoke(con)
+        })?;
+        Ok((refused != 0).then(|| (wait_ms.max(0) as u64).div_ceil(1000).max(1)))
+    }
+
+    fn refresh(&self, holds: &[(String, String)]) -> Result<(), StoreDown> {
+        for chunk in holds.chunks(1000) {
+            let mut inv = self.refresh.prepare_invoke();
+            inv.arg(HOLD_LEASE.as_millis() as u64);
+            for (client, hold) in chunk {
+                inv.key(hold_key(client)).arg(hold);
+            }
+            self.with(|con| inv.invoke::<i64>(con))?;
+        }
+        Ok(())
+    }
+
+    fn release(&self, client: &str, hold: &str) {
+        let _ = self.with(|con| {
+            redis::cmd("ZREM")
+                .arg(hold_key(client))
+                .arg(hold)
+                .query::<i64>(con)
+        });
     }
 }
 

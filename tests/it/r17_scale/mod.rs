@@ -236,3 +236,41 @@ fn redis_down_falls_back_as_configured_and_is_counted() {
     ));
     assert_eq!(redis.command("DBSIZE"), ":1");
 }
+
+/// `--max-sessions-per-client` across instances sharing Redis: one client's sessions count
+/// on every instance; an ended session gives its hold back; Redis never sees a session id.
+#[test]
+fn redis_shares_the_session_quota_across_instances() {
+    let redis = infra::Redis::start();
+    let url = redis.url();
+    let start = |id: &str| {
+        demo_proxy(&[
+            "--max-sessions-per-client",
+            "2",
+            "--limits-store",
+            url.as_str(),
+            "--instance-id",
+            id,
+        ])
+    };
+    let (a, b) = (start("qa"), start("qb"));
+    let s1 = Conn::open(a.local_addr()).initialize();
+    let s2 = Conn::open(b.local_addr()).initialize();
+    // A third session of the same client (127.0.0.1), on either instance: 429.
+    for p in [&a, &b] {
+        let r = Conn::open(p.local_addr()).post(None, crate::support::INIT);
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert!(r.header("retry-after").is_some());
+    }
+    // Ending one (DELETE at its instance) makes room on the other instance.
+    let del = Conn::open(b.local_addr()).request("DELETE", "/mcp", &session_headers(&s2), b"");
+    assert_eq!(del.status, 200);
+    let s3 = Conn::open(a.local_addr()).initialize();
+    // Redis holds one sorted set for the client: opaque holds, no session id.
+    let members = redis.command("ZRANGE shadowcat:rl:s:ip:127.0.0.1 0 -1");
+    for sid in [&s1, &s3] {
+        let (_, random) = sid.split_once('.').unwrap();
+        assert!(!members.contains(random), "{members}");
+    }
+    assert!(members.starts_with("*2"), "{members}");
+}
