@@ -30,6 +30,8 @@
 //!              http/ (pooled slots, event streams), stdio/ (child, call, shared mode with
 //!              its slots and supervisor, per-session mode)
 //! session.rs   the session table; stream.rs: event ids and replay logs; jsonrpc.rs: envelopes
+//! instance.rs  --instance-id and the `<instance>.<random>` form of session ids (balancers
+//!              route on it; another instance's session is 404)
 //! config.rs    Config, composed of one part per consumer (listen, proxy, sessions, upstream,
 //!              gate, admin)
 //! http/        our HTTP/1.1: request, parse, encode, server/, permits, responder, origin;
@@ -154,6 +156,9 @@
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once
 //!    (a failed authentication to the IP's bucket; CORS preflights, which carry no credentials,
 //!    are not charged); over the limit: 429 with `Retry-After` and a JSON-RPC error. At most `--rate-limit-keys` buckets; full ones are evicted first.
+//!    With `--limits-store redis://…` the buckets (and `--max-sessions-per-client`) are kept in
+//!    Redis and shared by every instance (`gate/ratelimit/store.rs`); Redis unreachable: this
+//!    instance's own buckets decide (`--limits-store-fail open`) or 503 (`closed`).
 //! 3. **Upstream credentials**: the client's `Authorization` (and `Cookie`, `X-Api-Key`, …) never
 //!    goes upstream. `--upstream-header 'Name: value'` adds configured headers to every HTTP
 //!    upstream request; `--stdio-env KEY=VALUE` and `--stdio-clear-env` set the children's
