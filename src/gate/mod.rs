@@ -11,6 +11,11 @@
 //! token's; with neither the key is the IP (`ip:203.0.113.9`, from `X-Forwarded-For` only
 //! behind a `--trusted-proxy`). A POST is
 //! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
+//!
+//! With `--limits-store` the buckets are charged in Redis instead (`ratelimit/store.rs`,
+//! shared by every instance), and new sessions claim a hold against the cluster-wide
+//! `--max-sessions-per-client`; when Redis cannot decide, the in-process limiter decides
+//! (`--limits-store-fail open`) or the request gets 503 (`closed`), counted either way.
 
 pub mod auth;
 pub mod ratelimit;
