@@ -156,7 +156,7 @@
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once
 //!    (a failed authentication to the IP's bucket; CORS preflights, which carry no credentials,
 //!    are not charged); over the limit: 429 with `Retry-After` and a JSON-RPC error. At most `--rate-limit-keys` buckets; full ones are evicted first.
-//!    With `--limits-store redis://…` the buckets (and `--max-sessions-per-client`) are kept in
+//!    With `--limits-store redis://…` the buckets (and the per-client quotas) are kept in
 //!    Redis and shared by every instance (`gate/ratelimit/store.rs`); Redis unreachable: this
 //!    instance's own buckets decide (`--limits-store-fail open`) or 503 (`closed`).
 //! 3. **Upstream credentials**: the client's `Authorization` (and `Cookie`, `X-Api-Key`, …) never

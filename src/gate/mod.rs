@@ -13,21 +13,24 @@
 //! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
 //!
 //! With `--limits-store` the buckets are charged in Redis instead (`ratelimit/store.rs`,
-//! shared by every instance), and new sessions claim a hold against the cluster-wide
-//! `--max-sessions-per-client`; when Redis cannot decide, the in-process limiter decides
+//! shared by every instance), and new sessions and streams claim holds against the
+//! cluster-wide `--max-sessions-per-client` and `--max-streams-per-client` (`shared.rs`); when Redis cannot decide, the in-process limiter decides
 //! (`--limits-store-fail open`) or the request gets 503 (`closed`), counted either way.
 
 pub mod auth;
 pub mod ratelimit;
+mod shared;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{GateConfig, Secret};
 use crate::error::Denial;
 use crate::error::Error;
 use crate::gate::auth::Auth;
-use crate::gate::ratelimit::{Cidr, CounterStore, FailMode, Limiter, RedisStore, client_ip};
+use crate::gate::ratelimit::{Cidr, Limiter, client_ip};
+pub use crate::gate::shared::StreamHolds;
+use crate::gate::shared::{Shared, hold_of, sessions_set, streams_set};
 use crate::http::{Request, Response};
 
 /// Authentication, rate limits and the `/metrics` token, built once at start-up.
@@ -35,32 +38,9 @@ pub struct Gatekeeper {
     auth: Option<Auth>,
     limiter: Limiter,
     /// `--limits-store`: the buckets shared by every instance, and what to do without them.
-    shared: Option<Shared>,
+    shared: Option<Arc<Shared>>,
     trusted: Vec<Cidr>,
     metrics_token: Option<Secret>,
-}
-
-/// The shared limits store, its fail mode and the fallbacks it caused.
-struct Shared {
-    store: Box<dyn CounterStore>,
-    fail: FailMode,
-    /// Requests decided without the store (`shadowcat_limits_store_fallbacks_total`).
-    fallbacks: AtomicU64,
-    /// Milliseconds since `born` of the last warning (one per 10 s at most).
-    warned_ms: AtomicU64,
-    born: Instant,
-    /// Milliseconds since `born` of the last renewal of the session holds.
-    refreshed_ms: AtomicU64,
-}
-
-/// The token a session is held by in the store: 16 hex digits of the SHA-256 of its id, so
-/// the store never sees a session id (a bearer capability).
-fn hold_of(session_id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(session_id.as_bytes())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// The identified caller of one request.
@@ -82,17 +62,11 @@ impl Gatekeeper {
             None
         };
         let limiter = Limiter::new(cfg.limits.clone());
-        let shared = match &cfg.limits_store {
-            Some(s) => Some(Shared {
-                store: Box::new(RedisStore::new(&s.url).map_err(Error::Config)?),
-                fail: s.fail,
-                fallbacks: AtomicU64::new(0),
-                warned_ms: AtomicU64::new(0),
-                born: Instant::now(),
-                refreshed_ms: AtomicU64::new(0),
-            }),
-            None => None,
-        };
+        let shared = cfg
+            .limits_store
+            .as_ref()
+            .map(|s| Shared::new(s).map(Arc::new))
+            .transpose()?;
         Ok(Gatekeeper {
             auth,
             shared,
@@ -191,7 +165,7 @@ impl Gatekeeper {
             return Ok(());
         }
         let decided = match &self.shared {
-            Some(shared) => self.charge_shared(shared, caller, tool)?,
+            Some(shared) => shared.take(&self.limiter.charges(&caller.key, tool))?,
             None => None,
         };
         match decided {
@@ -208,101 +182,55 @@ impl Gatekeeper {
         })
     }
 
-    /// Charges the shared store: `Some` with its decision, `None` when it cannot decide and
-    /// the in-process buckets decide instead (`--limits-store-fail open`); fail closed, that
-    /// is [`Error::LimitsStoreDown`].
-    fn charge_shared(
-        &self,
-        shared: &Shared,
-        caller: &Caller,
-        tool: Option<&str>,
-    ) -> Result<Option<Result<(), ratelimit::Denied>>, Error> {
-        let charges = self.limiter.charges(&caller.key, tool);
-        let down = match shared.store.take(&charges) {
-            Ok(None) => return Ok(Some(Ok(()))),
-            Ok(Some(denied)) => return Ok(Some(Err(denied))),
-            Err(down) => down,
-        };
-        self.store_down(shared, &down)?;
-        Ok(None)
-    }
-
-    /// The store could not decide: counted, warned about (every 10 s at most); `Ok` when this
-    /// instance decides alone (fail open), [`Error::LimitsStoreDown`] when failing closed.
-    fn store_down(&self, shared: &Shared, down: &ratelimit::StoreDown) -> Result<(), Error> {
-        shared.fallbacks.fetch_add(1, Ordering::Relaxed);
-        let now = shared.born.elapsed().as_millis() as u64 + 10_000;
-        let last = shared.warned_ms.load(Ordering::Relaxed);
-        if now >= last + 10_000
-            && shared
-                .warned_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let then = match shared.fail {
-                FailMode::Open => "deciding with this instance's own buckets",
-                FailMode::Closed => "refusing requests (503)",
-            };
-            log::warn!("limits store unreachable ({}): {then}", down.0);
-        }
-        match shared.fail {
-            FailMode::Open => Ok(()),
-            FailMode::Closed => Err(Error::LimitsStoreDown),
-        }
-    }
-
     /// With `--limits-store`: holds one of `client`'s at most `max` sessions cluster-wide
     /// (after this instance's own check passed), [`Error::SessionQuota`] when the client
     /// holds `max` across all instances. Without a store, or failing open, `Ok`.
     pub fn claim_session(&self, client: &str, session_id: &str, max: usize) -> Result<(), Error> {
-        let Some(shared) = &self.shared else {
-            return Ok(());
-        };
-        match shared.store.claim(client, &hold_of(session_id), max) {
-            Ok(None) => Ok(()),
-            Ok(Some(retry_after)) => Err(Error::SessionQuota {
-                limit: max,
-                retry_after,
-            }),
-            Err(down) => self.store_down(shared, &down),
+        match &self.shared {
+            Some(shared) => {
+                shared.claim(&sessions_set(client), &hold_of(session_id), max, |secs| {
+                    Error::SessionQuota {
+                        limit: max,
+                        retry_after: secs,
+                    }
+                })
+            }
+            None => Ok(()),
         }
     }
 
     /// Gives back a session's hold (with `--limits-store`).
     pub fn release_session(&self, client: &str, session_id: &str) {
         if let Some(shared) = &self.shared {
-            shared.store.release(client, &hold_of(session_id));
+            shared.release(&sessions_set(client), &hold_of(session_id));
         }
     }
 
-    /// Renews the holds of the live `sessions` (`(client, session id)`), at most every 15 s
-    /// (a quarter of the lease); from housekeeping.
-    pub fn refresh_sessions<'a>(&self, sessions: impl Iterator<Item = (&'a str, &'a str)>) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        let now = shared.born.elapsed().as_millis() as u64 + 1;
-        let every = ratelimit::HOLD_LEASE.as_millis() as u64 / 4;
-        let last = shared.refreshed_ms.load(Ordering::Relaxed);
-        if last != 0 && now < last + every {
-            return;
+    /// Renews the holds of the live `sessions` (`(client, session id)`) and `streams`
+    /// (`(client, hold)`, from [`StreamHolds`]), at most every 15 s; from housekeeping.
+    pub fn refresh_holds<'a>(
+        &self,
+        sessions: impl Iterator<Item = (&'a str, &'a str)>,
+        streams: Vec<(String, String)>,
+    ) {
+        if let Some(shared) = &self.shared {
+            shared.refresh(|| {
+                sessions
+                    .map(|(client, id)| (sessions_set(client), hold_of(id)))
+                    .chain(streams.into_iter().map(|(c, h)| (streams_set(&c), h)))
+                    .collect()
+            });
         }
-        shared.refreshed_ms.store(now, Ordering::Relaxed);
-        let holds: Vec<(String, String)> = sessions
-            .map(|(client, id)| (client.to_owned(), hold_of(id)))
-            .collect();
-        if let Err(down) = shared.store.refresh(&holds) {
-            log::debug!("limits store: session holds not renewed: {}", down.0);
-            // Try again at the next sweep.
-            shared.refreshed_ms.store(0, Ordering::Relaxed);
-        }
+    }
+
+    /// The cluster-wide side of `--max-streams-per-client`, with `--limits-store`.
+    pub fn stream_holds(&self) -> Option<StreamHolds> {
+        self.shared.clone().map(StreamHolds)
     }
 
     /// `--limits-store` only: requests decided without the store so far.
     pub fn limits_store_fallbacks(&self) -> Option<u64> {
-        self.shared
-            .as_ref()
-            .map(|s| s.fallbacks.load(Ordering::Relaxed))
+        self.shared.as_ref().map(|s| s.fallbacks())
     }
 
     /// The resource URL (JWT audience, metadata `resource`), when authentication is on.

@@ -148,7 +148,11 @@ impl Proxy {
         gate: Gatekeeper,
     ) -> Proxy {
         Proxy {
-            stream_quota: quota::StreamQuota::new(cfg.max_streams_per_client, sessions.idle()),
+            stream_quota: quota::StreamQuota::new(
+                cfg.max_streams_per_client,
+                sessions.idle(),
+                gate.stream_holds(),
+            ),
             metrics,
             gate,
             server: std::sync::OnceLock::new(),
@@ -198,8 +202,10 @@ impl Proxy {
     pub fn expire_sessions(&self) {
         self.gate.sweep();
         let live = self.sessions.list();
-        self.gate
-            .refresh_sessions(live.iter().map(|s| (s.client.as_str(), s.id.as_str())));
+        self.gate.refresh_holds(
+            live.iter().map(|s| (s.client.as_str(), s.id.as_str())),
+            self.stream_quota.cluster_holds(),
+        );
         for s in self.sessions.list() {
             s.streams.sweep();
         }

@@ -17,9 +17,10 @@
 //! request (`closed`: 503). Either way a warning is logged at most every 10 s and
 //! `shadowcat_limits_store_fallbacks_total` counts the requests decided without Redis.
 //!
-//! The per-client session quota (`--max-sessions-per-client`) is shared the same way: each
-//! session holds a lease in a sorted set per client (member: an opaque token the gate derives
-//! from the session id, score: the lease's end), claimed by [`CLAIM`] in one round trip,
+//! The per-client session and stream quotas (`--max-sessions-per-client`,
+//! `--max-streams-per-client`) are shared the same way: each session or open stream holds a
+//! lease in a sorted set per client (member: an opaque token, never a session id; score: the
+//! lease's end), claimed by [`CLAIM`] in one round trip,
 //! renewed by [`REFRESH`] from housekeeping, given back on the session's end; a dead
 //! instance's holds end with their lease ([`HOLD_LEASE`]).
 //!
@@ -124,18 +125,18 @@ pub trait CounterStore: Send + Sync {
     /// wait; on a tie the first in `charges`), `Err` when the store cannot decide.
     fn take(&self, charges: &[Charge<'_>]) -> Result<Option<Denied>, StoreDown>;
 
-    /// Holds one of `client`'s at most `max` sessions cluster-wide, as `hold` (an opaque
-    /// token, never the session id), for [`HOLD_LEASE`] unless refreshed: `Ok(None)` when
-    /// held, `Ok(Some(secs))` when the client holds `max` already (secs: until the oldest
-    /// hold's lease ends), `Err` when the store cannot decide.
-    fn claim(&self, client: &str, hold: &str, max: usize) -> Result<Option<u64>, StoreDown>;
+    /// Holds one of at most `max` members of `set` (a client's sessions or streams) as
+    /// `hold` (an opaque token, never a session id), for [`HOLD_LEASE`] unless refreshed:
+    /// `Ok(None)` when held (or held already), `Ok(Some(secs))` when the set is full (secs:
+    /// until its oldest lease ends), `Err` when the store cannot decide.
+    fn claim(&self, set: &str, hold: &str, max: usize) -> Result<Option<u64>, StoreDown>;
 
-    /// Renews the leases of live sessions' holds: `(client, hold)` pairs.
+    /// Renews the leases of live holds: `(set, hold)` pairs.
     fn refresh(&self, holds: &[(String, String)]) -> Result<(), StoreDown>;
 
-    /// Gives a hold back (its session ended). Best effort: a hold not given back ends with
-    /// its lease.
-    fn release(&self, client: &str, hold: &str);
+    /// Gives a hold back (its session or stream ended). Best effort: a hold not given back
+    /// ends with its lease.
+    fn release(&self, set: &str, hold: &str);
 }
 
 /// How long a session hold lasts without a refresh: an instance that dies without giving
@@ -274,9 +275,9 @@ impl RedisStore {
     }
 }
 
-/// The Redis key of a client's session holds.
-fn hold_key(client: &str) -> String {
-    format!("{KEY_PREFIX}s:{client}")
+/// The Redis key of a set of holds (`s:<client>` for sessions, `st:<client>` for streams).
+fn hold_key(set: &str) -> String {
+    format!("{KEY_PREFIX}{set}")
 }
 
 impl RedisStore {
@@ -342,11 +343,11 @@ impl CounterStore for RedisStore {
         }))
     }
 
-    fn claim(&self, client: &str, hold: &str, max: usize) -> Result<Option<u64>, StoreDown> {
+    fn claim(&self, set: &str, hold: &str, max: usize) -> Result<Option<u64>, StoreDown> {
         let lease = HOLD_LEASE.as_millis() as u64;
         let (refused, wait_ms): (u8, i64) = self.with(|con| {
             self.claim
-                .key(hold_key(client))
+                .key(hold_key(set))
                 .arg(max)
                 .arg(lease)
                 .arg(hold)
@@ -359,18 +360,18 @@ impl CounterStore for RedisStore {
         for chunk in holds.chunks(1000) {
             let mut inv = self.refresh.prepare_invoke();
             inv.arg(HOLD_LEASE.as_millis() as u64);
-            for (client, hold) in chunk {
-                inv.key(hold_key(client)).arg(hold);
+            for (set, hold) in chunk {
+                inv.key(hold_key(set)).arg(hold);
             }
             self.with(|con| inv.invoke::<i64>(con))?;
         }
         Ok(())
     }
 
-    fn release(&self, client: &str, hold: &str) {
+    fn release(&self, set: &str, hold: &str) {
         let _ = self.with(|con| {
             redis::cmd("ZREM")
-                .arg(hold_key(client))
+                .arg(hold_key(set))
                 .arg(hold)
                 .query::<i64>(con)
         });
