@@ -1258,4 +1258,48 @@ mod tests {
         assert_eq!(c.gate.limits.per_client.map(|r| r.burst), Some(40));
         assert!(!parse(&["reverse"]).unwrap().gate.auth.enabled());
     }
+
+    #[test]
+    fn scale_out_flags_parse_and_validate() {
+        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
+        let c = parse(&["reverse", "--bind", "127.0.0.1:9001"]).unwrap();
+        assert!(c.instance.id.ends_with("-9001"), "{}", c.instance.id);
+        assert_eq!(c.drain_time, Duration::ZERO);
+        assert!(c.gate.limits_store.is_none());
+        let c = parse(&[
+            "reverse",
+            "--instance-id",
+            "web-1",
+            "--drain-time",
+            "3s",
+            "--limits-store",
+            "redis://u:secret@127.0.0.1:6379/1",
+            "--limits-store-fail",
+            "closed",
+        ])
+        .unwrap();
+        assert_eq!(c.instance.id, "web-1");
+        assert_eq!(c.drain_time, Duration::from_secs(3));
+        let store = c.gate.limits_store.clone().unwrap();
+        assert_eq!(store.fail, crate::gate::ratelimit::FailMode::Closed);
+        // /admin/config shows the store without its password.
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["instanceId"], "web-1");
+        assert_eq!(shown["drainTimeSeconds"], 3.0);
+        assert_eq!(shown["limitsStore"]["url"], "redis://127.0.0.1:6379/1");
+        assert!(!shown.to_string().contains("secret"));
+        assert!(err(&["reverse", "--instance-id", "a.b"]).starts_with("--instance-id"));
+        assert!(err(&["reverse", "--limits-store", "http://x/0"]).starts_with("--limits-store"));
+        assert!(
+            err(&[
+                "reverse",
+                "--limits-store",
+                "redis://h:1/0",
+                "--limits-store-fail",
+                "x"
+            ])
+            .starts_with("--limits-store-fail")
+        );
+        assert!(err(&["reverse", "--drain-time", "soon"]).starts_with("--drain-time"));
+    }
 }
