@@ -46,6 +46,10 @@
 #                           update` first when that fails (an old or empty package list). Only
 #                           Debian's package, nothing that downloads a browser build of its own.
 #                           Not root and no chromium: dies with the command to run.
+#   ensure_haproxy          the same for Debian's `haproxy` (bookworm: 2.6), which the
+#   ensure_redis            scale-out tests (tests/it/r17_scale) start on free loopback ports,
+#                           and `redis-server` (bookworm: 7.0). A service the package starts is
+#                           stopped and disabled at once: the tests run their own.
 
 # --- messages ---------------------------------------------------------------------------------
 SCRIPT_NAME="scripts/$(basename "$0")"
@@ -213,3 +217,32 @@ ensure_chromium() {
   command -v chromium >/dev/null || die "chromium installed but not on PATH"
   echo "chromium: $(chromium --version 2>/dev/null || echo 'installed')"
 }
+
+# apt-get installs Debian package $1 when command $2 is missing (see ensure_chromium), then
+# stops and disables the system service the package may have started: tests run their own.
+ensure_apt_tool() {
+  local pkg="$1" cmd="$2" service="$3"
+  if command -v "$cmd" >/dev/null || [[ -x "/usr/sbin/$cmd" ]]; then
+    echo "$pkg: installed"
+    return 0
+  fi
+  if [[ "$(id -u)" != 0 ]]; then
+    die "$pkg is missing: run 'sudo apt-get install -y $pkg' (tests/it/r17_scale needs it)"
+  fi
+  command -v apt-get >/dev/null || die "$pkg is missing and there is no apt-get to install it"
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$pkg")
+  if ! "${apt[@]}"; then
+    apt-get update -q || die "apt-get update failed"
+    "${apt[@]}" || die "apt-get install $pkg failed"
+  fi
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl disable --now "$service" >/dev/null 2>&1 || true
+  elif command -v service >/dev/null; then
+    service "$service" stop >/dev/null 2>&1 || true
+  fi
+  command -v "$cmd" >/dev/null || [[ -x "/usr/sbin/$cmd" ]] || die "$pkg installed but $cmd not found"
+  echo "$pkg: installed now"
+}
+
+ensure_haproxy() { ensure_apt_tool haproxy haproxy haproxy; }
+ensure_redis() { ensure_apt_tool redis-server redis-server redis-server; }

@@ -46,6 +46,7 @@ pub struct Shadowcat {
     reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     stopped: AtomicBool,
     grace: Duration,
+    drain: Duration,
 }
 
 impl Shadowcat {
@@ -100,7 +101,7 @@ impl Shadowcat {
         });
         let config = Arc::new(config);
         let gate = Gatekeeper::new(&config.gate, resource)?;
-        let sessions = Sessions::new(&config.sessions);
+        let sessions = Sessions::for_instance(&config.sessions, &config.instance.id);
         let (recorder, auditor) = start_tapes(&config, upstream.as_ref(), &metrics)?;
         let proxy = Arc::new(
             Proxy::new(&config.proxy, sessions, upstream, metrics, gate)
@@ -151,6 +152,7 @@ impl Shadowcat {
             reaper: Mutex::new(Some((stop, reaper))),
             stopped: AtomicBool::new(false),
             grace: config.shutdown_grace,
+            drain: config.drain_time,
         })
     }
 
@@ -208,6 +210,12 @@ impl Shadowcat {
         }
     }
 
+    /// Starts a graceful scale-in ([`Proxy::drain`]): `/readyz` says 503 and new sessions are
+    /// refused; everything else is still served until [`Shadowcat::shutdown`].
+    pub fn drain(&self) {
+        self.proxy.drain();
+    }
+
     /// Ends the grace of a running [`Shadowcat::shutdown`] now (the second signal).
     pub fn hurry(&self) {
         self.server.hurry();
@@ -219,6 +227,7 @@ impl Shadowcat {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.proxy.drain();
         self.server.shutdown(grace);
         if let Some(a) = &self.admin {
             a.shutdown(Duration::from_millis(500));
@@ -296,6 +305,28 @@ pub fn run(config: Config) -> Result<(), Error> {
             other => break other.unwrap_or(0),
         }
     };
+    proxy.drain();
+    if !proxy.drain.is_zero() {
+        log::info!(
+            "signal {sig}: draining for {:?} (/readyz 503, no new sessions)",
+            proxy.drain
+        );
+        // A second signal ends the drain at once.
+        let until = std::time::Instant::now() + proxy.drain;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match wait_signal(&signals, Some(left.min(Duration::from_millis(100)))) {
+                Some(libc::SIGHUP) | None => {}
+                Some(sig) => {
+                    log::warn!("signal {sig} again: ending the drain");
+                    break;
+                }
+            }
+        }
+    }
     log::info!("signal {sig}: shutting down (grace {:?})", proxy.grace);
     let p = proxy.clone();
     let stopper = std::thread::Builder::new()

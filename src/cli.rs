@@ -411,6 +411,27 @@ pub struct ReverseArgs {
     /// audit lines include the request's arguments, redacted as in tapes (default: off)
     #[argh(switch)]
     pub audit_arguments: bool,
+
+    /// this instance's name behind a load balancer, the first part of every session id:
+    /// 1-32 of A-Z a-z 0-9 _ - (default: host name and listen port, e.g. web1-8080)
+    #[argh(option)]
+    pub instance_id: Option<String>,
+
+    /// on SIGTERM, how long /readyz says 503 and new sessions are refused while other
+    /// requests are still served, before the listener closes (default 0s; behind a load
+    /// balancer: more than its health-check interval times its fall count)
+    #[argh(option, default = "String::from(\"0s\")")]
+    pub drain_time: String,
+
+    /// keep the rate-limit buckets in Redis, shared by every instance:
+    /// redis://host:port/db (default: in this process)
+    #[argh(option)]
+    pub limits_store: Option<String>,
+
+    /// when --limits-store is unreachable: open (default; this instance's own buckets
+    /// decide, with a warning and a metric) or closed (503)
+    #[argh(option, default = "String::from(\"open\")")]
+    pub limits_store_fail: String,
 }
 
 fn default_bind() -> SocketAddr {
@@ -606,6 +627,9 @@ impl ReverseArgs {
         let replay_ttl = duration("--replay-ttl", &self.replay_ttl)?;
         let reconnect_max = duration("--upstream-reconnect-max", &self.upstream_reconnect_max)?;
         let shutdown_grace = duration("--shutdown-grace", &self.shutdown_grace)?;
+        let instance =
+            crate::config::InstanceConfig::new(self.instance_id.as_deref(), self.bind.port())
+                .map_err(Error::Config)?;
         // What one client may hold: by default 64 sessions and 32 streams, and never more than
         // half of what there is, so that another client always finds room. A value given
         // explicitly is the operator's.
@@ -703,14 +727,25 @@ impl ReverseArgs {
                 limits,
                 trusted_proxies,
                 metrics_token,
+                limits_store: self
+                    .limits_store
+                    .as_deref()
+                    .map(|u| crate::gate::ratelimit::StoreConfig::new(u, &self.limits_store_fail))
+                    .transpose()
+                    .map_err(Error::Config)?,
             },
             admin: self.admin_bind.map(|bind| AdminConfig {
                 bind,
                 token: admin_token,
                 tls: admin_tls,
             }),
+            instance,
             shutdown_grace,
             tapes,
+            drain_time: match self.drain_time.trim() {
+                "0" | "0s" | "0ms" => Duration::ZERO,
+                d => duration("--drain-time", d)?,
+            },
         })
     }
 
@@ -1398,5 +1433,49 @@ mod tests {
         assert_eq!(s.env.vars[0].0, "A");
         assert_eq!(c.gate.limits.per_client.map(|r| r.burst), Some(40));
         assert!(!parse(&["reverse"]).unwrap().gate.auth.enabled());
+    }
+
+    #[test]
+    fn scale_out_flags_parse_and_validate() {
+        let err = |args: &[&str]| parse(args).err().map(|e| e.to_string()).unwrap_or_default();
+        let c = parse(&["reverse", "--bind", "127.0.0.1:9001"]).unwrap();
+        assert!(c.instance.id.ends_with("-9001"), "{}", c.instance.id);
+        assert_eq!(c.drain_time, Duration::ZERO);
+        assert!(c.gate.limits_store.is_none());
+        let c = parse(&[
+            "reverse",
+            "--instance-id",
+            "web-1",
+            "--drain-time",
+            "3s",
+            "--limits-store",
+            "redis://u:secret@127.0.0.1:6379/1",
+            "--limits-store-fail",
+            "closed",
+        ])
+        .unwrap();
+        assert_eq!(c.instance.id, "web-1");
+        assert_eq!(c.drain_time, Duration::from_secs(3));
+        let store = c.gate.limits_store.clone().unwrap();
+        assert_eq!(store.fail, crate::gate::ratelimit::FailMode::Closed);
+        // /admin/config shows the store without its password.
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["instanceId"], "web-1");
+        assert_eq!(shown["drainTimeSeconds"], 3.0);
+        assert_eq!(shown["limitsStore"]["url"], "redis://127.0.0.1:6379/1");
+        assert!(!shown.to_string().contains("secret"));
+        assert!(err(&["reverse", "--instance-id", "a.b"]).starts_with("--instance-id"));
+        assert!(err(&["reverse", "--limits-store", "http://x/0"]).starts_with("--limits-store"));
+        assert!(
+            err(&[
+                "reverse",
+                "--limits-store",
+                "redis://h:1/0",
+                "--limits-store-fail",
+                "x"
+            ])
+            .starts_with("--limits-store-fail")
+        );
+        assert!(err(&["reverse", "--drain-time", "soon"]).starts_with("--drain-time"));
     }
 }

@@ -29,6 +29,7 @@ use serde::{Serialize, Serializer};
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::{Cidr, Limits};
 use crate::http::{ServerConfig, TlsFiles};
+pub use crate::instance::InstanceConfig;
 use crate::stream::ReplayLimits;
 pub use crate::upstream::http::tls::ClientTlsConfig;
 
@@ -53,10 +54,18 @@ pub struct Config {
     /// `--admin-bind`: the admin API. Default: none (off).
     #[serde(flatten)]
     pub admin: Option<AdminConfig>,
+    /// `--instance-id`: this instance's name behind a load balancer (issue #17).
+    #[serde(flatten)]
+    pub instance: InstanceConfig,
     /// `--shutdown-grace`: how long in-flight requests may take to finish on shutdown.
     /// Default 10 s.
     #[serde(rename = "shutdownGraceSeconds", serialize_with = "seconds")]
     pub shutdown_grace: Duration,
+    /// `--drain-time`: on SIGTERM/SIGINT, how long `/readyz` says 503 (and new sessions are
+    /// refused) while everything else is still served, before the listener closes and
+    /// `--shutdown-grace` begins. Default 0 (none).
+    #[serde(rename = "drainTimeSeconds", serialize_with = "seconds")]
+    pub drain_time: Duration,
     /// `--record*`, `--redact`, `--audit-*`: tapes and the audit log. Default: both off.
     #[serde(flatten)]
     pub tapes: TapeConfig,
@@ -347,6 +356,10 @@ pub struct GateConfig {
     /// `--trusted-proxy`: peers whose `X-Forwarded-For` is believed. Default none.
     #[serde(serialize_with = "displayed")]
     pub trusted_proxies: Vec<Cidr>,
+    /// `--limits-store` and `--limits-store-fail`: the rate-limit buckets in Redis, shared by
+    /// every instance (issue #17). Default none: in-process buckets.
+    #[serde(serialize_with = "limits_store")]
+    pub limits_store: Option<crate::gate::ratelimit::StoreConfig>,
     /// `--metrics-token` or `SHADOWCAT_METRICS_TOKEN`: bearer token `/metrics` requires.
     /// Default none (open).
     pub metrics_token: Option<Secret>,
@@ -653,6 +666,23 @@ fn auth<S: Serializer>(a: &AuthConfig, s: S) -> Result<S::Ok, S::Error> {
         jwks_tls: &a.jwks_tls,
     }
     .serialize(s)
+}
+
+/// `limitsStore`: the URL without user information and the fail mode, or null.
+fn limits_store<S: Serializer>(
+    v: &Option<crate::gate::ratelimit::StoreConfig>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(c) => {
+            let fail = match c.fail {
+                crate::gate::ratelimit::FailMode::Open => "open",
+                crate::gate::ratelimit::FailMode::Closed => "closed",
+            };
+            serde_json::json!({"url": c.shown(), "fail": fail}).serialize(s)
+        }
+        None => s.serialize_none(),
+    }
 }
 
 #[cfg(test)]

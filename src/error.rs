@@ -166,6 +166,12 @@ pub enum Error {
     Unavailable(String),
     /// The request did not finish within `--request-timeout`.
     Timeout,
+    /// This instance is shutting down (SIGTERM, issue #17): it takes no new session; 503 with
+    /// `Retry-After: 1`, so a load balancer or the client tries another instance.
+    Draining,
+    /// `--limits-store-fail closed` and the shared limits store (Redis) cannot be reached: the
+    /// request is refused (503, `Retry-After: 1`) rather than let through unlimited.
+    LimitsStoreDown,
     /// A bug: an invariant broke.
     Internal(String),
     /// A stdio child could not be started (the program is missing or not executable).
@@ -253,6 +259,8 @@ impl Error {
             | Error::Timeout => Source::Upstream,
             Error::TooManySessions { .. }
             | Error::TooManyStreams
+            | Error::Draining
+            | Error::LimitsStoreDown
             | Error::Http { .. }
             | Error::Internal(_)
             | Error::NotSupported(_)
@@ -287,7 +295,7 @@ impl Error {
             Error::UnknownSession | Error::UpstreamSessionLost | Error::NotFound => 404,
             Error::MethodNotAllowed => 405,
             Error::TooManySessions { .. } | Error::TooManyStreams | Error::UpstreamBusy => 503,
-            Error::Unavailable(_) => 503,
+            Error::Unavailable(_) | Error::Draining | Error::LimitsStoreDown => 503,
             Error::UpstreamUnreachable { .. } | Error::UpstreamProtocol(_) => 502,
             Error::UpstreamStatus { status, .. } if *status >= 500 => 502,
             Error::UpstreamStatus { status, .. } | Error::Http { status, .. } => *status,
@@ -341,7 +349,10 @@ impl Error {
     /// Seconds a client should wait before retrying, for the overload answers.
     pub fn retry_after(&self) -> Option<u32> {
         match self {
-            Error::TooManyStreams | Error::UpstreamBusy => Some(1),
+            Error::TooManyStreams
+            | Error::UpstreamBusy
+            | Error::Draining
+            | Error::LimitsStoreDown => Some(1),
             Error::Unavailable(_) => Some(2),
             Error::RateLimited { retry_after, .. }
             | Error::TooManySessions { retry_after }
@@ -450,6 +461,10 @@ impl fmt::Display for Error {
             Error::ChildExited(name) => write!(f, "upstream process {name} exited"),
             Error::Unavailable(what) => write!(f, "upstream unavailable: {what}"),
             Error::Timeout => write!(f, "request timed out"),
+            Error::Draining => write!(f, "shutting down: no new sessions on this instance"),
+            Error::LimitsStoreDown => {
+                write!(f, "rate limits unavailable: limits store unreachable")
+            }
             Error::Internal(why) => write!(f, "internal error: {why}"),
             Error::Spawn(why) => write!(f, "{why}"),
             Error::NotSupported(what) => write!(f, "invalid request: {what}"),

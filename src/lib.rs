@@ -36,6 +36,8 @@
 //!              http/ (pooled slots, event streams), stdio/ (child, call, shared mode with
 //!              its slots and supervisor, per-session mode)
 //! session.rs   the session table; stream.rs: event ids and replay logs; jsonrpc.rs: envelopes
+//! instance.rs  --instance-id and the `<instance>.<random>` form of session ids (balancers
+//!              route on it; another instance's session is 404)
 //! config.rs    Config, composed of one part per consumer (listen, proxy, sessions, upstream,
 //!              gate, admin)
 //! http/        our HTTP/1.1: request, parse, encode, server/, permits, responder, origin;
@@ -130,13 +132,16 @@
 //! | idle session | 30 min | `--session-idle` | session ended, next use 404 |
 //! | replay of an ended stream | 5 min | `--replay-ttl` | its ids become unknown (400) |
 //! | child handshake / warm-up | 30 s | — | child replaced with backoff |
+//! | drain before closing the listener (SIGTERM) | 0 s | `--drain-time` | listener closed, grace begins |
 //! | shutdown grace | 10 s | `--shutdown-grace` | remaining connections closed |
 //! | child stop | 2 s + 2 s | — | stdin closed, then SIGTERM, then SIGKILL to its group |
 //!
 //! ## Shutdown order
 //!
 //! SIGHUP re-reads the listeners' TLS certificates and keys (new connections get them; a bad
-//! file keeps the old pair). On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
+//! file keeps the old pair). On SIGINT or SIGTERM: drain first (`/readyz` answers 503 and `initialize` gets 503 with
+//! `Retry-After: 1`, for `--drain-time` while every other request is still served, so a load
+//! balancer moves away; a second signal ends it); stop accepting; let in-flight requests and streams finish up to the
 //! grace (open streams end with their final chunk; a second signal ends the grace at once);
 //! close remaining connections and join every server thread; end all sessions (upstream DELETE
 //! for HTTP; each session's tape closes); write out what the tape and audit writers have
@@ -163,6 +168,9 @@
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once
 //!    (a failed authentication to the IP's bucket; CORS preflights, which carry no credentials,
 //!    are not charged); over the limit: 429 with `Retry-After` and a JSON-RPC error. At most `--rate-limit-keys` buckets; full ones are evicted first.
+//!    With `--limits-store redis://…` the buckets (and the per-client quotas) are kept in
+//!    Redis and shared by every instance (`gate/ratelimit/store.rs`); Redis unreachable: this
+//!    instance's own buckets decide (`--limits-store-fail open`) or 503 (`closed`).
 //! 3. **Upstream credentials**: the client's `Authorization` (and `Cookie`, `X-Api-Key`, …) never
 //!    goes upstream. `--upstream-header 'Name: value'` adds configured headers to every HTTP
 //!    upstream request; `--stdio-env KEY=VALUE` and `--stdio-clear-env` set the children's
@@ -197,6 +205,7 @@ mod config;
 mod error;
 mod gate;
 pub mod http;
+mod instance;
 mod jsonrpc;
 mod metrics;
 mod ops;

@@ -45,7 +45,9 @@ pub struct Binding {
 /// One client session.
 #[derive(Debug)]
 pub struct Session {
-    /// The id the client sends as `Mcp-Session-Id`: 128 random bits as 32 hex digits.
+    /// The id the client sends as `Mcp-Session-Id`: `<instance>.<random>` (see
+    /// `crate::instance`), the random part 128 bits as 32 hex digits; just the random part
+    /// for a table made without an instance ([`Sessions::new`]).
     pub id: String,
     /// When `initialize` succeeded.
     pub created: Instant,
@@ -80,7 +82,8 @@ pub struct Session {
 impl Session {
     /// The first 8 characters of the id, for logs.
     pub fn short_id(&self) -> &str {
-        &self.id[..8.min(self.id.len())]
+        let random = self.id.split_once('.').map_or(self.id.as_str(), |(_, r)| r);
+        &random[..8.min(random.len())]
     }
 
     /// Marks the session used now.
@@ -348,9 +351,20 @@ pub struct Sessions {
     /// `--replay-budget`: shared by the replay logs of every session.
     budget: Arc<ReplayBudget>,
     random: Mutex<Option<File>>,
+    /// `--instance-id` and a dot, the prefix of every id; empty for [`Sessions::new`].
+    prefix: String,
 }
 
 impl Sessions {
+    /// Like [`Sessions::new`], for the instance `instance` (`--instance-id`): every session
+    /// id is `<instance>.<32 hex digits>`.
+    pub fn for_instance(cfg: &SessionConfig, instance: &str) -> Sessions {
+        Sessions {
+            prefix: format!("{instance}."),
+            ..Sessions::new(cfg)
+        }
+    }
+
     /// An empty table holding at most `cfg.max` sessions, each expiring after `cfg.idle`
     /// unused, their streams replayable within `cfg.replay` (its byte budget shared by all).
     pub fn new(cfg: &SessionConfig) -> Sessions {
@@ -362,6 +376,7 @@ impl Sessions {
             replay: cfg.replay,
             budget: ReplayBudget::new(cfg.replay.budget),
             random: Mutex::new(None),
+            prefix: String::new(),
         }
     }
 
@@ -427,6 +442,11 @@ impl Sessions {
     /// own (per-session stdio children).
     pub fn retry_after(&self) -> u64 {
         self.wait(&lock(&self.map), None)
+    }
+
+    /// `--max-sessions-per-client`.
+    pub fn max_per_client(&self) -> usize {
+        self.max_per_client
     }
 
     /// The idle expiry (`--session-idle`).
@@ -523,7 +543,17 @@ impl Sessions {
         self.len() == 0
     }
 
-    /// 128 bits from the OS CSPRNG (`/dev/urandom`), as 32 lowercase hex digits.
+    /// True when `id` is not one of this instance's: it names another instance (its part
+    /// before the first dot differs). Ids without an instance part are not foreign.
+    pub fn is_foreign(&self, id: &str) -> bool {
+        match crate::instance::instance_of(id) {
+            Some(i) => self.prefix.strip_suffix('.') != Some(i),
+            None => false,
+        }
+    }
+
+    /// The instance prefix and 128 bits from the OS CSPRNG (`/dev/urandom`) as 32 lowercase
+    /// hex digits.
     fn new_id(&self) -> Result<String, Error> {
         let mut bytes = [0u8; 16];
         let mut f = lock(&self.random);
@@ -533,7 +563,12 @@ impl Sessions {
         if let Some(file) = f.as_mut() {
             file.read_exact(&mut bytes)?;
         }
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+        let mut id = String::with_capacity(self.prefix.len() + 32);
+        id.push_str(&self.prefix);
+        for b in bytes {
+            id.push_str(&format!("{b:02x}"));
+        }
+        Ok(id)
     }
 }
 
@@ -645,6 +680,29 @@ mod tests {
         assert!(t.get_as(&a.id, None).is_some());
         assert!(t.remove(&a.id).is_some());
         assert!(t.get_as(&a.id, None).is_none());
+    }
+
+    #[test]
+    fn ids_carry_the_instance() {
+        let cfg = SessionConfig {
+            max: 10,
+            max_per_client: 10,
+            idle: Duration::from_secs(60),
+            replay: ReplayLimits::default(),
+        };
+        let t = Sessions::for_instance(&cfg, "web-1");
+        let a = t
+            .create("v".into(), Binding::default(), None, "ip:a".into())
+            .unwrap();
+        let (instance, random) = a.id.split_once('.').unwrap();
+        assert_eq!(instance, "web-1");
+        assert_eq!(random.len(), 32, "128 random bits");
+        assert!(random.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(a.short_id(), &random[..8]);
+        assert!(!t.is_foreign(&a.id));
+        assert!(t.is_foreign(&format!("web-2.{random}")));
+        assert!(!t.is_foreign(random), "no instance part: just unknown");
+        assert!(t.get_as(&a.id, None).is_some());
     }
 
     #[test]

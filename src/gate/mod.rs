@@ -11,10 +11,17 @@
 //! token's; with neither the key is the IP (`ip:203.0.113.9`, from `X-Forwarded-For` only
 //! behind a `--trusted-proxy`). A POST is
 //! charged once, with the tool name for `tools/call`, so `--tool-limit` applies.
+//!
+//! With `--limits-store` the buckets are charged in Redis instead (`ratelimit/store.rs`,
+//! shared by every instance), and new sessions and streams claim holds against the
+//! cluster-wide `--max-sessions-per-client` and `--max-streams-per-client` (`shared.rs`); when Redis cannot decide, the in-process limiter decides
+//! (`--limits-store-fail open`) or the request gets 503 (`closed`), counted either way.
 
 pub mod auth;
 pub mod ratelimit;
+mod shared;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{GateConfig, Secret};
@@ -22,12 +29,16 @@ use crate::error::Denial;
 use crate::error::Error;
 use crate::gate::auth::Auth;
 use crate::gate::ratelimit::{Cidr, Limiter, client_ip};
+pub use crate::gate::shared::StreamHolds;
+use crate::gate::shared::{Shared, hold_of, sessions_set, streams_set};
 use crate::http::{Request, Response};
 
 /// Authentication, rate limits and the `/metrics` token, built once at start-up.
 pub struct Gatekeeper {
     auth: Option<Auth>,
     limiter: Limiter,
+    /// `--limits-store`: the buckets shared by every instance, and what to do without them.
+    shared: Option<Arc<Shared>>,
     trusted: Vec<Cidr>,
     metrics_token: Option<Secret>,
 }
@@ -50,9 +61,16 @@ impl Gatekeeper {
         } else {
             None
         };
+        let limiter = Limiter::new(cfg.limits.clone());
+        let shared = cfg
+            .limits_store
+            .as_ref()
+            .map(|s| Shared::new(s).map(Arc::new))
+            .transpose()?;
         Ok(Gatekeeper {
             auth,
-            limiter: Limiter::new(cfg.limits.clone()),
+            shared,
+            limiter,
             trusted: cfg.trusted_proxies.clone(),
             metrics_token: cfg.metrics_token.clone(),
         })
@@ -146,16 +164,73 @@ impl Gatekeeper {
         if self.limiter.is_off() {
             return Ok(());
         }
-        self.limiter
-            .check(&caller.key, tool, Instant::now())
-            .map_err(|d| {
-                // The key can be a JWT's `sub`: escaped for the log.
-                log::debug!("{}: {d}", crate::util::Escaped(&caller.key));
-                Error::RateLimited {
-                    scope: d.scope.as_str(),
-                    retry_after: d.retry_after_secs(),
-                }
-            })
+        let decided = match &self.shared {
+            Some(shared) => shared.take(&self.limiter.charges(&caller.key, tool))?,
+            None => None,
+        };
+        match decided {
+            Some(r) => r,
+            None => self.limiter.check(&caller.key, tool, Instant::now()),
+        }
+        .map_err(|d| {
+            // The key can be a JWT's `sub`: escaped for the log.
+            log::debug!("{}: {d}", crate::util::Escaped(&caller.key));
+            Error::RateLimited {
+                scope: d.scope.as_str(),
+                retry_after: d.retry_after_secs(),
+            }
+        })
+    }
+
+    /// With `--limits-store`: holds one of `client`'s at most `max` sessions cluster-wide
+    /// (after this instance's own check passed), [`Error::SessionQuota`] when the client
+    /// holds `max` across all instances. Without a store, or failing open, `Ok`.
+    pub fn claim_session(&self, client: &str, session_id: &str, max: usize) -> Result<(), Error> {
+        match &self.shared {
+            Some(shared) => {
+                shared.claim(&sessions_set(client), &hold_of(session_id), max, |secs| {
+                    Error::SessionQuota {
+                        limit: max,
+                        retry_after: secs,
+                    }
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back a session's hold (with `--limits-store`).
+    pub fn release_session(&self, client: &str, session_id: &str) {
+        if let Some(shared) = &self.shared {
+            shared.release(&sessions_set(client), &hold_of(session_id));
+        }
+    }
+
+    /// Renews the holds of the live `sessions` (`(client, session id)`) and `streams`
+    /// (`(client, hold)`, from [`StreamHolds`]), at most every 15 s; from housekeeping.
+    pub fn refresh_holds<'a>(
+        &self,
+        sessions: impl Iterator<Item = (&'a str, &'a str)>,
+        streams: Vec<(String, String)>,
+    ) {
+        if let Some(shared) = &self.shared {
+            shared.refresh(|| {
+                sessions
+                    .map(|(client, id)| (sessions_set(client), hold_of(id)))
+                    .chain(streams.into_iter().map(|(c, h)| (streams_set(&c), h)))
+                    .collect()
+            });
+        }
+    }
+
+    /// The cluster-wide side of `--max-streams-per-client`, with `--limits-store`.
+    pub fn stream_holds(&self) -> Option<StreamHolds> {
+        self.shared.clone().map(StreamHolds)
+    }
+
+    /// `--limits-store` only: requests decided without the store so far.
+    pub fn limits_store_fallbacks(&self) -> Option<u64> {
+        self.shared.as_ref().map(|s| s.fallbacks())
     }
 
     /// The resource URL (JWT audience, metadata `resource`), when authentication is on.

@@ -470,6 +470,9 @@ pub struct Gauges {
     pub children: Vec<ChildInfo>,
     /// The HTTP upstream's r2d2 pool (`None` for a stdio upstream: no pool families).
     pub pool: Option<PoolInfo>,
+    /// `--limits-store` only: requests whose rate limits were decided without the store
+    /// (unreachable Redis; `None`: no store, no family).
+    pub limits_store_fallbacks: Option<u64>,
 }
 
 /// What an operator sees of one stdio child: the admin API lists it, `/metrics` renders it.
@@ -559,6 +562,8 @@ pub struct Metrics {
     pool_opened: AtomicU64,
     pool_closed: AtomicU64,
     sessions_evicted: AtomicU64,
+    /// Requests naming a session of another instance (issue #17).
+    foreign_sessions: AtomicU64,
 }
 
 impl fmt::Debug for Metrics {
@@ -590,6 +595,7 @@ impl Metrics {
             pool_opened: AtomicU64::new(0),
             pool_closed: AtomicU64::new(0),
             sessions_evicted: AtomicU64::new(0),
+            foreign_sessions: AtomicU64::new(0),
         }
     }
 
@@ -623,6 +629,12 @@ impl Metrics {
     #[inline]
     pub fn session_evicted(&self) {
         self.sessions_evicted.fetch_add(1, Relaxed);
+    }
+
+    /// A request named a session of another instance (`--instance-id`): answered 404.
+    #[inline]
+    pub fn foreign_session(&self) {
+        self.foreign_sessions.fetch_add(1, Relaxed);
     }
 
     /// `n` messages dropped on their way to a client, for `why`.

@@ -215,6 +215,13 @@ impl Metrics {
         );
         counter(
             w,
+            "shadowcat_foreign_sessions_total",
+            "Requests naming a session of another instance (--instance-id), answered 404 so \
+             the client re-initializes.",
+            self.foreign_sessions.load(Relaxed),
+        );
+        counter(
+            w,
             "shadowcat_bytes_received_total",
             "Bytes read from clients (request heads and bodies).",
             self.bytes_in.load(Relaxed),
@@ -231,6 +238,15 @@ impl Metrics {
         }
         if let Some(pool) = &g.pool {
             self.render_pool(w, pool);
+        }
+        if let Some(n) = g.limits_store_fallbacks {
+            counter(
+                w,
+                "shadowcat_limits_store_fallbacks_total",
+                "Requests whose rate limits were decided without --limits-store (Redis \
+                 unreachable): by this instance's own buckets (fail open) or refused (closed).",
+                n,
+            );
         }
         out
     }

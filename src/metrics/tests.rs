@@ -60,6 +60,7 @@ fn sample() -> (Metrics, Gauges) {
         connections: 5,
         replay_bytes: 12345,
         rate_limit_keys: 7,
+        limits_store_fallbacks: Some(3),
         children: vec![
             ChildInfo {
                 index: 1,
@@ -505,6 +506,7 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_replay_buffer_bytes", "gauge"),
         ("shadowcat_rate_limit_keys", "gauge"),
         ("shadowcat_sessions_evicted_total", "counter"),
+        ("shadowcat_foreign_sessions_total", "counter"),
         ("shadowcat_bytes_received_total", "counter"),
         ("shadowcat_bytes_sent_total", "counter"),
         ("shadowcat_child_up", "gauge"),
@@ -518,6 +520,7 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_pool_checkout_timeouts_total", "counter"),
         ("shadowcat_pool_connections_opened_total", "counter"),
         ("shadowcat_pool_connections_closed_total", "counter"),
+        ("shadowcat_limits_store_fallbacks_total", "counter"),
     ];
     let got: Vec<(&str, &str)> = parsed
         .families

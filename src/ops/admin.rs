@@ -37,6 +37,9 @@ use crate::proxy::Proxy;
 
 /// `GET /readyz`.
 pub fn readyz(p: &Proxy) -> Response {
+    if p.is_draining() {
+        return json_response(503, &json!({"ready": false, "reason": "shutting down"}));
+    }
     match p.upstream().ready() {
         Ok(()) => json_response(200, &json!({"ready": true})),
         Err(why) => json_response(
@@ -58,6 +61,7 @@ pub fn metrics(p: &Proxy) -> Response {
         rate_limit_keys: p.gate().keys(),
         children,
         pool: p.upstream().pool(),
+        limits_store_fallbacks: p.gate().limits_store_fallbacks(),
     };
     Response::new(200).with_body(
         crate::metrics::CONTENT_TYPE,
@@ -195,7 +199,11 @@ impl Admin {
                 .sessions()
                 .list()
                 .iter()
-                .filter(|s| s.id.starts_with(id))
+                // By the start of the whole id or of its random part (after `<instance>.`).
+                .filter(|s| {
+                    s.id.starts_with(id)
+                        || s.id.split_once('.').is_some_and(|(_, r)| r.starts_with(id))
+                })
                 .map(|s| s.id.clone())
                 .collect();
             match matches.as_slice() {

@@ -72,6 +72,8 @@ pub struct Proxy {
     tapes: Recorder,
     /// `--audit-log`: off unless set.
     audit: Auditor,
+    /// Shutting down (issue #17): `/readyz` says 503 and no new session is taken.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -177,7 +179,11 @@ impl Proxy {
         gate: Gatekeeper,
     ) -> Proxy {
         Proxy {
-            stream_quota: quota::StreamQuota::new(cfg.max_streams_per_client, sessions.idle()),
+            stream_quota: quota::StreamQuota::new(
+                cfg.max_streams_per_client,
+                sessions.idle(),
+                gate.stream_holds(),
+            ),
             metrics,
             gate,
             server: std::sync::OnceLock::new(),
@@ -187,6 +193,7 @@ impl Proxy {
             upstream,
             tapes: Recorder::off(),
             audit: Auditor::off(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -205,6 +212,19 @@ impl Proxy {
     /// The audit log (off unless `--audit-log`).
     pub fn auditor(&self) -> &Auditor {
         &self.audit
+    }
+
+    /// Begins a graceful scale-in: `/readyz` answers 503 from now on (a load balancer stops
+    /// sending new work) and `initialize` is refused with 503 [`Error::Draining`]; requests
+    /// of existing sessions and stateless requests are still served. Cannot be undone.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// True once [`Proxy::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The session table.
@@ -231,6 +251,11 @@ impl Proxy {
     /// buckets; called periodically.
     pub fn expire_sessions(&self) {
         self.gate.sweep();
+        let live = self.sessions.list();
+        self.gate.refresh_holds(
+            live.iter().map(|s| (s.client.as_str(), s.id.as_str())),
+            self.stream_quota.cluster_holds(),
+        );
         for s in self.sessions.list() {
             s.streams.sweep();
         }
@@ -369,6 +394,7 @@ impl Proxy {
     /// The one place a session that left the table is wound down: its streams end (open
     /// GETs finish) and the upstream releases its side.
     fn retire(&self, s: &Session) {
+        self.gate.release_session(&s.client, &s.id);
         s.streams.end_all();
         self.upstream.close(s);
         self.tapes.close_session(&s.id);

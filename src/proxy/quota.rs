@@ -8,6 +8,12 @@
 //! quota is never locked out of its own streams. Over the quota: 429 with a `Retry-After` of
 //! the time until one of its streams ends by itself at the latest (a request's deadline, or
 //! the idle expiry of the session a GET follows).
+//!
+//! With `--limits-store` the quota holds across instances (issue #17): a stream counted here
+//! also holds a lease in the client's set of stream holds in Redis ([`StreamHolds`]), named
+//! by a random per-process nonce and the stream (no client data); a client at its quota
+//! across the cluster gets the same 429. The hold is given back when the stream's last slot
+//! here is, and renewed from housekeeping ([`StreamQuota::cluster_holds`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +21,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
+use crate::gate::StreamHolds;
 use crate::session::Session;
 use crate::util::lock;
 
@@ -47,6 +54,8 @@ pub(super) struct StreamQuota {
     idle: Duration,
     open: Mutex<HashMap<String, Vec<Hold>>>,
     next: AtomicU64,
+    /// `--limits-store`: the cluster-wide holds, and this process's nonce naming them.
+    cluster: Option<(StreamHolds, u64)>,
 }
 
 /// One counted stream; given back on drop.
@@ -54,17 +63,55 @@ pub(super) struct StreamSlot {
     quota: Arc<StreamQuota>,
     client: String,
     slot: u64,
+    stream: StreamId,
 }
 
 impl StreamQuota {
     /// At most `max` streams per client; sessions expire after `idle` unused.
-    pub(super) fn new(max: usize, idle: Duration) -> Arc<StreamQuota> {
+    pub(super) fn new(
+        max: usize,
+        idle: Duration,
+        cluster: Option<StreamHolds>,
+    ) -> Arc<StreamQuota> {
+        // Names this process's holds apart from other instances' (not a secret).
+        let nonce = {
+            use std::hash::BuildHasher;
+            std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+        };
         Arc::new(StreamQuota {
             max,
             idle,
             open: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
+            cluster: cluster.map(|c| (c, nonce)),
         })
+    }
+
+    /// The name of `stream`'s hold in the cluster.
+    fn hold_name(nonce: u64, stream: StreamId) -> String {
+        match stream {
+            StreamId::Request(n) => format!("{nonce:016x}:r{n}"),
+            StreamId::Follow(a) => format!("{nonce:016x}:f{a:x}"),
+        }
+    }
+
+    /// `(client, hold)` of every stream open here, for renewing their leases.
+    pub(super) fn cluster_holds(&self) -> Vec<(String, String)> {
+        let Some((_, nonce)) = &self.cluster else {
+            return Vec::new();
+        };
+        let open = lock(&self.open);
+        let mut out = Vec::new();
+        for (client, holds) in open.iter() {
+            let mut seen: Vec<StreamId> = Vec::new();
+            for h in holds {
+                if !seen.contains(&h.stream) {
+                    seen.push(h.stream);
+                    out.push((client.clone(), Self::hold_name(*nonce, h.stream)));
+                }
+            }
+        }
+        out
     }
 
     /// A fresh id for a request's stream.
@@ -95,13 +142,21 @@ impl StreamQuota {
                 retry_after,
             });
         }
+        let already = holds.iter().any(|h| h.stream == stream);
         let slot = self.next.fetch_add(1, Ordering::Relaxed);
         holds.push(Hold { slot, stream, ends });
-        Ok(StreamSlot {
+        drop(open);
+        let taken = StreamSlot {
             quota: self.clone(),
             client: client.to_owned(),
             slot,
-        })
+            stream,
+        };
+        if let (Some((cluster, nonce)), false) = (&self.cluster, already) {
+            // A refusal drops `taken`, which gives the local slot back.
+            cluster.claim(client, &Self::hold_name(*nonce, stream), self.max)?;
+        }
+        Ok(taken)
     }
 
     /// Whole seconds (rounded up, at least 1, at most the session idle time or the furthest
@@ -131,11 +186,17 @@ impl StreamQuota {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = lock(&self.quota.open);
+        let mut last = true;
         if let Some(holds) = open.get_mut(&self.client) {
             holds.retain(|h| h.slot != self.slot);
+            last = !holds.iter().any(|h| h.stream == self.stream);
             if holds.is_empty() {
                 open.remove(&self.client);
             }
+        }
+        drop(open);
+        if let (Some((cluster, nonce)), true) = (&self.quota.cluster, last) {
+            cluster.release(&self.client, &StreamQuota::hold_name(*nonce, self.stream));
         }
     }
 }
@@ -146,7 +207,7 @@ mod tests {
 
     #[test]
     fn quota_per_client_and_shared_follows() {
-        let q = StreamQuota::new(2, Duration::from_secs(60));
+        let q = StreamQuota::new(2, Duration::from_secs(60), None);
         let soon = || Ends::By(Instant::now() + Duration::from_millis(2500));
         let a1 = q.take("a", q.request_stream(), soon()).unwrap();
         let a2 = q.take("a", StreamId::Follow(7), soon()).unwrap();

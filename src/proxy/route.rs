@@ -192,6 +192,9 @@ impl Proxy {
         client: String,
         acc: &mut Access,
     ) -> Result<Outcome, Error> {
+        if self.is_draining() {
+            return Err(Error::Draining);
+        }
         // Before the upstream is asked: a refused client takes no child (per-session mode).
         let (expired, room) = self.sessions.check_room(&client);
         for s in expired {
@@ -235,8 +238,13 @@ impl Proxy {
             caller.principal.clone(),
             client,
         )?;
-        if let Err(e) = self.sessions.insert(&session) {
+        // With --limits-store, the client's quota across every instance (issue #17).
+        let claimed =
+            self.gate
+                .claim_session(&session.client, &session.id, self.sessions.max_per_client());
+        if let Err(e) = claimed.and_then(|()| self.sessions.insert(&session)) {
             // Filled up since `check_room`: the upstream side was set up, so wind it down.
+            self.gate.release_session(&session.client, &session.id);
             self.upstream.close(&session);
             return Err(e);
         }
@@ -250,9 +258,20 @@ impl Proxy {
     /// The live session `sid` names, if `caller` owns it: another principal's session is
     /// not found, exactly as an unknown id.
     fn session(&self, sid: &str, caller: &Caller) -> Result<Arc<Session>, Error> {
+        self.not_foreign(sid.trim())?;
         self.sessions
             .get_as(sid.trim(), caller.principal.as_deref())
             .ok_or(Error::UnknownSession)
+    }
+
+    /// A session id of another instance (a balancer sent it here, e.g. after its instance
+    /// went away) is not found, like an unknown one, and counted.
+    fn not_foreign(&self, sid: &str) -> Result<(), Error> {
+        if self.sessions.is_foreign(sid) {
+            self.metrics.foreign_session();
+            return Err(Error::UnknownSession);
+        }
+        Ok(())
     }
 
     fn get(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
@@ -294,6 +313,7 @@ impl Proxy {
 
     fn delete(&self, req: &Request, caller: &Caller, acc: &mut Access) -> Result<Outcome, Error> {
         let sid = req.header("mcp-session-id").ok_or(Error::MissingSession)?;
+        self.not_foreign(sid.trim())?;
         let session = self
             .sessions
             .remove_as(sid.trim(), caller.principal.as_deref())

@@ -54,7 +54,10 @@ impl Proxy {
                 }
                 let mut next = first.map(Poll::Item);
                 loop {
-                    if w.shutting_down() {
+                    // A request's stream is a call in flight: on shutdown it goes on to its
+                    // final answer within the grace (the server closes the socket when the
+                    // grace ends), unless its client is gone already (issue #17).
+                    if w.shutting_down() && !attached {
                         log::debug!("ending stream: shutting down");
                         break;
                     }

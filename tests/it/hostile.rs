@@ -686,7 +686,12 @@ fn client_values_never_reach_response_headers() {
     assert_eq!(r.status, 200);
     check(&r, "initialize");
     let new_sid = r.header("mcp-session-id").expect("session id");
-    assert!(new_sid.bytes().all(|b| b.is_ascii_hexdigit()), "{new_sid}");
+    // `<instance>.<32 hex digits>` (issue #17): nothing of the client's text.
+    let random = new_sid.rsplit('.').next().unwrap_or_default();
+    assert!(
+        random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{new_sid}"
+    );
     assert_ne!(new_sid, sid);
     // unknown session id → 404
     let r = c.post(Some(&evil), r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#);

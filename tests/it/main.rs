@@ -60,6 +60,8 @@ mod cors;
 mod browser;
 // Issue #14: capability-aware dispatch on shared children, roots, eviction, per-session memory.
 mod r14_children;
+// Issue #17: instance-routable session ids, scale-in, Redis-shared limits, HAProxy in front.
+mod r17_scale;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;

@@ -184,12 +184,12 @@ fn admin_lists_and_kills_sessions() {
     let list = get(admin, "/admin/sessions", &[]).json();
     assert_eq!(list["count"], 1);
     let s = &list["sessions"][0];
-    assert_eq!(s["id"], &sid[..8]);
+    assert_eq!(s["id"], short_sid(&sid));
     assert_eq!(s["protocolVersion"], "2025-11-25");
     assert!(s["child"].is_u64());
     let r = Conn::open(admin).request(
         "DELETE",
-        &format!("/admin/sessions/{}", &sid[..8]),
+        &format!("/admin/sessions/{}", short_sid(&sid)),
         &[("Content-Type", "application/json")],
         b"",
     );
@@ -317,7 +317,7 @@ fn access_log_as_json_lines() {
         .expect("initialize logged");
     assert_eq!(init["status"], 200);
     assert_eq!(init["method"], "POST");
-    assert_eq!(init["session"], &sid[..8]);
+    assert_eq!(init["session"], short_sid(&sid));
     assert!(init["duration_ms"].is_f64());
     assert!(init["remote"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(

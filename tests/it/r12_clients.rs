@@ -38,9 +38,12 @@ fn r12_4_admin_refuses_foreign_host_names() {
             "GET {path} under a rebound name: {}",
             r.text()
         );
-        assert!(!r.text().contains(&sid[..8]), "{path} leaked the session");
+        assert!(
+            !r.text().contains(short_sid(&sid)),
+            "{path} leaked the session"
+        );
     }
-    let kill = format!("/admin/sessions/{}", &sid[..8]);
+    let kill = format!("/admin/sessions/{}", short_sid(&sid));
     let mut h = JSON.to_vec();
     h.push(("Host", &rebound));
     assert_eq!(admin(ad, "DELETE", &kill, &h).status, 403);
@@ -81,7 +84,7 @@ fn r12_4_admin_refuses_browser_origins_and_form_posts() {
     assert_eq!(admin(ad, "POST", restart, &FORM).status, 415);
     assert_eq!(admin(ad, "POST", restart, &[]).status, 415);
     let sid = Conn::open(a).initialize();
-    let kill = format!("/admin/sessions/{}", &sid[..8]);
+    let kill = format!("/admin/sessions/{}", short_sid(&sid));
     assert_eq!(admin(ad, "DELETE", &kill, &FORM).status, 415);
     assert_eq!(
         p.stdio_child_pids(),

@@ -247,6 +247,39 @@ impl Limiter {
             .sum()
     }
 
+    /// The buckets [`Limiter::check`] would charge for this request, for a shared store
+    /// ([`super::CounterStore`]): client, tool, global, in the tie order of the refusal.
+    pub fn charges<'a>(&self, key: &'a str, tool: Option<&'a str>) -> Vec<super::Charge<'a>> {
+        let mut out = Vec::with_capacity(3);
+        if let Some(rate) = self.per_client {
+            out.push(super::Charge {
+                scope: Scope::Client,
+                key,
+                tool: None,
+                rate,
+            });
+        }
+        if let Some(t) = tool
+            && let Some(&ti) = self.tool_index.get(t)
+        {
+            out.push(super::Charge {
+                scope: Scope::Tool,
+                key,
+                tool: Some(t),
+                rate: self.tool_rates[ti],
+            });
+        }
+        if let Some((rate, _)) = &self.global {
+            out.push(super::Charge {
+                scope: Scope::Global,
+                key: "",
+                tool: None,
+                rate: *rate,
+            });
+        }
+        out
+    }
+
     /// Number of keys tracked (at most `max_keys`).
     pub fn keys(&self) -> usize {
         self.shards.iter().map(|s| lock(s).map.len()).sum()

@@ -48,7 +48,8 @@
 //!
 //! This file: [`Rate`], [`ToolLimit`], [`Limits`], the refusal ([`Scope`], [`Denied`]) and the
 //! bucket arithmetic. The keyed, sharded [`Limiter`] is in `ratelimit/limiter.rs`; [`Cidr`]
-//! and [`client_ip`] in `ratelimit/client_addr.rs`; unit tests in `ratelimit/tests.rs`.
+//! and [`client_ip`] in `ratelimit/client_addr.rs`; the shared store (`--limits-store`,
+//! Redis) in `ratelimit/store.rs`; unit tests in `ratelimit/tests.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -56,8 +57,10 @@ use std::time::{Duration, Instant};
 
 mod client_addr;
 mod limiter;
+mod store;
 pub use client_addr::{Cidr, client_ip};
 pub use limiter::Limiter;
+pub use store::{Charge, CounterStore, FailMode, HOLD_LEASE, RedisStore, StoreConfig, StoreDown};
 
 /// Default for [`Limits::max_keys`]: the number of distinct keys tracked.
 pub const DEFAULT_MAX_KEYS: usize = 10_000;

@@ -238,6 +238,13 @@ impl Conn {
     }
 }
 
+/// The 8 characters of a session id the access log and the admin API show: the start of its
+/// random part (after `<instance>.`, issue #17).
+pub fn short_sid(sid: &str) -> &str {
+    let random = sid.split_once('.').map_or(sid, |(_, r)| r);
+    &random[..8.min(random.len())]
+}
+
 /// MCP POST headers.
 pub const JSON_HEADERS: [(&str, &str); 2] = [
     ("Content-Type", "application/json"),
