@@ -79,11 +79,17 @@ pub struct Session {
     evicted: std::sync::atomic::AtomicBool,
 }
 
+/// The first 8 characters of session id `id`'s random part (after `<instance>.`), as logs,
+/// the admin API, audit lines and tape names show it.
+pub fn short_id(id: &str) -> &str {
+    let random = id.split_once('.').map_or(id, |(_, r)| r);
+    random.get(..8).unwrap_or(random)
+}
+
 impl Session {
-    /// The first 8 characters of the id, for logs.
+    /// The first 8 characters of the id's random part, for logs.
     pub fn short_id(&self) -> &str {
-        let random = self.id.split_once('.').map_or(self.id.as_str(), |(_, r)| r);
-        &random[..8.min(random.len())]
+        short_id(&self.id)
     }
 
     /// Marks the session used now.

@@ -196,9 +196,9 @@ pub fn file_name(base: &str, part: u32) -> String {
     }
 }
 
-/// The base name of a session's tape: `<YYYYMMDDTHHMMSSZ>-<first 8 hex of the id>`.
+/// The base name of a session's tape: `<YYYYMMDDTHHMMSSZ>-<first 8 hex of the id's random part>`.
 pub fn session_base(started: SystemTime, session_id: &str) -> String {
-    let short: String = session_id.chars().take(8).collect();
+    let short = crate::session::short_id(session_id);
     format!("{}-{short}", Utc::of(started).compact())
 }
 

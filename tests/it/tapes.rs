@@ -608,7 +608,7 @@ fn audit_lines_for_every_outcome_including_refusals() {
         .iter()
         .find(|l| l["name"] == "echo" && l["status"] == 200)
         .unwrap();
-    assert_eq!(ok_echo["session"], &sid[..8]);
+    assert_eq!(ok_echo["session"], short_sid(&sid));
     assert!(ok_echo["bytes_out"].as_u64().unwrap() > 0);
     let tool_error = lines.iter().find(|l| l["outcome"] == "tool_error").unwrap();
     assert_eq!(tool_error["name"], "test_error_handling");

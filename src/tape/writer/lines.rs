@@ -24,7 +24,7 @@ impl Io {
         let (base, session, era, principal, pending) = match key {
             TapeKey::Session(id) => (
                 format::session_base(wall, id),
-                Some(id.chars().take(8).collect()),
+                Some(crate::session::short_id(id).to_owned()),
                 era,
                 principal,
                 Some(Vec::new()),
