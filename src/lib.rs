@@ -25,6 +25,8 @@
 //! cli.rs       the flags (argh) and their validation into one Config
 //! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
 //! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
+//! bridge/      2026-07-28 requests: validation, and serving them over a session-era upstream
+//!              (proxy-owned sessions, MRTR with sealed requestState, result shaping)
 //! gate/        who the caller is (auth/: tokens, JWT) and whether it may go on (ratelimit/)
 //! upstream/    the Upstream (request path) and Operate (operator's view) traits;
 //!              http/ (pooled slots, event streams), stdio/ (child, call, shared mode with
@@ -176,6 +178,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod bridge;
 mod cli;
 mod config;
 mod error;

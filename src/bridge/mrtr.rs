@@ -1,0 +1,512 @@
+//! Multi round-trip requests over a session-era upstream.
+//!
+//! A bridged call's upstream stream is read through [`Bridged`]: progress passes, log
+//! messages pass when the request's `_meta` asked for their level, other notifications are
+//! dropped (they belong to `subscriptions/listen`). A server-to-client request the upstream
+//! makes (`sampling/createMessage`, `elicitation/create`, `roots/list`) is held; once no other
+//! one follows within [`COLLECT`], the call is *parked* in the [`Ctx`] table and the client
+//! gets an `InputRequiredResult` naming every held request and a sealed `requestState`. The
+//! retry carrying `inputResponses` takes the call back out, answers the upstream's requests
+//! and goes on reading the same upstream stream. A parked call nobody takes back within
+//! `--input-timeout` is dropped, which cancels it upstream ([`Running`]'s drop).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use super::legacy::Lease;
+use super::shape::{Finish, META_SERVER_INFO};
+use super::state::{Codec, State, hmac};
+use crate::config::BridgeConfig;
+use crate::error::Error;
+use crate::jsonrpc::{Kind, Message};
+use crate::session::{ClientCaps, LogLevel};
+use crate::upstream::{Call, Item, MessageStream, Poll, Upstream};
+use crate::util::lock;
+
+/// How long more server-to-client requests are awaited after the first one, so that
+/// requests the upstream makes together go to the client in one `InputRequiredResult`.
+pub const COLLECT: Duration = Duration::from_millis(30);
+
+/// The bridge's shared state: the codec and the calls waiting for input.
+pub struct Ctx {
+    /// Seals and opens `requestState`.
+    pub codec: Codec,
+    key: [u8; 32],
+    parked: Mutex<HashMap<u128, Parked>>,
+    bytes: AtomicUsize,
+    next: AtomicU64,
+    /// Limits and timeouts.
+    pub cfg: BridgeConfig,
+}
+
+/// A call's upstream side while it runs: dropped unfinished, it is cancelled upstream.
+pub struct Running {
+    /// The upstream's stream of the call.
+    pub stream: Box<dyn MessageStream>,
+    /// The bridge session it runs in.
+    pub lease: Lease,
+    /// Where to send answers and the cancellation.
+    pub upstream: Arc<dyn Upstream>,
+    /// The id the call has upstream (raw JSON).
+    pub id: String,
+    /// The session's protocol version (for the header).
+    pub version: &'static str,
+    /// The upstream answered (or failed it): nothing to cancel.
+    pub finished: bool,
+}
+
+impl Running {
+    /// Sends `body` (a response or notification) upstream in the call's session.
+    pub fn send(&self, body: &[u8], deadline: Instant) -> Result<(), Error> {
+        self.upstream
+            .forward(Call {
+                msg: Message::parse(body)?,
+                session: Some(&self.lease.session),
+                deadline,
+                headers: vec![("MCP-Protocol-Version".to_owned(), self.version.to_owned())],
+            })
+            .map(drop)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","method":"notifications/cancelled","params":{{"requestId":{},"reason":"the 2026-07-28 client did not continue the request"}}}}"#,
+            self.id
+        );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        if let Err(e) = self.send(body.as_bytes(), deadline) {
+            log::debug!("bridge: cancelling {} upstream failed: {e}", self.id);
+        }
+    }
+}
+
+/// What a bridged call is, beside its stream.
+#[derive(Clone, Debug)]
+pub struct CallInfo {
+    /// The method.
+    pub method: String,
+    /// Digest of the principal.
+    pub principal: [u8; 8],
+    /// Digest of method and target name.
+    pub request: [u8; 8],
+    /// What the client can be asked.
+    pub caps: ClientCaps,
+    /// The log level asked for (`None`: no logs).
+    pub log_level: Option<LogLevel>,
+    /// How results are finished.
+    pub finish: Finish,
+    /// Input request keys handed out so far.
+    pub asked: u32,
+}
+
+/// A server-to-client request held for the client.
+pub struct Ask {
+    /// Its key in `inputRequests`.
+    pub key: String,
+    /// Its id upstream (raw JSON).
+    pub id: Box<RawValue>,
+    /// `{"method":…,"params":…}`, raw JSON.
+    pub request: String,
+}
+
+/// A call waiting for its client's retry.
+pub struct Parked {
+    run: Running,
+    call: CallInfo,
+    asks: Vec<Ask>,
+    expires: Instant,
+    bytes: usize,
+}
+
+impl Ctx {
+    /// A context with a fresh random key.
+    pub fn new(cfg: &BridgeConfig) -> Arc<Ctx> {
+        let key = random_key();
+        let ctx = Arc::new(Ctx {
+            codec: Codec::new(key, &cfg.instance),
+            key,
+            parked: Mutex::new(HashMap::new()),
+            bytes: AtomicUsize::new(0),
+            next: AtomicU64::new(1),
+            cfg: cfg.clone(),
+        });
+        let weak = Arc::downgrade(&ctx);
+        let spawned = std::thread::Builder::new()
+            .name("bridge-sweeper".into())
+            .spawn(move || {
+                while let Some(ctx) = weak.upgrade() {
+                    ctx.sweep(Instant::now());
+                    drop(ctx);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("bridge: no sweeper thread ({e}); expired inputs are swept on use");
+        }
+        ctx
+    }
+
+    /// A fresh number (call ids, tokens).
+    pub fn next(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Drops the parked calls whose input timed out (cancelling them upstream).
+    pub fn sweep(&self, now: Instant) {
+        let gone: Vec<Parked> = {
+            let mut m = lock(&self.parked);
+            let keys: Vec<u128> = m
+                .iter()
+                .filter(|(_, p)| p.expires <= now)
+                .map(|(k, _)| *k)
+                .collect();
+            keys.into_iter().filter_map(|k| m.remove(&k)).collect()
+        };
+        for p in gone {
+            self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+            log::debug!("bridge: input for {} timed out; cancelled", p.run.id);
+        }
+    }
+
+    /// Takes a parked call back for its retry.
+    fn take(&self, token: u128) -> Option<Parked> {
+        let p = lock(&self.parked).remove(&token)?;
+        self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+        Some(p)
+    }
+
+    /// Parks a call; refused (and so cancelled) over the count or byte bound.
+    fn park(&self, p: Parked) -> Result<u128, Error> {
+        self.sweep(Instant::now());
+        let mut m = lock(&self.parked);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        if m.len() >= self.cfg.max_pending || bytes + p.bytes > self.cfg.max_pending_bytes {
+            return Err(Error::Unavailable(
+                "too many bridged calls are waiting for their client's input".into(),
+            ));
+        }
+        let n = self.next();
+        let mac = hmac(&self.key, &n.to_be_bytes());
+        let mut t = [0u8; 16];
+        t.copy_from_slice(&mac[..16]);
+        let token = u128::from_be_bytes(t);
+        self.bytes.fetch_add(p.bytes, Ordering::Relaxed);
+        m.insert(token, p);
+        Ok(token)
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// 32 random bytes (`/dev/urandom`; the clock and pid if it cannot be read).
+fn random_key() -> [u8; 32] {
+    use std::io::Read;
+    let mut key = [0u8; 32];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut key));
+    if read.is_err() {
+        let seed = format!("{:?}{}", SystemTime::now(), std::process::id());
+        key = hmac(&[0x5a; 32], seed.as_bytes());
+    }
+    key
+}
+
+/// A bridged call's stream, as the pipeline reads it.
+pub struct Bridged {
+    ctx: Arc<Ctx>,
+    run: Option<Running>,
+    call: CallInfo,
+    client_id: Box<RawValue>,
+    asks: Vec<Ask>,
+    collect_until: Option<Instant>,
+    round_deadline: Instant,
+    done: bool,
+}
+
+impl Bridged {
+    /// Reads `run` for the client request `client_id`; `asks` are requests still unanswered
+    /// from an earlier round (they go back to the client at once).
+    pub fn new(
+        ctx: Arc<Ctx>,
+        run: Running,
+        call: CallInfo,
+        client_id: Box<RawValue>,
+        asks: Vec<Ask>,
+        round_deadline: Instant,
+    ) -> Bridged {
+        let collect_until = (!asks.is_empty()).then(Instant::now);
+        Bridged {
+            ctx,
+            run: Some(run),
+            call,
+            client_id,
+            asks,
+            collect_until,
+            round_deadline,
+            done: false,
+        }
+    }
+
+    /// Ends the stream, the upstream side finished (or not: then it is cancelled).
+    fn end(&mut self, finished: bool) {
+        self.done = true;
+        if let Some(mut run) = self.run.take() {
+            run.finished = finished;
+        }
+    }
+
+    /// What one upstream message becomes.
+    fn classify(&mut self, raw: Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
+        let Ok(msg) = Message::parse(&raw) else {
+            return Ok(None);
+        };
+        match msg.kind() {
+            Ok(Kind::Request) => self.asked(msg).map(|()| None),
+            Ok(Kind::Notification) => Ok(match msg.method() {
+                "notifications/progress" => Some(raw),
+                "notifications/message" if self.wants_log(&msg) => Some(raw),
+                _ => None,
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// True when the request asked for logs at this message's level or more severe.
+    fn wants_log(&self, msg: &Message) -> bool {
+        let Some(min) = self.call.log_level else {
+            return false;
+        };
+        let level = msg
+            .params
+            .as_deref()
+            .and_then(|p| crate::jsonrpc::pick(p.get(), ["level"]))
+            .and_then(|[l]| l)
+            .and_then(|l| serde_json::from_str::<String>(l.get()).ok())
+            .and_then(|l| LogLevel::parse(&l));
+        level.is_some_and(|l| l >= min)
+    }
+
+    /// A server-to-client request: held for the client, refused with -32021 when the client
+    /// did not declare what it needs, and answered here when it is not an input request.
+    fn asked(&mut self, msg: Message) -> Result<(), Error> {
+        let Some(run) = &self.run else {
+            return Ok(());
+        };
+        let id = msg.id.clone().unwrap_or_else(crate::jsonrpc::null);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let method = msg.method().to_owned();
+        let mode = msg
+            .params
+            .as_deref()
+            .and_then(|p| crate::jsonrpc::pick(p.get(), ["mode"]))
+            .and_then(|[m]| m)
+            .and_then(|m| serde_json::from_str::<String>(m.get()).ok());
+        let Some(need) = ClientCaps::needed(&method, mode.as_deref()) else {
+            let body = if method == "ping" {
+                crate::jsonrpc::result_body(&id, "{}")
+            } else {
+                crate::jsonrpc::error_body(Some(&id), -32601, "method not found")
+            };
+            return run.send(&body, deadline);
+        };
+        if !self.call.caps.has(need) {
+            let text = format!("the client did not declare {}", need.name());
+            let _ = run.send(
+                &crate::jsonrpc::error_body(Some(&id), -32601, &text),
+                deadline,
+            );
+            return Err(Error::MissingCapability(match need {
+                ClientCaps::SAMPLING => "sampling",
+                ClientCaps::ROOTS => "roots",
+                _ => "elicitation",
+            }));
+        }
+        self.call.asked += 1;
+        let params = msg.params.as_deref().map_or("{}", RawValue::get);
+        let method_json = serde_json::to_string(&method).unwrap_or_default();
+        self.asks.push(Ask {
+            key: format!("input-{}", self.call.asked),
+            id,
+            request: format!(r#"{{"method":{method_json},"params":{params}}}"#),
+        });
+        if self.collect_until.is_none() {
+            self.collect_until = Some(Instant::now() + COLLECT);
+        }
+        Ok(())
+    }
+
+    /// Parks the call and gives the client its `InputRequiredResult`.
+    fn park(&mut self) -> Result<Vec<u8>, Error> {
+        self.done = true;
+        let Some(run) = self.run.take() else {
+            return Err(Error::Internal("bridged call parked twice".into()));
+        };
+        let asks = std::mem::take(&mut self.asks);
+        let mut requests = Map::new();
+        for a in &asks {
+            let v: Value = serde_json::from_str(&a.request).unwrap_or(Value::Null);
+            requests.insert(a.key.clone(), v);
+        }
+        let bytes = asks.iter().map(|a| a.request.len() + 64).sum::<usize>() + 256;
+        let timeout = self.ctx.cfg.input_timeout;
+        let parked = Parked {
+            run,
+            call: self.call.clone(),
+            asks,
+            expires: Instant::now() + timeout,
+            bytes,
+        };
+        let token = self.ctx.park(parked)?;
+        let state = self.ctx.codec.seal(&State {
+            token,
+            expires_ms: unix_ms() + timeout.as_millis() as u64,
+            principal: self.call.principal,
+            request: self.call.request,
+        });
+        let mut result = Map::new();
+        result.insert("resultType".into(), Value::from("input_required"));
+        result.insert("inputRequests".into(), Value::Object(requests));
+        result.insert("requestState".into(), Value::from(state));
+        if let Some(info) = &self.call.finish.server_info {
+            let mut meta = Map::new();
+            meta.insert(META_SERVER_INFO.into(), info.clone());
+            result.insert("_meta".into(), Value::Object(meta));
+        }
+        let result = serde_json::to_string(&result).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(crate::jsonrpc::result_body(&self.client_id, &result))
+    }
+}
+
+impl MessageStream for Bridged {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        loop {
+            if self.done {
+                return Ok(Poll::End);
+            }
+            let Some(run) = self.run.as_mut() else {
+                return Ok(Poll::End);
+            };
+            let mut until = wake.min(self.round_deadline);
+            if let Some(c) = self.collect_until {
+                until = until.min(c);
+            }
+            let polled = run.stream.poll_until(until);
+            match polled {
+                Err(e) => {
+                    self.end(true);
+                    return Err(e);
+                }
+                Ok(Poll::Item(Item::Final(body))) => {
+                    self.end(true);
+                    let out = self
+                        .call
+                        .finish
+                        .answer(&body, &self.client_id, &self.call.method)?;
+                    return Ok(Poll::Item(Item::Final(out)));
+                }
+                Ok(Poll::Item(Item::Message(m))) => match self.classify(m) {
+                    Ok(Some(pass)) => return Ok(Poll::Item(Item::Message(pass))),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.end(false);
+                        return Err(e);
+                    }
+                },
+                Ok(Poll::Idle) => {
+                    let now = Instant::now();
+                    if self.collect_until.is_some_and(|c| now >= c) {
+                        return self.park().map(|b| Poll::Item(Item::Final(b)));
+                    }
+                    if now >= self.round_deadline {
+                        self.end(false);
+                        return Err(Error::Timeout);
+                    }
+                    if now >= wake {
+                        return Ok(Poll::Idle);
+                    }
+                }
+                Ok(Poll::End) => {
+                    self.end(true);
+                    return Ok(Poll::End);
+                }
+            }
+        }
+    }
+
+    fn dropped(&mut self) -> u64 {
+        self.run.as_mut().map_or(0, |r| r.stream.dropped())
+    }
+}
+
+/// Takes the parked call `state` names back for a retry, answers the upstream's requests
+/// from `responses`, and returns the stream that goes on with it. Nothing reaches the
+/// upstream unless the state verifies and matches this request and principal.
+pub fn resume(
+    ctx: &Arc<Ctx>,
+    state: &str,
+    responses: Option<&Value>,
+    call: CallInfo,
+    client_id: Box<RawValue>,
+    request_timeout: Duration,
+) -> Result<Bridged, Error> {
+    let s = ctx.codec.open(state, unix_ms())?;
+    if s.principal != call.principal || s.request != call.request {
+        return Err(Error::InvalidParams(
+            "requestState belongs to another request".into(),
+        ));
+    }
+    let responses = match responses {
+        None => None,
+        Some(Value::Object(m)) => Some(m),
+        Some(_) => {
+            return Err(Error::InvalidParams(
+                "inputResponses must be an object".into(),
+            ));
+        }
+    };
+    let parked = ctx
+        .take(s.token)
+        .ok_or_else(|| Error::InvalidParams("requestState is unknown, used or timed out".into()))?;
+    let deadline = Instant::now() + request_timeout;
+    let mut missing = Vec::new();
+    for ask in parked.asks {
+        match responses.and_then(|r| r.get(&ask.key)) {
+            Some(v @ Value::Object(_)) => {
+                let result =
+                    serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
+                parked
+                    .run
+                    .send(&crate::jsonrpc::result_body(&ask.id, &result), deadline)?;
+            }
+            _ => missing.push(ask),
+        }
+    }
+    let call = CallInfo {
+        asked: parked.call.asked,
+        finish: parked.call.finish,
+        ..call
+    };
+    Ok(Bridged::new(
+        ctx.clone(),
+        parked.run,
+        call,
+        client_id,
+        missing,
+        deadline,
+    ))
+}
