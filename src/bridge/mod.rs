@@ -144,7 +144,7 @@ impl Bridge {
             ttl_ms: self.ctx.cfg.cache_ttl.as_millis() as u64,
         };
         if method == "server/discover" {
-            let d = shape::discover(&hello.result, hello.version, &finish, false);
+            let d = shape::discover(&hello.result, &finish, false);
             return Ok(Reply::Message(crate::jsonrpc::result_body(
                 &id,
                 &d.to_string(),

@@ -345,7 +345,13 @@ impl Bridged {
             request: format!(r#"{{"method":{method_json},"params":{params}}}"#),
         });
         if self.collect_until.is_none() {
-            self.collect_until = Some(Instant::now() + COLLECT);
+            // A stream that cannot wait with a timeout (an HTTP upstream's) would block until
+            // the next event, which the upstream sends only once answered: no collecting.
+            let wait = match self.run.as_ref().is_some_and(|r| r.stream.must_stream()) {
+                true => Duration::ZERO,
+                false => COLLECT,
+            };
+            self.collect_until = Some(Instant::now() + wait);
         }
         Ok(())
     }
@@ -398,6 +404,9 @@ impl MessageStream for Bridged {
             if self.done {
                 return Ok(Poll::End);
             }
+            if self.collect_until.is_some_and(|c| Instant::now() >= c) {
+                return self.park().map(|b| Poll::Item(Item::Final(b)));
+            }
             let Some(run) = self.run.as_mut() else {
                 return Ok(Poll::End);
             };
@@ -446,6 +455,10 @@ impl MessageStream for Bridged {
                 }
             }
         }
+    }
+
+    fn must_stream(&self) -> bool {
+        self.run.as_ref().is_some_and(|r| r.stream.must_stream())
     }
 
     fn dropped(&mut self) -> u64 {

@@ -80,10 +80,9 @@ pub fn server_info(init_result: &str) -> Option<Value> {
 }
 
 /// A `server/discover` result from an `initialize` result: its capabilities, instructions
-/// and `serverInfo`; `supportedVersions` is 2026-07-28 and the session-era version the upstream
-/// answered with. `listen` says whether the proxy serves `subscriptions/listen` for it: if
+/// and `serverInfo`; `supportedVersions` is 2026-07-28 and the session-era versions. `listen` says whether the proxy serves `subscriptions/listen` for it: if
 /// not, the list-change and subscribe flags are dropped.
-pub fn discover(init_result: &str, version: &str, finish: &Finish, listen: bool) -> Value {
+pub fn discover(init_result: &str, finish: &Finish, listen: bool) -> Value {
     let init: Map<String, Value> = serde_json::from_str(init_result).unwrap_or_default();
     let mut caps = match init.get("capabilities") {
         Some(Value::Object(c)) => c.clone(),
@@ -99,10 +98,11 @@ pub fn discover(init_result: &str, version: &str, finish: &Finish, listen: bool)
             }
         }
     }
+    // The versions a client may use through the proxy: 2026-07-28 (bridged) and every
+    // session era version (forwarded to the upstream's own `initialize`), newest first; the
+    // same list as a -32022's `data.supported`.
     let mut versions = vec![MODERN_VERSION];
-    if let Some(v) = LEGACY_VERSIONS.iter().find(|v| **v == version) {
-        versions.push(v);
-    }
+    versions.extend(LEGACY_VERSIONS.iter().rev());
     let mut result = Map::new();
     result.insert("supportedVersions".into(), json!(versions));
     result.insert("capabilities".into(), Value::Object(caps));
@@ -187,14 +187,20 @@ mod tests {
 
     #[test]
     fn discover_from_initialize() {
-        let d = discover(INIT, "2025-06-18", &finish(), false);
-        assert_eq!(d["supportedVersions"], json!(["2026-07-28", "2025-06-18"]));
+        let d = discover(INIT, &finish(), false);
+        assert_eq!(d["supportedVersions"][0], "2026-07-28");
+        assert!(
+            d["supportedVersions"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("2025-06-18"))
+        );
         assert_eq!(d["instructions"], "hi");
         assert!(d["capabilities"]["tools"].get("listChanged").is_none());
         assert!(d["capabilities"]["resources"].get("subscribe").is_none());
         assert_eq!(d["resultType"], "complete");
         assert!(declares(INIT, "tools") && !declares(INIT, "prompts"));
-        let d = discover(INIT, "2025-06-18", &finish(), true);
+        let d = discover(INIT, &finish(), true);
         assert_eq!(d["capabilities"]["tools"]["listChanged"], true);
     }
 }

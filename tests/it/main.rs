@@ -57,3 +57,5 @@ mod r14_children;
 // The committed fuzz corpus, replayed on stable (scripts/fuzz runs the fuzzers).
 #[cfg(feature = "fuzzing")]
 mod fuzz_corpus;
+// Issue #13 part A: 2026-07-28 validation, discover, and the bridge to session-era upstreams.
+mod r13_bridge;
