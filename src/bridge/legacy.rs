@@ -164,6 +164,8 @@ impl Pool {
     /// Ends every bridge session upstream (shutdown).
     pub fn close_all(&self, upstream: &dyn Upstream) {
         if let Some(s) = lock(&self.plain).take() {
+            // Ends the `subscriptions/listen` streams that follow it.
+            s.streams.end_all();
             upstream.close(&s);
         }
         for s in lock(&self.idle).drain(..) {

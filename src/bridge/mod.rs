@@ -19,6 +19,7 @@
 //! an upstream works (only the [`Upstream`] trait).
 
 pub mod legacy;
+pub mod listen;
 pub mod mrtr;
 pub mod shape;
 pub mod state;
@@ -33,7 +34,7 @@ use crate::config::BridgeConfig;
 use crate::error::Error;
 use crate::jsonrpc::{Kind, Message};
 use crate::session::Sessions;
-use crate::upstream::{Call, Reply, Upstream};
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply, Upstream};
 use crate::util::lock;
 
 pub use validate::{Declared, is_modern, validate};
@@ -67,6 +68,7 @@ pub struct Modern<'a> {
 pub struct Bridge {
     ctx: Arc<mrtr::Ctx>,
     pool: Arc<legacy::Pool>,
+    subs: Arc<listen::Subscriptions>,
     legacy_until: Mutex<Option<Instant>>,
     request_timeout: Duration,
 }
@@ -77,6 +79,7 @@ impl Bridge {
         Bridge {
             ctx: mrtr::Ctx::new(cfg),
             pool: legacy::Pool::new(MAX_CAPABLE),
+            subs: Arc::default(),
             legacy_until: Mutex::new(None),
             request_timeout,
         }
@@ -102,9 +105,26 @@ impl Bridge {
                 deadline: m.deadline,
                 headers: m.headers,
             };
+            let listen = call.msg.method() == "subscriptions/listen";
             match upstream.forward(call) {
                 Err(Error::LegacyOnly) => {}
                 Ok(Reply::Relay { status, body, .. }) if status == 400 && !modern_error(&body) => {}
+                // An upstream that speaks 2026-07-28 but does not serve subscriptions/listen
+                // (-32601): the proxy serves it over a bridge session.
+                Ok(reply) if listen => match first_not_found(reply, m.deadline)? {
+                    Some(reply) => return Ok(reply),
+                    None => {
+                        let msg = Message::parse(m.body)?;
+                        return self.bridged(
+                            upstream,
+                            sessions,
+                            msg,
+                            m.declared,
+                            m.deadline,
+                            m.principal,
+                        );
+                    }
+                },
                 other => return other,
             }
             *lock(&self.legacy_until) = Some(Instant::now() + LEGACY_FOR);
@@ -144,13 +164,29 @@ impl Bridge {
             ttl_ms: self.ctx.cfg.cache_ttl.as_millis() as u64,
         };
         if method == "server/discover" {
-            let d = shape::discover(&hello.result, &finish, false);
+            let d = shape::discover(&hello.result, &finish, true);
             return Ok(Reply::Message(crate::jsonrpc::result_body(
                 &id,
                 &d.to_string(),
             )));
         }
-        if !validate::KNOWN.contains(&method.as_str()) || method == "subscriptions/listen" {
+        if method == "subscriptions/listen" {
+            let filter = listen::Filter::of(msg.params_value().as_ref())?;
+            let lease = self
+                .pool
+                .lease(upstream.as_ref(), sessions, false, deadline)?;
+            let id: Value = serde_json::from_str(id.get()).unwrap_or(Value::Null);
+            let stream = listen::Listen::start(
+                upstream.clone(),
+                lease.session.clone(),
+                hello.version,
+                self.subs.clone(),
+                filter,
+                id,
+            )?;
+            return Ok(Reply::Stream(Box::new(stream)));
+        }
+        if !validate::KNOWN.contains(&method.as_str()) {
             return Err(Error::UnknownMethod(format!(
                 "{method} is not served for this upstream"
             )));
@@ -272,11 +308,13 @@ fn lock_version(
     Ok(pool.hello(upstream, sessions, deadline)?.version)
 }
 
-/// True when an upstream's 400 body is a 2026-07-28 error (header mismatch, missing
-/// capability, unsupported version, invalid params): the upstream speaks 2026-07-28 and the
-/// refusal is the client's to see. Anything else (a session-era "Server not initialized")
-/// means the upstream speaks only the session era.
-fn modern_error(body: &[u8]) -> bool {
+/// True when a JSON-RPC response body is a -32601 (method not found) error.
+pub fn not_found(body: &[u8]) -> bool {
+    error_code(body) == Some(-32601)
+}
+
+/// The `error.code` of a JSON-RPC response body, if it is an error.
+fn error_code(body: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]
     struct Body {
         error: Option<Code>,
@@ -286,7 +324,63 @@ fn modern_error(body: &[u8]) -> bool {
         code: i64,
     }
     serde_json::from_slice::<Body>(body)
-        .ok()
-        .and_then(|b| b.error)
-        .is_some_and(|e| matches!(e.code, -32020 | -32021 | -32022 | -32602))
+        .ok()?
+        .error
+        .map(|e| e.code)
+}
+
+/// `None` when `reply` answers at once with -32601; else the reply, unchanged (a stream's
+/// first item, read to decide, is given back first).
+fn first_not_found(reply: Reply, deadline: Instant) -> Result<Option<Reply>, Error> {
+    match reply {
+        Reply::Message(b) if not_found(&b) => Ok(None),
+        Reply::Relay { ref body, .. } if not_found(body) => Ok(None),
+        Reply::Stream(mut s) => {
+            let until = deadline.min(Instant::now() + Duration::from_secs(2));
+            match s.poll_until(until)? {
+                Poll::Item(Item::Final(b)) if not_found(&b) => Ok(None),
+                Poll::Item(item) => Ok(Some(Reply::Stream(Box::new(Prepend {
+                    first: Some(item),
+                    rest: s,
+                })))),
+                Poll::Idle => Ok(Some(Reply::Stream(s))),
+                Poll::End => Ok(Some(Reply::Stream(Box::new(Prepend {
+                    first: None,
+                    rest: s,
+                })))),
+            }
+        }
+        other => Ok(Some(other)),
+    }
+}
+
+/// A stream whose first item was already read.
+struct Prepend {
+    first: Option<Item>,
+    rest: Box<dyn MessageStream>,
+}
+
+impl MessageStream for Prepend {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        match self.first.take() {
+            Some(item) => Ok(Poll::Item(item)),
+            None => self.rest.poll_until(wake),
+        }
+    }
+
+    fn must_stream(&self) -> bool {
+        self.rest.must_stream()
+    }
+
+    fn dropped(&mut self) -> u64 {
+        self.rest.dropped()
+    }
+}
+
+/// True when an upstream's 400 body is a 2026-07-28 error (header mismatch, missing
+/// capability, unsupported version, invalid params): the upstream speaks 2026-07-28 and the
+/// refusal is the client's to see. Anything else (a session-era "Server not initialized")
+/// means the upstream speaks only the session era.
+fn modern_error(body: &[u8]) -> bool {
+    matches!(error_code(body), Some(-32020 | -32021 | -32022 | -32602))
 }

@@ -151,7 +151,15 @@ impl Proxy {
                 principal: caller.principal.as_deref(),
             };
             let reply = self.bridge.serve(&self.upstream, &self.sessions, m)?;
-            return self.outcome(reply, kind, deadline, None, false, acc);
+            let out = self.outcome(reply, kind, deadline, None, false, acc)?;
+            return Ok(match out {
+                // 2026-07-28: an unknown method is HTTP 404, whoever answered -32601.
+                Outcome::Response(mut r) if r.status == 200 && bridge::not_found(&r.body) => {
+                    r.status = 404;
+                    Outcome::Response(r)
+                }
+                out => out,
+            });
         }
         if msg.method() == "initialize" {
             if kind != Kind::Request {

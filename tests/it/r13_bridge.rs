@@ -389,3 +389,85 @@ fn r13_python_client_pinned_to_2026_07_28() {
     assert_eq!(out["samplingRequests"], 1, "{out}");
     assert_eq!(out["elicitationRequests"], 1, "{out}");
 }
+
+/// Opens a `subscriptions/listen` stream for `notifications`.
+fn listen(addr: SocketAddr, id: &str, notifications: Value) -> crate::support::SseConn {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"subscriptions/listen",
+        "params":{"notifications":notifications,"_meta":meta(json!({}), json!({}))}})
+    .to_string();
+    let h = [
+        ("Content-Type", "application/json"),
+        ("Accept", "application/json, text/event-stream"),
+        ("MCP-Protocol-Version", V),
+        ("Mcp-Method", "subscriptions/listen"),
+    ];
+    crate::support::SseConn::open(addr, "POST", &h, body.as_bytes())
+}
+
+#[test]
+fn r13_subscriptions_listen_is_served_for_a_session_era_upstream() {
+    let p = everything_stdio(&[]);
+    let a = p.local_addr();
+    let uri = "demo://resource/static/document/architecture.md";
+    let mut s = listen(
+        a,
+        "L1",
+        json!({"toolsListChanged":true,"resourceSubscriptions":[uri]}),
+    );
+    assert_eq!(s.status, 200);
+    let ack = s.next_event().expect("the acknowledgement").json();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "L1"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["resourceSubscriptions"][0],
+        uri
+    );
+    // server-everything then sends resources/updated for subscribed URIs every 5 s.
+    let r = modern(
+        a,
+        1,
+        "tools/call",
+        json!({"name":"toggle-subscriber-updates","arguments":{}}),
+        json!({}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let update = s.next_event().expect("an update within 20 s").json();
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], uri);
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "L1"
+    );
+    // Discover advertises what the proxy now serves.
+    let d = modern(a, 2, "server/discover", json!({}), json!({})).json();
+    assert!(d["result"]["capabilities"].is_object(), "{d}");
+}
+
+#[test]
+fn r13_dual_era_demo_unknown_methods_and_listen() {
+    let p = demo_proxy(&[]);
+    let a = p.local_addr();
+    // The demo speaks 2026-07-28: an unknown method it answers -32601 is HTTP 404.
+    refused(&modern(a, 1, "no/such", json!({}), json!({})), 404, -32601);
+    // It does not serve subscriptions/listen itself: the proxy does, over a bridge session.
+    let mut s = listen(a, "L2", json!({"toolsListChanged":true}));
+    assert_eq!(s.status, 200);
+    let ack = s.next_event().expect("the acknowledgement").json();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
+        "L2"
+    );
+}
