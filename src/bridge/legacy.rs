@@ -49,6 +49,18 @@ pub struct Lease {
     pub lost: bool,
 }
 
+impl Lease {
+    /// A lease of `session` outside any pool (tests).
+    #[cfg(test)]
+    pub fn detached(session: Arc<Session>) -> Lease {
+        Lease {
+            session,
+            pool: None,
+            lost: false,
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let Some(pool) = self.pool.as_ref().and_then(Weak::upgrade) else {

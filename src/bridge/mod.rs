@@ -25,6 +25,9 @@ pub mod shape;
 pub mod state;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
