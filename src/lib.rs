@@ -52,7 +52,8 @@
 //!   ─▶ proxy::Proxy::handle ─▶ checks (path, Origin/Host, method, media types); a CORS
 //!      preflight from an allowed origin is answered here (cors.rs), before the gate
 //!   ─▶ gate: identify (auth), charge (rate limits)
-//!   ─▶ route: initialize / session lookup (session.rs) / stateless 2026-07-28
+//!   ─▶ route: initialize / session lookup (session.rs) / 2026-07-28: bridge/ validates it,
+//!      forwards it statelessly or serves it over a proxy-owned session (MRTR)
 //!   ─▶ upstream::Upstream::forward ─▶ stdio gate (exclusive calls wait) ─▶ stdio::call
 //!        ─▶ child writer thread ─▶ child process
 //!        child stdout ─▶ child reader thread (ids restored, routed) ─▶ the call's channel
