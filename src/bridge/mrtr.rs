@@ -31,6 +31,8 @@ use crate::util::lock;
 /// How long more server-to-client requests are awaited after the first one, so that
 /// requests the upstream makes together go to the client in one `InputRequiredResult`.
 pub const COLLECT: Duration = Duration::from_millis(30);
+/// Input requests one `InputRequiredResult` carries at most; more go in the next round.
+const MAX_ASKS: usize = 32;
 
 /// The bridge's shared state: the codec and the calls waiting for input.
 pub struct Ctx {
@@ -344,6 +346,9 @@ impl Bridged {
             id,
             request: format!(r#"{{"method":{method_json},"params":{params}}}"#),
         });
+        if self.asks.len() >= MAX_ASKS {
+            self.collect_until = Some(Instant::now());
+        }
         if self.collect_until.is_none() {
             // A stream that cannot wait with a timeout (an HTTP upstream's) would block until
             // the next event, which the upstream sends only once answered: no collecting.

@@ -437,11 +437,20 @@ fn r13_subscriptions_listen_is_served_for_a_session_era_upstream() {
         json!({}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    let update = s.next_event().expect("an update within 20 s").json();
-    assert_eq!(
-        update["method"], "notifications/resources/updated",
-        "{update}"
-    );
+    // Every notification is tagged; a tools list change may come first.
+    let mut update = Value::Null;
+    for _ in 0..10 {
+        let n = s.next_event().expect("an update within 20 s").json();
+        assert_eq!(
+            n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1",
+            "{n}"
+        );
+        if n["method"] == "notifications/resources/updated" {
+            update = n;
+            break;
+        }
+        assert_eq!(n["method"], "notifications/tools/list_changed", "{n}");
+    }
     assert_eq!(update["params"]["uri"], uri);
     assert_eq!(
         update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"],
