@@ -11,7 +11,9 @@
 //!   gains `resultType`, `_meta[serverInfo]` and, for list and read results, `ttlMs` and
 //!   `cacheScope` ([`shape`]); `server/discover` is synthesised from the upstream's
 //!   `initialize` answer; a server-to-client request made during the call becomes an
-//!   `InputRequiredResult` with a sealed `requestState` ([`state`], [`mrtr`]).
+//!   `InputRequiredResult` with a sealed `requestState` ([`state`], [`mrtr`]; the waiting
+//!   calls, bounded and expiring, in [`waiting`]); `subscriptions/listen` is served by the
+//!   proxy ([`listen`]).
 //!
 //! Owns: the era decision, the bridge sessions, the waiting calls and their states. Must not
 //! touch: the client session table (bridge sessions are never in it), the HTTP exchange (the
@@ -24,6 +26,7 @@ pub mod mrtr;
 pub mod shape;
 pub mod state;
 pub mod validate;
+pub mod waiting;
 
 #[cfg(test)]
 mod tests;
