@@ -114,7 +114,7 @@ impl Bridge {
             let listen = call.msg.method() == "subscriptions/listen";
             match upstream.forward(call) {
                 Err(Error::LegacyOnly) => {}
-                Ok(Reply::Relay { status, body, .. }) if status == 400 && !modern_error(&body) => {}
+                Ok(Reply::Relay { status, body, .. }) if legacy_refusal(status, &body) => {}
                 // An upstream that speaks 2026-07-28 but does not serve subscriptions/listen
                 // (-32601): the proxy serves it over a bridge session.
                 Ok(reply) if listen => match first_not_found(reply, m.deadline)? {
@@ -383,10 +383,51 @@ impl MessageStream for Prepend {
     }
 }
 
+/// True when an upstream's refusal of a stateless request means it speaks only the session
+/// era: a 400 that is not a 2026-07-28 error ("Server not initialized", "Bad Request: No
+/// valid session ID"), or a 404/405 that is not a 2026-07-28 "method not found".
+fn legacy_refusal(status: u16, body: &[u8]) -> bool {
+    match status {
+        400 => !modern_error(body),
+        404 | 405 => !not_found(body),
+        _ => false,
+    }
+}
+
 /// True when an upstream's 400 body is a 2026-07-28 error (header mismatch, missing
 /// capability, unsupported version, invalid params): the upstream speaks 2026-07-28 and the
 /// refusal is the client's to see. Anything else (a session-era "Server not initialized")
 /// means the upstream speaks only the session era.
 fn modern_error(body: &[u8]) -> bool {
     matches!(error_code(body), Some(-32020 | -32021 | -32022 | -32602))
+}
+
+#[cfg(test)]
+mod era_tests {
+    use super::*;
+
+    #[test]
+    fn which_refusals_mean_session_era_only() {
+        let err = |code: i64| {
+            format!(r#"{{"jsonrpc":"2.0","id":null,"error":{{"code":{code},"message":"x"}}}}"#)
+        };
+        assert!(
+            legacy_refusal(400, err(-32000).as_bytes()),
+            "Server not initialized"
+        );
+        assert!(legacy_refusal(
+            400,
+            b"Bad Request: No valid session ID provided"
+        ));
+        assert!(!legacy_refusal(400, err(-32020).as_bytes()));
+        assert!(!legacy_refusal(400, err(-32022).as_bytes()));
+        assert!(
+            !legacy_refusal(404, err(-32601).as_bytes()),
+            "a modern unknown method"
+        );
+        assert!(legacy_refusal(404, b"session not found"));
+        assert!(legacy_refusal(405, b""));
+        assert!(!legacy_refusal(500, b""));
+        assert!(!legacy_refusal(401, err(-32600).as_bytes()));
+    }
 }
