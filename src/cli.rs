@@ -18,9 +18,9 @@ mod file;
 pub use file::expand as expand_config_file;
 
 use crate::config::{
-    AdminConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig, ListenConfig,
-    ProxyConfig, RedactRules, Secret, SessionConfig, StdioMode, StdioUpstreamConfig, TapeConfig,
-    UpstreamConfig,
+    AdminConfig, BridgeConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig,
+    ListenConfig, ProxyConfig, RedactRules, Secret, SessionConfig, StdioMode, StdioUpstreamConfig,
+    TapeConfig, UpstreamConfig,
 };
 use crate::error::Error;
 use crate::gate::auth::AuthConfig;
@@ -205,6 +205,16 @@ pub struct ReverseArgs {
     /// deadline for one upstream request, from arrival to the upstream's answer (default 60s)
     #[argh(option, default = "String::from(\"60s\")")]
     pub request_timeout: String,
+
+    /// ttlMs of list and read results bridged from a session-era upstream to 2026-07-28
+    /// clients (default 0s)
+    #[argh(option, default = "String::from(\"0s\")")]
+    pub cache_ttl: String,
+
+    /// how long a bridged call waits for its 2026-07-28 client to retry with inputResponses
+    /// before it is cancelled upstream (default 5m)
+    #[argh(option, default = "String::from(\"5m\")")]
+    pub input_timeout: String,
 
     /// connection slots per HTTP upstream (default 32); a checkout waits at most 2s, then 503
     #[argh(option, default = "32")]
@@ -620,6 +630,12 @@ impl ReverseArgs {
         let client_idle_timeout = duration("--client-idle-timeout", &self.client_idle_timeout)?;
         let client_write_timeout = duration("--client-write-timeout", &self.client_write_timeout)?;
         let request_timeout = duration("--request-timeout", &self.request_timeout)?;
+        // 0 (the default) is a valid ttlMs: do not cache.
+        let cache_ttl = match self.cache_ttl.trim().trim_end_matches(['m', 's']) {
+            "0" => Duration::ZERO,
+            _ => duration("--cache-ttl", &self.cache_ttl)?,
+        };
+        let input_timeout = duration("--input-timeout", &self.input_timeout)?;
         let connect_timeout =
             duration("--upstream-connect-timeout", &self.upstream_connect_timeout)?;
         let sse_keepalive = duration("--sse-keepalive", &self.sse_keepalive)?;
@@ -709,6 +725,11 @@ impl ReverseArgs {
                 log_json,
                 loopback: self.bind.ip().is_loopback(),
                 max_streams_per_client,
+                bridge: BridgeConfig {
+                    // A requestState names its instance, so a load balancer routes the retry.
+                    instance: instance.id.clone(),
+                    ..BridgeConfig::new(cache_ttl, input_timeout)
+                },
             },
             sessions: SessionConfig {
                 max: self.max_sessions,

@@ -192,6 +192,64 @@ pub struct ProxyConfig {
     /// `--max-streams-per-client`: streams one client (principal, or IP) may have open.
     /// Default 32, but at most half of `--max-streams`.
     pub max_streams_per_client: usize,
+    /// The era bridge: 2026-07-28 requests in front of a legacy upstream (`crate::bridge`).
+    pub bridge: BridgeConfig,
+}
+
+/// The era bridge (`crate::bridge`): how 2026-07-28 requests are served by a session-era
+/// upstream.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BridgeConfig {
+    /// `--cache-ttl`: the `ttlMs` of bridged list and read results. Default 0 ms.
+    #[serde(rename = "cacheTtlSeconds", serialize_with = "seconds")]
+    pub cache_ttl: Duration,
+    /// `--input-timeout`: how long a call waiting for its client's `inputResponses` is kept
+    /// (and its `requestState` valid); then it is cancelled upstream. Default 5 min.
+    #[serde(rename = "inputTimeoutSeconds", serialize_with = "seconds")]
+    pub input_timeout: Duration,
+    /// The instance name a `requestState` carries, readable before its first `.` so a load
+    /// balancer can route the retry (`--instance-id`); another instance's state is refused.
+    /// Default (without flags): a random id per process.
+    pub instance: String,
+    /// Calls waiting for input at once (a retry frees its place). Default 256.
+    pub max_pending: usize,
+    /// Bytes of input requests held for waiting calls, in all. Default 16 MiB.
+    pub max_pending_bytes: usize,
+}
+
+impl BridgeConfig {
+    /// The defaults, with a fresh random instance name.
+    pub fn new(cache_ttl: Duration, input_timeout: Duration) -> BridgeConfig {
+        BridgeConfig {
+            cache_ttl,
+            input_timeout,
+            instance: random_instance(),
+            max_pending: 256,
+            max_pending_bytes: 16 << 20,
+        }
+    }
+}
+
+impl Default for BridgeConfig {
+    fn default() -> BridgeConfig {
+        BridgeConfig::new(Duration::ZERO, Duration::from_secs(300))
+    }
+}
+
+/// A random per-process instance name (16 hex digits).
+fn random_instance() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b = ((t as u64) ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The session table: its cap, idle expiry and the replay logs of its streams.

@@ -113,6 +113,20 @@ pub enum Error {
     NotFound,
     /// A modern (2026-07-28) request reached an upstream that only speaks the legacy protocol.
     LegacyOnly,
+    /// A 2026-07-28 request's params are invalid for the proxy: `_meta` lacks the protocol
+    /// version or the client capabilities, or a `requestState` is tampered with, foreign or
+    /// expired (`crate::bridge`): 400 with -32602.
+    InvalidParams(String),
+    /// A 2026-07-28 request's `_meta` names a protocol version the proxy does not serve: 400
+    /// with -32022 `UnsupportedProtocolVersion` and `data: {supported, requested}`.
+    UnsupportedModernVersion(String),
+    /// A 2026-07-28 request names a method that does not exist in that revision (removed,
+    /// such as `initialize` or `ping`, or unknown): 404 with -32601.
+    UnknownMethod(String),
+    /// Serving a 2026-07-28 request needs a client capability (`sampling`, `elicitation`,
+    /// `roots`) its `_meta` did not declare: 400 with -32021 and
+    /// `data.requiredCapabilities`.
+    MissingCapability(&'static str),
     /// `--max-sessions` sessions exist and none has expired (in per-session stdio mode also:
     /// every child is taken by a session).
     TooManySessions {
@@ -246,7 +260,11 @@ impl Error {
             | Error::MethodNotAllowed
             | Error::NotFound
             | Error::StreamNeedsHttp11
-            | Error::LegacyOnly => Source::Downstream,
+            | Error::LegacyOnly
+            | Error::InvalidParams(_)
+            | Error::UnsupportedModernVersion(_)
+            | Error::UnknownMethod(_)
+            | Error::MissingCapability(_) => Source::Downstream,
             Error::Http { status, .. } if *status < 500 => Source::Downstream,
             Error::UpstreamBusy
             | Error::UpstreamUnreachable { .. }
@@ -291,8 +309,14 @@ impl Error {
             | Error::HeaderMismatch(_)
             | Error::LegacyOnly
             | Error::NotSupported(_)
+            | Error::InvalidParams(_)
+            | Error::UnsupportedModernVersion(_)
+            | Error::MissingCapability(_)
             | Error::UnknownEventId(_) => 400,
-            Error::UnknownSession | Error::UpstreamSessionLost | Error::NotFound => 404,
+            Error::UnknownSession
+            | Error::UpstreamSessionLost
+            | Error::NotFound
+            | Error::UnknownMethod(_) => 404,
             Error::MethodNotAllowed => 405,
             Error::TooManySessions { .. } | Error::TooManyStreams | Error::UpstreamBusy => 503,
             Error::Unavailable(_) | Error::Draining | Error::LimitsStoreDown => 503,
@@ -321,6 +345,10 @@ impl Error {
         match self {
             Error::Parse(_) => -32700,
             Error::HeaderMismatch(_) => -32020,
+            Error::MissingCapability(_) => -32021,
+            Error::UnsupportedModernVersion(_) => -32022,
+            Error::InvalidParams(_) => -32602,
+            Error::UnknownMethod(_) => -32601,
             Error::RepeatedHeader(name) if is_mirrored_header(name) => -32020,
             Error::InvalidMessage(_)
             | Error::UnsupportedMediaType
@@ -343,6 +371,21 @@ impl Error {
                 -32600
             }
             _ => -32603,
+        }
+    }
+
+    /// The JSON-RPC error's `data`, for the 2026-07-28 errors that carry one.
+    pub fn data(&self) -> Option<serde_json::Value> {
+        match self {
+            Error::UnsupportedModernVersion(requested) => {
+                let mut supported = vec![crate::jsonrpc::MODERN_VERSION];
+                supported.extend(crate::jsonrpc::LEGACY_VERSIONS.iter().rev());
+                Some(serde_json::json!({"supported": supported, "requested": requested}))
+            }
+            Error::MissingCapability(name) => {
+                Some(serde_json::json!({"requiredCapabilities": {*name: {}}}))
+            }
+            _ => None,
         }
     }
 
@@ -437,6 +480,12 @@ impl fmt::Display for Error {
                 f,
                 "upstream speaks only the session-based protocol: send initialize"
             ),
+            Error::InvalidParams(why) => write!(f, "invalid params: {why}"),
+            Error::UnsupportedModernVersion(_) => write!(f, "Unsupported protocol version"),
+            Error::UnknownMethod(m) => write!(f, "method not found: {m}"),
+            Error::MissingCapability(name) => {
+                write!(f, "Server requires the {name} capability for this request")
+            }
             Error::TooManySessions { retry_after } => {
                 write!(f, "too many sessions: retry in {retry_after}s")
             }

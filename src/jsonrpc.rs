@@ -475,7 +475,19 @@ pub fn result_body(id: &RawValue, result: &str) -> Vec<u8> {
 
 /// The error response for `err`, with the id of the request it answers.
 pub fn error_for(id: Option<&RawValue>, err: &Error) -> Vec<u8> {
-    error_body(id, err.rpc_code(), &err.to_string())
+    let body = error_body(id, err.rpc_code(), &err.to_string());
+    match err.data() {
+        // `..."}}` becomes `...","data":{...}}}`.
+        Some(data) if body.ends_with(b"}}") => {
+            let mut body = body;
+            body.truncate(body.len() - 2);
+            body.extend_from_slice(b",\"data\":");
+            body.extend_from_slice(data.to_string().as_bytes());
+            body.extend_from_slice(b"}}");
+            body
+        }
+        _ => body,
+    }
 }
 
 #[cfg(test)]

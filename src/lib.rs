@@ -31,6 +31,8 @@
 //!              file as those same flags
 //! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
 //! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
+//! bridge/      2026-07-28 requests: validation, and serving them over a session-era upstream
+//!              (proxy-owned sessions, MRTR with sealed requestState, result shaping)
 //! gate/        who the caller is (auth/: tokens, JWT) and whether it may go on (ratelimit/)
 //! upstream/    the Upstream (request path) and Operate (operator's view) traits;
 //!              http/ (pooled slots, event streams), stdio/ (child, call, shared mode with
@@ -60,7 +62,8 @@
 //!   ─▶ proxy::Proxy::handle ─▶ checks (path, Origin/Host, method, media types); a CORS
 //!      preflight from an allowed origin is answered here (cors.rs), before the gate
 //!   ─▶ gate: identify (auth), charge (rate limits)
-//!   ─▶ route: initialize / session lookup (session.rs) / stateless 2026-07-28
+//!   ─▶ route: initialize / session lookup (session.rs) / 2026-07-28: bridge/ validates it,
+//!      forwards it statelessly or serves it over a proxy-owned session (MRTR)
 //!   ─▶ upstream::Upstream::forward ─▶ stdio gate (exclusive calls wait) ─▶ stdio::call
 //!        ─▶ child writer thread ─▶ child process
 //!        child stdout ─▶ child reader thread (ids restored, routed) ─▶ the call's channel
@@ -200,6 +203,7 @@
 #![deny(missing_docs)]
 
 mod app;
+mod bridge;
 mod cli;
 mod config;
 mod error;

@@ -11,7 +11,8 @@
 //! 4. POST: `Content-Type` (415), `Accept` (406), body size (413, in the HTTP layer), JSON
 //!    (400 -32700), JSON-RPC shape (400 -32600), `MCP-Protocol-Version` (400);
 //! 5. era: a request carrying `_meta["io.modelcontextprotocol/protocolVersion"]` or
-//!    `MCP-Protocol-Version: 2026-07-28` is forwarded statelessly; `initialize` creates a
+//!    `MCP-Protocol-Version: 2026-07-28` is validated and served by [`crate::bridge`]
+//!    (forwarded statelessly, or bridged over a proxy-owned session); `initialize` creates a
 //!    session; anything else needs a live session (400 without, 404 unknown or expired);
 //! 6. the upstream's reply goes back as JSON when it is one immediate message, else as SSE.
 //!
@@ -74,6 +75,8 @@ pub struct Proxy {
     audit: Auditor,
     /// Shutting down (issue #17): `/readyz` says 503 and no new session is taken.
     draining: std::sync::atomic::AtomicBool,
+    /// 2026-07-28 requests: validation, and the bridge to a session-era upstream.
+    bridge: crate::bridge::Bridge,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -184,6 +187,7 @@ impl Proxy {
                 sessions.idle(),
                 gate.stream_holds(),
             ),
+            bridge: crate::bridge::Bridge::new(&cfg.bridge, cfg.request_timeout),
             metrics,
             gate,
             server: std::sync::OnceLock::new(),
@@ -270,6 +274,7 @@ impl Proxy {
         for s in self.sessions.drain() {
             self.retire(&s);
         }
+        self.bridge.close(self.upstream.as_ref());
     }
 
     fn end_session(&self, s: &Session) {

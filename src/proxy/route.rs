@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use serde::Deserialize;
 
+use crate::bridge;
 use crate::error::Error;
 use crate::gate::Caller;
 use crate::http::{Request, Response};
-use crate::jsonrpc::{self, Answered, Kind, LEGACY_VERSIONS, MODERN_VERSION, Message};
+use crate::jsonrpc::{self, Answered, Kind, LEGACY_VERSIONS, Message};
 use crate::session::Session;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 
@@ -121,14 +122,19 @@ impl Proxy {
         acc.mcp_method = msg.method().to_owned();
         self.note_target(&msg, kind, tool, acc);
         let header_version = req.header("mcp-protocol-version").map(str::trim);
+        // `params` members are picked out raw: the rest of params is never built into a tree.
+        let head = msg.head();
+        let modern = bridge::is_modern(header_version, head.meta);
+        let declared = match (modern, kind) {
+            (true, Kind::Request) => bridge::validate(&msg, |n| req.header(n))?,
+            _ => bridge::Declared::default(),
+        };
         if let Some(v) = header_version
-            && v != MODERN_VERSION
+            && !modern
             && !LEGACY_VERSIONS.contains(&v)
         {
             return Err(Error::UnsupportedVersion(v.to_owned()));
         }
-        // `params` members are picked out raw: the rest of params is never built into a tree.
-        let head = msg.head();
         let meta_version = head.modern_version();
         if let (Some(h), Some(m)) = (header_version, meta_version.as_deref())
             && h != m
@@ -139,17 +145,26 @@ impl Proxy {
         }
         let version = header_version.or(meta_version.as_deref());
         let headers = upstream_headers(req, &msg, &head, version)?;
-        let modern = header_version == Some(MODERN_VERSION) || meta_version.is_some();
-        if modern && msg.method() != "initialize" {
+        if modern {
             self.tap_stateless(req, caller, acc);
-            let call = Call {
+            let m = bridge::Modern {
                 msg,
-                session: None,
-                deadline,
+                body: &req.body,
+                declared,
                 headers,
+                deadline,
+                principal: caller.principal.as_deref(),
             };
-            let reply = self.upstream.forward(call)?;
-            return self.outcome(reply, kind, deadline, None, false, acc);
+            let reply = self.bridge.serve(&self.upstream, &self.sessions, m)?;
+            let out = self.outcome(reply, kind, deadline, None, false, acc)?;
+            return Ok(match out {
+                // 2026-07-28: an unknown method is HTTP 404, whoever answered -32601.
+                Outcome::Response(mut r) if r.status == 200 && bridge::not_found(&r.body) => {
+                    r.status = 404;
+                    Outcome::Response(r)
+                }
+                out => out,
+            });
         }
         if msg.method() == "initialize" {
             if kind != Kind::Request {

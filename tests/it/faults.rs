@@ -147,10 +147,12 @@ fn ten_thousand_requests_thirty_percent_faults() {
                 for i in 0..per {
                     let id = c * 100_000 + i;
                     let body = format!(
-                        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"x","_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}"}}}}}}"#
+                        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"x","_meta":{{"io.modelcontextprotocol/protocolVersion":"{MODERN}","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
                     );
                     let mut h: Vec<(&str, &str)> = JSON_HEADERS.to_vec();
                     h.push(("MCP-Protocol-Version", MODERN));
+                    h.push(("Mcp-Method", "tools/call"));
+                    h.push(("Mcp-Name", "x"));
                     let r = conn.request("POST", "/mcp", &h, body.as_bytes());
                     answered += 1;
                     if r.status == 200 {

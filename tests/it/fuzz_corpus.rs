@@ -49,3 +49,8 @@ fn headers() {
 fn fields() {
     replay("fields", shadowcat::tools::fuzzing::fields);
 }
+
+#[test]
+fn bridge() {
+    replay("bridge", shadowcat::tools::fuzzing::bridge);
+}

@@ -66,8 +66,9 @@ fn python_client_auto_mode_everything_stdio() {
     let p = demo_proxy(&["--stdio", &cmd, "--stdio-children", "1"]);
     let out = run_py("auto.py", &format!("http://{}/mcp", p.local_addr()));
     assert_eq!(out["echo"], "Echo: hello through MCP", "{out}");
-    // server-everything is session-era only: the proxy's 400 made the client fall back.
-    assert_eq!(out["protocolVersion"], "2025-11-25", "{out}");
+    // server-everything is session-era only: the proxy bridges it (issue #13), so the
+    // client stays on 2026-07-28.
+    assert_eq!(out["protocolVersion"], "2026-07-28", "{out}");
 }
 
 #[test]
@@ -76,5 +77,7 @@ fn python_client_auto_mode_everything_http() {
     let p = demo_proxy(&["--upstream", &format!("http://{addr}/mcp")]);
     let out = run_py("auto.py", &format!("http://{}/mcp", p.local_addr()));
     assert_eq!(out["echo"], "Echo: hello through MCP", "{out}");
-    assert_eq!(out["protocolVersion"], "2025-11-25", "{out}");
+    // Bridged (issue #13): the upstream's own "Server not initialized" never reaches the
+    // client, which stays on 2026-07-28.
+    assert_eq!(out["protocolVersion"], "2026-07-28", "{out}");
 }

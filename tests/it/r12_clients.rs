@@ -185,11 +185,14 @@ fn tool_call(id: u64, name: &str, args: Value) -> String {
 fn stateless_call_as(addr: SocketAddr, token: &str, id: u64, name: &str) -> Resp {
     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
         "name":name,"arguments":{},
-        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}})
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                 "io.modelcontextprotocol/clientCapabilities":{}}}})
     .to_string();
     let auth = bearer(token);
     let mut h = JSON_HEADERS.to_vec();
     h.push(("MCP-Protocol-Version", "2026-07-28"));
+    h.push(("Mcp-Method", "tools/call"));
+    h.push(("Mcp-Name", name));
     h.push(("Authorization", &auth));
     Conn::open(addr).request("POST", "/mcp", &h, body.as_bytes())
 }

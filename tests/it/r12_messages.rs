@@ -132,9 +132,13 @@ fn r12_routing_headers_come_from_the_body() {
         "tools/call",
         json!({"name": "echo", "arguments": {"message": "hi", "opts": {"region": "eu-west1"}}}),
     );
-    let v = [("MCP-Protocol-Version", "2026-07-28")];
+    let v = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
+    ];
 
-    // A client that sends none of them: the upstream still gets them, built from the body.
+    // A client that sends them: the upstream gets them, built from the body.
     let r = post_extra(addr, &v, &echo);
     assert_eq!(r.status, 200, "{}", r.text());
     let built = pairs(&[
@@ -143,16 +147,18 @@ fn r12_routing_headers_come_from_the_body() {
         ("mcp-name", "echo"),
     ]);
     assert_eq!(mcp_headers_seen(&r), built);
-    // Without the version header too (the version comes from `_meta`).
-    assert_eq!(mcp_headers_seen(&post_extra(addr, &[], &echo)), built);
+    // Issue #13: 2026-07-28 requires them; one missing is 400 -32020, never forwarded.
+    let before = f.posts.load(Ordering::SeqCst);
+    for missing in 0..v.len() {
+        let mut h = v.to_vec();
+        h.remove(missing);
+        assert_refused(&post_extra(addr, &h, &echo), -32020, &format!("{h:?}"));
+    }
+    assert_eq!(f.posts.load(Ordering::SeqCst), before);
 
     // Correct headers pass; an Mcp-Param-* matching an argument is forwarded as sent.
     let mut ok = v.to_vec();
-    ok.extend([
-        ("Mcp-Method", "tools/call"),
-        ("Mcp-Name", "echo"),
-        ("Mcp-Param-Region", "eu-west1"),
-    ]);
+    ok.extend([("Mcp-Param-Region", "eu-west1")]);
     let r = post_extra(addr, &ok, &echo);
     assert_eq!(r.status, 200, "{}", r.text());
     let with_param = pairs(&[
@@ -172,16 +178,27 @@ fn r12_routing_headers_come_from_the_body() {
         ("Mcp-Name", "=?base64?b3RoZXJfdG9vbA==?="),
     ] {
         let mut h = v.to_vec();
+        h.retain(|(n, _)| *n != bad.0);
         h.push(bad);
         assert_refused(&post_extra(addr, &h, &echo), -32020, &format!("{bad:?}"));
     }
     // The protocol version in the header and in `_meta` must agree.
-    let r = post_extra(addr, &[("MCP-Protocol-Version", "2025-11-25")], &echo);
+    let r = post_extra(
+        addr,
+        &[
+            ("MCP-Protocol-Version", "2025-11-25"),
+            ("Mcp-Method", "tools/call"),
+            ("Mcp-Name", "echo"),
+        ],
+        &echo,
+    );
     assert_refused(&r, -32020, "version header vs _meta");
     // Two MCP-Protocol-Version fields: 400, neither is used.
     let two = [
         ("MCP-Protocol-Version", "2026-07-28"),
         ("MCP-Protocol-Version", "2025-11-25"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
     ];
     assert_refused(&post_extra(addr, &two, &echo), -32020, "two versions");
     assert_eq!(
@@ -192,7 +209,15 @@ fn r12_routing_headers_come_from_the_body() {
 
     // Mcp-Param-* headers exist only for tools/call: dropped elsewhere.
     let list = modern(2, "tools/list", json!({}));
-    let r = post_extra(addr, &[("Mcp-Param-X", "inj")], &list);
+    let r = post_extra(
+        addr,
+        &[
+            ("Mcp-Param-X", "inj"),
+            ("MCP-Protocol-Version", "2026-07-28"),
+            ("Mcp-Method", "tools/list"),
+        ],
+        &list,
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         mcp_headers_seen(&r),
@@ -371,7 +396,11 @@ fn r12_meta_is_read_without_parsing_the_rest() {
         serde_json::from_str::<Value>(&body).is_err(),
         "too deep for a tree"
     );
-    let r = post_extra(p.local_addr(), &[], &body);
+    let v = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/list"),
+    ];
+    let r = post_extra(p.local_addr(), &v, &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(f.posts.load(Ordering::SeqCst), 1, "forwarded statelessly");
 }

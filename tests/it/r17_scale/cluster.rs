@@ -28,14 +28,17 @@ struct Instance {
     id: String,
     addr: SocketAddr,
     peer: Option<Peer>,
+    /// More `reverse` flags.
+    extra: Vec<String>,
 }
 
 impl Instance {
-    fn start(id: &str) -> Instance {
+    fn start_with(id: &str, extra: &[String]) -> Instance {
         let mut i = Instance {
             id: id.to_owned(),
             addr: ([127, 0, 0, 1], free_port()).into(),
             peer: None,
+            extra: extra.to_vec(),
         };
         i.spawn();
         i
@@ -46,6 +49,7 @@ impl Instance {
             .args(["reverse", "--bind", &self.addr.to_string()])
             .args(["--instance-id", &self.id, "--trusted-proxy", "127.0.0.1"])
             .args(["--drain-time", "1s", "--shutdown-grace", "5s"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -94,9 +98,14 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    /// Three instances started with `extra` flags.
+    fn start_with(extra: &[String]) -> Cluster {
         let instances: Vec<Instance> = ["web1", "web2", "web3"]
             .iter()
-            .map(|i| Instance::start(i))
+            .map(|i| Instance::start_with(i, extra))
             .collect();
         let front: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let backends: Vec<SocketAddr> = instances.iter().map(|i| i.addr).collect();
@@ -299,4 +308,65 @@ fn rolling_restart_behind_haproxy_fails_no_stateless_call() {
         assert!(instances.len() <= errors.len() + 1, "{cl}");
         assert!(!cl.to_string().contains("wrong answer"), "{cl}");
     }
+}
+
+/// A stateless 2026-07-28 `tools/call` of `test_sampling` declaring `sampling`, with
+/// `requestState` and `inputResponses` when retrying.
+fn sampling_call(conn: &mut Conn, id: u64, retry: Option<(&str, &str)>) -> Value {
+    let mut params = serde_json::json!({
+        "name": "test_sampling",
+        "arguments": {"prompt": "Say hi"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                  "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}},
+    });
+    if let Some((state, key)) = retry {
+        params["requestState"] = state.into();
+        params["inputResponses"] = serde_json::json!({ key: {"role": "assistant",
+            "content": {"type": "text", "text": "hi"}, "model": "m"} });
+    }
+    let body = serde_json::json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params});
+    let mut h: Vec<(&str, &str)> = crate::support::JSON_HEADERS.to_vec();
+    h.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "test_sampling"),
+    ]);
+    conn.request("POST", "/mcp", &h, body.to_string().as_bytes())
+        .json()
+}
+
+/// Issue #17 with #13: a bridged call waiting for input lives on one instance; its
+/// `requestState` names it before the first `.`, and the example's HAProxy rules send the
+/// client's retry there (without them, leastconn would send two retries in three elsewhere,
+/// which refuse a foreign state).
+#[test]
+fn haproxy_sends_a_request_state_retry_to_the_instance_holding_the_call() {
+    let legacy = format!("{} demo-server --era legacy", exe());
+    let c = Cluster::start_with(&["--stdio".into(), legacy]);
+    let mut owners = std::collections::HashSet::new();
+    for round in 0..6u64 {
+        // A fresh connection each time, so leastconn has every server to choose from.
+        let first = sampling_call(&mut Conn::open(c.front), 10 * round + 1, None);
+        let r = &first["result"];
+        assert_eq!(r["resultType"], "input_required", "{first}");
+        let state = r["requestState"].as_str().expect("requestState").to_owned();
+        let key = r["inputRequests"]
+            .as_object()
+            .and_then(|m| m.keys().next().cloned())
+            .expect("an input request");
+        owners.insert(state.split('.').next().unwrap_or_default().to_owned());
+        let done = sampling_call(
+            &mut Conn::open(c.front),
+            10 * round + 2,
+            Some((&state, &key)),
+        );
+        assert_eq!(
+            done["result"]["resultType"], "complete",
+            "round {round}: {done}"
+        );
+        let text = done["result"]["content"][0]["text"].as_str().unwrap_or("");
+        assert_eq!(text, "LLM response: hi", "{done}");
+    }
+    // The calls were spread, so the rules, not luck, kept each retry on its instance.
+    assert!(owners.len() >= 2, "all on one instance: {owners:?}");
 }

@@ -107,10 +107,12 @@ fn sigterm_reports_not_ready_refuses_new_sessions_and_finishes_calls() {
 /// A stateless 2026-07-28 `tools/call` of the demo's `echo`, with `extra` headers.
 pub fn stateless_echo(conn: &mut Conn, id: u64, extra: &[(&str, &str)]) -> crate::support::Resp {
     let body = format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"s{id}"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"s{id}"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
     );
     let mut h: Vec<(&str, &str)> = crate::support::JSON_HEADERS.to_vec();
     h.push(("MCP-Protocol-Version", "2026-07-28"));
+    h.push(("Mcp-Method", "tools/call"));
+    h.push(("Mcp-Name", "echo"));
     h.extend_from_slice(extra);
     conn.request("POST", "/mcp", &h, body.as_bytes())
 }

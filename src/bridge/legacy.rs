@@ -1,0 +1,283 @@
+//! The proxy-owned session-era sessions that bridged 2026-07-28 calls travel over.
+//!
+//! Two kinds, both opened with an ordinary `initialize` through [`Upstream::initialize`] and
+//! kept out of the client session table (no client can name them):
+//! * one **plain** session declaring no client capability, shared by every call whose client
+//!   can be asked nothing: the upstream cannot send it server-to-client requests;
+//! * **capable** sessions declaring sampling, elicitation (form and URL) and roots, each leased
+//!   to one call at a time, so a server-to-client request the upstream makes belongs to
+//!   exactly that call. At most `max` are open; idle ones are kept for reuse.
+//!
+//! A session the upstream forgot (child restarted, upstream 404) is dropped when a call meets
+//! the loss, and the next call opens a new one.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use crate::error::Error;
+use crate::jsonrpc::{LEGACY_VERSIONS, Message};
+use crate::session::{Session, Sessions};
+use crate::upstream::{Call, Item, Poll, Reply, Upstream};
+use crate::util::lock;
+
+/// What the upstream said in its answer to the bridge's `initialize`, raw.
+pub struct Hello {
+    /// The negotiated version (one the proxy knows).
+    pub version: &'static str,
+    /// `result`, raw JSON text.
+    pub result: String,
+}
+
+/// The pool of bridge sessions.
+pub struct Pool {
+    plain: Mutex<Option<Arc<Session>>>,
+    idle: Mutex<Vec<Arc<Session>>>,
+    open: AtomicUsize,
+    max: usize,
+    hello: Mutex<Option<Arc<Hello>>>,
+    me: Weak<Pool>,
+}
+
+/// A session lent to one call; a capable one goes back to the pool when dropped.
+pub struct Lease {
+    /// The session.
+    pub session: Arc<Session>,
+    /// Lent exclusively (capable); `None` for the shared plain session.
+    pool: Option<Weak<Pool>>,
+    /// The upstream lost it: do not reuse.
+    pub lost: bool,
+}
+
+impl Lease {
+    /// A lease of `session` outside any pool (tests).
+    #[cfg(test)]
+    pub fn detached(session: Arc<Session>) -> Lease {
+        Lease {
+            session,
+            pool: None,
+            lost: false,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        if self.lost {
+            pool.open.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            lock(&pool.idle).push(self.session.clone());
+        }
+    }
+}
+
+impl Pool {
+    /// An empty pool of at most `max` capable sessions.
+    pub fn new(max: usize) -> Arc<Pool> {
+        Arc::new_cyclic(|me| Pool {
+            plain: Mutex::new(None),
+            idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            max,
+            hello: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    /// The upstream's answer to the latest bridge `initialize`, opening the plain session if
+    /// none was opened yet.
+    pub fn hello(
+        &self,
+        upstream: &dyn Upstream,
+        sessions: &Sessions,
+        deadline: Instant,
+    ) -> Result<Arc<Hello>, Error> {
+        if let Some(h) = lock(&self.hello).clone() {
+            return Ok(h);
+        }
+        drop(self.lease(upstream, sessions, false, deadline)?);
+        lock(&self.hello)
+            .clone()
+            .ok_or_else(|| Error::Internal("bridge session opened without an answer".into()))
+    }
+
+    /// A session for one call: the shared plain one, or a capable one of its own.
+    pub fn lease(
+        &self,
+        upstream: &dyn Upstream,
+        sessions: &Sessions,
+        capable: bool,
+        deadline: Instant,
+    ) -> Result<Lease, Error> {
+        if !capable {
+            if let Some(s) = lock(&self.plain).clone() {
+                return Ok(Lease {
+                    session: s,
+                    pool: None,
+                    lost: false,
+                });
+            }
+            let s = self.open(upstream, sessions, false, deadline)?;
+            *lock(&self.plain) = Some(s.clone());
+            return Ok(Lease {
+                session: s,
+                pool: None,
+                lost: false,
+            });
+        }
+        if let Some(s) = lock(&self.idle).pop() {
+            return Ok(Lease {
+                session: s,
+                pool: Some(self.me.clone()),
+                lost: false,
+            });
+        }
+        if self
+            .open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(Error::Unavailable(
+                "every bridge session is waiting for a client's input".into(),
+            ));
+        }
+        match self.open(upstream, sessions, true, deadline) {
+            Ok(s) => Ok(Lease {
+                session: s,
+                pool: Some(self.me.clone()),
+                lost: false,
+            }),
+            Err(e) => {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets `lease`'s session: the upstream lost it.
+    pub fn lost(&self, upstream: &dyn Upstream, lease: &mut Lease) {
+        lease.lost = true;
+        let mut plain = lock(&self.plain);
+        if plain
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &lease.session))
+        {
+            *plain = None;
+        }
+        drop(plain);
+        upstream.close(&lease.session);
+    }
+
+    /// Ends every bridge session upstream (shutdown).
+    pub fn close_all(&self, upstream: &dyn Upstream) {
+        if let Some(s) = lock(&self.plain).take() {
+            // Ends the `subscriptions/listen` streams that follow it.
+            s.streams.end_all();
+            upstream.close(&s);
+        }
+        for s in lock(&self.idle).drain(..) {
+            upstream.close(&s);
+        }
+    }
+
+    /// Opens a session: `initialize`, then `notifications/initialized`.
+    fn open(
+        &self,
+        upstream: &dyn Upstream,
+        sessions: &Sessions,
+        capable: bool,
+        deadline: Instant,
+    ) -> Result<Arc<Session>, Error> {
+        let caps = if capable {
+            r#"{"sampling":{},"elicitation":{"form":{},"url":{}},"roots":{"listChanged":false}}"#
+        } else {
+            "{}"
+        };
+        let newest = LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1];
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":"shadowcat-bridge","method":"initialize","params":{{"protocolVersion":"{newest}","capabilities":{caps},"clientInfo":{{"name":"shadowcat-bridge","version":"{}"}}}}}}"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        let call = Call {
+            msg: Message::parse(body.as_bytes())?,
+            session: None,
+            deadline,
+            headers: Vec::new(),
+        };
+        let (binding, reply) = upstream.initialize(call)?;
+        let answer = final_body(reply, deadline)?;
+        let hello = parse_hello(&answer)?;
+        let session =
+            sessions.build(hello.version.to_owned(), binding, None, "bridge".to_owned())?;
+        upstream.attach(&session);
+        let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        upstream.forward(Call {
+            msg: Message::parse(note)?,
+            session: Some(&session),
+            deadline,
+            headers: vec![("MCP-Protocol-Version".to_owned(), hello.version.to_owned())],
+        })?;
+        log::debug!(
+            "bridge session {} opened ({}, {})",
+            session.short_id(),
+            hello.version,
+            if capable { "capable" } else { "plain" }
+        );
+        *lock(&self.hello) = Some(Arc::new(hello));
+        Ok(session)
+    }
+}
+
+/// The one response in `reply` (waiting on a stream until `deadline`).
+pub fn final_body(reply: Reply, deadline: Instant) -> Result<Vec<u8>, Error> {
+    match reply {
+        Reply::Message(b) => Ok(b),
+        Reply::Stream(mut s) => loop {
+            match s.poll_until(deadline)? {
+                Poll::Item(Item::Final(b)) => return Ok(b),
+                Poll::Item(Item::Message(_)) => {}
+                Poll::Idle if Instant::now() < deadline => {}
+                Poll::Idle => return Err(Error::Timeout),
+                Poll::End => {
+                    return Err(Error::UpstreamProtocol(
+                        "upstream ended initialize without answering".into(),
+                    ));
+                }
+            }
+        },
+        Reply::Accepted => Err(Error::UpstreamProtocol(
+            "upstream accepted initialize without answering".into(),
+        )),
+        Reply::Relay { status, body, .. } => Err(Error::UpstreamStatus {
+            status,
+            message: format!(
+                "upstream refused the bridge's initialize: HTTP {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            ),
+        }),
+    }
+}
+
+/// The version and result of an `initialize` answer.
+fn parse_hello(body: &[u8]) -> Result<Hello, Error> {
+    let msg = Message::parse(body)?;
+    let Some(result) = msg.result else {
+        return Err(Error::UpstreamProtocol(
+            "upstream refused the bridge's initialize".into(),
+        ));
+    };
+    let version = crate::jsonrpc::pick(result.get(), ["protocolVersion"])
+        .and_then(|[v]| v)
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        .and_then(|v| LEGACY_VERSIONS.iter().copied().find(|k| *k == v))
+        .unwrap_or(LEGACY_VERSIONS[LEGACY_VERSIONS.len() - 1]);
+    Ok(Hello {
+        version,
+        result: result.get().to_owned(),
+    })
+}
