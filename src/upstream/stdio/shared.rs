@@ -128,6 +128,13 @@ impl Upstream for StdioUpstream {
         let hs = read(&slot.handshake)
             .clone()
             .ok_or_else(|| Error::Unavailable("child not initialized".into()))?;
+        if hs.modern_only {
+            return Err(Error::UpstreamProtocol(format!(
+                "{} speaks only protocol revision 2026-07-28: session-era clients are not \
+                 bridged to it",
+                inner.name
+            )));
+        }
         let requested = call
             .msg
             .params_value()

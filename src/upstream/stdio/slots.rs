@@ -40,6 +40,64 @@ pub(super) struct Handshake {
     pub(super) version: String,
     /// Whether `server/discover` listed 2026-07-28.
     pub(super) modern: bool,
+    /// Whether the child speaks only 2026-07-28 (it refused `initialize`, and its
+    /// `server/discover` lists 2026-07-28): `result` is then built from that discover answer,
+    /// and the child gets no session-era traffic (no `initialized`, `logging/setLevel`,
+    /// `resources/subscribe`).
+    pub(super) modern_only: bool,
+}
+
+/// The `server/discover` probe the proxy sends a child.
+fn discover_probe() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
+        "params": {"_meta": {
+            jsonrpc::META_VERSION: "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
+        }}
+    })
+}
+
+/// True when a `server/discover` answer lists 2026-07-28.
+fn lists_modern(reply: &Value) -> bool {
+    reply
+        .get("result")
+        .and_then(|r| r.get("supportedVersions"))
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
+}
+
+/// A child that refused `initialize`: a 2026-07-28-only child if its `server/discover` lists
+/// 2026-07-28 (the handshake then carries an `initialize`-shaped result made from that
+/// answer), else the refusal.
+fn modern_only(child: &Child, refusal: &Value) -> Result<Handshake, Error> {
+    let refused = || {
+        Error::UpstreamProtocol(format!(
+            "{} refused initialize: {}",
+            child.name(),
+            refusal.get("error").unwrap_or(&Value::Null)
+        ))
+    };
+    let reply = request(child, &discover_probe()).map_err(|_| refused())?;
+    if !lists_modern(&reply) {
+        return Err(refused());
+    }
+    let discover = reply.get("result").cloned().unwrap_or(Value::Null);
+    let mut result = serde_json::Map::new();
+    for key in ["capabilities", "serverInfo", "instructions"] {
+        if let Some(v) = discover.get(key) {
+            result.insert(key.to_owned(), v.clone());
+        }
+    }
+    result.insert("protocolVersion".into(), json!("2026-07-28"));
+    log::info!("{}: speaks only 2026-07-28 (refused initialize)", child.name());
+    Ok(Handshake {
+        result,
+        version: "2026-07-28".to_owned(),
+        modern: true,
+        modern_only: true,
+    })
 }
 
 /// `initialize`, `notifications/initialized`, then a `server/discover` probe.
@@ -57,13 +115,7 @@ pub(super) fn handshake(child: &Child) -> Result<Handshake, Error> {
     let reply = request(child, &init)?;
     let result = match reply.get("result").and_then(Value::as_object) {
         Some(r) => r.clone(),
-        None => {
-            return Err(Error::UpstreamProtocol(format!(
-                "{} refused initialize: {}",
-                child.name(),
-                reply.get("error").unwrap_or(&Value::Null)
-            )));
-        }
+        None => return modern_only(child, &reply),
     };
     let version = result
         .get("protocolVersion")
@@ -72,23 +124,7 @@ pub(super) fn handshake(child: &Child) -> Result<Handshake, Error> {
         .to_owned();
     let note = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
     child.send_message_deadline(&note, Instant::now() + HANDSHAKE_TIMEOUT)?;
-    let discover = json!({
-        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
-        "params": {"_meta": {
-            jsonrpc::META_VERSION: "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }}
-    });
-    let modern = request(child, &discover)
-        .ok()
-        .and_then(|r| {
-            r.get("result")?
-                .get("supportedVersions")?
-                .as_array()
-                .cloned()
-        })
-        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"));
+    let modern = request(child, &discover_probe()).is_ok_and(|r| lists_modern(&r));
     log::info!(
         "{}: initialized, protocol {version}{}",
         child.name(),
@@ -98,6 +134,7 @@ pub(super) fn handshake(child: &Child) -> Result<Handshake, Error> {
         result,
         version,
         modern,
+        modern_only: false,
     })
 }
 
