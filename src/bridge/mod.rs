@@ -319,6 +319,11 @@ pub fn not_found(body: &[u8]) -> bool {
     error_code(body) == Some(-32601)
 }
 
+/// True when a JSON-RPC response body is a -32021 (missing client capability) error.
+pub fn missing_capability(body: &[u8]) -> bool {
+    error_code(body) == Some(-32021)
+}
+
 /// The `error.code` of a JSON-RPC response body, if it is an error.
 fn error_code(body: &[u8]) -> Option<i64> {
     #[derive(serde::Deserialize)]

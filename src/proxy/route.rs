@@ -163,6 +163,13 @@ impl Proxy {
                     r.status = 404;
                     Outcome::Response(r)
                 }
+                // A missing client capability is HTTP 400, whoever answered -32021.
+                Outcome::Response(mut r)
+                    if r.status == 200 && bridge::missing_capability(&r.body) =>
+                {
+                    r.status = 400;
+                    Outcome::Response(r)
+                }
                 out => out,
             });
         }

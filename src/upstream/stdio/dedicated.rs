@@ -43,6 +43,7 @@ use crate::upstream::stdio::call::{call_stream, cancel, request};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Io, Program, stop_in_background};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::upstream::stdio::reactor::Reactor;
+use crate::upstream::stdio::slots::{discover_probe, lists_modern};
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 
@@ -85,6 +86,22 @@ struct Inner {
     metrics: Option<Arc<Metrics>>,
     /// The one thread doing every child's I/O (`reactor.rs`): an idle session costs no thread.
     reactor: Arc<Reactor>,
+    /// What the children were found to speak for 2026-07-28 (stateless) requests.
+    stateless: Mutex<Stateless>,
+}
+
+/// Whether the children speak 2026-07-28, learned from the first stateless request: a child
+/// is taken and probed with `server/discover`.
+#[derive(Clone, Copy)]
+enum Stateless {
+    /// Not probed yet.
+    Unknown,
+    /// Session era only: stateless requests get [`Error::LegacyOnly`] (the bridge opens
+    /// sessions instead).
+    Legacy,
+    /// 2026-07-28: stateless requests share this child (index in `assigned`, bound to no
+    /// session, never evicted); a new one is taken if it died.
+    Modern(usize),
 }
 
 struct Assigned {
@@ -125,6 +142,7 @@ impl DedicatedUpstream {
             evict_idle: cfg.evict_idle,
             metrics,
             reactor: Reactor::start()?,
+            stateless: Mutex::new(Stateless::Unknown),
         });
         let (ready_tx, ready_rx) = bounded(1);
         let k = inner.clone();
@@ -391,14 +409,16 @@ fn keep(inner: &Arc<Inner>, rx: Receiver<Control>, ready: Sender<Result<(), Erro
     }
 }
 
-impl Upstream for DedicatedUpstream {
-    fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
+impl DedicatedUpstream {
+    /// A child of its own for a new session (or for the stateless requests): a warm spare, a
+    /// newly spawned one, or one made free by evicting an idle session.
+    fn take_child(&self, deadline: Instant) -> Result<Arc<Child>, Error> {
         let inner = &self.inner;
         let mut evictions = 0;
-        let child = loop {
+        loop {
             let spare = lock(&inner.spares).pop();
             match spare {
-                Some(c) if c.is_alive() => break c,
+                Some(c) if c.is_alive() => break Ok(c),
                 Some(c) => {
                     // Died as a spare. Taken out of `spares`, the keeper's `Died` no longer
                     // finds it, so hand it back here: its slot is released and it is reaped.
@@ -409,7 +429,7 @@ impl Upstream for DedicatedUpstream {
             }
             if inner.starting.load(Ordering::Acquire) > 0 {
                 // A spare is on its way: wait for it rather than refuse or over-spawn.
-                if Instant::now() >= call.deadline {
+                if Instant::now() >= deadline {
                     return Err(Error::Timeout);
                 }
                 std::thread::sleep(Duration::from_millis(5));
@@ -437,10 +457,57 @@ impl Upstream for DedicatedUpstream {
             }
             let (tx, rx) = bounded(1);
             let _ = inner.control.send(Control::Urgent(tx));
-            break rx
-                .recv_deadline(call.deadline)
-                .map_err(|_| Error::Timeout)??;
-        };
+            break Ok(rx.recv_deadline(deadline).map_err(|_| Error::Timeout)??);
+        }
+    }
+
+    /// The child for a stateless (2026-07-28) request; [`Error::LegacyOnly`] when the children
+    /// speak only the session era. The first call probes a child with `server/discover`.
+    fn stateless_child(&self, deadline: Instant) -> Result<Arc<Child>, Error> {
+        let inner = &self.inner;
+        let mut st = lock(&inner.stateless);
+        match *st {
+            Stateless::Legacy => return Err(Error::LegacyOnly),
+            Stateless::Modern(i) => {
+                let live = lock(&inner.assigned)
+                    .get(&i)
+                    .map(|a| a.child.clone())
+                    .filter(|c| c.is_alive());
+                if let Some(c) = live {
+                    return Ok(c);
+                }
+            }
+            Stateless::Unknown => {}
+        }
+        let child = self.take_child(deadline)?;
+        let _ = inner.control.send(Control::Replenish);
+        let modern = matches!(*st, Stateless::Modern(_))
+            || request(&child, &discover_probe()).is_ok_and(|r| lists_modern(&r));
+        if !modern {
+            log::info!(
+                "per-session upstream {}: speaks only the session era",
+                inner.name
+            );
+            *st = Stateless::Legacy;
+            let _ = inner.control.send(Control::Retire(child));
+            return Err(Error::LegacyOnly);
+        }
+        lock(&inner.assigned).insert(
+            child.index,
+            Assigned {
+                child: child.clone(),
+                session: Weak::new(),
+            },
+        );
+        *st = Stateless::Modern(child.index);
+        Ok(child)
+    }
+}
+
+impl Upstream for DedicatedUpstream {
+    fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
+        let inner = &self.inner;
+        let child = self.take_child(call.deadline)?;
         let binding = Binding {
             child: child.index,
             ..Binding::default()
@@ -479,8 +546,23 @@ impl Upstream for DedicatedUpstream {
 
     fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
         let Some(s) = call.session else {
-            // Stateless (2026-07-28) requests have no session to dedicate a child to.
-            return Err(Error::LegacyOnly);
+            // Stateless (2026-07-28) requests share one child, if the children speak it.
+            let child = self.stateless_child(call.deadline)?;
+            return match call.msg.kind()? {
+                Kind::Request => {
+                    let caps = ClientCaps::of_meta(&call.msg);
+                    call_stream(child, call, Caller::stateless(caps), None)
+                }
+                Kind::Notification => {
+                    if call.msg.method() == "notifications/cancelled" {
+                        cancel(&child, None, &call.msg);
+                    } else {
+                        child.send_message_deadline(&call.msg, call.deadline)?;
+                    }
+                    Ok(Reply::Accepted)
+                }
+                Kind::Response => Ok(Reply::Accepted),
+            };
         };
         let child = lock(&self.inner.assigned)
             .get(&s.binding.child)

@@ -214,9 +214,15 @@ impl Upstream for StdioUpstream {
             ),
             None => {
                 let caps = ClientCaps::of_meta(&call.msg);
+                // A 2026-07-28-only child asks its clients in-band (MRTR), never with a
+                // server-to-client request: its calls need not run alone.
+                let in_band = inner
+                    .slots
+                    .get(index)
+                    .is_some_and(|sl| read(&sl.handshake).as_ref().is_some_and(|h| h.modern_only));
                 (
                     Caller::stateless(caps),
-                    caps.any()
+                    (caps.any() && !in_band)
                         .then(|| STATELESS_KEY | NEXT_KEY.fetch_add(1, Ordering::Relaxed)),
                 )
             }

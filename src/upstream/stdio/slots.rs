@@ -48,7 +48,7 @@ pub(super) struct Handshake {
 }
 
 /// The `server/discover` probe the proxy sends a child.
-fn discover_probe() -> Value {
+pub(super) fn discover_probe() -> Value {
     json!({
         "jsonrpc": "2.0", "id": 0, "method": "server/discover",
         "params": {"_meta": {
@@ -60,7 +60,7 @@ fn discover_probe() -> Value {
 }
 
 /// True when a `server/discover` answer lists 2026-07-28.
-fn lists_modern(reply: &Value) -> bool {
+pub(super) fn lists_modern(reply: &Value) -> bool {
     reply
         .get("result")
         .and_then(|r| r.get("supportedVersions"))
@@ -91,7 +91,10 @@ fn modern_only(child: &Child, refusal: &Value) -> Result<Handshake, Error> {
         }
     }
     result.insert("protocolVersion".into(), json!("2026-07-28"));
-    log::info!("{}: speaks only 2026-07-28 (refused initialize)", child.name());
+    log::info!(
+        "{}: speaks only 2026-07-28 (refused initialize)",
+        child.name()
+    );
     Ok(Handshake {
         result,
         version: "2026-07-28".to_owned(),
