@@ -40,6 +40,9 @@ pub struct Binding {
     pub upstream_id: Mutex<Option<String>>,
     /// HTTP: the upstream's standalone stream is being relayed for this session.
     pub listening: std::sync::atomic::AtomicBool,
+    /// stdio, a 2026-07-28-only child: the `_meta` each request of the session gains
+    /// (`crate::bridge::modern_upstream`).
+    pub modern_meta: Option<serde_json::Value>,
 }
 
 /// One client session.

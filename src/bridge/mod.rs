@@ -22,6 +22,7 @@
 
 pub mod legacy;
 pub mod listen;
+pub mod modern_upstream;
 pub mod mrtr;
 pub mod shape;
 pub mod state;

@@ -26,6 +26,7 @@ mod conformance;
 mod conformance26;
 // Issue #13 part C: the demo server over HTTP, each era, raw requests.
 mod r13_demo_http;
+mod r13_modern_upstream;
 // HTTP upstream streams: resumption after a break, the standalone GET relay.
 mod http_streams;
 // Operating it: health, readiness, metrics, admin API, access log.

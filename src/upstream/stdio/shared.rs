@@ -43,6 +43,7 @@ use std::time::Duration;
 use crossbeam_channel::unbounded;
 use serde_json::Value;
 
+use crate::bridge::modern_upstream;
 use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message, RawObject};
@@ -55,7 +56,7 @@ use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::{lock, read};
 
 use super::call::{call_stream, cancel};
-use super::slots::{Control, Inner, Slot, release};
+use super::slots::{Control, Inner, PROXY_VERSION, Slot, release};
 use super::supervisor::supervise;
 
 use crate::jsonrpc::LEGACY_VERSIONS;
@@ -128,19 +129,20 @@ impl Upstream for StdioUpstream {
         let hs = read(&slot.handshake)
             .clone()
             .ok_or_else(|| Error::Unavailable("child not initialized".into()))?;
-        if hs.modern_only {
-            return Err(Error::UpstreamProtocol(format!(
-                "{} speaks only protocol revision 2026-07-28: session-era clients are not \
-                 bridged to it",
-                inner.name
-            )));
-        }
         let requested = call
             .msg
             .params_value()
             .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
             .unwrap_or_default();
-        let version = negotiate(&requested, &hs.version);
+        // A 2026-07-28-only child: the session era is the proxy's (`bridge::modern_upstream`).
+        let version = negotiate(
+            &requested,
+            if hs.modern_only {
+                PROXY_VERSION
+            } else {
+                &hs.version
+            },
+        );
         let mut result = hs.result.clone();
         result.insert("protocolVersion".into(), Value::String(version.to_owned()));
         let id = call.msg.id.as_deref().map(|i| i.get()).unwrap_or("null");
@@ -157,6 +159,9 @@ impl Upstream for StdioUpstream {
             child: pick,
             generation: slot.epoch.load(Ordering::Acquire),
             caps,
+            modern_meta: hs
+                .modern_only
+                .then(|| modern_upstream::session_meta(&call.msg)),
             ..Binding::default()
         };
         Ok((binding, Reply::Message(body.into_bytes())))
@@ -191,6 +196,11 @@ impl Upstream for StdioUpstream {
                 }
             }
             return Ok(Reply::Accepted);
+        }
+        if let Some(s) = call.session
+            && let Some(meta) = &s.binding.modern_meta
+        {
+            return self.modern_session_call(s, meta, call);
         }
         let method = call.msg.method();
         if method == "logging/setLevel" && call.session.is_none() {
@@ -397,6 +407,33 @@ impl StdioUpstream {
             }
             None => Err(Error::Unavailable(format!("no live {} child", inner.name))),
         }
+    }
+
+    /// A session request to a 2026-07-28-only child (`bridge::modern_upstream`): answered
+    /// here, or sent with the session's `_meta`; never exclusive (the child asks in-band).
+    fn modern_session_call(
+        &self,
+        s: &Arc<Session>,
+        meta: &Value,
+        mut call: Call<'_>,
+    ) -> Result<Reply, Error> {
+        if let Some(reply) = modern_upstream::local(&call.msg, s)? {
+            return Ok(reply);
+        }
+        call.msg = modern_upstream::with_meta(&call.msg, meta, s.log_level())?;
+        let slot = self
+            .inner
+            .slots
+            .get(s.binding.child)
+            .ok_or(Error::UnknownSession)?;
+        let ticket = slot.gate.enter(None, call.deadline)?;
+        let child = self.session_child(s)?;
+        call_stream(
+            child,
+            call,
+            Caller::session(s, s.binding.caps),
+            Some(ticket),
+        )
     }
 
     fn stateless_child(&self, index: usize) -> Result<Arc<Child>, Error> {
