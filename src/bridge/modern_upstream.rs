@@ -5,19 +5,30 @@
 //! `_meta` (protocol version, the session's client capabilities and `clientInfo`, the level of
 //! its last `logging/setLevel`). `ping` and `logging/setLevel` are answered here.
 //!
-//! Not bridged (yet): an `InputRequiredResult` from the upstream reaches the client as it is
-//! (no server-to-client requests are made from it), and `resources/subscribe` is refused with
-//! -32601 (no `subscriptions/listen` behind it).
+//! An `InputRequiredResult` from the upstream becomes classic server-to-client requests on the
+//! call's own response stream ([`Rounds`]); the client's answers (POSTed responses, taken by
+//! [`answer`]) go back as `inputResponses` with the upstream's `requestState`, round after
+//! round, until the result is complete.
+//!
+//! Not bridged (yet): `resources/subscribe` is refused with -32601 (no `subscriptions/listen`
+//! behind it), and the GET stream carries nothing from the upstream.
 //!
 //! Owns: the `_meta` a session's requests gain, and the answers the proxy gives in the
 //! upstream's place. Must not touch: how the child is called (the caller forwards).
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use serde_json::{Map, Value, json};
 
 use crate::error::Error;
 use crate::jsonrpc::{self, META_CAPABILITIES, META_VERSION, MODERN_VERSION, Message};
 use crate::session::{LogLevel, Session};
-use crate::upstream::Reply;
+use crate::upstream::{Item, MessageStream, Poll, Reply};
+use crate::util::lock;
 
 use super::validate::META_LOG_LEVEL;
 
@@ -102,6 +113,249 @@ pub fn with_meta(msg: &Message, meta: &Value, level: Option<LogLevel>) -> Result
         Value::Object(params)
     );
     Message::parse(body.as_bytes())
+}
+
+/// How long the client has to answer a round's server-to-client requests.
+pub const INPUT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Rounds one call may take.
+const MAX_ROUNDS: u32 = 8;
+/// Server-to-client requests waiting for their answer, process-wide (beyond: the call fails).
+const MAX_WAITING: usize = 1024;
+
+/// Where a client's answer goes: its `inputRequests` key, and the waiting call.
+type Answer = (String, Sender<(String, Value)>);
+
+/// Requests sent to clients, by `<session id> <request id>`.
+static WAITING: LazyLock<Mutex<HashMap<String, Answer>>> = LazyLock::new(Mutex::default);
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// A client's response (POSTed in its session) to a request a [`Rounds`] made: handed over,
+/// true. False when it answers nothing of ours (it goes to the child as usual).
+pub fn answer(msg: &Message, session: &Session) -> bool {
+    let Some(id) = msg.id.as_deref() else {
+        return false;
+    };
+    let key = format!("{} {}", session.id, id.get());
+    let Some((input, tx)) = lock(&WAITING).remove(&key) else {
+        return false;
+    };
+    let value: Value = serde_json::from_slice(&msg.to_vec()).unwrap_or(Value::Null);
+    let _ = tx.try_send((input, value));
+    true
+}
+
+/// Calls the upstream again with a round's `inputResponses` (the caller's closure: the same
+/// child, the same session).
+pub type Recall = Box<dyn FnMut(Message) -> Result<Reply, Error> + Send>;
+
+/// One call's answer stream, with its input rounds turned into server-to-client requests.
+pub struct Rounds {
+    current: Box<dyn MessageStream>,
+    recall: Recall,
+    /// The request as sent upstream (with `_meta`).
+    request: Message,
+    session: String,
+    outbox: VecDeque<Item>,
+    waiting: Option<Waiting>,
+    rounds: u32,
+}
+
+/// A round in progress: the client's answers being collected.
+struct Waiting {
+    rx: Receiver<(String, Value)>,
+    keys: Vec<String>,
+    ids: Vec<String>,
+    answers: Map<String, Value>,
+    state: Option<Value>,
+    until: Instant,
+}
+
+impl Rounds {
+    /// Wraps the first answer of `request` (sent upstream in session `session`).
+    pub fn new(first: Reply, recall: Recall, request: Message, session: &str) -> Rounds {
+        Rounds {
+            current: stream_of(first),
+            recall,
+            request,
+            session: session.to_owned(),
+            outbox: VecDeque::new(),
+            waiting: None,
+            rounds: 0,
+        }
+    }
+
+    /// Starts a round from an `InputRequiredResult`'s `result`: one request per input.
+    fn start(&mut self, result: &Map<String, Value>) -> Result<(), Error> {
+        self.rounds += 1;
+        if self.rounds > MAX_ROUNDS {
+            return Err(Error::UpstreamProtocol(format!(
+                "more than {MAX_ROUNDS} input rounds"
+            )));
+        }
+        let Some(Value::Object(inputs)) = result.get("inputRequests") else {
+            return Err(Error::UpstreamProtocol(
+                "InputRequiredResult without inputRequests".into(),
+            ));
+        };
+        let (tx, rx) = bounded(inputs.len().max(1));
+        let mut w = Waiting {
+            rx,
+            keys: Vec::new(),
+            ids: Vec::new(),
+            answers: Map::new(),
+            state: result.get("requestState").cloned(),
+            until: Instant::now() + INPUT_TIMEOUT,
+        };
+        let mut table = lock(&WAITING);
+        for (key, input) in inputs {
+            if table.len() >= MAX_WAITING {
+                drop(table);
+                self.forget(&w.ids);
+                return Err(Error::Unavailable(
+                    "too many input requests waiting for clients".into(),
+                ));
+            }
+            let method = input.get("method").and_then(Value::as_str).unwrap_or("");
+            let id = format!("\"shadowcat-i{}\"", NEXT.fetch_add(1, Ordering::Relaxed));
+            let params = input.get("params").cloned().unwrap_or_else(|| json!({}));
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{params}}}"#,
+                Value::String(method.to_owned())
+            );
+            table.insert(format!("{} {id}", self.session), (key.clone(), tx.clone()));
+            self.outbox.push_back(Item::Message(body.into_bytes()));
+            w.keys.push(key.clone());
+            w.ids.push(id);
+        }
+        drop(table);
+        self.waiting = Some(w);
+        Ok(())
+    }
+
+    fn forget(&self, ids: &[String]) {
+        let mut table = lock(&WAITING);
+        for id in ids {
+            table.remove(&format!("{} {id}", self.session));
+        }
+    }
+
+    /// The request again, with `inputResponses` and `requestState`.
+    fn retry(&self, w: &Waiting) -> Result<Message, Error> {
+        let mut params = match self.request.params_value() {
+            Some(Value::Object(p)) => p,
+            _ => Map::new(),
+        };
+        params.insert("inputResponses".into(), Value::Object(w.answers.clone()));
+        match &w.state {
+            Some(state) => params.insert("requestState".into(), state.clone()),
+            None => params.remove("requestState"),
+        };
+        let id = self
+            .request
+            .id
+            .as_deref()
+            .map(|i| i.get())
+            .unwrap_or("null");
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#,
+            serde_json::to_string(self.request.method())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            Value::Object(params)
+        );
+        Message::parse(body.as_bytes())
+    }
+}
+
+/// The `result` of an `InputRequiredResult` response body, if it is one.
+fn input_required(body: &[u8]) -> Option<Map<String, Value>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let result = v.get("result")?.as_object()?;
+    (result.get("resultType")? == "input_required").then(|| result.clone())
+}
+
+/// A reply as a stream.
+fn stream_of(reply: Reply) -> Box<dyn MessageStream> {
+    match reply {
+        Reply::Stream(s) => s,
+        Reply::Message(b) => Box::new(Once(Some(b))),
+        Reply::Relay { body, .. } => Box::new(Once(Some(body))),
+        Reply::Accepted => Box::new(Once(None)),
+    }
+}
+
+/// A stream of one final message.
+struct Once(Option<Vec<u8>>);
+
+impl MessageStream for Once {
+    fn poll_until(&mut self, _wake: Instant) -> Result<Poll, Error> {
+        Ok(match self.0.take() {
+            Some(b) => Poll::Item(Item::Final(b)),
+            None => Poll::End,
+        })
+    }
+}
+
+impl MessageStream for Rounds {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        loop {
+            if let Some(item) = self.outbox.pop_front() {
+                return Ok(Poll::Item(item));
+            }
+            if let Some(w) = &mut self.waiting {
+                if w.answers.len() < w.keys.len() {
+                    match w.rx.recv_deadline(wake.min(w.until)) {
+                        Ok((key, response)) => {
+                            match response.get("result") {
+                                Some(r @ Value::Object(_)) => {
+                                    w.answers.insert(key, r.clone());
+                                }
+                                _ => {
+                                    return Err(Error::UpstreamProtocol(format!(
+                                        "the client refused the input request {key}: {}",
+                                        response.get("error").unwrap_or(&Value::Null)
+                                    )));
+                                }
+                            }
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Timeout) if Instant::now() < w.until => {
+                            return Ok(Poll::Idle);
+                        }
+                        Err(_) => return Err(Error::Timeout),
+                    }
+                }
+                let Some(w) = self.waiting.take() else {
+                    continue;
+                };
+                let msg = self.retry(&w)?;
+                self.current = stream_of((self.recall)(msg)?);
+                continue;
+            }
+            match self.current.poll_until(wake)? {
+                Poll::Item(Item::Final(b)) => match input_required(&b) {
+                    Some(result) => self.start(&result)?,
+                    None => return Ok(Poll::Item(Item::Final(b))),
+                },
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn must_stream(&self) -> bool {
+        true
+    }
+
+    fn dropped(&mut self) -> u64 {
+        self.current.dropped()
+    }
+}
+
+impl Drop for Rounds {
+    fn drop(&mut self) {
+        if let Some(w) = self.waiting.take() {
+            self.forget(&w.ids);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Issue #13 part B: session-era clients in front of a 2026-07-28-only upstream
 //! (`shadowcat demo-server --era modern` over stdio, shared). The proxy answers `initialize`
 //! from the child's `server/discover`, keeps the session, adds the per-request `_meta`, and
-//! answers `ping` itself (`src/bridge/modern_upstream.rs`).
+//! answers `ping` itself, and turns `InputRequiredResult`s into classic server-to-client
+//! requests (`src/bridge/modern_upstream.rs`).
 
 use crate::support::*;
 
@@ -30,4 +31,23 @@ fn r13_modern_upstream_ts_session_client() {
     assert_eq!(out["echo"], "Echo: hello from TS", "{out}");
     assert_eq!(out["sessionId"], true, "{out}");
     eprintln!("TS SDK through the proxy to --era modern: {out}");
+}
+
+/// Python `ClientSession` with sampling and elicitation callbacks: the child's
+/// `InputRequiredResult`s become classic server-to-client requests on the call's stream, and
+/// the client's answers go back as `inputResponses` with the child's `requestState`.
+#[test]
+fn r13_modern_upstream_python_sampling_and_elicitation() {
+    let p = modern_proxy();
+    let out = run_py("sampling.py", &format!("http://{}/mcp", p.local_addr()));
+    assert_eq!(out["sampling"]["requests"], 1, "{out}");
+    assert_eq!(out["sampling"]["isError"], false, "{out}");
+    assert_eq!(out["elicitation"]["requests"], 1, "{out}");
+    assert_eq!(out["elicitation"]["isError"], false, "{out}");
+    assert!(
+        out["sampling"]["result"]
+            .as_str()
+            .is_some_and(|t| t.contains("This is a test response from the client")),
+        "{out}"
+    );
 }

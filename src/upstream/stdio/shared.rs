@@ -38,7 +38,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 use serde_json::Value;
@@ -190,7 +190,10 @@ impl Upstream for StdioUpstream {
                     _ => child.send_message_deadline(&call.msg, call.deadline)?,
                 },
                 _ => {
-                    if let Some(s) = call.session {
+                    if let Some(s) = call.session
+                        && !(s.binding.modern_meta.is_some()
+                            && modern_upstream::answer(&call.msg, s))
+                    {
                         child.respond(call.msg, s, call.deadline)?;
                     }
                 }
@@ -428,12 +431,24 @@ impl StdioUpstream {
             .ok_or(Error::UnknownSession)?;
         let ticket = slot.gate.enter(None, call.deadline)?;
         let child = self.session_child(s)?;
-        call_stream(
-            child,
-            call,
-            Caller::session(s, s.binding.caps),
-            Some(ticket),
-        )
+        let request = Message::parse(&call.msg.to_vec())?;
+        let round = call.deadline.saturating_duration_since(Instant::now());
+        let caps = s.binding.caps;
+        let first = call_stream(child.clone(), call, Caller::session(s, caps), Some(ticket))?;
+        // Input rounds: the same child, the same session, a round's time each.
+        let session = s.clone();
+        let recall: modern_upstream::Recall = Box::new(move |msg| {
+            let call = Call {
+                msg,
+                session: Some(&session),
+                deadline: Instant::now() + round,
+                headers: Vec::new(),
+            };
+            call_stream(child.clone(), call, Caller::session(&session, caps), None)
+        });
+        Ok(Reply::Stream(Box::new(modern_upstream::Rounds::new(
+            first, recall, request, &s.id,
+        ))))
     }
 
     fn stateless_child(&self, index: usize) -> Result<Arc<Child>, Error> {
