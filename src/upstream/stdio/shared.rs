@@ -413,7 +413,7 @@ impl StdioUpstream {
     }
 
     /// A session request to a 2026-07-28-only child (`bridge::modern_upstream`): answered
-    /// here, or sent with the session's `_meta`; never exclusive (the child asks in-band).
+    /// here, or sent with the session's `_meta`.
     fn modern_session_call(
         &self,
         s: &Arc<Session>,
@@ -423,12 +423,18 @@ impl StdioUpstream {
         if let Some(reply) = modern_upstream::local(&call.msg, s)? {
             return Ok(reply);
         }
-        call.msg = modern_upstream::with_meta(&call.msg, meta, s.log_level())?;
+        // A session that never set a level takes every log message (the session-era default:
+        // the server decides; the session's own filter still applies).
+        let level = s.log_level().unwrap_or(LogLevel::Debug);
+        call.msg = modern_upstream::with_meta(&call.msg, meta, Some(level))?;
         let slot = self
             .inner
             .slots
             .get(s.binding.child)
             .ok_or(Error::UnknownSession)?;
+        // Never exclusive: inputs are in-band. Logs carry no request id on stdio, so one
+        // reaches the call only when attribution proves it is the call's (no other session's
+        // call in flight on the child); otherwise it is dropped and counted (`unattributed`).
         let ticket = slot.gate.enter(None, call.deadline)?;
         let child = self.session_child(s)?;
         let request = Message::parse(&call.msg.to_vec())?;
