@@ -68,7 +68,7 @@ pub(super) fn lists_modern(reply: &Value) -> bool {
         .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
 }
 
-/// A child that refused `initialize`: a 2026-07-28-only child if its `server/discover` lists
+/// A child that refused `initialize` with -32601: a 2026-07-28-only child if its `server/discover` lists
 /// 2026-07-28 (the handshake then carries an `initialize`-shaped result made from that
 /// answer), else the refusal.
 fn modern_only(child: &Child, refusal: &Value) -> Result<Handshake, Error> {
@@ -79,6 +79,15 @@ fn modern_only(child: &Child, refusal: &Value) -> Result<Handshake, Error> {
             refusal.get("error").unwrap_or(&Value::Null)
         ))
     };
+    // Only "method not found" means the child does not have `initialize`; any other error is
+    // a child that failed its handshake.
+    let code = refusal
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64);
+    if code != Some(-32601) {
+        return Err(refused());
+    }
     let reply = request(child, &discover_probe()).map_err(|_| refused())?;
     if !lists_modern(&reply) {
         return Err(refused());
