@@ -35,6 +35,17 @@ pub trait Handler: Send + Sync + 'static {
     fn error_response(&self, status: u16, message: &str) -> Response {
         plain_error(status, message)
     }
+
+    /// Headers added to an error the HTTP layer answers once it has parsed the request's
+    /// head: the framing and body refusals (400, 408, 413, 417, 431 of a trailer) and 503
+    /// when no worker was free. For headers that depend on the request, such as CORS for a
+    /// browser page that must be able to read the status. Never asked before a head was
+    /// parsed (431 head too large, 400 malformed head, 505, 503 at the connection cap).
+    /// Default: none.
+    fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
+        let _ = head;
+        Vec::new()
+    }
 }
 
 /// Any `Fn(Request, &mut Responder)` closure is a handler.

@@ -65,4 +65,8 @@ impl Handler for Front {
     fn error_response(&self, status: u16, message: &str) -> Response {
         self.proxy.error_response(status, message)
     }
+
+    fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
+        self.proxy.error_headers(head)
+    }
 }

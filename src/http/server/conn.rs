@@ -105,7 +105,10 @@ fn serve(shared: &Shared, job: Job) {
             Err(ReadError::Closed) => break,
             Err(ReadError::Reject(status, message)) => {
                 log::debug!("{remote}: rejecting request: {status} {message}");
-                let resp = shared.error_response(status, message);
+                let mut resp = shared.error_response(status, message);
+                if let Some(head) = wire.take_refused_head() {
+                    resp.headers.extend(shared.error_headers(&head));
+                }
                 let bytes = shared.encode(&resp, false, ConnHeader::Close);
                 match watch.write_all(wire.stream(), &bytes, cfg.write_timeout) {
                     Ok(()) => linger(wire.stream()),
@@ -165,6 +168,7 @@ fn handle_one(shared: &Shared, stream: &mut Transport, watch: &mut Watch, req: R
     if busy {
         shared.workers_busy(remote);
         let mut resp = shared.error_response(503, "all workers are busy");
+        resp.headers.extend(shared.error_headers(&req));
         if !resp
             .headers
             .iter()
