@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::encode::{ConnHeader, Framing, Response, encode_head};
 use super::permit::Permit;
 use super::request::{Request, Version};
+use super::tls::Handshake;
 use super::transport::Transport;
 use super::write::Watch;
 
@@ -45,6 +46,12 @@ pub trait Handler: Send + Sync + 'static {
     fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
         let _ = head;
         Vec::new()
+    }
+
+    /// Told once per TLS handshake on a TLS listener, when it ends: how, and how long it took
+    /// from the connection thread taking the connection. For metrics. Default: nothing.
+    fn tls_handshake(&self, outcome: Handshake, took: Duration) {
+        let _ = (outcome, took);
     }
 }
 

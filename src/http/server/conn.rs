@@ -13,6 +13,7 @@ use crate::http::parse::{Limits, ReadError, Wire};
 use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
+use crate::http::tls::Handshake;
 use crate::http::transport::{Transport, drain};
 use crate::http::write::{Watch, call_timeout};
 
@@ -70,9 +71,18 @@ fn serve(shared: &Shared, job: Job) {
             if !shared.set_idle(id, true) {
                 return;
             }
-            let deadline = Instant::now() + cfg.header_timeout;
+            let started = Instant::now();
+            let deadline = started + cfg.header_timeout;
             let done = tls.accept(stream, deadline, call_timeout(cfg.write_timeout));
             shared.set_idle(id, false);
+            let outcome = done.as_ref().map_or_else(|e| e.outcome, |_| Handshake::Ok);
+            let took = started.elapsed();
+            let told = catch_unwind(AssertUnwindSafe(|| {
+                shared.handler.tls_handshake(outcome, took)
+            }));
+            if told.is_err() {
+                log::error!("Handler::tls_handshake panicked");
+            }
             match done {
                 Ok(done) => done,
                 Err(why) => {

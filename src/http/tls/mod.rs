@@ -52,6 +52,46 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// How a handshake ended, as told to [`Handler::tls_handshake`](crate::http::Handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Completed: the connection goes on to its requests.
+    Ok,
+    /// Refused by either side, closed by the client, or a socket error.
+    Failed,
+    /// Not complete by the deadline (the server's `header_timeout`).
+    TimedOut,
+}
+
+/// Why [`Tls::accept`] failed: the outcome and, for the debug log, what happened.
+#[derive(Debug)]
+pub(crate) struct HandshakeError {
+    pub outcome: Handshake,
+    pub why: String,
+}
+
+impl From<String> for HandshakeError {
+    fn from(why: String) -> HandshakeError {
+        HandshakeError {
+            outcome: Handshake::Failed,
+            why,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+fn timed_out_error() -> HandshakeError {
+    HandshakeError {
+        outcome: Handshake::TimedOut,
+        why: "handshake timed out".into(),
+    }
+}
+
 /// A listener's TLS configuration, swappable while the server runs.
 pub struct Tls {
     files: TlsFiles,
@@ -191,7 +231,7 @@ impl Tls {
         sock: TcpStream,
         deadline: Instant,
         write_timeout: Duration,
-    ) -> Result<(Transport, Option<Arc<str>>), String> {
+    ) -> Result<(Transport, Option<Arc<str>>), HandshakeError> {
         let mut conn = ServerConnection::new(self.config()).map_err(|e| e.to_string())?;
         let mut sent = 0u64;
         let timed_out = |e: &std::io::Error| {
@@ -203,7 +243,7 @@ impl Tls {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err("handshake timed out".into());
+                return Err(timed_out_error());
             }
             if conn.wants_write() {
                 sock.set_write_timeout(Some(left))
@@ -214,8 +254,8 @@ impl Tls {
                 };
                 match conn.write_tls(&mut out) {
                     Ok(_) => continue,
-                    Err(e) if timed_out(&e) => return Err("handshake timed out".into()),
-                    Err(e) => return Err(format!("while writing: {e}")),
+                    Err(e) if timed_out(&e) => return Err(timed_out_error()),
+                    Err(e) => return Err(format!("while writing: {e}").into()),
                 }
             }
             if !conn.is_handshaking() {
@@ -224,10 +264,10 @@ impl Tls {
             sock.set_read_timeout(Some(left))
                 .map_err(|e| e.to_string())?;
             match conn.read_tls(&mut &sock) {
-                Ok(0) => return Err("closed by the client".into()),
+                Ok(0) => return Err(String::from("closed by the client").into()),
                 Ok(_) => {}
-                Err(e) if timed_out(&e) => return Err("handshake timed out".into()),
-                Err(e) => return Err(format!("while reading: {e}")),
+                Err(e) if timed_out(&e) => return Err(timed_out_error()),
+                Err(e) => return Err(format!("while reading: {e}").into()),
             }
             if let Err(e) = conn.process_new_packets() {
                 // Send the alert rustls queued (best-effort), so the client learns why.
@@ -238,7 +278,7 @@ impl Tls {
                 });
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 drain(&sock);
-                return Err(e.to_string());
+                return Err(e.to_string().into());
             }
         }
         sock.set_write_timeout(Some(write_timeout))
