@@ -9,9 +9,14 @@
 //!   that chains to one of its certificates, or the handshake fails. The certificate's subject
 //!   ([`subject::principal`]: common name, else first subject alternative name) is handed to
 //!   every request of the connection as [`Request::client_cert`](crate::http::Request).
-//! * **Reload:** [`Tls::reload`] builds a whole new configuration from the same files and swaps
-//!   it in; connections already open keep the session they have, new ones get the new
-//!   configuration. A file that does not load leaves the old configuration in place.
+//!   With `client_crl` (PEM CRLs, rustls's `WebPkiClientVerifier` policy): a certificate of the
+//!   client's chain that a CRL revokes fails the handshake, and so does one whose status no CRL
+//!   in the file covers (fail closed: the file needs a CRL from every CA that issues client
+//!   certificates or intermediates). A CRL past its `nextUpdate` is still used.
+//! * **Reload:** [`Tls::reload`] builds a whole new configuration from the same files (CRLs
+//!   included) and swaps it in; connections already open keep the session they have, new ones
+//!   get the new configuration. A file that does not load leaves the old configuration in
+//!   place.
 //! * **Handshake** ([`Tls::accept`]): on the connection's thread, before any request is read and
 //!   before any worker permit is asked for, under one deadline for the whole handshake (the
 //!   server's `header_timeout`, 10 s by default, counted from when the thread took the
@@ -30,7 +35,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use super::transport::{Counted, Transport, drain};
@@ -50,6 +55,10 @@ pub struct TlsFiles {
     /// Certificates of the CAs client certificates must chain to: with it, every client needs
     /// one (mTLS). Default none.
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM `X509 CRL`) for the client certificates: a client whose
+    /// certificate, or a CA certificate of its chain, is revoked, or whose revocation status
+    /// none of them covers, is refused. Only with `client_ca`. Default none.
+    pub client_crl: Option<PathBuf>,
 }
 
 /// How a handshake ended, as told to [`Handler::tls_handshake`](crate::http::Handler).
@@ -156,6 +165,22 @@ pub(crate) fn load_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>
     })
 }
 
+/// The certificate revocation lists of a PEM file (`BEGIN X509 CRL`), in order; at least one.
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let what = "TLS client CRL";
+    let pem = read_pem(path, what)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if crls.is_empty() {
+        return Err(format!(
+            "{what} {}: no PEM certificate revocation list (BEGIN X509 CRL) in it",
+            path.display()
+        ));
+    }
+    Ok(crls)
+}
+
 /// Builds a server configuration from the files.
 fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
     let certs = load_certs(&files.cert, "TLS certificate")?;
@@ -172,9 +197,19 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
                     .add(c)
                     .map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if let Some(crl) = &files.client_crl {
+                verifier = verifier.with_crls(load_crls(crl)?);
+            }
+            let verifier = verifier.build().map_err(|e| match &files.client_crl {
+                Some(crl) => format!(
+                    "TLS client CA {} or CRL {}: {e}",
+                    ca.display(),
+                    crl.display()
+                ),
+                None => format!("TLS client CA {}: {e}", ca.display()),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };

@@ -77,6 +77,7 @@ impl Pki {
             cert,
             key,
             client_ca: None,
+            client_crl: None,
         }
     }
 
@@ -219,6 +220,7 @@ fn files_that_do_not_load_say_which_and_why() {
     assert!(err.contains("and key"), "{err}");
     let bad_ca = TlsFiles {
         client_ca: Some(good.key.clone()),
+        client_crl: None,
         ..good
     };
     let err = Tls::load(bad_ca).expect_err("key as CA");
@@ -289,6 +291,7 @@ fn client_certificates_are_required_and_name_the_client() {
     let clients = Pki::new("mtls-clients");
     let files = TlsFiles {
         client_ca: Some(clients.ca_path()),
+        client_crl: None,
         ..pki.server_files()
     };
     let (s, _tls) = tls_server(files, ServerConfig::default());
