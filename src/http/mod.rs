@@ -47,3 +47,5 @@ pub(crate) use encode::{ConnHeader, Framing, encode_head, is_framing_header};
 pub(crate) use parse::{
     BodyFraming, HeadScan, ReadError, body_framing, expects_continue, parse_chunk_size, parse_head,
 };
+#[cfg(feature = "fuzzing")]
+pub(crate) use tls::subject::principal as cert_principal;

@@ -49,3 +49,8 @@ fn headers() {
 fn fields() {
     replay("fields", shadowcat::tools::fuzzing::fields);
 }
+
+#[test]
+fn subject() {
+    replay("subject", shadowcat::tools::fuzzing::subject);
+}
