@@ -135,8 +135,8 @@
 //!
 //! ## Shutdown order
 //!
-//! SIGHUP re-reads the listeners' TLS certificates and keys (new connections get them; a bad
-//! file keeps the old pair). On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
+//! SIGHUP re-reads the listeners' TLS certificates, keys and client CRLs (new connections get
+//! them; a bad file keeps the old pair). On SIGINT or SIGTERM: stop accepting; let in-flight requests and streams finish up to the
 //! grace (open streams end with their final chunk; a second signal ends the grace at once);
 //! close remaining connections and join every server thread; end all sessions (upstream DELETE
 //! for HTTP; each session's tape closes); write out what the tape and audit writers have
@@ -157,7 +157,8 @@
 //!    `error="insufficient_scope"`. RFC 9728 metadata at `/.well-known/oauth-protected-resource`
 //!    (and with the MCP path appended). A session belongs to the principal that created it;
 //!    anyone else gets 404 for it. Without token authentication, a client certificate verified
-//!    by the TLS handshake (`--tls-client-ca`) names the principal (`cert:CN`, else first SAN).
+//!    by the TLS handshake (`--tls-client-ca`, not revoked by `--tls-client-crl`) names the
+//!    principal (`cert:CN`, else first SAN).
 //! 2. **Rate limits** (`gate/ratelimit`): token buckets per client (its principal, or its IP;
 //!    `X-Forwarded-For` only from `--trusted-proxy`), optionally global and per tool
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once

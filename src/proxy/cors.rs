@@ -29,7 +29,8 @@
 //! under the same conditions (the endpoint's path, one `Origin`, allowed), through
 //! [`Handler::error_headers`](crate::http::Handler::error_headers). Not covered, because no
 //! head was parsed to read an `Origin` from: 431 head too large, 400 malformed head, 505, 408
-//! head timeout and 503 at the connection cap; a page sees those as network errors.
+//! head timeout and 503 at the connection cap; nor is the 500 after a handler panic. A page
+//! sees those as network errors.
 
 use crate::error::Error;
 use crate::http::{Request, Response, valid_header};
