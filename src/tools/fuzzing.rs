@@ -849,24 +849,18 @@ const MAX_PRINCIPAL: usize = 256;
 /// * nothing panics, whatever the input;
 /// * the principal is never empty, at most 256 characters, without control characters, and
 ///   the same on a second read;
-/// * it is `unnamed` (not a certificate), `serial:` and an even number of lowercase hex
-///   digits (cut at 256 characters), or a name;
 /// * only the first DER element counts: bytes after it change nothing;
 /// * a prefix that cuts the first element short reads as `unnamed`.
+///
+/// (A name may itself read `serial:…`: the first run found a certificate whose email SAN is
+/// `serial:carol@example`, so the serial fallback is not told apart from a name here; see
+/// docs/security.md on that collision.)
 pub fn subject(data: &[u8]) {
     let p = http::cert_principal(data);
     let chars = p.chars().count();
     assert!(chars > 0 && chars <= MAX_PRINCIPAL, "{p:?}");
     assert!(!p.chars().any(char::is_control), "{p:?}");
     assert_eq!(http::cert_principal(data), p, "not deterministic");
-    if let Some(hex) = p.strip_prefix("serial:") {
-        assert!(
-            hex.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-            "{p:?}"
-        );
-        assert!(hex.len() % 2 == 0 || chars == MAX_PRINCIPAL, "{p:?}");
-    }
     let mut longer = data.to_vec();
     longer.extend_from_slice(&[0x30, 0x03, 0x02, 0x01, 0x00]);
     let same = http::cert_principal(&longer);
