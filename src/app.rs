@@ -107,6 +107,9 @@ impl Shadowcat {
             Proxy::new(&config.proxy, sessions, upstream, metrics, gate)
                 .with_tapes(recorder, auditor),
         );
+        if tls.is_some() {
+            proxy.metrics().serve_tls();
+        }
         let front = Arc::new(Front::new(proxy.clone()));
         let server_config = crate::http::ServerConfig {
             tls: tls.clone(),

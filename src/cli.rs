@@ -108,6 +108,11 @@ pub struct ReverseArgs {
     #[argh(option)]
     pub tls_client_ca: Option<String>,
 
+    /// refuse client certificates these PEM CRLs revoke (and any whose status they do not
+    /// cover); needs --tls-client-ca; re-read on SIGHUP (default: no revocation check)
+    #[argh(option)]
+    pub tls_client_crl: Option<String>,
+
     /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp or
     /// https://mcp.example.com/mcp; https verifies the server's name and certificate)
     #[argh(option)]
@@ -789,10 +794,16 @@ impl ReverseArgs {
                 "--tls-client-ca needs --tls-cert and --tls-key".into(),
             ));
         }
+        if self.tls_client_ca.is_none() && self.tls_client_crl.is_some() {
+            return Err(Error::Config(
+                "--tls-client-crl needs --tls-client-ca".into(),
+            ));
+        }
         let listen = listen.map(|(cert, key)| TlsFiles {
             cert,
             key,
             client_ca: path(&self.tls_client_ca),
+            client_crl: path(&self.tls_client_crl),
         });
         let admin = pair(
             &self.admin_tls_cert,
@@ -806,6 +817,7 @@ impl ReverseArgs {
             cert,
             key,
             client_ca: None,
+            client_crl: None,
         });
         let client = pair(
             &self.upstream_client_cert,
@@ -1264,6 +1276,18 @@ mod tests {
         assert!(err(&["reverse", "--tls-cert", "c.pem"]).contains("together"));
         assert!(err(&["reverse", "--tls-client-ca", "ca.pem"]).contains("needs --tls-cert"));
         assert!(
+            err(&[
+                "reverse",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                "--tls-client-crl",
+                "r"
+            ])
+            .contains("--tls-client-crl needs --tls-client-ca")
+        );
+        assert!(
             err(&["reverse", "--admin-tls-cert", "c", "--admin-tls-key", "k"])
                 .contains("need --admin-bind")
         );
@@ -1296,6 +1320,8 @@ mod tests {
             "/etc/k.pem",
             "--tls-client-ca",
             "/etc/ca.pem",
+            "--tls-client-crl",
+            "/etc/crl.pem",
             "--admin-bind",
             "127.0.0.1:0",
             "--admin-tls-cert",
@@ -1316,6 +1342,7 @@ mod tests {
         assert_eq!(shown["tlsCert"], "/etc/c.pem");
         assert_eq!(shown["tlsKey"], "/etc/k.pem");
         assert_eq!(shown["tlsClientCa"], "/etc/ca.pem");
+        assert_eq!(shown["tlsClientCrl"], "/etc/crl.pem");
         assert_eq!(shown["adminTlsKey"], "/etc/k.pem");
         assert_eq!(shown["upstreamTls"]["ca"], "/etc/up-ca.pem");
         assert_eq!(shown["upstreamTls"]["clientKey"], "/etc/me.key");

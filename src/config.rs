@@ -139,9 +139,10 @@ pub struct ListenConfig {
     /// (a request that waited that long would time out anyway). Not shown (that flag is).
     #[serde(skip)]
     pub worker_wait: Duration,
-    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`: HTTPS on the listener, client
-    /// certificates required with a client CA. Default none (plain HTTP). Shown as
-    /// `tlsCert`, `tlsKey`, `tlsClientCa` (paths).
+    /// `--tls-cert`, `--tls-key`, `--tls-client-ca`, `--tls-client-crl`: HTTPS on the
+    /// listener, client certificates required with a client CA, checked against CRLs when
+    /// given. Default none (plain HTTP). Shown as `tlsCert`, `tlsKey`, `tlsClientCa`,
+    /// `tlsClientCrl` (paths).
     #[serde(flatten, serialize_with = "listen_tls")]
     pub tls: Option<TlsFiles>,
 }
@@ -598,7 +599,8 @@ fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-/// `tlsCert`, `tlsKey`, `tlsClientCa`: the listener's TLS files by path (null without TLS).
+/// `tlsCert`, `tlsKey`, `tlsClientCa`, `tlsClientCrl`: the listener's TLS files by path (null
+/// without TLS).
 fn listen_tls<S: Serializer>(t: &Option<TlsFiles>, s: S) -> Result<S::Ok, S::Error> {
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -606,6 +608,7 @@ fn listen_tls<S: Serializer>(t: &Option<TlsFiles>, s: S) -> Result<S::Ok, S::Err
         tls_cert: Option<String>,
         tls_key: Option<String>,
         tls_client_ca: Option<String>,
+        tls_client_crl: Option<String>,
     }
     let shown = |p: &Path| Some(p.display().to_string());
     Shown {
@@ -614,6 +617,10 @@ fn listen_tls<S: Serializer>(t: &Option<TlsFiles>, s: S) -> Result<S::Ok, S::Err
         tls_client_ca: t
             .as_ref()
             .and_then(|t| t.client_ca.as_deref())
+            .and_then(shown),
+        tls_client_crl: t
+            .as_ref()
+            .and_then(|t| t.client_crl.as_deref())
             .and_then(shown),
     }
     .serialize(s)

@@ -141,8 +141,8 @@
 //!
 //! ## Shutdown order
 //!
-//! SIGHUP re-reads the listeners' TLS certificates and keys (new connections get them; a bad
-//! file keeps the old pair). On SIGINT or SIGTERM: drain first (`/readyz` answers 503 and `initialize` gets 503 with
+//! SIGHUP re-reads the listeners' TLS certificates, keys and client CRLs (new connections get
+//! them; a bad file keeps the old pair). On SIGINT or SIGTERM: drain first (`/readyz` answers 503 and `initialize` gets 503 with
 //! `Retry-After: 1`, for `--drain-time` while every other request is still served, so a load
 //! balancer moves away; a second signal ends it); stop accepting; let in-flight requests and streams finish up to the
 //! grace (open streams end with their final chunk; a second signal ends the grace at once);
@@ -165,7 +165,8 @@
 //!    `error="insufficient_scope"`. RFC 9728 metadata at `/.well-known/oauth-protected-resource`
 //!    (and with the MCP path appended). A session belongs to the principal that created it;
 //!    anyone else gets 404 for it. Without token authentication, a client certificate verified
-//!    by the TLS handshake (`--tls-client-ca`) names the principal (`cert:CN`, else first SAN).
+//!    by the TLS handshake (`--tls-client-ca`, not revoked by `--tls-client-crl`) names the
+//!    principal (`cert:CN`, else first SAN).
 //! 2. **Rate limits** (`gate/ratelimit`): token buckets per client (its principal, or its IP;
 //!    `X-Forwarded-For` only from `--trusted-proxy`), optionally global and per tool
 //!    (`--rate-limit`, `--global-rate-limit`, `--tool-limit`). Every MCP request is charged once

@@ -37,7 +37,7 @@ pub use parse::{MAX_HEAD, MAX_HEADERS, MAX_LINE};
 pub use request::{Request, Version};
 pub use responder::{Handler, Responder, StreamError, StreamWriter};
 pub use server::{Server, ServerConfig, ServerStats};
-pub use tls::{Tls, TlsFiles};
+pub use tls::{Handshake, Tls, TlsFiles};
 pub(crate) use tls::{load_certs, load_key, read_pem};
 
 // The strict parsing and encoding steps one by one, for the fuzz entry points.
@@ -47,3 +47,5 @@ pub(crate) use encode::{ConnHeader, Framing, encode_head, is_framing_header};
 pub(crate) use parse::{
     BodyFraming, HeadScan, ReadError, body_framing, expects_continue, parse_chunk_size, parse_head,
 };
+#[cfg(feature = "fuzzing")]
+pub(crate) use tls::subject::principal as cert_principal;

@@ -72,6 +72,9 @@ pub(crate) struct Wire {
     body_until: Option<Instant>,
     /// The socket's read timeout as last set (one `setsockopt` only when it changes).
     read_timeout: Option<Duration>,
+    /// The head of the request whose reading was last refused after its head was parsed
+    /// (its framing or body), body empty: the error answer may depend on it (CORS).
+    refused_head: Option<Request>,
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -99,7 +102,14 @@ impl Wire {
             end: 0,
             body_until: None,
             read_timeout: None,
+            refused_head: None,
         }
+    }
+
+    /// The head of the request [`read_request`](Self::read_request) last refused, when the
+    /// refusal came after the head was parsed (413, 417, 400 framing, 408 body, 431 trailer).
+    pub fn take_refused_head(&mut self) -> Option<Request> {
+        self.refused_head.take()
     }
 
     /// The stream (for writing responses).
@@ -187,10 +197,27 @@ impl Wire {
     /// Reads one whole request (head and body). `100 Continue` is written to the socket
     /// when the client sent `Expect: 100-continue`, the body is acceptable and none of it
     /// has arrived yet.
+    /// When the request is refused after its head was parsed, the head is kept for
+    /// [`take_refused_head`](Self::take_refused_head).
     pub fn read_request(&mut self, limits: &Limits) -> Result<Request, ReadError> {
+        self.refused_head = None;
         let mut req = self.read_head(limits.header_timeout)?;
-        let body = body_framing(&req, limits.max_body)?;
-        let expect_continue = expects_continue(&req)?;
+        match self.read_body(&mut req, limits) {
+            Ok(()) => Ok(req),
+            Err(e) => {
+                if matches!(e, ReadError::Reject(..)) {
+                    req.body = Vec::new();
+                    self.refused_head = Some(req);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies the framing rules to `req`'s head and reads its body into `req.body`.
+    fn read_body(&mut self, req: &mut Request, limits: &Limits) -> Result<(), ReadError> {
+        let body = body_framing(req, limits.max_body)?;
+        let expect_continue = expects_continue(req)?;
         if body != BodyFraming::None
             && expect_continue
             && !self.has_buffered()
@@ -199,7 +226,7 @@ impl Wire {
             return Err(closed(&e.to_string()));
         }
         if body == BodyFraming::None {
-            return Ok(req);
+            return Ok(());
         }
         self.body_until = Some(Instant::now() + limits.body_deadline);
         let read = match body {
@@ -207,8 +234,7 @@ impl Wire {
             _ => self.read_chunked(&mut req.body, limits),
         };
         self.body_until = None;
-        read?;
-        Ok(req)
+        read
     }
 
     /// Reads and parses the head, enforcing the size limits and the head deadline.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::encode::{ConnHeader, Framing, Response, encode_head};
 use super::permit::Permit;
 use super::request::{Request, Version};
+use super::tls::Handshake;
 use super::transport::Transport;
 use super::write::Watch;
 
@@ -34,6 +35,23 @@ pub trait Handler: Send + Sync + 'static {
     /// response is forced to `status`. Default: `text/plain` with `message`.
     fn error_response(&self, status: u16, message: &str) -> Response {
         plain_error(status, message)
+    }
+
+    /// Headers added to an error the HTTP layer answers once it has parsed the request's
+    /// head: the framing and body refusals (400, 408, 413, 417, 431 of a trailer) and 503
+    /// when no worker was free. For headers that depend on the request, such as CORS for a
+    /// browser page that must be able to read the status. Never asked before a head was
+    /// parsed (431 head too large, 400 malformed head, 505, 503 at the connection cap).
+    /// Default: none.
+    fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
+        let _ = head;
+        Vec::new()
+    }
+
+    /// Told once per TLS handshake on a TLS listener, when it ends: how, and how long it took
+    /// from the connection thread taking the connection. For metrics. Default: nothing.
+    fn tls_handshake(&self, outcome: Handshake, took: Duration) {
+        let _ = (outcome, took);
     }
 }
 

@@ -26,7 +26,8 @@
 //!
 //! Families that do not apply to the upstream kind are left out: the `shadowcat_child_*`
 //! families only appear when [`Gauges::children`] is not empty (stdio upstream), the
-//! `shadowcat_pool_*` families only when [`Gauges::pool`] is `Some` (HTTP upstream). Every other
+//! `shadowcat_pool_*` families only when [`Gauges::pool`] is `Some` (HTTP upstream), the
+//! `shadowcat_tls_*` families (`tls.rs`) only once [`Metrics::serve_tls`] was called. Every other
 //! family is always present (with `# HELP` and `# TYPE`, possibly without samples).
 //!
 //! ```ignore
@@ -564,6 +565,7 @@ pub struct Metrics {
     sessions_evicted: AtomicU64,
     /// Requests naming a session of another instance (issue #17).
     foreign_sessions: AtomicU64,
+    tls: tls::TlsHandshakes,
 }
 
 impl fmt::Debug for Metrics {
@@ -596,6 +598,7 @@ impl Metrics {
             pool_closed: AtomicU64::new(0),
             sessions_evicted: AtomicU64::new(0),
             foreign_sessions: AtomicU64::new(0),
+            tls: tls::TlsHandshakes::new(),
         }
     }
 
@@ -709,8 +712,10 @@ impl r2d2::HandleEvent for PoolEvents {
 }
 
 mod render;
+mod tls;
 
 pub use render::escape_label;
+pub use tls::TlsOutcome;
 
 #[cfg(test)]
 mod tests;

@@ -248,6 +248,7 @@ impl Metrics {
                 n,
             );
         }
+        self.tls.render(w);
         out
     }
 
@@ -390,13 +391,13 @@ pub(super) fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn line(w: &mut String, args: fmt::Arguments<'_>) {
+pub(super) fn line(w: &mut String, args: fmt::Arguments<'_>) {
     // Writing into a String cannot fail.
     let _ = w.write_fmt(args);
     w.push('\n');
 }
 
-fn family(w: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn family(w: &mut String, name: &str, kind: &str, help: &str) {
     line(w, format_args!("# HELP {name} {}", escape_help(help)));
     line(w, format_args!("# TYPE {name} {kind}"));
 }
@@ -413,7 +414,7 @@ fn counter(w: &mut String, name: &str, help: &str, v: u64) {
 
 /// The sample lines of one histogram series; `labels` without braces, possibly empty. With
 /// `skip_empty`, a series that never observed anything is left out.
-fn histogram(w: &mut String, name: &str, labels: &str, h: &Histogram, skip_empty: bool) {
+pub(super) fn histogram(w: &mut String, name: &str, labels: &str, h: &Histogram, skip_empty: bool) {
     let (cumulative, sum_ns) = h.snapshot();
     let count = cumulative[N_BUCKETS - 1];
     if skip_empty && count == 0 {

@@ -6,8 +6,10 @@
 pub mod admin;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::http::{Handler, Request, Responder, Response};
+use crate::http::{Handler, Handshake, Request, Responder, Response};
+use crate::metrics::TlsOutcome;
 use crate::proxy::Proxy;
 
 /// The main listener's handler: answers the operations endpoints (`GET` and `HEAD` of
@@ -64,5 +66,18 @@ impl Handler for Front {
 
     fn error_response(&self, status: u16, message: &str) -> Response {
         self.proxy.error_response(status, message)
+    }
+
+    fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
+        self.proxy.error_headers(head)
+    }
+
+    fn tls_handshake(&self, outcome: Handshake, took: Duration) {
+        let outcome = match outcome {
+            Handshake::Ok => TlsOutcome::Ok,
+            Handshake::Failed => TlsOutcome::Failed,
+            Handshake::TimedOut => TlsOutcome::TimedOut,
+        };
+        self.proxy.metrics().tls_handshake(outcome, took);
     }
 }

@@ -24,9 +24,13 @@
 //!   ambient credentials (cookies) are not honoured cross-origin. The RFC 9728 metadata
 //!   document keeps its own `Access-Control-Allow-Origin: *` (it is public and credential-free).
 //!
-//! Not covered: answers the HTTP layer writes before the pipeline sees a request (400, 408,
-//! 413, 431, 503 without a worker) carry no CORS headers, so a page sees them as network
-//! errors.
+//! The HTTP layer's own refusals once it has parsed a request's head (413 body too large, 400
+//! bad framing, 417, 408 body timeout, 431 trailer, 503 no worker free) carry the same headers
+//! under the same conditions (the endpoint's path, one `Origin`, allowed), through
+//! [`Handler::error_headers`](crate::http::Handler::error_headers). Not covered, because no
+//! head was parsed to read an `Origin` from: 431 head too large, 400 malformed head, 505, 408
+//! head timeout and 503 at the connection cap; nor is the 500 after a handler panic. A page
+//! sees those as network errors.
 
 use crate::error::Error;
 use crate::http::{Request, Response, valid_header};

@@ -522,4 +522,18 @@ impl Handler for Proxy {
         self.count_error(&e);
         error_response(&e, None)
     }
+
+    /// The CORS headers a pipeline answer to this head would carry (`cors.rs`), so that a
+    /// page from an allowed origin can read the HTTP layer's own refusals (413, 408, 400,
+    /// 503 ...) instead of seeing a network error.
+    fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
+        let mut headers = Vec::new();
+        if head.path() == self.cfg.path
+            && checks::single_headers(head).is_ok()
+            && self.check_origin(head).is_ok()
+        {
+            cors::decorate(&mut headers, cors::origin(head).as_deref());
+        }
+        headers
+    }
 }

@@ -231,12 +231,24 @@ pub fn assert_floors(label: &str, url: &str, floor26: &[&str], floor25: Option<&
     );
 }
 
+/// The proxies' `--input-timeout`. Several scenarios start a call that asks the client for
+/// input and never retry it (they check the `InputRequiredResult` only); with the default
+/// 5 min each such call would keep its bridge session (16 at most) and, over stdio in shared
+/// mode, its child, for the rest of the run, and later scenarios would time out (issue #13's
+/// closing note: the limit of bridged calls waiting for input).
+const INPUT_TIMEOUT: &str = "3s";
+
 /// `shadowcat reverse --stdio "<exe> demo-server --era ERA"` in process, per-session if asked;
 /// `Err` when it does not start.
 fn stdio_front(era: &str, per_session: bool) -> Result<Shadowcat, String> {
     init_log();
     let command = format!("'{}' demo-server --era {era}", exe());
-    let mut args = vec!["--stdio", command.as_str()];
+    let mut args = vec![
+        "--stdio",
+        command.as_str(),
+        "--input-timeout",
+        INPUT_TIMEOUT,
+    ];
     if per_session {
         // The 2025-11-25 run opens a session per scenario and never ends them.
         args.extend([
@@ -337,7 +349,13 @@ fn over_http(era: &str, proxied: bool, floor26: &[&str], floor25: Option<&[&str]
     let (_demo, addr) = demo_http(era);
     let upstream = format!("http://{addr}/mcp");
     if proxied {
-        let proxy = Shadowcat::start(config(&["--upstream", &upstream])).expect("proxy starts");
+        let proxy = Shadowcat::start(config(&[
+            "--upstream",
+            &upstream,
+            "--input-timeout",
+            INPUT_TIMEOUT,
+        ]))
+        .expect("proxy starts");
         let label = format!("demo --era {era} over HTTP, through the proxy");
         assert_floors(
             &label,

@@ -2,6 +2,8 @@
 //! headers on JSON, SSE and error answers (401, 429 included), requests without `Origin`
 //! unchanged, and the metadata document's own `*`. The rules: `src/proxy/cors.rs`.
 
+use shadowcat::http::Handler;
+
 use crate::support::*;
 
 const APP: &str = "https://app.example";
@@ -290,4 +292,161 @@ fn preflights_are_counted_in_the_metrics_as_options() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing");
     }
+}
+
+// --- The HTTP layer's own answers (413, 400, 417, 408, 503 ...) once a head was parsed ----
+
+/// Sends `raw` on a fresh connection and reads the one answer.
+fn raw(addr: std::net::SocketAddr, raw: &str) -> Resp {
+    let mut c = Conn::open(addr);
+    c.send_raw(raw.as_bytes());
+    c.read_response().expect("an answer")
+}
+
+#[test]
+fn the_http_layers_refusals_after_the_head_carry_cors_headers_for_allowed_origins() {
+    let p = proxy(&["--max-body", "1KiB"]);
+    let addr = p.local_addr();
+    let cases = [
+        (
+            413,
+            "POST /mcp HTTP/1.1\r\nHost: {a}\r\nOrigin: {o}\r\nContent-Type: application/json\r\nContent-Length: 5000\r\n\r\n",
+        ),
+        (
+            400,
+            "POST /mcp HTTP/1.1\r\nHost: {a}\r\nOrigin: {o}\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+        (
+            400,
+            "POST /mcp HTTP/1.1\r\nHost: {a}\r\nOrigin: {o}\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ),
+        (
+            417,
+            "POST /mcp HTTP/1.1\r\nHost: {a}\r\nOrigin: {o}\r\nExpect: teapot\r\nContent-Length: 2\r\n\r\n{}",
+        ),
+    ];
+    for (status, template) in cases {
+        let req = |origin: &str, path: &str| {
+            template
+                .replace("{a}", &addr.to_string())
+                .replace("{o}", origin)
+                .replace("/mcp", path)
+        };
+        // An allowed origin reads the status.
+        let r = raw(addr, &req(APP, "/mcp"));
+        assert_eq!(r.status, status, "{template}: {}", r.text());
+        assert_cors(&r.headers, APP, template);
+        // A loopback origin is allowed too (as in the pipeline).
+        let r = raw(addr, &req("http://localhost:3000", "/mcp"));
+        assert_eq!(r.status, status);
+        assert_cors(&r.headers, "http://localhost:3000", template);
+        // A foreign origin, no origin, another path: never.
+        for (origin, path) in [
+            ("https://evil.example", "/mcp"),
+            ("", "/mcp"),
+            (APP, "/other"),
+        ] {
+            let text = req(origin, path).replace("Origin: \r\n", "");
+            let r = raw(addr, &text);
+            assert_eq!(r.status, status, "{text}");
+            assert!(has_no_cors(&r.headers), "{text}: {:?}", r.headers);
+        }
+    }
+    // Two Origins: the pipeline would refuse it (400), so no origin is echoed.
+    let two = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nOrigin: {APP}\r\nOrigin: https://evil.example\r\nContent-Length: 5000\r\n\r\n"
+    );
+    let r = raw(addr, &two);
+    assert_eq!(r.status, 413);
+    assert!(has_no_cors(&r.headers), "{:?}", r.headers);
+    // A head that was never parsed (431) cannot be answered with its Origin.
+    let big = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nOrigin: {APP}\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let r = raw(addr, &big);
+    assert_eq!(r.status, 431);
+    assert!(has_no_cors(&r.headers), "{:?}", r.headers);
+    // 405 is the pipeline's own answer: it always carried them.
+    let r = Conn::open(addr).request("PUT", "/mcp", &[("Origin", APP)], b"");
+    assert_eq!(r.status, 405);
+    assert_cors(&r.headers, APP, "405");
+}
+
+/// A running proxy behind a [`shadowcat::http::Server`] with short body timeouts and one
+/// worker (settings without flags); `GET /hold` holds the worker until released.
+struct Tight {
+    proxy: std::sync::Arc<shadowcat::Shadowcat>,
+    hold: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Handler for Tight {
+    fn handle(&self, req: shadowcat::http::Request, res: &mut shadowcat::http::Responder<'_>) {
+        if req.path() == "/hold" {
+            let rx = self.hold.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = rx.recv_timeout(std::time::Duration::from_secs(10));
+        }
+        self.proxy.proxy().handle(req, res)
+    }
+
+    fn error_response(&self, status: u16, message: &str) -> shadowcat::http::Response {
+        self.proxy.proxy().error_response(status, message)
+    }
+
+    fn error_headers(&self, head: &shadowcat::http::Request) -> Vec<(String, String)> {
+        self.proxy.proxy().error_headers(head)
+    }
+}
+
+#[test]
+fn body_timeouts_and_busy_workers_carry_cors_headers_for_allowed_origins() {
+    use std::time::Duration;
+    let (release, hold) = std::sync::mpsc::channel();
+    let tight = std::sync::Arc::new(Tight {
+        proxy: std::sync::Arc::new(proxy(&[])),
+        hold: std::sync::Mutex::new(hold),
+    });
+    let config = shadowcat::http::ServerConfig {
+        body_timeout: Duration::from_millis(300),
+        workers: 1,
+        worker_wait: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server = shadowcat::http::Server::start(listener, config, tight).expect("server");
+    let addr = server.local_addr();
+    // 408: the body stops coming.
+    for (origin, cors) in [(APP, true), ("https://evil.example", false)] {
+        let r = raw(
+            addr,
+            &format!(
+                "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\nContent-Length: 100\r\n\r\n{{\"js"
+            ),
+        );
+        assert_eq!(r.status, 408, "{}", r.text());
+        if cors {
+            assert_cors(&r.headers, APP, "408");
+        } else {
+            assert!(has_no_cors(&r.headers), "{:?}", r.headers);
+        }
+    }
+    // 503: the only worker is held.
+    let mut holder = Conn::open(addr);
+    holder.send_raw(format!("GET /hold HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.stats().busy_workers == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut h = JSON_HEADERS.to_vec();
+    h.push(("Origin", APP));
+    let busy = Conn::open(addr).request("POST", "/mcp", &h, INIT.as_bytes());
+    assert_eq!(busy.status, 503, "{}", busy.text());
+    assert_cors(&busy.headers, APP, "503");
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    let plain = Conn::open(addr).request("POST", "/mcp", &JSON_HEADERS, INIT.as_bytes());
+    assert_eq!(plain.status, 503);
+    assert!(has_no_cors(&plain.headers), "{:?}", plain.headers);
+    release.send(()).expect("release");
+    assert!(holder.read_response().is_some());
+    server.shutdown(Duration::from_secs(1));
 }

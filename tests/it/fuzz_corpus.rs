@@ -54,3 +54,8 @@ fn fields() {
 fn bridge() {
     replay("bridge", shadowcat::tools::fuzzing::bridge);
 }
+
+#[test]
+fn subject() {
+    replay("subject", shadowcat::tools::fuzzing::subject);
+}

@@ -55,6 +55,10 @@ mod replay;
 mod tapes;
 // TLS: HTTPS for SDK clients, mTLS principals, SIGHUP reload, stalled handshakes, https upstreams.
 mod tls;
+// TLS: the Python and TypeScript SDKs over HTTPS to server-everything over stdio.
+mod tls_everything;
+// Issue #16, remaining gaps: TLS handshake metrics, revoked client certificates (CRL).
+mod r16_tls;
 // CORS for browser clients, raw HTTP: preflights, headers on every answer to an allowed origin.
 mod cors;
 // A real browser: the TypeScript SDK in headless Chromium, from an allowed and a foreign origin.

@@ -394,10 +394,12 @@ fn secrets_in_arguments_and_headers_never_reach_the_tape() {
     assert_eq!(r.status, 200, "{}", r.text());
     // A stateless (2026-07-28) request: the same redaction in its own hourly tape.
     let modern = format!(
-        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m","password":"{SECRET}-4"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}}}}"#
+        r#"{{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"m","password":"{SECRET}-4"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#
     );
     let mut hm = h.to_vec();
     hm.push(("MCP-Protocol-Version", "2026-07-28"));
+    hm.push(("Mcp-Method", "tools/call"));
+    hm.push(("Mcp-Name", "echo"));
     let r = post_with(a, &hm, None, &modern);
     assert_eq!(r.status, 200, "{}", r.text());
     p.shutdown(Duration::from_secs(2));

@@ -433,6 +433,7 @@ fn jwks_over_https_uses_the_upstream_tls_settings() {
         cert,
         key,
         client_ca: None,
+        client_crl: None,
     })
     .expect("tls");
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -1,6 +1,7 @@
 // The official TypeScript SDK as a client: node tests/js/client.mjs URL
 // Connects over Streamable HTTP, lists tools, calls echo (and a progress tool when the server has
-// it), pings, closes; prints one JSON object. Exits non-zero with a message on failure.
+// one: the demo's test_tool_with_progress or server-everything's trigger-long-running-operation),
+// pings, closes; prints one JSON object. Exits non-zero with a message on failure.
 // With MCP_BEARER_TOKEN set, every request carries "Authorization: Bearer <token>".
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -39,6 +40,15 @@ try {
     const progress = [];
     await client.callTool(
       { name: "test_tool_with_progress", arguments: {} },
+      undefined,
+      { onprogress: (p) => progress.push(p.progress) },
+    );
+    out.progress = progress;
+  } else if (tools.includes("trigger-long-running-operation")) {
+    // server-everything: three progress notifications, 0.1 s apart.
+    const progress = [];
+    await client.callTool(
+      { name: "trigger-long-running-operation", arguments: { duration: 0.3, steps: 3 } },
       undefined,
       { onprogress: (p) => progress.push(p.progress) },
     );

@@ -13,6 +13,7 @@ use crate::http::parse::{Limits, ReadError, Wire};
 use crate::http::permit::NoPermit;
 use crate::http::request::Request;
 use crate::http::responder::Responder;
+use crate::http::tls::Handshake;
 use crate::http::transport::{Transport, drain};
 use crate::http::write::{Watch, call_timeout};
 
@@ -70,9 +71,18 @@ fn serve(shared: &Shared, job: Job) {
             if !shared.set_idle(id, true) {
                 return;
             }
-            let deadline = Instant::now() + cfg.header_timeout;
+            let started = Instant::now();
+            let deadline = started + cfg.header_timeout;
             let done = tls.accept(stream, deadline, call_timeout(cfg.write_timeout));
             shared.set_idle(id, false);
+            let outcome = done.as_ref().map_or_else(|e| e.outcome, |_| Handshake::Ok);
+            let took = started.elapsed();
+            let told = catch_unwind(AssertUnwindSafe(|| {
+                shared.handler.tls_handshake(outcome, took)
+            }));
+            if told.is_err() {
+                log::error!("Handler::tls_handshake panicked");
+            }
             match done {
                 Ok(done) => done,
                 Err(why) => {
@@ -105,7 +115,10 @@ fn serve(shared: &Shared, job: Job) {
             Err(ReadError::Closed) => break,
             Err(ReadError::Reject(status, message)) => {
                 log::debug!("{remote}: rejecting request: {status} {message}");
-                let resp = shared.error_response(status, message);
+                let mut resp = shared.error_response(status, message);
+                if let Some(head) = wire.take_refused_head() {
+                    resp.headers.extend(shared.error_headers(&head));
+                }
                 let bytes = shared.encode(&resp, false, ConnHeader::Close);
                 match watch.write_all(wire.stream(), &bytes, cfg.write_timeout) {
                     Ok(()) => linger(wire.stream()),
@@ -165,6 +178,7 @@ fn handle_one(shared: &Shared, stream: &mut Transport, watch: &mut Watch, req: R
     if busy {
         shared.workers_busy(remote);
         let mut resp = shared.error_response(503, "all workers are busy");
+        resp.headers.extend(shared.error_headers(&req));
         if !resp
             .headers
             .iter()

@@ -54,6 +54,7 @@
 use super::encode::{ConnHeader, Response, encode_response};
 use super::permit::Permit;
 use super::permit::Semaphore;
+use super::request::Request;
 use super::responder::{Handler, Link, plain_error};
 use super::tls::Tls;
 use super::write::call_timeout;
@@ -250,6 +251,15 @@ impl Shared {
         });
         resp.status = status;
         resp
+    }
+
+    /// The handler's extra headers for an error answered after `head` was parsed (none if
+    /// the handler panics).
+    pub(super) fn error_headers(&self, head: &Request) -> Vec<(String, String)> {
+        catch_unwind(AssertUnwindSafe(|| self.handler.error_headers(head))).unwrap_or_else(|_| {
+            log::error!("Handler::error_headers panicked");
+            Vec::new()
+        })
     }
 
     /// Encodes `resp`; an invalid one is replaced by a 500 and logged at error.

@@ -9,9 +9,14 @@
 //!   that chains to one of its certificates, or the handshake fails. The certificate's subject
 //!   ([`subject::principal`]: common name, else first subject alternative name) is handed to
 //!   every request of the connection as [`Request::client_cert`](crate::http::Request).
-//! * **Reload:** [`Tls::reload`] builds a whole new configuration from the same files and swaps
-//!   it in; connections already open keep the session they have, new ones get the new
-//!   configuration. A file that does not load leaves the old configuration in place.
+//!   With `client_crl` (PEM CRLs, rustls's `WebPkiClientVerifier` policy): a certificate of the
+//!   client's chain that a CRL revokes fails the handshake, and so does one whose status no CRL
+//!   in the file covers (fail closed: the file needs a CRL from every CA that issues client
+//!   certificates or intermediates). A CRL past its `nextUpdate` is still used.
+//! * **Reload:** [`Tls::reload`] builds a whole new configuration from the same files (CRLs
+//!   included) and swaps it in; connections already open keep the session they have, new ones
+//!   get the new configuration. A file that does not load leaves the old configuration in
+//!   place.
 //! * **Handshake** ([`Tls::accept`]): on the connection's thread, before any request is read and
 //!   before any worker permit is asked for, under one deadline for the whole handshake (the
 //!   server's `header_timeout`, 10 s by default, counted from when the thread took the
@@ -30,7 +35,7 @@ use std::time::{Duration, Instant};
 use rustls::ServerConnection;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use super::transport::{Counted, Transport, drain};
@@ -50,6 +55,50 @@ pub struct TlsFiles {
     /// Certificates of the CAs client certificates must chain to: with it, every client needs
     /// one (mTLS). Default none.
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM `X509 CRL`) for the client certificates: a client whose
+    /// certificate, or a CA certificate of its chain, is revoked, or whose revocation status
+    /// none of them covers, is refused. Only with `client_ca`. Default none.
+    pub client_crl: Option<PathBuf>,
+}
+
+/// How a handshake ended, as told to [`Handler::tls_handshake`](crate::http::Handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Completed: the connection goes on to its requests.
+    Ok,
+    /// Refused by either side, closed by the client, or a socket error.
+    Failed,
+    /// Not complete by the deadline (the server's `header_timeout`).
+    TimedOut,
+}
+
+/// Why [`Tls::accept`] failed: the outcome and, for the debug log, what happened.
+#[derive(Debug)]
+pub(crate) struct HandshakeError {
+    pub outcome: Handshake,
+    pub why: String,
+}
+
+impl From<String> for HandshakeError {
+    fn from(why: String) -> HandshakeError {
+        HandshakeError {
+            outcome: Handshake::Failed,
+            why,
+        }
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
+fn timed_out_error() -> HandshakeError {
+    HandshakeError {
+        outcome: Handshake::TimedOut,
+        why: "handshake timed out".into(),
+    }
 }
 
 /// A listener's TLS configuration, swappable while the server runs.
@@ -116,6 +165,22 @@ pub(crate) fn load_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>
     })
 }
 
+/// The certificate revocation lists of a PEM file (`BEGIN X509 CRL`), in order; at least one.
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let what = "TLS client CRL";
+    let pem = read_pem(path, what)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if crls.is_empty() {
+        return Err(format!(
+            "{what} {}: no PEM certificate revocation list (BEGIN X509 CRL) in it",
+            path.display()
+        ));
+    }
+    Ok(crls)
+}
+
 /// Builds a server configuration from the files.
 fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
     let certs = load_certs(&files.cert, "TLS certificate")?;
@@ -132,9 +197,19 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, String> {
                     .add(c)
                     .map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| format!("TLS client CA {}: {e}", ca.display()))?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if let Some(crl) = &files.client_crl {
+                verifier = verifier.with_crls(load_crls(crl)?);
+            }
+            let verifier = verifier.build().map_err(|e| match &files.client_crl {
+                Some(crl) => format!(
+                    "TLS client CA {} or CRL {}: {e}",
+                    ca.display(),
+                    crl.display()
+                ),
+                None => format!("TLS client CA {}: {e}", ca.display()),
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -191,7 +266,7 @@ impl Tls {
         sock: TcpStream,
         deadline: Instant,
         write_timeout: Duration,
-    ) -> Result<(Transport, Option<Arc<str>>), String> {
+    ) -> Result<(Transport, Option<Arc<str>>), HandshakeError> {
         let mut conn = ServerConnection::new(self.config()).map_err(|e| e.to_string())?;
         let mut sent = 0u64;
         let timed_out = |e: &std::io::Error| {
@@ -203,7 +278,7 @@ impl Tls {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err("handshake timed out".into());
+                return Err(timed_out_error());
             }
             if conn.wants_write() {
                 sock.set_write_timeout(Some(left))
@@ -214,8 +289,8 @@ impl Tls {
                 };
                 match conn.write_tls(&mut out) {
                     Ok(_) => continue,
-                    Err(e) if timed_out(&e) => return Err("handshake timed out".into()),
-                    Err(e) => return Err(format!("while writing: {e}")),
+                    Err(e) if timed_out(&e) => return Err(timed_out_error()),
+                    Err(e) => return Err(format!("while writing: {e}").into()),
                 }
             }
             if !conn.is_handshaking() {
@@ -224,10 +299,10 @@ impl Tls {
             sock.set_read_timeout(Some(left))
                 .map_err(|e| e.to_string())?;
             match conn.read_tls(&mut &sock) {
-                Ok(0) => return Err("closed by the client".into()),
+                Ok(0) => return Err(String::from("closed by the client").into()),
                 Ok(_) => {}
-                Err(e) if timed_out(&e) => return Err("handshake timed out".into()),
-                Err(e) => return Err(format!("while reading: {e}")),
+                Err(e) if timed_out(&e) => return Err(timed_out_error()),
+                Err(e) => return Err(format!("while reading: {e}").into()),
             }
             if let Err(e) = conn.process_new_packets() {
                 // Send the alert rustls queued (best-effort), so the client learns why.
@@ -238,7 +313,7 @@ impl Tls {
                 });
                 let _ = sock.shutdown(std::net::Shutdown::Write);
                 drain(&sock);
-                return Err(e.to_string());
+                return Err(e.to_string().into());
             }
         }
         sock.set_write_timeout(Some(write_timeout))

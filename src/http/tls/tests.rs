@@ -77,6 +77,7 @@ impl Pki {
             cert,
             key,
             client_ca: None,
+            client_crl: None,
         }
     }
 
@@ -219,6 +220,7 @@ fn files_that_do_not_load_say_which_and_why() {
     assert!(err.contains("and key"), "{err}");
     let bad_ca = TlsFiles {
         client_ca: Some(good.key.clone()),
+        client_crl: None,
         ..good
     };
     let err = Tls::load(bad_ca).expect_err("key as CA");
@@ -289,6 +291,7 @@ fn client_certificates_are_required_and_name_the_client() {
     let clients = Pki::new("mtls-clients");
     let files = TlsFiles {
         client_ca: Some(clients.ca_path()),
+        client_crl: None,
         ..pki.server_files()
     };
     let (s, _tls) = tls_server(files, ServerConfig::default());
@@ -375,4 +378,69 @@ fn the_write_timeout_counts_ciphertext_a_client_does_not_acknowledge() {
     assert!(t.sent() > 0);
     drop(t);
     let _ = client.join();
+}
+
+/// Records every handshake the layer reports, and answers like [`whoami`].
+#[derive(Default)]
+struct Handshakes(std::sync::Mutex<Vec<(Handshake, Duration)>>);
+
+impl crate::http::Handler for Handshakes {
+    fn handle(&self, req: Request, res: &mut Responder<'_>) {
+        whoami(req, res)
+    }
+
+    fn tls_handshake(&self, outcome: Handshake, took: Duration) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((outcome, took));
+    }
+}
+
+#[test]
+fn every_handshake_is_reported_once_with_its_outcome_and_duration() {
+    let pki = Pki::new("told");
+    let tls = Arc::new(Tls::load(pki.server_files()).expect("tls loads"));
+    let config = ServerConfig {
+        header_timeout: Duration::from_millis(300),
+        tls: Some(tls),
+        ..ServerConfig::default()
+    };
+    let told = Arc::new(Handshakes::default());
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let s = Server::start(l, config, told.clone()).expect("start");
+    let outcomes = || -> Vec<Handshake> {
+        let v = told.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter().map(|(o, _)| *o).collect()
+    };
+    let wait_for = |n: usize| {
+        let until = Instant::now() + T;
+        while outcomes().len() < n && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // Completed.
+    let mut c = connect(s.local_addr(), pki.client(None));
+    assert!(
+        get(&mut c, "/")
+            .expect("served")
+            .starts_with("HTTP/1.1 200 ")
+    );
+    wait_for(1);
+    assert_eq!(outcomes(), [Handshake::Ok]);
+    // Plain HTTP on the TLS port: refused.
+    let mut plain = TcpStream::connect(s.local_addr()).expect("connect");
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    wait_for(2);
+    assert_eq!(outcomes(), [Handshake::Ok, Handshake::Failed]);
+    // Silent: timed out at the deadline, and its duration says so.
+    let _silent = TcpStream::connect(s.local_addr()).expect("connect");
+    wait_for(3);
+    let v = told.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(v.len(), 3, "{v:?}");
+    assert_eq!(v[2].0, Handshake::TimedOut);
+    assert!(v[2].1 >= Duration::from_millis(290), "{v:?}");
+    assert!(v[0].1 < Duration::from_secs(3), "{v:?}");
 }

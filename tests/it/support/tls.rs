@@ -63,6 +63,47 @@ impl Pki {
         (c, k)
     }
 
+    /// A client certificate `file.pem`/`file.key` with common name `cn` and serial number
+    /// `serial` (what a CRL names it by).
+    pub fn client_cert(&self, file: &str, cn: &str, serial: u64) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let c = self.dir.path().join(format!("{file}.pem"));
+        let k = self.dir.path().join(format!("{file}.key"));
+        std::fs::write(&c, cert.pem()).expect("write cert");
+        std::fs::write(&k, key.serialize_pem()).expect("write key");
+        (c, k)
+    }
+
+    /// Writes `file` (PEM), a CRL of this CA revoking the certificates with these serial
+    /// numbers (valid from 2020 to 2100); returns its path.
+    pub fn crl(&self, file: &str, revoked: &[u64]) -> PathBuf {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|&serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).expect("crl");
+        let path = self.dir.path().join(file);
+        std::fs::write(&path, crl.pem().expect("pem")).expect("write crl");
+        path
+    }
+
     /// A server certificate for `localhost` and `127.0.0.1`.
     pub fn server(&self, file: &str) -> (PathBuf, PathBuf) {
         self.issue(file, Some("localhost"), &["localhost", "127.0.0.1"])
