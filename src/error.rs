@@ -378,8 +378,8 @@ impl Error {
     pub fn data(&self) -> Option<serde_json::Value> {
         match self {
             Error::UnsupportedModernVersion(requested) => {
-                let mut supported = vec![crate::jsonrpc::MODERN_VERSION];
-                supported.extend(crate::jsonrpc::LEGACY_VERSIONS.iter().rev());
+                let mut supported = vec![crate::version::MODERN_VERSION];
+                supported.extend(crate::version::LEGACY_VERSIONS.iter().rev());
                 Some(serde_json::json!({"supported": supported, "requested": requested}))
             }
             Error::MissingCapability(name) => {

@@ -332,10 +332,7 @@ pub fn answered(body: &[u8], tools_call: bool) -> Option<Answered> {
     Some(Answered::Ok)
 }
 
-/// The stateless protocol revision (no `initialize`, versions in `_meta`).
-pub const MODERN_VERSION: &str = "2026-07-28";
-/// The handshake-era revisions, oldest first.
-pub const LEGACY_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
+pub use crate::version::{LEGACY_VERSIONS, MODERN_VERSION};
 
 /// A JSON object's members, each kept as raw text (numbers of any size keep their digits; a
 /// repeated key keeps its last value, as a parsed `Value` would).

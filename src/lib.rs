@@ -47,6 +47,7 @@
 //! metrics/     counters and histograms, their text format, the child and pool info types
 //! error.rs     the one Error and its whole answer (status, JSON-RPC code, headers, metric)
 //! util.rs      locks, bounded line reads, durations, sizes, command lines
+//! version.rs   the protocol revisions (imports nothing)
 //! tape/        what crossed the proxy, written off the request path: tapes (format, redaction
 //!              shared with the tape tools, writer thread) and the audit log, behind two small
 //!              handles (Recorder, Auditor)
@@ -221,6 +222,7 @@ mod tape;
 pub mod tools;
 mod upstream;
 mod util;
+mod version;
 
 pub use crate::app::{Shadowcat, run};
 pub use crate::cli::{Cli, Command, expand_config_file};

@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 use crate::util::lock;
 
 use super::connection::{CACHEABLE, Empty, Era, Fail, Handled, LogGate, RpcError, Session, Shared};
-use super::extra::tools_list_all;
+use super::extra::{strict_tool, tools_list_all};
 use super::listen::listen;
 use super::prompts::{complete, get_prompt, prompts_list, prompts_list_all};
 use super::request::{Req, ReqMeta};
 use super::resources::{read_resource, resources_list, subscribe};
-use super::tools::{call_tool, tools_list};
+use super::tools::{StrictTools, call_tool, tools_list};
 use super::{
     INTERNAL_ERROR, INVALID_REQUEST, LATEST_LEGACY, LEGACY_VERSIONS, LEVELS, METHOD_NOT_FOUND,
     MODERN_VERSION, PARSE_ERROR, SERVER_INFO, SUPPORTED_VERSIONS, ServerEra, TEMPLATE_URI,
@@ -189,7 +189,10 @@ fn handle_request(
         })),
         "tools/list" if strict => req.reply(tools_list_all()),
         "tools/list" => req.reply(tools_list()),
-        "tools/call" => call_tool(&req),
+        "tools/call" => {
+            let strict = req.sh.options.era != ServerEra::Dual;
+            call_tool(&req, strict.then_some(strict_tool as StrictTools))
+        }
         "resources/list" => req.reply(&resources_list()),
         "resources/templates/list" => req.reply(&json!({"resourceTemplates": [{
             "uriTemplate": TEMPLATE_URI, "name": "template", "title": "Resource Template",

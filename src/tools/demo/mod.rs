@@ -122,6 +122,7 @@ mod listen;
 mod mrtr;
 mod pipe;
 mod prompts;
+mod relay;
 mod request;
 mod resources;
 mod sessions;

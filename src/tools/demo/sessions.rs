@@ -21,10 +21,12 @@ use serde_json::Value;
 use crate::http::{Request, Responder, Response};
 use crate::util::lock;
 
+use super::Options;
 use super::connection::Shared;
 use super::dispatch::handle_line;
-use super::http::{HttpDemo, Source, relay, rpc_error};
+use super::listen::Hub;
 use super::pipe::{Pipe, PipeWriter};
+use super::relay::{Source, relay, rpc_error};
 
 /// Sessions kept at once; beyond, `initialize` is 503.
 pub(super) const MAX_SESSIONS: usize = 256;
@@ -35,6 +37,13 @@ const STREAM_QUEUE: usize = 256;
 pub(super) struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     serial: AtomicU64,
+}
+
+/// The demo served over HTTP: its options, the listen hub and the session table.
+pub(super) struct HttpDemo {
+    pub(super) options: Options,
+    pub(super) hub: Arc<Hub>,
+    pub(super) sessions: Sessions,
 }
 
 struct Session {

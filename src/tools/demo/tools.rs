@@ -14,12 +14,11 @@ use serde_json::{Value, json};
 use crate::util::lock;
 
 use super::connection::{Era, Handled, RpcError};
-use super::extra::strict_tool;
 use super::faults::{self, HUGE_LINE_DEFAULT};
 use super::jobs::spawn_job;
 use super::listen::watched_changed;
 use super::request::{Req, ReqMeta, error_result, parse_args, text_result};
-use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, ServerEra, WAV_MIN};
+use super::{INFO, LATEST_LEGACY, METHOD_NOT_FOUND, MODERN_VERSION, PNG_1X1, WAV_MIN};
 
 /// Text content serialized as `prefix + body` without building the string.
 struct Joined<'a>(&'static str, &'a str);
@@ -234,7 +233,11 @@ pub(super) fn elicitation_form(tool: &str) -> Option<(&'static str, Value)> {
     ))
 }
 
-pub(super) fn call_tool(req: &Req) -> Handled {
+/// How the tools only `--era legacy|modern` have are called (`extra::strict_tool`), given by
+/// the dispatcher so that this file does not import the one that builds on it.
+pub(super) type StrictTools = fn(&Req, &str, Option<&RawValue>) -> Option<Handled>;
+
+pub(super) fn call_tool(req: &Req, strict: Option<StrictTools>) -> Handled {
     #[derive(Deserialize)]
     struct Call<'a> {
         #[serde(borrow)]
@@ -276,8 +279,8 @@ pub(super) fn call_tool(req: &Req) -> Handled {
     if let Some(result) = fixed_result(name) {
         return req.reply(&result);
     }
-    if req.sh.options.era != ServerEra::Dual
-        && let Some(handled) = strict_tool(req, name, call.arguments)
+    if let Some(strict) = strict
+        && let Some(handled) = strict(req, name, call.arguments)
     {
         return handled;
     }
