@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::util::lock;
 
-use super::listen::Hub;
+use super::hub::{Hub, Subscriber};
 use super::{INVALID_PARAMS, LEVELS, Options, SERVER_INFO, SERVER_NAME, ServerInfo};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -279,6 +279,12 @@ impl Shared {
 }
 
 /// A JSON-RPC error object.
+impl Subscriber for Shared {
+    fn notify_value(&self, method: &str, params: Value) {
+        self.notify(method, params);
+    }
+}
+
 #[derive(Serialize, Debug)]
 pub(super) struct RpcError {
     code: i64,

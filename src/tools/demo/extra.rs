@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 
 use super::INFO;
 use super::connection::{Era, Handled, RpcError};
+use super::hub::Change;
 use super::jobs::spawn_job;
-use super::listen::Change;
 use super::mrtr::{SCRIPTED_TOOLS, run_legacy, run_modern, script};
 use super::request::{Req, parse_args, text_result};
 use super::tools::{no_args, string_arg, tool, tools_list};

@@ -32,7 +32,7 @@ use crate::util::lock;
 use super::connection::Shared;
 use super::dispatch::handle_line;
 use super::extra::tools_list_all;
-use super::listen::Hub;
+use super::hub::Hub;
 use super::pipe::{Pipe, PipeWriter};
 use super::relay::{relay, rpc_error};
 use super::sessions::{HttpDemo, Sessions};
@@ -145,7 +145,7 @@ impl HttpDemo {
         pipe.close();
         lock(&sh.inflight).clear();
         lock(&sh.pending).clear();
-        self.hub.drop_connection(&sh);
+        self.hub.drop_connection(&*sh);
     }
 }
 

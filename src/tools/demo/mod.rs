@@ -117,6 +117,7 @@ mod dispatch;
 mod extra;
 mod faults;
 mod http;
+mod hub;
 mod jobs;
 mod listen;
 mod mrtr;
@@ -311,7 +312,7 @@ pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
     let shared = Arc::new(Shared::new(
         Box::new(output),
         options,
-        Arc::new(listen::Hub::default()),
+        Arc::new(hub::Hub::default()),
     ));
     let mut line = Vec::with_capacity(4096);
     let result = loop {
@@ -337,7 +338,7 @@ pub fn serve_with<R: BufRead, W: Write + Send + 'static>(
     };
     lock(&shared.inflight).clear();
     lock(&shared.pending).clear();
-    shared.hub.drop_connection(&shared);
+    shared.hub.drop_connection(&*shared);
     result
 }
 

@@ -24,7 +24,7 @@ use crate::util::lock;
 use super::Options;
 use super::connection::Shared;
 use super::dispatch::handle_line;
-use super::listen::Hub;
+use super::hub::Hub;
 use super::pipe::{Pipe, PipeWriter};
 use super::relay::{Source, relay, rpc_error};
 
@@ -282,5 +282,5 @@ fn end(session: &Session, demo: &HttpDemo) {
     session.pipe.close();
     lock(&session.sh.inflight).clear();
     lock(&session.sh.pending).clear();
-    demo.hub.drop_connection(&session.sh);
+    demo.hub.drop_connection(&*session.sh);
 }
