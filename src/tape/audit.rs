@@ -25,7 +25,6 @@ use std::io::{self, BufWriter, Write};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
@@ -36,10 +35,9 @@ use crate::config::TapeConfig;
 use crate::error::Error;
 use crate::jsonrpc::Answered;
 use crate::metrics::{LogDrop, Metrics};
-use crate::util::lock;
 
 use super::format::Utc;
-use super::queue::{self, Drain, Queue};
+use super::queue::{self, Drain, WriterHandle};
 use super::scan::Redactor;
 
 /// Bytes of audit records that may wait for the writer (`TapeConfig::audit_queue_bytes`'
@@ -95,10 +93,8 @@ pub struct Auditor {
 }
 
 struct Shared {
-    queue: Queue<AuditEvent>,
+    writer: WriterHandle<AuditEvent>,
     metrics: Arc<Metrics>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    stopped: AtomicBool,
     arguments: bool,
 }
 
@@ -171,10 +167,12 @@ impl Auditor {
             .spawn(move || w.run(drain))?;
         Ok(Auditor {
             inner: Some(Arc::new(Shared {
-                queue,
+                writer: WriterHandle {
+                    queue,
+                    thread: Mutex::new(Some(thread)),
+                    stopped: AtomicBool::new(false),
+                },
                 metrics,
-                thread: Mutex::new(Some(thread)),
-                stopped: AtomicBool::new(false),
                 arguments,
             })),
         })
@@ -199,8 +197,8 @@ impl Auditor {
             + rec.method.as_ref().map_or(0, |m| m.len().min(MAX_TEXT))
             + rec.name.as_ref().map_or(0, |m| m.len().min(MAX_TEXT))
             + rec.arguments.as_ref().map_or(0, |a| a.get().len());
-        if s.queue.try_send(AuditEvent::Line(rec), len).is_err()
-            && !s.stopped.load(Ordering::Relaxed)
+        if s.writer.queue.try_send(AuditEvent::Line(rec), len).is_err()
+            && !s.writer.stopped.load(Ordering::Relaxed)
         {
             s.metrics.audit_dropped(LogDrop::Behind, 1);
         }
@@ -209,26 +207,13 @@ impl Auditor {
     /// Waits (at most `timeout`) until every line queued so far is written out.
     pub fn sync(&self, timeout: Duration) -> bool {
         let Some(s) = &self.inner else { return true };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if s.queue
-            .try_send_slack(AuditEvent::Sync(tx), 0, usize::MAX / 2)
-            .is_err()
-        {
-            return false;
-        }
-        rx.recv_timeout(timeout).is_ok()
+        s.writer.sync(AuditEvent::Sync, timeout)
     }
 
     /// Writes out what is queued and joins the writer. Idempotent.
     pub fn shutdown(&self) {
         let Some(s) = &self.inner else { return };
-        if s.stopped.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let _ = s.queue.try_send_slack(AuditEvent::Stop, 0, usize::MAX / 2);
-        if let Some(t) = lock(&s.thread).take() {
-            queue::join_within(t, queue::STOP_WAIT, "audit log");
-        }
+        s.writer.shutdown(AuditEvent::Stop, "audit log");
     }
 }
 

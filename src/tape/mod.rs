@@ -60,7 +60,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use audit::{AuditRecord, Auditor};
@@ -70,8 +69,7 @@ pub use scan::Redactor;
 use crate::config::{RedactRules, TapeConfig};
 use crate::error::Error;
 use crate::metrics::{LogDrop, Metrics};
-use crate::util::lock;
-use queue::Queue;
+use queue::WriterHandle;
 use writer::{Body, Event, Msg};
 
 /// Bytes of messages the tape writer may have queued (`TapeConfig::queue_bytes`' default).
@@ -121,10 +119,8 @@ pub struct Recorder {
 }
 
 struct Shared {
-    queue: Queue<Event>,
+    writer: WriterHandle<Event>,
     metrics: Arc<Metrics>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    stopped: AtomicBool,
 }
 
 impl Recorder {
@@ -168,10 +164,12 @@ impl Recorder {
             .spawn(move || writer::Writer::new(setup).run(drain))?;
         Ok(Recorder {
             inner: Some(Arc::new(Shared {
-                queue,
+                writer: WriterHandle {
+                    queue,
+                    thread: Mutex::new(Some(thread)),
+                    stopped: AtomicBool::new(false),
+                },
                 metrics,
-                thread: Mutex::new(Some(thread)),
-                stopped: AtomicBool::new(false),
             })),
         })
     }
@@ -198,7 +196,11 @@ impl Recorder {
             principal: principal.map(str::to_owned),
             at,
         };
-        if s.queue.try_send_slack(ev, 256, CONTROL_SLACK).is_err() {
+        if s.writer
+            .queue
+            .try_send_slack(ev, 256, CONTROL_SLACK)
+            .is_err()
+        {
             s.metrics.tape_dropped(LogDrop::Behind, 1);
         }
         Some(Tap {
@@ -287,7 +289,9 @@ impl Recorder {
 
     fn send(&self, s: &Shared, m: Msg) {
         let len = m.body.bytes();
-        if s.queue.try_send(Event::Msg(m), len).is_err() && !s.stopped.load(Ordering::Relaxed) {
+        if s.writer.queue.try_send(Event::Msg(m), len).is_err()
+            && !s.writer.stopped.load(Ordering::Relaxed)
+        {
             s.metrics.tape_dropped(LogDrop::Behind, 1);
         }
     }
@@ -296,8 +300,11 @@ impl Recorder {
     pub fn close_session(&self, id: &str) {
         let Some(s) = &self.inner else { return };
         let ev = Event::Close(TapeKey::Session(id.to_owned()));
-        if s.queue.try_send_slack(ev, 64, CONTROL_SLACK).is_err()
-            && !s.stopped.load(Ordering::Relaxed)
+        if s.writer
+            .queue
+            .try_send_slack(ev, 64, CONTROL_SLACK)
+            .is_err()
+            && !s.writer.stopped.load(Ordering::Relaxed)
         {
             s.metrics.tape_dropped(LogDrop::Behind, 1);
         }
@@ -307,26 +314,13 @@ impl Recorder {
     /// False if the writer did not get there in time.
     pub fn sync(&self, timeout: Duration) -> bool {
         let Some(s) = &self.inner else { return true };
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        if s.queue
-            .try_send_slack(Event::Sync(tx), 0, usize::MAX / 2)
-            .is_err()
-        {
-            return false;
-        }
-        rx.recv_timeout(timeout).is_ok()
+        s.writer.sync(Event::Sync, timeout)
     }
 
     /// Writes out what is queued, closes every tape and joins the writer. Idempotent.
     pub fn shutdown(&self) {
         let Some(s) = &self.inner else { return };
-        if s.stopped.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let _ = s.queue.try_send_slack(Event::Stop, 0, usize::MAX / 2);
-        if let Some(t) = lock(&s.thread).take() {
-            queue::join_within(t, queue::STOP_WAIT, "tapes");
-        }
+        s.writer.shutdown(Event::Stop, "tapes");
     }
 }
 

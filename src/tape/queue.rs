@@ -1,8 +1,8 @@
 //! The hand-off from request threads to a writer thread: a channel bounded in bytes, where a
 //! sender that finds it full gives up at once (the caller counts a drop) instead of waiting.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -120,6 +120,42 @@ pub fn join_within(thread: JoinHandle<()>, wait: Duration, what: &str) -> bool {
     }
     let _ = thread.join();
     true
+}
+
+/// The request threads' side of one writer thread (tapes, the audit log): its queue, its
+/// thread, and whether it was stopped.
+pub struct WriterHandle<T> {
+    pub queue: Queue<T>,
+    pub thread: Mutex<Option<JoinHandle<()>>>,
+    pub stopped: AtomicBool,
+}
+
+impl<T> WriterHandle<T> {
+    /// Sends the marker `sync(done)` past the byte bound and waits (at most `timeout`) until
+    /// the writer has written everything before it and answers. False if it did not in time.
+    pub fn sync(&self, sync: impl FnOnce(Sender<()>) -> T, timeout: Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self
+            .queue
+            .try_send_slack(sync(tx), 0, usize::MAX / 2)
+            .is_err()
+        {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Sends `stop` past the byte bound once and joins the writer within [`STOP_WAIT`]
+    /// (`what` names it in the warning if it does not end). Idempotent.
+    pub fn shutdown(&self, stop: T, what: &str) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.queue.try_send_slack(stop, 0, usize::MAX / 2);
+        if let Some(t) = crate::util::lock(&self.thread).take() {
+            join_within(t, STOP_WAIT, what);
+        }
+    }
 }
 
 #[cfg(test)]

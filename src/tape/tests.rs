@@ -12,6 +12,7 @@ use super::*;
 use crate::config::RedactRules;
 use crate::jsonrpc::Answered;
 use crate::metrics::Metrics;
+use crate::util::lock;
 
 fn rules(keys: &[&str], pointers: &[&str]) -> RedactRules {
     RedactRules {
