@@ -447,6 +447,13 @@ pub struct ReverseArgs {
     /// decide, with a warning and a metric) or closed (503)
     #[argh(option, default = "String::from(\"open\")")]
     pub limits_store_fail: String,
+
+    /// with --limits-store: how much of a fast bucket's refill (1,000 tokens/s or more) one
+    /// Redis round trip takes ahead of use, spent here without a round trip (default 2ms, at
+    /// most 10ms; 0: every check is a round trip). Never admits more than a limit; wastes at
+    /// most this much of a bucket's rate every 50 ms per instance
+    #[argh(option, default = "String::from(\"2ms\")")]
+    pub limits_store_lease: String,
 }
 
 fn default_bind() -> SocketAddr {
@@ -756,7 +763,10 @@ impl ReverseArgs {
                 limits_store: self
                     .limits_store
                     .as_deref()
-                    .map(|u| crate::gate::ratelimit::StoreConfig::new(u, &self.limits_store_fail))
+                    .map(|u| {
+                        crate::gate::ratelimit::StoreConfig::new(u, &self.limits_store_fail)?
+                            .with_lease(&self.limits_store_lease)
+                    })
                     .transpose()
                     .map_err(Error::Config)?,
             },

@@ -744,7 +744,8 @@ fn limits_store<S: Serializer>(
                 crate::gate::ratelimit::FailMode::Open => "open",
                 crate::gate::ratelimit::FailMode::Closed => "closed",
             };
-            serde_json::json!({"url": c.shown(), "fail": fail}).serialize(s)
+            let lease = format!("{}ms", c.lease.as_millis());
+            serde_json::json!({"url": c.shown(), "fail": fail, "lease": lease}).serialize(s)
         }
         None => s.serialize_none(),
     }

@@ -48,7 +48,7 @@ pub(crate) fn streams_set(client: &str) -> String {
 impl Shared {
     pub(crate) fn new(cfg: &StoreConfig) -> Result<Shared, Error> {
         Ok(Shared {
-            store: Box::new(RedisStore::new(&cfg.url).map_err(Error::Config)?),
+            store: Box::new(RedisStore::new(&cfg.url, cfg.lease).map_err(Error::Config)?),
             fail: cfg.fail,
             fallbacks: AtomicU64::new(0),
             warned_ms: AtomicU64::new(0),

@@ -49,13 +49,15 @@
 //! This file: [`Rate`], [`ToolLimit`], [`Limits`], the refusal ([`Scope`], [`Denied`]) and the
 //! bucket arithmetic. The keyed, sharded [`Limiter`] is in `ratelimit/limiter.rs`; [`Cidr`]
 //! and [`client_ip`] in `ratelimit/client_addr.rs`; the shared store (`--limits-store`,
-//! Redis) in `ratelimit/store.rs`; unit tests in `ratelimit/tests.rs`.
+//! Redis) in `ratelimit/store.rs`, its leases of fast buckets' tokens in `ratelimit/lease.rs`;
+//! unit tests in `ratelimit/tests.rs`.
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 mod client_addr;
+mod lease;
 mod limiter;
 mod store;
 pub use client_addr::{Cidr, client_ip};

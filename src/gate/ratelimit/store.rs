@@ -6,8 +6,10 @@
 //! per bucket, a fifth less server time than a hash with `HMGET`/`HSET`/`PEXPIRE`), expiring
 //! once it would be full again. One request is one `EVALSHA` of [`CHARGE`] (one round trip;
 //! a fresh server that lacks the script costs one more, once): all-or-nothing over the
-//! client, tool and global buckets, atomically, exactly as the in-process check. Redis holds
-//! nothing but these counters.
+//! client, tool and global buckets, atomically, exactly as the in-process check. Buckets of
+//! 1,000 tokens a second or more are charged a few tokens per round trip and the rest spent
+//! here without one (`lease.rs`: never more than the limit, under 4 % of a bucket's rate
+//! lost per instance at worst). Redis holds nothing but these counters.
 //!
 //! Connections are reused (a small stack of open ones, at most [`MAX_IDLE`] kept), each with
 //! connect, read and write timeouts ([`TIMEOUT`]). A failed exchange drops its connection and
@@ -34,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use redis::ConnectionLike;
 
+use super::lease::{Leases, Reserved};
 use super::{Denied, Rate, Scope};
 use crate::util::lock;
 
@@ -43,6 +46,10 @@ pub const TIMEOUT: Duration = Duration::from_millis(250);
 pub const RETRY_AFTER_DOWN: Duration = Duration::from_secs(1);
 /// Most idle connections kept for reuse.
 pub const MAX_IDLE: usize = 16;
+/// Default `--limits-store-lease`.
+pub const DEFAULT_LEASE: Duration = Duration::from_millis(2);
+/// Most `--limits-store-lease`.
+pub const MAX_LEASE_TIME: Duration = Duration::from_millis(10);
 /// Prefix of every key written.
 pub const KEY_PREFIX: &str = "shadowcat:rl:";
 
@@ -62,6 +69,9 @@ pub struct StoreConfig {
     pub url: String,
     /// Default [`FailMode::Open`].
     pub fail: FailMode,
+    /// `--limits-store-lease`: the refill time of a fast bucket one round trip takes ahead
+    /// (`lease.rs`); zero: none.
+    pub lease: Duration,
 }
 
 impl StoreConfig {
@@ -83,7 +93,26 @@ impl StoreConfig {
         Ok(StoreConfig {
             url: url.to_owned(),
             fail,
+            lease: DEFAULT_LEASE,
         })
+    }
+
+    /// Sets the lease from `--limits-store-lease` (`0`, `off`, or a duration of at most
+    /// [`MAX_LEASE_TIME`]).
+    pub fn with_lease(mut self, s: &str) -> Result<StoreConfig, String> {
+        let s = s.trim();
+        self.lease = if s == "0" || s == "off" {
+            Duration::ZERO
+        } else {
+            crate::util::duration("--limits-store-lease", s).map_err(|e| e.to_string())?
+        };
+        if self.lease > MAX_LEASE_TIME {
+            return Err(format!(
+                "--limits-store-lease {s}: at most {}ms",
+                MAX_LEASE_TIME.as_millis()
+            ));
+        }
+        Ok(self)
     }
 
     /// The URL without its user information, for logs and `/admin/config`.
@@ -174,40 +203,51 @@ return 0
 "#;
 
 /// The all-or-nothing charge. KEYS: the buckets; ARGV: per bucket its rate (tokens per
-/// second) and burst. Returns `{0, 0}` when charged, else `{i, wait_us}`: the 1-based index
-/// of the bucket with the longest wait and that wait in microseconds (rounded up).
+/// second), burst and the tokens wanted (0: the bucket is not charged by this call, a lease
+/// of this instance pays for it; see `lease.rs`). Returns `{0, 0, g1, g2, …}` when charged,
+/// `g` the tokens taken from each bucket (at least 1 where wanted, at most as many as wanted
+/// and whole tokens held), else `{i, wait_us}`: the 1-based index of the bucket with the
+/// longest wait for one token and that wait in microseconds (rounded up).
 pub const CHARGE: &str = r#"
 local now_t = redis.call('TIME')
 local now = tonumber(now_t[1]) * 1000000 + tonumber(now_t[2])
 local level = {}
 local worst, worst_i = -1, 0
 for i = 1, #KEYS do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local tokens, ts = burst, now
-  local v = redis.call('GET', KEYS[i])
-  if v then
-    local sp = string.find(v, ' ', 1, true)
-    if sp then
-      tokens = tonumber(string.sub(v, 1, sp - 1)) or burst
-      ts = tonumber(string.sub(v, sp + 1)) or now
+  local rate, burst, want = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  if want > 0 then
+    local tokens, ts = burst, now
+    local v = redis.call('GET', KEYS[i])
+    if v then
+      local sp = string.find(v, ' ', 1, true)
+      if sp then
+        tokens = tonumber(string.sub(v, 1, sp - 1)) or burst
+        ts = tonumber(string.sub(v, sp + 1)) or now
+      end
     end
-  end
-  local elapsed = now - ts
-  if elapsed < 0 then elapsed = 0 end
-  tokens = math.min(burst, tokens + elapsed * rate / 1000000)
-  level[i] = tokens
-  if tokens < 1 - 1e-9 then
-    local wait = math.ceil((1 - tokens) / rate * 1000000)
-    if wait > worst then worst, worst_i = wait, i end
+    local elapsed = now - ts
+    if elapsed < 0 then elapsed = 0 end
+    tokens = math.min(burst, tokens + elapsed * rate / 1000000)
+    level[i] = tokens
+    if tokens < 1 - 1e-9 then
+      local wait = math.ceil((1 - tokens) / rate * 1000000)
+      if wait > worst then worst, worst_i = wait, i end
+    end
   end
 end
 if worst_i > 0 then return {worst_i, worst} end
+local out = {0, 0}
 for i = 1, #KEYS do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local left = math.max(0, level[i] - 1)
-  redis.call('SET', KEYS[i], string.format('%.17g %d', left, now), 'PX', math.ceil((burst - left) / rate * 1000) + 1000)
+  local rate, burst, want = tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local got = 0
+  if want > 0 then
+    got = math.max(1, math.min(want, math.floor(level[i] + 1e-9)))
+    local left = math.max(0, level[i] - got)
+    redis.call('SET', KEYS[i], string.format('%.17g %d', left, now), 'PX', math.ceil((burst - left) / rate * 1000) + 1000)
+  end
+  out[i + 2] = got
 end
-return {0, 0}
+return out
 "#;
 
 /// Counters in Redis, over reused connections with timeouts.
@@ -216,6 +256,8 @@ pub struct RedisStore {
     script: redis::Script,
     claim: redis::Script,
     refresh: redis::Script,
+    /// Tokens taken ahead of use for fast buckets (`lease.rs`).
+    leases: Leases,
     idle: Mutex<Vec<redis::Connection>>,
     /// Milliseconds since `born` until which Redis is not tried (0: up).
     down_until_ms: AtomicU64,
@@ -225,13 +267,14 @@ pub struct RedisStore {
 impl RedisStore {
     /// A store for `url` (`redis://host:port/db`). Connects lazily: an unreachable Redis at
     /// start-up is a fallback like any other, not a failure to start.
-    pub fn new(url: &str) -> Result<RedisStore, String> {
+    pub fn new(url: &str, lease: Duration) -> Result<RedisStore, String> {
         let client = redis::Client::open(url).map_err(|e| format!("--limits-store: {e}"))?;
         Ok(RedisStore {
             client,
             script: redis::Script::new(CHARGE),
             claim: redis::Script::new(CLAIM),
             refresh: redis::Script::new(REFRESH),
+            leases: Leases::new(lease),
             idle: Mutex::new(Vec::new()),
             down_until_ms: AtomicU64::new(0),
             born: Instant::now(),
@@ -320,22 +363,53 @@ impl CounterStore for RedisStore {
         if self.is_down() {
             return Err(StoreDown("marked down after a recent failure".into()));
         }
-        let mut inv = self.script.prepare_invoke();
-        for c in charges {
-            inv.key(redis_key(c));
-        }
-        for c in charges {
-            inv.arg(c.rate.per_sec).arg(c.rate.burst);
-        }
-        let mut con = self.connection().map_err(|e| self.fail(&e))?;
-        let (i, wait_us): (usize, u64) = match inv.invoke(&mut con) {
-            Ok(v) => v,
-            Err(e) => return Err(self.fail(&e)),
+        let keys: Vec<String> = charges.iter().map(redis_key).collect();
+        let rates: Vec<Rate> = charges.iter().map(|c| c.rate).collect();
+        let now = Instant::now();
+        let (reserved, wants) = match self.leases.reserve(&keys, &rates, now) {
+            Reserved::All => return Ok(None),
+            Reserved::Some { reserved, wants } => (reserved, wants),
         };
-        self.give_back(con);
+        let mut inv = self.script.prepare_invoke();
+        for k in &keys {
+            inv.key(k.as_str());
+        }
+        for (c, want) in charges.iter().zip(&wants) {
+            inv.arg(c.rate.per_sec).arg(c.rate.burst).arg(*want);
+        }
+        let answer: Result<Vec<u64>, StoreDown> = match self.connection() {
+            Ok(mut con) => match inv.invoke(&mut con) {
+                Ok(v) => {
+                    self.give_back(con);
+                    Ok(v)
+                }
+                Err(e) => Err(self.fail(&e)),
+            },
+            Err(e) => Err(self.fail(&e)),
+        };
+        let answer = match answer {
+            Ok(v) => v,
+            Err(down) => {
+                self.leases.give_back(&keys, &reserved);
+                return Err(down);
+            }
+        };
+        let (i, wait_us) = (
+            answer.first().copied().unwrap_or(0) as usize,
+            answer.get(1).copied().unwrap_or(0),
+        );
         if i == 0 {
+            let granted: Vec<u32> = (0..keys.len())
+                .map(|j| {
+                    answer
+                        .get(j + 2)
+                        .map_or(0, |&g| g.min(u64::from(u32::MAX)) as u32)
+                })
+                .collect();
+            self.leases.keep(&keys, &granted, now);
             return Ok(None);
         }
+        self.leases.give_back(&keys, &reserved);
         let scope = charges.get(i - 1).map_or(Scope::Client, |c| c.scope);
         Ok(Some(Denied {
             scope,
@@ -425,7 +499,7 @@ mod tests {
             .and_then(|l| l.local_addr())
             .unwrap()
             .port();
-        let s = RedisStore::new(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let s = RedisStore::new(&format!("redis://127.0.0.1:{port}/0"), DEFAULT_LEASE).unwrap();
         let charge = [Charge {
             scope: Scope::Client,
             key: "ip:a",

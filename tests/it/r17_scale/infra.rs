@@ -70,7 +70,7 @@ impl Redis {
             TcpStream::connect_timeout(&self.addr(), Duration::from_secs(2)).expect("redis");
         s.set_read_timeout(Some(Duration::from_secs(2))).ok();
         s.write_all(format!("{cmd}\r\n").as_bytes()).expect("write");
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 8192];
         let n = s.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).trim().to_string()
     }

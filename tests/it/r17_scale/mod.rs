@@ -177,6 +177,73 @@ fn redis_shares_one_clients_limit_across_three_instances() {
     }
 }
 
+/// Fast buckets are leased (`--limits-store-lease`, default 2 ms of their rate): a bucket of
+/// 100,000/s far above the load costs a round trip per lease (64 tokens, or fewer spent in the 50 ms a
+/// lease lasts) instead of one per
+/// request with the lease off; and a 1,000/s bucket (two tokens per round trip) that three
+/// instances drive past its limit never allows more than it holds (burst + rate × time).
+#[test]
+fn r17_fast_buckets_are_leased_and_never_over_admitted() {
+    let evalshas = |redis: &infra::Redis| -> f64 {
+        let info = redis.command("INFO commandstats");
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|l| l.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (limit, lease) in [
+        ("100000/10000", "2ms"),
+        ("100000/10000", "0"),
+        ("1000/40", "2ms"),
+    ] {
+        let redis = infra::Redis::start();
+        let url = redis.url();
+        let proxies: Vec<_> = ["l1", "l2", "l3"]
+            .iter()
+            .map(|id| {
+                demo_proxy(&[
+                    "--rate-limit",
+                    limit,
+                    "--limits-store",
+                    url.as_str(),
+                    "--limits-store-lease",
+                    lease,
+                    "--instance-id",
+                    id,
+                ])
+            })
+            .collect();
+        let addrs: Vec<_> = proxies.iter().map(|p| p.local_addr()).collect();
+        let t = std::time::Instant::now();
+        let (ok, limited, other) = hammer(&addrs, std::time::Duration::from_secs(2));
+        let secs = t.elapsed().as_secs_f64();
+        let trips = evalshas(&redis);
+        eprintln!(
+            "{limit} lease {lease}: {ok} allowed, {limited} refused, {trips} EVALSHA in {secs:.2}s"
+        );
+        assert_eq!(other, 0);
+        assert!(ok > 0);
+        match (limit, lease) {
+            ("1000/40", _) => {
+                let bound = 40.0 + 1000.0 * secs;
+                assert!(
+                    ok as f64 <= bound + 5.0,
+                    "allowed {ok} in {secs:.2}s > {bound}"
+                );
+            }
+            (_, "0") => assert!(trips >= (ok + limited) as f64, "{trips} round trips"),
+            _ => {
+                assert_eq!(limited, 0);
+                assert!(
+                    trips <= 0.25 * ok as f64 + 3.0,
+                    "{trips} round trips for {ok}"
+                );
+            }
+        }
+    }
+}
+
 /// Redis stopped mid-run: fail open, each instance limits with its own buckets (so up to
 /// three times the rate), logs a warning and counts the fallbacks; fail closed refuses with
 /// 503. Redis back: shared limits again.
