@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+mod faults;
 mod file;
 pub use file::expand as expand_config_file;
 
@@ -447,6 +448,11 @@ pub struct ReverseArgs {
     /// decide, with a warning and a metric) or closed (503)
     #[argh(option, default = "String::from(\"open\")")]
     pub limits_store_fail: String,
+
+    /// seed of the random draws of the config file's [[fault]] rules' probabilities, for
+    /// repeatable runs (default: from the clock)
+    #[argh(option)]
+    pub fault_seed: Option<u64>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -709,6 +715,7 @@ impl ReverseArgs {
                 queue: self.stdio_queue,
             }),
         };
+        let faults = faults::read(self.config.as_deref(), &upstream.name(), self.fault_seed)?;
         Ok(Config {
             listen: ListenConfig {
                 bind: self.bind,
@@ -768,6 +775,7 @@ impl ReverseArgs {
             instance,
             shutdown_grace,
             tapes,
+            faults,
             drain_time: match self.drain_time.trim() {
                 "0" | "0s" | "0ms" => Duration::ZERO,
                 d => duration("--drain-time", d)?,
