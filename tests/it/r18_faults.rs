@@ -89,11 +89,13 @@ fn r18_faults_example_file_with_the_python_sdk() {
         ("mock-echo", "mock", 1),
         ("boom", "error", 1),
         ("black-hole", "drop", 1),
-        ("slow-lists", "delay", 1),
         ("never", "error", 0),
     ] {
         assert_eq!(hits(&metrics, rule, action), Some(n), "{rule}: {metrics}");
     }
+    // The SDK lists tools itself too (for output schemas): every list is delayed and counted.
+    let lists = hits(&metrics, "slow-lists", "delay").unwrap_or(0);
+    assert!(lists >= 1, "{metrics}");
 
     let admin = p.admin_addr().expect("admin");
     let shown: Value = serde_json::from_str(&get(admin, "/admin/config", &[]).text()).unwrap();
@@ -109,20 +111,10 @@ fn r18_faults_example_file_with_the_python_sdk() {
     assert_eq!(rules[3]["action"]["delay"], 50);
     assert_eq!(rules[4]["probability"], 0.0);
 
-    // The dropped call's stream ends at --request-timeout (3 s): its error goes on the tape.
-    let until = Instant::now() + Duration::from_secs(15);
-    let lines = loop {
-        assert!(p.proxy().recorder().sync(Duration::from_secs(5)));
-        let lines = tape_lines(&tapes);
-        if lines
-            .iter()
-            .any(|l| l.fault.as_deref() == Some("black-hole"))
-            || Instant::now() > until
-        {
-            break lines;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    // (The dropped call's stream ends at --request-timeout, after the SDK closed its session
+    // and so its tape: that mark is checked over raw HTTP below.)
+    assert!(p.proxy().recorder().sync(Duration::from_secs(5)));
+    let lines = tape_lines(&tapes);
     let marked = |rule: &str| {
         lines
             .iter()
@@ -136,9 +128,6 @@ fn r18_faults_example_file_with_the_python_sdk() {
         "mocked by shadowcat"
     );
     assert!(marked("boom").synthetic);
-    let dropped = marked("black-hole");
-    assert!(dropped.synthetic);
-    assert!(dropped.msg["error"].is_object(), "{}", dropped.msg);
     let slow = marked("slow-lists");
     assert!(!slow.synthetic, "a delayed answer is the server's");
     assert!(slow.msg["result"]["tools"].is_array());
@@ -153,7 +142,7 @@ fn r18_faults_example_file_with_the_python_sdk() {
     let by_fault = |rule: &str| audited.iter().filter(|l| l["fault"] == rule).count();
     assert_eq!(by_fault("mock-echo"), 1, "{audited:?}");
     assert_eq!(by_fault("boom"), 1);
-    assert_eq!(by_fault("slow-lists"), 1);
+    assert_eq!(by_fault("slow-lists") as u64, lists);
     let boom = audited.iter().find(|l| l["fault"] == "boom").unwrap();
     assert_eq!(
         (boom["outcome"].as_str(), boom["code"].as_i64()),
@@ -190,7 +179,8 @@ fn r18_drop_ends_at_the_request_timeout_and_initialize_can_fail() {
          match = { method = \"initialize\", pointer = \"/clientInfo/name\", equals = \"refused\" }\n\
          error = { code = -32099, message = \"not you\", data = { why = \"test\" } }\n",
     );
-    let p = proxy_from(&file, &[]);
+    let tapes = dir.path().join("tapes");
+    let p = proxy_from(&file, &["--record", tapes.to_str().unwrap()]);
     let addr = p.local_addr();
     let refused = INIT.replace("\"name\":\"it\"", "\"name\":\"refused\"");
     let r = post(addr, None, &refused);
@@ -230,6 +220,15 @@ fn r18_drop_ends_at_the_request_timeout_and_initialize_can_fail() {
         r#"{"jsonrpc":"2.0","id":6,"method":"tools/list"}"#,
     );
     assert!(other.json()["result"]["tools"].is_array());
+    assert!(p.proxy().recorder().sync(Duration::from_secs(5)));
+    let lines = tape_lines(&tapes);
+    let dropped = lines
+        .iter()
+        .find(|l| l.fault.as_deref() == Some("hole"))
+        .expect("the timeout answer is on the tape");
+    assert!(dropped.synthetic);
+    assert_eq!(dropped.msg["id"], 5);
+    assert!(dropped.msg["error"].is_object(), "{}", dropped.msg);
     let metrics = get(addr, "/metrics", &[]).text();
     assert_eq!(hits(&metrics, "hole", "drop"), Some(1));
     assert_eq!(hits(&metrics, "no-init", "error"), Some(1));
