@@ -544,6 +544,9 @@ impl Histogram {
     }
 }
 
+/// One fault rule's series: its name (escaped), its action and its hits.
+type FaultRow = (String, &'static str, AtomicU64);
+
 /// All of shadowcat's counters and histograms. Create once, share as `Arc<Metrics>`.
 pub struct Metrics {
     /// The upstream's name, already escaped as a label value.
@@ -568,7 +571,7 @@ pub struct Metrics {
     tls: tls::TlsHandshakes,
     /// `shadowcat_fault_hits_total`: each fault rule's name, action and hits (set once at
     /// start, only when rules are configured).
-    fault_hits: std::sync::OnceLock<Box<[(String, &'static str, AtomicU64)]>>,
+    fault_hits: std::sync::OnceLock<Box<[FaultRow]>>,
 }
 
 impl fmt::Debug for Metrics {
