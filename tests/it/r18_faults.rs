@@ -1,8 +1,9 @@
 //! Issue #18, fault and mock rules (`[[fault]]` in the config file): every action against the
 //! demo server, seen by the official Python SDK and by raw HTTP; probability 0, 1 and a seeded
 //! 0.5; a pointer condition; `shadowcat_fault_hits_total`; the `fault` and `synthetic` marks on
-//! tapes and in the audit log; `/admin/config` and `check-config` showing the rules; config
-//! errors naming their line. `examples/faults.toml` is the file the first test loads.
+//! tapes (and `tape show`) and in the audit log; `/admin/config` and `check-config` showing
+//! the rules; config errors naming their line; a stateless (2026-07-28) request under a rule.
+//! `examples/faults.toml` is the file the first test loads.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -229,6 +230,20 @@ fn r18_drop_ends_at_the_request_timeout_and_initialize_can_fail() {
     assert!(dropped.synthetic);
     assert_eq!(dropped.msg["id"], 5);
     assert!(dropped.msg["error"].is_object(), "{}", dropped.msg);
+    // `tape show` prints the mark.
+    let tape = std::fs::read_dir(&tapes)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("a tape");
+    let shown = Command::new(exe())
+        .args(["tape", "show"])
+        .arg(&tape)
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("[synthetic] [fault hole]"), "{text}");
     let metrics = get(addr, "/metrics", &[]).text();
     assert_eq!(hits(&metrics, "hole", "drop"), Some(1));
     assert_eq!(hits(&metrics, "no-init", "error"), Some(1));
@@ -375,4 +390,42 @@ fn r18_fault_config_errors_name_the_line_and_check_config_shows_rules() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{text}: {err}");
     }
+}
+
+/// A stateless (2026-07-28) request meets the same rules: a mock answers it, and the stateless
+/// tape marks the answer.
+#[test]
+fn r18_stateless_requests_meet_the_rules_too() {
+    let dir = TempDir::new("r18-stateless");
+    let file = write_config(
+        dir.path(),
+        "modern.toml",
+        "[[fault]]\nname = \"modern-mock\"\nmatch = { tool = \"echo\" }\n\
+         mock = { result = { content = [{ type = \"text\", text = \"from the rule\" }] } }\n",
+    );
+    let tapes = dir.path().join("tapes");
+    let p = proxy_from(&file, &["--record", tapes.to_str().unwrap()]);
+    let v = "2026-07-28";
+    let body = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "echo", "arguments": {"message": "hi"},
+        "_meta": {"io.modelcontextprotocol/protocolVersion": v,
+                  "io.modelcontextprotocol/clientCapabilities": {}}}})
+    .to_string();
+    let h = [
+        ("MCP-Protocol-Version", v),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "echo"),
+    ];
+    let r = post_with(p.local_addr(), &h, None, &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got = r.json();
+    assert_eq!(got["id"], 9);
+    assert_eq!(got["result"]["content"][0]["text"], "from the rule");
+    assert!(p.proxy().recorder().sync(Duration::from_secs(5)));
+    let marked: Vec<read::Line> = tape_lines(&tapes)
+        .into_iter()
+        .filter(|l| l.fault.as_deref() == Some("modern-mock"))
+        .collect();
+    assert_eq!(marked.len(), 1);
+    assert!(marked[0].synthetic);
 }
