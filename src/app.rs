@@ -103,9 +103,16 @@ impl Shadowcat {
         let gate = Gatekeeper::new(&config.gate, resource)?;
         let sessions = Sessions::for_instance(&config.sessions, &config.instance.id);
         let (recorder, auditor) = start_tapes(&config, upstream.as_ref(), &metrics)?;
+        // A mock_from rule's tape is read with the replay tool's matcher.
+        let faults = crate::fault::Faults::start(
+            &config.faults,
+            upstream.name(),
+            &crate::tools::tape::replay::mock::load,
+        )?;
         let proxy = Arc::new(
             Proxy::new(&config.proxy, sessions, upstream, metrics, gate)
-                .with_tapes(recorder, auditor),
+                .with_tapes(recorder, auditor)
+                .with_faults(faults),
         );
         if tls.is_some() {
             proxy.metrics().serve_tls();

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use argh::FromArgs;
 
+mod faults;
 mod file;
 pub use file::expand as expand_config_file;
 
@@ -454,6 +455,11 @@ pub struct ReverseArgs {
     /// most this much of a bucket's rate every 50 ms per instance
     #[argh(option, default = "String::from(\"2ms\")")]
     pub limits_store_lease: String,
+
+    /// seed of the random draws of the config file's [[fault]] rules' probabilities, for
+    /// repeatable runs (default: from the clock)
+    #[argh(option)]
+    pub fault_seed: Option<u64>,
 }
 
 fn default_bind() -> SocketAddr {
@@ -716,6 +722,7 @@ impl ReverseArgs {
                 queue: self.stdio_queue,
             }),
         };
+        let faults = faults::read(self.config.as_deref(), &upstream.name(), self.fault_seed)?;
         Ok(Config {
             listen: ListenConfig {
                 bind: self.bind,
@@ -778,6 +785,7 @@ impl ReverseArgs {
             instance,
             shutdown_grace,
             tapes,
+            faults,
             drain_time: match self.drain_time.trim() {
                 "0" | "0s" | "0ms" => Duration::ZERO,
                 d => duration("--drain-time", d)?,

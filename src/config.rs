@@ -12,6 +12,7 @@
 //! | [`GateConfig`] | the gatekeeper (`Gatekeeper::new`) |
 //! | [`AdminConfig`] | the admin listener ([`AdminConfig::server_config`]) |
 //! | [`TapeConfig`] | the tape recorder and the audit log (`Recorder::start`, `Auditor::start`) |
+//! | [`FaultConfig`] | the fault and mock rules (`Faults::start`, applied in the pipeline) |
 //!
 //! `GET /admin/config` is this struct serialized: every part is flattened into one JSON object
 //! with camelCase keys; durations are fractional seconds (keys ending in `Seconds`), sizes bytes
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use crate::fault::FaultConfig;
 use crate::gate::auth::AuthConfig;
 use crate::gate::ratelimit::{Cidr, Limits};
 use crate::http::{ServerConfig, TlsFiles};
@@ -69,6 +71,10 @@ pub struct Config {
     /// `--record*`, `--redact`, `--audit-*`: tapes and the audit log. Default: both off.
     #[serde(flatten)]
     pub tapes: TapeConfig,
+    /// The config file's `[[fault]]` rules and `--fault-seed` (issue #18). Default: none.
+    /// Shown as `faults` (each rule's name, match, action and probability) and `faultSeed`.
+    #[serde(flatten)]
+    pub faults: FaultConfig,
 }
 
 /// Tapes (`--record`) and the audit log (`--audit-log`), and the redaction both apply.

@@ -51,8 +51,11 @@
 //! tape/        what crossed the proxy, written off the request path: tapes (format, redaction
 //!              shared with the tape tools, writer thread) and the audit log, behind two small
 //!              handles (Recorder, Auditor)
+//! fault/       the config file's fault and mock rules: which rule acts on a request, and
+//!              what it answers (applied by proxy/fault.rs)
 //! tools/       beside the proxy, never imported by it: bench/, demo/, tape/ (tape tools and
-//!              replay), fuzzing (feature)
+//!              replay), fuzzing (feature); only the wiring (app.rs) hands replay's tape
+//!              matcher to fault/ for `mock_from` rules, behind fault's `Recorded` trait
 //! ```
 //!
 //! A request's path through the folders (stdio upstream in shared mode):
@@ -209,6 +212,7 @@ mod bridge;
 mod cli;
 mod config;
 mod error;
+mod fault;
 mod gate;
 pub mod http;
 mod instance;

@@ -12,7 +12,8 @@
 //! * `true` gives a switch (`false` leaves it off); a boolean for an option is an error;
 //! * an array gives a repeatable flag once per element, in order;
 //! * tables are refused: they are reserved for named upstreams, which shadowcat does not have
-//!   yet (one upstream per instance).
+//!   yet (one upstream per instance); except `[[fault]]`, the fault and mock rules, which
+//!   `cli/faults.rs` reads.
 //!
 //! A flag given on the command line replaces the same key of the file (the whole list, for a
 //! repeatable flag). Unknown keys and values of the wrong kind are errors naming the file and the
@@ -79,6 +80,9 @@ pub fn flags_of(path: &str, text: &str) -> Result<Vec<(String, Vec<String>)>, Er
     for (key, value) in table.get_ref() {
         let at = |span: std::ops::Range<usize>| format!("{path}:{}", line_of(text, span.start));
         let name: &str = key.get_ref();
+        if name == super::faults::KEY {
+            continue;
+        }
         let Some(flag) = known.iter().find(|f| f.long == name) else {
             return Err(Error::Config(format!(
                 "{}: unknown key `{name}` (a key is a flag of `shadowcat reverse` without its \

@@ -544,6 +544,9 @@ impl Histogram {
     }
 }
 
+/// One fault rule's series: its name (escaped), its action and its hits.
+type FaultRow = (String, &'static str, AtomicU64);
+
 /// All of shadowcat's counters and histograms. Create once, share as `Arc<Metrics>`.
 pub struct Metrics {
     /// The upstream's name, already escaped as a label value.
@@ -566,6 +569,9 @@ pub struct Metrics {
     /// Requests naming a session of another instance (issue #17).
     foreign_sessions: AtomicU64,
     tls: tls::TlsHandshakes,
+    /// `shadowcat_fault_hits_total`: each fault rule's name, action and hits (set once at
+    /// start, only when rules are configured).
+    fault_hits: std::sync::OnceLock<Box<[FaultRow]>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -599,6 +605,25 @@ impl Metrics {
             sessions_evicted: AtomicU64::new(0),
             foreign_sessions: AtomicU64::new(0),
             tls: tls::TlsHandshakes::new(),
+            fault_hits: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The fault rules, `(name, action)` in order: `shadowcat_fault_hits_total` gets one
+    /// series each. Once; later calls change nothing.
+    pub fn fault_rules(&self, rules: Vec<(String, &'static str)>) {
+        let rows = rules
+            .into_iter()
+            .map(|(name, action)| (escape_label(&name), action, AtomicU64::new(0)))
+            .collect();
+        let _ = self.fault_hits.set(rows);
+    }
+
+    /// Fault rule `index` acted on a request.
+    #[inline]
+    pub fn fault_hit(&self, index: usize) {
+        if let Some(row) = self.fault_hits.get().and_then(|r| r.get(index)) {
+            row.2.fetch_add(1, Relaxed);
         }
     }
 

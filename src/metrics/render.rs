@@ -175,6 +175,25 @@ impl Metrics {
             }
         }
 
+        if let Some(rules) = self.fault_hits.get() {
+            family(
+                w,
+                "shadowcat_fault_hits_total",
+                "counter",
+                "Requests a fault or mock rule of the config file acted on, by rule (its name \
+                 or position) and action (delay, error, drop, mock, mock_from).",
+            );
+            for (rule, action, n) in rules.iter() {
+                let n = n.load(Relaxed);
+                line(
+                    w,
+                    format_args!(
+                        "shadowcat_fault_hits_total{{rule=\"{rule}\",action=\"{action}\"}} {n}"
+                    ),
+                );
+            }
+        }
+
         gauge(
             w,
             "shadowcat_sessions",

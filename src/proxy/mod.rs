@@ -18,8 +18,8 @@
 //!
 //! Owns: [`Proxy`] and its [`Handler`] (this file: the access log, error answers, session
 //! retirement), the checks (`checks.rs`), CORS (`cors.rs`), the endpoint's methods and reply
-//! handling (`route.rs`), streaming to the client (`sse.rs`) and the hand-off to tapes and the
-//! audit log (`record.rs`). Must not touch: how an upstream works (only the [`Upstream`]
+//! handling (`route.rs`), streaming to the client (`sse.rs`), the hand-off to tapes and the
+//! audit log (`record.rs`) and applying fault and mock rules (`fault.rs`). Must not touch: how an upstream works (only the [`Upstream`]
 //! trait), how bytes are framed on the wire (the HTTP layer), the operations endpoints
 //! (answered in front of it by `ops::Front`), or how tapes and the audit log are written (it
 //! hands messages and records to `tape`'s `Recorder` and `Auditor`, which never block).
@@ -49,6 +49,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 
 mod checks;
 mod cors;
+mod fault;
 mod quota;
 mod record;
 mod route;
@@ -77,6 +78,8 @@ pub struct Proxy {
     draining: std::sync::atomic::AtomicBool,
     /// 2026-07-28 requests: validation, and the bridge to a session-era upstream.
     bridge: crate::bridge::Bridge,
+    /// The config file's `[[fault]]` rules: `None` (nothing to pay) unless configured.
+    faults: Option<Arc<crate::fault::Faults>>,
 }
 
 /// Lets one event through per second: upstream-down warnings are rate-limited.
@@ -145,8 +148,11 @@ struct Access {
     /// The request itself is still to go on the tape: `handle` hands it its body once the
     /// pipeline is done with it (no copy), before anything it sends back.
     sent_unrecorded: bool,
-    /// The JSON answer was made by the proxy (an upstream's non-JSON error turned into one).
+    /// The JSON answer was made by the proxy (an upstream's non-JSON error turned into one,
+    /// or a fault rule's answer).
     synthetic: bool,
+    /// The fault rule that acted on the request (`fault.rs`), for its tape and audit lines.
+    fault: Option<Arc<str>>,
     /// Tool, prompt or resource the request names (`tools/call` always; all with the audit).
     name: Option<String>,
     /// The request's `params.arguments` (`--audit-arguments`).
@@ -198,7 +204,17 @@ impl Proxy {
             tapes: Recorder::off(),
             audit: Auditor::off(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            faults: None,
         }
+    }
+
+    /// The same pipeline, applying fault and mock rules (`None`: none configured).
+    pub fn with_faults(mut self, faults: Option<Arc<crate::fault::Faults>>) -> Proxy {
+        if let Some(f) = &faults {
+            self.metrics.fault_rules(f.labels());
+        }
+        self.faults = faults;
+        self
     }
 
     /// The same pipeline, recording tapes through `tapes` and audit lines through `audit`.

@@ -131,7 +131,9 @@ impl Proxy {
         if let Some(tap) = &acc.tap
             && !body.is_empty()
         {
-            self.tapes.client_got(tap, body.to_vec(), true, synthetic);
+            let fault = acc.fault.clone();
+            self.tapes
+                .client_got_marked(tap, body.to_vec(), true, synthetic, fault);
         }
     }
 
@@ -147,7 +149,10 @@ impl Proxy {
     ) {
         acc.bytes_out.set(acc.bytes_out.get() + frame as u64);
         if let Some(tap) = &acc.tap {
-            self.tapes.client_got(tap, data, answer, synthetic);
+            // The answer carries the mark of the fault rule that acted on the request.
+            let fault = if answer { acc.fault.clone() } else { None };
+            self.tapes
+                .client_got_marked(tap, data, answer, synthetic, fault);
         }
     }
 
@@ -231,6 +236,7 @@ impl Proxy {
             bytes_in,
             bytes_out: acc.bytes_out.get(),
             arguments,
+            fault: acc.fault,
         });
     }
 }

@@ -147,15 +147,20 @@ impl Proxy {
         let headers = upstream_headers(req, &msg, &head, version)?;
         if modern {
             self.tap_stateless(req, caller, acc);
-            let m = bridge::Modern {
-                msg,
-                body: &req.body,
-                declared,
-                headers,
-                deadline,
-                principal: caller.principal.as_deref(),
+            let reply = match self.fault(&msg, kind, deadline, acc) {
+                Some(reply) => reply,
+                None => {
+                    let m = bridge::Modern {
+                        msg,
+                        body: &req.body,
+                        declared,
+                        headers,
+                        deadline,
+                        principal: caller.principal.as_deref(),
+                    };
+                    self.bridge.serve(&self.upstream, &self.sessions, m)?
+                }
             };
-            let reply = self.bridge.serve(&self.upstream, &self.sessions, m)?;
             let out = self.outcome(reply, kind, deadline, None, false, acc)?;
             return Ok(match out {
                 // 2026-07-28: an unknown method is HTTP 404, whoever answered -32601.
@@ -184,13 +189,15 @@ impl Proxy {
         let session = self.session(sid, caller)?;
         acc.session = session.short_id().to_owned();
         let tapped = self.tap_before_forward(req, &session, &msg, acc);
-        let call = Call {
-            msg,
-            session: Some(&session),
-            deadline,
-            headers,
+        let forwarded = match self.fault(&msg, kind, deadline, acc) {
+            Some(reply) => Ok(reply),
+            None => self.upstream.forward(Call {
+                msg,
+                session: Some(&session),
+                deadline,
+                headers,
+            }),
         };
-        let forwarded = self.upstream.forward(call);
         self.tap_after_forward(&session, tapped, acc);
         match forwarded {
             Ok(reply) => self.outcome(reply, kind, deadline, Some(&session), false, acc),
@@ -223,6 +230,10 @@ impl Proxy {
             self.retire(&s);
         }
         room?;
+        // A rule naming initialize: its error or drop answers without a session.
+        if let Some(reply) = self.fault(&msg, Kind::Request, deadline, acc) {
+            return self.outcome(reply, Kind::Request, deadline, None, false, acc);
+        }
         let requested = msg
             .params_value()
             .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))

@@ -16,7 +16,8 @@
 //! JSON-RPC answer, e.g. a stream the client left). `method` and `name` (tool, prompt or
 //! resource URI) are cut to 256 characters. Argument values appear only with
 //! `--audit-arguments`, as `arguments`, redacted by the tape rules (pointers apply as in a
-//! message: `/params/arguments/...`).
+//! message: `/params/arguments/...`). A request a fault or mock rule acted on has `fault`
+//! (the rule's name).
 //!
 //! The file is flushed every 100 ms and fsync'd every second; a file moved or removed by log
 //! rotation is noticed at the next fsync and a new one started at the path.
@@ -76,6 +77,8 @@ pub struct AuditRecord {
     pub bytes_out: u64,
     /// `params.arguments`, with `--audit-arguments` only.
     pub arguments: Option<Box<RawValue>>,
+    /// The fault rule that acted on the request (issue #18), if one did.
+    pub fault: Option<Arc<str>>,
 }
 
 #[allow(clippy::large_enum_variant)] // one move into the channel; a box would be an allocation
@@ -445,6 +448,10 @@ impl AuditWriter {
             self.redactor.redact(&mut msg);
             b.extend_from_slice(b",\"arguments\":");
             let _ = serde_json::to_writer(&mut b, &msg["params"]["arguments"]);
+        }
+        if let Some(rule) = &r.fault {
+            b.extend_from_slice(b",\"fault\":");
+            json_str(&mut b, Some(&**rule));
         }
         b.extend_from_slice(b"}\n");
         match self.sink.write_all(&b) {

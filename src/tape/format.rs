@@ -97,9 +97,12 @@ pub struct Line {
     pub upstream_id: Option<u64>,
     /// The message, redacted.
     pub msg: Box<serde_json::value::RawValue>,
-    /// The proxy made this message itself (an error answer).
+    /// The proxy made this message itself (an error answer, a fault rule's answer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub synthetic: bool,
+    /// The fault rule that acted on the request this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
 }
 
 /// A UTC calendar time, for file names and RFC 3339 stamps.

@@ -20,7 +20,8 @@
 //! it (the request body) or received it (after id restoration): requests, notifications and
 //! responses from the client; answers, related messages on a request's stream, and events of
 //! the session's standalone GET stream (each once, however often it is replayed). Error
-//! answers the proxy makes itself are marked `synthetic`. A message refused before it was tied
+//! answers the proxy makes itself are marked `synthetic`; the answer to a request a fault rule
+//! acted on carries the rule's name (`fault`). A message refused before it was tied
 //! to a session or to a stateless client (bad JSON, 401, 429, unknown session) has no tape.
 //! Headers are never recorded.
 //!
@@ -246,6 +247,7 @@ impl Recorder {
                 upstream_id: tap.upstream_id,
                 body: Body::Json(body),
                 synthetic: false,
+                fault: None,
                 era: tap.era,
             },
         );
@@ -254,6 +256,19 @@ impl Recorder {
     /// A message the client received: the `answer` to its request (then it carries the
     /// request's upstream id) or a message related to it; `synthetic`: made by the proxy.
     pub fn client_got(&self, tap: &Tap, body: Vec<u8>, answer: bool, synthetic: bool) {
+        self.client_got_marked(tap, body, answer, synthetic, None);
+    }
+
+    /// [`Recorder::client_got`], marked with the fault rule that acted on the request
+    /// (`fault` on the line).
+    pub fn client_got_marked(
+        &self,
+        tap: &Tap,
+        body: Vec<u8>,
+        answer: bool,
+        synthetic: bool,
+        fault: Option<Arc<str>>,
+    ) {
         let Some(s) = &self.inner else { return };
         let upstream_id = if answer { tap.upstream_id } else { None };
         self.send(
@@ -265,6 +280,7 @@ impl Recorder {
                 upstream_id,
                 body: Body::Json(body),
                 synthetic,
+                fault,
                 era: tap.era,
             },
         );
@@ -282,6 +298,7 @@ impl Recorder {
                 upstream_id: None,
                 body: Body::Frame(frame),
                 synthetic: false,
+                fault: None,
                 era: tap.era,
             },
         );

@@ -505,6 +505,7 @@ fn record(args: Option<&str>) -> AuditRecord {
         bytes_in: 120,
         bytes_out: 96,
         arguments: args.map(|a| serde_json::value::RawValue::from_string(a.into()).unwrap()),
+        fault: None,
     }
 }
 
@@ -873,6 +874,7 @@ fn stateless_tapes_close_after_their_hour() {
             upstream_id: None,
             body: writer::Body::Json(br#"{"jsonrpc":"2.0","method":"ping","id":1}"#.to_vec()),
             synthetic: false,
+            fault: None,
             era: crate::jsonrpc::MODERN_VERSION,
         }));
     }

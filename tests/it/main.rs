@@ -74,3 +74,7 @@ mod fuzz_corpus;
 mod r15_config;
 // Issue #13 part A: 2026-07-28 validation, discover, and the bridge to session-era upstreams.
 mod r13_bridge;
+// Issue #18: fault and mock rules ([[fault]] in the config file).
+mod r18_faults;
+// Issue #18: the conformance suite replayed from the tapes of a recorded run.
+mod r18_replay;

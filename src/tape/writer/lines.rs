@@ -180,10 +180,16 @@ impl Io {
                 .into_bytes()
                 .into()
         };
-        let suffix: &[u8] = if m.synthetic {
-            b",\"synthetic\":true}\n"
-        } else {
-            b"}\n"
+        let marked;
+        let suffix: &[u8] = match (&m.fault, m.synthetic) {
+            (None, true) => b",\"synthetic\":true}\n",
+            (None, false) => b"}\n",
+            (Some(rule), synthetic) => {
+                let rule = serde_json::to_string(&**rule).unwrap_or_else(|_| "\"?\"".into());
+                let s = if synthetic { ",\"synthetic\":true" } else { "" };
+                marked = format!("{s},\"fault\":{rule}}}\n");
+                marked.as_bytes()
+            }
         };
         match &mut tape.pending {
             Some(lines) => {

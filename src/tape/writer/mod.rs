@@ -83,6 +83,8 @@ pub struct Msg {
     pub body: Body,
     /// Made by the proxy.
     pub synthetic: bool,
+    /// The fault rule that acted on the request this answers.
+    pub fault: Option<Arc<str>>,
     /// The protocol era of its tape (for a header the tape's opening did not give).
     pub era: &'static str,
 }

@@ -272,6 +272,7 @@ pub(super) mod tests {
             upstream_id: Value::Null,
             msg,
             synthetic: false,
+            fault: None,
             part: 0,
             line: 0,
         }

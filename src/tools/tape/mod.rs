@@ -15,7 +15,7 @@
 //! shadowcat tape stats TAPE [--json]
 //! shadowcat tape redact TAPE [--redact key=NAME,… | pointer=/ptr]… [--output FILE | --in-place]
 //! shadowcat tape diff A B [--ignore /pointer]… [--json]
-//! shadowcat replay TAPE [--http 127.0.0.1:PORT | --stdio] [--strict]
+//! shadowcat replay TAPE|DIR [--http 127.0.0.1:PORT | --stdio] [--strict]
 //! ```
 //!
 //! A TAPE is the first file of a tape; its continuation parts (`<name>.1.jsonl`, …) are read
@@ -165,7 +165,8 @@ pub struct DiffArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "replay")]
 pub struct ReplayArgs {
-    /// the tape (its first file)
+    /// the tape (its first file), or a directory: all its tapes replayed as one, each
+    /// request answered from the first tape that recorded it
     #[argh(positional)]
     pub tape: PathBuf,
 
@@ -251,8 +252,7 @@ pub fn replay(args: ReplayArgs) -> Result<(), Error> {
         )));
     }
     let timeout = crate::util::duration("--answer-timeout", &args.answer_timeout)?;
-    let tape = read::read_tape(&args.tape)?;
-    let script = Arc::new(replay::Script::new(tape, args.strict, timeout));
+    let script = Arc::new(replay::Script::load(&args.tape, args.strict, timeout)?);
     if args.stdio {
         let stdin = std::io::stdin().lock();
         return replay::stdio::serve(script, stdin, std::io::stdout()).map_err(Error::Io);

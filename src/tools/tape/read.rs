@@ -102,6 +102,8 @@ pub struct Line {
     pub msg: Value,
     /// Made by the proxy itself.
     pub synthetic: bool,
+    /// The fault rule that acted on the request this answers, if one did.
+    pub fault: Option<String>,
     /// Which file of the tape it is in (0 = the first).
     pub part: usize,
     /// 1-based line number in its file.
@@ -302,6 +304,7 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<File, Error> {
             upstream_id: raw.upstream_id,
             msg: raw.msg,
             synthetic: raw.synthetic,
+            fault: raw.fault,
             part: 0,
             line: n,
         });
@@ -324,6 +327,8 @@ struct RawLine {
     msg: Value,
     #[serde(default)]
     synthetic: bool,
+    #[serde(default)]
+    fault: Option<String>,
 }
 
 /// Parses and checks a header line: `"tape": "shadowcat"` and a version this reader knows.

@@ -115,7 +115,7 @@ fn write_line(out: &mut Vec<u8>, line: &mut Map<String, Value>) {
         out.push(b':');
         out.extend_from_slice(v.to_string().as_bytes());
     };
-    for k in ["t", "dir", "id", "upstream_id", "msg", "synthetic"] {
+    for k in ["t", "dir", "id", "upstream_id", "msg", "synthetic", "fault"] {
         if let Some(v) = line.remove(k) {
             member(out, k, &v);
         }

@@ -109,6 +109,9 @@ pub fn text(tape: &Tape) -> String {
         if line.synthetic {
             what.push_str(" [synthetic]");
         }
+        if let Some(rule) = &line.fault {
+            what.push_str(&format!(" [fault {}]", crate::util::Escaped(rule)));
+        }
         writeln!(s, "{:>11.3}  {arrow}   {req:<5} {id:<12} {what}", line.t).ok();
     }
     if tape.incomplete > 0 {
@@ -195,6 +198,9 @@ pub fn json(tape: &Tape) -> Value {
                 "synthetic": line.synthetic,
                 "msg": line.msg,
             });
+            if let Some(rule) = &line.fault {
+                m["fault"] = json!(rule);
+            }
             if line.kind() == Kind::Response {
                 m["outcome"] = json!(outcome(&line.msg).label());
                 if line.dir == Dir::S2c {

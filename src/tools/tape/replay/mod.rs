@@ -15,9 +15,15 @@
 //!
 //! Nothing is paced: recorded delays are not reproduced. Server messages sent while no request
 //! was in flight are not replayed. Client notifications are accepted and ignored.
+//!
+//! A directory of tapes replays as one ([`Script::pooled`]): every tape's exchanges, one tape
+//! after the other, so each replayed session answers a request from the first tape that
+//! recorded it. `mock.rs` answers single requests from a tape for the proxy's `mock_from`
+//! fault rules.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,11 +33,13 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
 use super::exchange::{self, EventKind, Exchange, id_key};
-use super::read::Tape;
+use super::read::{Tape, file_name, part_of, read_tape};
+use crate::error::Error;
 use crate::util::{Escaped, lock};
 
 pub mod http;
 pub mod matching;
+pub mod mock;
 pub mod stdio;
 
 use matching::{Found, Matcher};
@@ -48,6 +56,9 @@ pub struct Script {
     pub answer_timeout: Duration,
 }
 
+/// Most tapes a directory replay reads.
+pub const MAX_TAPES: usize = 4096;
+
 impl Script {
     /// Prepares `tape` for replay.
     pub fn new(tape: Tape, strict: bool, answer_timeout: Duration) -> Script {
@@ -58,6 +69,84 @@ impl Script {
             strict,
             answer_timeout,
         }
+    }
+
+    /// Prepares the tape at `path` for replay, or, when `path` is a directory, every tape in
+    /// it as one ([`Script::pooled`]).
+    pub fn load(path: &Path, strict: bool, answer_timeout: Duration) -> Result<Script, Error> {
+        if !path.is_dir() {
+            return Ok(Script::new(read_tape(path)?, strict, answer_timeout));
+        }
+        let names = tape_names(path)?;
+        if names.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no tapes (*.jsonl)",
+                path.display()
+            )));
+        }
+        if names.len() > MAX_TAPES {
+            return Err(Error::Config(format!(
+                "{}: {} tapes, more than the {MAX_TAPES} a replay reads",
+                path.display(),
+                names.len()
+            )));
+        }
+        let tapes = names
+            .iter()
+            .map(|n| read_tape(&path.join(n)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Script::pooled(path, tapes, strict, answer_timeout)
+    }
+
+    /// Many tapes (of one era kind: all stateless or all sessions) replayed as one: their
+    /// exchanges one after the other, in the order given, numbered on. The first tape's header
+    /// answers for all (era, server info). A replayed session then answers each request from
+    /// whichever tape recorded it first (and unused by that session): a directory of the
+    /// sessions of a test suite serves that suite again, each session taking what it needs.
+    pub fn pooled(
+        path: &Path,
+        tapes: Vec<Tape>,
+        strict: bool,
+        answer_timeout: Duration,
+    ) -> Result<Script, Error> {
+        let mut tapes = tapes.into_iter();
+        let Some(first) = tapes.next() else {
+            return Err(Error::Config(format!("{}: no tapes", path.display())));
+        };
+        let stateless = first.header.stateless();
+        let mut exchanges = exchange::build(&first.lines).exchanges;
+        let mut files = first.files;
+        for t in tapes {
+            if t.header.stateless() != stateless {
+                return Err(Error::Config(format!(
+                    "{}: stateless (2026-07-28) and session tapes cannot be replayed together",
+                    t.path.display()
+                )));
+            }
+            files += t.files;
+            let base = exchanges.len();
+            exchanges.extend(
+                exchange::build(&t.lines)
+                    .exchanges
+                    .into_iter()
+                    .map(|mut x| {
+                        x.number += base;
+                        x
+                    }),
+            );
+        }
+        let tape = Tape {
+            path: path.to_owned(),
+            files,
+            lines: Vec::new(),
+            ..first
+        };
+        Ok(Script {
+            tape,
+            exchanges,
+            strict,
+            answer_timeout,
+        })
     }
 
     /// The initialize result the header implies, for tapes without `initialize`.
@@ -243,6 +332,23 @@ impl Session {
             }
         }
     }
+}
+
+/// The first files of the tapes in `dir` (`*.jsonl`, continuation parts read with them), by
+/// name.
+fn tape_names(dir: &Path) -> Result<Vec<String>, Error> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::Config(format!("{}: cannot read the directory: {e}", dir.display())))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| file_name(&e.path()))
+        .filter(|n| n.ends_with(".jsonl") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let all = names.clone();
+    names.retain(|n| part_of(n).is_none_or(|first| !all.contains(&first)));
+    Ok(names)
 }
 
 fn result_plan(id: Value, result: Value) -> Plan {
