@@ -370,3 +370,72 @@ fn haproxy_sends_a_request_state_retry_to_the_instance_holding_the_call() {
     // The calls were spread, so the rules, not luck, kept each retry on its instance.
     assert!(owners.len() >= 2, "all on one instance: {owners:?}");
 }
+
+/// Statuses of `n` stateless echo calls sent from the loopback address `src` (a socket bound
+/// to it before connecting: HAProxy then sees that address as the client's), one connection
+/// each.
+fn calls_from(front: SocketAddr, src: &str, n: usize) -> Vec<u16> {
+    let script = r#"
+import socket, sys
+front_host, front_port, src, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+body = ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":'
+        '{"message":"x"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",'
+        '"io.modelcontextprotocol/clientCapabilities":{}}}}').encode()
+head = ("POST /mcp HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+        "Accept: application/json, text/event-stream\r\nMCP-Protocol-Version: 2026-07-28\r\n"
+        "Mcp-Method: tools/call\r\nMcp-Name: echo\r\nConnection: close\r\n"
+        "Content-Length: %d\r\n\r\n" % (front_host, front_port, len(body))).encode()
+out = []
+for _ in range(n):
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((src, 0))
+    s.connect((front_host, front_port))
+    s.sendall(head + body)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    out.append(data.split(b" ")[1].decode() if data.count(b" ") else "0")
+print(" ".join(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args([front.ip().to_string(), front.port().to_string()])
+        .args([src.to_owned(), n.to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|s| s.parse().unwrap_or(0))
+        .collect()
+}
+
+/// `option forwardfor` in examples/haproxy.cfg and `--trusted-proxy 127.0.0.1` on the
+/// instances: each instance keys its per-client limit by the client's own address, not
+/// HAProxy's. A client at 127.0.0.2 that runs into its limit leaves a client at 127.0.0.3
+/// untouched (without the forwarded address both would be "127.0.0.1", one bucket: checked
+/// by hand with another --trusted-proxy, the second client got 429s).
+#[test]
+fn r17_haproxy_passes_the_client_address_for_per_client_limits() {
+    let c = Cluster::start_with(&["--rate-limit".into(), "1/3".into()]);
+    let a = calls_from(c.front, "127.0.0.2", 24);
+    assert!(a.iter().all(|s| *s == 200 || *s == 429), "{a:?}");
+    assert!(a.contains(&429), "127.0.0.2 never limited: {a:?}");
+    // Three instances with three requests of burst each: at most 9 at once, plus refill.
+    assert!(a.iter().filter(|s| **s == 200).count() <= 9 + 3, "{a:?}");
+    let b = calls_from(c.front, "127.0.0.3", 3);
+    assert_eq!(
+        b,
+        vec![200, 200, 200],
+        "127.0.0.3 shares 127.0.0.2's bucket: {a:?} {b:?}"
+    );
+}
