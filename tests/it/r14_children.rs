@@ -481,3 +481,90 @@ fn r14_1_plain_sessions_are_pinned_away_from_capable_ones() {
         .collect();
     assert_eq!(sessions, [2, 2], "sessions per child");
 }
+
+const TOOL_CALLS: &str = "shadowcat_stdio_exclusive_calls_total{cause=\"tool\"}";
+const CLIENT_CALLS: &str = "shadowcat_stdio_exclusive_calls_total{cause=\"client\"}";
+const UNATTRIBUTED: &str = "shadowcat_dropped_messages_total{reason=\"unattributed\"}";
+
+/// The upstream's exclusive tools as `GET /admin/upstreams` shows them.
+fn exclusive_tools(p: &shadowcat::Shadowcat) -> Value {
+    let admin = p.admin_addr().expect("admin listener");
+    get(admin, "/admin/upstreams", &[]).json()[0]["exclusiveTools"].clone()
+}
+
+/// 4 `echo` clients (20 calls each) and 4 `plainevents` clients (2 `stream_events` calls
+/// each, 25 + i log messages per call) at once, none of which calls `logging/setLevel`:
+/// every plain events client gets exactly its own logs on every call, and `echo` shares its
+/// child (none of its calls ran exclusive).
+fn plain_crowd_gets_every_log(p: &shadowcat::Shadowcat) {
+    let a = p.local_addr();
+    let url = format!("http://{a}/mcp");
+    let (tool_before, client_before) = (metric(a, TOOL_CALLS), metric(a, CLIENT_CALLS));
+    let out = crowd("demo", &url, "echo=4,plainevents=4", "20");
+    assert_all_ok(&out, &["echo", "plainevents"]);
+    assert_eq!(out["echo"]["ok"], 80, "{out}");
+    assert_eq!(out["plainevents"]["ok"], 8, "{out}");
+    assert_eq!(
+        out["plaineventsLogs"]["received"],
+        2 * (25 + 26 + 27 + 28),
+        "{out}"
+    );
+    assert_eq!(out["plaineventsLogs"]["exact"], 8, "{out}");
+    // Exactly the stream_events calls ran alone; the 80 echo calls shared their children.
+    assert_eq!(metric(a, TOOL_CALLS), tool_before + 8.0);
+    assert_eq!(metric(a, CLIENT_CALLS), client_before);
+    assert_eq!(metric(a, UNATTRIBUTED), 0.0);
+}
+
+#[test]
+fn r14_5_plain_clients_get_their_logs_from_configured_exclusive_tools() {
+    // Before: 4 concurrent clients that never call logging/setLevel got 2-5 of their 25 logs
+    // each. With the tool declared exclusive, every one of them gets all of its own at once.
+    let p = demo_proxy(&[
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--stdio-exclusive-tools",
+        "stream_events",
+        "--stdio-learn-exclusive",
+        "off",
+    ]);
+    let tools = exclusive_tools(&p);
+    assert_eq!(tools["configured"], json!(["stream_events"]), "{tools}");
+    assert_eq!(tools["learning"], false, "{tools}");
+    plain_crowd_gets_every_log(&p);
+    let tools = exclusive_tools(&p);
+    assert_eq!(tools["learned"], json!([]), "{tools}");
+    let a = p.local_addr();
+    assert_eq!(
+        metric(a, "shadowcat_stdio_exclusive_tools{source=\"configured\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn r14_5_plain_clients_get_their_logs_once_the_tool_is_learned() {
+    // Nothing configured. A warm-up client calls stream_events twice, alone on its child
+    // each time: the proxy sees the tool log during two calls it provably caused, and from
+    // then on runs its calls alone, so the next crowd gets every log.
+    let p = demo_proxy(&["--admin-bind", "127.0.0.1:0"]);
+    let a = p.local_addr();
+    let url = format!("http://{a}/mcp");
+    assert_eq!(exclusive_tools(&p)["learning"], true);
+    let warm = crowd("demo", &url, "echo=1", "4");
+    assert_all_ok(&warm, &["echo"]);
+    let warm = crowd("demo", &url, "plainevents=1", "20");
+    assert_all_ok(&warm, &["plainevents"]);
+    let tools = exclusive_tools(&p);
+    assert_eq!(tools["learned"], json!(["stream_events"]), "{tools}");
+    assert_eq!(tools["configured"], json!([]), "{tools}");
+    assert_eq!(
+        metric(a, "shadowcat_stdio_exclusive_tools{source=\"learned\"}"),
+        1.0
+    );
+    plain_crowd_gets_every_log(&p);
+    // echo, quiet on every call, was never learned.
+    assert_eq!(
+        exclusive_tools(&p)["learned"],
+        json!(["stream_events"])
+    );
+}
