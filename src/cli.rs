@@ -551,10 +551,9 @@ impl ReverseArgs {
         positive("--replay-events", self.replay_events)?;
         positive("--max-subscriptions", self.max_subscriptions)?;
         positive("--stdio-queue", self.stdio_queue)?;
-        let exclusive_tools = crate::upstream::stdio::exclusive::parse_names(
-            &self.stdio_exclusive_tools,
-        )
-        .map_err(|e| Error::Config(format!("--stdio-exclusive-tools: {e}")))?;
+        let exclusive_tools =
+            crate::upstream::stdio::exclusive::parse_names(&self.stdio_exclusive_tools)
+                .map_err(|e| Error::Config(format!("--stdio-exclusive-tools: {e}")))?;
         let shared_stdio = matches!(
             chosen,
             Chosen::Stdio {
@@ -1278,7 +1277,10 @@ mod tests {
         ];
         assert_eq!(
             stdio(&args).unwrap(),
-            (vec!["stream_events".into(), "slow_echo".into(), "x".into()], false)
+            (
+                vec!["stream_events".into(), "slow_echo".into(), "x".into()],
+                false
+            )
         );
         let e = stdio(&["reverse", "--stdio-exclusive-tools", "a,,b"]).unwrap_err();
         assert!(e.contains("--stdio-exclusive-tools"), "{e}");

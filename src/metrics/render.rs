@@ -4,9 +4,9 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{
-    BOUND_LABELS, ChildInfo, DropReason, ExclusiveCause, ExclusiveInfo, Gauges, Histogram, LogDrop, MAX_CHILDREN, MAX_TOOLS,
-    MethodClass, Metrics, N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS, ToolOutcome,
-    UpstreamErrorKind,
+    BOUND_LABELS, ChildInfo, DropReason, ExclusiveCause, ExclusiveInfo, Gauges, Histogram, LogDrop,
+    MAX_CHILDREN, MAX_TOOLS, MethodClass, Metrics, N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS,
+    ToolOutcome, UpstreamErrorKind,
 };
 
 impl Metrics {
@@ -330,7 +330,10 @@ impl Metrics {
             "Tools whose calls run alone on their shared stdio child whoever calls them, by \
              source: configured (--stdio-exclusive-tools) or learned.",
         );
-        for (source, n) in [("configured", x.configured.len()), ("learned", x.learned.len())] {
+        for (source, n) in [
+            ("configured", x.configured.len()),
+            ("learned", x.learned.len()),
+        ] {
             line(
                 w,
                 format_args!("shadowcat_stdio_exclusive_tools{{source=\"{source}\"}} {n}"),

@@ -771,9 +771,21 @@ fn exclusive_tools_and_calls_of_shared_children() {
         }),
         ..Gauges::default()
     });
-    has(&text, "shadowcat_stdio_exclusive_tools{source=\"configured\"} 1");
-    has(&text, "shadowcat_stdio_exclusive_tools{source=\"learned\"} 2");
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_tools{source=\"configured\"} 1",
+    );
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_tools{source=\"learned\"} 2",
+    );
     has(&text, "shadowcat_stdio_learning_full_total 4");
-    has(&text, "shadowcat_stdio_exclusive_calls_total{cause=\"client\"} 1");
-    has(&text, "shadowcat_stdio_exclusive_calls_total{cause=\"tool\"} 2");
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_calls_total{cause=\"client\"} 1",
+    );
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_calls_total{cause=\"tool\"} 2",
+    );
 }

@@ -563,8 +563,5 @@ fn r14_5_plain_clients_get_their_logs_once_the_tool_is_learned() {
     );
     plain_crowd_gets_every_log(&p);
     // echo, quiet on every call, was never learned.
-    assert_eq!(
-        exclusive_tools(&p)["learned"],
-        json!(["stream_events"])
-    );
+    assert_eq!(exclusive_tools(&p)["learned"], json!(["stream_events"]));
 }

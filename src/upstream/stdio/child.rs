@@ -1183,7 +1183,8 @@ mod tests {
         );
         // Two calls in flight together: neither proves anything.
         let slow = {
-            let text = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow loud"}}"#;
+            let text =
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow loud"}}"#;
             let caller = Caller {
                 learn: true,
                 ..Caller::default()
@@ -1213,7 +1214,13 @@ mod tests {
         );
         let kept = learnable(jsonrpc::raw(big)).unwrap();
         assert_eq!(kept.get(), r#"{"name":"t\u0031"}"#);
-        assert!(learnable(jsonrpc::raw(format!("[{}]", "1,".repeat(KEEP_PARAMS) + "1"))).is_none());
+        assert!(
+            learnable(jsonrpc::raw(format!(
+                "[{}]",
+                "1,".repeat(KEEP_PARAMS) + "1"
+            )))
+            .is_none()
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! its provable calls logged and at least as many logged as were quiet. A child that logs on
 //! its own, unrelated to calls (a timer), lands such a log in a short call now and then: that
 //! tool's quiet calls outnumber its logged ones and it is never learned, while a tool that
-//! logs on every call is learned after its second provable call.
+//! logs on every call is learned after its second provable call. (A tool whose calls outlast
+//! such a timer's period catches a log in most of them and is learned: its calls then run
+//! alone, which costs concurrency, never correctness.)
 //!
 //! **Bounds.** At most [`MAX_TOOLS`] exclusive names (configured and learned together) and
 //! [`MAX_CANDIDATES`] tools with evidence kept; past either, learning stops for new names and
@@ -241,7 +243,10 @@ mod tests {
         assert!(t.exclusive(&call(r#""a\"b""#)));
         assert!(!t.exclusive(&call(r#""echo""#)));
         assert!(!t.exclusive(&call("7")));
-        let list = Message::parse(br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"stream_events"}}"#).unwrap();
+        let list = Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"prompts/get","params":{"name":"stream_events"}}"#,
+        )
+        .unwrap();
         assert!(!t.exclusive(&list), "only tools/call");
         assert!(!t.observe(&params("x"), true), "not learning");
         assert_eq!(t.info().configured, ["stream_events", "a\"b"]);
