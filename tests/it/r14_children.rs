@@ -565,3 +565,59 @@ fn r14_5_plain_clients_get_their_logs_once_the_tool_is_learned() {
     // echo, quiet on every call, was never learned.
     assert_eq!(exclusive_tools(&p)["learned"], json!(["stream_events"]));
 }
+
+#[test]
+fn r14_5_a_stateless_call_of_an_exclusive_tool_waits_and_gets_its_logs() {
+    // A 2026-07-28 stateless call has no session and declares no capabilities: before, its
+    // logs were dropped whenever a session's call was on the same child (r12_3). Its tool
+    // being exclusive, it waits for that call and gets all three logs.
+    let p = demo_proxy(&[
+        "--stdio-children",
+        "1",
+        "--stdio-exclusive-tools",
+        "test_tool_with_logging",
+    ]);
+    let a = p.local_addr();
+    let sid = init_with(a, "{}");
+    let busy = std::thread::spawn(move || {
+        post(
+            a,
+            Some(&sid),
+            &tool_call(1, "slow_echo", json!({"message":"x","delayMs":800})),
+        )
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    while p.proxy().upstream().children()[0].inflight == 0 {
+        assert!(
+            Instant::now() < until,
+            "the slow call never reached the child"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"test_tool_with_logging","arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                 "io.modelcontextprotocol/clientCapabilities":{}}}})
+    .to_string();
+    let mut h = JSON_HEADERS.to_vec();
+    h.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "test_tool_with_logging"),
+    ]);
+    let r = Conn::open(a).request("POST", "/mcp", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let msgs = r.messages();
+    let logs = msgs
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count();
+    assert_eq!(logs, 3, "{msgs:?}");
+    assert!(
+        msgs.last().is_some_and(|m| m["result"].is_object()),
+        "{msgs:?}"
+    );
+    assert_eq!(busy.join().expect("slow call").status, 200);
+    assert_eq!(metric(a, TOOL_CALLS), 1.0);
+    assert_eq!(metric(a, UNATTRIBUTED), 0.0);
+}
