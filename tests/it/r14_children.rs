@@ -2,7 +2,8 @@
 //! (sampling, elicitation, roots) or asked for logs runs without other sessions' calls on its
 //! child, so what the child says meanwhile provably belongs to it; a request for a capability
 //! the caller lacks is refused to the child with -32601; children are told the proxy routes
-//! `roots` too; per-session mode evicts idle sessions at the cap; per-session memory.
+//! `roots` too; per-session mode evicts idle sessions at the cap; per-session memory; calls
+//! of exclusive tools (configured or learned) run alone too, so plain clients get their logs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -550,8 +551,10 @@ fn r14_5_plain_clients_get_their_logs_once_the_tool_is_learned() {
     let a = p.local_addr();
     let url = format!("http://{a}/mcp");
     assert_eq!(exclusive_tools(&p)["learning"], true);
+    // Quiet calls alone on the child teach nothing.
     let warm = crowd("demo", &url, "echo=1", "4");
     assert_all_ok(&warm, &["echo"]);
+    assert_eq!(exclusive_tools(&p)["learned"], json!([]));
     let warm = crowd("demo", &url, "plainevents=1", "20");
     assert_all_ok(&warm, &["plainevents"]);
     let tools = exclusive_tools(&p);
