@@ -145,6 +145,18 @@ pub struct ReverseArgs {
     #[argh(option, default = "32")]
     pub stdio_queue: usize,
 
+    /// shared: tools whose calls run alone on their child whoever calls them, so that their
+    /// logs reach clients that never called logging/setLevel; a name or a comma list,
+    /// repeatable, at most 256 names of at most 128 bytes (default: none)
+    #[argh(option)]
+    pub stdio_exclusive_tools: Vec<String>,
+
+    /// shared: on (default) or off; when on, a tool seen logging during 2 calls that were
+    /// alone on their child, and during at least as many such calls as not, becomes exclusive
+    /// (see --stdio-exclusive-tools); at most 256 tools
+    #[argh(option, default = "String::from(\"on\")")]
+    pub stdio_learn_exclusive: String,
+
     /// requests handled at once (default 64); more wait for a free worker
     #[argh(option, default = "64")]
     pub workers: usize,
@@ -552,6 +564,32 @@ impl ReverseArgs {
         positive("--replay-events", self.replay_events)?;
         positive("--max-subscriptions", self.max_subscriptions)?;
         positive("--stdio-queue", self.stdio_queue)?;
+        let exclusive_tools =
+            crate::upstream::stdio::exclusive::parse_names(&self.stdio_exclusive_tools)
+                .map_err(|e| Error::Config(format!("--stdio-exclusive-tools: {e}")))?;
+        let shared_stdio = matches!(
+            chosen,
+            Chosen::Stdio {
+                mode: StdioMode::Shared,
+                ..
+            }
+        );
+        if !exclusive_tools.is_empty() && !shared_stdio {
+            return Err(Error::Config(
+                "--stdio-exclusive-tools needs shared stdio children (a per-session child or an \
+                 HTTP upstream never mixes sessions' calls)"
+                    .into(),
+            ));
+        }
+        let learn_exclusive = match self.stdio_learn_exclusive.as_str() {
+            "on" => true,
+            "off" => false,
+            other => {
+                return Err(Error::Config(format!(
+                    "--stdio-learn-exclusive {other:?}: use on or off"
+                )));
+            }
+        };
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -720,6 +758,8 @@ impl ReverseArgs {
                 max_subscriptions: self.max_subscriptions,
                 evict_idle,
                 queue: self.stdio_queue,
+                exclusive_tools,
+                learn_exclusive,
             }),
         };
         let faults = faults::read(self.config.as_deref(), &upstream.name(), self.fault_seed)?;
@@ -1212,6 +1252,8 @@ mod tests {
                 max_subscriptions: 64,
                 evict_idle: Duration::from_secs(60),
                 queue: 32,
+                exclusive_tools: Vec::new(),
+                learn_exclusive: true,
             })
         );
         assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);
@@ -1233,6 +1275,44 @@ mod tests {
         };
         assert_eq!(h.pool, 32);
         assert_eq!(h.request_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn exclusive_tools_and_learning() {
+        let stdio = |args: &[&str]| match parse(args).map(|c| c.upstream) {
+            Ok(UpstreamConfig::Stdio(s)) => Ok((s.exclusive_tools, s.learn_exclusive)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        let args = [
+            "reverse",
+            "--stdio-exclusive-tools",
+            "stream_events,slow_echo",
+            "--stdio-exclusive-tools",
+            "x",
+            "--stdio-learn-exclusive",
+            "off",
+        ];
+        assert_eq!(
+            stdio(&args).unwrap(),
+            (
+                vec!["stream_events".into(), "slow_echo".into(), "x".into()],
+                false
+            )
+        );
+        let e = stdio(&["reverse", "--stdio-exclusive-tools", "a,,b"]).unwrap_err();
+        assert!(e.contains("--stdio-exclusive-tools"), "{e}");
+        let e = stdio(&["reverse", "--stdio-learn-exclusive", "maybe"]).unwrap_err();
+        assert!(e.contains("use on or off"), "{e}");
+        for other in [
+            &["--stdio-mode", "per-session"][..],
+            &["--upstream", "http://127.0.0.1:1/mcp"][..],
+        ] {
+            let mut args = vec!["reverse", "--stdio-exclusive-tools", "x"];
+            args.extend_from_slice(other);
+            let e = parse(&args).unwrap_err().to_string();
+            assert!(e.contains("needs shared stdio children"), "{e}");
+        }
     }
 
     #[test]

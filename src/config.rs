@@ -369,6 +369,14 @@ pub struct StdioUpstreamConfig {
     /// (an exclusive call waits for other sessions' calls to end, and they for it). Default 32.
     #[serde(rename = "stdioQueue")]
     pub queue: usize,
+    /// `--stdio-exclusive-tools`: shared mode, tools whose calls run alone on their child
+    /// whoever calls them (so their logs reach plain clients). Default none.
+    #[serde(rename = "stdioExclusiveTools")]
+    pub exclusive_tools: Vec<String>,
+    /// `--stdio-learn-exclusive`: shared mode, tools seen logging during calls alone on their
+    /// child become exclusive too (`exclusive.rs`). Default on.
+    #[serde(rename = "stdioLearnExclusive")]
+    pub learn_exclusive: bool,
 }
 
 /// How sessions use stdio children.

@@ -258,4 +258,22 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn exclusive_tools_come_from_the_file_too() {
+        let dir = std::env::temp_dir().join(format!("shadowcat-cfg-x-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("x.toml");
+        let text = "stdio-exclusive-tools = [\"stream_events\", \"a,b\"]\n\
+                    stdio-learn-exclusive = \"off\"\n";
+        std::fs::write(&path, text).expect("write");
+        let shown = check(&path.to_string_lossy(), "/bin/shadowcat").expect("valid");
+        let v: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+        assert_eq!(
+            v["stdioExclusiveTools"],
+            serde_json::json!(["stream_events", "a", "b"])
+        );
+        assert_eq!(v["stdioLearnExclusive"], false);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

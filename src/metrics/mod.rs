@@ -474,6 +474,47 @@ pub struct Gauges {
     /// `--limits-store` only: requests whose rate limits were decided without the store
     /// (unreachable Redis; `None`: no store, no family).
     pub limits_store_fallbacks: Option<u64>,
+    /// Shared stdio children only: the tools whose calls are exclusive (`None`: no family).
+    pub exclusive: Option<ExclusiveInfo>,
+}
+
+/// The tools whose calls run alone on a shared stdio child whoever calls them: the admin API
+/// lists them, `/metrics` counts them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExclusiveInfo {
+    /// `--stdio-learn-exclusive`: whether more are learned.
+    pub learning: bool,
+    /// `--stdio-exclusive-tools`.
+    pub configured: Vec<String>,
+    /// Learned from the children, in the order learned.
+    pub learned: Vec<String>,
+    /// Tools seen logging during a call alone on its child, not (yet) learned.
+    pub candidates: usize,
+    /// Tools not learned or not watched because a bound was reached.
+    pub full: u64,
+}
+
+/// Why a call ran alone on its shared stdio child: the `cause` label of
+/// `shadowcat_stdio_exclusive_calls_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExclusiveCause {
+    /// Its client declared `sampling`, `elicitation` or `roots`, or asked for logs.
+    Client,
+    /// It called a configured or learned exclusive tool.
+    Tool,
+}
+
+impl ExclusiveCause {
+    /// Every cause, in label order.
+    pub const ALL: [ExclusiveCause; 2] = [ExclusiveCause::Client, ExclusiveCause::Tool];
+
+    /// The `cause` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ExclusiveCause::Client => "client",
+            ExclusiveCause::Tool => "tool",
+        }
+    }
 }
 
 /// What an operator sees of one stdio child: the admin API lists it, `/metrics` renders it.
@@ -566,6 +607,7 @@ pub struct Metrics {
     pool_opened: AtomicU64,
     pool_closed: AtomicU64,
     sessions_evicted: AtomicU64,
+    exclusive_calls: [AtomicU64; ExclusiveCause::ALL.len()],
     /// Requests naming a session of another instance (issue #17).
     foreign_sessions: AtomicU64,
     tls: tls::TlsHandshakes,
@@ -603,6 +645,7 @@ impl Metrics {
             pool_opened: AtomicU64::new(0),
             pool_closed: AtomicU64::new(0),
             sessions_evicted: AtomicU64::new(0),
+            exclusive_calls: [const { AtomicU64::new(0) }; ExclusiveCause::ALL.len()],
             foreign_sessions: AtomicU64::new(0),
             tls: tls::TlsHandshakes::new(),
             fault_hits: std::sync::OnceLock::new(),
@@ -657,6 +700,12 @@ impl Metrics {
     #[inline]
     pub fn session_evicted(&self) {
         self.sessions_evicted.fetch_add(1, Relaxed);
+    }
+
+    /// A call that runs alone on its shared stdio child, and why.
+    #[inline]
+    pub fn exclusive_call(&self, cause: ExclusiveCause) {
+        self.exclusive_calls[cause as usize].fetch_add(1, Relaxed);
     }
 
     /// A request named a session of another instance (`--instance-id`): answered 404.

@@ -4,9 +4,9 @@ use std::fmt::{self, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::{
-    BOUND_LABELS, ChildInfo, DropReason, Gauges, Histogram, LogDrop, MAX_CHILDREN, MAX_TOOLS,
-    MethodClass, Metrics, N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS, ToolOutcome,
-    UpstreamErrorKind,
+    BOUND_LABELS, ChildInfo, DropReason, ExclusiveCause, ExclusiveInfo, Gauges, Histogram, LogDrop,
+    MAX_CHILDREN, MAX_TOOLS, MethodClass, Metrics, N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS,
+    ToolOutcome, UpstreamErrorKind,
 };
 
 impl Metrics {
@@ -255,6 +255,9 @@ impl Metrics {
         if !g.children.is_empty() {
             self.render_children(w, &g.children);
         }
+        if let Some(x) = &g.exclusive {
+            self.render_exclusive(w, x);
+        }
         if let Some(pool) = &g.pool {
             self.render_pool(w, pool);
         }
@@ -333,6 +336,49 @@ impl Metrics {
                 format_args!(
                     "shadowcat_child_sessions{{child=\"{}\"}} {}",
                     c.index, c.sessions
+                ),
+            );
+        }
+    }
+
+    fn render_exclusive(&self, w: &mut String, x: &ExclusiveInfo) {
+        family(
+            w,
+            "shadowcat_stdio_exclusive_tools",
+            "gauge",
+            "Tools whose calls run alone on their shared stdio child whoever calls them, by \
+             source: configured (--stdio-exclusive-tools) or learned.",
+        );
+        for (source, n) in [
+            ("configured", x.configured.len()),
+            ("learned", x.learned.len()),
+        ] {
+            line(
+                w,
+                format_args!("shadowcat_stdio_exclusive_tools{{source=\"{source}\"}} {n}"),
+            );
+        }
+        counter(
+            w,
+            "shadowcat_stdio_learning_full_total",
+            "Tools not learned as exclusive, or not watched, because a bound was reached (256 \
+             exclusive tools, 256 watched).",
+            x.full,
+        );
+        family(
+            w,
+            "shadowcat_stdio_exclusive_calls_total",
+            "counter",
+            "Calls that ran alone on their shared stdio child, by cause: client (it declared \
+             sampling, elicitation or roots, or asked for logs) or tool (an exclusive tool).",
+        );
+        for cause in ExclusiveCause::ALL {
+            line(
+                w,
+                format_args!(
+                    "shadowcat_stdio_exclusive_calls_total{{cause=\"{}\"}} {}",
+                    cause.label(),
+                    self.exclusive_calls[cause as usize].load(Relaxed)
                 ),
             );
         }

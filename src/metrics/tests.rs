@@ -88,6 +88,7 @@ fn sample() -> (Metrics, Gauges) {
             idle: 1,
             max: 32,
         }),
+        exclusive: None,
     };
     (m, g)
 }
@@ -751,4 +752,40 @@ fn strict_parser_rejects_bad_text() {
         let r = std::panic::catch_unwind(|| strict_parse(text));
         assert!(r.is_err(), "accepted:\n{text}");
     }
+}
+
+#[test]
+fn exclusive_tools_and_calls_of_shared_children() {
+    let m = Metrics::new("demo");
+    assert!(!m.render(&Gauges::default()).contains("exclusive"));
+    m.exclusive_call(ExclusiveCause::Tool);
+    m.exclusive_call(ExclusiveCause::Tool);
+    m.exclusive_call(ExclusiveCause::Client);
+    let text = m.render(&Gauges {
+        exclusive: Some(ExclusiveInfo {
+            learning: true,
+            configured: vec!["a".into()],
+            learned: vec!["b".into(), "c".into()],
+            candidates: 1,
+            full: 4,
+        }),
+        ..Gauges::default()
+    });
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_tools{source=\"configured\"} 1",
+    );
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_tools{source=\"learned\"} 2",
+    );
+    has(&text, "shadowcat_stdio_learning_full_total 4");
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_calls_total{cause=\"client\"} 1",
+    );
+    has(
+        &text,
+        "shadowcat_stdio_exclusive_calls_total{cause=\"tool\"} 2",
+    );
 }

@@ -8,7 +8,7 @@
 //! | `GET /metrics` | Prometheus text format 0.0.4 (see [`crate::metrics`]) |
 //! | `GET /admin/sessions` | every session: id prefix, upstream, child, version, ages, in-flight, streams |
 //! | `DELETE /admin/sessions/{id}` | ends the session (full id or a unique prefix of 8+ characters); its client's next request gets 404 |
-//! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state |
+//! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, and a shared stdio upstream's exclusive tools (configured, learned) |
 //! | `POST /admin/upstreams/{name}/restart` | rolling restart of its children (each replaced after its calls finish) |
 //! | `GET /admin/config` | the effective configuration, secrets redacted |
 //!
@@ -62,6 +62,7 @@ pub fn metrics(p: &Proxy) -> Response {
         children,
         pool: p.upstream().pool(),
         limits_store_fallbacks: p.gate().limits_store_fallbacks(),
+        exclusive: p.upstream().exclusive_tools(),
     };
     Response::new(200).with_body(
         crate::metrics::CONTENT_TYPE,
@@ -244,9 +245,16 @@ impl Admin {
         let pool = u
             .pool()
             .map(|x| json!({"connections": x.connections, "idle": x.idle, "max": x.max}));
+        let exclusive = u.exclusive_tools().map(|x| {
+            json!({
+                "learning": x.learning, "configured": x.configured, "learned": x.learned,
+                "candidates": x.candidates, "full": x.full,
+            })
+        });
         json!({
             "name": u.name(), "kind": u.kind(), "mode": u.mode(),
             "ready": u.ready().is_ok(), "children": children, "pool": pool,
+            "exclusiveTools": exclusive,
         })
     }
 

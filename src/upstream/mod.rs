@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::jsonrpc::Message;
-pub use crate::metrics::{ChildInfo, PoolInfo};
+pub use crate::metrics::{ChildInfo, ExclusiveInfo, PoolInfo};
 use crate::session::{Binding, Session};
 
 /// One message on its way upstream.
@@ -144,6 +144,12 @@ pub trait Operate: Send + Sync {
 
     /// The HTTP upstream's request slot pool; `None` for stdio.
     fn pool(&self) -> Option<PoolInfo> {
+        None
+    }
+
+    /// Shared stdio children: the tools whose calls run alone on their child whoever calls
+    /// them, configured and learned; `None` for other upstreams.
+    fn exclusive_tools(&self) -> Option<ExclusiveInfo> {
         None
     }
 

@@ -2,7 +2,8 @@
 //! (sampling, elicitation, roots) or asked for logs runs without other sessions' calls on its
 //! child, so what the child says meanwhile provably belongs to it; a request for a capability
 //! the caller lacks is refused to the child with -32601; children are told the proxy routes
-//! `roots` too; per-session mode evicts idle sessions at the cap; per-session memory.
+//! `roots` too; per-session mode evicts idle sessions at the cap; per-session memory; calls
+//! of exclusive tools (configured or learned) run alone too, so plain clients get their logs.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -480,4 +481,146 @@ fn r14_1_plain_sessions_are_pinned_away_from_capable_ones() {
         .map(|c| c.sessions)
         .collect();
     assert_eq!(sessions, [2, 2], "sessions per child");
+}
+
+const TOOL_CALLS: &str = "shadowcat_stdio_exclusive_calls_total{cause=\"tool\"}";
+const CLIENT_CALLS: &str = "shadowcat_stdio_exclusive_calls_total{cause=\"client\"}";
+const UNATTRIBUTED: &str = "shadowcat_dropped_messages_total{reason=\"unattributed\"}";
+
+/// The upstream's exclusive tools as `GET /admin/upstreams` shows them.
+fn exclusive_tools(p: &shadowcat::Shadowcat) -> Value {
+    let admin = p.admin_addr().expect("admin listener");
+    get(admin, "/admin/upstreams", &[]).json()[0]["exclusiveTools"].clone()
+}
+
+/// 4 `echo` clients (20 calls each) and 4 `plainevents` clients (2 `stream_events` calls
+/// each, 25 + i log messages per call) at once, none of which calls `logging/setLevel`:
+/// every plain events client gets exactly its own logs on every call, and `echo` shares its
+/// child (none of its calls ran exclusive).
+fn plain_crowd_gets_every_log(p: &shadowcat::Shadowcat) {
+    let a = p.local_addr();
+    let url = format!("http://{a}/mcp");
+    let (tool_before, client_before) = (metric(a, TOOL_CALLS), metric(a, CLIENT_CALLS));
+    let out = crowd("demo", &url, "echo=4,plainevents=4", "20");
+    assert_all_ok(&out, &["echo", "plainevents"]);
+    assert_eq!(out["echo"]["ok"], 80, "{out}");
+    assert_eq!(out["plainevents"]["ok"], 8, "{out}");
+    assert_eq!(
+        out["plaineventsLogs"]["received"],
+        2 * (25 + 26 + 27 + 28),
+        "{out}"
+    );
+    assert_eq!(out["plaineventsLogs"]["exact"], 8, "{out}");
+    // Exactly the stream_events calls ran alone; the 80 echo calls shared their children.
+    assert_eq!(metric(a, TOOL_CALLS), tool_before + 8.0);
+    assert_eq!(metric(a, CLIENT_CALLS), client_before);
+    assert_eq!(metric(a, UNATTRIBUTED), 0.0);
+}
+
+#[test]
+fn r14_5_plain_clients_get_their_logs_from_configured_exclusive_tools() {
+    // Before: 4 concurrent clients that never call logging/setLevel got 2-5 of their 25 logs
+    // each. With the tool declared exclusive, every one of them gets all of its own at once.
+    let p = demo_proxy(&[
+        "--admin-bind",
+        "127.0.0.1:0",
+        "--stdio-exclusive-tools",
+        "stream_events",
+        "--stdio-learn-exclusive",
+        "off",
+    ]);
+    let tools = exclusive_tools(&p);
+    assert_eq!(tools["configured"], json!(["stream_events"]), "{tools}");
+    assert_eq!(tools["learning"], false, "{tools}");
+    plain_crowd_gets_every_log(&p);
+    let tools = exclusive_tools(&p);
+    assert_eq!(tools["learned"], json!([]), "{tools}");
+    let a = p.local_addr();
+    assert_eq!(
+        metric(a, "shadowcat_stdio_exclusive_tools{source=\"configured\"}"),
+        1.0
+    );
+}
+
+#[test]
+fn r14_5_plain_clients_get_their_logs_once_the_tool_is_learned() {
+    // Nothing configured. A warm-up client calls stream_events twice, alone on its child
+    // each time: the proxy sees the tool log during two calls it provably caused, and from
+    // then on runs its calls alone, so the next crowd gets every log.
+    let p = demo_proxy(&["--admin-bind", "127.0.0.1:0"]);
+    let a = p.local_addr();
+    let url = format!("http://{a}/mcp");
+    assert_eq!(exclusive_tools(&p)["learning"], true);
+    // Quiet calls alone on the child teach nothing.
+    let warm = crowd("demo", &url, "echo=1", "4");
+    assert_all_ok(&warm, &["echo"]);
+    assert_eq!(exclusive_tools(&p)["learned"], json!([]));
+    let warm = crowd("demo", &url, "plainevents=1", "20");
+    assert_all_ok(&warm, &["plainevents"]);
+    let tools = exclusive_tools(&p);
+    assert_eq!(tools["learned"], json!(["stream_events"]), "{tools}");
+    assert_eq!(tools["configured"], json!([]), "{tools}");
+    assert_eq!(
+        metric(a, "shadowcat_stdio_exclusive_tools{source=\"learned\"}"),
+        1.0
+    );
+    plain_crowd_gets_every_log(&p);
+    // echo, quiet on every call, was never learned.
+    assert_eq!(exclusive_tools(&p)["learned"], json!(["stream_events"]));
+}
+
+#[test]
+fn r14_5_a_stateless_call_of_an_exclusive_tool_waits_and_gets_its_logs() {
+    // A 2026-07-28 stateless call has no session and declares no capabilities: before, its
+    // logs were dropped whenever a session's call was on the same child (r12_3). Its tool
+    // being exclusive, it waits for that call and gets all three logs.
+    let p = demo_proxy(&[
+        "--stdio-children",
+        "1",
+        "--stdio-exclusive-tools",
+        "test_tool_with_logging",
+    ]);
+    let a = p.local_addr();
+    let sid = init_with(a, "{}");
+    let busy = std::thread::spawn(move || {
+        post(
+            a,
+            Some(&sid),
+            &tool_call(1, "slow_echo", json!({"message":"x","delayMs":800})),
+        )
+    });
+    let until = Instant::now() + Duration::from_secs(5);
+    while p.proxy().upstream().children()[0].inflight == 0 {
+        assert!(
+            Instant::now() < until,
+            "the slow call never reached the child"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"test_tool_with_logging","arguments":{},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                 "io.modelcontextprotocol/clientCapabilities":{}}}})
+    .to_string();
+    let mut h = JSON_HEADERS.to_vec();
+    h.extend([
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "test_tool_with_logging"),
+    ]);
+    let r = Conn::open(a).request("POST", "/mcp", &h, body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let msgs = r.messages();
+    let logs = msgs
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .count();
+    assert_eq!(logs, 3, "{msgs:?}");
+    assert!(
+        msgs.last().is_some_and(|m| m["result"].is_object()),
+        "{msgs:?}"
+    );
+    assert_eq!(busy.join().expect("slow call").status, 200);
+    assert_eq!(metric(a, TOOL_CALLS), 1.0);
+    assert_eq!(metric(a, UNATTRIBUTED), 0.0);
 }

@@ -53,6 +53,9 @@ pub struct Caller {
     /// The proxy's own request (handshake, `logging/setLevel`, subscriptions): it never causes
     /// anything a client should see, so attribution leaves it out.
     pub internal: bool,
+    /// A `tools/call` whose tool may be learned as exclusive (`exclusive.rs`): the child
+    /// reports whether it logged if it was the only call on the child from start to end.
+    pub learn: bool,
 }
 
 impl Caller {
@@ -69,7 +72,7 @@ impl Caller {
         Caller {
             owner: Some(session.clone()),
             caps,
-            internal: false,
+            ..Caller::default()
         }
     }
 
@@ -78,7 +81,7 @@ impl Caller {
         Caller {
             owner: None,
             caps,
-            internal: false,
+            ..Caller::default()
         }
     }
 }
@@ -189,6 +192,22 @@ pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> V
             )
         }
         (None, _) => ambiguous(),
+    }
+}
+
+/// True for a message that [`attribute`] gives to a call only by who has calls in flight
+/// (steps 4 to 8): anything but a response, progress, a list change, a resource update or a
+/// `ping`. A log is one; so is a server-to-client request.
+pub fn by_calls_in_flight(msg: &Message) -> bool {
+    let method = msg.method();
+    match msg.kind() {
+        Ok(Kind::Request) => method != "ping",
+        Ok(Kind::Notification) => {
+            method != "notifications/progress"
+                && !method.ends_with("/list_changed")
+                && method != "notifications/resources/updated"
+        }
+        _ => false,
     }
 }
 
@@ -382,6 +401,23 @@ mod tests {
             },
         ];
         assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32603);
+    }
+
+    #[test]
+    fn what_only_the_calls_in_flight_attribute() {
+        assert!(by_calls_in_flight(&msg(LOG)));
+        assert!(by_calls_in_flight(&msg(SAMPLE)));
+        let custom = r#"{"jsonrpc":"2.0","method":"notifications/custom","params":{}}"#;
+        assert!(by_calls_in_flight(&msg(custom)));
+        for other in [
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"x"}}"#,
+            r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":5,"result":{}}"#,
+        ] {
+            assert!(!by_calls_in_flight(&msg(other)), "{other}");
+        }
     }
 
     #[test]

@@ -29,6 +29,11 @@
 //! call owns: the handler refuses a request, drops a notification, or in per-session mode hands
 //! either to the child's one session). A `notifications/message` below the level its session
 //! asked for ([`Session::wants_log`]) is dropped ([`Event::Dropped`]).
+//!
+//! **What a lone call shows.** A call whose caller learns from it ([`Caller::learn`]) and that
+//! was the only call on the child from its request to its response is reported to the owner
+//! ([`Event::Observed`], before its response is routed): whether the child sent a log (or
+//! anything else only the calls in flight attribute) meanwhile. `exclusive.rs` learns from it.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Write};
@@ -48,7 +53,9 @@ use crate::metrics::DropReason;
 use crate::session::Session;
 use crate::upstream::Item;
 pub(crate) use crate::upstream::stdio::attribution::progress_token_id;
-use crate::upstream::stdio::attribution::{Caller, InFlight, SETTLE, Verdict, attribute};
+use crate::upstream::stdio::attribution::{
+    Caller, InFlight, SETTLE, Verdict, attribute, by_calls_in_flight,
+};
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::upstream::stdio::reactor::{OUTBOX_LIMIT, Outbox, Reactor};
 use crate::util::{Escaped, lock, read_line_bounded, trim_line};
@@ -76,6 +83,26 @@ pub enum Event {
     Exited,
     /// A message was dropped here instead of delivered (for the metrics).
     Dropped(DropReason),
+    /// A call whose caller asked to learn from it ([`Caller::learn`]) was the only call on the
+    /// child from its request to its response: it `logged` (the child sent something meanwhile
+    /// that only the calls in flight attribute) or not. `params` are the request's.
+    Observed {
+        /// The request's params (`tools/call`: the tool's name among them).
+        params: Box<RawValue>,
+        /// Whether the child sent a log (or another message attributed by the calls in
+        /// flight) while the call ran.
+        logged: bool,
+    },
+}
+
+/// What the child sent while a call was the only one in flight, among the messages only the
+/// calls in flight attribute (`attribution::by_calls_in_flight`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heard {
+    Nothing,
+    Logged,
+    /// Something, within `SETTLE` of a call ending unanswered: it may have been that call's.
+    Unsure,
 }
 
 /// Receives a child's [`Event`]s, with the child's index and generation.
@@ -88,6 +115,11 @@ struct Pending {
     client_token: Option<Box<RawValue>>,
     /// Who made the call (attribution reads it).
     caller: Caller,
+    /// Nothing else was in flight when it was sent (see [`Shared::next_id`]).
+    alone: bool,
+    heard: Heard,
+    /// The request's params, kept when the caller learns from the call ([`Caller::learn`]).
+    learn: Option<Box<RawValue>>,
 }
 
 /// A server-to-client request handed to a client under a proxy-assigned id.
@@ -111,6 +143,10 @@ struct Shared {
     settle_until: AtomicU64,
     /// The child's stdin; closed when the child is stopped.
     stdin: Stdin,
+    /// The next request id. A call was the only one on the child from its request to its
+    /// response when nothing was in flight as it was sent, nothing is left when its response
+    /// comes, and no id was taken after its own.
+    next_id: AtomicU64,
 }
 
 /// How lines reach a child's stdin.
@@ -300,7 +336,6 @@ pub struct Child {
     /// When it was spawned.
     pub started: Instant,
     shared: Arc<Shared>,
-    next_id: AtomicU64,
     /// Byte bound of each call's queue (`--max-call-buffer`).
     call_buffer: usize,
     process: Mutex<Option<std::process::Child>>,
@@ -403,6 +438,7 @@ impl Child {
             born: Instant::now(),
             settle_until: AtomicU64::new(0),
             stdin: input,
+            next_id: AtomicU64::new(1),
         });
         let mut threads = Vec::new();
         let started = (|| {
@@ -448,7 +484,6 @@ impl Child {
             pid,
             started: Instant::now(),
             shared,
-            next_id: AtomicU64::new(1),
             call_buffer: spec.call_buffer,
             process: Mutex::new(Some(process)),
             threads: Mutex::new(threads),
@@ -487,25 +522,40 @@ impl Child {
         if !self.is_alive() {
             return Err(Error::ChildExited(self.name().to_owned()));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.shared.next_id.fetch_add(1, Ordering::AcqRel);
         let (client_id, client_token) = rewrite_ids(&mut msg, id);
+        let bytes = line(&msg);
+        // The child reader reads the tool's name from them if the call turns out to have
+        // been alone.
+        let learn = if caller.learn {
+            msg.params.take().and_then(learnable)
+        } else {
+            None
+        };
         let (reply, rx) = call_queue(self.call_buffer);
-        lock(&self.shared.pending).insert(
-            id,
-            Pending {
-                reply,
-                client_id,
-                client_token,
-                caller,
-            },
-        );
+        {
+            let mut pending = lock(&self.shared.pending);
+            let alone = pending.is_empty();
+            pending.insert(
+                id,
+                Pending {
+                    reply,
+                    client_id,
+                    client_token,
+                    caller,
+                    alone,
+                    heard: Heard::Nothing,
+                    learn,
+                },
+            );
+        }
         if !self.is_alive() {
             // The reader ended between the check above and the insert: it has already failed
             // every call in flight, so this one would wait for its deadline.
             lock(&self.shared.pending).remove(&id);
             return Err(Error::ChildExited(self.name().to_owned()));
         }
-        if let Err(e) = self.send_deadline(line(&msg), deadline) {
+        if let Err(e) = self.send_deadline(bytes, deadline) {
             lock(&self.shared.pending).remove(&id);
             return Err(e);
         }
@@ -792,13 +842,31 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
     match msg.kind() {
         Ok(Kind::Response) => {
             let id = msg.id.as_deref().and_then(jsonrpc::id_u64);
-            let pending = id.and_then(|id| lock(&shared.pending).remove(&id));
-            match pending {
-                Some(p) => {
+            let (pending, left) = match id {
+                Some(id) => {
+                    let mut all = lock(&shared.pending);
+                    (all.remove(&id), all.len())
+                }
+                None => (None, 0),
+            };
+            match (pending, id) {
+                (Some(mut p), Some(id)) => {
+                    let observed = p.learn.take().filter(|_| {
+                        p.alone
+                            && left == 0
+                            && p.heard != Heard::Unsure
+                            && shared.next_id.load(Ordering::Acquire) == id + 1
+                    });
+                    // Learned before the caller sees the answer, so its next call is
+                    // dispatched by what this one showed.
+                    if let Some(params) = observed {
+                        let logged = p.heard == Heard::Logged;
+                        events(index, generation, Event::Observed { params, logged });
+                    }
                     msg.id = Some(p.client_id);
                     let _ = p.reply.send(Item::Final(msg.to_vec()));
                 }
-                None => log::debug!("{}: response for unknown id dropped", shared.name),
+                _ => log::debug!("{}: response for unknown id dropped", shared.name),
             }
         }
         Ok(Kind::Notification | Kind::Request) => deliver(msg, shared, index, generation, events),
@@ -810,7 +878,18 @@ fn route(line: &[u8], shared: &Shared, index: usize, generation: u64, events: &E
 /// call's queue drops what its client leaves unread, the `ping` answer is dropped if the
 /// child's stdin queue is full, and everything else goes to the event handler.
 fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, events: &EventSink) {
-    let pending = lock(&shared.pending);
+    let mut pending = lock(&shared.pending);
+    let settling = shared.settling();
+    if pending.len() == 1
+        && by_calls_in_flight(&msg)
+        && let Some(p) = pending.values_mut().next()
+    {
+        // What the one call in flight hears (learning, `exclusive.rs`).
+        p.heard = match (p.heard, settling) {
+            (Heard::Unsure, _) | (_, true) => Heard::Unsure,
+            _ => Heard::Logged,
+        };
+    }
     let calls: Vec<InFlight<'_>> = pending
         .iter()
         .map(|(&id, p)| InFlight {
@@ -819,7 +898,7 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             has_token: p.client_token.is_some(),
         })
         .collect();
-    let verdict = attribute(&msg, &calls, shared.settling());
+    let verdict = attribute(&msg, &calls, settling);
     drop(calls);
     match verdict {
         Verdict::Call(id) => {
@@ -875,6 +954,21 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             events(index, generation, Event::Notification(msg));
         }
     }
+}
+
+/// Params up to this size are kept as they are for learning (moved, not copied); of larger
+/// ones only the name is, so that a call's arguments are not held for its whole life.
+const KEEP_PARAMS: usize = 4 * 1024;
+
+/// What a call that is learned from keeps of its `params` ([`KEEP_PARAMS`]).
+fn learnable(params: Box<RawValue>) -> Option<Box<RawValue>> {
+    if params.get().len() <= KEEP_PARAMS {
+        return Some(params);
+    }
+    let [Some(name)] = jsonrpc::pick(params.get(), ["name"])? else {
+        return None;
+    };
+    Some(jsonrpc::raw(format!(r#"{{"name":{}}}"#, name.get())))
 }
 
 /// Gives a child's request to a client a proxy id (`shadowcat-<child>-<n>`) that the client's
@@ -1036,6 +1130,97 @@ mod tests {
         assert!(rx.recv_deadline(deadline).is_err());
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(!child.is_alive());
+    }
+
+    /// Calls `tool` on `child`, learning from it, and waits for the response.
+    fn learn_call(child: &Child, tool: &str) -> u64 {
+        let text = format!(
+            r#"{{"jsonrpc":"2.0","id":"c","method":"tools/call","params":{{"name":"{tool}"}}}}"#
+        );
+        let caller = Caller {
+            learn: true,
+            ..Caller::default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let msg = Message::parse(text.as_bytes()).unwrap();
+        let (id, rx) = child.call_deadline(msg, deadline, caller).unwrap();
+        loop {
+            match rx.recv_deadline(deadline).expect("answered") {
+                Item::Final(_) => return id,
+                Item::Message(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn calls_alone_on_the_child_report_whether_it_logged() {
+        // Answers every request; logs first when the line says "loud", sleeps first when it
+        // says "slow" (so that the next request is sent while it is in flight).
+        let script = r#"while IFS= read -r l; do
+            id=$(printf '%s' "$l" | sed 's/.*"id":\([0-9]*\).*/\1/')
+            case "$l" in *slow*) sleep 0.5;; esac
+            case "$l" in *loud*) printf '%s\n' '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}';; esac
+            printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id"
+        done"#;
+        let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+        let log = seen.clone();
+        let events: EventSink = Arc::new(move |_, _, ev| {
+            if let Event::Observed { params, logged } = ev {
+                let name = crate::upstream::stdio::exclusive::tool_name(&params)
+                    .unwrap_or_default()
+                    .into_owned();
+                lock(&log).push((name, logged));
+            }
+        });
+        let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        let child = Child::spawn(&Program::argv(argv), 0, 0, 1 << 20, events).unwrap();
+        learn_call(&child, "loud");
+        learn_call(&child, "quiet");
+        assert_eq!(
+            *lock(&seen),
+            [("loud".to_owned(), true), ("quiet".to_owned(), false)],
+            "reported before the response"
+        );
+        // Two calls in flight together: neither proves anything.
+        let slow = {
+            let text =
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"slow loud"}}"#;
+            let caller = Caller {
+                learn: true,
+                ..Caller::default()
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            child
+                .call_deadline(Message::parse(text.as_bytes()).unwrap(), deadline, caller)
+                .unwrap()
+        };
+        learn_call(&child, "loud");
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Ok(Item::Message(_)) = slow.1.recv_deadline(until) {}
+        assert_eq!(lock(&seen).len(), 2, "{:?}", lock(&seen));
+        // Alone again.
+        learn_call(&child, "loud");
+        assert_eq!(lock(&seen).len(), 3);
+        child.stop(Duration::from_millis(500));
+    }
+
+    #[test]
+    fn large_params_are_not_kept_for_learning() {
+        let small = jsonrpc::raw(r#"{"name":"t","arguments":{}}"#.into());
+        assert_eq!(learnable(small.clone()).unwrap().get(), small.get());
+        let big = format!(
+            r#"{{"arguments":{{"x":"{}"}},"name":"t\u0031"}}"#,
+            "y".repeat(KEEP_PARAMS)
+        );
+        let kept = learnable(jsonrpc::raw(big)).unwrap();
+        assert_eq!(kept.get(), r#"{"name":"t\u0031"}"#);
+        assert!(
+            learnable(jsonrpc::raw(format!(
+                "[{}]",
+                "1,".repeat(KEEP_PARAMS) + "1"
+            )))
+            .is_none()
+        );
     }
 
     #[test]

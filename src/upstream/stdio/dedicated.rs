@@ -211,6 +211,8 @@ impl Inner {
                 // Sessions here never record a level (the child is theirs alone), so nothing
                 // is dropped for one.
                 Event::Dropped(_) => return,
+                // Nothing to learn: a dedicated child's calls never share it.
+                Event::Observed { .. } => return,
             };
             let _ = control.send(msg);
         })

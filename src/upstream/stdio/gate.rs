@@ -2,7 +2,8 @@
 //! provably someone's (see `attribution.rs`).
 //!
 //! Calls are **shared** (their clients take no server-to-client requests and asked for no log
-//! messages) or **exclusive** (keyed by their session, or by the call itself when stateless).
+//! messages, and they call no exclusive tool: `exclusive.rs`) or **exclusive** (keyed by their
+//! session, or by the call itself when stateless).
 //! Shared calls run together, as many as come. An exclusive call runs only while no call of
 //! another key is in flight on the child: its own session's calls may join it, nobody else's.
 //!

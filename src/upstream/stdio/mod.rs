@@ -3,7 +3,8 @@
 //!
 //! Owns: one child's threads, or the one I/O thread of many children (`reactor.rs`), id
 //! rewriting and routing ([`child`]); whose a child's message is
-//! (`attribution.rs`) and which calls may be on a shared child at once (`gate.rs`); one call on a child, the
+//! (`attribution.rs`) and which calls may be on a shared child at once (`gate.rs`), among them
+//! the tools whose calls run alone, configured or learned ([`exclusive`]); one call on a child, the
 //! same in both modes (`call.rs`), and its queue, bounded in bytes (`queue.rs`); a fixed set of children shared by every session
 //! ([`shared`]), its slots (`slots.rs`) and its supervisor thread (`supervisor.rs`); a child per session from a warm
 //! pool ([`dedicated`]). Must not touch: the client side (HTTP, sessions' streams beyond
@@ -13,6 +14,7 @@ pub(crate) mod attribution;
 mod call;
 pub mod child;
 pub mod dedicated;
+pub mod exclusive;
 pub(crate) mod gate;
 pub(crate) mod queue;
 pub(crate) mod reactor;

@@ -16,8 +16,10 @@
 //!   URL) and `roots`; each client gets only what it declared (`attribution.rs`). A request of
 //!   a session that declared one of them, or asked for logs, is exclusive: it enters its
 //!   child's gate (`gate.rs`) only while no other session's call is in flight there, so what
-//!   the child says meanwhile is provably its own. Other requests share the child freely.
-//!   Stateless requests are exclusive when their `_meta` client capabilities declare one.
+//!   the child says meanwhile is provably its own. So is a `tools/call` of an exclusive tool
+//!   (`--stdio-exclusive-tools`, or learned: `exclusive.rs`), whoever calls it. Other requests
+//!   share the child freely. Stateless requests are exclusive when their `_meta` client
+//!   capabilities declare one, or when they call an exclusive tool.
 //! * A child that dies fails its calls at once (in [`Child`]); the supervisor thread restarts
 //!   it with exponential backoff (100 ms doubling to 30 s, reset after 60 s healthy). Sessions
 //!   pinned to the dead child get 404 on their next request, so their clients re-initialize.
@@ -47,12 +49,13 @@ use crate::bridge::modern_upstream;
 use crate::config::StdioUpstreamConfig;
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message, RawObject};
-use crate::metrics::Metrics;
+use crate::metrics::{ExclusiveCause, Metrics};
 use crate::session::{Binding, ClientCaps, LogLevel, Session};
 use crate::upstream::stdio::attribution::{Caller, Throttle};
 use crate::upstream::stdio::child::{Child, Program};
+use crate::upstream::stdio::exclusive::ExclusiveTools;
 use crate::upstream::stdio::gate::Ticket;
-use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
+use crate::upstream::{Call, ChildInfo, ExclusiveInfo, Operate, Reply, Upstream};
 use crate::util::{lock, read};
 
 use super::call::{call_stream, cancel};
@@ -93,6 +96,7 @@ impl StdioUpstream {
             stopping: AtomicBool::new(false),
             metrics,
             unowned: Throttle::default(),
+            tools: ExclusiveTools::new(&cfg.exclusive_tools, cfg.learn_exclusive),
         });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sup_inner = inner.clone();
@@ -219,27 +223,44 @@ impl Upstream for StdioUpstream {
             return Ok(local);
         }
         // Dispatch (`gate.rs`): a call whose client could be asked something, or asked for
-        // logs, waits until no other session's call is in flight on the child.
-        let (caller, exclusive) = match call.session {
+        // logs, or that calls an exclusive tool, waits until no other session's call is in
+        // flight on the child.
+        let tool = inner.tools.exclusive(&call.msg);
+        let (mut caller, cause) = match call.session {
             Some(s) => (
                 Caller::session(s, s.binding.caps),
-                s.exclusive().then_some(Arc::as_ptr(s) as usize as u64),
+                if s.exclusive() {
+                    Some(ExclusiveCause::Client)
+                } else {
+                    tool.then_some(ExclusiveCause::Tool)
+                },
             ),
             None => {
                 let caps = ClientCaps::of_meta(&call.msg);
                 // A 2026-07-28-only child asks its clients in-band (MRTR), never with a
-                // server-to-client request: its calls need not run alone.
+                // server-to-client request: its calls need not run alone for that.
                 let in_band = inner
                     .slots
                     .get(index)
                     .is_some_and(|sl| read(&sl.handshake).as_ref().is_some_and(|h| h.modern_only));
-                (
-                    Caller::stateless(caps),
-                    (caps.any() && !in_band)
-                        .then(|| STATELESS_KEY | NEXT_KEY.fetch_add(1, Ordering::Relaxed)),
-                )
+                let cause = if caps.any() && !in_band {
+                    Some(ExclusiveCause::Client)
+                } else {
+                    tool.then_some(ExclusiveCause::Tool)
+                };
+                (Caller::stateless(caps), cause)
             }
         };
+        caller.learn = !tool && method == "tools/call" && inner.tools.learning();
+        let exclusive = cause.map(|c| {
+            if let Some(m) = &inner.metrics {
+                m.exclusive_call(c);
+            }
+            match call.session {
+                Some(s) => Arc::as_ptr(s) as usize as u64,
+                None => STATELESS_KEY | NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            }
+        });
         let slot = inner.slots.get(index).ok_or(Error::UnknownSession)?;
         let ticket = slot.gate.enter(exclusive, call.deadline)?;
         // The child may have died, or been rolled, while the call waited.
@@ -327,6 +348,10 @@ impl Operate for StdioUpstream {
                 }
             })
             .collect()
+    }
+
+    fn exclusive_tools(&self) -> Option<ExclusiveInfo> {
+        Some(self.inner.tools.info())
     }
 
     fn restart(&self, grace: Duration) -> Result<String, Error> {
@@ -432,15 +457,25 @@ impl StdioUpstream {
             .slots
             .get(s.binding.child)
             .ok_or(Error::UnknownSession)?;
-        // Never exclusive: inputs are in-band. Logs carry no request id on stdio, so one
-        // reaches the call only when attribution proves it is the call's (no other session's
-        // call in flight on the child); otherwise it is dropped and counted (`unattributed`).
-        let ticket = slot.gate.enter(None, call.deadline)?;
+        // Inputs are in-band, so exclusive only for an exclusive tool. Logs carry no request
+        // id on stdio, so one reaches the call only when attribution proves it is the call's
+        // (no other session's call in flight on the child); otherwise it is dropped and
+        // counted (`unattributed`).
+        let tool = self.inner.tools.exclusive(&call.msg);
+        let exclusive = tool.then(|| {
+            if let Some(m) = &self.inner.metrics {
+                m.exclusive_call(ExclusiveCause::Tool);
+            }
+            Arc::as_ptr(s) as usize as u64
+        });
+        let ticket = slot.gate.enter(exclusive, call.deadline)?;
         let child = self.session_child(s)?;
         let request = Message::parse(&call.msg.to_vec())?;
         let round = call.deadline.saturating_duration_since(Instant::now());
         let caps = s.binding.caps;
-        let first = call_stream(child.clone(), call, Caller::session(s, caps), Some(ticket))?;
+        let mut caller = Caller::session(s, caps);
+        caller.learn = !tool && call.msg.method() == "tools/call" && self.inner.tools.learning();
+        let first = call_stream(child.clone(), call, caller, Some(ticket))?;
         // Input rounds: the same child, the same session, a round's time each.
         let session = s.clone();
         let recall: modern_upstream::Recall = Box::new(move |msg| {

@@ -17,6 +17,7 @@ use crate::metrics::{DropReason, Metrics};
 use crate::session::{LogLevel, Session};
 use crate::upstream::stdio::attribution::{Caller, Throttle};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Program};
+use crate::upstream::stdio::exclusive::ExclusiveTools;
 use crate::upstream::stdio::gate::Gate;
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::util::{lock, read, write};
@@ -224,6 +225,8 @@ pub(super) struct Inner {
     pub(super) metrics: Option<Arc<Metrics>>,
     /// Warnings about messages nobody provably owns: at most one a second.
     pub(super) unowned: Throttle,
+    /// Tools whose calls are exclusive whoever calls them, configured and learned.
+    pub(super) tools: ExclusiveTools,
 }
 
 impl Inner {
@@ -285,6 +288,12 @@ impl Inner {
                 Event::Dropped(why) => {
                     if let Some(inner) = inner.upgrade() {
                         inner.dropped(why);
+                    }
+                    return;
+                }
+                Event::Observed { params, logged } => {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.tools.observe(&params, logged);
                     }
                     return;
                 }
