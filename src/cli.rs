@@ -221,6 +221,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"5m\")")]
     pub input_timeout: String,
 
+    /// bridged calls one client (its principal, or its IP) may have waiting for its
+    /// inputResponses at once (default 16); beyond, the call is cancelled upstream and 429
+    #[argh(option, default = "16")]
+    pub input_max_per_client: usize,
+
     /// connection slots per HTTP upstream (default 32); a checkout waits at most 2s, then 503
     #[argh(option, default = "32")]
     pub upstream_pool: u32,
@@ -539,6 +544,7 @@ impl ReverseArgs {
         positive("--replay-events", self.replay_events)?;
         positive("--max-subscriptions", self.max_subscriptions)?;
         positive("--stdio-queue", self.stdio_queue)?;
+        positive("--input-max-per-client", self.input_max_per_client)?;
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -707,6 +713,7 @@ impl ReverseArgs {
                 max_subscriptions: self.max_subscriptions,
                 evict_idle,
                 queue: self.stdio_queue,
+                input_timeout,
             }),
         };
         Ok(Config {
@@ -733,6 +740,7 @@ impl ReverseArgs {
                 bridge: BridgeConfig {
                     // A requestState names its instance, so a load balancer routes the retry.
                     instance: instance.id.clone(),
+                    max_per_client: self.input_max_per_client,
                     ..BridgeConfig::new(cache_ttl, input_timeout)
                 },
             },
@@ -1194,6 +1202,7 @@ mod tests {
                 max_subscriptions: 64,
                 evict_idle: Duration::from_secs(60),
                 queue: 32,
+                input_timeout: Duration::from_secs(300),
             })
         );
         assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);

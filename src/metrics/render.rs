@@ -93,7 +93,9 @@ impl Metrics {
             "Requests or connections turned away by a limit: body (--max-body), sessions \
              (--max-sessions), streams (--max-streams), rate (rate limit), connections \
              (--max-connections), session_quota (--max-sessions-per-client), stream_quota \
-             (--max-streams-per-client).",
+             (--max-streams-per-client), input_quota (--input-max-per-client bridged calls \
+             waiting for input), input_pending (the bridge's 256 calls waiting for input), \
+             bridge_sessions (every capable bridge session serves a running call).",
         );
         for why in Rejection::ALL {
             let n = self.rejected[why as usize].load(Relaxed);

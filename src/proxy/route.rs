@@ -154,6 +154,7 @@ impl Proxy {
                 headers,
                 deadline,
                 principal: caller.principal.as_deref(),
+                client: self.gate.client_key(req, caller),
             };
             let reply = self.bridge.serve(&self.upstream, &self.sessions, m)?;
             let out = self.outcome(reply, kind, deadline, None, false, acc)?;

@@ -6,7 +6,9 @@
 //! sessions it concerns as a whole, or a drop with its reason. It never guesses. The shared
 //! upstream's dispatch (`gate.rs`) is what makes the rule deliver: a call whose client could be
 //! asked something runs alone on its child (with its own session's other calls), so whatever the
-//! child says meanwhile is its.
+//! child says meanwhile is its. A bridged call parked while its client is asked for input
+//! (`gate.rs`) stays in flight, and shared calls run beside it: what the child says then is
+//! attributed by the same rule (several sessions: a request is refused, a log dropped).
 //!
 //! The rule, in order:
 //!

@@ -136,6 +136,19 @@ impl MessageStream for ChildStream {
     fn dropped(&mut self) -> u64 {
         self.rx.take_dropped()
     }
+
+    fn park(&mut self) {
+        if let Some(t) = self.ticket.as_mut() {
+            t.park();
+        }
+    }
+
+    fn unpark(&mut self, deadline: Instant) -> Result<(), Error> {
+        match self.ticket.as_mut() {
+            Some(t) => t.unpark(deadline),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for ChildStream {

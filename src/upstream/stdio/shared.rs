@@ -18,6 +18,8 @@
 //!   child's gate (`gate.rs`) only while no other session's call is in flight there, so what
 //!   the child says meanwhile is provably its own. Other requests share the child freely.
 //!   Stateless requests are exclusive when their `_meta` client capabilities declare one.
+//!   A bridged 2026-07-28 call waiting for its client's input is *parked* (`gate.rs`): shared
+//!   requests use its child meanwhile, exclusive ones of other sessions still wait.
 //! * A child that dies fails its calls at once (in [`Child`]); the supervisor thread restarts
 //!   it with exponential backoff (100 ms doubling to 30 s, reset after 60 s healthy). Sessions
 //!   pinned to the dead child get 404 on their next request, so their clients re-initialize.
@@ -72,6 +74,9 @@ pub struct StdioUpstream {
     max_subscriptions: usize,
     /// Held while a new session is placed and counted.
     placing: Mutex<()>,
+    /// `--input-timeout`: a session-era client's time to answer an input round of a
+    /// 2026-07-28-only child (`bridge::modern_upstream`).
+    input_timeout: Duration,
 }
 
 impl StdioUpstream {
@@ -112,6 +117,7 @@ impl StdioUpstream {
             supervisor: Mutex::new(Some(supervisor)),
             max_subscriptions: cfg.max_subscriptions,
             placing: Mutex::new(()),
+            input_timeout: cfg.input_timeout,
         })
     }
 }
@@ -453,7 +459,11 @@ impl StdioUpstream {
             call_stream(child.clone(), call, Caller::session(&session, caps), None)
         });
         Ok(Reply::Stream(Box::new(modern_upstream::Rounds::new(
-            first, recall, request, &s.id,
+            first,
+            recall,
+            request,
+            &s.id,
+            self.input_timeout,
         ))))
     }
 
