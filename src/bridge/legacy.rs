@@ -13,7 +13,8 @@
 //!   is tied to it) but is *parked* ([`Lease::park`]) and not counted: the waiting calls are
 //!   bounded by `crate::bridge::waiting` instead. A retried call always gets its session back,
 //!   so for a while more than `max` may run; surplus idle sessions are closed at the next
-//!   lease.
+//!   lease. An idle session pinned to a stdio child no parked call holds is lent first: a
+//!   capable call is exclusive on a shared child, so it would wait behind the parked one.
 //!
 //! A session the upstream forgot (child restarted, upstream 404) is dropped when a call meets
 //! the loss, and the next call opens a new one.
@@ -55,8 +56,22 @@ struct Counts {
     open: usize,
     /// Leased to a parked call (not counted against `max`).
     parked: usize,
+    /// The stdio children (`Binding::child`) the parked calls' sessions are pinned to, one
+    /// entry per parked call: an idle session elsewhere is lent first, since a shared child
+    /// makes a capable call wait while a parked one holds it.
+    parked_on: Vec<usize>,
     /// The running calls' leases, and when each is free or parked at the latest.
     busy: Vec<(u64, Instant)>,
+}
+
+impl Counts {
+    /// A parked call on `child` goes on or ends.
+    fn unpark(&mut self, child: usize) {
+        self.parked = self.parked.saturating_sub(1);
+        if let Some(i) = self.parked_on.iter().position(|c| *c == child) {
+            self.parked_on.swap_remove(i);
+        }
+    }
 }
 
 /// A session lent to one call; a capable one goes back to the pool when dropped.
@@ -99,6 +114,7 @@ impl Lease {
         if !self.parked {
             let mut c = lock(&pool.counts);
             c.parked += 1;
+            c.parked_on.push(self.session.binding.child);
             c.busy.retain(|(id, _)| *id != self.id);
             self.parked = true;
         }
@@ -111,7 +127,7 @@ impl Lease {
         };
         if self.parked {
             let mut c = lock(&pool.counts);
-            c.parked = c.parked.saturating_sub(1);
+            c.unpark(self.session.binding.child);
             c.busy.push((self.id, deadline));
             self.parked = false;
         }
@@ -126,7 +142,7 @@ impl Drop for Lease {
         {
             let mut c = lock(&pool.counts);
             if self.parked {
-                c.parked = c.parked.saturating_sub(1);
+                c.unpark(self.session.binding.child);
             } else {
                 c.busy.retain(|(id, _)| *id != self.id);
             }
@@ -199,7 +215,17 @@ impl Pool {
         };
         let reused = {
             let mut c = lock(&self.counts);
-            let reused = lock(&self.idle).pop();
+            let reused = {
+                let mut idle = lock(&self.idle);
+                // One pinned to a child no parked call holds, if there is one.
+                let free = idle
+                    .iter()
+                    .rposition(|s| !c.parked_on.contains(&s.binding.child));
+                match free {
+                    Some(i) => Some(idle.swap_remove(i)),
+                    None => idle.pop(),
+                }
+            };
             if reused.is_none() {
                 if c.open - c.parked.min(c.open) >= self.max {
                     let now = Instant::now();

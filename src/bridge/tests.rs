@@ -540,16 +540,24 @@ fn r13_waiting_calls_are_bounded_per_client() {
     assert_eq!(r.ctx.parked(), 3);
 }
 
-/// An upstream that opens sessions and counts the ones closed.
+/// An upstream that opens sessions, pinned to two children in turn, and counts the ones
+/// closed.
 #[derive(Default)]
 struct Opener {
     closed: Mutex<usize>,
+    opened: Mutex<usize>,
 }
 
 impl Upstream for Opener {
     fn initialize(&self, _call: Call<'_>) -> Result<(Binding, Reply), Error> {
         let body = br#"{"jsonrpc":"2.0","id":"shadowcat-bridge","result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"up","version":"1"}}}"#;
-        Ok((Binding::default(), Reply::Message(body.to_vec())))
+        let mut n = self.opened.lock().unwrap();
+        *n += 1;
+        let binding = Binding {
+            child: *n % 2,
+            ..Binding::default()
+        };
+        Ok((binding, Reply::Message(body.to_vec())))
     }
     fn forward(&self, _call: Call<'_>) -> Result<Reply, Error> {
         Ok(Reply::Accepted)
@@ -618,4 +626,29 @@ fn r13_parked_calls_do_not_hold_the_bridge_sessions_bound() {
     let _f = lease().unwrap();
     assert_eq!(*up.closed.lock().unwrap(), 2);
     assert_eq!(pool.counts(), (2, 0));
+}
+
+#[test]
+fn r13_an_idle_session_away_from_parked_calls_is_lent_first() {
+    use super::legacy::Pool;
+    let up = Opener::default();
+    let sessions = Sessions::new(&SessionConfig {
+        max: 100,
+        max_per_client: 100,
+        idle: Duration::from_secs(60),
+        replay: ReplayLimits::default(),
+    });
+    let pool = Pool::new(16);
+    let soon = Instant::now() + Duration::from_secs(7);
+    let lease = || pool.lease(&up, &sessions, true, soon).unwrap();
+    let (mut a, b, c) = (lease(), lease(), lease());
+    let child = |l: &super::legacy::Lease| l.session.binding.child;
+    assert_eq!((child(&a), child(&b), child(&c)), (1, 0, 1));
+    a.park();
+    drop((b, c));
+    // The last one back (on child 1, where `a` is parked) would be next; child 0's goes first.
+    let d = lease();
+    assert_eq!(child(&d), 0);
+    let e = lease();
+    assert_eq!(child(&e), 1, "then any");
 }
