@@ -169,7 +169,14 @@ fn r13_an_abandoned_parked_call_expires_and_is_cancelled_upstream() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(inflight(&p), 0, "the abandoned call was cancelled upstream");
-    // An exclusive (capable) call no longer waits for it.
+    // The next capable call asking for input, let in while the child's messages are not
+    // attributed yet (the cancellation's settling), waits that out: its request reaches it.
+    let next = park(a, 5);
+    assert_eq!(
+        next["inputRequests"]["input-1"]["method"], "sampling/createMessage",
+        "{next}"
+    );
+    // An exclusive (capable) call waits for that parked one, which times out in turn.
     let capable = modern(
         a,
         3,

@@ -253,6 +253,17 @@ impl Upstream for StdioUpstream {
             Some(s) => self.session_child(s)?,
             None => self.stateless_child(index)?,
         };
+        if exclusive.is_some() {
+            // Within SETTLE of a call that ended without its answer (a parked call that timed
+            // out, say) nothing the child says is attributed: an exclusive call's own requests
+            // would be refused. It waits out the rest (250 ms at most), holding its place.
+            let left = child
+                .settle_left()
+                .min(call.deadline.saturating_duration_since(Instant::now()));
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
         if method == "logging/setLevel" {
             return self.set_level(child, call, caller, ticket);
         }
