@@ -270,7 +270,6 @@ impl Pool {
     }
 
     /// Capable sessions: open, and of them leased to parked calls.
-    #[cfg(test)]
     pub fn counts(&self) -> (usize, usize) {
         let c = lock(&self.counts);
         (c.open, c.parked)

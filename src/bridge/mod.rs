@@ -106,6 +106,17 @@ impl Bridge {
         }
     }
 
+    /// Calls waiting for their client's input now (`shadowcat_bridge_waiting_calls`).
+    pub fn waiting(&self) -> usize {
+        self.ctx.parked()
+    }
+
+    /// Capable bridge sessions serving a running call or idle (`shadowcat_bridge_sessions`).
+    pub fn sessions(&self) -> usize {
+        let (open, parked) = self.pool.counts();
+        open.saturating_sub(parked)
+    }
+
     /// Ends the bridge sessions upstream (shutdown).
     pub fn close(&self, upstream: &dyn Upstream) {
         self.pool.close_all(upstream);

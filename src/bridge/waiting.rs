@@ -192,7 +192,6 @@ impl Ctx {
     }
 
     /// Calls waiting for input now.
-    #[cfg(test)]
     pub fn parked(&self) -> usize {
         lock(&self.parked).len()
     }

@@ -479,6 +479,11 @@ pub struct Gauges {
     pub replay_bytes: usize,
     /// Clients (principals or IPs) the rate limiter tracks (0 with no limit configured).
     pub rate_limit_keys: usize,
+    /// Bridged 2026-07-28 calls waiting for their client's `inputResponses`.
+    pub bridge_waiting: usize,
+    /// Capable bridge sessions serving a running call or idle (at most 16 but for retried
+    /// calls; those of waiting calls not counted).
+    pub bridge_sessions: usize,
     /// One entry per stdio child slot (empty for an HTTP upstream: no child families).
     pub children: Vec<ChildInfo>,
     /// The HTTP upstream's r2d2 pool (`None` for a stdio upstream: no pool families).

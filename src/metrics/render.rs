@@ -207,6 +207,20 @@ impl Metrics {
             "Clients (principals or IPs) the rate limiter tracks; at most --rate-limit-keys.",
             g.rate_limit_keys as u64,
         );
+        gauge(
+            w,
+            "shadowcat_bridge_waiting_calls",
+            "Bridged 2026-07-28 calls waiting for their client's inputResponses (parked); at \
+             most 256, --input-max-per-client per client.",
+            g.bridge_waiting as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_bridge_sessions",
+            "Capable bridge sessions serving a running call or idle; at most 16 (those of \
+             calls waiting for input not counted).",
+            g.bridge_sessions as u64,
+        );
 
         counter(
             w,

@@ -72,8 +72,16 @@ fn inflight(p: &shadowcat::Shadowcat) -> u64 {
 
 /// `shadowcat_rejected_total{reason="<reason>"}`.
 fn rejected(addr: SocketAddr, reason: &str) -> u64 {
+    metric(
+        addr,
+        &format!("shadowcat_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// The value of the metric line `name` (with its labels).
+fn metric(addr: SocketAddr, name: &str) -> u64 {
     let text = get(addr, "/metrics", &[]).text();
-    let key = format!("shadowcat_rejected_total{{reason=\"{reason}\"}} ");
+    let key = format!("{name} ");
     text.lines()
         .find_map(|l| l.strip_prefix(key.as_str()))
         .and_then(|n| n.trim().parse().ok())
@@ -96,6 +104,7 @@ fn r13_a_parked_call_lets_plain_calls_use_its_child() {
         parked["inputRequests"][&key]["method"],
         "sampling/createMessage"
     );
+    assert_eq!(metric(a, "shadowcat_bridge_waiting_calls"), 1);
 
     // A session-era client that declared nothing: its calls are shared.
     let mut c = Conn::open(a);
@@ -139,6 +148,7 @@ fn r13_a_parked_call_lets_plain_calls_use_its_child() {
     assert_eq!(v["result"]["resultType"], "complete", "{v}");
     let out = v["result"]["content"][0]["text"].as_str().unwrap_or("");
     assert!(out.contains(SAMPLED), "{v}");
+    assert_eq!(metric(a, "shadowcat_bridge_waiting_calls"), 0);
     // And the child serves everyone again.
     let after = c.post(
         Some(&sid),
