@@ -144,10 +144,20 @@ impl MessageStream for ChildStream {
     }
 
     fn unpark(&mut self, deadline: Instant) -> Result<(), Error> {
-        match self.ticket.as_mut() {
-            Some(t) => t.unpark(deadline),
-            None => Ok(()),
+        let Some(t) = self.ticket.as_mut() else {
+            return Ok(());
+        };
+        t.unpark(deadline)?;
+        // A shared call that ran beside it may have ended without its answer just now: what
+        // the child says within SETTLE is not attributed, so the answers wait that out.
+        let left = self
+            .child
+            .settle_left()
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if !left.is_zero() {
+            std::thread::sleep(left);
         }
+        Ok(())
     }
 }
 
