@@ -34,6 +34,8 @@ pub mod validate;
 pub mod waiting;
 
 #[cfg(test)]
+mod pool_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex};
