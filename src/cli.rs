@@ -234,6 +234,11 @@ pub struct ReverseArgs {
     #[argh(option, default = "String::from(\"5m\")")]
     pub input_timeout: String,
 
+    /// bridged calls one client (its principal, or its IP) may have waiting for its
+    /// inputResponses at once (default 16); beyond, the call is cancelled upstream and 429
+    #[argh(option, default = "16")]
+    pub input_max_per_client: usize,
+
     /// connection slots per HTTP upstream (default 32); a checkout waits at most 2s, then 503
     #[argh(option, default = "32")]
     pub upstream_pool: u32,
@@ -590,6 +595,7 @@ impl ReverseArgs {
                 )));
             }
         };
+        positive("--input-max-per-client", self.input_max_per_client)?;
         let log_json = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -760,6 +766,7 @@ impl ReverseArgs {
                 queue: self.stdio_queue,
                 exclusive_tools,
                 learn_exclusive,
+                input_timeout,
             }),
         };
         let faults = faults::read(self.config.as_deref(), &upstream.name(), self.fault_seed)?;
@@ -787,6 +794,7 @@ impl ReverseArgs {
                 bridge: BridgeConfig {
                     // A requestState names its instance, so a load balancer routes the retry.
                     instance: instance.id.clone(),
+                    max_per_client: self.input_max_per_client,
                     ..BridgeConfig::new(cache_ttl, input_timeout)
                 },
             },
@@ -1254,6 +1262,7 @@ mod tests {
                 queue: 32,
                 exclusive_tools: Vec::new(),
                 learn_exclusive: true,
+                input_timeout: Duration::from_secs(300),
             })
         );
         assert_eq!(c.sessions.replay.budget, 256 * 1024 * 1024);

@@ -223,6 +223,10 @@ pub struct BridgeConfig {
     pub max_pending: usize,
     /// Bytes of input requests held for waiting calls, in all. Default 16 MiB.
     pub max_pending_bytes: usize,
+    /// `--input-max-per-client`: calls one client (its principal, or its IP) may have
+    /// waiting for input at once. Default 16.
+    #[serde(rename = "inputMaxPerClient")]
+    pub max_per_client: usize,
 }
 
 impl BridgeConfig {
@@ -234,6 +238,7 @@ impl BridgeConfig {
             instance: random_instance(),
             max_pending: 256,
             max_pending_bytes: 16 << 20,
+            max_per_client: 16,
         }
     }
 }
@@ -377,6 +382,10 @@ pub struct StdioUpstreamConfig {
     /// child become exclusive too (`exclusive.rs`). Default on.
     #[serde(rename = "stdioLearnExclusive")]
     pub learn_exclusive: bool,
+    /// `--input-timeout` (shown with the bridge): how long a session-era client has to answer
+    /// the requests a 2026-07-28-only child's input round became (`bridge::modern_upstream`).
+    #[serde(skip)]
+    pub input_timeout: Duration,
 }
 
 /// How sessions use stdio children.

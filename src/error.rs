@@ -151,6 +151,29 @@ pub enum Error {
         /// deadline, or the idle expiry of the session a GET follows (at least 1).
         retry_after: u64,
     },
+    /// The client (its principal, or its IP) already has `--input-max-per-client` bridged
+    /// calls waiting for its `inputResponses` (`crate::bridge`): 429; the call that would have
+    /// been one more is cancelled upstream.
+    InputQuota {
+        /// The quota in force.
+        limit: usize,
+        /// Whole seconds until the first of the client's waiting calls times out (at least 1).
+        retry_after: u64,
+    },
+    /// The bridge holds as many calls waiting for input as it keeps (256, or 16 MiB of their
+    /// input requests): 503; the call is cancelled upstream.
+    InputPending {
+        /// Whole seconds until the first waiting call times out (at least 1).
+        retry_after: u64,
+    },
+    /// Every capable bridge session (`crate::bridge::legacy`) serves a running call: 503.
+    BridgeSessions {
+        /// How many there are.
+        limit: usize,
+        /// Whole seconds until the first running call's round deadline, by which its session
+        /// is free or parked (at least 1).
+        retry_after: u64,
+    },
     /// `--max-streams` streams are open.
     TooManyStreams,
     /// No upstream connection slot became free within the checkout timeout.
@@ -251,6 +274,7 @@ impl Error {
             | Error::RateLimited { .. }
             | Error::SessionQuota { .. }
             | Error::StreamQuota { .. }
+            | Error::InputQuota { .. }
             | Error::MissingSession
             | Error::UnknownSession
             | Error::UnsupportedVersion(_)
@@ -277,6 +301,8 @@ impl Error {
             | Error::Timeout => Source::Upstream,
             Error::TooManySessions { .. }
             | Error::TooManyStreams
+            | Error::InputPending { .. }
+            | Error::BridgeSessions { .. }
             | Error::Draining
             | Error::LimitsStoreDown
             | Error::Http { .. }
@@ -300,9 +326,10 @@ impl Error {
                 ..
             } => 403,
             Error::Auth { .. } => 401,
-            Error::RateLimited { .. } | Error::SessionQuota { .. } | Error::StreamQuota { .. } => {
-                429
-            }
+            Error::RateLimited { .. }
+            | Error::SessionQuota { .. }
+            | Error::StreamQuota { .. }
+            | Error::InputQuota { .. } => 429,
             Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::RepeatedHeader(_)
@@ -319,6 +346,7 @@ impl Error {
             | Error::UnknownMethod(_) => 404,
             Error::MethodNotAllowed => 405,
             Error::TooManySessions { .. } | Error::TooManyStreams | Error::UpstreamBusy => 503,
+            Error::InputPending { .. } | Error::BridgeSessions { .. } => 503,
             Error::Unavailable(_) | Error::Draining | Error::LimitsStoreDown => 503,
             Error::UpstreamUnreachable { .. } | Error::UpstreamProtocol(_) => 502,
             Error::UpstreamStatus { status, .. } if *status >= 500 => 502,
@@ -358,6 +386,7 @@ impl Error {
             | Error::RateLimited { .. }
             | Error::SessionQuota { .. }
             | Error::StreamQuota { .. }
+            | Error::InputQuota { .. }
             | Error::MissingSession
             | Error::UnsupportedVersion(_)
             | Error::RepeatedHeader(_)
@@ -400,7 +429,10 @@ impl Error {
             Error::RateLimited { retry_after, .. }
             | Error::TooManySessions { retry_after }
             | Error::SessionQuota { retry_after, .. }
-            | Error::StreamQuota { retry_after, .. } => {
+            | Error::StreamQuota { retry_after, .. }
+            | Error::InputQuota { retry_after, .. }
+            | Error::InputPending { retry_after }
+            | Error::BridgeSessions { retry_after, .. } => {
                 Some(u32::try_from(*retry_after).unwrap_or(u32::MAX).max(1))
             }
             _ => None,
@@ -419,6 +451,9 @@ impl Error {
             Error::TooManySessions { .. } => Count::Rejected(Rejection::Sessions),
             Error::SessionQuota { .. } => Count::Rejected(Rejection::SessionQuota),
             Error::StreamQuota { .. } => Count::Rejected(Rejection::StreamQuota),
+            Error::InputQuota { .. } => Count::Rejected(Rejection::InputQuota),
+            Error::InputPending { .. } => Count::Rejected(Rejection::InputPending),
+            Error::BridgeSessions { .. } => Count::Rejected(Rejection::BridgeSessions),
             Error::TooManyStreams => Count::Rejected(Rejection::Streams),
             Error::Auth { .. } => Count::Rejected(Rejection::Auth),
             Error::RateLimited { .. } => Count::Rejected(Rejection::Rate),
@@ -499,6 +534,20 @@ impl fmt::Display for Error {
                 "too many open streams for this client: {limit} (--max-streams-per-client); \
                  retry in {retry_after}s"
             ),
+            Error::InputQuota { limit, retry_after } => write!(
+                f,
+                "too many calls of this client wait for its inputResponses: {limit} \
+                 (--input-max-per-client); answer or abandon one, or retry in {retry_after}s"
+            ),
+            Error::InputPending { retry_after } => write!(
+                f,
+                "too many bridged calls wait for their clients' inputResponses; retry in \
+                 {retry_after}s"
+            ),
+            Error::BridgeSessions { limit, retry_after } => write!(
+                f,
+                "all {limit} bridge sessions serve running calls; retry in {retry_after}s"
+            ),
             Error::TooManyStreams => write!(f, "too many open streams"),
             Error::UpstreamBusy => write!(f, "upstream busy: no connection free"),
             Error::UpstreamUnreachable { upstream, source } => {
@@ -565,6 +614,27 @@ mod tests {
             retry_after: 3,
         };
         assert_eq!((limited.status(), limited.retry_after()), (429, Some(3)));
+        // The bridge's bounds: per client like the other quotas, in all like the other rooms.
+        let quota = Error::InputQuota {
+            limit: 16,
+            retry_after: 0,
+        }
+        .answer();
+        assert_eq!((quota.status, quota.code), (429, -32600));
+        assert_eq!(quota.headers, vec![("retry-after", "1".to_string())]);
+        assert_eq!(quota.count, Some(Count::Rejected(Rejection::InputQuota)));
+        let full = Error::InputPending { retry_after: 42 }.answer();
+        assert_eq!((full.status, full.code), (503, -32603));
+        assert_eq!(full.headers, vec![("retry-after", "42".to_string())]);
+        let sessions = Error::BridgeSessions {
+            limit: 16,
+            retry_after: 9,
+        };
+        assert_eq!(
+            sessions.answer().count,
+            Some(Count::Rejected(Rejection::BridgeSessions))
+        );
+        assert_eq!(sessions.source(), Source::Internal);
         assert_eq!(
             Error::ChildExited("demo#0".into()).to_string(),
             "upstream process demo#0 exited"

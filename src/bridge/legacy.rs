@@ -6,12 +6,20 @@
 //!   can be asked nothing: the upstream cannot send it server-to-client requests;
 //! * **capable** sessions declaring sampling, elicitation (form and URL) and roots, each leased
 //!   to one call at a time, so a server-to-client request the upstream makes belongs to
-//!   exactly that call. At most `max` are open; idle ones are kept for reuse.
+//!   exactly that call. At most `max` serve calls that are not waiting for input (idle ones,
+//!   kept for reuse, included); beyond, a new call is refused (503, `Retry-After`: the seconds
+//!   until the first running call's round deadline, by which its session is free or parked).
+//!   A call waiting for its client's input keeps its session (the upstream's pending request
+//!   is tied to it) but is *parked* ([`Lease::park`]) and not counted: the waiting calls are
+//!   bounded by `crate::bridge::waiting` instead. A retried call always gets its session back,
+//!   so for a while more than `max` may run; surplus idle sessions are closed at the next
+//!   lease. An idle session pinned to a stdio child no parked call holds is lent first: a
+//!   capable call is exclusive on a shared child, so it would wait behind the parked one.
 //!
 //! A session the upstream forgot (child restarted, upstream 404) is dropped when a call meets
 //! the loss, and the next call opens a new one.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -33,10 +41,37 @@ pub struct Hello {
 pub struct Pool {
     plain: Mutex<Option<Arc<Session>>>,
     idle: Mutex<Vec<Arc<Session>>>,
-    open: AtomicUsize,
+    /// Locked before `idle` when both are.
+    counts: Mutex<Counts>,
+    next: AtomicU64,
     max: usize,
     hello: Mutex<Option<Arc<Hello>>>,
     me: Weak<Pool>,
+}
+
+/// The capable sessions, counted.
+#[derive(Default)]
+struct Counts {
+    /// Open: idle, leased to a running call, or to a parked one.
+    open: usize,
+    /// Leased to a parked call (not counted against `max`).
+    parked: usize,
+    /// The stdio children (`Binding::child`) the parked calls' sessions are pinned to, one
+    /// entry per parked call: an idle session elsewhere is lent first, since a shared child
+    /// makes a capable call wait while a parked one holds it.
+    parked_on: Vec<usize>,
+    /// The running calls' leases, and when each is free or parked at the latest.
+    busy: Vec<(u64, Instant)>,
+}
+
+impl Counts {
+    /// A parked call on `child` goes on or ends.
+    fn unpark(&mut self, child: usize) {
+        self.parked = self.parked.saturating_sub(1);
+        if let Some(i) = self.parked_on.iter().position(|c| *c == child) {
+            self.parked_on.swap_remove(i);
+        }
+    }
 }
 
 /// A session lent to one call; a capable one goes back to the pool when dropped.
@@ -47,16 +82,54 @@ pub struct Lease {
     pool: Option<Weak<Pool>>,
     /// The upstream lost it: do not reuse.
     pub lost: bool,
+    /// Its number in the pool's `busy` list.
+    id: u64,
+    /// Its call waits for input: not counted against the pool's `max`.
+    parked: bool,
 }
 
 impl Lease {
     /// A lease of `session` outside any pool (tests).
     #[cfg(test)]
     pub fn detached(session: Arc<Session>) -> Lease {
+        Lease::plain(session)
+    }
+
+    fn plain(session: Arc<Session>) -> Lease {
         Lease {
             session,
             pool: None,
             lost: false,
+            id: 0,
+            parked: false,
+        }
+    }
+
+    /// Its call waits for its client's input: the session stays lent, but no longer counts
+    /// against the pool's bound of running calls.
+    pub fn park(&mut self) {
+        let Some(pool) = self.pool.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        if !self.parked {
+            let mut c = lock(&pool.counts);
+            c.parked += 1;
+            c.parked_on.push(self.session.binding.child);
+            c.busy.retain(|(id, _)| *id != self.id);
+            self.parked = true;
+        }
+    }
+
+    /// Its call goes on (a verified retry), free or parked again by `deadline` at the latest.
+    pub fn unpark(&mut self, deadline: Instant) {
+        let Some(pool) = self.pool.as_ref().and_then(Weak::upgrade) else {
+            return;
+        };
+        if self.parked {
+            let mut c = lock(&pool.counts);
+            c.unpark(self.session.binding.child);
+            c.busy.push((self.id, deadline));
+            self.parked = false;
         }
     }
 }
@@ -66,11 +139,19 @@ impl Drop for Lease {
         let Some(pool) = self.pool.as_ref().and_then(Weak::upgrade) else {
             return;
         };
-        if self.lost {
-            pool.open.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            lock(&pool.idle).push(self.session.clone());
+        {
+            let mut c = lock(&pool.counts);
+            if self.parked {
+                c.unpark(self.session.binding.child);
+            } else {
+                c.busy.retain(|(id, _)| *id != self.id);
+            }
+            if self.lost {
+                c.open = c.open.saturating_sub(1);
+                return;
+            }
         }
+        lock(&pool.idle).push(self.session.clone());
     }
 }
 
@@ -80,7 +161,8 @@ impl Pool {
         Arc::new_cyclic(|me| Pool {
             plain: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
-            open: AtomicUsize::new(0),
+            counts: Mutex::default(),
+            next: AtomicU64::new(1),
             max,
             hello: Mutex::new(None),
             me: me.clone(),
@@ -114,49 +196,83 @@ impl Pool {
     ) -> Result<Lease, Error> {
         if !capable {
             if let Some(s) = lock(&self.plain).clone() {
-                return Ok(Lease {
-                    session: s,
-                    pool: None,
-                    lost: false,
-                });
+                return Ok(Lease::plain(s));
             }
             let s = self.open(upstream, sessions, false, deadline)?;
             *lock(&self.plain) = Some(s.clone());
-            return Ok(Lease {
-                session: s,
-                pool: None,
-                lost: false,
-            });
+            return Ok(Lease::plain(s));
         }
-        if let Some(s) = lock(&self.idle).pop() {
-            return Ok(Lease {
-                session: s,
-                pool: Some(self.me.clone()),
-                lost: false,
-            });
+        for s in self.surplus() {
+            upstream.close(&s);
         }
-        if self
-            .open
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .is_err()
-        {
-            return Err(Error::Unavailable(
-                "every bridge session is waiting for a client's input".into(),
-            ));
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let lease = |session| Lease {
+            session,
+            pool: Some(self.me.clone()),
+            lost: false,
+            id,
+            parked: false,
+        };
+        let reused = {
+            let mut c = lock(&self.counts);
+            let reused = {
+                let mut idle = lock(&self.idle);
+                // One pinned to a child no parked call holds, if there is one.
+                let free = idle
+                    .iter()
+                    .rposition(|s| !c.parked_on.contains(&s.binding.child));
+                match free {
+                    Some(i) => Some(idle.swap_remove(i)),
+                    None => idle.pop(),
+                }
+            };
+            if reused.is_none() {
+                if c.open - c.parked.min(c.open) >= self.max {
+                    let now = Instant::now();
+                    let first = c.busy.iter().map(|(_, t)| *t).min().unwrap_or(now);
+                    let wait = first.saturating_duration_since(now);
+                    return Err(Error::BridgeSessions {
+                        limit: self.max,
+                        retry_after: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                    });
+                }
+                c.open += 1;
+            }
+            c.busy.push((id, deadline));
+            reused
+        };
+        if let Some(s) = reused {
+            return Ok(lease(s));
         }
         match self.open(upstream, sessions, true, deadline) {
-            Ok(s) => Ok(Lease {
-                session: s,
-                pool: Some(self.me.clone()),
-                lost: false,
-            }),
+            Ok(s) => Ok(lease(s)),
             Err(e) => {
-                self.open.fetch_sub(1, Ordering::Relaxed);
+                let mut c = lock(&self.counts);
+                c.open = c.open.saturating_sub(1);
+                c.busy.retain(|(i, _)| *i != id);
                 Err(e)
             }
         }
+    }
+
+    /// Idle capable sessions beyond `max` running or idle ones (retried calls took their
+    /// parked sessions back meanwhile): taken out of the pool, for the caller to close.
+    fn surplus(&self) -> Vec<Arc<Session>> {
+        let mut c = lock(&self.counts);
+        let mut idle = lock(&self.idle);
+        let mut out = Vec::new();
+        while c.open - c.parked.min(c.open) > self.max {
+            let Some(s) = idle.pop() else { break };
+            c.open -= 1;
+            out.push(s);
+        }
+        out
+    }
+
+    /// Capable sessions: open, and of them leased to parked calls.
+    pub fn counts(&self) -> (usize, usize) {
+        let c = lock(&self.counts);
+        (c.open, c.parked)
     }
 
     /// Forgets `lease`'s session: the upstream lost it.

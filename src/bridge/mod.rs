@@ -34,6 +34,8 @@ pub mod validate;
 pub mod waiting;
 
 #[cfg(test)]
+mod pool_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::{Arc, Mutex};
@@ -73,6 +75,16 @@ pub struct Modern<'a> {
     pub deadline: Instant,
     /// The authenticated principal, if any.
     pub principal: Option<&'a str>,
+    /// The client as quotas count it (`principal:…` or `ip:…`): `--input-max-per-client`.
+    pub client: String,
+}
+
+/// Who asks, and by when: what a bridged request needs of its [`Modern`] beside the message.
+struct Who<'a> {
+    declared: Declared,
+    deadline: Instant,
+    principal: Option<&'a str>,
+    client: String,
 }
 
 /// The bridge.
@@ -96,6 +108,17 @@ impl Bridge {
         }
     }
 
+    /// Calls waiting for their client's input now (`shadowcat_bridge_waiting_calls`).
+    pub fn waiting(&self) -> usize {
+        self.ctx.parked()
+    }
+
+    /// Capable bridge sessions serving a running call or idle (`shadowcat_bridge_sessions`).
+    pub fn sessions(&self) -> usize {
+        let (open, parked) = self.pool.counts();
+        open.saturating_sub(parked)
+    }
+
     /// Ends the bridge sessions upstream (shutdown).
     pub fn close(&self, upstream: &dyn Upstream) {
         self.pool.close_all(upstream);
@@ -108,13 +131,28 @@ impl Bridge {
         sessions: &Sessions,
         m: Modern<'_>,
     ) -> Result<Reply, Error> {
+        let Modern {
+            msg,
+            body,
+            declared,
+            headers,
+            deadline,
+            principal,
+            client,
+        } = m;
+        let who = Who {
+            declared,
+            deadline,
+            principal,
+            client,
+        };
         let legacy = lock(&self.legacy_until).is_some_and(|t| Instant::now() < t);
         if !legacy {
             let call = Call {
-                msg: m.msg,
+                msg,
                 session: None,
-                deadline: m.deadline,
-                headers: m.headers,
+                deadline,
+                headers,
             };
             let listen = call.msg.method() == "subscriptions/listen";
             match upstream.forward(call) {
@@ -122,34 +160,20 @@ impl Bridge {
                 Ok(Reply::Relay { status, body, .. }) if legacy_refusal(status, &body) => {}
                 // An upstream that speaks 2026-07-28 but does not serve subscriptions/listen
                 // (-32601): the proxy serves it over a bridge session.
-                Ok(reply) if listen => match first_not_found(reply, m.deadline)? {
+                Ok(reply) if listen => match first_not_found(reply, deadline)? {
                     Some(reply) => return Ok(reply),
                     None => {
-                        let msg = Message::parse(m.body)?;
-                        return self.bridged(
-                            upstream,
-                            sessions,
-                            msg,
-                            m.declared,
-                            m.deadline,
-                            m.principal,
-                        );
+                        let msg = Message::parse(body)?;
+                        return self.bridged(upstream, sessions, msg, &who);
                     }
                 },
                 other => return other,
             }
             *lock(&self.legacy_until) = Some(Instant::now() + LEGACY_FOR);
-            let msg = Message::parse(m.body)?;
-            return self.bridged(upstream, sessions, msg, m.declared, m.deadline, m.principal);
+            let msg = Message::parse(body)?;
+            return self.bridged(upstream, sessions, msg, &who);
         }
-        self.bridged(
-            upstream,
-            sessions,
-            m.msg,
-            m.declared,
-            m.deadline,
-            m.principal,
-        )
+        self.bridged(upstream, sessions, msg, &who)
     }
 
     /// Serves a 2026-07-28 request over a session-era upstream.
@@ -158,10 +182,9 @@ impl Bridge {
         upstream: &Arc<dyn Upstream>,
         sessions: &Sessions,
         msg: Message,
-        declared: Declared,
-        deadline: Instant,
-        principal: Option<&str>,
+        who: &Who<'_>,
     ) -> Result<Reply, Error> {
+        let (declared, deadline) = (who.declared, who.deadline);
         if msg.kind()? != Kind::Request {
             // Nothing to carry it to: a session-era notification has no 2026-07-28 meaning
             // outside a call (cancellation is closing the call's stream).
@@ -218,8 +241,9 @@ impl Bridge {
         let responses = params.remove("inputResponses");
         let target = msg.target_name().unwrap_or_default();
         let call = mrtr::CallInfo {
+            client: who.client.clone(),
             method: method.clone(),
-            principal: state::digest(&[principal.unwrap_or("")]),
+            principal: state::digest(&[who.principal.unwrap_or("")]),
             request: state::digest(&[&method, &target]),
             caps: declared.caps,
             log_level: declared.log_level,

@@ -115,8 +115,6 @@ pub fn with_meta(msg: &Message, meta: &Value, level: Option<LogLevel>) -> Result
     Message::parse(body.as_bytes())
 }
 
-/// How long the client has to answer a round's server-to-client requests.
-pub const INPUT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Rounds one call may take.
 const MAX_ROUNDS: u32 = 8;
 /// Server-to-client requests waiting for their answer, process-wide (beyond: the call fails).
@@ -158,6 +156,8 @@ pub struct Rounds {
     outbox: VecDeque<Item>,
     waiting: Option<Waiting>,
     rounds: u32,
+    /// `--input-timeout`: how long the client has to answer a round's requests.
+    input_timeout: Duration,
 }
 
 /// A round in progress: the client's answers being collected.
@@ -171,9 +171,17 @@ struct Waiting {
 }
 
 impl Rounds {
-    /// Wraps the first answer of `request` (sent upstream in session `session`).
-    pub fn new(first: Reply, recall: Recall, request: Message, session: &str) -> Rounds {
+    /// Wraps the first answer of `request` (sent upstream in session `session`); the client
+    /// has `input_timeout` to answer each round (`--input-timeout`).
+    pub fn new(
+        first: Reply,
+        recall: Recall,
+        request: Message,
+        session: &str,
+        input_timeout: Duration,
+    ) -> Rounds {
         Rounds {
+            input_timeout,
             current: stream_of(first),
             recall,
             request,
@@ -204,7 +212,7 @@ impl Rounds {
             ids: Vec::new(),
             answers: Map::new(),
             state: result.get("requestState").cloned(),
-            until: Instant::now() + INPUT_TIMEOUT,
+            until: Instant::now() + self.input_timeout,
         };
         let mut table = lock(&WAITING);
         for (key, input) in inputs {

@@ -9,6 +9,13 @@
 //! retry carrying `inputResponses` takes the call back out, answers the upstream's requests
 //! and goes on reading the same upstream stream. A parked call nobody takes back within
 //! `--input-timeout` is dropped, which cancels it upstream ([`Running`]'s drop).
+//!
+//! While parked, the call lets go of what it held upstream ([`Running::park`]): over a shared
+//! stdio child, other sessions' shared calls use the child meanwhile (its own input requests
+//! were collected before it parked; what the child says while both are in flight is attributed
+//! by the usual rule, never guessed), and its bridge session stops counting against the bound
+//! of running bridged calls. The retry takes both back ([`Running::unpark`]) before the input
+//! responses go upstream, so what the child says once answered is provably the call's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -167,9 +174,10 @@ impl Bridged {
     /// Parks the call and gives the client its `InputRequiredResult`.
     fn park(&mut self) -> Result<Vec<u8>, Error> {
         self.done = true;
-        let Some(run) = self.run.take() else {
+        let Some(mut run) = self.run.take() else {
             return Err(Error::Internal("bridged call parked twice".into()));
         };
+        run.park();
         let asks = std::mem::take(&mut self.asks);
         let mut requests = Map::new();
         for a in &asks {
@@ -300,10 +308,12 @@ pub fn resume(
             ));
         }
     };
-    let parked = ctx
+    let mut parked = ctx
         .take(s.token)
         .ok_or_else(|| Error::InvalidParams("requestState is unknown, used or timed out".into()))?;
     let deadline = Instant::now() + request_timeout;
+    // The child back before it hears the answers: what it says next is the call's.
+    parked.run.unpark(deadline)?;
     let mut missing = Vec::new();
     for ask in parked.asks {
         match responses.and_then(|r| r.get(&ask.key)) {

@@ -1,6 +1,8 @@
 //! The MRTR machinery against a scripted session-era upstream: several input requests at
 //! once, several rounds, a missing answer asked again, log filtering, cancellation of an
-//! abandoned call, and the bound on waiting calls.
+//! abandoned call, the bounds on waiting calls (in all and per client), parking (the call lets
+//! go of its upstream while it waits, and takes it back before its answers go up). The bridge
+//! sessions' pool is tested in `pool_tests.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,11 +21,15 @@ use crate::session::{Binding, ClientCaps, LogLevel, Session, Sessions};
 use crate::stream::ReplayLimits;
 use crate::upstream::{Call, Item, MessageStream, Operate, Poll, Reply, Upstream};
 
-/// Records what the bridge sends upstream.
+/// Records what the bridge sends upstream, and (in `order`) when, beside parking.
 #[derive(Default)]
 struct Script {
     sent: Mutex<Vec<Value>>,
+    order: Order,
 }
+
+/// What happened, in order: `park`, `unpark`, `send`.
+type Order = Arc<Mutex<Vec<&'static str>>>;
 
 impl Upstream for Script {
     fn initialize(&self, _call: Call<'_>) -> Result<(Binding, Reply), Error> {
@@ -32,6 +38,7 @@ impl Upstream for Script {
     fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
         let v = serde_json::to_value(&call.msg).map_err(|e| Error::Internal(e.to_string()))?;
         self.sent.lock().unwrap().push(v);
+        self.order.lock().unwrap().push("send");
         Ok(Reply::Accepted)
     }
     fn close(&self, _session: &Session) {}
@@ -54,7 +61,7 @@ impl Operate for Script {
 }
 
 /// The upstream's side of one call: items the test pushes.
-struct Fake(Receiver<Item>);
+struct Fake(Receiver<Item>, Order);
 
 impl MessageStream for Fake {
     fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
@@ -63,6 +70,15 @@ impl MessageStream for Fake {
             Err(RecvTimeoutError::Timeout) => Ok(Poll::Idle),
             Err(RecvTimeoutError::Disconnected) => Ok(Poll::End),
         }
+    }
+
+    fn park(&mut self) {
+        self.1.lock().unwrap().push("park");
+    }
+
+    fn unpark(&mut self, _deadline: Instant) -> Result<(), Error> {
+        self.1.lock().unwrap().push("unpark");
+        Ok(())
     }
 }
 
@@ -94,7 +110,7 @@ fn rig(max_pending: usize, log_level: Option<LogLevel>) -> (Rig, Bridged) {
     let script = Arc::new(Script::default());
     let (tx, rx) = unbounded();
     let run = Running {
-        stream: Box::new(Fake(rx)),
+        stream: Box::new(Fake(rx, script.order.clone())),
         lease: Lease::detached(session()),
         upstream: script.clone(),
         id: "\"shadowcat-b1\"".into(),
@@ -102,6 +118,7 @@ fn rig(max_pending: usize, log_level: Option<LogLevel>) -> (Rig, Bridged) {
         finished: false,
     };
     let call = CallInfo {
+        client: "ip:127.0.0.1".into(),
         method: "tools/call".into(),
         principal: digest(&[""]),
         request: digest(&["tools/call", "t"]),
@@ -312,7 +329,7 @@ fn an_abandoned_call_is_cancelled_and_waiting_calls_are_bounded() {
     // A second call on the same context, over the bound: refused, and cancelled upstream.
     let (tx, rx) = unbounded();
     let run2 = Running {
-        stream: Box::new(Fake(rx)),
+        stream: Box::new(Fake(rx, r1.script.order.clone())),
         lease: Lease::detached(session()),
         upstream: r1.script.clone(),
         id: "\"shadowcat-b2\"".into(),
@@ -329,7 +346,10 @@ fn an_abandoned_call_is_cancelled_and_waiting_calls_are_bounded() {
     );
     push(&tx, ask("s3", "sampling/createMessage"));
     let e = next(&mut over).unwrap_err();
-    assert!(matches!(e, Error::Unavailable(_)), "{e}");
+    assert!(matches!(e, Error::InputPending { .. }), "{e}");
+    assert_eq!(e.status(), 503);
+    // Its Retry-After is the first waiting call's timeout (5 min by default), not a guess.
+    assert!(e.retry_after().is_some_and(|s| s > 290), "{e}");
     let sent = r1.script.sent.lock().unwrap();
     assert!(
         sent.iter()
@@ -433,4 +453,89 @@ fn bridged_call_cost() {
         us(best),
         us(parse)
     );
+}
+
+/// A second call on `r`'s context for `client`, asking for sampling; polled to its answer.
+fn park_another(r: &Rig, client: &str, n: u64) -> Result<Option<Value>, Error> {
+    let (tx, rx) = unbounded();
+    let run = Running {
+        stream: Box::new(Fake(rx, r.script.order.clone())),
+        lease: Lease::detached(session()),
+        upstream: r.script.clone(),
+        id: format!("\"shadowcat-b{n}\""),
+        version: "2025-11-25",
+        finished: false,
+    };
+    let call = CallInfo {
+        client: client.to_owned(),
+        ..r.call.clone()
+    };
+    let mut b = Bridged::new(
+        r.ctx.clone(),
+        run,
+        call,
+        id(&n.to_string()),
+        Vec::new(),
+        Instant::now() + Duration::from_secs(10),
+    );
+    push(&tx, ask(&format!("s{n}"), "sampling/createMessage"));
+    next(&mut b)
+}
+
+#[test]
+fn r13_a_parked_call_lets_go_and_takes_back_before_answering() {
+    let (r, mut b) = rig(8, None);
+    push(&r.tx, ask("s1", "sampling/createMessage"));
+    let first = next(&mut b).unwrap().unwrap();
+    assert_eq!(first["result"]["resultType"], "input_required");
+    assert_eq!(*r.script.order.lock().unwrap(), ["park"]);
+    let state = first["result"]["requestState"].as_str().unwrap().to_owned();
+    let answers = json!({"input-1":{"role":"assistant"}});
+    let _b = resume(
+        &r.ctx,
+        &state,
+        Some(&answers),
+        r.call.clone(),
+        id("2"),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    // The child is taken back before it hears the answer.
+    assert_eq!(*r.script.order.lock().unwrap(), ["park", "unpark", "send"]);
+}
+
+#[test]
+fn r13_waiting_calls_are_bounded_per_client() {
+    let cfg = BridgeConfig {
+        max_per_client: 2,
+        ..BridgeConfig::default()
+    };
+    let (mut r, _b) = rig(8, None);
+    r.ctx = Ctx::new(&cfg);
+    for n in 1..=2 {
+        let v = park_another(&r, "ip:10.0.0.1", n).unwrap().unwrap();
+        assert_eq!(v["result"]["resultType"], "input_required", "{v}");
+    }
+    let e = park_another(&r, "ip:10.0.0.1", 3).unwrap_err();
+    assert!(
+        matches!(e, Error::InputQuota { limit: 2, .. }),
+        "the third of one client: {e}"
+    );
+    let a = e.answer();
+    assert_eq!((a.status, a.code), (429, -32600));
+    assert!(e.to_string().contains("--input-max-per-client"), "{e}");
+    assert!(e.retry_after().is_some_and(|s| s > 290), "{e}");
+    assert!(
+        r.script
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|m| m["params"]["requestId"] == "shadowcat-b3"),
+        "the refused call is cancelled upstream"
+    );
+    // Another client is not held up by the first one's waiting calls.
+    let v = park_another(&r, "ip:10.0.0.2", 4).unwrap().unwrap();
+    assert_eq!(v["result"]["resultType"], "input_required", "{v}");
+    assert_eq!(r.ctx.parked(), 3);
 }

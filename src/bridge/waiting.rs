@@ -1,7 +1,9 @@
 //! A bridged call's upstream side ([`Running`]) and the calls waiting for their client's
 //! input ([`Ctx`]): parked by [`super::mrtr`], taken
 //! back by a verified retry, swept (and so cancelled upstream) once `--input-timeout` passes,
-//! bounded in count (`max_pending`) and bytes (`max_pending_bytes`).
+//! bounded in count (`max_pending`) and bytes (`max_pending_bytes`), 503 beyond, and per client
+//! (`--input-max-per-client`, its principal or IP), 429 beyond; both with a `Retry-After` of
+//! the seconds until the first of the calls that fill the bound times out.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,6 +71,8 @@ impl Drop for Running {
 /// What a bridged call is, beside its stream.
 #[derive(Clone, Debug)]
 pub struct CallInfo {
+    /// The client as quotas count it (`principal:…` or `ip:…`).
+    pub client: String,
     /// The method.
     pub method: String,
     /// Digest of the principal.
@@ -121,6 +125,22 @@ pub struct Parked {
     pub bytes: usize,
 }
 
+impl Running {
+    /// The call waits for its client's input: what it held upstream (a shared stdio child, a
+    /// bridge session's place among the running ones) is let go as far as attribution allows.
+    pub fn park(&mut self) {
+        self.stream.park();
+        self.lease.park();
+    }
+
+    /// The retried call takes back what it let go, before its answers go upstream; the next
+    /// round ends by `deadline`.
+    pub fn unpark(&mut self, deadline: Instant) -> Result<(), Error> {
+        self.lease.unpark(deadline);
+        self.stream.unpark(deadline)
+    }
+}
+
 impl Ctx {
     /// A context with a fresh random key.
     pub fn new(cfg: &BridgeConfig) -> Arc<Ctx> {
@@ -171,6 +191,11 @@ impl Ctx {
         }
     }
 
+    /// Calls waiting for input now.
+    pub fn parked(&self) -> usize {
+        lock(&self.parked).len()
+    }
+
     /// Takes a parked call back for its retry.
     pub fn take(&self, token: u128) -> Option<Parked> {
         let p = lock(&self.parked).remove(&token)?;
@@ -178,15 +203,32 @@ impl Ctx {
         Some(p)
     }
 
-    /// Parks a call; refused (and so cancelled) over the count or byte bound.
+    /// Parks a call; refused (and so cancelled) over the count or byte bound (503), or over
+    /// its client's bound (429).
     pub fn park(&self, p: Parked) -> Result<u128, Error> {
-        self.sweep(Instant::now());
+        let now = Instant::now();
+        self.sweep(now);
         let mut m = lock(&self.parked);
         let bytes = self.bytes.load(Ordering::Relaxed);
+        // Seconds until the first of `calls` times out (at least 1).
+        let wait = |calls: &mut dyn Iterator<Item = &Parked>| {
+            let first = calls.map(|p| p.expires).min().unwrap_or(now);
+            let d = first.saturating_duration_since(now);
+            (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+        };
+        let limit = self.cfg.max_per_client;
+        let mine = m
+            .values()
+            .filter(|q| q.call.client == p.call.client)
+            .count();
+        if mine >= limit {
+            let retry_after = wait(&mut m.values().filter(|q| q.call.client == p.call.client));
+            return Err(Error::InputQuota { limit, retry_after });
+        }
         if m.len() >= self.cfg.max_pending || bytes + p.bytes > self.cfg.max_pending_bytes {
-            return Err(Error::Unavailable(
-                "too many bridged calls are waiting for their client's input".into(),
-            ));
+            return Err(Error::InputPending {
+                retry_after: wait(&mut m.values()),
+            });
         }
         let n = self.next();
         let mac = hmac(&self.key, &n.to_be_bytes());

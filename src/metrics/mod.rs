@@ -279,11 +279,17 @@ pub enum Rejection {
     SessionQuota,
     /// `--max-streams-per-client` streams open for the client (429).
     StreamQuota,
+    /// `--input-max-per-client` bridged calls of the client wait for its input (429).
+    InputQuota,
+    /// The bridge keeps as many calls waiting for input as it may (503).
+    InputPending,
+    /// Every capable bridge session serves a running call (503).
+    BridgeSessions,
 }
 
 impl Rejection {
     /// Every reason, in label order.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Body,
         Rejection::Sessions,
         Rejection::Streams,
@@ -292,6 +298,9 @@ impl Rejection {
         Rejection::Connections,
         Rejection::SessionQuota,
         Rejection::StreamQuota,
+        Rejection::InputQuota,
+        Rejection::InputPending,
+        Rejection::BridgeSessions,
     ];
 
     /// The `reason` label value.
@@ -305,6 +314,9 @@ impl Rejection {
             Rejection::Connections => "connections",
             Rejection::SessionQuota => "session_quota",
             Rejection::StreamQuota => "stream_quota",
+            Rejection::InputQuota => "input_quota",
+            Rejection::InputPending => "input_pending",
+            Rejection::BridgeSessions => "bridge_sessions",
         }
     }
 }
@@ -467,6 +479,11 @@ pub struct Gauges {
     pub replay_bytes: usize,
     /// Clients (principals or IPs) the rate limiter tracks (0 with no limit configured).
     pub rate_limit_keys: usize,
+    /// Bridged 2026-07-28 calls waiting for their client's `inputResponses`.
+    pub bridge_waiting: usize,
+    /// Capable bridge sessions serving a running call or idle (at most 16 but for retried
+    /// calls; those of waiting calls not counted).
+    pub bridge_sessions: usize,
     /// One entry per stdio child slot (empty for an HTTP upstream: no child families).
     pub children: Vec<ChildInfo>,
     /// The HTTP upstream's r2d2 pool (`None` for a stdio upstream: no pool families).

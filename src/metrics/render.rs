@@ -93,7 +93,9 @@ impl Metrics {
             "Requests or connections turned away by a limit: body (--max-body), sessions \
              (--max-sessions), streams (--max-streams), rate (rate limit), connections \
              (--max-connections), session_quota (--max-sessions-per-client), stream_quota \
-             (--max-streams-per-client).",
+             (--max-streams-per-client), input_quota (--input-max-per-client bridged calls \
+             waiting for input), input_pending (the bridge's 256 calls waiting for input), \
+             bridge_sessions (every capable bridge session serves a running call).",
         );
         for why in Rejection::ALL {
             let n = self.rejected[why as usize].load(Relaxed);
@@ -223,6 +225,20 @@ impl Metrics {
             "shadowcat_rate_limit_keys",
             "Clients (principals or IPs) the rate limiter tracks; at most --rate-limit-keys.",
             g.rate_limit_keys as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_bridge_waiting_calls",
+            "Bridged 2026-07-28 calls waiting for their client's inputResponses (parked); at \
+             most 256, --input-max-per-client per client.",
+            g.bridge_waiting as u64,
+        );
+        gauge(
+            w,
+            "shadowcat_bridge_sessions",
+            "Capable bridge sessions serving a running call or idle; at most 16 (those of \
+             calls waiting for input not counted).",
+            g.bridge_sessions as u64,
         );
 
         counter(

@@ -60,6 +60,8 @@ fn sample() -> (Metrics, Gauges) {
         connections: 5,
         replay_bytes: 12345,
         rate_limit_keys: 7,
+        bridge_waiting: 4,
+        bridge_sessions: 2,
         limits_store_fallbacks: Some(3),
         children: vec![
             ChildInfo {
@@ -241,6 +243,8 @@ fn exact_lines_after_known_traffic() {
     has(&text, "shadowcat_connections_open 5");
     has(&text, "shadowcat_replay_buffer_bytes 12345");
     has(&text, "shadowcat_rate_limit_keys 7");
+    has(&text, "shadowcat_bridge_waiting_calls 4");
+    has(&text, "shadowcat_bridge_sessions 2");
     has(&text, "shadowcat_bytes_received_total 1024");
     has(&text, "shadowcat_bytes_sent_total 4096");
 
@@ -506,6 +510,8 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_connections_open", "gauge"),
         ("shadowcat_replay_buffer_bytes", "gauge"),
         ("shadowcat_rate_limit_keys", "gauge"),
+        ("shadowcat_bridge_waiting_calls", "gauge"),
+        ("shadowcat_bridge_sessions", "gauge"),
         ("shadowcat_sessions_evicted_total", "counter"),
         ("shadowcat_foreign_sessions_total", "counter"),
         ("shadowcat_bytes_received_total", "counter"),

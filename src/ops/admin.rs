@@ -59,6 +59,8 @@ pub fn metrics(p: &Proxy) -> Response {
         connections: p.connections(),
         replay_bytes: sessions.iter().map(|s| s.streams.bytes()).sum(),
         rate_limit_keys: p.gate().keys(),
+        bridge_waiting: p.bridge().waiting(),
+        bridge_sessions: p.bridge().sessions(),
         children,
         pool: p.upstream().pool(),
         limits_store_fallbacks: p.gate().limits_store_fallbacks(),

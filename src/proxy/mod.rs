@@ -267,6 +267,11 @@ impl Proxy {
         &self.gate
     }
 
+    /// The era bridge (its gauges).
+    pub fn bridge(&self) -> &crate::bridge::Bridge {
+        &self.bridge
+    }
+
     /// Ends idle sessions, forgets replay logs past their TTL and drops idle rate-limit
     /// buckets; called periodically.
     pub fn expire_sessions(&self) {

@@ -157,6 +157,7 @@ impl Proxy {
                         headers,
                         deadline,
                         principal: caller.principal.as_deref(),
+                        client: self.gate.client_key(req, caller),
                     };
                     self.bridge.serve(&self.upstream, &self.sessions, m)?
                 }

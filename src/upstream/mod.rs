@@ -91,6 +91,19 @@ pub trait MessageStream: Send {
     fn dropped(&mut self) -> u64 {
         0
     }
+
+    /// The call waits for its client, and the upstream for the proxy's answer to a
+    /// server-to-client request it made (a bridged call waiting for `inputResponses`): nothing
+    /// is read until [`MessageStream::unpark`]. The upstream may meanwhile let other calls that
+    /// cannot be confused with it use what the call held (a shared stdio child: `gate.rs`).
+    fn park(&mut self) {}
+
+    /// The parked call goes on: returns once it holds again what it held before parking, so
+    /// that what the upstream says next is provably its (or [`crate::error::Error::Timeout`]
+    /// at `deadline`). Call it before the answers go upstream.
+    fn unpark(&mut self, _deadline: Instant) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// An upstream MCP server, as the pipeline sees it: the request path, and nothing else.

@@ -232,10 +232,13 @@ pub fn assert_floors(label: &str, url: &str, floor26: &[&str], floor25: Option<&
 }
 
 /// The proxies' `--input-timeout`. Several scenarios start a call that asks the client for
-/// input and never retry it (they check the `InputRequiredResult` only); with the default
-/// 5 min each such call would keep its bridge session (16 at most) and, over stdio in shared
-/// mode, its child, for the rest of the run, and later scenarios would time out (issue #13's
-/// closing note: the limit of bridged calls waiting for input).
+/// input and never retry it (they check the `InputRequiredResult` only). Such a call is parked
+/// and lets its shared stdio child go to shared calls, and no longer counts against the 16
+/// bridge sessions; but the suite's client declares `sampling`, `elicitation` and `roots` in
+/// every request's `_meta`, so each of its `tools/call`s is exclusive on its child and waits
+/// behind the parked one (the child may still speak for it). Measured with the default 5 min
+/// (legacy demo, stdio shared, 2 children): 10/37 scored instead of 34/37, the later scenarios
+/// timing out. Hence 3 s here.
 const INPUT_TIMEOUT: &str = "3s";
 
 /// `shadowcat reverse --stdio "<exe> demo-server --era ERA"` in process, per-session if asked;
@@ -295,9 +298,27 @@ fn conformance26_dual_stdio_per_session() {
     through_stdio("dual", true, &FLOOR_UNBRIDGED, &SET_2025);
 }
 
+/// 34/37 through the bridge (as over HTTP): all scored scenarios but `server-stateless` (no
+/// `test_missing_capability` fixture), `basic-elicitation` (it expects the input key
+/// `user_name`, which only the demo's modern era names; the bridge names keys `input-N`) and
+/// `multiple-input-requests` (the legacy demo makes its requests one after the other, each
+/// awaiting its answer: one per round). Before an exclusive call waited out the settling after
+/// a timed-out parked call (issue #13), the requests of the call let in next were refused and
+/// 8 more failed (26/37).
 #[test]
 fn conformance26_legacy_stdio_shared() {
-    through_stdio("legacy", false, &FLOOR_UNBRIDGED, &SET_2025);
+    let floor: Vec<&str> = SCORED_2026
+        .into_iter()
+        .filter(|s| {
+            ![
+                "server-stateless",
+                "input-required-result-basic-elicitation",
+                "input-required-result-multiple-input-requests",
+            ]
+            .contains(s)
+        })
+        .collect();
+    through_stdio("legacy", false, &floor, &SET_2025);
 }
 
 #[test]

@@ -27,6 +27,8 @@ mod conformance26;
 // Issue #13 part C: the demo server over HTTP, each era, raw requests.
 mod r13_demo_http;
 mod r13_modern_upstream;
+// Issue #13: a bridged call waiting for input lets its stdio child go; per-client bound.
+mod r13_parking;
 // HTTP upstream streams: resumption after a break, the standalone GET relay.
 mod http_streams;
 // Operating it: health, readiness, metrics, admin API, access log.

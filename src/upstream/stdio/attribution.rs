@@ -6,7 +6,9 @@
 //! sessions it concerns as a whole, or a drop with its reason. It never guesses. The shared
 //! upstream's dispatch (`gate.rs`) is what makes the rule deliver: a call whose client could be
 //! asked something runs alone on its child (with its own session's other calls), so whatever the
-//! child says meanwhile is its.
+//! child says meanwhile is its. A bridged call parked while its client is asked for input
+//! (`gate.rs`) stays in flight, and shared calls run beside it: what the child says then is
+//! attributed by the same rule (several sessions: a request is refused, a log dropped).
 //!
 //! The rule, in order:
 //!
@@ -17,7 +19,8 @@
 //! 3. A `ping` request: the proxy answers it (the child's client is the proxy, and it is alive).
 //! 4. The calls that could have caused anything else are the calls in flight except the proxy's
 //!    own. Within [`SETTLE`] of a call ending without its response (cancelled, timed out,
-//!    abandoned) nothing is attributed: the child may still speak of that call.
+//!    abandoned) nothing is attributed: the child may still speak of that call. (So an
+//!    exclusive call let in then waits the rest out before it is sent: `shared.rs`.)
 //! 5. If they all belong to one session, the target is that session's newest call; if there is
 //!    exactly one call and it is stateless (2026-07-28), that call. Otherwise there is no target.
 //! 6. A request that needs a capability (`sampling/createMessage`: `sampling`;

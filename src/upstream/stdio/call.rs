@@ -136,6 +136,29 @@ impl MessageStream for ChildStream {
     fn dropped(&mut self) -> u64 {
         self.rx.take_dropped()
     }
+
+    fn park(&mut self) {
+        if let Some(t) = self.ticket.as_mut() {
+            t.park();
+        }
+    }
+
+    fn unpark(&mut self, deadline: Instant) -> Result<(), Error> {
+        let Some(t) = self.ticket.as_mut() else {
+            return Ok(());
+        };
+        t.unpark(deadline)?;
+        // A shared call that ran beside it may have ended without its answer just now: what
+        // the child says within SETTLE is not attributed, so the answers wait that out.
+        let left = self
+            .child
+            .settle_left()
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        Ok(())
+    }
 }
 
 impl Drop for ChildStream {

@@ -505,6 +505,13 @@ impl Child {
         lock(&self.shared.pending).len()
     }
 
+    /// How long nothing the child says is attributed yet: a call ended without its response
+    /// less than [`SETTLE`] ago (zero otherwise).
+    pub fn settle_left(&self) -> Duration {
+        let until = self.shared.settle_until.load(Ordering::Acquire);
+        Duration::from_millis(until.saturating_sub(self.shared.now_ms()))
+    }
+
     /// Sends request `msg` with a fresh id and returns that id and the channel on which its
     /// related messages and then its response ([`Item::Final`]) arrive. Blocks at most until
     /// `deadline` if the child is not reading stdin. The channel disconnects without a final

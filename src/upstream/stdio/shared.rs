@@ -20,6 +20,8 @@
 //!   (`--stdio-exclusive-tools`, or learned: `exclusive.rs`), whoever calls it. Other requests
 //!   share the child freely. Stateless requests are exclusive when their `_meta` client
 //!   capabilities declare one, or when they call an exclusive tool.
+//!   A bridged 2026-07-28 call waiting for its client's input is *parked* (`gate.rs`): shared
+//!   requests use its child meanwhile, exclusive ones of other sessions still wait.
 //! * A child that dies fails its calls at once (in [`Child`]); the supervisor thread restarts
 //!   it with exponential backoff (100 ms doubling to 30 s, reset after 60 s healthy). Sessions
 //!   pinned to the dead child get 404 on their next request, so their clients re-initialize.
@@ -75,6 +77,9 @@ pub struct StdioUpstream {
     max_subscriptions: usize,
     /// Held while a new session is placed and counted.
     placing: Mutex<()>,
+    /// `--input-timeout`: a session-era client's time to answer an input round of a
+    /// 2026-07-28-only child (`bridge::modern_upstream`).
+    input_timeout: Duration,
 }
 
 impl StdioUpstream {
@@ -116,6 +121,7 @@ impl StdioUpstream {
             supervisor: Mutex::new(Some(supervisor)),
             max_subscriptions: cfg.max_subscriptions,
             placing: Mutex::new(()),
+            input_timeout: cfg.input_timeout,
         })
     }
 }
@@ -268,6 +274,17 @@ impl Upstream for StdioUpstream {
             Some(s) => self.session_child(s)?,
             None => self.stateless_child(index)?,
         };
+        if exclusive.is_some() {
+            // Within SETTLE of a call that ended without its answer (a parked call that timed
+            // out, say) nothing the child says is attributed: an exclusive call's own requests
+            // would be refused. It waits out the rest (250 ms at most), holding its place.
+            let left = child
+                .settle_left()
+                .min(call.deadline.saturating_duration_since(Instant::now()));
+            if !left.is_zero() {
+                std::thread::sleep(left);
+            }
+        }
         if method == "logging/setLevel" {
             return self.set_level(child, call, caller, ticket);
         }
@@ -488,7 +505,11 @@ impl StdioUpstream {
             call_stream(child.clone(), call, Caller::session(&session, caps), None)
         });
         Ok(Reply::Stream(Box::new(modern_upstream::Rounds::new(
-            first, recall, request, &s.id,
+            first,
+            recall,
+            request,
+            &s.id,
+            self.input_timeout,
         ))))
     }
 
