@@ -289,6 +289,34 @@ pub enum UpstreamConfig {
     Http(HttpUpstreamConfig),
     /// `--stdio CMD` or neither flag: persistent stdio children.
     Stdio(StdioUpstreamConfig),
+    /// `[upstream.NAME]` tables in the config file: one endpoint in front of several named
+    /// upstreams (`crate::upstream::federated`).
+    Federated(FederationConfig),
+}
+
+/// Several named upstreams behind one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FederationConfig {
+    /// `--name-separator`: between a member's prefix and its tool and prompt names. Default
+    /// `__`.
+    #[serde(rename = "nameSeparator")]
+    pub separator: String,
+    /// The members, in the file's order (the order of merged lists, and who wins a resource
+    /// URI two members list).
+    pub members: Vec<MemberConfig>,
+}
+
+/// One `[upstream.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberConfig {
+    /// `NAME`: in logs, errors and the combined instructions.
+    pub name: String,
+    /// `prefix`: before its tool and prompt names (with the separator), default `NAME`;
+    /// empty: names pass unchanged.
+    pub prefix: String,
+    /// Its upstream (never itself federated).
+    #[serde(flatten)]
+    pub upstream: UpstreamConfig,
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.
@@ -512,6 +540,7 @@ impl UpstreamConfig {
         match self {
             UpstreamConfig::Http(h) => url_authority(&h.url).to_owned(),
             UpstreamConfig::Stdio(s) => program_name(&s.argv).to_owned(),
+            UpstreamConfig::Federated(_) => "federation".to_owned(),
         }
     }
 }
@@ -559,6 +588,25 @@ impl Serialize for UpstreamConfig {
                 settings: c,
             }
             .serialize(s),
+            UpstreamConfig::Federated(f) => {
+                #[derive(Serialize)]
+                struct Fed<'a> {
+                    kind: &'static str,
+                    #[serde(flatten)]
+                    federation: &'a FederationConfig,
+                }
+                #[derive(Serialize)]
+                struct Shown<'a> {
+                    upstream: Fed<'a>,
+                }
+                Shown {
+                    upstream: Fed {
+                        kind: "federated",
+                        federation: f,
+                    },
+                }
+                .serialize(s)
+            }
         }
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! Owns: every kind of upstream behind the one small [`Upstream`] trait (start a session,
 //! forward a message, end a session), with what operators see of it in [`Operate`]: the HTTP
-//! upstream ([`http`]: pooled keep-alive connections) and stdio children ([`stdio`]). Must not
+//! upstream ([`http`]: pooled keep-alive connections), stdio children ([`stdio`]) and several
+//! named upstreams behind one endpoint ([`federated`]). Must not
 //! touch: the client side. Validation, sessions, logging, error answers and streaming to the
 //! client happen once, in the pipeline ([`crate::proxy`]).
 
+pub mod federated;
 pub mod http;
 pub mod stdio;
 

@@ -1,0 +1,420 @@
+//! Federation: one endpoint in front of several named upstreams (`[upstream.NAME]` tables).
+//!
+//! Owns: [`Federated`], an [`Upstream`] over named members, each itself an upstream of
+//! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
+//! sessions (`members.rs`); merged lists, namespaced names and their cursors (`lists.rs`).
+//! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
+//! pipeline sees one upstream and is unchanged).
+//!
+//! Sessions: a client's `initialize` opens a session with every member at once (eagerly, in
+//! parallel), and answers with their merged capabilities and combined instructions. A member
+//! that fails then stays out of that session: its tools are absent from its lists and a call
+//! to it gets a JSON-RPC error naming it; the others keep working. Each member session shares
+//! the client session's streams, so what a member sends outside requests (`list_changed`,
+//! log messages, server-to-client requests) reaches the client's standalone stream.
+//! Stateless (2026-07-28) requests are refused as session-era only, so the era bridge serves
+//! them over a federated session of its own.
+
+mod lists;
+mod members;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{Call, ChildInfo, Item, Operate, Poll, Reply, Upstream};
+use crate::config::MemberConfig;
+use crate::error::Error;
+use crate::jsonrpc::{self, Kind, Message};
+use crate::session::{Binding, Session};
+use crate::util::lock;
+use members::{Fed, Slot};
+
+/// JSON-RPC code of "the member that would answer is unavailable".
+const UNAVAILABLE: i64 = -32603;
+
+/// One named upstream.
+struct Member {
+    name: String,
+    prefix: String,
+    up: Arc<dyn Upstream>,
+}
+
+/// Several upstreams behind one endpoint.
+pub struct Federated {
+    sep: String,
+    members: Vec<Member>,
+    /// Client sessions' member sessions, by [`Binding::federation`]; an entry lives from the
+    /// client's `initialize` to [`Upstream::close`].
+    sessions: std::sync::Mutex<HashMap<u64, Arc<Fed>>>,
+    next: AtomicU64,
+}
+
+impl Federated {
+    /// A federation of `members` (started upstreams, in the file's order), names joined by
+    /// `sep`.
+    pub fn new(sep: String, members: Vec<(MemberConfig, Arc<dyn Upstream>)>) -> Federated {
+        Federated {
+            sep,
+            members: members
+                .into_iter()
+                .map(|(cfg, up)| Member {
+                    name: cfg.name,
+                    prefix: cfg.prefix,
+                    up,
+                })
+                .collect(),
+            sessions: std::sync::Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn fed(&self, session: &Session) -> Option<Arc<Fed>> {
+        lock(&self.sessions)
+            .get(&session.binding.federation)
+            .cloned()
+    }
+
+    /// Runs `f` for each of `idxs` (members), in parallel when there are several; results in
+    /// the order of `idxs`.
+    fn each<T: Send>(&self, idxs: &[usize], f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        if idxs.len() < 2 {
+            return idxs.iter().map(|&i| f(i)).collect();
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = idxs
+                .iter()
+                .map(|&i| {
+                    let f = &f;
+                    scope.spawn(move || f(i))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        })
+    }
+
+    /// Sends `msg` to member `i` within `fed`'s session. Any failure becomes a JSON-RPC error
+    /// naming the member (a lost member session leaves the member out of this session from
+    /// now on); the client session itself stays.
+    fn send(&self, fed: &Fed, i: usize, msg: Message, call: &Call<'_>) -> Reply {
+        let id = msg.id.clone();
+        let m = &self.members[i];
+        let child = match fed.live(i) {
+            Ok(c) => c,
+            Err(why) => {
+                let text = format!("upstream {} is unavailable: {why}", m.name);
+                return Reply::Message(jsonrpc::error_body(id.as_deref(), UNAVAILABLE, &text));
+            }
+        };
+        child.touch();
+        match m.up.forward(member_call(msg, &child, call)) {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, Error::UnknownSession | Error::UpstreamSessionLost) {
+                    fed.set_down(i, &format!("its session ended ({e})"));
+                }
+                log::debug!("upstream {}: {e}", m.name);
+                let text = format!("upstream {} failed: {e}", m.name);
+                Reply::Message(jsonrpc::error_body(id.as_deref(), UNAVAILABLE, &text))
+            }
+        }
+    }
+
+    /// Sends a notification or a response to every live member of the session.
+    fn broadcast(&self, fed: &Fed, msg: &Message, call: &Call<'_>) {
+        let idxs: Vec<usize> = (0..self.members.len())
+            .filter(|&i| fed.live(i).is_ok())
+            .collect();
+        self.each(&idxs, |i| {
+            if let Ok(child) = fed.live(i)
+                && let Err(e) = self.members[i]
+                    .up
+                    .forward(member_call(copy(msg), &child, call))
+            {
+                log::debug!("upstream {}: {e}", self.members[i].name);
+            }
+        });
+    }
+}
+
+/// `call` as member session `child` gets it, carrying `msg`. `Mcp-Name` is left out: a name
+/// the federation rewrote would no longer match it.
+fn member_call<'a>(msg: Message, child: &'a Arc<Session>, call: &Call<'_>) -> Call<'a> {
+    Call {
+        msg,
+        session: Some(child),
+        deadline: call.deadline,
+        headers: call
+            .headers
+            .iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("mcp-name"))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The final answer of `reply` (progress and other messages before it are dropped).
+fn collect(reply: Reply, deadline: Instant) -> Result<Vec<u8>, Error> {
+    match reply {
+        Reply::Message(b) => Ok(b),
+        Reply::Accepted => Err(Error::UpstreamProtocol(
+            "accepted a request without answering it".into(),
+        )),
+        Reply::Relay { status, body, .. } => Err(Error::UpstreamStatus {
+            status,
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        }),
+        Reply::Stream(mut s) => loop {
+            match s.poll_until(deadline)? {
+                Poll::Item(Item::Final(b)) => return Ok(b),
+                Poll::Item(Item::Message(_)) => {}
+                Poll::Idle if Instant::now() >= deadline => return Err(Error::Timeout),
+                Poll::Idle => {}
+                Poll::End => {
+                    return Err(Error::UpstreamProtocol(
+                        "the stream ended without an answer".into(),
+                    ));
+                }
+            }
+        },
+    }
+}
+
+/// A JSON-RPC answer's `result`, or its error's message.
+fn result_of(body: &[u8]) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    if let Some(e) = v.get("error") {
+        let msg = e.get("message").and_then(Value::as_str).unwrap_or("error");
+        return Err(msg.to_owned());
+    }
+    v.get("result")
+        .cloned()
+        .ok_or_else(|| "an answer without a result".to_owned())
+}
+
+/// A copy of `msg`.
+fn copy(msg: &Message) -> Message {
+    Message {
+        jsonrpc: msg.jsonrpc.clone(),
+        id: msg.id.clone(),
+        method: msg.method.clone(),
+        params: msg.params.clone(),
+        result: msg.result.clone(),
+        error: msg.error.clone(),
+    }
+}
+
+/// `msg` with its `params` replaced.
+fn with_params(msg: &Message, params: &Value) -> Message {
+    Message {
+        jsonrpc: msg.jsonrpc.clone(),
+        id: msg.id.clone(),
+        method: msg.method.clone(),
+        params: Some(jsonrpc::raw(params.to_string())),
+        result: None,
+        error: None,
+    }
+}
+
+impl Upstream for Federated {
+    fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        let opened = self.each(&all, |i| {
+            let m = &self.members[i];
+            let c = Call {
+                msg: copy(&call.msg),
+                session: None,
+                deadline: call.deadline,
+                headers: call.headers.clone(),
+            };
+            let (binding, reply) = m.up.initialize(c)?;
+            let result = collect(reply, call.deadline).map(|b| result_of(&b));
+            Ok::<_, Error>((binding, result))
+        });
+        let mut slots = Vec::with_capacity(opened.len());
+        let mut results = Vec::new();
+        for (i, o) in opened.into_iter().enumerate() {
+            let name = &self.members[i].name;
+            let slot = match o {
+                Ok((binding, Ok(Ok(result)))) => {
+                    results.push((i, result.clone()));
+                    Slot::Pending(binding, result)
+                }
+                Ok((binding, Ok(Err(why)))) => Slot::Failed(binding, why),
+                Ok((binding, Err(e))) => Slot::Failed(binding, e.to_string()),
+                Err(e) => Slot::Down(e.to_string()),
+            };
+            if let Slot::Failed(_, why) | Slot::Down(why) = &slot {
+                log::warn!("upstream {name}: initialize failed: {why}");
+            }
+            slots.push(slot);
+        }
+        if results.is_empty() {
+            let why: Vec<String> = slots
+                .iter()
+                .zip(&self.members)
+                .map(|(s, m)| format!("{}: {}", m.name, s.why()))
+                .collect();
+            self.release(slots);
+            return Err(Error::Unavailable(format!(
+                "no upstream answered initialize ({})",
+                why.join("; ")
+            )));
+        }
+        let key = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.sessions).insert(key, Arc::new(Fed::new(slots)));
+        let result = lists::merged_initialize(&self.members, &self.sep, &results);
+        let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
+        let binding = Binding {
+            federation: key,
+            ..Binding::default()
+        };
+        Ok((
+            binding,
+            Reply::Message(jsonrpc::result_body(&id, &result.to_string())),
+        ))
+    }
+
+    fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
+        let kind = call.msg.kind()?;
+        // A stateless (2026-07-28) request: the bridge serves it over a federated session of
+        // its own (`crate::bridge`), as for any session-era upstream.
+        let Some(session) = call.session else {
+            return Err(Error::LegacyOnly);
+        };
+        let fed = self.fed(session).ok_or(Error::UnknownSession)?;
+        if kind != Kind::Request {
+            self.broadcast(&fed, &call.msg, &call);
+            return Ok(Reply::Accepted);
+        }
+        lists::request(self, &fed, &call)
+    }
+
+    fn close(&self, session: &Session) {
+        let Some(fed) = lock(&self.sessions).remove(&session.binding.federation) else {
+            return;
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            match fed.take(i) {
+                Slot::Live(child, _) => m.up.close(&child),
+                Slot::Pending(b, _) | Slot::Failed(b, _) => m.up.close(&session.member(i, b)),
+                Slot::Down(_) => {}
+            }
+        }
+    }
+
+    fn attach(&self, session: &Arc<Session>) {
+        let Some(fed) = self.fed(session) else {
+            return;
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            match fed.take(i) {
+                Slot::Pending(b, caps) => {
+                    let child = session.member(i, b);
+                    m.up.attach(&child);
+                    fed.put(i, Slot::Live(child, caps));
+                }
+                Slot::Failed(b, why) => {
+                    m.up.close(&session.member(i, b));
+                    fed.put(i, Slot::Down(why));
+                }
+                other => fed.put(i, other),
+            }
+        }
+    }
+
+    fn listen(&self, session: &Arc<Session>) -> Result<(), Error> {
+        let Some(fed) = self.fed(session) else {
+            return Err(Error::UnknownSession);
+        };
+        for (i, m) in self.members.iter().enumerate() {
+            if let Ok(child) = fed.live(i)
+                && let Err(e) = m.up.listen(&child)
+            {
+                log::debug!("upstream {}: standalone stream: {e}", m.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Federated {
+    /// Releases the member sides of a client session that was never made.
+    fn release(&self, slots: Vec<Slot>) {
+        let cfg = crate::config::SessionConfig {
+            max: 1,
+            max_per_client: 1,
+            idle: Duration::from_secs(1),
+            replay: Default::default(),
+        };
+        // A table only to build sessions that name the member sides to release.
+        let throwaway = crate::session::Sessions::new(&cfg);
+        for (slot, m) in slots.into_iter().zip(&self.members) {
+            if let Slot::Pending(b, _) | Slot::Failed(b, _) = slot
+                && let Ok(s) = throwaway.build(String::new(), b, None, String::new())
+            {
+                m.up.close(&s);
+            }
+        }
+    }
+}
+
+impl Operate for Federated {
+    fn name(&self) -> &str {
+        "federation"
+    }
+
+    fn kind(&self) -> &'static str {
+        "federated"
+    }
+
+    fn mode(&self) -> &'static str {
+        "federated"
+    }
+
+    /// Ready while any member is: the others' tools are then absent, not the whole endpoint.
+    fn ready(&self) -> Result<(), String> {
+        let mut down = Vec::new();
+        for m in &self.members {
+            match m.up.ready() {
+                Ok(()) => return Ok(()),
+                Err(e) => down.push(format!("{}: {e}", m.name)),
+            }
+        }
+        Err(down.join("; "))
+    }
+
+    fn shutdown(&self, grace: Duration) {
+        for m in &self.members {
+            m.up.shutdown(grace);
+        }
+    }
+
+    fn children(&self) -> Vec<ChildInfo> {
+        self.members.iter().flat_map(|m| m.up.children()).collect()
+    }
+
+    fn restart(&self, grace: Duration) -> Result<String, Error> {
+        let done: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                m.up.restart(grace)
+                    .ok()
+                    .map(|what| format!("{}: {what}", m.name))
+            })
+            .collect();
+        if done.is_empty() {
+            return Err(Error::NotSupported("no upstream has children to restart"));
+        }
+        Ok(done.join("; "))
+    }
+}

@@ -1,0 +1,185 @@
+//! Issue #15, federation: one endpoint in front of several named upstreams, from
+//! `examples/federation.toml`: the demo over stdio (shared), server-everything over stdio
+//! (per-session) and server-everything over Streamable HTTP, seen by the Python SDK.
+
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn example() -> String {
+    format!("{}/examples/federation.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+const TOKEN: &str = "federation-secret-0123456789";
+
+/// What the example needs from the environment, `web` being server-everything's URL.
+fn example_env(web: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SHADOWCAT_EXE", exe().to_owned()),
+        ("EVERYTHING_JS", everything_js()),
+        ("EVERYTHING_URL", web.to_owned()),
+        ("EXAMPLE_TOKEN", TOKEN.to_owned()),
+    ]
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn echo(name: &str) -> Value {
+    json!([name, {"message": "hello federation"}])
+}
+
+#[test]
+fn r15_federation_three_upstreams_namespaced_then_one_down() {
+    let (web, web_addr) = everything_http();
+    let env = example_env(&format!("http://{web_addr}/mcp"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_proxy, addr) = spawn_proxy(&["--config", &example()], Stdio::null(), &env);
+    let url = format!("http://{addr}/mcp");
+
+    let plan = json!({
+        "calls": [echo("demo__echo"), echo("ev__echo"), echo("web__echo"), echo("nope__echo"),
+                  echo("echo")],
+        "prompts": [["ev__simple-prompt", {}], ["web__simple-prompt", {}]],
+    });
+    let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
+    let tools = strs(&out["tools"]);
+    for want in ["demo__echo", "ev__echo", "web__echo"] {
+        assert!(tools.iter().any(|t| t == want), "{want} in {tools:?}");
+    }
+    assert!(
+        tools.iter().all(|t| t.contains("__")
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))),
+        "every tool namespaced, in the spec's characters: {tools:?}"
+    );
+    for name in ["demo__echo", "ev__echo", "web__echo"] {
+        let call = &out["calls"][name];
+        assert_eq!(call["isError"], false, "{name}: {out}");
+        assert!(
+            call["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("hello federation")),
+            "{name}: {out}"
+        );
+    }
+    for name in ["nope__echo", "echo"] {
+        let e = out["calls"][name]["error"].as_str().unwrap_or_default();
+        assert!(e.contains("-32602") && e.contains(name), "{name}: {out}");
+    }
+    for name in ["ev__simple-prompt", "web__simple-prompt"] {
+        assert_eq!(out["gets"][name]["messages"], 1, "{name}: {out}");
+    }
+    let prompts = strs(&out["prompts"]);
+    assert!(prompts.iter().all(|p| p.contains("__")), "{prompts:?}");
+    let instructions = out["instructions"].as_str().unwrap_or_default();
+    assert!(
+        instructions.contains("## everything") && instructions.contains("## web"),
+        "instructions under each upstream's name: {out}"
+    );
+    // Both server-everything instances list the same URIs: the first in the file (`ev`)
+    // answers for them, and the list shows each URI once.
+    let resources = strs(&out["resources"]);
+    assert!(!resources.is_empty(), "{out}");
+    let mut unique = resources.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), resources.len(), "no URI twice: {resources:?}");
+
+    // Every listed resource (the first few) reads through the member that listed it.
+    let reads: Vec<&String> = resources.iter().take(4).collect();
+    let out = run_py_args(
+        "federation.py",
+        &url,
+        &[&json!({ "reads": reads }).to_string()],
+    );
+    for uri in &reads {
+        assert!(
+            out["reads"][uri.as_str()].get("error").is_none(),
+            "{uri}: {out}"
+        );
+    }
+
+    // The HTTP upstream goes away: its tools are absent, a call to it names it, the others
+    // keep working.
+    drop(web);
+    let plan = json!({ "calls": [echo("web__echo"), echo("demo__echo"), echo("ev__echo")] });
+    let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
+    let tools = strs(&out["tools"]);
+    assert!(!tools.iter().any(|t| t.starts_with("web__")), "{tools:?}");
+    assert!(tools.iter().any(|t| t == "ev__echo"), "{tools:?}");
+    let e = out["calls"]["web__echo"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(e.contains("upstream web"), "{out}");
+    for name in ["demo__echo", "ev__echo"] {
+        assert_eq!(out["calls"][name]["isError"], false, "{name}: {out}");
+    }
+}
+
+#[test]
+fn r15_federation_check_config_shows_members_and_names_bad_lines() {
+    let env = example_env("http://127.0.0.1:9/mcp");
+    let out = Command::new(exe())
+        .args(["check-config", &example()])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["upstream"]["kind"], "federated", "{v}");
+    assert_eq!(v["upstream"]["nameSeparator"], "__");
+    let members = v["upstream"]["members"].as_array().expect("members");
+    let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names, ["demo", "everything", "web"]);
+    assert_eq!(members[1]["prefix"], "ev");
+    assert_eq!(members[1]["upstream"]["mode"], "per-session");
+    assert_eq!(members[2]["upstream"]["kind"], "http");
+    assert_eq!(
+        members[2]["upstreamHeaders"]["x-example-token"],
+        "<redacted>"
+    );
+    assert!(!text.contains(TOKEN), "a secret printed: {text}");
+
+    let dir = TempDir::new("r15fed");
+    let bad = dir.path().join("bad.toml");
+    let cases = [
+        (
+            "[upstream.a]\nstdio = \"cat\"\n\n[upstream.b]\nurl = \"http://127.0.0.1:1/mcp\"\nprefx = \"b\"\n",
+            "bad.toml:6: unknown key `prefx` in [upstream.b]",
+        ),
+        (
+            "[upstream.a]\nstdio = \"cat\"\n\n[upstream.b]\nstdio = \"cat\"\nprefix = \"a\"\n",
+            "bad.toml:4: prefix \"a\" is also upstream a's",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"\n[upstream.a]\nstdio-mode = \"shared\"\n",
+            "bad.toml:2: [upstream.a] needs",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&bad, text).expect("w");
+        let out = Command::new(exe())
+            .arg("check-config")
+            .arg(&bad)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
