@@ -1,6 +1,8 @@
 //! Issue #15, federation: one endpoint in front of several named upstreams, from
 //! `examples/federation.toml`: the demo over stdio (shared), server-everything over stdio
-//! (per-session) and server-everything over Streamable HTTP, seen by the Python SDK.
+//! (per-session) and server-everything over Streamable HTTP, seen by the Python SDK: names,
+//! calls, prompts, resources, sampling and elicitation, progress, a resource update on the
+//! standalone stream, and an upstream that goes away.
 
 use std::process::{Command, Stdio};
 
@@ -108,6 +110,21 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
             "{uri}: {out}"
         );
     }
+
+    // Server to client: sampling requests from a per-session child and an HTTP upstream
+    // reach this client and its answers go back; progress arrives; the demo's sampling and
+    // elicitation (a shared child) too; what the demo sends outside requests (a resource
+    // update) reaches the standalone stream.
+    let out = run_py_args("federation_s2c.py", &url, &["ev__", "web__"]);
+    assert_eq!(out["samplingRequests"], 2, "{out}");
+    for prefix in ["ev__", "web__"] {
+        assert_eq!(out[prefix]["progress"], 3, "{prefix}: {out}");
+    }
+    let out = run_py_args("sampling.py", &url, &["demo__"]);
+    assert_eq!(out["sampling"]["requests"], 1, "{out}");
+    assert_eq!(out["elicitation"]["requests"], 1, "{out}");
+    let out = run_py("federation_notify.py", &url);
+    assert_eq!(out["updated"][0], "test://watched-resource", "{out}");
 
     // The HTTP upstream goes away: its tools are absent, a call to it names it, the others
     // keep working.
