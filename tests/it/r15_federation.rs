@@ -2,7 +2,8 @@
 //! `examples/federation.toml`: the demo over stdio (shared), server-everything over stdio
 //! (per-session) and server-everything over Streamable HTTP, seen by the Python SDK: names,
 //! calls, prompts, resources, sampling and elicitation, progress, a resource update on the
-//! standalone stream, and an upstream that goes away.
+//! standalone stream, the 2026-07-28 era through the bridge, and an upstream that goes down
+//! and comes back.
 
 use std::process::{Command, Stdio};
 
@@ -97,6 +98,12 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
     unique.dedup();
     assert_eq!(unique.len(), resources.len(), "no URI twice: {resources:?}");
 
+    // A 2026-07-28 client (auto mode) is served through the era bridge, over a federated
+    // session of the proxy's own.
+    let out = run_py_env("auto.py", &url, &[], &[("ECHO_TOOL", "web__echo")]);
+    assert_eq!(out["era"], "modern", "{out}");
+    assert_eq!(out["echo"], "Echo: hello through MCP", "{out}");
+
     // Every listed resource (the first few) reads through the member that listed it.
     let reads: Vec<&String> = resources.iter().take(4).collect();
     let out = run_py_args(
@@ -126,7 +133,28 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
     let out = run_py("federation_notify.py", &url);
     assert_eq!(out["updated"][0], "test://watched-resource", "{out}");
 
-    // The HTTP upstream goes away: its tools are absent, a call to it names it, the others
+    // Within one client session, the HTTP upstream goes down and comes back: a call names
+    // it, list_changed arrives both times, its tools leave the list and return, and the
+    // call works again (its session re-opened).
+    let (pid, port) = (web.0.id().to_string(), web_addr.port().to_string());
+    let out = run_py_args(
+        "federation_updown.py",
+        &url,
+        &[&pid, &port, "node", &everything_js()],
+    );
+    assert!(out["before"].as_u64().unwrap_or(0) > 0, "{out}");
+    assert!(
+        out["downError"]
+            .as_str()
+            .is_some_and(|e| e.contains("upstream web")),
+        "{out}"
+    );
+    assert_eq!(out["whileDown"], 0, "{out}");
+    assert_eq!(out["after"], out["before"], "{out}");
+    assert_eq!(out["echo"], "Echo: back", "{out}");
+    assert!(out["changes"].as_u64().unwrap_or(0) >= 2, "{out}");
+
+    // The HTTP upstream goes away (the driver stopped the one it started): its tools are absent, a call to it names it, the others
     // keep working.
     drop(web);
     let plan = json!({ "calls": [echo("web__echo"), echo("demo__echo"), echo("ev__echo")] });

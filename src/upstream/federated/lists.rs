@@ -54,7 +54,7 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
         "ping" => Ok(ok(json!({}))),
         "logging/setLevel" => {
             let live: Vec<usize> = (0..f.members.len())
-                .filter(|&i| fed.has(i, "logging"))
+                .filter(|&i| serving(f, fed, i, "logging"))
                 .collect();
             f.each(&live, |i| {
                 let reply = f.send(fed, i, with_params(&call.msg, &params), call);
@@ -99,6 +99,11 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
     }
 }
 
+/// True when member `i` serves `fed`'s session, is not down, and declared `cap`.
+fn serving(f: &Federated, fed: &Fed, i: usize, cap: &str) -> bool {
+    !f.is_down(i) && fed.has(i, cap)
+}
+
 /// The member a tool or prompt name belongs to, and the name it knows.
 fn route_name<'n>(f: &Federated, name: &'n str) -> Option<(usize, &'n str)> {
     for (i, m) in f.members.iter().enumerate() {
@@ -124,7 +129,7 @@ fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply,
         return Ok(f.send(fed, i, msg(), call));
     }
     let mut first_error = None;
-    for i in (0..f.members.len()).filter(|&i| fed.has(i, "resources")) {
+    for i in (0..f.members.len()).filter(|&i| serving(f, fed, i, "resources")) {
         let body = match collect(f.send(fed, i, msg(), call), call.deadline) {
             Ok(b) => b,
             Err(e) => {
@@ -151,10 +156,18 @@ fn list(
     params: &Value,
 ) -> Result<Value, String> {
     let pages: Vec<(usize, Option<String>)> = match params.get("cursor") {
-        None | Some(Value::Null) => (0..f.members.len())
-            .filter(|&i| fed.has(i, l.cap))
-            .map(|i| (i, None))
-            .collect(),
+        None | Some(Value::Null) => {
+            // A first page: members out of this session are tried again first.
+            for i in 0..f.members.len() {
+                if fed.live(i).is_err() {
+                    f.revive(fed, i, call.deadline);
+                }
+            }
+            (0..f.members.len())
+                .filter(|&i| serving(f, fed, i, l.cap))
+                .map(|i| (i, None))
+                .collect()
+        }
         Some(Value::String(c)) => serde_json::from_str(c)
             .ok()
             // Members in order, each at most once: a cursor cannot ask for more pages than

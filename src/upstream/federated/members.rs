@@ -1,7 +1,8 @@
 //! One client session's member sessions, and which member listed which resource.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -40,13 +41,64 @@ pub struct Fed {
     slots: Vec<Mutex<Slot>>,
     /// Resource URI or URI template to the member that listed it first.
     uris: Mutex<HashMap<String, usize>>,
+    /// The client's `initialize` (at most `--max-body`), to open a member's session later.
+    pub init: Vec<u8>,
+    /// The client session, once it is in the table.
+    parent: OnceLock<Weak<Session>>,
+    /// Per member: when its session was last re-opened (or tried).
+    tried: Vec<Mutex<Option<Instant>>>,
 }
 
 impl Fed {
-    pub fn new(slots: Vec<Slot>) -> Fed {
+    pub fn new(slots: Vec<Slot>, init: Vec<u8>) -> Fed {
         Fed {
+            tried: slots.iter().map(|_| Mutex::new(None)).collect(),
             slots: slots.into_iter().map(Mutex::new).collect(),
             uris: Mutex::new(HashMap::new()),
+            init,
+            parent: OnceLock::new(),
+        }
+    }
+
+    pub fn set_parent(&self, session: &Arc<Session>) {
+        let _ = self.parent.set(Arc::downgrade(session));
+    }
+
+    /// The client session, while it lives.
+    pub fn parent(&self) -> Option<Arc<Session>> {
+        self.parent.get().and_then(Weak::upgrade)
+    }
+
+    /// True when member `i` is out of this session (not merely not open yet) and was not
+    /// tried within `every`; then it counts as tried now.
+    pub fn may_revive(&self, i: usize, every: std::time::Duration) -> bool {
+        let out = matches!(
+            self.slots.get(i).map(|s| lock(s)).as_deref(),
+            Some(Slot::Down(_))
+        ) || self.live(i).is_err_and(|w| w == "its session ended");
+        if !out {
+            return false;
+        }
+        let Some(t) = self.tried.get(i) else {
+            return false;
+        };
+        let mut t = lock(t);
+        if t.is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        *t = Some(Instant::now());
+        true
+    }
+
+    /// Tells the client session's standalone stream, if open, that the lists changed.
+    pub fn lists_changed(&self) {
+        let Some(log) = self.parent().and_then(|p| p.streams.standalone_if_open()) else {
+            return;
+        };
+        for what in ["tools", "prompts", "resources"] {
+            let note =
+                format!(r#"{{"jsonrpc":"2.0","method":"notifications/{what}/list_changed"}}"#);
+            log.push(note.as_bytes());
         }
     }
 

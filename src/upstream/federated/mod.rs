@@ -8,13 +8,15 @@
 //!
 //! Sessions: a client's `initialize` opens a session with every member at once (eagerly, in
 //! parallel), and answers with their merged capabilities and combined instructions. A member
-//! that fails then stays out of that session: its tools are absent from its lists and a call
-//! to it gets a JSON-RPC error naming it; the others keep working. Each member session shares
+//! that fails then stays out of that session until it is re-opened on use (`health.rs`): its
+//! tools are absent from its lists and a call to it gets a JSON-RPC error naming it; the
+//! others keep working. Members that are down are probed (`health.rs`). Each member session shares
 //! the client session's streams, so what a member sends outside requests (`list_changed`,
 //! log messages, server-to-client requests) reaches the client's standalone stream.
 //! Stateless (2026-07-28) requests are refused as session-era only, so the era bridge serves
 //! them over a federated session of its own.
 
+mod health;
 mod lists;
 mod members;
 #[cfg(test)]
@@ -45,22 +47,41 @@ struct Member {
     up: Arc<dyn Upstream>,
 }
 
-/// Several upstreams behind one endpoint.
-pub struct Federated {
+/// Several upstreams behind one endpoint: a handle on their [`State`], which the prober
+/// (`health.rs`) shares.
+pub struct Federated(Arc<State>);
+
+/// Everything a federation holds.
+pub struct State {
     sep: String,
     members: Vec<Member>,
     /// Client sessions' member sessions, by [`Binding::federation`]; an entry lives from the
     /// client's `initialize` to [`Upstream::close`].
     sessions: std::sync::Mutex<HashMap<u64, Arc<Fed>>>,
     next: AtomicU64,
+    /// Per member: found down (`health.rs`), until the prober sees it answer again.
+    down: Vec<std::sync::atomic::AtomicBool>,
+    /// Shut down: the prober stops.
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl std::ops::Deref for Federated {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.0
+    }
 }
 
 impl Federated {
     /// A federation of `members` (started upstreams, in the file's order), names joined by
-    /// `sep`.
+    /// `sep`; starts the prober of members that are down.
     pub fn new(sep: String, members: Vec<(MemberConfig, Arc<dyn Upstream>)>) -> Federated {
-        Federated {
+        let state = Arc::new(State {
             sep,
+            down: members
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             members: members
                 .into_iter()
                 .map(|(cfg, up)| Member {
@@ -71,9 +92,14 @@ impl Federated {
                 .collect(),
             sessions: std::sync::Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
-        }
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        health::start_prober(&state);
+        Federated(state)
     }
+}
 
+impl State {
     fn fed(&self, session: &Session) -> Option<Arc<Fed>> {
         lock(&self.sessions)
             .get(&session.binding.federation)
@@ -101,31 +127,54 @@ impl Federated {
         })
     }
 
-    /// Sends `msg` to member `i` within `fed`'s session. Any failure becomes a JSON-RPC error
-    /// naming the member (a lost member session leaves the member out of this session from
-    /// now on); the client session itself stays.
+    /// Sends `msg` to member `i` within `fed`'s session, re-opening the member's session first
+    /// when it is out of it (`health.rs`), and once more when the member lost it. Any failure
+    /// becomes a JSON-RPC error naming the member; the client session itself stays.
     fn send(&self, fed: &Fed, i: usize, msg: Message, call: &Call<'_>) -> Reply {
         let id = msg.id.clone();
         let m = &self.members[i];
-        let child = match fed.live(i) {
-            Ok(c) => c,
-            Err(why) => {
-                let text = format!("upstream {} is unavailable: {why}", m.name);
-                return Reply::Message(jsonrpc::error_body(id.as_deref(), UNAVAILABLE, &text));
-            }
-        };
-        child.touch();
-        match m.up.forward(member_call(msg, &child, call)) {
-            Ok(r) => r,
-            Err(e) => {
-                if matches!(e, Error::UnknownSession | Error::UpstreamSessionLost) {
-                    fed.set_down(i, &format!("its session ended ({e})"));
+        let refuse =
+            |text: String| Reply::Message(jsonrpc::error_body(id.as_deref(), UNAVAILABLE, &text));
+        if self.is_down(i) {
+            return refuse(format!("upstream {} is down", m.name));
+        }
+        let mut msg = Some(msg);
+        for attempt in 0..2 {
+            let child = match fed.live(i) {
+                Ok(c) => c,
+                Err(why) if !self.revive(fed, i, call.deadline) => {
+                    return refuse(format!("upstream {} is unavailable: {why}", m.name));
                 }
-                log::debug!("upstream {}: {e}", m.name);
-                let text = format!("upstream {} failed: {e}", m.name);
-                Reply::Message(jsonrpc::error_body(id.as_deref(), UNAVAILABLE, &text))
+                Err(_) => match fed.live(i) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        return refuse(format!("upstream {} is unavailable: {why}", m.name));
+                    }
+                },
+            };
+            child.touch();
+            let Some(this) = msg.take() else { break };
+            // Kept for a second try when the member lost its session.
+            let again = (attempt == 0).then(|| copy(&this));
+            match m.up.forward(member_call(this, &child, call)) {
+                Ok(r) => return r,
+                Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
+                    fed.set_down(i, &format!("its session ended ({e})"));
+                    msg = again;
+                    if msg.is_none() {
+                        return refuse(format!("upstream {} failed: {e}", m.name));
+                    }
+                }
+                Err(e) => {
+                    if health::means_down(&e) {
+                        self.went_down(i, &e.to_string());
+                    }
+                    log::debug!("upstream {}: {e}", m.name);
+                    return refuse(format!("upstream {} failed: {e}", m.name));
+                }
             }
         }
+        refuse(format!("upstream {} is unavailable", m.name))
     }
 
     /// Sends a notification or a response to every live member of the session.
@@ -229,6 +278,9 @@ impl Upstream for Federated {
         let all: Vec<usize> = (0..self.members.len()).collect();
         let opened = self.each(&all, |i| {
             let m = &self.members[i];
+            if self.is_down(i) {
+                return Err(Error::Unavailable("down".into()));
+            }
             let c = Call {
                 msg: copy(&call.msg),
                 session: None,
@@ -250,7 +302,12 @@ impl Upstream for Federated {
                 }
                 Ok((binding, Ok(Err(why)))) => Slot::Failed(binding, why),
                 Ok((binding, Err(e))) => Slot::Failed(binding, e.to_string()),
-                Err(e) => Slot::Down(e.to_string()),
+                Err(e) => {
+                    if health::means_down(&e) {
+                        self.went_down(i, &e.to_string());
+                    }
+                    Slot::Down(e.to_string())
+                }
             };
             if let Slot::Failed(_, why) | Slot::Down(why) = &slot {
                 log::warn!("upstream {name}: initialize failed: {why}");
@@ -270,7 +327,8 @@ impl Upstream for Federated {
             )));
         }
         let key = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        lock(&self.sessions).insert(key, Arc::new(Fed::new(slots)));
+        let fed = Fed::new(slots, call.msg.to_vec());
+        lock(&self.sessions).insert(key, Arc::new(fed));
         let result = lists::merged_initialize(&self.members, &self.sep, &results);
         let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
         let binding = Binding {
@@ -315,6 +373,7 @@ impl Upstream for Federated {
         let Some(fed) = self.fed(session) else {
             return;
         };
+        fed.set_parent(session);
         for (i, m) in self.members.iter().enumerate() {
             match fed.take(i) {
                 Slot::Pending(b, caps) => {
@@ -346,23 +405,31 @@ impl Upstream for Federated {
     }
 }
 
-impl Federated {
+impl State {
     /// Releases the member sides of a client session that was never made.
     fn release(&self, slots: Vec<Slot>) {
+        for (i, slot) in slots.into_iter().enumerate() {
+            if let Slot::Pending(b, _) | Slot::Failed(b, _) = slot {
+                self.release_binding(i, b);
+            }
+        }
+    }
+
+    /// Releases member `i`'s side of a session that has no client session.
+    fn release_binding(&self, i: usize, binding: Binding) {
+        let Some(m) = self.members.get(i) else {
+            return;
+        };
         let cfg = crate::config::SessionConfig {
             max: 1,
             max_per_client: 1,
             idle: Duration::from_secs(1),
             replay: Default::default(),
         };
-        // A table only to build sessions that name the member sides to release.
+        // A table only to build a session that names the member side to release.
         let throwaway = crate::session::Sessions::new(&cfg);
-        for (slot, m) in slots.into_iter().zip(&self.members) {
-            if let Slot::Pending(b, _) | Slot::Failed(b, _) = slot
-                && let Ok(s) = throwaway.build(String::new(), b, None, String::new())
-            {
-                m.up.close(&s);
-            }
+        if let Ok(s) = throwaway.build(String::new(), binding, None, String::new()) {
+            m.up.close(&s);
         }
     }
 }
@@ -393,6 +460,7 @@ impl Operate for Federated {
     }
 
     fn shutdown(&self, grace: Duration) {
+        self.stopped.store(true, Ordering::Relaxed);
         for m in &self.members {
             m.up.shutdown(grace);
         }

@@ -1,6 +1,7 @@
 //! Federation over in-process fake upstreams: names, routing, cursors, a member that is down.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -18,7 +19,15 @@ use crate::upstream::{Call, Operate, Reply, Upstream};
 struct Fake {
     tag: &'static str,
     pages: usize,
-    down: bool,
+    down: Arc<AtomicBool>,
+}
+
+fn fake(tag: &'static str, pages: usize, down: bool) -> Fake {
+    Fake {
+        tag,
+        pages,
+        down: Arc::new(AtomicBool::new(down)),
+    }
 }
 
 impl Operate for Fake {
@@ -44,7 +53,7 @@ fn answer(msg: &Message, result: Value) -> Reply {
 
 impl Upstream for Fake {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
-        if self.down {
+        if self.down.load(Ordering::Relaxed) {
             return Err(Error::Unavailable(format!("{} is down", self.tag)));
         }
         let result = json!({
@@ -180,24 +189,8 @@ fn names(v: &Value, items: &str, key: &str) -> Vec<String> {
 #[test]
 fn lists_merge_with_prefixes_and_cursors_walk_every_member() {
     let s = setup(vec![
-        (
-            "a",
-            "a",
-            Fake {
-                tag: "A",
-                pages: 2,
-                down: false,
-            },
-        ),
-        (
-            "b",
-            "",
-            Fake {
-                tag: "B",
-                pages: 1,
-                down: false,
-            },
-        ),
+        ("a", "a", fake("A", 2, false)),
+        ("b", "", fake("B", 1, false)),
     ]);
     let first = s.ask("tools/list", json!({}));
     assert_eq!(
@@ -225,24 +218,8 @@ fn lists_merge_with_prefixes_and_cursors_walk_every_member() {
 #[test]
 fn resources_go_to_who_listed_them_first() {
     let s = setup(vec![
-        (
-            "a",
-            "a",
-            Fake {
-                tag: "A",
-                pages: 1,
-                down: false,
-            },
-        ),
-        (
-            "b",
-            "b",
-            Fake {
-                tag: "B",
-                pages: 1,
-                down: false,
-            },
-        ),
+        ("a", "a", fake("A", 1, false)),
+        ("b", "b", fake("B", 1, false)),
     ]);
     let list = s.ask("resources/list", json!({}));
     assert_eq!(
@@ -264,34 +241,46 @@ fn resources_go_to_who_listed_them_first() {
 #[test]
 fn a_member_that_is_down_is_left_out_and_named() {
     let s = setup(vec![
-        (
-            "a",
-            "a",
-            Fake {
-                tag: "A",
-                pages: 1,
-                down: false,
-            },
-        ),
-        (
-            "gone",
-            "g",
-            Fake {
-                tag: "G",
-                pages: 1,
-                down: true,
-            },
-        ),
+        ("a", "a", fake("A", 1, false)),
+        ("gone", "g", fake("G", 1, true)),
     ]);
     let list = s.ask("tools/list", json!({}));
     assert_eq!(names(&list, "tools", "name"), ["a__t0a", "a__t0b"]);
     let r = s.ask("tools/call", json!({"name": "g__t0a"}));
     assert_eq!(r["error"]["code"], -32603, "{r}");
     let text = r["error"]["message"].as_str().unwrap_or_default();
-    assert!(text.contains("upstream gone is unavailable"), "{text}");
+    assert!(text.contains("upstream gone is down"), "{text}");
     let r = s.ask("ping", json!({}));
     assert_eq!(r["result"], json!({}));
     assert!(s.fed.ready().is_ok());
     s.fed.close(&s.session);
     assert!(s.fed.sessions.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn a_member_that_comes_back_is_announced_and_reopened() {
+    let g = fake("G", 1, true);
+    let down = g.down.clone();
+    let s = setup(vec![("a", "a", fake("A", 1, false)), ("gone", "g", g)]);
+    let standalone = s.session.streams.standalone();
+    let before = standalone.last_seq();
+    down.store(false, Ordering::Relaxed);
+    // The prober asks every second; bounded wait, no timing asserted.
+    let until = Instant::now() + Duration::from_secs(20);
+    while s.fed.is_down(1) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!s.fed.is_down(1), "the prober saw it answer");
+    assert_eq!(
+        standalone.last_seq(),
+        before + 3,
+        "three list_changed notifications"
+    );
+    let list = s.ask("tools/list", json!({}));
+    assert_eq!(
+        names(&list, "tools", "name"),
+        ["a__t0a", "a__t0b", "g__t0a", "g__t0b"]
+    );
+    let r = s.ask("tools/call", json!({"name": "g__t0b"}));
+    assert_eq!(r["result"]["content"][0]["text"], "G ran \"t0b\"", "{r}");
 }
