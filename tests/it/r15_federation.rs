@@ -123,7 +123,8 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
     // elicitation (a shared child) too; what the demo sends outside requests (a resource
     // update) reaches the standalone stream.
     let out = run_py_args("federation_s2c.py", &url, &["ev__", "web__"]);
-    assert_eq!(out["samplingRequests"], 2, "{out}");
+    assert_eq!(out["samplingRequests"], 4, "{out}");
+    assert_eq!(out["together"], 2, "{out}");
     for prefix in ["ev__", "web__"] {
         assert_eq!(out[prefix]["progress"], 3, "{prefix}: {out}");
     }

@@ -19,6 +19,7 @@
 mod health;
 mod lists;
 mod members;
+mod s2c;
 #[cfg(test)]
 mod tests;
 
@@ -157,6 +158,9 @@ impl State {
             // Kept for a second try when the member lost its session.
             let again = (attempt == 0).then(|| copy(&this));
             match m.up.forward(member_call(this, &child, call)) {
+                Ok(Reply::Stream(inner)) => {
+                    return Reply::Stream(Box::new(s2c::Tagged { inner, member: i }));
+                }
                 Ok(r) => return r,
                 Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
                     fed.set_down(i, &format!("its session ended ({e})"));
@@ -349,6 +353,19 @@ impl Upstream for Federated {
             return Err(Error::LegacyOnly);
         };
         let fed = self.fed(session).ok_or(Error::UnknownSession)?;
+        // An answer to a request a member made on a call's stream goes to that member alone.
+        if kind == Kind::Response
+            && let Some((i, original)) = call.msg.id.as_deref().and_then(s2c::untag)
+        {
+            if let (Ok(child), Some(m)) = (fed.live(i), self.members.get(i)) {
+                let mut msg = copy(&call.msg);
+                msg.id = Some(original);
+                if let Err(e) = m.up.forward(member_call(msg, &child, &call)) {
+                    log::debug!("upstream {}: {e}", m.name);
+                }
+            }
+            return Ok(Reply::Accepted);
+        }
         if kind != Kind::Request {
             self.broadcast(&fed, &call.msg, &call);
             return Ok(Reply::Accepted);
