@@ -317,6 +317,32 @@ pub struct MemberConfig {
     /// Its upstream (never itself federated).
     #[serde(flatten)]
     pub upstream: UpstreamConfig,
+    /// `allow`, `deny` and `[upstream.NAME.principal."..."]`: which of its tools and prompts
+    /// who may see and call. Default: all, for everyone.
+    #[serde(flatten)]
+    pub policy: PolicyConfig,
+}
+
+/// A member's tool and prompt policy (`crate::upstream::federated` `policy.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyConfig {
+    /// For everyone.
+    #[serde(flatten)]
+    pub rules: RulesConfig,
+    /// Per principal (`token:NAME`, `jwt:SUB`, `cert:CN`), replacing `rules` list by list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<(String, RulesConfig)>,
+}
+
+/// Name patterns (`*`, `?`) of tools and prompts as the member knows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RulesConfig {
+    /// Only these; `None`: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Never these (wins over `allow`); `None`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.

@@ -11,7 +11,7 @@ use toml::de::{DeString, DeTable, DeValue};
 
 use super::ReverseArgs;
 use super::file::{line_of, scalar};
-use crate::config::{FederationConfig, MemberConfig, UpstreamConfig};
+use crate::config::{FederationConfig, MemberConfig, PolicyConfig, RulesConfig, UpstreamConfig};
 use crate::error::Error;
 
 /// At most this many named upstreams.
@@ -82,6 +82,7 @@ struct Spec {
     at: String,
     prefix: Option<String>,
     flags: Vec<(String, Vec<String>)>,
+    policy: PolicyConfig,
 }
 
 /// True when `s` is made of what a tool name may hold and model APIs take: ASCII letters,
@@ -143,6 +144,7 @@ pub fn federation(
             name: spec.name,
             prefix,
             upstream,
+            policy: spec.policy,
         });
     }
     Ok(Some(FederationConfig {
@@ -238,9 +240,48 @@ fn spec(
     let at = |offset: usize| format!("{path}:{}", line_of(text, offset));
     let mut prefix = None;
     let mut flags: Vec<(String, Vec<String>)> = Vec::new();
+    let mut policy = PolicyConfig::default();
     for (key, value) in keys {
         let k: &str = key.get_ref();
         let bad = |why: &str| Error::Config(format!("{}: `{k}`: {why}", at(value.span().start)));
+        if k == "allow" || k == "deny" {
+            rule(&mut policy.rules, k, value).map_err(bad)?;
+            continue;
+        }
+        if k == "principal" {
+            let DeValue::Table(who) = value.get_ref() else {
+                return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
+            };
+            if who.len() > MAX_PATTERNS {
+                return Err(bad("too many principals"));
+            }
+            let mut entries: Vec<_> = who.iter().collect();
+            entries.sort_by_key(|(k, _)| k.span().start);
+            for (p, lists) in entries {
+                let here = at(p.span().start);
+                let DeValue::Table(lists) = lists.get_ref() else {
+                    return Err(Error::Config(format!(
+                        "{here}: a principal's rules are a table"
+                    )));
+                };
+                let mut rules = RulesConfig::default();
+                for (lk, lv) in lists {
+                    let lk: &str = lk.get_ref();
+                    if lk != "allow" && lk != "deny" {
+                        return Err(Error::Config(format!(
+                            "{}: unknown key `{lk}` (allow or deny)",
+                            at(lv.span().start)
+                        )));
+                    }
+                    rule(&mut rules, lk, lv).map_err(|why| {
+                        Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start)))
+                    })?;
+                }
+                let name: &str = p.get_ref();
+                policy.principals.push((name.to_owned(), rules));
+            }
+            continue;
+        }
         if k == "prefix" {
             let p = match value.get_ref() {
                 DeValue::String(s) => DeString::to_string(s),
@@ -255,7 +296,7 @@ fn spec(
         let Some(&(_, flag, kind)) = MEMBER_KEYS.iter().find(|(key, _, _)| *key == k) else {
             return Err(Error::Config(format!(
                 "{}: unknown key `{k}` in [upstream.{name}] (stdio, url, prefix, headers, env, \
-                 or an upstream flag such as stdio-mode)",
+                 allow, deny, principal, or an upstream flag such as stdio-mode)",
                 at(key.span().start)
             )));
         };
@@ -289,7 +330,38 @@ fn spec(
         at: here,
         prefix,
         flags,
+        policy,
     })
+}
+
+/// Patterns in one `allow` or `deny` list (and principals of a table), at most.
+const MAX_PATTERNS: usize = 256;
+
+/// Reads an `allow` or `deny` list into `rules`.
+fn rule(
+    rules: &mut RulesConfig,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<(), &'static str> {
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err("a list of tool and prompt names (* and ? match)");
+    };
+    if items.len() > MAX_PATTERNS {
+        return Err("too many patterns");
+    }
+    let patterns = items
+        .iter()
+        .map(|v| match v.get_ref() {
+            DeValue::String(s) if !s.is_empty() && s.len() <= 128 => Ok(DeString::to_string(s)),
+            _ => Err("patterns are strings of 1 to 128 characters"),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if key == "allow" {
+        rules.allow = Some(patterns);
+    } else {
+        rules.deny = Some(patterns);
+    }
+    Ok(())
 }
 
 /// A key's value as flag arguments.
@@ -345,6 +417,32 @@ mod tests {
             f.members[0].upstream,
             UpstreamConfig::Stdio(ref s) if s.argv == ["cat"]
         ));
+    }
+
+    #[test]
+    fn policies_per_member_and_principal() {
+        let p = write(
+            "policy.toml",
+            "[upstream.a]\nstdio = \"cat\"\nallow = [\"echo\", \"get-*\"]\n\n             [upstream.a.principal.\"token:alice\"]\nallow = [\"*\"]\ndeny = [\"crash\"]\n",
+        );
+        let f = federation(&p, "__", "x").expect("valid").expect("tables");
+        let policy = &f.members[0].policy;
+        assert_eq!(
+            policy.rules.allow.as_deref(),
+            Some(&["echo".to_owned(), "get-*".to_owned()][..])
+        );
+        assert_eq!(policy.principals.len(), 1);
+        assert_eq!(policy.principals[0].0, "token:alice");
+        assert_eq!(
+            policy.principals[0].1.deny.as_deref(),
+            Some(&["crash".to_owned()][..])
+        );
+        let bad = write(
+            "policy-bad.toml",
+            "[upstream.a]\nstdio = \"cat\"\n[upstream.a.principal.bob]\nalow = [\"x\"]\n",
+        );
+        let e = federation(&bad, "__", "x").expect_err("typo").to_string();
+        assert!(e.contains(":4: unknown key `alow`"), "{e}");
     }
 
     #[test]

@@ -229,3 +229,82 @@ fn r15_federation_check_config_shows_members_and_names_bad_lines() {
         assert!(err.contains(want), "{text}: {err}");
     }
 }
+
+const ALICE: &str = "alice-token-0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef";
+
+/// POSTs `body` as the holder of `token`, within `sid` if given; the JSON-RPC answer.
+fn rpc(addr: std::net::SocketAddr, token: &str, sid: Option<&str>, body: &str) -> (Resp, Value) {
+    let auth = format!("Bearer {token}");
+    let r = post_with(addr, &[("Authorization", &auth)], sid, body);
+    let v = r.messages().last().cloned().unwrap_or(Value::Null);
+    (r, v)
+}
+
+#[test]
+fn r15_federation_policy_per_principal() {
+    let dir = TempDir::new("r15fed-policy");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{ALICE} alice\n{BOB} bob\n")).expect("w");
+    let file = dir.path().join("policy.toml");
+    // Everyone sees the demo's echo; alice every tool but crash; bob only test_simple_text.
+    std::fs::write(
+        &file,
+        format!(
+            "auth-tokens = \"{}\"\n\n[upstream.demo]\nstdio = \"{} demo-server\"\n\
+             allow = [\"echo\"]\n\n[upstream.demo.principal.\"token:alice\"]\nallow = [\"*\"]\n\
+             deny = [\"crash\", \"e?it\"]\n\n[upstream.demo.principal.\"token:bob\"]\n\
+             allow = [\"test_simple_*\"]\n",
+            tokens.display(),
+            exe()
+        ),
+    )
+    .expect("w");
+    let (_p, addr) = spawn_proxy(&["--config", &file.to_string_lossy()], Stdio::null(), &[]);
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let call = |name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{name}","arguments":{{"message":"hi"}}}}}}"#
+        )
+    };
+    for (token, sees, refused) in [
+        (
+            ALICE,
+            vec![
+                "demo__echo",
+                "demo__test_image_content",
+                "demo__test_simple_text",
+            ],
+            vec!["demo__crash", "demo__exit"],
+        ),
+        (
+            BOB,
+            vec!["demo__test_simple_text"],
+            vec!["demo__echo", "demo__crash"],
+        ),
+    ] {
+        let (r, _) = rpc(addr, token, None, INIT);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sid = r.header("mcp-session-id").expect("session").to_owned();
+        let (_, v) = rpc(addr, token, Some(&sid), list);
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        for want in &sees {
+            assert!(names.contains(want), "{want} in {names:?}");
+            let (_, v) = rpc(addr, token, Some(&sid), &call(want));
+            assert!(v.get("result").is_some(), "{want}: {v}");
+        }
+        for hidden in &refused {
+            assert!(!names.contains(hidden), "{hidden} hidden: {names:?}");
+            let (_, v) = rpc(addr, token, Some(&sid), &call(hidden));
+            assert_eq!(
+                v["error"]["code"], -32602,
+                "{hidden} refused as unknown: {v}"
+            );
+        }
+    }
+}

@@ -71,7 +71,8 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
                 "prompt"
             };
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-            let Some((i, local)) = route_name(f, name) else {
+            let Some((i, local)) = route_name(f, name).filter(|&(i, l)| allowed(f, call, i, l))
+            else {
                 return Ok(err(-32602, &format!("Unknown {what}: {name}")));
             };
             let mut p = params.clone();
@@ -81,7 +82,8 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
         "completion/complete" => {
             let r = params.get("ref").cloned().unwrap_or_else(|| json!({}));
             if let Some(name) = r.get("name").and_then(Value::as_str) {
-                let Some((i, local)) = route_name(f, name) else {
+                let Some((i, local)) = route_name(f, name).filter(|&(i, l)| allowed(f, call, i, l))
+                else {
                     return Ok(err(-32602, &format!("Unknown prompt: {name}")));
                 };
                 let mut p = params.clone();
@@ -96,6 +98,18 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
             by_uri(f, fed, call, uri)
         }
         _ => Ok(err(-32601, &format!("Method not found: {method}"))),
+    }
+}
+
+/// True when the caller of `call` may see and call member `i`'s tool or prompt `local`.
+fn allowed(f: &Federated, call: &Call<'_>, i: usize, local: &str) -> bool {
+    let policy = &f.members[i].policy;
+    match call.session {
+        // The era bridge's session, shared by every caller (`crate::bridge::legacy`).
+        Some(s) if s.principal.is_none() && s.client == "bridge" => {
+            super::policy::allows_everyone(policy, local)
+        }
+        s => super::policy::allows(policy, s.and_then(|s| s.principal.as_deref()), local),
     }
 }
 
@@ -222,6 +236,9 @@ fn list(
                 continue;
             };
             if l.key == "name" {
+                if !allowed(f, call, i, &key) {
+                    continue;
+                }
                 match shown_name(f, m, &key) {
                     Some(n) => item[l.key] = Value::String(n),
                     None => continue,

@@ -19,6 +19,7 @@
 mod health;
 mod lists;
 mod members;
+mod policy;
 mod s2c;
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,8 @@ struct Member {
     name: String,
     prefix: String,
     up: Arc<dyn Upstream>,
+    /// Which of its tools and prompts who may see and call (`policy.rs`).
+    policy: crate::config::PolicyConfig,
 }
 
 /// Several upstreams behind one endpoint: a handle on their [`State`], which the prober
@@ -89,6 +92,7 @@ impl Federated {
                     name: cfg.name,
                     prefix: cfg.prefix,
                     up,
+                    policy: cfg.policy,
                 })
                 .collect(),
             sessions: std::sync::Mutex::new(HashMap::new()),

@@ -120,6 +120,7 @@ fn member(name: &str, prefix: &str) -> MemberConfig {
             evict_idle: Duration::from_secs(1),
             queue: 1,
         }),
+        policy: Default::default(),
     }
 }
 
@@ -283,4 +284,60 @@ fn a_member_that_comes_back_is_announced_and_reopened() {
     );
     let r = s.ask("tools/call", json!({"name": "g__t0b"}));
     assert_eq!(r["result"]["content"][0]["text"], "G ran \"t0b\"", "{r}");
+}
+
+#[test]
+fn policies_hide_and_refuse_per_principal() {
+    let mut a = member("a", "a");
+    a.policy.rules.deny = Some(vec!["t0b".into()]);
+    a.policy.principals.push((
+        "token:alice".into(),
+        crate::config::RulesConfig {
+            allow: None,
+            deny: Some(vec![]),
+        },
+    ));
+    let mut fed = Federated::new(
+        "__".into(),
+        vec![(a, Arc::new(fake("A", 1, false)) as Arc<dyn Upstream>)],
+    );
+    let init = Message::parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
+        .expect("message");
+    let sessions = Sessions::new(&SessionConfig {
+        max: 4,
+        max_per_client: 4,
+        idle: Duration::from_secs(60),
+        replay: Default::default(),
+    });
+    for (who, want) in [
+        (None, vec!["a__t0a"]),
+        (Some("token:alice"), vec!["a__t0a", "a__t0b"]),
+    ] {
+        let (binding, _) = fed.initialize(call(copy_of(&init), None)).expect("init");
+        let session = sessions
+            .build(
+                "2025-11-25".into(),
+                binding,
+                who.map(str::to_owned),
+                "c".into(),
+            )
+            .expect("session");
+        fed.attach(&session);
+        let s = Setup { fed, session };
+        let list = s.ask("tools/list", json!({}));
+        assert_eq!(names(&list, "tools", "name"), want, "{who:?}");
+        let r = s.ask("tools/call", json!({"name": "a__t0b"}));
+        if who.is_none() {
+            assert_eq!(r["error"]["code"], -32602, "refused as unknown: {r}");
+        } else {
+            assert_eq!(r["result"]["content"][0]["text"], "A ran \"t0b\"", "{r}");
+        }
+        s.fed.close(&s.session);
+        let Setup { fed: back, .. } = s;
+        fed = back;
+    }
+}
+
+fn copy_of(m: &Message) -> Message {
+    Message::parse(&m.to_vec()).expect("message")
 }
