@@ -106,11 +106,30 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
 
     // Every listed resource (the first few) reads through the member that listed it.
     let reads: Vec<&String> = resources.iter().take(4).collect();
-    let out = run_py_args(
-        "federation.py",
-        &url,
-        &[&json!({ "reads": reads }).to_string()],
+    // Completions go where their prompt or template lives (a template's owner is learnt by
+    // listing, here without the client listing first); a URI nobody has is not found.
+    let plan = json!({
+        "reads": reads.iter().map(|r| r.as_str()).chain(["nope://x"]).collect::<Vec<_>>(),
+        "completions": [
+            ["prompt", "ev__completable-prompt", "department", "E"],
+            ["template", "demo://resource/dynamic/text/{resourceId}", "resourceId", "1"],
+        ],
+    });
+    let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
+    assert_eq!(
+        out["completions"]["ev__completable-prompt"]["values"],
+        json!(["Engineering"]),
+        "{out}"
     );
+    assert_eq!(
+        out["completions"]["demo://resource/dynamic/text/{resourceId}"]["values"],
+        json!(["1"]),
+        "{out}"
+    );
+    let missing = out["reads"]["nope://x"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(missing.contains("-32002"), "{out}");
     for uri in &reads {
         assert!(
             out["reads"][uri.as_str()].get("error").is_none(),

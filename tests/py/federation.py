@@ -3,7 +3,8 @@
     python tests/py/federation.py URL PLAN
 
 PLAN is JSON: {"calls": [[tool, {arguments}], ...], "prompts": [[prompt, {arguments}], ...],
-"reads": [uri, ...]}. With the low-level ``ClientSession`` (initialize handshake), the driver
+"reads": [uri, ...], "completions": [["prompt" or "template", name or URI template, argument,
+value], ...]}. With the low-level ``ClientSession`` (initialize handshake), the driver
 initializes, lists tools, prompts, resources and resource templates (every page), then makes
 each call, prompt get and read in turn. A call that fails is recorded, not fatal.
 
@@ -77,6 +78,18 @@ async def federation(url: str, args: list[str]) -> dict[str, Any]:
                 out["reads"][uri] = {"mimeType": r.contents[0].mime_type if r.contents else None}
             except Exception as e:  # noqa: BLE001
                 out["reads"][uri] = {"error": describe(e)}
+        out["completions"] = {}
+        for kind, target, arg, value in plan.get("completions", []):
+            ref = (
+                types.PromptReference(type="ref/prompt", name=target)
+                if kind == "prompt"
+                else types.ResourceTemplateReference(type="ref/resource", uri=target)
+            )
+            try:
+                r = await session.complete(ref, {"name": arg, "value": value})
+                out["completions"][target] = {"values": r.completion.values}
+            except Exception as e:  # noqa: BLE001
+                out["completions"][target] = {"error": describe(e)}
         await session.send_ping()
         out["ping"] = True
     return out

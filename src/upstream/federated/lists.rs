@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::members::Fed;
 use super::{Federated, Member, collect, copy, result_of, with_params};
 use crate::error::Error;
-use crate::jsonrpc;
+use crate::jsonrpc::{self, Message};
 use crate::upstream::{Call, Reply};
 
 /// What a list method lists: its capability, the result member holding the items, and the
@@ -139,6 +139,9 @@ fn route_name<'n>(f: &Federated, name: &'n str) -> Option<(usize, &'n str)> {
 /// resources in turn until one answers without an error.
 fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply, Error> {
     let msg = || copy(&call.msg);
+    if fed.owner(uri).is_none() && fed.first_index() {
+        index(f, fed, call);
+    }
     if let Some(i) = fed.owner(uri) {
         return Ok(f.send(fed, i, msg(), call));
     }
@@ -159,6 +162,31 @@ fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply,
         let text = format!("Resource not found: {uri}");
         jsonrpc::error_body(call.msg.id.as_deref(), -32002, &text)
     })))
+}
+
+/// Learns who lists which resources and templates (first pages), for a session whose client
+/// reads or completes without listing first.
+fn index(f: &Federated, fed: &Fed, call: &Call<'_>) {
+    for method in ["resources/list", "resources/templates/list"] {
+        let Some(l) = listing(method) else { continue };
+        let msg = Message {
+            jsonrpc: "2.0".into(),
+            id: Some(jsonrpc::raw("0".into())),
+            method: Some(method.into()),
+            params: None,
+            result: None,
+            error: None,
+        };
+        let c = Call {
+            msg,
+            session: call.session,
+            deadline: call.deadline,
+            headers: Vec::new(),
+        };
+        if let Err(why) = list(f, fed, &c, &l, &json!({})) {
+            log::debug!("federation: {method}: {why}");
+        }
+    }
 }
 
 /// One page of a merged list, or why the cursor is refused.

@@ -47,6 +47,8 @@ pub struct Fed {
     parent: OnceLock<Weak<Session>>,
     /// Per member: when its session was last re-opened (or tried).
     tried: Vec<Mutex<Option<Instant>>>,
+    /// Resources and templates were listed once to learn their owners (`lists.rs`).
+    indexed: std::sync::atomic::AtomicBool,
 }
 
 impl Fed {
@@ -57,7 +59,15 @@ impl Fed {
             uris: Mutex::new(HashMap::new()),
             init,
             parent: OnceLock::new(),
+            indexed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True the first time only: the resources of this session are to be listed once.
+    pub fn first_index(&self) -> bool {
+        !self
+            .indexed
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn set_parent(&self, session: &Arc<Session>) {
