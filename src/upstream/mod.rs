@@ -121,6 +121,16 @@ pub trait Upstream: Operate {
     }
 }
 
+/// One upstream of a federation, as operators see it.
+pub struct MemberView<'a> {
+    /// Its `[upstream.NAME]`.
+    pub name: &'a str,
+    /// Found down and not yet back (`federated` `health.rs`).
+    pub down: bool,
+    /// The upstream itself.
+    pub upstream: &'a dyn Upstream,
+}
+
 /// What operators see of an upstream and do to it: the admin API, `/readyz`, `/metrics` and
 /// shutdown. Never called on the request path except [`Operate::name`] (for logs).
 pub trait Operate: Send + Sync {
@@ -147,6 +157,11 @@ pub trait Operate: Send + Sync {
     /// The HTTP upstream's request slot pool; `None` for stdio.
     fn pool(&self) -> Option<PoolInfo> {
         None
+    }
+
+    /// The named upstreams behind a federation ([`federated`]); empty for any other.
+    fn members(&self) -> Vec<MemberView<'_>> {
+        Vec::new()
     }
 
     /// Rolling restart: replaces each child once its requests in flight have finished (or

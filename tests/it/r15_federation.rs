@@ -279,7 +279,33 @@ fn r15_federation_policy_per_principal() {
         ),
     )
     .expect("w");
-    let (_p, addr) = spawn_proxy(&["--config", &file.to_string_lossy()], Stdio::null(), &[]);
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (_p, addr) = spawn_proxy(
+        &["--config", &file.to_string_lossy(), "--admin-bind", &admin],
+        Stdio::null(),
+        &[],
+    );
+    // The admin API shows each upstream of the federation, and restarts one by its name.
+    let admin: std::net::SocketAddr = admin.parse().expect("addr");
+    let shown = get(admin, "/admin/upstreams", &[]).json();
+    assert_eq!(shown[0]["kind"], "federated", "{shown}");
+    assert_eq!(shown[0]["members"][0]["member"], "demo", "{shown}");
+    assert_eq!(shown[0]["members"][0]["down"], false, "{shown}");
+    assert_eq!(shown[0]["members"][0]["kind"], "stdio", "{shown}");
+    let r = Conn::open(admin).request(
+        "POST",
+        "/admin/upstreams/demo/restart",
+        &JSON_HEADERS,
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = Conn::open(admin).request(
+        "POST",
+        "/admin/upstreams/nope/restart",
+        &JSON_HEADERS,
+        b"{}",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
     let call = |name: &str| {
         format!(

@@ -2,7 +2,9 @@
 //!
 //! Owns: [`Federated`], an [`Upstream`] over named members, each itself an upstream of
 //! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
-//! sessions (`members.rs`); merged lists, namespaced names and their cursors (`lists.rs`).
+//! sessions (`members.rs`); merged lists, namespaced names and their cursors, routing
+//! (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
+//! (`policy.rs`); ids of server-to-client requests made during calls (`s2c.rs`).
 //! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
 //! pipeline sees one upstream and is unchanged).
 //!
@@ -485,6 +487,18 @@ impl Operate for Federated {
         for m in &self.members {
             m.up.shutdown(grace);
         }
+    }
+
+    fn members(&self) -> Vec<super::MemberView<'_>> {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| super::MemberView {
+                name: &m.name,
+                down: self.is_down(i),
+                upstream: m.up.as_ref(),
+            })
+            .collect()
     }
 
     fn children(&self) -> Vec<ChildInfo> {
