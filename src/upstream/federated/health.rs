@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::State;
 use super::members::{Fed, Slot};
-use super::{State, collect, result_of};
+use super::messages::{collect, result_of};
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::upstream::Call;

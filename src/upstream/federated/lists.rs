@@ -13,7 +13,8 @@
 use serde_json::{Value, json};
 
 use super::members::Fed;
-use super::{Federated, Member, collect, copy, result_of, with_params};
+use super::messages::{collect, copy, result_of, with_params};
+use super::{Federated, Member};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::upstream::{Call, Reply};
