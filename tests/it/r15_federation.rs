@@ -98,6 +98,17 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
     unique.dedup();
     assert_eq!(unique.len(), resources.len(), "no URI twice: {resources:?}");
 
+    // The TypeScript SDK client: each upstream's echo and progress.
+    for prefix in ["demo__", "ev__", "web__"] {
+        let out = run_js_env(&url, &[("TOOL_PREFIX", prefix)]);
+        assert_eq!(out["echo"], "Echo: hello from TS", "{prefix}: {out}");
+        assert_eq!(
+            out["progress"].as_array().map(Vec::len),
+            Some(3),
+            "{prefix}: {out}"
+        );
+    }
+
     // A 2026-07-28 client (auto mode) is served through the era bridge, over a federated
     // session of the proxy's own.
     let out = run_py_env("auto.py", &url, &[], &[("ECHO_TOOL", "web__echo")]);
