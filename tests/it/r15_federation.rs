@@ -364,3 +364,89 @@ fn r15_federation_policy_per_principal() {
         }
     }
 }
+
+/// Conformance 0.1.16 (active server suite) through a federation of one upstream, the demo,
+/// with `prefix = ""`: the federation is transparent, every scenario passes as in front of
+/// the demo alone (`conformance::conformance_demo_stdio_shared`).
+#[test]
+fn r15_federation_conformance_one_upstream_without_prefix() {
+    let dir = TempDir::new("r15fed-conformance");
+    let file = dir.path().join("one.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream.demo]\nstdio = \"{} demo-server\"\nprefix = \"\"\n",
+            exe()
+        ),
+    )
+    .expect("w");
+    let p = demo_proxy(&["--config", &file.to_string_lossy()]);
+    let out = crate::conformance::run_conformance(
+        &format!("http://{}/mcp", p.local_addr()),
+        &dir.path().join("out"),
+    );
+    let failed: Vec<String> = out
+        .iter()
+        .filter_map(|(name, r)| r.as_ref().err().map(|why| format!("{name}: {why}")))
+        .collect();
+    assert!(
+        failed.is_empty() && out.len() == 30,
+        "{}/30 ran, failing:\n{}",
+        out.len(),
+        failed.join("\n")
+    );
+}
+
+/// Conformance 0.2.0-alpha.12 (2026-07-28 and 2025-11-25 requirement sets) through a
+/// federation of the demo alone (`prefix = ""`) passes exactly what the flag form passes.
+#[test]
+fn r15_federation_conformance26_same_as_the_flag_form() {
+    use crate::conformance26::{SCORED_2026, SERIAL, SET_2025};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("r15fed-conformance26");
+    let demo = format!("{} demo-server --era dual", exe());
+    let file = dir.path().join("one.toml");
+    std::fs::write(
+        &file,
+        format!("[upstream.demo]\nstdio = \"{demo}\"\nprefix = \"\"\n"),
+    )
+    .expect("w");
+    let file = file.to_string_lossy().into_owned();
+    let mut counts = Vec::new();
+    for (label, flags) in [
+        ("flags", vec!["--stdio", demo.as_str()]),
+        ("federation", vec!["--config", file.as_str()]),
+    ] {
+        let mut flags = flags;
+        flags.extend(["--input-timeout", "3s"]);
+        let p = demo_proxy(&flags);
+        let url = format!("http://{}/mcp", p.local_addr());
+        let out26 = run_requirements(
+            &url,
+            "2026-07-28",
+            &dir.path().join(label).join("26"),
+            &SCORED_2026,
+        );
+        let out25 = run_requirements(
+            &url,
+            "2025-11-25",
+            &dir.path().join(label).join("25"),
+            &SET_2025,
+        );
+        counts.push((
+            label,
+            passing_of(&out26, &SCORED_2026),
+            passing_of(&out25, &SET_2025),
+        ));
+    }
+    let (flags, federation) = (&counts[0], &counts[1]);
+    eprintln!(
+        "conformance 0.2: flags {}/37 + {}/33, federation {}/37 + {}/33",
+        flags.1.len(),
+        flags.2.len(),
+        federation.1.len(),
+        federation.2.len()
+    );
+    assert_eq!(flags.1, federation.1, "2026-07-28 scenarios passing");
+    assert_eq!(flags.2, federation.2, "2025-11-25 scenarios passing");
+}
