@@ -16,6 +16,7 @@ use argh::FromArgs;
 
 mod file;
 mod members;
+mod overrides;
 pub use file::expand as expand_config_file;
 
 use crate::config::{

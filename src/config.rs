@@ -332,6 +332,33 @@ pub struct PolicyConfig {
     /// Per principal (`token:NAME`, `jwt:SUB`, `cert:CN`), replacing `rules` list by list.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<(String, RulesConfig)>,
+    /// `[upstream.NAME.tools.TOOL]`: how single tools are shown and called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolOverride>,
+}
+
+/// One `[upstream.NAME.tools.TOOL]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ToolOverride {
+    /// The tool, as the member knows it.
+    pub tool: String,
+    /// `name`: the name shown instead (then prefixed); the old one is unknown to clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rename: Option<String>,
+    /// `description`: shown instead of the member's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `arguments`: values always sent, left out of the schema clients see (shown as names
+    /// only: they may be secrets).
+    #[serde(rename = "fixedArguments", serialize_with = "value_names")]
+    pub fixed: serde_json::Map<String, serde_json::Value>,
+}
+
+fn value_names<S: Serializer>(
+    m: &serde_json::Map<String, serde_json::Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.keys())
 }
 
 /// Name patterns (`*`, `?`) of tools and prompts as the member knows them.

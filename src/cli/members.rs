@@ -245,14 +245,18 @@ fn spec(
         let k: &str = key.get_ref();
         let bad = |why: &str| Error::Config(format!("{}: `{k}`: {why}", at(value.span().start)));
         if k == "allow" || k == "deny" {
-            rule(&mut policy.rules, k, value).map_err(bad)?;
+            super::overrides::rule(&mut policy.rules, k, value).map_err(bad)?;
+            continue;
+        }
+        if k == "tools" {
+            policy.tools = super::overrides::tools(path, text, value)?;
             continue;
         }
         if k == "principal" {
             let DeValue::Table(who) = value.get_ref() else {
                 return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
             };
-            if who.len() > MAX_PATTERNS {
+            if who.len() > super::overrides::MAX_PATTERNS {
                 return Err(bad("too many principals"));
             }
             let mut entries: Vec<_> = who.iter().collect();
@@ -273,7 +277,7 @@ fn spec(
                             at(lv.span().start)
                         )));
                     }
-                    rule(&mut rules, lk, lv).map_err(|why| {
+                    super::overrides::rule(&mut rules, lk, lv).map_err(|why| {
                         Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start)))
                     })?;
                 }
@@ -332,36 +336,6 @@ fn spec(
         flags,
         policy,
     })
-}
-
-/// Patterns in one `allow` or `deny` list (and principals of a table), at most.
-const MAX_PATTERNS: usize = 256;
-
-/// Reads an `allow` or `deny` list into `rules`.
-fn rule(
-    rules: &mut RulesConfig,
-    key: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Result<(), &'static str> {
-    let DeValue::Array(items) = value.get_ref() else {
-        return Err("a list of tool and prompt names (* and ? match)");
-    };
-    if items.len() > MAX_PATTERNS {
-        return Err("too many patterns");
-    }
-    let patterns = items
-        .iter()
-        .map(|v| match v.get_ref() {
-            DeValue::String(s) if !s.is_empty() && s.len() <= 128 => Ok(DeString::to_string(s)),
-            _ => Err("patterns are strings of 1 to 128 characters"),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if key == "allow" {
-        rules.allow = Some(patterns);
-    } else {
-        rules.deny = Some(patterns);
-    }
-    Ok(())
 }
 
 /// A key's value as flag arguments.

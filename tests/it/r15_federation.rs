@@ -51,7 +51,7 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
 
     let plan = json!({
         "calls": [echo("demo__echo"), echo("ev__echo"), echo("web__echo"), echo("nope__echo"),
-                  echo("echo")],
+                  echo("echo"), echo("demo__wait_and_echo")],
         "prompts": [["ev__simple-prompt", {}], ["web__simple-prompt", {}]],
     });
     let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
@@ -65,7 +65,7 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))),
         "every tool namespaced, in the spec's characters: {tools:?}"
     );
-    for name in ["demo__echo", "ev__echo", "web__echo"] {
+    for name in ["demo__echo", "ev__echo", "web__echo", "demo__wait_and_echo"] {
         let call = &out["calls"][name];
         assert_eq!(call["isError"], false, "{name}: {out}");
         assert!(
@@ -220,6 +220,12 @@ fn r15_federation_check_config_shows_members_and_names_bad_lines() {
     assert_eq!(v["upstream"]["kind"], "federated", "{v}");
     assert_eq!(v["upstream"]["nameSeparator"], "__");
     let members = v["upstream"]["members"].as_array().expect("members");
+    assert_eq!(members[0]["tools"][0]["rename"], "wait_and_echo", "{v}");
+    assert_eq!(
+        members[0]["tools"][0]["fixedArguments"],
+        json!(["delayMs"]),
+        "{v}"
+    );
     let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
     assert_eq!(names, ["demo", "everything", "web"]);
     assert_eq!(members[1]["prefix"], "ev");
@@ -449,4 +455,62 @@ fn r15_federation_conformance26_same_as_the_flag_form() {
     );
     assert_eq!(flags.1, federation.1, "2026-07-28 scenarios passing");
     assert_eq!(flags.2, federation.2, "2025-11-25 scenarios passing");
+}
+
+/// `[upstream.NAME.tools.TOOL]`: a renamed tool with its own description and a fixed argument
+/// (gone from its schema, set on every call); its old name is unknown.
+#[test]
+fn r15_federation_tool_renamed_described_and_fixed() {
+    let dir = TempDir::new("r15fed-tools");
+    let file = dir.path().join("tools.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream.demo]\nstdio = \"{} demo-server\"\n\n[upstream.demo.tools.echo]\n\
+             name = \"say\"\ndescription = \"Says the fixed words.\"\n\
+             arguments = {{ message = \"fixed words\" }}\n",
+            exe()
+        ),
+    )
+    .expect("w");
+    let p = demo_proxy(&["--config", &file.to_string_lossy()]);
+    let mut c = Conn::open(p.local_addr());
+    let sid = c.initialize();
+    let list = c
+        .post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .json();
+    let tools = list["result"]["tools"].as_array().expect("tools");
+    assert!(
+        !tools.iter().any(|t| t["name"] == "demo__echo"),
+        "old name hidden"
+    );
+    let say = tools
+        .iter()
+        .find(|t| t["name"] == "demo__say")
+        .expect("demo__say listed");
+    assert_eq!(say["description"], "Says the fixed words.");
+    assert!(
+        say["inputSchema"]["properties"].get("message").is_none(),
+        "{say}"
+    );
+    let r = c
+        .post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__say","arguments":{"message":"mine"}}}"#,
+        )
+        .json();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "Echo: fixed words",
+        "{r}"
+    );
+    let r = c
+        .post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"demo__echo","arguments":{"message":"x"}}}"#,
+        )
+        .json();
+    assert_eq!(r["error"]["code"], -32602, "{r}");
 }

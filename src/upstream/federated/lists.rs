@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::members::Fed;
 use super::messages::{collect, copy, result_of, with_params};
-use super::{Federated, Member};
+use super::{Federated, Member, policy};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::upstream::{Call, Reply};
@@ -72,12 +72,23 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
                 "prompt"
             };
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-            let Some((i, local)) = route_name(f, name).filter(|&(i, l)| allowed(f, call, i, l))
-            else {
+            let tools = method == "tools/call";
+            // A renamed tool is called by its new name only (`policy.rs`).
+            let target = route_name(f, name).and_then(|(i, shown)| {
+                let local = match tools {
+                    true => policy::original(&f.members[i].policy, shown)?,
+                    false => shown,
+                };
+                allowed(f, call, i, local).then_some((i, local))
+            });
+            let Some((i, local)) = target else {
                 return Ok(err(-32602, &format!("Unknown {what}: {name}")));
             };
             let mut p = params.clone();
             p["name"] = Value::String(local.to_owned());
+            if tools {
+                policy::inject(&f.members[i].policy, local, &mut p);
+            }
             Ok(f.send(fed, i, with_params(&call.msg, &p), call))
         }
         "completion/complete" => {
@@ -104,13 +115,13 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
 
 /// True when the caller of `call` may see and call member `i`'s tool or prompt `local`.
 fn allowed(f: &Federated, call: &Call<'_>, i: usize, local: &str) -> bool {
-    let policy = &f.members[i].policy;
+    let rules = &f.members[i].policy;
     match call.session {
         // The era bridge's session, shared by every caller (`crate::bridge::legacy`).
         Some(s) if s.principal.is_none() && s.client == "bridge" => {
-            super::policy::allows_everyone(policy, local)
+            policy::allows_everyone(rules, local)
         }
-        s => super::policy::allows(policy, s.and_then(|s| s.principal.as_deref()), local),
+        s => policy::allows(rules, s.and_then(|s| s.principal.as_deref()), local),
     }
 }
 
@@ -268,7 +279,12 @@ fn list(
                 if !allowed(f, call, i, &key) {
                     continue;
                 }
-                match shown_name(f, m, &key) {
+                let mut local = key.as_str();
+                if l.items == "tools" {
+                    policy::reshape(&m.policy, &key, &mut item);
+                    local = policy::shown_as(&m.policy, &key);
+                }
+                match shown_name(f, m, local) {
                     Some(n) => item[l.key] = Value::String(n),
                     None => continue,
                 }
