@@ -24,6 +24,7 @@ use crate::proxy::Proxy;
 use crate::session::Sessions;
 use crate::tape::{self, Auditor, Recorder, Redactor};
 use crate::upstream::Upstream;
+use crate::upstream::federated::Federated;
 use crate::upstream::http::HttpUpstream;
 use crate::upstream::stdio::dedicated::DedicatedUpstream;
 use crate::upstream::stdio::shared::StdioUpstream;
@@ -49,19 +50,45 @@ pub struct Shadowcat {
     drain: Duration,
 }
 
+/// Starts the upstream `cfg` describes (each member of a federation in turn).
+fn build_upstream(
+    cfg: &UpstreamConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Upstream>, Error> {
+    Ok(match cfg {
+        UpstreamConfig::Http(http) => Arc::new(HttpUpstream::new(http, Some(metrics.clone()))?),
+        UpstreamConfig::Stdio(stdio) => match stdio.mode {
+            StdioMode::Shared => Arc::new(StdioUpstream::start(stdio, Some(metrics.clone()))?),
+            StdioMode::PerSession { .. } => {
+                Arc::new(DedicatedUpstream::start(stdio, Some(metrics.clone()))?)
+            }
+        },
+        UpstreamConfig::Federated(f) => {
+            let mut members = Vec::with_capacity(f.members.len());
+            for m in &f.members {
+                let started = build_upstream(&m.upstream, metrics);
+                let up = match started {
+                    Ok(up) => up,
+                    Err(e) => {
+                        for (_, up) in &members {
+                            let up: &Arc<dyn Upstream> = up;
+                            up.shutdown(Duration::from_secs(2));
+                        }
+                        return Err(Error::Config(format!("upstream {}: {e}", m.name)));
+                    }
+                };
+                members.push((m.clone(), up));
+            }
+            Arc::new(Federated::new(f.separator.clone(), members))
+        }
+    })
+}
+
 impl Shadowcat {
     /// Starts the upstream, binds `config.listen.bind` and begins serving. Returns once ready.
     pub fn start(config: Config) -> Result<Shadowcat, Error> {
         let metrics = Arc::new(Metrics::new(&config.upstream.name()));
-        let upstream: Arc<dyn Upstream> = match &config.upstream {
-            UpstreamConfig::Http(http) => Arc::new(HttpUpstream::new(http, Some(metrics.clone()))?),
-            UpstreamConfig::Stdio(stdio) => match stdio.mode {
-                StdioMode::Shared => Arc::new(StdioUpstream::start(stdio, Some(metrics.clone()))?),
-                StdioMode::PerSession { .. } => {
-                    Arc::new(DedicatedUpstream::start(stdio, Some(metrics.clone()))?)
-                }
-            },
-        };
+        let upstream = build_upstream(&config.upstream, &metrics)?;
         Shadowcat::launch(config, upstream, metrics)
     }
 

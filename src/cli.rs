@@ -16,6 +16,8 @@ use argh::FromArgs;
 
 mod faults;
 mod file;
+mod members;
+mod overrides;
 pub use file::expand as expand_config_file;
 
 use crate::config::{
@@ -123,6 +125,11 @@ pub struct ReverseArgs {
     /// words, 'single' and "double" quotes group them, backslash escapes the next character
     #[argh(option)]
     pub stdio: Option<String>,
+
+    /// with [upstream.NAME] tables in --config: what joins an upstream's prefix and its tool
+    /// and prompt names (default __: the spec's tool-name characters, and what model APIs take)
+    #[argh(option, default = "String::from(\"__\")")]
+    pub name_separator: String,
 
     /// how sessions use stdio children: shared (default; sessions pinned to a fixed set of
     /// persistent children, JSON-RPC ids rewritten) or per-session (each session gets its own
@@ -496,6 +503,15 @@ enum Chosen {
 impl ReverseArgs {
     /// Validates the flags. `self_exe` is the program to spawn for the built-in demo server.
     pub fn into_config(self, self_exe: &str) -> Result<Config, Error> {
+        let federation = match &self.config {
+            Some(path) => members::federation(path, &self.name_separator, self_exe)?,
+            None => None,
+        };
+        if federation.is_some() && (self.upstream.is_some() || self.stdio.is_some()) {
+            return Err(Error::Config(
+                "--upstream and --stdio cannot be given with [upstream.NAME] tables".into(),
+            ));
+        }
         let mut auth = self.auth_config()?;
         let tapes = self.tape_config()?;
         let (listen_tls, admin_tls, client_tls) = self.tls_config()?;
@@ -769,6 +785,7 @@ impl ReverseArgs {
                 input_timeout,
             }),
         };
+        let upstream = federation.map_or(upstream, UpstreamConfig::Federated);
         let faults = faults::read(self.config.as_deref(), &upstream.name(), self.fault_seed)?;
         Ok(Config {
             listen: ListenConfig {

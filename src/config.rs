@@ -300,6 +300,87 @@ pub enum UpstreamConfig {
     Http(HttpUpstreamConfig),
     /// `--stdio CMD` or neither flag: persistent stdio children.
     Stdio(StdioUpstreamConfig),
+    /// `[upstream.NAME]` tables in the config file: one endpoint in front of several named
+    /// upstreams (`crate::upstream::federated`).
+    Federated(FederationConfig),
+}
+
+/// Several named upstreams behind one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FederationConfig {
+    /// `--name-separator`: between a member's prefix and its tool and prompt names. Default
+    /// `__`.
+    #[serde(rename = "nameSeparator")]
+    pub separator: String,
+    /// The members, in the file's order (the order of merged lists, and who wins a resource
+    /// URI two members list).
+    pub members: Vec<MemberConfig>,
+}
+
+/// One `[upstream.NAME]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberConfig {
+    /// `NAME`: in logs, errors and the combined instructions.
+    pub name: String,
+    /// `prefix`: before its tool and prompt names (with the separator), default `NAME`;
+    /// empty: names pass unchanged.
+    pub prefix: String,
+    /// Its upstream (never itself federated).
+    #[serde(flatten)]
+    pub upstream: UpstreamConfig,
+    /// `allow`, `deny` and `[upstream.NAME.principal."..."]`: which of its tools and prompts
+    /// who may see and call. Default: all, for everyone.
+    #[serde(flatten)]
+    pub policy: PolicyConfig,
+}
+
+/// A member's tool and prompt policy (`crate::upstream::federated` `policy.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PolicyConfig {
+    /// For everyone.
+    #[serde(flatten)]
+    pub rules: RulesConfig,
+    /// Per principal (`token:NAME`, `jwt:SUB`, `cert:CN`), replacing `rules` list by list.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub principals: Vec<(String, RulesConfig)>,
+    /// `[upstream.NAME.tools.TOOL]`: how single tools are shown and called.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolOverride>,
+}
+
+/// One `[upstream.NAME.tools.TOOL]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ToolOverride {
+    /// The tool, as the member knows it.
+    pub tool: String,
+    /// `name`: the name shown instead (then prefixed); the old one is unknown to clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rename: Option<String>,
+    /// `description`: shown instead of the member's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `arguments`: values always sent, left out of the schema clients see (shown as names
+    /// only: they may be secrets).
+    #[serde(rename = "fixedArguments", serialize_with = "value_names")]
+    pub fixed: serde_json::Map<String, serde_json::Value>,
+}
+
+fn value_names<S: Serializer>(
+    m: &serde_json::Map<String, serde_json::Value>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.keys())
+}
+
+/// Name patterns (`*`, `?`) of tools and prompts as the member knows them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RulesConfig {
+    /// Only these; `None`: all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Never these (wins over `allow`); `None`: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.
@@ -535,6 +616,7 @@ impl UpstreamConfig {
         match self {
             UpstreamConfig::Http(h) => url_authority(&h.url).to_owned(),
             UpstreamConfig::Stdio(s) => program_name(&s.argv).to_owned(),
+            UpstreamConfig::Federated(_) => "federation".to_owned(),
         }
     }
 }
@@ -582,6 +664,25 @@ impl Serialize for UpstreamConfig {
                 settings: c,
             }
             .serialize(s),
+            UpstreamConfig::Federated(f) => {
+                #[derive(Serialize)]
+                struct Fed<'a> {
+                    kind: &'static str,
+                    #[serde(flatten)]
+                    federation: &'a FederationConfig,
+                }
+                #[derive(Serialize)]
+                struct Shown<'a> {
+                    upstream: Fed<'a>,
+                }
+                Shown {
+                    upstream: Fed {
+                        kind: "federated",
+                        federation: f,
+                    },
+                }
+                .serialize(s)
+            }
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct Binding {
     /// stdio, a 2026-07-28-only child: the `_meta` each request of the session gains
     /// (`crate::bridge::modern_upstream`).
     pub modern_meta: Option<serde_json::Value>,
+    /// A federated upstream (`crate::upstream::federated`): the key of the session's members
+    /// in it; 0 for any other upstream.
+    pub federation: u64,
 }
 
 /// One client session.
@@ -164,6 +167,27 @@ impl Session {
     /// drops it at its next look; its upstream side must already be released.
     pub fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
+    }
+
+    /// A session of the same client with federation member `member`'s upstream, bound by
+    /// `binding`: it shares this session's streams (what the member sends outside requests
+    /// reaches this client's standalone stream), and its own id is this one's with
+    /// `-<member>` appended, never shown to the client.
+    pub fn member(&self, member: usize, binding: Binding) -> Arc<Session> {
+        Arc::new(Session {
+            id: format!("{}-{member}", self.id),
+            created: self.created,
+            protocol_version: self.protocol_version.clone(),
+            binding,
+            last_used_ms: AtomicU64::new(self.last_used_ms.load(Ordering::Relaxed)),
+            inflight: Mutex::new(HashMap::new()),
+            streams: self.streams.share(),
+            subscriptions: Mutex::new(std::collections::HashSet::new()),
+            principal: self.principal.clone(),
+            client: self.client.clone(),
+            log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
+            evicted: std::sync::atomic::AtomicBool::new(false),
+        })
     }
 
     /// True once [`Session::evict`] ran.

@@ -379,7 +379,8 @@ pub fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 pub struct Streams {
     limits: ReplayLimits,
     budget: Arc<ReplayBudget>,
-    inner: Mutex<StreamsInner>,
+    /// Shared with the sessions of federation members ([`Streams::share`]).
+    inner: Arc<Mutex<StreamsInner>>,
 }
 
 #[derive(Debug)]
@@ -423,12 +424,23 @@ impl Streams {
         Streams {
             limits,
             budget,
-            inner: Mutex::new(StreamsInner {
+            inner: Arc::new(Mutex::new(StreamsInner {
                 next: 1,
                 logs: HashMap::new(),
                 standalone: None,
                 ended: VecDeque::new(),
-            }),
+            })),
+        }
+    }
+
+    /// The same streams, seen through another handle: a federation member's session
+    /// (`crate::upstream::federated`) writes what its upstream sends outside requests into its
+    /// client's standalone stream this way.
+    pub fn share(&self) -> Streams {
+        Streams {
+            limits: self.limits,
+            budget: self.budget.clone(),
+            inner: self.inner.clone(),
         }
     }
 

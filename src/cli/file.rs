@@ -11,9 +11,9 @@
 //!   (unset: an error), as a shell expands a flag;
 //! * `true` gives a switch (`false` leaves it off); a boolean for an option is an error;
 //! * an array gives a repeatable flag once per element, in order;
-//! * tables are refused: they are reserved for named upstreams, which shadowcat does not have
-//!   yet (one upstream per instance); except `[[fault]]`, the fault and mock rules, which
-//!   `cli/faults.rs` reads.
+//! * `[upstream.NAME]` tables are named upstreams behind one endpoint, read by
+//!   [`super::members`]; `[[fault]]` tables are the fault and mock rules, which
+//!   `cli/faults.rs` reads; any other table is refused.
 //!
 //! A flag given on the command line replaces the same key of the file (the whole list, for a
 //! repeatable flag). Unknown keys and values of the wrong kind are errors naming the file and the
@@ -57,6 +57,11 @@ fn flags() -> Vec<Flag> {
 
 /// Reads `path` and returns the `reverse` flags it stands for, in the order of its keys.
 pub fn read_flags(path: &str) -> Result<Vec<(String, Vec<String>)>, Error> {
+    flags_of(path, &read_text(path)?)
+}
+
+/// The text of config file `path`.
+pub(super) fn read_text(path: &str) -> Result<String, Error> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::Config(format!("{path}: {e}")))?;
     let mut text = String::new();
@@ -68,7 +73,7 @@ pub fn read_flags(path: &str) -> Result<Vec<(String, Vec<String>)>, Error> {
             "{path}: larger than {MAX_FILE_BYTES} bytes; is this the config file?"
         )));
     }
-    flags_of(path, &text)
+    Ok(text)
 }
 
 /// The flags `text` (the contents of `path`) stands for: `(flag, arguments)` per key, where a
@@ -104,9 +109,11 @@ pub fn flags_of(path: &str, text: &str) -> Result<Vec<(String, Vec<String>)>, Er
                 .map(|v| scalar(v).ok_or_else(|| bad("elements must be strings or numbers")))
                 .collect::<Result<_, _>>()?,
             DeValue::Array(_) => return Err(bad("takes one value, not a list")),
+            // `[upstream.NAME]`: named upstreams, read by `super::members`.
+            DeValue::Table(_) if name == "upstream" => continue,
             DeValue::Table(_) => {
                 return Err(bad(
-                    "tables are reserved for named upstreams, which are not supported yet",
+                    "is not a table a config file may hold ([upstream.NAME] and [[fault]] only)",
                 ));
             }
             _ => vec![scalar(value).ok_or_else(|| bad("must be a string or a number"))?],
@@ -125,7 +132,7 @@ pub fn flags_of(path: &str, text: &str) -> Result<Vec<(String, Vec<String>)>, Er
 }
 
 /// A string, integer or float as the text a flag takes.
-fn scalar(v: &Spanned<DeValue<'_>>) -> Option<String> {
+pub(super) fn scalar(v: &Spanned<DeValue<'_>>) -> Option<String> {
     match v.get_ref() {
         DeValue::String(s) => Some(DeString::to_string(s)),
         DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
@@ -137,7 +144,7 @@ fn scalar(v: &Spanned<DeValue<'_>>) -> Option<String> {
 }
 
 /// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
     text.as_bytes()[..end]
         .iter()
@@ -223,9 +230,9 @@ mod tests {
             e.to_string().contains("f.toml:2: `bind`: takes one value"),
             "{e}"
         );
-        let e = flags_of("f.toml", "[upstream.a]\nstdio = \"x\"\n").unwrap_err();
+        let e = flags_of("f.toml", "[bind]\nx = \"y\"\n").unwrap_err();
         assert!(
-            e.to_string().contains("reserved for named upstreams"),
+            e.to_string().contains("[upstream.NAME] and [[fault]] only"),
             "{e}"
         );
         let e = flags_of("f.toml", "bind = \n").unwrap_err();

@@ -8,8 +8,8 @@
 //! | `GET /metrics` | Prometheus text format 0.0.4 (see [`crate::metrics`]) |
 //! | `GET /admin/sessions` | every session: id prefix, upstream, child, version, ages, in-flight, streams |
 //! | `DELETE /admin/sessions/{id}` | ends the session (full id or a unique prefix of 8+ characters); its client's next request gets 404 |
-//! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, and a shared stdio upstream's exclusive tools (configured, learned) |
-//! | `POST /admin/upstreams/{name}/restart` | rolling restart of its children (each replaced after its calls finish) |
+//! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, a shared stdio upstream's exclusive tools (configured, learned); a federation's `members` alike |
+//! | `POST /admin/upstreams/{name}/restart` | rolling restart of its children (each replaced after its calls finish); `{name}` may be a federation member's |
 //! | `GET /admin/config` | the effective configuration, secrets redacted |
 //!
 //! The admin listener is loopback-only unless `--admin-token` is set; with a token every admin
@@ -232,44 +232,26 @@ impl Admin {
     }
 
     fn upstream(&self) -> Value {
-        let u = self.proxy.upstream();
-        let children: Vec<Value> = u
-            .children()
-            .iter()
-            .map(|c| {
-                json!({
-                    "index": c.index, "pid": c.pid, "up": c.up,
-                    "ageSeconds": c.age.as_secs(), "restarts": c.restarts,
-                    "sessions": c.sessions, "inflight": c.inflight, "lastError": c.last_error,
-                })
-            })
-            .collect();
-        let pool = u
-            .pool()
-            .map(|x| json!({"connections": x.connections, "idle": x.idle, "max": x.max}));
-        let exclusive = u.exclusive_tools().map(|x| {
-            json!({
-                "learning": x.learning, "configured": x.configured, "learned": x.learned,
-                "candidates": x.candidates, "full": x.full,
-            })
-        });
-        json!({
-            "name": u.name(), "kind": u.kind(), "mode": u.mode(),
-            "ready": u.ready().is_ok(), "children": children, "pool": pool,
-            "exclusiveTools": exclusive,
-        })
+        describe(self.proxy.upstream().as_ref())
     }
 
     fn restart(&self, name: &str) -> Response {
         let u = self.proxy.upstream();
-        if name != u.name() {
+        let members = u.members();
+        let target: &dyn crate::upstream::Upstream = if name == u.name() {
+            u.as_ref()
+        } else if let Some(m) = members.iter().find(|m| m.name == name) {
+            m.upstream
+        } else {
+            let mut names = vec![u.name()];
+            names.extend(members.iter().map(|m| m.name));
             return json_response(
                 404,
-                &json!({"error": "no such upstream", "upstreams": [u.name()]}),
+                &json!({"error": "no such upstream", "upstreams": names}),
             );
-        }
+        };
         let grace = self.config.shutdown_grace;
-        match u.restart(grace) {
+        match target.restart(grace) {
             Ok(report) => {
                 log::info!("admin: rolling restart of {name}: {report}");
                 json_response(200, &json!({"restarted": name, "report": report}))
@@ -309,4 +291,47 @@ impl Handler for Admin {
         );
         let _ = res.send(resp);
     }
+}
+
+/// What `/admin/upstreams` shows of an upstream (and of each member of a federation).
+fn describe(u: &dyn crate::upstream::Upstream) -> Value {
+    let children: Vec<Value> = u
+        .children()
+        .iter()
+        .map(|c| {
+            json!({
+                "index": c.index, "pid": c.pid, "up": c.up,
+                "ageSeconds": c.age.as_secs(), "restarts": c.restarts,
+                "sessions": c.sessions, "inflight": c.inflight, "lastError": c.last_error,
+            })
+        })
+        .collect();
+    let pool = u
+        .pool()
+        .map(|x| json!({"connections": x.connections, "idle": x.idle, "max": x.max}));
+    let exclusive = u.exclusive_tools().map(|x| {
+        json!({
+            "learning": x.learning, "configured": x.configured, "learned": x.learned,
+            "candidates": x.candidates, "full": x.full,
+        })
+    });
+    let mut shown = json!({
+        "name": u.name(), "kind": u.kind(), "mode": u.mode(),
+        "ready": u.ready().is_ok(), "children": children, "pool": pool,
+        "exclusiveTools": exclusive,
+    });
+    let members = u.members();
+    if !members.is_empty() {
+        let members: Vec<Value> = members
+            .iter()
+            .map(|m| {
+                let mut v = describe(m.upstream);
+                v["member"] = m.name.into();
+                v["down"] = m.down.into();
+                v
+            })
+            .collect();
+        shown["members"] = members.into();
+    }
+    shown
 }

@@ -2,10 +2,12 @@
 //!
 //! Owns: every kind of upstream behind the one small [`Upstream`] trait (start a session,
 //! forward a message, end a session), with what operators see of it in [`Operate`]: the HTTP
-//! upstream ([`http`]: pooled keep-alive connections) and stdio children ([`stdio`]). Must not
+//! upstream ([`http`]: pooled keep-alive connections), stdio children ([`stdio`]) and several
+//! named upstreams behind one endpoint ([`federated`]). Must not
 //! touch: the client side. Validation, sessions, logging, error answers and streaming to the
 //! client happen once, in the pipeline ([`crate::proxy`]).
 
+pub mod federated;
 pub mod http;
 pub mod stdio;
 
@@ -132,6 +134,16 @@ pub trait Upstream: Operate {
     }
 }
 
+/// One upstream of a federation, as operators see it.
+pub struct MemberView<'a> {
+    /// Its `[upstream.NAME]`.
+    pub name: &'a str,
+    /// Found down and not yet back (`federated` `health.rs`).
+    pub down: bool,
+    /// The upstream itself.
+    pub upstream: &'a dyn Upstream,
+}
+
 /// What operators see of an upstream and do to it: the admin API, `/readyz`, `/metrics` and
 /// shutdown. Never called on the request path except [`Operate::name`] (for logs).
 pub trait Operate: Send + Sync {
@@ -164,6 +176,11 @@ pub trait Operate: Send + Sync {
     /// them, configured and learned; `None` for other upstreams.
     fn exclusive_tools(&self) -> Option<ExclusiveInfo> {
         None
+    }
+
+    /// The named upstreams behind a federation ([`federated`]); empty for any other.
+    fn members(&self) -> Vec<MemberView<'_>> {
+        Vec::new()
     }
 
     /// Rolling restart: replaces each child once its requests in flight have finished (or

@@ -74,6 +74,8 @@ mod r17_scale;
 mod fuzz_corpus;
 // Issue #15, the config file: `--config FILE`, `check-config`, the example file.
 mod r15_config;
+// Issue #15, federation: several named upstreams behind one endpoint, from examples/federation.toml.
+mod r15_federation;
 // Issue #13 part A: 2026-07-28 validation, discover, and the bridge to session-era upstreams.
 mod r13_bridge;
 // Issue #18: fault and mock rules ([[fault]] in the config file).

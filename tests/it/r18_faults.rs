@@ -376,10 +376,7 @@ fn r18_fault_config_errors_name_the_line_and_check_config_shows_rules() {
             "[[fault]]\ndrop = true\nmatch = { upstream = \"elsewhere\" }\n",
             "names no upstream",
         ),
-        (
-            "[upstream.a]\nstdio = \"x\"\n",
-            "reserved for named upstreams",
-        ),
+        ("[bind]\nx = \"y\"\n", "[upstream.NAME] and [[fault]] only"),
     ] {
         let bad = write_config(dir.path(), "bad.toml", text);
         let out = Command::new(exe())

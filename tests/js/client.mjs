@@ -3,6 +3,7 @@
 // one: the demo's test_tool_with_progress or server-everything's trigger-long-running-operation),
 // pings, closes; prints one JSON object. Exits non-zero with a message on failure.
 // With MCP_BEARER_TOKEN set, every request carries "Authorization: Bearer <token>".
+// With TOOL_PREFIX set (e.g. `ev__` behind a federation), tool names carry it.
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -14,6 +15,7 @@ const { StreamableHTTPClientTransport } = await import(
 );
 
 const url = process.argv[2];
+const prefix = process.env.TOOL_PREFIX || "";
 const timer = setTimeout(() => {
   console.error("client.mjs: FAIL: timed out");
   process.exit(3);
@@ -28,7 +30,7 @@ try {
   );
   await client.connect(transport);
   const tools = (await client.listTools()).tools.map((t) => t.name);
-  const echo = await client.callTool({ name: "echo", arguments: { message: "hello from TS" } });
+  const echo = await client.callTool({ name: `${prefix}echo`, arguments: { message: "hello from TS" } });
   const out = {
     protocolVersion: transport.protocolVersion,
     sessionId: Boolean(transport.sessionId),
@@ -36,19 +38,19 @@ try {
     tools,
     echo: echo.content?.[0]?.text,
   };
-  if (tools.includes("test_tool_with_progress")) {
+  if (tools.includes(`${prefix}test_tool_with_progress`)) {
     const progress = [];
     await client.callTool(
-      { name: "test_tool_with_progress", arguments: {} },
+      { name: `${prefix}test_tool_with_progress`, arguments: {} },
       undefined,
       { onprogress: (p) => progress.push(p.progress) },
     );
     out.progress = progress;
-  } else if (tools.includes("trigger-long-running-operation")) {
+  } else if (tools.includes(`${prefix}trigger-long-running-operation`)) {
     // server-everything: three progress notifications, 0.1 s apart.
     const progress = [];
     await client.callTool(
-      { name: "trigger-long-running-operation", arguments: { duration: 0.3, steps: 3 } },
+      { name: `${prefix}trigger-long-running-operation`, arguments: { duration: 0.3, steps: 3 } },
       undefined,
       { onprogress: (p) => progress.push(p.progress) },
     );

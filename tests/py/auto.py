@@ -14,6 +14,7 @@ Prints e.g.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from _common import DriverError, run, text_of
@@ -21,6 +22,8 @@ from mcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 ECHO_MESSAGE = "hello through MCP"
+# The echo tool to call: `demo__echo` behind a federation (env ECHO_TOOL).
+ECHO_TOOL = os.environ.get("ECHO_TOOL", "echo")
 
 
 def _parse_mode(args: list[str]) -> str:
@@ -43,10 +46,10 @@ async def auto(url: str, args: list[str]) -> dict[str, Any]:
 
         tools = await client.list_tools()
         out["tools"] = [t.name for t in tools.tools]
-        if "echo" not in out["tools"]:
-            raise DriverError(f"server has no 'echo' tool (tools: {out['tools']})")
+        if ECHO_TOOL not in out["tools"]:
+            raise DriverError(f"server has no {ECHO_TOOL!r} tool (tools: {out['tools']})")
 
-        echo = await client.call_tool("echo", {"message": ECHO_MESSAGE})
+        echo = await client.call_tool(ECHO_TOOL, {"message": ECHO_MESSAGE})
         out["echo"] = text_of(echo.content)
         if echo.is_error:
             raise DriverError(f"tools/call echo returned isError=true: {out['echo']!r}")

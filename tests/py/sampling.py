@@ -1,6 +1,6 @@
 """Server->client requests (sampling, elicitation) through a Streamable HTTP endpoint.
 
-    python tests/py/sampling.py URL
+    python tests/py/sampling.py URL [PREFIX]
 
 Legacy-era ``ClientSession`` (mcp 2.3.0) that declares the sampling and elicitation capabilities
 by installing callbacks:
@@ -9,7 +9,7 @@ by installing callbacks:
 * elicitation_callback accepts every ``elicitation/create`` with fixed content.
 
 Then calls tool ``test_sampling`` {prompt: "hi"} and ``test_elicitation`` {message: "name?"}
-(conformance fixture names) and prints what the server asked and what the tools returned, e.g.
+(conformance fixture names, after PREFIX when given: `demo__` behind a federation) and prints what the server asked and what the tools returned, e.g.
     {"protocolVersion": "2025-11-25",
      "sampling": {"requests": 1, "lastRequest": "hi", "result": "...", "isError": false},
      "elicitation": {"requests": 1, "lastRequest": "name?", "result": "...", "isError": false}}
@@ -33,7 +33,8 @@ SAMPLING_MODEL = "test-model"
 ELICIT_CONTENT = {"username": "testuser", "email": "test@example.com"}
 
 
-async def sampling(url: str, _args: list[str]) -> dict[str, Any]:
+async def sampling(url: str, args: list[str]) -> dict[str, Any]:
+    prefix = args[0] if args else ""
     seen: dict[str, list[Any]] = {"sampling": [], "elicitation": []}
 
     async def on_sampling(
@@ -66,6 +67,7 @@ async def sampling(url: str, _args: list[str]) -> dict[str, Any]:
             ("sampling", "test_sampling", {"prompt": "hi"}),
             ("elicitation", "test_elicitation", {"message": "name?"}),
         ):
+            tool = prefix + tool
             result = await session.call_tool(tool, arguments)
             text = text_of(result.content)
             out[key] = {
@@ -82,4 +84,4 @@ async def sampling(url: str, _args: list[str]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run(sampling, "URL")
+    run(sampling, "URL [PREFIX]")

@@ -1,0 +1,471 @@
+//! `[upstream.NAME]` tables of the config file: several named upstreams behind one endpoint.
+//!
+//! Owns: reading the tables into a [`FederationConfig`]. Must not touch: what the flags mean.
+//! Each table's keys are the upstream flags of `shadowcat reverse` (with three short forms:
+//! `url` for `upstream`, `headers` for `upstream-header`, `env` for `stdio-env`) plus
+//! `prefix`; a member is built by the same parser and validation as the one-upstream case,
+//! from the file's top-level keys (timeouts, sizes) with its own keys on top.
+
+use toml::Spanned;
+use toml::de::{DeString, DeTable, DeValue};
+
+use super::ReverseArgs;
+use super::file::{line_of, scalar};
+use crate::config::{FederationConfig, MemberConfig, PolicyConfig, RulesConfig, UpstreamConfig};
+use crate::error::Error;
+
+/// At most this many named upstreams.
+pub const MAX_MEMBERS: usize = 32;
+
+/// Flags a table may set: they say what the upstream is and how it is reached. `(key, flag,
+/// kind)`; a top-level key among the first seven is refused when there are tables.
+const MEMBER_KEYS: [(&str, &str, Kind); 22] = [
+    ("stdio", "stdio", Kind::One),
+    ("url", "upstream", Kind::One),
+    ("upstream", "upstream", Kind::One),
+    ("stdio-mode", "stdio-mode", Kind::One),
+    ("stdio-children", "stdio-children", Kind::One),
+    ("stdio-spares", "stdio-spares", Kind::One),
+    ("stdio-clear-env", "stdio-clear-env", Kind::Switch),
+    ("env", "stdio-env", Kind::List),
+    ("stdio-env", "stdio-env", Kind::List),
+    ("headers", "upstream-header", Kind::List),
+    ("upstream-header", "upstream-header", Kind::List),
+    ("upstream-ca", "upstream-ca", Kind::One),
+    ("upstream-client-cert", "upstream-client-cert", Kind::One),
+    ("upstream-client-key", "upstream-client-key", Kind::One),
+    ("upstream-pool", "upstream-pool", Kind::One),
+    (
+        "upstream-connect-timeout",
+        "upstream-connect-timeout",
+        Kind::One,
+    ),
+    (
+        "upstream-reconnect-max",
+        "upstream-reconnect-max",
+        Kind::One,
+    ),
+    ("stdio-queue", "stdio-queue", Kind::One),
+    ("max-message", "max-message", Kind::One),
+    ("max-call-buffer", "max-call-buffer", Kind::One),
+    ("max-subscriptions", "max-subscriptions", Kind::One),
+    ("session-evict-idle", "session-evict-idle", Kind::One),
+];
+
+/// Top-level keys that choose or reach the one upstream: with tables they belong in a table.
+const CHOOSING: [&str; 10] = [
+    "upstream",
+    "stdio",
+    "stdio-mode",
+    "stdio-children",
+    "stdio-spares",
+    "stdio-env",
+    "stdio-clear-env",
+    "upstream-header",
+    "upstream-client-cert",
+    "upstream-client-key",
+];
+
+/// Flags the flag parser expands itself (`${VAR}`), so their values stay out of what is shown.
+const EXPANDED_BY_THE_FLAG: [&str; 2] = ["upstream-header", "stdio-env"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    One,
+    Switch,
+    List,
+}
+
+/// One table, read.
+struct Spec {
+    name: String,
+    at: String,
+    prefix: Option<String>,
+    flags: Vec<(String, Vec<String>)>,
+    policy: PolicyConfig,
+}
+
+/// True when `s` is made of what a tool name may hold and model APIs take: ASCII letters,
+/// digits, `_`, `-` and `.`.
+fn name_chars(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Checks `--name-separator`.
+pub fn check_separator(sep: &str) -> Result<(), Error> {
+    if sep.is_empty() || sep.len() > 8 || !name_chars(sep) {
+        return Err(Error::Config(format!(
+            "--name-separator {sep:?}: 1 to 8 of A-Z a-z 0-9 _ - ."
+        )));
+    }
+    Ok(())
+}
+
+/// The named upstreams of config file `path`, or `None` when it has no `[upstream.NAME]`
+/// tables (then the file describes one upstream, as the flags do). `self_exe` runs the
+/// built-in demo server.
+pub fn federation(
+    path: &str,
+    sep: &str,
+    self_exe: &str,
+) -> Result<Option<FederationConfig>, Error> {
+    let text = super::file::read_text(path)?;
+    let specs = specs(path, &text)?;
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    check_separator(sep)?;
+    let top = super::file::flags_of(path, &text)?;
+    if let Some((k, _)) = top.iter().find(|(k, _)| CHOOSING.contains(&k.as_str())) {
+        return Err(Error::Config(format!(
+            "{path}: `{k}` at the top level and [upstream.NAME] tables: put it in a table"
+        )));
+    }
+    let mut members: Vec<MemberConfig> = Vec::new();
+    for spec in specs {
+        let prefix = spec.prefix.clone().unwrap_or_else(|| spec.name.clone());
+        if prefix.contains(sep) {
+            return Err(Error::Config(format!(
+                "{}: prefix {prefix:?} holds the separator {sep:?}",
+                spec.at
+            )));
+        }
+        if let Some(m) = members.iter().find(|m| m.prefix == prefix) {
+            let why = if prefix.is_empty() {
+                "two upstreams without a prefix: their names could collide".to_owned()
+            } else {
+                format!("prefix {prefix:?} is also upstream {}'s", m.name)
+            };
+            return Err(Error::Config(format!("{}: {why}", spec.at)));
+        }
+        let upstream = build(&spec, &top, self_exe)?;
+        members.push(MemberConfig {
+            name: spec.name,
+            prefix,
+            upstream,
+            policy: spec.policy,
+        });
+    }
+    Ok(Some(FederationConfig {
+        separator: sep.to_owned(),
+        members,
+    }))
+}
+
+/// A member's upstream: the file's top-level flags with the table's on top, through the
+/// same parser and validation as one upstream.
+fn build(
+    spec: &Spec,
+    top: &[(String, Vec<String>)],
+    self_exe: &str,
+) -> Result<UpstreamConfig, Error> {
+    let mut args = Vec::new();
+    for (flag, values) in top {
+        if spec.flags.iter().any(|(f, _)| f == flag) {
+            continue;
+        }
+        push(&mut args, flag, values);
+    }
+    for (flag, values) in &spec.flags {
+        push(&mut args, flag, values);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let parsed = <ReverseArgs as argh::FromArgs>::from_args(&["shadowcat", "reverse"], &refs)
+        .map_err(|e| Error::Config(format!("{}: {}", spec.at, e.output.trim())))?;
+    let config = parsed
+        .into_config(self_exe)
+        .map_err(|e| Error::Config(format!("{}: upstream {}: {e}", spec.at, spec.name)))?;
+    Ok(config.upstream)
+}
+
+fn push(args: &mut Vec<String>, flag: &str, values: &[String]) {
+    if values.is_empty() {
+        args.push(format!("--{flag}"));
+    }
+    for v in values {
+        args.push(format!("--{flag}"));
+        args.push(v.clone());
+    }
+}
+
+/// The `[upstream.NAME]` tables of `text`, in the file's order.
+fn specs(path: &str, text: &str) -> Result<Vec<Spec>, Error> {
+    let table = DeTable::parse(text).map_err(|e| Error::Config(format!("{path}: {e}")))?;
+    let at = |offset: usize| format!("{path}:{}", line_of(text, offset));
+    let Some((_, value)) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "upstream")
+    else {
+        return Ok(Vec::new());
+    };
+    let DeValue::Table(tables) = value.get_ref() else {
+        return Ok(Vec::new()); // `upstream = "URL"`: the one-upstream flag
+    };
+    let mut entries: Vec<_> = tables.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    if entries.len() > MAX_MEMBERS {
+        return Err(Error::Config(format!(
+            "{path}: more than {MAX_MEMBERS} [upstream.NAME] tables"
+        )));
+    }
+    let mut out = Vec::new();
+    for (key, value) in entries {
+        let name: &str = key.get_ref();
+        let here = at(key.span().start);
+        if name.is_empty() || name.len() > 64 || !name_chars(name) {
+            return Err(Error::Config(format!(
+                "{here}: upstream name {name:?}: 1 to 64 of A-Z a-z 0-9 _ - ."
+            )));
+        }
+        let DeValue::Table(keys) = value.get_ref() else {
+            return Err(Error::Config(format!(
+                "{here}: `upstream.{name}` must be a table ([upstream.{name}])"
+            )));
+        };
+        out.push(spec(path, text, name, here, keys)?);
+    }
+    Ok(out)
+}
+
+/// One table's keys.
+fn spec(
+    path: &str,
+    text: &str,
+    name: &str,
+    here: String,
+    keys: &DeTable<'_>,
+) -> Result<Spec, Error> {
+    let at = |offset: usize| format!("{path}:{}", line_of(text, offset));
+    let mut prefix = None;
+    let mut flags: Vec<(String, Vec<String>)> = Vec::new();
+    let mut policy = PolicyConfig::default();
+    for (key, value) in keys {
+        let k: &str = key.get_ref();
+        let bad = |why: &str| Error::Config(format!("{}: `{k}`: {why}", at(value.span().start)));
+        if k == "allow" || k == "deny" {
+            super::overrides::rule(&mut policy.rules, k, value).map_err(bad)?;
+            continue;
+        }
+        if k == "tools" {
+            policy.tools = super::overrides::tools(path, text, value)?;
+            continue;
+        }
+        if k == "principal" {
+            let DeValue::Table(who) = value.get_ref() else {
+                return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
+            };
+            if who.len() > super::overrides::MAX_PATTERNS {
+                return Err(bad("too many principals"));
+            }
+            let mut entries: Vec<_> = who.iter().collect();
+            entries.sort_by_key(|(k, _)| k.span().start);
+            for (p, lists) in entries {
+                let here = at(p.span().start);
+                let DeValue::Table(lists) = lists.get_ref() else {
+                    return Err(Error::Config(format!(
+                        "{here}: a principal's rules are a table"
+                    )));
+                };
+                let mut rules = RulesConfig::default();
+                for (lk, lv) in lists {
+                    let lk: &str = lk.get_ref();
+                    if lk != "allow" && lk != "deny" {
+                        return Err(Error::Config(format!(
+                            "{}: unknown key `{lk}` (allow or deny)",
+                            at(lv.span().start)
+                        )));
+                    }
+                    super::overrides::rule(&mut rules, lk, lv).map_err(|why| {
+                        Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start)))
+                    })?;
+                }
+                let name: &str = p.get_ref();
+                policy.principals.push((name.to_owned(), rules));
+            }
+            continue;
+        }
+        if k == "prefix" {
+            let p = match value.get_ref() {
+                DeValue::String(s) => DeString::to_string(s),
+                _ => return Err(bad("must be a string")),
+            };
+            if p.len() > 64 || !name_chars(&p) {
+                return Err(bad("0 to 64 of A-Z a-z 0-9 _ - ."));
+            }
+            prefix = Some(p);
+            continue;
+        }
+        let Some(&(_, flag, kind)) = MEMBER_KEYS.iter().find(|(key, _, _)| *key == k) else {
+            return Err(Error::Config(format!(
+                "{}: unknown key `{k}` in [upstream.{name}] (stdio, url, prefix, headers, env, \
+                 allow, deny, principal, or an upstream flag such as stdio-mode)",
+                at(key.span().start)
+            )));
+        };
+        if flags.iter().any(|(f, _)| f == flag) {
+            return Err(bad("given twice"));
+        }
+        let args = values(value, kind).map_err(bad)?;
+        let args = if EXPANDED_BY_THE_FLAG.contains(&flag) {
+            args
+        } else {
+            let what = format!("{}: `{k}`", at(value.span().start));
+            args.iter()
+                .map(|a| super::expand_env(&what, a))
+                .collect::<Result<_, _>>()?
+        };
+        if kind == Kind::Switch
+            && args.is_empty()
+            && matches!(value.get_ref(), DeValue::Boolean(false))
+        {
+            continue;
+        }
+        flags.push((flag.to_owned(), args));
+    }
+    if !flags.iter().any(|(f, _)| f == "stdio" || f == "upstream") {
+        return Err(Error::Config(format!(
+            "{here}: [upstream.{name}] needs `stdio = \"command\"` or `url = \"http://...\"`"
+        )));
+    }
+    Ok(Spec {
+        name: name.to_owned(),
+        at: here,
+        prefix,
+        flags,
+        policy,
+    })
+}
+
+/// A key's value as flag arguments.
+fn values(value: &Spanned<DeValue<'_>>, kind: Kind) -> Result<Vec<String>, &'static str> {
+    match (value.get_ref(), kind) {
+        (DeValue::Boolean(_), Kind::Switch) => Ok(Vec::new()),
+        (_, Kind::Switch) => Err("a switch: write true or false"),
+        (DeValue::Array(items), Kind::List) => items
+            .iter()
+            .map(|v| scalar(v).ok_or("elements must be strings"))
+            .collect(),
+        (DeValue::Array(_), _) => Err("takes one value, not a list"),
+        _ => scalar(value)
+            .map(|s| vec![s])
+            .ok_or("must be a string or a number"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, text: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("shadowcat-members-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn tables_become_members_in_file_order() {
+        let p = write(
+            "ok.toml",
+            "request-timeout = \"7s\"\n\n[upstream.zeta]\nstdio = \"cat\"\nstdio-mode = \
+             \"per-session\"\n\n[upstream.alpha]\nurl = \"http://127.0.0.1:9/mcp\"\nheaders = \
+             [\"x-a: b\"]\nprefix = \"\"\n",
+        );
+        let f = federation(&p, "__", "/bin/shadowcat")
+            .expect("valid")
+            .expect("tables");
+        assert_eq!(f.separator, "__");
+        let names: Vec<_> = f.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["zeta", "alpha"]);
+        assert_eq!(f.members[0].prefix, "zeta");
+        assert_eq!(f.members[1].prefix, "");
+        let UpstreamConfig::Http(h) = &f.members[1].upstream else {
+            panic!("http")
+        };
+        assert_eq!(h.request_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(h.headers.len(), 1);
+        assert!(matches!(
+            f.members[0].upstream,
+            UpstreamConfig::Stdio(ref s) if s.argv == ["cat"]
+        ));
+    }
+
+    #[test]
+    fn policies_per_member_and_principal() {
+        let p = write(
+            "policy.toml",
+            "[upstream.a]\nstdio = \"cat\"\nallow = [\"echo\", \"get-*\"]\n\n             [upstream.a.principal.\"token:alice\"]\nallow = [\"*\"]\ndeny = [\"crash\"]\n",
+        );
+        let f = federation(&p, "__", "x").expect("valid").expect("tables");
+        let policy = &f.members[0].policy;
+        assert_eq!(
+            policy.rules.allow.as_deref(),
+            Some(&["echo".to_owned(), "get-*".to_owned()][..])
+        );
+        assert_eq!(policy.principals.len(), 1);
+        assert_eq!(policy.principals[0].0, "token:alice");
+        assert_eq!(
+            policy.principals[0].1.deny.as_deref(),
+            Some(&["crash".to_owned()][..])
+        );
+        let bad = write(
+            "policy-bad.toml",
+            "[upstream.a]\nstdio = \"cat\"\n[upstream.a.principal.bob]\nalow = [\"x\"]\n",
+        );
+        let e = federation(&bad, "__", "x").expect_err("typo").to_string();
+        assert!(e.contains(":4: unknown key `alow`"), "{e}");
+    }
+
+    #[test]
+    fn no_tables_is_no_federation() {
+        let p = write("none.toml", "upstream = \"http://127.0.0.1:9/mcp\"\n");
+        assert!(federation(&p, "__", "x").expect("valid").is_none());
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let cases = [
+            (
+                "[upstream.a]\nstdio = \"cat\"\nstdoi = 1\n",
+                ":3: unknown key `stdoi`",
+            ),
+            ("\n[upstream.a]\nprefix = \"x\"\n", ":2: [upstream.a] needs"),
+            (
+                "[upstream.a]\nstdio = \"cat\"\n[upstream.b]\nstdio = \"cat\"\nprefix = \"a\"\n",
+                ":3: prefix \"a\" is also upstream a's",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\nprefix = \"\"\n[upstream.b]\nstdio = \"cat\"\n\
+                 prefix = \"\"\n",
+                ":4: two upstreams without a prefix",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\nprefix = \"x y\"\n",
+                ":3: `prefix`",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\nstdio-mode = \"odd\"\n",
+                ":1: upstream a: --stdio-mode",
+            ),
+            (
+                "stdio = \"cat\"\n[upstream.a]\nstdio = \"cat\"\n",
+                "`stdio` at the top level",
+            ),
+            (
+                "[upstream.a]\nurl = [\"x\"]\n",
+                ":2: `url`: takes one value",
+            ),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let p = write(&format!("bad{i}.toml"), text);
+            let e = federation(&p, "__", "x").expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+        let p = write("sep.toml", "[upstream.a]\nstdio = \"cat\"\n");
+        assert!(federation(&p, "a b", "x").is_err());
+        assert!(federation(&p, "", "x").is_err());
+    }
+}

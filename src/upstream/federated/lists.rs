@@ -1,0 +1,391 @@
+//! Requests through the federation: merged `initialize` and `*/list` answers, names with
+//! their member's prefix, and routing a call to the member it names.
+//!
+//! Names: a tool or prompt of member `m` is `<prefix><separator><name>` (just `<name>` with
+//! `prefix = ""`). Resources and resource templates keep their URIs; the member that listed a
+//! URI first (in the file's order) answers for it, and another member's entry with the same
+//! URI is left out of the list. A URI no member listed (a template's expansion) is asked of
+//! each member that has resources in turn, and the first answer that is not an error wins.
+//!
+//! Cursors: a merged list's `nextCursor` is the JSON text of `[[member, its cursor], ...]`
+//! for every member with more pages; the next page asks each of them for theirs.
+
+use serde_json::{Value, json};
+
+use super::members::Fed;
+use super::messages::{collect, copy, result_of, with_params};
+use super::{Federated, Member, policy};
+use crate::error::Error;
+use crate::jsonrpc::{self, Message};
+use crate::upstream::{Call, Reply};
+
+/// What a list method lists: its capability, the result member holding the items, and the
+/// item member that names them (`name`: prefixed; `uri`/`uriTemplate`: routed).
+struct Listing {
+    cap: &'static str,
+    items: &'static str,
+    key: &'static str,
+}
+
+fn listing(method: &str) -> Option<Listing> {
+    let (cap, items, key) = match method {
+        "tools/list" => ("tools", "tools", "name"),
+        "prompts/list" => ("prompts", "prompts", "name"),
+        "resources/list" => ("resources", "resources", "uri"),
+        "resources/templates/list" => ("resources", "resourceTemplates", "uriTemplate"),
+        _ => return None,
+    };
+    Some(Listing { cap, items, key })
+}
+
+/// The answer to one request of a client session.
+pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error> {
+    let method = call.msg.method().to_owned();
+    let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
+    let ok = |result: Value| Reply::Message(jsonrpc::result_body(&id, &result.to_string()));
+    let err = |code: i64, text: &str| Reply::Message(jsonrpc::error_body(Some(&id), code, text));
+    let params = call.msg.params_value().unwrap_or_else(|| json!({}));
+    if let Some(l) = listing(&method) {
+        return Ok(match list(f, fed, call, &l, &params) {
+            Ok(result) => ok(result),
+            Err(text) => err(-32602, &text),
+        });
+    }
+    match method.as_str() {
+        "ping" => Ok(ok(json!({}))),
+        "logging/setLevel" => {
+            let live: Vec<usize> = (0..f.members.len())
+                .filter(|&i| serving(f, fed, i, "logging"))
+                .collect();
+            f.each(&live, |i| {
+                let reply = f.send(fed, i, with_params(&call.msg, &params), call);
+                if let Err(e) = collect(reply, call.deadline) {
+                    log::debug!("upstream {}: logging/setLevel: {e}", f.members[i].name);
+                }
+            });
+            Ok(ok(json!({})))
+        }
+        "tools/call" | "prompts/get" => {
+            let what = if method == "tools/call" {
+                "tool"
+            } else {
+                "prompt"
+            };
+            let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+            let tools = method == "tools/call";
+            // A renamed tool is called by its new name only (`policy.rs`).
+            let target = route_name(f, name).and_then(|(i, shown)| {
+                let local = match tools {
+                    true => policy::original(&f.members[i].policy, shown)?,
+                    false => shown,
+                };
+                allowed(f, call, i, local).then_some((i, local))
+            });
+            let Some((i, local)) = target else {
+                return Ok(err(-32602, &format!("Unknown {what}: {name}")));
+            };
+            let mut p = params.clone();
+            p["name"] = Value::String(local.to_owned());
+            if tools {
+                policy::inject(&f.members[i].policy, local, &mut p);
+            }
+            Ok(f.send(fed, i, with_params(&call.msg, &p), call))
+        }
+        "completion/complete" => {
+            let r = params.get("ref").cloned().unwrap_or_else(|| json!({}));
+            if let Some(name) = r.get("name").and_then(Value::as_str) {
+                let Some((i, local)) = route_name(f, name).filter(|&(i, l)| allowed(f, call, i, l))
+                else {
+                    return Ok(err(-32602, &format!("Unknown prompt: {name}")));
+                };
+                let mut p = params.clone();
+                p["ref"]["name"] = Value::String(local.to_owned());
+                return Ok(f.send(fed, i, with_params(&call.msg, &p), call));
+            }
+            let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
+            by_uri(f, fed, call, uri)
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
+            by_uri(f, fed, call, uri)
+        }
+        _ => Ok(err(-32601, &format!("Method not found: {method}"))),
+    }
+}
+
+/// True when the caller of `call` may see and call member `i`'s tool or prompt `local`.
+fn allowed(f: &Federated, call: &Call<'_>, i: usize, local: &str) -> bool {
+    let rules = &f.members[i].policy;
+    match call.session {
+        // The era bridge's session, shared by every caller (`crate::bridge::legacy`).
+        Some(s) if s.principal.is_none() && s.client == "bridge" => {
+            policy::allows_everyone(rules, local)
+        }
+        s => policy::allows(rules, s.and_then(|s| s.principal.as_deref()), local),
+    }
+}
+
+/// True when member `i` serves `fed`'s session, is not down, and declared `cap`.
+fn serving(f: &Federated, fed: &Fed, i: usize, cap: &str) -> bool {
+    !f.is_down(i) && fed.has(i, cap)
+}
+
+/// The member a tool or prompt name belongs to, and the name it knows.
+fn route_name<'n>(f: &Federated, name: &'n str) -> Option<(usize, &'n str)> {
+    for (i, m) in f.members.iter().enumerate() {
+        if m.prefix.is_empty() {
+            continue;
+        }
+        if let Some(local) = name
+            .strip_prefix(m.prefix.as_str())
+            .and_then(|r| r.strip_prefix(f.sep.as_str()))
+        {
+            return Some((i, local));
+        }
+    }
+    let bare = f.members.iter().position(|m| m.prefix.is_empty())?;
+    Some((bare, name))
+}
+
+/// A request about resource `uri`: to the member that listed it, else to each member with
+/// resources in turn until one answers without an error.
+fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply, Error> {
+    let msg = || copy(&call.msg);
+    if fed.owner(uri).is_none() && fed.first_index() {
+        index(f, fed, call);
+    }
+    if let Some(i) = fed.owner(uri) {
+        return Ok(f.send(fed, i, msg(), call));
+    }
+    let mut first_error = None;
+    for i in (0..f.members.len()).filter(|&i| serving(f, fed, i, "resources")) {
+        let body = match collect(f.send(fed, i, msg(), call), call.deadline) {
+            Ok(b) => b,
+            Err(e) => {
+                jsonrpc::error_body(call.msg.id.as_deref(), super::UNAVAILABLE, &e.to_string())
+            }
+        };
+        if result_of(&body).is_ok() {
+            return Ok(Reply::Message(body));
+        }
+        first_error.get_or_insert(body);
+    }
+    Ok(Reply::Message(first_error.unwrap_or_else(|| {
+        let text = format!("Resource not found: {uri}");
+        jsonrpc::error_body(call.msg.id.as_deref(), -32002, &text)
+    })))
+}
+
+/// Learns who lists which resources and templates (first pages), for a session whose client
+/// reads or completes without listing first.
+fn index(f: &Federated, fed: &Fed, call: &Call<'_>) {
+    for method in ["resources/list", "resources/templates/list"] {
+        let Some(l) = listing(method) else { continue };
+        let msg = Message {
+            jsonrpc: "2.0".into(),
+            id: Some(jsonrpc::raw("0".into())),
+            method: Some(method.into()),
+            params: None,
+            result: None,
+            error: None,
+        };
+        let c = Call {
+            msg,
+            session: call.session,
+            deadline: call.deadline,
+            headers: Vec::new(),
+        };
+        if let Err(why) = list(f, fed, &c, &l, &json!({})) {
+            log::debug!("federation: {method}: {why}");
+        }
+    }
+}
+
+/// One page of a merged list, or why the cursor is refused.
+fn list(
+    f: &Federated,
+    fed: &Fed,
+    call: &Call<'_>,
+    l: &Listing,
+    params: &Value,
+) -> Result<Value, String> {
+    let pages: Vec<(usize, Option<String>)> = match params.get("cursor") {
+        None | Some(Value::Null) => {
+            // A first page: members out of this session are tried again first.
+            for i in 0..f.members.len() {
+                if fed.live(i).is_err() {
+                    f.revive(fed, i, call.deadline);
+                }
+            }
+            (0..f.members.len())
+                .filter(|&i| serving(f, fed, i, l.cap))
+                .map(|i| (i, None))
+                .collect()
+        }
+        Some(Value::String(c)) => serde_json::from_str(c)
+            .ok()
+            // Members in order, each at most once: a cursor cannot ask for more pages than
+            // there are members.
+            .filter(|p: &Vec<(usize, Option<String>)>| {
+                p.iter().all(|(i, _)| *i < f.members.len()) && p.windows(2).all(|w| w[0].0 < w[1].0)
+            })
+            .ok_or_else(|| "Invalid cursor".to_owned())?,
+        Some(_) => return Err("Invalid cursor".into()),
+    };
+    let idxs: Vec<usize> = pages.iter().map(|(i, _)| *i).collect();
+    let answers = f.each(&idxs, |i| {
+        let cursor = pages
+            .iter()
+            .find(|(j, _)| *j == i)
+            .and_then(|(_, c)| c.clone());
+        let mut p = params.clone();
+        match cursor {
+            Some(c) => p["cursor"] = Value::String(c),
+            None => {
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("cursor");
+                }
+            }
+        }
+        collect(
+            f.send(fed, i, with_params(&call.msg, &p), call),
+            call.deadline,
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|b| result_of(&b))
+    });
+    let mut items = Vec::new();
+    let mut next = Vec::new();
+    for (&i, answer) in idxs.iter().zip(answers) {
+        let m = &f.members[i];
+        let result = match answer {
+            Ok(r) => r,
+            Err(why) => {
+                log::debug!("upstream {}: {}: {why}", m.name, l.items);
+                continue;
+            }
+        };
+        if let Some(c) = result.get("nextCursor").and_then(Value::as_str) {
+            next.push((i, Some(c.to_owned())));
+        }
+        let Some(Value::Array(list)) = result.get(l.items) else {
+            continue;
+        };
+        for mut item in list.iter().cloned() {
+            let Some(key) = item.get(l.key).and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            if l.key == "name" {
+                if !allowed(f, call, i, &key) {
+                    continue;
+                }
+                let mut local = key.as_str();
+                if l.items == "tools" {
+                    policy::reshape(&m.policy, &key, &mut item);
+                    local = policy::shown_as(&m.policy, &key);
+                }
+                match shown_name(f, m, local) {
+                    Some(n) => item[l.key] = Value::String(n),
+                    None => continue,
+                }
+            } else if !fed.claim(&key, i) {
+                continue;
+            }
+            items.push(item);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    out.insert(l.items.to_owned(), Value::Array(items));
+    let mut out = Value::Object(out);
+    if !next.is_empty() {
+        out["nextCursor"] = Value::String(serde_json::to_string(&next).unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// The name member `m`'s item `name` is shown as; `None` when a prefix-less member's name
+/// would be taken for another member's (it could not be called, so it is not listed).
+fn shown_name(f: &Federated, m: &Member, name: &str) -> Option<String> {
+    if !m.prefix.is_empty() {
+        return Some(format!("{}{}{name}", m.prefix, f.sep));
+    }
+    let taken = f.members.iter().any(|o| {
+        !o.prefix.is_empty()
+            && name
+                .strip_prefix(o.prefix.as_str())
+                .is_some_and(|r| r.starts_with(f.sep.as_str()))
+    });
+    if taken {
+        log::warn!(
+            "upstream {}: `{name}` looks like another upstream's name and is not listed",
+            m.name
+        );
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// The `initialize` result of the federation: the protocol version of the first member that
+/// answered, the union of the members' capabilities, and their instructions under their
+/// names.
+pub fn merged_initialize(members: &[Member], sep: &str, results: &[(usize, Value)]) -> Value {
+    let any = |ptr: &str| results.iter().any(|(_, r)| r.pointer(ptr).is_some());
+    let flag = |ptr: &str| {
+        results
+            .iter()
+            .any(|(_, r)| r.pointer(ptr).and_then(Value::as_bool) == Some(true))
+    };
+    let mut caps = serde_json::Map::new();
+    for cap in ["tools", "prompts"] {
+        if any(&format!("/capabilities/{cap}")) {
+            let changed = flag(&format!("/capabilities/{cap}/listChanged"));
+            caps.insert(cap.into(), json!({ "listChanged": changed }));
+        }
+    }
+    if any("/capabilities/resources") {
+        caps.insert(
+            "resources".into(),
+            json!({
+                "subscribe": flag("/capabilities/resources/subscribe"),
+                "listChanged": flag("/capabilities/resources/listChanged"),
+            }),
+        );
+    }
+    for cap in ["logging", "completions"] {
+        if any(&format!("/capabilities/{cap}")) {
+            caps.insert(cap.into(), json!({}));
+        }
+    }
+    let mut instructions = String::new();
+    for (i, r) in results {
+        let Some(text) = r.get("instructions").and_then(Value::as_str) else {
+            continue;
+        };
+        let m = &members[*i];
+        if !instructions.is_empty() {
+            instructions.push_str("\n\n");
+        }
+        if m.prefix.is_empty() {
+            instructions.push_str(&format!("## {}\n{text}", m.name));
+        } else {
+            let names = format!("{}{sep}", m.prefix);
+            instructions.push_str(&format!(
+                "## {} (tools and prompts named {names}*)\n{text}",
+                m.name
+            ));
+        }
+    }
+    let version = results
+        .first()
+        .and_then(|(_, r)| r.get("protocolVersion").cloned())
+        .unwrap_or(Value::Null);
+    let mut out = json!({
+        "protocolVersion": version,
+        "capabilities": caps,
+        "serverInfo": { "name": "shadowcat", "version": env!("CARGO_PKG_VERSION") },
+    });
+    if !instructions.is_empty() {
+        out["instructions"] = Value::String(instructions);
+    }
+    out
+}

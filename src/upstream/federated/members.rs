@@ -1,0 +1,178 @@
+//! One client session's member sessions, and which member listed which resource.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::session::{Binding, Session};
+use crate::util::lock;
+
+/// Resource URIs (and templates) remembered per client session, at most: beyond, a URI no
+/// member was remembered for is asked of each member in turn.
+pub const MAX_URIS: usize = 10_000;
+
+/// Where one member stands in one client session.
+pub enum Slot {
+    /// Initialized; its session is made when the client session is (`attach`). Holds the
+    /// member's `initialize` result.
+    Pending(Binding, Value),
+    /// Serving, with what it declared in `initialize`.
+    Live(Arc<Session>, Value),
+    /// Its `initialize` failed after it bound a session: released at `attach`.
+    Failed(Binding, String),
+    /// Out of this client session, and why.
+    Down(String),
+}
+
+impl Slot {
+    /// Why a member is not serving (empty when it is).
+    pub fn why(&self) -> &str {
+        match self {
+            Slot::Failed(_, w) | Slot::Down(w) => w,
+            _ => "",
+        }
+    }
+}
+
+/// One client session's members, indexed as the federation's.
+pub struct Fed {
+    slots: Vec<Mutex<Slot>>,
+    /// Resource URI or URI template to the member that listed it first.
+    uris: Mutex<HashMap<String, usize>>,
+    /// The client's `initialize` (at most `--max-body`), to open a member's session later.
+    pub init: Vec<u8>,
+    /// The client session, once it is in the table.
+    parent: OnceLock<Weak<Session>>,
+    /// Per member: when its session was last re-opened (or tried).
+    tried: Vec<Mutex<Option<Instant>>>,
+    /// Resources and templates were listed once to learn their owners (`lists.rs`).
+    indexed: std::sync::atomic::AtomicBool,
+}
+
+impl Fed {
+    pub fn new(slots: Vec<Slot>, init: Vec<u8>) -> Fed {
+        Fed {
+            tried: slots.iter().map(|_| Mutex::new(None)).collect(),
+            slots: slots.into_iter().map(Mutex::new).collect(),
+            uris: Mutex::new(HashMap::new()),
+            init,
+            parent: OnceLock::new(),
+            indexed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// True the first time only: the resources of this session are to be listed once.
+    pub fn first_index(&self) -> bool {
+        !self
+            .indexed
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_parent(&self, session: &Arc<Session>) {
+        let _ = self.parent.set(Arc::downgrade(session));
+    }
+
+    /// The client session, while it lives.
+    pub fn parent(&self) -> Option<Arc<Session>> {
+        self.parent.get().and_then(Weak::upgrade)
+    }
+
+    /// True when member `i` is out of this session (not merely not open yet) and was not
+    /// tried within `every`; then it counts as tried now.
+    pub fn may_revive(&self, i: usize, every: std::time::Duration) -> bool {
+        let out = matches!(
+            self.slots.get(i).map(|s| lock(s)).as_deref(),
+            Some(Slot::Down(_))
+        ) || self.live(i).is_err_and(|w| w == "its session ended");
+        if !out {
+            return false;
+        }
+        let Some(t) = self.tried.get(i) else {
+            return false;
+        };
+        let mut t = lock(t);
+        if t.is_some_and(|at| at.elapsed() < every) {
+            return false;
+        }
+        *t = Some(Instant::now());
+        true
+    }
+
+    /// Tells the client session's standalone stream, if open, that the lists changed.
+    pub fn lists_changed(&self) {
+        let Some(log) = self.parent().and_then(|p| p.streams.standalone_if_open()) else {
+            return;
+        };
+        for what in ["tools", "prompts", "resources"] {
+            let note =
+                format!(r#"{{"jsonrpc":"2.0","method":"notifications/{what}/list_changed"}}"#);
+            log.push(note.as_bytes());
+        }
+    }
+
+    /// Member `i`'s session, or why it has none.
+    pub fn live(&self, i: usize) -> Result<Arc<Session>, String> {
+        match self.slots.get(i).map(|s| lock(s)).as_deref() {
+            Some(Slot::Live(child, _)) if child.is_evicted() => Err("its session ended".into()),
+            Some(Slot::Live(child, _)) => Ok(child.clone()),
+            Some(Slot::Pending(..)) => Err("its session is not open yet".into()),
+            Some(other) => Err(other.why().to_owned()),
+            None => Err("no such upstream".into()),
+        }
+    }
+
+    /// True when member `i` serves this session and declared capability `cap`
+    /// (`tools`, `prompts`, `resources`, `completions`, `logging`).
+    pub fn has(&self, i: usize, cap: &str) -> bool {
+        match self.slots.get(i).map(|s| lock(s)).as_deref() {
+            Some(Slot::Live(child, caps)) => {
+                !child.is_evicted() && caps.pointer(&format!("/capabilities/{cap}")).is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes member `i` out of this session.
+    pub fn set_down(&self, i: usize, why: &str) {
+        if let Some(s) = self.slots.get(i) {
+            let mut g = lock(s);
+            if matches!(*g, Slot::Live(..)) {
+                *g = Slot::Down(why.to_owned());
+            }
+        }
+    }
+
+    /// Member `i`'s slot, leaving it down ("closing") until [`Fed::put`].
+    pub fn take(&self, i: usize) -> Slot {
+        match self.slots.get(i) {
+            Some(s) => std::mem::replace(&mut *lock(s), Slot::Down("closing".into())),
+            None => Slot::Down("no such upstream".into()),
+        }
+    }
+
+    pub fn put(&self, i: usize, slot: Slot) {
+        if let Some(s) = self.slots.get(i) {
+            *lock(s) = slot;
+        }
+    }
+
+    /// Remembers that member `i` listed `uri`, unless another did first; true when `i` owns
+    /// it (it may be shown).
+    pub fn claim(&self, uri: &str, i: usize) -> bool {
+        let mut g = lock(&self.uris);
+        if let Some(&owner) = g.get(uri) {
+            return owner == i;
+        }
+        if g.len() < MAX_URIS {
+            g.insert(uri.to_owned(), i);
+        }
+        true
+    }
+
+    /// The member that listed `uri`, if one is remembered.
+    pub fn owner(&self, uri: &str) -> Option<usize> {
+        lock(&self.uris).get(uri).copied()
+    }
+}

@@ -1,0 +1,244 @@
+//! Which tools and prompts of a member a principal may see and call.
+//!
+//! A member's `allow` (default: everything) and `deny` (default: nothing) are lists of names
+//! as the member knows them, with `*` (any run of characters) and `?` (one character); `deny`
+//! wins. `[upstream.NAME.principal."token:alice"]` gives one principal (`token:NAME`,
+//! `jwt:SUB`, `cert:CN`) its own `allow` and/or `deny`, each replacing the member's. A name
+//! that is not allowed is absent from lists and refused on call as unknown (`-32602`), never
+//! as forbidden. `[upstream.NAME.tools.TOOL]` renames a tool, replaces its description, and
+//! fixes argument values (left out of its schema, set on every call). The era bridge's shared session (2026-07-28 stateless requests) belongs to
+//! no principal: it gets only what every principal may have.
+
+use serde_json::Value;
+
+use crate::config::{PolicyConfig, RulesConfig, ToolOverride};
+
+fn tool_override<'p>(policy: &'p PolicyConfig, tool: &str) -> Option<&'p ToolOverride> {
+    policy.tools.iter().find(|o| o.tool == tool)
+}
+
+/// The name member tool `tool` is shown as (before the prefix): its rename, or itself.
+pub fn shown_as<'p>(policy: &'p PolicyConfig, tool: &'p str) -> &'p str {
+    tool_override(policy, tool)
+        .and_then(|o| o.rename.as_deref())
+        .unwrap_or(tool)
+}
+
+/// The member's own name of the tool shown as `shown`; `None` for a tool's old name once it
+/// is renamed.
+pub fn original<'p>(policy: &'p PolicyConfig, shown: &'p str) -> Option<&'p str> {
+    if let Some(o) = policy
+        .tools
+        .iter()
+        .find(|o| o.rename.as_deref() == Some(shown))
+    {
+        return Some(&o.tool);
+    }
+    match tool_override(policy, shown) {
+        Some(o) if o.rename.is_some() => None,
+        _ => Some(shown),
+    }
+}
+
+/// A `tools/list` item of member tool `tool` as clients see it: its description replaced,
+/// its fixed arguments gone from `inputSchema`.
+pub fn reshape(policy: &PolicyConfig, tool: &str, item: &mut Value) {
+    let Some(o) = tool_override(policy, tool) else {
+        return;
+    };
+    if let Some(d) = &o.description {
+        item["description"] = Value::String(d.clone());
+    }
+    let Some(schema) = item.get_mut("inputSchema") else {
+        return;
+    };
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        for name in o.fixed.keys() {
+            props.remove(name);
+        }
+    }
+    if let Some(Value::Array(required)) = schema.get_mut("required") {
+        required.retain(|r| r.as_str().is_none_or(|r| !o.fixed.contains_key(r)));
+    }
+}
+
+/// A `tools/call`'s params for member tool `tool` with its fixed arguments set (over any
+/// the client sent).
+pub fn inject(policy: &PolicyConfig, tool: &str, params: &mut Value) {
+    let Some(o) = tool_override(policy, tool).filter(|o| !o.fixed.is_empty()) else {
+        return;
+    };
+    if !params.get("arguments").is_some_and(Value::is_object) {
+        params["arguments"] = Value::Object(serde_json::Map::new());
+    }
+    if let Some(args) = params["arguments"].as_object_mut() {
+        for (k, v) in &o.fixed {
+            args.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+/// True when `name` matches `pattern` (`*`: any run, `?`: one character).
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Iterative matching with one backtrack point: linear in practice, no recursion.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+fn any(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| glob(p, name))
+}
+
+/// True when `principal` may see and call member tool or prompt `name`.
+pub fn allows(policy: &PolicyConfig, principal: Option<&str>, name: &str) -> bool {
+    let own: Option<&RulesConfig> = principal.and_then(|p| {
+        policy
+            .principals
+            .iter()
+            .find(|(who, _)| who == p)
+            .map(|(_, r)| r)
+    });
+    let allow = own
+        .and_then(|r| r.allow.as_ref())
+        .or(policy.rules.allow.as_ref());
+    let deny = own
+        .and_then(|r| r.deny.as_ref())
+        .or(policy.rules.deny.as_ref());
+    allow.is_none_or(|a| any(a, name)) && !deny.is_some_and(|d| any(d, name))
+}
+
+/// True when every principal, and anyone without rules of their own, may have `name`: what
+/// a caller the federation cannot name (the era bridge's shared session) is allowed.
+pub fn allows_everyone(policy: &PolicyConfig, name: &str) -> bool {
+    allows(policy, None, name)
+        && policy
+            .principals
+            .iter()
+            .all(|(who, _)| allows(policy, Some(who), name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(allow: Option<&[&str]>, deny: Option<&[&str]>) -> RulesConfig {
+        let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        RulesConfig {
+            allow: allow.map(own),
+            deny: deny.map(own),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        for (p, n, want) in [
+            ("*", "", true),
+            ("echo", "echo", true),
+            ("echo", "echo2", false),
+            ("get-*", "get-sum", true),
+            ("get-*", "toget-sum", false),
+            ("*-sum", "get-sum", true),
+            ("g?t*m", "get-sum", true),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+        ] {
+            assert_eq!(glob(p, n), want, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn principals_replace_the_member_lists_and_deny_wins() {
+        let policy = PolicyConfig {
+            rules: rules(Some(&["echo", "get-*"]), Some(&["get-env"])),
+            principals: vec![
+                ("token:alice".into(), rules(Some(&["*"]), None)),
+                ("token:bob".into(), rules(None, Some(&["echo"]))),
+            ],
+            tools: Vec::new(),
+        };
+        let everyone = [
+            ("echo", true),
+            ("get-sum", true),
+            ("get-env", false),
+            ("crash", false),
+        ];
+        for (name, want) in everyone {
+            assert_eq!(allows(&policy, None, name), want, "anyone: {name}");
+            assert_eq!(
+                allows(&policy, Some("token:carol"), name),
+                want,
+                "carol: {name}"
+            );
+        }
+        // alice: her allow (everything), the member's deny.
+        for (name, want) in [("crash", true), ("get-env", false)] {
+            assert_eq!(
+                allows(&policy, Some("token:alice"), name),
+                want,
+                "alice: {name}"
+            );
+        }
+        // bob: the member's allow, his deny.
+        for (name, want) in [("echo", false), ("get-env", true), ("crash", false)] {
+            assert_eq!(
+                allows(&policy, Some("token:bob"), name),
+                want,
+                "bob: {name}"
+            );
+        }
+        assert!(allows(&PolicyConfig::default(), None, "anything"));
+        // The bridge's shared session: only what everyone may have.
+        assert!(!allows_everyone(&policy, "echo"), "bob may not");
+        assert!(allows_everyone(&policy, "get-sum"));
+    }
+
+    #[test]
+    fn renamed_described_and_fixed() {
+        let mut fixed = serde_json::Map::new();
+        fixed.insert("key".into(), "s3cret".into());
+        let policy = PolicyConfig {
+            tools: vec![ToolOverride {
+                tool: "echo".into(),
+                rename: Some("say".into()),
+                description: Some("Says it.".into()),
+                fixed,
+            }],
+            ..PolicyConfig::default()
+        };
+        assert_eq!(shown_as(&policy, "echo"), "say");
+        assert_eq!(original(&policy, "say"), Some("echo"));
+        assert_eq!(original(&policy, "echo"), None, "the old name is unknown");
+        assert_eq!(original(&policy, "other"), Some("other"));
+        let mut item = serde_json::json!({"name": "echo", "inputSchema": {"type": "object",
+            "properties": {"message": {}, "key": {}}, "required": ["message", "key"]}});
+        reshape(&policy, "echo", &mut item);
+        assert_eq!(item["description"], "Says it.");
+        assert_eq!(
+            item["inputSchema"]["required"],
+            serde_json::json!(["message"])
+        );
+        assert!(item["inputSchema"]["properties"].get("key").is_none());
+        let mut params =
+            serde_json::json!({"name": "echo", "arguments": {"key": "mine", "message": "m"}});
+        inject(&policy, "echo", &mut params);
+        assert_eq!(params["arguments"]["key"], "s3cret");
+        assert_eq!(params["arguments"]["message"], "m");
+    }
+}

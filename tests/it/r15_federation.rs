@@ -1,0 +1,516 @@
+//! Issue #15, federation: one endpoint in front of several named upstreams, from
+//! `examples/federation.toml`: the demo over stdio (shared), server-everything over stdio
+//! (per-session) and server-everything over Streamable HTTP, seen by the Python SDK: names,
+//! calls, prompts, resources, sampling and elicitation, progress, a resource update on the
+//! standalone stream, the 2026-07-28 era through the bridge, and an upstream that goes down
+//! and comes back.
+
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn example() -> String {
+    format!("{}/examples/federation.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+const TOKEN: &str = "federation-secret-0123456789";
+
+/// What the example needs from the environment, `web` being server-everything's URL.
+fn example_env(web: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("SHADOWCAT_EXE", exe().to_owned()),
+        ("EVERYTHING_JS", everything_js()),
+        ("EVERYTHING_URL", web.to_owned()),
+        ("EXAMPLE_TOKEN", TOKEN.to_owned()),
+    ]
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn echo(name: &str) -> Value {
+    json!([name, {"message": "hello federation"}])
+}
+
+#[test]
+fn r15_federation_three_upstreams_namespaced_then_one_down() {
+    let (web, web_addr) = everything_http();
+    let env = example_env(&format!("http://{web_addr}/mcp"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (_proxy, addr) = spawn_proxy(&["--config", &example()], Stdio::null(), &env);
+    let url = format!("http://{addr}/mcp");
+
+    let plan = json!({
+        "calls": [echo("demo__echo"), echo("ev__echo"), echo("web__echo"), echo("nope__echo"),
+                  echo("echo"), echo("demo__wait_and_echo")],
+        "prompts": [["ev__simple-prompt", {}], ["web__simple-prompt", {}]],
+    });
+    let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
+    let tools = strs(&out["tools"]);
+    for want in ["demo__echo", "ev__echo", "web__echo"] {
+        assert!(tools.iter().any(|t| t == want), "{want} in {tools:?}");
+    }
+    assert!(
+        tools.iter().all(|t| t.contains("__")
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))),
+        "every tool namespaced, in the spec's characters: {tools:?}"
+    );
+    for name in ["demo__echo", "ev__echo", "web__echo", "demo__wait_and_echo"] {
+        let call = &out["calls"][name];
+        assert_eq!(call["isError"], false, "{name}: {out}");
+        assert!(
+            call["text"]
+                .as_str()
+                .is_some_and(|t| t.contains("hello federation")),
+            "{name}: {out}"
+        );
+    }
+    for name in ["nope__echo", "echo"] {
+        let e = out["calls"][name]["error"].as_str().unwrap_or_default();
+        assert!(e.contains("-32602") && e.contains(name), "{name}: {out}");
+    }
+    for name in ["ev__simple-prompt", "web__simple-prompt"] {
+        assert_eq!(out["gets"][name]["messages"], 1, "{name}: {out}");
+    }
+    let prompts = strs(&out["prompts"]);
+    assert!(prompts.iter().all(|p| p.contains("__")), "{prompts:?}");
+    let instructions = out["instructions"].as_str().unwrap_or_default();
+    assert!(
+        instructions.contains("## everything") && instructions.contains("## web"),
+        "instructions under each upstream's name: {out}"
+    );
+    // Both server-everything instances list the same URIs: the first in the file (`ev`)
+    // answers for them, and the list shows each URI once.
+    let resources = strs(&out["resources"]);
+    assert!(!resources.is_empty(), "{out}");
+    let mut unique = resources.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), resources.len(), "no URI twice: {resources:?}");
+
+    // The TypeScript SDK client: each upstream's echo and progress.
+    for prefix in ["demo__", "ev__", "web__"] {
+        let out = run_js_env(&url, &[("TOOL_PREFIX", prefix)]);
+        assert_eq!(out["echo"], "Echo: hello from TS", "{prefix}: {out}");
+        assert_eq!(
+            out["progress"].as_array().map(Vec::len),
+            Some(3),
+            "{prefix}: {out}"
+        );
+    }
+
+    // A 2026-07-28 client (auto mode) is served through the era bridge, over a federated
+    // session of the proxy's own.
+    let out = run_py_env("auto.py", &url, &[], &[("ECHO_TOOL", "web__echo")]);
+    assert_eq!(out["era"], "modern", "{out}");
+    assert_eq!(out["echo"], "Echo: hello through MCP", "{out}");
+
+    // Every listed resource (the first few) reads through the member that listed it.
+    let reads: Vec<&String> = resources.iter().take(4).collect();
+    // Completions go where their prompt or template lives (a template's owner is learnt by
+    // listing, here without the client listing first); a URI nobody has is not found.
+    let plan = json!({
+        "reads": reads.iter().map(|r| r.as_str()).chain(["nope://x"]).collect::<Vec<_>>(),
+        "completions": [
+            ["prompt", "ev__completable-prompt", "department", "E"],
+            ["template", "demo://resource/dynamic/text/{resourceId}", "resourceId", "1"],
+        ],
+    });
+    let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
+    assert_eq!(
+        out["completions"]["ev__completable-prompt"]["values"],
+        json!(["Engineering"]),
+        "{out}"
+    );
+    assert_eq!(
+        out["completions"]["demo://resource/dynamic/text/{resourceId}"]["values"],
+        json!(["1"]),
+        "{out}"
+    );
+    let missing = out["reads"]["nope://x"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(missing.contains("-32002"), "{out}");
+    for uri in &reads {
+        assert!(
+            out["reads"][uri.as_str()].get("error").is_none(),
+            "{uri}: {out}"
+        );
+    }
+
+    // Server to client: sampling requests from a per-session child and an HTTP upstream
+    // reach this client and its answers go back; progress arrives; the demo's sampling and
+    // elicitation (a shared child) too; what the demo sends outside requests (a resource
+    // update) reaches the standalone stream.
+    let out = run_py_args("federation_s2c.py", &url, &["ev__", "web__"]);
+    assert_eq!(out["samplingRequests"], 4, "{out}");
+    assert_eq!(out["together"], 2, "{out}");
+    for prefix in ["ev__", "web__"] {
+        assert_eq!(out[prefix]["progress"], 3, "{prefix}: {out}");
+    }
+    let out = run_py_args("sampling.py", &url, &["demo__"]);
+    assert_eq!(out["sampling"]["requests"], 1, "{out}");
+    assert_eq!(out["elicitation"]["requests"], 1, "{out}");
+    let out = run_py("federation_notify.py", &url);
+    assert_eq!(out["updated"][0], "test://watched-resource", "{out}");
+
+    // Within one client session, the HTTP upstream goes down and comes back: a call names
+    // it, list_changed arrives both times, its tools leave the list and return, and the
+    // call works again (its session re-opened).
+    let (pid, port) = (web.0.id().to_string(), web_addr.port().to_string());
+    let out = run_py_args(
+        "federation_updown.py",
+        &url,
+        &[&pid, &port, "node", &everything_js()],
+    );
+    assert!(out["before"].as_u64().unwrap_or(0) > 0, "{out}");
+    assert!(
+        out["downError"]
+            .as_str()
+            .is_some_and(|e| e.contains("upstream web")),
+        "{out}"
+    );
+    assert_eq!(out["whileDown"], 0, "{out}");
+    assert_eq!(out["after"], out["before"], "{out}");
+    assert_eq!(out["echo"], "Echo: back", "{out}");
+    assert!(out["changes"].as_u64().unwrap_or(0) >= 2, "{out}");
+
+    // The HTTP upstream goes away (the driver stopped the one it started): its tools are absent, a call to it names it, the others
+    // keep working.
+    drop(web);
+    let plan = json!({ "calls": [echo("web__echo"), echo("demo__echo"), echo("ev__echo")] });
+    let out = run_py_args("federation.py", &url, &[&plan.to_string()]);
+    let tools = strs(&out["tools"]);
+    assert!(!tools.iter().any(|t| t.starts_with("web__")), "{tools:?}");
+    assert!(tools.iter().any(|t| t == "ev__echo"), "{tools:?}");
+    let e = out["calls"]["web__echo"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(e.contains("upstream web"), "{out}");
+    for name in ["demo__echo", "ev__echo"] {
+        assert_eq!(out["calls"][name]["isError"], false, "{name}: {out}");
+    }
+}
+
+#[test]
+fn r15_federation_check_config_shows_members_and_names_bad_lines() {
+    let env = example_env("http://127.0.0.1:9/mcp");
+    let out = Command::new(exe())
+        .args(["check-config", &example()])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(v["upstream"]["kind"], "federated", "{v}");
+    assert_eq!(v["upstream"]["nameSeparator"], "__");
+    let members = v["upstream"]["members"].as_array().expect("members");
+    assert_eq!(members[0]["tools"][0]["rename"], "wait_and_echo", "{v}");
+    assert_eq!(
+        members[0]["tools"][0]["fixedArguments"],
+        json!(["delayMs"]),
+        "{v}"
+    );
+    let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
+    assert_eq!(names, ["demo", "everything", "web"]);
+    assert_eq!(members[1]["prefix"], "ev");
+    assert_eq!(members[1]["upstream"]["mode"], "per-session");
+    assert_eq!(members[2]["upstream"]["kind"], "http");
+    assert_eq!(
+        members[2]["upstreamHeaders"]["x-example-token"],
+        "<redacted>"
+    );
+    assert!(!text.contains(TOKEN), "a secret printed: {text}");
+
+    let dir = TempDir::new("r15fed");
+    let bad = dir.path().join("bad.toml");
+    let cases = [
+        (
+            "[upstream.a]\nstdio = \"cat\"\n\n[upstream.b]\nurl = \"http://127.0.0.1:1/mcp\"\nprefx = \"b\"\n",
+            "bad.toml:6: unknown key `prefx` in [upstream.b]",
+        ),
+        (
+            "[upstream.a]\nstdio = \"cat\"\n\n[upstream.b]\nstdio = \"cat\"\nprefix = \"a\"\n",
+            "bad.toml:4: prefix \"a\" is also upstream a's",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"\n[upstream.a]\nstdio-mode = \"shared\"\n",
+            "bad.toml:2: [upstream.a] needs",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&bad, text).expect("w");
+        let out = Command::new(exe())
+            .arg("check-config")
+            .arg(&bad)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
+
+const ALICE: &str = "alice-token-0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef";
+
+/// POSTs `body` as the holder of `token`, within `sid` if given; the JSON-RPC answer.
+fn rpc(addr: std::net::SocketAddr, token: &str, sid: Option<&str>, body: &str) -> (Resp, Value) {
+    let auth = format!("Bearer {token}");
+    let r = post_with(addr, &[("Authorization", &auth)], sid, body);
+    let v = r.messages().last().cloned().unwrap_or(Value::Null);
+    (r, v)
+}
+
+#[test]
+fn r15_federation_policy_per_principal() {
+    let dir = TempDir::new("r15fed-policy");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{ALICE} alice\n{BOB} bob\n")).expect("w");
+    let file = dir.path().join("policy.toml");
+    // Everyone sees the demo's echo; alice every tool but crash; bob only test_simple_text.
+    std::fs::write(
+        &file,
+        format!(
+            "auth-tokens = \"{}\"\n\n[upstream.demo]\nstdio = \"{} demo-server\"\n\
+             allow = [\"echo\"]\n\n[upstream.demo.principal.\"token:alice\"]\nallow = [\"*\"]\n\
+             deny = [\"crash\", \"e?it\"]\n\n[upstream.demo.principal.\"token:bob\"]\n\
+             allow = [\"test_simple_*\"]\n",
+            tokens.display(),
+            exe()
+        ),
+    )
+    .expect("w");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let (_p, addr) = spawn_proxy(
+        &["--config", &file.to_string_lossy(), "--admin-bind", &admin],
+        Stdio::null(),
+        &[],
+    );
+    // The admin API shows each upstream of the federation, and restarts one by its name.
+    let admin: std::net::SocketAddr = admin.parse().expect("addr");
+    let shown = get(admin, "/admin/upstreams", &[]).json();
+    assert_eq!(shown[0]["kind"], "federated", "{shown}");
+    assert_eq!(shown[0]["members"][0]["member"], "demo", "{shown}");
+    assert_eq!(shown[0]["members"][0]["down"], false, "{shown}");
+    assert_eq!(shown[0]["members"][0]["kind"], "stdio", "{shown}");
+    let r = Conn::open(admin).request(
+        "POST",
+        "/admin/upstreams/demo/restart",
+        &JSON_HEADERS,
+        b"{}",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = Conn::open(admin).request(
+        "POST",
+        "/admin/upstreams/nope/restart",
+        &JSON_HEADERS,
+        b"{}",
+    );
+    assert_eq!(r.status, 404, "{}", r.text());
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let call = |name: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{name}","arguments":{{"message":"hi"}}}}}}"#
+        )
+    };
+    for (token, sees, refused) in [
+        (
+            ALICE,
+            vec![
+                "demo__echo",
+                "demo__test_image_content",
+                "demo__test_simple_text",
+            ],
+            vec!["demo__crash", "demo__exit"],
+        ),
+        (
+            BOB,
+            vec!["demo__test_simple_text"],
+            vec!["demo__echo", "demo__crash"],
+        ),
+    ] {
+        let (r, _) = rpc(addr, token, None, INIT);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sid = r.header("mcp-session-id").expect("session").to_owned();
+        let (_, v) = rpc(addr, token, Some(&sid), list);
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        for want in &sees {
+            assert!(names.contains(want), "{want} in {names:?}");
+            let (_, v) = rpc(addr, token, Some(&sid), &call(want));
+            assert!(v.get("result").is_some(), "{want}: {v}");
+        }
+        for hidden in &refused {
+            assert!(!names.contains(hidden), "{hidden} hidden: {names:?}");
+            let (_, v) = rpc(addr, token, Some(&sid), &call(hidden));
+            assert_eq!(
+                v["error"]["code"], -32602,
+                "{hidden} refused as unknown: {v}"
+            );
+        }
+    }
+}
+
+/// Conformance 0.1.16 (active server suite) through a federation of one upstream, the demo,
+/// with `prefix = ""`: the federation is transparent, every scenario passes as in front of
+/// the demo alone (`conformance::conformance_demo_stdio_shared`).
+#[test]
+fn r15_federation_conformance_one_upstream_without_prefix() {
+    let dir = TempDir::new("r15fed-conformance");
+    let file = dir.path().join("one.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream.demo]\nstdio = \"{} demo-server\"\nprefix = \"\"\n",
+            exe()
+        ),
+    )
+    .expect("w");
+    let p = demo_proxy(&["--config", &file.to_string_lossy()]);
+    let out = crate::conformance::run_conformance(
+        &format!("http://{}/mcp", p.local_addr()),
+        &dir.path().join("out"),
+    );
+    let failed: Vec<String> = out
+        .iter()
+        .filter_map(|(name, r)| r.as_ref().err().map(|why| format!("{name}: {why}")))
+        .collect();
+    assert!(
+        failed.is_empty() && out.len() == 30,
+        "{}/30 ran, failing:\n{}",
+        out.len(),
+        failed.join("\n")
+    );
+}
+
+/// Conformance 0.2.0-alpha.12 (2026-07-28 and 2025-11-25 requirement sets) through a
+/// federation of the demo alone (`prefix = ""`) passes exactly what the flag form passes.
+#[test]
+fn r15_federation_conformance26_same_as_the_flag_form() {
+    use crate::conformance26::{SCORED_2026, SERIAL, SET_2025};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = TempDir::new("r15fed-conformance26");
+    let demo = format!("{} demo-server --era dual", exe());
+    let file = dir.path().join("one.toml");
+    std::fs::write(
+        &file,
+        format!("[upstream.demo]\nstdio = \"{demo}\"\nprefix = \"\"\n"),
+    )
+    .expect("w");
+    let file = file.to_string_lossy().into_owned();
+    let mut counts = Vec::new();
+    for (label, flags) in [
+        ("flags", vec!["--stdio", demo.as_str()]),
+        ("federation", vec!["--config", file.as_str()]),
+    ] {
+        let mut flags = flags;
+        flags.extend(["--input-timeout", "3s"]);
+        let p = demo_proxy(&flags);
+        let url = format!("http://{}/mcp", p.local_addr());
+        let out26 = run_requirements(
+            &url,
+            "2026-07-28",
+            &dir.path().join(label).join("26"),
+            &SCORED_2026,
+        );
+        let out25 = run_requirements(
+            &url,
+            "2025-11-25",
+            &dir.path().join(label).join("25"),
+            &SET_2025,
+        );
+        counts.push((
+            label,
+            passing_of(&out26, &SCORED_2026),
+            passing_of(&out25, &SET_2025),
+        ));
+    }
+    let (flags, federation) = (&counts[0], &counts[1]);
+    eprintln!(
+        "conformance 0.2: flags {}/37 + {}/33, federation {}/37 + {}/33",
+        flags.1.len(),
+        flags.2.len(),
+        federation.1.len(),
+        federation.2.len()
+    );
+    assert_eq!(flags.1, federation.1, "2026-07-28 scenarios passing");
+    assert_eq!(flags.2, federation.2, "2025-11-25 scenarios passing");
+}
+
+/// `[upstream.NAME.tools.TOOL]`: a renamed tool with its own description and a fixed argument
+/// (gone from its schema, set on every call); its old name is unknown.
+#[test]
+fn r15_federation_tool_renamed_described_and_fixed() {
+    let dir = TempDir::new("r15fed-tools");
+    let file = dir.path().join("tools.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream.demo]\nstdio = \"{} demo-server\"\n\n[upstream.demo.tools.echo]\n\
+             name = \"say\"\ndescription = \"Says the fixed words.\"\n\
+             arguments = {{ message = \"fixed words\" }}\n",
+            exe()
+        ),
+    )
+    .expect("w");
+    let p = demo_proxy(&["--config", &file.to_string_lossy()]);
+    let mut c = Conn::open(p.local_addr());
+    let sid = c.initialize();
+    let list = c
+        .post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        )
+        .json();
+    let tools = list["result"]["tools"].as_array().expect("tools");
+    assert!(
+        !tools.iter().any(|t| t["name"] == "demo__echo"),
+        "old name hidden"
+    );
+    let say = tools
+        .iter()
+        .find(|t| t["name"] == "demo__say")
+        .expect("demo__say listed");
+    assert_eq!(say["description"], "Says the fixed words.");
+    assert!(
+        say["inputSchema"]["properties"].get("message").is_none(),
+        "{say}"
+    );
+    let r = c
+        .post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__say","arguments":{"message":"mine"}}}"#,
+        )
+        .json();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "Echo: fixed words",
+        "{r}"
+    );
+    let r = c
+        .post(
+            Some(&sid),
+            r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"demo__echo","arguments":{"message":"x"}}}"#,
+        )
+        .json();
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+}
