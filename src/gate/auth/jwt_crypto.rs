@@ -209,8 +209,16 @@ fn ec_components_from_private_key(
     alg: Algorithm,
 ) -> Result<(EllipticCurve, Vec<u8>, Vec<u8>)> {
     let (signing, curve, half) = match alg {
-        Algorithm::ES256 => (&sig::ECDSA_P256_SHA256_FIXED_SIGNING, EllipticCurve::P256, 32),
-        Algorithm::ES384 => (&sig::ECDSA_P384_SHA384_FIXED_SIGNING, EllipticCurve::P384, 48),
+        Algorithm::ES256 => (
+            &sig::ECDSA_P256_SHA256_FIXED_SIGNING,
+            EllipticCurve::P256,
+            32,
+        ),
+        Algorithm::ES384 => (
+            &sig::ECDSA_P384_SHA384_FIXED_SIGNING,
+            EllipticCurve::P384,
+            48,
+        ),
         _ => return Err(ErrorKind::InvalidEcdsaKey.into()),
     };
     let pair = sig::EcdsaKeyPair::from_pkcs8(signing, pkcs8, &SystemRandom::new())
@@ -269,18 +277,30 @@ mod tests {
     fn hmac_signs_and_verifies_and_a_wrong_secret_fails() {
         let enc = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
-            assert!(roundtrip(alg, &enc, &DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef")));
-            assert!(!roundtrip(alg, &enc, &DecodingKey::from_secret(b"another secret, as long")));
+            assert!(roundtrip(
+                alg,
+                &enc,
+                &DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef")
+            ));
+            assert!(!roundtrip(
+                alg,
+                &enc,
+                &DecodingKey::from_secret(b"another secret, as long")
+            ));
         }
     }
 
     #[test]
     fn rsa_and_ec_from_the_fixture_keys_and_their_jwks() {
-        let set: jsonwebtoken::jwk::JwkSet =
-            serde_json::from_slice(&fixture("jwks.json")).unwrap();
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&fixture("jwks.json")).unwrap();
         let key = |kid: &str| DecodingKey::from_jwk(set.find(kid).unwrap()).unwrap();
         let rsa = EncodingKey::from_rsa_pem(&fixture("rsa1.pem")).unwrap();
-        for alg in [Algorithm::RS256, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384] {
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::RS512,
+            Algorithm::PS256,
+            Algorithm::PS384,
+        ] {
             assert!(roundtrip(alg, &rsa, &key("rsa1")), "{alg:?}");
         }
         let ec = EncodingKey::from_ec_pem(&fixture("ec1.pem")).unwrap();
@@ -302,10 +322,18 @@ mod tests {
             .as_ref()
             .to_vec();
         let enc = EncodingKey::from_ed_der(pkcs8.as_ref());
-        assert!(roundtrip(Algorithm::EdDSA, &enc, &DecodingKey::from_ed_der(&public)));
+        assert!(roundtrip(
+            Algorithm::EdDSA,
+            &enc,
+            &DecodingKey::from_ed_der(&public)
+        ));
         let mut other = public.clone();
         other[0] ^= 1;
-        assert!(!roundtrip(Algorithm::EdDSA, &enc, &DecodingKey::from_ed_der(&other)));
+        assert!(!roundtrip(
+            Algorithm::EdDSA,
+            &enc,
+            &DecodingKey::from_ed_der(&other)
+        ));
     }
 
     #[test]
@@ -319,6 +347,9 @@ mod tests {
         let (_, x, y) = ec_components_from_private_key(ec.as_bytes(), Algorithm::ES256).unwrap();
         assert_eq!((x.len(), y.len()), (32, 32));
         assert!(ec_components_from_private_key(b"junk", Algorithm::ES256).is_err());
-        assert_eq!(compute_digest(b"", ThumbprintHash::SHA256).unwrap().len(), 32);
+        assert_eq!(
+            compute_digest(b"", ThumbprintHash::SHA256).unwrap().len(),
+            32
+        );
     }
 }
