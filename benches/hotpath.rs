@@ -178,6 +178,7 @@ fn gate(b: &Bench) {
     let aud = "http://bench.invalid/mcp";
     let claims = serde_json::json!({"sub": "bench", "aud": aud, "exp": 4_000_000_000u64});
     let secret = b"bench-secret-0123456789abcdef0123";
+    shadowcat::internals::install_jwt_crypto();
     let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
         let mut h = Header::new(alg);
         h.kid = Some(kid.into());

@@ -236,11 +236,11 @@ pub use crate::proxy::Proxy;
 pub use crate::session::{Binding, Session};
 pub use crate::upstream::{Call, Item, MessageStream, Operate, Poll, Reply, Upstream};
 
-/// Internals the benchmarks and fuzz targets measure directly. Not a stable API: nothing
-/// here is promised to stay.
+/// Internals the benchmarks and fuzz targets measure directly (and the JWT crypto provider the
+/// integration tests sign tokens with). Not a stable API: nothing here is promised to stay.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::gate::auth::{Auth, AuthConfig};
+    pub use crate::gate::auth::{Auth, AuthConfig, install_jwt_crypto};
     pub use crate::gate::ratelimit::{Limiter, Limits};
     pub use crate::jsonrpc::Message;
     /// JSON-RPC id helpers the id-rewriting benchmarks call.

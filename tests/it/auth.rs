@@ -197,6 +197,7 @@ fn now() -> u64 {
 }
 
 fn jwt(alg: Algorithm, kid: &str, pem: &str, claims: &Value) -> String {
+    shadowcat::internals::install_jwt_crypto();
     let pem = std::fs::read(fixture(pem)).unwrap();
     let key = match alg {
         Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),

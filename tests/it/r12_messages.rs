@@ -422,6 +422,7 @@ fn r12_fractional_jwt_dates_are_accepted() {
         resource,
     ]);
     let now = jsonwebtoken::get_current_timestamp() as f64;
+    shadowcat::internals::install_jwt_crypto();
     let token = |exp: f64| {
         let claims = json!({"sub": "alice", "aud": resource, "exp": exp,
             "nbf": now - 10.25, "iat": now - 10.25});

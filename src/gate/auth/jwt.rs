@@ -78,6 +78,7 @@ enum Scp {
 impl Jwt {
     /// Loads the HMAC secret and the JWK set that `cfg` names (a failure stops start-up).
     pub(super) fn load(cfg: &AuthConfig) -> Result<Jwt, Error> {
+        super::jwt_crypto::install();
         let secret = match &cfg.jwt_secret_file {
             Some(p) => {
                 let mut s = read_limited(p, "--jwt-secret-file")?;

@@ -7,7 +7,8 @@
 //!   token is at least 16 characters. Every configured token is compared in constant time on
 //!   every request (no early exit), so timing tells nothing about which one nearly matched.
 //!   Static tokens are operator-issued and carry every scope.
-//! * **JWT** (`--auth-jwt`, verified by the `jsonwebtoken` crate; no crypto of ours): HS256 with
+//! * **JWT** (`--auth-jwt`, verified by the `jsonwebtoken` crate on ring, rustls' crypto
+//!   library; no crypto of ours, `auth/jwt_crypto.rs` only maps algorithms): HS256 with
 //!   `--jwt-secret-file`, RS256/ES256 (and the other RSA/EC algorithms if listed in
 //!   `--jwt-algorithms`) with keys from `--jwks-file` or `--jwks-url`. The header's `alg` must be
 //!   on the allow-list and of the key's family, so an RSA public key can never be used as an
@@ -32,8 +33,8 @@
 //! creates: another principal presenting that session id gets 404, as if it did not exist.
 //!
 //! This file: the settings, static tokens, the `Authorization` header, challenges and the
-//! metadata document. JWT verification and the JWK set are in `auth/jwt.rs`; unit tests in
-//! `auth/tests.rs`.
+//! metadata document. JWT verification and the JWK set are in `auth/jwt.rs`, the signature
+//! algorithms on ring in `auth/jwt_crypto.rs`; unit tests in `auth/tests.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,8 +45,10 @@ use crate::error::{Denial, Error};
 use crate::http::{Request, Response};
 
 mod jwt;
+mod jwt_crypto;
 use jwt::Jwt;
 pub use jwt::{is_hmac, parse_algorithms};
+pub use jwt_crypto::install as install_jwt_crypto;
 
 /// A JWKS is refetched for an unknown `kid` at most this often.
 pub const JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);

@@ -1,4 +1,5 @@
 use super::*;
+use crate::gate::auth::jwt_crypto::install;
 use jsonwebtoken::{EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -44,6 +45,7 @@ fn claims(extra: Value) -> Value {
 }
 
 fn hs256(c: &Value) -> String {
+    install();
     encode(
         &Header::new(Algorithm::HS256),
         c,
@@ -53,6 +55,7 @@ fn hs256(c: &Value) -> String {
 }
 
 fn signed(alg: Algorithm, kid: &str, pem: &str, c: &Value) -> String {
+    install();
     let pem = std::fs::read(fixture(pem)).unwrap();
     let key = match alg {
         Algorithm::ES256 => EncodingKey::from_ec_pem(&pem).unwrap(),
