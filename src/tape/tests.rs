@@ -554,6 +554,55 @@ fn audit_lines_carry_the_outcome_and_redacted_arguments() {
     a.shutdown();
 }
 
+/// Arguments are written as `serde_json` writes the value (compact, members in key order)
+/// whether or not the redaction runs: with no pointer rule and nothing the scan could match it
+/// is skipped; a pointer that replaces `params` whole leaves `null`, never a panic.
+#[test]
+fn r18_audit_arguments_are_written_alike_with_and_without_redaction() {
+    let cases: [(&[&str], &[&str], &str, &str); 5] = [
+        (
+            &[],
+            &[],
+            r#"{ "z": 1, "a": [1.0, "x\/y"], "m": {"b": 2, "a": 1} }"#,
+            r#"{"a":[1.0,"x/y"],"m":{"a":1,"b":2},"z":1}"#,
+        ),
+        (
+            &[],
+            &[],
+            r#"{"b":"\u0074oken","a":2}"#,
+            r#"{"a":2,"b":"token"}"#,
+        ),
+        (
+            &["pin"],
+            &[],
+            r#"{"b":1,"PIN":"1234"}"#,
+            r#"{"PIN":"<redacted:"#,
+        ),
+        (
+            &[],
+            &["/params/arguments/b"],
+            r#"{"b":"x","a":1}"#,
+            r#"{"a":1,"b":"<redacted:"#,
+        ),
+        (&[], &["/params"], r#"{"b":"x"}"#, "null"),
+    ];
+    for (keys, pointers, args, want) in cases {
+        let sink = MemSink::default();
+        let out = sink.out.clone();
+        let r = Arc::new(redactor(keys, pointers));
+        let m = Arc::new(Metrics::new("up"));
+        let a = Auditor::with_sink(Box::new(sink), 1 << 20, true, "up", r, m).unwrap();
+        a.log(record(Some(args)));
+        assert!(a.sync(Duration::from_secs(5)));
+        a.shutdown();
+        let text = String::from_utf8(lock(&out).clone()).unwrap();
+        let at = text.find(",\"arguments\":").expect("arguments") + 13;
+        assert!(text[at..].starts_with(want), "{args}: {text}");
+        let v: Value = serde_json::from_str(text.trim_end()).unwrap();
+        assert_eq!(v["duration_ms"], 1.234);
+    }
+}
+
 #[test]
 fn a_slow_audit_sink_never_slows_the_request_and_drops_are_counted() {
     let sink = MemSink {

@@ -106,7 +106,9 @@ fn tape_cost() {
         br#"{"jsonrpc":"2.0","id":12345,"result":{"content":[{"type":"text","text":"hello"}]}}"#;
     let (s0, w0) = (own_cpu_ns(), thread_cpu_ns("shadowcat-tape"));
     for i in 0..n / 2 {
-        let tap = taps[i % taps.len()].clone().with_upstream_id(Some(i as u64));
+        let tap = taps[i % taps.len()]
+            .clone()
+            .with_upstream_id(Some(i as u64));
         rec.client_sent(&tap, Instant::now(), req.to_vec());
         rec.client_got(&tap, res.to_vec(), true, false);
     }
