@@ -466,6 +466,9 @@ impl AuditWriter {
                 self.warn(&e);
             }
         }
+        // A rare huge line (long arguments) does not keep its buffer for the writer's life.
+        b.clear();
+        b.shrink_to(64 * 1024);
         self.buf = b;
     }
 

@@ -191,6 +191,9 @@ impl Io {
             }
             None => self.write_line(tape, &[&line]),
         }
+        // A rare huge message does not keep its buffer for the writer's life.
+        line.clear();
+        line.shrink_to(super::LINE_KEEP);
         self.line = line;
     }
 

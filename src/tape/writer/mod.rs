@@ -29,6 +29,8 @@ mod store;
 
 pub use store::{DirStore, Store, TapeFile};
 
+/// The writer's line buffer keeps at most this much capacity between lines.
+const LINE_KEEP: usize = 64 * 1024;
 /// Tape files open at once.
 pub const MAX_OPEN_FILES: usize = 64;
 /// Buffered lines are handed to the kernel at least this often.
