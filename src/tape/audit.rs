@@ -37,7 +37,7 @@ use crate::error::Error;
 use crate::jsonrpc::Answered;
 use crate::metrics::{LogDrop, Metrics};
 
-use super::format::Utc;
+use super::format::{Utc, push_millis, push_u64};
 use super::queue::{self, Drain, WriterHandle};
 use super::scan::Redactor;
 
@@ -160,6 +160,7 @@ impl Auditor {
             upstream_json: serde_json::to_vec(upstream).unwrap_or_else(|_| b"null".to_vec()),
             buf: Vec::with_capacity(512),
             clock: Clock::default(),
+            ips: Ips::default(),
             metrics: metrics.clone(),
             unflushed: false,
             unsynced: false,
@@ -338,6 +339,7 @@ struct AuditWriter {
     upstream_json: Vec<u8>,
     buf: Vec<u8>,
     clock: Clock,
+    ips: Ips,
     metrics: Arc<Metrics>,
     unflushed: bool,
     unsynced: bool,
@@ -410,7 +412,9 @@ impl AuditWriter {
         self.clock.push(&mut b, r.at);
         b.extend_from_slice(b"\",\"principal\":");
         json_str(&mut b, r.principal.as_deref());
-        let _ = write!(b, ",\"client_ip\":\"{}\",\"session\":", r.client_ip);
+        b.extend_from_slice(b",\"client_ip\":\"");
+        self.ips.push(&mut b, r.client_ip);
+        b.extend_from_slice(b"\",\"session\":");
         json_str(&mut b, r.session.as_deref());
         b.extend_from_slice(b",\"upstream\":");
         b.extend_from_slice(&self.upstream_json);
@@ -420,34 +424,32 @@ impl AuditWriter {
         json_str(&mut b, r.method.as_deref().map(clip));
         b.extend_from_slice(b",\"name\":");
         json_str(&mut b, r.name.as_deref().map(clip));
-        let outcome = r.answered.map_or("-", Answered::label);
-        let _ = write!(
-            b,
-            ",\"status\":{},\"outcome\":\"{outcome}\",\"code\":",
-            r.status
-        );
+        b.extend_from_slice(b",\"status\":");
+        push_u64(&mut b, r.status.into());
+        b.extend_from_slice(b",\"outcome\":\"");
+        b.extend_from_slice(r.answered.map_or("-", Answered::label).as_bytes());
+        b.extend_from_slice(b"\",\"code\":");
         match r.answered.and_then(Answered::code) {
             Some(c) => {
-                let _ = write!(b, "{c}");
+                if c < 0 {
+                    b.push(b'-');
+                }
+                push_u64(&mut b, c.unsigned_abs());
             }
             None => b.extend_from_slice(b"null"),
         }
-        let us = r.duration.as_micros();
-        let _ = write!(
-            b,
-            ",\"duration_ms\":{}.{:03},\"bytes_in\":{},\"bytes_out\":{}",
-            us / 1000,
-            us % 1000,
-            r.bytes_in,
-            r.bytes_out
+        b.extend_from_slice(b",\"duration_ms\":");
+        push_millis(
+            &mut b,
+            u64::try_from(r.duration.as_micros()).unwrap_or(u64::MAX),
         );
+        b.extend_from_slice(b",\"bytes_in\":");
+        push_u64(&mut b, r.bytes_in);
+        b.extend_from_slice(b",\"bytes_out\":");
+        push_u64(&mut b, r.bytes_out);
         if let Some(a) = &r.arguments {
-            // Redacted as inside a message, so pointer rules (/params/arguments/…) apply.
-            let args: Value = serde_json::from_str(a.get()).unwrap_or(Value::Null);
-            let mut msg = serde_json::json!({ "params": { "arguments": args } });
-            self.redactor.redact(&mut msg);
             b.extend_from_slice(b",\"arguments\":");
-            let _ = serde_json::to_writer(&mut b, &msg["params"]["arguments"]);
+            self.arguments(&mut b, a);
         }
         if let Some(rule) = &r.fault {
             b.extend_from_slice(b",\"fault\":");
@@ -464,7 +466,30 @@ impl AuditWriter {
                 self.warn(&e);
             }
         }
+        // A rare huge line (long arguments) does not keep its buffer for the writer's life.
+        b.clear();
+        b.shrink_to(64 * 1024);
         self.buf = b;
+    }
+
+    /// `--audit-arguments`: the arguments redacted as inside a message (so that pointer rules,
+    /// `/params/arguments/…`, apply), written as `serde_json` writes a value (compact, members
+    /// in key order). When there are no pointer rules and the byte scan finds nothing a key
+    /// rule could match, the redaction (a tree built around them and walked) is skipped: it
+    /// could change nothing.
+    fn arguments(&mut self, b: &mut Vec<u8>, a: &RawValue) {
+        let mut args: Value = serde_json::from_str(a.get()).unwrap_or(Value::Null);
+        let clean = self.redactor.rules().pointers().is_empty()
+            && !self.redactor.must_parse(a.get().as_bytes());
+        if !clean {
+            let mut msg = serde_json::json!({ "params": { "arguments": args } });
+            self.redactor.redact(&mut msg);
+            args = msg
+                .pointer_mut("/params/arguments")
+                .map(Value::take)
+                .unwrap_or(Value::Null);
+        }
+        let _ = serde_json::to_writer(&mut *b, &args);
     }
 
     fn sync(&mut self) {
@@ -499,6 +524,25 @@ fn json_str(b: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
+/// Client addresses as text, the last one kept (most lines come from a few clients).
+#[derive(Default)]
+struct Ips {
+    last: Option<(IpAddr, String)>,
+}
+
+impl Ips {
+    fn push(&mut self, b: &mut Vec<u8>, ip: IpAddr) {
+        match &self.last {
+            Some((k, text)) if *k == ip => b.extend_from_slice(text.as_bytes()),
+            _ => {
+                let text = ip.to_string();
+                b.extend_from_slice(text.as_bytes());
+                self.last = Some((ip, text));
+            }
+        }
+    }
+}
+
 /// RFC 3339 stamps, the date and time of day formatted once per second.
 #[derive(Default)]
 struct Clock {
@@ -518,7 +562,14 @@ impl Clock {
             self.prefix = full[..full.len() - 5].to_owned();
         }
         b.extend_from_slice(self.prefix.as_bytes());
-        let _ = write!(b, ".{:03}Z", since.subsec_millis());
+        let ms = since.subsec_millis();
+        b.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
     }
 }
 

@@ -211,3 +211,48 @@ pub fn stateless_base(client_hash12: &str, hour: u64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(hour.saturating_mul(3600));
     format!("stateless-{client_hash12}-{}Z", Utc::of(t).compact_hour())
 }
+
+/// Appends the decimal digits of `n` (by hand: this runs several times per recorded message
+/// and audit line, where `write!` costs more than the rest of the number's handling).
+pub fn push_u64(b: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    b.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `us` microseconds as milliseconds with three decimals (`1234` → `1.234`).
+pub fn push_millis(b: &mut Vec<u8>, us: u64) {
+    push_u64(b, us / 1000);
+    let frac = (us % 1000) as u16;
+    b.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 999, 1000, 1_234_567, u64::MAX] {
+            let mut b = Vec::new();
+            push_u64(&mut b, n);
+            assert_eq!(b, n.to_string().into_bytes());
+            let mut b = Vec::new();
+            push_millis(&mut b, n);
+            assert_eq!(b, format!("{}.{:03}", n / 1000, n % 1000).into_bytes());
+        }
+    }
+}

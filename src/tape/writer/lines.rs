@@ -153,53 +153,48 @@ impl Io {
             }
         }
         tape.last_line = m.at;
-        // The line's pieces around the message; written straight into the file's buffer.
-        // `t` in ms with µs precision, formatted from integers.
+        // The whole line, built in the writer's reused buffer (no allocation, no formatting
+        // machinery: integers are written by hand) and handed to the file's buffer at once.
+        // `t` in ms with µs precision.
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        line.extend_from_slice(b"{\"t\":");
         let us = m.at.saturating_duration_since(tape.started).as_micros();
-        let t = format_args!("{}.{:03}", us / 1000, us % 1000);
-        let mut head = [0u8; 160];
-        let mut cursor = io::Cursor::new(&mut head[..]);
-        let dir = m.dir.label();
-        let written = match m.upstream_id {
-            Some(u) => write!(
-                cursor,
-                r#"{{"t":{t},"dir":"{dir}","id":{id_text},"upstream_id":{u},"msg":"#
-            ),
-            None => write!(
-                cursor,
-                r#"{{"t":{t},"dir":"{dir}","id":{id_text},"upstream_id":null,"msg":"#
-            ),
-        };
-        let prefix: std::borrow::Cow<'_, [u8]> = if written.is_ok() {
-            let n = cursor.position() as usize;
-            std::borrow::Cow::Borrowed(&head[..n])
-        } else {
-            // A long id (up to 64 digits or a long string): format it on the heap.
-            let up = m.upstream_id.map_or("null".to_owned(), |u| u.to_string());
-            format!(r#"{{"t":{t},"dir":"{dir}","id":{id_text},"upstream_id":{up},"msg":"#)
-                .into_bytes()
-                .into()
-        };
-        let marked;
-        let suffix: &[u8] = match (&m.fault, m.synthetic) {
-            (None, true) => b",\"synthetic\":true}\n",
-            (None, false) => b"}\n",
-            (Some(rule), synthetic) => {
-                let rule = serde_json::to_string(&**rule).unwrap_or_else(|_| "\"?\"".into());
-                let s = if synthetic { ",\"synthetic\":true" } else { "" };
-                marked = format!("{s},\"fault\":{rule}}}\n");
-                marked.as_bytes()
+        format::push_millis(&mut line, u64::try_from(us).unwrap_or(u64::MAX));
+        line.extend_from_slice(b",\"dir\":\"");
+        line.extend_from_slice(m.dir.label().as_bytes());
+        line.extend_from_slice(b"\",\"id\":");
+        line.extend_from_slice(id_text.as_bytes());
+        line.extend_from_slice(b",\"upstream_id\":");
+        match m.upstream_id {
+            Some(u) => format::push_u64(&mut line, u),
+            None => line.extend_from_slice(b"null"),
+        }
+        line.extend_from_slice(b",\"msg\":");
+        line.extend_from_slice(&msg);
+        if m.synthetic {
+            line.extend_from_slice(b",\"synthetic\":true");
+        }
+        if let Some(rule) = &m.fault {
+            line.extend_from_slice(b",\"fault\":");
+            if serde_json::to_writer(&mut line, &**rule).is_err() {
+                line.extend_from_slice(b"\"?\"");
             }
-        };
+        }
+        line.extend_from_slice(b"}\n");
         match &mut tape.pending {
             Some(lines) => {
-                lines.push([&prefix[..], &msg[..], suffix].concat());
+                lines.push(line.clone());
                 if release {
                     self.release(tape);
                 }
             }
-            None => self.write_line(tape, &[&prefix, &msg, suffix]),
+            None => self.write_line(tape, &[&line]),
         }
+        // A rare huge message does not keep its buffer for the writer's life.
+        line.clear();
+        line.shrink_to(super::LINE_KEEP);
+        self.line = line;
     }
 
     /// Writes a waiting header and the lines held behind it.

@@ -29,6 +29,8 @@ mod store;
 
 pub use store::{DirStore, Store, TapeFile};
 
+/// The writer's line buffer keeps at most this much capacity between lines.
+const LINE_KEEP: usize = 64 * 1024;
 /// Tape files open at once.
 pub const MAX_OPEN_FILES: usize = 64;
 /// Buffered lines are handed to the kernel at least this often.
@@ -168,6 +170,8 @@ struct Io {
     uses: u64,
     /// Last time an I/O error was logged.
     warned: Option<Instant>,
+    /// The line being built (reused: one allocation for the writer's life).
+    line: Vec<u8>,
 }
 
 impl Writer {
@@ -179,6 +183,7 @@ impl Writer {
                 open_files: 0,
                 uses: 0,
                 warned: None,
+                line: Vec::with_capacity(1024),
             },
             tapes: HashMap::new(),
             closed: std::collections::VecDeque::new(),
@@ -274,18 +279,18 @@ impl Writer {
 
     fn message(&mut self, m: Msg) {
         let key: &TapeKey = &m.key;
-        if !self.tapes.contains_key(key) {
-            if self.closed_set.contains(key) {
-                return; // its session ended
-            }
-            // A session whose opening was lost, or a stateless client's first message.
-            let tape = self.io.new_tape(key, m.at, m.era.to_owned(), None);
-            self.tapes.insert(key.clone(), tape);
-        }
-        let Some(tape) = self.tapes.get_mut(key) else {
+        // One hash lookup for a tape already open (nearly every message).
+        if let Some(tape) = self.tapes.get_mut(key) {
+            self.io.message(tape, &m);
             return;
-        };
-        self.io.message(tape, &m);
+        }
+        if self.closed_set.contains(key) {
+            return; // its session ended
+        }
+        // A session whose opening was lost, or a stateless client's first message.
+        let mut tape = self.io.new_tape(key, m.at, m.era.to_owned(), None);
+        self.io.message(&mut tape, &m);
+        self.tapes.insert(key.clone(), tape);
     }
 
     /// Syncs and closes the least recently written open file.
