@@ -46,11 +46,21 @@ fn modern(addr: SocketAddr, id: u64, method: &str, mut params: Value, caps: Valu
     post_with(addr, &h, None, &body)
 }
 
+/// The proxy in front of one server-everything child over stdio, once the child has settled:
+/// server-everything asks `roots/list` right after its handshake (the proxy declares roots to
+/// children), and on a loaded machine that request can come late, while the test's first
+/// bridged call is the only one on the child (it would then be that call's, provably, and a
+/// client without `roots` would get -32021). A plain call and a pause first let it come and be
+/// refused with nothing of the test's in flight.
 fn everything_stdio(extra: &[&str]) -> shadowcat::Shadowcat {
     let cmd = format!("node {}", everything_js());
     let mut args = vec!["--stdio", &cmd, "--stdio-children", "1"];
     args.extend_from_slice(extra);
-    demo_proxy(&args)
+    let p = demo_proxy(&args);
+    let echo = json!({"name":"echo","arguments":{"message":"settle"}});
+    let _ = modern(p.local_addr(), 0, "tools/call", echo, json!({}));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    p
 }
 
 fn refused(r: &Resp, status: u16, code: i64) {
