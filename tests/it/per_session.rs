@@ -152,7 +152,7 @@ fn idle_sessions_lose_their_child() {
     ]);
     let a = p.local_addr();
     let _sid = Conn::open(a).initialize();
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = Instant::now() + Duration::from_secs(10);
     while p.stdio_child_pids().len() < 2 {
         assert!(Instant::now() < until, "spare not replenished");
         std::thread::sleep(Duration::from_millis(20));
@@ -236,7 +236,7 @@ fn children_still_crash_hang_and_break_visibly() {
     for c in calls {
         let (status, took) = c.join().expect("call");
         assert!(status == 504 || status == 200, "{status}");
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
     }
     // Other sessions never noticed.
     let other = Conn::open(a).initialize();
