@@ -210,6 +210,10 @@ pub fn assert_floors(label: &str, url: &str, floor26: &[&str], floor25: Option<&
         tasks.len(),
         pending.len()
     );
+    eprintln!(
+        "{label}: 2026-07-28 failing:\n{}",
+        failing_of(&out26, &all_2026())
+    );
     let passed26 = passing_of(&out26, &all_2026());
     let lost: Vec<&&str> = floor26.iter().filter(|s| !passed26.contains(**s)).collect();
     assert!(
@@ -222,7 +226,11 @@ pub fn assert_floors(label: &str, url: &str, floor26: &[&str], floor25: Option<&
     };
     let out25 = run_requirements(url, "2025-11-25", &dir.path().join("r2025"), &SET_2025);
     let passed25 = passing_of(&out25, &SET_2025);
-    eprintln!("{label}: 2025-11-25 {}/33", passed25.len());
+    eprintln!(
+        "{label}: 2025-11-25 {}/33, failing:\n{}",
+        passed25.len(),
+        failing_of(&out25, &SET_2025)
+    );
     let lost: Vec<&&str> = floor25.iter().filter(|s| !passed25.contains(**s)).collect();
     assert!(
         lost.is_empty(),
