@@ -38,6 +38,9 @@ pub struct Bridged {
     call: CallInfo,
     client_id: Box<RawValue>,
     asks: Vec<Ask>,
+    /// Requests for a capability the client did not declare, held with the round's asks:
+    /// refused upstream if the round asks the client something else, else the call is -32021.
+    undeclared: Vec<(Box<RawValue>, ClientCaps)>,
     collect_until: Option<Instant>,
     round_deadline: Instant,
     done: bool,
@@ -61,6 +64,7 @@ impl Bridged {
             call,
             client_id,
             asks,
+            undeclared: Vec::new(),
             collect_until,
             round_deadline,
             done: false,
@@ -130,16 +134,11 @@ impl Bridged {
             return run.send(&body, deadline);
         };
         if !self.call.caps.has(need) {
-            let text = format!("the client did not declare {}", need.name());
-            let _ = run.send(
-                &crate::jsonrpc::error_body(Some(&id), -32601, &text),
-                deadline,
-            );
-            return Err(Error::MissingCapability(match need {
-                ClientCaps::SAMPLING => "sampling",
-                ClientCaps::ROOTS => "roots",
-                _ => "elicitation",
-            }));
+            // Decided when the round is gathered (`park`): the upstream may be asking for
+            // something the client can answer too.
+            self.undeclared.push((id, need));
+            self.collect();
+            return Ok(());
         }
         self.call.asked += 1;
         let params = msg.params.as_deref().map_or("{}", RawValue::get);
@@ -152,6 +151,12 @@ impl Bridged {
         if self.asks.len() >= MAX_ASKS {
             self.collect_until = Some(Instant::now());
         }
+        self.collect();
+        Ok(())
+    }
+
+    /// Starts gathering the round's requests, if not yet.
+    fn collect(&mut self) {
         if self.collect_until.is_none() {
             // A stream that cannot wait with a timeout (an HTTP upstream's) would block until
             // the next event, which the upstream sends only once answered: no collecting.
@@ -161,11 +166,35 @@ impl Bridged {
             };
             self.collect_until = Some(Instant::now() + wait);
         }
-        Ok(())
     }
 
-    /// Parks the call and gives the client its `InputRequiredResult`.
+    /// Parks the call and gives the client its `InputRequiredResult`. The round's requests
+    /// for an undeclared capability are refused upstream with -32601 (what a client without
+    /// it answers) when the client is asked something else; when it is asked nothing else,
+    /// the call fails with -32021 (it cannot go on without that capability; spec:
+    /// basic/patterns/mrtr, a server includes only input requests the client declared).
     fn park(&mut self) -> Result<Vec<u8>, Error> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let undeclared = std::mem::take(&mut self.undeclared);
+        if let Some(run) = &self.run {
+            for (id, need) in &undeclared {
+                let text = format!("the client did not declare {}", need.name());
+                let _ = run.send(
+                    &crate::jsonrpc::error_body(Some(id), -32601, &text),
+                    deadline,
+                );
+            }
+        }
+        if self.asks.is_empty()
+            && let Some((_, need)) = undeclared.first()
+        {
+            self.end(false);
+            return Err(Error::MissingCapability(match *need {
+                ClientCaps::SAMPLING => "sampling",
+                ClientCaps::ROOTS => "roots",
+                _ => "elicitation",
+            }));
+        }
         self.done = true;
         let Some(run) = self.run.take() else {
             return Err(Error::Internal("bridged call parked twice".into()));
