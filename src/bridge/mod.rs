@@ -261,11 +261,15 @@ impl Bridge {
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut lease = match self.pool.lease(upstream.as_ref(), sessions, capable, deadline) {
+            let mut lease = match self
+                .pool
+                .lease(upstream.as_ref(), sessions, capable, deadline)
+            {
                 // Every capable session is busy: a client that can be asked nothing goes to
                 // the plain one rather than waiting (its -32021 is then the upstream's error).
                 Err(Error::Unavailable(_)) if !asks => {
-                    self.pool.lease(upstream.as_ref(), sessions, false, deadline)?
+                    self.pool
+                        .lease(upstream.as_ref(), sessions, false, deadline)?
                 }
                 r => r?,
             };
