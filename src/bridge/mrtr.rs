@@ -38,9 +38,12 @@ pub struct Bridged {
     call: CallInfo,
     client_id: Box<RawValue>,
     asks: Vec<Ask>,
-    /// Requests for a capability the client did not declare, held with the round's asks:
-    /// refused upstream if the round asks the client something else, else the call is -32021.
+    /// Requests for a capability the client did not declare, held with the round's asks and
+    /// refused upstream when the round is gathered.
     undeclared: Vec<(Box<RawValue>, ClientCaps)>,
+    /// A capability the upstream asked for alone and was refused: if the call then fails, it
+    /// fails with -32021 naming it.
+    refused: Option<ClientCaps>,
     collect_until: Option<Instant>,
     round_deadline: Instant,
     done: bool,
@@ -65,6 +68,7 @@ impl Bridged {
             client_id,
             asks,
             undeclared: Vec::new(),
+            refused: None,
             collect_until,
             round_deadline,
             done: false,
@@ -168,12 +172,13 @@ impl Bridged {
         }
     }
 
-    /// Parks the call and gives the client its `InputRequiredResult`. The round's requests
-    /// for an undeclared capability are refused upstream with -32601 (what a client without
-    /// it answers) when the client is asked something else; when it is asked nothing else,
-    /// the call fails with -32021 (it cannot go on without that capability; spec:
-    /// basic/patterns/mrtr, a server includes only input requests the client declared).
-    fn park(&mut self) -> Result<Vec<u8>, Error> {
+    /// Ends a round: the requests for a capability the client did not declare are refused
+    /// upstream with -32601 (what a client without it answers; spec basic/patterns/mrtr: a
+    /// server includes only input requests the client declared). If the client is asked
+    /// something else, the call is parked (`Some`, the `InputRequiredResult`); if not, the
+    /// call goes on (`None`): the upstream may do without (a server asking for roots in
+    /// passing), and if it fails instead, the client gets -32021 (see `poll_until`).
+    fn gather(&mut self) -> Result<Option<Vec<u8>>, Error> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let undeclared = std::mem::take(&mut self.undeclared);
         if let Some(run) = &self.run {
@@ -185,16 +190,18 @@ impl Bridged {
                 );
             }
         }
-        if self.asks.is_empty()
-            && let Some((_, need)) = undeclared.first()
-        {
-            self.end(false);
-            return Err(Error::MissingCapability(match *need {
-                ClientCaps::SAMPLING => "sampling",
-                ClientCaps::ROOTS => "roots",
-                _ => "elicitation",
-            }));
+        if self.asks.is_empty() {
+            if let Some((_, need)) = undeclared.first() {
+                self.refused.get_or_insert(*need);
+            }
+            self.collect_until = None;
+            return Ok(None);
         }
+        self.park().map(Some)
+    }
+
+    /// Parks the call and gives the client its `InputRequiredResult`.
+    fn park(&mut self) -> Result<Vec<u8>, Error> {
         self.done = true;
         let Some(run) = self.run.take() else {
             return Err(Error::Internal("bridged call parked twice".into()));
@@ -242,7 +249,10 @@ impl MessageStream for Bridged {
                 return Ok(Poll::End);
             }
             if self.collect_until.is_some_and(|c| Instant::now() >= c) {
-                return self.park().map(|b| Poll::Item(Item::Final(b)));
+                match self.gather()? {
+                    Some(b) => return Ok(Poll::Item(Item::Final(b))),
+                    None => continue,
+                }
             }
             let Some(run) = self.run.as_mut() else {
                 return Ok(Poll::End);
@@ -259,6 +269,15 @@ impl MessageStream for Bridged {
                 }
                 Ok(Poll::Item(Item::Final(body))) => {
                     self.end(true);
+                    if let Some(need) = self.refused
+                        && failed(&body)
+                    {
+                        return Err(Error::MissingCapability(match need {
+                            ClientCaps::SAMPLING => "sampling",
+                            ClientCaps::ROOTS => "roots",
+                            _ => "elicitation",
+                        }));
+                    }
                     let out = self
                         .call
                         .finish
@@ -276,7 +295,10 @@ impl MessageStream for Bridged {
                 Ok(Poll::Idle) => {
                     let now = Instant::now();
                     if self.collect_until.is_some_and(|c| now >= c) {
-                        return self.park().map(|b| Poll::Item(Item::Final(b)));
+                        match self.gather()? {
+                            Some(b) => return Ok(Poll::Item(Item::Final(b))),
+                            None => continue,
+                        }
                     }
                     if now >= self.round_deadline {
                         self.end(false);
@@ -301,6 +323,22 @@ impl MessageStream for Bridged {
     fn dropped(&mut self) -> u64 {
         self.run.as_mut().map_or(0, |r| r.stream.dropped())
     }
+}
+
+/// True when an upstream response is an error or a tool result marked `isError`.
+fn failed(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Option<serde::de::IgnoredAny>,
+        result: Option<Outcome>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        #[serde(rename = "isError", default)]
+        is_error: bool,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .is_ok_and(|a| a.error.is_some() || a.result.is_some_and(|r| r.is_error))
 }
 
 /// Takes the parked call `state` names back for a retry, answers the upstream's requests
@@ -359,4 +397,26 @@ pub fn resume(
         missing,
         deadline,
     ))
+}
+
+#[cfg(test)]
+mod failed_tests {
+    use super::failed;
+
+    #[test]
+    fn an_error_or_an_is_error_result_failed() {
+        assert!(failed(
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"x"}}"#
+        ));
+        assert!(failed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#
+        ));
+        assert!(!failed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#
+        ));
+        assert!(!failed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":false}}"#
+        ));
+        assert!(!failed(b"not json"));
+    }
 }
