@@ -8,7 +8,10 @@
 //! gets an `InputRequiredResult` naming every held request and a sealed `requestState`. The
 //! retry carrying `inputResponses` takes the call back out, answers the upstream's requests
 //! and goes on reading the same upstream stream. A parked call nobody takes back within
-//! `--input-timeout` is dropped, which cancels it upstream ([`Running`]'s drop).
+//! `--input-timeout` is dropped, which cancels it upstream ([`Running`]'s drop). A request
+//! for a capability the client did not declare is refused upstream (-32601) when its round is
+//! gathered; if the client is asked nothing else and the call then fails, the client gets
+//! -32021 naming that capability.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -114,8 +117,9 @@ impl Bridged {
         level.is_some_and(|l| l >= min)
     }
 
-    /// A server-to-client request: held for the client, refused with -32021 when the client
-    /// did not declare what it needs, and answered here when it is not an input request.
+    /// A server-to-client request: held for the client (or, when the client did not declare
+    /// what it needs, for refusal when the round is gathered), and answered here when it is
+    /// not an input request.
     fn asked(&mut self, msg: Message) -> Result<(), Error> {
         let Some(run) = &self.run else {
             return Ok(());
