@@ -13,7 +13,7 @@
 //! | dual | shared | **37/37** (26) | 33/33 |
 //! | dual | per-session | 36/37 (26) | 33/33 |
 //! | dual | HTTP, through the proxy | **37/37** (26; pending 3/3) | 33/33 |
-//! | legacy (bridged) | shared | 27/37 (26) | 33/33 |
+//! | legacy (bridged) | shared | 26/37 (26) | 33/33 |
 //! | legacy (bridged) | per-session | 36/37 (33) | 33/33 |
 //! | legacy (bridged) | HTTP, through the proxy | 34/37 (34) | 33/33 |
 //! | legacy | HTTP, directly | 5/37 (what any legacy server passes) | 33/33 |
@@ -32,6 +32,10 @@
 //!   request comes within the 250 ms after a call ended unanswered, when attribution refuses it
 //!   (-32603 "just ended without its answer"), and the demo answers an error result. Fixed on
 //!   the parking branch (wt-w13: an exclusive call waits the settling out; 34/37 there).
+//!   And `server-stateless` depends on which child the bridge's idle capable session is
+//!   pinned to: its `test_logging_tool` call (read for 500 ms) may wait behind the parked
+//!   `test_streaming_elicitation` call that holds that child exclusively (passed in one run,
+//!   failed in the next two; the parking branch lends a session no parked call holds).
 //! * legacy, HTTP: `server-stateless` check `sep-2575-missing-capability-http-400` (the -32021
 //!   comes inside the 200 SSE stream the upstream opened), and
 //!   `input-required-result-multiple-input-requests` (an HTTP upstream's stream cannot be polled
@@ -294,12 +298,14 @@ fn conformance26_dual_stdio_per_session() {
     through_stdio("dual", true, &scored_but(&["server-stateless"]), &SET_2025);
 }
 
-/// 27/37 through the bridge: `basic-elicitation` wants the key `user_name` (the bridge names
-/// keys `input-N`), and 9 other `input-required-result-*` scenarios meet the settling after an
-/// abandoned call (see the module table; fixed on the parking branch).
+/// 26/37 through the bridge: `basic-elicitation` wants the key `user_name` (the bridge names
+/// keys `input-N`), 9 other `input-required-result-*` scenarios meet the settling after an
+/// abandoned call, and `server-stateless` may wait behind a parked call (see the module
+/// table; both fixed on the parking branch).
 #[test]
 fn conformance26_legacy_stdio_shared() {
     let failing = [
+        "server-stateless",
         "input-required-result-basic-elicitation",
         "input-required-result-basic-sampling",
         "input-required-result-basic-list-roots",
