@@ -407,8 +407,13 @@ impl Error {
     pub fn data(&self) -> Option<serde_json::Value> {
         match self {
             Error::UnsupportedModernVersion(requested) => {
-                let mut supported = vec![crate::version::MODERN_VERSION];
-                supported.extend(crate::version::LEGACY_VERSIONS.iter().rev());
+                // The versions a request's `_meta` may name through the proxy: only 2026-07-28
+                // (a `_meta` naming a session-era version gets this same error; those versions
+                // are negotiated by `initialize`). So the list is always within the
+                // `supportedVersions` of any `server/discover` answer the proxy relays or
+                // synthesises, as the 2026-07-28 conformance check
+                // `sep-2575-server-unsupported-version-error` requires of a server.
+                let supported = [crate::version::MODERN_VERSION];
                 Some(serde_json::json!({"supported": supported, "requested": requested}))
             }
             Error::MissingCapability(name) => {

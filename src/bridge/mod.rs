@@ -264,14 +264,20 @@ impl Bridge {
             )?;
             return Ok(Reply::Stream(Box::new(stream)));
         }
-        let capable = declared.caps.any() && MRTR_METHODS.contains(&method.as_str());
+        // A call that may ask the client runs in a capable session whatever the client
+        // declared: the upstream then asks, and a request for a capability the client did not
+        // declare becomes -32021 (`mrtr::Bridged::asked`), as the spec has a server answer a
+        // request it cannot serve without that capability; in the plain session the upstream
+        // would be refused and answer its own error result, as if the call had run.
+        let capable = MRTR_METHODS.contains(&method.as_str());
+        let asks = capable && declared.caps.any();
         let upstream_id = format!("\"shadowcat-b{}\"", self.ctx.next());
         let body = format!(
             r#"{{"jsonrpc":"2.0","id":{upstream_id},"method":{},"params":{}}}"#,
             serde_json::to_string(&method).map_err(|e| Error::Internal(e.to_string()))?,
             Value::Object(params)
         );
-        let inner_deadline = if capable {
+        let inner_deadline = if asks {
             Instant::now() + (self.request_timeout + self.ctx.cfg.input_timeout) * MAX_ROUNDS
         } else {
             deadline
@@ -279,9 +285,18 @@ impl Bridge {
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut lease = self
+            let mut lease = match self
                 .pool
-                .lease(upstream.as_ref(), sessions, capable, deadline)?;
+                .lease(upstream.as_ref(), sessions, capable, deadline)
+            {
+                // Every capable session is busy: a client that can be asked nothing goes to
+                // the plain one rather than waiting (its -32021 is then the upstream's error).
+                Err(Error::Unavailable(_)) if !asks => {
+                    self.pool
+                        .lease(upstream.as_ref(), sessions, false, deadline)?
+                }
+                r => r?,
+            };
             let version = lock_version(&self.pool, upstream.as_ref(), sessions, deadline)?;
             let forwarded = upstream.forward(Call {
                 msg: Message::parse(body.as_bytes())?,

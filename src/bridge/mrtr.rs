@@ -16,6 +16,11 @@
 //! by the usual rule, never guessed), and its bridge session stops counting against the bound
 //! of running bridged calls. The retry takes both back ([`Running::unpark`]) before the input
 //! responses go upstream, so what the child says once answered is provably the call's.
+//!
+//! A request
+//! for a capability the client did not declare is refused upstream (-32601) when its round is
+//! gathered; if the client is asked nothing else and the call then fails, the client gets
+//! -32021 naming that capability.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,6 +50,12 @@ pub struct Bridged {
     call: CallInfo,
     client_id: Box<RawValue>,
     asks: Vec<Ask>,
+    /// Requests for a capability the client did not declare, held with the round's asks and
+    /// refused upstream when the round is gathered.
+    undeclared: Vec<(Box<RawValue>, ClientCaps)>,
+    /// A capability the upstream asked for alone and was refused: if the call then fails, it
+    /// fails with -32021 naming it.
+    refused: Option<ClientCaps>,
     collect_until: Option<Instant>,
     round_deadline: Instant,
     done: bool,
@@ -68,6 +79,8 @@ impl Bridged {
             call,
             client_id,
             asks,
+            undeclared: Vec::new(),
+            refused: None,
             collect_until,
             round_deadline,
             done: false,
@@ -113,8 +126,9 @@ impl Bridged {
         level.is_some_and(|l| l >= min)
     }
 
-    /// A server-to-client request: held for the client, refused with -32021 when the client
-    /// did not declare what it needs, and answered here when it is not an input request.
+    /// A server-to-client request: held for the client (or, when the client did not declare
+    /// what it needs, for refusal when the round is gathered), and answered here when it is
+    /// not an input request.
     fn asked(&mut self, msg: Message) -> Result<(), Error> {
         let Some(run) = &self.run else {
             return Ok(());
@@ -137,16 +151,11 @@ impl Bridged {
             return run.send(&body, deadline);
         };
         if !self.call.caps.has(need) {
-            let text = format!("the client did not declare {}", need.name());
-            let _ = run.send(
-                &crate::jsonrpc::error_body(Some(&id), -32601, &text),
-                deadline,
-            );
-            return Err(Error::MissingCapability(match need {
-                ClientCaps::SAMPLING => "sampling",
-                ClientCaps::ROOTS => "roots",
-                _ => "elicitation",
-            }));
+            // Decided when the round is gathered (`park`): the upstream may be asking for
+            // something the client can answer too.
+            self.undeclared.push((id, need));
+            self.collect();
+            return Ok(());
         }
         self.call.asked += 1;
         let params = msg.params.as_deref().map_or("{}", RawValue::get);
@@ -159,6 +168,12 @@ impl Bridged {
         if self.asks.len() >= MAX_ASKS {
             self.collect_until = Some(Instant::now());
         }
+        self.collect();
+        Ok(())
+    }
+
+    /// Starts gathering the round's requests, if not yet.
+    fn collect(&mut self) {
         if self.collect_until.is_none() {
             // A stream that cannot wait with a timeout (an HTTP upstream's) would block until
             // the next event, which the upstream sends only once answered: no collecting.
@@ -168,7 +183,34 @@ impl Bridged {
             };
             self.collect_until = Some(Instant::now() + wait);
         }
-        Ok(())
+    }
+
+    /// Ends a round: the requests for a capability the client did not declare are refused
+    /// upstream with -32601 (what a client without it answers; spec basic/patterns/mrtr: a
+    /// server includes only input requests the client declared). If the client is asked
+    /// something else, the call is parked (`Some`, the `InputRequiredResult`); if not, the
+    /// call goes on (`None`): the upstream may do without (a server asking for roots in
+    /// passing), and if it fails instead, the client gets -32021 (see `poll_until`).
+    fn gather(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let undeclared = std::mem::take(&mut self.undeclared);
+        if let Some(run) = &self.run {
+            for (id, need) in &undeclared {
+                let text = format!("the client did not declare {}", need.name());
+                let _ = run.send(
+                    &crate::jsonrpc::error_body(Some(id), -32601, &text),
+                    deadline,
+                );
+            }
+        }
+        if self.asks.is_empty() {
+            if let Some((_, need)) = undeclared.first() {
+                self.refused.get_or_insert(*need);
+            }
+            self.collect_until = None;
+            return Ok(None);
+        }
+        self.park().map(Some)
     }
 
     /// Parks the call and gives the client its `InputRequiredResult`.
@@ -221,7 +263,10 @@ impl MessageStream for Bridged {
                 return Ok(Poll::End);
             }
             if self.collect_until.is_some_and(|c| Instant::now() >= c) {
-                return self.park().map(|b| Poll::Item(Item::Final(b)));
+                match self.gather()? {
+                    Some(b) => return Ok(Poll::Item(Item::Final(b))),
+                    None => continue,
+                }
             }
             let Some(run) = self.run.as_mut() else {
                 return Ok(Poll::End);
@@ -238,6 +283,15 @@ impl MessageStream for Bridged {
                 }
                 Ok(Poll::Item(Item::Final(body))) => {
                     self.end(true);
+                    if let Some(need) = self.refused
+                        && failed(&body)
+                    {
+                        return Err(Error::MissingCapability(match need {
+                            ClientCaps::SAMPLING => "sampling",
+                            ClientCaps::ROOTS => "roots",
+                            _ => "elicitation",
+                        }));
+                    }
                     let out = self
                         .call
                         .finish
@@ -255,7 +309,10 @@ impl MessageStream for Bridged {
                 Ok(Poll::Idle) => {
                     let now = Instant::now();
                     if self.collect_until.is_some_and(|c| now >= c) {
-                        return self.park().map(|b| Poll::Item(Item::Final(b)));
+                        match self.gather()? {
+                            Some(b) => return Ok(Poll::Item(Item::Final(b))),
+                            None => continue,
+                        }
                     }
                     if now >= self.round_deadline {
                         self.end(false);
@@ -280,6 +337,22 @@ impl MessageStream for Bridged {
     fn dropped(&mut self) -> u64 {
         self.run.as_mut().map_or(0, |r| r.stream.dropped())
     }
+}
+
+/// True when an upstream response is an error or a tool result marked `isError`.
+fn failed(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        error: Option<serde::de::IgnoredAny>,
+        result: Option<Outcome>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Outcome {
+        #[serde(rename = "isError", default)]
+        is_error: bool,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .is_ok_and(|a| a.error.is_some() || a.result.is_some_and(|r| r.is_error))
 }
 
 /// Takes the parked call `state` names back for a retry, answers the upstream's requests
@@ -340,4 +413,26 @@ pub fn resume(
         missing,
         deadline,
     ))
+}
+
+#[cfg(test)]
+mod failed_tests {
+    use super::failed;
+
+    #[test]
+    fn an_error_or_an_is_error_result_failed() {
+        assert!(failed(
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"x"}}"#
+        ));
+        assert!(failed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#
+        ));
+        assert!(!failed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#
+        ));
+        assert!(!failed(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"isError":false}}"#
+        ));
+        assert!(!failed(b"not json"));
+    }
 }

@@ -99,8 +99,8 @@ pub fn discover(init_result: &str, finish: &Finish, listen: bool) -> Value {
         }
     }
     // The versions a client may use through the proxy: 2026-07-28 (bridged) and every
-    // session era version (forwarded to the upstream's own `initialize`), newest first; the
-    // same list as a -32022's `data.supported`.
+    // session era version (forwarded to the upstream's own `initialize`), newest first (a
+    // -32022's `data.supported` lists only 2026-07-28, the one version `_meta` may name).
     let mut versions = vec![MODERN_VERSION];
     versions.extend(LEGACY_VERSIONS.iter().rev());
     let mut result = Map::new();

@@ -181,12 +181,14 @@ fn tool_call(id: u64, name: &str, args: Value) -> String {
     .to_string()
 }
 
-/// A stateless (2026-07-28) `tools/call` as `token`.
+/// A stateless (2026-07-28) `tools/call` as `token`, asking for logs (`_meta` logLevel: a
+/// 2026-07-28 request gets none without it).
 fn stateless_call_as(addr: SocketAddr, token: &str, id: u64, name: &str) -> Resp {
     let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
         "name":name,"arguments":{},
         "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
-                 "io.modelcontextprotocol/clientCapabilities":{}}}})
+                 "io.modelcontextprotocol/clientCapabilities":{},
+                 "io.modelcontextprotocol/logLevel":"debug"}}})
     .to_string();
     let auth = bearer(token);
     let mut h = JSON_HEADERS.to_vec();

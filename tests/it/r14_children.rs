@@ -573,7 +573,9 @@ fn r14_5_plain_clients_get_their_logs_once_the_tool_is_learned() {
 fn r14_5_a_stateless_call_of_an_exclusive_tool_waits_and_gets_its_logs() {
     // A 2026-07-28 stateless call has no session and declares no capabilities: before, its
     // logs were dropped whenever a session's call was on the same child (r12_3). Its tool
-    // being exclusive, it waits for that call and gets all three logs.
+    // being exclusive, it waits for that call and gets all three logs. (It asks for them with
+    // `_meta` logLevel: a 2026-07-28 request gets no log without it, and the demo keeps that
+    // rule in every era since issue #13.)
     let p = demo_proxy(&[
         "--stdio-children",
         "1",
@@ -600,7 +602,8 @@ fn r14_5_a_stateless_call_of_an_exclusive_tool_waits_and_gets_its_logs() {
     let body = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
         "name":"test_tool_with_logging","arguments":{},
         "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
-                 "io.modelcontextprotocol/clientCapabilities":{}}}})
+                 "io.modelcontextprotocol/clientCapabilities":{},
+                 "io.modelcontextprotocol/logLevel":"debug"}}})
     .to_string();
     let mut h = JSON_HEADERS.to_vec();
     h.extend([

@@ -149,9 +149,11 @@ fn handle_request(
         Ok(era) => era,
         Err(error) => return sh.send_error(Some(id), &error),
     };
-    let strict = sh.options.era != ServerEra::Dual;
     let modern = matches!(era, Era::Modern { .. });
-    let log = match (modern && strict, meta.log_level.as_deref()) {
+    // A 2026-07-28 request is served as `--era modern` serves it whatever the era (a dual-era
+    // server speaks each era fully); only `--era dual`'s legacy requests keep the old ways.
+    let strict = sh.options.era != ServerEra::Dual || modern;
+    let log = match (modern, meta.log_level.as_deref()) {
         (false, _) => LogGate::Session,
         (true, None) => LogGate::Request(None),
         (true, Some(level)) => match LEVELS.iter().position(|l| *l == level) {
@@ -167,11 +169,7 @@ fn handle_request(
         id,
         era,
         params,
-        caps: if modern && strict {
-            meta.capabilities
-        } else {
-            None
-        },
+        caps: modern.then(|| meta.capabilities.unwrap_or_else(|| json!({}))),
         log,
     };
     let outcome = match method {
@@ -179,7 +177,7 @@ fn handle_request(
             let msg = format!("{method} does not exist in protocol revision {MODERN_VERSION}");
             Err(RpcError::new(METHOD_NOT_FOUND, msg).into())
         }
-        "subscriptions/listen" if modern && strict => listen(&req),
+        "subscriptions/listen" if modern => listen(&req),
         "initialize" => initialize(&req),
         "ping" => req.reply(&Empty {}),
         "server/discover" => req.reply(&json!({
@@ -189,10 +187,7 @@ fn handle_request(
         })),
         "tools/list" if strict => req.reply(tools_list_all()),
         "tools/list" => req.reply(tools_list()),
-        "tools/call" => {
-            let strict = req.sh.options.era != ServerEra::Dual;
-            call_tool(&req, strict.then_some(strict_tool as StrictTools))
-        }
+        "tools/call" => call_tool(&req, strict.then_some(strict_tool as StrictTools)),
         "resources/list" => req.reply(&resources_list()),
         "resources/templates/list" => req.reply(&json!({"resourceTemplates": [{
             "uriTemplate": TEMPLATE_URI, "name": "template", "title": "Resource Template",

@@ -43,31 +43,60 @@ impl Job {
 
     /// Sends a request to the client and waits for its answer; `None` if cancelled or at EOF.
     pub(super) fn ask(&self, method: &str, params: Value) -> Option<ClientAnswer> {
-        let id = format!("demo-{}", self.sh.serial.fetch_add(1, Ordering::Relaxed));
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        lock(&self.sh.pending).insert(id.clone(), tx);
-        let msg = Message {
-            jsonrpc: "2.0",
-            id: Some(&id),
-            method,
-            params,
-        };
-        if let Err(e) = self.sh.write(&msg) {
-            log::warn!("demo-server: cannot send {method}: {e}");
-            lock(&self.sh.pending).remove(&id);
-            return None;
+        self.ask_all(vec![(method, params)])?.into_iter().next()
+    }
+
+    /// Sends several requests to the client at once (as a server may: each has its own id),
+    /// then waits for every answer; the answers in the order asked, or `None` if cancelled or
+    /// at EOF (the requests still unanswered are then cancelled).
+    pub(super) fn ask_all(&self, asks: Vec<(&str, Value)>) -> Option<Vec<ClientAnswer>> {
+        let mut waiting = Vec::with_capacity(asks.len());
+        for (method, params) in asks {
+            let id = format!("demo-{}", self.sh.serial.fetch_add(1, Ordering::Relaxed));
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            lock(&self.sh.pending).insert(id.clone(), tx);
+            let msg = Message {
+                jsonrpc: "2.0",
+                id: Some(&id),
+                method,
+                params,
+            };
+            if let Err(e) = self.sh.write(&msg) {
+                log::warn!("demo-server: cannot send {method}: {e}");
+                lock(&self.sh.pending).remove(&id);
+                self.abandon(waiting.into_iter().map(|(id, _)| id));
+                return None;
+            }
+            waiting.push((id, rx));
         }
-        let answer = crossbeam_channel::select! {
-            recv(rx) -> answer => answer.ok(),
-            recv(self.cancel) -> _ => None,
-        };
-        if answer.is_none() && lock(&self.sh.pending).remove(&id).is_some() {
-            self.sh.notify(
-                "notifications/cancelled",
-                json!({"requestId": id, "reason": "tool call cancelled"}),
-            );
+        let mut answers = Vec::with_capacity(waiting.len());
+        let mut rest = waiting.into_iter();
+        while let Some((id, rx)) = rest.next() {
+            let answer = crossbeam_channel::select! {
+                recv(rx) -> answer => answer.ok(),
+                recv(self.cancel) -> _ => None,
+            };
+            match answer {
+                Some(answer) => answers.push(answer),
+                None => {
+                    self.abandon(std::iter::once(id).chain(rest.map(|(id, _)| id)));
+                    return None;
+                }
+            }
         }
-        answer
+        Some(answers)
+    }
+
+    /// Cancels the requests `ids` still waiting for the client's answer.
+    fn abandon(&self, ids: impl Iterator<Item = String>) {
+        for id in ids {
+            if lock(&self.sh.pending).remove(&id).is_some() {
+                self.sh.notify(
+                    "notifications/cancelled",
+                    json!({"requestId": id, "reason": "tool call cancelled"}),
+                );
+            }
+        }
     }
 
     fn finish(self, outcome: Option<Result<Value, RpcError>>) {

@@ -25,7 +25,10 @@
 //! the fixtures of the 2026-07-28 conformance scenarios (`mrtr.rs`: the
 //! `test_input_required_result_*` tools and prompt, `test_missing_capability`,
 //! `test_streaming_elicitation`; `test_logging_tool`, `test_trigger_tool_change`,
-//! `test_trigger_prompt_change`); `dual` behaves exactly as before `--era` existed.
+//! `test_trigger_prompt_change`). `dual` serves a 2026-07-28 request exactly as `modern` does
+//! (the fixtures, MRTR, `subscriptions/listen`, logs only with `logLevel`, a needed capability
+//! the request did not declare is -32021) and a session-era request exactly as before `--era`
+//! existed (the old tool list, logs by `logging/setLevel`).
 //!
 //! What it implements (`--era dual`):
 //! * **Both protocol eras.** Legacy (2024-11-05 … 2025-11-25): `initialize` negotiation,
@@ -34,8 +37,8 @@
 //!   `_meta["io.modelcontextprotocol/protocolVersion"]` is `2026-07-28` is served without a
 //!   handshake; its result gets `resultType: "complete"` and
 //!   `_meta["io.modelcontextprotocol/serverInfo"]`. An unknown `_meta` version gets -32022.
-//!   Modern requests that would need a server→client request (sampling, elicitation) get -32601:
-//!   the dual demo does not answer with MRTR (`input_required` results); `--era modern` does.
+//!   Modern requests that need the client's input (sampling, elicitation, roots) get an
+//!   `InputRequiredResult` (MRTR), as with `--era modern`.
 //! * **Benchmark tools:** `echo`, `slow_echo`, `stream_events` and `update_watched`.
 //! * **Fault injection** for testing proxies and clients against a misbehaving stdio child (see
 //!   below).

@@ -470,20 +470,24 @@ pub(super) fn run_legacy(req: &Req, name: &str, args: Value, prompt: bool) -> Ha
             if inputs.is_empty() {
                 return Some(fail(format!("{name}: nothing to ask")));
             }
-            for input in inputs {
-                if !is_declared(input.capability()) {
-                    let capability = input.capability();
-                    return Some(fail(format!(
-                        "The client did not declare the {capability} capability"
-                    )));
-                }
-                match job.ask(input.method, input.params)? {
+            if let Some(input) = inputs.iter().find(|i| !is_declared(i.capability())) {
+                let capability = input.capability();
+                return Some(fail(format!(
+                    "The client did not declare the {capability} capability"
+                )));
+            }
+            // What one step needs is asked at once, each request with its own id (a bridge
+            // gathers them into one InputRequiredResult).
+            let keys: Vec<(&str, &str)> = inputs.iter().map(|i| (i.key, i.method)).collect();
+            let asks = inputs.into_iter().map(|i| (i.method, i.params)).collect();
+            for ((key, method), answer) in keys.into_iter().zip(job.ask_all(asks)?) {
+                match answer {
                     Ok(answer) => {
-                        answers.insert(input.key.to_owned(), answer);
+                        answers.insert(key.to_owned(), answer);
                     }
                     Err(error) => {
                         let detail = error["message"].as_str().unwrap_or("unknown error");
-                        return Some(fail(format!("{} failed: {detail}", input.method)));
+                        return Some(fail(format!("{method} failed: {detail}")));
                     }
                 }
             }

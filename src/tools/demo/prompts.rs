@@ -57,7 +57,8 @@ pub(super) fn get_prompt(req: &Req) -> Handled {
         arguments: HashMap<String, String>,
     }
     let get: Get = req.parse()?;
-    if get.name == SCRIPTED_PROMPT && req.sh.options.era != ServerEra::Dual {
+    let modern = matches!(req.era, Era::Modern { .. });
+    if get.name == SCRIPTED_PROMPT && (modern || req.sh.options.era != ServerEra::Dual) {
         return match req.era {
             Era::Modern { .. } => run_modern(req, SCRIPTED_PROMPT, &json!({}), &req.parse()?),
             Era::Legacy => run_legacy(req, SCRIPTED_PROMPT, json!({}), true),

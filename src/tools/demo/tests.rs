@@ -469,11 +469,18 @@ fn modern_era_discover_and_meta() {
     let info = &echo["result"]["_meta"]["io.modelcontextprotocol/serverInfo"];
     assert_eq!(info["name"], SERVER_NAME);
 
+    // A 2026-07-28 request is served as `--era modern` serves it: a tool needing a capability
+    // the request did not declare is -32021; declared, the tool asks by MRTR.
     let params = json!({"name": "test_sampling", "arguments": {"prompt": "p"}, "_meta": meta});
     assert_eq!(
         peer.call(3, "tools/call", params)["error"]["code"],
-        METHOD_NOT_FOUND
+        MISSING_CAPABILITY
     );
+    let capable = json!({"io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}});
+    let params = json!({"name": "test_sampling", "arguments": {"prompt": "p"}, "_meta": capable});
+    let asked = &peer.call(3, "tools/call", params)["result"];
+    assert_eq!(asked["resultType"], "input_required", "{asked}");
     assert_eq!(
         peer.call(4, "ping", json!({"_meta": meta}))["error"]["code"],
         METHOD_NOT_FOUND

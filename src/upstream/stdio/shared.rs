@@ -222,6 +222,16 @@ impl Upstream for StdioUpstream {
                         (it would set the level of every session on the server)";
             return Ok(Reply::Message(jsonrpc::error_body(Some(&id), -32601, text)));
         }
+        if call.session.is_none() && method == "subscriptions/listen" && !self.modern_only(index) {
+            // A child that also speaks the session era is shared by sessions: its change
+            // notifications carry no request id, so they cannot be told apart from a listen
+            // call's, and a listen call in flight for good would keep every exclusive call off
+            // the child. -32601 makes the bridge serve the listen over a session of its own
+            // (`bridge::listen`), from the child's session-era notifications.
+            let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
+            let text = "subscriptions/listen is served by the proxy for a shared stdio child";
+            return Ok(Reply::Message(jsonrpc::error_body(Some(&id), -32601, text)));
+        }
         if let Some(s) = call.session
             && (method == "resources/subscribe" || method == "resources/unsubscribe")
             && let Some(local) = self.subscription(s, &call.msg)
@@ -245,10 +255,7 @@ impl Upstream for StdioUpstream {
                 let caps = ClientCaps::of_meta(&call.msg);
                 // A 2026-07-28-only child asks its clients in-band (MRTR), never with a
                 // server-to-client request: its calls need not run alone for that.
-                let in_band = inner
-                    .slots
-                    .get(index)
-                    .is_some_and(|sl| read(&sl.handshake).as_ref().is_some_and(|h| h.modern_only));
+                let in_band = self.modern_only(index);
                 let cause = if caps.any() && !in_band {
                     Some(ExclusiveCause::Client)
                 } else {
@@ -511,6 +518,14 @@ impl StdioUpstream {
             &s.id,
             self.input_timeout,
         ))))
+    }
+
+    /// True when child `index` speaks only 2026-07-28 (it refused `initialize`).
+    fn modern_only(&self, index: usize) -> bool {
+        self.inner
+            .slots
+            .get(index)
+            .is_some_and(|sl| read(&sl.handshake).as_ref().is_some_and(|h| h.modern_only))
     }
 
     fn stateless_child(&self, index: usize) -> Result<Arc<Child>, Error> {
