@@ -22,20 +22,31 @@ use crate::upstream::{Call, Reply};
 /// What a list method lists: its capability, the result member holding the items, and the
 /// item member that names them (`name`: prefixed; `uri`/`uriTemplate`: routed).
 struct Listing {
+    method: &'static str,
     cap: &'static str,
     items: &'static str,
     key: &'static str,
 }
 
 fn listing(method: &str) -> Option<Listing> {
-    let (cap, items, key) = match method {
-        "tools/list" => ("tools", "tools", "name"),
-        "prompts/list" => ("prompts", "prompts", "name"),
-        "resources/list" => ("resources", "resources", "uri"),
-        "resources/templates/list" => ("resources", "resourceTemplates", "uriTemplate"),
+    let (method, cap, items, key) = match method {
+        "tools/list" => ("tools/list", "tools", "tools", "name"),
+        "prompts/list" => ("prompts/list", "prompts", "prompts", "name"),
+        "resources/list" => ("resources/list", "resources", "resources", "uri"),
+        "resources/templates/list" => (
+            "resources/templates/list",
+            "resources",
+            "resourceTemplates",
+            "uriTemplate",
+        ),
         _ => return None,
     };
-    Some(Listing { cap, items, key })
+    Some(Listing {
+        method,
+        cap,
+        items,
+        key,
+    })
 }
 
 /// The answer to one request of a client session.
@@ -238,21 +249,31 @@ fn list(
             .iter()
             .find(|(j, _)| *j == i)
             .and_then(|(_, c)| c.clone());
+        let cached = cacheable(f, fed, i, l);
+        if cached && let Some(page) = fed.lists.get(i, l.method, cursor.as_deref()) {
+            return Ok::<Value, String>(page);
+        }
+        let generation = fed.lists.generation(i, l.method);
         let mut p = params.clone();
-        match cursor {
-            Some(c) => p["cursor"] = Value::String(c),
+        match &cursor {
+            Some(c) => p["cursor"] = Value::String(c.clone()),
             None => {
                 if let Some(o) = p.as_object_mut() {
                     o.remove("cursor");
                 }
             }
         }
-        collect(
+        let page = collect(
             f.send(fed, i, with_params(&call.msg, &p), call),
             call.deadline,
         )
         .map_err(|e| e.to_string())
-        .and_then(|b| result_of(&b))
+        .and_then(|b| result_of(&b))?;
+        if cached {
+            fed.lists
+                .put(i, l.method, cursor.as_deref(), generation, &page);
+        }
+        Ok(page)
     });
     let mut items = Vec::new();
     let mut next = Vec::new();
@@ -301,6 +322,15 @@ fn list(
         out["nextCursor"] = Value::String(serde_json::to_string(&next).unwrap_or_default());
     }
     Ok(out)
+}
+
+/// True when member `i`'s `l` pages may be cached in `fed`'s session (`cache.rs`): the
+/// member declared `listChanged` for them, and is a stdio upstream, whose list changes reach
+/// its sessions whether or not the client listens (an HTTP member's arrive only on a
+/// standalone stream the client opened, so they could be missed).
+fn cacheable(f: &Federated, fed: &Fed, i: usize, l: &Listing) -> bool {
+    f.members[i].up.kind() == "stdio"
+        && fed.declares(i, &format!("/capabilities/{}/listChanged", l.cap))
 }
 
 /// The name member `m`'s item `name` is shown as; `None` when a prefix-less member's name
