@@ -91,7 +91,10 @@ pub struct Session {
 /// What is told of the `notifications/*/list_changed` an upstream sends for a session: a
 /// federation's list cache (`crate::upstream::federated`), set once on a member's session.
 #[derive(Default)]
-pub struct ListWatch(std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>);
+pub struct ListWatch(std::sync::OnceLock<Watcher>);
+
+/// A [`ListWatch`]'s function, given the notification's method.
+pub type Watcher = Box<dyn Fn(&str) + Send + Sync>;
 
 impl std::fmt::Debug for ListWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,7 +215,7 @@ impl Session {
     /// Has `watch` told of every `notifications/*/list_changed` (its method) the upstream
     /// sends for this session, whether or not the client listens; set once (later calls are
     /// ignored). Upstreams call [`Session::noted`].
-    pub fn watch_lists(&self, watch: Box<dyn Fn(&str) + Send + Sync>) {
+    pub fn watch_lists(&self, watch: Watcher) {
         let _ = self.watch.0.set(watch);
     }
 
