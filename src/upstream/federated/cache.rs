@@ -13,7 +13,7 @@
 //! the request is sent and checked when its answer is stored.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -48,7 +48,7 @@ type Key = (usize, &'static str, Option<String>);
 
 #[derive(Default)]
 struct Inner {
-    pages: HashMap<Key, (Value, usize)>,
+    pages: HashMap<Key, (Arc<Value>, usize)>,
     bytes: usize,
     /// Per (member, kind): bumped by every invalidation.
     generation: HashMap<(usize, Kind), u64>,
@@ -68,8 +68,8 @@ fn kind_of(method: &str) -> Kind {
 }
 
 impl ListCache {
-    /// The cached page of member `i`'s `method` at its `cursor`.
-    pub fn get(&self, i: usize, method: &'static str, cursor: Option<&str>) -> Option<Value> {
+    /// The cached page of member `i`'s `method` at its `cursor` (shared, not copied).
+    pub fn get(&self, i: usize, method: &'static str, cursor: Option<&str>) -> Option<Arc<Value>> {
         let g = lock(&self.0);
         g.pages
             .get(&(i, method, cursor.map(str::to_owned)))
@@ -93,7 +93,7 @@ impl ListCache {
         method: &'static str,
         cursor: Option<&str>,
         generation: u64,
-        result: &Value,
+        result: &Arc<Value>,
     ) {
         let size = result.to_string().len();
         let mut g = lock(&self.0);
@@ -111,7 +111,7 @@ impl ListCache {
             return;
         }
         g.bytes = g.bytes - old + size;
-        g.pages.insert(key, (result.clone(), size));
+        g.pages.insert(key, (Arc::clone(result), size));
     }
 
     /// Forgets member `i`'s pages of `kind`.
@@ -146,17 +146,26 @@ impl ListCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(v: Value) -> Arc<Value> {
+        Arc::new(v)
+    }
 
     #[test]
     fn filled_then_forgotten_by_the_matching_change_only() {
         let c = ListCache::default();
-        let tools = json!({"tools": [{"name": "echo"}]});
+        let tools = json(serde_json::json!({"tools": [{"name": "echo"}]}));
         let g = c.generation(0, "tools/list");
         c.put(0, "tools/list", None, g, &tools);
         c.put(1, "tools/list", None, c.generation(1, "tools/list"), &tools);
         let g = c.generation(0, "resources/templates/list");
-        c.put(0, "resources/templates/list", Some("p2"), g, &json!({}));
+        c.put(
+            0,
+            "resources/templates/list",
+            Some("p2"),
+            g,
+            &json(serde_json::json!({})),
+        );
         assert_eq!(c.get(0, "tools/list", None), Some(tools.clone()));
         assert_eq!(c.get(0, "tools/list", Some("p2")), None);
         assert!(c.get(0, "resources/templates/list", Some("p2")).is_some());
@@ -187,19 +196,31 @@ mod tests {
         let c = ListCache::default();
         let g = c.generation(2, "tools/list");
         c.invalidate(2, Kind::Tools);
-        c.put(2, "tools/list", None, g, &json!({"tools": []}));
+        c.put(
+            2,
+            "tools/list",
+            None,
+            g,
+            &json(serde_json::json!({"tools": []})),
+        );
         assert!(c.get(2, "tools/list", None).is_none());
         // A change of another kind does not refuse it.
         let g = c.generation(2, "tools/list");
         c.invalidate(2, Kind::Prompts);
-        c.put(2, "tools/list", None, g, &json!({"tools": []}));
+        c.put(
+            2,
+            "tools/list",
+            None,
+            g,
+            &json(serde_json::json!({"tools": []})),
+        );
         assert!(c.get(2, "tools/list", None).is_some());
     }
 
     #[test]
     fn bounded_in_bytes() {
         let c = ListCache::default();
-        let big = json!({"tools": [{"name": "x".repeat(MAX_BYTES / 2)}]});
+        let big = json(serde_json::json!({"tools": [{"name": "x".repeat(MAX_BYTES / 2)}]}));
         c.put(0, "tools/list", None, 0, &big);
         c.put(1, "tools/list", None, 0, &big);
         assert!(c.get(0, "tools/list", None).is_some());
@@ -209,7 +230,13 @@ mod tests {
         );
         assert!(c.bytes() <= MAX_BYTES);
         // Replacing a page counts its new size only.
-        c.put(0, "tools/list", None, 0, &json!({"tools": []}));
+        c.put(
+            0,
+            "tools/list",
+            None,
+            0,
+            &json(serde_json::json!({"tools": []})),
+        );
         c.put(1, "tools/list", None, 0, &big);
         assert!(c.get(1, "tools/list", None).is_some());
         assert!(c.bytes() <= MAX_BYTES);

@@ -251,7 +251,7 @@ fn list(
             .and_then(|(_, c)| c.clone());
         let cached = cacheable(f, fed, i, l);
         if cached && let Some(page) = fed.lists.get(i, l.method, cursor.as_deref()) {
-            return Ok::<Value, String>(page);
+            return Ok::<_, String>(page);
         }
         let generation = fed.lists.generation(i, l.method);
         let mut p = params.clone();
@@ -268,7 +268,8 @@ fn list(
             call.deadline,
         )
         .map_err(|e| e.to_string())
-        .and_then(|b| result_of(&b))?;
+        .and_then(|b| result_of(&b))
+        .map(std::sync::Arc::new)?;
         if cached {
             fed.lists
                 .put(i, l.method, cursor.as_deref(), generation, &page);
