@@ -10,6 +10,8 @@
 //! Cursors: a merged list's `nextCursor` is the JSON text of `[[member, its cursor], ...]`
 //! for every member with more pages; the next page asks each of them for theirs.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::members::Fed;
@@ -244,15 +246,30 @@ fn list(
         Some(_) => return Err("Invalid cursor".into()),
     };
     let idxs: Vec<usize> = pages.iter().map(|(i, _)| *i).collect();
-    let answers = f.each(&idxs, |i| {
-        let cursor = pages
+    let cursor_of = |i: usize| {
+        pages
             .iter()
             .find(|(j, _)| *j == i)
-            .and_then(|(_, c)| c.clone());
-        let cached = cacheable(f, fed, i, l);
-        if cached && let Some(page) = fed.lists.get(i, l.method, cursor.as_deref()) {
-            return Ok::<_, String>(page);
-        }
+            .and_then(|(_, c)| c.clone())
+    };
+    // Cached pages first, here; only the members to ask get a thread each (`State::each`).
+    let mut answers: Vec<Option<Result<Arc<Value>, String>>> = idxs
+        .iter()
+        .map(|&i| {
+            cacheable(f, fed, i, l)
+                .then(|| fed.lists.get(i, l.method, cursor_of(i).as_deref()))
+                .flatten()
+                .map(Ok)
+        })
+        .collect();
+    let ask: Vec<usize> = idxs
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(&i, _)| i)
+        .collect();
+    let asked = f.each(&ask, |i| {
+        let cursor = cursor_of(i);
         let generation = fed.lists.generation(i, l.method);
         let mut p = params.clone();
         match &cursor {
@@ -269,20 +286,25 @@ fn list(
         )
         .map_err(|e| e.to_string())
         .and_then(|b| result_of(&b))
-        .map(std::sync::Arc::new)?;
-        if cached {
+        .map(Arc::new)?;
+        if cacheable(f, fed, i, l) {
             fed.lists
                 .put(i, l.method, cursor.as_deref(), generation, &page);
         }
         Ok(page)
     });
+    let mut asked = asked.into_iter();
+    for a in answers.iter_mut().filter(|a| a.is_none()) {
+        *a = asked.next();
+    }
     let mut items = Vec::new();
     let mut next = Vec::new();
     for (&i, answer) in idxs.iter().zip(answers) {
         let m = &f.members[i];
         let result = match answer {
-            Ok(r) => r,
-            Err(why) => {
+            Some(Ok(r)) => r,
+            None => continue,
+            Some(Err(why)) => {
                 log::debug!("upstream {}: {}: {why}", m.name, l.items);
                 continue;
             }
