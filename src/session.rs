@@ -83,6 +83,27 @@ pub struct Session {
     /// Ended by its upstream to make room ([`Session::evict`]): no longer found, and dropped
     /// from the table at the next look.
     evicted: std::sync::atomic::AtomicBool,
+    /// A federation member's session: told of the list changes its upstream sends
+    /// ([`Session::watch_lists`]).
+    watch: ListWatch,
+}
+
+/// What is told of the `notifications/*/list_changed` an upstream sends for a session: a
+/// federation's list cache (`crate::upstream::federated`), set once on a member's session.
+#[derive(Default)]
+pub struct ListWatch(std::sync::OnceLock<Watcher>);
+
+/// A [`ListWatch`]'s function, given the notification's method.
+pub type Watcher = Box<dyn Fn(&str) + Send + Sync>;
+
+impl std::fmt::Debug for ListWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ListWatch(set)"
+        } else {
+            "ListWatch(none)"
+        })
+    }
 }
 
 /// The first 8 characters of session id `id`'s random part (after `<instance>.`), as logs,
@@ -187,7 +208,25 @@ impl Session {
             client: self.client.clone(),
             log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
             evicted: std::sync::atomic::AtomicBool::new(false),
+            watch: ListWatch::default(),
         })
+    }
+
+    /// Has `watch` told of every `notifications/*/list_changed` (its method) the upstream
+    /// sends for this session, whether or not the client listens; set once (later calls are
+    /// ignored). Upstreams call [`Session::noted`].
+    pub fn watch_lists(&self, watch: Watcher) {
+        let _ = self.watch.0.set(watch);
+    }
+
+    /// The upstream sent notification `method` for this session: a list change is told to
+    /// the watcher, if any.
+    pub fn noted(&self, method: &str) {
+        if method.ends_with("/list_changed")
+            && let Some(w) = self.watch.0.get()
+        {
+            w(method);
+        }
     }
 
     /// True once [`Session::evict`] ran.
@@ -508,6 +547,7 @@ impl Sessions {
             client,
             log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
             evicted: std::sync::atomic::AtomicBool::new(false),
+            watch: ListWatch::default(),
         }))
     }
 

@@ -514,3 +514,94 @@ fn r15_federation_tool_renamed_described_and_fixed() {
         .json();
     assert_eq!(r["error"]["code"], -32602, "{r}");
 }
+
+/// The list cache (issue #15's performance note): a second `tools/list` of a session is
+/// answered without asking the member again; the member's `notifications/tools/list_changed`
+/// makes the next one ask again; each principal's policy still applies to the cached page.
+/// The member is the demo (`--era legacy`, which has the list-change triggers) behind `tee`,
+/// so every line the proxy sends it is counted.
+#[test]
+fn r15_federation_list_cache_filled_then_invalidated_by_list_changed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("r15fed-cache");
+    let seen = dir.path().join("to-member.jsonl");
+    let wrapper = dir.path().join("demo.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntee -a '{}' | '{}' demo-server --era legacy\n",
+            seen.display(),
+            exe()
+        ),
+    )
+    .expect("w");
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{ALICE} alice\n{BOB} bob\n")).expect("w");
+    let file = dir.path().join("cache.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "auth-tokens = \"{}\"\n\n[upstream.demo]\nstdio = \"{}\"\n\
+             [upstream.demo.principal.\"token:bob\"]\nallow = [\"echo\"]\n",
+            tokens.display(),
+            wrapper.display()
+        ),
+    )
+    .expect("w");
+    let (_p, addr) = spawn_proxy(&["--config", &file.to_string_lossy()], Stdio::null(), &[]);
+    let lists_asked = || {
+        std::fs::read_to_string(&seen)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(r#""method":"tools/list""#))
+            .count()
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["result"]["tools"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let init = |token: &str| {
+        let (r, _) = rpc(addr, token, None, INIT);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.header("mcp-session-id").expect("session").to_owned()
+    };
+
+    let alice = init(ALICE);
+    let before = lists_asked();
+    let (_, first) = rpc(addr, ALICE, Some(&alice), list);
+    assert!(names(&first).len() > 1, "{first}");
+    assert_eq!(lists_asked(), before + 1, "the first list asks the member");
+    let (_, second) = rpc(addr, ALICE, Some(&alice), list);
+    assert_eq!(names(&second), names(&first));
+    assert_eq!(
+        lists_asked(),
+        before + 1,
+        "the second is answered from the cache"
+    );
+
+    // The member's list_changed (sent before the call's answer) makes the next list ask.
+    let change = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__test_trigger_tool_change","arguments":{}}}"#;
+    let (_, v) = rpc(addr, ALICE, Some(&alice), change);
+    assert!(v.get("result").is_some(), "{v}");
+    let (_, third) = rpc(addr, ALICE, Some(&alice), list);
+    assert_eq!(names(&third), names(&first));
+    assert_eq!(lists_asked(), before + 2, "asked again after list_changed");
+    rpc(addr, ALICE, Some(&alice), list);
+    assert_eq!(lists_asked(), before + 2);
+
+    // Another session has its own cache, and its principal's policy filters the page.
+    let bob = init(BOB);
+    for _ in 0..2 {
+        let (_, v) = rpc(addr, BOB, Some(&bob), list);
+        assert_eq!(names(&v), vec!["demo__echo".to_owned()], "{v}");
+    }
+    assert_eq!(lists_asked(), before + 3, "bob's session asked once");
+}

@@ -82,7 +82,7 @@ impl State {
             .is_some_and(|d| !d.swap(true, Ordering::Relaxed))
         {
             log::warn!("upstream {} is down: {why}", self.members[i].name);
-            self.tell_every_session();
+            self.tell_every_session(i);
         }
     }
 
@@ -93,16 +93,19 @@ impl State {
             .is_some_and(|d| d.swap(false, Ordering::Relaxed))
         {
             log::info!("upstream {} is back", self.members[i].name);
-            self.tell_every_session();
+            self.tell_every_session(i);
         }
     }
 
-    fn tell_every_session(&self) {
+    /// Member `i` went down or came back: every client session forgets its lists and is
+    /// told they changed.
+    fn tell_every_session(&self, i: usize) {
         let feds: Vec<Arc<Fed>> = crate::util::lock(&self.sessions)
             .values()
             .cloned()
             .collect();
         for fed in feds {
+            fed.lists.invalidate_member(i);
             fed.lists_changed();
         }
     }
@@ -171,6 +174,8 @@ impl State {
             }
         };
         let child = parent.member(i, binding);
+        fed.lists.invalidate_member(i);
+        fed.watch(i, &child);
         m.up.attach(&child);
         if let Ok(note) =
             Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)

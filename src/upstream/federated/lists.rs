@@ -10,6 +10,8 @@
 //! Cursors: a merged list's `nextCursor` is the JSON text of `[[member, its cursor], ...]`
 //! for every member with more pages; the next page asks each of them for theirs.
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use super::members::Fed;
@@ -22,20 +24,31 @@ use crate::upstream::{Call, Reply};
 /// What a list method lists: its capability, the result member holding the items, and the
 /// item member that names them (`name`: prefixed; `uri`/`uriTemplate`: routed).
 struct Listing {
+    method: &'static str,
     cap: &'static str,
     items: &'static str,
     key: &'static str,
 }
 
 fn listing(method: &str) -> Option<Listing> {
-    let (cap, items, key) = match method {
-        "tools/list" => ("tools", "tools", "name"),
-        "prompts/list" => ("prompts", "prompts", "name"),
-        "resources/list" => ("resources", "resources", "uri"),
-        "resources/templates/list" => ("resources", "resourceTemplates", "uriTemplate"),
+    let (method, cap, items, key) = match method {
+        "tools/list" => ("tools/list", "tools", "tools", "name"),
+        "prompts/list" => ("prompts/list", "prompts", "prompts", "name"),
+        "resources/list" => ("resources/list", "resources", "resources", "uri"),
+        "resources/templates/list" => (
+            "resources/templates/list",
+            "resources",
+            "resourceTemplates",
+            "uriTemplate",
+        ),
         _ => return None,
     };
-    Some(Listing { cap, items, key })
+    Some(Listing {
+        method,
+        cap,
+        items,
+        key,
+    })
 }
 
 /// The answer to one request of a client session.
@@ -233,34 +246,65 @@ fn list(
         Some(_) => return Err("Invalid cursor".into()),
     };
     let idxs: Vec<usize> = pages.iter().map(|(i, _)| *i).collect();
-    let answers = f.each(&idxs, |i| {
-        let cursor = pages
+    let cursor_of = |i: usize| {
+        pages
             .iter()
             .find(|(j, _)| *j == i)
-            .and_then(|(_, c)| c.clone());
+            .and_then(|(_, c)| c.clone())
+    };
+    // Cached pages first, here; only the members to ask get a thread each (`State::each`).
+    let mut answers: Vec<Option<Result<Arc<Value>, String>>> = idxs
+        .iter()
+        .map(|&i| {
+            cacheable(f, fed, i, l)
+                .then(|| fed.lists.get(i, l.method, cursor_of(i).as_deref()))
+                .flatten()
+                .map(Ok)
+        })
+        .collect();
+    let ask: Vec<usize> = idxs
+        .iter()
+        .zip(&answers)
+        .filter(|(_, a)| a.is_none())
+        .map(|(&i, _)| i)
+        .collect();
+    let asked = f.each(&ask, |i| {
+        let cursor = cursor_of(i);
+        let generation = fed.lists.generation(i, l.method);
         let mut p = params.clone();
-        match cursor {
-            Some(c) => p["cursor"] = Value::String(c),
+        match &cursor {
+            Some(c) => p["cursor"] = Value::String(c.clone()),
             None => {
                 if let Some(o) = p.as_object_mut() {
                     o.remove("cursor");
                 }
             }
         }
-        collect(
+        let page = collect(
             f.send(fed, i, with_params(&call.msg, &p), call),
             call.deadline,
         )
         .map_err(|e| e.to_string())
         .and_then(|b| result_of(&b))
+        .map(Arc::new)?;
+        if cacheable(f, fed, i, l) {
+            fed.lists
+                .put(i, l.method, cursor.as_deref(), generation, &page);
+        }
+        Ok(page)
     });
+    let mut asked = asked.into_iter();
+    for a in answers.iter_mut().filter(|a| a.is_none()) {
+        *a = asked.next();
+    }
     let mut items = Vec::new();
     let mut next = Vec::new();
     for (&i, answer) in idxs.iter().zip(answers) {
         let m = &f.members[i];
         let result = match answer {
-            Ok(r) => r,
-            Err(why) => {
+            Some(Ok(r)) => r,
+            None => continue,
+            Some(Err(why)) => {
                 log::debug!("upstream {}: {}: {why}", m.name, l.items);
                 continue;
             }
@@ -301,6 +345,15 @@ fn list(
         out["nextCursor"] = Value::String(serde_json::to_string(&next).unwrap_or_default());
     }
     Ok(out)
+}
+
+/// True when member `i`'s `l` pages may be cached in `fed`'s session (`cache.rs`): the
+/// member declared `listChanged` for them, and is a stdio upstream, whose list changes reach
+/// its sessions whether or not the client listens (an HTTP member's arrive only on a
+/// standalone stream the client opened, so they could be missed).
+fn cacheable(f: &Federated, fed: &Fed, i: usize, l: &Listing) -> bool {
+    f.members[i].up.kind() == "stdio"
+        && fed.declares(i, &format!("/capabilities/{}/listChanged", l.cap))
 }
 
 /// The name member `m`'s item `name` is shown as; `None` when a prefix-less member's name

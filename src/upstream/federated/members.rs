@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::cache::{Kind, ListCache};
 use crate::session::{Binding, Session};
 use crate::util::lock;
 
@@ -49,6 +50,8 @@ pub struct Fed {
     tried: Vec<Mutex<Option<Instant>>>,
     /// Resources and templates were listed once to learn their owners (`lists.rs`).
     indexed: std::sync::atomic::AtomicBool,
+    /// The members' list pages (`cache.rs`).
+    pub lists: Arc<ListCache>,
 }
 
 impl Fed {
@@ -60,6 +63,27 @@ impl Fed {
             init,
             parent: OnceLock::new(),
             indexed: std::sync::atomic::AtomicBool::new(false),
+            lists: Arc::new(ListCache::default()),
+        }
+    }
+
+    /// Has member `i`'s session `child` forget `i`'s cached lists on each of its
+    /// `list_changed`; to be called before the member's upstream sees `child`.
+    pub fn watch(&self, i: usize, child: &Session) {
+        let lists = Arc::downgrade(&self.lists);
+        child.watch_lists(Box::new(move |method| {
+            if let (Some(lists), Some(kind)) = (lists.upgrade(), Kind::of_change(method)) {
+                lists.invalidate(i, kind);
+            }
+        }));
+    }
+
+    /// True when member `i` serves this session and its `initialize` result has `true` at
+    /// `ptr` (e.g. `/capabilities/tools/listChanged`).
+    pub fn declares(&self, i: usize, ptr: &str) -> bool {
+        match self.slots.get(i).map(|s| lock(s)).as_deref() {
+            Some(Slot::Live(_, caps)) => caps.pointer(ptr).and_then(Value::as_bool) == Some(true),
+            _ => false,
         }
     }
 
@@ -141,6 +165,8 @@ impl Fed {
             if matches!(*g, Slot::Live(..)) {
                 *g = Slot::Down(why.to_owned());
             }
+            drop(g);
+            self.lists.invalidate_member(i);
         }
     }
 

@@ -4,7 +4,8 @@
 //! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
 //! sessions (`members.rs`); merged lists, namespaced names and their cursors, routing
 //! (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
-//! (`policy.rs`); ids of server-to-client requests made during calls (`s2c.rs`).
+//! (`policy.rs`); ids of server-to-client requests made during calls (`s2c.rs`); each
+//! session's cache of the members' list pages (`cache.rs`).
 //! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
 //! pipeline sees one upstream and is unchanged).
 //!
@@ -18,6 +19,7 @@
 //! Stateless (2026-07-28) requests are refused as session-era only, so the era bridge serves
 //! them over a federated session of its own.
 
+mod cache;
 mod health;
 mod lists;
 mod members;
@@ -322,6 +324,7 @@ impl Upstream for Federated {
             match fed.take(i) {
                 Slot::Pending(b, caps) => {
                     let child = session.member(i, b);
+                    fed.watch(i, &child);
                     m.up.attach(&child);
                     fed.put(i, Slot::Live(child, caps));
                 }

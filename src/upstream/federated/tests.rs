@@ -1,7 +1,7 @@
 //! Federation over in-process fake upstreams: names, routing, cursors, a member that is down.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -15,11 +15,13 @@ use crate::upstream::{Call, Operate, Reply, Upstream};
 
 /// Answers `initialize` with tools and resources, lists `pages` pages of two tools each
 /// (`t<page><n>`) and one resource `mem://<tag>/<page>` (plus `mem://shared`), and echoes
-/// the tool name and URI it was called with.
+/// the tool name and URI it was called with. Counts the `tools/list` it is asked; is of
+/// kind `stdio`, so its tool lists are cached (`cache.rs`).
 struct Fake {
     tag: &'static str,
     pages: usize,
     down: Arc<AtomicBool>,
+    tool_lists: Arc<AtomicUsize>,
 }
 
 fn fake(tag: &'static str, pages: usize, down: bool) -> Fake {
@@ -27,6 +29,7 @@ fn fake(tag: &'static str, pages: usize, down: bool) -> Fake {
         tag,
         pages,
         down: Arc::new(AtomicBool::new(down)),
+        tool_lists: Arc::new(AtomicUsize::new(0)),
     }
 }
 
@@ -35,7 +38,7 @@ impl Operate for Fake {
         self.tag
     }
     fn kind(&self) -> &'static str {
-        "fake"
+        "stdio"
     }
     fn mode(&self) -> &'static str {
         "fake"
@@ -78,6 +81,7 @@ impl Upstream for Fake {
         };
         Ok(match call.msg.method() {
             "tools/list" => {
+                self.tool_lists.fetch_add(1, Ordering::Relaxed);
                 let mut r = json!({"tools": [{"name": format!("t{page}a")}, {"name": format!("t{page}b")}]});
                 more(&mut r);
                 answer(&call.msg, r)
@@ -343,4 +347,40 @@ fn policies_hide_and_refuse_per_principal() {
 
 fn copy_of(m: &Message) -> Message {
     Message::parse(&m.to_vec()).expect("message")
+}
+
+#[test]
+fn lists_are_cached_per_session_until_their_member_changes() {
+    let a = fake("A", 2, false);
+    let asked = a.tool_lists.clone();
+    let s = setup(vec![("a", "a", a), ("b", "b", fake("B", 1, false))]);
+    let first = s.ask("tools/list", json!({}));
+    let cursor = first["result"]["nextCursor"].clone();
+    let page2 = s.ask("tools/list", json!({ "cursor": cursor }));
+    assert_eq!(asked.load(Ordering::Relaxed), 2);
+    assert_eq!(s.ask("tools/list", json!({})), first);
+    assert_eq!(s.ask("tools/list", json!({ "cursor": cursor })), page2);
+    assert_eq!(
+        asked.load(Ordering::Relaxed),
+        2,
+        "both pages from the cache"
+    );
+
+    // The member's own list_changed, of the matching kind only, forgets its pages.
+    let child = s.fed.fed(&s.session).expect("fed").live(0).expect("live");
+    child.noted("notifications/prompts/list_changed");
+    s.ask("tools/list", json!({}));
+    assert_eq!(asked.load(Ordering::Relaxed), 2);
+    child.noted("notifications/tools/list_changed");
+    assert_eq!(s.ask("tools/list", json!({})), first);
+    assert_eq!(asked.load(Ordering::Relaxed), 3);
+
+    // Going down forgets them too (and the member is left out meanwhile).
+    let fed = s.fed.fed(&s.session).expect("fed");
+    assert!(fed.lists.get(0, "tools/list", None).is_some());
+    s.fed.went_down(0, "test");
+    assert!(fed.lists.get(0, "tools/list", None).is_none());
+    assert!(fed.lists.get(1, "tools/list", None).is_some(), "b's stay");
+    let list = s.ask("tools/list", json!({}));
+    assert_eq!(names(&list, "tools", "name"), ["b__t0a", "b__t0b"]);
 }

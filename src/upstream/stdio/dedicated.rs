@@ -201,10 +201,11 @@ impl Inner {
                 // No call in flight may take it, but the child has one session: its own.
                 Event::Request { msg, .. } => Control::ChildRequest(index, msg),
                 Event::Notification(m) => {
-                    if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index))
-                        && let Some(log) = s.streams.standalone_if_open()
-                    {
-                        log.push(&m.to_vec());
+                    if let Some(s) = inner.upgrade().and_then(|i| i.session_of(index)) {
+                        s.noted(m.method());
+                        if let Some(log) = s.streams.standalone_if_open() {
+                            log.push(&m.to_vec());
+                        }
                     }
                     return;
                 }

@@ -349,6 +349,7 @@ impl Inner {
         };
         let bytes = msg.to_vec();
         for s in targets {
+            s.noted(method);
             if let Some(log) = s.streams.standalone_if_open() {
                 log.push(&bytes);
             }
