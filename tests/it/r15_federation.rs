@@ -404,7 +404,9 @@ fn r15_federation_conformance_one_upstream_without_prefix() {
 }
 
 /// Conformance 0.2.0-alpha.12 (2026-07-28 and 2025-11-25 requirement sets) through a
-/// federation of the demo alone (`prefix = ""`) passes exactly what the flag form passes.
+/// federation of the demo alone (`prefix = ""`) passes what the flag form passes, except the
+/// input-required fixtures only the dual demo's own 2026-07-28 side has (a federation is
+/// bridged to the demo's session-era side).
 #[test]
 fn r15_federation_conformance26_same_as_the_flag_form() {
     use crate::conformance26::{SCORED_2026, SERIAL, SET_2025};
@@ -453,7 +455,25 @@ fn r15_federation_conformance26_same_as_the_flag_form() {
         federation.1.len(),
         federation.2.len()
     );
-    assert_eq!(flags.1, federation.1, "2026-07-28 scenarios passing");
+    // The flag form reaches the dual demo's own 2026-07-28 side (it does MRTR itself); a
+    // federation is a session-era upstream to the era bridge, so 2026-07-28 requests reach the
+    // demo's session-era side, which has no input-required fixtures of its own (the legacy era
+    // has them). Everything else passes alike.
+    let native_only = [
+        "input-required-result-basic-elicitation",
+        "input-required-result-basic-list-roots",
+        "input-required-result-basic-sampling",
+        "input-required-result-multi-round",
+        "input-required-result-multiple-input-requests",
+        "input-required-result-non-tool-request",
+        "input-required-result-request-state",
+    ];
+    let missing: Vec<_> = flags
+        .1
+        .difference(&federation.1)
+        .filter(|s| !native_only.contains(&s.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "2026-07-28 scenarios lost: {missing:?}");
     assert_eq!(flags.2, federation.2, "2025-11-25 scenarios passing");
 }
 
