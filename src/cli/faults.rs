@@ -20,6 +20,8 @@ use toml::Spanned;
 use crate::error::Error;
 use crate::fault::{Action, FaultConfig, Match, Rule};
 
+use super::file::line_of;
+
 /// The top-level key this file reads; `cli/file.rs` skips it.
 pub const KEY: &str = "fault";
 
@@ -267,16 +269,6 @@ fn validate_match(
         pointer: m.pointer,
         equals: m.equals,
     })
-}
-
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::RecvTimeoutError;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -368,17 +367,8 @@ impl AuditWriter {
                 }
                 next_flush = now + flush_every;
             }
-            // Batches as the tape writer does (`writer::BATCH_WAIT`): a busy writer is never
-            // woken per line.
-            let got = if busy {
-                std::thread::sleep(super::writer::BATCH_WAIT);
-                queue.try_recv()
-            } else {
-                match queue.recv_until(next_flush.min(next_sync)) {
-                    Ok(ev) => Some(ev),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            let Ok(got) = queue.next_batch(busy, next_flush.min(next_sync)) else {
+                break;
             };
             busy = got.is_some();
             let mut next = got;

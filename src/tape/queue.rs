@@ -100,7 +100,30 @@ impl<T> Drain<T> {
         self.used.fetch_sub(charge, Ordering::Relaxed);
         Some(item)
     }
+
+    /// The first item of a writer's next batch. A writer that found work last time (`busy`)
+    /// sleeps [`BATCH_WAIT`] and takes what came meanwhile as one batch, so senders never have
+    /// to wake it (a futex call and a context switch per message); only an idle writer blocks
+    /// on the queue, until `until`. `Ok(None)`: nothing came; `Err`: every sender is gone.
+    pub fn next_batch(&self, busy: bool, until: Instant) -> Result<Option<T>, Disconnected> {
+        if busy {
+            std::thread::sleep(BATCH_WAIT);
+            return Ok(self.try_recv());
+        }
+        match self.recv_until(until) {
+            Ok(item) => Ok(Some(item)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) => Err(Disconnected),
+        }
+    }
 }
+
+/// How long a busy writer lets items gather before taking them as one batch.
+pub const BATCH_WAIT: Duration = Duration::from_millis(5);
+
+/// Every sender of a queue is gone.
+#[derive(Debug)]
+pub struct Disconnected;
 
 /// How long shutdown waits for a writer to write out what was queued.
 pub const STOP_WAIT: Duration = Duration::from_secs(5);

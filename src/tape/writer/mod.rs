@@ -15,8 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::RecvTimeoutError;
-
 use crate::metrics::Metrics;
 
 use super::TapeKey;
@@ -35,8 +33,6 @@ const LINE_KEEP: usize = 64 * 1024;
 pub const MAX_OPEN_FILES: usize = 64;
 /// Buffered lines are handed to the kernel at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
-/// How long a busy writer lets messages gather before taking them as one batch.
-pub const BATCH_WAIT: Duration = Duration::from_millis(5);
 /// Written files are fsync'd at least this often.
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// A stateless tape closes once its hour is over and it has been quiet this long.
@@ -215,18 +211,8 @@ impl Writer {
                 self.flush_all();
                 next_flush = now + FLUSH_EVERY;
             }
-            // A writer that found work sleeps a moment and takes what came meanwhile as one
-            // batch: senders then never have to wake it (a futex call and a context switch per
-            // message). Only an idle writer blocks on the queue.
-            let got = if busy {
-                std::thread::sleep(BATCH_WAIT);
-                queue.try_recv()
-            } else {
-                match queue.recv_until(next_flush.min(next_sync)) {
-                    Ok(ev) => Some(ev),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            let Ok(got) = queue.next_batch(busy, next_flush.min(next_sync)) else {
+                break;
             };
             busy = got.is_some();
             let mut next = got;
