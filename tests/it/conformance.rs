@@ -9,49 +9,17 @@
 //! writes, so an assertion message names every failing scenario with its failure messages.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::*;
 
 /// The active server suite of conformance 0.1.16 (`list --server` without the pending
-/// json-schema-2020-12 and server-sse-polling).
-const ACTIVE: [&str; 30] = [
-    "server-initialize",
-    "logging-set-level",
-    "ping",
-    "completion-complete",
-    "tools-list",
-    "tools-call-simple-text",
-    "tools-call-image",
-    "tools-call-audio",
-    "tools-call-embedded-resource",
-    "tools-call-mixed-content",
-    "tools-call-with-logging",
-    "tools-call-error",
-    "tools-call-with-progress",
-    "tools-call-sampling",
-    "tools-call-elicitation",
-    "elicitation-sep1034-defaults",
-    "server-sse-multiple-streams",
-    "elicitation-sep1330-enums",
-    "resources-list",
-    "resources-read-text",
-    "resources-read-binary",
-    "resources-templates-read",
-    "resources-subscribe",
-    "resources-unsubscribe",
-    "prompts-list",
-    "prompts-get-simple",
-    "prompts-get-with-args",
-    "prompts-get-embedded-resource",
-    "prompts-get-with-image",
-    "dns-rebinding-protection",
-];
+/// json-schema-2020-12 and server-sse-polling): the first 30 of 0.2's `--requirements
+/// 2025-11-25` set, the same scenarios in the same order.
+const ACTIVE: &[&str] = crate::conformance26::SET_2025.split_at(30).0;
 
 /// The scenario the proxy itself must make pass, whatever the upstream does.
 const DNS_REBINDING: &str = "dns-rebinding-protection";
@@ -66,37 +34,14 @@ pub(crate) type Outcomes = BTreeMap<String, Result<(), String>>;
 /// needed). Every active scenario gets an entry: one that did not run (the process died or
 /// timed out) is an `Err` saying so.
 pub(crate) fn run_conformance(url: &str, outdir: &Path) -> Outcomes {
-    std::fs::create_dir_all(outdir).expect("create the output dir");
     let results = outdir.join("results");
-    let stdout = outdir.join("stdout.txt");
-    let stderr = outdir.join("stderr.txt");
-    let start = Instant::now();
-    let child = Command::new(node22())
-        .arg(conformance_js())
-        .args(["server", "--url", url, "--suite", "active", "-o"])
-        .arg(&results)
-        .stdin(Stdio::null())
-        .stdout(File::create(&stdout).expect("stdout file"))
-        .stderr(File::create(&stderr).expect("stderr file"))
-        .spawn()
-        .expect("Node 22 runs the conformance suite");
-    let mut node = Peer(child);
-    let status: Option<ExitStatus> = loop {
-        if let Some(s) = node.0.try_wait().expect("wait for conformance") {
-            break Some(s);
-        }
-        if start.elapsed() > TIME_BOUND {
-            break None; // dropping `node` kills it
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(node);
-    let took = start.elapsed();
-    let stderr = std::fs::read_to_string(&stderr).unwrap_or_default();
-    let ended = match status {
+    let args = ["server", "--url", url, "--suite", "active"];
+    let run = run_suite(&conformance_js(), &args, outdir, TIME_BOUND);
+    let stderr = run.stderr;
+    let ended = match run.status {
         Some(s) => format!(
             "conformance exited with {s} after {:.1}s",
-            took.as_secs_f64()
+            run.took.as_secs_f64()
         ),
         None => format!("conformance killed after the {TIME_BOUND:?} bound"),
     };
@@ -143,7 +88,7 @@ pub(crate) fn run_conformance(url: &str, outdir: &Path) -> Outcomes {
     eprintln!(
         "conformance against {url}: {passed}/{} scenarios passed, wall time {:.2}s ({ended})",
         out.len(),
-        took.as_secs_f64()
+        run.took.as_secs_f64()
     );
     for w in warnings {
         eprintln!("  warning: {w}");
@@ -252,7 +197,7 @@ fn demo_passes_everything(flags: &[&str]) {
     let ran: BTreeSet<&str> = out.keys().map(String::as_str).collect();
     assert_eq!(
         ran,
-        ACTIVE.into_iter().collect::<BTreeSet<_>>(),
+        ACTIVE.iter().copied().collect::<BTreeSet<_>>(),
         "the active suite is not the 30 scenarios of conformance 0.1.16"
     );
 }

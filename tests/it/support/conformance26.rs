@@ -18,19 +18,28 @@ pub const CONFORMANCE26_BOUND: Duration = Duration::from_secs(240);
 /// Scenario name → `Ok` or its failing checks.
 pub type Outcomes26 = BTreeMap<String, Result<(), String>>;
 
-/// Runs `server --url URL --requirements REVISION -o DIR/results` and reads every scenario's
-/// outcome. A scenario passes when none of its checks is a FAILURE (the CLI's own rule, so the
-/// counts match its summary; a scenario whose checks were all SKIPPED or WARNING passes).
-/// `expected` scenarios that wrote nothing (the process died or timed out) are failures.
-pub fn run_requirements(url: &str, revision: &str, outdir: &Path, expected: &[&str]) -> Outcomes26 {
+/// How a bounded run of a conformance suite ended.
+pub struct SuiteRun {
+    /// `Some` when it exited by itself, `None` when it was killed at the bound.
+    pub status: Option<ExitStatus>,
+    /// Its wall-clock time.
+    pub took: Duration,
+    /// What it wrote to stderr (scenarios that threw say so there).
+    pub stderr: String,
+}
+
+/// Runs `script` (a conformance suite's CLI) under Node 22 with `args` then `-o
+/// OUTDIR/results`, stdout and stderr into files under `outdir` (created if needed), killed
+/// after `bound`. Both suites' runners (0.1.16 and 0.2) go through here.
+pub fn run_suite(script: &Path, args: &[&str], outdir: &Path, bound: Duration) -> SuiteRun {
     std::fs::create_dir_all(outdir).expect("create the output dir");
-    let results = outdir.join("results");
     let stderr_path = outdir.join("stderr.txt");
     let start = Instant::now();
     let child = Command::new(node22())
-        .arg(conformance_2026_js())
-        .args(["server", "--url", url, "--requirements", revision, "-o"])
-        .arg(&results)
+        .arg(script)
+        .args(args)
+        .arg("-o")
+        .arg(outdir.join("results"))
         .stdin(Stdio::null())
         .stdout(File::create(outdir.join("stdout.txt")).expect("stdout file"))
         .stderr(File::create(&stderr_path).expect("stderr file"))
@@ -41,20 +50,32 @@ pub fn run_requirements(url: &str, revision: &str, outdir: &Path, expected: &[&s
         if let Some(s) = node.0.try_wait().expect("wait for conformance") {
             break Some(s);
         }
-        if start.elapsed() > CONFORMANCE26_BOUND {
+        if start.elapsed() > bound {
             break None; // dropping `node` kills it
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     drop(node);
-    let ended = match status {
-        Some(s) => format!(
-            "exited with {s} after {:.1}s",
-            start.elapsed().as_secs_f64()
-        ),
+    SuiteRun {
+        status,
+        took: start.elapsed(),
+        stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+    }
+}
+
+/// Runs `server --url URL --requirements REVISION -o DIR/results` and reads every scenario's
+/// outcome. A scenario passes when none of its checks is a FAILURE (the CLI's own rule, so the
+/// counts match its summary; a scenario whose checks were all SKIPPED or WARNING passes).
+/// `expected` scenarios that wrote nothing (the process died or timed out) are failures.
+pub fn run_requirements(url: &str, revision: &str, outdir: &Path, expected: &[&str]) -> Outcomes26 {
+    let results = outdir.join("results");
+    let args = ["server", "--url", url, "--requirements", revision];
+    let run = run_suite(&conformance_2026_js(), &args, outdir, CONFORMANCE26_BOUND);
+    let ended = match run.status {
+        Some(s) => format!("exited with {s} after {:.1}s", run.took.as_secs_f64()),
         None => format!("killed after the {CONFORMANCE26_BOUND:?} bound"),
     };
-    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let stderr = run.stderr;
     let mut out = Outcomes26::new();
     for entry in std::fs::read_dir(&results).into_iter().flatten().flatten() {
         let dir = entry.file_name().to_string_lossy().into_owned();
