@@ -55,15 +55,20 @@ impl Operate for Opener {
     fn shutdown(&self, _grace: Duration) {}
 }
 
-#[test]
-fn r13_parked_calls_do_not_hold_the_bridge_sessions_bound() {
-    let up = Opener::default();
-    let sessions = Sessions::new(&SessionConfig {
+/// A session table with room for every session the tests open.
+fn sessions() -> Sessions {
+    Sessions::new(&SessionConfig {
         max: 100,
         max_per_client: 100,
         idle: Duration::from_secs(60),
         replay: ReplayLimits::default(),
-    });
+    })
+}
+
+#[test]
+fn r13_parked_calls_do_not_hold_the_bridge_sessions_bound() {
+    let up = Opener::default();
+    let sessions = sessions();
     let pool = Pool::new(2);
     let soon = Instant::now() + Duration::from_secs(7);
     let lease = || pool.lease(&up, &sessions, true, soon);
@@ -102,12 +107,7 @@ fn r13_parked_calls_do_not_hold_the_bridge_sessions_bound() {
 #[test]
 fn r13_an_idle_session_away_from_parked_calls_is_lent_first() {
     let up = Opener::default();
-    let sessions = Sessions::new(&SessionConfig {
-        max: 100,
-        max_per_client: 100,
-        idle: Duration::from_secs(60),
-        replay: ReplayLimits::default(),
-    });
+    let sessions = sessions();
     let pool = Pool::new(16);
     let soon = Instant::now() + Duration::from_secs(7);
     let lease = || pool.lease(&up, &sessions, true, soon).unwrap();
