@@ -4,32 +4,19 @@
 //! Files are the `*.jsonl` of DIR, by name. A file that is not a readable tape is named on
 //! stderr and the others are still listed; the exit code is then 2.
 
-use std::fs;
 use std::path::Path;
 
 use serde_json::json;
 
 use super::print;
-use super::read::{Tape, file_name, part_of, read_tape};
+use super::read::{Tape, read_tape, tape_files};
 use super::show::duration;
 use crate::error::Error;
 
 /// Lists the tapes of `dir`.
 pub fn run(dir: &Path, as_json: bool) -> Result<(), Error> {
-    let entries = fs::read_dir(dir)
-        .map_err(|e| Error::Config(format!("{}: cannot read the directory: {e}", dir.display())))?;
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| file_name(&e.path()))
-        .filter(|n| n.ends_with(".jsonl") && !n.starts_with('.'))
-        .collect();
-    names.sort();
     // A continuation part is listed with its first file, unless that is gone.
-    let firsts: Vec<&String> = names
-        .iter()
-        .filter(|n| part_of(n).is_none_or(|first| !names.contains(&first)))
-        .collect();
+    let firsts = tape_files(dir)?;
     let mut rows = Vec::new();
     let mut bad = 0;
     for name in &firsts {

@@ -239,6 +239,23 @@ pub fn parts(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The first files of the tapes in `dir` (`*.jsonl` but hidden ones), by name: a continuation
+/// part goes with its first file, and stands for its tape only when that file is gone.
+pub fn tape_files(dir: &Path) -> Result<Vec<String>, Error> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::Config(format!("{}: cannot read the directory: {e}", dir.display())))?;
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| file_name(&e.path()))
+        .filter(|n| n.ends_with(".jsonl") && !n.starts_with('.'))
+        .collect();
+    names.sort();
+    let all = names.clone();
+    names.retain(|n| part_of(n).is_none_or(|first| !all.contains(&first)));
+    Ok(names)
+}
+
 /// For a continuation part's file name (`<name>.<N>.jsonl`, N ≥ 1), the first file's name.
 pub fn part_of(name: &str) -> Option<String> {
     let stem = name.strip_suffix(".jsonl")?;

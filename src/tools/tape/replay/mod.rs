@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::{Value, json};
 
 use super::exchange::{self, EventKind, Exchange, id_key};
-use super::read::{Tape, file_name, part_of, read_tape};
+use super::read::{Tape, read_tape};
 use crate::error::Error;
 use crate::util::{Escaped, lock};
 
@@ -77,7 +77,7 @@ impl Script {
         if !path.is_dir() {
             return Ok(Script::new(read_tape(path)?, strict, answer_timeout));
         }
-        let names = tape_names(path)?;
+        let names = super::read::tape_files(path)?;
         if names.is_empty() {
             return Err(Error::Config(format!(
                 "{}: no tapes (*.jsonl)",
@@ -332,23 +332,6 @@ impl Session {
             }
         }
     }
-}
-
-/// The first files of the tapes in `dir` (`*.jsonl`, continuation parts read with them), by
-/// name.
-fn tape_names(dir: &Path) -> Result<Vec<String>, Error> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::Config(format!("{}: cannot read the directory: {e}", dir.display())))?;
-    let mut names: Vec<String> = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| file_name(&e.path()))
-        .filter(|n| n.ends_with(".jsonl") && !n.starts_with('.'))
-        .collect();
-    names.sort();
-    let all = names.clone();
-    names.retain(|n| part_of(n).is_none_or(|first| !all.contains(&first)));
-    Ok(names)
 }
 
 fn result_plan(id: Value, result: Value) -> Plan {
