@@ -34,7 +34,7 @@ use super::dispatch::handle_line;
 use super::extra::tools_list_all;
 use super::hub::Hub;
 use super::pipe::{Pipe, PipeWriter};
-use super::relay::{relay, rpc_error};
+use super::relay::{json_body, relay, rpc_error};
 use super::sessions::{HttpDemo, Sessions};
 use super::{MODERN_VERSION, Options, ServerEra};
 
@@ -104,17 +104,8 @@ impl HttpDemo {
             let _ = res.send(resp);
             return;
         }
-        let body: Value = match serde_json::from_slice(&req.body) {
-            Ok(body) => body,
-            Err(e) => {
-                let _ = res.send(rpc_error(
-                    400,
-                    &Value::Null,
-                    -32700,
-                    &format!("Parse error: {e}"),
-                ));
-                return;
-            }
+        let Some(body) = json_body(&req.body, res) else {
+            return;
         };
         let (Some(method), Some(id)) = (body["method"].as_str(), body.get("id")) else {
             // A notification or a response: nothing to answer over a stateless endpoint.

@@ -24,6 +24,22 @@ pub(super) fn json_response(status: u16, body: &Value) -> Response {
     Response::new(status).with_body("application/json", body.to_string().into_bytes())
 }
 
+/// The request body as JSON, or `None` once the client has its 400 -32700 answer (both eras).
+pub(super) fn json_body(body: &[u8], res: &mut Responder<'_>) -> Option<Value> {
+    match serde_json::from_slice(body) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let _ = res.send(rpc_error(
+                400,
+                &Value::Null,
+                -32700,
+                &format!("Parse error: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 /// A JSON-RPC error response (HTTP `status`).
 pub(super) fn rpc_error(status: u16, id: &Value, code: i64, message: &str) -> Response {
     let body = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});

@@ -26,7 +26,7 @@ use super::connection::Shared;
 use super::dispatch::handle_line;
 use super::hub::Hub;
 use super::pipe::{Pipe, PipeWriter};
-use super::relay::{Source, relay, rpc_error};
+use super::relay::{Source, json_body, relay, rpc_error};
 
 /// Sessions kept at once; beyond, `initialize` is 503.
 pub(super) const MAX_SESSIONS: usize = 256;
@@ -169,17 +169,8 @@ impl Sessions {
         res: &mut Responder<'_>,
         session: Option<Arc<Session>>,
     ) {
-        let body: Value = match serde_json::from_slice(&req.body) {
-            Ok(body) => body,
-            Err(e) => {
-                let _ = res.send(rpc_error(
-                    400,
-                    &Value::Null,
-                    -32700,
-                    &format!("Parse error: {e}"),
-                ));
-                return;
-            }
+        let Some(body) = json_body(&req.body, res) else {
+            return;
         };
         let mut extra = Vec::new();
         let session = match session {
