@@ -9,13 +9,13 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{bounded, unbounded};
 
 use super::BenchOptions;
-use super::client::{Target, tls_client};
 use super::error::BenchError;
 use super::plan::Plan;
 use super::report::Report;
 use super::rpc::{Fail, request_parts};
 use super::session::{Shared, session_thread};
 use super::stats::{Stats, merge_stats};
+use super::target::{Target, tls_client};
 
 /// An HTTP run (no `--pipe`) of validated `opts`.
 pub(super) fn bench_http(opts: &BenchOptions) -> Result<Report, BenchError> {

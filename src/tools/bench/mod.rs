@@ -90,7 +90,9 @@ mod plan;
 mod report;
 mod rpc;
 mod session;
+mod sse;
 mod stats;
+mod target;
 #[cfg(test)]
 mod tests;
 

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::client::{Answer, Conn, Target, roundtrip};
+use super::client::{Answer, Conn, roundtrip};
 use super::plan::Plan;
 use super::rpc::{Fail, Verdict, bad, build_request, initialize_request};
 use super::stats::Stats;
+use super::target::Target;
 use super::{BenchOptions, DELETE_TIMEOUT, header_safe};
 
 /// What every session thread shares.

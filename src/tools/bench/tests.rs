@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::client::{SseParser, Target};
 use super::histogram::{BUCKETS, bucket, bucket_high, bucket_low};
 use super::report::fmt_ns;
 use super::rpc::Verdict;
+use super::sse::SseParser;
+use super::target::Target;
 use super::*;
 use crate::{Cli, Command};
 
