@@ -372,7 +372,8 @@ fn value_names<S: Serializer>(
     s.collect_seq(m.keys())
 }
 
-/// Name patterns (`*`, `?`) of tools and prompts as the member knows them.
+/// Name patterns (`*`, `?`) of tools and prompts as the member knows them, and URI patterns of
+/// its resources.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RulesConfig {
     /// Only these; `None`: all.
@@ -381,6 +382,13 @@ pub struct RulesConfig {
     /// Never these (wins over `allow`); `None`: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deny: Option<Vec<String>>,
+    /// `allow-resources`: only resources whose URI (templates: whose URI template) matches
+    /// one of these; `None`: all.
+    #[serde(rename = "allowResources", skip_serializing_if = "Option::is_none")]
+    pub allow_resources: Option<Vec<String>>,
+    /// `deny-resources`: never these resources and templates (wins); `None`: none.
+    #[serde(rename = "denyResources", skip_serializing_if = "Option::is_none")]
+    pub deny_resources: Option<Vec<String>>,
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.

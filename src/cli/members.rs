@@ -244,7 +244,7 @@ fn spec(
     for (key, value) in keys {
         let k: &str = key.get_ref();
         let bad = |why: &str| Error::Config(format!("{}: `{k}`: {why}", at(value.span().start)));
-        if k == "allow" || k == "deny" {
+        if super::overrides::RULE_KEYS.contains(&k) {
             super::overrides::rule(&mut policy.rules, k, value).map_err(bad)?;
             continue;
         }
@@ -271,9 +271,10 @@ fn spec(
                 let mut rules = RulesConfig::default();
                 for (lk, lv) in lists {
                     let lk: &str = lk.get_ref();
-                    if lk != "allow" && lk != "deny" {
+                    if !super::overrides::RULE_KEYS.contains(&lk) {
                         return Err(Error::Config(format!(
-                            "{}: unknown key `{lk}` (allow or deny)",
+                            "{}: unknown key `{lk}` (allow, deny, allow-resources or \
+                             deny-resources)",
                             at(lv.span().start)
                         )));
                     }
@@ -300,7 +301,8 @@ fn spec(
         let Some(&(_, flag, kind)) = MEMBER_KEYS.iter().find(|(key, _, _)| *key == k) else {
             return Err(Error::Config(format!(
                 "{}: unknown key `{k}` in [upstream.{name}] (stdio, url, prefix, headers, env, \
-                 allow, deny, principal, or an upstream flag such as stdio-mode)",
+                 allow, deny, allow-resources, deny-resources, principal, or an upstream \
+                 flag such as stdio-mode)",
                 at(key.span().start)
             )));
         };
@@ -397,7 +399,10 @@ mod tests {
     fn policies_per_member_and_principal() {
         let p = write(
             "policy.toml",
-            "[upstream.a]\nstdio = \"cat\"\nallow = [\"echo\", \"get-*\"]\n\n             [upstream.a.principal.\"token:alice\"]\nallow = [\"*\"]\ndeny = [\"crash\"]\n",
+            "[upstream.a]\nstdio = \"cat\"\nallow = [\"echo\", \"get-*\"]\n\
+             deny-resources = [\"file:///secret/*\"]\n\n\
+             [upstream.a.principal.\"token:alice\"]\nallow = [\"*\"]\ndeny = [\"crash\"]\n\
+             allow-resources = [\"file:///*\"]\n",
         );
         let f = federation(&p, "__", "x").expect("valid").expect("tables");
         let policy = &f.members[0].policy;
@@ -410,6 +415,25 @@ mod tests {
         assert_eq!(
             policy.principals[0].1.deny.as_deref(),
             Some(&["crash".to_owned()][..])
+        );
+        assert_eq!(
+            policy.rules.deny_resources.as_deref(),
+            Some(&["file:///secret/*".to_owned()][..])
+        );
+        assert_eq!(
+            policy.principals[0].1.allow_resources.as_deref(),
+            Some(&["file:///*".to_owned()][..])
+        );
+        let not_a_list = write(
+            "policy-res.toml",
+            "[upstream.a]\nstdio = \"cat\"\nallow-resources = \"file:///*\"\n",
+        );
+        let e = federation(&not_a_list, "__", "x")
+            .expect_err("a string")
+            .to_string();
+        assert!(
+            e.contains(":3: `allow-resources`: a list of resource URIs"),
+            "{e}"
         );
         let bad = write(
             "policy-bad.toml",

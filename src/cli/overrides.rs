@@ -100,32 +100,44 @@ pub fn tools(
 /// Patterns in one `allow` or `deny` list (and principals of a table), at most.
 pub const MAX_PATTERNS: usize = 256;
 
-/// Reads an `allow` or `deny` list into `rules`.
+/// Reads an `allow`, `deny`, `allow-resources` or `deny-resources` list into `rules`.
 pub fn rule(
     rules: &mut RulesConfig,
     key: &str,
     value: &Spanned<DeValue<'_>>,
 ) -> Result<(), &'static str> {
+    let resources = key.ends_with("-resources");
     let DeValue::Array(items) = value.get_ref() else {
-        return Err("a list of tool and prompt names (* and ? match)");
+        return Err(if resources {
+            "a list of resource URIs and URI templates (* and ? match)"
+        } else {
+            "a list of tool and prompt names (* and ? match)"
+        });
     };
     if items.len() > MAX_PATTERNS {
         return Err("too many patterns");
     }
+    let longest = if resources { 1024 } else { 128 };
     let patterns = items
         .iter()
         .map(|v| match v.get_ref() {
-            DeValue::String(s) if !s.is_empty() && s.len() <= 128 => Ok(DeString::to_string(s)),
+            DeValue::String(s) if !s.is_empty() && s.len() <= longest => Ok(DeString::to_string(s)),
+            _ if resources => Err("patterns are strings of 1 to 1,024 characters"),
             _ => Err("patterns are strings of 1 to 128 characters"),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if key == "allow" {
-        rules.allow = Some(patterns);
-    } else {
-        rules.deny = Some(patterns);
-    }
+    let slot = match key {
+        "allow" => &mut rules.allow,
+        "deny" => &mut rules.deny,
+        "allow-resources" => &mut rules.allow_resources,
+        _ => &mut rules.deny_resources,
+    };
+    *slot = Some(patterns);
     Ok(())
 }
+
+/// The keys of a rule list, in a member table and in a principal's.
+pub const RULE_KEYS: [&str; 4] = ["allow", "deny", "allow-resources", "deny-resources"];
 
 /// A TOML value as JSON.
 fn json(v: &Spanned<DeValue<'_>>) -> Option<serde_json::Value> {

@@ -97,6 +97,15 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), resources.len(), "no URI twice: {resources:?}");
+    // The demo's `deny-resources` hides its binary resource (and its read is not found below).
+    assert!(
+        resources.iter().any(|r| r == "test://static-text"),
+        "{resources:?}"
+    );
+    assert!(
+        !resources.iter().any(|r| r == "test://static-binary"),
+        "{resources:?}"
+    );
 
     // The TypeScript SDK client: each upstream's echo and progress.
     for prefix in ["demo__", "ev__", "web__"] {
@@ -120,7 +129,7 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
     // Completions go where their prompt or template lives (a template's owner is learnt by
     // listing, here without the client listing first); a URI nobody has is not found.
     let plan = json!({
-        "reads": reads.iter().map(|r| r.as_str()).chain(["nope://x"]).collect::<Vec<_>>(),
+        "reads": reads.iter().map(|r| r.as_str()).chain(["nope://x", "test://static-binary"]).collect::<Vec<_>>(),
         "completions": [
             ["prompt", "ev__completable-prompt", "department", "E"],
             ["template", "demo://resource/dynamic/text/{resourceId}", "resourceId", "1"],
@@ -141,6 +150,15 @@ fn r15_federation_three_upstreams_namespaced_then_one_down() {
         .as_str()
         .unwrap_or_default();
     assert!(missing.contains("-32002"), "{out}");
+    let denied = out["reads"]["test://static-binary"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    // Denied at the demo, the URI is asked of the other upstreams, which do not have it
+    // (server-everything says so with its own -32602).
+    assert!(
+        denied.contains("not found"),
+        "denied reads as not found: {out}"
+    );
     for uri in &reads {
         assert!(
             out["reads"][uri.as_str()].get("error").is_none(),

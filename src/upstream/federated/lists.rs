@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 
 use super::members::Fed;
 use super::messages::{collect, copy, result_of, with_params};
-use super::{Federated, Member, policy};
+use super::policy::{self, Of};
+use super::{Federated, Member};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::upstream::{Call, Reply};
@@ -92,7 +93,7 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
                     true => policy::original(&f.members[i].policy, shown)?,
                     false => shown,
                 };
-                allowed(f, call, i, local).then_some((i, local))
+                allowed(f, call, i, Of::Names, local).then_some((i, local))
             });
             let Some((i, local)) = target else {
                 return Ok(err(-32602, &format!("Unknown {what}: {name}")));
@@ -107,7 +108,8 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
         "completion/complete" => {
             let r = params.get("ref").cloned().unwrap_or_else(|| json!({}));
             if let Some(name) = r.get("name").and_then(Value::as_str) {
-                let Some((i, local)) = route_name(f, name).filter(|&(i, l)| allowed(f, call, i, l))
+                let Some((i, local)) =
+                    route_name(f, name).filter(|&(i, l)| allowed(f, call, i, Of::Names, l))
                 else {
                     return Ok(err(-32602, &format!("Unknown prompt: {name}")));
                 };
@@ -126,15 +128,16 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
     }
 }
 
-/// True when the caller of `call` may see and call member `i`'s tool or prompt `local`.
-fn allowed(f: &Federated, call: &Call<'_>, i: usize, local: &str) -> bool {
+/// True when the caller of `call` may see and use member `i`'s tool or prompt `local`
+/// ([`Of::Names`]) or resource `local` ([`Of::Resources`]).
+fn allowed(f: &Federated, call: &Call<'_>, i: usize, of: Of, local: &str) -> bool {
     let rules = &f.members[i].policy;
     match call.session {
         // The era bridge's session, shared by every caller (`crate::bridge::legacy`).
         Some(s) if s.principal.is_none() && s.client == "bridge" => {
-            policy::allows_everyone(rules, local)
+            policy::allows_everyone(rules, of, local)
         }
-        s => policy::allows(rules, s.and_then(|s| s.principal.as_deref()), local),
+        s => policy::allows(rules, s.and_then(|s| s.principal.as_deref()), of, local),
     }
 }
 
@@ -167,11 +170,20 @@ fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply,
     if fed.owner(uri).is_none() && fed.first_index() {
         index(f, fed, call);
     }
+    let not_found = || {
+        let text = format!("Resource not found: {uri}");
+        Reply::Message(jsonrpc::error_body(call.msg.id.as_deref(), -32002, &text))
+    };
     if let Some(i) = fed.owner(uri) {
+        if !allowed(f, call, i, Of::Resources, uri) {
+            return Ok(not_found());
+        }
         return Ok(f.send(fed, i, msg(), call));
     }
     let mut first_error = None;
-    for i in (0..f.members.len()).filter(|&i| serving(f, fed, i, "resources")) {
+    for i in (0..f.members.len())
+        .filter(|&i| serving(f, fed, i, "resources") && allowed(f, call, i, Of::Resources, uri))
+    {
         let body = match collect(f.send(fed, i, msg(), call), call.deadline) {
             Ok(b) => b,
             Err(e) => {
@@ -183,10 +195,7 @@ fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply,
         }
         first_error.get_or_insert(body);
     }
-    Ok(Reply::Message(first_error.unwrap_or_else(|| {
-        let text = format!("Resource not found: {uri}");
-        jsonrpc::error_body(call.msg.id.as_deref(), -32002, &text)
-    })))
+    Ok(first_error.map_or_else(not_found, Reply::Message))
 }
 
 /// Learns who lists which resources and templates (first pages), for a session whose client
@@ -320,7 +329,7 @@ fn list(
                 continue;
             };
             if l.key == "name" {
-                if !allowed(f, call, i, &key) {
+                if !allowed(f, call, i, Of::Names, &key) {
                     continue;
                 }
                 let mut local = key.as_str();
@@ -332,7 +341,7 @@ fn list(
                     Some(n) => item[l.key] = Value::String(n),
                     None => continue,
                 }
-            } else if !fed.claim(&key, i) {
+            } else if !allowed(f, call, i, Of::Resources, &key) || !fed.claim(&key, i) {
                 continue;
             }
             items.push(item);

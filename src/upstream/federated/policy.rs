@@ -1,13 +1,17 @@
-//! Which tools and prompts of a member a principal may see and call.
+//! Which tools, prompts and resources of a member a principal may see and use.
 //!
 //! A member's `allow` (default: everything) and `deny` (default: nothing) are lists of names
 //! as the member knows them, with `*` (any run of characters) and `?` (one character); `deny`
-//! wins. `[upstream.NAME.principal."token:alice"]` gives one principal (`token:NAME`,
-//! `jwt:SUB`, `cert:CN`) its own `allow` and/or `deny`, each replacing the member's. A name
-//! that is not allowed is absent from lists and refused on call as unknown (`-32602`), never
-//! as forbidden. `[upstream.NAME.tools.TOOL]` renames a tool, replaces its description, and
-//! fixes argument values (left out of its schema, set on every call). The era bridge's shared session (2026-07-28 stateless requests) belongs to
-//! no principal: it gets only what every principal may have.
+//! wins. `allow-resources` and `deny-resources` do the same for its resources, matched
+//! against their URIs (a template: against its URI template text).
+//! `[upstream.NAME.principal."token:alice"]` gives one principal (`token:NAME`, `jwt:SUB`,
+//! `cert:CN`) its own lists, each replacing the member's. A name that is not allowed is absent
+//! from lists and refused on call as unknown (`-32602`), never as forbidden; a resource that
+//! is not allowed is absent from lists and not found (`-32002`) when read, subscribed to or
+//! completed. `[upstream.NAME.tools.TOOL]` renames a tool, replaces its description, and
+//! fixes argument values (left out of its schema, set on every call). The era bridge's shared
+//! session (2026-07-28 stateless requests) belongs to no principal: it gets only what every
+//! principal may have.
 
 use serde_json::Value;
 
@@ -106,32 +110,42 @@ fn any(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| glob(p, name))
 }
 
-/// True when `principal` may see and call member tool or prompt `name`.
-pub fn allows(policy: &PolicyConfig, principal: Option<&str>, name: &str) -> bool {
-    let own: Option<&RulesConfig> = principal.and_then(|p| {
-        policy
-            .principals
-            .iter()
-            .find(|(who, _)| who == p)
-            .map(|(_, r)| r)
-    });
-    let allow = own
-        .and_then(|r| r.allow.as_ref())
-        .or(policy.rules.allow.as_ref());
-    let deny = own
-        .and_then(|r| r.deny.as_ref())
-        .or(policy.rules.deny.as_ref());
+/// What a rule list is about: tool and prompt names, or resource URIs and URI templates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Of {
+    /// `allow` and `deny`.
+    Names,
+    /// `allow-resources` and `deny-resources`.
+    Resources,
+}
+
+fn lists(r: &RulesConfig, of: Of) -> (Option<&Vec<String>>, Option<&Vec<String>>) {
+    match of {
+        Of::Names => (r.allow.as_ref(), r.deny.as_ref()),
+        Of::Resources => (r.allow_resources.as_ref(), r.deny_resources.as_ref()),
+    }
+}
+
+/// True when `principal` may see and call member tool or prompt `name` ([`Of::Names`]), or
+/// see and read resource `name` (a URI, or a template's URI template: [`Of::Resources`]).
+pub fn allows(policy: &PolicyConfig, principal: Option<&str>, of: Of, name: &str) -> bool {
+    let own = principal
+        .and_then(|p| policy.principals.iter().find(|(who, _)| who == p))
+        .map(|(_, r)| lists(r, of));
+    let (allow, deny) = lists(&policy.rules, of);
+    let allow = own.and_then(|(a, _)| a).or(allow);
+    let deny = own.and_then(|(_, d)| d).or(deny);
     allow.is_none_or(|a| any(a, name)) && !deny.is_some_and(|d| any(d, name))
 }
 
 /// True when every principal, and anyone without rules of their own, may have `name`: what
 /// a caller the federation cannot name (the era bridge's shared session) is allowed.
-pub fn allows_everyone(policy: &PolicyConfig, name: &str) -> bool {
-    allows(policy, None, name)
+pub fn allows_everyone(policy: &PolicyConfig, of: Of, name: &str) -> bool {
+    allows(policy, None, of, name)
         && policy
             .principals
             .iter()
-            .all(|(who, _)| allows(policy, Some(who), name))
+            .all(|(who, _)| allows(policy, Some(who), of, name))
 }
 
 #[cfg(test)]
@@ -143,6 +157,7 @@ mod tests {
         RulesConfig {
             allow: allow.map(own),
             deny: deny.map(own),
+            ..RulesConfig::default()
         }
     }
 
@@ -180,9 +195,13 @@ mod tests {
             ("crash", false),
         ];
         for (name, want) in everyone {
-            assert_eq!(allows(&policy, None, name), want, "anyone: {name}");
             assert_eq!(
-                allows(&policy, Some("token:carol"), name),
+                allows(&policy, None, Of::Names, name),
+                want,
+                "anyone: {name}"
+            );
+            assert_eq!(
+                allows(&policy, Some("token:carol"), Of::Names, name),
                 want,
                 "carol: {name}"
             );
@@ -190,7 +209,7 @@ mod tests {
         // alice: her allow (everything), the member's deny.
         for (name, want) in [("crash", true), ("get-env", false)] {
             assert_eq!(
-                allows(&policy, Some("token:alice"), name),
+                allows(&policy, Some("token:alice"), Of::Names, name),
                 want,
                 "alice: {name}"
             );
@@ -198,15 +217,59 @@ mod tests {
         // bob: the member's allow, his deny.
         for (name, want) in [("echo", false), ("get-env", true), ("crash", false)] {
             assert_eq!(
-                allows(&policy, Some("token:bob"), name),
+                allows(&policy, Some("token:bob"), Of::Names, name),
                 want,
                 "bob: {name}"
             );
         }
-        assert!(allows(&PolicyConfig::default(), None, "anything"));
+        assert!(allows(
+            &PolicyConfig::default(),
+            None,
+            Of::Names,
+            "anything"
+        ));
         // The bridge's shared session: only what everyone may have.
-        assert!(!allows_everyone(&policy, "echo"), "bob may not");
-        assert!(allows_everyone(&policy, "get-sum"));
+        assert!(!allows_everyone(&policy, Of::Names, "echo"), "bob may not");
+        assert!(allows_everyone(&policy, Of::Names, "get-sum"));
+    }
+
+    #[test]
+    fn resource_lists_are_their_own() {
+        let policy = PolicyConfig {
+            rules: RulesConfig {
+                allow: Some(vec!["echo".into()]),
+                deny_resources: Some(vec!["file:///secret/*".into()]),
+                ..RulesConfig::default()
+            },
+            principals: vec![(
+                "token:ops".into(),
+                RulesConfig {
+                    deny_resources: Some(Vec::new()),
+                    ..RulesConfig::default()
+                },
+            )],
+            tools: Vec::new(),
+        };
+        let r = |who, uri| allows(&policy, who, Of::Resources, uri);
+        assert!(
+            r(None, "file:///docs/a"),
+            "the tool allow list does not apply"
+        );
+        assert!(!r(None, "file:///secret/key"));
+        assert!(
+            r(None, "file:///{path}"),
+            "a template is matched as its text"
+        );
+        assert!(
+            r(Some("token:ops"), "file:///secret/key"),
+            "ops' own deny list"
+        );
+        assert!(!allows(&policy, Some("token:ops"), Of::Names, "crash"));
+        assert!(!allows_everyone(
+            &policy,
+            Of::Resources,
+            "file:///secret/key"
+        ));
     }
 
     #[test]

@@ -137,11 +137,20 @@ struct Setup {
 }
 
 fn setup(members: Vec<(&str, &str, Fake)>) -> Setup {
+    setup_with(
+        members
+            .into_iter()
+            .map(|(n, p, f)| (member(n, p), f))
+            .collect(),
+    )
+}
+
+fn setup_with(members: Vec<(MemberConfig, Fake)>) -> Setup {
     let fed = Federated::new(
         "__".into(),
         members
             .into_iter()
-            .map(|(n, p, f)| (member(n, p), Arc::new(f) as Arc<dyn Upstream>))
+            .map(|(m, f)| (m, Arc::new(f) as Arc<dyn Upstream>))
             .collect(),
     );
     let init = Message::parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
@@ -247,6 +256,30 @@ fn resources_go_to_who_listed_them_first() {
 }
 
 #[test]
+fn r15_resource_policy_hides_and_refuses_as_not_found() {
+    let mut a = member("a", "a");
+    a.policy.rules.deny_resources = Some(vec!["mem://shared".into(), "mem://B/*".into()]);
+    let mut b = member("b", "b");
+    b.policy.rules.allow_resources = Some(vec!["mem://sh*".into()]);
+    let s = setup_with(vec![(a, fake("A", 1, false)), (b, fake("B", 1, false))]);
+    let list = s.ask("resources/list", json!({}));
+    // a's `mem://shared` is denied, so b's (allowed) is listed and answers for it.
+    assert_eq!(
+        names(&list, "resources", "uri"),
+        ["mem://A/0", "mem://shared"]
+    );
+    for (uri, by) in [("mem://shared", "B"), ("mem://other", "A")] {
+        let r = s.ask("resources/read", json!({ "uri": uri }));
+        assert_eq!(r["result"]["contents"][0]["text"], by, "{uri}: {r}");
+    }
+    // Listed by b but not allowed there, and denied at a (which would be asked next).
+    for method in ["resources/read", "resources/subscribe"] {
+        let r = s.ask(method, json!({"uri": "mem://B/0"}));
+        assert_eq!(r["error"]["code"], -32002, "{method}: not found: {r}");
+    }
+}
+
+#[test]
 fn a_member_that_is_down_is_left_out_and_named() {
     let s = setup(vec![
         ("a", "a", fake("A", 1, false)),
@@ -302,6 +335,7 @@ fn policies_hide_and_refuse_per_principal() {
         crate::config::RulesConfig {
             allow: None,
             deny: Some(vec![]),
+            ..Default::default()
         },
     ));
     let mut fed = Federated::new(
