@@ -74,6 +74,9 @@ pub struct Session {
     pub subscriptions: Mutex<std::collections::HashSet<String>>,
     /// The principal that created the session (authentication on); only it may use it.
     pub principal: Option<String>,
+    /// Its JWT's scopes, set once when the session is made ([`Session::set_scopes`]): tool
+    /// policy may name them.
+    scopes: std::sync::OnceLock<Arc<[String]>>,
     /// Whose quota the session counts against: `principal:<principal>`, or `ip:<address>`
     /// without authentication (the gate's client key).
     pub client: String,
@@ -117,6 +120,16 @@ impl Session {
     /// The first 8 characters of the id's random part, for logs.
     pub fn short_id(&self) -> &str {
         short_id(&self.id)
+    }
+
+    /// Sets the session's JWT scopes (once; later calls change nothing).
+    pub fn set_scopes(&self, scopes: Arc<[String]>) {
+        let _ = self.scopes.set(scopes);
+    }
+
+    /// Its principal's JWT scopes (none without a JWT).
+    pub fn scopes(&self) -> &[String] {
+        self.scopes.get().map_or(&[], |s| s)
     }
 
     /// Marks the session used now.
@@ -205,6 +218,7 @@ impl Session {
             streams: self.streams.share(),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
             principal: self.principal.clone(),
+            scopes: self.scopes.clone(),
             client: self.client.clone(),
             log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
             evicted: std::sync::atomic::AtomicBool::new(false),
@@ -544,6 +558,7 @@ impl Sessions {
             streams: Streams::new(self.replay, self.budget.clone()),
             subscriptions: Mutex::new(std::collections::HashSet::new()),
             principal,
+            scopes: std::sync::OnceLock::new(),
             client,
             log_level: std::sync::atomic::AtomicU8::new(LogLevel::UNSET),
             evicted: std::sync::atomic::AtomicBool::new(false),

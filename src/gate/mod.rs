@@ -48,6 +48,8 @@ pub struct Gatekeeper {
 pub struct Caller {
     /// The authenticated principal, when authentication is on.
     pub principal: Option<String>,
+    /// Its JWT's scopes (none otherwise): for tool policy.
+    pub scopes: std::sync::Arc<[String]>,
     /// The rate-limit key.
     key: String,
 }
@@ -102,26 +104,30 @@ impl Gatekeeper {
                         String::new()
                     },
                     principal: Some(principal),
+                    scopes: no_scopes(),
                 });
             }
             return Ok(Caller {
                 principal: None,
                 key: ip_key(),
+                scopes: no_scopes(),
             });
         };
         match auth.authenticate(req) {
             Ok(p) => Ok(Caller {
                 key: if limited {
-                    format!("principal:{}", p.0)
+                    format!("principal:{}", p.name)
                 } else {
                     String::new()
                 },
-                principal: Some(p.0),
+                principal: Some(p.name),
+                scopes: p.scopes,
             }),
             Err(d) => {
                 let anonymous = Caller {
                     principal: None,
                     key: ip_key(),
+                    scopes: no_scopes(),
                 };
                 self.charge(&anonymous, None)?;
                 if let Denial::Invalid(why) = &d {
@@ -277,4 +283,9 @@ impl Gatekeeper {
                 .with_body("text/plain", b"metrics token required\n".to_vec()),
         )
     }
+}
+
+/// The scopes of a caller without a JWT.
+fn no_scopes() -> std::sync::Arc<[String]> {
+    std::sync::Arc::from(Vec::new())
 }

@@ -272,6 +272,7 @@ impl Proxy {
             caller.principal.clone(),
             client,
         )?;
+        session.set_scopes(caller.scopes.clone());
         // With --limits-store, the client's quota across every instance (issue #17).
         let claimed =
             self.gate

@@ -389,6 +389,65 @@ fn r15_federation_policy_per_principal() {
     }
 }
 
+/// Policy by JWT scope: `[upstream.NAME.principal."scope:admin"]` applies to every JWT with
+/// that scope (whose principal has no table of its own); other tokens get the table's rules.
+#[test]
+fn r15_federation_policy_by_jwt_scope() {
+    let dir = TempDir::new("r15fed-scope");
+    let secret = "r15-secret-0123456789abcdef";
+    let key = dir.path().join("secret");
+    std::fs::write(&key, secret).expect("w");
+    let resource = "https://mcp.example.com/mcp";
+    let file = dir.path().join("scope.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "auth-jwt = true\njwt-secret-file = \"{}\"\nresource-url = \"{resource}\"\n\n\
+             [upstream.demo]\nstdio = \"{} demo-server\"\nallow = [\"echo\"]\n\n\
+             [upstream.demo.principal.\"scope:admin\"]\nallow = [\"echo\", \"test_simple_*\"]\n",
+            key.display(),
+            exe()
+        ),
+    )
+    .expect("w");
+    let p = demo_proxy(&["--config", &file.to_string_lossy()]);
+    shadowcat::internals::install_jwt_crypto();
+    let token = |sub: &str, scope: &str| {
+        let claims = json!({"sub": sub, "aud": resource, "scope": scope,
+            "exp": jsonwebtoken::get_current_timestamp() + 300});
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        jsonwebtoken::encode(&header, &claims, &key).expect("jwt")
+    };
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let simple = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__test_simple_text","arguments":{}}}"#;
+    for (who, scope, sees_simple) in [("ann", "read admin", true), ("ben", "read", false)] {
+        let t = token(who, scope);
+        let (r, _) = rpc(p.local_addr(), &t, None, INIT);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sid = r.header("mcp-session-id").expect("session").to_owned();
+        let (_, v) = rpc(p.local_addr(), &t, Some(&sid), list);
+        let names: Vec<&str> = v["result"]["tools"]
+            .as_array()
+            .expect("tools")
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(names.contains(&"demo__echo"), "{who}: {names:?}");
+        assert_eq!(
+            names.contains(&"demo__test_simple_text"),
+            sees_simple,
+            "{who}: {names:?}"
+        );
+        let (_, v) = rpc(p.local_addr(), &t, Some(&sid), simple);
+        if sees_simple {
+            assert!(v.get("result").is_some(), "{who}: {v}");
+        } else {
+            assert_eq!(v["error"]["code"], -32602, "{who}: refused as unknown: {v}");
+        }
+    }
+}
+
 /// Conformance 0.1.16 (active server suite) through a federation of one upstream, the demo,
 /// with `prefix = ""`: the federation is transparent, every scenario passes as in front of
 /// the demo alone (`conformance::conformance_demo_stdio_shared`).

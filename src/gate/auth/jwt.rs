@@ -24,7 +24,7 @@ pub(super) struct Jwt {
     issuer: Option<String>,
     leeway: Duration,
     /// Tokens that passed every check: principal, usable until (unix seconds), when checked.
-    verified: Mutex<std::collections::HashMap<Box<str>, (String, u64, Instant)>>,
+    verified: Mutex<std::collections::HashMap<Box<str>, (Principal, u64, Instant)>>,
 }
 
 enum JwksSource {
@@ -139,7 +139,7 @@ impl Auth {
             && now < *until
             && at.elapsed() < JWT_CACHE_TTL
         {
-            return Ok(Principal(p.clone()));
+            return Ok(p.clone());
         }
         let (principal, exp) = self.verify_jwt(jwt, token)?;
         let mut c = cache();
@@ -150,7 +150,7 @@ impl Auth {
             }
         }
         let until = exp.saturating_add(jwt.leeway.as_secs());
-        c.insert(token.into(), (principal.0.clone(), until, Instant::now()));
+        c.insert(token.into(), (principal.clone(), until, Instant::now()));
         Ok(principal)
     }
 
@@ -215,8 +215,17 @@ impl Auth {
             return Err(Denial::Scope(self.required_scopes.join(" ")));
         }
         // `exp` is a required claim, so it is there; 0 would only make the cache entry useless.
+        let kept: Vec<String> = scopes
+            .iter()
+            .filter(|s| s.len() <= super::MAX_SCOPE_LEN)
+            .take(super::MAX_SCOPES)
+            .map(|s| (*s).to_owned())
+            .collect();
         Ok((
-            Principal(format!("jwt:{sub}")),
+            Principal {
+                name: format!("jwt:{sub}"),
+                scopes: kept.into(),
+            },
             data.claims.exp.unwrap_or(0),
         ))
     }

@@ -113,7 +113,29 @@ impl AuthConfig {
 
 /// Who a request comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal(pub String);
+pub struct Principal {
+    /// `token:NAME` or `jwt:SUB`.
+    pub name: String,
+    /// A JWT's scopes (`scope`, `scp`), at most [`MAX_SCOPES`] of at most [`MAX_SCOPE_LEN`]
+    /// bytes (the rest are ignored); none for a static token. Tool policy may name them
+    /// (`crate::upstream::federated`).
+    pub scopes: std::sync::Arc<[String]>,
+}
+
+/// Scopes of one JWT kept for policy, at most.
+pub const MAX_SCOPES: usize = 64;
+/// Longest scope kept for policy.
+pub const MAX_SCOPE_LEN: usize = 128;
+
+impl Principal {
+    /// A principal without scopes.
+    pub fn named(name: String) -> Principal {
+        Principal {
+            name,
+            scopes: std::sync::Arc::from(Vec::new()),
+        }
+    }
+}
 
 /// The authenticator: built once at start-up, shared by all workers.
 pub struct Auth {
@@ -172,7 +194,7 @@ impl Auth {
             }
         }
         if let Some(name) = found {
-            return Ok(Principal(format!("token:{name}")));
+            return Ok(Principal::named(format!("token:{name}")));
         }
         match &self.jwt {
             Some(jwt) if token.split('.').count() == 3 => self.check_jwt(jwt, token),

@@ -104,11 +104,13 @@ fn good() -> Value {
     json!({"iss": "https://issuer.example", "scope": "read mcp"})
 }
 
-fn check(a: &Auth, token: &str) -> Result<Principal, Denial> {
+/// The principal's name a token authenticates as.
+fn check(a: &Auth, token: &str) -> Result<String, Denial> {
     a.authenticate(&request(&[&format!("Bearer {token}")]))
+        .map(|p| p.name)
 }
 
-fn invalid(why: &str) -> Result<Principal, Denial> {
+fn invalid(why: &str) -> Result<String, Denial> {
     Err(Denial::Invalid(why.into()))
 }
 
@@ -133,14 +135,14 @@ fn static_tokens() {
         ..AuthConfig::default()
     };
     let a = Auth::new(&cfg, RESOURCE.into()).unwrap();
-    let p = |v: &[&str]| a.authenticate(&request(v));
+    let p = |v: &[&str]| a.authenticate(&request(v)).map(|p| p.name);
     assert_eq!(
         p(&["Bearer 0123456789abcdef"]),
-        Ok(Principal("token:alice".into()))
+        Ok("token:alice".to_owned())
     );
     assert_eq!(
         p(&["bearer   fedcba9876543210 "]),
-        Ok(Principal("token:bob".into()))
+        Ok("token:bob".to_owned())
     );
     assert_eq!(p(&["Bearer 0123456789abcdeX"]), invalid("unknown token"));
     assert_eq!(p(&[]), Err(Denial::Missing));
@@ -159,7 +161,7 @@ fn static_tokens() {
 fn jwt_claims() {
     let d = dir();
     let a = jwt_auth(&d, fixture("jwks.json"), JWKS_MIN_REFRESH);
-    let ok = Ok(Principal("jwt:alice".into()));
+    let ok = Ok("jwt:alice".to_owned());
     assert_eq!(check(&a, &hs256(&claims(good()))), ok);
     let with = |v: Value| {
         let mut c = claims(good());
@@ -236,7 +238,7 @@ fn jwt_keys_from_a_set() {
     let d = dir();
     let a = jwt_auth(&d, fixture("jwks.json"), JWKS_MIN_REFRESH);
     let c = claims(good());
-    let ok = Ok(Principal("jwt:alice".into()));
+    let ok = Ok("jwt:alice".to_owned());
     assert_eq!(
         check(&a, &signed(Algorithm::RS256, "rsa1", "rsa1.pem", &c)),
         ok
@@ -283,12 +285,8 @@ fn a_remembered_token_still_expires() {
     let a = Auth::new(&cfg, RESOURCE.into()).unwrap();
     let exp = now() + 1;
     let t = hs256(&claims(json!({"exp": exp})));
-    assert_eq!(check(&a, &t), Ok(Principal("jwt:alice".into())));
-    assert_eq!(
-        check(&a, &t),
-        Ok(Principal("jwt:alice".into())),
-        "from the cache"
-    );
+    assert_eq!(check(&a, &t), Ok("jwt:alice".to_owned()));
+    assert_eq!(check(&a, &t), Ok("jwt:alice".to_owned()), "from the cache");
     let deadline = Instant::now() + Duration::from_secs(3);
     while now() <= exp && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -310,13 +308,13 @@ fn jwks_is_reread_for_an_unknown_kid() {
     std::fs::copy(fixture("jwks.json"), &jwks).unwrap();
     let fast = jwt_auth(&d, jwks.clone(), Duration::ZERO);
     std::fs::copy(fixture("jwks-rsa2.json"), &jwks).unwrap();
-    assert_eq!(check(&fast, &rotated), Ok(Principal("jwt:alice".into())));
+    assert_eq!(check(&fast, &rotated), Ok("jwt:alice".to_owned()));
     // A broken file fails the re-read an unknown kid asks for, and the keys already
     // loaded stay.
     std::fs::write(&jwks, "not json").unwrap();
     let old = signed(Algorithm::RS256, "rsa1", "rsa1.pem", &claims(good()));
     assert_eq!(check(&fast, &old), invalid("unknown key id"));
-    assert_eq!(check(&fast, &rotated), Ok(Principal("jwt:alice".into())));
+    assert_eq!(check(&fast, &rotated), Ok("jwt:alice".to_owned()));
 }
 
 #[test]
@@ -391,4 +389,34 @@ fn token_compare() {
     assert!(constant_time_eq(b"abc", b"abc"));
     assert!(!constant_time_eq(b"abc", b"abd"));
     assert!(!constant_time_eq(b"abc", b"ab"));
+}
+
+#[test]
+fn r15_jwt_scopes_are_kept_for_policy_and_static_tokens_have_none() {
+    let d = dir();
+    let secret = d.0.join("secret");
+    std::fs::write(&secret, [SECRET, b"\n"].concat()).unwrap();
+    let tokens = d.0.join("tokens");
+    std::fs::write(&tokens, "static-token-0123456789 ops\n").unwrap();
+    let cfg = AuthConfig {
+        jwt: true,
+        jwt_secret_file: Some(secret),
+        tokens_file: Some(tokens),
+        algorithms: vec![Algorithm::HS256],
+        leeway: Duration::from_secs(30),
+        ..AuthConfig::default()
+    };
+    let a = Auth::new(&cfg, RESOURCE.into()).unwrap();
+    let long = "x".repeat(MAX_SCOPE_LEN + 1);
+    let t = hs256(&claims(json!({"scope": format!("read {long} admin")})));
+    let who = |t: &str| a.authenticate(&request(&[&format!("Bearer {t}")])).unwrap();
+    let p = who(&t);
+    assert_eq!(p.name, "jwt:alice");
+    assert_eq!(
+        &p.scopes[..],
+        ["read", "admin"],
+        "too long a scope is left out"
+    );
+    assert_eq!(who(&t), p, "the same from the cache");
+    assert!(who("static-token-0123456789").scopes.is_empty());
 }

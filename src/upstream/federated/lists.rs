@@ -137,7 +137,14 @@ fn allowed(f: &Federated, call: &Call<'_>, i: usize, of: Of, local: &str) -> boo
         Some(s) if s.principal.is_none() && s.client == "bridge" => {
             policy::allows_everyone(rules, of, local)
         }
-        s => policy::allows(rules, s.and_then(|s| s.principal.as_deref()), of, local),
+        Some(s) => {
+            let who = policy::Who {
+                principal: s.principal.as_deref(),
+                scopes: s.scopes(),
+            };
+            policy::allows(rules, who, of, local)
+        }
+        None => policy::allows(rules, policy::Who::default(), of, local),
     }
 }
 

@@ -5,7 +5,9 @@
 //! wins. `allow-resources` and `deny-resources` do the same for its resources, matched
 //! against their URIs (a template: against its URI template text).
 //! `[upstream.NAME.principal."token:alice"]` gives one principal (`token:NAME`, `jwt:SUB`,
-//! `cert:CN`) its own lists, each replacing the member's. A name that is not allowed is absent
+//! `cert:CN`) its own lists, each replacing the member's; `"scope:admin"` gives them to
+//! every JWT with that scope whose principal has no table of its own (the first such scope
+//! in the file's order wins). A name that is not allowed is absent
 //! from lists and refused on call as unknown (`-32602`), never as forbidden; a resource that
 //! is not allowed is absent from lists and not found (`-32002`) when read, subscribed to or
 //! completed. `[upstream.NAME.tools.TOOL]` renames a tool, replaces its description, and
@@ -126,12 +128,43 @@ fn lists(r: &RulesConfig, of: Of) -> (Option<&Vec<String>>, Option<&Vec<String>>
     }
 }
 
-/// True when `principal` may see and call member tool or prompt `name` ([`Of::Names`]), or
-/// see and read resource `name` (a URI, or a template's URI template: [`Of::Resources`]).
-pub fn allows(policy: &PolicyConfig, principal: Option<&str>, of: Of, name: &str) -> bool {
-    let own = principal
-        .and_then(|p| policy.principals.iter().find(|(who, _)| who == p))
-        .map(|(_, r)| lists(r, of));
+/// Who asks: a principal (`token:NAME`, `jwt:SUB`, `cert:CN`) and its JWT's scopes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Who<'a> {
+    pub principal: Option<&'a str>,
+    pub scopes: &'a [String],
+}
+
+impl<'a> Who<'a> {
+    /// Just a principal, without scopes.
+    pub fn named(principal: &'a str) -> Who<'a> {
+        Who {
+            principal: Some(principal),
+            scopes: &[],
+        }
+    }
+}
+
+/// The rules of a principal table that apply to `who`: its own (`"token:alice"`), else the
+/// first, in the file's order, of its scopes' (`"scope:admin"`).
+fn own<'p>(policy: &'p PolicyConfig, who: Who<'_>) -> Option<&'p RulesConfig> {
+    let named = who
+        .principal
+        .and_then(|p| policy.principals.iter().find(|(k, _)| k == p));
+    named
+        .or_else(|| {
+            policy.principals.iter().find(|(k, _)| {
+                k.strip_prefix("scope:")
+                    .is_some_and(|s| who.scopes.iter().any(|have| have == s))
+            })
+        })
+        .map(|(_, r)| r)
+}
+
+/// True when `who` may see and call member tool or prompt `name` ([`Of::Names`]), or see and
+/// read resource `name` (a URI, or a template's URI template: [`Of::Resources`]).
+pub fn allows(policy: &PolicyConfig, who: Who<'_>, of: Of, name: &str) -> bool {
+    let own = own(policy, who).map(|r| lists(r, of));
     let (allow, deny) = lists(&policy.rules, of);
     let allow = own.and_then(|(a, _)| a).or(allow);
     let deny = own.and_then(|(_, d)| d).or(deny);
@@ -141,11 +174,18 @@ pub fn allows(policy: &PolicyConfig, principal: Option<&str>, of: Of, name: &str
 /// True when every principal, and anyone without rules of their own, may have `name`: what
 /// a caller the federation cannot name (the era bridge's shared session) is allowed.
 pub fn allows_everyone(policy: &PolicyConfig, of: Of, name: &str) -> bool {
-    allows(policy, None, of, name)
-        && policy
-            .principals
-            .iter()
-            .all(|(who, _)| allows(policy, Some(who), of, name))
+    allows(policy, Who::default(), of, name)
+        && policy.principals.iter().all(|(key, _)| {
+            let scope = key.strip_prefix("scope:").map(|s| [s.to_owned()]);
+            let who = match &scope {
+                Some(s) => Who {
+                    principal: None,
+                    scopes: s,
+                },
+                None => Who::named(key),
+            };
+            allows(policy, who, of, name)
+        })
 }
 
 #[cfg(test)]
@@ -196,12 +236,12 @@ mod tests {
         ];
         for (name, want) in everyone {
             assert_eq!(
-                allows(&policy, None, Of::Names, name),
+                allows(&policy, Who::default(), Of::Names, name),
                 want,
                 "anyone: {name}"
             );
             assert_eq!(
-                allows(&policy, Some("token:carol"), Of::Names, name),
+                allows(&policy, Who::named("token:carol"), Of::Names, name),
                 want,
                 "carol: {name}"
             );
@@ -209,7 +249,7 @@ mod tests {
         // alice: her allow (everything), the member's deny.
         for (name, want) in [("crash", true), ("get-env", false)] {
             assert_eq!(
-                allows(&policy, Some("token:alice"), Of::Names, name),
+                allows(&policy, Who::named("token:alice"), Of::Names, name),
                 want,
                 "alice: {name}"
             );
@@ -217,20 +257,54 @@ mod tests {
         // bob: the member's allow, his deny.
         for (name, want) in [("echo", false), ("get-env", true), ("crash", false)] {
             assert_eq!(
-                allows(&policy, Some("token:bob"), Of::Names, name),
+                allows(&policy, Who::named("token:bob"), Of::Names, name),
                 want,
                 "bob: {name}"
             );
         }
         assert!(allows(
             &PolicyConfig::default(),
-            None,
+            Who::default(),
             Of::Names,
             "anything"
         ));
         // The bridge's shared session: only what everyone may have.
         assert!(!allows_everyone(&policy, Of::Names, "echo"), "bob may not");
         assert!(allows_everyone(&policy, Of::Names, "get-sum"));
+    }
+
+    #[test]
+    fn scopes_pick_rules_when_the_principal_has_none_of_its_own() {
+        let policy = PolicyConfig {
+            rules: rules(Some(&["echo"]), None),
+            principals: vec![
+                ("jwt:carol".into(), rules(Some(&["get-*"]), None)),
+                ("scope:admin".into(), rules(Some(&["*"]), None)),
+                ("scope:read".into(), rules(Some(&["get-*", "echo"]), None)),
+            ],
+            tools: Vec::new(),
+        };
+        let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (admin, read, none) = (scopes(&["read", "admin"]), scopes(&["read"]), scopes(&[]));
+        let who = |p, s| Who {
+            principal: Some(p),
+            scopes: s,
+        };
+        let may = |w, name| allows(&policy, w, Of::Names, name);
+        // The first scope rule in the file's order that the token has (admin before read).
+        assert!(may(who("jwt:dave", &admin), "crash"));
+        assert!(may(who("jwt:dave", &read), "get-sum"));
+        assert!(!may(who("jwt:dave", &read), "crash"));
+        assert!(!may(who("jwt:dave", &none), "get-sum"), "the table's rules");
+        // A principal's own rules win over its scopes'.
+        assert!(!may(who("jwt:carol", &admin), "crash"));
+        assert!(may(who("jwt:carol", &admin), "get-sum"));
+        // The bridge's shared session: what the table and every principal and scope allow.
+        assert!(!allows_everyone(&policy, Of::Names, "crash"));
+        assert!(
+            !allows_everyone(&policy, Of::Names, "echo"),
+            "carol may not"
+        );
     }
 
     #[test]
@@ -252,19 +326,24 @@ mod tests {
         };
         let r = |who, uri| allows(&policy, who, Of::Resources, uri);
         assert!(
-            r(None, "file:///docs/a"),
+            r(Who::default(), "file:///docs/a"),
             "the tool allow list does not apply"
         );
-        assert!(!r(None, "file:///secret/key"));
+        assert!(!r(Who::default(), "file:///secret/key"));
         assert!(
-            r(None, "file:///{path}"),
+            r(Who::default(), "file:///{path}"),
             "a template is matched as its text"
         );
         assert!(
-            r(Some("token:ops"), "file:///secret/key"),
+            r(Who::named("token:ops"), "file:///secret/key"),
             "ops' own deny list"
         );
-        assert!(!allows(&policy, Some("token:ops"), Of::Names, "crash"));
+        assert!(!allows(
+            &policy,
+            Who::named("token:ops"),
+            Of::Names,
+            "crash"
+        ));
         assert!(!allows_everyone(
             &policy,
             Of::Resources,

@@ -17,6 +17,12 @@ pub fn config(args: &[&str]) -> Config {
         all.extend(["--bind", "127.0.0.1:0"]);
     }
     all.extend(args);
+    // As `main` does: `--config FILE` stands for the file's flags.
+    let given: Vec<String> = all[1..].iter().map(|a| a.to_string()).collect();
+    let flags = shadowcat::expand_config_file(&given).expect("config file valid");
+    let all: Vec<&str> = std::iter::once("reverse")
+        .chain(flags.iter().map(String::as_str))
+        .collect();
     let cli = Cli::from_args(&["shadowcat"], &all).expect("flags parse");
     match cli.command {
         Sub::Reverse(r) => r.into_config(exe()).expect("config valid"),
