@@ -68,7 +68,7 @@ struct Replica {
     up: HttpUpstream,
     breaker: Mutex<Breaker>,
     inflight: AtomicUsize,
-    /// Upstream sessions open on it.
+    /// Upstream sessions open on it since its last ejection.
     sessions: AtomicUsize,
     /// Milliseconds since the set was made of its last answer or request sent (0: none).
     active_ms: AtomicU64,
@@ -263,6 +263,8 @@ impl Set {
                 *lock(&r.last_error) = Some(why.clone());
                 let mut b = lock(&r.breaker);
                 if b.failure(Instant::now()) {
+                    // Its sessions are lost (their generation is behind now).
+                    r.sessions.store(0, Ordering::Relaxed);
                     log::warn!(
                         "upstream {}: replica {} ejected after {} failures in a row ({why}); \
                          probed again in {:?}",
@@ -387,15 +389,20 @@ impl Upstream for ReplicaSet {
         if lock(&session.binding.upstream_id).is_none() {
             return;
         }
+        let current = {
+            let b = lock(&r.breaker);
+            b.closed() && b.ejections() == session.binding.generation
+        };
+        if !current {
+            // Lost with an ejection, which forgot it: the replica is not asked to end it
+            // (it would only fail, slowly if it hangs).
+            lock(&session.binding.upstream_id).take();
+            return;
+        }
         let _ = r
             .sessions
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
-        // An ejected replica is not asked to end it (it would only fail, slowly if it hangs).
-        if lock(&r.breaker).closed() {
-            r.up.close(session);
-        } else {
-            lock(&session.binding.upstream_id).take();
-        }
+        r.up.close(session);
     }
 
     fn attach(&self, session: &Arc<Session>) {

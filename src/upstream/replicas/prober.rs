@@ -140,12 +140,13 @@ impl Set {
                 let mut b = lock(&r.breaker);
                 b.probed(false, Instant::now());
                 *lock(&r.last_error) = Some(format!("probe: {e}"));
+                let next = b.reopens_at().map_or(Duration::ZERO, |t| {
+                    t.saturating_duration_since(Instant::now())
+                });
                 log::debug!(
-                    "upstream {}: replica {} still down ({e}); next probe in {:?}",
+                    "upstream {}: replica {} still down ({e}); next probe in {next:?}",
                     self.name,
-                    r.url,
-                    b.reopens_at()
-                        .map(|t| t.saturating_duration_since(Instant::now()))
+                    r.url
                 );
             }
             (Why::Health, Ok(())) => self.record(i, &Verdict::Answered),
