@@ -233,3 +233,42 @@ fn r15_replica_member_urls_from_the_file_with_one_dead() {
     let up = format!("shadowcat_upstream_replica_up{{upstream=\"web\",replica=\"{dead}\"}}");
     assert_eq!(metric(addr, &up), Some(0.0));
 }
+
+#[test]
+fn r15_replica_member_session_reopens_on_the_live_replica() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = everything_on(port_a);
+    let b = everything_on(port_b);
+    let (url_a, url_b) = (
+        format!("http://127.0.0.1:{port_a}/mcp"),
+        format!("http://127.0.0.1:{port_b}/mcp"),
+    );
+    let dir = TempDir::new("r15-replicas-member");
+    let file = dir.path().join("member.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[upstream.web]\nurl = [\"{url_a}\", \"{url_b}\"]\nreplica-probe-interval = \
+             \"60s\"\n\n[upstream.demo]\nstdio = \"{} demo-server\"\n",
+            exe()
+        ),
+    )
+    .expect("write");
+    let file = file.to_string_lossy().into_owned();
+    let p = demo_proxy(&["--config", &file, "--admin-bind", "127.0.0.1:0"]);
+    let (addr, admin) = (p.local_addr(), p.admin_addr().expect("admin"));
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"web__echo","arguments":{"message":"moved"}}}"#;
+    // Two client sessions: their member sessions land one on each replica.
+    let sids: Vec<String> = (0..2).map(|_| Conn::open(addr).initialize()).collect();
+    for url in [&url_a, &url_b] {
+        assert_eq!(replica(admin, url)["sessions"], 1, "{url}");
+    }
+    drop(b);
+    // The client sessions stay; the one whose member session was on B is re-opened on A
+    // and its call tried again.
+    for sid in &sids {
+        let r = post(addr, Some(sid), call);
+        assert!(echoed(&r, "moved"), "{sid}: {} {}", r.status, r.text());
+    }
+    assert_eq!(replica(admin, &url_a)["sessions"], 2);
+}
