@@ -106,6 +106,32 @@ mod tests {
     }
 
     #[test]
+    fn repeated_upstream_flags_are_replicas() {
+        use argh::FromArgs;
+        let args = [
+            "reverse",
+            "--upstream",
+            "http://a:1/mcp",
+            "--upstream",
+            "http://b:2/mcp",
+            "--replica-failures",
+            "1",
+        ];
+        let cli = crate::Cli::from_args(&["shadowcat"], &args).expect("flags");
+        let crate::Command::Reverse(r) = cli.command else {
+            panic!("reverse")
+        };
+        let c = r.into_config("/bin/shadowcat").expect("valid");
+        let crate::config::UpstreamConfig::Http(h) = &c.upstream else {
+            panic!("{:?}", c.upstream)
+        };
+        assert_eq!(h.url, "http://a:1/mcp");
+        assert_eq!(h.replicas, ["http://b:2/mcp"]);
+        assert_eq!(h.breaker.failures, 1);
+        assert_eq!(c.upstream.name(), "a:1+1");
+    }
+
+    #[test]
     fn knobs_are_checked() {
         let k = |failures, backoff, max, every| Knobs {
             failures,
