@@ -288,9 +288,11 @@ impl Set {
         ))
     }
 
-    /// Sends `call` (stateless, or an `initialize`) to a chosen replica with `send`; a
-    /// request never delivered goes to the next one. Returns the replica that answered, what
-    /// it answered (whose [`Reply`] is `reply_of` it) and its hold in flight.
+    /// Sends `call` (stateless, or an `initialize`: `for_session`) to a chosen replica with
+    /// `send`; a request never delivered goes to the next one, and so does an `initialize`
+    /// answered with a 5xx (it opened nothing; the last such answer is returned when every
+    /// replica gave one). Returns the replica that answered, what it answered (whose
+    /// [`Reply`] is `reply_of` it) and its hold in flight.
     fn dispatch<T>(
         self: &Arc<Self>,
         call: Call<'_>,
@@ -300,6 +302,7 @@ impl Set {
     ) -> Result<(usize, T, Busy), Error> {
         let mut tried = 0u64;
         let mut last = None;
+        let mut refused_init = None;
         while let Some(i) = self.choose(tried, for_session) {
             tried |= 1 << i;
             let busy = self.busy(i);
@@ -310,8 +313,11 @@ impl Set {
                 headers: call.headers.clone(),
             };
             let r = send(&self.replicas[i].up, attempt);
-            self.record(i, &verdict(r.as_ref().map(&reply_of)));
+            let v = verdict(r.as_ref().map(&reply_of));
+            let failed = matches!(v, Verdict::Failed(_));
+            self.record(i, &v);
             match r {
+                Ok(t) if failed && for_session => refused_init = Some((i, t, busy)),
                 Ok(t) => return Ok((i, t, busy)),
                 Err(e) if undelivered(&e) => {
                     log::debug!(
@@ -323,6 +329,9 @@ impl Set {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(answer) = refused_init {
+            return Ok(answer);
         }
         Err(last.unwrap_or_else(|| self.none_left()))
     }

@@ -138,3 +138,62 @@ fn a_session_on_an_ejected_replica_is_lost() {
     assert_eq!(set.replicas()[1].sessions, 0);
     set.shutdown(Duration::from_millis(100));
 }
+
+/// A loopback server answering each of its first `n` requests with `response`.
+fn fixture(response: &'static str, n: usize) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/mcp", l.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for s in l.incoming().take(n) {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().expect("clone"));
+            let mut len = 0usize;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            let _ = r.read_exact(&mut body);
+            let _ = s.write_all(response.as_bytes());
+        }
+    });
+    url
+}
+
+#[test]
+fn an_initialize_answered_5xx_goes_to_the_next_replica() {
+    let bad = fixture(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        4,
+    );
+    let good = fixture(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: s1\r\n\
+         Content-Length: 36\r\nConnection: close\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}",
+        4,
+    );
+    let set = set_of(vec![bad, good], 3);
+    let init = || Call {
+        msg: crate::jsonrpc::Message::parse(
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+        )
+        .expect("message"),
+        ..ping()
+    };
+    // The second goes to the replica with fewer sessions first: the failing one.
+    for _ in 0..2 {
+        let (binding, reply) = set.initialize(init()).expect("initialized");
+        assert_eq!(binding.child, 1);
+        assert_eq!(lock(&binding.upstream_id).as_deref(), Some("s1"));
+        assert!(matches!(reply, Reply::Message(_)));
+    }
+    let shown = set.replicas();
+    assert!(shown[0].failures >= 1, "{shown:?}");
+    assert_eq!(shown[0].last_error.as_deref(), Some("answered 503"));
+    assert_eq!(shown[1].sessions, 2);
+    set.shutdown(Duration::from_millis(100));
+}
