@@ -3,7 +3,8 @@
 //!
 //! Owns: [`ReplicaSet`], an [`Upstream`] over up to 64 [`HttpUpstream`]s (each with its own
 //! r2d2 pool), the choice of replica (here), each replica's breaker (`breaker.rs`) and the one
-//! prober thread of the set (`prober.rs`). Must not touch: how a replica speaks HTTP (only
+//! prober thread of the set (`prober.rs`), what an exchange says about a replica
+//! (`verdict.rs`). Must not touch: how a replica speaks HTTP (only
 //! [`HttpUpstream`]'s [`Upstream`] methods and its `probe`) or the client side.
 //!
 //! * **Choice.** A stateless (2026-07-28) request goes to the closed replica with the fewest
@@ -28,6 +29,7 @@
 
 mod breaker;
 mod prober;
+mod verdict;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,7 @@ use crate::upstream::http::HttpUpstream;
 use crate::upstream::{Call, MessageStream, Operate, Poll, PoolInfo, Reply, Upstream};
 use crate::util::lock;
 use breaker::Breaker;
+use verdict::{Verdict, undelivered, verdict};
 
 /// At most this many replicas (`--upstream` given up to 64 times).
 pub const MAX_REPLICAS: usize = 64;
@@ -73,60 +76,6 @@ struct Replica {
     /// Milliseconds since the set was made of its last answer or request sent (0: none).
     active_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
-}
-
-/// How one exchange with a replica went, for its breaker.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    /// An answer (any status below 500, a JSON-RPC error, a lost session).
-    Answered,
-    /// No connection, a timeout, or a 5xx: counts.
-    Failed(String),
-    /// Says nothing about the replica (no pool slot free, garbage in a body).
-    Neutral,
-}
-
-fn verdict(r: Result<&Reply, &Error>) -> Verdict {
-    match r {
-        Ok(Reply::Relay { status, .. }) if *status >= 500 => {
-            Verdict::Failed(format!("answered {status}"))
-        }
-        Ok(_) | Err(Error::UpstreamSessionLost) => Verdict::Answered,
-        Err(e @ (Error::UpstreamUnreachable { .. } | Error::Timeout)) => {
-            Verdict::Failed(e.to_string())
-        }
-        Err(e @ Error::UpstreamStatus { status, .. }) if *status >= 500 => {
-            Verdict::Failed(e.to_string())
-        }
-        Err(_) => Verdict::Neutral,
-    }
-}
-
-/// True when the request surely never reached the server: the connection was refused (or
-/// the name did not resolve), so it may go to another replica.
-fn undelivered(e: &Error) -> bool {
-    let Error::UpstreamUnreachable { source, .. } = e else {
-        return false;
-    };
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
-    while let Some(err) = cur {
-        if let Some(u) = err.downcast_ref::<ureq::Error>() {
-            match u {
-                ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => return true,
-                ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return true;
-                }
-                _ => {}
-            }
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// Holds one request in flight on a replica until dropped.
