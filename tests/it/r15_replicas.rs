@@ -272,3 +272,55 @@ fn r15_replica_member_session_reopens_on_the_live_replica() {
     }
     assert_eq!(replica(admin, &url_a)["sessions"], 2);
 }
+
+/// A 2026-07-28 `tools/call` of server-everything's long-running operation (1 s, 1 step).
+fn modern_slow(addr: SocketAddr, id: u64) -> Resp {
+    let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{
+        "name":"trigger-long-running-operation","arguments":{"duration":1,"steps":1},
+        "_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+                 "io.modelcontextprotocol/clientCapabilities":{}}}});
+    let h = [
+        ("MCP-Protocol-Version", "2026-07-28"),
+        ("Mcp-Method", "tools/call"),
+        ("Mcp-Name", "trigger-long-running-operation"),
+    ];
+    post_with(addr, &h, None, &body.to_string())
+}
+
+#[test]
+fn r15_replica_stateless_calls_survive_many_bridge_sessions_on_the_dead_replica() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = everything_on(port_a);
+    let b = everything_on(port_b);
+    let (url_a, url_b) = (
+        format!("http://127.0.0.1:{port_a}/mcp"),
+        format!("http://127.0.0.1:{port_b}/mcp"),
+    );
+    let p = demo_proxy(&[
+        "--upstream",
+        &url_a,
+        "--upstream",
+        &url_b,
+        "--replica-probe-interval",
+        "60s",
+        "--admin-bind",
+        "127.0.0.1:0",
+    ]);
+    let (addr, admin) = (p.local_addr(), p.admin_addr().expect("admin"));
+    // Eight calls at once: the era bridge opens a session for each, spread over both replicas.
+    let calls: Vec<_> = (0..8)
+        .map(|id| std::thread::spawn(move || modern_slow(addr, id)))
+        .collect();
+    for c in calls {
+        let r = c.join().expect("call");
+        assert!(echoed(&r, "completed"), "{} {}", r.status, r.text());
+    }
+    let on_b = replica(admin, &url_b)["sessions"].as_u64().unwrap_or(0);
+    assert!(on_b >= 3, "bridge sessions on B: {on_b}");
+    drop(b);
+    // Each call may find one of B's idle bridge sessions first: none fails for it.
+    for id in 10..20 {
+        let r = modern_echo(addr, id);
+        assert!(echoed(&r, "stateless"), "{id}: {} {}", r.status, r.text());
+    }
+}
