@@ -24,8 +24,10 @@ use crate::proxy::Proxy;
 use crate::session::Sessions;
 use crate::tape::{self, Auditor, Recorder, Redactor};
 use crate::upstream::Upstream;
+use crate::upstream::counted::Counted;
 use crate::upstream::federated::Federated;
 use crate::upstream::http::HttpUpstream;
+use crate::upstream::replicas::ReplicaSet;
 use crate::upstream::stdio::dedicated::DedicatedUpstream;
 use crate::upstream::stdio::shared::StdioUpstream;
 use crate::util::lock;
@@ -56,6 +58,9 @@ fn build_upstream(
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Upstream>, Error> {
     Ok(match cfg {
+        UpstreamConfig::Http(http) if !http.replicas.is_empty() => {
+            Arc::new(ReplicaSet::new(http, Some(metrics.clone()))?)
+        }
         UpstreamConfig::Http(http) => Arc::new(HttpUpstream::new(http, Some(metrics.clone()))?),
         UpstreamConfig::Stdio(stdio) => match stdio.mode {
             StdioMode::Shared => Arc::new(StdioUpstream::start(stdio, Some(metrics.clone()))?),
@@ -77,6 +82,8 @@ fn build_upstream(
                         return Err(Error::Config(format!("upstream {}: {e}", m.name)));
                     }
                 };
+                // Its requests and errors, for `shadowcat_member_*_total`.
+                let up: Arc<dyn Upstream> = Arc::new(Counted::new(up));
                 members.push((m.clone(), up));
             }
             Arc::new(Federated::new(f.separator.clone(), members))

@@ -18,6 +18,7 @@ mod faults;
 mod file;
 mod members;
 mod overrides;
+mod replicas;
 pub use file::expand as expand_config_file;
 
 use crate::config::{
@@ -117,9 +118,29 @@ pub struct ReverseArgs {
     pub tls_client_crl: Option<String>,
 
     /// upstream Streamable HTTP endpoint, used verbatim (e.g. http://127.0.0.1:3001/mcp or
-    /// https://mcp.example.com/mcp; https verifies the server's name and certificate)
+    /// https://mcp.example.com/mcp; https verifies the server's name and certificate); given
+    /// again (up to 64): replicas of one server, with a circuit breaker each (--replica-*)
     #[argh(option)]
-    pub upstream: Option<String>,
+    pub upstream: Vec<String>,
+
+    /// replicas: failures in a row (connect errors, 5xx, timeouts) that eject a replica for
+    /// --replica-backoff (default 3)
+    #[argh(option, default = "3")]
+    pub replica_failures: u32,
+
+    /// replicas: how long an ejected replica stays out before it is probed; doubled after each
+    /// failed probe up to --replica-backoff-max (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub replica_backoff: String,
+
+    /// replicas: the longest an ejected replica stays out between probes (default 2m)
+    #[argh(option, default = "String::from(\"2m\")")]
+    pub replica_backoff_max: String,
+
+    /// replicas: how often the prober probes ejected replicas whose backoff passed, and idle
+    /// ones as a health check (default 2s)
+    #[argh(option, default = "String::from(\"2s\")")]
+    pub replica_probe_interval: String,
 
     /// upstream stdio server command, split into argv without a shell: whitespace separates
     /// words, 'single' and "double" quotes group them, backslash escapes the next character
@@ -492,7 +513,8 @@ fn default_bind() -> SocketAddr {
 
 /// The upstream `--upstream` or `--stdio` chose, before the flags of its kind are read.
 enum Chosen {
-    Http(String),
+    /// The first URL and the other replicas'.
+    Http(String, Vec<String>),
     Stdio {
         argv: Vec<String>,
         children: usize,
@@ -507,7 +529,7 @@ impl ReverseArgs {
             Some(path) => members::federation(path, &self.name_separator, self_exe)?,
             None => None,
         };
-        if federation.is_some() && (self.upstream.is_some() || self.stdio.is_some()) {
+        if federation.is_some() && (!self.upstream.is_empty() || self.stdio.is_some()) {
             return Err(Error::Config(
                 "--upstream and --stdio cannot be given with [upstream.NAME] tables".into(),
             ));
@@ -515,21 +537,25 @@ impl ReverseArgs {
         let mut auth = self.auth_config()?;
         let tapes = self.tape_config()?;
         let (listen_tls, admin_tls, client_tls) = self.tls_config()?;
-        let chosen = match (self.upstream, self.stdio) {
-            (Some(_), Some(_)) => {
+        let breaker = replicas::breaker(&replicas::Knobs {
+            failures: self.replica_failures,
+            backoff: &self.replica_backoff,
+            backoff_max: &self.replica_backoff_max,
+            probe_interval: &self.replica_probe_interval,
+        })?;
+        let mut urls = self.upstream;
+        let chosen = match (urls.is_empty(), self.stdio) {
+            (false, Some(_)) => {
                 return Err(Error::Config(
                     "give either --upstream or --stdio, not both".into(),
                 ));
             }
-            (Some(url), None) => {
-                if !url.starts_with("http://") && !url.starts_with("https://") {
-                    return Err(Error::Config(format!(
-                        "--upstream must be an http:// or https:// URL (got {url:?})"
-                    )));
-                }
-                Chosen::Http(url)
+            (false, None) => {
+                replicas::check_urls(&urls)?;
+                let url = urls.remove(0);
+                Chosen::Http(url, urls)
             }
-            (None, cmd) => {
+            (true, cmd) => {
                 let argv = match cmd {
                     Some(cmd) => {
                         split_command(&cmd).map_err(|e| Error::Config(format!("--stdio: {e}")))?
@@ -640,7 +666,7 @@ impl ReverseArgs {
             .iter()
             .map(|h| upstream_header(h))
             .collect::<Result<Vec<_>, _>>()?;
-        if !upstream_headers.is_empty() && !matches!(chosen, Chosen::Http(_)) {
+        if !upstream_headers.is_empty() && !matches!(chosen, Chosen::Http(..)) {
             return Err(Error::Config(
                 "--upstream-header needs an HTTP --upstream".into(),
             ));
@@ -742,7 +768,7 @@ impl ReverseArgs {
         let max_streams_per_client = self
             .max_streams_per_client
             .unwrap_or_else(|| half(self.max_streams).min(32));
-        let https_upstream = matches!(&chosen, Chosen::Http(u) if u.starts_with("https://"));
+        let https_upstream = matches!(&chosen, Chosen::Http(u, _) if u.starts_with("https://"));
         let https_jwks = auth
             .jwks_url
             .as_deref()
@@ -755,8 +781,10 @@ impl ReverseArgs {
         }
         auth.jwks_tls = client_tls.clone();
         let upstream = match chosen {
-            Chosen::Http(url) => UpstreamConfig::Http(HttpUpstreamConfig {
+            Chosen::Http(url, replicas) => UpstreamConfig::Http(HttpUpstreamConfig {
                 url,
+                replicas,
+                breaker,
                 pool: self.upstream_pool,
                 stream_slots: self.max_streams as u32,
                 connect_timeout,

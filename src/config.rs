@@ -397,6 +397,14 @@ pub struct HttpUpstreamConfig {
     /// `--upstream`: the endpoint, used verbatim (`http://` only). Shown in `upstream`.
     #[serde(skip)]
     pub url: String,
+    /// `--upstream` given again (`url = [...]` in a file): the other replicas of the same
+    /// server, after `url` (`crate::upstream::replicas`). Empty: one server. Shown in
+    /// `upstream` as `replicas`.
+    #[serde(skip)]
+    pub replicas: Vec<String>,
+    /// `--replica-*`: the replicas' circuit breakers and prober (used with replicas only).
+    #[serde(flatten)]
+    pub breaker: ReplicaConfig,
     /// `--upstream-pool`: connection slots for requests. Default 32.
     #[serde(rename = "upstreamPool")]
     pub pool: u32,
@@ -425,6 +433,37 @@ pub struct HttpUpstreamConfig {
     /// upstream is verified and what we show it. Shown as `upstreamTls`.
     #[serde(rename = "upstreamTls")]
     pub tls: ClientTlsConfig,
+}
+
+/// The circuit breaker and prober of an upstream's replicas (`crate::upstream::replicas`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicaConfig {
+    /// `--replica-failures`: failures in a row (connect errors, 5xx, timeouts) that eject a
+    /// replica. Default 3.
+    #[serde(rename = "replicaFailures")]
+    pub failures: u32,
+    /// `--replica-backoff`: how long an ejected replica stays out before it is probed; doubled
+    /// after each failed probe. Default 10 s.
+    #[serde(rename = "replicaBackoffSeconds", serialize_with = "seconds")]
+    pub backoff: Duration,
+    /// `--replica-backoff-max`: the longest backoff. Default 2 min.
+    #[serde(rename = "replicaBackoffMaxSeconds", serialize_with = "seconds")]
+    pub backoff_max: Duration,
+    /// `--replica-probe-interval`: how often the prober looks at the replicas (ejected ones
+    /// whose backoff passed, and health checks of idle ones). Default 2 s.
+    #[serde(rename = "replicaProbeIntervalSeconds", serialize_with = "seconds")]
+    pub probe_interval: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> ReplicaConfig {
+        ReplicaConfig {
+            failures: 3,
+            backoff: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(120),
+            probe_interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// A stdio upstream: what its children run, how many, how sessions use them.
@@ -619,10 +658,11 @@ impl Serialize for Secret {
 
 impl UpstreamConfig {
     /// The upstream's short name, as logs and metrics show it: `host:port` of an HTTP
-    /// upstream, the program's file name of a stdio one.
+    /// upstream (`host:port+N` with N more replicas), the program's file name of a stdio one.
     pub fn name(&self) -> String {
         match self {
-            UpstreamConfig::Http(h) => url_authority(&h.url).to_owned(),
+            UpstreamConfig::Http(h) if h.replicas.is_empty() => url_authority(&h.url).to_owned(),
+            UpstreamConfig::Http(h) => format!("{}+{}", url_authority(&h.url), h.replicas.len()),
             UpstreamConfig::Stdio(s) => program_name(&s.argv).to_owned(),
             UpstreamConfig::Federated(_) => "federation".to_owned(),
         }
@@ -637,6 +677,8 @@ impl Serialize for UpstreamConfig {
         enum Target<'a> {
             Http {
                 url: String,
+                #[serde(skip_serializing_if = "Vec::is_empty")]
+                replicas: Vec<String>,
             },
             Stdio {
                 argv: &'a [String],
@@ -655,6 +697,7 @@ impl Serialize for UpstreamConfig {
             UpstreamConfig::Http(h) => Shown {
                 upstream: Target::Http {
                     url: redact_url(&h.url),
+                    replicas: h.replicas.iter().map(|u| redact_url(u)).collect(),
                 },
                 settings: h,
             }
@@ -712,7 +755,7 @@ pub fn program_name(argv: &[String]) -> &str {
 }
 
 /// `http://user:secret@host/…` → `http://<redacted>@host/…`.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

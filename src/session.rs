@@ -32,9 +32,11 @@ pub struct Binding {
     /// What the client declared it can take from a server in its `initialize` (read by the
     /// shared stdio upstream, which dispatches and routes by it).
     pub caps: ClientCaps,
-    /// stdio: index of the child the session is pinned to.
+    /// stdio: index of the child the session is pinned to; HTTP replicas
+    /// (`crate::upstream::replicas`): index of the replica.
     pub child: usize,
-    /// stdio: that child's generation when pinned; a restart makes the session stale.
+    /// stdio: that child's generation when pinned; a restart makes the session stale. HTTP
+    /// replicas: the replica's ejection count when bound; an ejection makes the session lost.
     pub generation: u64,
     /// HTTP: the upstream's own `Mcp-Session-Id`, never shown to the client.
     pub upstream_id: Mutex<Option<String>>,

@@ -305,7 +305,12 @@ impl Bridge {
                 headers: vec![("MCP-Protocol-Version".to_owned(), version.to_owned())],
             });
             let reply = match forwarded {
-                Err(Error::UnknownSession | Error::UpstreamSessionLost) if tries < 2 => {
+                // A lost session is dropped and the call tried on the next: several idle
+                // sessions may have been lost at once (an HTTP replica that died holds its
+                // share of them), so as many tries as the pool holds sessions, and one more.
+                Err(Error::UnknownSession | Error::UpstreamSessionLost)
+                    if tries <= MAX_CAPABLE + 1 =>
+                {
                     self.pool.lost(upstream.as_ref(), &mut lease);
                     continue;
                 }

@@ -19,10 +19,19 @@ pub const MAX_MEMBERS: usize = 32;
 
 /// Flags a table may set: they say what the upstream is and how it is reached. `(key, flag,
 /// kind)`; a top-level key among the first seven is refused when there are tables.
-const MEMBER_KEYS: [(&str, &str, Kind); 22] = [
+const MEMBER_KEYS: [(&str, &str, Kind); 26] = [
     ("stdio", "stdio", Kind::One),
-    ("url", "upstream", Kind::One),
-    ("upstream", "upstream", Kind::One),
+    // A list: replicas of one server (a string stays one URL).
+    ("url", "upstream", Kind::List),
+    ("upstream", "upstream", Kind::List),
+    ("replica-failures", "replica-failures", Kind::One),
+    ("replica-backoff", "replica-backoff", Kind::One),
+    ("replica-backoff-max", "replica-backoff-max", Kind::One),
+    (
+        "replica-probe-interval",
+        "replica-probe-interval",
+        Kind::One,
+    ),
     ("stdio-mode", "stdio-mode", Kind::One),
     ("stdio-children", "stdio-children", Kind::One),
     ("stdio-spares", "stdio-spares", Kind::One),
@@ -479,8 +488,12 @@ mod tests {
                 "`stdio` at the top level",
             ),
             (
-                "[upstream.a]\nurl = [\"x\"]\n",
-                ":2: `url`: takes one value",
+                "[upstream.a]\nurl = [\"http://a/\", \"x\"]\n",
+                ":1: upstream a: --upstream must be an http://",
+            ),
+            (
+                "[upstream.a]\nurl = [\"http://a/\", true]\n",
+                ":2: `url`: elements must be strings",
             ),
         ];
         for (i, (text, want)) in cases.iter().enumerate() {

@@ -27,6 +27,8 @@
 //! Families that do not apply to the upstream kind are left out: the `shadowcat_child_*`
 //! families only appear when [`Gauges::children`] is not empty (stdio upstream), the
 //! `shadowcat_pool_*` families only when [`Gauges::pool`] is `Some` (HTTP upstream), the
+//! `shadowcat_upstream_replica_*` and `shadowcat_member_*` families (`replicas.rs`) only with
+//! replicas or a federation, the
 //! `shadowcat_tls_*` families (`tls.rs`) only once [`Metrics::serve_tls`] was called. Every other
 //! family is always present (with `# HELP` and `# TYPE`, possibly without samples).
 //!
@@ -493,6 +495,11 @@ pub struct Gauges {
     pub limits_store_fallbacks: Option<u64>,
     /// Shared stdio children only: the tools whose calls are exclusive (`None`: no family).
     pub exclusive: Option<ExclusiveInfo>,
+    /// Upstreams with replicas (the one upstream, or federation members): the
+    /// `shadowcat_upstream_replica_*` families (`replicas.rs`; none when empty).
+    pub replicas: Vec<ReplicaSetInfo>,
+    /// A federation's members: the `shadowcat_member_*` families (none when empty).
+    pub members: Vec<MemberInfo>,
 }
 
 /// The tools whose calls run alone on a shared stdio child whoever calls them: the admin API
@@ -803,9 +810,11 @@ impl r2d2::HandleEvent for PoolEvents {
 }
 
 mod render;
+mod replicas;
 mod tls;
 
 pub use render::escape_label;
+pub use replicas::{MemberInfo, ReplicaInfo, ReplicaSetInfo};
 pub use tls::TlsOutcome;
 
 #[cfg(test)]

@@ -286,6 +286,7 @@ impl Metrics {
                 n,
             );
         }
+        super::replicas::render(w, &g.replicas, &g.members);
         self.tls.render(w);
         out
     }

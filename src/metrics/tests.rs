@@ -91,6 +91,8 @@ fn sample() -> (Metrics, Gauges) {
             max: 32,
         }),
         exclusive: None,
+        replicas: Vec::new(),
+        members: Vec::new(),
     };
     (m, g)
 }

@@ -8,7 +8,7 @@
 //! | `GET /metrics` | Prometheus text format 0.0.4 (see [`crate::metrics`]) |
 //! | `GET /admin/sessions` | every session: id prefix, upstream, child, version, ages, in-flight, streams |
 //! | `DELETE /admin/sessions/{id}` | ends the session (full id or a unique prefix of 8+ characters); its client's next request gets 404 |
-//! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, a shared stdio upstream's exclusive tools (configured, learned); a federation's `members` alike |
+//! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, a shared stdio upstream's exclusive tools (configured, learned), an HTTP upstream's `replicas` (url, breaker state, consecutive failures, in-flight, sessions, ejections); a federation's `members` alike, with their `requests` and `errors` |
 //! | `POST /admin/upstreams/{name}/restart` | rolling restart of its children (each replaced after its calls finish); `{name}` may be a federation member's |
 //! | `GET /admin/config` | the effective configuration, secrets redacted |
 //!
@@ -65,11 +65,44 @@ pub fn metrics(p: &Proxy) -> Response {
         pool: p.upstream().pool(),
         limits_store_fallbacks: p.gate().limits_store_fallbacks(),
         exclusive: p.upstream().exclusive_tools(),
+        replicas: replica_sets(p.upstream().as_ref()),
+        members: p
+            .upstream()
+            .members()
+            .iter()
+            .filter_map(|m| {
+                let (requests, errors) = m.upstream.traffic()?;
+                Some(crate::metrics::MemberInfo {
+                    name: m.name.to_owned(),
+                    requests,
+                    errors,
+                })
+            })
+            .collect(),
     };
     Response::new(200).with_body(
         crate::metrics::CONTENT_TYPE,
         p.metrics().render(&g).into_bytes(),
     )
+}
+
+/// The replicas of the upstream, or of each federation member that has some.
+fn replica_sets(u: &dyn crate::upstream::Upstream) -> Vec<crate::metrics::ReplicaSetInfo> {
+    let set = |name: &str, u: &dyn crate::upstream::Upstream| {
+        let replicas = u.replicas();
+        (!replicas.is_empty()).then(|| crate::metrics::ReplicaSetInfo {
+            upstream: name.to_owned(),
+            replicas,
+        })
+    };
+    let members = u.members();
+    if members.is_empty() {
+        return set(u.name(), u).into_iter().collect();
+    }
+    members
+        .iter()
+        .filter_map(|m| set(m.name, m.upstream))
+        .collect()
 }
 
 fn json_response(status: u16, v: &Value) -> Response {
@@ -320,6 +353,24 @@ fn describe(u: &dyn crate::upstream::Upstream) -> Value {
         "ready": u.ready().is_ok(), "children": children, "pool": pool,
         "exclusiveTools": exclusive,
     });
+    let replicas: Vec<Value> = u
+        .replicas()
+        .iter()
+        .map(|r| {
+            json!({
+                "url": r.url, "state": r.state, "consecutiveFailures": r.failures,
+                "inflight": r.inflight, "sessions": r.sessions, "ejections": r.ejections,
+                "probeInSeconds": r.probe_in.map(|d| d.as_secs_f64()), "lastError": r.last_error,
+            })
+        })
+        .collect();
+    if !replicas.is_empty() {
+        shown["replicas"] = replicas.into();
+    }
+    if let Some((requests, errors)) = u.traffic() {
+        shown["requests"] = requests.into();
+        shown["errors"] = errors.into();
+    }
     let members = u.members();
     if !members.is_empty() {
         let members: Vec<Value> = members

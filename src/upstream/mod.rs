@@ -2,13 +2,16 @@
 //!
 //! Owns: every kind of upstream behind the one small [`Upstream`] trait (start a session,
 //! forward a message, end a session), with what operators see of it in [`Operate`]: the HTTP
-//! upstream ([`http`]: pooled keep-alive connections), stdio children ([`stdio`]) and several
-//! named upstreams behind one endpoint ([`federated`]). Must not
+//! upstream ([`http`]: pooled keep-alive connections), replicas of one HTTP server behind
+//! circuit breakers ([`replicas`]), stdio children ([`stdio`]) and several named upstreams
+//! behind one endpoint ([`federated`], each member's traffic counted by [`counted`]). Must not
 //! touch: the client side. Validation, sessions, logging, error answers and streaming to the
 //! client happen once, in the pipeline ([`crate::proxy`]).
 
+pub mod counted;
 pub mod federated;
 pub mod http;
+pub mod replicas;
 pub mod stdio;
 
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::jsonrpc::Message;
-pub use crate::metrics::{ChildInfo, ExclusiveInfo, PoolInfo};
+pub use crate::metrics::{ChildInfo, ExclusiveInfo, PoolInfo, ReplicaInfo};
 use crate::session::{Binding, Session};
 
 /// One message on its way upstream.
@@ -181,6 +184,17 @@ pub trait Operate: Send + Sync {
     /// The named upstreams behind a federation ([`federated`]); empty for any other.
     fn members(&self) -> Vec<MemberView<'_>> {
         Vec::new()
+    }
+
+    /// The replicas of an HTTP upstream with several URLs ([`replicas`]); empty for any other.
+    fn replicas(&self) -> Vec<ReplicaInfo> {
+        Vec::new()
+    }
+
+    /// Messages forwarded and, of those, failed, for an upstream whose traffic is counted
+    /// (a federation member: [`counted`]); `None` for any other.
+    fn traffic(&self) -> Option<(u64, u64)> {
+        None
     }
 
     /// Rolling restart: replaces each child once its requests in flight have finished (or

@@ -76,6 +76,8 @@ mod fuzz_corpus;
 mod r15_config;
 // Issue #15, federation: several named upstreams behind one endpoint, from examples/federation.toml.
 mod r15_federation;
+// Issue #15, replicas: two server-everything HTTP servers as one upstream, one killed and back.
+mod r15_replicas;
 // Issue #13 part A: 2026-07-28 validation, discover, and the bridge to session-era upstreams.
 mod r13_bridge;
 // Issue #18: fault and mock rules ([[fault]] in the config file).

@@ -160,6 +160,47 @@ impl HttpUpstream {
     }
 }
 
+impl HttpUpstream {
+    /// A replica's health probe (`crate::upstream::replicas`): a JSON-RPC `ping` POSTed without
+    /// a session on a pool slot, finished within `timeout`. Any answer below 500 means the
+    /// server is up (a session-era server refuses a ping without a session with 400, one that
+    /// wants a token with 401); a 5xx, no connection or no answer in time is the error.
+    pub fn probe(&self, timeout: Duration) -> Result<(), Error> {
+        let inner = &self.inner;
+        let mut slot = inner.checkout(&inner.pool)?;
+        slot.poisoned = true;
+        let mut req = slot
+            .agent
+            .post(&inner.url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream");
+        for (k, v) in &inner.headers {
+            req = req.header(k.as_str(), v.expose());
+        }
+        let ping = br#"{"jsonrpc":"2.0","id":"shadowcat-probe","method":"ping"}"#;
+        let resp = req.send(&ping[..]).map_err(|e| inner.map_err(e))?;
+        let status = resp.status().as_u16();
+        // An SSE answer is not read to its end: the slot stays poisoned and is dropped.
+        let drained = resp
+            .into_body()
+            .into_with_config()
+            .limit(64 * 1024)
+            .read_to_vec();
+        slot.poisoned = drained.is_err();
+        if status >= 500 {
+            return Err(Error::UpstreamStatus {
+                status,
+                message: format!("{} answered a probe with {status}", inner.name),
+            });
+        }
+        inner.reached();
+        Ok(())
+    }
+}
+
 impl HttpInner {
     fn checkout(&self, pool: &Pool<SlotManager>) -> Result<PooledConnection<SlotManager>, Error> {
         pool.get_timeout(CHECKOUT_TIMEOUT)
