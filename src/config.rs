@@ -389,6 +389,11 @@ pub struct RulesConfig {
     /// `deny-resources`: never these resources and templates (wins); `None`: none.
     #[serde(rename = "denyResources", skip_serializing_if = "Option::is_none")]
     pub deny_resources: Option<Vec<String>>,
+    /// A principal's `[upstream.NAME.principal."P".tools.TOOL]` tables: each replaces the
+    /// member's override of that tool for this principal (empty in the member's own rules,
+    /// whose overrides are [`PolicyConfig::tools`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<ToolOverride>,
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.

@@ -280,10 +280,14 @@ fn spec(
                 let mut rules = RulesConfig::default();
                 for (lk, lv) in lists {
                     let lk: &str = lk.get_ref();
+                    if lk == "tools" {
+                        rules.tools = super::overrides::tools(path, text, lv)?;
+                        continue;
+                    }
                     if !super::overrides::RULE_KEYS.contains(&lk) {
                         return Err(Error::Config(format!(
-                            "{}: unknown key `{lk}` (allow, deny, allow-resources or \
-                             deny-resources)",
+                            "{}: unknown key `{lk}` (allow, deny, allow-resources, \
+                             deny-resources or tools)",
                             at(lv.span().start)
                         )));
                     }
@@ -433,6 +437,16 @@ mod tests {
             policy.principals[0].1.allow_resources.as_deref(),
             Some(&["file:///*".to_owned()][..])
         );
+        let per = write(
+            "policy-tools.toml",
+            "[upstream.a]\nstdio = \"cat\"\n[upstream.a.principal.\"scope:ops\".tools.echo]\n\
+             name = \"say\"\narguments = { key = \"k\" }\n",
+        );
+        let f = federation(&per, "__", "x").expect("valid").expect("tables");
+        let (who, rules) = &f.members[0].policy.principals[0];
+        assert_eq!(who, "scope:ops");
+        assert_eq!(rules.tools[0].tool, "echo");
+        assert_eq!(rules.tools[0].rename.as_deref(), Some("say"));
         let not_a_list = write(
             "policy-res.toml",
             "[upstream.a]\nstdio = \"cat\"\nallow-resources = \"file:///*\"\n",

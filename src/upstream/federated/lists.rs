@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::members::Fed;
 use super::messages::{collect, copy, result_of, with_params};
-use super::policy::{self, Of};
+use super::policy::{self, Of, Who};
 use super::{Federated, Member};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
@@ -90,7 +90,7 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
             // A renamed tool is called by its new name only (`policy.rs`).
             let target = route_name(f, name).and_then(|(i, shown)| {
                 let local = match tools {
-                    true => policy::original(&f.members[i].policy, shown)?,
+                    true => policy::original(&f.members[i].policy, who(call), shown)?,
                     false => shown,
                 };
                 allowed(f, call, i, Of::Names, local).then_some((i, local))
@@ -101,7 +101,7 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
             let mut p = params.clone();
             p["name"] = Value::String(local.to_owned());
             if tools {
-                policy::inject(&f.members[i].policy, local, &mut p);
+                policy::inject(&f.members[i].policy, who(call), local, &mut p);
             }
             Ok(f.send(fed, i, with_params(&call.msg, &p), call))
         }
@@ -128,24 +128,32 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
     }
 }
 
+/// True when the caller of `call` is the era bridge's session, shared by every caller
+/// (`crate::bridge::legacy`).
+fn bridged(call: &Call<'_>) -> bool {
+    call.session
+        .is_some_and(|s| s.principal.is_none() && s.client == "bridge")
+}
+
+/// Who the caller of `call` is, for policy (the bridge's session: nobody in particular).
+fn who<'c>(call: &'c Call<'_>) -> Who<'c> {
+    match call.session {
+        Some(s) => Who {
+            principal: s.principal.as_deref(),
+            scopes: s.scopes(),
+        },
+        None => Who::default(),
+    }
+}
+
 /// True when the caller of `call` may see and use member `i`'s tool or prompt `local`
 /// ([`Of::Names`]) or resource `local` ([`Of::Resources`]).
 fn allowed(f: &Federated, call: &Call<'_>, i: usize, of: Of, local: &str) -> bool {
     let rules = &f.members[i].policy;
-    match call.session {
-        // The era bridge's session, shared by every caller (`crate::bridge::legacy`).
-        Some(s) if s.principal.is_none() && s.client == "bridge" => {
-            policy::allows_everyone(rules, of, local)
-        }
-        Some(s) => {
-            let who = policy::Who {
-                principal: s.principal.as_deref(),
-                scopes: s.scopes(),
-            };
-            policy::allows(rules, who, of, local)
-        }
-        None => policy::allows(rules, policy::Who::default(), of, local),
+    if bridged(call) {
+        return policy::allows_everyone(rules, of, local);
     }
+    policy::allows(rules, who(call), of, local)
 }
 
 /// True when member `i` serves `fed`'s session, is not down, and declared `cap`.
@@ -341,8 +349,8 @@ fn list(
                 }
                 let mut local = key.as_str();
                 if l.items == "tools" {
-                    policy::reshape(&m.policy, &key, &mut item);
-                    local = policy::shown_as(&m.policy, &key);
+                    policy::reshape(&m.policy, who(call), &key, &mut item);
+                    local = policy::shown_as(&m.policy, who(call), &key);
                 }
                 match shown_name(f, m, local) {
                     Some(n) => item[l.key] = Value::String(n),

@@ -19,37 +19,48 @@ use serde_json::Value;
 
 use crate::config::{PolicyConfig, RulesConfig, ToolOverride};
 
-fn tool_override<'p>(policy: &'p PolicyConfig, tool: &str) -> Option<&'p ToolOverride> {
-    policy.tools.iter().find(|o| o.tool == tool)
+/// The override of member tool `tool` that applies to `who`: its principal (or scope)
+/// table's, else the member's.
+fn tool_override<'p>(
+    policy: &'p PolicyConfig,
+    who: Who<'_>,
+    tool: &str,
+) -> Option<&'p ToolOverride> {
+    own(policy, who)
+        .and_then(|r| r.tools.iter().find(|o| o.tool == tool))
+        .or_else(|| policy.tools.iter().find(|o| o.tool == tool))
 }
 
-/// The name member tool `tool` is shown as (before the prefix): its rename, or itself.
-pub fn shown_as<'p>(policy: &'p PolicyConfig, tool: &'p str) -> &'p str {
-    tool_override(policy, tool)
+/// The name member tool `tool` is shown as to `who` (before the prefix): its rename, or
+/// itself.
+pub fn shown_as<'p>(policy: &'p PolicyConfig, who: Who<'_>, tool: &'p str) -> &'p str {
+    tool_override(policy, who, tool)
         .and_then(|o| o.rename.as_deref())
         .unwrap_or(tool)
 }
 
-/// The member's own name of the tool shown as `shown`; `None` for a tool's old name once it
-/// is renamed.
-pub fn original<'p>(policy: &'p PolicyConfig, shown: &'p str) -> Option<&'p str> {
-    if let Some(o) = policy
-        .tools
-        .iter()
-        .find(|o| o.rename.as_deref() == Some(shown))
-    {
+/// The member's own name of the tool `who` is shown as `shown`; `None` for a tool's old
+/// name once it is renamed (for `who`).
+pub fn original<'p>(policy: &'p PolicyConfig, who: Who<'_>, shown: &'p str) -> Option<&'p str> {
+    let own_tools = own(policy, who).map_or(&[][..], |r| &r.tools[..]);
+    let renamed = own_tools.iter().chain(&policy.tools).find(|o| {
+        o.rename.as_deref() == Some(shown)
+            // A member-wide rename the principal's own override of that tool undoes.
+            && tool_override(policy, who, &o.tool).is_some_and(|e| std::ptr::eq(e, *o))
+    });
+    if let Some(o) = renamed {
         return Some(&o.tool);
     }
-    match tool_override(policy, shown) {
+    match tool_override(policy, who, shown) {
         Some(o) if o.rename.is_some() => None,
         _ => Some(shown),
     }
 }
 
-/// A `tools/list` item of member tool `tool` as clients see it: its description replaced,
+/// A `tools/list` item of member tool `tool` as `who` sees it: its description replaced,
 /// its fixed arguments gone from `inputSchema`.
-pub fn reshape(policy: &PolicyConfig, tool: &str, item: &mut Value) {
-    let Some(o) = tool_override(policy, tool) else {
+pub fn reshape(policy: &PolicyConfig, who: Who<'_>, tool: &str, item: &mut Value) {
+    let Some(o) = tool_override(policy, who, tool) else {
         return;
     };
     if let Some(d) = &o.description {
@@ -68,10 +79,10 @@ pub fn reshape(policy: &PolicyConfig, tool: &str, item: &mut Value) {
     }
 }
 
-/// A `tools/call`'s params for member tool `tool` with its fixed arguments set (over any
-/// the client sent).
-pub fn inject(policy: &PolicyConfig, tool: &str, params: &mut Value) {
-    let Some(o) = tool_override(policy, tool).filter(|o| !o.fixed.is_empty()) else {
+/// A `tools/call`'s params from `who` for member tool `tool` with its fixed arguments set
+/// (over any the client sent).
+pub fn inject(policy: &PolicyConfig, who: Who<'_>, tool: &str, params: &mut Value) {
+    let Some(o) = tool_override(policy, who, tool).filter(|o| !o.fixed.is_empty()) else {
         return;
     };
     if !params.get("arguments").is_some_and(Value::is_object) {
@@ -352,6 +363,48 @@ mod tests {
     }
 
     #[test]
+    fn a_principal_overrides_a_tool_its_own_way() {
+        let over = |tool: &str, rename: Option<&str>, key: &str, v: &str| {
+            let mut fixed = serde_json::Map::new();
+            fixed.insert(key.into(), v.into());
+            ToolOverride {
+                tool: tool.into(),
+                rename: rename.map(str::to_owned),
+                description: None,
+                fixed,
+            }
+        };
+        let policy = PolicyConfig {
+            tools: vec![over("echo", Some("say"), "key", "everyone")],
+            principals: vec![(
+                "token:ops".into(),
+                RulesConfig {
+                    tools: vec![over("echo", None, "key", "ops")],
+                    ..RulesConfig::default()
+                },
+            )],
+            ..PolicyConfig::default()
+        };
+        let (anyone, ops) = (Who::default(), Who::named("token:ops"));
+        assert_eq!(shown_as(&policy, anyone, "echo"), "say");
+        assert_eq!(original(&policy, anyone, "say"), Some("echo"));
+        assert_eq!(original(&policy, anyone, "echo"), None);
+        // ops' own override has no rename: echo is echo, and `say` is nothing to ops.
+        assert_eq!(shown_as(&policy, ops, "echo"), "echo");
+        assert_eq!(original(&policy, ops, "echo"), Some("echo"));
+        assert_eq!(
+            original(&policy, ops, "say"),
+            Some("say"),
+            "not echo's name for ops"
+        );
+        let mut p = serde_json::json!({"name": "echo"});
+        inject(&policy, ops, "echo", &mut p);
+        assert_eq!(p["arguments"]["key"], "ops");
+        inject(&policy, anyone, "echo", &mut p);
+        assert_eq!(p["arguments"]["key"], "everyone");
+    }
+
+    #[test]
     fn renamed_described_and_fixed() {
         let mut fixed = serde_json::Map::new();
         fixed.insert("key".into(), "s3cret".into());
@@ -364,13 +417,17 @@ mod tests {
             }],
             ..PolicyConfig::default()
         };
-        assert_eq!(shown_as(&policy, "echo"), "say");
-        assert_eq!(original(&policy, "say"), Some("echo"));
-        assert_eq!(original(&policy, "echo"), None, "the old name is unknown");
-        assert_eq!(original(&policy, "other"), Some("other"));
+        assert_eq!(shown_as(&policy, Who::default(), "echo"), "say");
+        assert_eq!(original(&policy, Who::default(), "say"), Some("echo"));
+        assert_eq!(
+            original(&policy, Who::default(), "echo"),
+            None,
+            "the old name is unknown"
+        );
+        assert_eq!(original(&policy, Who::default(), "other"), Some("other"));
         let mut item = serde_json::json!({"name": "echo", "inputSchema": {"type": "object",
             "properties": {"message": {}, "key": {}}, "required": ["message", "key"]}});
-        reshape(&policy, "echo", &mut item);
+        reshape(&policy, Who::default(), "echo", &mut item);
         assert_eq!(item["description"], "Says it.");
         assert_eq!(
             item["inputSchema"]["required"],
@@ -379,7 +436,7 @@ mod tests {
         assert!(item["inputSchema"]["properties"].get("key").is_none());
         let mut params =
             serde_json::json!({"name": "echo", "arguments": {"key": "mine", "message": "m"}});
-        inject(&policy, "echo", &mut params);
+        inject(&policy, Who::default(), "echo", &mut params);
         assert_eq!(params["arguments"]["key"], "s3cret");
         assert_eq!(params["arguments"]["message"], "m");
     }
