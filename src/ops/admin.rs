@@ -240,11 +240,11 @@ impl Admin {
         let members = u.members();
         let target: &dyn crate::upstream::Upstream = if name == u.name() {
             u.as_ref()
-        } else if let Some(m) = members.iter().find(|m| m.name == name) {
-            m.upstream
+        } else if let Some(m) = members.iter().find(|m| m.name == name && !m.draining) {
+            m.upstream.as_ref()
         } else {
             let mut names = vec![u.name()];
-            names.extend(members.iter().map(|m| m.name));
+            names.extend(members.iter().map(|m| m.name.as_str()));
             return json_response(
                 404,
                 &json!({"error": "no such upstream", "upstreams": names}),
@@ -325,9 +325,10 @@ fn describe(u: &dyn crate::upstream::Upstream) -> Value {
         let members: Vec<Value> = members
             .iter()
             .map(|m| {
-                let mut v = describe(m.upstream);
-                v["member"] = m.name.into();
+                let mut v = describe(m.upstream.as_ref());
+                v["member"] = m.name.as_str().into();
                 v["down"] = m.down.into();
+                v["draining"] = m.draining.into();
                 v
             })
             .collect();

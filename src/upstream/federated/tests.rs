@@ -378,7 +378,7 @@ fn lists_are_cached_per_session_until_their_member_changes() {
     // Going down forgets them too (and the member is left out meanwhile).
     let fed = s.fed.fed(&s.session).expect("fed");
     assert!(fed.lists.get(0, "tools/list", None).is_some());
-    s.fed.went_down(0, "test");
+    s.fed.went_down(&s.fed.member(0).expect("member 0"), "test");
     assert!(fed.lists.get(0, "tools/list", None).is_none());
     assert!(fed.lists.get(1, "tools/list", None).is_some(), "b's stay");
     let list = s.ask("tools/list", json!({}));
