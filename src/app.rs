@@ -1,9 +1,9 @@
 //! Putting it together: builds every part from its own config, starts the listeners and the
 //! reaper, and stops them in the documented order.
 //!
-//! Owns: [`Shadowcat`] (the running proxy) and [`run`] (serve until a signal; SIGHUP re-reads
-//! the listeners' TLS certificates and keys). Must not touch: how any part works inside; it
-//! only wires them.
+//! Owns: [`Shadowcat`] (the running proxy) and [`run`] (serve until a signal; SIGHUP reloads
+//! the config file, `crate::reload`, or without `--config` re-reads the listeners' TLS
+//! certificates and keys). Must not touch: how any part works inside; it only wires them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::cli::Source;
 use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
 use crate::gate::Gatekeeper;
@@ -20,7 +21,9 @@ use crate::http::{Server, Tls, TlsFiles};
 use crate::metrics::Metrics;
 use crate::ops::Front;
 use crate::ops::admin::Admin;
+use crate::ops::admin::Reload;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::session::Sessions;
 use crate::tape::{self, Auditor, Recorder, Redactor};
 use crate::upstream::Upstream;
@@ -44,6 +47,8 @@ pub struct Shadowcat {
     /// The listeners' TLS configurations (main, admin), for [`Shadowcat::reload_tls`].
     tls: Vec<(&'static str, Arc<Tls>)>,
     proxy: Arc<Proxy>,
+    /// The configuration in force and its reload (SIGHUP, `POST /admin/reload`).
+    reloader: Arc<Reloader>,
     reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     stopped: AtomicBool,
     grace: Duration,
@@ -87,22 +92,29 @@ fn build_upstream(
 impl Shadowcat {
     /// Starts the upstream, binds `config.listen.bind` and begins serving. Returns once ready.
     pub fn start(config: Config) -> Result<Shadowcat, Error> {
+        Shadowcat::start_from(config, None)
+    }
+
+    /// Like [`Shadowcat::start`]; `source` (the command line it came from) lets a reload read
+    /// its `--config` file again.
+    pub fn start_from(config: Config, source: Option<Source>) -> Result<Shadowcat, Error> {
         let metrics = Arc::new(Metrics::new(&config.upstream.name()));
         let upstream = build_upstream(&config.upstream, &metrics)?;
-        Shadowcat::launch(config, upstream, metrics)
+        Shadowcat::launch(config, upstream, metrics, source)
     }
 
     /// Like [`Shadowcat::start`], with an upstream built elsewhere (`config.upstream` is not
     /// used). Tests use it to put a faulty upstream behind the real pipeline.
     pub fn start_with(config: Config, upstream: Arc<dyn Upstream>) -> Result<Shadowcat, Error> {
         let metrics = Arc::new(Metrics::new(upstream.name()));
-        Shadowcat::launch(config, upstream, metrics)
+        Shadowcat::launch(config, upstream, metrics, None)
     }
 
     fn launch(
         mut config: Config,
         upstream: Arc<dyn Upstream>,
         metrics: Arc<Metrics>,
+        source: Option<Source>,
     ) -> Result<Shadowcat, Error> {
         let load = |files: &Option<TlsFiles>| {
             files
@@ -136,6 +148,10 @@ impl Shadowcat {
             upstream.name(),
             &crate::tools::tape::replay::mock::load,
         )?;
+        let built = metrics.clone();
+        let start: crate::reload::StartUpstream = Box::new(move |cfg| build_upstream(cfg, &built));
+        let upstream_in_force = upstream.clone();
+        let reload_metrics = metrics.clone();
         let proxy = Arc::new(
             Proxy::new(&config.proxy, sessions, upstream, metrics, gate)
                 .with_tapes(recorder, auditor)
@@ -151,11 +167,25 @@ impl Shadowcat {
         };
         let server = Arc::new(Server::start(listener, server_config, front)?);
         proxy.set_server(Arc::downgrade(&server));
+        let tls: Vec<(&'static str, Arc<Tls>)> = [("listener", tls), ("admin listener", admin_tls)]
+            .into_iter()
+            .filter_map(|(name, t)| Some((name, t?)))
+            .collect();
+        let listeners = tls.clone();
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
+            source,
+            upstream_in_force,
+            start,
+            Box::new(move || reload_tls(&listeners)),
+            reload_metrics,
+        ));
         let admin = match (admin_listener, &config.admin) {
             (Some(l), Some(a)) => {
-                let handler = Arc::new(Admin::new(proxy.clone(), config.clone()));
+                let handler = Arc::new(Admin::new(proxy.clone(), reloader.clone()));
+                let admin_tls = tls.iter().find(|(n, _)| *n == "admin listener");
                 let admin_config = crate::http::ServerConfig {
-                    tls: admin_tls.clone(),
+                    tls: admin_tls.map(|(_, t)| t.clone()),
                     ..a.server_config()
                 };
                 let s = Server::start(l, admin_config, handler)?;
@@ -177,15 +207,12 @@ impl Shadowcat {
                     p.expire_sessions();
                 }
             })?;
-        let tls = [("listener", tls), ("admin listener", admin_tls)]
-            .into_iter()
-            .filter_map(|(name, t)| Some((name, t?)))
-            .collect();
         Ok(Shadowcat {
             server,
             admin,
             tls,
             proxy,
+            reloader,
             reaper: Mutex::new(Some((stop, reaper))),
             stopped: AtomicBool::new(false),
             grace: config.shutdown_grace,
@@ -228,23 +255,19 @@ impl Shadowcat {
     /// configuration; that is logged at error with the reason, and the first such reason is
     /// returned. `Ok(0)`: no listener has TLS.
     pub fn reload_tls(&self) -> Result<usize, String> {
-        let mut first_err = None;
-        for (name, tls) in &self.tls {
-            match tls.reload() {
-                Ok(()) => log::info!(
-                    "{name}: TLS certificate {} reloaded",
-                    tls.files().cert.display()
-                ),
-                Err(e) => {
-                    log::error!("{name}: keeping the TLS certificate in use: {e}");
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(self.tls.len()),
-        }
+        reload_tls(&self.tls)
+    }
+
+    /// Reads the `--config` file again and applies what a running proxy may change
+    /// (`crate::reload`), as SIGHUP and `POST /admin/reload` do: the report, or the HTTP
+    /// status and why it was refused.
+    pub fn reload(&self, trigger: &str) -> Result<serde_json::Value, (u16, String)> {
+        self.reloader.reload(trigger)
+    }
+
+    /// The configuration in force (after any reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.reloader.config()
     }
 
     /// Starts a graceful scale-in ([`Proxy::drain`]): `/readyz` says 503 and new sessions are
@@ -317,13 +340,42 @@ fn start_tapes(
     Ok((recorder, auditor))
 }
 
+/// Re-reads the TLS certificates and keys of `listeners`: connections made from now on use
+/// them; a listener whose files do not load keeps its old configuration (logged at error);
+/// the first such reason is returned. `Ok(0)`: no listener has TLS.
+fn reload_tls(listeners: &[(&'static str, Arc<Tls>)]) -> Result<usize, String> {
+    let mut first_err = None;
+    for (name, tls) in listeners {
+        match tls.reload() {
+            Ok(()) => log::info!(
+                "{name}: TLS certificate {} reloaded",
+                tls.files().cert.display()
+            ),
+            Err(e) => {
+                log::error!("{name}: keeping the TLS certificate in use: {e}");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(listeners.len()),
+    }
+}
+
+/// [`run_from`] without a command line: SIGHUP only re-reads the TLS certificates.
+pub fn run(config: Config) -> Result<(), Error> {
+    run_from(config, None)
+}
+
 /// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
 /// shuts down gracefully. A second signal during the shutdown skips what is left of the grace.
-/// SIGHUP re-reads the TLS certificates and keys ([`Shadowcat::reload_tls`]); without TLS it is
-/// logged and ignored.
-pub fn run(config: Config) -> Result<(), Error> {
+/// SIGHUP reloads the config file of `source`'s `--config` ([`Shadowcat::reload`], which
+/// re-reads the TLS certificates too); without one it re-reads the TLS certificates and keys
+/// ([`Shadowcat::reload_tls`]), and without TLS either it is logged and ignored.
+pub fn run_from(config: Config, source: Option<Source>) -> Result<(), Error> {
     let signals = block_signals();
-    let proxy = Arc::new(Shadowcat::start(config)?);
+    let proxy = Arc::new(Shadowcat::start_from(config, source)?);
     log::info!(
         "shadowcat listening on {}://{}{} (upstream {})",
         if proxy.is_tls() { "https" } else { "http" },
@@ -333,10 +385,14 @@ pub fn run(config: Config) -> Result<(), Error> {
     );
     let sig = loop {
         match wait_signal(&signals, None) {
+            Some(libc::SIGHUP) if proxy.reloader.has_file() => {
+                // The outcome is logged by the reload.
+                let _ = proxy.reload("SIGHUP");
+            }
             Some(libc::SIGHUP) => {
                 // Success and failure are logged per listener.
                 if let Ok(0) = proxy.reload_tls() {
-                    log::info!("SIGHUP: no TLS certificate to reload");
+                    log::info!("SIGHUP: no TLS certificate to reload (and no --config file)");
                 }
             }
             other => break other.unwrap_or(0),

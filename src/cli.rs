@@ -18,7 +18,9 @@ mod faults;
 mod file;
 mod members;
 mod overrides;
+mod reread;
 pub use file::expand as expand_config_file;
+pub use reread::{FileFlags, Source, reread};
 
 use crate::config::{
     AdminConfig, BridgeConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig,

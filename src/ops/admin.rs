@@ -10,7 +10,8 @@
 //! | `DELETE /admin/sessions/{id}` | ends the session (full id or a unique prefix of 8+ characters); its client's next request gets 404 |
 //! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, a shared stdio upstream's exclusive tools (configured, learned); a federation's `members` alike |
 //! | `POST /admin/upstreams/{name}/restart` | rolling restart of its children (each replaced after its calls finish); `{name}` may be a federation member's |
-//! | `GET /admin/config` | the effective configuration, secrets redacted |
+//! | `GET /admin/config` | the configuration in force (after any reload), secrets redacted |
+//! | `POST /admin/reload` | reads the `--config` file again and applies it (`crate::reload`): 200 `{"file", "upstreams": {"added", "removed", "changed", "updated", "unchanged"}, "needsRestart": [keys not applied], "tls"}`; 400 without `--config`, 422 (`{"error"}`) for a file that does not validate or a member that does not start (nothing changed) |
 //!
 //! The admin listener is loopback-only unless `--admin-token` is set; with a token every admin
 //! request needs `Authorization: Bearer <token>` (compared in constant time; never logged).
@@ -82,19 +83,29 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A config reload, as the admin API asks for it and shows its result (`crate::reload`).
+pub trait Reload: Send + Sync {
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config>;
+    /// Reads the config file again and applies it: the report, or the HTTP status and why
+    /// it was refused. `trigger` names who asked, for the log.
+    fn reload(&self, trigger: &str) -> Result<Value, (u16, String)>;
+}
+
 /// The admin API handler.
 pub struct Admin {
     proxy: Arc<Proxy>,
     token: Option<Secret>,
-    config: Arc<Config>,
+    reload: Arc<dyn Reload>,
     /// The admin listener is on a loopback address: `Host` must then name a loopback host.
     loopback: bool,
 }
 
 impl Admin {
-    /// An admin API over `proxy`, showing `config`; its admin token, if any, is required as a
-    /// bearer token.
-    pub fn new(proxy: Arc<Proxy>, config: Arc<Config>) -> Admin {
+    /// An admin API over `proxy`, showing the configuration `reload` holds in force; its
+    /// admin token (as started: it needs a restart), if any, is required as a bearer token.
+    pub fn new(proxy: Arc<Proxy>, reload: Arc<dyn Reload>) -> Admin {
+        let config = reload.config();
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
         let loopback = config
             .admin
@@ -103,7 +114,7 @@ impl Admin {
         Admin {
             proxy,
             token,
-            config,
+            reload,
             loopback,
         }
     }
@@ -160,6 +171,10 @@ impl Admin {
             ("GET", ["admin", "upstreams"]) => json_response(200, &json!([self.upstream()])),
             ("POST", ["admin", "upstreams", name, "restart"]) => self.restart(name),
             ("GET", ["admin", "config"]) => self.config(),
+            ("POST", ["admin", "reload"]) => match self.reload.reload("POST /admin/reload") {
+                Ok(report) => json_response(200, &report),
+                Err((status, why)) => json_response(status, &json!({"error": why})),
+            },
             (_, ["admin", ..]) => json_response(404, &json!({"error": "no such admin endpoint"})),
             _ => json_response(404, &json!({"error": "not found"})),
         }
@@ -250,7 +265,7 @@ impl Admin {
                 &json!({"error": "no such upstream", "upstreams": names}),
             );
         };
-        let grace = self.config.shutdown_grace;
+        let grace = self.reload.config().shutdown_grace;
         match target.restart(grace) {
             Ok(report) => {
                 log::info!("admin: rolling restart of {name}: {report}");
@@ -260,9 +275,9 @@ impl Admin {
         }
     }
 
-    /// The effective configuration: [`Config`] serialized, secrets redacted.
+    /// The configuration in force: [`Config`] serialized, secrets redacted.
     fn config(&self) -> Response {
-        match serde_json::to_value(&*self.config) {
+        match serde_json::to_value(&*self.reload.config()) {
             Ok(doc) => json_response(200, &doc),
             Err(e) => json_response(500, &json!({"error": e.to_string()})),
         }

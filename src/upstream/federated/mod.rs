@@ -49,7 +49,6 @@ use crate::session::{Binding, Session};
 use crate::util::lock;
 use members::{Fed, Slot};
 use messages::{collect, copy, member_call, result_of};
-pub use reload::Outcome as ReloadOutcome;
 
 /// JSON-RPC code of "the member that would answer is unavailable".
 const UNAVAILABLE: i64 = -32603;

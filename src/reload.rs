@@ -1,0 +1,175 @@
+//! Reloading the config file: `SIGHUP` and `POST /admin/reload`.
+//!
+//! Owns: [`Reloader`], the configuration in force (what `GET /admin/config` shows) and the
+//! steps of a reload: read the file again (`crate::cli::reread` decides which keys may
+//! change), start what is new, swap, report. Must not touch: how a part works inside (it calls
+//! [`crate::upstream::federated::Federated::reload`] and the listeners' TLS reload given to
+//! it) or the request path.
+//!
+//! What a reload applies:
+//! * the `[upstream.NAME]` tables: members added, removed, replaced (rolling: the old one
+//!   drains within `--request-timeout`) or updated in place (prefix, policy, tool overrides:
+//!   the same children), see `upstream/federated/reload.rs`; and the top-level keys that only
+//!   shape them ((`cli/reread.rs` `RELOADABLE`));
+//! * the listeners' TLS certificates and keys (the same files, read again; as SIGHUP always
+//!   did).
+//!
+//! Everything else needs a restart: a changed key is named in the answer (`needsRestart`) and
+//! in a warning, and its value in force stays: the listener and admin addresses, workers and
+//! limits, auth tokens and JWT settings, rate limits, sessions, tapes, `[[fault]]` rules, the
+//! TLS file paths, and a one-upstream configuration's upstream (no `[upstream.NAME]` tables),
+//! as well as switching between one upstream and tables.
+//!
+//! A file that fails to read or validate, or a new member that fails to start, is refused
+//! (logged; HTTP 422): nothing changes. Without `--config` a reload is refused (HTTP 400);
+//! SIGHUP then only reloads the TLS certificates. Every outcome counts in
+//! `shadowcat_config_reloads_total{result="ok|refused"}`.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::{Value, json};
+
+use crate::cli::{FileFlags, Source, reread};
+use crate::config::{Config, UpstreamConfig};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::ops::admin::Reload;
+use crate::upstream::Upstream;
+use crate::util::{lock, read, write};
+
+/// Starts an upstream from its config (`crate::app`'s builder).
+pub type StartUpstream = Box<dyn Fn(&UpstreamConfig) -> Result<Arc<dyn Upstream>, Error> + Send + Sync>;
+/// Reads the listeners' TLS certificates again: how many listeners have TLS, or the first
+/// failure.
+pub type ReloadTls = Box<dyn Fn() -> Result<usize, String> + Send + Sync>;
+
+/// The configuration in force and how to change it.
+pub struct Reloader {
+    current: RwLock<Arc<Config>>,
+    source: Option<Source>,
+    /// The file's top-level keys as the configuration in force took them.
+    file: Mutex<FileFlags>,
+    upstream: Arc<dyn Upstream>,
+    start: StartUpstream,
+    tls: ReloadTls,
+    metrics: Arc<Metrics>,
+    /// One reload at a time.
+    busy: Mutex<()>,
+}
+
+impl Reloader {
+    /// The reloader of a proxy started with `config` (from `source`, when started from the
+    /// command line) serving `upstream`.
+    pub fn new(
+        config: Arc<Config>,
+        source: Option<Source>,
+        upstream: Arc<dyn Upstream>,
+        start: StartUpstream,
+        tls: ReloadTls,
+        metrics: Arc<Metrics>,
+    ) -> Reloader {
+        let file = match source.as_ref().map(Source::file_flags) {
+            Some(Ok(flags)) => flags,
+            Some(Err(e)) => {
+                log::warn!("config file: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        // Without `--config`, a reload only re-reads the TLS certificates (SIGHUP).
+        let source = source.filter(|s| s.path().is_some());
+        Reloader {
+            current: RwLock::new(config),
+            source,
+            file: Mutex::new(file),
+            upstream,
+            start,
+            tls,
+            metrics,
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// True when there is a config file to read again.
+    pub fn has_file(&self) -> bool {
+        self.source.is_some()
+    }
+
+    /// Reads the file again and applies what it may (module docs); `trigger` names what
+    /// asked, for the log.
+    fn run(&self, trigger: &str) -> Result<Value, (u16, String)> {
+        let Some(src) = &self.source else {
+            return Err((
+                400,
+                "shadowcat was started without --config: there is no file to read again (SIGHUP \
+                 still reloads TLS certificates)"
+                    .into(),
+            ));
+        };
+        let path = src.path().unwrap_or_default().to_owned();
+        let _one = lock(&self.busy);
+        let old = read(&self.current).clone();
+        let federated = matches!(old.upstream, UpstreamConfig::Federated(_));
+        let new = reread(src, &lock(&self.file), federated).map_err(|e| (422, e.to_string()))?;
+        let mut restart = new.restart;
+        let mut applied = (*old).clone();
+        let mut upstreams = Value::Null;
+        match (&old.upstream, &new.config.upstream) {
+            (UpstreamConfig::Federated(_), UpstreamConfig::Federated(members)) => {
+                let Some(fed) = self.upstream.as_federated() else {
+                    return Err((500, "the federation is not this proxy's upstream".into()));
+                };
+                let start = |m: &crate::config::MemberConfig| (self.start)(&m.upstream);
+                let drain = old.proxy.request_timeout;
+                let outcome = fed
+                    .reload(members, &start, drain)
+                    .map_err(|e| (422, e.to_string()))?;
+                upstreams = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+                applied.upstream = new.config.upstream.clone();
+            }
+            (UpstreamConfig::Federated(_), _) | (_, UpstreamConfig::Federated(_)) => {
+                restart.push("upstream: between one upstream and [upstream.NAME] tables".into());
+            }
+            (a, b) if a != b => restart.push("upstream: the one upstream".into()),
+            _ => {}
+        }
+        if new.config.faults != old.faults {
+            restart.push("fault".into());
+        }
+        let tls = match (self.tls)() {
+            Ok(0) => Value::Null,
+            Ok(n) => json!({"reloaded": n}),
+            Err(e) => json!({"error": e}),
+        };
+        *lock(&self.file) = new.file;
+        *write(&self.current) = Arc::new(applied);
+        log::info!("{trigger}: {path} reloaded: upstreams {upstreams}");
+        if !restart.is_empty() {
+            log::warn!(
+                "{trigger}: {path}: not applied, needs a restart: {}",
+                restart.join(", ")
+            );
+        }
+        Ok(json!({
+            "file": path,
+            "upstreams": upstreams,
+            "needsRestart": restart,
+            "tls": tls,
+        }))
+    }
+}
+
+impl Reload for Reloader {
+    fn config(&self) -> Arc<Config> {
+        read(&self.current).clone()
+    }
+
+    fn reload(&self, trigger: &str) -> Result<Value, (u16, String)> {
+        let done = self.run(trigger);
+        self.metrics.config_reload(done.is_ok());
+        if let Err((_, why)) = &done {
+            log::error!("{trigger}: reload refused, the configuration in force stays: {why}");
+        }
+        done
+    }
+}
