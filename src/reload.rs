@@ -38,7 +38,8 @@ use crate::upstream::Upstream;
 use crate::util::{lock, read, write};
 
 /// Starts an upstream from its config (`crate::app`'s builder).
-pub type StartUpstream = Box<dyn Fn(&UpstreamConfig) -> Result<Arc<dyn Upstream>, Error> + Send + Sync>;
+pub type StartUpstream =
+    Box<dyn Fn(&UpstreamConfig) -> Result<Arc<dyn Upstream>, Error> + Send + Sync>;
 /// Reads the listeners' TLS certificates again: how many listeners have TLS, or the first
 /// failure.
 pub type ReloadTls = Box<dyn Fn() -> Result<usize, String> + Send + Sync>;

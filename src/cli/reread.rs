@@ -76,7 +76,12 @@ impl Source {
 
 /// The configuration of config file `path` (its `text`) with `top` as its top-level keys,
 /// and `src`'s command line.
-fn build(src: &Source, path: &str, text: &str, top: &[(String, Vec<String>)]) -> Result<Config, Error> {
+fn build(
+    src: &Source,
+    path: &str,
+    text: &str,
+    top: &[(String, Vec<String>)],
+) -> Result<Config, Error> {
     // The file's keys, then the command line's, as at start (`file::expand`).
     let mut args = Vec::new();
     for (k, values) in top.iter().filter(|(k, _)| !src.given(k)) {
@@ -104,7 +109,11 @@ fn build(src: &Source, path: &str, text: &str, top: &[(String, Vec<String>)]) ->
 
 /// Reads `src`'s config file again: the keys in force are `in_force`; `federated`: the proxy
 /// serves `[upstream.NAME]` tables (else no key is reloadable).
-pub fn reread(src: &Source, in_force: &[(String, Vec<String>)], federated: bool) -> Result<Reread, Error> {
+pub fn reread(
+    src: &Source,
+    in_force: &[(String, Vec<String>)],
+    federated: bool,
+) -> Result<Reread, Error> {
     let Some(path) = src.path() else {
         return Err(Error::Config(
             "started without --config: there is no file to read again".into(),
@@ -184,7 +193,11 @@ mod tests {
         assert_eq!(s.max_message, 2 << 20, "a member's key is taken");
         // Without tables nothing is reloadable; without --config nothing to read.
         let one = reread(&src, &in_force, false).expect("valid");
-        assert!(one.restart.iter().any(|k| k == "max-message"), "{:?}", one.restart);
+        assert!(
+            one.restart.iter().any(|k| k == "max-message"),
+            "{:?}",
+            one.restart
+        );
         let none = Source {
             args: Vec::new(),
             self_exe: String::new(),

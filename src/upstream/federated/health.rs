@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::members::{Fed, Slot};
-use super::{Member, State, release_binding};
 use super::messages::{collect, result_of};
+use super::{Member, State, release_binding};
 use crate::error::Error;
 use crate::jsonrpc::Message;
 use crate::upstream::Call;

@@ -158,7 +158,11 @@ impl State {
     /// member sessions and stops them.
     fn drain(&self, retired: &[Arc<Member>], bound: Duration) {
         let until = Instant::now() + bound;
-        let busy = || retired.iter().any(|m| m.run.inflight.load(Ordering::SeqCst) > 0);
+        let busy = || {
+            retired
+                .iter()
+                .any(|m| m.run.inflight.load(Ordering::SeqCst) > 0)
+        };
         while busy() && Instant::now() < until && !self.stopped.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
         }
