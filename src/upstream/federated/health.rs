@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use super::members::{Fed, Slot};
 use super::messages::{collect, result_of};
-use super::{Member, State, release_binding};
+use super::{Member, State};
 use crate::error::Error;
 use crate::jsonrpc::Message;
+use crate::session::Binding;
 use crate::upstream::Call;
 
 /// How often the prober asks a down member.
@@ -198,5 +199,20 @@ impl State {
         log::debug!("upstream {}: session opened", m.name);
         fed.put(i, Slot::Live(child, result));
         true
+    }
+}
+
+/// Releases member `m`'s side of a session that has no client session.
+pub fn release_binding(m: &Member, binding: Binding) {
+    let cfg = crate::config::SessionConfig {
+        max: 1,
+        max_per_client: 1,
+        idle: Duration::from_secs(1),
+        replay: Default::default(),
+    };
+    // A table only to build a session that names the member side to release.
+    let throwaway = crate::session::Sessions::new(&cfg);
+    if let Ok(s) = throwaway.build(String::new(), binding, None, String::new()) {
+        m.up.close(&s);
     }
 }

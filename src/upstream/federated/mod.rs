@@ -39,7 +39,6 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use super::{Call, Reply, Upstream};
 use crate::config::MemberConfig;
@@ -47,6 +46,7 @@ use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session};
 use crate::util::lock;
+use health::release_binding;
 use members::{Fed, Slot};
 use messages::{collect, copy, member_call, result_of};
 
@@ -233,28 +233,6 @@ impl State {
     /// Every client session's members.
     fn feds(&self) -> Vec<Arc<Fed>> {
         lock(&self.sessions).values().cloned().collect()
-    }
-
-    /// `m`, or what replaced it when a reload retired it, with the call counted in flight on
-    /// it; or why there is none (a reload removed it).
-    fn enter(&self, m: &Arc<Member>) -> Result<(Arc<Member>, InFlight), String> {
-        let mut m = m.clone();
-        for _ in 0..4 {
-            let counted = InFlight::enter(&m.run);
-            // Counted before looking: a reload retires first, then waits for the count.
-            if !m.run.retired.load(Ordering::SeqCst) {
-                return Ok((m, counted));
-            }
-            drop(counted);
-            match self.table().by_name(&m.name) {
-                Some(next) if next.id != m.id => m = next.clone(),
-                _ => break,
-            }
-        }
-        Err(format!(
-            "upstream {} was removed by a config reload",
-            m.name
-        ))
     }
 
     /// Sends `msg` to member `m` within `fed`'s session, re-opening the member's session first
@@ -493,20 +471,5 @@ impl State {
                 release_binding(&m, b);
             }
         }
-    }
-}
-
-/// Releases member `m`'s side of a session that has no client session.
-fn release_binding(m: &Member, binding: Binding) {
-    let cfg = crate::config::SessionConfig {
-        max: 1,
-        max_per_client: 1,
-        idle: Duration::from_secs(1),
-        replay: Default::default(),
-    };
-    // A table only to build a session that names the member side to release.
-    let throwaway = crate::session::Sessions::new(&cfg);
-    if let Ok(s) = throwaway.build(String::new(), binding, None, String::new()) {
-        m.up.close(&s);
     }
 }

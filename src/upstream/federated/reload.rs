@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::health::release_binding;
 use super::members::Slot;
-use super::{Federated, Member, State, Table, release_binding};
+use super::{Federated, InFlight, Member, State, Table};
 use crate::config::{FederationConfig, MemberConfig};
 use crate::error::Error;
 use crate::upstream::Upstream;
@@ -154,6 +155,28 @@ impl Federated {
 }
 
 impl State {
+    /// `m`, or what replaced it when a reload retired it, with the call counted in flight on
+    /// it; or why there is none (a reload removed it).
+    pub(super) fn enter(&self, m: &Arc<Member>) -> Result<(Arc<Member>, InFlight), String> {
+        let mut m = m.clone();
+        for _ in 0..4 {
+            let counted = InFlight::enter(&m.run);
+            // Counted before looking: a reload retires first, then waits for the count.
+            if !m.run.retired.load(Ordering::SeqCst) {
+                return Ok((m, counted));
+            }
+            drop(counted);
+            match self.table().by_name(&m.name) {
+                Some(next) if next.id != m.id => m = next.clone(),
+                _ => break,
+            }
+        }
+        Err(format!(
+            "upstream {} was removed by a config reload",
+            m.name
+        ))
+    }
+
     /// Waits until `retired`'s calls in flight finished (at most `bound`), closes their
     /// member sessions and stops them.
     fn drain(&self, retired: &[Arc<Member>], bound: Duration) {
