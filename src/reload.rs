@@ -11,8 +11,8 @@
 //!   drains within `--request-timeout`) or updated in place (prefix, policy, tool overrides:
 //!   the same children), see `upstream/federated/reload.rs`; and the top-level keys that only
 //!   shape them ((`cli/reread.rs` `RELOADABLE`));
-//! * the listeners' TLS certificates and keys (the same files, read again; as SIGHUP always
-//!   did).
+//! * the listeners' TLS certificates and keys (the same files, read again, as SIGHUP always
+//!   did): in every case, even when the file is refused.
 //!
 //! Everything else needs a restart: a changed key is named in the answer (`needsRestart`) and
 //! in a warning, and its value in force stays: the listener and admin addresses, workers and
@@ -97,8 +97,8 @@ impl Reloader {
     }
 
     /// Reads the file again and applies what it may (module docs); `trigger` names what
-    /// asked, for the log.
-    fn run(&self, trigger: &str) -> Result<Value, (u16, String)> {
+    /// asked, for the log; `tls` is what re-reading the TLS certificates gave.
+    fn run(&self, trigger: &str, tls: Value) -> Result<Value, (u16, String)> {
         let Some(src) = &self.source else {
             return Err((
                 400,
@@ -137,11 +137,6 @@ impl Reloader {
         if new.config.faults != old.faults {
             restart.push("fault".into());
         }
-        let tls = match (self.tls)() {
-            Ok(0) => Value::Null,
-            Ok(n) => json!({"reloaded": n}),
-            Err(e) => json!({"error": e}),
-        };
         *lock(&self.file) = new.file;
         *write(&self.current) = Arc::new(applied);
         log::info!("{trigger}: {path} reloaded: upstreams {upstreams}");
@@ -166,7 +161,14 @@ impl Reload for Reloader {
     }
 
     fn reload(&self, trigger: &str) -> Result<Value, (u16, String)> {
-        let done = self.run(trigger);
+        // The certificates are files of their own: read again whatever the config file holds
+        // (as SIGHUP always did); each listener's outcome is logged.
+        let tls = match (self.tls)() {
+            Ok(0) => Value::Null,
+            Ok(n) => json!({"reloaded": n}),
+            Err(e) => json!({"error": e}),
+        };
+        let done = self.run(trigger, tls);
         self.metrics.config_reload(done.is_ok());
         if let Err((_, why)) = &done {
             log::error!("{trigger}: reload refused, the configuration in force stays: {why}");
