@@ -172,12 +172,13 @@ impl Shadowcat {
             .filter_map(|(name, t)| Some((name, t?)))
             .collect();
         let listeners = tls.clone();
+        let (gated, auth) = (proxy.clone(), config.gate.auth.clone());
         let reloader = Arc::new(Reloader::new(
             config.clone(),
             source,
             upstream_in_force,
             start,
-            Box::new(move || reload_tls(&listeners)),
+            Box::new(move || reload_files(&listeners, &gated, &auth)),
             reload_metrics,
         ));
         let admin = match (admin_listener, &config.admin) {
@@ -263,6 +264,16 @@ impl Shadowcat {
     /// status and why it was refused.
     pub fn reload(&self, trigger: &str) -> Result<serde_json::Value, (u16, String)> {
         self.reloader.reload(trigger)
+    }
+
+    /// Reads the key material files again (SIGHUP without `--config`): the TLS certificates
+    /// and the authentication's files; what each gave (`null`: not configured).
+    pub fn reload_files(&self) -> serde_json::Map<String, serde_json::Value> {
+        let auth = self.reloader.config().gate.auth.clone();
+        match reload_files(&self.tls, &self.proxy, &auth) {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
     }
 
     /// The configuration in force (after any reload).
@@ -363,7 +374,36 @@ fn reload_tls(listeners: &[(&'static str, Arc<Tls>)]) -> Result<usize, String> {
     }
 }
 
-/// [`run_from`] without a command line: SIGHUP only re-reads the TLS certificates.
+/// Reads the key material files again: the TLS certificates of `listeners` and the files of
+/// `proxy`'s authentication (configured by `auth`, in force); `{"tls": …, "auth": …}`, each
+/// `null` when not configured, `{"error": …}` when the files did not load (what is in use
+/// stays; logged at error).
+fn reload_files(
+    listeners: &[(&'static str, Arc<Tls>)],
+    proxy: &Proxy,
+    auth: &crate::gate::auth::AuthConfig,
+) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let tls = match reload_tls(listeners) {
+        Ok(0) => Value::Null,
+        Ok(n) => json!({ "reloaded": n }),
+        Err(e) => json!({ "error": e }),
+    };
+    let auth = match proxy.gate().reload_auth(auth) {
+        Ok(false) => Value::Null,
+        Ok(true) => {
+            log::info!("authentication files read again");
+            json!({ "reloaded": true })
+        }
+        Err(e) => {
+            log::error!("keeping the authentication in use: {e}");
+            json!({ "error": e.to_string() })
+        }
+    };
+    json!({ "tls": tls, "auth": auth })
+}
+
+/// [`run_from`] without a command line: SIGHUP only re-reads the key material files.
 pub fn run(config: Config) -> Result<(), Error> {
     run_from(config, None)
 }
@@ -371,8 +411,9 @@ pub fn run(config: Config) -> Result<(), Error> {
 /// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
 /// shuts down gracefully. A second signal during the shutdown skips what is left of the grace.
 /// SIGHUP reloads the config file of `source`'s `--config` ([`Shadowcat::reload`], which
-/// re-reads the TLS certificates too); without one it re-reads the TLS certificates and keys
-/// ([`Shadowcat::reload_tls`]), and without TLS either it is logged and ignored.
+/// re-reads the key material files too); without one it re-reads the TLS certificates and the
+/// authentication's files ([`Shadowcat::reload_files`]), and with neither it is logged and
+/// ignored.
 pub fn run_from(config: Config, source: Option<Source>) -> Result<(), Error> {
     let signals = block_signals();
     let proxy = Arc::new(Shadowcat::start_from(config, source)?);
@@ -390,9 +431,12 @@ pub fn run_from(config: Config, source: Option<Source>) -> Result<(), Error> {
                 let _ = proxy.reload("SIGHUP");
             }
             Some(libc::SIGHUP) => {
-                // Success and failure are logged per listener.
-                if let Ok(0) = proxy.reload_tls() {
-                    log::info!("SIGHUP: no TLS certificate to reload (and no --config file)");
+                // Success and failure are logged per file.
+                let files = proxy.reload_files();
+                if files.values().all(serde_json::Value::is_null) {
+                    log::info!(
+                        "SIGHUP: no TLS certificate or authentication file to read again (and no --config file)"
+                    );
                 }
             }
             other => break other.unwrap_or(0),

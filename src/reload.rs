@@ -11,18 +11,20 @@
 //!   drains within `--request-timeout`) or updated in place (prefix, policy, tool overrides:
 //!   the same children), see `upstream/federated/reload.rs`; and the top-level keys that only
 //!   shape them ((`cli/reread.rs` `RELOADABLE`));
-//! * the listeners' TLS certificates and keys (the same files, read again, as SIGHUP always
-//!   did): in every case, even when the file is refused.
+//! * key material, in every case, even when the file is refused: the listeners' TLS
+//!   certificates and keys (as SIGHUP always did) and the authentication's files
+//!   (`--auth-tokens`, `--jwt-secret-file`, `--jwks-file`, or `--jwks-url` fetched again),
+//!   the same paths read again; a file that does not load keeps what is in use (logged).
 //!
 //! Everything else needs a restart: a changed key is named in the answer (`needsRestart`) and
 //! in a warning, and its value in force stays: the listener and admin addresses, workers and
-//! limits, auth tokens and JWT settings, rate limits, sessions, tapes, `[[fault]]` rules, the
-//! TLS file paths, and a one-upstream configuration's upstream (no `[upstream.NAME]` tables),
+//! limits, the authentication's flags (which files, JWT settings), rate limits, sessions,
+//! tapes, `[[fault]]` rules, the TLS file paths, and a one-upstream configuration's upstream (no `[upstream.NAME]` tables),
 //! as well as switching between one upstream and tables.
 //!
 //! A file that fails to read or validate, or a new member that fails to start, is refused
 //! (logged; HTTP 422): nothing changes. Without `--config` a reload is refused (HTTP 400);
-//! SIGHUP then only reloads the TLS certificates. Every outcome counts in
+//! SIGHUP then only reads the key material files again. Every outcome counts in
 //! `shadowcat_config_reloads_total{result="ok|refused"}`.
 
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,9 +42,9 @@ use crate::util::{lock, read, write};
 /// Starts an upstream from its config (`crate::app`'s builder).
 pub type StartUpstream =
     Box<dyn Fn(&UpstreamConfig) -> Result<Arc<dyn Upstream>, Error> + Send + Sync>;
-/// Reads the listeners' TLS certificates again: how many listeners have TLS, or the first
-/// failure.
-pub type ReloadTls = Box<dyn Fn() -> Result<usize, String> + Send + Sync>;
+/// Reads the key material files again (TLS certificates, the authentication's files): what
+/// it gave, `{"tls": …, "auth": …}`.
+pub type ReloadFiles = Box<dyn Fn() -> Value + Send + Sync>;
 
 /// The configuration in force and how to change it.
 pub struct Reloader {
@@ -52,7 +54,7 @@ pub struct Reloader {
     file: Mutex<FileFlags>,
     upstream: Arc<dyn Upstream>,
     start: StartUpstream,
-    tls: ReloadTls,
+    files: ReloadFiles,
     metrics: Arc<Metrics>,
     /// One reload at a time.
     busy: Mutex<()>,
@@ -66,7 +68,7 @@ impl Reloader {
         source: Option<Source>,
         upstream: Arc<dyn Upstream>,
         start: StartUpstream,
-        tls: ReloadTls,
+        files: ReloadFiles,
         metrics: Arc<Metrics>,
     ) -> Reloader {
         let file = match source.as_ref().map(Source::file_flags) {
@@ -85,7 +87,7 @@ impl Reloader {
             file: Mutex::new(file),
             upstream,
             start,
-            tls,
+            files,
             metrics,
             busy: Mutex::new(()),
         }
@@ -97,8 +99,8 @@ impl Reloader {
     }
 
     /// Reads the file again and applies what it may (module docs); `trigger` names what
-    /// asked, for the log; `tls` is what re-reading the TLS certificates gave.
-    fn run(&self, trigger: &str, tls: Value) -> Result<Value, (u16, String)> {
+    /// asked, for the log; `files` is what re-reading the key material files gave.
+    fn run(&self, trigger: &str, files: Value) -> Result<Value, (u16, String)> {
         let Some(src) = &self.source else {
             return Err((
                 400,
@@ -146,12 +148,15 @@ impl Reloader {
                 restart.join(", ")
             );
         }
-        Ok(json!({
+        let mut report = json!({
             "file": path,
             "upstreams": upstreams,
             "needsRestart": restart,
-            "tls": tls,
-        }))
+        });
+        if let (Some(r), Value::Object(files)) = (report.as_object_mut(), files) {
+            r.extend(files);
+        }
+        Ok(report)
     }
 }
 
@@ -161,14 +166,10 @@ impl Reload for Reloader {
     }
 
     fn reload(&self, trigger: &str) -> Result<Value, (u16, String)> {
-        // The certificates are files of their own: read again whatever the config file holds
-        // (as SIGHUP always did); each listener's outcome is logged.
-        let tls = match (self.tls)() {
-            Ok(0) => Value::Null,
-            Ok(n) => json!({"reloaded": n}),
-            Err(e) => json!({"error": e}),
-        };
-        let done = self.run(trigger, tls);
+        // Key material is in files of its own: read again whatever the config file holds (as
+        // SIGHUP always did for the certificates); each outcome is logged.
+        let files = (self.files)();
+        let done = self.run(trigger, files);
         self.metrics.config_reload(done.is_ok());
         if let Err((_, why)) = &done {
             log::error!("{trigger}: reload refused, the configuration in force stays: {why}");

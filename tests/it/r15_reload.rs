@@ -298,3 +298,46 @@ fn r15_reload_policy_only_keeps_the_children() {
     );
     assert_eq!(shown["upstream"]["members"][1]["prefix"], "bee", "{shown}");
 }
+
+/// The authentication's files are read again on a reload (SIGHUP here, then `POST
+/// /admin/reload`): a token taken out of `--auth-tokens` is refused from then on, a new one
+/// admitted; a tokens file that does not load keeps the tokens in use (the answer says why).
+#[test]
+fn r15_reload_rereads_the_auth_tokens_file() {
+    let dir = TempDir::new("reload-auth");
+    let file = dir.path().join("shadowcat.toml");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "alpha-token-0123456789 alice\n").expect("write");
+    let top = format!("auth-tokens = \"{}\"", tokens.display());
+    std::fs::write(&file, config(&top, &[("a", "")])).expect("write");
+    let (proxy, addr, admin) = start(&file);
+    let init = |token: &str| {
+        let bearer = format!("Bearer {token}");
+        post_with(addr, &[("Authorization", bearer.as_str())], None, INIT).status
+    };
+    assert_eq!(init("alpha-token-0123456789"), 200);
+    assert_eq!(init("beta-token-0123456789"), 401);
+
+    std::fs::write(&tokens, "beta-token-0123456789 bob\n").expect("write");
+    // SAFETY: a plain kill(2) of the child this test started.
+    unsafe { libc::kill(proxy.0.id() as libc::pid_t, libc::SIGHUP) };
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads(addr, "ok") != "1" && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(reloads(addr, "ok"), "1");
+    assert_eq!(init("alpha-token-0123456789"), 401, "taken out");
+    assert_eq!(init("beta-token-0123456789"), 200, "admitted");
+
+    std::fs::write(&tokens, "short bob\n").expect("write");
+    let r = reload(admin);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["auth"]["error"].is_string(), "{}", r.text());
+    assert_eq!(
+        r.json()["upstreams"]["unchanged"],
+        json!(["a"]),
+        "{}",
+        r.text()
+    );
+    assert_eq!(init("beta-token-0123456789"), 200, "the tokens in use stay");
+}
