@@ -144,7 +144,16 @@ pub fn reread(
         }
     }
     // The file as written must be valid, even where its new values are not taken.
-    build(src, path, &text, &new)?;
+    let written = build(src, path, &text, &new)?;
+    if matches!(written.upstream, UpstreamConfig::Federated(_)) != federated {
+        // Between one upstream and tables: nothing of it can be taken (`crate::reload` says
+        // so); the keys in force stay.
+        return Ok(Reread {
+            config: written,
+            file: in_force.to_vec(),
+            restart,
+        });
+    }
     let config = build(src, path, &text, &kept)?;
     Ok(Reread {
         config,
@@ -203,6 +212,16 @@ mod tests {
             self_exe: String::new(),
         };
         assert!(reread(&none, &[], true).is_err());
+        // From tables to one upstream: not taken, the keys in force stay.
+        write(&dir, "max-sessions = 7\nstdio = \"cat\"\n");
+        let switch = reread(&src, &in_force, true).expect("valid");
+        assert!(matches!(switch.config.upstream, UpstreamConfig::Stdio(_)));
+        assert_eq!(switch.file, in_force);
+        assert!(
+            switch.restart.iter().any(|k| k == "stdio"),
+            "{:?}",
+            switch.restart
+        );
         write(&dir, "max-sessions = \"many\"\n");
         assert!(reread(&src, &in_force, true).is_err(), "invalid: refused");
         let _ = std::fs::remove_dir_all(&dir);
