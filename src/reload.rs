@@ -104,8 +104,8 @@ impl Reloader {
         let Some(src) = &self.source else {
             return Err((
                 400,
-                "shadowcat was started without --config: there is no file to read again (SIGHUP \
-                 still reloads TLS certificates)"
+                "shadowcat was started without --config: there is no file to read again (TLS and \
+                 authentication files, if any, were read again)"
                     .into(),
             ));
         };
@@ -137,7 +137,7 @@ impl Reloader {
             _ => {}
         }
         if new.config.faults != old.faults {
-            restart.push("fault".into());
+            restart.push("[[fault]] rules".into());
         }
         *lock(&self.file) = new.file;
         *write(&self.current) = Arc::new(applied);
