@@ -23,7 +23,7 @@ use crate::ops::Front;
 use crate::ops::admin::Admin;
 use crate::ops::admin::Reload;
 use crate::proxy::Proxy;
-use crate::reload::Reloader;
+use crate::reload::{Reloader, reload_files, reload_tls};
 use crate::session::Sessions;
 use crate::tape::{self, Auditor, Recorder, Redactor};
 use crate::upstream::Upstream;
@@ -349,58 +349,6 @@ fn start_tapes(
         log::info!("recording tapes to {}", dir.display());
     }
     Ok((recorder, auditor))
-}
-
-/// Re-reads the TLS certificates and keys of `listeners`: connections made from now on use
-/// them; a listener whose files do not load keeps its old configuration (logged at error);
-/// the first such reason is returned. `Ok(0)`: no listener has TLS.
-fn reload_tls(listeners: &[(&'static str, Arc<Tls>)]) -> Result<usize, String> {
-    let mut first_err = None;
-    for (name, tls) in listeners {
-        match tls.reload() {
-            Ok(()) => log::info!(
-                "{name}: TLS certificate {} reloaded",
-                tls.files().cert.display()
-            ),
-            Err(e) => {
-                log::error!("{name}: keeping the TLS certificate in use: {e}");
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        Some(e) => Err(e),
-        None => Ok(listeners.len()),
-    }
-}
-
-/// Reads the key material files again: the TLS certificates of `listeners` and the files of
-/// `proxy`'s authentication (configured by `auth`, in force); `{"tls": …, "auth": …}`, each
-/// `null` when not configured, `{"error": …}` when the files did not load (what is in use
-/// stays; logged at error).
-fn reload_files(
-    listeners: &[(&'static str, Arc<Tls>)],
-    proxy: &Proxy,
-    auth: &crate::gate::auth::AuthConfig,
-) -> serde_json::Value {
-    use serde_json::{Value, json};
-    let tls = match reload_tls(listeners) {
-        Ok(0) => Value::Null,
-        Ok(n) => json!({ "reloaded": n }),
-        Err(e) => json!({ "error": e }),
-    };
-    let auth = match proxy.gate().reload_auth(auth) {
-        Ok(false) => Value::Null,
-        Ok(true) => {
-            log::info!("authentication files read again");
-            json!({ "reloaded": true })
-        }
-        Err(e) => {
-            log::error!("keeping the authentication in use: {e}");
-            json!({ "error": e.to_string() })
-        }
-    };
-    json!({ "tls": tls, "auth": auth })
 }
 
 /// [`run_from`] without a command line: SIGHUP only re-reads the key material files.
