@@ -177,40 +177,43 @@ impl State {
         ))
     }
 
-    /// Waits until `retired`'s calls in flight finished (at most `bound`), closes their
-    /// member sessions and stops them.
+    /// Stops each of `retired` once its calls in flight finished (at most `bound` after the
+    /// reload): its member sessions are closed, then its upstream.
     fn drain(&self, retired: &[Arc<Member>], bound: Duration) {
         let until = Instant::now() + bound;
-        let busy = || {
-            retired
-                .iter()
-                .any(|m| m.run.inflight.load(Ordering::SeqCst) > 0)
-        };
-        while busy() && Instant::now() < until && !self.stopped.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for m in retired {
-            let left = m.run.inflight.load(Ordering::SeqCst);
-            if left > 0 {
-                log::warn!(
-                    "upstream {}: stopping with {left} calls still in flight after {bound:?}",
-                    m.name
-                );
+        let mut left: Vec<&Arc<Member>> = retired.iter().collect();
+        while !left.is_empty() {
+            let late = Instant::now() >= until || self.stopped.load(Ordering::Relaxed);
+            let (idle, busy): (Vec<_>, Vec<_>) = left
+                .into_iter()
+                .partition(|m| late || m.run.inflight.load(Ordering::SeqCst) == 0);
+            for m in idle {
+                self.stop_retired(m, bound);
             }
+            left = busy;
+            if !left.is_empty() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn stop_retired(&self, m: &Member, bound: Duration) {
+        let left = m.run.inflight.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!(
+                "upstream {}: stopping with {left} calls still in flight after {bound:?}",
+                m.name
+            );
         }
         for fed in self.feds() {
-            for m in retired {
-                match fed.remove(m.id) {
-                    Some(Slot::Live(child, _)) => m.up.close(&child),
-                    Some(Slot::Pending(b, _) | Slot::Failed(b, _)) => release_binding(m, b),
-                    Some(Slot::Down(_)) | None => {}
-                }
+            match fed.remove(m.id) {
+                Some(Slot::Live(child, _)) => m.up.close(&child),
+                Some(Slot::Pending(b, _) | Slot::Failed(b, _)) => release_binding(m, b),
+                Some(Slot::Down(_)) | None => {}
             }
         }
-        for m in retired {
-            m.up.shutdown(STOP_GRACE);
-            log::info!("upstream {}: drained and stopped (config reload)", m.name);
-        }
-        lock(&self.draining).retain(|d| retired.iter().all(|m| m.id != d.id));
+        m.up.shutdown(STOP_GRACE);
+        log::info!("upstream {}: drained and stopped (config reload)", m.name);
+        lock(&self.draining).retain(|d| d.id != m.id);
     }
 }
