@@ -86,7 +86,9 @@ fn reloads(addr: SocketAddr, result: &str) -> String {
 }
 
 /// The "Reload under load", scaled to 8 clients × (3 rounds before, 5 after) of two
-/// calls: zero failed calls on the unchanged member (and on the replaced one), the added
+/// calls (the replaced member's take 100 ms, so some are in flight when it is swapped and
+/// must finish on it while it drains): zero failed calls on the unchanged member (and on the
+/// replaced one), the added
 /// member's tools appear after `tools/list_changed`, the removed member's name gets a clear
 /// `-32602`, and the unchanged member keeps its children.
 #[test]

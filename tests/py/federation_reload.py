@@ -3,7 +3,7 @@
     python tests/py/federation_reload.py URL CONFIG NEW_CONFIG PID
 
 With the official SDK (mcp 2.3.0) ``ClientSession``: 8 clients call ``keep__echo`` and
-``change__echo`` in a loop. Once each made 3 rounds, CONFIG is overwritten with NEW_CONFIG's
+``change__slow_echo`` (100 ms, so that calls are in flight when it is replaced) in a loop. Once each made 3 rounds, CONFIG is overwritten with NEW_CONFIG's
 text and PID (the proxy) gets SIGHUP. The clients go on until each made 5 more rounds after
 a ninth session, the watcher, got ``notifications/tools/list_changed`` (at most 100 rounds
 after the reload). Then the watcher lists the tools, calls ``add__echo`` (added by the
@@ -29,6 +29,7 @@ CLIENTS = 8
 BEFORE = 3
 AFTER = 5
 BOUND = 100
+CALLS = {"keep": ("keep__echo", {}), "change": ("change__slow_echo", {"delayMs": 100})}
 
 
 async def reload_under_load(url: str, args: list[str]) -> dict[str, Any]:
@@ -71,8 +72,11 @@ async def reload_under_load(url: str, args: list[str]) -> dict[str, Any]:
                     break
                 for member in ("keep", "change"):
                     message = f"c{k}-{rounds[k]}-{member}"
+                    # The replaced member's calls take a while, so that some are in flight
+                    # when the reload swaps it: they must finish on the old one (drain).
+                    tool, args = CALLS[member]
                     try:
-                        r = await s.call_tool(f"{member}__echo", {"message": message})
+                        r = await s.call_tool(tool, {"message": message, **args})
                         if r.is_error or message not in text_of(r.content):
                             stats[member]["failed"].append(text_of(r.content))
                         else:
