@@ -17,7 +17,7 @@
 //! others keep working. Members that are down are probed (`health.rs`). Each member session shares
 //! the client session's streams, so what a member sends outside requests (`list_changed`,
 //! log messages, server-to-client requests) reaches the client's standalone stream.
-//! Members: each has a stable id (its place in the first table it joined), and the member
+//! Members: each has a stable id (a number given once, when it joined), and the member
 //! table is swapped whole by a reload (`reload.rs`); a request reads the table once. A call
 //! counts as in flight on its member until its answer is done, so a member a reload removed
 //! or replaced can drain before it stops.
