@@ -1,9 +1,9 @@
 //! Putting it together: builds every part from its own config, starts the listeners and the
 //! reaper, and stops them in the documented order.
 //!
-//! Owns: [`Shadowcat`] (the running proxy) and [`run`] (serve until a signal; SIGHUP re-reads
-//! the listeners' TLS certificates and keys). Must not touch: how any part works inside; it
-//! only wires them.
+//! Owns: [`Shadowcat`] (the running proxy) and [`run`] (serve until a signal; SIGHUP reloads
+//! the config file, `crate::reload`, or without `--config` re-reads the listeners' TLS
+//! certificates and keys). Must not touch: how any part works inside; it only wires them.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Sender, bounded};
 
+use crate::cli::Source;
 use crate::config::{Config, StdioMode, UpstreamConfig};
 use crate::error::Error;
 use crate::gate::Gatekeeper;
@@ -20,7 +21,9 @@ use crate::http::{Server, Tls, TlsFiles};
 use crate::metrics::Metrics;
 use crate::ops::Front;
 use crate::ops::admin::Admin;
+use crate::ops::admin::Reload;
 use crate::proxy::Proxy;
+use crate::reload::{Reloader, reload_files, reload_tls};
 use crate::session::Sessions;
 use crate::tape::{self, Auditor, Recorder, Redactor};
 use crate::upstream::Upstream;
@@ -46,6 +49,8 @@ pub struct Shadowcat {
     /// The listeners' TLS configurations (main, admin), for [`Shadowcat::reload_tls`].
     tls: Vec<(&'static str, Arc<Tls>)>,
     proxy: Arc<Proxy>,
+    /// The configuration in force and its reload (SIGHUP, `POST /admin/reload`).
+    reloader: Arc<Reloader>,
     reaper: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
     stopped: AtomicBool,
     grace: Duration,
@@ -94,22 +99,29 @@ fn build_upstream(
 impl Shadowcat {
     /// Starts the upstream, binds `config.listen.bind` and begins serving. Returns once ready.
     pub fn start(config: Config) -> Result<Shadowcat, Error> {
+        Shadowcat::start_from(config, None)
+    }
+
+    /// Like [`Shadowcat::start`]; `source` (the command line it came from) lets a reload read
+    /// its `--config` file again.
+    pub fn start_from(config: Config, source: Option<Source>) -> Result<Shadowcat, Error> {
         let metrics = Arc::new(Metrics::new(&config.upstream.name()));
         let upstream = build_upstream(&config.upstream, &metrics)?;
-        Shadowcat::launch(config, upstream, metrics)
+        Shadowcat::launch(config, upstream, metrics, source)
     }
 
     /// Like [`Shadowcat::start`], with an upstream built elsewhere (`config.upstream` is not
     /// used). Tests use it to put a faulty upstream behind the real pipeline.
     pub fn start_with(config: Config, upstream: Arc<dyn Upstream>) -> Result<Shadowcat, Error> {
         let metrics = Arc::new(Metrics::new(upstream.name()));
-        Shadowcat::launch(config, upstream, metrics)
+        Shadowcat::launch(config, upstream, metrics, None)
     }
 
     fn launch(
         mut config: Config,
         upstream: Arc<dyn Upstream>,
         metrics: Arc<Metrics>,
+        source: Option<Source>,
     ) -> Result<Shadowcat, Error> {
         let load = |files: &Option<TlsFiles>| {
             files
@@ -143,6 +155,13 @@ impl Shadowcat {
             upstream.name(),
             &crate::tools::tape::replay::mock::load,
         )?;
+        let built = metrics.clone();
+        // A reload starts members only: counted as those started here are.
+        let start: crate::reload::StartUpstream = Box::new(move |cfg| {
+            build_upstream(cfg, &built).map(|up| Arc::new(Counted::new(up)) as Arc<dyn Upstream>)
+        });
+        let upstream_in_force = upstream.clone();
+        let reload_metrics = metrics.clone();
         let proxy = Arc::new(
             Proxy::new(&config.proxy, sessions, upstream, metrics, gate)
                 .with_tapes(recorder, auditor)
@@ -158,11 +177,26 @@ impl Shadowcat {
         };
         let server = Arc::new(Server::start(listener, server_config, front)?);
         proxy.set_server(Arc::downgrade(&server));
+        let tls: Vec<(&'static str, Arc<Tls>)> = [("listener", tls), ("admin listener", admin_tls)]
+            .into_iter()
+            .filter_map(|(name, t)| Some((name, t?)))
+            .collect();
+        let listeners = tls.clone();
+        let (gated, auth) = (proxy.clone(), config.gate.auth.clone());
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
+            source,
+            upstream_in_force,
+            start,
+            Box::new(move || reload_files(&listeners, &gated, &auth)),
+            reload_metrics,
+        ));
         let admin = match (admin_listener, &config.admin) {
             (Some(l), Some(a)) => {
-                let handler = Arc::new(Admin::new(proxy.clone(), config.clone()));
+                let handler = Arc::new(Admin::new(proxy.clone(), reloader.clone()));
+                let admin_tls = tls.iter().find(|(n, _)| *n == "admin listener");
                 let admin_config = crate::http::ServerConfig {
-                    tls: admin_tls.clone(),
+                    tls: admin_tls.map(|(_, t)| t.clone()),
                     ..a.server_config()
                 };
                 let s = Server::start(l, admin_config, handler)?;
@@ -184,15 +218,12 @@ impl Shadowcat {
                     p.expire_sessions();
                 }
             })?;
-        let tls = [("listener", tls), ("admin listener", admin_tls)]
-            .into_iter()
-            .filter_map(|(name, t)| Some((name, t?)))
-            .collect();
         Ok(Shadowcat {
             server,
             admin,
             tls,
             proxy,
+            reloader,
             reaper: Mutex::new(Some((stop, reaper))),
             stopped: AtomicBool::new(false),
             grace: config.shutdown_grace,
@@ -235,23 +266,29 @@ impl Shadowcat {
     /// configuration; that is logged at error with the reason, and the first such reason is
     /// returned. `Ok(0)`: no listener has TLS.
     pub fn reload_tls(&self) -> Result<usize, String> {
-        let mut first_err = None;
-        for (name, tls) in &self.tls {
-            match tls.reload() {
-                Ok(()) => log::info!(
-                    "{name}: TLS certificate {} reloaded",
-                    tls.files().cert.display()
-                ),
-                Err(e) => {
-                    log::error!("{name}: keeping the TLS certificate in use: {e}");
-                    first_err.get_or_insert(e);
-                }
-            }
+        reload_tls(&self.tls)
+    }
+
+    /// Reads the `--config` file again and applies what a running proxy may change
+    /// (`crate::reload`), as SIGHUP and `POST /admin/reload` do: the report, or the HTTP
+    /// status and why it was refused.
+    pub fn reload(&self, trigger: &str) -> Result<serde_json::Value, (u16, String)> {
+        self.reloader.reload(trigger)
+    }
+
+    /// Reads the key material files again (SIGHUP without `--config`): the TLS certificates
+    /// and the authentication's files; what each gave (`null`: not configured).
+    pub fn reload_files(&self) -> serde_json::Map<String, serde_json::Value> {
+        let auth = self.reloader.config().gate.auth.clone();
+        match reload_files(&self.tls, &self.proxy, &auth) {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(self.tls.len()),
-        }
+    }
+
+    /// The configuration in force (after any reload).
+    pub fn config(&self) -> Arc<Config> {
+        self.reloader.config()
     }
 
     /// Starts a graceful scale-in ([`Proxy::drain`]): `/readyz` says 503 and new sessions are
@@ -324,13 +361,20 @@ fn start_tapes(
     Ok((recorder, auditor))
 }
 
+/// [`run_from`] without a command line: SIGHUP only re-reads the key material files.
+pub fn run(config: Config) -> Result<(), Error> {
+    run_from(config, None)
+}
+
 /// The top-level entry point for `shadowcat reverse`: serves until SIGINT or SIGTERM, then
 /// shuts down gracefully. A second signal during the shutdown skips what is left of the grace.
-/// SIGHUP re-reads the TLS certificates and keys ([`Shadowcat::reload_tls`]); without TLS it is
-/// logged and ignored.
-pub fn run(config: Config) -> Result<(), Error> {
+/// SIGHUP reloads the config file of `source`'s `--config` ([`Shadowcat::reload`], which
+/// re-reads the key material files too); without one it re-reads the TLS certificates and the
+/// authentication's files ([`Shadowcat::reload_files`]), and with neither it is logged and
+/// ignored.
+pub fn run_from(config: Config, source: Option<Source>) -> Result<(), Error> {
     let signals = block_signals();
-    let proxy = Arc::new(Shadowcat::start(config)?);
+    let proxy = Arc::new(Shadowcat::start_from(config, source)?);
     log::info!(
         "shadowcat listening on {}://{}{} (upstream {})",
         if proxy.is_tls() { "https" } else { "http" },
@@ -340,10 +384,17 @@ pub fn run(config: Config) -> Result<(), Error> {
     );
     let sig = loop {
         match wait_signal(&signals, None) {
+            Some(libc::SIGHUP) if proxy.reloader.has_file() => {
+                // The outcome is logged by the reload.
+                let _ = proxy.reload("SIGHUP");
+            }
             Some(libc::SIGHUP) => {
-                // Success and failure are logged per listener.
-                if let Ok(0) = proxy.reload_tls() {
-                    log::info!("SIGHUP: no TLS certificate to reload");
+                // Success and failure are logged per file.
+                let files = proxy.reload_files();
+                if files.values().all(serde_json::Value::is_null) {
+                    log::info!(
+                        "SIGHUP: no TLS certificate or authentication file to read again (and no --config file)"
+                    );
                 }
             }
             other => break other.unwrap_or(0),

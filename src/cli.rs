@@ -19,7 +19,9 @@ mod file;
 mod members;
 mod overrides;
 mod replicas;
+mod reread;
 pub use file::expand as expand_config_file;
+pub use reread::{FileFlags, Source, reread};
 
 use crate::config::{
     AdminConfig, BridgeConfig, ChildEnv, ClientTlsConfig, Config, GateConfig, HttpUpstreamConfig,

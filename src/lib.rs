@@ -27,8 +27,10 @@
 //! ```text
 //! main.rs      parse flags, init logging, run, map the error to an exit code
 //! app.rs       wiring: builds each part from its own config, starts, stops in order
+//! reload.rs    SIGHUP and POST /admin/reload: the configuration in force, read the file
+//!              again, apply what may change (federation members, TLS), report the rest
 //! cli.rs       the flags (argh) and their validation into one Config; cli/file.rs: a TOML
-//!              file as those same flags
+//!              file as those same flags; cli/reread.rs: which keys a reload may change
 //! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
 //! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
 //! bridge/      2026-07-28 requests: validation, and serving them over a session-era upstream
@@ -220,6 +222,7 @@ mod jsonrpc;
 mod metrics;
 mod ops;
 mod proxy;
+mod reload;
 mod session;
 mod stream;
 mod tape;
@@ -228,8 +231,8 @@ mod upstream;
 mod util;
 mod version;
 
-pub use crate::app::{Shadowcat, run};
-pub use crate::cli::{Cli, Command, expand_config_file};
+pub use crate::app::{Shadowcat, run, run_from};
+pub use crate::cli::{Cli, Command, Source as ConfigSource, expand_config_file};
 pub use crate::config::Config;
 pub use crate::error::Error;
 pub use crate::proxy::Proxy;

@@ -20,8 +20,8 @@ const VERSION: &str = concat!(
 );
 
 fn main() -> ExitCode {
-    let cli = match parse_args() {
-        Ok(cli) => cli,
+    let (cli, reverse_args) = match parse_args() {
+        Ok(parsed) => parsed,
         Err(code) => return code,
     };
     let (name, result) = match cli.command {
@@ -60,7 +60,16 @@ fn main() -> ExitCode {
             let exe = std::env::current_exe()
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "shadowcat".into());
-            ("shadowcat", args.into_config(&exe).and_then(shadowcat::run))
+            // The command line as given, so that a reload reads its --config file again.
+            let source = shadowcat::ConfigSource {
+                args: reverse_args,
+                self_exe: exe.clone(),
+            };
+            (
+                "shadowcat",
+                args.into_config(&exe)
+                    .and_then(|config| shadowcat::run_from(config, Some(source))),
+            )
         }
     };
     match result {
@@ -73,15 +82,18 @@ fn main() -> ExitCode {
 }
 
 /// Like `argh::from_env`, but `--help` or an error printed into a closed pipe
-/// (`shadowcat reverse --help | head`) ends quietly instead of panicking.
-fn parse_args() -> Result<Cli, ExitCode> {
+/// (`shadowcat reverse --help | head`) ends quietly instead of panicking. Also returns
+/// `reverse`'s arguments as given (before `--config FILE` is expanded).
+fn parse_args() -> Result<(Cli, Vec<String>), ExitCode> {
     use std::io::Write;
     let args: Vec<String> = std::env::args().collect();
     let name = args
         .first()
         .map_or("shadowcat", |a| a.rsplit('/').next().unwrap_or(a));
     let mut given: Vec<String> = args.iter().skip(1).cloned().collect();
+    let mut reverse_args = Vec::new();
     if given.first().is_some_and(|a| a == "reverse") {
+        reverse_args = given[1..].to_vec();
         // `--config FILE` stands for the file's flags (keys are flags without --).
         match shadowcat::expand_config_file(&given[1..]) {
             Ok(flags) => {
@@ -99,7 +111,7 @@ fn parse_args() -> Result<Cli, ExitCode> {
         let _ = writeln!(std::io::stdout(), "{VERSION}");
         return Err(ExitCode::SUCCESS);
     }
-    argh::FromArgs::from_args(&[name], &rest).map_err(|early| {
+    let cli = argh::FromArgs::from_args(&[name], &rest).map_err(|early| {
         if early.status.is_ok() {
             let _ = writeln!(std::io::stdout(), "{}", early.output);
             ExitCode::SUCCESS
@@ -111,7 +123,8 @@ fn parse_args() -> Result<Cli, ExitCode> {
             );
             ExitCode::from(2)
         }
-    })
+    })?;
+    Ok((cli, reverse_args))
 }
 
 /// env_logger on stderr, `RUST_LOG` overriding `default`. With `json`, every line is one JSON

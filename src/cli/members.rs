@@ -120,12 +120,24 @@ pub fn federation(
     self_exe: &str,
 ) -> Result<Option<FederationConfig>, Error> {
     let text = super::file::read_text(path)?;
-    let specs = specs(path, &text)?;
+    let top = super::file::flags_of(path, &text)?;
+    federation_from(path, &text, &top, sep, self_exe)
+}
+
+/// Like [`federation`], for the file's `text`, its members built on `top` as the file's
+/// top-level flags (a reload keeps the values in force of keys that need a restart).
+pub fn federation_from(
+    path: &str,
+    text: &str,
+    top: &[(String, Vec<String>)],
+    sep: &str,
+    self_exe: &str,
+) -> Result<Option<FederationConfig>, Error> {
+    let specs = specs(path, text)?;
     if specs.is_empty() {
         return Ok(None);
     }
     check_separator(sep)?;
-    let top = super::file::flags_of(path, &text)?;
     if let Some((k, _)) = top.iter().find(|(k, _)| CHOOSING.contains(&k.as_str())) {
         return Err(Error::Config(format!(
             "{path}: `{k}` at the top level and [upstream.NAME] tables: put it in a table"
@@ -148,7 +160,7 @@ pub fn federation(
             };
             return Err(Error::Config(format!("{}: {why}", spec.at)));
         }
-        let upstream = build(&spec, &top, self_exe)?;
+        let upstream = build(&spec, top, self_exe)?;
         members.push(MemberConfig {
             name: spec.name,
             prefix,

@@ -33,9 +33,11 @@ pub use crate::gate::shared::StreamHolds;
 use crate::gate::shared::{Shared, hold_of, sessions_set, streams_set};
 use crate::http::{Request, Response};
 
-/// Authentication, rate limits and the `/metrics` token, built once at start-up.
+/// Authentication, rate limits and the `/metrics` token, built once at start-up (the
+/// authentication's key material is read again on a reload: [`Gatekeeper::reload_auth`]).
 pub struct Gatekeeper {
-    auth: Option<Auth>,
+    /// Swapped whole by [`Gatekeeper::reload_auth`]; read once per request.
+    auth: std::sync::RwLock<Option<Arc<Auth>>>,
     limiter: Limiter,
     /// `--limits-store`: the buckets shared by every instance, and what to do without them.
     shared: Option<Arc<Shared>>,
@@ -59,10 +61,11 @@ impl Gatekeeper {
     /// are loaded here, so a bad key source stops start-up.
     pub fn new(cfg: &GateConfig, resource: String) -> Result<Gatekeeper, Error> {
         let auth = if cfg.auth.enabled() {
-            Some(Auth::new(&cfg.auth, resource)?)
+            Some(Arc::new(Auth::new(&cfg.auth, resource)?))
         } else {
             None
         };
+        let auth = std::sync::RwLock::new(auth);
         let limiter = Limiter::new(cfg.limits.clone());
         let shared = cfg
             .limits_store
@@ -94,7 +97,7 @@ impl Gatekeeper {
             );
             format!("ip:{ip}")
         };
-        let Some(auth) = &self.auth else {
+        let Some(auth) = self.auth() else {
             if let Some(subject) = &req.client_cert {
                 let principal = format!("cert:{subject}");
                 return Ok(Caller {
@@ -239,9 +242,21 @@ impl Gatekeeper {
         self.shared.as_ref().map(|s| s.fallbacks())
     }
 
-    /// The resource URL (JWT audience, metadata `resource`), when authentication is on.
-    pub fn resource(&self) -> Option<&str> {
-        self.auth.as_ref().map(|a| a.resource())
+    fn auth(&self) -> Option<Arc<Auth>> {
+        crate::util::read(&self.auth).clone()
+    }
+
+    /// Reads the authentication's files again (`--auth-tokens`, `--jwt-secret-file`,
+    /// `--jwks-file`; `--jwks-url` is fetched again) with `cfg`, the configuration in force:
+    /// requests from now on are checked against them. `Ok(false)`: authentication is off.
+    /// On an error the authentication in use stays.
+    pub fn reload_auth(&self, cfg: &crate::gate::auth::AuthConfig) -> Result<bool, Error> {
+        let Some(old) = self.auth() else {
+            return Ok(false);
+        };
+        let new = Auth::new(cfg, old.resource().to_owned())?;
+        *crate::util::write(&self.auth) = Some(Arc::new(new));
+        Ok(true)
     }
 
     /// Drops idle (full) rate-limit buckets; called from housekeeping.
@@ -266,7 +281,7 @@ impl Gatekeeper {
 
     /// The RFC 9728 document, when authentication is on and `path` is one of its paths.
     pub fn metadata(&self, path: &str, mcp_path: &str) -> Option<Response> {
-        let auth = self.auth.as_ref()?;
+        let auth = self.auth()?;
         auth.is_metadata_path(path, mcp_path)
             .then(|| auth.metadata())
     }

@@ -634,6 +634,8 @@ pub struct Metrics {
     exclusive_calls: [AtomicU64; ExclusiveCause::ALL.len()],
     /// Requests naming a session of another instance (issue #17).
     foreign_sessions: AtomicU64,
+    /// `shadowcat_config_reloads_total{result="ok|refused"}`.
+    config_reloads: [AtomicU64; 2],
     tls: tls::TlsHandshakes,
     /// `shadowcat_fault_hits_total`: each fault rule's name, action and hits (set once at
     /// start, only when rules are configured).
@@ -671,6 +673,7 @@ impl Metrics {
             sessions_evicted: AtomicU64::new(0),
             exclusive_calls: [const { AtomicU64::new(0) }; ExclusiveCause::ALL.len()],
             foreign_sessions: AtomicU64::new(0),
+            config_reloads: [const { AtomicU64::new(0) }; 2],
             tls: tls::TlsHandshakes::new(),
             fault_hits: std::sync::OnceLock::new(),
         }
@@ -736,6 +739,11 @@ impl Metrics {
     #[inline]
     pub fn foreign_session(&self) {
         self.foreign_sessions.fetch_add(1, Relaxed);
+    }
+
+    /// A config reload (`SIGHUP`, `POST /admin/reload`) applied (`ok`) or refused.
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads[usize::from(!ok)].fetch_add(1, Relaxed);
     }
 
     /// `n` messages dropped on their way to a client, for `why`.

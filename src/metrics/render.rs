@@ -255,6 +255,18 @@ impl Metrics {
              the client re-initializes.",
             self.foreign_sessions.load(Relaxed),
         );
+        let name = "shadowcat_config_reloads_total";
+        family(
+            w,
+            name,
+            "counter",
+            "Config file reloads (SIGHUP, POST /admin/reload): applied (ok) or refused (no \
+             --config, an invalid file, an upstream that did not start).",
+        );
+        for (i, result) in ["ok", "refused"].iter().enumerate() {
+            let n = self.config_reloads[i].load(Relaxed);
+            line(w, format_args!("{name}{{result=\"{result}\"}} {n}"));
+        }
         counter(
             w,
             "shadowcat_bytes_received_total",

@@ -516,6 +516,7 @@ fn rendered_text_passes_the_strict_parser() {
         ("shadowcat_bridge_sessions", "gauge"),
         ("shadowcat_sessions_evicted_total", "counter"),
         ("shadowcat_foreign_sessions_total", "counter"),
+        ("shadowcat_config_reloads_total", "counter"),
         ("shadowcat_bytes_received_total", "counter"),
         ("shadowcat_bytes_sent_total", "counter"),
         ("shadowcat_child_up", "gauge"),

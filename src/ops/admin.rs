@@ -10,7 +10,8 @@
 //! | `DELETE /admin/sessions/{id}` | ends the session (full id or a unique prefix of 8+ characters); its client's next request gets 404 |
 //! | `GET /admin/upstreams` | the upstream: kind, mode, children (pid, age, restarts, sessions, in-flight, last error) or pool state, a shared stdio upstream's exclusive tools (configured, learned), an HTTP upstream's `replicas` (url, breaker state, consecutive failures, in-flight, sessions, ejections); a federation's `members` alike, with their `requests` and `errors` |
 //! | `POST /admin/upstreams/{name}/restart` | rolling restart of its children (each replaced after its calls finish); `{name}` may be a federation member's |
-//! | `GET /admin/config` | the effective configuration, secrets redacted |
+//! | `GET /admin/config` | the configuration in force (after any reload), secrets redacted |
+//! | `POST /admin/reload` | reads the `--config` file again and applies it (`crate::reload`): 200 `{"file", "upstreams": {"added", "removed", "changed", "updated", "unchanged"}, "needsRestart": [keys not applied], "tls"}`; 400 without `--config`, 422 (`{"error"}`) for a file that does not validate or a member that does not start (nothing changed) |
 //!
 //! The admin listener is loopback-only unless `--admin-token` is set; with a token every admin
 //! request needs `Authorization: Bearer <token>` (compared in constant time; never logged).
@@ -101,7 +102,7 @@ fn replica_sets(u: &dyn crate::upstream::Upstream) -> Vec<crate::metrics::Replic
     }
     members
         .iter()
-        .filter_map(|m| set(m.name, m.upstream))
+        .filter_map(|m| set(&m.name, m.upstream.as_ref()))
         .collect()
 }
 
@@ -115,19 +116,29 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// A config reload, as the admin API asks for it and shows its result (`crate::reload`).
+pub trait Reload: Send + Sync {
+    /// The configuration in force.
+    fn config(&self) -> Arc<Config>;
+    /// Reads the config file again and applies it: the report, or the HTTP status and why
+    /// it was refused. `trigger` names who asked, for the log.
+    fn reload(&self, trigger: &str) -> Result<Value, (u16, String)>;
+}
+
 /// The admin API handler.
 pub struct Admin {
     proxy: Arc<Proxy>,
     token: Option<Secret>,
-    config: Arc<Config>,
+    reload: Arc<dyn Reload>,
     /// The admin listener is on a loopback address: `Host` must then name a loopback host.
     loopback: bool,
 }
 
 impl Admin {
-    /// An admin API over `proxy`, showing `config`; its admin token, if any, is required as a
-    /// bearer token.
-    pub fn new(proxy: Arc<Proxy>, config: Arc<Config>) -> Admin {
+    /// An admin API over `proxy`, showing the configuration `reload` holds in force; its
+    /// admin token (as started: it needs a restart), if any, is required as a bearer token.
+    pub fn new(proxy: Arc<Proxy>, reload: Arc<dyn Reload>) -> Admin {
+        let config = reload.config();
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
         let loopback = config
             .admin
@@ -136,7 +147,7 @@ impl Admin {
         Admin {
             proxy,
             token,
-            config,
+            reload,
             loopback,
         }
     }
@@ -193,6 +204,10 @@ impl Admin {
             ("GET", ["admin", "upstreams"]) => json_response(200, &json!([self.upstream()])),
             ("POST", ["admin", "upstreams", name, "restart"]) => self.restart(name),
             ("GET", ["admin", "config"]) => self.config(),
+            ("POST", ["admin", "reload"]) => match self.reload.reload("POST /admin/reload") {
+                Ok(report) => json_response(200, &report),
+                Err((status, why)) => json_response(status, &json!({"error": why})),
+            },
             (_, ["admin", ..]) => json_response(404, &json!({"error": "no such admin endpoint"})),
             _ => json_response(404, &json!({"error": "not found"})),
         }
@@ -273,17 +288,17 @@ impl Admin {
         let members = u.members();
         let target: &dyn crate::upstream::Upstream = if name == u.name() {
             u.as_ref()
-        } else if let Some(m) = members.iter().find(|m| m.name == name) {
-            m.upstream
+        } else if let Some(m) = members.iter().find(|m| m.name == name && !m.draining) {
+            m.upstream.as_ref()
         } else {
             let mut names = vec![u.name()];
-            names.extend(members.iter().map(|m| m.name));
+            names.extend(members.iter().map(|m| m.name.as_str()));
             return json_response(
                 404,
                 &json!({"error": "no such upstream", "upstreams": names}),
             );
         };
-        let grace = self.config.shutdown_grace;
+        let grace = self.reload.config().shutdown_grace;
         match target.restart(grace) {
             Ok(report) => {
                 log::info!("admin: rolling restart of {name}: {report}");
@@ -293,9 +308,9 @@ impl Admin {
         }
     }
 
-    /// The effective configuration: [`Config`] serialized, secrets redacted.
+    /// The configuration in force: [`Config`] serialized, secrets redacted.
     fn config(&self) -> Response {
-        match serde_json::to_value(&*self.config) {
+        match serde_json::to_value(&*self.reload.config()) {
             Ok(doc) => json_response(200, &doc),
             Err(e) => json_response(500, &json!({"error": e.to_string()})),
         }
@@ -376,9 +391,10 @@ fn describe(u: &dyn crate::upstream::Upstream) -> Value {
         let members: Vec<Value> = members
             .iter()
             .map(|m| {
-                let mut v = describe(m.upstream);
-                v["member"] = m.name.into();
+                let mut v = describe(m.upstream.as_ref());
+                v["member"] = m.name.as_str().into();
                 v["down"] = m.down.into();
+                v["draining"] = m.draining.into();
                 v
             })
             .collect();

@@ -96,7 +96,7 @@ impl Operate for Counted {
     fn exclusive_tools(&self) -> Option<ExclusiveInfo> {
         self.inner.exclusive_tools()
     }
-    fn members(&self) -> Vec<MemberView<'_>> {
+    fn members(&self) -> Vec<MemberView> {
         self.inner.members()
     }
     fn replicas(&self) -> Vec<ReplicaInfo> {

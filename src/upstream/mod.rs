@@ -138,13 +138,15 @@ pub trait Upstream: Operate {
 }
 
 /// One upstream of a federation, as operators see it.
-pub struct MemberView<'a> {
+pub struct MemberView {
     /// Its `[upstream.NAME]`.
-    pub name: &'a str,
+    pub name: String,
     /// Found down and not yet back (`federated` `health.rs`).
     pub down: bool,
+    /// Removed or replaced by a config reload: finishing its calls in flight, then it stops.
+    pub draining: bool,
     /// The upstream itself.
-    pub upstream: &'a dyn Upstream,
+    pub upstream: Arc<dyn Upstream>,
 }
 
 /// What operators see of an upstream and do to it: the admin API, `/readyz`, `/metrics` and
@@ -182,7 +184,7 @@ pub trait Operate: Send + Sync {
     }
 
     /// The named upstreams behind a federation ([`federated`]); empty for any other.
-    fn members(&self) -> Vec<MemberView<'_>> {
+    fn members(&self) -> Vec<MemberView> {
         Vec::new()
     }
 
@@ -194,6 +196,11 @@ pub trait Operate: Send + Sync {
     /// Messages forwarded and, of those, failed, for an upstream whose traffic is counted
     /// (a federation member: [`counted`]); `None` for any other.
     fn traffic(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// The federation, when this upstream is one (a config reload changes its members).
+    fn as_federated(&self) -> Option<&federated::Federated> {
         None
     }
 

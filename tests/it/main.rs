@@ -78,6 +78,9 @@ mod r15_config;
 mod r15_federation;
 // Issue #15, replicas: two server-everything HTTP servers as one upstream, one killed and back.
 mod r15_replicas;
+// Issue #15: SIGHUP and POST /admin/reload re-read the config file (members added, removed,
+// replaced, updated in place; invalid files refused).
+mod r15_reload;
 // Issue #13 part A: 2026-07-28 validation, discover, and the bridge to session-era upstreams.
 mod r13_bridge;
 // Issue #18: fault and mock rules ([[fault]] in the config file).

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::State;
 use super::members::{Fed, Slot};
 use super::messages::{collect, result_of};
+use super::{Member, State};
 use crate::error::Error;
 use crate::jsonrpc::Message;
+use crate::session::Binding;
 use crate::upstream::Call;
 
 /// How often the prober asks a down member.
@@ -56,9 +57,9 @@ pub fn start_prober(state: &Arc<State>) {
                 if s.stopped.load(Ordering::Relaxed) {
                     return;
                 }
-                for i in 0..s.members.len() {
-                    if s.is_down(i) && s.probe(i) {
-                        s.came_back(i);
+                for m in &s.table().members {
+                    if m.is_down() && s.probe(m) {
+                        s.came_back(m);
                     }
                 }
             }
@@ -69,49 +70,38 @@ pub fn start_prober(state: &Arc<State>) {
 }
 
 impl State {
-    /// True while member `i` is down.
-    pub fn is_down(&self, i: usize) -> bool {
-        self.down.get(i).is_some_and(|d| d.load(Ordering::Relaxed))
+    /// True while member `id` is down.
+    #[cfg(test)]
+    pub fn is_down(&self, id: usize) -> bool {
+        self.member(id).is_some_and(|m| m.is_down())
     }
 
-    /// Notes that member `i` failed as a dead upstream does.
-    pub fn went_down(&self, i: usize, why: &str) {
-        if self
-            .down
-            .get(i)
-            .is_some_and(|d| !d.swap(true, Ordering::Relaxed))
-        {
-            log::warn!("upstream {} is down: {why}", self.members[i].name);
-            self.tell_every_session(i);
+    /// Notes that member `m` failed as a dead upstream does.
+    pub fn went_down(&self, m: &Member, why: &str) {
+        if !m.run.down.swap(true, Ordering::Relaxed) {
+            log::warn!("upstream {} is down: {why}", m.name);
+            self.tell_every_session(m.id);
         }
     }
 
-    fn came_back(&self, i: usize) {
-        if self
-            .down
-            .get(i)
-            .is_some_and(|d| d.swap(false, Ordering::Relaxed))
-        {
-            log::info!("upstream {} is back", self.members[i].name);
-            self.tell_every_session(i);
+    fn came_back(&self, m: &Member) {
+        if m.run.down.swap(false, Ordering::Relaxed) {
+            log::info!("upstream {} is back", m.name);
+            self.tell_every_session(m.id);
         }
     }
 
     /// Member `i` went down or came back: every client session forgets its lists and is
     /// told they changed.
     fn tell_every_session(&self, i: usize) {
-        let feds: Vec<Arc<Fed>> = crate::util::lock(&self.sessions)
-            .values()
-            .cloned()
-            .collect();
-        for fed in feds {
+        for fed in self.feds() {
             fed.lists.invalidate_member(i);
             fed.lists_changed();
         }
     }
 
-    /// True when member `i` answers an `initialize` (its session is released at once).
-    fn probe(&self, i: usize) -> bool {
+    /// True when member `m` answers an `initialize` (its session is released at once).
+    fn probe(&self, m: &Member) -> bool {
         let Ok(msg) = Message::parse(PROBE) else {
             return false;
         };
@@ -122,29 +112,35 @@ impl State {
             deadline,
             headers: Vec::new(),
         };
-        match self.members[i].up.initialize(call) {
+        match m.up.initialize(call) {
             Ok((binding, reply)) => {
                 let ok = collect(reply, deadline).is_ok_and(|b| result_of(&b).is_ok());
-                self.release_binding(i, binding);
+                release_binding(m, binding);
                 ok
             }
             Err(e) => {
-                log::debug!("upstream {}: probe: {e}", self.members[i].name);
+                log::debug!("upstream {}: probe: {e}", m.name);
                 false
             }
         }
     }
 
-    /// Re-opens member `i` within `fed`'s client session when it is out of it, not down,
-    /// and was not tried within [`REVIVE_EVERY`]. True when it serves the session now.
-    pub fn revive(&self, fed: &Fed, i: usize, deadline: Instant) -> bool {
-        if self.is_down(i) || !fed.may_revive(i, REVIVE_EVERY) {
+    /// Opens member `m` within `fed`'s client session when it is out of it (or was never
+    /// in it: added by a reload), not down, and was not tried within [`REVIVE_EVERY`]. Calls
+    /// of the session that need it meanwhile wait for the opening. True when it serves the
+    /// session now.
+    pub fn revive(&self, fed: &Fed, m: &Member, deadline: Instant) -> bool {
+        let i = m.id;
+        let _one = crate::util::lock(&fed.opening);
+        if fed.live(i).is_ok() {
+            return true;
+        }
+        if m.is_down() || !fed.may_revive(i, REVIVE_EVERY) {
             return false;
         }
         let (Some(parent), Ok(msg)) = (fed.parent(), Message::parse(&fed.init)) else {
             return false;
         };
-        let m = &self.members[i];
         let deadline = deadline.min(Instant::now() + OPEN_TIMEOUT);
         let call = Call {
             msg,
@@ -156,7 +152,7 @@ impl State {
             Ok(opened) => opened,
             Err(e) => {
                 if means_down(&e) {
-                    self.went_down(i, &e.to_string());
+                    self.went_down(m, &e.to_string());
                 }
                 log::debug!("upstream {}: re-opening: {e}", m.name);
                 return false;
@@ -169,7 +165,7 @@ impl State {
             Ok(r) => r,
             Err(why) => {
                 log::debug!("upstream {}: re-opening: {why}", m.name);
-                self.release_binding(i, binding);
+                release_binding(m, binding);
                 return false;
             }
         };
@@ -195,8 +191,28 @@ impl State {
         {
             log::debug!("upstream {}: standalone stream: {e}", m.name);
         }
-        log::debug!("upstream {}: session re-opened", m.name);
+        if m.run.retired.load(Ordering::SeqCst) {
+            // A reload retired it meanwhile: its drain may have passed this session already.
+            m.up.close(&child);
+            return false;
+        }
+        log::debug!("upstream {}: session opened", m.name);
         fed.put(i, Slot::Live(child, result));
         true
+    }
+}
+
+/// Releases member `m`'s side of a session that has no client session.
+pub fn release_binding(m: &Member, binding: Binding) {
+    let cfg = crate::config::SessionConfig {
+        max: 1,
+        max_per_client: 1,
+        idle: Duration::from_secs(1),
+        replay: Default::default(),
+    };
+    // A table only to build a session that names the member side to release.
+    let throwaway = crate::session::Sessions::new(&cfg);
+    if let Ok(s) = throwaway.build(String::new(), binding, None, String::new()) {
+        m.up.close(&s);
     }
 }

@@ -7,8 +7,9 @@
 //! URI is left out of the list. A URI no member listed (a template's expansion) is asked of
 //! each member that has resources in turn, and the first answer that is not an error wins.
 //!
-//! Cursors: a merged list's `nextCursor` is the JSON text of `[[member, its cursor], ...]`
-//! for every member with more pages; the next page asks each of them for theirs.
+//! Cursors: a merged list's `nextCursor` is the JSON text of `[[member id, its cursor], ...]`
+//! for every member with more pages; the next page asks each of them for theirs (a member a
+//! reload removed meanwhile is skipped).
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use super::members::Fed;
 use super::messages::{collect, copy, result_of, with_params};
 use super::policy::{self, Of, Who};
-use super::{Federated, Member};
+use super::{Member, State, Table, each};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::upstream::{Call, Reply};
@@ -53,14 +54,14 @@ fn listing(method: &str) -> Option<Listing> {
 }
 
 /// The answer to one request of a client session.
-pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error> {
+pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error> {
     let method = call.msg.method().to_owned();
     let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
     let ok = |result: Value| Reply::Message(jsonrpc::result_body(&id, &result.to_string()));
     let err = |code: i64, text: &str| Reply::Message(jsonrpc::error_body(Some(&id), code, text));
     let params = call.msg.params_value().unwrap_or_else(|| json!({}));
     if let Some(l) = listing(&method) {
-        return Ok(match list(f, fed, call, &l, &params) {
+        return Ok(match list(f, t, fed, call, &l, &params) {
             Ok(result) => ok(result),
             Err(text) => err(-32602, &text),
         });
@@ -68,13 +69,16 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
     match method.as_str() {
         "ping" => Ok(ok(json!({}))),
         "logging/setLevel" => {
-            let live: Vec<usize> = (0..f.members.len())
-                .filter(|&i| serving(f, fed, i, "logging"))
+            let live: Vec<Arc<Member>> = t
+                .members
+                .iter()
+                .filter(|m| serving(fed, m, "logging"))
+                .cloned()
                 .collect();
-            f.each(&live, |i| {
-                let reply = f.send(fed, i, with_params(&call.msg, &params), call);
+            each(&live, |m| {
+                let reply = f.send(fed, m, with_params(&call.msg, &params), call);
                 if let Err(e) = collect(reply, call.deadline) {
-                    log::debug!("upstream {}: logging/setLevel: {e}", f.members[i].name);
+                    log::debug!("upstream {}: logging/setLevel: {e}", m.name);
                 }
             });
             Ok(ok(json!({})))
@@ -88,43 +92,59 @@ pub fn request(f: &Federated, fed: &Fed, call: &Call<'_>) -> Result<Reply, Error
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let tools = method == "tools/call";
             // A renamed tool is called by its new name only (`policy.rs`).
-            let target = route_name(f, name).and_then(|(i, shown)| {
+            let target = route_name(t, name).and_then(|(m, shown)| {
                 let local = match tools {
-                    true => policy::original(&f.members[i].policy, who(call), shown)?,
+                    true => policy::original(&m.policy, who(call), shown)?,
                     false => shown,
                 };
-                allowed(f, call, i, Of::Names, local).then_some((i, local))
+                allowed(m, call, Of::Names, local).then_some((m, local))
             });
-            let Some((i, local)) = target else {
-                return Ok(err(-32602, &format!("Unknown {what}: {name}")));
+            let Some((m, local)) = target else {
+                return Ok(err(-32602, &unknown(t, what, name)));
             };
             let mut p = params.clone();
             p["name"] = Value::String(local.to_owned());
             if tools {
-                policy::inject(&f.members[i].policy, who(call), local, &mut p);
+                policy::inject(&m.policy, who(call), local, &mut p);
             }
-            Ok(f.send(fed, i, with_params(&call.msg, &p), call))
+            Ok(f.send(fed, m, with_params(&call.msg, &p), call))
         }
         "completion/complete" => {
             let r = params.get("ref").cloned().unwrap_or_else(|| json!({}));
             if let Some(name) = r.get("name").and_then(Value::as_str) {
-                let Some((i, local)) =
-                    route_name(f, name).filter(|&(i, l)| allowed(f, call, i, Of::Names, l))
+                let Some((m, local)) =
+                    route_name(t, name).filter(|&(m, l)| allowed(m, call, Of::Names, l))
                 else {
-                    return Ok(err(-32602, &format!("Unknown prompt: {name}")));
+                    return Ok(err(-32602, &unknown(t, "prompt", name)));
                 };
                 let mut p = params.clone();
                 p["ref"]["name"] = Value::String(local.to_owned());
-                return Ok(f.send(fed, i, with_params(&call.msg, &p), call));
+                return Ok(f.send(fed, m, with_params(&call.msg, &p), call));
             }
             let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
-            by_uri(f, fed, call, uri)
+            by_uri(f, t, fed, call, uri)
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
-            by_uri(f, fed, call, uri)
+            by_uri(f, t, fed, call, uri)
         }
         _ => Ok(err(-32601, &format!("Method not found: {method}"))),
+    }
+}
+
+/// "Unknown tool: NAME", saying so when `name` is one of a member the last reload removed.
+fn unknown(t: &Table, what: &str, name: &str) -> String {
+    let gone = t.gone.iter().find(|(_, prefix)| {
+        !prefix.is_empty()
+            && name
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|r| r.starts_with(t.sep.as_str()))
+    });
+    match gone {
+        Some((member, _)) => {
+            format!("Unknown {what}: {name} (upstream {member} was removed by a config reload)")
+        }
+        None => format!("Unknown {what}: {name}"),
     }
 }
 
@@ -146,60 +166,61 @@ fn who<'c>(call: &'c Call<'_>) -> Who<'c> {
     }
 }
 
-/// True when the caller of `call` may see and use member `i`'s tool or prompt `local`
+/// True when the caller of `call` may see and use member `m`'s tool or prompt `local`
 /// ([`Of::Names`]) or resource `local` ([`Of::Resources`]).
-fn allowed(f: &Federated, call: &Call<'_>, i: usize, of: Of, local: &str) -> bool {
-    let rules = &f.members[i].policy;
+fn allowed(m: &Member, call: &Call<'_>, of: Of, local: &str) -> bool {
     if bridged(call) {
-        return policy::allows_everyone(rules, of, local);
+        return policy::allows_everyone(&m.policy, of, local);
     }
-    policy::allows(rules, who(call), of, local)
+    policy::allows(&m.policy, who(call), of, local)
 }
 
-/// True when member `i` serves `fed`'s session, is not down, and declared `cap`.
-fn serving(f: &Federated, fed: &Fed, i: usize, cap: &str) -> bool {
-    !f.is_down(i) && fed.has(i, cap)
+/// True when member `m` serves `fed`'s session, is not down, and declared `cap`.
+fn serving(fed: &Fed, m: &Member, cap: &str) -> bool {
+    !m.is_down() && fed.has(m.id, cap)
 }
 
 /// The member a tool or prompt name belongs to, and the name it knows.
-fn route_name<'n>(f: &Federated, name: &'n str) -> Option<(usize, &'n str)> {
-    for (i, m) in f.members.iter().enumerate() {
+fn route_name<'t, 'n>(t: &'t Table, name: &'n str) -> Option<(&'t Arc<Member>, &'n str)> {
+    for m in &t.members {
         if m.prefix.is_empty() {
             continue;
         }
         if let Some(local) = name
             .strip_prefix(m.prefix.as_str())
-            .and_then(|r| r.strip_prefix(f.sep.as_str()))
+            .and_then(|r| r.strip_prefix(t.sep.as_str()))
         {
-            return Some((i, local));
+            return Some((m, local));
         }
     }
-    let bare = f.members.iter().position(|m| m.prefix.is_empty())?;
+    let bare = t.members.iter().find(|m| m.prefix.is_empty())?;
     Some((bare, name))
 }
 
 /// A request about resource `uri`: to the member that listed it, else to each member with
 /// resources in turn until one answers without an error.
-fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply, Error> {
+fn by_uri(f: &State, t: &Table, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply, Error> {
     let msg = || copy(&call.msg);
     if fed.owner(uri).is_none() && fed.first_index() {
-        index(f, fed, call);
+        index(f, t, fed, call);
     }
     let not_found = || {
         let text = format!("Resource not found: {uri}");
         Reply::Message(jsonrpc::error_body(call.msg.id.as_deref(), -32002, &text))
     };
-    if let Some(i) = fed.owner(uri) {
-        if !allowed(f, call, i, Of::Resources, uri) {
+    if let Some(m) = fed.owner(uri).and_then(|i| t.get(i)) {
+        if !allowed(m, call, Of::Resources, uri) {
             return Ok(not_found());
         }
-        return Ok(f.send(fed, i, msg(), call));
+        return Ok(f.send(fed, m, msg(), call));
     }
     let mut first_error = None;
-    for i in (0..f.members.len())
-        .filter(|&i| serving(f, fed, i, "resources") && allowed(f, call, i, Of::Resources, uri))
+    for m in t
+        .members
+        .iter()
+        .filter(|m| serving(fed, m, "resources") && allowed(m, call, Of::Resources, uri))
     {
-        let body = match collect(f.send(fed, i, msg(), call), call.deadline) {
+        let body = match collect(f.send(fed, m, msg(), call), call.deadline) {
             Ok(b) => b,
             Err(e) => {
                 jsonrpc::error_body(call.msg.id.as_deref(), super::UNAVAILABLE, &e.to_string())
@@ -215,7 +236,7 @@ fn by_uri(f: &Federated, fed: &Fed, call: &Call<'_>, uri: &str) -> Result<Reply,
 
 /// Learns who lists which resources and templates (first pages), for a session whose client
 /// reads or completes without listing first.
-fn index(f: &Federated, fed: &Fed, call: &Call<'_>) {
+fn index(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) {
     for method in ["resources/list", "resources/templates/list"] {
         let Some(l) = listing(method) else { continue };
         let msg = Message {
@@ -232,7 +253,7 @@ fn index(f: &Federated, fed: &Fed, call: &Call<'_>) {
             deadline: call.deadline,
             headers: Vec::new(),
         };
-        if let Err(why) = list(f, fed, &c, &l, &json!({})) {
+        if let Err(why) = list(f, t, fed, &c, &l, &json!({})) {
             log::debug!("federation: {method}: {why}");
         }
     }
@@ -240,7 +261,8 @@ fn index(f: &Federated, fed: &Fed, call: &Call<'_>) {
 
 /// One page of a merged list, or why the cursor is refused.
 fn list(
-    f: &Federated,
+    f: &State,
+    t: &Table,
     fed: &Fed,
     call: &Call<'_>,
     l: &Listing,
@@ -249,50 +271,63 @@ fn list(
     let pages: Vec<(usize, Option<String>)> = match params.get("cursor") {
         None | Some(Value::Null) => {
             // A first page: members out of this session are tried again first.
-            for i in 0..f.members.len() {
-                if fed.live(i).is_err() {
-                    f.revive(fed, i, call.deadline);
+            for m in &t.members {
+                if fed.live(m.id).is_err() {
+                    f.revive(fed, m, call.deadline);
                 }
             }
-            (0..f.members.len())
-                .filter(|&i| serving(f, fed, i, l.cap))
-                .map(|i| (i, None))
+            t.members
+                .iter()
+                .filter(|m| serving(fed, m, l.cap))
+                .map(|m| (m.id, None))
                 .collect()
         }
         Some(Value::String(c)) => serde_json::from_str(c)
             .ok()
-            // Members in order, each at most once: a cursor cannot ask for more pages than
-            // there are members.
+            // Members in the table's order, each at most once (a cursor cannot ask for more
+            // pages than there are members), ids that were given out.
             .filter(|p: &Vec<(usize, Option<String>)>| {
-                p.iter().all(|(i, _)| *i < f.members.len()) && p.windows(2).all(|w| w[0].0 < w[1].0)
+                let made = f.next_id.load(std::sync::atomic::Ordering::Relaxed);
+                let at = |i: usize| t.members.iter().position(|m| m.id == i);
+                let places: Vec<usize> = p.iter().filter_map(|(i, _)| at(*i)).collect();
+                p.iter().all(|(i, _)| *i < made)
+                    && p.windows(2).all(|w| w[0].0 != w[1].0)
+                    && places.windows(2).all(|w| w[0] < w[1])
             })
             .ok_or_else(|| "Invalid cursor".to_owned())?,
         Some(_) => return Err("Invalid cursor".into()),
     };
-    let idxs: Vec<usize> = pages.iter().map(|(i, _)| *i).collect();
+    // In the table's order; a member removed since the cursor was made is skipped.
+    let members: Vec<Arc<Member>> = t
+        .members
+        .iter()
+        .filter(|m| pages.iter().any(|(i, _)| *i == m.id))
+        .cloned()
+        .collect();
     let cursor_of = |i: usize| {
         pages
             .iter()
             .find(|(j, _)| *j == i)
             .and_then(|(_, c)| c.clone())
     };
-    // Cached pages first, here; only the members to ask get a thread each (`State::each`).
-    let mut answers: Vec<Option<Result<Arc<Value>, String>>> = idxs
+    // Cached pages first, here; only the members to ask get a thread each (`each`).
+    let mut answers: Vec<Option<Result<Arc<Value>, String>>> = members
         .iter()
-        .map(|&i| {
-            cacheable(f, fed, i, l)
-                .then(|| fed.lists.get(i, l.method, cursor_of(i).as_deref()))
+        .map(|m| {
+            cacheable(fed, m, l)
+                .then(|| fed.lists.get(m.id, l.method, cursor_of(m.id).as_deref()))
                 .flatten()
                 .map(Ok)
         })
         .collect();
-    let ask: Vec<usize> = idxs
+    let ask: Vec<Arc<Member>> = members
         .iter()
         .zip(&answers)
         .filter(|(_, a)| a.is_none())
-        .map(|(&i, _)| i)
+        .map(|(m, _)| m.clone())
         .collect();
-    let asked = f.each(&ask, |i| {
+    let asked = each(&ask, |m| {
+        let i = m.id;
         let cursor = cursor_of(i);
         let generation = fed.lists.generation(i, l.method);
         let mut p = params.clone();
@@ -305,13 +340,13 @@ fn list(
             }
         }
         let page = collect(
-            f.send(fed, i, with_params(&call.msg, &p), call),
+            f.send(fed, m, with_params(&call.msg, &p), call),
             call.deadline,
         )
         .map_err(|e| e.to_string())
         .and_then(|b| result_of(&b))
         .map(Arc::new)?;
-        if cacheable(f, fed, i, l) {
+        if cacheable(fed, m, l) {
             fed.lists
                 .put(i, l.method, cursor.as_deref(), generation, &page);
         }
@@ -323,8 +358,8 @@ fn list(
     }
     let mut items = Vec::new();
     let mut next = Vec::new();
-    for (&i, answer) in idxs.iter().zip(answers) {
-        let m = &f.members[i];
+    for (m, answer) in members.iter().zip(answers) {
+        let i = m.id;
         let result = match answer {
             Some(Ok(r)) => r,
             None => continue,
@@ -344,7 +379,7 @@ fn list(
                 continue;
             };
             if l.key == "name" {
-                if !allowed(f, call, i, Of::Names, &key) {
+                if !allowed(m, call, Of::Names, &key) {
                     continue;
                 }
                 let mut local = key.as_str();
@@ -352,11 +387,11 @@ fn list(
                     policy::reshape(&m.policy, who(call), &key, &mut item);
                     local = policy::shown_as(&m.policy, who(call), &key);
                 }
-                match shown_name(f, m, local) {
+                match shown_name(t, m, local) {
                     Some(n) => item[l.key] = Value::String(n),
                     None => continue,
                 }
-            } else if !allowed(f, call, i, Of::Resources, &key) || !fed.claim(&key, i) {
+            } else if !allowed(m, call, Of::Resources, &key) || !fed.claim(&key, i) {
                 continue;
             }
             items.push(item);
@@ -375,22 +410,21 @@ fn list(
 /// member declared `listChanged` for them, and is a stdio upstream, whose list changes reach
 /// its sessions whether or not the client listens (an HTTP member's arrive only on a
 /// standalone stream the client opened, so they could be missed).
-fn cacheable(f: &Federated, fed: &Fed, i: usize, l: &Listing) -> bool {
-    f.members[i].up.kind() == "stdio"
-        && fed.declares(i, &format!("/capabilities/{}/listChanged", l.cap))
+fn cacheable(fed: &Fed, m: &Member, l: &Listing) -> bool {
+    m.up.kind() == "stdio" && fed.declares(m.id, &format!("/capabilities/{}/listChanged", l.cap))
 }
 
 /// The name member `m`'s item `name` is shown as; `None` when a prefix-less member's name
 /// would be taken for another member's (it could not be called, so it is not listed).
-fn shown_name(f: &Federated, m: &Member, name: &str) -> Option<String> {
+fn shown_name(t: &Table, m: &Member, name: &str) -> Option<String> {
     if !m.prefix.is_empty() {
-        return Some(format!("{}{}{name}", m.prefix, f.sep));
+        return Some(format!("{}{}{name}", m.prefix, t.sep));
     }
-    let taken = f.members.iter().any(|o| {
+    let taken = t.members.iter().any(|o| {
         !o.prefix.is_empty()
             && name
                 .strip_prefix(o.prefix.as_str())
-                .is_some_and(|r| r.starts_with(f.sep.as_str()))
+                .is_some_and(|r| r.starts_with(t.sep.as_str()))
     });
     if taken {
         log::warn!(
@@ -405,7 +439,7 @@ fn shown_name(f: &Federated, m: &Member, name: &str) -> Option<String> {
 /// The `initialize` result of the federation: the protocol version of the first member that
 /// answered, the union of the members' capabilities, and their instructions under their
 /// names.
-pub fn merged_initialize(members: &[Member], sep: &str, results: &[(usize, Value)]) -> Value {
+pub fn merged_initialize(sep: &str, results: &[(Arc<Member>, Value)]) -> Value {
     let any = |ptr: &str| results.iter().any(|(_, r)| r.pointer(ptr).is_some());
     let flag = |ptr: &str| {
         results
@@ -434,11 +468,10 @@ pub fn merged_initialize(members: &[Member], sep: &str, results: &[(usize, Value
         }
     }
     let mut instructions = String::new();
-    for (i, r) in results {
+    for (m, r) in results {
         let Some(text) = r.get("instructions").and_then(Value::as_str) else {
             continue;
         };
-        let m = &members[*i];
         if !instructions.is_empty() {
             instructions.push_str("\n\n");
         }

@@ -1,4 +1,10 @@
 //! One client session's member sessions, and which member listed which resource.
+//!
+//! Members are named by their stable id (`super::Member::id`), never by their place in the
+//! file: a reload (`reload.rs`) adds and removes members without moving the others, so a
+//! session's slot of an unchanged member (its member session, its child) stays as it is. A
+//! member without a slot (added by a reload after the client initialized) is opened on first
+//! use (`health.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -37,9 +43,10 @@ impl Slot {
     }
 }
 
-/// One client session's members, indexed as the federation's.
+/// One client session's members, by member id.
 pub struct Fed {
-    slots: Vec<Mutex<Slot>>,
+    /// At most one per member of the federation's table or of its draining members.
+    slots: Mutex<HashMap<usize, Slot>>,
     /// Resource URI or URI template to the member that listed it first.
     uris: Mutex<HashMap<String, usize>>,
     /// The client's `initialize` (at most `--max-body`), to open a member's session later.
@@ -47,7 +54,10 @@ pub struct Fed {
     /// The client session, once it is in the table.
     parent: OnceLock<Weak<Session>>,
     /// Per member: when its session was last re-opened (or tried).
-    tried: Vec<Mutex<Option<Instant>>>,
+    tried: Mutex<HashMap<usize, Instant>>,
+    /// Held while a member's session is being opened, so that concurrent calls of this
+    /// session wait for it instead of failing (`health.rs`).
+    pub opening: Mutex<()>,
     /// Resources and templates were listed once to learn their owners (`lists.rs`).
     indexed: std::sync::atomic::AtomicBool,
     /// The members' list pages (`cache.rs`).
@@ -55,10 +65,11 @@ pub struct Fed {
 }
 
 impl Fed {
-    pub fn new(slots: Vec<Slot>, init: Vec<u8>) -> Fed {
+    pub fn new(slots: Vec<(usize, Slot)>, init: Vec<u8>) -> Fed {
         Fed {
-            tried: slots.iter().map(|_| Mutex::new(None)).collect(),
-            slots: slots.into_iter().map(Mutex::new).collect(),
+            tried: Mutex::new(HashMap::new()),
+            opening: Mutex::new(()),
+            slots: Mutex::new(slots.into_iter().collect()),
             uris: Mutex::new(HashMap::new()),
             init,
             parent: OnceLock::new(),
@@ -81,7 +92,7 @@ impl Fed {
     /// True when member `i` serves this session and its `initialize` result has `true` at
     /// `ptr` (e.g. `/capabilities/tools/listChanged`).
     pub fn declares(&self, i: usize, ptr: &str) -> bool {
-        match self.slots.get(i).map(|s| lock(s)).as_deref() {
+        match lock(&self.slots).get(&i) {
             Some(Slot::Live(_, caps)) => caps.pointer(ptr).and_then(Value::as_bool) == Some(true),
             _ => false,
         }
@@ -103,24 +114,23 @@ impl Fed {
         self.parent.get().and_then(Weak::upgrade)
     }
 
-    /// True when member `i` is out of this session (not merely not open yet) and was not
-    /// tried within `every`; then it counts as tried now.
+    /// True when member `i` is out of this session (down, its session lost, or never opened
+    /// in it: added by a reload) and was not tried within `every`; then it counts as tried
+    /// now.
     pub fn may_revive(&self, i: usize, every: std::time::Duration) -> bool {
-        let out = matches!(
-            self.slots.get(i).map(|s| lock(s)).as_deref(),
-            Some(Slot::Down(_))
-        ) || self.live(i).is_err_and(|w| w == "its session ended");
+        let out = match lock(&self.slots).get(&i) {
+            None | Some(Slot::Down(_)) => true,
+            Some(Slot::Live(child, _)) => child.is_evicted(),
+            Some(_) => false,
+        };
         if !out {
             return false;
         }
-        let Some(t) = self.tried.get(i) else {
-            return false;
-        };
-        let mut t = lock(t);
-        if t.is_some_and(|at| at.elapsed() < every) {
+        let mut tried = lock(&self.tried);
+        if tried.get(&i).is_some_and(|at| at.elapsed() < every) {
             return false;
         }
-        *t = Some(Instant::now());
+        tried.insert(i, Instant::now());
         true
     }
 
@@ -138,19 +148,19 @@ impl Fed {
 
     /// Member `i`'s session, or why it has none.
     pub fn live(&self, i: usize) -> Result<Arc<Session>, String> {
-        match self.slots.get(i).map(|s| lock(s)).as_deref() {
+        match lock(&self.slots).get(&i) {
             Some(Slot::Live(child, _)) if child.is_evicted() => Err("its session ended".into()),
             Some(Slot::Live(child, _)) => Ok(child.clone()),
             Some(Slot::Pending(..)) => Err("its session is not open yet".into()),
             Some(other) => Err(other.why().to_owned()),
-            None => Err("no such upstream".into()),
+            None => Err("it is not open in this session yet".into()),
         }
     }
 
     /// True when member `i` serves this session and declared capability `cap`
     /// (`tools`, `prompts`, `resources`, `completions`, `logging`).
     pub fn has(&self, i: usize, cap: &str) -> bool {
-        match self.slots.get(i).map(|s| lock(s)).as_deref() {
+        match lock(&self.slots).get(&i) {
             Some(Slot::Live(child, caps)) => {
                 !child.is_evicted() && caps.pointer(&format!("/capabilities/{cap}")).is_some()
             }
@@ -160,28 +170,39 @@ impl Fed {
 
     /// Takes member `i` out of this session.
     pub fn set_down(&self, i: usize, why: &str) {
-        if let Some(s) = self.slots.get(i) {
-            let mut g = lock(s);
-            if matches!(*g, Slot::Live(..)) {
-                *g = Slot::Down(why.to_owned());
-            }
-            drop(g);
-            self.lists.invalidate_member(i);
+        if let Some(s) = lock(&self.slots).get_mut(&i)
+            && matches!(s, Slot::Live(..))
+        {
+            *s = Slot::Down(why.to_owned());
         }
+        self.lists.invalidate_member(i);
     }
 
     /// Member `i`'s slot, leaving it down ("closing") until [`Fed::put`].
     pub fn take(&self, i: usize) -> Slot {
-        match self.slots.get(i) {
-            Some(s) => std::mem::replace(&mut *lock(s), Slot::Down("closing".into())),
+        match lock(&self.slots).get_mut(&i) {
+            Some(s) => std::mem::replace(s, Slot::Down("closing".into())),
             None => Slot::Down("no such upstream".into()),
         }
     }
 
     pub fn put(&self, i: usize, slot: Slot) {
-        if let Some(s) = self.slots.get(i) {
-            *lock(s) = slot;
-        }
+        lock(&self.slots).insert(i, slot);
+    }
+
+    /// Member `i`'s slot, gone from this session (a reload removed or replaced it); its
+    /// cached lists and remembered URIs are forgotten.
+    pub fn remove(&self, i: usize) -> Option<Slot> {
+        let slot = lock(&self.slots).remove(&i);
+        lock(&self.tried).remove(&i);
+        lock(&self.uris).retain(|_, owner| *owner != i);
+        self.lists.invalidate_member(i);
+        slot
+    }
+
+    /// The ids of the members with a slot.
+    pub fn ids(&self) -> Vec<usize> {
+        lock(&self.slots).keys().copied().collect()
     }
 
     /// Remembers that member `i` listed `uri`, unless another did first; true when `i` owns

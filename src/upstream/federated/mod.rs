@@ -5,7 +5,8 @@
 //! sessions (`members.rs`); merged lists, namespaced names and their cursors, routing
 //! (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
 //! (`policy.rs`); ids of server-to-client requests made during calls (`s2c.rs`); each
-//! session's cache of the members' list pages (`cache.rs`).
+//! session's cache of the members' list pages (`cache.rs`); a new member set from a
+//! reloaded config file (`reload.rs`).
 //! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
 //! pipeline sees one upstream and is unchanged).
 //!
@@ -16,6 +17,10 @@
 //! others keep working. Members that are down are probed (`health.rs`). Each member session shares
 //! the client session's streams, so what a member sends outside requests (`list_changed`,
 //! log messages, server-to-client requests) reaches the client's standalone stream.
+//! Members: each has a stable id (a number given once, when it joined), and the member
+//! table is swapped whole by a reload (`reload.rs`); a request reads the table once. A call
+//! counts as in flight on its member until its answer is done, so a member a reload removed
+//! or replaced can drain before it stops.
 //! Stateless (2026-07-28) requests are refused as session-era only, so the era bridge serves
 //! them over a federated session of its own.
 
@@ -24,22 +29,24 @@ mod health;
 mod lists;
 mod members;
 mod messages;
+mod operate;
 mod policy;
+mod reload;
 mod s2c;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use super::{Call, ChildInfo, Operate, Reply, Upstream};
+use super::{Call, Reply, Upstream};
 use crate::config::MemberConfig;
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{Binding, Session};
 use crate::util::lock;
+use health::release_binding;
 use members::{Fed, Slot};
 use messages::{collect, copy, member_call, result_of};
 
@@ -47,12 +54,65 @@ use messages::{collect, copy, member_call, result_of};
 const UNAVAILABLE: i64 = -32603;
 
 /// One named upstream.
-struct Member {
+pub struct Member {
+    /// Stable for the member's life: names its slots in every client session.
+    id: usize,
     name: String,
     prefix: String,
     up: Arc<dyn Upstream>,
     /// Which of its tools and prompts who may see and call (`policy.rs`).
     policy: crate::config::PolicyConfig,
+    /// Its table, as the config file gave it (`reload.rs` compares it).
+    cfg: MemberConfig,
+    /// Shared by the member's versions that a reload updated in place.
+    run: Arc<Running>,
+}
+
+/// What a member's versions share: it is down, it was retired by a reload, its calls in
+/// flight.
+#[derive(Default)]
+struct Running {
+    /// Found down (`health.rs`), until the prober sees it answer again.
+    down: AtomicBool,
+    /// Removed or replaced by a reload: no new calls; it stops once drained.
+    retired: AtomicBool,
+    /// Calls sent to it whose answers are not done yet.
+    inflight: AtomicUsize,
+}
+
+/// One call in flight on a member (`Running::inflight`), until dropped.
+struct InFlight(Arc<Running>);
+
+impl InFlight {
+    fn enter(run: &Arc<Running>) -> InFlight {
+        run.inflight.fetch_add(1, Ordering::SeqCst);
+        InFlight(run.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The members in force, in the file's order.
+pub struct Table {
+    sep: String,
+    members: Vec<Arc<Member>>,
+    /// The members the last reload removed, `(name, prefix)`: a call by one of their names
+    /// is told so.
+    gone: Vec<(String, String)>,
+}
+
+impl Table {
+    fn get(&self, id: usize) -> Option<&Arc<Member>> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    fn by_name(&self, name: &str) -> Option<&Arc<Member>> {
+        self.members.iter().find(|m| m.name == name)
+    }
 }
 
 /// Several upstreams behind one endpoint: a handle on their [`State`], which the prober
@@ -61,16 +121,19 @@ pub struct Federated(Arc<State>);
 
 /// Everything a federation holds.
 pub struct State {
-    sep: String,
-    members: Vec<Member>,
+    table: RwLock<Arc<Table>>,
+    /// Members a reload removed or replaced, until they drained and stopped (`reload.rs`).
+    draining: Mutex<Vec<Arc<Member>>>,
     /// Client sessions' member sessions, by [`Binding::federation`]; an entry lives from the
     /// client's `initialize` to [`Upstream::close`].
-    sessions: std::sync::Mutex<HashMap<u64, Arc<Fed>>>,
+    sessions: Mutex<HashMap<u64, Arc<Fed>>>,
     next: AtomicU64,
-    /// Per member: found down (`health.rs`), until the prober sees it answer again.
-    down: Vec<std::sync::atomic::AtomicBool>,
+    /// The id of the next member a reload adds.
+    next_id: AtomicUsize,
     /// Shut down: the prober stops.
-    stopped: std::sync::atomic::AtomicBool,
+    stopped: AtomicBool,
+    /// One reload at a time.
+    reloading: Mutex<()>,
 }
 
 impl std::ops::Deref for Federated {
@@ -84,74 +147,114 @@ impl Federated {
     /// A federation of `members` (started upstreams, in the file's order), names joined by
     /// `sep`; starts the prober of members that are down.
     pub fn new(sep: String, members: Vec<(MemberConfig, Arc<dyn Upstream>)>) -> Federated {
+        let n = members.len();
+        let members = members
+            .into_iter()
+            .enumerate()
+            .map(|(id, (cfg, up))| Arc::new(Member::new(id, cfg, up, Arc::default())))
+            .collect();
         let state = Arc::new(State {
-            sep,
-            down: members
-                .iter()
-                .map(|_| std::sync::atomic::AtomicBool::new(false))
-                .collect(),
-            members: members
-                .into_iter()
-                .map(|(cfg, up)| Member {
-                    name: cfg.name,
-                    prefix: cfg.prefix,
-                    up,
-                    policy: cfg.policy,
-                })
-                .collect(),
-            sessions: std::sync::Mutex::new(HashMap::new()),
+            table: RwLock::new(Arc::new(Table {
+                sep,
+                members,
+                gone: Vec::new(),
+            })),
+            draining: Mutex::new(Vec::new()),
+            sessions: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
-            stopped: std::sync::atomic::AtomicBool::new(false),
+            next_id: AtomicUsize::new(n),
+            stopped: AtomicBool::new(false),
+            reloading: Mutex::new(()),
         });
         health::start_prober(&state);
         Federated(state)
     }
 }
 
+impl Member {
+    fn new(id: usize, cfg: MemberConfig, up: Arc<dyn Upstream>, run: Arc<Running>) -> Member {
+        Member {
+            id,
+            name: cfg.name.clone(),
+            prefix: cfg.prefix.clone(),
+            policy: cfg.policy.clone(),
+            up,
+            cfg,
+            run,
+        }
+    }
+
+    /// True while the member is down.
+    fn is_down(&self) -> bool {
+        self.run.down.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `f` for each of `ms`, in parallel when there are several; results in their order.
+fn each<T: Send>(ms: &[Arc<Member>], f: impl Fn(&Arc<Member>) -> T + Sync) -> Vec<T> {
+    if ms.len() < 2 {
+        return ms.iter().map(&f).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ms
+            .iter()
+            .map(|m| {
+                let f = &f;
+                scope.spawn(move || f(m))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 impl State {
+    /// The members in force (read once per request).
+    pub fn table(&self) -> Arc<Table> {
+        crate::util::read(&self.table).clone()
+    }
+
+    /// Member `id`, in force or draining.
+    fn member(&self, id: usize) -> Option<Arc<Member>> {
+        if let Some(m) = self.table().get(id) {
+            return Some(m.clone());
+        }
+        lock(&self.draining).iter().find(|m| m.id == id).cloned()
+    }
+
     fn fed(&self, session: &Session) -> Option<Arc<Fed>> {
         lock(&self.sessions)
             .get(&session.binding.federation)
             .cloned()
     }
 
-    /// Runs `f` for each of `idxs` (members), in parallel when there are several; results in
-    /// the order of `idxs`.
-    fn each<T: Send>(&self, idxs: &[usize], f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        if idxs.len() < 2 {
-            return idxs.iter().map(|&i| f(i)).collect();
-        }
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = idxs
-                .iter()
-                .map(|&i| {
-                    let f = &f;
-                    scope.spawn(move || f(i))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        })
+    /// Every client session's members.
+    fn feds(&self) -> Vec<Arc<Fed>> {
+        lock(&self.sessions).values().cloned().collect()
     }
 
-    /// Sends `msg` to member `i` within `fed`'s session, re-opening the member's session first
+    /// Sends `msg` to member `m` within `fed`'s session, re-opening the member's session first
     /// when it is out of it (`health.rs`), and once more when the member lost it. Any failure
     /// becomes a JSON-RPC error naming the member; the client session itself stays.
-    fn send(&self, fed: &Fed, i: usize, msg: Message, call: &Call<'_>) -> Reply {
+    fn send(&self, fed: &Fed, m: &Arc<Member>, msg: Message, call: &Call<'_>) -> Reply {
         let id = msg.id.clone();
-        let m = &self.members[i];
         let refuse =
             |text: String| Reply::Message(jsonrpc::error_body(id.as_deref(), UNAVAILABLE, &text));
-        if self.is_down(i) {
+        let (m, counted) = match self.enter(m) {
+            Ok(entered) => entered,
+            Err(why) => return refuse(why),
+        };
+        let i = m.id;
+        if m.is_down() {
             return refuse(format!("upstream {} is down", m.name));
         }
         let mut msg = Some(msg);
         for attempt in 0..2 {
             let child = match fed.live(i) {
                 Ok(c) => c,
-                Err(why) if !self.revive(fed, i, call.deadline) => {
+                Err(why) if !self.revive(fed, &m, call.deadline) => {
                     return refuse(format!("upstream {} is unavailable: {why}", m.name));
                 }
                 Err(_) => match fed.live(i) {
@@ -167,7 +270,11 @@ impl State {
             let again = (attempt == 0).then(|| copy(&this));
             match m.up.forward(member_call(this, &child, call)) {
                 Ok(Reply::Stream(inner)) => {
-                    return Reply::Stream(Box::new(s2c::Tagged { inner, member: i }));
+                    return Reply::Stream(Box::new(s2c::Tagged {
+                        inner,
+                        member: i,
+                        _counted: counted,
+                    }));
                 }
                 Ok(r) => return r,
                 Err(e @ (Error::UnknownSession | Error::UpstreamSessionLost)) => {
@@ -179,7 +286,7 @@ impl State {
                 }
                 Err(e) => {
                     if health::means_down(&e) {
-                        self.went_down(i, &e.to_string());
+                        self.went_down(&m, &e.to_string());
                     }
                     log::debug!("upstream {}: {e}", m.name);
                     return refuse(format!("upstream {} failed: {e}", m.name));
@@ -191,16 +298,18 @@ impl State {
 
     /// Sends a notification or a response to every live member of the session.
     fn broadcast(&self, fed: &Fed, msg: &Message, call: &Call<'_>) {
-        let idxs: Vec<usize> = (0..self.members.len())
-            .filter(|&i| fed.live(i).is_ok())
+        let t = self.table();
+        let live: Vec<Arc<Member>> = t
+            .members
+            .iter()
+            .filter(|m| fed.live(m.id).is_ok())
+            .cloned()
             .collect();
-        self.each(&idxs, |i| {
-            if let Ok(child) = fed.live(i)
-                && let Err(e) = self.members[i]
-                    .up
-                    .forward(member_call(copy(msg), &child, call))
+        each(&live, |m| {
+            if let Ok(child) = fed.live(m.id)
+                && let Err(e) = m.up.forward(member_call(copy(msg), &child, call))
             {
-                log::debug!("upstream {}: {e}", self.members[i].name);
+                log::debug!("upstream {}: {e}", m.name);
             }
         });
     }
@@ -208,10 +317,9 @@ impl State {
 
 impl Upstream for Federated {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
-        let all: Vec<usize> = (0..self.members.len()).collect();
-        let opened = self.each(&all, |i| {
-            let m = &self.members[i];
-            if self.is_down(i) {
+        let t = self.table();
+        let opened = each(&t.members, |m| {
+            if m.is_down() {
                 return Err(Error::Unavailable("down".into()));
             }
             let c = Call {
@@ -226,32 +334,31 @@ impl Upstream for Federated {
         });
         let mut slots = Vec::with_capacity(opened.len());
         let mut results = Vec::new();
-        for (i, o) in opened.into_iter().enumerate() {
-            let name = &self.members[i].name;
+        for (m, o) in t.members.iter().zip(opened) {
             let slot = match o {
                 Ok((binding, Ok(Ok(result)))) => {
-                    results.push((i, result.clone()));
+                    results.push((m.clone(), result.clone()));
                     Slot::Pending(binding, result)
                 }
                 Ok((binding, Ok(Err(why)))) => Slot::Failed(binding, why),
                 Ok((binding, Err(e))) => Slot::Failed(binding, e.to_string()),
                 Err(e) => {
                     if health::means_down(&e) {
-                        self.went_down(i, &e.to_string());
+                        self.went_down(m, &e.to_string());
                     }
                     Slot::Down(e.to_string())
                 }
             };
             if let Slot::Failed(_, why) | Slot::Down(why) = &slot {
-                log::warn!("upstream {name}: initialize failed: {why}");
+                log::warn!("upstream {}: initialize failed: {why}", m.name);
             }
-            slots.push(slot);
+            slots.push((m.id, slot));
         }
         if results.is_empty() {
             let why: Vec<String> = slots
                 .iter()
-                .zip(&self.members)
-                .map(|(s, m)| format!("{}: {}", m.name, s.why()))
+                .zip(&t.members)
+                .map(|((_, s), m)| format!("{}: {}", m.name, s.why()))
                 .collect();
             self.release(slots);
             return Err(Error::Unavailable(format!(
@@ -262,7 +369,7 @@ impl Upstream for Federated {
         let key = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let fed = Fed::new(slots, call.msg.to_vec());
         lock(&self.sessions).insert(key, Arc::new(fed));
-        let result = lists::merged_initialize(&self.members, &self.sep, &results);
+        let result = lists::merged_initialize(&t.sep, &results);
         let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
         let binding = Binding {
             federation: key,
@@ -286,7 +393,7 @@ impl Upstream for Federated {
         if kind == Kind::Response
             && let Some((i, original)) = call.msg.id.as_deref().and_then(s2c::untag)
         {
-            if let (Ok(child), Some(m)) = (fed.live(i), self.members.get(i)) {
+            if let (Ok(child), Some(m)) = (fed.live(i), self.member(i)) {
                 let mut msg = copy(&call.msg);
                 msg.id = Some(original);
                 if let Err(e) = m.up.forward(member_call(msg, &child, &call)) {
@@ -299,15 +406,18 @@ impl Upstream for Federated {
             self.broadcast(&fed, &call.msg, &call);
             return Ok(Reply::Accepted);
         }
-        lists::request(self, &fed, &call)
+        lists::request(self, &self.table(), &fed, &call)
     }
 
     fn close(&self, session: &Session) {
         let Some(fed) = lock(&self.sessions).remove(&session.binding.federation) else {
             return;
         };
-        for (i, m) in self.members.iter().enumerate() {
-            match fed.take(i) {
+        for i in fed.ids() {
+            let (Some(slot), Some(m)) = (fed.remove(i), self.member(i)) else {
+                continue;
+            };
+            match slot {
                 Slot::Live(child, _) => m.up.close(&child),
                 Slot::Pending(b, _) | Slot::Failed(b, _) => m.up.close(&session.member(i, b)),
                 Slot::Down(_) => {}
@@ -320,7 +430,8 @@ impl Upstream for Federated {
             return;
         };
         fed.set_parent(session);
-        for (i, m) in self.members.iter().enumerate() {
+        for i in fed.ids() {
+            let Some(m) = self.member(i) else { continue };
             match fed.take(i) {
                 Slot::Pending(b, caps) => {
                     let child = session.member(i, b);
@@ -341,8 +452,8 @@ impl Upstream for Federated {
         let Some(fed) = self.fed(session) else {
             return Err(Error::UnknownSession);
         };
-        for (i, m) in self.members.iter().enumerate() {
-            if let Ok(child) = fed.live(i)
+        for m in &self.table().members {
+            if let Ok(child) = fed.live(m.id)
                 && let Err(e) = m.up.listen(&child)
             {
                 log::debug!("upstream {}: standalone stream: {e}", m.name);
@@ -354,94 +465,11 @@ impl Upstream for Federated {
 
 impl State {
     /// Releases the member sides of a client session that was never made.
-    fn release(&self, slots: Vec<Slot>) {
-        for (i, slot) in slots.into_iter().enumerate() {
-            if let Slot::Pending(b, _) | Slot::Failed(b, _) = slot {
-                self.release_binding(i, b);
+    fn release(&self, slots: Vec<(usize, Slot)>) {
+        for (i, slot) in slots {
+            if let (Slot::Pending(b, _) | Slot::Failed(b, _), Some(m)) = (slot, self.member(i)) {
+                release_binding(&m, b);
             }
         }
-    }
-
-    /// Releases member `i`'s side of a session that has no client session.
-    fn release_binding(&self, i: usize, binding: Binding) {
-        let Some(m) = self.members.get(i) else {
-            return;
-        };
-        let cfg = crate::config::SessionConfig {
-            max: 1,
-            max_per_client: 1,
-            idle: Duration::from_secs(1),
-            replay: Default::default(),
-        };
-        // A table only to build a session that names the member side to release.
-        let throwaway = crate::session::Sessions::new(&cfg);
-        if let Ok(s) = throwaway.build(String::new(), binding, None, String::new()) {
-            m.up.close(&s);
-        }
-    }
-}
-
-impl Operate for Federated {
-    fn name(&self) -> &str {
-        "federation"
-    }
-
-    fn kind(&self) -> &'static str {
-        "federated"
-    }
-
-    fn mode(&self) -> &'static str {
-        "federated"
-    }
-
-    /// Ready while any member is: the others' tools are then absent, not the whole endpoint.
-    fn ready(&self) -> Result<(), String> {
-        let mut down = Vec::new();
-        for m in &self.members {
-            match m.up.ready() {
-                Ok(()) => return Ok(()),
-                Err(e) => down.push(format!("{}: {e}", m.name)),
-            }
-        }
-        Err(down.join("; "))
-    }
-
-    fn shutdown(&self, grace: Duration) {
-        self.stopped.store(true, Ordering::Relaxed);
-        for m in &self.members {
-            m.up.shutdown(grace);
-        }
-    }
-
-    fn members(&self) -> Vec<super::MemberView<'_>> {
-        self.members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| super::MemberView {
-                name: &m.name,
-                down: self.is_down(i),
-                upstream: m.up.as_ref(),
-            })
-            .collect()
-    }
-
-    fn children(&self) -> Vec<ChildInfo> {
-        self.members.iter().flat_map(|m| m.up.children()).collect()
-    }
-
-    fn restart(&self, grace: Duration) -> Result<String, Error> {
-        let done: Vec<String> = self
-            .members
-            .iter()
-            .filter_map(|m| {
-                m.up.restart(grace)
-                    .ok()
-                    .map(|what| format!("{}: {what}", m.name))
-            })
-            .collect();
-        if done.is_empty() {
-            return Err(Error::NotSupported("no upstream has children to restart"));
-        }
-        Ok(done.join("; "))
     }
 }

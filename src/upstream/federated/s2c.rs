@@ -15,10 +15,12 @@ use crate::upstream::{Item, MessageStream, Poll};
 
 const TAG: &str = "fed:";
 
-/// A member's call stream with the ids of its requests to the client renamed.
+/// A member's call stream with the ids of its requests to the client renamed; the call
+/// counts as in flight on its member until the stream is dropped.
 pub struct Tagged {
     pub inner: Box<dyn MessageStream>,
     pub member: usize,
+    pub _counted: super::InFlight,
 }
 
 impl MessageStream for Tagged {
