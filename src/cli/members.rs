@@ -356,6 +356,10 @@ fn spec(
             "{here}: [upstream.{name}] needs `stdio = \"command\"` or `url = \"http://...\"`"
         )));
     }
+    for (who, rules) in &policy.principals {
+        super::overrides::renames_apart(&policy.tools, &rules.tools)
+            .map_err(|why| Error::Config(format!("{here}: principal {who:?}: {why}")))?;
+    }
     Ok(Spec {
         name: name.to_owned(),
         at: here,
@@ -459,6 +463,18 @@ mod tests {
         assert_eq!(who, "scope:ops");
         assert_eq!(rules.tools[0].tool, "echo");
         assert_eq!(rules.tools[0].rename.as_deref(), Some("say"));
+        let clash = write(
+            "policy-clash.toml",
+            "[upstream.a]\nstdio = \"cat\"\n[upstream.a.tools.echo]\nname = \"say\"\n\
+             [upstream.a.principal.bob.tools.other]\nname = \"say\"\n",
+        );
+        let e = federation(&clash, "__", "x")
+            .expect_err("say twice")
+            .to_string();
+        assert!(
+            e.contains("principal \"bob\": tool other is shown as \"say\""),
+            "{e}"
+        );
         let not_a_list = write(
             "policy-res.toml",
             "[upstream.a]\nstdio = \"cat\"\nallow-resources = \"file:///*\"\n",

@@ -290,13 +290,21 @@ impl Proxy {
         self.outcome(reply, Kind::Request, deadline, Some(&session), true, acc)
     }
 
-    /// The live session `sid` names, if `caller` owns it: another principal's session is
-    /// not found, exactly as an unknown id.
+    /// The live session `sid` names, if `caller` owns it (the same principal, with the same
+    /// JWT scopes): another's session is not found, exactly as an unknown id.
     fn session(&self, sid: &str, caller: &Caller) -> Result<Arc<Session>, Error> {
         self.not_foreign(sid.trim())?;
-        self.sessions
+        let session = self
+            .sessions
             .get_as(sid.trim(), caller.principal.as_deref())
-            .ok_or(Error::UnknownSession)
+            .ok_or(Error::UnknownSession)?;
+        // Policy may name JWT scopes (federation): a token whose scopes differ from those the
+        // session began with is another caller, who starts a session of its own.
+        let (had, has) = (session.scopes(), &caller.scopes[..]);
+        if had.len() != has.len() || !has.iter().all(|s| had.contains(s)) {
+            return Err(Error::UnknownSession);
+        }
+        Ok(session)
     }
 
     /// A session id of another instance (a balancer sent it here, e.g. after its instance

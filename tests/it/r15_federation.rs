@@ -439,6 +439,9 @@ fn r15_federation_policy_by_jwt_scope() {
             sees_simple,
             "{who}: {names:?}"
         );
+        // The same principal with other scopes is another caller: the session is not its.
+        let (r, _) = rpc(p.local_addr(), &token(who, "other"), Some(&sid), list);
+        assert_eq!(r.status, 404, "{who}: {}", r.text());
         let (_, v) = rpc(p.local_addr(), &t, Some(&sid), simple);
         if sees_simple {
             assert!(v.get("result").is_some(), "{who}: {v}");

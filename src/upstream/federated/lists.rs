@@ -60,6 +60,9 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
     let ok = |result: Value| Reply::Message(jsonrpc::result_body(&id, &result.to_string()));
     let err = |code: i64, text: &str| Reply::Message(jsonrpc::error_body(Some(&id), code, text));
     let params = call.msg.params_value().unwrap_or_else(|| json!({}));
+    if !params.is_object() {
+        return Ok(err(-32602, "Invalid params: must be an object"));
+    }
     if let Some(l) = listing(&method) {
         return Ok(match list(f, t, fed, call, &l, &params) {
             Ok(result) => ok(result),
@@ -110,19 +113,30 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             Ok(f.send(fed, m, with_params(&call.msg, &p), call))
         }
         "completion/complete" => {
+            // The ref's type says what it names: a prompt by `name`, a resource (template)
+            // by `uri`; the other member is never looked at.
             let r = params.get("ref").cloned().unwrap_or_else(|| json!({}));
-            if let Some(name) = r.get("name").and_then(Value::as_str) {
-                let Some((m, local)) =
-                    route_name(t, name).filter(|&(m, l)| allowed(m, call, Of::Names, l))
-                else {
-                    return Ok(err(-32602, &unknown(t, "prompt", name)));
-                };
-                let mut p = params.clone();
-                p["ref"]["name"] = Value::String(local.to_owned());
-                return Ok(f.send(fed, m, with_params(&call.msg, &p), call));
+            match r.get("type").and_then(Value::as_str) {
+                Some("ref/prompt") => {
+                    let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+                    let Some((m, local)) =
+                        route_name(t, name).filter(|&(m, l)| allowed(m, call, Of::Names, l))
+                    else {
+                        return Ok(err(-32602, &unknown(t, "prompt", name)));
+                    };
+                    let mut p = params.clone();
+                    p["ref"]["name"] = Value::String(local.to_owned());
+                    Ok(f.send(fed, m, with_params(&call.msg, &p), call))
+                }
+                Some("ref/resource") => {
+                    let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
+                    by_uri(f, t, fed, call, uri)
+                }
+                _ => Ok(err(
+                    -32602,
+                    "Invalid params: ref.type must be ref/prompt or ref/resource",
+                )),
             }
-            let uri = r.get("uri").and_then(Value::as_str).unwrap_or("");
-            by_uri(f, t, fed, call, uri)
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             let uri = params.get("uri").and_then(Value::as_str).unwrap_or("");
@@ -170,7 +184,11 @@ fn who<'c>(call: &'c Call<'_>) -> Who<'c> {
 /// ([`Of::Names`]) or resource `local` ([`Of::Resources`]).
 fn allowed(m: &Member, call: &Call<'_>, of: Of, local: &str) -> bool {
     if bridged(call) {
-        return policy::allows_everyone(&m.policy, of, local);
+        // Whose call it is is unknown there: only what everyone may have, and a tool only
+        // when no principal or scope shows or calls it differently (their renames and fixed
+        // arguments cannot be applied, so they are not skipped either).
+        return policy::allows_everyone(&m.policy, of, local)
+            && (of == Of::Resources || policy::uniform(&m.policy, local));
     }
     policy::allows(&m.policy, who(call), of, local)
 }

@@ -123,6 +123,40 @@ fn any(patterns: &[String], name: &str) -> bool {
     patterns.iter().any(|p| glob(p, name))
 }
 
+/// Like [`any`] for resource URIs, where a `{...}` in a pattern (a URI template's variable)
+/// matches like `*`: `file:///secret/{id}` covers that template's text and every URI it
+/// expands to.
+fn any_uri(patterns: &[String], uri: &str) -> bool {
+    patterns.iter().any(|p| {
+        if !p.contains('{') {
+            return glob(p, uri);
+        }
+        let mut starred = String::with_capacity(p.len());
+        let mut inside = false;
+        for c in p.chars() {
+            match (c, inside) {
+                ('{', false) => {
+                    inside = true;
+                    starred.push('*');
+                }
+                ('}', true) => inside = false,
+                (_, true) => {}
+                (c, false) => starred.push(c),
+            }
+        }
+        glob(&starred, uri)
+    })
+}
+
+/// True when no principal or scope table of `policy` overrides member tool `tool`: it is
+/// shown and called alike for everyone.
+pub fn uniform(policy: &PolicyConfig, tool: &str) -> bool {
+    policy
+        .principals
+        .iter()
+        .all(|(_, r)| r.tools.iter().all(|o| o.tool != tool))
+}
+
 /// What a rule list is about: tool and prompt names, or resource URIs and URI templates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Of {
@@ -179,7 +213,11 @@ pub fn allows(policy: &PolicyConfig, who: Who<'_>, of: Of, name: &str) -> bool {
     let (allow, deny) = lists(&policy.rules, of);
     let allow = own.and_then(|(a, _)| a).or(allow);
     let deny = own.and_then(|(_, d)| d).or(deny);
-    allow.is_none_or(|a| any(a, name)) && !deny.is_some_and(|d| any(d, name))
+    let matches = |l: &Vec<String>| match of {
+        Of::Names => any(l, name),
+        Of::Resources => any_uri(l, name),
+    };
+    allow.is_none_or(matches) && !deny.is_some_and(matches)
 }
 
 /// True when every principal, and anyone without rules of their own, may have `name`: what

@@ -96,7 +96,11 @@ impl Upstream for Fake {
             }
             "tools/call" => answer(
                 &call.msg,
-                json!({"content": [{"type": "text", "text": format!("{} ran {}", self.tag, p["name"])}]}),
+                json!({"content": [{"type": "text", "text": format!("{} ran {}", self.tag, p["name"])}], "args": p["arguments"]}),
+            ),
+            "completion/complete" => answer(
+                &call.msg,
+                json!({"completion": {"values": [format!("{} completed {}", self.tag, p["ref"])]}}),
             ),
             "resources/read" => answer(
                 &call.msg,
@@ -517,4 +521,98 @@ fn a_reload_keeps_unchanged_member_sessions_and_is_all_or_nothing() {
             .is_some_and(|m| m.contains("removed"))
     );
     assert_eq!(ran("pol__t0a")["error"]["code"], -32602, "the old prefix");
+}
+
+#[test]
+fn r15_completion_goes_by_the_ref_type_so_a_name_cannot_carry_a_denied_uri() {
+    let mut a = member("a", "a");
+    a.policy.rules.deny_resources = Some(vec!["mem://A/*".into()]);
+    let s = setup_with(vec![(a, fake("A", 1, false))]);
+    // Plain: refused as not found.
+    let r = s.ask("completion/complete", json!({"ref": {"type": "ref/resource", "uri": "mem://A/{x}"}, "argument": {"name": "x", "value": ""}}));
+    assert_eq!(r["error"]["code"], -32002, "{r}");
+    // Same ref with a `name` added: routed as a prompt, uri untouched.
+    let r = s.ask("completion/complete", json!({"ref": {"type": "ref/resource", "uri": "mem://A/{x}", "name": "a__anything"}, "argument": {"name": "x", "value": ""}}));
+    assert_eq!(r["error"]["code"], -32002, "the uri is what counts: {r}");
+}
+
+#[test]
+fn r15_a_template_denied_by_its_text_denies_its_expansions() {
+    let mut a = member("a", "a");
+    a.policy.rules.deny_resources = Some(vec!["mem://secret/{id}".into()]);
+    let s = setup_with(vec![(a, fake("A", 1, false))]);
+    let r = s.ask("resources/read", json!({"uri": "mem://secret/42"}));
+    assert_eq!(r["error"]["code"], -32002, "{r}");
+}
+
+#[test]
+fn r15_array_params_are_refused_not_a_panic() {
+    let s = setup(vec![("b", "", fake("B", 1, false))]);
+    for method in [
+        "tools/call",
+        "prompts/get",
+        "completion/complete",
+        "resources/read",
+    ] {
+        let r = s.ask(method, json!([1, 2]));
+        assert_eq!(r["error"]["code"], -32602, "{method}: {r}");
+    }
+}
+
+#[test]
+fn r15_the_bridge_session_cannot_skip_a_principals_fixed_arguments() {
+    let mut a = member("a", "a");
+    let mut fixed = serde_json::Map::new();
+    fixed.insert("tenant".into(), "alice".into());
+    a.policy.principals.push((
+        "jwt:alice".into(),
+        crate::config::RulesConfig {
+            tools: vec![crate::config::ToolOverride {
+                tool: "t0a".into(),
+                rename: None,
+                description: None,
+                fixed,
+            }],
+            ..Default::default()
+        },
+    ));
+    let s = setup_with(vec![(a, fake("A", 1, false))]);
+    // alice's own session: pinned.
+    let sessions = Sessions::new(&SessionConfig {
+        max: 4,
+        max_per_client: 4,
+        idle: Duration::from_secs(60),
+        replay: Default::default(),
+    });
+    let init = Message::parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
+        .expect("m");
+    let ask = |sess: &Arc<Session>| {
+        let text = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "a__t0a", "arguments": {"tenant": "bob"}}});
+        let msg = Message::parse(text.to_string().as_bytes()).expect("message");
+        match s.fed.forward(call(msg, Some(sess))) {
+            Ok(Reply::Message(b)) => serde_json::from_slice::<Value>(&b).expect("JSON"),
+            _ => panic!("one message"),
+        }
+    };
+    let (b1, _) = s.fed.initialize(call(copy_of(&init), None)).expect("init");
+    let alice = sessions
+        .build(
+            "2025-11-25".into(),
+            b1,
+            Some("jwt:alice".into()),
+            "principal:jwt:alice".into(),
+        )
+        .expect("s");
+    s.fed.attach(&alice);
+    let r = ask(&alice);
+    assert_eq!(r["result"]["args"]["tenant"], "alice");
+    let (b2, _) = s.fed.initialize(call(init, None)).expect("init");
+    let bridge = sessions
+        .build("2025-11-25".into(), b2, None, "bridge".into())
+        .expect("s");
+    s.fed.attach(&bridge);
+    // Whose call it is is unknown on the bridge's shared session: a tool some principal
+    // sees differently is not there at all (not called without alice's pin).
+    let r = ask(&bridge);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
 }
