@@ -157,6 +157,33 @@ fn json(v: &Spanned<DeValue<'_>>) -> Option<serde_json::Value> {
     })
 }
 
+/// Ok when the tool names one principal sees stay apart: its own overrides (`own`) over the
+/// member's (`member`), no shown name taken twice (a rename that is another tool's name or
+/// another rename); else which clash.
+pub fn renames_apart(member: &[ToolOverride], own: &[ToolOverride]) -> Result<(), String> {
+    let effective: Vec<&ToolOverride> = own
+        .iter()
+        .chain(
+            member
+                .iter()
+                .filter(|m| own.iter().all(|o| o.tool != m.tool)),
+        )
+        .collect();
+    for o in &effective {
+        let Some(r) = &o.rename else { continue };
+        if let Some(other) = effective
+            .iter()
+            .find(|x| x.tool != o.tool && (x.rename.as_ref() == Some(r) || &x.tool == r))
+        {
+            return Err(format!(
+                "tool {} is shown as {r:?}, as tool {} is",
+                o.tool, other.tool
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,31 +218,4 @@ mod tests {
             "{e}"
         );
     }
-}
-
-/// Ok when the tool names one principal sees stay apart: its own overrides (`own`) over the
-/// member's (`member`), no shown name taken twice (a rename that is another tool's name or
-/// another rename); else which clash.
-pub fn renames_apart(member: &[ToolOverride], own: &[ToolOverride]) -> Result<(), String> {
-    let effective: Vec<&ToolOverride> = own
-        .iter()
-        .chain(
-            member
-                .iter()
-                .filter(|m| own.iter().all(|o| o.tool != m.tool)),
-        )
-        .collect();
-    for o in &effective {
-        let Some(r) = &o.rename else { continue };
-        if let Some(other) = effective
-            .iter()
-            .find(|x| x.tool != o.tool && (x.rename.as_ref() == Some(r) || &x.tool == r))
-        {
-            return Err(format!(
-                "tool {} is shown as {r:?}, as tool {} is",
-                o.tool, other.tool
-            ));
-        }
-    }
-    Ok(())
 }
