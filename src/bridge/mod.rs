@@ -282,6 +282,11 @@ impl Bridge {
         } else {
             deadline
         };
+        // A lost session is dropped and the call tried on the next: several idle sessions may
+        // have been lost at once (an HTTP replica that died holds its share of them), so as
+        // many tries as there were sessions, and one more (a fresh session). Never more: an
+        // upstream that loses every session must not get a burst of them per request.
+        let retries = self.pool.counts().0 + 1;
         let mut tries = 0;
         loop {
             tries += 1;
@@ -305,12 +310,7 @@ impl Bridge {
                 headers: vec![("MCP-Protocol-Version".to_owned(), version.to_owned())],
             });
             let reply = match forwarded {
-                // A lost session is dropped and the call tried on the next: several idle
-                // sessions may have been lost at once (an HTTP replica that died holds its
-                // share of them), so as many tries as the pool holds sessions, and one more.
-                Err(Error::UnknownSession | Error::UpstreamSessionLost)
-                    if tries <= MAX_CAPABLE + 1 =>
-                {
+                Err(Error::UnknownSession | Error::UpstreamSessionLost) if tries <= retries => {
                     self.pool.lost(upstream.as_ref(), &mut lease);
                     continue;
                 }

@@ -16,6 +16,10 @@
 //! shared by every instance), and new sessions and streams claim holds against the
 //! cluster-wide `--max-sessions-per-client` and `--max-streams-per-client` (`shared.rs`); when Redis cannot decide, the in-process limiter decides
 //! (`--limits-store-fail open`) or the request gets 503 (`closed`), counted either way.
+//!
+//! Owns: the [`Caller`] of a request (principal, JWT scopes, quota key), the authenticator in
+//! force (swapped whole by a reload) and the limiters. Must not touch: sessions, upstreams or
+//! answers: it says who and whether; the pipeline (`crate::proxy`) acts on it.
 
 pub mod auth;
 pub mod ratelimit;

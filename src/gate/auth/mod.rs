@@ -32,6 +32,10 @@
 //! The principal a request authenticates as (`token:NAME` or `jwt:SUB`) owns the sessions it
 //! creates: another principal presenting that session id gets 404, as if it did not exist.
 //!
+//! Owns: checking credentials into a [`Principal`] (name and JWT scopes) or a [`Denial`], and
+//! the RFC 9728 metadata. Must not touch: what a principal may do (rate limits, sessions,
+//! tool policy are decided elsewhere from the principal it gives).
+//!
 //! This file: the settings, static tokens, the `Authorization` header, challenges and the
 //! metadata document. JWT verification and the JWK set are in `auth/jwt.rs`, the signature
 //! algorithms on ring in `auth/jwt_crypto.rs`; unit tests in `auth/tests.rs`.

@@ -131,6 +131,14 @@ impl Breaker {
         }
     }
 
+    /// A probe [`Breaker::begin_probe`] allowed could not be made (no pool slot, no thread):
+    /// open again for the same backoff, which is not doubled.
+    pub fn not_probed(&mut self, now: Instant) {
+        if self.state == State::HalfOpen {
+            self.state = State::Open(now + self.backoff);
+        }
+    }
+
     /// When an open breaker may be probed (`None` unless open).
     pub fn reopens_at(&self) -> Option<Instant> {
         match self.state {
@@ -187,6 +195,10 @@ mod tests {
         b.probed(false, t + s(10));
         assert_eq!(b.reopens_at(), Some(t + s(30)), "20 s: doubled");
         assert!(b.begin_probe(t + s(30)));
+        // A probe that could not be made: open again, the backoff not doubled.
+        b.not_probed(t + s(30));
+        assert_eq!(b.reopens_at(), Some(t + s(50)));
+        assert!(b.begin_probe(t + s(30) + s(20)));
         b.probed(false, t + s(30));
         assert_eq!(b.reopens_at(), Some(t + s(55)), "capped at 25 s");
         assert!(b.begin_probe(t + s(55)));

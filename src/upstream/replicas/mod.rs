@@ -76,6 +76,8 @@ struct Replica {
     /// Milliseconds since the set was made of its last answer or request sent (0: none).
     active_ms: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// A request timed out on it: the prober checks it at its next round, busy or not.
+    suspect: std::sync::atomic::AtomicBool,
 }
 
 /// Holds one request in flight on a replica until dropped.
@@ -142,6 +144,7 @@ impl ReplicaSet {
                 sessions: AtomicUsize::new(0),
                 active_ms: AtomicU64::new(0),
                 last_error: Mutex::new(None),
+                suspect: std::sync::atomic::AtomicBool::new(false),
             });
         }
         let set = Arc::new(Set {
@@ -224,6 +227,10 @@ impl Set {
                     );
                 }
             }
+            Verdict::Suspect(why) => {
+                *lock(&r.last_error) = Some(why.clone());
+                r.suspect.store(true, Ordering::Relaxed);
+            }
             Verdict::Neutral => {}
         }
     }
@@ -268,7 +275,9 @@ impl Set {
             match r {
                 Ok(t) if failed && for_session => refused_init = Some((i, t, busy)),
                 Ok(t) => return Ok((i, t, busy)),
-                Err(e) if undelivered(&e) => {
+                // Never sent: another replica may take it (no pool slot free here, or the
+                // connection refused).
+                Err(e) if undelivered(&e) || matches!(e, Error::UpstreamBusy) => {
                     log::debug!(
                         "upstream {}: replica {}: {e}",
                         self.name,

@@ -54,8 +54,12 @@ pub fn start(set: &Arc<Set>) -> Result<Handle, Error> {
         .name("replica-probe".into())
         .spawn(move || {
             loop {
+                // A round that panicked must not end the probing of every replica.
                 let wait = match Weak::upgrade(&weak) {
-                    Some(set) => set.probe_round(),
+                    Some(set) => {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| set.probe_round()))
+                            .unwrap_or(Duration::from_secs(1))
+                    }
                     None => return,
                 };
                 match rx.recv_timeout(wait) {
@@ -94,21 +98,31 @@ impl Set {
                 if b.begin_probe(now) {
                     return Some((i, Why::Reopen));
                 }
+                // A request timed out on it (a slow call or a hung server): checked now,
+                // busy or not; else only when idle.
+                let suspect = r.suspect.swap(false, Ordering::Relaxed);
                 let idle = r.inflight.load(Ordering::Relaxed) == 0
                     && now_ms.saturating_sub(r.active_ms.load(Ordering::Relaxed)) >= idle_ms;
-                (b.closed() && idle).then_some((i, Why::Health))
+                (b.closed() && (idle || suspect)).then_some((i, Why::Health))
             })
             .collect();
+        // A probe that could not be made (no thread) reports `UpstreamBusy`: not probed.
         let results: Vec<Result<(), Error>> = std::thread::scope(|scope| {
             let probes: Vec<_> = due
                 .iter()
-                .map(|&(i, _)| scope.spawn(move || self.replicas[i].up.probe(PROBE_TIMEOUT)))
+                .map(|&(i, _)| {
+                    std::thread::Builder::new()
+                        .name("replica-probe".into())
+                        .spawn_scoped(scope, move || self.replicas[i].up.probe(PROBE_TIMEOUT))
+                })
                 .collect();
             probes
                 .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Internal("probe panicked".into())))
+                .map(|h| match h {
+                    Ok(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(Error::Internal("probe panicked".into()))),
+                    Err(_) => Err(Error::UpstreamBusy),
                 })
                 .collect()
         });
@@ -127,6 +141,12 @@ impl Set {
     fn probed(&self, i: usize, why: Why, result: Result<(), Error>) {
         let r = &self.replicas[i];
         match (why, result) {
+            // No pool slot free (its slots held by DELETEs to a hung replica, say) or no
+            // thread: says nothing of the replica.
+            (Why::Reopen, Err(Error::UpstreamBusy)) => {
+                lock(&r.breaker).not_probed(Instant::now());
+            }
+            (Why::Health, Err(Error::UpstreamBusy)) => {}
             (Why::Reopen, Ok(())) => {
                 lock(&r.breaker).probed(true, Instant::now());
                 self.mark_active(i);

@@ -10,8 +10,11 @@ use crate::upstream::Reply;
 pub enum Verdict {
     /// An answer (any status below 500, a JSON-RPC error, a lost session).
     Answered,
-    /// No connection, a timeout, or a 5xx: counts.
+    /// No connection, or a 5xx: counts.
     Failed(String),
+    /// A request it took timed out: a slow call or a hung server. Does not count (a client
+    /// calling a slow tool must not eject a healthy replica) but has it probed at once.
+    Suspect(String),
     /// Says nothing about the replica (no pool slot free, garbage in a body).
     Neutral,
 }
@@ -22,9 +25,8 @@ pub fn verdict(r: Result<&Reply, &Error>) -> Verdict {
             Verdict::Failed(format!("answered {status}"))
         }
         Ok(_) | Err(Error::UpstreamSessionLost) => Verdict::Answered,
-        Err(e @ (Error::UpstreamUnreachable { .. } | Error::Timeout)) => {
-            Verdict::Failed(e.to_string())
-        }
+        Err(e @ Error::UpstreamUnreachable { .. }) => Verdict::Failed(e.to_string()),
+        Err(e @ Error::Timeout) => Verdict::Suspect(e.to_string()),
         Err(e @ Error::UpstreamStatus { status, .. }) if *status >= 500 => {
             Verdict::Failed(e.to_string())
         }
