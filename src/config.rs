@@ -1,6 +1,6 @@
 //! The validated configuration of `shadowcat reverse`, one part per component.
 //!
-//! `cli.rs` turns the flags into a [`Config`] once at start-up and fails with one clear
+//! `cli/` turns the flags into a [`Config`] once at start-up and fails with one clear
 //! line; nothing re-checks later. Each part is then handed to the one component it configures:
 //!
 //! | part | consumed by |

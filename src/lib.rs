@@ -29,8 +29,9 @@
 //! app.rs       wiring: builds each part from its own config, starts, stops in order
 //! reload.rs    SIGHUP and POST /admin/reload: the configuration in force, read the file
 //!              again, apply what may change (federation members, TLS), report the rest
-//! cli.rs       the flags (argh) and their validation into one Config; cli/file.rs: a TOML
-//!              file as those same flags; cli/reread.rs: which keys a reload may change
+//! cli/         the flags (argh) and their validation into one Config, one file per part
+//!              (cli/mod.rs lists them); cli/file.rs: a TOML file as those same flags;
+//!              cli/reread.rs: which keys a reload may change
 //! ops/         in front of the pipeline: /healthz, /readyz, /metrics (Front); the admin API
 //! proxy/       the one pipeline: checks, the endpoint's methods, replies, SSE to the client
 //! bridge/      2026-07-28 requests: validation, and serving them over a session-era upstream

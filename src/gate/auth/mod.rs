@@ -73,7 +73,7 @@ pub const MIN_SECRET_LEN: usize = 16;
 /// The well-known path prefix of RFC 9728 metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
-/// Authentication settings, validated by `cli.rs`. Defaults: everything off.
+/// Authentication settings, validated by `cli/gate.rs`. Defaults: everything off.
 #[derive(Clone, Debug, Default)]
 pub struct AuthConfig {
     /// `--auth-tokens`: file of static bearer tokens.
