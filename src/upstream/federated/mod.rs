@@ -23,6 +23,10 @@
 //! or replaced can drain before it stops.
 //! Stateless (2026-07-28) requests are refused as session-era only, so the era bridge serves
 //! them over a federated session of its own.
+//! Deadlines: a request to a member has the request's deadline, or the member's own
+//! `request-timeout` from when it is sent when that is sooner; past it, the member's answer
+//! fails as a request past `--request-timeout` does ([`Error::MemberTimeout`], which names
+//! the member), and the member's stream is dropped (a stdio child's call is cancelled).
 
 mod cache;
 mod health;
@@ -39,6 +43,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use super::{Call, Reply, Upstream};
 use crate::config::MemberConfig;
@@ -236,8 +241,9 @@ impl State {
     }
 
     /// Sends `msg` to member `m` within `fed`'s session, re-opening the member's session first
-    /// when it is out of it (`health.rs`), and once more when the member lost it. Any failure
-    /// becomes a JSON-RPC error naming the member; the client session itself stays.
+    /// when it is out of it (`health.rs`), and once more when the member lost it; by the
+    /// member's deadline (the module docs). Any failure becomes a JSON-RPC error naming the
+    /// member; the client session itself stays.
     fn send(&self, fed: &Fed, m: &Arc<Member>, msg: Message, call: &Call<'_>) -> Reply {
         let id = msg.id.clone();
         let refuse =
@@ -245,6 +251,24 @@ impl State {
         let (m, counted) = match self.enter(m) {
             Ok(entered) => entered,
             Err(why) => return refuse(why),
+        };
+        // The member's own deadline, when it is sooner than the request's.
+        let own = m.cfg.request_timeout.and_then(|after| {
+            let until = Instant::now() + after;
+            (until < call.deadline).then_some((until, after))
+        });
+        let call = &Call {
+            msg: copy(&call.msg),
+            session: call.session,
+            deadline: own.map_or(call.deadline, |(until, _)| until),
+            headers: call.headers.clone(),
+        };
+        let timed_out = |e: Error| match (e, own) {
+            (Error::Timeout, Some((_, after))) => Error::MemberTimeout {
+                member: m.name.clone(),
+                after,
+            },
+            (e, _) => e,
         };
         let i = m.id;
         if m.is_down() {
@@ -273,6 +297,11 @@ impl State {
                     return Reply::Stream(Box::new(s2c::Tagged {
                         inner,
                         member: i,
+                        until: own.map(|(until, after)| s2c::Until {
+                            until,
+                            member: m.name.clone(),
+                            after,
+                        }),
                         _counted: counted,
                     }));
                 }
@@ -289,7 +318,10 @@ impl State {
                         self.went_down(&m, &e.to_string());
                     }
                     log::debug!("upstream {}: {e}", m.name);
-                    return refuse(format!("upstream {} failed: {e}", m.name));
+                    return refuse(match timed_out(e) {
+                        e @ Error::MemberTimeout { .. } => e.to_string(),
+                        e => format!("upstream {} failed: {e}", m.name),
+                    });
                 }
             }
         }

@@ -11,56 +11,99 @@
 //! from lists and refused on call as unknown (`-32602`), never as forbidden; a resource that
 //! is not allowed is absent from lists and not found (`-32002`) when read, subscribed to or
 //! completed. `[upstream.NAME.tools.TOOL]` renames a tool, replaces its description, and
-//! fixes argument values (left out of its schema, set on every call). The era bridge's shared
-//! session (2026-07-28 stateless requests) belongs to no principal: it gets only what every
-//! principal may have.
+//! fixes argument values (left out of its schema, set on every call);
+//! `[upstream.NAME.prompts.PROMPT]` renames a prompt and replaces its description. A
+//! principal's (or scope's) own override of a tool or prompt replaces the member's. The era
+//! bridge's shared session (2026-07-28 stateless requests) belongs to no principal: it gets
+//! only what every principal may have (and the member's own overrides).
 
 use serde_json::Value;
 
 use crate::config::{PolicyConfig, RulesConfig, ToolOverride};
 
-/// The override of member tool `tool` that applies to `who`: its principal (or scope)
-/// table's, else the member's.
-fn tool_override<'p>(
+/// What an override is of: a tool (`tools` tables) or a prompt (`prompts` tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Named {
+    Tool,
+    Prompt,
+}
+
+/// `rules`' overrides of `named`s.
+fn overrides(rules: &RulesConfig, named: Named) -> &[ToolOverride] {
+    match named {
+        Named::Tool => &rules.tools,
+        Named::Prompt => &rules.prompts,
+    }
+}
+
+/// The member's own overrides of `named`s.
+fn member_overrides(policy: &PolicyConfig, named: Named) -> &[ToolOverride] {
+    match named {
+        Named::Tool => &policy.tools,
+        Named::Prompt => &policy.prompts,
+    }
+}
+
+/// The override of member tool (or prompt) `name` that applies to `who`: its principal (or
+/// scope) table's, else the member's.
+fn overridden<'p>(
     policy: &'p PolicyConfig,
     who: Who<'_>,
-    tool: &str,
+    named: Named,
+    name: &str,
 ) -> Option<&'p ToolOverride> {
     own(policy, who)
-        .and_then(|r| r.tools.iter().find(|o| o.tool == tool))
-        .or_else(|| policy.tools.iter().find(|o| o.tool == tool))
+        .and_then(|r| overrides(r, named).iter().find(|o| o.tool == name))
+        .or_else(|| {
+            member_overrides(policy, named)
+                .iter()
+                .find(|o| o.tool == name)
+        })
 }
 
-/// The name member tool `tool` is shown as to `who` (before the prefix): its rename, or
-/// itself.
-pub fn shown_as<'p>(policy: &'p PolicyConfig, who: Who<'_>, tool: &'p str) -> &'p str {
-    tool_override(policy, who, tool)
+/// The name member tool (or prompt) `name` is shown as to `who` (before the prefix): its
+/// rename, or itself.
+pub fn shown_as<'p>(
+    policy: &'p PolicyConfig,
+    who: Who<'_>,
+    named: Named,
+    name: &'p str,
+) -> &'p str {
+    overridden(policy, who, named, name)
         .and_then(|o| o.rename.as_deref())
-        .unwrap_or(tool)
+        .unwrap_or(name)
 }
 
-/// The member's own name of the tool `who` is shown as `shown`; `None` for a tool's old
-/// name once it is renamed (for `who`).
-pub fn original<'p>(policy: &'p PolicyConfig, who: Who<'_>, shown: &'p str) -> Option<&'p str> {
-    let own_tools = own(policy, who).map_or(&[][..], |r| &r.tools[..]);
-    let renamed = own_tools.iter().chain(&policy.tools).find(|o| {
-        o.rename.as_deref() == Some(shown)
-            // A member-wide rename the principal's own override of that tool undoes.
-            && tool_override(policy, who, &o.tool).is_some_and(|e| std::ptr::eq(e, *o))
-    });
+/// The member's own name of the tool (or prompt) `who` is shown as `shown`; `None` for an
+/// old name once it is renamed (for `who`).
+pub fn original<'p>(
+    policy: &'p PolicyConfig,
+    who: Who<'_>,
+    named: Named,
+    shown: &'p str,
+) -> Option<&'p str> {
+    let own_list = own(policy, who).map_or(&[][..], |r| overrides(r, named));
+    let renamed = own_list
+        .iter()
+        .chain(member_overrides(policy, named))
+        .find(|o| {
+            o.rename.as_deref() == Some(shown)
+            // A member-wide rename the principal's own override of that name undoes.
+            && overridden(policy, who, named, &o.tool).is_some_and(|e| std::ptr::eq(e, *o))
+        });
     if let Some(o) = renamed {
         return Some(&o.tool);
     }
-    match tool_override(policy, who, shown) {
+    match overridden(policy, who, named, shown) {
         Some(o) if o.rename.is_some() => None,
         _ => Some(shown),
     }
 }
 
-/// A `tools/list` item of member tool `tool` as `who` sees it: its description replaced,
-/// its fixed arguments gone from `inputSchema`.
-pub fn reshape(policy: &PolicyConfig, who: Who<'_>, tool: &str, item: &mut Value) {
-    let Some(o) = tool_override(policy, who, tool) else {
+/// A `tools/list` (or `prompts/list`) item of member tool (or prompt) `name` as `who` sees
+/// it: its description replaced, a tool's fixed arguments gone from `inputSchema`.
+pub fn reshape(policy: &PolicyConfig, who: Who<'_>, named: Named, name: &str, item: &mut Value) {
+    let Some(o) = overridden(policy, who, named, name) else {
         return;
     };
     if let Some(d) = &o.description {
@@ -82,7 +125,7 @@ pub fn reshape(policy: &PolicyConfig, who: Who<'_>, tool: &str, item: &mut Value
 /// A `tools/call`'s params from `who` for member tool `tool` with its fixed arguments set
 /// (over any the client sent).
 pub fn inject(policy: &PolicyConfig, who: Who<'_>, tool: &str, params: &mut Value) {
-    let Some(o) = tool_override(policy, who, tool).filter(|o| !o.fixed.is_empty()) else {
+    let Some(o) = overridden(policy, who, Named::Tool, tool).filter(|o| !o.fixed.is_empty()) else {
         return;
     };
     if !params.get("arguments").is_some_and(Value::is_object) {
@@ -237,7 +280,7 @@ mod tests {
                 ("token:alice".into(), rules(Some(&["*"]), None)),
                 ("token:bob".into(), rules(None, Some(&["echo"]))),
             ],
-            tools: Vec::new(),
+            ..PolicyConfig::default()
         };
         let everyone = [
             ("echo", true),
@@ -293,7 +336,7 @@ mod tests {
                 ("scope:admin".into(), rules(Some(&["*"]), None)),
                 ("scope:read".into(), rules(Some(&["get-*", "echo"]), None)),
             ],
-            tools: Vec::new(),
+            ..PolicyConfig::default()
         };
         let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let (admin, read, none) = (scopes(&["read", "admin"]), scopes(&["read"]), scopes(&[]));
@@ -333,7 +376,7 @@ mod tests {
                     ..RulesConfig::default()
                 },
             )],
-            tools: Vec::new(),
+            ..PolicyConfig::default()
         };
         let r = |who, uri| allows(&policy, who, Of::Resources, uri);
         assert!(
@@ -386,14 +429,14 @@ mod tests {
             ..PolicyConfig::default()
         };
         let (anyone, ops) = (Who::default(), Who::named("token:ops"));
-        assert_eq!(shown_as(&policy, anyone, "echo"), "say");
-        assert_eq!(original(&policy, anyone, "say"), Some("echo"));
-        assert_eq!(original(&policy, anyone, "echo"), None);
+        assert_eq!(shown_as(&policy, anyone, Named::Tool, "echo"), "say");
+        assert_eq!(original(&policy, anyone, Named::Tool, "say"), Some("echo"));
+        assert_eq!(original(&policy, anyone, Named::Tool, "echo"), None);
         // ops' own override has no rename: echo is echo, and `say` is nothing to ops.
-        assert_eq!(shown_as(&policy, ops, "echo"), "echo");
-        assert_eq!(original(&policy, ops, "echo"), Some("echo"));
+        assert_eq!(shown_as(&policy, ops, Named::Tool, "echo"), "echo");
+        assert_eq!(original(&policy, ops, Named::Tool, "echo"), Some("echo"));
         assert_eq!(
-            original(&policy, ops, "say"),
+            original(&policy, ops, Named::Tool, "say"),
             Some("say"),
             "not echo's name for ops"
         );
@@ -402,6 +445,73 @@ mod tests {
         assert_eq!(p["arguments"]["key"], "ops");
         inject(&policy, anyone, "echo", &mut p);
         assert_eq!(p["arguments"]["key"], "everyone");
+    }
+
+    #[test]
+    fn prompts_have_overrides_of_their_own() {
+        let over = |name: &str, rename: &str, description: Option<&str>| ToolOverride {
+            tool: name.into(),
+            rename: Some(rename.into()),
+            description: description.map(str::to_owned),
+            ..ToolOverride::default()
+        };
+        let policy = PolicyConfig {
+            tools: vec![over("simple", "tool_simple", None)],
+            prompts: vec![over("simple", "brief", Some("Brief."))],
+            principals: vec![(
+                "scope:ops".into(),
+                RulesConfig {
+                    prompts: vec![over("simple", "ops_brief", None)],
+                    ..RulesConfig::default()
+                },
+            )],
+            ..PolicyConfig::default()
+        };
+        let scopes = ["ops".to_owned()];
+        let (anyone, ops) = (
+            Who::default(),
+            Who {
+                principal: Some("jwt:x"),
+                scopes: &scopes,
+            },
+        );
+        // A tool and a prompt of one name are overridden apart.
+        assert_eq!(shown_as(&policy, anyone, Named::Prompt, "simple"), "brief");
+        assert_eq!(
+            shown_as(&policy, anyone, Named::Tool, "simple"),
+            "tool_simple"
+        );
+        assert_eq!(
+            original(&policy, anyone, Named::Prompt, "brief"),
+            Some("simple")
+        );
+        assert_eq!(
+            original(&policy, anyone, Named::Prompt, "tool_simple"),
+            Some("tool_simple")
+        );
+        assert_eq!(
+            original(&policy, anyone, Named::Prompt, "simple"),
+            None,
+            "renamed"
+        );
+        // The scope's own override replaces the member's: its name, and no description.
+        assert_eq!(shown_as(&policy, ops, Named::Prompt, "simple"), "ops_brief");
+        assert_eq!(
+            original(&policy, ops, Named::Prompt, "ops_brief"),
+            Some("simple")
+        );
+        assert_eq!(
+            original(&policy, ops, Named::Prompt, "brief"),
+            Some("brief")
+        );
+        let mut item = serde_json::json!({"name": "simple", "description": "Long.",
+            "arguments": [{"name": "a"}]});
+        reshape(&policy, anyone, Named::Prompt, "simple", &mut item);
+        assert_eq!(item["description"], "Brief.");
+        assert_eq!(item["arguments"][0]["name"], "a", "arguments stay");
+        let mut item = serde_json::json!({"name": "simple", "description": "Long."});
+        reshape(&policy, ops, Named::Prompt, "simple", &mut item);
+        assert_eq!(item["description"], "Long.");
     }
 
     #[test]
@@ -417,17 +527,26 @@ mod tests {
             }],
             ..PolicyConfig::default()
         };
-        assert_eq!(shown_as(&policy, Who::default(), "echo"), "say");
-        assert_eq!(original(&policy, Who::default(), "say"), Some("echo"));
         assert_eq!(
-            original(&policy, Who::default(), "echo"),
+            shown_as(&policy, Who::default(), Named::Tool, "echo"),
+            "say"
+        );
+        assert_eq!(
+            original(&policy, Who::default(), Named::Tool, "say"),
+            Some("echo")
+        );
+        assert_eq!(
+            original(&policy, Who::default(), Named::Tool, "echo"),
             None,
             "the old name is unknown"
         );
-        assert_eq!(original(&policy, Who::default(), "other"), Some("other"));
+        assert_eq!(
+            original(&policy, Who::default(), Named::Tool, "other"),
+            Some("other")
+        );
         let mut item = serde_json::json!({"name": "echo", "inputSchema": {"type": "object",
             "properties": {"message": {}, "key": {}}, "required": ["message", "key"]}});
-        reshape(&policy, Who::default(), "echo", &mut item);
+        reshape(&policy, Who::default(), Named::Tool, "echo", &mut item);
         assert_eq!(item["description"], "Says it.");
         assert_eq!(
             item["inputSchema"]["required"],
