@@ -26,7 +26,9 @@
 //! Deadlines: a request to a member has the request's deadline, or the member's own
 //! `request-timeout` from when it is sent when that is sooner; past it, the member's answer
 //! fails as a request past `--request-timeout` does ([`Error::MemberTimeout`], which names
-//! the member), and the member's stream is dropped (a stdio child's call is cancelled).
+//! the member), and the member's stream is dropped (a stdio child's call is cancelled). Its
+//! part of a client's `initialize` has that deadline too: past it, the member stays out of
+//! the session until it is re-opened on use.
 
 mod cache;
 mod health;
@@ -189,6 +191,14 @@ impl Member {
         }
     }
 
+    /// The member's own deadline for a request sent now (its `request-timeout`) and that
+    /// timeout, when it is sooner than the request's `deadline`.
+    fn own_deadline(&self, deadline: Instant) -> Option<(Instant, std::time::Duration)> {
+        let after = self.cfg.request_timeout?;
+        let until = Instant::now() + after;
+        (until < deadline).then_some((until, after))
+    }
+
     /// True while the member is down.
     fn is_down(&self) -> bool {
         self.run.down.load(Ordering::Relaxed)
@@ -252,16 +262,19 @@ impl State {
             Ok(entered) => entered,
             Err(why) => return refuse(why),
         };
-        // The member's own deadline, when it is sooner than the request's.
-        let own = m.cfg.request_timeout.and_then(|after| {
-            let until = Instant::now() + after;
-            (until < call.deadline).then_some((until, after))
-        });
-        let call = &Call {
-            msg: copy(&call.msg),
-            session: call.session,
-            deadline: own.map_or(call.deadline, |(until, _)| until),
-            headers: call.headers.clone(),
+        let own = m.own_deadline(call.deadline);
+        let shortened;
+        let call = match own {
+            Some((until, _)) => {
+                shortened = Call {
+                    msg: copy(&call.msg),
+                    session: call.session,
+                    deadline: until,
+                    headers: call.headers.clone(),
+                };
+                &shortened
+            }
+            None => call,
         };
         let timed_out = |e: Error| match (e, own) {
             (Error::Timeout, Some((_, after))) => Error::MemberTimeout {
@@ -354,14 +367,17 @@ impl Upstream for Federated {
             if m.is_down() {
                 return Err(Error::Unavailable("down".into()));
             }
+            let deadline = m
+                .own_deadline(call.deadline)
+                .map_or(call.deadline, |(d, _)| d);
             let c = Call {
                 msg: copy(&call.msg),
                 session: None,
-                deadline: call.deadline,
+                deadline,
                 headers: call.headers.clone(),
             };
             let (binding, reply) = m.up.initialize(c)?;
-            let result = collect(reply, call.deadline).map(|b| result_of(&b));
+            let result = collect(reply, deadline).map(|b| result_of(&b));
             Ok::<_, Error>((binding, result))
         });
         let mut slots = Vec::with_capacity(opened.len());
