@@ -366,7 +366,10 @@ pub struct PolicyConfig {
     pub tools: Vec<ToolOverride>,
     /// `[upstream.NAME.prompts.PROMPT]`: how single prompts are shown and fetched (no fixed
     /// arguments).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "prompt_overrides"
+    )]
     pub prompts: Vec<ToolOverride>,
 }
 
@@ -423,8 +426,29 @@ pub struct RulesConfig {
     pub tools: Vec<ToolOverride>,
     /// A principal's `[upstream.NAME.principal."P".prompts.PROMPT]` tables, likewise for
     /// prompts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "prompt_overrides"
+    )]
     pub prompts: Vec<ToolOverride>,
+}
+
+/// Prompt overrides as `check-config` shows them: `prompt` (not `tool`), `rename`,
+/// `description`.
+fn prompt_overrides<S: Serializer>(list: &[ToolOverride], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        prompt: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rename: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+    }
+    s.collect_seq(list.iter().map(|o| Shown {
+        prompt: &o.tool,
+        rename: o.rename.as_deref(),
+        description: o.description.as_deref(),
+    }))
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.
