@@ -28,7 +28,8 @@
 //! fails as a request past `--request-timeout` does ([`Error::MemberTimeout`], which names
 //! the member), and the member's stream is dropped (a stdio child's call is cancelled). Its
 //! part of a client's `initialize` has that deadline too: past it, the member stays out of
-//! the session until it is re-opened on use.
+//! the session until it is re-opened on use. A stream that blocks past its wake-up time (an
+//! HTTP member's SSE answer) is checked only when it returns.
 
 mod cache;
 mod health;
