@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 
 use super::members::Fed;
 use super::messages::{collect, copy, result_of, with_params};
-use super::policy::{self, Named, Of, Who};
+use super::overrides::{self, Named};
+use super::policy::{self, Of, Who};
 use super::{Member, State, Table, each};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
@@ -94,7 +95,7 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             let named = if tools { Named::Tool } else { Named::Prompt };
             // A renamed tool or prompt is asked for by its new name only (`policy.rs`).
             let target = route_name(t, name).and_then(|(m, shown)| {
-                let local = policy::original(&m.policy, who(call), named, shown)?;
+                let local = overrides::original(&m.policy, who(call), named, shown)?;
                 allowed(m, call, Of::Names, local).then_some((m, local))
             });
             let Some((m, local)) = target else {
@@ -103,7 +104,7 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             let mut p = params.clone();
             p["name"] = Value::String(local.to_owned());
             if tools {
-                policy::inject(&m.policy, who(call), local, &mut p);
+                overrides::inject(&m.policy, who(call), local, &mut p);
             }
             Ok(f.send(fed, m, with_params(&call.msg, &p), call))
         }
@@ -111,7 +112,7 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             let r = params.get("ref").cloned().unwrap_or_else(|| json!({}));
             if let Some(name) = r.get("name").and_then(Value::as_str) {
                 let target = route_name(t, name).and_then(|(m, shown)| {
-                    let local = policy::original(&m.policy, who(call), Named::Prompt, shown)?;
+                    let local = overrides::original(&m.policy, who(call), Named::Prompt, shown)?;
                     allowed(m, call, Of::Names, local).then_some((m, local))
                 });
                 let Some((m, local)) = target else {
@@ -386,8 +387,8 @@ fn list(
                     "tools" => Named::Tool,
                     _ => Named::Prompt,
                 };
-                policy::reshape(&m.policy, who(call), named, &key, &mut item);
-                let local = policy::shown_as(&m.policy, who(call), named, &key);
+                overrides::reshape(&m.policy, who(call), named, &key, &mut item);
+                let local = overrides::shown_as(&m.policy, who(call), named, &key);
                 match shown_name(t, m, local) {
                     Some(n) => item[l.key] = Value::String(n),
                     None => continue,

@@ -4,9 +4,10 @@
 //! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
 //! sessions (`members.rs`); merged lists, namespaced names and their cursors, routing
 //! (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
-//! (`policy.rs`); ids of server-to-client requests made during calls (`s2c.rs`); each
-//! session's cache of the members' list pages (`cache.rs`); a new member set from a
-//! reloaded config file (`reload.rs`).
+//! (`policy.rs`) and overrides (renames, descriptions, fixed arguments: `overrides.rs`); ids
+//! of server-to-client requests made during calls (`s2c.rs`); each session's cache of the
+//! members' list pages (`cache.rs`); a new member set from a reloaded config file
+//! (`reload.rs`).
 //! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
 //! pipeline sees one upstream and is unchanged).
 //!
@@ -37,6 +38,7 @@ mod lists;
 mod members;
 mod messages;
 mod operate;
+mod overrides;
 mod policy;
 mod reload;
 mod s2c;
