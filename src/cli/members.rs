@@ -17,7 +17,7 @@ use toml::de::{DeString, DeTable, DeValue};
 use super::ReverseArgs;
 use super::file::{line_of, scalar};
 use super::overrides::Over;
-use crate::config::{FederationConfig, MemberConfig, PolicyConfig, RulesConfig, UpstreamConfig};
+use crate::config::{FederationConfig, MemberConfig, PolicyConfig, UpstreamConfig};
 use crate::error::Error;
 
 /// At most this many named upstreams.
@@ -303,46 +303,7 @@ fn spec(
             continue;
         }
         if k == "principal" {
-            let DeValue::Table(who) = value.get_ref() else {
-                return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
-            };
-            if who.len() > super::overrides::MAX_PATTERNS {
-                return Err(bad("too many principals"));
-            }
-            let mut entries: Vec<_> = who.iter().collect();
-            entries.sort_by_key(|(k, _)| k.span().start);
-            for (p, lists) in entries {
-                let here = at(p.span().start);
-                let DeValue::Table(lists) = lists.get_ref() else {
-                    return Err(Error::Config(format!(
-                        "{here}: a principal's rules are a table"
-                    )));
-                };
-                let mut rules = RulesConfig::default();
-                for (lk, lv) in lists {
-                    let lk: &str = lk.get_ref();
-                    if lk == "tools" {
-                        rules.tools = super::overrides::overrides(path, text, lv, Over::Tools)?;
-                        continue;
-                    }
-                    if lk == "prompts" {
-                        rules.prompts = super::overrides::overrides(path, text, lv, Over::Prompts)?;
-                        continue;
-                    }
-                    if !super::overrides::RULE_KEYS.contains(&lk) {
-                        return Err(Error::Config(format!(
-                            "{}: unknown key `{lk}` (allow, deny, allow-resources, \
-                             deny-resources, tools or prompts)",
-                            at(lv.span().start)
-                        )));
-                    }
-                    super::overrides::rule(&mut rules, lk, lv).map_err(|why| {
-                        Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start)))
-                    })?;
-                }
-                let name: &str = p.get_ref();
-                policy.principals.push((name.to_owned(), rules));
-            }
+            policy.principals = super::overrides::principals(path, text, value)?;
             continue;
         }
         if k == "prefix" {

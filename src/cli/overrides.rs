@@ -1,4 +1,4 @@
-//! The policy keys of `[upstream.NAME]` tables: `allow` and `deny` lists,
+//! The policy keys of `[upstream.NAME]` tables: `allow` and `deny` lists, principals' tables,
 //! `[upstream.NAME.tools.TOOL]` tables (how one tool is shown and called) and
 //! `[upstream.NAME.prompts.PROMPT]` tables (how one prompt is shown and fetched).
 //!
@@ -179,6 +179,58 @@ pub fn rule(
     };
     *slot = Some(patterns);
     Ok(())
+}
+
+/// The principals' tables in `value` (a member's `principal` key), in the file's order:
+/// `[upstream.NAME.principal."P"]` with rule lists, `tools` and `prompts`.
+pub fn principals(
+    path: &str,
+    text: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<Vec<(String, RulesConfig)>, Error> {
+    let at = |offset: usize| format!("{path}:{}", line_of(text, offset));
+    let bad = |why: &str| Error::Config(format!("{}: `principal`: {why}", at(value.span().start)));
+    let DeValue::Table(who) = value.get_ref() else {
+        return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
+    };
+    if who.len() > MAX_PATTERNS {
+        return Err(bad("too many principals"));
+    }
+    let mut entries: Vec<_> = who.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    let mut out = Vec::new();
+    for (p, lists) in entries {
+        let here = at(p.span().start);
+        let DeValue::Table(lists) = lists.get_ref() else {
+            return Err(Error::Config(format!(
+                "{here}: a principal's rules are a table"
+            )));
+        };
+        let mut rules = RulesConfig::default();
+        for (lk, lv) in lists {
+            let lk: &str = lk.get_ref();
+            if lk == "tools" {
+                rules.tools = overrides(path, text, lv, Over::Tools)?;
+                continue;
+            }
+            if lk == "prompts" {
+                rules.prompts = overrides(path, text, lv, Over::Prompts)?;
+                continue;
+            }
+            if !RULE_KEYS.contains(&lk) {
+                return Err(Error::Config(format!(
+                    "{}: unknown key `{lk}` (allow, deny, allow-resources, deny-resources, \
+                     tools or prompts)",
+                    at(lv.span().start)
+                )));
+            }
+            rule(&mut rules, lk, lv)
+                .map_err(|why| Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start))))?;
+        }
+        let name: &str = p.get_ref();
+        out.push((name.to_owned(), rules));
+    }
+    Ok(out)
 }
 
 /// The keys of a rule list, in a member table and in a principal's.
