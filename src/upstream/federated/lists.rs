@@ -93,7 +93,7 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let tools = method == "tools/call";
             let named = if tools { Named::Tool } else { Named::Prompt };
-            // A renamed tool or prompt is asked for by its new name only (`policy.rs`).
+            // A renamed tool or prompt is asked for by its new name only (`overrides.rs`).
             let target = route_name(t, name).and_then(|(m, shown)| {
                 let local = overrides::original(&m.policy, who(call), named, shown)?;
                 allowed(m, call, Of::Names, local).then_some((m, local))
