@@ -332,6 +332,24 @@ pub struct MemberConfig {
     /// who may see and call. Default: all, for everyone.
     #[serde(flatten)]
     pub policy: PolicyConfig,
+    /// `request-timeout`: a request to this member (a call, a read, a completion, a list
+    /// page) is answered within it, or as `--request-timeout` answers a request that took
+    /// too long. At most the file's `request-timeout` (checked at load); the request's own
+    /// deadline still applies when it is sooner. `None`: the request's deadline alone. Not
+    /// part of what the member runs: a reload that changes it updates the member in place.
+    #[serde(
+        rename = "requestTimeoutSeconds",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_seconds"
+    )]
+    pub request_timeout: Option<Duration>,
+}
+
+fn opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => seconds(d, s),
+        None => s.serialize_none(),
+    }
 }
 
 /// A member's tool and prompt policy (`crate::upstream::federated` `policy.rs`).
@@ -346,12 +364,20 @@ pub struct PolicyConfig {
     /// `[upstream.NAME.tools.TOOL]`: how single tools are shown and called.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolOverride>,
+    /// `[upstream.NAME.prompts.PROMPT]`: how single prompts are shown and fetched (no fixed
+    /// arguments).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "prompt_overrides"
+    )]
+    pub prompts: Vec<ToolOverride>,
 }
 
-/// One `[upstream.NAME.tools.TOOL]` table.
+/// One `[upstream.NAME.tools.TOOL]` table, or one `[upstream.NAME.prompts.PROMPT]` table (a
+/// prompt's has no `arguments`: its `fixed` stays empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ToolOverride {
-    /// The tool, as the member knows it.
+    /// The tool (or prompt), as the member knows it.
     pub tool: String,
     /// `name`: the name shown instead (then prefixed); the old one is unknown to clients.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,7 +387,11 @@ pub struct ToolOverride {
     pub description: Option<String>,
     /// `arguments`: values always sent, left out of the schema clients see (shown as names
     /// only: they may be secrets).
-    #[serde(rename = "fixedArguments", serialize_with = "value_names")]
+    #[serde(
+        rename = "fixedArguments",
+        serialize_with = "value_names",
+        skip_serializing_if = "serde_json::Map::is_empty"
+    )]
     pub fixed: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -394,6 +424,31 @@ pub struct RulesConfig {
     /// whose overrides are [`PolicyConfig::tools`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<ToolOverride>,
+    /// A principal's `[upstream.NAME.principal."P".prompts.PROMPT]` tables, likewise for
+    /// prompts.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "prompt_overrides"
+    )]
+    pub prompts: Vec<ToolOverride>,
+}
+
+/// Prompt overrides as `check-config` shows them: `prompt` (not `tool`), `rename`,
+/// `description`.
+fn prompt_overrides<S: Serializer>(list: &[ToolOverride], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Shown<'a> {
+        prompt: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rename: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        description: Option<&'a str>,
+    }
+    s.collect_seq(list.iter().map(|o| Shown {
+        prompt: &o.tool,
+        rename: o.rename.as_deref(),
+        description: o.description.as_deref(),
+    }))
 }
 
 /// An HTTP upstream: its URL, connection pool, timeouts and headers.

@@ -203,6 +203,14 @@ pub enum Error {
     Unavailable(String),
     /// The request did not finish within `--request-timeout`.
     Timeout,
+    /// A federation member did not answer within its own `request-timeout` (sooner than the
+    /// request's deadline): answered as [`Error::Timeout`] is, naming the member.
+    MemberTimeout {
+        /// The member (`[upstream.NAME]`).
+        member: String,
+        /// Its `request-timeout`.
+        after: std::time::Duration,
+    },
     /// This instance is shutting down (SIGTERM, issue #17): it takes no new session; 503 with
     /// `Retry-After: 1`, so a load balancer or the client tries another instance.
     Draining,
@@ -298,7 +306,8 @@ impl Error {
             | Error::ChildExited(_)
             | Error::Unavailable(_)
             | Error::Spawn(_)
-            | Error::Timeout => Source::Upstream,
+            | Error::Timeout
+            | Error::MemberTimeout { .. } => Source::Upstream,
             Error::TooManySessions { .. }
             | Error::TooManyStreams
             | Error::InputPending { .. }
@@ -352,7 +361,7 @@ impl Error {
             Error::UpstreamStatus { status, .. } if *status >= 500 => 502,
             Error::UpstreamStatus { status, .. } | Error::Http { status, .. } => *status,
             Error::ChildExited(_) => 502,
-            Error::Timeout => 504,
+            Error::Timeout | Error::MemberTimeout { .. } => 504,
             Error::Internal(_)
             | Error::Spawn(_)
             | Error::Config(_)
@@ -448,7 +457,7 @@ impl Error {
     fn count(&self) -> Option<Count> {
         use UpstreamErrorKind as K;
         Some(match self {
-            Error::Timeout => Count::Upstream(K::Timeout),
+            Error::Timeout | Error::MemberTimeout { .. } => Count::Upstream(K::Timeout),
             Error::UpstreamUnreachable { .. } => Count::Upstream(K::Connect),
             Error::ChildExited(_) => Count::Upstream(K::ChildExit),
             Error::UpstreamProtocol(_) => Count::Upstream(K::Protocol),
@@ -564,6 +573,11 @@ impl fmt::Display for Error {
             Error::ChildExited(name) => write!(f, "upstream process {name} exited"),
             Error::Unavailable(what) => write!(f, "upstream unavailable: {what}"),
             Error::Timeout => write!(f, "request timed out"),
+            Error::MemberTimeout { member, after } => write!(
+                f,
+                "request timed out: upstream {member} did not answer within its \
+                 request-timeout ({after:?})"
+            ),
             Error::Draining => write!(f, "shutting down: no new sessions on this instance"),
             Error::LimitsStoreDown => {
                 write!(f, "rate limits unavailable: limits store unreachable")
@@ -699,6 +713,20 @@ mod tests {
         assert_eq!((http(431).status(), http(431).rpc_code()), (431, -32600));
         assert_eq!(http(500).rpc_code(), -32603);
         assert_eq!(Error::Timeout.source(), Source::Upstream);
+        let member = Error::MemberTimeout {
+            member: "slow".into(),
+            after: std::time::Duration::from_secs(1),
+        };
+        assert_eq!(
+            (member.status(), member.rpc_code(), member.source()),
+            (504, -32603, Source::Upstream),
+            "as a timeout"
+        );
+        assert!(
+            member
+                .to_string()
+                .contains("upstream slow did not answer within its request-timeout (1s)")
+        );
         assert_eq!(http(400).source(), Source::Downstream);
         assert_eq!(Error::Spawn(String::new()).exit_code(), 2);
     }

@@ -134,6 +134,7 @@
 //! | a client that acknowledges nothing we write | 10 s | `--client-write-timeout` | connection closed |
 //! | waiting for a worker permit | 60 s | `--request-timeout` | 503 + `Retry-After` |
 //! | one upstream request | 60 s | `--request-timeout` | 504 (JSON) or an error event (SSE); a stdio child gets `notifications/cancelled` |
+//! | one request to a federation member | the request's | `request-timeout` in `[upstream.NAME]` (at most the file's) | as `--request-timeout`, naming the member |
 //! | HTTP upstream connect | 5 s | `--upstream-connect-timeout` | 502 |
 //! | HTTP upstream slot checkout | 2 s | — | 503 + `Retry-After` |
 //! | silence on an upstream stream | 5 min | `--sse-idle-timeout` | stream resumed or ended with an error |

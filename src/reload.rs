@@ -8,9 +8,9 @@
 //!
 //! What a reload applies:
 //! * the `[upstream.NAME]` tables: members added, removed, replaced (rolling: the old one
-//!   drains within `--request-timeout`) or updated in place (prefix, policy, tool overrides:
-//!   the same children), see `upstream/federated/reload.rs`; and the top-level keys that only
-//!   shape them ((`cli/reread.rs` `RELOADABLE`));
+//!   drains within `--request-timeout`) or updated in place (prefix, policy, overrides, a
+//!   member's own request-timeout: the same children), see `upstream/federated/reload.rs`;
+//!   and the top-level keys that only shape them ((`cli/reread.rs` `RELOADABLE`));
 //! * key material, in every case, even when the file is refused: the listeners' TLS
 //!   certificates and keys (as SIGHUP always did) and the authentication's files
 //!   (`--auth-tokens`, `--jwt-secret-file`, `--jwks-file`, or `--jwks-url` fetched again),

@@ -3,15 +3,21 @@
 //! Owns: reading the tables into a [`FederationConfig`]. Must not touch: what the flags mean.
 //! Each table's keys are the upstream flags of `shadowcat reverse` (with three short forms:
 //! `url` for `upstream`, `headers` for `upstream-header`, `env` for `stdio-env`) plus
-//! `prefix`; a member is built by the same parser and validation as the one-upstream case,
-//! from the file's top-level keys (timeouts, sizes) with its own keys on top.
+//! `prefix`, the policy keys (`cli/overrides.rs`) and `request-timeout` (the member's own
+//! deadline, at most the file's: it is not given to the member's upstream, so that a reload
+//! changing it updates the member in place); a member is built by the same parser and
+//! validation as the one-upstream case, from the file's top-level keys (timeouts, sizes)
+//! with its own keys on top.
+
+use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeString, DeTable, DeValue};
 
 use super::ReverseArgs;
 use super::file::{line_of, scalar};
-use crate::config::{FederationConfig, MemberConfig, PolicyConfig, RulesConfig, UpstreamConfig};
+use super::overrides::Over;
+use crate::config::{FederationConfig, MemberConfig, PolicyConfig, UpstreamConfig};
 use crate::error::Error;
 
 /// At most this many named upstreams.
@@ -92,6 +98,7 @@ struct Spec {
     prefix: Option<String>,
     flags: Vec<(String, Vec<String>)>,
     policy: PolicyConfig,
+    request_timeout: Option<Duration>,
 }
 
 /// True when `s` is made of what a tool name may hold and model APIs take: ASCII letters,
@@ -166,6 +173,7 @@ pub fn federation_from(
             prefix,
             upstream,
             policy: spec.policy,
+            request_timeout: spec.request_timeout,
         });
     }
     Ok(Some(FederationConfig {
@@ -197,6 +205,14 @@ fn build(
     let config = parsed
         .into_config(self_exe)
         .map_err(|e| Error::Config(format!("{}: upstream {}: {e}", spec.at, spec.name)))?;
+    let longest = config.proxy.request_timeout;
+    if let Some(t) = spec.request_timeout.filter(|t| *t > longest) {
+        return Err(Error::Config(format!(
+            "{}: upstream {}: request-timeout {t:?} is longer than the file's request-timeout \
+             ({longest:?}): a member's may only be shorter",
+            spec.at, spec.name
+        )));
+    }
     Ok(config.upstream)
 }
 
@@ -262,6 +278,7 @@ fn spec(
     let mut prefix = None;
     let mut flags: Vec<(String, Vec<String>)> = Vec::new();
     let mut policy = PolicyConfig::default();
+    let mut request_timeout = None;
     for (key, value) in keys {
         let k: &str = key.get_ref();
         let bad = |why: &str| Error::Config(format!("{}: `{k}`: {why}", at(value.span().start)));
@@ -270,46 +287,23 @@ fn spec(
             continue;
         }
         if k == "tools" {
-            policy.tools = super::overrides::tools(path, text, value)?;
+            policy.tools = super::overrides::overrides(path, text, value, Over::Tools)?;
+            continue;
+        }
+        if k == "prompts" {
+            policy.prompts = super::overrides::overrides(path, text, value, Over::Prompts)?;
+            continue;
+        }
+        if k == "request-timeout" {
+            let v = scalar(value).ok_or_else(|| bad("a duration such as \"30s\""))?;
+            let what = format!("{}: `{k}`", at(value.span().start));
+            // Refuses 0 too.
+            let t = crate::util::duration(&what, &super::expand_env(&what, &v)?)?;
+            request_timeout = Some(t);
             continue;
         }
         if k == "principal" {
-            let DeValue::Table(who) = value.get_ref() else {
-                return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
-            };
-            if who.len() > super::overrides::MAX_PATTERNS {
-                return Err(bad("too many principals"));
-            }
-            let mut entries: Vec<_> = who.iter().collect();
-            entries.sort_by_key(|(k, _)| k.span().start);
-            for (p, lists) in entries {
-                let here = at(p.span().start);
-                let DeValue::Table(lists) = lists.get_ref() else {
-                    return Err(Error::Config(format!(
-                        "{here}: a principal's rules are a table"
-                    )));
-                };
-                let mut rules = RulesConfig::default();
-                for (lk, lv) in lists {
-                    let lk: &str = lk.get_ref();
-                    if lk == "tools" {
-                        rules.tools = super::overrides::tools(path, text, lv)?;
-                        continue;
-                    }
-                    if !super::overrides::RULE_KEYS.contains(&lk) {
-                        return Err(Error::Config(format!(
-                            "{}: unknown key `{lk}` (allow, deny, allow-resources, \
-                             deny-resources or tools)",
-                            at(lv.span().start)
-                        )));
-                    }
-                    super::overrides::rule(&mut rules, lk, lv).map_err(|why| {
-                        Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start)))
-                    })?;
-                }
-                let name: &str = p.get_ref();
-                policy.principals.push((name.to_owned(), rules));
-            }
+            policy.principals = super::overrides::principals(path, text, value)?;
             continue;
         }
         if k == "prefix" {
@@ -326,8 +320,8 @@ fn spec(
         let Some(&(_, flag, kind)) = MEMBER_KEYS.iter().find(|(key, _, _)| *key == k) else {
             return Err(Error::Config(format!(
                 "{}: unknown key `{k}` in [upstream.{name}] (stdio, url, prefix, headers, env, \
-                 allow, deny, allow-resources, deny-resources, principal, or an upstream \
-                 flag such as stdio-mode)",
+                 allow, deny, allow-resources, deny-resources, principal, tools, prompts, \
+                 request-timeout, or an upstream flag such as stdio-mode)",
                 at(key.span().start)
             )));
         };
@@ -358,6 +352,7 @@ fn spec(
     }
     for (who, rules) in &policy.principals {
         super::overrides::renames_apart(&policy.tools, &rules.tools)
+            .and_then(|()| super::overrides::renames_apart(&policy.prompts, &rules.prompts))
             .map_err(|why| Error::Config(format!("{here}: principal {who:?}: {why}")))?;
     }
     Ok(Spec {
@@ -366,6 +361,7 @@ fn spec(
         prefix,
         flags,
         policy,
+        request_timeout,
     })
 }
 
@@ -472,7 +468,7 @@ mod tests {
             .expect_err("say twice")
             .to_string();
         assert!(
-            e.contains("principal \"bob\": tool other is shown as \"say\""),
+            e.contains("principal \"bob\": other is shown as \"say\""),
             "{e}"
         );
         let not_a_list = write(
@@ -492,6 +488,75 @@ mod tests {
         );
         let e = federation(&bad, "__", "x").expect_err("typo").to_string();
         assert!(e.contains(":4: unknown key `alow`"), "{e}");
+    }
+
+    #[test]
+    fn prompt_overrides_and_a_request_timeout_per_member() {
+        let p = write(
+            "prompts.toml",
+            "request-timeout = \"20s\"\n[upstream.a]\nstdio = \"cat\"\nrequest-timeout = \"1500ms\"\n\
+             [upstream.a.prompts.test_simple_prompt]\nname = \"simple\"\n\
+             description = \"Short.\"\n\
+             [upstream.a.principal.\"token:ops\".prompts.test_simple_prompt]\n\
+             name = \"ops_simple\"\n[upstream.b]\nstdio = \"cat\"\n",
+        );
+        let f = federation(&p, "__", "x").expect("valid").expect("tables");
+        let a = &f.members[0];
+        assert_eq!(
+            a.request_timeout,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(f.members[1].request_timeout, None);
+        assert_eq!(a.policy.prompts[0].tool, "test_simple_prompt");
+        assert_eq!(a.policy.prompts[0].rename.as_deref(), Some("simple"));
+        assert_eq!(a.policy.prompts[0].description.as_deref(), Some("Short."));
+        assert!(a.policy.tools.is_empty());
+        let (who, rules) = &a.policy.principals[0];
+        assert_eq!(who, "token:ops");
+        assert_eq!(rules.prompts[0].rename.as_deref(), Some("ops_simple"));
+        // Not part of what the member runs: its upstream is the one without it.
+        let UpstreamConfig::Stdio(_) = &a.upstream else {
+            panic!("stdio")
+        };
+        assert_eq!(a.upstream, f.members[1].upstream);
+        let cases = [
+            (
+                "[upstream.a]\nstdio = \"cat\"\nrequest-timeout = \"61s\"\n",
+                ":1: upstream a: request-timeout 61s is longer than the file's request-timeout \
+                 (60s)",
+            ),
+            (
+                "request-timeout = \"5s\"\n[upstream.a]\nstdio = \"cat\"\n\
+                 request-timeout = \"6s\"\n",
+                ":2: upstream a: request-timeout 6s is longer",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\nrequest-timeout = \"0s\"\n",
+                ":3: `request-timeout` must be more than zero",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\nrequest-timeout = \"soon\"\n",
+                ":3: `request-timeout`: bad duration",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\nrequest-timeout = [1]\n",
+                ":3: `request-timeout`: a duration",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\n[upstream.a.prompts.p]\narguments = {}\n",
+                ":4: unknown key `arguments` (name or description)",
+            ),
+            (
+                "[upstream.a]\nstdio = \"cat\"\n[upstream.a.principal.\"token:x\".prompts.p]\n\
+                 name = \"x y\"\n",
+                ":4: `name`: 1 to 64",
+            ),
+        ];
+        for (i, (text, want)) in cases.iter().enumerate() {
+            let p = write(&format!("prompts-bad{i}.toml"), text);
+            let e = federation(&p, "__", "x").expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The policy keys of `[upstream.NAME]` tables: `allow` and `deny` lists, and
-//! `[upstream.NAME.tools.TOOL]` tables (how one tool is shown and called).
+//! The policy keys of `[upstream.NAME]` tables: `allow` and `deny` lists, principals' tables,
+//! `[upstream.NAME.tools.TOOL]` tables (how one tool is shown and called) and
+//! `[upstream.NAME.prompts.PROMPT]` tables (how one prompt is shown and fetched).
 //!
-//! Owns: reading patterns into [`RulesConfig`], and `name` (a rename), `description` and
-//! `arguments` (fixed values, injected on every call and left out of the schema clients see)
-//! into a [`ToolOverride`]. Must not touch: what they do to lists and calls
+//! Owns: reading patterns into [`RulesConfig`], and `name` (a rename), `description` and, for
+//! a tool, `arguments` (fixed values, injected on every call and left out of the schema
+//! clients see) into a [`ToolOverride`]. Must not touch: what they do to lists and calls
 //! (`crate::upstream::federated`).
 
 use toml::Spanned;
@@ -13,24 +14,57 @@ use super::file::line_of;
 use crate::config::{RulesConfig, ToolOverride};
 use crate::error::Error;
 
-/// Tools one table may override, and fixed arguments one tool may have, at most.
+/// Tools (or prompts) one table may override, and fixed arguments one tool may have, at most.
 const MAX: usize = 256;
 
-/// The overrides in `tools` (the value of a member's `tools` key).
-pub fn tools(
+/// What a table of overrides is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    /// `tools`: `name`, `description`, `arguments`.
+    Tools,
+    /// `prompts`: `name`, `description`.
+    Prompts,
+}
+
+impl Over {
+    /// The key of the table (`tools`, `prompts`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Over::Tools => "tools",
+            Over::Prompts => "prompts",
+        }
+    }
+
+    fn one(self) -> &'static str {
+        match self {
+            Over::Tools => "tool",
+            Over::Prompts => "prompt",
+        }
+    }
+}
+
+/// The overrides in `table`, the value of a member's (or a principal's) `tools` or
+/// `prompts` key.
+pub fn overrides(
     path: &str,
     text: &str,
-    tools: &Spanned<DeValue<'_>>,
+    table: &Spanned<DeValue<'_>>,
+    over: Over,
 ) -> Result<Vec<ToolOverride>, Error> {
     let at = |offset: usize| format!("{path}:{}", line_of(text, offset));
-    let DeValue::Table(tools) = tools.get_ref() else {
+    let (key, one) = (over.key(), over.one());
+    let DeValue::Table(tools) = table.get_ref() else {
         return Err(Error::Config(format!(
-            "{}: `tools`: tables, one per tool ([upstream.NAME.tools.TOOL])",
-            at(tools.span().start)
+            "{}: `{key}`: tables, one per {one} ([upstream.NAME.{key}.{})",
+            at(table.span().start),
+            one.to_uppercase()
         )));
     };
     if tools.len() > MAX {
-        return Err(Error::Config(format!("{}: more than {MAX} tools", at(0))));
+        return Err(Error::Config(format!(
+            "{}: more than {MAX} {key}",
+            at(table.span().start)
+        )));
     }
     let mut entries: Vec<_> = tools.iter().collect();
     entries.sort_by_key(|(k, _)| k.span().start);
@@ -39,7 +73,7 @@ pub fn tools(
         let here = at(tool.span().start);
         let DeValue::Table(keys) = keys.get_ref() else {
             return Err(Error::Config(format!(
-                "{here}: a tool's overrides are a table"
+                "{here}: a {one}'s overrides are a table"
             )));
         };
         let mut o = ToolOverride {
@@ -61,7 +95,7 @@ pub fn tools(
                     o.rename = Some(DeString::to_string(s));
                 }
                 ("description", DeValue::String(s)) => o.description = Some(DeString::to_string(s)),
-                ("arguments", DeValue::Table(args)) => {
+                ("arguments", DeValue::Table(args)) if over == Over::Tools => {
                     if args.len() > MAX {
                         return Err(bad("too many arguments"));
                     }
@@ -73,24 +107,35 @@ pub fn tools(
                     }
                 }
                 ("name" | "description", _) => return Err(bad("must be a string")),
-                ("arguments", _) => return Err(bad("a table of argument values")),
+                ("arguments", _) if over == Over::Tools => {
+                    return Err(bad("a table of argument values"));
+                }
                 _ => {
+                    let keys = match over {
+                        Over::Tools => "name, description or arguments",
+                        Over::Prompts => "name or description",
+                    };
                     return Err(Error::Config(format!(
-                        "{}: unknown key `{k}` (name, description or arguments)",
+                        "{}: unknown key `{k}` ({keys})",
                         at(v.span().start)
                     )));
                 }
             }
         }
-        if let Some(r) = &o.rename
-            && let Some(other) = out
-                .iter()
-                .find(|x| x.rename.as_ref() == Some(r) || &x.tool == r)
-        {
-            return Err(Error::Config(format!(
-                "{here}: `name = {r:?}` is also tool {}'s",
-                other.tool
-            )));
+        // Two entries shown under one name: only one of them could be reached.
+        let shown = |x: &ToolOverride| x.rename.clone().unwrap_or_else(|| x.tool.clone());
+        let mine = shown(&o);
+        let clash = out
+            .iter()
+            .find(|x| shown(x) == mine || (o.rename.is_some() && x.tool == mine));
+        if let Some(other) = clash {
+            return Err(Error::Config(match &o.rename {
+                Some(r) => format!("{here}: `name = {r:?}` is also {one} {}'s", other.tool),
+                None => format!(
+                    "{here}: {one} {mine} keeps its name, which {one} {} is renamed to",
+                    other.tool
+                ),
+            }));
         }
         out.push(o);
     }
@@ -136,6 +181,58 @@ pub fn rule(
     Ok(())
 }
 
+/// The principals' tables in `value` (a member's `principal` key), in the file's order:
+/// `[upstream.NAME.principal."P"]` with rule lists, `tools` and `prompts`.
+pub fn principals(
+    path: &str,
+    text: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<Vec<(String, RulesConfig)>, Error> {
+    let at = |offset: usize| format!("{path}:{}", line_of(text, offset));
+    let bad = |why: &str| Error::Config(format!("{}: `principal`: {why}", at(value.span().start)));
+    let DeValue::Table(who) = value.get_ref() else {
+        return Err(bad("a table: [upstream.NAME.principal.\"token:NAME\"]"));
+    };
+    if who.len() > MAX_PATTERNS {
+        return Err(bad("too many principals"));
+    }
+    let mut entries: Vec<_> = who.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    let mut out = Vec::new();
+    for (p, lists) in entries {
+        let here = at(p.span().start);
+        let DeValue::Table(lists) = lists.get_ref() else {
+            return Err(Error::Config(format!(
+                "{here}: a principal's rules are a table"
+            )));
+        };
+        let mut rules = RulesConfig::default();
+        for (lk, lv) in lists {
+            let lk: &str = lk.get_ref();
+            if lk == "tools" {
+                rules.tools = overrides(path, text, lv, Over::Tools)?;
+                continue;
+            }
+            if lk == "prompts" {
+                rules.prompts = overrides(path, text, lv, Over::Prompts)?;
+                continue;
+            }
+            if !RULE_KEYS.contains(&lk) {
+                return Err(Error::Config(format!(
+                    "{}: unknown key `{lk}` (allow, deny, allow-resources, deny-resources, \
+                     tools or prompts)",
+                    at(lv.span().start)
+                )));
+            }
+            rule(&mut rules, lk, lv)
+                .map_err(|why| Error::Config(format!("{}: `{lk}`: {why}", at(lv.span().start))))?;
+        }
+        let name: &str = p.get_ref();
+        out.push((name.to_owned(), rules));
+    }
+    Ok(out)
+}
+
 /// The keys of a rule list, in a member table and in a principal's.
 pub const RULE_KEYS: [&str; 4] = ["allow", "deny", "allow-resources", "deny-resources"];
 
@@ -157,7 +254,7 @@ fn json(v: &Spanned<DeValue<'_>>) -> Option<serde_json::Value> {
     })
 }
 
-/// Ok when the tool names one principal sees stay apart: its own overrides (`own`) over the
+/// Ok when the tool (or prompt) names one principal sees stay apart: its own overrides (`own`) over the
 /// member's (`member`), no shown name taken twice (a rename that is another tool's name or
 /// another rename); else which clash.
 pub fn renames_apart(member: &[ToolOverride], own: &[ToolOverride]) -> Result<(), String> {
@@ -176,7 +273,7 @@ pub fn renames_apart(member: &[ToolOverride], own: &[ToolOverride]) -> Result<()
             .find(|x| x.tool != o.tool && (x.rename.as_ref() == Some(r) || &x.tool == r))
         {
             return Err(format!(
-                "tool {} is shown as {r:?}, as tool {} is",
+                "{} is shown as {r:?}, as {} is",
                 o.tool, other.tool
             ));
         }
@@ -192,7 +289,7 @@ mod tests {
     fn read(text: &str) -> Result<Vec<ToolOverride>, Error> {
         let table = DeTable::parse(text).expect("TOML");
         let (_, v) = table.get_ref().iter().next().expect("a key");
-        tools("f.toml", text, v)
+        overrides("f.toml", text, v, Over::Tools)
     }
 
     #[test]
@@ -217,5 +314,41 @@ mod tests {
             e.to_string().contains("f.toml:2: unknown key `nmae`"),
             "{e}"
         );
+    }
+
+    fn prompts(text: &str) -> Result<Vec<ToolOverride>, Error> {
+        let table = DeTable::parse(text).expect("TOML");
+        let (_, v) = table.get_ref().iter().next().expect("a key");
+        overrides("f.toml", text, v, Over::Prompts)
+    }
+
+    #[test]
+    fn prompts_are_renamed_and_described_without_arguments() {
+        let got =
+            prompts("[prompts.test_simple_prompt]\nname = \"simple\"\ndescription = \"Short.\"\n")
+                .expect("valid");
+        assert_eq!(got[0].tool, "test_simple_prompt");
+        assert_eq!(got[0].rename.as_deref(), Some("simple"));
+        assert_eq!(got[0].description.as_deref(), Some("Short."));
+        assert!(got[0].fixed.is_empty());
+        for (text, want) in [
+            (
+                "[prompts.a]\narguments = { x = 1 }\n",
+                "f.toml:2: unknown key `arguments` (name or description)",
+            ),
+            (
+                "[prompts.a]\nname = \"b\"\n[prompts.c]\nname = \"b\"\n",
+                "f.toml:3: `name = \"b\"` is also prompt a's",
+            ),
+            (
+                "[prompts.a]\nname = \"c\"\n[prompts.c]\ndescription = \"x\"\n",
+                "f.toml:3: prompt c keeps its name, which prompt a is renamed to",
+            ),
+            ("[prompts.a]\nname = \"b c\"\n", "f.toml:2: `name`: 1 to 64"),
+            ("prompts = 1\n", "`prompts`: tables, one per prompt"),
+        ] {
+            let e = prompts(text).expect_err(text).to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 }

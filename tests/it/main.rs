@@ -76,6 +76,8 @@ mod fuzz_corpus;
 mod r15_config;
 // Issue #15, federation: several named upstreams behind one endpoint, from examples/federation.toml.
 mod r15_federation;
+// Issue #15: prompt overrides and a member's own request-timeout.
+mod r15_member_knobs;
 // Issue #15, replicas: two server-everything HTTP servers as one upstream, one killed and back.
 mod r15_replicas;
 // Issue #15: SIGHUP and POST /admin/reload re-read the config file (members added, removed,

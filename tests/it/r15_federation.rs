@@ -244,6 +244,13 @@ fn r15_federation_check_config_shows_members_and_names_bad_lines() {
         json!(["delayMs"]),
         "{v}"
     );
+    assert_eq!(
+        members[0]["prompts"][0]["prompt"], "test_simple_prompt",
+        "{v}"
+    );
+    assert_eq!(members[0]["prompts"][0]["rename"], "simple", "{v}");
+    assert_eq!(members[2]["requestTimeoutSeconds"], 20.0, "{v}");
+    assert!(members[1].get("requestTimeoutSeconds").is_none(), "{v}");
     let names: Vec<&str> = members.iter().filter_map(|m| m["name"].as_str()).collect();
     assert_eq!(names, ["demo", "everything", "web"]);
     assert_eq!(members[1]["prefix"], "ev");

@@ -256,7 +256,14 @@ fn r15_reload_policy_only_keeps_the_children() {
 
     let policy = config(
         "max-sessions = 60",
-        &[("a", "deny = [\"echo\"]"), ("b", "prefix = \"bee\"")],
+        &[
+            (
+                "a",
+                "deny = [\"echo\"]\nrequest-timeout = \"5s\"\n\
+                 [upstream.a.prompts.test_simple_prompt]\nname = \"simple\"",
+            ),
+            ("b", "prefix = \"bee\""),
+        ],
     );
     std::fs::write(&file, policy).expect("write");
     let r = reload(admin);
@@ -296,6 +303,14 @@ fn r15_reload_policy_only_keeps_the_children() {
     assert_eq!(
         shown["upstream"]["members"][0]["deny"],
         json!(["echo"]),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["upstream"]["members"][0]["requestTimeoutSeconds"], 5.0,
+        "{shown}"
+    );
+    assert_eq!(
+        shown["upstream"]["members"][0]["prompts"][0]["rename"], "simple",
         "{shown}"
     );
     assert_eq!(shown["upstream"]["members"][1]["prefix"], "bee", "{shown}");

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::members::Fed;
 use super::messages::{collect, copy, result_of, with_params};
+use super::overrides::{self, Named};
 use super::policy::{self, Of, Who};
 use super::{Member, State, Table, each};
 use crate::error::Error;
@@ -94,12 +95,10 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             };
             let name = params.get("name").and_then(Value::as_str).unwrap_or("");
             let tools = method == "tools/call";
-            // A renamed tool is called by its new name only (`policy.rs`).
+            let named = if tools { Named::Tool } else { Named::Prompt };
+            // A renamed tool or prompt is asked for by its new name only (`overrides.rs`).
             let target = route_name(t, name).and_then(|(m, shown)| {
-                let local = match tools {
-                    true => policy::original(&m.policy, who(call), shown)?,
-                    false => shown,
-                };
+                let local = overrides::original(&m.policy, who(call), named, shown)?;
                 allowed(m, call, Of::Names, local).then_some((m, local))
             });
             let Some((m, local)) = target else {
@@ -108,7 +107,7 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             let mut p = params.clone();
             p["name"] = Value::String(local.to_owned());
             if tools {
-                policy::inject(&m.policy, who(call), local, &mut p);
+                overrides::inject(&m.policy, who(call), local, &mut p);
             }
             Ok(f.send(fed, m, with_params(&call.msg, &p), call))
         }
@@ -119,9 +118,12 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
             match r.get("type").and_then(Value::as_str) {
                 Some("ref/prompt") => {
                     let name = r.get("name").and_then(Value::as_str).unwrap_or("");
-                    let Some((m, local)) =
-                        route_name(t, name).filter(|&(m, l)| allowed(m, call, Of::Names, l))
-                    else {
+                    let target = route_name(t, name).and_then(|(m, shown)| {
+                        let local =
+                            overrides::original(&m.policy, who(call), Named::Prompt, shown)?;
+                        allowed(m, call, Of::Names, local).then_some((m, local))
+                    });
+                    let Some((m, local)) = target else {
                         return Ok(err(-32602, &unknown(t, "prompt", name)));
                     };
                     let mut p = params.clone();
@@ -400,11 +402,12 @@ fn list(
                 if !allowed(m, call, Of::Names, &key) {
                     continue;
                 }
-                let mut local = key.as_str();
-                if l.items == "tools" {
-                    policy::reshape(&m.policy, who(call), &key, &mut item);
-                    local = policy::shown_as(&m.policy, who(call), &key);
-                }
+                let named = match l.items {
+                    "tools" => Named::Tool,
+                    _ => Named::Prompt,
+                };
+                overrides::reshape(&m.policy, who(call), named, &key, &mut item);
+                let local = overrides::shown_as(&m.policy, who(call), named, &key);
                 match shown_name(t, m, local) {
                     Some(n) => item[l.key] = Value::String(n),
                     None => continue,

@@ -4,9 +4,10 @@
 //! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
 //! sessions (`members.rs`); merged lists, namespaced names and their cursors, routing
 //! (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
-//! (`policy.rs`); ids of server-to-client requests made during calls (`s2c.rs`); each
-//! session's cache of the members' list pages (`cache.rs`); a new member set from a
-//! reloaded config file (`reload.rs`).
+//! (`policy.rs`) and overrides (renames, descriptions, fixed arguments: `overrides.rs`); ids
+//! of server-to-client requests made during calls (`s2c.rs`); each session's cache of the
+//! members' list pages (`cache.rs`); a new member set from a reloaded config file
+//! (`reload.rs`).
 //! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
 //! pipeline sees one upstream and is unchanged).
 //!
@@ -23,6 +24,13 @@
 //! or replaced can drain before it stops.
 //! Stateless (2026-07-28) requests are refused as session-era only, so the era bridge serves
 //! them over a federated session of its own.
+//! Deadlines: a request to a member has the request's deadline, or the member's own
+//! `request-timeout` from when it is sent when that is sooner; past it, the member's answer
+//! fails as a request past `--request-timeout` does ([`Error::MemberTimeout`], which names
+//! the member), and the member's stream is dropped (a stdio child's call is cancelled). Its
+//! part of a client's `initialize` has that deadline too: past it, the member stays out of
+//! the session until it is re-opened on use. A stream that blocks past its wake-up time (an
+//! HTTP member's SSE answer) is checked only when it returns.
 
 mod cache;
 mod health;
@@ -30,6 +38,7 @@ mod lists;
 mod members;
 mod messages;
 mod operate;
+mod overrides;
 mod policy;
 mod reload;
 mod s2c;
@@ -39,6 +48,7 @@ mod tests;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use super::{Call, Reply, Upstream};
 use crate::config::MemberConfig;
@@ -184,6 +194,14 @@ impl Member {
         }
     }
 
+    /// The member's own deadline for a request sent now (its `request-timeout`) and that
+    /// timeout, when it is sooner than the request's `deadline`.
+    fn own_deadline(&self, deadline: Instant) -> Option<(Instant, std::time::Duration)> {
+        let after = self.cfg.request_timeout?;
+        let until = Instant::now() + after;
+        (until < deadline).then_some((until, after))
+    }
+
     /// True while the member is down.
     fn is_down(&self) -> bool {
         self.run.down.load(Ordering::Relaxed)
@@ -236,8 +254,9 @@ impl State {
     }
 
     /// Sends `msg` to member `m` within `fed`'s session, re-opening the member's session first
-    /// when it is out of it (`health.rs`), and once more when the member lost it. Any failure
-    /// becomes a JSON-RPC error naming the member; the client session itself stays.
+    /// when it is out of it (`health.rs`), and once more when the member lost it; by the
+    /// member's deadline (the module docs). Any failure becomes a JSON-RPC error naming the
+    /// member; the client session itself stays.
     fn send(&self, fed: &Fed, m: &Arc<Member>, msg: Message, call: &Call<'_>) -> Reply {
         let id = msg.id.clone();
         let refuse =
@@ -245,6 +264,27 @@ impl State {
         let (m, counted) = match self.enter(m) {
             Ok(entered) => entered,
             Err(why) => return refuse(why),
+        };
+        let own = m.own_deadline(call.deadline);
+        let shortened;
+        let call = match own {
+            Some((until, _)) => {
+                shortened = Call {
+                    msg: copy(&call.msg),
+                    session: call.session,
+                    deadline: until,
+                    headers: call.headers.clone(),
+                };
+                &shortened
+            }
+            None => call,
+        };
+        let timed_out = |e: Error| match (e, own) {
+            (Error::Timeout, Some((_, after))) => Error::MemberTimeout {
+                member: m.name.clone(),
+                after,
+            },
+            (e, _) => e,
         };
         let i = m.id;
         if m.is_down() {
@@ -273,6 +313,11 @@ impl State {
                     return Reply::Stream(Box::new(s2c::Tagged {
                         inner,
                         member: i,
+                        until: own.map(|(until, after)| s2c::Until {
+                            until,
+                            member: m.name.clone(),
+                            after,
+                        }),
                         _counted: counted,
                     }));
                 }
@@ -289,7 +334,10 @@ impl State {
                         self.went_down(&m, &e.to_string());
                     }
                     log::debug!("upstream {}: {e}", m.name);
-                    return refuse(format!("upstream {} failed: {e}", m.name));
+                    return refuse(match timed_out(e) {
+                        e @ Error::MemberTimeout { .. } => e.to_string(),
+                        e => format!("upstream {} failed: {e}", m.name),
+                    });
                 }
             }
         }
@@ -322,14 +370,17 @@ impl Upstream for Federated {
             if m.is_down() {
                 return Err(Error::Unavailable("down".into()));
             }
+            let deadline = m
+                .own_deadline(call.deadline)
+                .map_or(call.deadline, |(d, _)| d);
             let c = Call {
                 msg: copy(&call.msg),
                 session: None,
-                deadline: call.deadline,
+                deadline,
                 headers: call.headers.clone(),
             };
             let (binding, reply) = m.up.initialize(c)?;
-            let result = collect(reply, call.deadline).map(|b| result_of(&b));
+            let result = collect(reply, deadline).map(|b| result_of(&b));
             Ok::<_, Error>((binding, result))
         });
         let mut slots = Vec::with_capacity(opened.len());

@@ -10,90 +10,11 @@
 //! in the file's order wins). A name that is not allowed is absent
 //! from lists and refused on call as unknown (`-32602`), never as forbidden; a resource that
 //! is not allowed is absent from lists and not found (`-32002`) when read, subscribed to or
-//! completed. `[upstream.NAME.tools.TOOL]` renames a tool, replaces its description, and
-//! fixes argument values (left out of its schema, set on every call). The era bridge's shared
-//! session (2026-07-28 stateless requests) belongs to no principal: it gets only what every
-//! principal may have.
+//! completed. The era bridge's shared session (2026-07-28 stateless requests) belongs to no
+//! principal: it gets only what every principal may have. How allowed tools and prompts are
+//! shown and called (renames, descriptions, fixed arguments) is `overrides.rs`.
 
-use serde_json::Value;
-
-use crate::config::{PolicyConfig, RulesConfig, ToolOverride};
-
-/// The override of member tool `tool` that applies to `who`: its principal (or scope)
-/// table's, else the member's.
-fn tool_override<'p>(
-    policy: &'p PolicyConfig,
-    who: Who<'_>,
-    tool: &str,
-) -> Option<&'p ToolOverride> {
-    own(policy, who)
-        .and_then(|r| r.tools.iter().find(|o| o.tool == tool))
-        .or_else(|| policy.tools.iter().find(|o| o.tool == tool))
-}
-
-/// The name member tool `tool` is shown as to `who` (before the prefix): its rename, or
-/// itself.
-pub fn shown_as<'p>(policy: &'p PolicyConfig, who: Who<'_>, tool: &'p str) -> &'p str {
-    tool_override(policy, who, tool)
-        .and_then(|o| o.rename.as_deref())
-        .unwrap_or(tool)
-}
-
-/// The member's own name of the tool `who` is shown as `shown`; `None` for a tool's old
-/// name once it is renamed (for `who`).
-pub fn original<'p>(policy: &'p PolicyConfig, who: Who<'_>, shown: &'p str) -> Option<&'p str> {
-    let own_tools = own(policy, who).map_or(&[][..], |r| &r.tools[..]);
-    let renamed = own_tools.iter().chain(&policy.tools).find(|o| {
-        o.rename.as_deref() == Some(shown)
-            // A member-wide rename the principal's own override of that tool undoes.
-            && tool_override(policy, who, &o.tool).is_some_and(|e| std::ptr::eq(e, *o))
-    });
-    if let Some(o) = renamed {
-        return Some(&o.tool);
-    }
-    match tool_override(policy, who, shown) {
-        Some(o) if o.rename.is_some() => None,
-        _ => Some(shown),
-    }
-}
-
-/// A `tools/list` item of member tool `tool` as `who` sees it: its description replaced,
-/// its fixed arguments gone from `inputSchema`.
-pub fn reshape(policy: &PolicyConfig, who: Who<'_>, tool: &str, item: &mut Value) {
-    let Some(o) = tool_override(policy, who, tool) else {
-        return;
-    };
-    if let Some(d) = &o.description {
-        item["description"] = Value::String(d.clone());
-    }
-    let Some(schema) = item.get_mut("inputSchema") else {
-        return;
-    };
-    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-        for name in o.fixed.keys() {
-            props.remove(name);
-        }
-    }
-    if let Some(Value::Array(required)) = schema.get_mut("required") {
-        required.retain(|r| r.as_str().is_none_or(|r| !o.fixed.contains_key(r)));
-    }
-}
-
-/// A `tools/call`'s params from `who` for member tool `tool` with its fixed arguments set
-/// (over any the client sent).
-pub fn inject(policy: &PolicyConfig, who: Who<'_>, tool: &str, params: &mut Value) {
-    let Some(o) = tool_override(policy, who, tool).filter(|o| !o.fixed.is_empty()) else {
-        return;
-    };
-    if !params.get("arguments").is_some_and(Value::is_object) {
-        params["arguments"] = Value::Object(serde_json::Map::new());
-    }
-    if let Some(args) = params["arguments"].as_object_mut() {
-        for (k, v) in &o.fixed {
-            args.insert(k.clone(), v.clone());
-        }
-    }
-}
+use crate::config::{PolicyConfig, RulesConfig};
 
 /// True when `name` matches `pattern` (`*`: any run, `?`: one character).
 pub fn glob(pattern: &str, name: &str) -> bool {
@@ -148,13 +69,13 @@ fn any_uri(patterns: &[String], uri: &str) -> bool {
     })
 }
 
-/// True when no principal or scope table of `policy` overrides member tool `tool`: it is
-/// shown and called alike for everyone.
-pub fn uniform(policy: &PolicyConfig, tool: &str) -> bool {
+/// True when no principal or scope table of `policy` overrides member tool or prompt `name`:
+/// it is shown and called alike for everyone.
+pub fn uniform(policy: &PolicyConfig, name: &str) -> bool {
     policy
         .principals
         .iter()
-        .all(|(_, r)| r.tools.iter().all(|o| o.tool != tool))
+        .all(|(_, r)| r.tools.iter().chain(&r.prompts).all(|o| o.tool != name))
 }
 
 /// What a rule list is about: tool and prompt names, or resource URIs and URI templates.
@@ -192,7 +113,7 @@ impl<'a> Who<'a> {
 
 /// The rules of a principal table that apply to `who`: its own (`"token:alice"`), else the
 /// first, in the file's order, of its scopes' (`"scope:admin"`).
-fn own<'p>(policy: &'p PolicyConfig, who: Who<'_>) -> Option<&'p RulesConfig> {
+pub fn own<'p>(policy: &'p PolicyConfig, who: Who<'_>) -> Option<&'p RulesConfig> {
     let named = who
         .principal
         .and_then(|p| policy.principals.iter().find(|(k, _)| k == p));
@@ -275,7 +196,7 @@ mod tests {
                 ("token:alice".into(), rules(Some(&["*"]), None)),
                 ("token:bob".into(), rules(None, Some(&["echo"]))),
             ],
-            tools: Vec::new(),
+            ..PolicyConfig::default()
         };
         let everyone = [
             ("echo", true),
@@ -331,7 +252,7 @@ mod tests {
                 ("scope:admin".into(), rules(Some(&["*"]), None)),
                 ("scope:read".into(), rules(Some(&["get-*", "echo"]), None)),
             ],
-            tools: Vec::new(),
+            ..PolicyConfig::default()
         };
         let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let (admin, read, none) = (scopes(&["read", "admin"]), scopes(&["read"]), scopes(&[]));
@@ -371,7 +292,7 @@ mod tests {
                     ..RulesConfig::default()
                 },
             )],
-            tools: Vec::new(),
+            ..PolicyConfig::default()
         };
         let r = |who, uri| allows(&policy, who, Of::Resources, uri);
         assert!(
@@ -398,84 +319,5 @@ mod tests {
             Of::Resources,
             "file:///secret/key"
         ));
-    }
-
-    #[test]
-    fn a_principal_overrides_a_tool_its_own_way() {
-        let over = |tool: &str, rename: Option<&str>, key: &str, v: &str| {
-            let mut fixed = serde_json::Map::new();
-            fixed.insert(key.into(), v.into());
-            ToolOverride {
-                tool: tool.into(),
-                rename: rename.map(str::to_owned),
-                description: None,
-                fixed,
-            }
-        };
-        let policy = PolicyConfig {
-            tools: vec![over("echo", Some("say"), "key", "everyone")],
-            principals: vec![(
-                "token:ops".into(),
-                RulesConfig {
-                    tools: vec![over("echo", None, "key", "ops")],
-                    ..RulesConfig::default()
-                },
-            )],
-            ..PolicyConfig::default()
-        };
-        let (anyone, ops) = (Who::default(), Who::named("token:ops"));
-        assert_eq!(shown_as(&policy, anyone, "echo"), "say");
-        assert_eq!(original(&policy, anyone, "say"), Some("echo"));
-        assert_eq!(original(&policy, anyone, "echo"), None);
-        // ops' own override has no rename: echo is echo, and `say` is nothing to ops.
-        assert_eq!(shown_as(&policy, ops, "echo"), "echo");
-        assert_eq!(original(&policy, ops, "echo"), Some("echo"));
-        assert_eq!(
-            original(&policy, ops, "say"),
-            Some("say"),
-            "not echo's name for ops"
-        );
-        let mut p = serde_json::json!({"name": "echo"});
-        inject(&policy, ops, "echo", &mut p);
-        assert_eq!(p["arguments"]["key"], "ops");
-        inject(&policy, anyone, "echo", &mut p);
-        assert_eq!(p["arguments"]["key"], "everyone");
-    }
-
-    #[test]
-    fn renamed_described_and_fixed() {
-        let mut fixed = serde_json::Map::new();
-        fixed.insert("key".into(), "s3cret".into());
-        let policy = PolicyConfig {
-            tools: vec![ToolOverride {
-                tool: "echo".into(),
-                rename: Some("say".into()),
-                description: Some("Says it.".into()),
-                fixed,
-            }],
-            ..PolicyConfig::default()
-        };
-        assert_eq!(shown_as(&policy, Who::default(), "echo"), "say");
-        assert_eq!(original(&policy, Who::default(), "say"), Some("echo"));
-        assert_eq!(
-            original(&policy, Who::default(), "echo"),
-            None,
-            "the old name is unknown"
-        );
-        assert_eq!(original(&policy, Who::default(), "other"), Some("other"));
-        let mut item = serde_json::json!({"name": "echo", "inputSchema": {"type": "object",
-            "properties": {"message": {}, "key": {}}, "required": ["message", "key"]}});
-        reshape(&policy, Who::default(), "echo", &mut item);
-        assert_eq!(item["description"], "Says it.");
-        assert_eq!(
-            item["inputSchema"]["required"],
-            serde_json::json!(["message"])
-        );
-        assert!(item["inputSchema"]["properties"].get("key").is_none());
-        let mut params =
-            serde_json::json!({"name": "echo", "arguments": {"key": "mine", "message": "m"}});
-        inject(&policy, Who::default(), "echo", &mut params);
-        assert_eq!(params["arguments"]["key"], "s3cret");
-        assert_eq!(params["arguments"]["message"], "m");
     }
 }

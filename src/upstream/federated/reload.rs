@@ -3,9 +3,11 @@
 //! Each `[upstream.NAME]` of the new file is compared with the member of the same name:
 //! * **unchanged** (the same table): kept as it is; every client session's member session
 //!   (the same child) goes on;
-//! * **updated** in place: only its `prefix`, `allow`/`deny`, principals' rules or tool
-//!   overrides changed (not what it runs or reaches): the same upstream, the same children,
-//!   the same member sessions; the new names and rules apply from the next request;
+//! * **updated** in place: only its `prefix`, `allow`/`deny`, principals' rules, tool or
+//!   prompt overrides or its own `request-timeout` changed (not what it runs or reaches: none
+//!   of these is part of its [`crate::config::UpstreamConfig`]): the same upstream, the same
+//!   children, the same member sessions; the new names, rules and deadline apply from the
+//!   next request;
 //! * **replaced**: what it runs or reaches changed (command, URL, environment, mode,
 //!   children, timeouts, sizes, headers...): a new upstream is started; new calls go to it
 //!   (each client session opens its member session on first use), the old one drains;
@@ -45,7 +47,8 @@ pub struct Outcome {
     pub removed: Vec<String>,
     /// Replaced by a new upstream (rolling: the old one drains).
     pub changed: Vec<String>,
-    /// Updated in place (prefix, policy, tool overrides): the same children.
+    /// Updated in place (prefix, policy, tool and prompt overrides, request-timeout): the same
+    /// children.
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
 }

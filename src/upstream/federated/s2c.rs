@@ -6,6 +6,8 @@
 //! with its own id back. Requests a member sends on the standalone stream pass as they are
 //! (the federation does not see them), and answers with any other id go to every member.
 
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -15,20 +17,45 @@ use crate::upstream::{Item, MessageStream, Poll};
 
 const TAG: &str = "fed:";
 
-/// A member's call stream with the ids of its requests to the client renamed; the call
-/// counts as in flight on its member until the stream is dropped.
+/// A member's call stream with the ids of its requests to the client renamed, ending at
+/// the member's own deadline if it has one; the call counts as in flight on its member until
+/// the stream is dropped.
 pub struct Tagged {
     pub inner: Box<dyn MessageStream>,
     pub member: usize,
+    pub until: Option<Until>,
     pub _counted: super::InFlight,
 }
 
+/// A member's own deadline (its `request-timeout`), sooner than the request's.
+pub struct Until {
+    pub until: Instant,
+    pub member: String,
+    pub after: Duration,
+}
+
+impl Until {
+    fn expired(&self) -> Error {
+        Error::MemberTimeout {
+            member: self.member.clone(),
+            after: self.after,
+        }
+    }
+}
+
 impl MessageStream for Tagged {
-    fn poll_until(&mut self, wake: std::time::Instant) -> Result<Poll, Error> {
-        Ok(match self.inner.poll_until(wake)? {
-            Poll::Item(Item::Message(m)) => Poll::Item(Item::Message(tag(m, self.member))),
-            other => other,
-        })
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        let wake = self.until.as_ref().map_or(wake, |u| wake.min(u.until));
+        match (self.inner.poll_until(wake), &self.until) {
+            // The inner stream was given the member's deadline: its timeout is the member's.
+            (Err(Error::Timeout), Some(u)) => Err(u.expired()),
+            // A stream that does not keep a deadline itself (an HTTP member's).
+            (Ok(Poll::Idle), Some(u)) if Instant::now() >= u.until => Err(u.expired()),
+            (Ok(Poll::Item(Item::Message(m))), _) => {
+                Ok(Poll::Item(Item::Message(tag(m, self.member))))
+            }
+            (other, _) => other,
+        }
     }
 
     fn must_stream(&self) -> bool {

@@ -11,7 +11,7 @@ use crate::config::{MemberConfig, SessionConfig, StdioUpstreamConfig, UpstreamCo
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};
 use crate::session::{Binding, Session, Sessions};
-use crate::upstream::{Call, Operate, Reply, Upstream};
+use crate::upstream::{Call, MessageStream, Operate, Poll, Reply, Upstream};
 
 /// Answers `initialize` with tools and resources, lists `pages` pages of two tools each
 /// (`t<page><n>`) and one resource `mem://<tag>/<page>` (plus `mem://shared`), and echoes
@@ -94,6 +94,8 @@ impl Upstream for Fake {
                 more(&mut r);
                 answer(&call.msg, r)
             }
+            // A call whose stream keeps no deadline of its own (as an HTTP member's).
+            "tools/call" if p["name"] == "wait" => Reply::Stream(Box::new(Waits)),
             "tools/call" => answer(
                 &call.msg,
                 json!({"content": [{"type": "text", "text": format!("{} ran {}", self.tag, p["name"])}], "args": p["arguments"]}),
@@ -111,6 +113,16 @@ impl Upstream for Fake {
     }
 
     fn close(&self, _session: &Session) {}
+}
+
+/// A stream that never answers and waits until it is told to wake.
+struct Waits;
+
+impl MessageStream for Waits {
+    fn poll_until(&mut self, wake: Instant) -> Result<Poll, Error> {
+        std::thread::sleep(wake.saturating_duration_since(Instant::now()));
+        Ok(Poll::Idle)
+    }
 }
 
 fn member(name: &str, prefix: &str) -> MemberConfig {
@@ -132,6 +144,7 @@ fn member(name: &str, prefix: &str) -> MemberConfig {
             input_timeout: Duration::from_secs(300),
         }),
         policy: Default::default(),
+        request_timeout: None,
     }
 }
 
@@ -615,4 +628,69 @@ fn r15_the_bridge_session_cannot_skip_a_principals_fixed_arguments() {
     // sees differently is not there at all (not called without alice's pin).
     let r = ask(&bridge);
     assert_eq!(r["error"]["code"], -32602, "{r}");
+}
+
+#[test]
+fn a_member_request_timeout_ends_its_calls_and_names_it() {
+    let mut slow = member("slow", "slow");
+    slow.request_timeout = Some(Duration::from_millis(100));
+    let s = setup_with(vec![
+        (slow, fake("S", 1, false)),
+        (member("fast", "fast"), fake("F", 1, false)),
+    ]);
+    let text = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "slow__wait"}});
+    let msg = Message::parse(text.to_string().as_bytes()).expect("message");
+    let started = Instant::now();
+    let reply = s.fed.forward(call(msg, Some(&s.session))).expect("a reply");
+    let Reply::Stream(mut stream) = reply else {
+        panic!("a stream")
+    };
+    // Polled as the pipeline does, up to the request's own (5 s) deadline.
+    let e = loop {
+        match stream.poll_until(started + Duration::from_secs(5)) {
+            Ok(Poll::Idle) => {}
+            Ok(_) => panic!("no answer was coming"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(&e, Error::MemberTimeout { member, .. } if member == "slow"),
+        "{e:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "ended early");
+    assert_eq!(e.rpc_code(), Error::Timeout.rpc_code());
+    // The other member has no deadline of its own: the request's.
+    let r = s.ask("tools/call", json!({"name": "fast__t0a"}));
+    assert_eq!(r["result"]["content"][0]["text"], "F ran \"t0a\"", "{r}");
+}
+
+#[test]
+fn a_reload_changing_prompt_overrides_or_a_request_timeout_updates_in_place() {
+    let s = setup(vec![("a", "a", fake("A", 1, false))]);
+    let fed = s.fed.fed(&s.session).expect("the client session");
+    let before = fed.live(0).expect("a");
+    let mut a = member("a", "a");
+    a.request_timeout = Some(Duration::from_secs(3));
+    a.policy.prompts = vec![crate::config::ToolOverride {
+        tool: "p".into(),
+        rename: Some("q".into()),
+        ..Default::default()
+    }];
+    let cfg = crate::config::FederationConfig {
+        separator: "__".into(),
+        members: vec![a],
+    };
+    let start =
+        |_: &MemberConfig| -> Result<Arc<dyn Upstream>, Error> { panic!("nothing is started") };
+    let out = s
+        .fed
+        .reload(&cfg, &start, Duration::from_secs(1))
+        .expect("reloaded");
+    assert_eq!(out.updated, ["a"]);
+    assert!(out.changed.is_empty());
+    assert!(
+        Arc::ptr_eq(&fed.live(0).expect("a"), &before),
+        "the same session"
+    );
 }

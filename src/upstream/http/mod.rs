@@ -66,6 +66,9 @@ struct HttpInner {
     /// Slots for long-lived standalone GET streams, so they never starve requests.
     streams: Pool<SlotManager>,
     reconnect_max: Duration,
+    /// `--request-timeout`: the longest wait for a request's response headers (sooner when
+    /// the request's deadline is: a federation member's own `request-timeout`).
+    request_timeout: Duration,
     /// `--upstream-header`s, sent on every request.
     headers: Vec<(String, Secret)>,
     /// `--upstream-ca` and `--upstream-client-*`, to explain TLS failures.
@@ -149,6 +152,7 @@ impl HttpUpstream {
                 pool: build_pool(cfg, &tls, metrics.as_ref(), cfg.pool),
                 streams: build_pool(cfg, &tls, None, cfg.stream_slots),
                 reconnect_max: cfg.reconnect_max,
+                request_timeout: cfg.request_timeout,
                 headers: cfg.headers.clone(),
                 tls: cfg.tls.clone(),
                 last_ok_ms: AtomicU64::new(0),
@@ -253,11 +257,18 @@ impl HttpInner {
 
     /// POSTs one message and interprets the answer.
     fn post(self: &Arc<Self>, call: &Call<'_>, session_id: Option<&str>) -> Result<Posted, Error> {
+        let left = call.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
         let mut slot = self.checkout(&self.pool)?;
         slot.poisoned = true;
         let mut req = slot
             .agent
             .post(&self.url)
+            .config()
+            .timeout_recv_response(Some(left.min(self.request_timeout)))
+            .build()
             .header("content-type", "application/json")
             .header("accept", "application/json, text/event-stream");
         for (k, v) in &call.headers {
