@@ -132,6 +132,7 @@ fn member(name: &str, prefix: &str) -> MemberConfig {
             input_timeout: Duration::from_secs(300),
         }),
         policy: Default::default(),
+        record: None,
     }
 }
 
