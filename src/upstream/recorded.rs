@@ -66,11 +66,10 @@ impl Openings {
         }
     }
 
+    /// The first answer of an opening (a stream's final message; nothing after it counts).
     fn answer(&mut self, token: u64, answer: Vec<u8>) {
-        if let Some(mut o) = self.take(token)
-            && o.answer.is_none()
-        {
-            o.answer = Some(answer);
+        if let Some(mut o) = self.take(token) {
+            o.answer.get_or_insert(answer);
             self.put(token, o);
         }
     }
@@ -258,7 +257,10 @@ impl Upstream for Recorded {
         };
         let principal = session.principal.as_deref();
         let era = &session.protocol_version;
-        let Some(tap) = self.recorder.open_session(&session.id, era, principal, o.at) else {
+        let Some(tap) = self
+            .recorder
+            .open_session(&session.id, era, principal, o.at)
+        else {
             return;
         };
         self.recorder.client_sent(&tap, o.at, o.request);
@@ -340,7 +342,11 @@ pub fn wrap(
         mode: up.mode().to_owned(),
     };
     let recorder = Recorder::start(&cfg, redactor, info, metrics.clone())?;
-    log::info!("upstream {}: recording tapes to {}", m.name, r.dir.display());
+    log::info!(
+        "upstream {}: recording tapes to {}",
+        m.name,
+        r.dir.display()
+    );
     Ok(Arc::new(Recorded::new(up, recorder)))
 }
 
@@ -364,3 +370,7 @@ pub fn check_dirs(members: &[MemberConfig], top: &TapeConfig) -> Result<(), Erro
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "recorded_tests.rs"]
+mod tests;

@@ -75,7 +75,11 @@ fn r18_record_per_upstream_member_tape_replays_as_that_member() {
     drop(p);
 
     let tapes = tapes_in(&demo_tapes);
-    assert_eq!(tapes.len(), 1, "one tape for the one member session: {tapes:?}");
+    assert_eq!(
+        tapes.len(),
+        1,
+        "one tape for the one member session: {tapes:?}"
+    );
     let (path, lines) = &tapes[0];
     let header = &lines[0];
     assert_eq!(header["upstream"]["name"], "demo", "{header}");
@@ -93,14 +97,18 @@ fn r18_record_per_upstream_member_tape_replays_as_that_member() {
         .find(|l| l["dir"] == "c2s" && l["msg"]["method"] == "tools/call")
         .unwrap_or_else(|| panic!("the call is on the tape:\n{text}"));
     assert_eq!(called["msg"]["params"]["name"], "echo", "{called}");
-    assert!(!text.contains("demo__echo"), "the member's own names:\n{text}");
+    assert!(
+        !text.contains("demo__echo"),
+        "the member's own names:\n{text}"
+    );
     assert!(
         !text.contains("to-the-second") && !text.contains("b__echo"),
         "nothing of the other member's calls:\n{text}"
     );
     assert!(
-        lines[1..].iter().any(|l| l["dir"] == "s2c"
-            && l["msg"]["result"].to_string().contains("to-the-demo")),
+        lines[1..]
+            .iter()
+            .any(|l| l["dir"] == "s2c" && l["msg"]["result"].to_string().contains("to-the-demo")),
         "its answer is on the tape:\n{text}"
     );
 
