@@ -537,7 +537,10 @@ impl ReverseArgs {
             ));
         }
         let mut auth = self.auth_config()?;
-        let tapes = self.tape_config()?;
+        let members_record = federation
+            .as_ref()
+            .is_some_and(|f| f.members.iter().any(|m| m.record.is_some()));
+        let tapes = self.tape_config(members_record)?;
         let (listen_tls, admin_tls, client_tls) = self.tls_config()?;
         let breaker = replicas::breaker(&replicas::Knobs {
             failures: self.replica_failures,
@@ -946,8 +949,9 @@ impl ReverseArgs {
         Ok((listen, admin, client))
     }
 
-    /// `--record*`, `--redact` and `--audit-*`, checked together.
-    fn tape_config(&self) -> Result<TapeConfig, Error> {
+    /// `--record*`, `--redact` and `--audit-*`, checked together; `members_record`: an
+    /// `[upstream.NAME]` table has `record` (`--redact` applies to its tapes).
+    fn tape_config(&self, members_record: bool) -> Result<TapeConfig, Error> {
         let max_bytes = size("--record-max-bytes", &self.record_max_bytes)?;
         if max_bytes < 4096 {
             return Err(Error::Config(
@@ -962,9 +966,15 @@ impl ReverseArgs {
         if self.audit_arguments && self.audit_log.is_none() {
             return Err(Error::Config("--audit-arguments needs --audit-log".into()));
         }
-        if !self.redact.is_empty() && self.record.is_none() && !self.audit_arguments {
+        if !self.redact.is_empty()
+            && self.record.is_none()
+            && !self.audit_arguments
+            && !members_record
+        {
             return Err(Error::Config(
-                "--redact applies to --record and --audit-arguments: give one of them".into(),
+                "--redact applies to --record, `record` in an [upstream.NAME] table and \
+                 --audit-arguments: give one of them"
+                    .into(),
             ));
         }
         if let Some(r) = &self.record

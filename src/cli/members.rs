@@ -190,7 +190,9 @@ fn build(
 ) -> Result<(UpstreamConfig, Option<MemberRecord>), Error> {
     let mut args = Vec::new();
     for (flag, values) in top {
-        if spec.flags.iter().any(|(f, _)| f == flag) {
+        // The redaction and audit flags are the proxy's (and apply to the member's tapes).
+        let proxys = ["redact", "audit-log", "audit-arguments"].contains(&flag.as_str());
+        if proxys || spec.flags.iter().any(|(f, _)| f == flag) {
             continue;
         }
         push(&mut args, flag, values);

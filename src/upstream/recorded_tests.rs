@@ -279,6 +279,19 @@ fn record_keys_are_the_tables_own_and_one_directory_has_one_writer() {
     top.record = Some("/tmp/a".into());
     assert!(check_dirs(&f.members, &top).is_err());
 
+    // --redact needs something to redact: a member's tapes are enough.
+    std::fs::write(
+        &file,
+        "redact = [\"key=motto\"]\n\n[upstream.a]\nstdio = \"cat\"\nrecord = \"/tmp/a\"\n\n\
+         [upstream.b]\nstdio = \"cat\"\n",
+    )
+    .expect("write");
+    let flags = crate::expand_config_file(&["--config".into(), file.display().to_string()])
+        .expect("expands");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = parse(&flags).expect("valid");
+    assert_eq!(c.tapes.redact.keys, ["motto"]);
+
     std::fs::write(
         &file,
         "[upstream.a]\nstdio = \"cat\"\nrecord-keep = \"1d\"\n",
