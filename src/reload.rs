@@ -124,6 +124,8 @@ impl Reloader {
                 let Some(fed) = self.upstream.as_federated() else {
                     return Err((500, "the federation is not this proxy's upstream".into()));
                 };
+                crate::upstream::recorded::check_dirs(&members.members, &old.tapes)
+                    .map_err(|e| (422, e.to_string()))?;
                 let start = |m: &crate::config::MemberConfig| (self.start)(m);
                 let drain = old.proxy.request_timeout;
                 let outcome = fed
