@@ -45,9 +45,9 @@ fn answer_text(r: &Resp) -> String {
         .to_owned()
 }
 
-#[test]
-fn r18_record_per_upstream_member_tape_replays_as_that_member() {
-    let dir = TempDir::new("r18-record-per-upstream");
+/// A proxy in front of the demo over stdio (shared, recorded to `DIR/demo-tapes`) and a
+/// second demo (prefix `b`, not recorded); and the demo's tape directory.
+fn federation(dir: &TempDir) -> (shadowcat::Shadowcat, PathBuf) {
     let demo_tapes = dir.path().join("demo-tapes");
     let file = dir.path().join("fed.toml");
     let demo = format!("'{}' demo-server", exe());
@@ -61,7 +61,30 @@ fn r18_record_per_upstream_member_tape_replays_as_that_member() {
         ),
     )
     .expect("config written");
-    let p = demo_proxy(&["--config", file.to_str().unwrap()]);
+    (
+        demo_proxy(&["--config", file.to_str().unwrap()]),
+        demo_tapes,
+    )
+}
+
+/// `shadowcat replay TAPE --http` on a free port.
+fn replay(tape: &Path) -> (Peer, std::net::SocketAddr) {
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let child = Command::new(exe())
+        .arg("replay")
+        .arg(tape)
+        .args(["--http", &addr.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("replay starts");
+    wait_listening(addr);
+    (Peer(child), addr)
+}
+
+#[test]
+fn r18_record_per_upstream_member_tape_replays_as_that_member() {
+    let dir = TempDir::new("r18-record-per-upstream");
+    let (p, demo_tapes) = federation(&dir);
     let mut c = Conn::open(p.local_addr());
     let sid = c.initialize();
     let a = c.post(Some(&sid), &call(1, "demo__echo", "to-the-demo"));
@@ -113,19 +136,54 @@ fn r18_record_per_upstream_member_tape_replays_as_that_member() {
     );
 
     // The recorded member, replayed, is a fixture of the demo alone.
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let child = Command::new(exe())
-        .arg("replay")
-        .arg(path)
-        .args(["--http", &addr.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("replay starts");
-    let _replay = Peer(child);
-    wait_listening(addr);
+    let (_replay, addr) = replay(path);
     let mut c = Conn::open(addr);
     let sid = c.initialize();
     let r = c.post(Some(&sid), &call(7, "echo", "to-the-demo"));
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(answer_text(&r).contains("to-the-demo"), "{}", r.text());
+}
+
+/// The Python SDK asks the demo for `test_sampling` through the federation: the demo's
+/// sampling request and the client's answer are on its tape with the demo's own id (not the
+/// federation's `fed:` one), and the replayed tape asks the client again.
+#[test]
+fn r18_record_per_upstream_server_requests_with_the_members_ids() {
+    let dir = TempDir::new("r18-record-per-upstream-s2c");
+    let (p, demo_tapes) = federation(&dir);
+    let url = format!("http://{}/mcp", p.local_addr());
+    let live = run_py_args("sampling.py", &url, &["demo__"]);
+    assert_eq!(live["sampling"]["requests"], 1, "{live}");
+    p.shutdown(Duration::from_secs(2));
+    drop(p);
+
+    let tapes = tapes_in(&demo_tapes);
+    assert_eq!(tapes.len(), 1, "{tapes:?}");
+    let (path, lines) = &tapes[0];
+    let text = std::fs::read_to_string(path).expect("tape");
+    let asked = lines[1..]
+        .iter()
+        .find(|l| l["dir"] == "s2c" && l["msg"]["method"] == "sampling/createMessage")
+        .unwrap_or_else(|| panic!("the demo's request is on its tape:\n{text}"));
+    let id = &asked["msg"]["id"];
+    assert!(
+        !id.as_str().is_some_and(|s| s.starts_with("fed:")),
+        "the demo's own id: {asked}"
+    );
+    assert!(
+        lines[1..].iter().any(|l| l["dir"] == "c2s"
+            && l["msg"]["id"] == *id
+            && l["msg"]["method"].is_null()
+            && l["msg"]["result"].is_object()),
+        "the client's answer, with the demo's id:\n{text}"
+    );
+    assert!(!text.contains("demo__"), "the demo's own names:\n{text}");
+
+    let (_replay, addr) = replay(path);
+    let again = run_py_args("sampling.py", &format!("http://{addr}/mcp"), &[]);
+    assert_eq!(again["sampling"]["requests"], 1, "{again}");
+    assert_eq!(
+        again["sampling"]["result"], live["sampling"]["result"],
+        "{again}"
+    );
 }
