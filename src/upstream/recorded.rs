@@ -242,10 +242,10 @@ impl Upstream for Recorded {
 
     fn close(&self, session: &Session) {
         self.inner.close(session);
-        if session.binding.tape != 0 {
-            lock(&self.openings).take(session.binding.tape);
-        }
-        if !session.id.is_empty() {
+        // Released before it was attached (a failed opening, a probe): it has no tape.
+        let unopened =
+            session.binding.tape != 0 && lock(&self.openings).take(session.binding.tape).is_some();
+        if !unopened {
             self.recorder.close_session(&session.id);
         }
     }
