@@ -14,7 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, bounded};
 
 use crate::cli::Source;
-use crate::config::{Config, StdioMode, UpstreamConfig};
+use crate::config::{Config, MemberConfig, StdioMode, TapeConfig, UpstreamConfig};
 use crate::error::Error;
 use crate::gate::Gatekeeper;
 use crate::http::{Server, Tls, TlsFiles};
@@ -57,9 +57,27 @@ pub struct Shadowcat {
     drain: Duration,
 }
 
+/// Starts a federation member: its upstream, recorded when its table says so (`tapes`: the
+/// top-level tape settings) and counted (`shadowcat_member_*_total`).
+fn build_member(
+    m: &MemberConfig,
+    tapes: &TapeConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Upstream>, Error> {
+    let up = build_upstream(&m.upstream, tapes, metrics)?;
+    match crate::upstream::recorded::wrap(m, up.clone(), tapes, metrics) {
+        Ok(up) => Ok(Arc::new(Counted::new(up))),
+        Err(e) => {
+            up.shutdown(Duration::from_secs(2));
+            Err(e)
+        }
+    }
+}
+
 /// Starts the upstream `cfg` describes (each member of a federation in turn).
 fn build_upstream(
     cfg: &UpstreamConfig,
+    tapes: &TapeConfig,
     metrics: &Arc<Metrics>,
 ) -> Result<Arc<dyn Upstream>, Error> {
     Ok(match cfg {
@@ -74,9 +92,10 @@ fn build_upstream(
             }
         },
         UpstreamConfig::Federated(f) => {
+            crate::upstream::recorded::check_dirs(&f.members, tapes)?;
             let mut members = Vec::with_capacity(f.members.len());
             for m in &f.members {
-                let started = build_upstream(&m.upstream, metrics);
+                let started = build_member(m, tapes, metrics);
                 let up = match started {
                     Ok(up) => up,
                     Err(e) => {
@@ -87,8 +106,6 @@ fn build_upstream(
                         return Err(Error::Config(format!("upstream {}: {e}", m.name)));
                     }
                 };
-                // Its requests and errors, for `shadowcat_member_*_total`.
-                let up: Arc<dyn Upstream> = Arc::new(Counted::new(up));
                 members.push((m.clone(), up));
             }
             Arc::new(Federated::new(f.separator.clone(), members))
@@ -106,7 +123,7 @@ impl Shadowcat {
     /// its `--config` file again.
     pub fn start_from(config: Config, source: Option<Source>) -> Result<Shadowcat, Error> {
         let metrics = Arc::new(Metrics::new(&config.upstream.name()));
-        let upstream = build_upstream(&config.upstream, &metrics)?;
+        let upstream = build_upstream(&config.upstream, &config.tapes, &metrics)?;
         Shadowcat::launch(config, upstream, metrics, source)
     }
 
@@ -155,11 +172,10 @@ impl Shadowcat {
             upstream.name(),
             &crate::tools::tape::replay::mock::load,
         )?;
-        let built = metrics.clone();
-        // A reload starts members only: counted as those started here are.
-        let start: crate::reload::StartUpstream = Box::new(move |cfg| {
-            build_upstream(cfg, &built).map(|up| Arc::new(Counted::new(up)) as Arc<dyn Upstream>)
-        });
+        let (built, tapes) = (metrics.clone(), config.tapes.clone());
+        // A reload starts members only: recorded and counted as those started here are.
+        let start: crate::reload::StartUpstream =
+            Box::new(move |m| build_member(m, &tapes, &built));
         let upstream_in_force = upstream.clone();
         let reload_metrics = metrics.clone();
         let proxy = Arc::new(

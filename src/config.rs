@@ -340,16 +340,31 @@ pub struct MemberConfig {
     #[serde(
         rename = "requestTimeoutSeconds",
         skip_serializing_if = "Option::is_none",
-        serialize_with = "opt_seconds"
+        serialize_with = "seconds_opt"
     )]
     pub request_timeout: Option<Duration>,
+    /// `record`: its own tapes, its conversations as it saw them
+    /// (`crate::upstream::recorded`). Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<MemberRecord>,
 }
 
-fn opt_seconds<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => seconds(d, s),
-        None => s.serialize_none(),
-    }
+/// A member's `record = "DIR"` with its table's `record-max-bytes` and `record-keep`; those
+/// it does not set are the top-level ones in force (`--record-max-bytes`, `--record-keep`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberRecord {
+    /// `record`: the directory of its tapes.
+    pub dir: std::path::PathBuf,
+    /// `record-max-bytes` of the table.
+    #[serde(rename = "recordMaxBytes", skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// `record-keep` of the table, in seconds.
+    #[serde(
+        rename = "recordKeepSeconds",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "seconds_opt"
+    )]
+    pub keep: Option<Duration>,
 }
 
 /// A member's tool and prompt policy (`crate::upstream::federated` `policy.rs`).
@@ -832,6 +847,13 @@ pub(crate) fn redact_url(url: &str) -> String {
 /// A duration as fractional seconds.
 fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn seconds_opt<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// `tlsCert`, `tlsKey`, `tlsClientCa`, `tlsClientCrl`: the listener's TLS files by path (null

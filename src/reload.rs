@@ -41,9 +41,9 @@ use crate::proxy::Proxy;
 use crate::upstream::Upstream;
 use crate::util::{lock, read, write};
 
-/// Starts an upstream from its config (`crate::app`'s builder).
+/// Starts a federation member from its table (`crate::app`'s builder).
 pub type StartUpstream =
-    Box<dyn Fn(&UpstreamConfig) -> Result<Arc<dyn Upstream>, Error> + Send + Sync>;
+    Box<dyn Fn(&crate::config::MemberConfig) -> Result<Arc<dyn Upstream>, Error> + Send + Sync>;
 /// Reads the key material files again (TLS certificates, the authentication's files): what
 /// it gave, `{"tls": …, "auth": …}`.
 pub type ReloadFiles = Box<dyn Fn() -> Value + Send + Sync>;
@@ -124,7 +124,9 @@ impl Reloader {
                 let Some(fed) = self.upstream.as_federated() else {
                     return Err((500, "the federation is not this proxy's upstream".into()));
                 };
-                let start = |m: &crate::config::MemberConfig| (self.start)(&m.upstream);
+                crate::upstream::recorded::check_dirs(&members.members, &old.tapes)
+                    .map_err(|e| (422, e.to_string()))?;
+                let start = |m: &crate::config::MemberConfig| (self.start)(m);
                 let drain = old.proxy.request_timeout;
                 let outcome = fed
                     .reload(members, &start, drain)

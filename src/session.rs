@@ -48,6 +48,9 @@ pub struct Binding {
     /// A federated upstream (`crate::upstream::federated`): the key of the session's members
     /// in it; 0 for any other upstream.
     pub federation: u64,
+    /// A recorded federation member (`crate::upstream::recorded`): which `initialize` opened
+    /// the session, for its tape (the session is made after the answer); 0 otherwise.
+    pub tape: u64,
 }
 
 /// One client session.

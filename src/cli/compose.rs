@@ -45,6 +45,9 @@ impl ReverseArgs {
             redact: &self.redact,
             audit_log: self.audit_log.as_deref(),
             audit_arguments: self.audit_arguments,
+            members_record: federation
+                .as_ref()
+                .is_some_and(|f| f.members.iter().any(|m| m.record.is_some())),
         })?;
         let tls = listen::tls_files(&listen::TlsFlags {
             cert: self.tls_cert.as_deref(),

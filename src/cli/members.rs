@@ -17,7 +17,7 @@ use toml::de::{DeString, DeTable, DeValue};
 use super::ReverseArgs;
 use super::file::{line_of, scalar};
 use super::overrides::Over;
-use crate::config::{FederationConfig, MemberConfig, PolicyConfig, UpstreamConfig};
+use crate::config::{FederationConfig, MemberConfig, MemberRecord, PolicyConfig, UpstreamConfig};
 use crate::error::Error;
 
 /// At most this many named upstreams.
@@ -25,7 +25,7 @@ pub const MAX_MEMBERS: usize = 32;
 
 /// Flags a table may set: they say what the upstream is and how it is reached. `(key, flag,
 /// kind)`; a top-level key among the first seven is refused when there are tables.
-const MEMBER_KEYS: [(&str, &str, Kind); 26] = [
+const MEMBER_KEYS: [(&str, &str, Kind); 29] = [
     ("stdio", "stdio", Kind::One),
     // A list: replicas of one server (a string stays one URL).
     ("url", "upstream", Kind::List),
@@ -65,6 +65,10 @@ const MEMBER_KEYS: [(&str, &str, Kind); 26] = [
     ("max-call-buffer", "max-call-buffer", Kind::One),
     ("max-subscriptions", "max-subscriptions", Kind::One),
     ("session-evict-idle", "session-evict-idle", Kind::One),
+    // Its own tapes (`crate::upstream::recorded`): taken from the table only.
+    ("record", "record", Kind::One),
+    ("record-max-bytes", "record-max-bytes", Kind::One),
+    ("record-keep", "record-keep", Kind::One),
 ];
 
 /// Top-level keys that choose or reach the one upstream: with tables they belong in a table.
@@ -167,13 +171,14 @@ pub fn federation_from(
             };
             return Err(Error::Config(format!("{}: {why}", spec.at)));
         }
-        let upstream = build(&spec, top, self_exe)?;
+        let (upstream, record) = build(&spec, top, self_exe)?;
         members.push(MemberConfig {
             name: spec.name,
             prefix,
             upstream,
             policy: spec.policy,
             request_timeout: spec.request_timeout,
+            record,
         });
     }
     Ok(Some(FederationConfig {
@@ -183,15 +188,17 @@ pub fn federation_from(
 }
 
 /// A member's upstream: the file's top-level flags with the table's on top, through the
-/// same parser and validation as one upstream.
+/// same parser and validation as one upstream; and its `record` (the table's own keys only).
 fn build(
     spec: &Spec,
     top: &[(String, Vec<String>)],
     self_exe: &str,
-) -> Result<UpstreamConfig, Error> {
+) -> Result<(UpstreamConfig, Option<MemberRecord>), Error> {
     let mut args = Vec::new();
     for (flag, values) in top {
-        if spec.flags.iter().any(|(f, _)| f == flag) {
+        // The redaction and audit flags are the proxy's (and apply to the member's tapes).
+        let proxys = ["redact", "audit-log", "audit-arguments"].contains(&flag.as_str());
+        if proxys || spec.flags.iter().any(|(f, _)| f == flag) {
             continue;
         }
         push(&mut args, flag, values);
@@ -213,7 +220,23 @@ fn build(
             spec.at, spec.name
         )));
     }
-    Ok(config.upstream)
+    let set = |flag: &str| spec.flags.iter().any(|(f, _)| f == flag);
+    let t = config.tapes;
+    let record = match t.record {
+        Some(dir) if set("record") => Some(MemberRecord {
+            dir,
+            max_bytes: set("record-max-bytes").then_some(t.max_bytes),
+            keep: set("record-keep").then_some(t.keep),
+        }),
+        _ if set("record-max-bytes") || set("record-keep") => {
+            return Err(Error::Config(format!(
+                "{}: record-max-bytes and record-keep go with `record` in the table",
+                spec.at
+            )));
+        }
+        _ => None,
+    };
+    Ok((config.upstream, record))
 }
 
 fn push(args: &mut Vec<String>, flag: &str, values: &[String]) {

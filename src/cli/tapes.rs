@@ -18,6 +18,8 @@ pub(super) struct Flags<'a> {
     pub redact: &'a [String],
     pub audit_log: Option<&'a str>,
     pub audit_arguments: bool,
+    /// An `[upstream.NAME]` table has `record` (`--redact` applies to its tapes).
+    pub members_record: bool,
 }
 
 /// `--record*`, `--redact` and `--audit-*`, checked together.
@@ -36,9 +38,11 @@ pub(super) fn config(f: &Flags) -> Result<TapeConfig, Error> {
     if f.audit_arguments && f.audit_log.is_none() {
         return Err(Error::Config("--audit-arguments needs --audit-log".into()));
     }
-    if !f.redact.is_empty() && f.record.is_none() && !f.audit_arguments {
+    if !f.redact.is_empty() && f.record.is_none() && !f.audit_arguments && !f.members_record {
         return Err(Error::Config(
-            "--redact applies to --record and --audit-arguments: give one of them".into(),
+            "--redact applies to --record, `record` in an [upstream.NAME] table and \
+             --audit-arguments: give one of them"
+                .into(),
         ));
     }
     if f.record.is_some_and(str::is_empty) {

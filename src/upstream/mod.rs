@@ -4,13 +4,15 @@
 //! forward a message, end a session), with what operators see of it in [`Operate`]: the HTTP
 //! upstream ([`http`]: pooled keep-alive connections), replicas of one HTTP server behind
 //! circuit breakers ([`replicas`]), stdio children ([`stdio`]) and several named upstreams
-//! behind one endpoint ([`federated`], each member's traffic counted by [`counted`]). Must not
+//! behind one endpoint ([`federated`], each member's traffic counted by [`counted`] and, with
+//! `record` in its table, on tapes of its own by [`recorded`]). Must not
 //! touch: the client side. Validation, sessions, logging, error answers and streaming to the
 //! client happen once, in the pipeline ([`crate::proxy`]).
 
 pub mod counted;
 pub mod federated;
 pub mod http;
+pub mod recorded;
 pub mod replicas;
 pub mod stdio;
 

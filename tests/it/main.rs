@@ -89,3 +89,5 @@ mod r13_bridge;
 mod r18_faults;
 // Issue #18: the conformance suite replayed from the tapes of a recorded run.
 mod r18_replay;
+// Issue #18: `record` in an [upstream.NAME] table, a member's own tapes.
+mod r18_record_per_upstream;

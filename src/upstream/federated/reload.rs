@@ -9,8 +9,8 @@
 //!   children, the same member sessions; the new names, rules and deadline apply from the
 //!   next request;
 //! * **replaced**: what it runs or reaches changed (command, URL, environment, mode,
-//!   children, timeouts, sizes, headers...): a new upstream is started; new calls go to it
-//!   (each client session opens its member session on first use), the old one drains;
+//!   children, timeouts, sizes, headers, `record`...): a new upstream is started; new calls go
+//!   to it (each client session opens its member session on first use), the old one drains;
 //! * **added**: started, opened in each client session on first use;
 //! * **removed**: takes no new calls (a call by one of its names is told it was removed) and
 //!   drains.
@@ -88,7 +88,8 @@ impl Federated {
                     out.unchanged.push(name);
                     members.push(m.clone());
                 }
-                Some(m) if m.cfg.upstream == cfg.upstream => {
+                // A new `record` is a new recorder around the upstream: replaced.
+                Some(m) if m.cfg.upstream == cfg.upstream && m.cfg.record == cfg.record => {
                     out.updated.push(name);
                     let up = m.up.clone();
                     members.push(Arc::new(Member::new(m.id, cfg.clone(), up, m.run.clone())));

@@ -145,6 +145,7 @@ fn member(name: &str, prefix: &str) -> MemberConfig {
         }),
         policy: Default::default(),
         request_timeout: None,
+        record: None,
     }
 }
 
