@@ -2,9 +2,9 @@
 //!
 //! Owns: [`Federated`], an [`Upstream`] over named members, each itself an upstream of
 //! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
-//! sessions (`members.rs`); merged lists, namespaced names and their cursors, routing
-//! (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
-//! (`policy.rs`) and overrides (renames, descriptions, fixed arguments: `overrides.rs`); ids
+//! sessions (`members.rs`); the merged `initialize` (`initialize.rs`); merged lists,
+//! namespaced names and their cursors, routing (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
+//! (`policy.rs`, resources too) and overrides (renames, descriptions, fixed arguments: `overrides.rs`); ids
 //! of server-to-client requests made during calls (`s2c.rs`); each session's cache of the
 //! members' list pages (`cache.rs`); a new member set from a reloaded config file
 //! (`reload.rs`).
@@ -34,6 +34,7 @@
 
 mod cache;
 mod health;
+mod initialize;
 mod lists;
 mod members;
 mod messages;
@@ -420,7 +421,7 @@ impl Upstream for Federated {
         let key = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let fed = Fed::new(slots, call.msg.to_vec());
         lock(&self.sessions).insert(key, Arc::new(fed));
-        let result = lists::merged_initialize(&t.sep, &results);
+        let result = initialize::merged_initialize(&t.sep, &results);
         let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
         let binding = Binding {
             federation: key,

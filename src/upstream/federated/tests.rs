@@ -13,6 +13,9 @@ use crate::jsonrpc::{self, Message};
 use crate::session::{Binding, Session, Sessions};
 use crate::upstream::{Call, MessageStream, Operate, Poll, Reply, Upstream};
 
+mod policy;
+mod reload;
+
 /// Answers `initialize` with tools and resources, lists `pages` pages of two tools each
 /// (`t<page><n>`) and one resource `mem://<tag>/<page>` (plus `mem://shared`), and echoes
 /// the tool name and URI it was called with. Counts the `tools/list` it is asked; is of
@@ -274,30 +277,6 @@ fn resources_go_to_who_listed_them_first() {
 }
 
 #[test]
-fn r15_resource_policy_hides_and_refuses_as_not_found() {
-    let mut a = member("a", "a");
-    a.policy.rules.deny_resources = Some(vec!["mem://shared".into(), "mem://B/*".into()]);
-    let mut b = member("b", "b");
-    b.policy.rules.allow_resources = Some(vec!["mem://sh*".into()]);
-    let s = setup_with(vec![(a, fake("A", 1, false)), (b, fake("B", 1, false))]);
-    let list = s.ask("resources/list", json!({}));
-    // a's `mem://shared` is denied, so b's (allowed) is listed and answers for it.
-    assert_eq!(
-        names(&list, "resources", "uri"),
-        ["mem://A/0", "mem://shared"]
-    );
-    for (uri, by) in [("mem://shared", "B"), ("mem://other", "A")] {
-        let r = s.ask("resources/read", json!({ "uri": uri }));
-        assert_eq!(r["result"]["contents"][0]["text"], by, "{uri}: {r}");
-    }
-    // Listed by b but not allowed there, and denied at a (which would be asked next).
-    for method in ["resources/read", "resources/subscribe"] {
-        let r = s.ask(method, json!({"uri": "mem://B/0"}));
-        assert_eq!(r["error"]["code"], -32002, "{method}: not found: {r}");
-    }
-}
-
-#[test]
 fn a_member_that_is_down_is_left_out_and_named() {
     let s = setup(vec![
         ("a", "a", fake("A", 1, false)),
@@ -344,59 +323,6 @@ fn a_member_that_comes_back_is_announced_and_reopened() {
     assert_eq!(r["result"]["content"][0]["text"], "G ran \"t0b\"", "{r}");
 }
 
-#[test]
-fn policies_hide_and_refuse_per_principal() {
-    let mut a = member("a", "a");
-    a.policy.rules.deny = Some(vec!["t0b".into()]);
-    a.policy.principals.push((
-        "token:alice".into(),
-        crate::config::RulesConfig {
-            allow: None,
-            deny: Some(vec![]),
-            ..Default::default()
-        },
-    ));
-    let mut fed = Federated::new(
-        "__".into(),
-        vec![(a, Arc::new(fake("A", 1, false)) as Arc<dyn Upstream>)],
-    );
-    let init = Message::parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
-        .expect("message");
-    let sessions = Sessions::new(&SessionConfig {
-        max: 4,
-        max_per_client: 4,
-        idle: Duration::from_secs(60),
-        replay: Default::default(),
-    });
-    for (who, want) in [
-        (None, vec!["a__t0a"]),
-        (Some("token:alice"), vec!["a__t0a", "a__t0b"]),
-    ] {
-        let (binding, _) = fed.initialize(call(copy_of(&init), None)).expect("init");
-        let session = sessions
-            .build(
-                "2025-11-25".into(),
-                binding,
-                who.map(str::to_owned),
-                "c".into(),
-            )
-            .expect("session");
-        fed.attach(&session);
-        let s = Setup { fed, session };
-        let list = s.ask("tools/list", json!({}));
-        assert_eq!(names(&list, "tools", "name"), want, "{who:?}");
-        let r = s.ask("tools/call", json!({"name": "a__t0b"}));
-        if who.is_none() {
-            assert_eq!(r["error"]["code"], -32602, "refused as unknown: {r}");
-        } else {
-            assert_eq!(r["result"]["content"][0]["text"], "A ran \"t0b\"", "{r}");
-        }
-        s.fed.close(&s.session);
-        let Setup { fed: back, .. } = s;
-        fed = back;
-    }
-}
-
 fn copy_of(m: &Message) -> Message {
     Message::parse(&m.to_vec()).expect("message")
 }
@@ -438,200 +364,6 @@ fn lists_are_cached_per_session_until_their_member_changes() {
 }
 
 #[test]
-fn a_reload_keeps_unchanged_member_sessions_and_is_all_or_nothing() {
-    let s = setup(vec![
-        ("keep", "keep", fake("K", 1, false)),
-        ("pol", "pol", fake("P", 1, false)),
-        ("chg", "chg", fake("C", 1, false)),
-        ("gone", "gone", fake("G", 1, false)),
-    ]);
-    let fed = s.fed.fed(&s.session).expect("the client session");
-    let (keep, pol) = (fed.live(0).expect("keep"), fed.live(1).expect("pol"));
-    let mut cfg = crate::config::FederationConfig {
-        separator: "__".into(),
-        members: vec![
-            member("keep", "keep"),
-            member("pol", "p2"),
-            member("chg", "chg"),
-            member("add", "add"),
-        ],
-    };
-    if let UpstreamConfig::Stdio(c) = &mut cfg.members[2].upstream {
-        c.children = 2;
-    }
-    let all = |s: &Setup| names(&s.ask("tools/list", json!({})), "tools", "name");
-    let before = all(&s);
-    let failing = |m: &MemberConfig| match m.name.as_str() {
-        "add" => Err(Error::Config("cannot start".into())),
-        _ => Ok(Arc::new(fake("N", 1, false)) as Arc<dyn Upstream>),
-    };
-    let e = s.fed.reload(&cfg, &failing, Duration::from_secs(1));
-    assert!(e.is_err_and(|e| e.to_string().contains("upstream add")));
-    assert_eq!(all(&s), before, "nothing changed");
-
-    let start = |m: &MemberConfig| {
-        let tag = if m.name == "add" { "A" } else { "C2" };
-        Ok(Arc::new(fake(tag, 1, false)) as Arc<dyn Upstream>)
-    };
-    let out = s
-        .fed
-        .reload(&cfg, &start, Duration::from_secs(1))
-        .expect("reloaded");
-    assert_eq!(
-        (
-            out.unchanged,
-            out.updated,
-            out.changed,
-            out.added,
-            out.removed
-        ),
-        (
-            vec!["keep".to_owned()],
-            vec!["pol".to_owned()],
-            vec!["chg".to_owned()],
-            vec!["add".to_owned()],
-            vec!["gone".to_owned()]
-        )
-    );
-    assert!(
-        Arc::ptr_eq(&fed.live(0).expect("keep"), &keep),
-        "same session"
-    );
-    assert!(
-        Arc::ptr_eq(&fed.live(1).expect("pol"), &pol),
-        "updated in place"
-    );
-    assert_eq!(
-        all(&s),
-        [
-            "keep__t0a",
-            "keep__t0b",
-            "p2__t0a",
-            "p2__t0b",
-            "chg__t0a",
-            "chg__t0b",
-            "add__t0a",
-            "add__t0b"
-        ]
-    );
-    let ran = |name: &str| s.ask("tools/call", json!({ "name": name }));
-    assert_eq!(
-        ran("chg__t0a")["result"]["content"][0]["text"],
-        "C2 ran \"t0a\""
-    );
-    assert_eq!(
-        ran("add__t0a")["result"]["content"][0]["text"],
-        "A ran \"t0a\""
-    );
-    assert_eq!(
-        ran("p2__t0a")["result"]["content"][0]["text"],
-        "P ran \"t0a\""
-    );
-    let gone = ran("gone__t0a");
-    assert_eq!(gone["error"]["code"], -32602, "{gone}");
-    assert!(
-        gone["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("removed"))
-    );
-    assert_eq!(ran("pol__t0a")["error"]["code"], -32602, "the old prefix");
-}
-
-#[test]
-fn r15_completion_goes_by_the_ref_type_so_a_name_cannot_carry_a_denied_uri() {
-    let mut a = member("a", "a");
-    a.policy.rules.deny_resources = Some(vec!["mem://A/*".into()]);
-    let s = setup_with(vec![(a, fake("A", 1, false))]);
-    // Plain: refused as not found.
-    let r = s.ask("completion/complete", json!({"ref": {"type": "ref/resource", "uri": "mem://A/{x}"}, "argument": {"name": "x", "value": ""}}));
-    assert_eq!(r["error"]["code"], -32002, "{r}");
-    // Same ref with a `name` added: routed as a prompt, uri untouched.
-    let r = s.ask("completion/complete", json!({"ref": {"type": "ref/resource", "uri": "mem://A/{x}", "name": "a__anything"}, "argument": {"name": "x", "value": ""}}));
-    assert_eq!(r["error"]["code"], -32002, "the uri is what counts: {r}");
-}
-
-#[test]
-fn r15_a_template_denied_by_its_text_denies_its_expansions() {
-    let mut a = member("a", "a");
-    a.policy.rules.deny_resources = Some(vec!["mem://secret/{id}".into()]);
-    let s = setup_with(vec![(a, fake("A", 1, false))]);
-    let r = s.ask("resources/read", json!({"uri": "mem://secret/42"}));
-    assert_eq!(r["error"]["code"], -32002, "{r}");
-}
-
-#[test]
-fn r15_array_params_are_refused_not_a_panic() {
-    let s = setup(vec![("b", "", fake("B", 1, false))]);
-    for method in [
-        "tools/call",
-        "prompts/get",
-        "completion/complete",
-        "resources/read",
-    ] {
-        let r = s.ask(method, json!([1, 2]));
-        assert_eq!(r["error"]["code"], -32602, "{method}: {r}");
-    }
-}
-
-#[test]
-fn r15_the_bridge_session_cannot_skip_a_principals_fixed_arguments() {
-    let mut a = member("a", "a");
-    let mut fixed = serde_json::Map::new();
-    fixed.insert("tenant".into(), "alice".into());
-    a.policy.principals.push((
-        "jwt:alice".into(),
-        crate::config::RulesConfig {
-            tools: vec![crate::config::ToolOverride {
-                tool: "t0a".into(),
-                rename: None,
-                description: None,
-                fixed,
-            }],
-            ..Default::default()
-        },
-    ));
-    let s = setup_with(vec![(a, fake("A", 1, false))]);
-    // alice's own session: pinned.
-    let sessions = Sessions::new(&SessionConfig {
-        max: 4,
-        max_per_client: 4,
-        idle: Duration::from_secs(60),
-        replay: Default::default(),
-    });
-    let init = Message::parse(br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}"#)
-        .expect("m");
-    let ask = |sess: &Arc<Session>| {
-        let text = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "a__t0a", "arguments": {"tenant": "bob"}}});
-        let msg = Message::parse(text.to_string().as_bytes()).expect("message");
-        match s.fed.forward(call(msg, Some(sess))) {
-            Ok(Reply::Message(b)) => serde_json::from_slice::<Value>(&b).expect("JSON"),
-            _ => panic!("one message"),
-        }
-    };
-    let (b1, _) = s.fed.initialize(call(copy_of(&init), None)).expect("init");
-    let alice = sessions
-        .build(
-            "2025-11-25".into(),
-            b1,
-            Some("jwt:alice".into()),
-            "principal:jwt:alice".into(),
-        )
-        .expect("s");
-    s.fed.attach(&alice);
-    let r = ask(&alice);
-    assert_eq!(r["result"]["args"]["tenant"], "alice");
-    let (b2, _) = s.fed.initialize(call(init, None)).expect("init");
-    let bridge = sessions
-        .build("2025-11-25".into(), b2, None, "bridge".into())
-        .expect("s");
-    s.fed.attach(&bridge);
-    // Whose call it is is unknown on the bridge's shared session: a tool some principal
-    // sees differently is not there at all (not called without alice's pin).
-    let r = ask(&bridge);
-    assert_eq!(r["error"]["code"], -32602, "{r}");
-}
-
-#[test]
 fn a_member_request_timeout_ends_its_calls_and_names_it() {
     let mut slow = member("slow", "slow");
     slow.request_timeout = Some(Duration::from_millis(100));
@@ -664,34 +396,4 @@ fn a_member_request_timeout_ends_its_calls_and_names_it() {
     // The other member has no deadline of its own: the request's.
     let r = s.ask("tools/call", json!({"name": "fast__t0a"}));
     assert_eq!(r["result"]["content"][0]["text"], "F ran \"t0a\"", "{r}");
-}
-
-#[test]
-fn a_reload_changing_prompt_overrides_or_a_request_timeout_updates_in_place() {
-    let s = setup(vec![("a", "a", fake("A", 1, false))]);
-    let fed = s.fed.fed(&s.session).expect("the client session");
-    let before = fed.live(0).expect("a");
-    let mut a = member("a", "a");
-    a.request_timeout = Some(Duration::from_secs(3));
-    a.policy.prompts = vec![crate::config::ToolOverride {
-        tool: "p".into(),
-        rename: Some("q".into()),
-        ..Default::default()
-    }];
-    let cfg = crate::config::FederationConfig {
-        separator: "__".into(),
-        members: vec![a],
-    };
-    let start =
-        |_: &MemberConfig| -> Result<Arc<dyn Upstream>, Error> { panic!("nothing is started") };
-    let out = s
-        .fed
-        .reload(&cfg, &start, Duration::from_secs(1))
-        .expect("reloaded");
-    assert_eq!(out.updated, ["a"]);
-    assert!(out.changed.is_empty());
-    assert!(
-        Arc::ptr_eq(&fed.live(0).expect("a"), &before),
-        "the same session"
-    );
 }
