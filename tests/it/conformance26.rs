@@ -290,11 +290,11 @@ fn conformance26_dual_stdio_shared() {
     through_stdio("dual", false, &SCORED_2026, &SET_2025);
 }
 
-/// 36/37: `server-stateless` fails its notification-filter check (the stateless requests share
-/// one child, whose listen notifications attribution cannot give to the listen call).
+/// 37/37 (36 before 2026-12-07: the stateless requests share one child, and its listen
+/// notifications now go to the listen call their subscription id names).
 #[test]
 fn conformance26_dual_stdio_per_session() {
-    through_stdio("dual", true, &scored_but(&["server-stateless"]), &SET_2025);
+    through_stdio("dual", true, &SCORED_2026, &SET_2025);
 }
 
 /// 35/37 through the bridge (2026-12-07, after parked calls and the settling wait of issue
@@ -345,11 +345,11 @@ fn conformance26_modern_stdio_shared() {
     through_stdio("modern", false, &SCORED_2026, &floor25);
 }
 
-/// 36/37: stateless requests share one child probed with `server/discover`; `server-stateless`
-/// fails its notification-filter check (as with the dual demo per-session).
+/// 37/37: stateless requests share one child probed with `server/discover`; its listen
+/// notifications go to the listen call their subscription id names (36/37 before).
 #[test]
 fn conformance26_modern_stdio_per_session() {
-    through_stdio("modern", true, &scored_but(&["server-stateless"]), &[]);
+    through_stdio("modern", true, &SCORED_2026, &[]);
 }
 
 /// The demo over HTTP (`demo-server --era ERA --http`), directly or through `shadowcat reverse

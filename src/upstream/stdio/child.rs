@@ -54,7 +54,8 @@ use crate::session::Session;
 use crate::upstream::Item;
 pub(crate) use crate::upstream::stdio::attribution::progress_token_id;
 use crate::upstream::stdio::attribution::{
-    Caller, InFlight, SETTLE, Verdict, attribute, by_calls_in_flight,
+    Caller, InFlight, SETTLE, Verdict, attribute, by_calls_in_flight, restore_subscription_id,
+    subscription_id,
 };
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::upstream::stdio::reactor::{OUTBOX_LIMIT, Outbox, Reactor};
@@ -113,6 +114,8 @@ struct Pending {
     reply: CallSender,
     client_id: Box<RawValue>,
     client_token: Option<Box<RawValue>>,
+    /// A `subscriptions/listen`: notifications tagged with its id are its own.
+    listen: bool,
     /// Who made the call (attribution reads it).
     caller: Caller,
     /// Nothing else was in flight when it was sent (see [`Shared::next_id`]).
@@ -530,6 +533,7 @@ impl Child {
             return Err(Error::ChildExited(self.name().to_owned()));
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::AcqRel);
+        let listen = msg.method() == "subscriptions/listen";
         let (client_id, client_token) = rewrite_ids(&mut msg, id);
         let bytes = line(&msg);
         // The child reader reads the tool's name from them if the call turns out to have
@@ -549,6 +553,7 @@ impl Child {
                     reply,
                     client_id,
                     client_token,
+                    listen,
                     caller,
                     alone,
                     heard: Heard::Nothing,
@@ -903,6 +908,7 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             id,
             caller: &p.caller,
             has_token: p.client_token.is_some(),
+            listen: p.listen,
         })
         .collect();
     let verdict = attribute(&msg, &calls, settling);
@@ -931,6 +937,9 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
                         && progress_token_id(&msg) == Some(id)
                     {
                         restore_progress_token(&mut msg, token);
+                    }
+                    if p.listen && subscription_id(&msg) == Some(id) {
+                        restore_subscription_id(&mut msg, &p.client_id);
                     }
                     let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }

@@ -11,6 +11,8 @@
 //! delivering into them) or any other upstream kind.
 
 pub(crate) mod attribution;
+#[cfg(test)]
+mod attribution_tests;
 mod call;
 pub mod child;
 pub mod dedicated;
