@@ -347,9 +347,15 @@ fn conformance26_modern_stdio_shared() {
 
 /// 37/37: stateless requests share one child probed with `server/discover`; its listen
 /// notifications go to the listen call their subscription id names (36/37 before).
+/// 2025-11-25: 31/33, session-era clients bridged to their own child (2/33 before):
+/// `resources-subscribe` and `resources-unsubscribe` fail (not bridged: -32601).
 #[test]
 fn conformance26_modern_stdio_per_session() {
-    through_stdio("modern", true, &SCORED_2026, &[]);
+    let floor25: Vec<&str> = SET_2025
+        .into_iter()
+        .filter(|s| !["resources-subscribe", "resources-unsubscribe"].contains(s))
+        .collect();
+    through_stdio("modern", true, &SCORED_2026, &floor25);
 }
 
 /// The demo over HTTP (`demo-server --era ERA --http`), directly or through `shadowcat reverse

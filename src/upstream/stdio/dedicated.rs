@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,11 @@ use crate::session::{Binding, ClientCaps, Session};
 use crate::upstream::stdio::attribution::Caller;
 use crate::upstream::stdio::call::{call_stream, cancel, request};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Io, Program, stop_in_background};
+use crate::upstream::stdio::modern_child::{self, discover_probe, lists_modern};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::upstream::stdio::reactor::Reactor;
-use crate::upstream::stdio::slots::{discover_probe, lists_modern};
+use crate::upstream::stdio::shared::negotiate;
+use crate::upstream::stdio::slots::PROXY_VERSION;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 
@@ -88,6 +90,13 @@ struct Inner {
     reactor: Arc<Reactor>,
     /// What the children were found to speak for 2026-07-28 (stateless) requests.
     stateless: Mutex<Stateless>,
+    /// Set once a child refused a session's `initialize` as a 2026-07-28-only child does: the
+    /// `initialize` result made from its `server/discover`, which answers every later session
+    /// (`modern_child`, issue #13 part B).
+    modern_hello: OnceLock<serde_json::Map<String, serde_json::Value>>,
+    /// `--input-timeout`: a session-era client's time to answer an input round of a
+    /// 2026-07-28-only child.
+    input_timeout: Duration,
 }
 
 /// Whether the children speak 2026-07-28, learned from the first stateless request: a child
@@ -143,6 +152,8 @@ impl DedicatedUpstream {
             metrics,
             reactor: Reactor::start()?,
             stateless: Mutex::new(Stateless::Unknown),
+            modern_hello: OnceLock::new(),
+            input_timeout: cfg.input_timeout,
         });
         let (ready_tx, ready_rx) = bounded(1);
         let k = inner.clone();
@@ -524,14 +535,23 @@ impl Upstream for DedicatedUpstream {
             },
         );
         let _ = inner.control.send(Control::Replenish);
-        // The client's own initialize, verbatim (ids rewritten as always). The child
-        // negotiated with the client itself, so it asks only for what the client can take.
-        let caller = Caller {
-            caps: ClientCaps::ALL,
-            ..Caller::default()
-        };
-        match call_stream(child, call, caller, None) {
-            Ok(reply) => Ok((binding, reply)),
+        // The client's own initialize, verbatim (ids rewritten as always); a 2026-07-28-only
+        // child's refusal is answered from its `server/discover` instead, and the session is
+        // bridged (`modern_child`).
+        let requested = call
+            .msg
+            .params_value()
+            .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let version = negotiate(&requested, PROXY_VERSION);
+        match modern_child::initialize_on(child, call, &inner.modern_hello, version) {
+            Ok((modern_meta, reply)) => Ok((
+                Binding {
+                    modern_meta,
+                    ..binding
+                },
+                reply,
+            )),
             Err(e) => {
                 if let Some(a) = lock(&inner.assigned).remove(&index) {
                     let _ = inner.control.send(Control::Retire(a.child));
@@ -572,6 +592,9 @@ impl Upstream for DedicatedUpstream {
             .map(|a| a.child.clone())
             .filter(|c| c.is_alive())
             .ok_or(Error::UnknownSession)?;
+        if let Some(meta) = &s.binding.modern_meta {
+            return modern_child::session_forward(child, s, meta, call, self.inner.input_timeout);
+        }
         match call.msg.kind()? {
             Kind::Request => call_stream(child, call, Caller::session(s, ClientCaps::ALL), None),
             Kind::Notification => {

@@ -18,6 +18,7 @@ pub mod child;
 pub mod dedicated;
 pub mod exclusive;
 pub(crate) mod gate;
+mod modern_child;
 pub(crate) mod queue;
 pub(crate) mod reactor;
 pub mod shared;

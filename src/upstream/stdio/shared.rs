@@ -61,6 +61,7 @@ use crate::upstream::{Call, ChildInfo, ExclusiveInfo, Operate, Reply, Upstream};
 use crate::util::{lock, read};
 
 use super::call::{call_stream, cancel};
+use super::modern_child;
 use super::slots::{Control, Inner, PROXY_VERSION, Slot, release};
 use super::supervisor::supervise;
 
@@ -467,15 +468,11 @@ impl StdioUpstream {
         &self,
         s: &Arc<Session>,
         meta: &Value,
-        mut call: Call<'_>,
+        call: Call<'_>,
     ) -> Result<Reply, Error> {
         if let Some(reply) = modern_upstream::local(&call.msg, s)? {
             return Ok(reply);
         }
-        // A session that never set a level takes every log message (the session-era default:
-        // the server decides; the session's own filter still applies).
-        let level = s.log_level().unwrap_or(LogLevel::Debug);
-        call.msg = modern_upstream::with_meta(&call.msg, meta, Some(level))?;
         let slot = self
             .inner
             .slots
@@ -494,30 +491,17 @@ impl StdioUpstream {
         });
         let ticket = slot.gate.enter(exclusive, call.deadline)?;
         let child = self.session_child(s)?;
-        let request = Message::parse(&call.msg.to_vec())?;
-        let round = call.deadline.saturating_duration_since(Instant::now());
-        let caps = s.binding.caps;
-        let mut caller = Caller::session(s, caps);
+        let mut caller = Caller::session(s, s.binding.caps);
         caller.learn = !tool && call.msg.method() == "tools/call" && self.inner.tools.learning();
-        let first = call_stream(child.clone(), call, caller, Some(ticket))?;
-        // Input rounds: the same child, the same session, a round's time each.
-        let session = s.clone();
-        let recall: modern_upstream::Recall = Box::new(move |msg| {
-            let call = Call {
-                msg,
-                session: Some(&session),
-                deadline: Instant::now() + round,
-                headers: Vec::new(),
-            };
-            call_stream(child.clone(), call, Caller::session(&session, caps), None)
-        });
-        Ok(Reply::Stream(Box::new(modern_upstream::Rounds::new(
-            first,
-            recall,
-            request,
-            &s.id,
+        modern_child::session_call(
+            child,
+            s,
+            meta,
+            call,
+            caller,
+            Some(ticket),
             self.input_timeout,
-        ))))
+        )
     }
 
     /// True when child `index` speaks only 2026-07-28 (it refused `initialize`).

@@ -11,8 +11,9 @@ use crossbeam_channel::Sender;
 use serde_json::{Value, json};
 
 use super::call::{HANDSHAKE_TIMEOUT, request};
+use super::modern_child::{discover_probe, hello_of, lists_modern};
 use crate::error::Error;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::Message;
 use crate::metrics::{DropReason, Metrics};
 use crate::session::{LogLevel, Session};
 use crate::upstream::stdio::attribution::{Caller, Throttle};
@@ -48,63 +49,17 @@ pub(super) struct Handshake {
     pub(super) modern_only: bool,
 }
 
-/// The `server/discover` probe the proxy sends a child.
-pub(super) fn discover_probe() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
-        "params": {"_meta": {
-            jsonrpc::META_VERSION: "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }}
-    })
-}
-
-/// True when a `server/discover` answer lists 2026-07-28.
-pub(super) fn lists_modern(reply: &Value) -> bool {
-    reply
-        .get("result")
-        .and_then(|r| r.get("supportedVersions"))
-        .and_then(Value::as_array)
-        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
-}
-
-/// A child that refused `initialize` with -32601: a 2026-07-28-only child if its `server/discover` lists
-/// 2026-07-28 (the handshake then carries an `initialize`-shaped result made from that
-/// answer), else the refusal.
+/// A child that refused `initialize` (`refusal`): a 2026-07-28-only child if its
+/// `server/discover` lists 2026-07-28 (the handshake then carries an `initialize`-shaped result
+/// made from that answer), else the refusal.
 fn modern_only(child: &Child, refusal: &Value) -> Result<Handshake, Error> {
-    let refused = || {
+    let result = hello_of(child, refusal).ok_or_else(|| {
         Error::UpstreamProtocol(format!(
             "{} refused initialize: {}",
             child.name(),
             refusal.get("error").unwrap_or(&Value::Null)
         ))
-    };
-    // Only "method not found" means the child does not have `initialize`; any other error is
-    // a child that failed its handshake.
-    let code = refusal
-        .get("error")
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_i64);
-    if code != Some(-32601) {
-        return Err(refused());
-    }
-    let reply = request(child, &discover_probe()).map_err(|_| refused())?;
-    if !lists_modern(&reply) {
-        return Err(refused());
-    }
-    let discover = reply.get("result").cloned().unwrap_or(Value::Null);
-    let mut result = serde_json::Map::new();
-    for key in ["capabilities", "serverInfo", "instructions"] {
-        if let Some(v) = discover.get(key) {
-            result.insert(key.to_owned(), v.clone());
-        }
-    }
-    result.insert("protocolVersion".into(), json!("2026-07-28"));
-    log::info!(
-        "{}: speaks only 2026-07-28 (refused initialize)",
-        child.name()
-    );
+    })?;
     Ok(Handshake {
         result,
         version: "2026-07-28".to_owned(),

@@ -1,0 +1,255 @@
+//! A 2026-07-28-only stdio child (it refused `initialize`, its `server/discover` lists
+//! 2026-07-28) behind session-era clients, the same in both modes (issue #13 part B; the
+//! session-era side is `crate::bridge::modern_upstream`): the `initialize` answer the proxy
+//! gives in the child's place, and one session request sent to the child as a 2026-07-28
+//! request, its input rounds turned into server-to-client requests.
+//!
+//! Owns: reading a child's `server/discover` answer into an `initialize` result, and the
+//! session call's shape on the child. Must not touch: admission (`gate.rs`, the shared mode's
+//! caller enters it first) or which child a session has (the caller picks it).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::call::{call_stream, cancel, request};
+use super::gate::Ticket;
+use crate::bridge::modern_upstream;
+use crate::error::Error;
+use crate::jsonrpc::{self, Kind, Message};
+use crate::session::{ClientCaps, LogLevel, Session};
+use crate::upstream::stdio::attribution::Caller;
+use crate::upstream::stdio::child::Child;
+use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
+
+/// The `server/discover` probe the proxy sends a child.
+pub(super) fn discover_probe() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
+        "params": {"_meta": {
+            jsonrpc::META_VERSION: "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
+        }}
+    })
+}
+
+/// True when a `server/discover` answer lists 2026-07-28.
+pub(super) fn lists_modern(reply: &Value) -> bool {
+    reply
+        .get("result")
+        .and_then(|r| r.get("supportedVersions"))
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
+}
+
+/// The `initialize`-shaped result of a child that refused `initialize` (`refusal`, its answer)
+/// with -32601 and whose `server/discover` lists 2026-07-28: its capabilities, `serverInfo`
+/// and `instructions`, `protocolVersion` 2026-07-28 (the caller puts the negotiated
+/// session-era version in). `None` for any other refusal or discover answer: a child that
+/// failed its handshake.
+pub(super) fn hello_of(child: &Child, refusal: &Value) -> Option<Map<String, Value>> {
+    // Only "method not found" means the child does not have `initialize`.
+    let code = refusal
+        .get("error")
+        .and_then(|e| e.get("code"))
+        .and_then(Value::as_i64);
+    if code != Some(-32601) {
+        return None;
+    }
+    let reply = request(child, &discover_probe()).ok()?;
+    if !lists_modern(&reply) {
+        return None;
+    }
+    let discover = reply.get("result").cloned().unwrap_or(Value::Null);
+    let mut result = Map::new();
+    for key in ["capabilities", "serverInfo", "instructions"] {
+        if let Some(v) = discover.get(key) {
+            result.insert(key.to_owned(), v.clone());
+        }
+    }
+    result.insert("protocolVersion".into(), json!("2026-07-28"));
+    log::info!(
+        "{}: speaks only 2026-07-28 (refused initialize)",
+        child.name()
+    );
+    Some(result)
+}
+
+/// The answer to a session-era client's `initialize` (request id `id`, raw JSON) from `hello`,
+/// with `version` negotiated.
+pub(super) fn initialize_answer(hello: &Map<String, Value>, id: &str, version: &str) -> Vec<u8> {
+    let mut result = hello.clone();
+    result.insert("protocolVersion".into(), Value::String(version.to_owned()));
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
+        Value::Object(result)
+    )
+    .into_bytes()
+}
+
+/// Session `s`'s request `call` (not one the proxy answers itself: see
+/// [`modern_upstream::local`]) sent to its 2026-07-28-only `child` with the session's `meta`
+/// and log level; the call's input rounds go to the client as server-to-client requests, the
+/// client has `input_timeout` to answer each. `ticket` is the call's admission (shared mode).
+pub(super) fn session_call(
+    child: Arc<Child>,
+    s: &Arc<Session>,
+    meta: &Value,
+    mut call: Call<'_>,
+    caller: Caller,
+    ticket: Option<Ticket>,
+    input_timeout: Duration,
+) -> Result<Reply, Error> {
+    // A session that never set a level takes every log message (the session-era default: the
+    // server decides; the session's own filter still applies).
+    let level = s.log_level().unwrap_or(LogLevel::Debug);
+    call.msg = modern_upstream::with_meta(&call.msg, meta, Some(level))?;
+    let request = Message::parse(&call.msg.to_vec())?;
+    let round = call.deadline.saturating_duration_since(Instant::now());
+    let caps = caller.caps;
+    let first = call_stream(child.clone(), call, caller, ticket)?;
+    // Input rounds: the same child, the same session, a round's time each.
+    let session = s.clone();
+    let recall: modern_upstream::Recall = Box::new(move |msg| {
+        let call = Call {
+            msg,
+            session: Some(&session),
+            deadline: Instant::now() + round,
+            headers: Vec::new(),
+        };
+        call_stream(child.clone(), call, Caller::session(&session, caps), None)
+    });
+    Ok(Reply::Stream(Box::new(modern_upstream::Rounds::new(
+        first,
+        recall,
+        request,
+        &s.id,
+        input_timeout,
+    ))))
+}
+
+/// The raw id of request `msg` (`null` if it has none).
+pub(super) fn raw_id(msg: &Message) -> String {
+    msg.id
+        .as_deref()
+        .map_or_else(|| "null".to_owned(), |i| i.get().to_owned())
+}
+
+/// The error body a refused `initialize` came back with, if `body` is one (`jsonrpc` error).
+pub(super) fn refusal(body: &[u8]) -> Option<Value> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.get("error").is_some().then_some(v)
+}
+
+/// Bytes of messages a child may send before its `initialize` answer that are kept for the
+/// client (more are dropped: a handshake carries none in practice).
+const BEFORE_ANSWER: usize = 64 * 1024;
+
+/// A client's `initialize` (`call`) on its own child (per-session mode): forwarded verbatim,
+/// unless the children are known to speak only 2026-07-28 (`hello` is set) or this one refuses
+/// it as such a child does: then answered from the child's `server/discover` (`hello` set
+/// for the next sessions), with the session-era version `version` negotiated. Returns the
+/// session's per-request `_meta` in that case (`Binding::modern_meta`), and the answer.
+pub(super) fn initialize_on(
+    child: Arc<Child>,
+    call: Call<'_>,
+    hello: &OnceLock<Map<String, Value>>,
+    version: &str,
+) -> Result<(Option<Value>, Reply), Error> {
+    let meta = modern_upstream::session_meta(&call.msg);
+    let id = raw_id(&call.msg);
+    if let Some(h) = hello.get() {
+        let answer = initialize_answer(h, &id, version);
+        return Ok((Some(meta), Reply::Message(answer)));
+    }
+    let deadline = call.deadline;
+    // The child negotiated with the client itself, so it asks only for what the client can
+    // take.
+    let caller = Caller {
+        caps: ClientCaps::ALL,
+        ..Caller::default()
+    };
+    let reply = call_stream(child.clone(), call, caller, None)?;
+    let Reply::Stream(mut stream) = reply else {
+        return Ok((None, reply));
+    };
+    let (mut before, mut bytes) = (VecDeque::new(), 0);
+    loop {
+        match stream.poll_until(deadline)? {
+            Poll::Item(Item::Final(b)) => {
+                if let Some(refused) = refusal(&b)
+                    && let Some(h) = hello_of(&child, &refused)
+                {
+                    let h = hello.get_or_init(|| h);
+                    let answer = initialize_answer(h, &id, version);
+                    return Ok((Some(meta), Reply::Message(answer)));
+                }
+                if before.is_empty() {
+                    return Ok((None, Reply::Message(b)));
+                }
+                before.push_back(Item::Final(b));
+                return Ok((None, Reply::Stream(Box::new(Queued(before)))));
+            }
+            Poll::Item(Item::Message(m)) => {
+                bytes += m.len();
+                if bytes <= BEFORE_ANSWER {
+                    before.push_back(Item::Message(m));
+                }
+            }
+            Poll::Idle => {}
+            Poll::End => {
+                return Err(Error::UpstreamProtocol(
+                    "child ended initialize without answering".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Messages already read, then the end.
+struct Queued(VecDeque<Item>);
+
+impl MessageStream for Queued {
+    fn poll_until(&mut self, _wake: Instant) -> Result<Poll, Error> {
+        Ok(self.0.pop_front().map_or(Poll::End, Poll::Item))
+    }
+}
+
+/// Anything session `s` sends its own 2026-07-28-only `child` (per-session mode): requests
+/// the proxy does not answer itself go with the session's `meta` ([`session_call`]); the
+/// client's answers to input rounds go to their rounds; `notifications/initialized` stays
+/// here (the child has no session era).
+pub(super) fn session_forward(
+    child: Arc<Child>,
+    s: &Arc<Session>,
+    meta: &Value,
+    call: Call<'_>,
+    input_timeout: Duration,
+) -> Result<Reply, Error> {
+    match call.msg.kind()? {
+        Kind::Request => {
+            if let Some(reply) = modern_upstream::local(&call.msg, s)? {
+                return Ok(reply);
+            }
+            let caller = Caller::session(s, ClientCaps::ALL);
+            session_call(child, s, meta, call, caller, None, input_timeout)
+        }
+        Kind::Notification => {
+            match call.msg.method() {
+                "notifications/initialized" => {}
+                "notifications/cancelled" => cancel(&child, Some(s), &call.msg),
+                _ => child.send_message_deadline(&call.msg, call.deadline)?,
+            }
+            Ok(Reply::Accepted)
+        }
+        Kind::Response => {
+            if !modern_upstream::answer(&call.msg, s) {
+                child.respond(call.msg, s, call.deadline)?;
+            }
+            Ok(Reply::Accepted)
+        }
+    }
+}
