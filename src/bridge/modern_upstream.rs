@@ -10,8 +10,8 @@
 //! [`answer`]) go back as `inputResponses` with the upstream's `requestState`, round after
 //! round, until the result is complete.
 //!
-//! Not bridged (yet): `resources/subscribe` is refused with -32601 (no `subscriptions/listen`
-//! behind it), and the GET stream carries nothing from the upstream.
+//! `resources/(un)subscribe` and the GET stream are served by the stdio upstream from its own
+//! `subscriptions/listen` on the child (`crate::upstream::stdio`, `modern_child.rs`).
 //!
 //! Owns: the `_meta` a session's requests gain, and the answers the proxy gives in the
 //! upstream's place. Must not touch: how the child is called (the caller forwards).
@@ -55,7 +55,7 @@ pub fn session_meta(init: &Message) -> Value {
 
 /// The answer the proxy gives itself for a session request, if it is one of those: `ping`
 /// (empty result), `logging/setLevel` (recorded on the session, sent with each later
-/// request), `resources/(un)subscribe` (-32601: not bridged).
+/// request).
 pub fn local(msg: &Message, session: &Session) -> Result<Option<Reply>, Error> {
     let id = msg.id.clone().unwrap_or_else(jsonrpc::null);
     match msg.method() {
@@ -73,13 +73,6 @@ pub fn local(msg: &Message, session: &Session) -> Result<Option<Reply>, Error> {
             };
             session.set_log_level(level);
             Ok(Some(Reply::Message(jsonrpc::result_body(&id, "{}"))))
-        }
-        "resources/subscribe" | "resources/unsubscribe" => {
-            Ok(Some(Reply::Message(jsonrpc::error_body(
-                Some(&id),
-                -32601,
-                "shadowcat: resource subscriptions are not bridged to a 2026-07-28-only server",
-            ))))
         }
         _ => Ok(None),
     }

@@ -325,37 +325,27 @@ fn conformance26_legacy_stdio_per_session() {
 }
 
 /// 37/37: the proxy keeps a 2026-07-28-only child (it refused `initialize`) as a stateless
-/// upstream. 2025-11-25: 30/33, session-era clients bridged (`bridge::modern_upstream`);
-/// `resources-subscribe` and `resources-unsubscribe` fail (not bridged: -32601), and
-/// `tools-call-with-logging` gets no log (the logs are unattributable: another call is in
-/// flight on the shared child during the run, so attribution drops them).
+/// upstream. 2025-11-25: 32/33 (30 before 2026-12-07), session-era clients bridged
+/// (`bridge::modern_upstream`), `resources/(un)subscribe` served from the proxy's own
+/// `subscriptions/listen` on the child; `tools-call-with-logging` gets no log (the logs are
+/// unattributable: another call is in flight on the shared child during the run, so
+/// attribution drops them).
 #[test]
 fn conformance26_modern_stdio_shared() {
     let floor25: Vec<&str> = SET_2025
         .into_iter()
-        .filter(|s| {
-            ![
-                "resources-subscribe",
-                "resources-unsubscribe",
-                "tools-call-with-logging",
-            ]
-            .contains(s)
-        })
+        .filter(|s| *s != "tools-call-with-logging")
         .collect();
     through_stdio("modern", false, &SCORED_2026, &floor25);
 }
 
 /// 37/37: stateless requests share one child probed with `server/discover`; its listen
 /// notifications go to the listen call their subscription id names (36/37 before).
-/// 2025-11-25: 31/33, session-era clients bridged to their own child (2/33 before):
-/// `resources-subscribe` and `resources-unsubscribe` fail (not bridged: -32601).
+/// 2025-11-25: 33/33 (2/33 before 2026-12-07), session-era clients bridged to their own child,
+/// `resources/(un)subscribe` served from the proxy's own `subscriptions/listen` on it.
 #[test]
 fn conformance26_modern_stdio_per_session() {
-    let floor25: Vec<&str> = SET_2025
-        .into_iter()
-        .filter(|s| !["resources-subscribe", "resources-unsubscribe"].contains(s))
-        .collect();
-    through_stdio("modern", true, &SCORED_2026, &floor25);
+    through_stdio("modern", true, &SCORED_2026, &SET_2025);
 }
 
 /// The demo over HTTP (`demo-server --era ERA --http`), directly or through `shadowcat reverse

@@ -44,7 +44,7 @@ use crate::upstream::stdio::child::{Child, Event, EventSink, Io, Program, stop_i
 use crate::upstream::stdio::modern_child::{self, discover_probe, lists_modern};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::upstream::stdio::reactor::Reactor;
-use crate::upstream::stdio::shared::negotiate;
+use crate::upstream::stdio::shared::{MAX_SUBSCRIPTION_URI, negotiate};
 use crate::upstream::stdio::slots::PROXY_VERSION;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
@@ -97,6 +97,11 @@ struct Inner {
     /// `--input-timeout`: a session-era client's time to answer an input round of a
     /// 2026-07-28-only child.
     input_timeout: Duration,
+    /// The proxy's own `subscriptions/listen` on each 2026-07-28-only child (by child index):
+    /// its session's GET stream and resource subscriptions.
+    listens: modern_child::Listens,
+    /// `--max-subscriptions`.
+    max_subscriptions: usize,
 }
 
 /// Whether the children speak 2026-07-28, learned from the first stateless request: a child
@@ -154,6 +159,8 @@ impl DedicatedUpstream {
             stateless: Mutex::new(Stateless::Unknown),
             modern_hello: OnceLock::new(),
             input_timeout: cfg.input_timeout,
+            listens: modern_child::Listens::default(),
+            max_subscriptions: cfg.max_subscriptions,
         });
         let (ready_tx, ready_rx) = bounded(1);
         let k = inner.clone();
@@ -593,7 +600,12 @@ impl Upstream for DedicatedUpstream {
             .filter(|c| c.is_alive())
             .ok_or(Error::UnknownSession)?;
         if let Some(meta) = &s.binding.modern_meta {
-            return modern_child::session_forward(child, s, meta, call, self.inner.input_timeout);
+            let per = modern_child::PerSession {
+                listens: &self.inner.listens,
+                limits: (self.inner.max_subscriptions, MAX_SUBSCRIPTION_URI),
+                input_timeout: self.inner.input_timeout,
+            };
+            return modern_child::session_forward(child, s, meta, call, &per);
         }
         match call.msg.kind()? {
             Kind::Request => call_stream(child, call, Caller::session(s, ClientCaps::ALL), None),
@@ -613,11 +625,33 @@ impl Upstream for DedicatedUpstream {
     }
 
     fn close(&self, session: &Session) {
+        self.inner.listens.close(session.binding.child);
         let gone = lock(&self.inner.assigned).remove(&session.binding.child);
         if let Some(a) = gone {
             let _ = self.inner.control.send(Control::Retire(a.child));
             let _ = self.inner.control.send(Control::Replenish);
         }
+    }
+
+    /// A session of a 2026-07-28-only child opened its GET stream: the proxy's listen on its
+    /// child carries the child's changes there (list changes at least, and the session's
+    /// subscribed resources).
+    fn listen(&self, session: &Arc<Session>) -> Result<(), Error> {
+        if session.binding.modern_meta.is_none() {
+            return Ok(());
+        }
+        let index = session.binding.child;
+        let child = lock(&self.inner.assigned)
+            .get(&index)
+            .map(|a| a.child.clone())
+            .filter(|c| c.is_alive())
+            .ok_or(Error::UnknownSession)?;
+        let uris = modern_child::sorted(lock(&session.subscriptions).iter().cloned());
+        // A child without `subscriptions/listen` still gets its GET stream, with nothing on it.
+        if let Err(e) = self.inner.listens.follow(index, &child, uris, true) {
+            log::debug!("{}: no listen for the GET stream: {e}", self.inner.name);
+        }
+        Ok(())
     }
 }
 

@@ -8,10 +8,11 @@
 //! session call's shape on the child. Must not touch: admission (`gate.rs`, the shared mode's
 //! caller enters it first) or which child a session has (the caller picks it).
 
-use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::RecvTimeoutError;
 use serde_json::{Map, Value, json};
 
 use super::call::{call_stream, cancel, request};
@@ -22,7 +23,9 @@ use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{ClientCaps, LogLevel, Session};
 use crate::upstream::stdio::attribution::Caller;
 use crate::upstream::stdio::child::Child;
+use crate::upstream::stdio::queue::CallReceiver;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
+use crate::util::lock;
 
 /// The `server/discover` probe the proxy sends a child.
 pub(super) fn discover_probe() -> Value {
@@ -218,24 +221,42 @@ impl MessageStream for Queued {
     }
 }
 
+/// What per-session mode keeps for its 2026-07-28-only children.
+pub(super) struct PerSession<'a> {
+    /// The proxy's listen on each child.
+    pub(super) listens: &'a Listens,
+    /// `--max-subscriptions`, and the longest URI taken.
+    pub(super) limits: (usize, usize),
+    /// `--input-timeout`.
+    pub(super) input_timeout: Duration,
+}
+
 /// Anything session `s` sends its own 2026-07-28-only `child` (per-session mode): requests
-/// the proxy does not answer itself go with the session's `meta` ([`session_call`]); the
-/// client's answers to input rounds go to their rounds; `notifications/initialized` stays
-/// here (the child has no session era).
+/// the proxy does not answer itself go with the session's `meta` ([`session_call`]);
+/// `resources/(un)subscribe` makes the proxy's listen on the child follow the session's
+/// URIs ([`subscribe`]); the client's answers to input rounds go to their rounds;
+/// `notifications/initialized` stays here (the child has no session era).
 pub(super) fn session_forward(
     child: Arc<Child>,
     s: &Arc<Session>,
     meta: &Value,
     call: Call<'_>,
-    input_timeout: Duration,
+    per: &PerSession<'_>,
 ) -> Result<Reply, Error> {
     match call.msg.kind()? {
         Kind::Request => {
+            if matches!(
+                call.msg.method(),
+                "resources/subscribe" | "resources/unsubscribe"
+            ) {
+                let index = s.binding.child;
+                return subscribe(per.listens, index, &child, s, &call.msg, per.limits);
+            }
             if let Some(reply) = modern_upstream::local(&call.msg, s)? {
                 return Ok(reply);
             }
             let caller = Caller::session(s, ClientCaps::ALL);
-            session_call(child, s, meta, call, caller, None, input_timeout)
+            session_call(child, s, meta, call, caller, None, per.input_timeout)
         }
         Kind::Notification => {
             match call.msg.method() {
@@ -252,4 +273,153 @@ pub(super) fn session_forward(
             Ok(Reply::Accepted)
         }
     }
+}
+
+/// The proxy's own `subscriptions/listen` on a 2026-07-28-only child: what session-era
+/// clients get on their GET streams (list changes, and updates of the resources they
+/// subscribed to with `resources/subscribe`), since such a child has no session era. Its
+/// acknowledgement is its own; the notifications it carries concern the sessions
+/// (`attribution.rs`, step 0), which the owner's event handler serves them to.
+struct OwnListen {
+    child: Weak<Child>,
+    id: u64,
+    uris: Vec<String>,
+    /// The call's channel (it holds the acknowledgement; nothing else comes to it).
+    _rx: CallReceiver,
+}
+
+/// The proxy's own listens, one per child (by the owner's index: slot or child).
+#[derive(Default)]
+pub(super) struct Listens(Mutex<HashMap<usize, OwnListen>>);
+
+impl Listens {
+    /// Makes child `index` (`child`) carry `uris` on the proxy's listen: a new listen is
+    /// opened and acknowledged before the one it replaces is cancelled (so nothing is missed
+    /// meanwhile). With `only_if_closed`, a listen already open on this child is kept as it is
+    /// (cheap: what every GET calls).
+    pub(super) fn follow(
+        &self,
+        index: usize,
+        child: &Arc<Child>,
+        uris: Vec<String>,
+        only_if_closed: bool,
+    ) -> Result<(), Error> {
+        let mut all = lock(&self.0);
+        let open = all
+            .get(&index)
+            .filter(|l| l.child.upgrade().is_some_and(|c| Arc::ptr_eq(&c, child)));
+        if open.is_some_and(|l| only_if_closed || l.uris == uris) {
+            return Ok(());
+        }
+        let new = open_listen(child, uris)?;
+        if let Some(old) = all.insert(index, new)
+            && let Some(c) = old.child.upgrade()
+        {
+            c.cancel(old.id, "replaced by another subscriptions/listen");
+        }
+        Ok(())
+    }
+
+    /// Ends the listen of child `index` (its sessions left).
+    pub(super) fn close(&self, index: usize) {
+        let gone = lock(&self.0).remove(&index);
+        if let Some(old) = gone
+            && let Some(c) = old.child.upgrade()
+        {
+            c.cancel(old.id, "no session listens any more");
+        }
+    }
+}
+
+/// Sends `subscriptions/listen` for every change and `uris`, and waits for its
+/// acknowledgement (or refusal).
+fn open_listen(child: &Arc<Child>, uris: Vec<String>) -> Result<OwnListen, Error> {
+    let mut body = discover_probe();
+    body["method"] = json!("subscriptions/listen");
+    body["params"]["notifications"] = json!({"toolsListChanged": true,
+        "promptsListChanged": true, "resourcesListChanged": true,
+        "resourceSubscriptions": uris});
+    let msg = Message::parse(body.to_string().as_bytes())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (id, rx) = child.call_deadline(msg, deadline, Caller::internal())?;
+    loop {
+        match rx.recv_deadline(deadline) {
+            Ok(Item::Message(m)) => {
+                if Message::parse(&m)
+                    .is_ok_and(|m| m.method() == "notifications/subscriptions/acknowledged")
+                {
+                    let child = Arc::downgrade(child);
+                    return Ok(OwnListen {
+                        child,
+                        id,
+                        uris,
+                        _rx: rx,
+                    });
+                }
+            }
+            Ok(Item::Final(b)) => {
+                return Err(Error::UpstreamProtocol(format!(
+                    "{} refused subscriptions/listen: {}",
+                    child.name(),
+                    String::from_utf8_lossy(&b[..b.len().min(200)])
+                )));
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                child.cancel(id, "subscriptions/listen not acknowledged");
+                return Err(Error::Timeout);
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Error::ChildExited(child.name().to_owned()));
+            }
+        }
+    }
+}
+
+/// A session's `resources/subscribe` or `resources/unsubscribe` (`msg`), per-session mode:
+/// recorded on the session (at most `max` URIs of at most `max_uri` bytes), and the child's
+/// listen made to follow the session's set. The answer: `{}`, or the refusal.
+pub(super) fn subscribe(
+    listens: &Listens,
+    index: usize,
+    child: &Arc<Child>,
+    s: &Session,
+    msg: &Message,
+    (max, max_uri): (usize, usize),
+) -> Result<Reply, Error> {
+    let id = msg.id.clone().unwrap_or_else(jsonrpc::null);
+    let uri = msg
+        .params_value()
+        .and_then(|p| p.get("uri")?.as_str().map(str::to_owned))
+        .ok_or_else(|| Error::InvalidParams("uri must be a string".into()))?;
+    let uris = {
+        let mut mine = lock(&s.subscriptions);
+        if msg.method() == "resources/subscribe" {
+            if uri.len() > max_uri {
+                return Err(Error::InvalidParams(format!(
+                    "resource URI too long to subscribe to: {} bytes, at most {max_uri}",
+                    uri.len()
+                )));
+            }
+            if !mine.contains(&uri) && mine.len() >= max {
+                return Err(Error::InvalidParams(format!(
+                    "too many subscriptions: this session holds {}, at most {max} \
+                     (--max-subscriptions); unsubscribe first",
+                    mine.len()
+                )));
+            }
+            mine.insert(uri);
+        } else {
+            mine.remove(&uri);
+        }
+        sorted(mine.iter().cloned())
+    };
+    listens.follow(index, child, uris, false)?;
+    Ok(Reply::Message(jsonrpc::result_body(&id, "{}")))
+}
+
+/// `uris`, sorted (a listen's filter is compared as a sorted list).
+pub(super) fn sorted(uris: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = uris.collect();
+    v.sort();
+    v
 }

@@ -103,6 +103,7 @@ impl StdioUpstream {
             metrics,
             unowned: Throttle::default(),
             tools: ExclusiveTools::new(&cfg.exclusive_tools, cfg.learn_exclusive),
+            listens: modern_child::Listens::default(),
         });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sup_inner = inner.clone();
@@ -336,6 +337,18 @@ impl Upstream for StdioUpstream {
             }
         }
     }
+
+    /// A session of a 2026-07-28-only child opened its GET stream: the proxy's listen on the
+    /// child carries its changes there (`modern_child`).
+    fn listen(&self, session: &Arc<Session>) -> Result<(), Error> {
+        if session.binding.modern_meta.is_some()
+            && let Err(e) = self.inner.follow(session.binding.child, true)
+        {
+            // A child without `subscriptions/listen` still gets its GET stream, with nothing on it.
+            log::debug!("{}: no listen for the GET stream: {e}", self.inner.name);
+        }
+        Ok(())
+    }
 }
 
 impl Operate for StdioUpstream {
@@ -470,6 +483,12 @@ impl StdioUpstream {
         meta: &Value,
         call: Call<'_>,
     ) -> Result<Reply, Error> {
+        if matches!(
+            call.msg.method(),
+            "resources/subscribe" | "resources/unsubscribe"
+        ) {
+            return self.modern_subscription(s, &call.msg);
+        }
         if let Some(reply) = modern_upstream::local(&call.msg, s)? {
             return Ok(reply);
         }
@@ -502,6 +521,24 @@ impl StdioUpstream {
             Some(ticket),
             self.input_timeout,
         )
+    }
+
+    /// `resources/(un)subscribe` of a session on a 2026-07-28-only child: recorded as for any
+    /// child (`subscription`); when the child's set of URIs changed, the proxy's listen on it
+    /// follows (`modern_child`), and its updates reach the sessions subscribed.
+    fn modern_subscription(&self, s: &Arc<Session>, msg: &Message) -> Result<Reply, Error> {
+        let id = msg.id.clone().unwrap_or_else(jsonrpc::null);
+        let has_uri = msg
+            .params_value()
+            .is_some_and(|p| p.get("uri").is_some_and(Value::is_string));
+        if !has_uri {
+            return Err(Error::InvalidParams("uri must be a string".into()));
+        }
+        if let Some(answer) = self.subscription(s, msg) {
+            return Ok(answer);
+        }
+        self.inner.follow(s.binding.child, false)?;
+        Ok(Reply::Message(jsonrpc::result_body(&id, "{}")))
     }
 
     /// True when child `index` speaks only 2026-07-28 (it refused `initialize`).
