@@ -22,7 +22,8 @@
 //!    child they concern ([`Verdict::SessionWide`]).
 //! 3. A `ping` request: the proxy answers it (the child's client is the proxy, and it is alive).
 //! 4. The calls that could have caused anything else are the calls in flight except the proxy's
-//!    own. Within [`SETTLE`] of a call ending without its response (cancelled, timed out,
+//!    own and the `subscriptions/listen` calls (a listen stream's notifications are tagged,
+//!    step 0). Within [`SETTLE`] of a call ending without its response (cancelled, timed out,
 //!    abandoned) nothing is attributed: the child may still speak of that call. (So an
 //!    exclusive call let in then waits the rest out before it is sent: `shared.rs`.)
 //! 5. If they all belong to one session, the target is that session's newest call; if there is
@@ -163,7 +164,11 @@ pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> V
     } else if method == "ping" {
         return Verdict::Ping;
     }
-    let causes: Vec<&InFlight<'a>> = calls.iter().filter(|c| !c.caller.internal).collect();
+    // A listen call causes nothing but the notifications tagged with its id (step 0).
+    let causes: Vec<&InFlight<'a>> = calls
+        .iter()
+        .filter(|c| !c.caller.internal && !c.listen)
+        .collect();
     let target = if settling { None } else { target(&causes) };
     if !request {
         return match target {

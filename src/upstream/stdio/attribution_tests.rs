@@ -232,7 +232,7 @@ fn listen_notifications_go_to_the_listen_their_subscription_id_names() {
         Verdict::SessionWide
     );
     assert_eq!(
-        attribute(&tagged(ack, "99"), &calls, false),
+        attribute(&tagged(ack, "99"), &calls[..2], false),
         Verdict::Drop(DropReason::Unattributed)
     );
     // The proxy's own listen: its acknowledgement is its own, its changes the sessions'.
@@ -254,4 +254,7 @@ fn listen_notifications_go_to_the_listen_their_subscription_id_names() {
     assert_eq!(p["_meta"][META_SUBSCRIPTION], "client-1");
     assert_eq!(p["_meta"]["k"], "v");
     assert_eq!(p["x"], 1);
+    // An untagged log beside a listen: the listen did not cause it; the one other call did.
+    let beside = [call(7, &stateless, true), call(9, &stateless, false)];
+    assert_eq!(attribute(&msg(LOG), &beside, false), Verdict::Call(9));
 }

@@ -627,7 +627,10 @@ impl Child {
         let Some(p) = lock(&self.shared.pending).remove(&id) else {
             return;
         };
-        self.shared.unsettle(&p.caller);
+        // A listen says nothing untagged: nothing to settle after it.
+        if !p.listen {
+            self.shared.unsettle(&p.caller);
+        }
         // Whoever still reads the call's channel learns it ended, and why.
         let body = jsonrpc::error_body(Some(&p.client_id), -32603, reason);
         let _ = p.reply.send(Item::Final(body));
@@ -653,7 +656,7 @@ impl Child {
     /// pending entry goes, so it no longer counts as in flight or owns the child's traffic.
     pub fn forget(&self, id: u64) {
         let gone = lock(&self.shared.pending).remove(&id);
-        if let Some(p) = gone {
+        if let Some(p) = gone.filter(|p| !p.listen) {
             self.shared.unsettle(&p.caller);
         }
     }
