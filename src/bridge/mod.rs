@@ -28,6 +28,7 @@ pub mod legacy;
 pub mod listen;
 pub mod modern_upstream;
 pub mod mrtr;
+pub mod pump;
 pub mod shape;
 pub mod state;
 pub mod validate;
@@ -313,7 +314,13 @@ impl Bridge {
             };
             return match reply {
                 Reply::Message(b) => Ok(Reply::Message(call.finish.answer(&b, &id, &method)?)),
-                Reply::Stream(stream) => {
+                Reply::Stream(mut stream) => {
+                    if capable && stream.must_stream() {
+                        // An HTTP upstream's body blocks in its read: a thread reads it, so
+                        // that input requests made together are gathered into one round
+                        // and an answer that comes at once is answered as such (`pump`).
+                        stream = Box::new(pump::Pumped::start(stream)?);
+                    }
                     let run = mrtr::Running {
                         stream,
                         lease,
