@@ -6,21 +6,21 @@
 //! (issue #13). Each test asserts a floor: the scenarios that pass today must keep passing; the
 //! counts are printed, and the tasks extension is reported apart and never asserted.
 //!
-//! What passes today (2026-12-07; before, in brackets, 2026-12-06):
+//! What passes today (2026-12-07, end of day; before, in brackets, the morning's counts):
 //!
 //! | demo era | mode | 2026-07-28 scored | 2025-11-25 |
 //! |---|---|---|---|
-//! | dual | shared | **37/37** (26) | 33/33 |
-//! | dual | per-session | 36/37 (26) | 33/33 |
-//! | dual | HTTP, through the proxy | **37/37** (26; pending 3/3) | 33/33 |
-//! | legacy (bridged) | shared | 35/37 (26) | 33/33 |
-//! | legacy (bridged) | per-session | 36/37 (33) | 33/33 |
-//! | legacy (bridged) | HTTP, through the proxy | 34/37 (34) | 33/33 |
+//! | dual | shared | **37/37** (37) | 33/33 |
+//! | dual | per-session | **37/37** (36) | 33/33 |
+//! | dual | HTTP, through the proxy | **37/37** (37; pending 3/3) | 33/33 |
+//! | legacy (bridged) | shared | 35/37 (35) | 33/33 |
+//! | legacy (bridged) | per-session | 36/37 (36) | 33/33 |
+//! | legacy (bridged) | HTTP, through the proxy | 36/37 (34) | 33/33 |
 //! | legacy | HTTP, directly | 5/37 (what any legacy server passes) | 33/33 |
-//! | modern | shared | **37/37** (36) | 30/33 (session-era clients bridged, part B) |
-//! | modern | per-session | 36/37 (36) | 2/33, not asserted (part B: shared mode only) |
+//! | modern | shared | **37/37** (37) | **33/33** (30), session-era clients bridged (part B) |
+//! | modern | per-session | **37/37** (36) | **33/33** (2), session-era clients bridged (part B) |
 //! | modern | HTTP, directly | **37/37** (pending 3/3) | not run (a 2026-07-28-only server) |
-//! | modern | HTTP, through the proxy | **37/37** (36; pending 3/3) | not run |
+//! | modern | HTTP, through the proxy | **37/37** (37; pending 3/3) | not run (part B is stdio only) |
 //!
 //! What fails, and why (none of it the demo's: every scenario passes against
 //! `demo-server --era modern --http` directly):
@@ -28,25 +28,21 @@
 //!   wants the server's own input key `user_name`; a session-era server names no key, so the
 //!   bridge names them `input-N`. Not fixable in a bridge.
 //! * legacy, shared: `server-stateless` check `sep-2575-server-no-log-without-loglevel` on
-//!   some runs: its `test_logging_tool` call may wait behind a parked call holding that child
-//!   (only shared calls run beside a parked one). The 9 other `input-required-result-*` that
-//!   failed before (a call let in within 250 ms of an abandoned one had its input request
-//!   refused) pass since an exclusive call waits the settling out.
-//! * legacy, HTTP: `server-stateless` check `sep-2575-missing-capability-http-400` (the -32021
-//!   comes inside the 200 SSE stream the upstream opened), and
-//!   `input-required-result-multiple-input-requests` (an HTTP upstream's stream cannot be polled
-//!   with a timeout, so the bridge asks one request per round).
-//! * dual and modern, per-session: `server-stateless` check
-//!   `sep-2575-server-honors-notification-filter`: the stateless requests share one child with
-//!   no gate, and its listen notifications carry no request id, so attribution does not give
-//!   them to the `subscriptions/listen` call.
-//! * modern, shared, 2025-11-25: `resources-(un)subscribe` (not bridged to a 2026-07-28-only
-//!   child: -32601) and `tools-call-with-logging` (logs unattributable while another call is in
-//!   flight on the shared child).
+//!   some runs: its `test_logging_tool` call (a client that declares nothing, so exclusive on
+//!   its child) may wait behind a parked call holding that child (only shared calls run beside
+//!   a parked one).
 //! * pending `http-custom-header-server-validation` over stdio (every era) and legacy over HTTP:
 //!   the proxy does not check `Mcp-Param-*` headers against `x-mcp-header` arguments (-32020).
 //! * tasks extension (never scored): 1/10 passes vacuously everywhere (`tasks-status-notifications`,
 //!   all checks skipped); the demo implements no tasks.
+//!
+//! Fixed on 2026-12-07: per-session `server-stateless` `sep-2575-server-honors-notification-filter`
+//! (the shared stateless child's listen notifications go to the listen their subscription id
+//! names); legacy over HTTP `multiple-input-requests` and `sep-2575-missing-capability-http-400`
+//! (the upstream's SSE body is read by a thread of its own, `bridge::pump`); modern 2025-11-25
+//! `resources-(un)subscribe` (the proxy's own `subscriptions/listen` on the child) and
+//! `tools-call-with-logging` (a listen in flight is no cause of an untagged log), and part B
+//! per-session (2/33 before).
 
 use std::sync::Mutex;
 
@@ -387,7 +383,7 @@ fn conformance26_modern_http_direct() {
 }
 
 /// Through the proxy: 37/37 (pending: 3/3). The 2025-11-25 set fails entirely (no legacy
-/// front end for a modern-only HTTP upstream yet: part B), so it is not run.
+/// front end for a modern-only HTTP upstream: part B is stdio only), so it is not run.
 #[test]
 fn conformance26_modern_http_through_proxy() {
     let mut floor = SCORED_2026.to_vec();
