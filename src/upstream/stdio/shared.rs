@@ -658,7 +658,10 @@ impl StdioUpstream {
 /// (`capable`: their calls are exclusive) are kept apart from the others where the children
 /// allow it, so that plain sessions rarely wait for exclusive calls: a plain session goes to
 /// the child with the fewest sessions among those hosting no capable session (if any does),
-/// a capable one to the child hosting the fewest plain sessions, then the fewest capable ones.
+/// a capable one to a child no exclusive call holds right now if there is one (a call parked
+/// for its client's input may hold one for `--input-timeout`: the era bridge opens a new
+/// capable session rather than wait behind it), then to the child hosting the fewest plain
+/// sessions, then the fewest capable ones.
 fn place(inner: &Inner, capable: bool) -> Option<usize> {
     let load = |i: usize| {
         let slot = &inner.slots[i];
@@ -670,7 +673,7 @@ fn place(inner: &Inner, capable: bool) -> Option<usize> {
     };
     let live = (0..inner.slots.len()).filter(|&i| inner.live(i).is_some());
     if capable {
-        live.min_by_key(|&i| load(i))
+        live.min_by_key(|&i| (inner.slots[i].gate.closed(), load(i)))
     } else {
         live.min_by_key(|&i| {
             let (plain, c) = load(i);
