@@ -91,6 +91,7 @@ fn r13_modern_upstream_resource_subscriptions_reach_the_get_stream() {
         let ev = updated(&mut gets[0]).expect("the subscriber is told");
         assert_eq!(ev["method"], "notifications/resources/updated", "{ev}");
         assert_eq!(ev["params"]["uri"], "test://watched-resource", "{ev}");
+        assert!(ev["params"].get("_meta").is_none(), "no listen tag: {ev}");
         gets[1].r_timeout(Duration::from_millis(300));
         assert_eq!(updated(&mut gets[1]), None, "per-session {per_session}");
         let unsubscribe = r#"{"jsonrpc":"2.0","id":3,"method":"resources/unsubscribe","params":{"uri":"test://watched-resource"}}"#;

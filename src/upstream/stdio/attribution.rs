@@ -336,6 +336,32 @@ pub(crate) fn restore_subscription_id(msg: &mut Message, client_id: &RawValue) {
     }
 }
 
+/// Takes the subscription id out of a child's notification (and `_meta` with it, if nothing
+/// else is in it); the rest of `params` keeps its exact text.
+pub(crate) fn strip_subscription_id(msg: &mut Message) {
+    let Some(params) = msg.params.as_ref() else {
+        return;
+    };
+    let Ok(mut v) = serde_json::from_str::<RawObject>(params.get()) else {
+        return;
+    };
+    let Some(Ok(mut meta)) = v
+        .get("_meta")
+        .map(|m| serde_json::from_str::<RawObject>(m.get()))
+    else {
+        return;
+    };
+    meta.remove(META_SUBSCRIPTION);
+    if meta.is_empty() {
+        v.remove("_meta");
+    } else if let Ok(text) = serde_json::to_string(&meta) {
+        v.insert("_meta".into(), jsonrpc::raw(text));
+    }
+    if let Ok(text) = serde_json::to_string(&v) {
+        msg.params = Some(jsonrpc::raw(text));
+    }
+}
+
 /// The call id a child's progress notification names in `params.progressToken`, if any.
 pub(crate) fn progress_token_id(msg: &Message) -> Option<u64> {
     let params: RawObject = serde_json::from_str(msg.params.as_ref()?.get()).ok()?;

@@ -254,6 +254,13 @@ fn listen_notifications_go_to_the_listen_their_subscription_id_names() {
     assert_eq!(p["_meta"][META_SUBSCRIPTION], "client-1");
     assert_eq!(p["_meta"]["k"], "v");
     assert_eq!(p["x"], 1);
+    // The proxy's own listen's tag is taken out before its sessions see the notification.
+    strip_subscription_id(&mut m);
+    let p = m.params_value().unwrap();
+    assert_eq!(p["_meta"], serde_json::json!({"k": "v"}));
+    let mut bare = tagged(tools, "10");
+    strip_subscription_id(&mut bare);
+    assert_eq!(bare.params_value().unwrap(), serde_json::json!({}));
     // An untagged log beside a listen: the listen did not cause it; the one other call did.
     let beside = [call(7, &stateless, true), call(9, &stateless, false)];
     assert_eq!(attribute(&msg(LOG), &beside, false), Verdict::Call(9));

@@ -55,7 +55,7 @@ use crate::upstream::Item;
 pub(crate) use crate::upstream::stdio::attribution::progress_token_id;
 use crate::upstream::stdio::attribution::{
     Caller, InFlight, SETTLE, Verdict, attribute, by_calls_in_flight, restore_subscription_id,
-    subscription_id,
+    strip_subscription_id, subscription_id,
 };
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::upstream::stdio::reactor::{OUTBOX_LIMIT, Outbox, Reactor};
@@ -969,7 +969,14 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             );
         }
         Verdict::SessionWide | Verdict::Drop(_) => {
+            // The proxy's own listen's tag means nothing to the sessions it goes to.
+            let own = subscription_id(&msg)
+                .and_then(|id| pending.get(&id))
+                .is_some_and(|p| p.listen && p.caller.internal);
             drop(pending);
+            if own {
+                strip_subscription_id(&mut msg);
+            }
             events(index, generation, Event::Notification(msg));
         }
     }
