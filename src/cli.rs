@@ -765,6 +765,7 @@ impl ReverseArgs {
                 reconnect_max,
                 headers: upstream_headers,
                 tls: client_tls,
+                input_timeout,
             }),
             Chosen::Stdio {
                 argv,

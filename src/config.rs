@@ -417,6 +417,10 @@ pub struct HttpUpstreamConfig {
     /// upstream is verified and what we show it. Shown as `upstreamTls`.
     #[serde(rename = "upstreamTls")]
     pub tls: ClientTlsConfig,
+    /// `--input-timeout` (shown with the bridge): a session-era client's time to answer an
+    /// input round of a 2026-07-28-only upstream.
+    #[serde(skip)]
+    pub input_timeout: Duration,
 }
 
 /// A stdio upstream: what its children run, how many, how sessions use them.

@@ -15,9 +15,10 @@
 //!   calls, bounded and expiring, in [`waiting`]); `subscriptions/listen` is served by the
 //!   proxy ([`listen`]).
 //!
-//! The other way round, a session-era client in front of a 2026-07-28-only stdio child
-//! (shared mode) is served by [`modern_upstream`]: the session's `_meta` on each request, and
-//! `InputRequiredResult`s turned into classic server-to-client requests.
+//! The other way round, a session-era client in front of a 2026-07-28-only upstream (a stdio
+//! child in either mode, an HTTP server) is served by [`modern_upstream`]: the session's
+//! `_meta` on each request, and `InputRequiredResult`s turned into classic server-to-client
+//! requests (the upstreams call it: `crate::upstream::stdio`, `crate::upstream::http`).
 //!
 //! Owns: the era decision, the bridge sessions, the waiting calls and their states. Must not
 //! touch: the client session table (bridge sessions are never in it), the HTTP exchange (the

@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 
 use super::call::{call_stream, cancel, request};
 use super::gate::Ticket;
-use crate::bridge::modern_upstream;
+use crate::bridge::modern_upstream::{self, hello_of_discover, initialize_answer};
+pub(super) use crate::bridge::modern_upstream::{discover_probe, lists_modern};
 use crate::error::Error;
 use crate::jsonrpc::{self, Kind, Message};
 use crate::session::{ClientCaps, LogLevel, Session};
@@ -26,27 +27,6 @@ use crate::upstream::stdio::child::Child;
 use crate::upstream::stdio::queue::CallReceiver;
 use crate::upstream::{Call, Item, MessageStream, Poll, Reply};
 use crate::util::lock;
-
-/// The `server/discover` probe the proxy sends a child.
-pub(super) fn discover_probe() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
-        "params": {"_meta": {
-            jsonrpc::META_VERSION: "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }}
-    })
-}
-
-/// True when a `server/discover` answer lists 2026-07-28.
-pub(super) fn lists_modern(reply: &Value) -> bool {
-    reply
-        .get("result")
-        .and_then(|r| r.get("supportedVersions"))
-        .and_then(Value::as_array)
-        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
-}
 
 /// The `initialize`-shaped result of a child that refused `initialize` (`refusal`, its answer)
 /// with -32601 and whose `server/discover` lists 2026-07-28: its capabilities, `serverInfo`
@@ -63,34 +43,12 @@ pub(super) fn hello_of(child: &Child, refusal: &Value) -> Option<Map<String, Val
         return None;
     }
     let reply = request(child, &discover_probe()).ok()?;
-    if !lists_modern(&reply) {
-        return None;
-    }
-    let discover = reply.get("result").cloned().unwrap_or(Value::Null);
-    let mut result = Map::new();
-    for key in ["capabilities", "serverInfo", "instructions"] {
-        if let Some(v) = discover.get(key) {
-            result.insert(key.to_owned(), v.clone());
-        }
-    }
-    result.insert("protocolVersion".into(), json!("2026-07-28"));
+    let result = hello_of_discover(&reply)?;
     log::info!(
         "{}: speaks only 2026-07-28 (refused initialize)",
         child.name()
     );
     Some(result)
-}
-
-/// The answer to a session-era client's `initialize` (request id `id`, raw JSON) from `hello`,
-/// with `version` negotiated.
-pub(super) fn initialize_answer(hello: &Map<String, Value>, id: &str, version: &str) -> Vec<u8> {
-    let mut result = hello.clone();
-    result.insert("protocolVersion".into(), Value::String(version.to_owned()));
-    format!(
-        r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
-        Value::Object(result)
-    )
-    .into_bytes()
 }
 
 /// Session `s`'s request `call` (not one the proxy answers itself: see
