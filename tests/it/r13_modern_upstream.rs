@@ -103,3 +103,25 @@ fn r13_modern_upstream_resource_subscriptions_reach_the_get_stream() {
         assert_eq!(updated(&mut gets[0]), None, "per-session {per_session}");
     }
 }
+
+/// Part B over HTTP: Python `ClientSession` (mcp 2.3.0) through the proxy in front of
+/// `demo-server --era modern --http` (a 2026-07-28-only HTTP server, which refuses
+/// `initialize`): initialize, tools/list, echo, resources, ping; then sampling and elicitation
+/// callbacks answering the server's input rounds as classic server-to-client requests.
+#[test]
+fn r13_modern_http_upstream_python_session_client() {
+    let (_demo, addr) = demo_http("modern");
+    let upstream = format!("http://{addr}/mcp");
+    let p = demo_proxy(&["--upstream", &upstream]);
+    let url = format!("http://{}/mcp", p.local_addr());
+    let out = run_py("smoke.py", &url);
+    assert_eq!(out["protocolVersion"], "2025-11-25", "{out}");
+    assert_eq!(out["serverName"], "shadowcat-demo", "{out}");
+    assert_eq!(out["echo"], "Echo: hello through MCP", "{out}");
+    assert_eq!(out["ping"], true, "{out}");
+    let out = run_py("sampling.py", &url);
+    assert_eq!(out["sampling"]["requests"], 1, "{out}");
+    assert_eq!(out["sampling"]["isError"], false, "{out}");
+    assert_eq!(out["elicitation"]["requests"], 1, "{out}");
+    assert_eq!(out["elicitation"]["isError"], false, "{out}");
+}
