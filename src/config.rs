@@ -508,6 +508,10 @@ pub struct HttpUpstreamConfig {
     /// upstream is verified and what we show it. Shown as `upstreamTls`.
     #[serde(rename = "upstreamTls")]
     pub tls: ClientTlsConfig,
+    /// `--input-timeout` (shown with the bridge): a session-era client's time to answer an
+    /// input round of a 2026-07-28-only upstream.
+    #[serde(skip)]
+    pub input_timeout: Duration,
 }
 
 /// The circuit breaker and prober of an upstream's replicas (`crate::upstream::replicas`).

@@ -217,12 +217,17 @@ impl Pool {
             let mut c = lock(&self.counts);
             let reused = {
                 let mut idle = lock(&self.idle);
-                // One pinned to a child no parked call holds, if there is one.
+                // One pinned to a child no parked call holds, if there is one; if every idle
+                // one is, a new session while there is room (a stdio upstream places it on a
+                // child no exclusive call holds, if it has one) rather than wait up to
+                // `--input-timeout` behind the parked call.
                 let free = idle
                     .iter()
                     .rposition(|s| !c.parked_on.contains(&s.binding.child));
+                let room = c.open - c.parked.min(c.open) < self.max;
                 match free {
                     Some(i) => Some(idle.swap_remove(i)),
+                    None if room && !c.parked_on.is_empty() => None,
                     None => idle.pop(),
                 }
             };

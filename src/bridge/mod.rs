@@ -15,9 +15,10 @@
 //!   calls, bounded and expiring, in [`waiting`]); `subscriptions/listen` is served by the
 //!   proxy ([`listen`]).
 //!
-//! The other way round, a session-era client in front of a 2026-07-28-only stdio child
-//! (shared mode) is served by [`modern_upstream`]: the session's `_meta` on each request, and
-//! `InputRequiredResult`s turned into classic server-to-client requests.
+//! The other way round, a session-era client in front of a 2026-07-28-only upstream (a stdio
+//! child in either mode, an HTTP server) is served by [`modern_upstream`]: the session's
+//! `_meta` on each request, and `InputRequiredResult`s turned into classic server-to-client
+//! requests (the upstreams call it: `crate::upstream::stdio`, `crate::upstream::http`).
 //!
 //! Owns: the era decision, the bridge sessions, the waiting calls and their states. Must not
 //! touch: the client session table (bridge sessions are never in it), the HTTP exchange (the
@@ -28,6 +29,7 @@ pub mod legacy;
 pub mod listen;
 pub mod modern_upstream;
 pub mod mrtr;
+pub mod pump;
 pub mod shape;
 pub mod state;
 pub mod validate;
@@ -318,7 +320,13 @@ impl Bridge {
             };
             return match reply {
                 Reply::Message(b) => Ok(Reply::Message(call.finish.answer(&b, &id, &method)?)),
-                Reply::Stream(stream) => {
+                Reply::Stream(mut stream) => {
+                    if capable && stream.must_stream() {
+                        // An HTTP upstream's body blocks in its read: a thread reads it, so
+                        // that input requests made together are gathered into one round
+                        // and an answer that comes at once is answered as such (`pump`).
+                        stream = Box::new(pump::Pumped::start(stream)?);
+                    }
                     let run = mrtr::Running {
                         stream,
                         lease,

@@ -1,5 +1,5 @@
-//! A session-era client in front of a 2026-07-28-only upstream (issue #13 part B), for the
-//! shared stdio upstream: the proxy answers `initialize` from the child's `server/discover`
+//! A session-era client in front of a 2026-07-28-only upstream (issue #13 part B), for stdio
+//! children (both modes) and HTTP upstreams: the proxy answers `initialize` from the child's `server/discover`
 //! (the handshake in `crate::upstream::stdio` keeps it as an `initialize`-shaped result), keeps
 //! the session, and turns each session request into a 2026-07-28 one by adding the per-request
 //! `_meta` (protocol version, the session's client capabilities and `clientInfo`, the level of
@@ -10,8 +10,8 @@
 //! [`answer`]) go back as `inputResponses` with the upstream's `requestState`, round after
 //! round, until the result is complete.
 //!
-//! Not bridged (yet): `resources/subscribe` is refused with -32601 (no `subscriptions/listen`
-//! behind it), and the GET stream carries nothing from the upstream.
+//! `resources/(un)subscribe` and the GET stream are served by the stdio upstream from its own
+//! `subscriptions/listen` on the child (`crate::upstream::stdio`, `modern_child.rs`).
 //!
 //! Owns: the `_meta` a session's requests gain, and the answers the proxy gives in the
 //! upstream's place. Must not touch: how the child is called (the caller forwards).
@@ -53,9 +53,60 @@ pub fn session_meta(init: &Message) -> Value {
     Value::Object(meta)
 }
 
+/// The `server/discover` probe the proxy sends an upstream.
+pub fn discover_probe() -> Value {
+    json!({
+        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
+        "params": {"_meta": {
+            jsonrpc::META_VERSION: "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
+        }}
+    })
+}
+
+/// True when a `server/discover` answer lists 2026-07-28.
+pub fn lists_modern(reply: &Value) -> bool {
+    reply
+        .get("result")
+        .and_then(|r| r.get("supportedVersions"))
+        .and_then(Value::as_array)
+        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
+}
+
+/// An `initialize`-shaped result from an upstream's `server/discover` answer `reply`, if it
+/// lists 2026-07-28: its capabilities, `serverInfo` and `instructions`, `protocolVersion`
+/// 2026-07-28 (the caller puts the negotiated session-era version in).
+pub fn hello_of_discover(reply: &Value) -> Option<Map<String, Value>> {
+    if !lists_modern(reply) {
+        return None;
+    }
+    let discover = reply.get("result").cloned().unwrap_or(Value::Null);
+    let mut result = Map::new();
+    for key in ["capabilities", "serverInfo", "instructions"] {
+        if let Some(v) = discover.get(key) {
+            result.insert(key.to_owned(), v.clone());
+        }
+    }
+    result.insert("protocolVersion".into(), json!("2026-07-28"));
+    Some(result)
+}
+
+/// The answer to a session-era client's `initialize` (request id `id`, raw JSON) from `hello`,
+/// with `version` negotiated.
+pub fn initialize_answer(hello: &Map<String, Value>, id: &str, version: &str) -> Vec<u8> {
+    let mut result = hello.clone();
+    result.insert("protocolVersion".into(), Value::String(version.to_owned()));
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{}}}"#,
+        Value::Object(result)
+    )
+    .into_bytes()
+}
+
 /// The answer the proxy gives itself for a session request, if it is one of those: `ping`
 /// (empty result), `logging/setLevel` (recorded on the session, sent with each later
-/// request), `resources/(un)subscribe` (-32601: not bridged).
+/// request).
 pub fn local(msg: &Message, session: &Session) -> Result<Option<Reply>, Error> {
     let id = msg.id.clone().unwrap_or_else(jsonrpc::null);
     match msg.method() {
@@ -73,13 +124,6 @@ pub fn local(msg: &Message, session: &Session) -> Result<Option<Reply>, Error> {
             };
             session.set_log_level(level);
             Ok(Some(Reply::Message(jsonrpc::result_body(&id, "{}"))))
-        }
-        "resources/subscribe" | "resources/unsubscribe" => {
-            Ok(Some(Reply::Message(jsonrpc::error_body(
-                Some(&id),
-                -32601,
-                "shadowcat: resource subscriptions are not bridged to a 2026-07-28-only server",
-            ))))
         }
         _ => Ok(None),
     }

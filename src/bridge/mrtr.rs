@@ -175,8 +175,9 @@ impl Bridged {
     /// Starts gathering the round's requests, if not yet.
     fn collect(&mut self) {
         if self.collect_until.is_none() {
-            // A stream that cannot wait with a timeout (an HTTP upstream's) would block until
-            // the next event, which the upstream sends only once answered: no collecting.
+            // A stream that cannot wait with a timeout would block until the next event,
+            // which the upstream sends only once answered: no collecting. (An HTTP upstream's
+            // is read by a thread of its own, `pump`, and so can.)
             let wait = match self.run.as_ref().is_some_and(|r| r.stream.must_stream()) {
                 true => Duration::ZERO,
                 false => COLLECT,

@@ -104,6 +104,7 @@ pub(super) fn config(f: Flags, self_exe: &str, shared: Shared) -> Result<Upstrea
             reconnect_max,
             headers,
             tls: shared.tls,
+            input_timeout: shared.input_timeout,
         }),
         Chosen::Stdio {
             argv,

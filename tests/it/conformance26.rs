@@ -6,47 +6,43 @@
 //! (issue #13). Each test asserts a floor: the scenarios that pass today must keep passing; the
 //! counts are printed, and the tasks extension is reported apart and never asserted.
 //!
-//! What passes today (2026-12-07; before, in brackets, 2026-12-06):
+//! What passes today (2026-12-07, end of day; before, in brackets, the morning's counts):
 //!
 //! | demo era | mode | 2026-07-28 scored | 2025-11-25 |
 //! |---|---|---|---|
-//! | dual | shared | **37/37** (26) | 33/33 |
-//! | dual | per-session | 36/37 (26) | 33/33 |
-//! | dual | HTTP, through the proxy | **37/37** (26; pending 3/3) | 33/33 |
-//! | legacy (bridged) | shared | 35/37 (26) | 33/33 |
-//! | legacy (bridged) | per-session | 36/37 (33) | 33/33 |
-//! | legacy (bridged) | HTTP, through the proxy | 34/37 (34) | 33/33 |
+//! | dual | shared | **37/37** (37) | 33/33 |
+//! | dual | per-session | **37/37** (36) | 33/33 |
+//! | dual | HTTP, through the proxy | **37/37** (37; pending 3/3) | 33/33 |
+//! | legacy (bridged) | shared | 36/37 (35) | 33/33 |
+//! | legacy (bridged) | per-session | 36/37 (36) | 33/33 |
+//! | legacy (bridged) | HTTP, through the proxy | 36/37 (34) | 33/33 |
 //! | legacy | HTTP, directly | 5/37 (what any legacy server passes) | 33/33 |
-//! | modern | shared | **37/37** (36) | 30/33 (session-era clients bridged, part B) |
-//! | modern | per-session | 36/37 (36) | 2/33, not asserted (part B: shared mode only) |
+//! | modern | shared | **37/37** (37) | **33/33** (30), session-era clients bridged (part B) |
+//! | modern | per-session | **37/37** (36) | **33/33** (2), session-era clients bridged (part B) |
 //! | modern | HTTP, directly | **37/37** (pending 3/3) | not run (a 2026-07-28-only server) |
-//! | modern | HTTP, through the proxy | **37/37** (36; pending 3/3) | not run |
+//! | modern | HTTP, through the proxy | **37/37** (37; pending 3/3) | 31/33 (not run), session-era clients bridged (part B) |
 //!
 //! What fails, and why (none of it the demo's: every scenario passes against
 //! `demo-server --era modern --http` directly):
 //! * `input-required-result-basic-elicitation`, legacy demo bridged (every mode): the scenario
 //!   wants the server's own input key `user_name`; a session-era server names no key, so the
 //!   bridge names them `input-N`. Not fixable in a bridge.
-//! * legacy, shared: `server-stateless` check `sep-2575-server-no-log-without-loglevel` on
-//!   some runs: its `test_logging_tool` call may wait behind a parked call holding that child
-//!   (only shared calls run beside a parked one). The 9 other `input-required-result-*` that
-//!   failed before (a call let in within 250 ms of an abandoned one had its input request
-//!   refused) pass since an exclusive call waits the settling out.
-//! * legacy, HTTP: `server-stateless` check `sep-2575-missing-capability-http-400` (the -32021
-//!   comes inside the 200 SSE stream the upstream opened), and
-//!   `input-required-result-multiple-input-requests` (an HTTP upstream's stream cannot be polled
-//!   with a timeout, so the bridge asks one request per round).
-//! * dual and modern, per-session: `server-stateless` check
-//!   `sep-2575-server-honors-notification-filter`: the stateless requests share one child with
-//!   no gate, and its listen notifications carry no request id, so attribution does not give
-//!   them to the `subscriptions/listen` call.
-//! * modern, shared, 2025-11-25: `resources-(un)subscribe` (not bridged to a 2026-07-28-only
-//!   child: -32601) and `tools-call-with-logging` (logs unattributable while another call is in
-//!   flight on the shared child).
+//! * modern, HTTP through the proxy, 2025-11-25: `resources-(un)subscribe` (not bridged over
+//!   HTTP: -32601).
 //! * pending `http-custom-header-server-validation` over stdio (every era) and legacy over HTTP:
 //!   the proxy does not check `Mcp-Param-*` headers against `x-mcp-header` arguments (-32020).
 //! * tasks extension (never scored): 1/10 passes vacuously everywhere (`tasks-status-notifications`,
 //!   all checks skipped); the demo implements no tasks.
+//!
+//! Fixed on 2026-12-07: per-session `server-stateless` `sep-2575-server-honors-notification-filter`
+//! (the shared stateless child's listen notifications go to the listen their subscription id
+//! names); legacy over HTTP `multiple-input-requests` and `sep-2575-missing-capability-http-400`
+//! (the upstream's SSE body is read by a thread of its own, `bridge::pump`); modern 2025-11-25
+//! `resources-(un)subscribe` (the proxy's own `subscriptions/listen` on the child) and
+//! `tools-call-with-logging` (a listen in flight is no cause of an untagged log), and part B
+//! per-session (2/33 before); legacy shared `server-stateless`'s no-log-without-logLevel check
+//! (its `test_logging_tool` call waited behind a parked call: a capable call now gets a new
+//! bridge session on a child no exclusive call holds, while there is room).
 
 use std::sync::Mutex;
 
@@ -290,31 +286,23 @@ fn conformance26_dual_stdio_shared() {
     through_stdio("dual", false, &SCORED_2026, &SET_2025);
 }
 
-/// 36/37: `server-stateless` fails its notification-filter check (the stateless requests share
-/// one child, whose listen notifications attribution cannot give to the listen call).
+/// 37/37 (36 before 2026-12-07: the stateless requests share one child, and its listen
+/// notifications now go to the listen call their subscription id names).
 #[test]
 fn conformance26_dual_stdio_per_session() {
-    through_stdio("dual", true, &scored_but(&["server-stateless"]), &SET_2025);
+    through_stdio("dual", true, &SCORED_2026, &SET_2025);
 }
 
-/// 35/37 through the bridge (2026-12-07, after parked calls and the settling wait of issue
-/// #13 met the capability rules): all scored scenarios but `basic-elicitation` (it expects the
+/// 36/37 through the bridge: all scored scenarios but `basic-elicitation` (it expects the
 /// input key `user_name`, which only the demo's modern era names; the bridge names keys
-/// `input-N`) and, on some runs, `server-stateless` (its no-log-without-logLevel check, whose
-/// `test_logging_tool` call may wait behind a parked call). 26/37 before parking.
+/// `input-N`). 35/37 before 2026-12-07 end of day: `server-stateless`'s no-log-without-logLevel
+/// check, whose `test_logging_tool` call waited behind a parked call; a capable call now gets
+/// a new bridge session on a child no exclusive call holds rather than one beside the parked
+/// call. 26/37 before parking.
 #[test]
 fn conformance26_legacy_stdio_shared() {
-    let floor: Vec<&str> = SCORED_2026
-        .into_iter()
-        .filter(|s| {
-            ![
-                "server-stateless",
-                "input-required-result-basic-elicitation",
-            ]
-            .contains(s)
-        })
-        .collect();
-    through_stdio("legacy", false, &floor, &SET_2025);
+    let failing = ["input-required-result-basic-elicitation"];
+    through_stdio("legacy", false, &scored_but(&failing), &SET_2025);
 }
 
 /// 36/37 through the bridge: all but `basic-elicitation` (the key `user_name`).
@@ -325,31 +313,23 @@ fn conformance26_legacy_stdio_per_session() {
 }
 
 /// 37/37: the proxy keeps a 2026-07-28-only child (it refused `initialize`) as a stateless
-/// upstream. 2025-11-25: 30/33, session-era clients bridged (`bridge::modern_upstream`);
-/// `resources-subscribe` and `resources-unsubscribe` fail (not bridged: -32601), and
-/// `tools-call-with-logging` gets no log (the logs are unattributable: another call is in
-/// flight on the shared child during the run, so attribution drops them).
+/// upstream. 2025-11-25: 33/33 (30 before 2026-12-07), session-era clients bridged
+/// (`bridge::modern_upstream`), `resources/(un)subscribe` served from the proxy's own
+/// `subscriptions/listen` on the child; `tools-call-with-logging` gets its logs since the
+/// 2026-07-28 run's listen calls, still in flight on the child, no longer count as possible
+/// causes of an untagged log (their notifications are tagged).
 #[test]
 fn conformance26_modern_stdio_shared() {
-    let floor25: Vec<&str> = SET_2025
-        .into_iter()
-        .filter(|s| {
-            ![
-                "resources-subscribe",
-                "resources-unsubscribe",
-                "tools-call-with-logging",
-            ]
-            .contains(s)
-        })
-        .collect();
-    through_stdio("modern", false, &SCORED_2026, &floor25);
+    through_stdio("modern", false, &SCORED_2026, &SET_2025);
 }
 
-/// 36/37: stateless requests share one child probed with `server/discover`; `server-stateless`
-/// fails its notification-filter check (as with the dual demo per-session).
+/// 37/37: stateless requests share one child probed with `server/discover`; its listen
+/// notifications go to the listen call their subscription id names (36/37 before).
+/// 2025-11-25: 33/33 (2/33 before 2026-12-07), session-era clients bridged to their own child,
+/// `resources/(un)subscribe` served from the proxy's own `subscriptions/listen` on it.
 #[test]
 fn conformance26_modern_stdio_per_session() {
-    through_stdio("modern", true, &scored_but(&["server-stateless"]), &[]);
+    through_stdio("modern", true, &SCORED_2026, &SET_2025);
 }
 
 /// The demo over HTTP (`demo-server --era ERA --http`), directly or through `shadowcat reverse
@@ -394,13 +374,19 @@ fn conformance26_modern_http_direct() {
     over_http("modern", false, &floor, None);
 }
 
-/// Through the proxy: 37/37 (pending: 3/3). The 2025-11-25 set fails entirely (no legacy
-/// front end for a modern-only HTTP upstream yet: part B), so it is not run.
+/// Through the proxy: 37/37 (pending: 3/3). 2025-11-25: 31/33, session-era clients bridged
+/// to the 2026-07-28-only HTTP upstream (part B, `upstream::http` `modern.rs`; not run before
+/// 2026-12-07, when it failed entirely): `resources-subscribe` and `resources-unsubscribe`
+/// fail (not bridged over HTTP: -32601).
 #[test]
 fn conformance26_modern_http_through_proxy() {
     let mut floor = SCORED_2026.to_vec();
     floor.extend(PENDING_2026);
-    over_http("modern", true, &floor, None);
+    let floor25: Vec<&str> = SET_2025
+        .into_iter()
+        .filter(|s| !["resources-subscribe", "resources-unsubscribe"].contains(s))
+        .collect();
+    over_http("modern", true, &floor, Some(&floor25));
 }
 
 /// `--era legacy --http` directly: 33/33 of 2025-11-25 (Mcp-Session-Id sessions, server
@@ -411,17 +397,13 @@ fn conformance26_legacy_http_direct() {
     over_http("legacy", false, &FLOOR_UNBRIDGED, Some(&SET_2025));
 }
 
-/// Through the proxy, bridged: 34/37 and 33/33. Failing: `basic-elicitation` (the key
-/// `user_name`), `multiple-input-requests` (one input request per round over an HTTP
-/// upstream) and `server-stateless`'s `sep-2575-missing-capability-http-400` (the -32021 comes
-/// in the 200 SSE stream the upstream opened).
+/// Through the proxy, bridged: 36/37 and 33/33 (34/37 before 2026-12-07: the upstream's SSE
+/// body, which blocks in its read, is now read by a thread of its own, so input requests
+/// made together go in one round and a -32021 is an HTTP 400). Failing: `basic-elicitation`
+/// (the key `user_name`).
 #[test]
 fn conformance26_legacy_http_through_proxy() {
-    let failing = [
-        "server-stateless",
-        "input-required-result-basic-elicitation",
-        "input-required-result-multiple-input-requests",
-    ];
+    let failing = ["input-required-result-basic-elicitation"];
     over_http("legacy", true, &scored_but(&failing), Some(&SET_2025));
 }
 

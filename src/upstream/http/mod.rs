@@ -17,12 +17,16 @@
 //!   `--upstream-ca`, with an optional client certificate (`tls.rs`). A TLS failure is a 502
 //!   whose message says what rustls refused and what to check.
 //!
-//! Owns: the upstream (this file), its pool slots (`slot.rs`), its event streams (`sse.rs`)
-//! and its TLS settings (`tls.rs`, which `--jwks-url` uses too). Must not touch: the client side; what the client sees is the pipeline's.
+//! * A 2026-07-28-only upstream (it refuses `initialize` with -32601) gets session-era clients
+//!   bridged: `modern.rs` (issue #13 part B).
+//!
+//! Owns: the upstream (this file), its pool slots (`slot.rs`), its event streams (`sse.rs`),
+//! its TLS settings (`tls.rs`, which `--jwks-url` uses too) and its session-era front for a
+//! 2026-07-28-only server (`modern.rs`). Must not touch: the client side; what the client sees is the pipeline's.
 
 use std::io::{BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,6 +38,7 @@ use crate::session::{Binding, Session};
 use crate::upstream::{Call, Operate, PoolInfo, Reply, Upstream};
 use crate::util::lock;
 
+mod modern;
 mod slot;
 mod sse;
 pub(crate) mod tls;
@@ -79,6 +84,11 @@ struct HttpInner {
     /// `/readyz`'s connect probe: one at a time (it runs without a worker permit), its result
     /// reused for [`PROBE_REUSE`], so a flood of `/readyz` makes at most one connect a second.
     probe: Probe,
+    /// Set once the upstream refused `initialize` as a 2026-07-28-only server does: the
+    /// `initialize` result made from its `server/discover` (`modern.rs`).
+    modern_hello: OnceLock<serde_json::Map<String, serde_json::Value>>,
+    /// `--input-timeout`, for those sessions' input rounds.
+    input_timeout: Duration,
 }
 
 /// How long one connect probe's result answers `/readyz`.
@@ -158,6 +168,8 @@ impl HttpUpstream {
                 last_ok_ms: AtomicU64::new(0),
                 born: Instant::now(),
                 probe: Probe::default(),
+                modern_hello: OnceLock::new(),
+                input_timeout: cfg.input_timeout,
             }),
             relays: Mutex::new(Vec::new()),
         })
@@ -452,7 +464,29 @@ fn session_lost(p: &Posted) -> bool {
 
 impl Upstream for HttpUpstream {
     fn initialize(&self, call: Call<'_>) -> Result<(Binding, Reply), Error> {
+        let requested = call
+            .msg
+            .params_value()
+            .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let newest = crate::jsonrpc::LEGACY_VERSIONS[crate::jsonrpc::LEGACY_VERSIONS.len() - 1];
+        let version = crate::upstream::stdio::shared::negotiate(&requested, newest);
+        if let Some(h) = self.inner.modern_hello.get() {
+            return Ok(modern::initialize(h, &call.msg, version));
+        }
         let posted = self.inner.post(&call, None)?;
+        // A 2026-07-28-only server: the session era is the proxy's (`modern.rs`).
+        if posted.session.is_none()
+            && modern::refused(&posted.reply)
+            && let Some(h) = modern::hello(&self.inner, call.deadline)
+        {
+            log::info!(
+                "{}: speaks only 2026-07-28 (refused initialize)",
+                self.inner.name
+            );
+            let h = self.inner.modern_hello.get_or_init(|| h);
+            return Ok(modern::initialize(h, &call.msg, version));
+        }
         let binding = Binding {
             upstream_id: Mutex::new(posted.session),
             ..Binding::default()
@@ -461,6 +495,11 @@ impl Upstream for HttpUpstream {
     }
 
     fn forward(&self, call: Call<'_>) -> Result<Reply, Error> {
+        if let Some(s) = call.session
+            && let Some(meta) = &s.binding.modern_meta
+        {
+            return modern::forward(&self.inner, s, meta, call, self.inner.input_timeout);
+        }
         let sid = call
             .session
             .and_then(|s| lock(&s.binding.upstream_id).clone());

@@ -21,6 +21,7 @@ fn set_of(urls: Vec<String>, failures: u32) -> ReplicaSet {
         reconnect_max: Duration::from_secs(1),
         headers: Vec::new(),
         tls: Default::default(),
+        input_timeout: Duration::from_secs(5),
         breaker: ReplicaConfig {
             failures,
             backoff: Duration::from_secs(60),

@@ -12,13 +12,18 @@
 //!
 //! The rule, in order:
 //!
+//! 0. A notification whose `_meta["io.modelcontextprotocol/subscriptionId"]` names the
+//!    rewritten id of a `subscriptions/listen` in flight (a 2026-07-28 child tags its listen
+//!    streams so): that call, or, for the proxy's own listen, the sessions it concerns
+//!    (list changes and resource updates, step 2).
 //! 1. `notifications/progress` naming the rewritten token of a call in flight: that call;
 //!    naming none: dropped and counted (its token means nothing to any other call).
 //! 2. `notifications/*/list_changed` and `notifications/resources/updated`: the sessions on the
 //!    child they concern ([`Verdict::SessionWide`]).
 //! 3. A `ping` request: the proxy answers it (the child's client is the proxy, and it is alive).
 //! 4. The calls that could have caused anything else are the calls in flight except the proxy's
-//!    own. Within [`SETTLE`] of a call ending without its response (cancelled, timed out,
+//!    own and the `subscriptions/listen` calls (a listen stream's notifications are tagged,
+//!    step 0). Within [`SETTLE`] of a call ending without its response (cancelled, timed out,
 //!    abandoned) nothing is attributed: the child may still speak of that call. (So an
 //!    exclusive call let in then waits the rest out before it is sent: `shared.rs`.)
 //! 5. If they all belong to one session, the target is that session's newest call; if there is
@@ -38,6 +43,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
 
 use crate::jsonrpc::{self, Kind, Message, RawObject};
 use crate::metrics::DropReason;
@@ -97,6 +104,9 @@ pub struct InFlight<'a> {
     pub caller: &'a Caller,
     /// It carried a progress token (so progress naming its id is its own).
     pub has_token: bool,
+    /// It is a `subscriptions/listen` (so notifications naming its id as their subscription
+    /// id are its own).
+    pub listen: bool,
 }
 
 /// Where a child's message goes.
@@ -127,6 +137,18 @@ pub enum Verdict {
 pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> Verdict {
     let method = msg.method();
     let request = matches!(msg.kind(), Ok(Kind::Request));
+    if !request
+        && calls.iter().any(|c| c.listen)
+        && let Some(id) = subscription_id(msg)
+        && let Some(c) = calls.iter().find(|c| c.id == id && c.listen)
+    {
+        let concerns_sessions =
+            method.ends_with("/list_changed") || method == "notifications/resources/updated";
+        return match c.caller.internal {
+            true if concerns_sessions => Verdict::SessionWide,
+            _ => Verdict::Call(id),
+        };
+    }
     if !request {
         if method == "notifications/progress" {
             // Its token is a rewritten call id: to another call it would name another request
@@ -142,7 +164,11 @@ pub fn attribute<'a>(msg: &Message, calls: &[InFlight<'a>], settling: bool) -> V
     } else if method == "ping" {
         return Verdict::Ping;
     }
-    let causes: Vec<&InFlight<'a>> = calls.iter().filter(|c| !c.caller.internal).collect();
+    // A listen call causes nothing but the notifications tagged with its id (step 0).
+    let causes: Vec<&InFlight<'a>> = calls
+        .iter()
+        .filter(|c| !c.caller.internal && !c.listen)
+        .collect();
     let target = if settling { None } else { target(&causes) };
     if !request {
         return match target {
@@ -272,184 +298,72 @@ impl Throttle {
     }
 }
 
+/// The `_meta` key of a 2026-07-28 listen stream's subscription id (the listen request's id).
+pub const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// The call id a child's notification names in `params._meta[subscriptionId]`, if any.
+pub(crate) fn subscription_id(msg: &Message) -> Option<u64> {
+    let params = msg.params.as_ref()?;
+    if !params.get().contains(META_SUBSCRIPTION) {
+        return None;
+    }
+    let params: RawObject = serde_json::from_str(params.get()).ok()?;
+    let meta: RawObject = serde_json::from_str(params.get("_meta")?.get()).ok()?;
+    jsonrpc::id_u64(meta.get(META_SUBSCRIPTION)?)
+}
+
+/// Puts the client's listen request id back as the subscription id of a child's notification
+/// (the rest of `params` keeps its exact text).
+pub(crate) fn restore_subscription_id(msg: &mut Message, client_id: &RawValue) {
+    let Some(params) = msg.params.as_ref() else {
+        return;
+    };
+    let Ok(mut v) = serde_json::from_str::<RawObject>(params.get()) else {
+        return;
+    };
+    let Some(Ok(mut meta)) = v
+        .get("_meta")
+        .map(|m| serde_json::from_str::<RawObject>(m.get()))
+    else {
+        return;
+    };
+    meta.insert(META_SUBSCRIPTION.into(), client_id.to_owned());
+    if let Ok(text) = serde_json::to_string(&meta) {
+        v.insert("_meta".into(), jsonrpc::raw(text));
+    }
+    if let Ok(text) = serde_json::to_string(&v) {
+        msg.params = Some(jsonrpc::raw(text));
+    }
+}
+
+/// Takes the subscription id out of a child's notification (and `_meta` with it, if nothing
+/// else is in it); the rest of `params` keeps its exact text.
+pub(crate) fn strip_subscription_id(msg: &mut Message) {
+    let Some(params) = msg.params.as_ref() else {
+        return;
+    };
+    let Ok(mut v) = serde_json::from_str::<RawObject>(params.get()) else {
+        return;
+    };
+    let Some(Ok(mut meta)) = v
+        .get("_meta")
+        .map(|m| serde_json::from_str::<RawObject>(m.get()))
+    else {
+        return;
+    };
+    meta.remove(META_SUBSCRIPTION);
+    if meta.is_empty() {
+        v.remove("_meta");
+    } else if let Ok(text) = serde_json::to_string(&meta) {
+        v.insert("_meta".into(), jsonrpc::raw(text));
+    }
+    if let Ok(text) = serde_json::to_string(&v) {
+        msg.params = Some(jsonrpc::raw(text));
+    }
+}
+
 /// The call id a child's progress notification names in `params.progressToken`, if any.
 pub(crate) fn progress_token_id(msg: &Message) -> Option<u64> {
     let params: RawObject = serde_json::from_str(msg.params.as_ref()?.get()).ok()?;
     jsonrpc::id_u64(params.get("progressToken")?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::SessionConfig;
-    use crate::session::{Binding, Sessions};
-
-    fn session(t: &Sessions) -> Arc<Session> {
-        t.create("v".into(), Binding::default(), None, "ip:a".into())
-            .unwrap()
-    }
-
-    fn table() -> Sessions {
-        Sessions::new(&SessionConfig {
-            max: 10,
-            max_per_client: 10,
-            idle: Duration::from_secs(60),
-            replay: Default::default(),
-        })
-    }
-
-    fn msg(text: &str) -> Message {
-        Message::parse(text.as_bytes()).unwrap()
-    }
-
-    const SAMPLE: &str =
-        r#"{"jsonrpc":"2.0","id":"s1","method":"sampling/createMessage","params":{}}"#;
-    const URL: &str = r#"{"jsonrpc":"2.0","id":"e1","method":"elicitation/create","params":{"mode":"url","url":"https://x"}}"#;
-    const LOG: &str = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#;
-
-    fn code(v: &Verdict) -> i64 {
-        match v {
-            Verdict::Refuse { code, .. } => *code,
-            other => panic!("not refused: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn one_sessions_calls_own_everything_capability_permitting() {
-        let t = table();
-        let a = session(&t);
-        let capable = Caller::session(&a, ClientCaps::SAMPLING);
-        let calls = [
-            InFlight {
-                id: 3,
-                caller: &capable,
-                has_token: false,
-            },
-            InFlight {
-                id: 7,
-                caller: &capable,
-                has_token: false,
-            },
-        ];
-        assert_eq!(attribute(&msg(SAMPLE), &calls, false), Verdict::Call(7));
-        assert_eq!(attribute(&msg(LOG), &calls, false), Verdict::Call(7));
-        // It declared sampling only: URL elicitation is refused to the child, never routed.
-        assert_eq!(code(&attribute(&msg(URL), &calls, false)), -32601);
-        // Just after a call was abandoned, nothing is attributed.
-        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, true)), -32603);
-        assert_eq!(
-            attribute(&msg(LOG), &calls, true),
-            Verdict::Drop(DropReason::Unattributed)
-        );
-    }
-
-    #[test]
-    fn several_sessions_own_nothing() {
-        let t = table();
-        let (a, b) = (session(&t), session(&t));
-        let (ca, cb) = (
-            Caller::session(&a, ClientCaps::NONE),
-            Caller::session(&b, ClientCaps::NONE),
-        );
-        let internal = Caller::internal();
-        let calls = [
-            InFlight {
-                id: 1,
-                caller: &ca,
-                has_token: true,
-            },
-            InFlight {
-                id: 2,
-                caller: &cb,
-                has_token: false,
-            },
-            InFlight {
-                id: 3,
-                caller: &internal,
-                has_token: false,
-            },
-        ];
-        assert_eq!(
-            attribute(&msg(LOG), &calls, false),
-            Verdict::Drop(DropReason::Unattributed)
-        );
-        // Nobody in flight declared sampling: whoever asked lacks it.
-        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32601);
-        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#;
-        assert_eq!(attribute(&msg(progress), &calls, false), Verdict::Call(1));
-        let stray = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":9,"progress":1}}"#;
-        assert_eq!(
-            attribute(&msg(stray), &calls, false),
-            Verdict::Drop(DropReason::Unattributed)
-        );
-        let ping = r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
-        assert_eq!(attribute(&msg(ping), &calls, false), Verdict::Ping);
-        let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
-        assert_eq!(
-            attribute(&msg(changed), &calls, false),
-            Verdict::SessionWide
-        );
-        // One of them capable: not provable either way.
-        let cb = Caller::session(&b, ClientCaps::SAMPLING);
-        let calls = [
-            InFlight {
-                id: 1,
-                caller: &ca,
-                has_token: false,
-            },
-            InFlight {
-                id: 2,
-                caller: &cb,
-                has_token: false,
-            },
-        ];
-        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32603);
-    }
-
-    #[test]
-    fn what_only_the_calls_in_flight_attribute() {
-        assert!(by_calls_in_flight(&msg(LOG)));
-        assert!(by_calls_in_flight(&msg(SAMPLE)));
-        let custom = r#"{"jsonrpc":"2.0","method":"notifications/custom","params":{}}"#;
-        assert!(by_calls_in_flight(&msg(custom)));
-        for other in [
-            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#,
-            r#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"x"}}"#,
-            r#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#,
-            r#"{"jsonrpc":"2.0","id":5,"result":{}}"#,
-        ] {
-            assert!(!by_calls_in_flight(&msg(other)), "{other}");
-        }
-    }
-
-    #[test]
-    fn stateless_and_empty() {
-        let modern = Caller::stateless(ClientCaps::SAMPLING);
-        let internal = Caller::internal();
-        let calls = [
-            InFlight {
-                id: 4,
-                caller: &modern,
-                has_token: false,
-            },
-            InFlight {
-                id: 5,
-                caller: &internal,
-                has_token: false,
-            },
-        ];
-        assert_eq!(attribute(&msg(LOG), &calls, false), Verdict::Call(4));
-        assert_eq!(code(&attribute(&msg(SAMPLE), &calls, false)), -32603);
-        let only_internal = [InFlight {
-            id: 5,
-            caller: &internal,
-            has_token: false,
-        }];
-        assert_eq!(
-            attribute(&msg(LOG), &only_internal, false),
-            Verdict::Drop(DropReason::Unattributed)
-        );
-        assert_eq!(code(&attribute(&msg(SAMPLE), &[], false)), -32603);
-    }
 }

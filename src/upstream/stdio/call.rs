@@ -164,9 +164,17 @@ impl MessageStream for ChildStream {
 impl Drop for ChildStream {
     fn drop(&mut self) {
         if !self.done {
-            // Abandoned mid-call (a stateless client left, or shutdown): nobody reads the
-            // answer, so the child's pending entry must not outlive this stream.
-            self.child.forget(self.id);
+            // Abandoned mid-call (a client left, or shutdown): nobody reads the answer, so the
+            // child's pending entry must not outlive this stream. A 2026-07-28 client cancels
+            // a request by closing its stream (spec basic/patterns/cancellation), so the child
+            // is told (a `subscriptions/listen` it serves ends there too); a session-era
+            // client's leaving is no cancellation, as that era's spec has it.
+            if self.session.is_none() {
+                self.child
+                    .cancel(self.id, "the client closed the request's stream");
+            } else {
+                self.child.forget(self.id);
+            }
         }
         self.ticket = None;
         if let (Some(s), Some(cid)) = (&self.session, &self.client_id) {

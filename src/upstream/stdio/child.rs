@@ -54,7 +54,8 @@ use crate::session::Session;
 use crate::upstream::Item;
 pub(crate) use crate::upstream::stdio::attribution::progress_token_id;
 use crate::upstream::stdio::attribution::{
-    Caller, InFlight, SETTLE, Verdict, attribute, by_calls_in_flight,
+    Caller, InFlight, SETTLE, Verdict, attribute, by_calls_in_flight, restore_subscription_id,
+    strip_subscription_id, subscription_id,
 };
 use crate::upstream::stdio::queue::{CallReceiver, CallSender, call_queue};
 use crate::upstream::stdio::reactor::{OUTBOX_LIMIT, Outbox, Reactor};
@@ -113,6 +114,8 @@ struct Pending {
     reply: CallSender,
     client_id: Box<RawValue>,
     client_token: Option<Box<RawValue>>,
+    /// A `subscriptions/listen`: notifications tagged with its id are its own.
+    listen: bool,
     /// Who made the call (attribution reads it).
     caller: Caller,
     /// Nothing else was in flight when it was sent (see [`Shared::next_id`]).
@@ -530,6 +533,7 @@ impl Child {
             return Err(Error::ChildExited(self.name().to_owned()));
         }
         let id = self.shared.next_id.fetch_add(1, Ordering::AcqRel);
+        let listen = msg.method() == "subscriptions/listen";
         let (client_id, client_token) = rewrite_ids(&mut msg, id);
         let bytes = line(&msg);
         // The child reader reads the tool's name from them if the call turns out to have
@@ -549,6 +553,7 @@ impl Child {
                     reply,
                     client_id,
                     client_token,
+                    listen,
                     caller,
                     alone,
                     heard: Heard::Nothing,
@@ -622,7 +627,10 @@ impl Child {
         let Some(p) = lock(&self.shared.pending).remove(&id) else {
             return;
         };
-        self.shared.unsettle(&p.caller);
+        // A listen says nothing untagged: nothing to settle after it.
+        if !p.listen {
+            self.shared.unsettle(&p.caller);
+        }
         // Whoever still reads the call's channel learns it ended, and why.
         let body = jsonrpc::error_body(Some(&p.client_id), -32603, reason);
         let _ = p.reply.send(Item::Final(body));
@@ -648,7 +656,7 @@ impl Child {
     /// pending entry goes, so it no longer counts as in flight or owns the child's traffic.
     pub fn forget(&self, id: u64) {
         let gone = lock(&self.shared.pending).remove(&id);
-        if let Some(p) = gone {
+        if let Some(p) = gone.filter(|p| !p.listen) {
             self.shared.unsettle(&p.caller);
         }
     }
@@ -903,6 +911,7 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             id,
             caller: &p.caller,
             has_token: p.client_token.is_some(),
+            listen: p.listen,
         })
         .collect();
     let verdict = attribute(&msg, &calls, settling);
@@ -932,6 +941,9 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
                     {
                         restore_progress_token(&mut msg, token);
                     }
+                    if p.listen && subscription_id(&msg) == Some(id) {
+                        restore_subscription_id(&mut msg, &p.client_id);
+                    }
                     let _ = p.reply.send(Item::Message(msg.to_vec()));
                 }
             }
@@ -957,7 +969,14 @@ fn deliver(mut msg: Message, shared: &Shared, index: usize, generation: u64, eve
             );
         }
         Verdict::SessionWide | Verdict::Drop(_) => {
+            // The proxy's own listen's tag means nothing to the sessions it goes to.
+            let own = subscription_id(&msg)
+                .and_then(|id| pending.get(&id))
+                .is_some_and(|p| p.listen && p.caller.internal);
             drop(pending);
+            if own {
+                strip_subscription_id(&mut msg);
+            }
             events(index, generation, Event::Notification(msg));
         }
     }

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,11 @@ use crate::session::{Binding, ClientCaps, Session};
 use crate::upstream::stdio::attribution::Caller;
 use crate::upstream::stdio::call::{call_stream, cancel, request};
 use crate::upstream::stdio::child::{Child, Event, EventSink, Io, Program, stop_in_background};
+use crate::upstream::stdio::modern_child::{self, discover_probe, lists_modern};
 use crate::upstream::stdio::queue::CONTROL_BACKLOG;
 use crate::upstream::stdio::reactor::Reactor;
-use crate::upstream::stdio::slots::{discover_probe, lists_modern};
+use crate::upstream::stdio::shared::{MAX_SUBSCRIPTION_URI, negotiate};
+use crate::upstream::stdio::slots::PROXY_VERSION;
 use crate::upstream::{Call, ChildInfo, Operate, Reply, Upstream};
 use crate::util::lock;
 
@@ -88,6 +90,18 @@ struct Inner {
     reactor: Arc<Reactor>,
     /// What the children were found to speak for 2026-07-28 (stateless) requests.
     stateless: Mutex<Stateless>,
+    /// Set once a child refused a session's `initialize` as a 2026-07-28-only child does: the
+    /// `initialize` result made from its `server/discover`, which answers every later session
+    /// (`modern_child`, issue #13 part B).
+    modern_hello: OnceLock<serde_json::Map<String, serde_json::Value>>,
+    /// `--input-timeout`: a session-era client's time to answer an input round of a
+    /// 2026-07-28-only child.
+    input_timeout: Duration,
+    /// The proxy's own `subscriptions/listen` on each 2026-07-28-only child (by child index):
+    /// its session's GET stream and resource subscriptions.
+    listens: modern_child::Listens,
+    /// `--max-subscriptions`.
+    max_subscriptions: usize,
 }
 
 /// Whether the children speak 2026-07-28, learned from the first stateless request: a child
@@ -143,6 +157,10 @@ impl DedicatedUpstream {
             metrics,
             reactor: Reactor::start()?,
             stateless: Mutex::new(Stateless::Unknown),
+            modern_hello: OnceLock::new(),
+            input_timeout: cfg.input_timeout,
+            listens: modern_child::Listens::default(),
+            max_subscriptions: cfg.max_subscriptions,
         });
         let (ready_tx, ready_rx) = bounded(1);
         let k = inner.clone();
@@ -524,14 +542,23 @@ impl Upstream for DedicatedUpstream {
             },
         );
         let _ = inner.control.send(Control::Replenish);
-        // The client's own initialize, verbatim (ids rewritten as always). The child
-        // negotiated with the client itself, so it asks only for what the client can take.
-        let caller = Caller {
-            caps: ClientCaps::ALL,
-            ..Caller::default()
-        };
-        match call_stream(child, call, caller, None) {
-            Ok(reply) => Ok((binding, reply)),
+        // The client's own initialize, verbatim (ids rewritten as always); a 2026-07-28-only
+        // child's refusal is answered from its `server/discover` instead, and the session is
+        // bridged (`modern_child`).
+        let requested = call
+            .msg
+            .params_value()
+            .and_then(|p| p.get("protocolVersion")?.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let version = negotiate(&requested, PROXY_VERSION);
+        match modern_child::initialize_on(child, call, &inner.modern_hello, version) {
+            Ok((modern_meta, reply)) => Ok((
+                Binding {
+                    modern_meta,
+                    ..binding
+                },
+                reply,
+            )),
             Err(e) => {
                 if let Some(a) = lock(&inner.assigned).remove(&index) {
                     let _ = inner.control.send(Control::Retire(a.child));
@@ -572,6 +599,14 @@ impl Upstream for DedicatedUpstream {
             .map(|a| a.child.clone())
             .filter(|c| c.is_alive())
             .ok_or(Error::UnknownSession)?;
+        if let Some(meta) = &s.binding.modern_meta {
+            let per = modern_child::PerSession {
+                listens: &self.inner.listens,
+                limits: (self.inner.max_subscriptions, MAX_SUBSCRIPTION_URI),
+                input_timeout: self.inner.input_timeout,
+            };
+            return modern_child::session_forward(child, s, meta, call, &per);
+        }
         match call.msg.kind()? {
             Kind::Request => call_stream(child, call, Caller::session(s, ClientCaps::ALL), None),
             Kind::Notification => {
@@ -590,11 +625,33 @@ impl Upstream for DedicatedUpstream {
     }
 
     fn close(&self, session: &Session) {
+        self.inner.listens.close(session.binding.child);
         let gone = lock(&self.inner.assigned).remove(&session.binding.child);
         if let Some(a) = gone {
             let _ = self.inner.control.send(Control::Retire(a.child));
             let _ = self.inner.control.send(Control::Replenish);
         }
+    }
+
+    /// A session of a 2026-07-28-only child opened its GET stream: the proxy's listen on its
+    /// child carries the child's changes there (list changes at least, and the session's
+    /// subscribed resources).
+    fn listen(&self, session: &Arc<Session>) -> Result<(), Error> {
+        if session.binding.modern_meta.is_none() {
+            return Ok(());
+        }
+        let index = session.binding.child;
+        let child = lock(&self.inner.assigned)
+            .get(&index)
+            .map(|a| a.child.clone())
+            .filter(|c| c.is_alive())
+            .ok_or(Error::UnknownSession)?;
+        let uris = modern_child::sorted(lock(&session.subscriptions).iter().cloned());
+        // A child without `subscriptions/listen` still gets its GET stream, with nothing on it.
+        if let Err(e) = self.inner.listens.follow(index, &child, uris, true) {
+            log::debug!("{}: no listen for the GET stream: {e}", self.inner.name);
+        }
+        Ok(())
     }
 }
 

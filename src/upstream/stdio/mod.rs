@@ -11,11 +11,14 @@
 //! delivering into them) or any other upstream kind.
 
 pub(crate) mod attribution;
+#[cfg(test)]
+mod attribution_tests;
 mod call;
 pub mod child;
 pub mod dedicated;
 pub mod exclusive;
 pub(crate) mod gate;
+mod modern_child;
 pub(crate) mod queue;
 pub(crate) mod reactor;
 pub mod shared;

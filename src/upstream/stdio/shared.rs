@@ -61,6 +61,7 @@ use crate::upstream::{Call, ChildInfo, ExclusiveInfo, Operate, Reply, Upstream};
 use crate::util::{lock, read};
 
 use super::call::{call_stream, cancel};
+use super::modern_child;
 use super::slots::{Control, Inner, PROXY_VERSION, Slot, release};
 use super::supervisor::supervise;
 
@@ -102,6 +103,7 @@ impl StdioUpstream {
             metrics,
             unowned: Throttle::default(),
             tools: ExclusiveTools::new(&cfg.exclusive_tools, cfg.learn_exclusive),
+            listens: modern_child::Listens::default(),
         });
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let sup_inner = inner.clone();
@@ -335,6 +337,18 @@ impl Upstream for StdioUpstream {
             }
         }
     }
+
+    /// A session of a 2026-07-28-only child opened its GET stream: the proxy's listen on the
+    /// child carries its changes there (`modern_child`).
+    fn listen(&self, session: &Arc<Session>) -> Result<(), Error> {
+        if session.binding.modern_meta.is_some()
+            && let Err(e) = self.inner.follow(session.binding.child, true)
+        {
+            // A child without `subscriptions/listen` still gets its GET stream, with nothing on it.
+            log::debug!("{}: no listen for the GET stream: {e}", self.inner.name);
+        }
+        Ok(())
+    }
 }
 
 impl Operate for StdioUpstream {
@@ -467,15 +481,17 @@ impl StdioUpstream {
         &self,
         s: &Arc<Session>,
         meta: &Value,
-        mut call: Call<'_>,
+        call: Call<'_>,
     ) -> Result<Reply, Error> {
+        if matches!(
+            call.msg.method(),
+            "resources/subscribe" | "resources/unsubscribe"
+        ) {
+            return self.modern_subscription(s, &call.msg);
+        }
         if let Some(reply) = modern_upstream::local(&call.msg, s)? {
             return Ok(reply);
         }
-        // A session that never set a level takes every log message (the session-era default:
-        // the server decides; the session's own filter still applies).
-        let level = s.log_level().unwrap_or(LogLevel::Debug);
-        call.msg = modern_upstream::with_meta(&call.msg, meta, Some(level))?;
         let slot = self
             .inner
             .slots
@@ -494,30 +510,35 @@ impl StdioUpstream {
         });
         let ticket = slot.gate.enter(exclusive, call.deadline)?;
         let child = self.session_child(s)?;
-        let request = Message::parse(&call.msg.to_vec())?;
-        let round = call.deadline.saturating_duration_since(Instant::now());
-        let caps = s.binding.caps;
-        let mut caller = Caller::session(s, caps);
+        let mut caller = Caller::session(s, s.binding.caps);
         caller.learn = !tool && call.msg.method() == "tools/call" && self.inner.tools.learning();
-        let first = call_stream(child.clone(), call, caller, Some(ticket))?;
-        // Input rounds: the same child, the same session, a round's time each.
-        let session = s.clone();
-        let recall: modern_upstream::Recall = Box::new(move |msg| {
-            let call = Call {
-                msg,
-                session: Some(&session),
-                deadline: Instant::now() + round,
-                headers: Vec::new(),
-            };
-            call_stream(child.clone(), call, Caller::session(&session, caps), None)
-        });
-        Ok(Reply::Stream(Box::new(modern_upstream::Rounds::new(
-            first,
-            recall,
-            request,
-            &s.id,
+        modern_child::session_call(
+            child,
+            s,
+            meta,
+            call,
+            caller,
+            Some(ticket),
             self.input_timeout,
-        ))))
+        )
+    }
+
+    /// `resources/(un)subscribe` of a session on a 2026-07-28-only child: recorded as for any
+    /// child (`subscription`); when the child's set of URIs changed, the proxy's listen on it
+    /// follows (`modern_child`), and its updates reach the sessions subscribed.
+    fn modern_subscription(&self, s: &Arc<Session>, msg: &Message) -> Result<Reply, Error> {
+        let id = msg.id.clone().unwrap_or_else(jsonrpc::null);
+        let has_uri = msg
+            .params_value()
+            .is_some_and(|p| p.get("uri").is_some_and(Value::is_string));
+        if !has_uri {
+            return Err(Error::InvalidParams("uri must be a string".into()));
+        }
+        if let Some(answer) = self.subscription(s, msg) {
+            return Ok(answer);
+        }
+        self.inner.follow(s.binding.child, false)?;
+        Ok(Reply::Message(jsonrpc::result_body(&id, "{}")))
     }
 
     /// True when child `index` speaks only 2026-07-28 (it refused `initialize`).
@@ -637,7 +658,10 @@ impl StdioUpstream {
 /// (`capable`: their calls are exclusive) are kept apart from the others where the children
 /// allow it, so that plain sessions rarely wait for exclusive calls: a plain session goes to
 /// the child with the fewest sessions among those hosting no capable session (if any does),
-/// a capable one to the child hosting the fewest plain sessions, then the fewest capable ones.
+/// a capable one to a child no exclusive call holds right now if there is one (a call parked
+/// for its client's input may hold one for `--input-timeout`: the era bridge opens a new
+/// capable session rather than wait behind it), then to the child hosting the fewest plain
+/// sessions, then the fewest capable ones.
 fn place(inner: &Inner, capable: bool) -> Option<usize> {
     let load = |i: usize| {
         let slot = &inner.slots[i];
@@ -649,7 +673,7 @@ fn place(inner: &Inner, capable: bool) -> Option<usize> {
     };
     let live = (0..inner.slots.len()).filter(|&i| inner.live(i).is_some());
     if capable {
-        live.min_by_key(|&i| load(i))
+        live.min_by_key(|&i| (inner.slots[i].gate.closed(), load(i)))
     } else {
         live.min_by_key(|&i| {
             let (plain, c) = load(i);

@@ -11,8 +11,9 @@ use crossbeam_channel::Sender;
 use serde_json::{Value, json};
 
 use super::call::{HANDSHAKE_TIMEOUT, request};
+use super::modern_child::{Listens, discover_probe, hello_of, lists_modern, sorted};
 use crate::error::Error;
-use crate::jsonrpc::{self, Message};
+use crate::jsonrpc::Message;
 use crate::metrics::{DropReason, Metrics};
 use crate::session::{LogLevel, Session};
 use crate::upstream::stdio::attribution::{Caller, Throttle};
@@ -48,63 +49,17 @@ pub(super) struct Handshake {
     pub(super) modern_only: bool,
 }
 
-/// The `server/discover` probe the proxy sends a child.
-pub(super) fn discover_probe() -> Value {
-    json!({
-        "jsonrpc": "2.0", "id": 0, "method": "server/discover",
-        "params": {"_meta": {
-            jsonrpc::META_VERSION: "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "shadowcat", "version": env!("CARGO_PKG_VERSION")}
-        }}
-    })
-}
-
-/// True when a `server/discover` answer lists 2026-07-28.
-pub(super) fn lists_modern(reply: &Value) -> bool {
-    reply
-        .get("result")
-        .and_then(|r| r.get("supportedVersions"))
-        .and_then(Value::as_array)
-        .is_some_and(|v| v.iter().any(|x| x == "2026-07-28"))
-}
-
-/// A child that refused `initialize` with -32601: a 2026-07-28-only child if its `server/discover` lists
-/// 2026-07-28 (the handshake then carries an `initialize`-shaped result made from that
-/// answer), else the refusal.
+/// A child that refused `initialize` (`refusal`): a 2026-07-28-only child if its
+/// `server/discover` lists 2026-07-28 (the handshake then carries an `initialize`-shaped result
+/// made from that answer), else the refusal.
 fn modern_only(child: &Child, refusal: &Value) -> Result<Handshake, Error> {
-    let refused = || {
+    let result = hello_of(child, refusal).ok_or_else(|| {
         Error::UpstreamProtocol(format!(
             "{} refused initialize: {}",
             child.name(),
             refusal.get("error").unwrap_or(&Value::Null)
         ))
-    };
-    // Only "method not found" means the child does not have `initialize`; any other error is
-    // a child that failed its handshake.
-    let code = refusal
-        .get("error")
-        .and_then(|e| e.get("code"))
-        .and_then(Value::as_i64);
-    if code != Some(-32601) {
-        return Err(refused());
-    }
-    let reply = request(child, &discover_probe()).map_err(|_| refused())?;
-    if !lists_modern(&reply) {
-        return Err(refused());
-    }
-    let discover = reply.get("result").cloned().unwrap_or(Value::Null);
-    let mut result = serde_json::Map::new();
-    for key in ["capabilities", "serverInfo", "instructions"] {
-        if let Some(v) = discover.get(key) {
-            result.insert(key.to_owned(), v.clone());
-        }
-    }
-    result.insert("protocolVersion".into(), json!("2026-07-28"));
-    log::info!(
-        "{}: speaks only 2026-07-28 (refused initialize)",
-        child.name()
-    );
+    })?;
     Ok(Handshake {
         result,
         version: "2026-07-28".to_owned(),
@@ -227,6 +182,9 @@ pub(super) struct Inner {
     pub(super) unowned: Throttle,
     /// Tools whose calls are exclusive whoever calls them, configured and learned.
     pub(super) tools: ExclusiveTools,
+    /// The proxy's own `subscriptions/listen` on each 2026-07-28-only child (by slot): its
+    /// sessions' GET streams and resource subscriptions (`modern_child`).
+    pub(super) listens: Listens,
 }
 
 impl Inner {
@@ -372,7 +330,8 @@ impl Inner {
             }
         };
         let slot = &self.slots[child.index];
-        if resubscribe {
+        let modern_only = hs.modern_only;
+        if resubscribe && !modern_only {
             let uris: Vec<String> = lock(&slot.subscriptions).keys().cloned().collect();
             for uri in uris {
                 let v = json!({"jsonrpc":"2.0","id":0,"method":"resources/subscribe","params":{"uri":uri}});
@@ -391,7 +350,26 @@ impl Inner {
         }
         *write(&slot.handshake) = Some(Arc::new(hs));
         slot.generation.store(child.generation, Ordering::Release);
-        Ok(write(&slot.child).replace(child))
+        let index = child.index;
+        let old = write(&slot.child).replace(child);
+        if resubscribe && modern_only && !lock(&slot.subscriptions).is_empty() {
+            // Same sessions, new process: the proxy's listen follows them there.
+            if let Err(e) = self.follow(index, false) {
+                log::warn!("{}: resource subscriptions not renewed: {e}", self.name);
+            }
+        }
+        Ok(old)
+    }
+
+    /// Makes the proxy's listen on 2026-07-28-only child `i` carry the resource URIs its
+    /// sessions subscribed to (`only_if_closed`: just make sure one is open, as a GET does).
+    pub(super) fn follow(&self, i: usize, only_if_closed: bool) -> Result<(), Error> {
+        let child = self
+            .live(i)
+            .ok_or_else(|| Error::Unavailable(format!("no live {} child", self.name)))?;
+        let slot = self.slots.get(i).ok_or(Error::UnknownSession)?;
+        let uris = sorted(lock(&slot.subscriptions).keys().cloned());
+        self.listens.follow(i, &child, uris, only_if_closed)
     }
 
     pub(super) fn stop_children(&self, patience: Duration) {
@@ -415,6 +393,17 @@ impl Inner {
 impl Inner {
     /// Tells child `i` nobody wants updates about `uri` any more (answer ignored).
     pub(super) fn unsubscribe_child(&self, i: usize, uri: &str) {
+        let modern_only = self
+            .slots
+            .get(i)
+            .is_some_and(|sl| read(&sl.handshake).as_ref().is_some_and(|h| h.modern_only));
+        if modern_only {
+            // No session era on the child: its listen no longer carries the URI.
+            if let Err(e) = self.follow(i, false) {
+                log::debug!("{}: listen not narrowed: {e}", self.name);
+            }
+            return;
+        }
         let Some(child) = self.live(i) else { return };
         let v =
             json!({"jsonrpc":"2.0","id":0,"method":"resources/unsubscribe","params":{"uri":uri}});
