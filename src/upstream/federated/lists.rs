@@ -60,10 +60,19 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
     let id = call.msg.id.clone().unwrap_or_else(jsonrpc::null);
     let ok = |result: Value| Reply::Message(jsonrpc::result_body(&id, &result.to_string()));
     let err = |code: i64, text: &str| Reply::Message(jsonrpc::error_body(Some(&id), code, text));
-    let params = call.msg.params_value().unwrap_or_else(|| json!({}));
-    if !params.is_object() {
+    if call
+        .msg
+        .params
+        .as_ref()
+        .is_some_and(|p| !p.get().trim_start().starts_with('{'))
+    {
         return Ok(err(-32602, "Invalid params: must be an object"));
     }
+    // Calls read only their name (below); everything else reads its params whole.
+    if matches!(method.as_str(), "tools/call" | "prompts/get") {
+        return super::calls::call_by_name(f, t, fed, call, &method, &err);
+    }
+    let params = call.msg.params_value().unwrap_or_else(|| json!({}));
     if let Some(l) = listing(&method) {
         return Ok(match list(f, t, fed, call, &l, &params) {
             Ok(result) => ok(result),
@@ -86,30 +95,6 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
                 }
             });
             Ok(ok(json!({})))
-        }
-        "tools/call" | "prompts/get" => {
-            let what = if method == "tools/call" {
-                "tool"
-            } else {
-                "prompt"
-            };
-            let name = params.get("name").and_then(Value::as_str).unwrap_or("");
-            let tools = method == "tools/call";
-            let named = if tools { Named::Tool } else { Named::Prompt };
-            // A renamed tool or prompt is asked for by its new name only (`overrides.rs`).
-            let target = route_name(t, name).and_then(|(m, shown)| {
-                let local = overrides::original(&m.policy, who(call), named, shown)?;
-                allowed(m, call, Of::Names, local).then_some((m, local))
-            });
-            let Some((m, local)) = target else {
-                return Ok(err(-32602, &unknown(t, what, name)));
-            };
-            let mut p = params.clone();
-            p["name"] = Value::String(local.to_owned());
-            if tools {
-                overrides::inject(&m.policy, who(call), local, &mut p);
-            }
-            Ok(f.send(fed, m, with_params(&call.msg, &p), call))
         }
         "completion/complete" => {
             // The ref's type says what it names: a prompt by `name`, a resource (template)
@@ -149,7 +134,7 @@ pub fn request(f: &State, t: &Table, fed: &Fed, call: &Call<'_>) -> Result<Reply
 }
 
 /// "Unknown tool: NAME", saying so when `name` is one of a member the last reload removed.
-fn unknown(t: &Table, what: &str, name: &str) -> String {
+pub(super) fn unknown(t: &Table, what: &str, name: &str) -> String {
     let gone = t.gone.iter().find(|(_, prefix)| {
         !prefix.is_empty()
             && name
@@ -172,7 +157,7 @@ fn bridged(call: &Call<'_>) -> bool {
 }
 
 /// Who the caller of `call` is, for policy (the bridge's session: nobody in particular).
-fn who<'c>(call: &'c Call<'_>) -> Who<'c> {
+pub(super) fn who<'c>(call: &'c Call<'_>) -> Who<'c> {
     match call.session {
         Some(s) => Who {
             principal: s.principal.as_deref(),
@@ -184,7 +169,7 @@ fn who<'c>(call: &'c Call<'_>) -> Who<'c> {
 
 /// True when the caller of `call` may see and use member `m`'s tool or prompt `local`
 /// ([`Of::Names`]) or resource `local` ([`Of::Resources`]).
-fn allowed(m: &Member, call: &Call<'_>, of: Of, local: &str) -> bool {
+pub(super) fn allowed(m: &Member, call: &Call<'_>, of: Of, local: &str) -> bool {
     if bridged(call) {
         // Whose call it is is unknown there: only what everyone may have, and a tool only
         // when no principal or scope shows or calls it differently (their renames and fixed
@@ -201,7 +186,10 @@ fn serving(fed: &Fed, m: &Member, cap: &str) -> bool {
 }
 
 /// The member a tool or prompt name belongs to, and the name it knows.
-fn route_name<'t, 'n>(t: &'t Table, name: &'n str) -> Option<(&'t Arc<Member>, &'n str)> {
+pub(super) fn route_name<'t, 'n>(
+    t: &'t Table,
+    name: &'n str,
+) -> Option<(&'t Arc<Member>, &'n str)> {
     for m in &t.members {
         if m.prefix.is_empty() {
             continue;

@@ -33,6 +33,7 @@
 //! HTTP member's SSE answer) is checked only when it returns.
 
 mod cache;
+mod calls;
 mod health;
 mod initialize;
 mod lists;

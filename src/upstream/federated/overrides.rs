@@ -115,6 +115,12 @@ pub fn reshape(policy: &PolicyConfig, who: Who<'_>, named: Named, name: &str, it
 
 /// A `tools/call`'s params from `who` for member tool `tool` with its fixed arguments set
 /// (over any the client sent).
+/// True when a `tools/call` of member tool `tool` from `who` gets fixed arguments
+/// ([`inject`] would change its params).
+pub fn fixes(policy: &PolicyConfig, who: Who<'_>, tool: &str) -> bool {
+    overridden(policy, who, Named::Tool, tool).is_some_and(|o| !o.fixed.is_empty())
+}
+
 pub fn inject(policy: &PolicyConfig, who: Who<'_>, tool: &str, params: &mut Value) {
     let Some(o) = overridden(policy, who, Named::Tool, tool).filter(|o| !o.fixed.is_empty()) else {
         return;
