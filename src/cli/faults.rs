@@ -22,9 +22,6 @@ use crate::fault::{Action, FaultConfig, Match, Rule};
 
 use super::file::line_of;
 
-/// The top-level key this file reads; `cli/file.rs` skips it.
-pub const KEY: &str = "fault";
-
 /// Longest rule name.
 const MAX_NAME: usize = 64;
 

@@ -76,6 +76,9 @@ pub(super) fn read_text(path: &str) -> Result<String, Error> {
     Ok(text)
 }
 
+/// The top-level key of `[[fault]]` tables: read by `cli/faults.rs`, skipped here.
+pub const FAULT_KEY: &str = "fault";
+
 /// The flags `text` (the contents of `path`) stands for: `(flag, arguments)` per key, where a
 /// switch has no argument and a repeatable flag one per element.
 pub fn flags_of(path: &str, text: &str) -> Result<Vec<(String, Vec<String>)>, Error> {
@@ -85,7 +88,7 @@ pub fn flags_of(path: &str, text: &str) -> Result<Vec<(String, Vec<String>)>, Er
     for (key, value) in table.get_ref() {
         let at = |span: std::ops::Range<usize>| format!("{path}:{}", line_of(text, span.start));
         let name: &str = key.get_ref();
-        if name == super::faults::KEY {
+        if name == FAULT_KEY {
             continue;
         }
         let Some(flag) = known.iter().find(|f| f.long == name) else {

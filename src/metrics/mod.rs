@@ -819,10 +819,11 @@ impl r2d2::HandleEvent for PoolEvents {
 
 mod render;
 mod replicas;
+mod text;
 mod tls;
 
-pub use render::escape_label;
 pub use replicas::{MemberInfo, ReplicaInfo, ReplicaSetInfo};
+pub use text::escape_label;
 pub use tls::TlsOutcome;
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The Prometheus text exposition format 0.0.4: [`Metrics::render`] and its line writers.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::text::{escape_label, family, line};
 use super::{
     BOUND_LABELS, ChildInfo, DropReason, ExclusiveCause, ExclusiveInfo, Gauges, Histogram, LogDrop,
     MAX_CHILDREN, MAX_TOOLS, MethodClass, Metrics, N_BUCKETS, PoolInfo, Rejection, STATUS_LABELS,
@@ -464,36 +465,6 @@ impl Metrics {
             self.pool_closed.load(Relaxed),
         );
     }
-}
-
-/// Escapes a label value: backslash, double quote and line feed.
-pub fn escape_label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for ch in v.chars() {
-        match ch {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
-    }
-    s
-}
-
-/// Escapes HELP text: backslash and line feed.
-pub(super) fn escape_help(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-pub(super) fn line(w: &mut String, args: fmt::Arguments<'_>) {
-    // Writing into a String cannot fail.
-    let _ = w.write_fmt(args);
-    w.push('\n');
-}
-
-pub(super) fn family(w: &mut String, name: &str, kind: &str, help: &str) {
-    line(w, format_args!("# HELP {name} {}", escape_help(help)));
-    line(w, format_args!("# TYPE {name} {kind}"));
 }
 
 fn gauge(w: &mut String, name: &str, help: &str, v: u64) {

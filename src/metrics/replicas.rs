@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::render::{escape_label, family, line};
+use super::text::{escape_label, family, line};
 
 /// What an operator sees of one replica of an HTTP upstream: the admin API lists it,
 /// `/metrics` renders it.

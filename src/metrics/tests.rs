@@ -1,6 +1,7 @@
 //! Unit tests of the registry and its text format.
 
-use super::render::{Seconds, escape_help};
+use super::render::Seconds;
+use super::text::escape_help;
 use super::*;
 use std::collections::{HashMap, HashSet};
 

@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use super::render::{family, histogram, line};
+use super::render::histogram;
+use super::text::{family, line};
 use super::{Histogram, Metrics};
 
 /// How a TLS handshake ended: the bounded `outcome` label.

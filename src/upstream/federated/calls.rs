@@ -5,11 +5,11 @@
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::lists::{allowed, route_name, unknown, who};
 use super::members::Fed;
 use super::messages::with_params;
 use super::overrides::{self, Named};
 use super::policy::Of;
+use super::route::{allowed, route_name, unknown, who};
 use super::{State, Table};
 use crate::error::Error;
 use crate::jsonrpc::{self, Message};

@@ -3,11 +3,12 @@
 //! Owns: [`Federated`], an [`Upstream`] over named members, each itself an upstream of
 //! another kind (stdio shared, stdio per-session, HTTP); the per-client-session member
 //! sessions (`members.rs`); the merged `initialize` (`initialize.rs`); merged lists,
-//! namespaced names and their cursors, routing (`lists.rs`); members that go down and come back (`health.rs`); tool and prompt policy
-//! (`policy.rs`, resources too) and overrides (renames, descriptions, fixed arguments: `overrides.rs`); ids
-//! of server-to-client requests made during calls (`s2c.rs`); each session's cache of the
-//! members' list pages (`cache.rs`); a new member set from a reloaded config file
-//! (`reload.rs`).
+//! namespaced names and their cursors (`lists.rs`); calls by name (`calls.rs`) and the
+//! routing and policy checks they share with lists (`route.rs`); members that go down and
+//! come back (`health.rs`); tool, prompt and resource policy (`policy.rs`) and overrides
+//! (renames, descriptions, fixed arguments: `overrides.rs`); ids of server-to-client requests
+//! made during calls (`s2c.rs`); each session's cache of the members' list pages
+//! (`cache.rs`); a new member set from a reloaded config file (`reload.rs`).
 //! Must not touch: how a member works (only the [`Upstream`] trait) or the client side (the
 //! pipeline sees one upstream and is unchanged).
 //!
@@ -43,6 +44,7 @@ mod operate;
 mod overrides;
 mod policy;
 mod reload;
+mod route;
 mod s2c;
 #[cfg(test)]
 mod tests;
